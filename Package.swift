@@ -1,0 +1,46 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "crm-cluster",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "crm-bench", targets: ["CRMBench"]),
+        .library(name: "Storage", targets: ["Storage"]),
+        .library(name: "Sealing", targets: ["Sealing"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // Thin system-library targets: one C header each, linked from Debian's -dev packages.
+        .systemLibrary(name: "CRocksDB", pkgConfig: "rocksdb", providers: [.apt(["librocksdb-dev"])]),
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CLibCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+
+        // Cryptography and compression: keys, AES-256-GCM, HMAC, LZ4 and the sealed-value envelope.
+        .target(name: "Sealing", dependencies: ["CLibCrypto", "CLZ4"]),
+
+        // The encrypted, compressed key-value engine over RocksDB.
+        .target(
+            name: "Storage",
+            dependencies: [
+                "CRocksDB", "Sealing",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        // crm-bench: closed-loop benchmarks.
+        .executableTarget(
+            name: "CRMBench",
+            dependencies: [
+                "Storage", "Sealing", "CRocksDB",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        .testTarget(name: "SealingTests", dependencies: ["Sealing"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "Sealing", "CRocksDB"]),
+    ]
+)

@@ -1,0 +1,49 @@
+/// Passes a non-null pointer to C even for an empty buffer (OpenSSL and LZ4 reject null).
+@inline(__always)
+func withNonNullBase<R>(
+    _ buffer: UnsafeRawBufferPointer,
+    _ body: (UnsafePointer<UInt8>, Int) throws -> R
+) rethrows -> R {
+    if let base = buffer.baseAddress {
+        return try body(base.assumingMemoryBound(to: UInt8.self), buffer.count)
+    }
+    var zero: UInt8 = 0
+    return try withUnsafePointer(to: &zero) { try body($0, 0) }
+}
+
+extension Array where Element == UInt8 {
+    /// Lower-case hexadecimal, for logs and identifiers (never for secrets).
+    public var hexString: String {
+        let digits: [UInt8] = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(count * 2)
+        for byte in self {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Parses lower- or upper-case hexadecimal; nil on any other character or an odd length.
+    public init?(hexString: some StringProtocol) {
+        let utf8 = Array(hexString.utf8)
+        guard utf8.count % 2 == 0 else { return nil }
+        func nibble(_ c: UInt8) -> UInt8? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+            default: return nil
+            }
+        }
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(utf8.count / 2)
+        var index = 0
+        while index < utf8.count {
+            guard let high = nibble(utf8[index]), let low = nibble(utf8[index + 1]) else { return nil }
+            bytes.append(high << 4 | low)
+            index += 2
+        }
+        self = bytes
+    }
+}

@@ -1,0 +1,48 @@
+import CLibCrypto
+
+/// HMAC-SHA-256 and SHA-256 through OpenSSL's libcrypto.
+public enum HMACSHA256 {
+    public static let byteCount = 32
+
+    public static func authenticate(_ message: UnsafeRawBufferPointer, key: SymmetricKey) -> [UInt8] {
+        key.withUnsafeBytes { keyBytes in
+            [UInt8](unsafeUninitializedCapacity: byteCount) { out, initialized in
+                var length: UInt32 = 0
+                let result = withNonNullBase(message) { base, count in
+                    HMAC(EVP_sha256(), keyBytes.baseAddress, Int32(keyBytes.count), base, count,
+                         out.baseAddress, &length)
+                }
+                precondition(result != nil && length == UInt32(byteCount), "HMAC-SHA-256 failed inside OpenSSL")
+                initialized = byteCount
+            }
+        }
+    }
+
+    public static func authenticate(_ message: [UInt8], key: SymmetricKey) -> [UInt8] {
+        message.withUnsafeBytes { authenticate($0, key: key) }
+    }
+
+    public static func sha256(_ message: UnsafeRawBufferPointer) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: byteCount) { out, initialized in
+            var length: UInt32 = 0
+            let ok = withNonNullBase(message) { base, count in
+                EVP_Digest(base, count, out.baseAddress, &length, EVP_sha256(), nil)
+            }
+            precondition(ok == 1 && length == UInt32(byteCount), "SHA-256 failed inside OpenSSL")
+            initialized = byteCount
+        }
+    }
+
+    public static func sha256(_ message: [UInt8]) -> [UInt8] {
+        message.withUnsafeBytes { sha256($0) }
+    }
+
+    /// Compares two byte strings in constant time (for MACs and tags).
+    public static func constantTimeEqual(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
+        guard lhs.count == rhs.count else { return false }
+        guard !lhs.isEmpty else { return true }
+        return lhs.withUnsafeBytes { a in
+            rhs.withUnsafeBytes { b in CRYPTO_memcmp(a.baseAddress, b.baseAddress, a.count) == 0 }
+        }
+    }
+}

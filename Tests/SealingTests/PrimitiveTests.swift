@@ -1,0 +1,79 @@
+import Testing
+@testable import Sealing
+
+@Suite struct PrimitiveTests {
+    @Test func sha256MatchesKnownAnswer() {
+        #expect(HMACSHA256.sha256(Array("abc".utf8)).hexString
+            == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    }
+
+    @Test func hmacMatchesKnownAnswer() {
+        let key = SymmetricKey(copying: Array(0..<32))
+        #expect(HMACSHA256.authenticate(Array("crm sealing known answer".utf8), key: key).hexString
+            == "1e35e0cf3c50062d5bf98d64aa93575384e1b28bc17b9ddb307aed65a18b630d")
+    }
+
+    /// Test case 14 of the GCM specification (McGrew & Viega): zero key, zero IV, one zero block.
+    @Test func aesGCMMatchesSpecificationTestCase14() throws {
+        let cipher = AES256GCM(key: SymmetricKey(copying: [UInt8](repeating: 0, count: 32)))
+        let nonce = [UInt8](repeating: 0, count: 12)
+        let plaintext = [UInt8](repeating: 0, count: 16)
+        var output = [UInt8](repeating: 0, count: 32)
+        try plaintext.withUnsafeBytes { p in
+            try nonce.withUnsafeBytes { n in
+                try output.withUnsafeMutableBytes { o in
+                    try cipher.seal(p, nonce: n, associatedData: UnsafeRawBufferPointer(start: nil, count: 0), into: o)
+                }
+            }
+        }
+        #expect(Array(output[0..<16]).hexString == "cea7403d4d606b6e074ec5d3baf39d18")
+        #expect(Array(output[16...]).hexString == "d0d1c8a799996bf0265b98b5d48ab919")
+
+        var reopened = [UInt8](repeating: 0xAA, count: 16)
+        let authentic = try output.withUnsafeBytes { s in
+            try nonce.withUnsafeBytes { n in
+                try reopened.withUnsafeMutableBytes { o in
+                    try cipher.open(s, nonce: n, associatedData: UnsafeRawBufferPointer(start: nil, count: 0), into: o)
+                }
+            }
+        }
+        #expect(authentic)
+        #expect(reopened == plaintext)
+    }
+
+    @Test func failedAuthenticationZeroesTheOutput() throws {
+        let cipher = AES256GCM(key: try SymmetricKey.generate())
+        let nonce = try SecureRandom.bytes(12)
+        let plaintext = Array("confidential".utf8)
+        var sealed = [UInt8](repeating: 0, count: plaintext.count + 16)
+        try plaintext.withUnsafeBytes { p in try nonce.withUnsafeBytes { n in try sealed.withUnsafeMutableBytes { o in
+            try cipher.seal(p, nonce: n, associatedData: UnsafeRawBufferPointer(start: nil, count: 0), into: o)
+        } } }
+        sealed[0] ^= 1
+        var output = [UInt8](repeating: 0xAA, count: plaintext.count)
+        let authentic = try sealed.withUnsafeBytes { s in try nonce.withUnsafeBytes { n in try output.withUnsafeMutableBytes { o in
+            try cipher.open(s, nonce: n, associatedData: UnsafeRawBufferPointer(start: nil, count: 0), into: o)
+        } } }
+        #expect(!authentic)
+        #expect(output.allSatisfy { $0 == 0 })
+    }
+
+    @Test func lz4RoundTripsAndRejectsWrongLength() throws {
+        let input = Array(String(repeating: "contact record ", count: 100).utf8)
+        var output = [UInt8](repeating: 0, count: LZ4Block.bound(input.count))
+        let count = try #require(input.withUnsafeBytes { i in output.withUnsafeMutableBytes { LZ4Block.compress(i, into: $0) } })
+        #expect(count < input.count / 4)
+        let block = Array(output[0..<count])
+        #expect(block.withUnsafeBytes { LZ4Block.decompress($0, originalCount: input.count) } == input)
+        #expect(block.withUnsafeBytes { LZ4Block.decompress($0, originalCount: input.count - 1) } == nil)
+        #expect(block.withUnsafeBytes { LZ4Block.decompress($0, originalCount: input.count + 1) } == nil)
+    }
+
+    @Test func hexRoundTripsAndRejectsBadDigits() {
+        let bytes: [UInt8] = [0x00, 0x7f, 0x80, 0xff]
+        #expect(bytes.hexString == "007f80ff")
+        #expect([UInt8](hexString: "007F80ff") == bytes)
+        #expect([UInt8](hexString: "0g") == nil)
+        #expect([UInt8](hexString: "abc") == nil)
+    }
+}
