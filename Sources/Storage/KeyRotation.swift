@@ -101,21 +101,22 @@ extension StorageEngine {
         }
         return try keyOperations.withLock { _ -> ResealProgress? in
             let state = keyRing.current.state
-            guard let cursor = state.reseal else { return nil }
+            guard var cursor = state.reseal else { return nil }
             if !cursor.passComplete {
                 let draining = Set(state.drainingKeyIDs)
                 let found = try whileOpen { try findSealedUnder(draining, cursor: cursor, maxItems: maxItems) }
-                let advanced = try exclusively { try reseal(found, cursor: cursor, draining: draining) }
-                if advanced.passComplete {
+                cursor = try exclusively { try reseal(found, cursor: cursor, draining: draining) }
+                if cursor.passComplete {
                     try whileOpen { try database.syncWAL() }
                     logger.notice("re-seal pass complete", metadata: [
-                        "scanned": "\(advanced.scanned)", "resealed": "\(advanced.resealed)",
-                        "unreadable": "\(advanced.unreadable)"])
+                        "scanned": "\(cursor.scanned)", "resealed": "\(cursor.resealed)",
+                        "unreadable": "\(cursor.unreadable)"])
                 }
             }
             try retireLocked()
+            // After retirement the cursor is gone from the state; report the pass's totals.
             let after = keyRing.current.state
-            return try progress(after.reseal, state: after)
+            return try progress(after.reseal ?? cursor, state: after)
         }
     }
 
