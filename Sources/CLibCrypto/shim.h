@@ -3,3 +3,5 @@
 #include <openssl/hmac.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>

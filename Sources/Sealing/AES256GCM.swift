@@ -74,11 +74,15 @@ public final class AES256GCM: Sendable {
 final class CipherContext: @unchecked Sendable {
     private let context: OpaquePointer
     private let encrypt: Bool
+    /// The tag parameter list (tag, end), reused by every operation on this context.
+    private let tagParameters: UnsafeMutablePointer<OSSL_PARAM>
 
     init(key: SymmetricKey, encrypt: Bool) throws {
         guard let context = EVP_CIPHER_CTX_new() else { throw SealingError.cipherFailure("EVP_CIPHER_CTX_new") }
         self.context = context
         self.encrypt = encrypt
+        tagParameters = .allocate(capacity: 2)
+        tagParameters.initialize(repeating: OSSL_PARAM_construct_end(), count: 2)
         let ok = key.withUnsafeBytes { keyBytes -> Int32 in
             let keyPointer = keyBytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
             if encrypt {
@@ -93,13 +97,18 @@ final class CipherContext: @unchecked Sendable {
                 return EVP_DecryptInit_ex(context, nil, nil, keyPointer, nil)
             }
         }
-        guard ok == 1 else {
-            EVP_CIPHER_CTX_free(context)
-            throw SealingError.cipherFailure("EVP init of AES-256-GCM")
-        }
+        guard ok == 1 else { throw SealingError.cipherFailure("EVP init of AES-256-GCM") }
     }
 
-    deinit { EVP_CIPHER_CTX_free(context) }
+    deinit {
+        EVP_CIPHER_CTX_free(context)
+        tagParameters.deallocate()
+    }
+
+    // Both directions drive the AEAD through EVP_Cipher, which for GCM calls the provider
+    // directly (AAD with out = nil, data, then a final call with in = nil that returns 0 when
+    // the tag matches and -1 otherwise); EVP_EncryptUpdate/DecryptUpdate add about 0.1 µs of
+    // checks per value, a quarter of the whole cost for a small record.
 
     func seal(
         _ plaintext: UnsafeRawBufferPointer,
@@ -110,25 +119,29 @@ final class CipherContext: @unchecked Sendable {
         precondition(encrypt)
         let nonceBase = nonce.baseAddress!.assumingMemoryBound(to: UInt8.self)
         guard EVP_EncryptInit_ex(context, nil, nil, nil, nonceBase) == 1 else { throw SealingError.cipherFailure("set nonce") }
-        var written: Int32 = 0
         if associatedData.count > 0 {
             let aad = associatedData.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            guard EVP_EncryptUpdate(context, nil, &written, aad, Int32(associatedData.count)) == 1
+            guard EVP_Cipher(context, nil, aad, UInt32(associatedData.count)) == Int32(associatedData.count)
             else { throw SealingError.cipherFailure("associated data") }
         }
         let out = output.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        var produced = 0
         if plaintext.count > 0 {
             let input = plaintext.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            guard EVP_EncryptUpdate(context, out, &written, input, Int32(plaintext.count)) == 1
+            guard EVP_Cipher(context, out, input, UInt32(plaintext.count)) == Int32(plaintext.count)
             else { throw SealingError.cipherFailure("encrypt") }
-            produced = Int(written)
         }
-        guard EVP_EncryptFinal_ex(context, out + produced, &written) == 1 else { throw SealingError.cipherFailure("finalise") }
-        produced += Int(written)
-        precondition(produced == plaintext.count, "GCM is a stream mode: ciphertext length equals plaintext length")
-        guard EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_GCM_GET_TAG, Int32(AES256GCM.tagByteCount), out + produced) == 1
-        else { throw SealingError.cipherFailure("get tag") }
+        guard EVP_Cipher(context, nil, nil, 0) == 0 else { throw SealingError.cipherFailure("finalise") }
+        guard exchangeTag(UnsafeMutableRawPointer(out + plaintext.count), get: true) else {
+            throw SealingError.cipherFailure("get tag")
+        }
+    }
+
+    /// Reads (after encryption) or sets (before decryption finishes) the 16-byte tag through the
+    /// parameter interface directly; the older ctrl call converts to the same parameters, slower.
+    private func exchangeTag(_ tag: UnsafeMutableRawPointer, get: Bool) -> Bool {
+        tagParameters[0] = OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, AES256GCM.tagByteCount)
+        return get ? EVP_CIPHER_CTX_get_params(context, tagParameters) == 1
+            : EVP_CIPHER_CTX_set_params(context, tagParameters) == 1
     }
 
     func open(
@@ -140,30 +153,21 @@ final class CipherContext: @unchecked Sendable {
         precondition(!encrypt)
         let nonceBase = nonce.baseAddress!.assumingMemoryBound(to: UInt8.self)
         guard EVP_DecryptInit_ex(context, nil, nil, nil, nonceBase) == 1 else { throw SealingError.cipherFailure("set nonce") }
-        var written: Int32 = 0
         if associatedData.count > 0 {
             let aad = associatedData.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            guard EVP_DecryptUpdate(context, nil, &written, aad, Int32(associatedData.count)) == 1
+            guard EVP_Cipher(context, nil, aad, UInt32(associatedData.count)) == Int32(associatedData.count)
             else { throw SealingError.cipherFailure("associated data") }
         }
         let cipherCount = sealed.count - AES256GCM.tagByteCount
         let input = sealed.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        var produced = 0
         if cipherCount > 0 {
             let out = output.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            guard EVP_DecryptUpdate(context, out, &written, input, Int32(cipherCount)) == 1
+            guard EVP_Cipher(context, out, input, UInt32(cipherCount)) == Int32(cipherCount)
             else { throw SealingError.cipherFailure("decrypt") }
-            produced = Int(written)
         }
-        let tag = UnsafeMutableRawPointer(mutating: input + cipherCount)
-        guard EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_GCM_SET_TAG, Int32(AES256GCM.tagByteCount), tag) == 1
-        else { throw SealingError.cipherFailure("set tag") }
-        var finalBytes: Int32 = 0
-        var scratch: UInt8 = 0
-        let finalPointer = output.baseAddress.map { $0.assumingMemoryBound(to: UInt8.self) + produced }
-        let authentic = withUnsafeMutablePointer(to: &scratch) { scratchPointer in
-            EVP_DecryptFinal_ex(context, finalPointer ?? scratchPointer, &finalBytes) == 1
+        guard exchangeTag(UnsafeMutableRawPointer(mutating: input + cipherCount), get: false) else {
+            throw SealingError.cipherFailure("set tag")
         }
-        return authentic && produced + Int(finalBytes) == cipherCount
+        return EVP_Cipher(context, nil, nil, 0) == 0
     }
 }

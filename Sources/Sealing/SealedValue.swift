@@ -99,11 +99,11 @@ public enum SealedValue {
         }
 
         var tag: UInt16 {
+            let prime: UInt32 = 0x0100_0193
             var hash: UInt32 = 0x811C_9DC5
-            func mix(_ byte: UInt8) { hash = (hash ^ UInt32(byte)) &* 0x0100_0193 }
-            mix(domain)
-            mix(scope)
-            for byte in key { mix(byte) }
+            hash = (hash ^ UInt32(domain)) &* prime
+            hash = (hash ^ UInt32(scope)) &* prime
+            for index in 0..<key.count { hash = (hash ^ UInt32(key[index])) &* prime }
             return UInt16(truncatingIfNeeded: hash ^ (hash >> 16))
         }
     }
@@ -119,10 +119,29 @@ public enum SealedValue {
         }
         let sealed = try [UInt8](unsafeUninitializedCapacity: overheadByteCount + plaintext.count) { buffer, count in
             count = 0
-            count = try sealInto(UnsafeMutableRawBufferPointer(buffer), plaintext: plaintext, key: key, location: location)
+            count = try seal(plaintext, key: key, location: location, into: UnsafeMutableRawBufferPointer(buffer))
         }
-        assert(sealed.count >= overheadByteCount && sealed.count <= overheadByteCount + plaintext.count)
         return sealed
+    }
+
+    /// Bytes `seal(_:key:location:into:)` may need for a plaintext of `count` bytes.
+    public static func sealedCapacity(forPlaintext count: Int) -> Int { overheadByteCount + count }
+
+    /// Seals into caller-owned memory (at least `sealedCapacity(forPlaintext:)` bytes), for
+    /// callers that reuse one buffer across many values; returns the sealed length.
+    public static func seal(
+        _ plaintext: UnsafeRawBufferPointer,
+        key: DataKey,
+        location: Location,
+        into buffer: UnsafeMutableRawBufferPointer
+    ) throws -> Int {
+        guard plaintext.count <= maxPlaintextBytes else {
+            throw SealingError.inputTooLarge(bytes: plaintext.count, maximum: maxPlaintextBytes)
+        }
+        precondition(buffer.count >= sealedCapacity(forPlaintext: plaintext.count), "seal buffer too small")
+        let count = try sealInto(buffer, plaintext: plaintext, key: key, location: location)
+        assert(count >= overheadByteCount && count <= overheadByteCount + plaintext.count)
+        return count
     }
 
     public static func seal(_ plaintext: [UInt8], key: DataKey, location: Location) throws -> [UInt8] {
@@ -152,7 +171,7 @@ public enum SealedValue {
             locationTag: location.tag, sealedLength: UInt32(payloadCount + AES256GCM.tagByteCount))
         write(header, into: buffer)
         let nonce = UnsafeMutableRawBufferPointer(rebasing: buffer[14..<headerByteCount])
-        try SecureRandom.fill(nonce)
+        try SecureRandom.fillNonce(nonce)
         let output = UnsafeMutableRawBufferPointer(rebasing: body[0..<(payloadCount + AES256GCM.tagByteCount)])
         let input = flags & compressedFlag != 0
             ? UnsafeRawBufferPointer(rebasing: body[0..<payloadCount])  // in place

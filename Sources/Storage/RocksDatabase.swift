@@ -6,12 +6,13 @@ import Darwin
 #endif
 import Sealing
 
-/// The thin layer over RocksDB's C API. All of the engine's unsafe pointer handling for RocksDB
+/// The thin layer over RocksDB's C API. Visible inside this package only (the benchmark uses it
+/// as the unsealed baseline); nothing outside the package can write around the sealing. All of the engine's unsafe pointer handling for RocksDB
 /// is here; everything above it deals in Swift arrays and buffer pointers scoped to a call.
 ///
 /// The RocksDB handle is thread-safe. This class is not responsible for lifetime races: the
 /// engine guarantees (with its gate lock) that no call is in flight when `close` runs.
-final class RocksDatabase: @unchecked Sendable {
+package final class RocksDatabase: @unchecked Sendable {
     /// Column family names in handle order: RocksDB requires "default"; the engine leaves it empty.
     static let familyNames = ["default"] + ColumnFamily.allCases.map(\.name)
 
@@ -26,7 +27,7 @@ final class RocksDatabase: @unchecked Sendable {
     private let checkedRead: ReadOptions
     private var isClosed = false
 
-    init(path: String, options settings: StorageOptions) throws {
+    package init(path: String, options settings: StorageOptions) throws {
         try settings.validate()
         self.path = path
         options = rocksdb_options_create()
@@ -107,7 +108,7 @@ final class RocksDatabase: @unchecked Sendable {
     }
 
     /// Closes the database. Must be called with no other call in flight; idempotent.
-    func close() {
+    package func close() {
         guard !isClosed else { return }
         isClosed = true
         for handle in handles { rocksdb_column_family_handle_destroy(handle) }
@@ -128,7 +129,7 @@ final class RocksDatabase: @unchecked Sendable {
     // MARK: - Reads
 
     /// Calls `body` with the stored bytes (pinned, valid only during the call), or nil if absent.
-    func withValue<R>(
+    package func withValue<R>(
         _ family: ColumnFamily,
         _ key: UnsafeRawBufferPointer,
         readOptions: ReadOptions? = nil,
@@ -164,7 +165,7 @@ final class RocksDatabase: @unchecked Sendable {
 
     // MARK: - Writes
 
-    func write(_ batch: RocksBatch, durability: Durability) throws {
+    package func write(_ batch: RocksBatch, durability: Durability) throws {
         var error: UnsafeMutablePointer<CChar>?
         rocksdb_write(db, durability == .synced ? syncedWrite : bufferedWrite, batch.pointer, &error)
         if let message = Self.take(error) { throw Self.classify("write", message) }
@@ -172,7 +173,7 @@ final class RocksDatabase: @unchecked Sendable {
 
     // MARK: - Maintenance
 
-    func flush(_ family: ColumnFamily) throws {
+    package func flush(_ family: ColumnFamily) throws {
         let flushOptions = rocksdb_flushoptions_create()
         defer { rocksdb_flushoptions_destroy(flushOptions) }
         rocksdb_flushoptions_set_wait(flushOptions, 1)
@@ -189,6 +190,15 @@ final class RocksDatabase: @unchecked Sendable {
 
     func compact(_ family: ColumnFamily) {
         rocksdb_compact_range_cf(db, handle(family), nil, 0, nil, 0)
+    }
+
+    /// Whether flushes or compactions are running or queued anywhere in the database.
+    package var hasBackgroundWork: Bool {
+        let names = ["rocksdb.num-running-flushes", "rocksdb.num-running-compactions",
+                     "rocksdb.mem-table-flush-pending", "rocksdb.compaction-pending"]
+        return names.contains { name in
+            ColumnFamily.allCases.contains { (integerProperty(name, family: $0) ?? 0) > 0 }
+        }
     }
 
     /// A RocksDB integer property such as "rocksdb.estimate-num-keys".
@@ -221,7 +231,7 @@ struct Snapshot: @unchecked Sendable {
 }
 
 /// Read options (snapshot, checksum verification); owned, destroyed with the object.
-final class ReadOptions: @unchecked Sendable {
+package final class ReadOptions: @unchecked Sendable {
     let pointer: OpaquePointer
 
     init(snapshot: Snapshot?, verifyChecksums: Bool) {
@@ -234,11 +244,11 @@ final class ReadOptions: @unchecked Sendable {
 }
 
 /// A RocksDB write batch: all of its operations are applied atomically or not at all.
-final class RocksBatch {
+package final class RocksBatch {
     let pointer: OpaquePointer
     private unowned let database: RocksDatabase
 
-    init(database: RocksDatabase) {
+    package init(database: RocksDatabase) {
         self.database = database
         pointer = rocksdb_writebatch_create()
     }
@@ -247,13 +257,13 @@ final class RocksBatch {
 
     var count: Int { Int(rocksdb_writebatch_count(pointer)) }
 
-    func put(_ family: ColumnFamily, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+    package func put(_ family: ColumnFamily, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
         rocksdb_writebatch_put_cf(pointer, database.handle(family),
                                   key.baseAddress?.assumingMemoryBound(to: CChar.self), key.count,
                                   value.baseAddress?.assumingMemoryBound(to: CChar.self), value.count)
     }
 
-    func put(_ family: ColumnFamily, key: [UInt8], value: [UInt8]) {
+    package func put(_ family: ColumnFamily, key: [UInt8], value: [UInt8]) {
         key.withUnsafeBytes { k in value.withUnsafeBytes { v in put(family, key: k, value: v) } }
     }
 

@@ -1,4 +1,7 @@
 import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 import Sealing
 import Synchronization
 
@@ -104,7 +107,11 @@ public final class StorageEngine: @unchecked Sendable {
         return try key.withUnsafeBytes { keyBytes in
             try database.withValue(family, keyBytes, readOptions: readOptions) { stored in
                 guard let stored else { return nil }
-                return try openSealed(stored, family: family, key: key, keys: keys)
+                do {
+                    return try SealedValue.open(stored, location: location(family, keyBytes), keys: keys.lookup)
+                } catch let failure as SealFailure {
+                    throw StorageError.unreadable(family: family, key: key, reason: failure)
+                }
             }
         }
     }
@@ -153,11 +160,17 @@ public final class StorageEngine: @unchecked Sendable {
         try whileOpen {
             let key = keyRing.keySet.active
             let rocksBatch = RocksBatch(database: database)
+            // One buffer for the whole batch: RocksDB copies each sealed value into its batch.
+            var scratch = [UInt8](repeating: 0, count: SealedValue.sealedCapacity(forPlaintext: batch.largestValueBytes))
             for operation in batch.operations {
                 switch operation {
                 case .put(let family, let itemKey, let value):
-                    let sealed = try sealValue(value, family: family, key: itemKey, with: key)
-                    rocksBatch.put(family, key: itemKey, value: sealed)
+                    try scratch.withUnsafeMutableBytes { buffer in
+                        let count = try sealValue(value, family: family, key: itemKey, with: key, into: buffer)
+                        itemKey.withUnsafeBytes { keyBytes in
+                            rocksBatch.put(family, key: keyBytes, value: UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+                        }
+                    }
                 case .delete(let family, let itemKey):
                     rocksBatch.delete(family, key: itemKey)
                 case .deleteRange(let family, let from, let to):
@@ -166,6 +179,17 @@ public final class StorageEngine: @unchecked Sendable {
             }
             assert(rocksBatch.count == batch.count)
             try database.write(rocksBatch, durability: durability)
+        }
+    }
+
+    func sealValue(_ value: [UInt8], family: ColumnFamily, key: [UInt8], with dataKey: DataKey,
+                   into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        try sealing {
+            try value.withUnsafeBytes { valueBytes in
+                try key.withUnsafeBytes { keyBytes in
+                    try SealedValue.seal(valueBytes, key: dataKey, location: location(family, keyBytes), into: buffer)
+                }
+            }
         }
     }
 
@@ -187,6 +211,19 @@ public final class StorageEngine: @unchecked Sendable {
             for family in ColumnFamily.allCases { try database.flush(family) }
             try database.syncWAL()
         }
+    }
+
+    /// Flushes memtables, then waits (up to `timeout`) until no flush or compaction is running or
+    /// queued. Returns false if work remained at the deadline.
+    public func settle(timeout: Duration = .seconds(120)) throws -> Bool {
+        try flush()
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while try whileOpen({ database.hasBackgroundWork }) {
+            if clock.now >= deadline { return false }
+            usleep(20_000)
+        }
+        return true
     }
 
     /// RocksDB's estimate of the number of keys in `family` (fast, approximate).

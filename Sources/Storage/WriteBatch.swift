@@ -12,6 +12,8 @@ public struct WriteBatch: Sendable {
     private(set) var operations: [Operation] = []
     /// Key and value bytes held, for the batch size limit.
     public private(set) var payloadBytes = 0
+    /// The largest value put, for sizing the sealing buffer.
+    private(set) var largestValueBytes = 0
 
     public init() {}
 
@@ -21,6 +23,7 @@ public struct WriteBatch: Sendable {
     public mutating func put(_ family: ColumnFamily, key: [UInt8], value: [UInt8]) {
         operations.append(.put(family, key: key, value: value))
         payloadBytes += key.count + value.count
+        largestValueBytes = max(largestValueBytes, value.count)
     }
 
     public mutating func delete(_ family: ColumnFamily, key: [UInt8]) {

@@ -69,6 +69,36 @@ import Testing
         #expect(block.withUnsafeBytes { LZ4Block.decompress($0, originalCount: input.count + 1) } == nil)
     }
 
+    /// Streams are reused from a pool; each block must still decode on its own, with no
+    /// dictionary carried over from the value compressed before it.
+    @Test func reusedCompressionStreamsProduceIndependentBlocks() throws {
+        let first = Array(String(repeating: "alpha beta gamma ", count: 40).utf8)
+        let second = Array(String(repeating: "alpha beta gamma ", count: 20).utf8) + Array("delta".utf8)
+        var blocks: [[UInt8]] = []
+        for input in [first, second, first, second] {
+            var output = [UInt8](repeating: 0, count: LZ4Block.bound(input.count))
+            let count = try #require(input.withUnsafeBytes { i in output.withUnsafeMutableBytes { LZ4Block.compress(i, into: $0) } })
+            blocks.append(Array(output[0..<count]))
+        }
+        for (block, input) in zip(blocks, [first, second, first, second]) {
+            #expect(block.withUnsafeBytes { LZ4Block.decompress($0, originalCount: input.count) } == input)
+        }
+        #expect(blocks[0] == blocks[2])
+        #expect(blocks[1] == blocks[3])
+    }
+
+    @Test func noncesAreUniqueAcrossRandomBlockRefills() throws {
+        var seen = Set<[UInt8]>()
+        let count = NonceSource.blockBytes / 12 * 5
+        for _ in 0..<count {
+            var nonce = [UInt8](repeating: 0, count: 12)
+            try nonce.withUnsafeMutableBytes { try SecureRandom.fillNonce($0) }
+            seen.insert(nonce)
+        }
+        #expect(seen.count == count)
+        #expect(!seen.contains([UInt8](repeating: 0, count: 12)))
+    }
+
     @Test func hexRoundTripsAndRejectsBadDigits() {
         let bytes: [UInt8] = [0x00, 0x7f, 0x80, 0xff]
         #expect(bytes.hexString == "007f80ff")

@@ -111,6 +111,20 @@ import Testing
         refused { try engine.write(backwards, durability: .synced) }
     }
 
+    @Test func settleLeavesNoBackgroundWorkAndKeepsData() throws {
+        let store = try TestStore()
+        let engine = try store.open()
+        for round in 0..<4 {
+            var batch = WriteBatch()
+            for index in 0..<2000 { batch.put(.stateMachine, key: key(round * 2000 + index), value: randomBytes(500)) }
+            try engine.write(batch, durability: .buffered)
+        }
+        #expect(try engine.settle(timeout: .seconds(60)))
+        #expect(!engine.database.hasBackgroundWork)
+        #expect(try store.dataFiles().contains { $0.hasSuffix(".sst") })
+        #expect(try engine.scan(.stateMachine, KeyRange(), limit: 10_000).entries.count == 8000)
+    }
+
     @Test func closedEngineRefusesCalls() throws {
         let store = try TestStore()
         let engine = try store.open()
