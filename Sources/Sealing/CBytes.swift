@@ -13,7 +13,10 @@ func withNonNullBase<R>(
 
 extension Array where Element == UInt8 {
     /// Lower-case hexadecimal, for logs and identifiers (never for secrets).
-    public var hexString: String {
+    public var hexString: String { String(decoding: hexDigits, as: UTF8.self) }
+
+    /// Lower-case hexadecimal as bytes, for secrets that must not pass through a `String`.
+    var hexDigits: [UInt8] {
         let digits: [UInt8] = Array("0123456789abcdef".utf8)
         var out = [UInt8]()
         out.reserveCapacity(count * 2)
@@ -21,12 +24,16 @@ extension Array where Element == UInt8 {
             out.append(digits[Int(byte >> 4)])
             out.append(digits[Int(byte & 0x0f)])
         }
-        return String(decoding: out, as: UTF8.self)
+        return out
     }
 
     /// Parses lower- or upper-case hexadecimal; nil on any other character or an odd length.
     public init?(hexString: some StringProtocol) {
-        let utf8 = Array(hexString.utf8)
+        self.init(hexDigits: Array(hexString.utf8))
+    }
+
+    /// Parses hexadecimal digits given as bytes (so secrets need not pass through a `String`).
+    init?(hexDigits utf8: [UInt8]) {
         guard utf8.count % 2 == 0 else { return nil }
         func nibble(_ c: UInt8) -> UInt8? {
             switch c {

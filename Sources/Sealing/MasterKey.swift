@@ -77,10 +77,9 @@ public final class FileMasterKeyProvider: MasterKeyProvider {
     /// Loads the key, refusing files that group or others may read or write.
     public init(path: String) throws {
         self.path = path
-        let material = try Self.readKeyFile(path)
-        let key = SymmetricKey(copying: material.bytes)
-        var bytes = material.bytes
-        scrub(&bytes)
+        var material = try Self.readKeyFile(path)
+        defer { scrub(&material) }
+        let key = SymmetricKey(copying: material)
         keyIDBytes = Array(HMACSHA256.authenticate(Array("crm.master-key-id.v1".utf8), key: key).prefix(Self.keyIDByteCount))
         keyID = "file:" + keyIDBytes.hexString
         cipher = AES256GCM(key: key)
@@ -97,7 +96,7 @@ public final class FileMasterKeyProvider: MasterKeyProvider {
             if errno == EEXIST { throw MasterKeyError.alreadyExists(path: path) }
             throw MasterKeyError.fileUnreadable(path: path, reason: String(cString: strerror(errno)))
         }
-        var text = Array((key.hexString + "\n").utf8)
+        var text = key.hexDigits + [UInt8(ascii: "\n")]
         defer { scrub(&text) }
         let written = text.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
         let synced = fsync(descriptor)
@@ -163,7 +162,8 @@ public final class FileMasterKeyProvider: MasterKeyProvider {
         Array("crm.wrap.v1".utf8) + keyID + context
     }
 
-    private static func readKeyFile(_ path: String) throws -> (bytes: [UInt8], mode: UInt32) {
+    /// The key's 32 bytes; the caller scrubs them.
+    private static func readKeyFile(_ path: String) throws -> [UInt8] {
         var info = stat()
         guard stat(path, &info) == 0 else {
             throw MasterKeyError.fileUnreadable(path: path, reason: String(cString: strerror(errno)))
@@ -180,11 +180,12 @@ public final class FileMasterKeyProvider: MasterKeyProvider {
         defer { scrub(&text) }
         let count = text.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
         guard count >= 0 else { throw MasterKeyError.fileUnreadable(path: path, reason: String(cString: strerror(errno))) }
-        var content = text[0..<count]
-        if content.last == UInt8(ascii: "\n") { content = content.dropLast() }
-        guard content.count == SymmetricKey.byteCount * 2,
-              let key = [UInt8](hexString: String(decoding: content, as: UTF8.self))
-        else { throw MasterKeyError.malformedKeyFile(path: path) }
-        return (key, mode)
+        var digitCount = count
+        if digitCount > 0, text[digitCount - 1] == UInt8(ascii: "\n") { digitCount -= 1 }
+        guard digitCount == SymmetricKey.byteCount * 2 else { throw MasterKeyError.malformedKeyFile(path: path) }
+        var digits = Array(text[0..<digitCount])
+        defer { scrub(&digits) }
+        guard let key = [UInt8](hexDigits: digits) else { throw MasterKeyError.malformedKeyFile(path: path) }
+        return key
     }
 }

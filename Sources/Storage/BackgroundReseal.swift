@@ -10,6 +10,7 @@ public final class BackgroundReseal: Sendable {
     private let pause: Duration
     private let onProgress: @Sendable (ResealProgress) -> Void
     private let stopRequested = Atomic<Bool>(false)
+    private let started = Atomic<Bool>(false)
     private let finished = DispatchSemaphore(value: 0)
     private let outcome = Mutex<Result<ResealProgress?, any Error>?>(nil)
 
@@ -21,7 +22,10 @@ public final class BackgroundReseal: Sendable {
         self.onProgress = onProgress
     }
 
+    /// Starts the thread; call once.
     public func start() {
+        let (exchanged, _) = started.compareExchange(expected: false, desired: true, ordering: .relaxed)
+        precondition(exchanged, "BackgroundReseal.start() called twice")
         let thread = Thread { [self] in
             let result = Result { try run() }
             if case .failure(let error) = result {
@@ -52,6 +56,7 @@ public final class BackgroundReseal: Sendable {
     /// Waits until the thread has ended; returns the last progress or rethrows its error.
     @discardableResult
     public func wait() throws -> ResealProgress? {
+        precondition(started.load(ordering: .relaxed), "BackgroundReseal.wait() before start()")
         finished.wait()
         finished.signal()
         return try outcome.withLock { $0 }!.get()

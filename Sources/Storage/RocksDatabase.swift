@@ -6,9 +6,10 @@ import Darwin
 #endif
 import Sealing
 
-/// The thin layer over RocksDB's C API. Visible inside this package only (the benchmark uses it
-/// as the unsealed baseline); nothing outside the package can write around the sealing. All of the engine's unsafe pointer handling for RocksDB
+/// The thin layer over RocksDB's C API. All of the engine's unsafe pointer handling for RocksDB
 /// is here; everything above it deals in Swift arrays and buffer pointers scoped to a call.
+/// Visible inside this package only (the benchmark uses it as the unsealed baseline): nothing
+/// outside the package can write around the sealing.
 ///
 /// The RocksDB handle is thread-safe. This class is not responsible for lifetime races: the
 /// engine guarantees (with its gate lock) that no call is in flight when `close` runs.
