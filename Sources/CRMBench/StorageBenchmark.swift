@@ -240,11 +240,8 @@ final class RawStore: BenchTarget {
 
     func settle() throws {
         try database.flush(.stateMachine)
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(120)
-        while database.hasBackgroundWork {
-            guard clock.now < deadline else { throw ValidationError("raw store: compactions still running after 120 s") }
-            usleep(20_000)
+        guard waitUntilQuiet(timeout: .seconds(120), { database.hasBackgroundWork }) else {
+            throw ValidationError("raw store: compactions still running after 120 s")
         }
     }
 

@@ -36,13 +36,4 @@ public enum HMACSHA256 {
     public static func sha256(_ message: [UInt8]) -> [UInt8] {
         message.withUnsafeBytes { sha256($0) }
     }
-
-    /// Compares two byte strings in constant time (for MACs and tags).
-    public static func constantTimeEqual(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
-        guard lhs.count == rhs.count else { return false }
-        guard !lhs.isEmpty else { return true }
-        return lhs.withUnsafeBytes { a in
-            rhs.withUnsafeBytes { b in CRYPTO_memcmp(a.baseAddress, b.baseAddress, a.count) == 0 }
-        }
-    }
 }

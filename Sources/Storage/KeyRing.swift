@@ -7,20 +7,15 @@ final class KeySet: Sendable {
     let keys: [UInt32: DataKey]
     let retired: Set<UInt32>
 
-    /// The same keys as `keys`, for the read path: a store has one to a few live keys, so a
-    /// linear scan beats hashing the id on every read.
-    private let usable: [DataKey]
-
     init(active: DataKey, keys: [UInt32: DataKey], retired: Set<UInt32>) {
         precondition(keys[active.id] === active, "the active key must be among the usable keys")
         self.active = active
         self.keys = keys
         self.retired = retired
-        usable = [active] + keys.values.filter { $0 !== active }.sorted { $0.id > $1.id }
     }
 
     func lookup(_ id: UInt32) -> DataKeyLookup {
-        for key in usable where key.id == id { return .available(key) }
+        if let key = keys[id] { return .available(key) }
         return retired.contains(id) ? .retired : .unknown
     }
 }

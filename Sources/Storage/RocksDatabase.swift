@@ -367,3 +367,14 @@ final class RocksIterator {
         }
     }
 }
+
+/// Polls `hasWork` every 20 ms until it returns false (true) or `timeout` passes (false).
+package func waitUntilQuiet(timeout: Duration, _ hasWork: () throws -> Bool) rethrows -> Bool {
+    let clock = ContinuousClock()
+    let deadline = clock.now + timeout
+    while try hasWork() {
+        if clock.now >= deadline { return false }
+        usleep(20_000)
+    }
+    return true
+}

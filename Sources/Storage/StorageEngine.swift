@@ -1,7 +1,4 @@
 import Logging
-#if canImport(Glibc)
-import Glibc
-#endif
 import Sealing
 import Synchronization
 
@@ -107,11 +104,7 @@ public final class StorageEngine: @unchecked Sendable {
         return try key.withUnsafeBytes { keyBytes in
             try database.withValue(family, keyBytes, readOptions: readOptions) { stored in
                 guard let stored else { return nil }
-                do {
-                    return try SealedValue.open(stored, location: location(family, keyBytes), keys: keys.lookup)
-                } catch let failure as SealFailure {
-                    throw StorageError.unreadable(family: family, key: key, reason: failure)
-                }
+                return try openSealed(stored, family: family, key: key, keys: keys)
             }
         }
     }
@@ -194,13 +187,12 @@ public final class StorageEngine: @unchecked Sendable {
     }
 
     func sealValue(_ value: [UInt8], family: ColumnFamily, key: [UInt8], with dataKey: DataKey) throws -> [UInt8] {
-        try sealing {
-            try value.withUnsafeBytes { valueBytes in
-                try key.withUnsafeBytes { keyBytes in
-                    try SealedValue.seal(valueBytes, key: dataKey, location: location(family, keyBytes))
-                }
-            }
+        var sealed = [UInt8](repeating: 0, count: SealedValue.sealedCapacity(forPlaintext: value.count))
+        let count = try sealed.withUnsafeMutableBytes { buffer in
+            try sealValue(value, family: family, key: key, with: dataKey, into: buffer)
         }
+        sealed.removeLast(sealed.count - count)
+        return sealed
     }
 
     // MARK: - Maintenance
@@ -217,13 +209,8 @@ public final class StorageEngine: @unchecked Sendable {
     /// queued. Returns false if work remained at the deadline.
     public func settle(timeout: Duration = .seconds(120)) throws -> Bool {
         try flush()
-        let clock = ContinuousClock()
-        let deadline = clock.now + timeout
-        while try whileOpen({ database.hasBackgroundWork }) {
-            if clock.now >= deadline { return false }
-            usleep(20_000)
-        }
-        return true
+        // Polled with the gate taken per check, never held across the wait.
+        return try waitUntilQuiet(timeout: timeout) { try whileOpen { database.hasBackgroundWork } }
     }
 
     /// RocksDB's estimate of the number of keys in `family` (fast, approximate).
