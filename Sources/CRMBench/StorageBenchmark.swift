@@ -205,8 +205,10 @@ protocol BenchTarget {
     func putSynced(_ key: [UInt8], _ value: [UInt8]) throws
     /// True if the key was found (and, for the sealed engine, verified).
     func get(_ key: [UInt8]) throws -> Bool
-    /// Flushes memtables and waits for flushes and compactions to finish, so that the next phase
-    /// starts quiet and reads come from SST files and the block cache for both engines.
+    /// Flushes memtables, compacts the data into one sorted run and waits for background work to
+    /// finish, so that the next phase starts quiet and both stores read from the same shape of
+    /// LSM tree (otherwise one store may have an extra L0 file to consult on every read, only
+    /// because its memtable happened to fill once more).
     func settle() throws
 }
 
@@ -240,6 +242,7 @@ final class RawStore: BenchTarget {
 
     func settle() throws {
         try database.flush(.stateMachine)
+        database.compact(.stateMachine)
         guard waitUntilQuiet(timeout: .seconds(120), { database.hasBackgroundWork }) else {
             throw ValidationError("raw store: compactions still running after 120 s")
         }
@@ -267,6 +270,8 @@ struct SealedStore: BenchTarget {
     }
 
     func settle() throws {
+        try engine.flush()
+        try engine.compact([.stateMachine])
         guard try engine.settle() else { throw ValidationError("sealed store: compactions still running after 120 s") }
     }
 }

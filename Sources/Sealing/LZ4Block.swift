@@ -23,14 +23,14 @@ public enum LZ4Block {
     public static func compress(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) -> Int? {
         precondition(input.count <= maxInputBytes)
         guard input.count > 0, output.count > 0 else { return nil }
-        let stream = streams.take()
-        defer { streams.give(stream) }
+        let stream = takeStream()
+        defer { streams.give(UnsafeMutableRawPointer(stream)) }
         // A fast reset starts a new chain without clearing the 16 KiB table (the one-shot API
         // clears it on every call, which dominated the cost for small values); the first block of
         // a chain has no dictionary, so LZ4_decompress_safe decodes it on its own.
-        LZ4_resetStream_fast(stream.pointer)
+        LZ4_resetStream_fast(stream)
         let written = LZ4_compress_fast_continue(
-            stream.pointer,
+            stream,
             input.baseAddress!.assumingMemoryBound(to: CChar.self),
             output.baseAddress!.assumingMemoryBound(to: CChar.self),
             Int32(input.count), Int32(min(output.count, Int(Int32.max))),
@@ -38,45 +38,39 @@ public enum LZ4Block {
         return written > 0 ? Int(written) : nil
     }
 
-    private static let streams = StreamPool()
+    /// Reusable compression streams (16 KiB each), one per concurrent caller.
+    private static let streams = IdlePool(maxSpare: 16) { LZ4_freeStream($0.assumingMemoryBound(to: LZ4_stream_t.self)) }
+
+    private static func takeStream() -> UnsafeMutablePointer<LZ4_stream_t> {
+        if let idle = streams.take() { return idle.assumingMemoryBound(to: LZ4_stream_t.self) }
+        guard let stream = LZ4_createStream() else { fatalError("LZ4_createStream failed: out of memory") }
+        return stream
+    }
 
     /// Decompresses exactly `originalCount` bytes; nil if the block is malformed or of another length.
     public static func decompress(_ input: UnsafeRawBufferPointer, originalCount: Int) -> [UInt8]? {
-        guard originalCount >= 0, originalCount <= maxInputBytes, input.count > 0 else { return nil }
-        var ok = false
-        let output = [UInt8](unsafeUninitializedCapacity: originalCount) { out, initialized in
+        guard originalCount >= 0, originalCount <= maxInputBytes else { return nil }
+        var decoded = false
+        let output = ByteArray.make(count: originalCount) { output in
+            decoded = decompress(input, into: output)
+            if !decoded { output.initializeMemory(as: UInt8.self, repeating: 0) }
+        }
+        return decoded ? output : nil
+    }
+
+    /// Decompresses into `output`, which the block must fill exactly; false if the block is
+    /// malformed or decodes to another length.
+    public static func decompress(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) -> Bool {
+        guard output.count <= maxInputBytes, input.count > 0, input.count <= Int(Int32.max) else { return false }
+        var placeholder: UInt8 = 0
+        return withUnsafeMutablePointer(to: &placeholder) { empty in
             let produced = LZ4_decompress_safe(
                 input.baseAddress!.assumingMemoryBound(to: CChar.self),
-                UnsafeMutableRawPointer(out.baseAddress)?.assumingMemoryBound(to: CChar.self),
-                Int32(input.count), Int32(originalCount))
-            ok = produced == Int32(originalCount)
-            initialized = ok ? originalCount : 0
+                UnsafeMutableRawPointer(output.baseAddress ?? UnsafeMutableRawPointer(empty))
+                    .assumingMemoryBound(to: CChar.self),
+                Int32(input.count), Int32(output.count))
+            return produced == Int32(output.count)
         }
-        return ok ? output : nil
     }
 }
 
-/// Reusable LZ4 compression streams, one per concurrent caller, at most `maxPooled` kept idle.
-private final class StreamPool: Sendable {
-    static let maxPooled = 16
-    private let idle = Mutex<[CompressionStream]>([])
-
-    func take() -> CompressionStream {
-        idle.withLock { $0.popLast() } ?? CompressionStream()
-    }
-
-    func give(_ stream: CompressionStream) {
-        idle.withLock { if $0.count < Self.maxPooled { $0.append(stream) } }
-    }
-}
-
-private final class CompressionStream: @unchecked Sendable {
-    let pointer: UnsafeMutablePointer<LZ4_stream_t>
-
-    init() {
-        guard let stream = LZ4_createStream() else { fatalError("LZ4_createStream failed: out of memory") }
-        pointer = stream
-    }
-
-    deinit { LZ4_freeStream(pointer) }
-}

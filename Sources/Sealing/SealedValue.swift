@@ -70,6 +70,12 @@ public enum SealedValue {
     /// Below this size compression is not attempted: LZ4 cannot win enough to pay for its length field.
     public static let minCompressibleBytes = 64
 
+    /// A value is stored compressed only if that saves at least 1/8 of its size (the rule RocksDB
+    /// applies to its blocks): a smaller saving does not pay for decompressing on every read.
+    static func maxCompressedPayload(_ plaintextCount: Int) -> Int {
+        plaintextCount - plaintextCount / 8
+    }
+
     static let compressedFlag: UInt8 = 0x01
     static let knownFlags: UInt8 = compressedFlag
 
@@ -158,8 +164,9 @@ public enum SealedValue {
         var flags: UInt8 = 0
         var payloadCount = plaintext.count
         if plaintext.count >= minCompressibleBytes {
-            // Only accept output strictly smaller than the input, length field included.
-            let room = UnsafeMutableRawBufferPointer(rebasing: body[4..<(plaintext.count - 1)])
+            // The output must fit in the room of a worthwhile saving, length field included, or
+            // LZ4 gives up (early, which is also cheaper).
+            let room = UnsafeMutableRawBufferPointer(rebasing: body[4..<maxCompressedPayload(plaintext.count)])
             if let compressedCount = LZ4Block.compress(plaintext, into: room) {
                 storeBigEndian(UInt32(plaintext.count), at: body.baseAddress!)
                 payloadCount = 4 + compressedCount
@@ -221,32 +228,47 @@ public enum SealedValue {
         guard header.locationTag == location.tag else { throw SealFailure.misplaced }
 
         let payloadCount = Int(header.sealedLength) - AES256GCM.tagByteCount
-        let input = UnsafeRawBufferPointer(rebasing: sealed[headerByteCount...])
-        let nonce = UnsafeRawBufferPointer(rebasing: sealed[14..<headerByteCount])
-        var authentic = false
-        let payload: [UInt8]
-        do {
-            payload = try [UInt8](unsafeUninitializedCapacity: payloadCount) { buffer, count in
+        if !header.isCompressed && payloadCount > ByteArray.maxStackBytes {
+            // Large and stored as is: decrypt straight into the returned array.
+            return try [UInt8](unsafeUninitializedCapacity: payloadCount) { buffer, count in
+                try decrypt(sealed, key: key, location: location, into: UnsafeMutableRawBufferPointer(buffer))
                 count = payloadCount
-                authentic = try withAssociatedData(
-                    header: UnsafeRawBufferPointer(rebasing: sealed[0..<headerByteCount]), location: location
-                ) { aad in
-                    try key.cipher.open(input, nonce: nonce, associatedData: aad, into: UnsafeMutableRawBufferPointer(buffer))
-                }
+            }
+        }
+        return try ByteArray.withScratch(byteCount: payloadCount) { payload in
+            try decrypt(sealed, key: key, location: location, into: payload)
+            guard header.isCompressed else { return Array(UnsafeRawBufferPointer(payload)) }
+            guard payload.count > 4 else { throw SealFailure.decompressionFailed }
+            let original = Int(loadBigEndian(UnsafeRawBufferPointer(payload), at: 0) as UInt32)
+            guard original <= maxPlaintextBytes else { throw SealFailure.decompressionFailed }
+            let block = UnsafeRawBufferPointer(rebasing: payload[4...])
+            return try ByteArray.make(count: original) { output in
+                guard LZ4Block.decompress(block, into: output) else { throw SealFailure.decompressionFailed }
+            }
+        }
+    }
+
+    /// Authenticates and decrypts the payload of `sealed` (whose header was checked) into `output`.
+    private static func decrypt(
+        _ sealed: UnsafeRawBufferPointer,
+        key: DataKey,
+        location: Location,
+        into output: UnsafeMutableRawBufferPointer
+    ) throws {
+        let authentic: Bool
+        do {
+            authentic = try withAssociatedData(
+                header: UnsafeRawBufferPointer(rebasing: sealed[0..<headerByteCount]), location: location
+            ) { aad in
+                try key.cipher.open(
+                    UnsafeRawBufferPointer(rebasing: sealed[headerByteCount...]),
+                    nonce: UnsafeRawBufferPointer(rebasing: sealed[14..<headerByteCount]),
+                    associatedData: aad, into: output)
             }
         } catch {
             throw SealFailure.cipherFailure("\(error)")
         }
         guard authentic else { throw SealFailure.tampered }
-        guard header.isCompressed else { return payload }
-        return try payload.withUnsafeBytes { bytes in
-            guard bytes.count > 4 else { throw SealFailure.decompressionFailed }
-            let original = Int(loadBigEndian(bytes, at: 0) as UInt32)
-            guard original <= maxPlaintextBytes,
-                  let plain = LZ4Block.decompress(UnsafeRawBufferPointer(rebasing: bytes[4...]), originalCount: original)
-            else { throw SealFailure.decompressionFailed }
-            return plain
-        }
     }
 
     public static func open(_ sealed: [UInt8], location: Location, keys: (UInt32) -> DataKeyLookup) throws -> [UInt8] {

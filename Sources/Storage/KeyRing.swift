@@ -15,6 +15,8 @@ final class KeySet: Sendable {
     }
 
     func lookup(_ id: UInt32) -> DataKeyLookup {
+        // Most values are sealed under the active key: skip hashing for them.
+        if id == active.id { return .available(active) }
         if let key = keys[id] { return .available(key) }
         return retired.contains(id) ? .retired : .unknown
     }

@@ -189,7 +189,7 @@ package final class RocksDatabase: @unchecked Sendable {
         if let message = Self.take(error) { throw Self.classify("sync WAL", message) }
     }
 
-    func compact(_ family: ColumnFamily) {
+    package func compact(_ family: ColumnFamily) {
         rocksdb_compact_range_cf(db, handle(family), nil, 0, nil, 0)
     }
 

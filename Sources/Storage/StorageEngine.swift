@@ -205,6 +205,15 @@ public final class StorageEngine: @unchecked Sendable {
         }
     }
 
+    /// Compacts `families` (every data family by default) into one sorted run each, so that reads
+    /// consult one file per level; blocks until done. Reads and writes go on meanwhile.
+    public func compact(_ families: [ColumnFamily] = ColumnFamily.dataFamilies) throws {
+        for family in families {
+            // The gate is taken per family, so key switches wait for one family at most.
+            try whileOpen { database.compact(family) }
+        }
+    }
+
     /// Flushes memtables, then waits (up to `timeout`) until no flush or compaction is running or
     /// queued. Returns false if work remained at the deadline.
     public func settle(timeout: Duration = .seconds(120)) throws -> Bool {

@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 @testable import Sealing
 
@@ -69,6 +70,48 @@ import Testing
         #expect(block.withUnsafeBytes { LZ4Block.decompress($0, originalCount: input.count + 1) } == nil)
     }
 
+    @Test func lz4RejectsMalformedBlocks() {
+        let garbage: [UInt8] = [0xF0, 0xFF, 0xFF, 0xFF, 0x01, 0x02]
+        #expect(garbage.withUnsafeBytes { LZ4Block.decompress($0, originalCount: 64) } == nil)
+        #expect([UInt8]().withUnsafeBytes { LZ4Block.decompress($0, originalCount: 0) } == nil)
+        var output = [UInt8](repeating: 0, count: 64)
+        #expect(!garbage.withUnsafeBytes { input in output.withUnsafeMutableBytes { LZ4Block.decompress(input, into: $0) } })
+    }
+
+    /// Arrays made through the stack and through the heap hold exactly what was written.
+    @Test(arguments: [0, 1, ByteArray.maxStackBytes, ByteArray.maxStackBytes + 1])
+    func byteArraysHoldWhatWasWritten(count: Int) {
+        let made = ByteArray.make(count: count) { buffer in
+            for index in 0..<buffer.count { buffer[index] = UInt8(truncatingIfNeeded: index &* 31) }
+        }
+        #expect(made == (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+        let sum = ByteArray.withScratch(byteCount: count) { scratch in
+            scratch.initializeMemory(as: UInt8.self, repeating: 1)
+            return scratch.reduce(0) { $0 + Int($1) }
+        }
+        #expect(sum == count)
+    }
+
+    /// The pool hands back what it was given, keeps at most one plus `maxSpare` idle objects,
+    /// frees the surplus at once and the rest when it goes away: nothing leaks, nothing is
+    /// freed twice.
+    @Test func idlePoolKeepsABoundedNumberAndFreesEveryObjectOnce() {
+        let freed = FreedObjects()
+        let allocated = (0..<4).map { _ in UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8) }
+        let addresses = allocated.map { UInt(bitPattern: $0) }
+        do {
+            let pool = IdlePool(maxSpare: 2) { object in freed.record(object) }
+            for object in allocated { pool.give(object) }
+            #expect(freed.addresses == [addresses[3]])  // slot + 2 spare kept, the fourth freed
+            let taken = (0..<3).compactMap { _ in pool.take() }
+            #expect(Set(taken) == Set(allocated[0..<3]))
+            #expect(pool.take() == nil)
+            for object in taken { pool.give(object) }
+        }
+        #expect(Set(freed.addresses) == Set(addresses))
+        #expect(freed.addresses.count == addresses.count)
+    }
+
     /// Streams are reused from a pool; each block must still decode on its own, with no
     /// dictionary carried over from the value compressed before it.
     @Test func reusedCompressionStreamsProduceIndependentBlocks() throws {
@@ -105,5 +148,18 @@ import Testing
         #expect([UInt8](hexString: "007F80ff") == bytes)
         #expect([UInt8](hexString: "0g") == nil)
         #expect([UInt8](hexString: "abc") == nil)
+    }
+}
+
+/// Records what an `IdlePool` frees (and really frees it).
+final class FreedObjects: Sendable {
+    private let list = Mutex<[UInt]>([])
+
+    var addresses: [UInt] { list.withLock { $0 } }
+
+    func record(_ object: UnsafeMutableRawPointer) {
+        let address = UInt(bitPattern: object)
+        list.withLock { $0.append(address) }
+        object.deallocate()
     }
 }

@@ -4,7 +4,7 @@ import Testing
 @Suite struct SealedValueTests {
     let place = Array("contact/000042".utf8)
 
-    @Test(arguments: [0, 1, 63, 64, 256, 65_536])
+    @Test(arguments: [0, 1, 63, 64, 256, 16_384, 16_385, 65_536])
     func roundTripsValuesOfEverySize(size: Int) throws {
         let key = try newDataKey()
         for value in [randomBytes(size), [UInt8](repeating: 0x61, count: size)] {
@@ -34,6 +34,28 @@ import Testing
         let sealedNoise = try seal(noise, key: key, at: place)
         #expect(try !sealedNoise.withUnsafeBytes { try SealedValue.header(of: $0) }.isCompressed)
         #expect(sealedNoise.count == noise.count + SealedValue.overheadByteCount)
+    }
+
+    /// A value whose compression saves less than an eighth is stored as is, even though LZ4
+    /// alone would have made it a little smaller; a bigger saving is kept.
+    @Test func compressionIsKeptOnlyForASavingOfAtLeastAnEighth() throws {
+        let key = try newDataKey()
+        let slightlyCompressible = randomBytes(230) + [UInt8](repeating: 0x61, count: 26)
+        var block = [UInt8](repeating: 0, count: LZ4Block.bound(256))
+        let lz4Count = try #require(slightlyCompressible.withUnsafeBytes { input in
+            block.withUnsafeMutableBytes { LZ4Block.compress(input, into: $0) }
+        })
+        #expect(4 + lz4Count < slightlyCompressible.count)  // smaller, but not by an eighth
+        #expect(4 + lz4Count > slightlyCompressible.count - slightlyCompressible.count / 8)
+        let sealedSlight = try seal(slightlyCompressible, key: key, at: place)
+        #expect(try !sealedSlight.withUnsafeBytes { try SealedValue.header(of: $0) }.isCompressed)
+        #expect(try open(sealedSlight, at: place, keys: [key]) == slightlyCompressible)
+
+        let halfRepeated = randomBytes(128) + [UInt8](repeating: 0x61, count: 128)
+        let sealedHalf = try seal(halfRepeated, key: key, at: place)
+        #expect(try sealedHalf.withUnsafeBytes { try SealedValue.header(of: $0) }.isCompressed)
+        #expect(sealedHalf.count < halfRepeated.count)
+        #expect(try open(sealedHalf, at: place, keys: [key]) == halfRepeated)
     }
 
     @Test func everySealUsesAFreshNonce() throws {

@@ -27,6 +27,30 @@ import Testing
         }
     }
 
+    @Test func compactionMergesLevelZeroFilesAndKeepsEveryValue() throws {
+        let store = try TestStore()
+        let engine = try store.open()
+        let values = (0..<200).map { _ in randomBytes(300) }
+        for round in 0..<2 {
+            for index in stride(from: round, to: values.count, by: 2) {
+                try engine.put(.stateMachine, key(index), values[index], durability: .buffered)
+            }
+            try engine.flush()
+        }
+        #expect(engine.database.integerProperty("rocksdb.num-files-at-level0", family: .stateMachine) == 2)
+        try engine.compact()
+        #expect(engine.database.integerProperty("rocksdb.num-files-at-level0", family: .stateMachine) == 0)
+        for (index, value) in values.enumerated() { #expect(try engine.get(.stateMachine, key(index)) == value) }
+        #expect(try engine.verify().isClean)
+        engine.close()
+        #expect {
+            try engine.compact()
+        } throws: { error in
+            if case StorageError.closed = error { return true }
+            return false
+        }
+    }
+
     @Test func deletesAndRangeDeletesRemoveExactlyTheirKeys() throws {
         let store = try TestStore()
         let engine = try store.open()
