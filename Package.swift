@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "crm-bench", targets: ["CRMBench"]),
         .library(name: "Storage", targets: ["Storage"]),
         .library(name: "Sealing", targets: ["Sealing"]),
+        .library(name: "Raft", targets: ["Raft"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -31,6 +32,9 @@ let package = Package(
             ]
         ),
 
+        // The consensus core: pure Raft, standard library only (no I/O, clock or randomness).
+        .target(name: "Raft"),
+
         // crm-bench: closed-loop benchmarks.
         .executableTarget(
             name: "CRMBench",
@@ -42,5 +46,6 @@ let package = Package(
 
         .testTarget(name: "SealingTests", dependencies: ["Sealing"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "Sealing", "CRocksDB"]),
+        .testTarget(name: "RaftTests", dependencies: ["Raft"]),
     ]
 )

@@ -1,0 +1,64 @@
+/// Settings of one consensus member. Times are in ticks: the node calls `tick()` at a fixed
+/// interval (issue-4 node: every 100 ms by default), so `electionTicks` 10 is 1–2 s.
+public struct RaftConfig: Sendable {
+    public var id: NodeID
+    /// A follower that hears nothing from a leader for a random time in
+    /// [electionTicks, 2 × electionTicks) starts an election.
+    public var electionTicks: Int = 10
+    /// The leader sends heartbeats every `heartbeatTicks`.
+    public var heartbeatTicks: Int = 1
+    /// Largest append message, in entry bytes (at least one entry is always sent).
+    public var maxMessageBytes: Int = 1 << 20
+    /// Appends in flight to one follower before the leader waits for answers.
+    public var maxInflightMessages: Int = 256
+    /// Proposals are refused once this many bytes are appended but not committed (0: no bound).
+    public var maxUncommittedBytes: Int = 64 << 20
+    /// Committed entry bytes handed out per `Ready` (at least one entry).
+    public var maxApplyBytesPerReady: Int = 16 << 20
+    /// Ask "would you vote for me?" before raising the term, so that a node rejoining after a
+    /// partition does not depose a working leader.
+    public var preVote = true
+    /// A leader steps down when it has not heard from a quorum within an election timeout, and
+    /// followers that recently heard from a leader ignore vote requests.
+    public var checkQuorum = true
+    /// Followers forward proposals to the leader (otherwise they refuse with a leader hint).
+    public var forwardProposals = true
+
+    public init(id: NodeID) {
+        self.id = id
+    }
+
+    func validate() {
+        precondition(id != 0, "node id 0 is reserved")
+        precondition(heartbeatTicks > 0 && electionTicks > heartbeatTicks, "election timeout must exceed the heartbeat interval")
+        precondition(maxMessageBytes > 0 && maxInflightMessages > 0 && maxApplyBytesPerReady > 0)
+        precondition(maxUncommittedBytes >= 0)
+    }
+}
+
+/// Why a request to the core was refused.
+public enum RaftError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// This node is not the leader; `leaderHint` is the leader it knows of (0: none known).
+    case notLeader(leaderHint: NodeID)
+    /// A leadership transfer is under way; retry after it completes.
+    case transferInProgress
+    /// Too many bytes are appended but not yet committed; retry after some commit.
+    case tooManyUncommittedBytes
+    /// A membership change is still being applied; changes are made one at a time.
+    case configurationChangePending
+    case invalidConfigurationChange(String)
+    case invalidTransferTarget(String)
+
+    public var description: String {
+        switch self {
+        case .notLeader(let hint):
+            return hint == 0 ? "not the leader, and no leader is known yet; retry shortly"
+                : "not the leader; send the request to node \(hint)"
+        case .transferInProgress: return "leadership transfer in progress; retry after it completes"
+        case .tooManyUncommittedBytes: return "too much uncommitted data; retry after some commits"
+        case .configurationChangePending: return "a membership change is still in progress; make one change at a time"
+        case .invalidConfigurationChange(let why): return "invalid membership change: \(why)"
+        case .invalidTransferTarget(let why): return "cannot transfer leadership: \(why)"
+        }
+    }
+}

@@ -1,0 +1,738 @@
+/// One member of a Raft group as a pure, deterministic state machine.
+///
+/// Inputs: `tick()`, `step(_:)` (a peer's message), `propose(_:)`, `proposeChange(_:)`,
+/// `requestRead(context:)`, `transferLeadership(to:)`. Output: `ready()`, which says what to
+/// persist, send and apply; the caller does that and calls `advance(_:)`. No I/O, no clock, no
+/// randomness of its own: the same inputs always give the same outputs.
+public final class RaftNode {
+    public let config: RaftConfig
+    public private(set) var term: UInt64
+    public private(set) var vote: NodeID
+    public private(set) var leader: NodeID = 0
+    public private(set) var role: Role = .follower
+    public private(set) var configuration: Configuration
+
+    var log: RaftLog
+    var progress: [NodeID: Progress] = [:]
+    private var random: any RandomSource
+    private var votes: [NodeID: Bool] = [:]
+    private var electionElapsed = 0
+    private var heartbeatElapsed = 0
+    private var randomizedElectionTimeout = 0
+    /// Target of a leadership transfer in progress, or 0.
+    public private(set) var transferee: NodeID = 0
+    /// Index of the last membership change appended; another waits until it is applied.
+    private var pendingChangeIndex: UInt64 = 0
+    private var uncommittedBytes = 0
+    private var readRequests = ReadRequestQueue()
+
+    private var outbox: [Message] = []
+    private var readStates: [ReadState] = []
+    /// What the caller has persisted, and what was last handed out in a `Ready`.
+    private var persistedHardState: HardState
+    private var lastSoftState: SoftState
+    private var handedOut: Ready?
+
+    /// Starts (or restarts) a member from its persisted state.
+    public init(config: RaftConfig, store: any LogStore, hardState: HardState, random: any RandomSource) {
+        config.validate()
+        self.config = config
+        self.random = random
+        log = RaftLog(store: store, committed: hardState.commit)
+        term = hardState.term
+        vote = hardState.vote
+        configuration = store.snapshotMetadata.configuration
+        persistedHardState = hardState
+        lastSoftState = SoftState(leader: 0, role: .follower)
+        // Membership changes after the snapshot are re-applied when their entries are applied.
+        becomeFollower(term: term, leader: 0)
+    }
+
+    public var id: NodeID { config.id }
+    public var commitIndex: UInt64 { log.committed }
+    public var appliedIndex: UInt64 { log.applied }
+    public var lastIndex: UInt64 { log.lastIndex }
+    public var firstIndex: UInt64 { log.firstIndex }
+    public var hardState: HardState { HardState(term: term, vote: vote, commit: log.committed) }
+    public var softState: SoftState { SoftState(leader: leader, role: role) }
+    /// Whether this member may campaign: voters only.
+    public var isPromotable: Bool { configuration.isVoter(id) }
+
+    /// The leader's view of each member's match index (empty unless leader).
+    public var matchIndexes: [NodeID: UInt64] { progress.mapValues(\.match) }
+
+    // MARK: - Roles
+
+    private func reset(term newTerm: UInt64) {
+        if term != newTerm {
+            term = newTerm
+            vote = 0
+        }
+        leader = 0
+        electionElapsed = 0
+        heartbeatElapsed = 0
+        randomizedElectionTimeout = config.electionTicks
+            + Int(random.next() % UInt64(config.electionTicks))
+        votes = [:]
+        transferee = 0
+        readRequests = ReadRequestQueue()
+        progress = [:]
+        uncommittedBytes = 0
+    }
+
+    private func becomeFollower(term newTerm: UInt64, leader newLeader: NodeID) {
+        reset(term: newTerm)
+        leader = newLeader
+        role = .follower
+    }
+
+    private func becomePreCandidate() {
+        precondition(role != .leader, "a leader does not campaign")
+        // Pre-vote changes neither the term nor the vote.
+        votes = [:]
+        leader = 0
+        role = .preCandidate
+    }
+
+    private func becomeCandidate() {
+        precondition(role != .leader, "a leader does not campaign")
+        reset(term: term + 1)
+        vote = id
+        role = .candidate
+    }
+
+    private func becomeLeader() {
+        precondition(role == .candidate, "only a candidate becomes leader")
+        reset(term: term)
+        leader = id
+        role = .leader
+        for member in configuration.members {
+            progress[member] = Progress(next: log.lastIndex + 1, maxInflight: config.maxInflightMessages,
+                                        isLearner: !configuration.isVoter(member))
+        }
+        // The leader counts only what it has persisted itself (see `advance`).
+        progress[id]?.match = persistedLastIndex
+        progress[id]?.becomeReplicate()
+        // Changes in the uncommitted tail may not be applied yet: wait for them before another.
+        pendingChangeIndex = log.lastIndex
+        // An empty entry of the new term: entries of older terms commit only through it.
+        appendAsLeader([Entry(term: term, index: 0)])
+    }
+
+    /// Highest index that is persisted and still part of the log.
+    private var persistedLastIndex: UInt64 {
+        min(log.store.lastIndex, log.unstableOffset - 1)
+    }
+
+    // MARK: - Ticks
+
+    /// Advances logical time by one tick.
+    public func tick() {
+        electionElapsed += 1
+        if role == .leader {
+            tickLeader()
+        } else if isPromotable && electionElapsed >= randomizedElectionTimeout {
+            electionElapsed = 0
+            campaign(transfer: false)
+        }
+    }
+
+    private func tickLeader() {
+        heartbeatElapsed += 1
+        if electionElapsed >= config.electionTicks {
+            electionElapsed = 0
+            if config.checkQuorum && !hasActiveQuorum() {
+                becomeFollower(term: term, leader: 0)
+                return
+            }
+            transferee = 0  // a transfer that did not finish within an election timeout is abandoned
+        }
+        if heartbeatElapsed >= config.heartbeatTicks {
+            heartbeatElapsed = 0
+            broadcastHeartbeat(context: [])
+        }
+    }
+
+    /// True if a quorum of voters (counting this leader) was heard from since the last check;
+    /// clears the marks for the next round.
+    private func hasActiveQuorum() -> Bool {
+        var active = 0
+        for voter in configuration.voters {
+            if voter == id || progress[voter]?.recentActive == true { active += 1 }
+            progress[voter]?.recentActive = false
+        }
+        for learner in configuration.learners { progress[learner]?.recentActive = false }
+        return active >= configuration.quorum
+    }
+
+    // MARK: - Elections
+
+    private func campaign(transfer: Bool) {
+        guard isPromotable else { return }
+        if config.preVote && !transfer {
+            becomePreCandidate()
+            requestVotes(kind: .preVote, term: term + 1, transfer: false)
+        } else {
+            becomeCandidate()
+            requestVotes(kind: .vote, term: term, transfer: transfer)
+        }
+    }
+
+    private func requestVotes(kind: Message.Kind, term voteTerm: UInt64, transfer: Bool) {
+        // Our own vote first: a single-voter cluster wins at once.
+        votes[id] = true
+        if checkElection() { return }
+        for voter in configuration.voters.sorted() where voter != id {
+            var message = Message(kind: kind, from: id, to: voter, term: voteTerm)
+            message.index = log.lastIndex
+            message.logTerm = log.lastTerm
+            if transfer { message.context = Self.transferContext }
+            outbox.append(message)
+        }
+    }
+
+    static let transferContext = Array("transfer".utf8)
+
+    /// Acts on the votes so far; true if the election ended.
+    private func checkElection() -> Bool {
+        switch configuration.electionResult(votes) {
+        case .won:
+            if role == .preCandidate {
+                becomeCandidate()
+                requestVotes(kind: .vote, term: term, transfer: false)
+            } else {
+                becomeLeader()
+            }
+            return true
+        case .lost:
+            becomeFollower(term: term, leader: 0)
+            return true
+        case .pending:
+            return false
+        }
+    }
+
+    // MARK: - Messages
+
+    /// Handles a message from a peer.
+    public func step(_ message: Message) {
+        precondition(message.to == id, "message for \(message.to) delivered to \(id)")
+        guard message.from != id, message.from != 0 else { return }
+        guard admitTerm(of: message) else { return }
+        switch message.kind {
+        case .preVote, .vote:
+            handleVoteRequest(message)
+        default:
+            switch role {
+            case .leader: stepLeader(message)
+            case .candidate, .preCandidate: stepCandidate(message)
+            case .follower: stepFollower(message)
+            }
+        }
+    }
+
+    /// Term rules common to every role; false if the message is to be dropped here.
+    private func admitTerm(of message: Message) -> Bool {
+        if message.term > term {
+            if message.kind == .preVote || message.kind == .vote {
+                let forced = message.context == Self.transferContext
+                // Check-quorum: a member that recently heard from a live leader ignores
+                // candidates, so a partitioned node coming back cannot depose it.
+                if config.checkQuorum && leader != 0 && electionElapsed < config.electionTicks && !forced {
+                    return false
+                }
+            }
+            switch message.kind {
+            case .preVote:
+                return true  // a pre-vote never changes our term
+            case .preVoteResponse where !message.reject:
+                return true  // granted pre-votes carry the future term
+            case .append, .heartbeat, .snapshot:
+                becomeFollower(term: message.term, leader: message.from)
+            default:
+                becomeFollower(term: message.term, leader: 0)
+            }
+            return true
+        }
+        if message.term < term {
+            if message.kind == .append || message.kind == .heartbeat {
+                // A deposed leader (or one cut off): tell it the current term so it steps down.
+                outbox.append(Message(kind: .appendResponse, from: id, to: message.from, term: term))
+            } else if message.kind == .preVote {
+                var response = Message(kind: .preVoteResponse, from: id, to: message.from, term: term)
+                response.reject = true
+                outbox.append(response)
+            }
+            return false
+        }
+        return true
+    }
+
+    private func handleVoteRequest(_ message: Message) {
+        let isPreVote = message.kind == .preVote
+        let canVote = vote == message.from
+            || (vote == 0 && leader == 0)
+            || (isPreVote && message.term > term)
+        let grant = canVote && log.isUpToDate(lastIndex: message.index, lastTerm: message.logTerm)
+        var response = Message(kind: isPreVote ? .preVoteResponse : .voteResponse, from: id, to: message.from,
+                               term: grant ? message.term : term)
+        response.reject = !grant
+        if grant && !isPreVote {
+            electionElapsed = 0
+            vote = message.from
+        }
+        outbox.append(response)
+    }
+
+    private func stepCandidate(_ message: Message) {
+        switch message.kind {
+        case .append, .heartbeat, .snapshot:
+            // A leader of our term exists: follow it.
+            becomeFollower(term: message.term, leader: message.from)
+            stepFollower(message)
+        case .preVoteResponse where role == .preCandidate, .voteResponse where role == .candidate:
+            votes[message.from] = votes[message.from] ?? !message.reject
+            _ = checkElection()
+        case .timeoutNow:
+            campaign(transfer: true)
+        default:
+            break
+        }
+    }
+
+    private func stepFollower(_ message: Message) {
+        switch message.kind {
+        case .append:
+            electionElapsed = 0
+            leader = message.from
+            handleAppend(message)
+        case .heartbeat:
+            electionElapsed = 0
+            leader = message.from
+            log.commit(to: min(message.commit, log.lastIndex))
+            var response = Message(kind: .heartbeatResponse, from: id, to: message.from, term: term)
+            response.context = message.context
+            outbox.append(response)
+        case .snapshot:
+            electionElapsed = 0
+            leader = message.from
+            handleSnapshot(message)
+        case .timeoutNow:
+            campaign(transfer: true)
+        case .readIndexResponse:
+            readStates.append(ReadState(index: message.index, context: message.context))
+        case .propose:
+            break  // only leaders take forwarded proposals; the client retries elsewhere
+        default:
+            break
+        }
+    }
+
+    private func handleAppend(_ message: Message) {
+        var response = Message(kind: .appendResponse, from: id, to: message.from, term: term)
+        if message.index < log.committed {
+            response.index = log.committed
+        } else if let lastNew = log.maybeAppend(index: message.index, term: message.logTerm,
+                                                  leaderCommit: message.commit, entries: message.entries) {
+            response.index = lastNew
+        } else {
+            // Tell the leader where to look next: the last index at or below the rejected one
+            // whose term is not above the leader's term there (skips a whole term at a time).
+            response.reject = true
+            response.index = message.index
+            let hint = conflictHint(below: min(message.index, log.lastIndex), term: message.logTerm)
+            response.rejectHint = hint
+            response.logTerm = log.term(at: hint) ?? 0
+        }
+        outbox.append(response)
+    }
+
+    /// The largest index ≤ `index` whose term is ≤ `term` (or the first index available).
+    private func conflictHint(below index: UInt64, term: UInt64) -> UInt64 {
+        var candidate = index
+        while candidate > 0, let found = log.term(at: candidate), found > term {
+            candidate -= 1
+        }
+        return candidate
+    }
+
+    private func handleSnapshot(_ message: Message) {
+        guard let snapshot = message.snapshot else { return }
+        var response = Message(kind: .appendResponse, from: id, to: message.from, term: term)
+        let metadata = snapshot.metadata
+        if metadata.index <= log.committed {
+            response.index = log.committed
+        } else if log.matchTerm(metadata.index, metadata.term) {
+            // We already have the entries it covers: just learn that they are committed.
+            log.commit(to: metadata.index)
+            response.index = log.committed
+        } else {
+            log.restore(snapshot)
+            configuration = metadata.configuration
+            response.index = metadata.index
+        }
+        outbox.append(response)
+    }
+
+    // MARK: - Leader
+
+    private func stepLeader(_ message: Message) {
+        switch message.kind {
+        case .appendResponse:
+            handleAppendResponse(message)
+        case .heartbeatResponse:
+            handleHeartbeatResponse(message)
+        case .readIndex:
+            handleReadIndex(from: message.from, context: message.context)
+        case .propose:
+            guard transferee == 0 else { return }
+            _ = try? appendProposal(message.entries)
+        default:
+            break
+        }
+    }
+
+    private func handleAppendResponse(_ message: Message) {
+        guard var peer = progress[message.from] else { return }
+        peer.recentActive = true
+        defer { progress[message.from] = peer }
+        if message.reject {
+            var next = message.rejectHint
+            if message.logTerm > 0 {
+                // Skip back over our own entries of terms above the follower's term at `next`.
+                next = conflictHint(below: message.rejectHint, term: message.logTerm)
+            }
+            if peer.maybeDecrease(rejected: message.index, hint: next) {
+                if peer.state == .replicate { peer.becomeProbe() }
+                progress[message.from] = peer
+                sendAppend(to: message.from)
+                peer = progress[message.from]!
+            }
+            return
+        }
+        let wasPaused = peer.isPaused
+        guard peer.maybeUpdate(message.index) else { return }
+        switch peer.state {
+        case .probe:
+            peer.becomeReplicate()
+        case .snapshot where peer.match >= peer.pendingSnapshot:
+            peer.becomeProbe()
+            peer.becomeReplicate()
+        case .replicate:
+            peer.inflights.freeTo(message.index)
+        default:
+            break
+        }
+        progress[message.from] = peer
+        if maybeCommitAsLeader() {
+            broadcastAppend()
+        } else if wasPaused {
+            sendAppend(to: message.from)
+        }
+        while progress[message.from]!.state == .replicate && sendAppend(to: message.from, evenIfEmpty: false) {}
+        peer = progress[message.from]!
+        if message.from == transferee && peer.match == log.lastIndex {
+            outbox.append(Message(kind: .timeoutNow, from: id, to: message.from, term: term))
+        }
+    }
+
+    private func handleHeartbeatResponse(_ message: Message) {
+        guard var peer = progress[message.from] else { return }
+        peer.recentActive = true
+        peer.probeSent = false
+        progress[message.from] = peer
+        if peer.match < log.lastIndex { sendAppend(to: message.from) }
+        guard !message.context.isEmpty else { return }
+        for request in readRequests.acknowledge(context: message.context, from: message.from, configuration: configuration) {
+            answer(request)
+        }
+    }
+
+    /// Commits the highest index a quorum of voters has, if its entry is of this term.
+    private func maybeCommitAsLeader() -> Bool {
+        let candidate = configuration.committedIndex { progress[$0]?.match ?? 0 }
+        let before = log.committed
+        guard log.maybeCommit(candidate, term: term) else { return false }
+        let newlyCommitted = log.entries(from: before + 1, to: log.committed + 1, maxBytes: .max)
+        uncommittedBytes = max(0, uncommittedBytes - newlyCommitted.reduce(0) { $0 + $1.sizeBytes })
+        return true
+    }
+
+    /// Sends the next append (or a snapshot) to `peer`, unless it is paused. Returns true if
+    /// something was sent.
+    @discardableResult
+    private func sendAppend(to peerID: NodeID, evenIfEmpty: Bool = true) -> Bool {
+        guard peerID != id, var peer = progress[peerID], !peer.isPaused else { return false }
+        defer { progress[peerID] = peer }
+        let previous = peer.next - 1
+        guard peer.next >= log.firstIndex, let previousTerm = log.term(at: previous) else {
+            return sendSnapshot(to: peerID, &peer)
+        }
+        let entries = log.entries(from: peer.next, maxBytes: config.maxMessageBytes)
+        if entries.isEmpty && !evenIfEmpty { return false }
+        var message = Message(kind: .append, from: id, to: peerID, term: term)
+        message.index = previous
+        message.logTerm = previousTerm
+        message.entries = entries
+        message.commit = log.committed
+        peer.sentEntries(last: entries.last?.index ?? previous, count: entries.count)
+        outbox.append(message)
+        return true
+    }
+
+    private func sendSnapshot(to peerID: NodeID, _ peer: inout Progress) -> Bool {
+        let snapshot = log.store.snapshot()
+        var message = Message(kind: .snapshot, from: id, to: peerID, term: term)
+        message.snapshot = snapshot
+        peer.becomeSnapshot(snapshot.metadata.index)
+        outbox.append(message)
+        return true
+    }
+
+    private func broadcastAppend() {
+        for member in progress.keys.sorted() where member != id { sendAppend(to: member) }
+    }
+
+    private func broadcastHeartbeat(context: [UInt8]) {
+        for member in progress.keys.sorted() where member != id {
+            var message = Message(kind: .heartbeat, from: id, to: member, term: term)
+            // Never tell a follower a commit index beyond what it is known to have.
+            message.commit = min(progress[member]!.match, log.committed)
+            message.context = context
+            outbox.append(message)
+        }
+    }
+
+    private func appendAsLeader(_ entries: [Entry]) {
+        var numbered = entries
+        for offset in numbered.indices {
+            numbered[offset].term = term
+            numbered[offset].index = log.lastIndex + 1 + UInt64(offset)
+        }
+        log.append(numbered)
+        uncommittedBytes += numbered.reduce(0) { $0 + $1.sizeBytes }
+        // Our own match advances when the caller reports these persisted (`advance`).
+        if configuration.voters == [id] { _ = maybeCommitAsLeader() }
+        broadcastAppend()
+    }
+
+    // MARK: - Proposals
+
+    /// Where a proposal went.
+    public enum ProposalOutcome: Equatable, Sendable {
+        /// Appended to the leader's log at `index` in `term`; it is committed when a `Ready`
+        /// hands it out for applying with that same term.
+        case appended(index: UInt64, term: UInt64)
+        /// Forwarded to the leader; the caller learns the outcome from the applied entries.
+        case forwarded(to: NodeID)
+    }
+
+    /// Proposes `data` for the replicated log.
+    public func propose(_ data: [UInt8]) throws(RaftError) -> ProposalOutcome {
+        let entry = Entry(term: 0, index: 0, kind: .normal, data: data)
+        if role != .leader {
+            guard config.forwardProposals, leader != 0 else { throw .notLeader(leaderHint: leader) }
+            var message = Message(kind: .propose, from: id, to: leader, term: term)
+            message.entries = [entry]
+            outbox.append(message)
+            return .forwarded(to: leader)
+        }
+        let index = try appendProposal([entry])
+        return .appended(index: index, term: term)
+    }
+
+    /// Appends entries proposed to this leader; returns the index of the last one.
+    private func appendProposal(_ entries: [Entry]) throws(RaftError) -> UInt64 {
+        guard transferee == 0 else { throw .transferInProgress }
+        let bytes = entries.reduce(0) { $0 + $1.sizeBytes }
+        if config.maxUncommittedBytes > 0 && uncommittedBytes > 0 && uncommittedBytes + bytes > config.maxUncommittedBytes {
+            throw .tooManyUncommittedBytes
+        }
+        for entry in entries where entry.kind == .configurationChange {
+            guard pendingChangeIndex <= log.applied else { throw .configurationChangePending }
+        }
+        appendAsLeader(entries)
+        if entries.contains(where: { $0.kind == .configurationChange }) { pendingChangeIndex = log.lastIndex }
+        return log.lastIndex
+    }
+
+    /// Proposes one membership change (leader only). It takes effect when applied.
+    public func proposeChange(_ change: ConfigurationChange) throws(RaftError) -> UInt64 {
+        guard role == .leader else { throw .notLeader(leaderHint: leader) }
+        if let problem = configuration.validate(change) { throw .invalidConfigurationChange(problem) }
+        if case .promote(let node) = change, let peer = progress[node], peer.match < log.committed {
+            throw .invalidConfigurationChange("learner \(node) has not caught up (match \(peer.match), commit \(log.committed))")
+        }
+        return try appendProposal([Entry(term: 0, index: 0, kind: .configurationChange, data: change.encoded)])
+    }
+
+    // MARK: - Reads
+
+    /// Asks for a linearizable read point; the answer arrives as a `ReadState` in a later
+    /// `Ready` carrying the same `context`, once leadership has been confirmed by a quorum.
+    public func requestRead(context: [UInt8]) throws(RaftError) {
+        precondition(!context.isEmpty, "a read request needs a context to match its answer")
+        if role == .leader {
+            handleReadIndex(from: id, context: context)
+            return
+        }
+        guard leader != 0 else { throw .notLeader(leaderHint: 0) }
+        var message = Message(kind: .readIndex, from: id, to: leader, term: term)
+        message.context = context
+        outbox.append(message)
+    }
+
+    private func handleReadIndex(from requester: NodeID, context: [UInt8]) {
+        // Until an entry of this term commits, the leader's commit index may lag behind what
+        // earlier leaders committed: such reads are dropped and the client retries.
+        guard log.term(at: log.committed) == term else { return }
+        let request = ReadRequest(index: log.committed, context: context, requester: requester)
+        if configuration.voters == [id] {
+            answer(request)
+            return
+        }
+        readRequests.add(request, leader: id)
+        broadcastHeartbeat(context: context)
+    }
+
+    private func answer(_ request: ReadRequest) {
+        if request.requester == id {
+            readStates.append(ReadState(index: request.index, context: request.context))
+        } else {
+            var message = Message(kind: .readIndexResponse, from: id, to: request.requester, term: term)
+            message.index = request.index
+            message.context = request.context
+            outbox.append(message)
+        }
+    }
+
+    // MARK: - Leadership transfer
+
+    /// Hands leadership to `target` (leader only): proposals stop, the target is caught up and
+    /// told to campaign at once. Abandoned if it has not happened within an election timeout.
+    public func transferLeadership(to target: NodeID) throws(RaftError) {
+        guard role == .leader else { throw .notLeader(leaderHint: leader) }
+        guard target != id else { throw .invalidTransferTarget("node \(target) already leads") }
+        guard configuration.isVoter(target) else { throw .invalidTransferTarget("node \(target) is not a voter") }
+        transferee = target
+        electionElapsed = 0
+        if progress[target]!.match == log.lastIndex {
+            outbox.append(Message(kind: .timeoutNow, from: id, to: target, term: term))
+        } else {
+            sendAppend(to: target)
+        }
+    }
+
+    // MARK: - Ready and advance
+
+    /// Whether `ready()` would return anything.
+    public var hasReady: Bool {
+        softState != lastSoftState || hardState != persistedHardState || !log.unstableEntries.isEmpty
+            || log.pendingSnapshot != nil || log.hasNextCommittedEntries || !outbox.isEmpty || !readStates.isEmpty
+    }
+
+    /// Collects the work to do; the caller must pass it to `advance` before the next `ready()`.
+    public func ready() -> Ready {
+        precondition(handedOut == nil, "ready() called again before advance()")
+        var ready = Ready()
+        if softState != lastSoftState { ready.softState = softState }
+        if hardState != persistedHardState { ready.hardState = hardState }
+        ready.entries = log.unstableEntries
+        ready.snapshot = log.pendingSnapshot
+        ready.committedEntries = log.nextCommittedEntries(maxBytes: config.maxApplyBytesPerReady)
+        // Messages may go before the disk write only if they promise nothing unpersisted: a
+        // leader's appends and heartbeats in a term and vote already on disk (the leader counts
+        // its own entries only once persisted). Everything else waits for the sync.
+        let termPersisted = term == persistedHardState.term && vote == persistedHardState.vote
+        for message in outbox {
+            if termPersisted && role == .leader && Self.mayPrecedePersist(message.kind) {
+                ready.messages.append(message)
+            } else {
+                ready.messagesAfterPersist.append(message)
+            }
+        }
+        outbox = []
+        ready.readStates = readStates
+        readStates = []
+        handedOut = ready
+        return ready
+    }
+
+    private static func mayPrecedePersist(_ kind: Message.Kind) -> Bool {
+        switch kind {
+        case .append, .heartbeat, .snapshot, .timeoutNow, .readIndexResponse: return true
+        default: return false
+        }
+    }
+
+    /// Reports that everything in `ready` (the last value returned by `ready()`) was persisted,
+    /// sent and applied.
+    public func advance(_ ready: Ready) {
+        precondition(handedOut != nil, "advance() without a ready()")
+        handedOut = nil
+        if let softState = ready.softState { lastSoftState = softState }
+        if let hardState = ready.hardState { persistedHardState = hardState }
+        if let snapshot = ready.snapshot {
+            log.snapshotStable()
+            if progress[id] != nil { progress[id]!.match = max(progress[id]!.match, snapshot.metadata.index) }
+        }
+        if let last = ready.entries.last {
+            log.stableTo(index: last.index, term: last.term)
+            if role == .leader, var own = progress[id] {
+                // Our own vote for these entries counts from now on.
+                _ = own.maybeUpdate(min(persistedLastIndex, log.lastIndex))
+                progress[id] = own
+                if maybeCommitAsLeader() { broadcastAppend() }
+            }
+        }
+        if let last = ready.committedEntries.last {
+            for entry in ready.committedEntries where entry.kind == .configurationChange {
+                applyConfigurationChange(entry)
+            }
+            log.appliedTo(last.index)
+        }
+    }
+
+    private func applyConfigurationChange(_ entry: Entry) {
+        guard let change = ConfigurationChange(encoded: entry.data) else {
+            preconditionFailure("undecodable membership change at index \(entry.index)")
+        }
+        // Validated when proposed, and changes are made one at a time, so it still applies.
+        guard configuration.validate(change) == nil else { return }
+        configuration.apply(change)
+        guard role == .leader else { return }
+        switch change {
+        case .addLearner(let node):
+            progress[node] = Progress(next: log.lastIndex + 1, maxInflight: config.maxInflightMessages, isLearner: true)
+        case .promote(let node):
+            let old = progress[node]
+            var promoted = Progress(next: old?.next ?? log.lastIndex + 1, maxInflight: config.maxInflightMessages, isLearner: false)
+            promoted.match = old?.match ?? 0
+            progress[node] = promoted
+        case .remove(let node):
+            progress[node] = nil
+            if node == id {
+                becomeFollower(term: term, leader: 0)
+                return
+            }
+            if node == transferee { transferee = 0 }
+        }
+        // A smaller quorum may commit more now.
+        if maybeCommitAsLeader() { broadcastAppend() }
+    }
+
+    /// The transport failed to deliver a snapshot to `peer`: probe again later.
+    public func reportSnapshotFailure(peer: NodeID) {
+        guard role == .leader, var state = progress[peer], state.state == .snapshot else { return }
+        state.becomeProbe()
+        state.probeSent = true  // wait for the next heartbeat response before retrying
+        progress[peer] = state
+    }
+
+    /// The transport could not reach `peer`: stop pipelining to it until it answers again.
+    public func reportUnreachable(peer: NodeID) {
+        guard role == .leader, var state = progress[peer], state.state == .replicate else { return }
+        state.becomeProbe()
+        progress[peer] = state
+    }
+}

@@ -1,0 +1,20 @@
+/// Everything the node must do after feeding the core, in this order:
+/// 1. send `messages` (may go at once, in parallel with the disk write);
+/// 2. persist `snapshot`, `entries` (replacing persisted entries at the same or later
+///    indexes) and `hardState`, synced to disk;
+/// 3. send `messagesAfterPersist` (they promise what was just persisted: votes, acknowledgements);
+/// 4. apply `snapshot`, then `committedEntries`, in order;
+/// 5. call `advance(_:)` with this value.
+public struct Ready: Sendable {
+    public var softState: SoftState?
+    public var hardState: HardState?
+    public var entries: [Entry] = []
+    public var snapshot: Snapshot?
+    public var committedEntries: [Entry] = []
+    public var messages: [Message] = []
+    public var messagesAfterPersist: [Message] = []
+    public var readStates: [ReadState] = []
+
+    /// True if there is nothing to persist (the node may skip the sync).
+    public var needsPersist: Bool { hardState != nil || !entries.isEmpty || snapshot != nil }
+}
