@@ -393,25 +393,35 @@ public final class RaftNode {
     }
 
     private func handleAppendResponse(_ message: Message) {
-        guard var peer = progress[message.from] else { return }
-        peer.recentActive = true
-        defer { progress[message.from] = peer }
+        guard progress[message.from] != nil else { return }
+        progress[message.from]!.recentActive = true
         if message.reject {
-            var next = message.rejectHint
-            if message.logTerm > 0 {
-                // Skip back over our own entries of terms above the follower's term at `next`.
-                next = conflictHint(below: message.rejectHint, term: message.logTerm)
-            }
-            if peer.maybeDecrease(rejected: message.index, hint: next) {
-                if peer.state == .replicate { peer.becomeProbe() }
-                progress[message.from] = peer
-                sendAppend(to: message.from)
-                peer = progress[message.from]!
-            }
+            handleRejection(message)
+        } else {
+            handleAcknowledgement(message)
+        }
+    }
+
+    private func handleRejection(_ message: Message) {
+        var next = message.rejectHint
+        if message.logTerm > 0 {
+            // Skip back over our own entries of terms above the follower's term at `next`.
+            next = conflictHint(below: message.rejectHint, term: message.logTerm)
+        }
+        var peer = progress[message.from]!
+        guard peer.maybeDecrease(rejected: message.index, hint: next) else { return }
+        if peer.state == .replicate { peer.becomeProbe() }
+        progress[message.from] = peer
+        sendAppend(to: message.from)
+    }
+
+    private func handleAcknowledgement(_ message: Message) {
+        var peer = progress[message.from]!
+        let wasPaused = peer.isPaused
+        guard peer.maybeUpdate(message.index) else {
+            progress[message.from] = peer
             return
         }
-        let wasPaused = peer.isPaused
-        guard peer.maybeUpdate(message.index) else { return }
         switch peer.state {
         case .probe:
             peer.becomeReplicate()
@@ -430,8 +440,7 @@ public final class RaftNode {
             sendAppend(to: message.from)
         }
         while progress[message.from]!.state == .replicate && sendAppend(to: message.from, evenIfEmpty: false) {}
-        peer = progress[message.from]!
-        if message.from == transferee && peer.match == log.lastIndex {
+        if message.from == transferee && progress[message.from]!.match == log.lastIndex {
             outbox.append(Message(kind: .timeoutNow, from: id, to: message.from, term: term))
         }
     }
@@ -451,11 +460,7 @@ public final class RaftNode {
     /// Commits the highest index a quorum of voters has, if its entry is of this term.
     private func maybeCommitAsLeader() -> Bool {
         let candidate = configuration.committedIndex { progress[$0]?.match ?? 0 }
-        let before = log.committed
-        guard log.maybeCommit(candidate, term: term) else { return false }
-        let newlyCommitted = log.entries(from: before + 1, to: log.committed + 1, maxBytes: .max)
-        uncommittedBytes = max(0, uncommittedBytes - newlyCommitted.reduce(0) { $0 + $1.sizeBytes })
-        return true
+        return log.maybeCommit(candidate, term: term)
     }
 
     /// Sends the next append (or a snapshot) to `peer`, unless it is paused. Returns true if
@@ -686,6 +691,12 @@ public final class RaftNode {
             }
         }
         if let last = ready.committedEntries.last {
+            // Committed entries leave the uncommitted budget as they are handed out, so the
+            // bound needs no second read of the log. Entries of earlier leaders were never
+            // counted, hence the floor at zero.
+            if role == .leader {
+                uncommittedBytes = max(0, uncommittedBytes - ready.committedEntries.reduce(0) { $0 + $1.sizeBytes })
+            }
             for entry in ready.committedEntries where entry.kind == .configurationChange {
                 applyConfigurationChange(entry)
             }
