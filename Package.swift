@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "Storage", targets: ["Storage"]),
         .library(name: "Sealing", targets: ["Sealing"]),
         .library(name: "Raft", targets: ["Raft"]),
+        .executable(name: "crm-sim", targets: ["CRMSim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -35,6 +36,18 @@ let package = Package(
         // The consensus core: pure Raft, standard library only (no I/O, clock or randomness).
         .target(name: "Raft"),
 
+        // The deterministic cluster simulator (used by crm-sim and the tests).
+        .target(name: "Simulation", dependencies: ["Raft"]),
+
+        // crm-sim: runs seeds of the simulator, replays one with a trace, plants known bugs.
+        .executableTarget(
+            name: "CRMSim",
+            dependencies: [
+                "Simulation", "Raft",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
         // crm-bench: closed-loop benchmarks.
         .executableTarget(
             name: "CRMBench",
@@ -47,5 +60,6 @@ let package = Package(
         .testTarget(name: "SealingTests", dependencies: ["Sealing"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "Sealing", "CRocksDB"]),
         .testTarget(name: "RaftTests", dependencies: ["Raft"]),
+        .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Raft"]),
     ]
 )

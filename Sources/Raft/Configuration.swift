@@ -46,6 +46,8 @@ public struct Configuration: Equatable, Sendable {
     /// Applies one change; the caller has checked that it is valid (see `validate`).
     mutating func apply(_ change: ConfigurationChange) {
         switch change {
+        case .bootstrap(let founders):
+            voters = Set(founders)
         case .addLearner(let id):
             learners.insert(id)
         case .promote(let id):
@@ -60,6 +62,9 @@ public struct Configuration: Equatable, Sendable {
     /// Why `change` cannot be applied to this configuration, or nil if it can.
     public func validate(_ change: ConfigurationChange) -> String? {
         switch change {
+        case .bootstrap(let founders):
+            if !members.isEmpty { return "the cluster already has members; bootstrap only creates a new cluster" }
+            if founders.isEmpty || founders.contains(0) { return "a new cluster needs at least one voter, and node id 0 is reserved" }
         case .addLearner(let id):
             if id == 0 { return "node id 0 is reserved" }
             if voters.contains(id) { return "node \(id) is already a voter" }
@@ -78,36 +83,55 @@ public struct Configuration: Equatable, Sendable {
 /// added, caught up, then promoted; one voter is removed at a time), so any two successive
 /// voter sets differ by at most one member and their majorities always overlap.
 public enum ConfigurationChange: Equatable, Sendable {
+    /// The founding voters of a new cluster: the first entry of every log (see `Bootstrap`),
+    /// so that a member that joins later learns them by replaying the log.
+    case bootstrap([NodeID])
     case addLearner(NodeID)
     case promote(NodeID)
     case remove(NodeID)
 
-    public var node: NodeID {
-        switch self {
-        case .addLearner(let id), .promote(let id), .remove(let id): return id
-        }
-    }
-
-    /// 1 byte of kind, 8 bytes of node id (big-endian).
+    /// 1 byte of kind, then 8 bytes (big-endian) per node id: one id, or the founders.
     public var encoded: [UInt8] {
-        let kind: UInt8
+        let (kind, ids): (UInt8, [NodeID])
         switch self {
-        case .addLearner: kind = 1
-        case .promote: kind = 2
-        case .remove: kind = 3
+        case .bootstrap(let founders): (kind, ids) = (4, founders)
+        case .addLearner(let id): (kind, ids) = (1, [id])
+        case .promote(let id): (kind, ids) = (2, [id])
+        case .remove(let id): (kind, ids) = (3, [id])
         }
-        return [kind] + (0..<8).map { UInt8(truncatingIfNeeded: node >> (56 - 8 * UInt64($0))) }
+        var bytes = [kind]
+        for id in ids {
+            bytes += (0..<8).map { UInt8(truncatingIfNeeded: id >> (56 - 8 * UInt64($0))) }
+        }
+        return bytes
     }
 
     public init?(encoded bytes: [UInt8]) {
-        guard bytes.count == 9 else { return nil }
-        let id = bytes[1...].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        guard id != 0 else { return nil }
+        guard bytes.count >= 9, (bytes.count - 1) % 8 == 0 else { return nil }
+        let ids = stride(from: 1, to: bytes.count, by: 8).map { start in
+            bytes[start..<start + 8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        }
+        guard !ids.contains(0) else { return nil }
         switch bytes[0] {
-        case 1: self = .addLearner(id)
-        case 2: self = .promote(id)
-        case 3: self = .remove(id)
+        case 1 where ids.count == 1: self = .addLearner(ids[0])
+        case 2 where ids.count == 1: self = .promote(ids[0])
+        case 3 where ids.count == 1: self = .remove(ids[0])
+        case 4 where Set(ids).count == ids.count: self = .bootstrap(ids)
         default: return nil
         }
     }
+}
+
+/// How a brand-new cluster starts: every founding member's log begins with one committed entry
+/// naming the founders, and its initial configuration is empty until that entry is applied.
+/// (A configuration held only in a snapshot at index 0 would never reach members added later.)
+public enum Bootstrap {
+    /// The first entry of every founding member's log.
+    public static func firstEntry(founders: [NodeID]) -> Entry {
+        precondition(!founders.isEmpty && !founders.contains(0), "a cluster needs founders with non-zero ids")
+        return Entry(term: 1, index: 1, kind: .configurationChange, data: ConfigurationChange.bootstrap(founders.sorted()).encoded)
+    }
+
+    /// The hard state that goes with it: term 1, no vote, the founding entry committed.
+    public static let hardState = HardState(term: 1, vote: 0, commit: 1)
 }

@@ -138,6 +138,14 @@ struct Inflights {
         }
     }
 
+    /// Forgets the oldest append: used when a heartbeat answer shows the follower is alive but
+    /// the window is full (its answers were lost), so that replication does not stall.
+    mutating func freeFirst() {
+        guard count > 0 else { return }
+        start = (start + 1) % capacity
+        count -= 1
+    }
+
     mutating func reset() {
         start = 0
         count = 0

@@ -23,6 +23,9 @@ public struct RaftConfig: Sendable {
     public var checkQuorum = true
     /// Followers forward proposals to the leader (otherwise they refuse with a leader hint).
     public var forwardProposals = true
+    /// A known bug to switch on, so the simulator can show that it finds it. Only code that
+    /// imports the core with `@_spi(Simulation)` can set it; production code never does.
+    @_spi(Simulation) public var plantedBug: PlantedBug? = nil
 
     public init(id: NodeID) {
         self.id = id
@@ -61,4 +64,19 @@ public enum RaftError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidTransferTarget(let why): return "cannot transfer leadership: \(why)"
         }
     }
+}
+
+/// Bugs that the simulator must be able to find (see `crm-sim --plant-bug`). Each breaks one
+/// rule of the protocol on purpose.
+@_spi(Simulation) public enum PlantedBug: String, CaseIterable, Sendable {
+    /// The leader commits any index a quorum has, even one whose entry is of an older term
+    /// (Raft paper, figure 8).
+    case oldTermCommit = "old-term-commit"
+    /// A restarted member forgets whom it voted for, and may vote twice in one term.
+    case forgetVote = "forget-vote"
+    /// The leader answers read requests at once from its own commit index, without asking a
+    /// quorum whether it still leads.
+    case staleRead = "stale-read"
+    /// Votes and acknowledgements leave before the disk write that they promise.
+    case noPersistBeforeSend = "no-persist-before-send"
 }

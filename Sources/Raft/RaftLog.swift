@@ -159,7 +159,9 @@ struct RaftLog {
         unstableOffset = index + 1
     }
 
-    mutating func snapshotStable() {
+    /// The snapshot at `index` is persisted (a newer one may have arrived meanwhile: it stays).
+    mutating func snapshotStable(index: UInt64) {
+        guard pendingSnapshot?.metadata.index == index else { return }
         pendingSnapshot = nil
     }
 

@@ -40,7 +40,7 @@ public final class RaftNode {
         self.random = random
         log = RaftLog(store: store, committed: hardState.commit)
         term = hardState.term
-        vote = hardState.vote
+        vote = config.plantedBug == .forgetVote ? 0 : hardState.vote
         configuration = store.snapshotMetadata.configuration
         persistedHardState = hardState
         lastSoftState = SoftState(leader: 0, role: .follower)
@@ -57,6 +57,10 @@ public final class RaftNode {
     public var softState: SoftState { SoftState(leader: leader, role: role) }
     /// Whether this member may campaign: voters only.
     public var isPromotable: Bool { configuration.isVoter(id) }
+
+    /// Term of the entry at `index` in this member's log (persisted or not); nil if compacted
+    /// away or beyond the end.
+    public func term(at index: UInt64) -> UInt64? { log.term(at: index) }
 
     /// The leader's view of each member's match index (empty unless leader).
     public var matchIndexes: [NodeID: UInt64] { progress.mapValues(\.match) }
@@ -449,6 +453,7 @@ public final class RaftNode {
         guard var peer = progress[message.from] else { return }
         peer.recentActive = true
         peer.probeSent = false
+        if peer.state == .replicate && peer.inflights.isFull { peer.inflights.freeFirst() }
         progress[message.from] = peer
         if peer.match < log.lastIndex { sendAppend(to: message.from) }
         guard !message.context.isEmpty else { return }
@@ -460,6 +465,10 @@ public final class RaftNode {
     /// Commits the highest index a quorum of voters has, if its entry is of this term.
     private func maybeCommitAsLeader() -> Bool {
         let candidate = configuration.committedIndex { progress[$0]?.match ?? 0 }
+        if config.plantedBug == .oldTermCommit, candidate > log.committed, candidate <= log.lastIndex {
+            log.commit(to: candidate)
+            return true
+        }
         return log.maybeCommit(candidate, term: term)
     }
 
@@ -588,6 +597,10 @@ public final class RaftNode {
     }
 
     private func handleReadIndex(from requester: NodeID, context: [UInt8]) {
+        if config.plantedBug == .staleRead {
+            answer(ReadRequest(index: log.committed, context: context, requester: requester))
+            return
+        }
         // Until an entry of this term commits, the leader's commit index may lag behind what
         // earlier leaders committed: such reads are dropped and the client retries.
         guard log.term(at: log.committed) == term else { return }
@@ -650,7 +663,8 @@ public final class RaftNode {
         // its own entries only once persisted). Everything else waits for the sync.
         let termPersisted = term == persistedHardState.term && vote == persistedHardState.vote
         for message in outbox {
-            if termPersisted && role == .leader && Self.mayPrecedePersist(message.kind) {
+            if config.plantedBug == .noPersistBeforeSend
+                || (termPersisted && role == .leader && Self.mayPrecedePersist(message.kind)) {
                 ready.messages.append(message)
             } else {
                 ready.messagesAfterPersist.append(message)
@@ -678,7 +692,7 @@ public final class RaftNode {
         if let softState = ready.softState { lastSoftState = softState }
         if let hardState = ready.hardState { persistedHardState = hardState }
         if let snapshot = ready.snapshot {
-            log.snapshotStable()
+            log.snapshotStable(index: snapshot.metadata.index)
             if progress[id] != nil { progress[id]!.match = max(progress[id]!.match, snapshot.metadata.index) }
         }
         if let last = ready.entries.last {
@@ -697,10 +711,15 @@ public final class RaftNode {
             if role == .leader {
                 uncommittedBytes = max(0, uncommittedBytes - ready.committedEntries.reduce(0) { $0 + $1.sizeBytes })
             }
-            for entry in ready.committedEntries where entry.kind == .configurationChange {
-                applyConfigurationChange(entry)
+            // A snapshot received after this Ready was handed out already covers these entries
+            // (its index exceeds every index committed before it): they and their membership
+            // changes are superseded by the snapshot's state and configuration.
+            if last.index > log.applied {
+                for entry in ready.committedEntries where entry.kind == .configurationChange {
+                    applyConfigurationChange(entry)
+                }
+                log.appliedTo(last.index)
             }
-            log.appliedTo(last.index)
         }
     }
 
@@ -713,6 +732,8 @@ public final class RaftNode {
         configuration.apply(change)
         guard role == .leader else { return }
         switch change {
+        case .bootstrap:
+            return
         case .addLearner(let node):
             progress[node] = Progress(next: log.lastIndex + 1, maxInflight: config.maxInflightMessages, isLearner: true)
         case .promote(let node):
@@ -732,11 +753,14 @@ public final class RaftNode {
         if maybeCommitAsLeader() { broadcastAppend() }
     }
 
-    /// The transport failed to deliver a snapshot to `peer`: probe again later.
-    public func reportSnapshotFailure(peer: NodeID) {
+    /// The transport finished sending a snapshot to `peer` (`delivered`) or gave up. Either
+    /// way the leader probes again once the next heartbeat answer arrives: from after the
+    /// snapshot if it was delivered, from the follower's match index if not.
+    public func reportSnapshot(peer: NodeID, delivered: Bool) {
         guard role == .leader, var state = progress[peer], state.state == .snapshot else { return }
+        if !delivered { state.pendingSnapshot = 0 }
         state.becomeProbe()
-        state.probeSent = true  // wait for the next heartbeat response before retrying
+        state.probeSent = true
         progress[peer] = state
     }
 

@@ -1,0 +1,127 @@
+import Raft
+
+/// The per-seed intensity of faults: message loss, duplication and reordering, message and
+/// window sizes (small ones make log repair and snapshots frequent), how often a member
+/// compacts its log, and how often a fault is injected.
+struct FaultProfile: CustomStringConvertible {
+    var dropPerMille: UInt64
+    var duplicatePerMille: UInt64
+    var reorderPerMille: UInt64
+    var maxMessageBytes: Int
+    var maxInflightMessages: Int
+    var compactEvery: UInt64
+    var faultGap: ClosedRange<UInt64>
+
+    init(drawingFrom random: inout SeededRandom) {
+        func pick<T>(_ choices: [T]) -> T { choices[Int(random.next(below: UInt64(choices.count)))] }
+        dropPerMille = pick([0, 10, 50, 150])
+        duplicatePerMille = pick([0, 20, 100])
+        reorderPerMille = pick([0, 50, 200])
+        maxMessageBytes = pick([64, 256, 1 << 20])
+        maxInflightMessages = pick([2, 8, 256])
+        compactEvery = pick([8, 32, 10_000])
+        faultGap = pick([20...100, 50...300, 200...600])
+    }
+
+    func nextFaultDelay(_ random: inout SeededRandom) -> UInt64 {
+        faultGap.lowerBound + random.next(below: faultGap.upperBound - faultGap.lowerBound + 1)
+    }
+
+    var description: String {
+        "drop \(dropPerMille)‰ duplicate \(duplicatePerMille)‰ reorder \(reorderPerMille)‰, "
+            + "message \(maxMessageBytes) B, window \(maxInflightMessages), compact every \(compactEvery), "
+            + "fault every \(faultGap.lowerBound)–\(faultGap.upperBound) ms"
+    }
+}
+
+/// Links currently cut (directed: a one-way partition cuts one direction only).
+struct NetworkState {
+    struct Link: Hashable {
+        var from: NodeID
+        var to: NodeID
+    }
+
+    var cut: Set<Link> = []
+
+    func isCut(from: NodeID, to: NodeID) -> Bool { cut.contains(Link(from: from, to: to)) }
+
+    mutating func cutBothWays(_ first: [NodeID], _ second: [NodeID]) {
+        for a in first {
+            for b in second where a != b {
+                cut.insert(Link(from: a, to: b))
+                cut.insert(Link(from: b, to: a))
+            }
+        }
+    }
+}
+
+extension Simulation {
+    func chance(perMille: UInt64) -> Bool {
+        perMille > 0 && random.next(below: 1000) < perMille
+    }
+
+    /// Simulated latency of one hop: 1–4 ms, sometimes much more while faults are on (which
+    /// also reorders messages).
+    func networkDelay() -> UInt64 {
+        var delay = 1 + random.next(below: 4)
+        if !healed && chance(perMille: profile.reorderPerMille) { delay += random.next(below: 80) }
+        return delay
+    }
+
+    /// Puts a peer message on the wire, where it may be lost, duplicated or delayed.
+    func transmit(_ message: Message) {
+        if !healed && chance(perMille: profile.dropPerMille) {
+            log("drop \(describe(message))")
+            if message.kind == .snapshot { nodes[message.from]?.raft?.reportSnapshot(peer: message.to, delivered: false) }
+            return
+        }
+        queue.schedule(.deliver(message), at: now + networkDelay())
+        if !healed && chance(perMille: profile.duplicatePerMille) {
+            queue.schedule(.deliver(message), at: now + networkDelay())
+        }
+    }
+
+    func deliver(_ message: Message) throws {
+        guard let target = nodes[message.to], let raft = target.raft,
+              !network.isCut(from: message.from, to: message.to) else {
+            log("lost \(describe(message))")
+            if message.kind == .snapshot, let sender = nodes[message.from] {
+                sender.raft?.reportSnapshot(peer: message.to, delivered: false)
+                try drive(sender)
+            }
+            return
+        }
+        log("deliver \(describe(message))")
+        raft.step(message)
+        try drive(target)
+        if message.kind == .snapshot, let sender = nodes[message.from] {
+            sender.raft?.reportSnapshot(peer: message.to, delivered: true)
+            try drive(sender)
+        }
+    }
+
+    func describe(_ message: Message) -> String {
+        var text = "\(message.kind.rawValue) \(message.from)→\(message.to) term \(message.term)"
+        switch message.kind {
+        case .append:
+            text += " after \(message.index)/\(message.logTerm) +\(message.entries.count) commit \(message.commit)"
+        case .appendResponse:
+            text += message.reject ? " reject \(message.index) hint \(message.rejectHint)/\(message.logTerm)" : " match \(message.index)"
+        case .vote, .preVote:
+            text += " last \(message.index)/\(message.logTerm)"
+        case .voteResponse, .preVoteResponse:
+            text += message.reject ? " rejected" : " granted"
+        case .heartbeat:
+            text += " commit \(message.commit)"
+        case .snapshot:
+            text += " at \(message.snapshot?.metadata.index ?? 0)"
+        case .readIndexResponse:
+            text += " index \(message.index)"
+        case .propose:
+            text += " +\(message.entries.count)"
+        default:
+            break
+        }
+        return text
+    }
+}

@@ -1,0 +1,357 @@
+@_spi(Simulation) import Raft
+
+/// How one simulated run is set up. Times are simulated milliseconds.
+public struct SimulationOptions: Sendable {
+    /// Voting members at the start (3 or 5 in the standard schedules).
+    public var voters: Int
+    public var seed: UInt64
+    /// A bug to switch on in every member's core (see `PlantedBug`).
+    @_spi(Simulation) public var plantedBug: PlantedBug?
+    public var clients = 3
+    public var keys = 3
+    /// Faults are injected from the start until this time; then everything heals.
+    public var faultMilliseconds: UInt64 = 3000
+    /// After healing, a leader must be elected, every pending client request must complete and
+    /// all members must hold the same state within this time.
+    public var livenessBoundMilliseconds: UInt64 = 5000
+    public var tickMilliseconds: UInt64 = 10
+    /// A client gives up waiting for one attempt and retries elsewhere after this long.
+    public var requestTimeoutMilliseconds: UInt64 = 300
+    /// Stops a run that has gone on for this many steps (it is reported as a failure).
+    public var stepLimit = 3_000_000
+
+    public init(voters: Int, seed: UInt64) {
+        self.voters = voters
+        self.seed = seed
+    }
+}
+
+/// What a run did and found.
+public struct SimulationResult: Sendable {
+    public var seed: UInt64
+    public var steps = 0
+    public var simulatedMilliseconds: UInt64 = 0
+    /// Client operations that completed (and were checked for linearizability).
+    public var operations = 0
+    /// The fault profile this seed drew, in words.
+    public var profile = ""
+    /// Nil when every check passed.
+    public var failure: String?
+}
+
+/// A whole cluster on a seeded scheduler: simulated network, disks, clients and faults. The
+/// same options always give the same run, step for step.
+public final class Simulation {
+    let options: SimulationOptions
+    var random: SeededRandom
+    let profile: FaultProfile
+    var queue = EventQueue<Event>()
+    var now: UInt64 = 0
+    var nodes: [NodeID: SimulatedNode] = [:]
+    var nextNodeID: NodeID
+    /// Nodes proposed as learners (a spare is used once).
+    var proposedLearners: Set<NodeID> = []
+    /// Nodes whose removal some member has applied (committed): they are stopped for good.
+    var removedMembers: Set<NodeID> = []
+    var clients: [SimulatedClient] = []
+    var history: [HistoryOperation] = []
+    var invariants = Invariants()
+    var network = NetworkState()
+    var healed = false
+    private let trace: ((String) -> Void)?
+    private var result: SimulationResult
+
+    enum Event {
+        case tick(NodeID, incarnation: Int)
+        case deliver(Message)
+        case synced(NodeID, incarnation: Int)
+        case request(NodeID, ClientRequest)
+        case reply(client: Int, ClientReply)
+        case clientRetry(client: Int, sequence: UInt64, attempt: Int, elsewhere: Bool)
+        case clientStart(client: Int)
+        case restart(NodeID)
+        case fault
+        case heal
+    }
+
+    public init(options: SimulationOptions, trace: ((String) -> Void)? = nil) {
+        precondition(options.voters >= 1 && options.clients >= 1 && options.keys >= 1)
+        self.options = options
+        self.trace = trace
+        random = SeededRandom(seed: options.seed)
+        profile = FaultProfile(drawingFrom: &random)
+        nextNodeID = NodeID(options.voters) + 1
+        result = SimulationResult(seed: options.seed, profile: profile.description)
+    }
+
+    var tracing: Bool { trace != nil }
+
+    func log(_ line: @autoclosure () -> String) {
+        guard let trace else { return }
+        trace("t=\(now) \(line())")
+    }
+
+    // MARK: - Running
+
+    /// Runs the seed to the end and checks everything.
+    public func run() -> SimulationResult {
+        log("profile: \(profile.description)")
+        do {
+            try setUp()
+            try runUntilSettled()
+            try checkHistory()
+        } catch let violation as InvariantViolation {
+            result.failure = violation.description
+        } catch {
+            result.failure = "\(error)"
+        }
+        result.simulatedMilliseconds = now
+        result.operations = history.filter { $0.completed != nil }.count
+        if let failure = result.failure { log("FAILED: \(failure)") }
+        return result
+    }
+
+    private func setUp() throws {
+        let voters = Array(1...NodeID(options.voters))
+        for id in voters {
+            let node = SimulatedNode(id: id, configuration: Configuration(voters: []))
+            node.store.append([Bootstrap.firstEntry(founders: voters)])
+            node.store.setHardState(Bootstrap.hardState)
+            nodes[id] = node
+            start(node)
+        }
+        for index in 0..<options.clients {
+            clients.append(SimulatedClient(id: UInt64(index + 1), target: NodeID(index % options.voters + 1)))
+            queue.schedule(.clientStart(client: index), at: random.next(below: 20))
+        }
+        queue.schedule(.fault, at: profile.nextFaultDelay(&random))
+        queue.schedule(.heal, at: options.faultMilliseconds)
+    }
+
+    private func runUntilSettled() throws {
+        let deadline = options.faultMilliseconds + options.livenessBoundMilliseconds
+        while let (time, event) = queue.next() {
+            now = time
+            result.steps += 1
+            if now > deadline {
+                throw InvariantViolation(property: "liveness", detail: livenessReport())
+            }
+            guard result.steps <= options.stepLimit else {
+                throw InvariantViolation(property: "step limit", detail: "still running after \(options.stepLimit) steps")
+            }
+            try handle(event)
+            retireRemovedMembers()
+            try checkNodes()
+            if healed && clients.allSatisfy({ $0.operation == nil }) && isConverged() {
+                log("settled: clients done, members converged")
+                return
+            }
+        }
+        throw InvariantViolation(property: "liveness", detail: "no events left: " + livenessReport())
+    }
+
+    private func handle(_ event: Event) throws {
+        switch event {
+        case .tick(let id, let incarnation):
+            guard let node = nodes[id], node.incarnation == incarnation, let raft = node.raft else { return }
+            raft.tick()
+            queue.schedule(.tick(id, incarnation: incarnation), at: now + options.tickMilliseconds)
+            try drive(node)
+        case .deliver(let message):
+            try deliver(message)
+        case .synced(let id, let incarnation):
+            guard let node = nodes[id], node.incarnation == incarnation, let ready = node.unsynced else { return }
+            node.unsynced = nil
+            try complete(ready, on: node)
+            try drive(node)
+        case .request(let id, let request):
+            try receive(request, at: id)
+        case .reply(let client, let reply):
+            receive(reply, client: client)
+        case .clientRetry(let client, let sequence, let attempt, let elsewhere):
+            retry(client: client, sequence: sequence, attempt: attempt, elsewhere: elsewhere)
+        case .clientStart(let client):
+            startOperation(client: client)
+        case .restart(let id):
+            guard let node = nodes[id], !node.isUp, !node.retired else { return }
+            log("restart node \(id)")
+            start(node)
+        case .fault:
+            guard !healed else { return }
+            try injectFault()
+            queue.schedule(.fault, at: now + profile.nextFaultDelay(&random))
+        case .heal:
+            healAll()
+        }
+    }
+
+    /// Checks every member's role and newly committed entries against the invariants.
+    private func checkNodes() throws {
+        for id in nodes.keys.sorted() {
+            guard let raft = nodes[id]!.raft else { continue }
+            if raft.role == .leader { try invariants.observeLeader(id, term: raft.term) }
+            let node = nodes[id]!
+            guard raft.commitIndex > node.checkedCommit else { continue }
+            for index in (node.checkedCommit + 1)...raft.commitIndex {
+                if let term = raft.term(at: index) { try invariants.observeCommitted(index: index, term: term, node: id) }
+            }
+            node.checkedCommit = raft.commitIndex
+        }
+    }
+
+    // MARK: - Nodes
+
+    func raftConfig(for id: NodeID) -> RaftConfig {
+        var config = RaftConfig(id: id)
+        config.electionTicks = 10
+        config.heartbeatTicks = 2
+        config.maxMessageBytes = profile.maxMessageBytes
+        config.maxInflightMessages = profile.maxInflightMessages
+        config.maxUncommittedBytes = 64 << 10
+        config.plantedBug = options.plantedBug
+        return config
+    }
+
+    func start(_ node: SimulatedNode) {
+        let seed = options.seed &* 0x9E37_79B9_7F4A_7C15 ^ node.id << 32 ^ UInt64(node.incarnation + 1)
+        node.start(config: raftConfig(for: node.id), randomSeed: seed)
+        queue.schedule(.tick(node.id, incarnation: node.incarnation), at: now + 1 + random.next(below: options.tickMilliseconds))
+    }
+
+    /// Hands each Ready of `node` to the simulated disk and network until none is left or a
+    /// disk write is in progress.
+    func drive(_ node: SimulatedNode) throws {
+        guard let raft = node.raft else { return }
+        while node.unsynced == nil && raft.hasReady {
+            let ready = raft.ready()
+            for message in ready.messages { transmit(message) }
+            if ready.needsPersist {
+                node.unsynced = ready
+                queue.schedule(.synced(node.id, incarnation: node.incarnation), at: now + 1 + random.next(below: 3))
+                return
+            }
+            try complete(ready, on: node)
+        }
+    }
+
+    /// The disk write of `ready` completed: persist, send what had to wait, apply, advance.
+    private func complete(_ ready: Ready, on node: SimulatedNode) throws {
+        guard let raft = node.raft else { return }
+        if let snapshot = ready.snapshot {
+            try invariants.observeSnapshot(index: snapshot.metadata.index, data: snapshot.data, node: node.id)
+            node.store.applySnapshot(snapshot)
+        }
+        if let first = ready.entries.first {
+            guard let previousTerm = node.store.term(at: first.index - 1) else {
+                preconditionFailure("node \(node.id) persists entries from \(first.index) after a gap (last \(node.store.lastIndex))")
+            }
+            try invariants.observePersisted(ready.entries, previousTerm: previousTerm, node: node.id)
+            node.store.append(ready.entries)
+        }
+        if let hardState = ready.hardState { node.store.setHardState(hardState) }
+        for message in ready.messagesAfterPersist { transmit(message) }
+        if let snapshot = ready.snapshot {
+            node.machine = SimulatedNode.machine(from: snapshot)
+            log("node \(node.id) installs snapshot at \(snapshot.metadata.index)")
+        }
+        for entry in ready.committedEntries {
+            try invariants.observeApplied(entry, node: node.id)
+            if entry.kind == .configurationChange, case .remove(let removed)? = ConfigurationChange(encoded: entry.data) {
+                removedMembers.insert(removed)
+            }
+            if let (request, result) = node.machine.apply(entry), let client = node.waitingWrites.removeValue(forKey: request) {
+                reply(.result(request, result), to: client, from: node.id)
+            }
+        }
+        for state in ready.readStates {
+            if let position = node.waitingReads.firstIndex(where: { $0.context == state.context }) {
+                node.waitingReads[position].index = state.index
+            }
+        }
+        answerReads(on: node)
+        raft.advance(ready)
+        try compactIfDue(node)
+    }
+
+    /// Serves reads whose read point has been applied.
+    private func answerReads(on node: SimulatedNode) {
+        var waiting: [SimulatedNode.PendingRead] = []
+        for read in node.waitingReads {
+            if let index = read.index, node.machine.appliedIndex >= index {
+                reply(.result(read.request.id, .value(node.machine.read(read.request.operation.key))), to: read.request.client, from: node.id)
+            } else {
+                waiting.append(read)
+            }
+        }
+        node.waitingReads = waiting
+    }
+
+    /// Takes a snapshot of the state machine and drops the log it covers.
+    private func compactIfDue(_ node: SimulatedNode) throws {
+        guard let raft = node.raft, node.unsynced == nil else { return }
+        let applied = raft.appliedIndex
+        guard applied >= node.store.snapshotMetadata.index + profile.compactEvery,
+              applied <= node.store.lastIndex, let term = node.store.term(at: applied) else { return }
+        precondition(node.machine.appliedIndex == applied, "state machine at \(node.machine.appliedIndex), core applied \(applied)")
+        let data = node.machine.encoded
+        try invariants.observeSnapshot(index: applied, data: data, node: node.id)
+        let metadata = SnapshotMetadata(index: applied, term: term, configuration: raft.configuration)
+        node.store.compact(to: Snapshot(metadata: metadata, data: data))
+        log("node \(node.id) compacts its log to \(applied)")
+    }
+
+    /// The member that leads in the highest term, if any.
+    var currentLeader: SimulatedNode? {
+        var best: SimulatedNode?
+        for id in nodes.keys.sorted() {
+            guard let raft = nodes[id]!.raft, raft.role == .leader else { continue }
+            if best == nil || raft.term > best!.raft!.term { best = nodes[id] }
+        }
+        return best
+    }
+
+    /// True when a leader exists and every member of its configuration is up, has applied
+    /// everything the leader committed, and holds the same state.
+    private func isConverged() -> Bool {
+        guard let leader = currentLeader, let leaderRaft = leader.raft else { return false }
+        let members = leaderRaft.configuration.members.sorted()
+        for id in members {
+            guard let raft = nodes[id]?.raft, raft.appliedIndex == leaderRaft.commitIndex,
+                  nodes[id]!.unsynced == nil else { return false }
+        }
+        let state = leader.machine.encoded
+        return members.allSatisfy { nodes[$0]!.machine.encoded == state }
+    }
+
+    private func livenessReport() -> String {
+        var parts: [String] = []
+        if let leader = currentLeader {
+            parts.append("leader \(leader.id) in term \(leader.raft!.term), commit \(leader.raft!.commitIndex)")
+        } else {
+            parts.append("no leader")
+        }
+        let pending = clients.filter { $0.operation != nil }.map { "client \($0.id): \($0.operation!)" }
+        if !pending.isEmpty { parts.append("pending: " + pending.joined(separator: ", ")) }
+        for id in nodes.keys.sorted() where !nodes[id]!.retired {
+            let node = nodes[id]!
+            if let raft = node.raft {
+                parts.append("node \(id) \(raft.role.rawValue) term \(raft.term) applied \(raft.appliedIndex) last \(raft.lastIndex)")
+            } else {
+                parts.append("node \(id) down")
+            }
+        }
+        return "not settled \(options.livenessBoundMilliseconds) ms after healing at \(options.faultMilliseconds) ms (" + parts.joined(separator: "; ") + ")"
+    }
+
+    private func checkHistory() throws {
+        switch LinearizabilityChecker().check(history) {
+        case .linearizable:
+            log("history of \(history.count) operations is linearizable")
+        case .violation(let key, let operations):
+            throw InvariantViolation(property: "linearizability",
+                                     detail: "no valid order for key \(key):\n    " + operations.joined(separator: "\n    "))
+        case .undecided(let key, let steps):
+            throw InvariantViolation(property: "linearizability", detail: "checker gave up on key \(key) after \(steps) steps")
+        }
+    }
+}
