@@ -16,6 +16,8 @@ public final class RaftNode {
     var progress: [NodeID: Progress] = [:]
     private var random: any RandomSource
     private var votes: [NodeID: Bool] = [:]
+    /// The request of the campaign in progress (nil unless campaigning).
+    private var campaignRequest: CampaignRequest?
     private var electionElapsed = 0
     private var heartbeatElapsed = 0
     private var randomizedElectionTimeout = 0
@@ -62,6 +64,10 @@ public final class RaftNode {
     /// away or beyond the end.
     public func term(at index: UInt64) -> UInt64? { log.term(at: index) }
 
+    /// A snapshot from the leader is waiting to be handed out in a `Ready` (the applied index
+    /// already counts it).
+    public var hasPendingSnapshot: Bool { log.pendingSnapshot != nil }
+
     /// The leader's view of each member's match index (empty unless leader).
     public var matchIndexes: [NodeID: UInt64] { progress.mapValues(\.match) }
 
@@ -78,6 +84,7 @@ public final class RaftNode {
         randomizedElectionTimeout = config.electionTicks
             + Int(random.next() % UInt64(config.electionTicks))
         votes = [:]
+        campaignRequest = nil
         transferee = 0
         readRequests = ReadRequestQueue()
         progress = [:]
@@ -138,6 +145,19 @@ public final class RaftNode {
         } else if isPromotable && electionElapsed >= randomizedElectionTimeout {
             electionElapsed = 0
             campaign(transfer: false)
+        } else if role == .candidate || role == .preCandidate {
+            tickCampaign()
+        }
+    }
+
+    /// A campaign asks again, every heartbeat interval, the voters that have not answered: a
+    /// lost request or answer then costs a heartbeat interval instead of an election timeout.
+    private func tickCampaign() {
+        heartbeatElapsed += 1
+        guard heartbeatElapsed >= config.heartbeatTicks, let request = campaignRequest else { return }
+        heartbeatElapsed = 0
+        for voter in configuration.voters.sorted() where voter != id && votes[voter] == nil {
+            outbox.append(voteRequest(request, to: voter))
         }
     }
 
@@ -183,16 +203,30 @@ public final class RaftNode {
     }
 
     private func requestVotes(kind: Message.Kind, term voteTerm: UInt64, transfer: Bool) {
+        let request = CampaignRequest(kind: kind, term: voteTerm, transfer: transfer)
+        campaignRequest = request
+        heartbeatElapsed = 0
         // Our own vote first: a single-voter cluster wins at once.
         votes[id] = true
         if checkElection() { return }
         for voter in configuration.voters.sorted() where voter != id {
-            var message = Message(kind: kind, from: id, to: voter, term: voteTerm)
-            message.index = log.lastIndex
-            message.logTerm = log.lastTerm
-            if transfer { message.context = Self.transferContext }
-            outbox.append(message)
+            outbox.append(voteRequest(request, to: voter))
         }
+    }
+
+    /// What the current campaign asks for: a pre-vote or a vote, in which term.
+    private struct CampaignRequest {
+        var kind: Message.Kind
+        var term: UInt64
+        var transfer: Bool
+    }
+
+    private func voteRequest(_ request: CampaignRequest, to voter: NodeID) -> Message {
+        var message = Message(kind: request.kind, from: id, to: voter, term: request.term)
+        message.index = log.lastIndex
+        message.logTerm = log.lastTerm
+        if request.transfer { message.context = Self.transferContext }
+        return message
     }
 
     static let transferContext = Array("transfer".utf8)

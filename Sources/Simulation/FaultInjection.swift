@@ -4,19 +4,25 @@ import Raft
 /// leadership transfers and membership changes, all drawn from the seed while faults are on.
 extension Simulation {
     func injectFault() throws {
-        let roll = random.next(below: 100)
-        switch roll {
-        case 0..<12: partitionInTwo()
-        case 12..<20: cutOneWay()
-        case 20..<30: isolateLeader()
-        case 30..<36: bridge()
-        case 36..<56:
+        switch profile.mix.draw(&random) {
+        case .partitionInTwo: partitionInTwo()
+        case .cutOneWay: cutOneWay()
+        case .isolateLeader: isolateLeader()
+        case .isolateNextLeader:
+            isolateNextLeader = true
+            log("fault: the next leader will be isolated as soon as it is elected")
+        case .bridge: bridge()
+        case .healPartitions:
             if !network.cut.isEmpty { log("fault: partitions heal") }
             network.cut = []
-        case 56..<68: crash(liveNodes.isEmpty ? nil : liveNodes[Int(random.next(below: UInt64(liveNodes.count)))])
-        case 68..<76: crash(currentLeader?.id)
-        case 76..<86: try transferLeadership()
-        default: try changeMembership()
+        case .crashAny: crash(liveNodes.isEmpty ? nil : liveNodes[Int(random.next(below: UInt64(liveNodes.count)))])
+        case .crashLeader: crash(currentLeader?.id)
+        case .pauseAny: pause(liveNodes.isEmpty ? nil : liveNodes[Int(random.next(below: UInt64(liveNodes.count)))])
+        case .pauseLeader: pause(currentLeader?.id)
+        case .crashDuringWrite: armCrash(.during)
+        case .crashAfterWrite: armCrash(.after)
+        case .transferLeadership: try transferLeadership()
+        case .changeMembership: try changeMembership()
         }
     }
 
@@ -67,9 +73,34 @@ extension Simulation {
     /// Stops `id` at once, losing every write not yet synced; it restarts a little later.
     private func crash(_ id: NodeID?) {
         guard let id, let node = nodes[id], node.isUp else { return }
-        node.crash()
         log("fault: node \(id) crashes")
-        queue.schedule(.restart(id), at: now + 20 + random.next(below: 600))
+        crashNow(node)
+    }
+
+    func crashNow(_ node: SimulatedNode) {
+        if let point = node.crashPoint { log("fault: node \(node.id) crashes \(point)") }
+        node.crash()
+        queue.schedule(.restart(node.id), at: now + profile.restartDelay(&random))
+    }
+
+    /// Stops `id`'s process for a while, as SIGSTOP would; it resumes where it was, unaware.
+    private func pause(_ id: NodeID?) {
+        guard let id, let node = nodes[id], node.isUp, node.pausedUntil.map({ $0 <= now }) ?? true else { return }
+        let until = now + profile.restartDelay(&random) + 100
+        node.pausedUntil = until
+        log("fault: node \(id) is paused until \(until)")
+    }
+
+    /// Sets a random live member (the leader half the time) to crash at one edge of its next
+    /// write of a random kind.
+    private func armCrash(_ moment: CrashPoint.Moment) {
+        let live = liveNodes
+        guard !live.isEmpty else { return }
+        let id = random.next(below: 2) == 0 ? currentLeader?.id ?? live[0] : live[Int(random.next(below: UInt64(live.count)))]
+        let triggers = CrashPoint.Trigger.allCases
+        let point = CrashPoint(moment: moment, trigger: triggers[Int(random.next(below: UInt64(triggers.count)))])
+        nodes[id]!.crashPoint = point
+        log("fault: node \(id) will crash \(point)")
     }
 
     private func transferLeadership() throws {
@@ -145,9 +176,59 @@ extension Simulation {
     func healAll() {
         healed = true
         network.cut = []
+        isolateNextLeader = false
+        for node in nodes.values {
+            node.crashPoint = nil
+            node.pausedUntil = nil
+        }
         for id in nodes.keys.sorted() where !nodes[id]!.isUp && !nodes[id]!.retired {
             start(nodes[id]!)
         }
         log("heal: faults stop, every member is up")
+    }
+}
+
+/// One kind of fault.
+enum FaultKind: CaseIterable {
+    case partitionInTwo, cutOneWay, isolateLeader, isolateNextLeader, bridge, healPartitions
+    case pauseAny, pauseLeader, crashAny, crashLeader, crashDuringWrite, crashAfterWrite, transferLeadership, changeMembership
+}
+
+/// The weights with which a seed draws its faults: every kind stays possible in every mix, and
+/// each mix leans on one family so that, across seeds, each family is stressed hard.
+enum FaultMix: String, CaseIterable {
+    case balanced
+    /// Crashes and restarts, the leader's most of all: lost unsynced writes, leader churn.
+    case crashes
+    /// Partitions of every shape, with few crashes.
+    case partitions
+    /// Leadership transfers and membership changes.
+    case reconfiguration
+
+    private var weights: [(FaultKind, UInt64)] {
+        switch self {
+        case .balanced:
+            return [(.partitionInTwo, 12), (.cutOneWay, 8), (.isolateLeader, 8), (.isolateNextLeader, 4), (.bridge, 6), (.healPartitions, 20),
+                    (.pauseAny, 3), (.pauseLeader, 4), (.crashAny, 6), (.crashLeader, 5), (.crashDuringWrite, 4), (.crashAfterWrite, 4), (.transferLeadership, 8), (.changeMembership, 14)]
+        case .crashes:
+            return [(.partitionInTwo, 4), (.cutOneWay, 2), (.isolateLeader, 4), (.isolateNextLeader, 8), (.bridge, 2), (.healPartitions, 10),
+                    (.pauseAny, 4), (.pauseLeader, 8), (.crashAny, 14), (.crashLeader, 16), (.crashDuringWrite, 16), (.crashAfterWrite, 16), (.transferLeadership, 5), (.changeMembership, 5)]
+        case .partitions:
+            return [(.partitionInTwo, 20), (.cutOneWay, 12), (.isolateLeader, 14), (.isolateNextLeader, 10), (.bridge, 10), (.healPartitions, 24),
+                    (.pauseAny, 6), (.pauseLeader, 10), (.crashAny, 3), (.crashLeader, 3), (.crashDuringWrite, 1), (.crashAfterWrite, 1), (.transferLeadership, 3), (.changeMembership, 3)]
+        case .reconfiguration:
+            return [(.partitionInTwo, 6), (.cutOneWay, 4), (.isolateLeader, 6), (.isolateNextLeader, 2), (.bridge, 4), (.healPartitions, 14),
+                    (.pauseAny, 2), (.pauseLeader, 2), (.crashAny, 6), (.crashLeader, 4), (.crashDuringWrite, 2), (.crashAfterWrite, 2), (.transferLeadership, 24), (.changeMembership, 28)]
+        }
+    }
+
+    func draw(_ random: inout SeededRandom) -> FaultKind {
+        let weights = self.weights
+        var roll = random.next(below: weights.reduce(0) { $0 + $1.1 })
+        for (kind, weight) in weights {
+            if roll < weight { return kind }
+            roll -= weight
+        }
+        preconditionFailure("weights exhausted")
     }
 }

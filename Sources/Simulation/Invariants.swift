@@ -10,15 +10,23 @@ public struct InvariantViolation: Error, CustomStringConvertible {
 /// Raft's safety properties, checked incrementally as the simulation runs (each check costs
 /// O(new entries), so they can run after every step).
 ///
-/// - Election safety: at most one leader per term.
+/// - Election safety: at most one leader per term; each member votes for at most one
+///   candidate per term (checked on the votes as they are sent).
 /// - Log matching: an (index, term) pair names one entry everywhere, ever — the same payload
 ///   and the same term before it — which by induction makes two logs with a common (index,
 ///   term) identical up to there.
 /// - Leader completeness / state machine safety: an index, once committed anywhere, keeps
 ///   the same entry; every member applies the same entry at each index, so applied sequences
 ///   are prefixes of one another; snapshots taken at one index hold the same state.
+/// - Read safety: a read point is never below an index committed before the read arrived.
 struct Invariants {
     private var leaderOfTerm: [UInt64: NodeID] = [:]
+    private var voteOf: [Ballot: NodeID] = [:]
+
+    struct Ballot: Hashable {
+        var voter: NodeID
+        var term: UInt64
+    }
     /// Every entry ever persisted: index → term → (term before it, payload digest).
     private var persisted: [UInt64: [UInt64: EntryDigest]] = [:]
     private var committedTerm: [UInt64: UInt64] = [:]
@@ -28,6 +36,17 @@ struct Invariants {
     struct EntryDigest: Equatable {
         var previousTerm: UInt64
         var payload: UInt64
+    }
+
+    /// `message` is leaving its sender: a granted vote binds the voter for that whole term.
+    mutating func observeSent(_ message: Message) throws(InvariantViolation) {
+        guard message.kind == .voteResponse, !message.reject else { return }
+        let ballot = Ballot(voter: message.from, term: message.term)
+        if let earlier = voteOf[ballot], earlier != message.to {
+            throw InvariantViolation(property: "vote safety",
+                                     detail: "node \(message.from) voted for \(earlier) and for \(message.to) in term \(message.term)")
+        }
+        voteOf[ballot] = message.to
     }
 
     mutating func observeLeader(_ node: NodeID, term: UInt64) throws(InvariantViolation) {
@@ -62,6 +81,19 @@ struct Invariants {
                                      detail: "index \(index) was committed with term \(known); node \(node) commits term \(term)")
         }
         committedTerm[index] = term
+        highestCommitted = max(highestCommitted, index)
+    }
+
+    /// The highest index committed anywhere so far.
+    private(set) var highestCommitted: UInt64 = 0
+
+    /// A read point `index` was granted to a read that arrived when `committedBefore` was the
+    /// highest index committed anywhere: a linearizable read sees at least that much.
+    func observeReadIndex(_ index: UInt64, committedBefore: UInt64, node: NodeID, request: String) throws(InvariantViolation) {
+        guard index < committedBefore else { return }
+        throw InvariantViolation(property: "read safety",
+                                 detail: "node \(node) got read index \(index) for \(request), but index \(committedBefore) "
+                                     + "was already committed when the read arrived")
     }
 
     mutating func observeApplied(_ entry: Entry, node: NodeID) throws(InvariantViolation) {

@@ -19,7 +19,7 @@ extension Simulation {
     func startOperation(client index: Int) {
         guard !healed else { return }  // new work stops with the faults; pending work must finish
         var client = clients[index]
-        let key = "k\(random.next(below: UInt64(options.keys)))"
+        let key = "k\(random.next(below: UInt64(keyCount)))"
         client.sequence += 1
         let value = "\(client.id).\(client.sequence)"
         let roll = random.next(below: 100)
@@ -46,8 +46,12 @@ extension Simulation {
         clients[index].attempt += 1
         let client = clients[index]
         let request = ClientRequest(id: RequestID(client: client.id, sequence: client.sequence), client: index, operation: client.operation!)
+        // Reads are spread over the members, as the front does (a follower asks the leader for
+        // a read index); writes go to the member the client believes leads.
+        var destination = client.target
+        if case .get = request.operation, client.attempt == 1, random.next(below: 2) == 0 { destination = randomNode() }
         if !(!healed && chance(perMille: profile.dropPerMille)) {
-            queue.schedule(.request(client.target, request), at: now + networkDelay())
+            queue.schedule(.request(destination, request), at: now + networkDelay())
         }
         queue.schedule(.clientRetry(client: index, sequence: client.sequence, attempt: client.attempt, elsewhere: true),
                        at: now + options.requestTimeoutMilliseconds)
@@ -107,7 +111,8 @@ extension Simulation {
             if case .get = request.operation {
                 let context = node.nextReadContext()
                 try raft.requestRead(context: context)
-                node.holdRead(SimulatedNode.PendingRead(context: context, request: request, index: nil))
+                node.holdRead(SimulatedNode.PendingRead(context: context, request: request, index: nil,
+                                                        committedBefore: invariants.highestCommitted))
             } else {
                 _ = try raft.propose(KVCommand(request: request.id, operation: request.operation).encoded)
                 node.waitingWrites[request.id] = request.client

@@ -7,30 +7,55 @@ struct FaultProfile: CustomStringConvertible {
     var dropPerMille: UInt64
     var duplicatePerMille: UInt64
     var reorderPerMille: UInt64
+    /// Longest extra delay of a reordered message.
+    var reorderMilliseconds: UInt64
     var maxMessageBytes: Int
     var maxInflightMessages: Int
     var compactEvery: UInt64
     var faultGap: ClosedRange<UInt64>
+    /// How long a disk write takes to sync: slow disks widen the window in which a crash loses
+    /// writes whose messages may already be out.
+    var syncMilliseconds: ClosedRange<UInt64>
+    /// How long a crashed member stays down before it restarts.
+    var restartMilliseconds: ClosedRange<UInt64>
+    /// Which faults this seed favours.
+    var mix: FaultMix
+    /// Concurrent clients and the keys they share (few keys: much contention per key).
+    var clients: Int
+    var keys: Int
 
     init(drawingFrom random: inout SeededRandom) {
         func pick<T>(_ choices: [T]) -> T { choices[Int(random.next(below: UInt64(choices.count)))] }
         dropPerMille = pick([0, 10, 50, 150])
         duplicatePerMille = pick([0, 20, 100])
         reorderPerMille = pick([0, 50, 200])
-        maxMessageBytes = pick([64, 256, 1 << 20])
-        maxInflightMessages = pick([2, 8, 256])
+        reorderMilliseconds = pick([80, 250])
+        maxMessageBytes = pick([1, 64, 256, 1 << 20])
+        maxInflightMessages = pick([1, 2, 8, 256])
         compactEvery = pick([8, 32, 10_000])
         faultGap = pick([20...100, 50...300, 200...600])
+        syncMilliseconds = pick([1...3, 1...10, 5...40])
+        restartMilliseconds = pick([5...40, 20...120, 20...600])
+        clients = pick([3, 5, 8])
+        keys = pick([1, 3, 6])
+        mix = pick(FaultMix.allCases)
     }
 
-    func nextFaultDelay(_ random: inout SeededRandom) -> UInt64 {
-        faultGap.lowerBound + random.next(below: faultGap.upperBound - faultGap.lowerBound + 1)
+    func nextFaultDelay(_ random: inout SeededRandom) -> UInt64 { Self.draw(faultGap, &random) }
+    func syncDelay(_ random: inout SeededRandom) -> UInt64 { Self.draw(syncMilliseconds, &random) }
+    func restartDelay(_ random: inout SeededRandom) -> UInt64 { Self.draw(restartMilliseconds, &random) }
+
+    private static func draw(_ range: ClosedRange<UInt64>, _ random: inout SeededRandom) -> UInt64 {
+        range.lowerBound + random.next(below: range.upperBound - range.lowerBound + 1)
     }
 
     var description: String {
-        "drop \(dropPerMille)‰ duplicate \(duplicatePerMille)‰ reorder \(reorderPerMille)‰, "
+        "\(clients) clients on \(keys) keys, drop \(dropPerMille)‰ duplicate \(duplicatePerMille)‰ "
+            + "reorder \(reorderPerMille)‰ by up to \(reorderMilliseconds) ms, "
             + "message \(maxMessageBytes) B, window \(maxInflightMessages), compact every \(compactEvery), "
-            + "fault every \(faultGap.lowerBound)–\(faultGap.upperBound) ms"
+            + "fault every \(faultGap.lowerBound)–\(faultGap.upperBound) ms (\(mix.rawValue)), "
+            + "sync \(syncMilliseconds.lowerBound)–\(syncMilliseconds.upperBound) ms, "
+            + "restart after \(restartMilliseconds.lowerBound)–\(restartMilliseconds.upperBound) ms"
     }
 }
 
@@ -64,12 +89,13 @@ extension Simulation {
     /// also reorders messages).
     func networkDelay() -> UInt64 {
         var delay = 1 + random.next(below: 4)
-        if !healed && chance(perMille: profile.reorderPerMille) { delay += random.next(below: 80) }
+        if !healed && chance(perMille: profile.reorderPerMille) { delay += random.next(below: profile.reorderMilliseconds) }
         return delay
     }
 
     /// Puts a peer message on the wire, where it may be lost, duplicated or delayed.
-    func transmit(_ message: Message) {
+    func transmit(_ message: Message) throws {
+        try invariants.observeSent(message)
         if !healed && chance(perMille: profile.dropPerMille) {
             log("drop \(describe(message))")
             if message.kind == .snapshot { nodes[message.from]?.raft?.reportSnapshot(peer: message.to, delivered: false) }
@@ -77,7 +103,8 @@ extension Simulation {
         }
         queue.schedule(.deliver(message), at: now + networkDelay())
         if !healed && chance(perMille: profile.duplicatePerMille) {
-            queue.schedule(.deliver(message), at: now + networkDelay())
+            // A copy arrives again later, often much later (a retransmission or a stale replay).
+            queue.schedule(.deliver(message), at: now + networkDelay() + random.next(below: profile.reorderMilliseconds))
         }
     }
 

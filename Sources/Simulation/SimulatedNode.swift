@@ -16,6 +16,10 @@ final class SimulatedNode {
     /// Writes this node will answer when it applies them (client index by request).
     var waitingWrites: [RequestID: Int] = [:]
     var waitingReads: [PendingRead] = []
+    /// While set and in the future, the process is stopped (SIGSTOP): no ticks, no messages.
+    var pausedUntil: UInt64?
+    /// Where this node is set to crash next, if anywhere (see `CrashPoint`).
+    var crashPoint: CrashPoint?
     /// Removed from the configuration and stopped for good.
     var retired = false
     /// Highest commit index already checked against the invariants.
@@ -30,6 +34,9 @@ final class SimulatedNode {
         var request: ClientRequest
         /// Known once the leader confirmed the read point.
         var index: UInt64?
+        /// The highest index committed anywhere when the request arrived: the read point
+        /// must not be below it.
+        var committedBefore: UInt64
     }
 
     init(id: NodeID, configuration: Configuration) {
@@ -41,6 +48,8 @@ final class SimulatedNode {
 
     func crash() {
         raft = nil
+        crashPoint = nil
+        pausedUntil = nil
         unsynced = nil
         waitingWrites = [:]
         waitingReads = []
@@ -79,6 +88,45 @@ final class SimulatedNode {
         if waitingReads.count == Self.maxWaitingReads { waitingReads.removeFirst() }
         waitingReads.append(read)
     }
+}
+
+/// A moment at which a node is made to crash: at the edges of a disk write, where durability
+/// bugs live (a promise sent before its write, a write lost after its promise).
+struct CrashPoint: CustomStringConvertible {
+    enum Moment: String {
+        /// While the write is in flight: it is lost, though messages sent before it (which must
+        /// not depend on it) are out.
+        case during
+        /// Just after the write completed and the messages waiting for it were sent.
+        case after
+    }
+
+    /// Which write arms the crash.
+    enum Trigger: String, CaseIterable {
+        case anyWrite = "write"
+        /// A write that goes with a granted vote.
+        case vote = "vote"
+        /// A write that goes with an acknowledgement of appended entries.
+        case acknowledgement = "acknowledgement"
+        /// A new leader's write of the empty entry that opens its term.
+        case leadership = "new-leader"
+    }
+
+    var moment: Moment
+    var trigger: Trigger
+
+    /// Whether the write that goes with `ready` arms this crash.
+    func fires(on ready: Ready) -> Bool {
+        let promises = ready.messages + ready.messagesAfterPersist
+        switch trigger {
+        case .anyWrite: return true
+        case .vote: return promises.contains { $0.kind == .voteResponse && !$0.reject }
+        case .acknowledgement: return promises.contains { $0.kind == .appendResponse && !$0.reject } && !ready.entries.isEmpty
+        case .leadership: return ready.softState?.role == .leader
+        }
+    }
+
+    var description: String { "\(moment.rawValue) its next \(trigger.rawValue) write" }
 }
 
 /// A request from a simulated client to a node.

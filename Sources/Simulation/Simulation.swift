@@ -7,8 +7,9 @@ public struct SimulationOptions: Sendable {
     public var seed: UInt64
     /// A bug to switch on in every member's core (see `PlantedBug`).
     @_spi(Simulation) public var plantedBug: PlantedBug?
-    public var clients = 3
-    public var keys = 3
+    /// Concurrent clients and the keys they share; nil: drawn from the seed.
+    public var clients: Int?
+    public var keys: Int?
     /// Faults are injected from the start until this time; then everything heals.
     public var faultMilliseconds: UInt64 = 3000
     /// After healing, a leader must be elected, every pending client request must complete and
@@ -58,6 +59,8 @@ public final class Simulation {
     var invariants = Invariants()
     var network = NetworkState()
     var healed = false
+    /// Cut off the next member to become leader before its first messages leave.
+    var isolateNextLeader = false
     private let trace: ((String) -> Void)?
     private var result: SimulationResult
 
@@ -72,10 +75,19 @@ public final class Simulation {
         case restart(NodeID)
         case fault
         case heal
+
+        /// The node whose process handles this event (and so waits while it is paused).
+        var pausableTarget: NodeID? {
+            switch self {
+            case .tick(let id, _), .synced(let id, _), .request(let id, _): return id
+            case .deliver(let message): return message.to
+            default: return nil
+            }
+        }
     }
 
     public init(options: SimulationOptions, trace: ((String) -> Void)? = nil) {
-        precondition(options.voters >= 1 && options.clients >= 1 && options.keys >= 1)
+        precondition(options.voters >= 1 && (options.clients ?? 1) >= 1 && (options.keys ?? 1) >= 1)
         self.options = options
         self.trace = trace
         random = SeededRandom(seed: options.seed)
@@ -85,6 +97,8 @@ public final class Simulation {
     }
 
     var tracing: Bool { trace != nil }
+    var clientCount: Int { options.clients ?? profile.clients }
+    var keyCount: Int { options.keys ?? profile.keys }
 
     func log(_ line: @autoclosure () -> String) {
         guard let trace else { return }
@@ -120,7 +134,7 @@ public final class Simulation {
             nodes[id] = node
             start(node)
         }
-        for index in 0..<options.clients {
+        for index in 0..<clientCount {
             clients.append(SimulatedClient(id: UInt64(index + 1), target: NodeID(index % options.voters + 1)))
             queue.schedule(.clientStart(client: index), at: random.next(below: 20))
         }
@@ -151,6 +165,17 @@ public final class Simulation {
     }
 
     private func handle(_ event: Event) throws {
+        if let id = event.pausableTarget, let node = nodes[id], let until = node.pausedUntil, until > now {
+            // A paused process does nothing until it resumes. Its clients' requests and its own
+            // disk write wait; peer messages are lost (the sender's transport gives up on them).
+            if case .deliver(let message) = event {
+                log("lost (node \(id) is paused) \(describe(message))")
+                if message.kind == .snapshot { nodes[message.from]?.raft?.reportSnapshot(peer: id, delivered: false) }
+            } else {
+                queue.schedule(event, at: until)
+            }
+            return
+        }
         switch event {
         case .tick(let id, let incarnation):
             guard let node = nodes[id], node.incarnation == incarnation, let raft = node.raft else { return }
@@ -163,6 +188,10 @@ public final class Simulation {
             guard let node = nodes[id], node.incarnation == incarnation, let ready = node.unsynced else { return }
             node.unsynced = nil
             try complete(ready, on: node)
+            if let point = node.crashPoint, point.moment == .after, point.fires(on: ready) {
+                crashNow(node)
+                return
+            }
             try drive(node)
         case .request(let id, let request):
             try receive(request, at: id)
@@ -195,6 +224,9 @@ public final class Simulation {
             for index in (node.checkedCommit + 1)...raft.commitIndex {
                 if let term = raft.term(at: index) { try invariants.observeCommitted(index: index, term: term, node: id) }
             }
+            if raft.role == .leader, let term = raft.term(at: raft.commitIndex) {
+                try checkCommitSafety(leader: id, index: raft.commitIndex, term: term)
+            }
             node.checkedCommit = raft.commitIndex
         }
     }
@@ -224,10 +256,19 @@ public final class Simulation {
         guard let raft = node.raft else { return }
         while node.unsynced == nil && raft.hasReady {
             let ready = raft.ready()
-            for message in ready.messages { transmit(message) }
+            if isolateNextLeader && !healed && ready.softState?.role == .leader {
+                isolateNextLeader = false
+                network.cutBothWays([node.id], nodes.keys.sorted())
+                log("fault: node \(node.id) is isolated the moment it becomes leader")
+            }
+            for message in ready.messages { try transmit(message) }
             if ready.needsPersist {
+                if let point = node.crashPoint, point.moment == .during, point.fires(on: ready) {
+                    crashNow(node)
+                    return
+                }
                 node.unsynced = ready
-                queue.schedule(.synced(node.id, incarnation: node.incarnation), at: now + 1 + random.next(below: 3))
+                queue.schedule(.synced(node.id, incarnation: node.incarnation), at: now + profile.syncDelay(&random))
                 return
             }
             try complete(ready, on: node)
@@ -249,7 +290,7 @@ public final class Simulation {
             node.store.append(ready.entries)
         }
         if let hardState = ready.hardState { node.store.setHardState(hardState) }
-        for message in ready.messagesAfterPersist { transmit(message) }
+        for message in ready.messagesAfterPersist { try transmit(message) }
         if let snapshot = ready.snapshot {
             node.machine = SimulatedNode.machine(from: snapshot)
             log("node \(node.id) installs snapshot at \(snapshot.metadata.index)")
@@ -265,6 +306,9 @@ public final class Simulation {
         }
         for state in ready.readStates {
             if let position = node.waitingReads.firstIndex(where: { $0.context == state.context }) {
+                let read = node.waitingReads[position]
+                try invariants.observeReadIndex(state.index, committedBefore: read.committedBefore, node: node.id,
+                                                request: "\(read.request.id)")
                 node.waitingReads[position].index = state.index
             }
         }
@@ -292,6 +336,9 @@ public final class Simulation {
         let applied = raft.appliedIndex
         guard applied >= node.store.snapshotMetadata.index + profile.compactEvery,
               applied <= node.store.lastIndex, let term = node.store.term(at: applied) else { return }
+        // A snapshot the core received but has not handed out yet moves its applied index ahead
+        // of the state machine; compaction waits until the machine has caught up with it.
+        guard !raft.hasPendingSnapshot else { return }
         precondition(node.machine.appliedIndex == applied, "state machine at \(node.machine.appliedIndex), core applied \(applied)")
         let data = node.machine.encoded
         try invariants.observeSnapshot(index: applied, data: data, node: node.id)
