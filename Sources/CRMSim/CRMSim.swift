@@ -63,12 +63,14 @@ struct CRMSim: ParsableCommand {
 
     private var voterCounts: [Int] { nodes.split(separator: ",").compactMap { Int($0) } }
 
-    private func options(for seed: UInt64) -> SimulationOptions {
-        let counts = voterCounts
-        var options = SimulationOptions(voters: counts[Int(seed % UInt64(counts.count))], seed: seed)
-        options.plantedBug = plantBug.flatMap(PlantedBug.init(rawValue:))
-        return options
+    private var sweep: SeedSweep {
+        var sweep = SeedSweep(seeds: start..<start + seeds, voterCounts: voterCounts, jobs: jobs)
+        sweep.plantedBug = plantBug.flatMap(PlantedBug.init(rawValue:))
+        sweep.stopAtFirstFailure = stopAtFirstFailure
+        return sweep
     }
+
+    private func options(for seed: UInt64) -> SimulationOptions { sweep.options(for: seed) }
 
     func run() throws {
         if let seed {
@@ -89,38 +91,24 @@ struct CRMSim: ParsableCommand {
     }
 
     private func runMany() -> (seeds: UInt64, failures: Int) {
-        let runner = SeedRunner(start: start, count: seeds, stopAtFirstFailure: stopAtFirstFailure)
-        let began = DispatchTime.now().uptimeNanoseconds
-        DispatchQueue.concurrentPerform(iterations: jobs) { _ in
-            while let seed = runner.nextSeed() {
-                let result = Simulation(options: options(for: seed)).run()
-                let done = runner.record(result)
-                if progressEvery > 0 && done % progressEvery == 0 {
-                    printProgress(runner: runner, began: began)
-                }
-            }
+        let every = progressEvery
+        let report: @Sendable (SeedSweep.Summary) -> Void = { totals in
+            guard totals.completed % every == 0 else { return }
+            let line = String(format: "progress: %llu seeds, %d failures, %.0f seeds/minute, %.0f steps/second",
+                              totals.completed, totals.failures.count, totals.seedsPerMinute, totals.stepsPerSecond)
+            print(line)
+            fflush(nil)  // every output stream: progress shows while the run goes on
         }
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9
-        let (completed, steps, operations, failed) = runner.totals
-        for result in failed.sorted(by: { $0.seed < $1.seed }).prefix(max(tracedFailures, 0)) {
-            printFailure(result)
-        }
-        for result in failed.sorted(by: { $0.seed < $1.seed }) {
+        let summary = sweep.run(progress: every == 0 ? nil : report)
+        for result in summary.failures.prefix(max(tracedFailures, 0)) { printFailure(result) }
+        for result in summary.failures {
             print("failing seed \(result.seed): \(result.failure!.split(separator: "\n").first!)")
         }
-        let perMinute = Double(completed) / seconds * 60
         print(String(format: "ran %llu seeds (%@ voters) in %.1f s: %.0f seeds/minute, %.0f steps/second, %llu steps, %llu client operations checked",
-                     completed, nodes, seconds, perMinute, Double(steps) / seconds, steps, operations))
-        print("seeds=\(completed) failures=\(failed.count)")
-        return (completed, failed.count)
-    }
-
-    private func printProgress(runner: SeedRunner, began: UInt64) {
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9
-        let (completed, steps, _, failed) = runner.totals
-        print(String(format: "progress: %llu seeds, %d failures, %.0f seeds/minute, %.0f steps/second",
-                     completed, failed.count, Double(completed) / seconds * 60, Double(steps) / seconds))
-        fflush(nil)  // all output streams: progress shows while the run goes on
+                     summary.completed, nodes, summary.seconds, summary.seedsPerMinute, summary.stepsPerSecond,
+                     summary.steps, summary.operations))
+        print("seeds=\(summary.completed) failures=\(summary.failures.count)")
+        return (summary.completed, summary.failures.count)
     }
 
     /// Prints the failure and the end of the run's trace, replayed from its seed (which also
@@ -138,46 +126,5 @@ struct CRMSim: ParsableCommand {
         var command = "crm-sim --nodes \(options(for: result.seed).voters) --seed \(result.seed) --trace"
         if let plantBug { command += " --plant-bug \(plantBug)" }
         print("replay with: \(command)")
-    }
-}
-
-/// Hands out seeds to worker threads and collects their results.
-final class SeedRunner: @unchecked Sendable {
-    private let lock = NSLock()
-    private var next: UInt64
-    private let end: UInt64
-    private let stopAtFirstFailure: Bool
-    private var completed: UInt64 = 0
-    private var steps: UInt64 = 0
-    private var operations: UInt64 = 0
-    private var failed: [SimulationResult] = []
-
-    init(start: UInt64, count: UInt64, stopAtFirstFailure: Bool) {
-        next = start
-        end = start + count
-        self.stopAtFirstFailure = stopAtFirstFailure
-    }
-
-    func nextSeed() -> UInt64? {
-        lock.withLock {
-            guard next < end, !(stopAtFirstFailure && !failed.isEmpty) else { return nil }
-            defer { next += 1 }
-            return next
-        }
-    }
-
-    /// Returns how many seeds have completed.
-    func record(_ result: SimulationResult) -> UInt64 {
-        lock.withLock {
-            completed += 1
-            steps += UInt64(result.steps)
-            operations += UInt64(result.operations)
-            if result.failure != nil { failed.append(result) }
-            return completed
-        }
-    }
-
-    var totals: (UInt64, UInt64, UInt64, [SimulationResult]) {
-        lock.withLock { (completed, steps, operations, failed) }
     }
 }
