@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "Storage", targets: ["Storage"]),
         .library(name: "Sealing", targets: ["Sealing"]),
         .library(name: "Raft", targets: ["Raft"]),
+        .library(name: "RaftStorage", targets: ["RaftStorage"]),
         .executable(name: "crm-sim", targets: ["CRMSim"]),
     ],
     dependencies: [
@@ -36,6 +37,12 @@ let package = Package(
         // The consensus core: pure Raft, standard library only (no I/O, clock or randomness).
         .target(name: "Raft"),
 
+        // The Raft log, hard state and snapshots on the sealed storage engine.
+        .target(
+            name: "RaftStorage",
+            dependencies: ["Raft", "Storage", .product(name: "Logging", package: "swift-log")]
+        ),
+
         // The deterministic cluster simulator (used by crm-sim and the tests).
         .target(name: "Simulation", dependencies: ["Raft"]),
 
@@ -61,5 +68,6 @@ let package = Package(
         .testTarget(name: "StorageTests", dependencies: ["Storage", "Sealing", "CRocksDB"]),
         .testTarget(name: "RaftTests", dependencies: ["Raft"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Raft"]),
+        .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "Storage", "Sealing"]),
     ]
 )
