@@ -20,6 +20,8 @@ struct Progress {
     var pendingSnapshot: UInt64 = 0
     /// Heard from since the last check-quorum round.
     var recentActive = false
+    /// The leader's lease clock when it sent the latest heartbeat this member acknowledged.
+    var heartbeatAcknowledgedAt: UInt64?
     var inflights: Inflights
     let isLearner: Bool
 

@@ -23,6 +23,17 @@ public struct RaftConfig: Sendable {
     public var checkQuorum = true
     /// Followers forward proposals to the leader (otherwise they refuse with a leader hint).
     public var forwardProposals = true
+    /// Lease reads: nil (the default) answers every read by ReadIndex, which costs a heartbeat
+    /// round to a quorum and assumes nothing about clocks. When set, the leader answers a read
+    /// at once while a quorum has acknowledged a heartbeat sent fewer than
+    /// `electionTicks - 2 - leaseClockDriftBoundTicks` ticks ago. This is safe only if, over an
+    /// election timeout, no member's tick count runs ahead of another's by more than this many
+    /// ticks (the 2 cover the tick granularity at both ends), and if `tick()` is called once per
+    /// elapsed interval of a monotonic clock, missed intervals included (after a pause, say).
+    /// It needs check-quorum, and must be the same on every member: with it, a member that has
+    /// just started also ignores campaigns for an election timeout, since it may have
+    /// acknowledged a heartbeat before it stopped.
+    public var leaseClockDriftBoundTicks: Int? = nil
     /// A known bug to switch on, so the simulator can show that it finds it. Only code that
     /// imports the core with `@_spi(Simulation)` can set it; production code never does.
     @_spi(Simulation) public var plantedBug: PlantedBug? = nil
@@ -36,7 +47,15 @@ public struct RaftConfig: Sendable {
         precondition(heartbeatTicks > 0 && electionTicks > heartbeatTicks, "election timeout must exceed the heartbeat interval")
         precondition(maxMessageBytes > 0 && maxInflightMessages > 0 && maxApplyBytesPerReady > 0)
         precondition(maxUncommittedBytes >= 0)
+        if let bound = leaseClockDriftBoundTicks {
+            precondition(checkQuorum, "lease reads need check-quorum")
+            precondition(bound >= 0 && electionTicks - 2 - bound >= 1, "the lease (electionTicks - 2 - drift bound) must be at least one tick")
+        }
     }
+
+    /// Ticks after a heartbeat's sending during which its quorum's acknowledgement keeps the
+    /// lease; nil when lease reads are off.
+    var leaseTicks: UInt64? { leaseClockDriftBoundTicks.map { UInt64(electionTicks - 2 - $0) } }
 }
 
 /// Why a request to the core was refused.

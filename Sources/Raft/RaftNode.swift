@@ -26,6 +26,15 @@ public final class RaftNode {
     /// Index of the last membership change appended; another waits until it is applied.
     private var pendingChangeIndex: UInt64 = 0
     private var uncommittedBytes = 0
+    /// Leader only: ticks since it became leader; heartbeats carry it so that their answers date
+    /// the lease.
+    private var leaseClock: UInt64 = 0
+    /// A leadership transfer was started in this term: a forced election may now happen at any
+    /// moment, so the lease is not trusted again in this term.
+    private var leaseRevoked = false
+    /// With lease reads: a member that has just started ignores campaigns until an election
+    /// timeout has passed (it may have acknowledged a heartbeat before it stopped).
+    private var ignoresCampaignsAfterStart: Bool
     private var readRequests = ReadRequestQueue()
 
     private var outbox: [Message] = []
@@ -46,6 +55,7 @@ public final class RaftNode {
         configuration = store.snapshotMetadata.configuration
         persistedHardState = hardState
         lastSoftState = SoftState(leader: 0, role: .follower)
+        ignoresCampaignsAfterStart = config.leaseClockDriftBoundTicks != nil
         // Membership changes after the snapshot are re-applied when their entries are applied.
         becomeFollower(term: term, leader: 0)
     }
@@ -89,6 +99,8 @@ public final class RaftNode {
         readRequests = ReadRequestQueue()
         progress = [:]
         uncommittedBytes = 0
+        leaseClock = 0
+        leaseRevoked = false
     }
 
     private func becomeFollower(term newTerm: UInt64, leader newLeader: NodeID) {
@@ -140,6 +152,7 @@ public final class RaftNode {
     /// Advances logical time by one tick.
     public func tick() {
         electionElapsed += 1
+        if electionElapsed >= config.electionTicks { ignoresCampaignsAfterStart = false }
         if role == .leader {
             tickLeader()
         } else if isPromotable && electionElapsed >= randomizedElectionTimeout {
@@ -163,6 +176,7 @@ public final class RaftNode {
 
     private func tickLeader() {
         heartbeatElapsed += 1
+        leaseClock += 1
         if electionElapsed >= config.electionTicks {
             electionElapsed = 0
             if config.checkQuorum && !hasActiveQuorum() {
@@ -276,7 +290,8 @@ public final class RaftNode {
                 let forced = message.context == Self.transferContext
                 // Check-quorum: a member that recently heard from a live leader ignores
                 // candidates, so a partitioned node coming back cannot depose it.
-                if config.checkQuorum && leader != 0 && electionElapsed < config.electionTicks && !forced {
+                if config.checkQuorum && (leader != 0 || ignoresCampaignsAfterStart)
+                    && electionElapsed < config.electionTicks && !forced {
                     return false
                 }
             }
@@ -350,6 +365,7 @@ public final class RaftNode {
             log.commit(to: min(message.commit, log.lastIndex))
             var response = Message(kind: .heartbeatResponse, from: id, to: message.from, term: term)
             response.context = message.context
+            response.index = message.index  // the leader's lease clock at sending
             outbox.append(response)
         case .snapshot:
             electionElapsed = 0
@@ -487,6 +503,7 @@ public final class RaftNode {
         guard var peer = progress[message.from] else { return }
         peer.recentActive = true
         peer.probeSent = false
+        peer.heartbeatAcknowledgedAt = max(peer.heartbeatAcknowledgedAt ?? 0, message.index)
         if peer.state == .replicate && peer.inflights.isFull { peer.inflights.freeFirst() }
         progress[message.from] = peer
         if peer.match < log.lastIndex { sendAppend(to: message.from) }
@@ -547,6 +564,7 @@ public final class RaftNode {
             // Never tell a follower a commit index beyond what it is known to have.
             message.commit = min(progress[member]!.match, log.committed)
             message.context = context
+            message.index = leaseClock
             outbox.append(message)
         }
     }
@@ -639,12 +657,22 @@ public final class RaftNode {
         // earlier leaders committed: such reads are dropped and the client retries.
         guard log.term(at: log.committed) == term else { return }
         let request = ReadRequest(index: log.committed, context: context, requester: requester)
-        if configuration.voters == [id] {
+        if configuration.voters == [id] || holdsLease {
             answer(request)
             return
         }
         readRequests.add(request, leader: id)
         broadcastHeartbeat(context: context)
+    }
+
+    /// Whether a lease read may be answered now (see `RaftConfig.leaseClockDriftBoundTicks`):
+    /// a quorum, counting this leader, acknowledged a heartbeat sent within the lease.
+    public var holdsLease: Bool {
+        guard let leaseTicks = config.leaseTicks, role == .leader, !leaseRevoked, transferee == 0 else { return false }
+        var acknowledged = configuration.voters.compactMap { $0 == id ? leaseClock : progress[$0]?.heartbeatAcknowledgedAt }
+        guard acknowledged.count >= configuration.quorum else { return false }
+        acknowledged.sort(by: >)
+        return leaseClock - acknowledged[configuration.quorum - 1] < leaseTicks
     }
 
     private func answer(_ request: ReadRequest) {
@@ -667,6 +695,7 @@ public final class RaftNode {
         guard target != id else { throw .invalidTransferTarget("node \(target) already leads") }
         guard configuration.isVoter(target) else { throw .invalidTransferTarget("node \(target) is not a voter") }
         transferee = target
+        leaseRevoked = true
         electionElapsed = 0
         if progress[target]!.match == log.lastIndex {
             outbox.append(Message(kind: .timeoutNow, from: id, to: target, term: term))

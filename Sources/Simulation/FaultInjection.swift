@@ -88,6 +88,7 @@ extension Simulation {
         guard let id, let node = nodes[id], node.isUp, node.pausedUntil.map({ $0 <= now }) ?? true else { return }
         let until = now + profile.restartDelay(&random) + 100
         node.pausedUntil = until
+        node.pausedAt = now
         log("fault: node \(id) is paused until \(until)")
     }
 
@@ -177,10 +178,8 @@ extension Simulation {
         healed = true
         network.cut = []
         isolateNextLeader = false
-        for node in nodes.values {
-            node.crashPoint = nil
-            node.pausedUntil = nil
-        }
+        // Armed crashes are disarmed; paused members resume when their pause ends.
+        for id in nodes.keys.sorted() { nodes[id]!.crashPoint = nil }
         for id in nodes.keys.sorted() where !nodes[id]!.isUp && !nodes[id]!.retired {
             start(nodes[id]!)
         }

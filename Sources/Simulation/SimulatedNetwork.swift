@@ -20,6 +20,9 @@ struct FaultProfile: CustomStringConvertible {
     var restartMilliseconds: ClosedRange<UInt64>
     /// Which faults this seed favours.
     var mix: FaultMix
+    /// Leaders answer reads from a lease (with the clock-drift bound the simulated clocks keep)
+    /// instead of a heartbeat round.
+    var leaseReads: Bool
     /// Concurrent clients and the keys they share (few keys: much contention per key).
     var clients: Int
     var keys: Int
@@ -39,6 +42,7 @@ struct FaultProfile: CustomStringConvertible {
         clients = pick([3, 5, 8])
         keys = pick([1, 3, 6])
         mix = pick(FaultMix.allCases)
+        leaseReads = pick([false, true])
     }
 
     func nextFaultDelay(_ random: inout SeededRandom) -> UInt64 { Self.draw(faultGap, &random) }
@@ -55,7 +59,8 @@ struct FaultProfile: CustomStringConvertible {
             + "message \(maxMessageBytes) B, window \(maxInflightMessages), compact every \(compactEvery), "
             + "fault every \(faultGap.lowerBound)–\(faultGap.upperBound) ms (\(mix.rawValue)), "
             + "sync \(syncMilliseconds.lowerBound)–\(syncMilliseconds.upperBound) ms, "
-            + "restart after \(restartMilliseconds.lowerBound)–\(restartMilliseconds.upperBound) ms"
+            + "restart after \(restartMilliseconds.lowerBound)–\(restartMilliseconds.upperBound) ms, "
+            + (leaseReads ? "lease reads" : "ReadIndex reads")
     }
 }
 

@@ -18,6 +18,9 @@ final class SimulatedNode {
     var waitingReads: [PendingRead] = []
     /// While set and in the future, the process is stopped (SIGSTOP): no ticks, no messages.
     var pausedUntil: UInt64?
+    var pausedAt: UInt64?
+    /// This member's tick interval (its clock's rate), drawn when it first starts.
+    var tickMilliseconds: UInt64 = 0
     /// Where this node is set to crash next, if anywhere (see `CrashPoint`).
     var crashPoint: CrashPoint?
     /// Removed from the configuration and stopped for good.
@@ -50,6 +53,7 @@ final class SimulatedNode {
         raft = nil
         crashPoint = nil
         pausedUntil = nil
+        pausedAt = nil
         unsynced = nil
         waitingWrites = [:]
         waitingReads = []

@@ -15,6 +15,8 @@ public struct SimulationOptions: Sendable {
     /// After healing, a leader must be elected, every pending client request must complete and
     /// all members must hold the same state within this time.
     public var livenessBoundMilliseconds: UInt64 = 5000
+    /// Nominal tick interval; each member's clock runs up to 10% fast or slow (drawn per
+    /// member), so its ticks come every 9 to 11 ms.
     public var tickMilliseconds: UInt64 = 10
     /// A client gives up waiting for one attempt and retries elsewhere after this long.
     public var requestTimeoutMilliseconds: UInt64 = 300
@@ -165,6 +167,9 @@ public final class Simulation {
     }
 
     private func handle(_ event: Event) throws {
+        if let id = event.pausableTarget, let node = nodes[id], let until = node.pausedUntil, until <= now {
+            try resume(node)
+        }
         if let id = event.pausableTarget, let node = nodes[id], let until = node.pausedUntil, until > now {
             // A paused process does nothing until it resumes. Its clients' requests and its own
             // disk write wait; peer messages are lost (the sender's transport gives up on them).
@@ -180,7 +185,7 @@ public final class Simulation {
         case .tick(let id, let incarnation):
             guard let node = nodes[id], node.incarnation == incarnation, let raft = node.raft else { return }
             raft.tick()
-            queue.schedule(.tick(id, incarnation: incarnation), at: now + options.tickMilliseconds)
+            queue.schedule(.tick(id, incarnation: incarnation), at: now + node.tickMilliseconds)
             try drive(node)
         case .deliver(let message):
             try deliver(message)
@@ -214,6 +219,18 @@ public final class Simulation {
         }
     }
 
+    /// A paused member runs again. Its clock is monotonic, so the ticks it missed are delivered
+    /// at once (a leader then sees that it has not heard from a quorum for a long time).
+    private func resume(_ node: SimulatedNode) throws {
+        guard let raft = node.raft, let pausedAt = node.pausedAt else { return }
+        let missed = min((now - pausedAt) / node.tickMilliseconds, 10_000)
+        node.pausedUntil = nil
+        node.pausedAt = nil
+        log("node \(node.id) resumes after \(now - pausedAt) ms: \(missed) missed ticks")
+        for _ in 0..<missed { raft.tick() }
+        try drive(node)
+    }
+
     /// Checks every member's role and newly committed entries against the invariants.
     private func checkNodes() throws {
         for id in nodes.keys.sorted() {
@@ -241,13 +258,17 @@ public final class Simulation {
         config.maxInflightMessages = profile.maxInflightMessages
         config.maxUncommittedBytes = 64 << 10
         config.plantedBug = options.plantedBug
+        // Clocks drift by up to 10%: over an election timeout (10 ticks) two members' tick
+        // counts differ by at most 2, so a bound of 3 is safe.
+        if profile.leaseReads { config.leaseClockDriftBoundTicks = 3 }
         return config
     }
 
     func start(_ node: SimulatedNode) {
         let seed = options.seed &* 0x9E37_79B9_7F4A_7C15 ^ node.id << 32 ^ UInt64(node.incarnation + 1)
         node.start(config: raftConfig(for: node.id), randomSeed: seed)
-        queue.schedule(.tick(node.id, incarnation: node.incarnation), at: now + 1 + random.next(below: options.tickMilliseconds))
+        if node.tickMilliseconds == 0 { node.tickMilliseconds = options.tickMilliseconds - 1 + random.next(below: 3) }
+        queue.schedule(.tick(node.id, incarnation: node.incarnation), at: now + 1 + random.next(below: node.tickMilliseconds))
     }
 
     /// Hands each Ready of `node` to the simulated disk and network until none is left or a
