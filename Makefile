@@ -1,7 +1,11 @@
 # Entry points for operators and CI. See README.md.
 SWIFT ?= swift
 
-.PHONY: setup build release test bench-storage clean
+# Seeds for `make soak` (override: make soak SEEDS=20000 START=500000).
+SEEDS ?= 100000
+START ?= 0
+
+.PHONY: setup build release test sim soak bench-storage clean
 
 setup:
 	./cluster/install-deps.sh
@@ -15,6 +19,15 @@ release: setup
 test: setup
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+# The simulator in a release build: the CI-sized sweep, and the long soak.
+sim: setup
+	$(SWIFT) build -c release --product crm-sim
+	.build/release/crm-sim --nodes 3,5 --seeds 500
+
+soak: setup
+	$(SWIFT) build -c release --product crm-sim
+	.build/release/crm-sim --nodes 3,5 --seeds $(SEEDS) --start $(START) --progress-every 10000
 
 bench-storage: setup
 	$(SWIFT) run -c release crm-bench storage

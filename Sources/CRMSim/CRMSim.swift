@@ -107,6 +107,8 @@ struct CRMSim: ParsableCommand {
         print(String(format: "ran %llu seeds (%@ voters) in %.1f s: %.0f seeds/minute, %.0f steps/second, %llu steps, %llu client operations checked",
                      summary.completed, nodes, summary.seconds, summary.seedsPerMinute, summary.stepsPerSecond,
                      summary.steps, summary.operations))
+        print("after the faults stopped, every run settled (leader serving, requests done, members equal) within "
+              + "\(summary.worstSettleMilliseconds) simulated ms (bound \(summary.settleBoundMilliseconds) ms)")
         print("seeds=\(summary.completed) failures=\(summary.failures.count)")
         return (summary.completed, summary.failures.count)
     }

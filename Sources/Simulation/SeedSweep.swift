@@ -31,6 +31,10 @@ public struct SeedSweep: Sendable {
         public var steps: UInt64 = 0
         public var operations: UInt64 = 0
         public var seconds: Double = 0
+        /// The longest time any run took to settle once its faults stopped (see
+        /// `SimulationResult.settleMillisecondsAfterHealing`), and the bound it must stay within.
+        public var worstSettleMilliseconds: UInt64 = 0
+        public var settleBoundMilliseconds: UInt64 = SimulationOptions(voters: 3, seed: 0).livenessBoundMilliseconds
         /// Failed runs, by seed.
         public var failures: [SimulationResult] = []
 
@@ -75,6 +79,7 @@ public struct SeedSweep: Sendable {
             summary.steps += UInt64(result.steps)
             summary.operations += UInt64(result.operations)
             if result.failure != nil { summary.failures.append(result) }
+            summary.worstSettleMilliseconds = max(summary.worstSettleMilliseconds, result.settleMillisecondsAfterHealing ?? 0)
         }
     }
 }

@@ -38,6 +38,9 @@ public struct SimulationResult: Sendable {
     public var operations = 0
     /// The fault profile this seed drew, in words.
     public var profile = ""
+    /// Simulated time from the end of the faults until a leader served, every client request
+    /// had completed and every member held the same state (nil if it never settled).
+    public var settleMillisecondsAfterHealing: UInt64?
     /// Nil when every check passed.
     public var failure: String?
 }
@@ -160,6 +163,7 @@ public final class Simulation {
             try checkNodes()
             if healed && clients.allSatisfy({ $0.operation == nil }) && isConverged() {
                 log("settled: clients done, members converged")
+                result.settleMillisecondsAfterHealing = now - options.faultMilliseconds
                 return
             }
         }

@@ -1,3 +1,4 @@
+import Raft
 import Testing
 @testable import Simulation
 
@@ -96,7 +97,7 @@ import Testing
     /// quickly (no `undecided`), even with many concurrent and indeterminate operations; the
     /// same histories with one read's value changed to one never written are rejected.
     @Test func randomConcurrentHistoriesOfARealRegisterAreAccepted() {
-        var random = SeededRandomForTests(seed: 7)
+        var random = SeededRandom(seed: 7)
         for round in 0..<40 {
             let history = Self.registerHistory(operations: 200, clients: 8, random: &random)
             #expect(LinearizabilityChecker(stepBudget: 2_000_000).check(history) == .linearizable, "round \(round)")
@@ -110,7 +111,7 @@ import Testing
 
     /// Runs operations on one register in a random real order: each takes effect at one instant
     /// inside an interval drawn around it; some never report back (indeterminate).
-    static func registerHistory(operations: Int, clients: Int, random: inout SeededRandomForTests) -> [HistoryOperation] {
+    static func registerHistory(operations: Int, clients: Int, random: inout SeededRandom) -> [HistoryOperation] {
         var value: String? = nil
         var history: [HistoryOperation] = []
         var clientFree = [UInt64](repeating: 0, count: clients)
@@ -148,18 +149,4 @@ import Testing
         }
         return history
     }
-}
-
-/// SplitMix64 for the tests' own random histories.
-struct SeededRandomForTests {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var mixed = state
-        mixed = (mixed ^ (mixed >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        mixed = (mixed ^ (mixed >> 27)) &* 0x94D0_49BB_1331_11EB
-        return mixed ^ (mixed >> 31)
-    }
-    mutating func next(below bound: UInt64) -> UInt64 { next() % bound }
 }

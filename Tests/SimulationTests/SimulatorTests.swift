@@ -13,6 +13,7 @@ import Testing
         for failure in summary.failures { Issue.record("seed \(failure.seed): \(failure.failure!)") }
         // The runs did real work: thousands of client operations were checked.
         #expect(summary.operations > 10_000)
+        #expect(summary.worstSettleMilliseconds > 0 && summary.worstSettleMilliseconds <= summary.settleBoundMilliseconds)
         print(String(format: "simulator: %llu seeds in %.1f s (%.0f seeds/minute, %.0f steps/second), %llu operations checked",
                      summary.completed, summary.seconds, summary.seedsPerMinute, summary.stepsPerSecond, summary.operations))
     }
