@@ -15,12 +15,16 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: [
         // Thin system-library targets: one C header each, linked from Debian's -dev packages.
         .systemLibrary(name: "CRocksDB", pkgConfig: "rocksdb", providers: [.apt(["librocksdb-dev"])]),
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CLibCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+
+        // Big-endian binary records: the one reader and writer every codec uses.
+        .target(name: "BinaryCoding"),
 
         // Cryptography and compression: keys, AES-256-GCM, HMAC, LZ4 and the sealed-value envelope.
         .target(name: "Sealing", dependencies: ["CLibCrypto", "CLZ4"]),
@@ -40,11 +44,27 @@ let package = Package(
         // The Raft log, hard state and snapshots on the sealed storage engine.
         .target(
             name: "RaftStorage",
-            dependencies: ["Raft", "Storage", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["Raft", "Storage", "BinaryCoding", .product(name: "Logging", package: "swift-log")]
         ),
 
+        // The replicated key-value state machine on the storage engine, with client sessions.
+        .target(
+            name: "KVStore",
+            dependencies: [
+                "Raft", "Storage", "BinaryCoding",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "HeapModule", package: "swift-collections"),
+            ]
+        ),
+
+        // The peer wire format: frames, and Raft messages in them (no I/O: the transport uses it).
+        .target(name: "Wire", dependencies: ["Raft", "BinaryCoding"]),
+
         // The deterministic cluster simulator (used by crm-sim and the tests).
-        .target(name: "Simulation", dependencies: ["Raft"]),
+        .target(
+            name: "Simulation",
+            dependencies: ["Raft", "BinaryCoding", .product(name: "HeapModule", package: "swift-collections")]
+        ),
 
         // crm-sim: runs seeds of the simulator, replays one with a trace, plants known bugs.
         .executableTarget(
@@ -68,6 +88,8 @@ let package = Package(
         .testTarget(name: "StorageTests", dependencies: ["Storage", "Sealing", "CRocksDB"]),
         .testTarget(name: "RaftTests", dependencies: ["Raft"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Raft"]),
+        .testTarget(name: "WireTests", dependencies: ["Wire", "Raft", "BinaryCoding"]),
+        .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft", "Storage", "Sealing"]),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "Storage", "Sealing"]),
     ]
 )

@@ -11,6 +11,16 @@ public struct Configuration: Equatable, Sendable {
         self.learners = learners
     }
 
+    /// A configuration read from bytes: nil (instead of a trap) for a repeated id, id 0, or a
+    /// member listed as both voter and learner.
+    public init?(decodedVoters voters: [NodeID], learners: [NodeID]) {
+        let voterSet = Set(voters)
+        let learnerSet = Set(learners)
+        guard voterSet.count == voters.count, learnerSet.count == learners.count, !voterSet.contains(0),
+              !learnerSet.contains(0), voterSet.isDisjoint(with: learnerSet) else { return nil }
+        self.init(voters: voterSet, learners: learnerSet)
+    }
+
     public var members: Set<NodeID> { voters.union(learners) }
 
     /// Votes needed for a majority of the voters.

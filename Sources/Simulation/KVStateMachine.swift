@@ -1,3 +1,4 @@
+import BinaryCoding
 import Raft
 
 /// Identifies one client request across retries: a retried write carries the same id and is
@@ -59,16 +60,16 @@ struct KVCommand: Equatable {
     var operation: KVOperation
 
     var encoded: [UInt8] {
-        var writer = ByteWriter()
+        var writer = BinaryWriter()
         writer.u64(request.client)
         writer.u64(request.sequence)
         switch operation {
         case .put(let key, let value):
-            writer.byte(1); writer.string(key); writer.string(value)
+            writer.u8(1); writer.string(key); writer.string(value)
         case .cas(let key, let expected, let new):
-            writer.byte(2); writer.string(key); writer.optionalString(expected); writer.string(new)
+            writer.u8(2); writer.string(key); writer.optionalString(expected); writer.string(new)
         case .delete(let key):
-            writer.byte(3); writer.string(key)
+            writer.u8(3); writer.string(key)
         case .get:
             preconditionFailure("reads are not written to the log")
         }
@@ -81,8 +82,8 @@ struct KVCommand: Equatable {
     }
 
     init?(encoded: [UInt8]) {
-        var reader = ByteReader(encoded)
-        guard let client = reader.u64(), let sequence = reader.u64(), let kind = reader.byte() else { return nil }
+        var reader = BinaryReader(encoded)
+        guard let client = reader.u64(), let sequence = reader.u64(), let kind = reader.u8() else { return nil }
         request = RequestID(client: client, sequence: sequence)
         switch kind {
         case 1:
@@ -153,7 +154,7 @@ struct KVStateMachine: Equatable {
 
     /// A deterministic encoding (sorted keys) of the whole state.
     var encoded: [UInt8] {
-        var writer = ByteWriter()
+        var writer = BinaryWriter()
         writer.u64(appliedIndex)
         writer.u64(UInt64(values.count))
         for key in values.keys.sorted() {
@@ -166,9 +167,9 @@ struct KVStateMachine: Equatable {
             writer.u64(client)
             writer.u64(session.sequence)
             switch session.result {
-            case .done: writer.byte(0)
-            case .value(let value): writer.byte(1); writer.optionalString(value)
-            case .swapped(let swapped): writer.byte(swapped ? 3 : 2)
+            case .done: writer.u8(0)
+            case .value(let value): writer.u8(1); writer.optionalString(value)
+            case .swapped(let swapped): writer.u8(swapped ? 3 : 2)
             }
         }
         return writer.bytes
@@ -177,7 +178,7 @@ struct KVStateMachine: Equatable {
     init() {}
 
     init?(encoded: [UInt8]) {
-        var reader = ByteReader(encoded)
+        var reader = BinaryReader(encoded)
         guard let applied = reader.u64(), let count = reader.u64(), count < 1 << 20 else { return nil }
         appliedIndex = applied
         for _ in 0..<count {
@@ -186,7 +187,7 @@ struct KVStateMachine: Equatable {
         }
         guard let sessionCount = reader.u64(), sessionCount < 1 << 20 else { return nil }
         for _ in 0..<sessionCount {
-            guard let client = reader.u64(), let sequence = reader.u64(), let kind = reader.byte() else { return nil }
+            guard let client = reader.u64(), let sequence = reader.u64(), let kind = reader.u8() else { return nil }
             let result: KVResult
             switch kind {
             case 0: result = .done
@@ -202,64 +203,18 @@ struct KVStateMachine: Equatable {
     }
 }
 
-// MARK: - Byte coding
+// MARK: - Strings in binary records
 
-struct ByteWriter {
-    private(set) var bytes: [UInt8] = []
+extension BinaryWriter {
+    mutating func string(_ value: String) { blob(Array(value.utf8)) }
 
-    mutating func byte(_ value: UInt8) { bytes.append(value) }
-
-    mutating func u64(_ value: UInt64) {
-        for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
-    }
-
-    mutating func string(_ value: String) {
-        let utf8 = Array(value.utf8)
-        u64(UInt64(utf8.count))
-        bytes += utf8
-    }
-
-    mutating func optionalString(_ value: String?) {
-        if let value {
-            byte(1)
-            string(value)
-        } else {
-            byte(0)
-        }
-    }
+    mutating func optionalString(_ value: String?) { optionalBlob(value.map { Array($0.utf8) }) }
 }
 
-struct ByteReader {
-    private let bytes: [UInt8]
-    private var position = 0
-
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
-
-    var isAtEnd: Bool { position == bytes.count }
-
-    mutating func byte() -> UInt8? {
-        guard position < bytes.count else { return nil }
-        defer { position += 1 }
-        return bytes[position]
-    }
-
-    mutating func u64() -> UInt64? {
-        guard bytes.count - position >= 8 else { return nil }
-        defer { position += 8 }
-        return bytes[position..<position + 8].reduce(0) { $0 << 8 | UInt64($1) }
-    }
-
-    mutating func string() -> String? {
-        guard let length = u64(), length <= UInt64(bytes.count - position) else { return nil }
-        defer { position += Int(length) }
-        return String(decoding: bytes[position..<position + Int(length)], as: UTF8.self)
-    }
+extension BinaryReader {
+    mutating func string() -> String? { blob().map { String(decoding: $0, as: UTF8.self) } }
 
     mutating func optionalString() -> String?? {
-        switch byte() {
-        case 0?: return .some(nil)
-        case 1?: return string().map { .some($0) }
-        default: return nil
-        }
+        optionalBlob().map { $0.map { String(decoding: $0, as: UTF8.self) } }
     }
 }

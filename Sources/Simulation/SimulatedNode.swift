@@ -1,3 +1,4 @@
+import BinaryCoding
 import Raft
 
 /// One simulated member: a consensus core, its disk (a `MemoryLogStore` that keeps only what
@@ -81,7 +82,7 @@ final class SimulatedNode {
     /// A context naming one read request uniquely on this node across restarts.
     func nextReadContext() -> [UInt8] {
         readCounter += 1
-        var writer = ByteWriter()
+        var writer = BinaryWriter()
         writer.u64(id)
         writer.u64(UInt64(incarnation))
         writer.u64(readCounter)

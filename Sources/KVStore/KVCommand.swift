@@ -1,0 +1,127 @@
+import BinaryCoding
+import Raft
+
+/// Limits on what a client may store, checked before a command is proposed and again when it
+/// is applied (a command that breaks them is refused, never half-applied).
+public enum KVLimits {
+    public static let maxKeyBytes = 1024
+    public static let maxValueBytes = 1 << 20
+    public static let maxRangeLimit = 10_000
+}
+
+/// A write as clients ask for it.
+public enum KVWrite: Equatable, Sendable {
+    case put(key: [UInt8], value: [UInt8])
+    case delete(key: [UInt8])
+    /// Sets `new` (or deletes, when nil) if the current value is `expected` (nil: absent).
+    case compareAndSwap(key: [UInt8], expected: [UInt8]?, new: [UInt8]?)
+
+    public var key: [UInt8] {
+        switch self {
+        case .put(let key, _), .delete(let key), .compareAndSwap(let key, _, _): return key
+        }
+    }
+
+    /// Why the write is refused, or nil.
+    public var problem: String? {
+        guard !key.isEmpty, key.count <= KVLimits.maxKeyBytes else {
+            return "keys are 1 to \(KVLimits.maxKeyBytes) bytes; this one has \(key.count)"
+        }
+        let values: [[UInt8]?]
+        switch self {
+        case .put(_, let value): values = [value]
+        case .delete: values = []
+        case .compareAndSwap(_, let expected, let new): values = [expected, new]
+        }
+        for case let value? in values where value.count > KVLimits.maxValueBytes {
+            return "values are at most \(KVLimits.maxValueBytes) bytes; this one has \(value.count)"
+        }
+        return nil
+    }
+}
+
+/// What travels through the log: session management, or one write of a session.
+///
+/// Sessions give exactly-once writes across retries and leader changes (Raft thesis §6.3): a
+/// client opens a session (its id is the log index of the opening entry), numbers its writes
+/// 1, 2, 3, ... one at a time, and a write retried with the same number is answered from the
+/// session instead of being applied again. `proposedAtMillis` is the proposer's clock; the state
+/// machine only ever takes the maximum it has seen, so expiry is a function of the log alone.
+public enum KVCommand: Equatable, Sendable {
+    case openSession(proposedAtMillis: UInt64)
+    case closeSession(session: UInt64, proposedAtMillis: UInt64)
+    case write(session: UInt64, sequence: UInt64, proposedAtMillis: UInt64, KVWrite)
+
+    static let version: UInt8 = 1
+
+    public var encoded: [UInt8] {
+        var writer = BinaryWriter()
+        writer.u8(Self.version)
+        switch self {
+        case .openSession(let time):
+            writer.u8(1); writer.u64(time)
+        case .closeSession(let session, let time):
+            writer.u8(2); writer.u64(session); writer.u64(time)
+        case .write(let session, let sequence, let time, let write):
+            writer.u8(3); writer.u64(session); writer.u64(sequence); writer.u64(time)
+            switch write {
+            case .put(let key, let value):
+                writer.u8(1); writer.blob(key); writer.blob(value)
+            case .delete(let key):
+                writer.u8(2); writer.blob(key)
+            case .compareAndSwap(let key, let expected, let new):
+                writer.u8(3); writer.blob(key); writer.optionalBlob(expected); writer.optionalBlob(new)
+            }
+        }
+        return writer.bytes
+    }
+
+    public init?(encoded bytes: [UInt8]) {
+        var reader = BinaryReader(bytes)
+        guard reader.u8() == Self.version, let kind = reader.u8() else { return nil }
+        switch kind {
+        case 1:
+            guard let time = reader.u64() else { return nil }
+            self = .openSession(proposedAtMillis: time)
+        case 2:
+            guard let session = reader.u64(), let time = reader.u64() else { return nil }
+            self = .closeSession(session: session, proposedAtMillis: time)
+        case 3:
+            guard let session = reader.u64(), let sequence = reader.u64(), let time = reader.u64(),
+                  let writeKind = reader.u8(), let key = reader.blob() else { return nil }
+            let write: KVWrite
+            switch writeKind {
+            case 1:
+                guard let value = reader.blob() else { return nil }
+                write = .put(key: key, value: value)
+            case 2:
+                write = .delete(key: key)
+            case 3:
+                guard let expected = reader.optionalBlob(), let new = reader.optionalBlob() else { return nil }
+                write = .compareAndSwap(key: key, expected: expected, new: new)
+            default:
+                return nil
+            }
+            self = .write(session: session, sequence: sequence, proposedAtMillis: time, write)
+        default:
+            return nil
+        }
+        guard reader.isAtEnd else { return nil }
+    }
+}
+
+/// The outcome of applying one command, as the proposer reports it to its client.
+public enum KVOutcome: Equatable, Sendable {
+    case sessionOpened(UInt64)
+    case sessionClosed
+    case put
+    case deleted(existed: Bool)
+    case compareAndSwap(swapped: Bool)
+    /// The session does not exist (never opened, closed, or expired): the write was not
+    /// applied; whether an earlier attempt of it was is unknown to the client.
+    case unknownSession
+    /// A write numbered below the session's last: the client has already moved on.
+    case superseded(last: UInt64)
+    /// The write breaks a limit; nothing was applied.
+    case refused(String)
+}

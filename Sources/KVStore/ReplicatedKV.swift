@@ -1,0 +1,300 @@
+import BinaryCoding
+import Logging
+import Raft
+import Storage
+
+/// The replicated key-value state machine on the storage engine: committed log entries go in,
+/// in order; reads come out.
+///
+/// - Values live in `state_machine` under `k/<key>`, sessions under `s/<session id>`; the
+///   applied index, its term and the log clock in `metadata`, written in the same atomic batch
+///   as the changes they cover, so that after a crash the state and its applied index agree and
+///   the log is replayed from there.
+/// - Applies are written buffered (they survive a process crash; after a power loss RocksDB
+///   rolls state and index back together and the synced log is replayed). Before the log is
+///   compacted past an index, `syncApplied()` makes the state up to it durable.
+/// - The same entries give the same state and outcomes on every member: nothing here reads a
+///   clock, a random source or anything outside the log and the store.
+///
+/// Used from one thread (the node's apply loop); reads may come from any thread.
+public final class ReplicatedKV: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var maxSessions = 100_000
+        /// Log time after which an idle session expires. Default 10 minutes.
+        public var sessionIdleTimeoutMillis: UInt64 = 10 * 60 * 1000
+
+        public init() {}
+    }
+
+    /// Where the state machine is in the log.
+    public struct Position: Equatable, Sendable {
+        public var index: UInt64
+        public var term: UInt64
+        /// The largest proposer clock applied so far.
+        public var logClockMillis: UInt64
+    }
+
+    public let engine: StorageEngine
+    private let logger: Logger
+    public private(set) var position: Position
+    private var sessions: SessionTable
+    /// Set when a write failed: the in-memory sessions may be ahead of the disk, so every
+    /// later apply throws until the state machine is reopened (which reloads from disk).
+    private var failure: (any Error)?
+
+    /// Opens the state machine on `engine`, loading its position and sessions.
+    public init(engine: StorageEngine, options: Options = Options(), logger: Logger = Logger(label: "crm.kv")) throws {
+        self.engine = engine
+        self.logger = logger
+        position = try Self.loadPosition(engine)
+        sessions = SessionTable(capacity: options.maxSessions, idleTimeoutMillis: options.sessionIdleTimeoutMillis)
+        try loadSessions()
+    }
+
+    public var appliedIndex: UInt64 { position.index }
+    public var sessionCount: Int { sessions.count }
+
+    // MARK: - Reads
+
+    /// The value at `key`, or nil. Linearizable once the caller has waited for the read index.
+    public func get(_ key: [UInt8]) throws -> [UInt8]? {
+        try engine.get(.stateMachine, StateKeys.value(key))
+    }
+
+    /// Keys in [from, to) in order (to nil: to the end), at most `limit`; `more` says whether
+    /// the range holds further keys.
+    public func range(from: [UInt8], to: [UInt8]?, limit: Int) throws -> (pairs: [(key: [UInt8], value: [UInt8])], more: Bool) {
+        precondition(limit >= 1 && limit <= KVLimits.maxRangeLimit, "range limit \(limit)")
+        let upper = to.map(StateKeys.value) ?? KeyEncoding.prefixEnd(StateKeys.valuePrefix)
+        guard upper.map({ StateKeys.value(from).lexicographicallyPrecedes($0) }) ?? true else { return ([], false) }
+        let page = try engine.scan(.stateMachine, KeyRange(from: StateKeys.value(from), to: upper), limit: limit)
+        let pairs = page.entries.map { (key: Array($0.key.dropFirst(StateKeys.valuePrefix.count)), value: $0.value) }
+        return (pairs, page.resume != nil)
+    }
+
+    // MARK: - Applying
+
+    /// One applied entry's outcome, for the member that proposed it.
+    public struct Applied: Equatable, Sendable {
+        public var index: UInt64
+        public var outcome: KVOutcome
+    }
+
+    /// Applies committed entries, in order, in one atomic write. Entries at or below the applied
+    /// index (replayed after a restart) are skipped. Returns the outcome of each command.
+    public func apply(_ entries: [Entry]) throws -> [Applied] {
+        if let failure { throw failure }
+        var pending = PendingApply(position: position)
+        var results: [Applied] = []
+        for entry in entries where entry.index > pending.position.index {
+            precondition(entry.index == pending.position.index + 1, "applying entry \(entry.index) after \(pending.position.index)")
+            pending.position.index = entry.index
+            pending.position.term = entry.term
+            guard entry.kind == .normal, !entry.data.isEmpty else { continue }
+            let outcome = try execute(entry, into: &pending)
+            results.append(Applied(index: entry.index, outcome: outcome))
+            if pending.batch.count >= Self.maxOperationsPerBatch || pending.batch.payloadBytes >= Self.maxBatchBytes {
+                try commit(&pending)
+            }
+        }
+        try commit(&pending)
+        return results
+    }
+
+    /// Makes everything applied so far durable (synced), e.g. before compacting the log.
+    public func syncApplied() throws {
+        var batch = WriteBatch()
+        batch.put(.metadata, key: StateKeys.position, value: Self.encode(position))
+        try engine.write(batch, durability: .synced)
+    }
+
+    static let maxOperationsPerBatch = 50_000
+    static let maxBatchBytes = 128 << 20
+
+    private func commit(_ pending: inout PendingApply) throws {
+        guard pending.position != position else { return }
+        pending.batch.put(.metadata, key: StateKeys.position, value: Self.encode(pending.position))
+        do {
+            try engine.write(pending.batch, durability: .buffered)
+        } catch {
+            failure = error
+            logger.error("kv apply write failed; reopen to recover", metadata: ["index": "\(pending.position.index)", "error": "\(error)"])
+            throw error
+        }
+        position = pending.position
+        pending.batch = WriteBatch()
+        pending.overlay = [:]
+    }
+
+    private func execute(_ entry: Entry, into pending: inout PendingApply) throws -> KVOutcome {
+        guard let command = KVCommand(encoded: entry.data) else {
+            return .refused("entry \(entry.index) is not a KV command")
+        }
+        switch command {
+        case .openSession(let time):
+            pending.advanceClock(time)
+            for expired in sessions.evict(now: pending.position.logClockMillis, room: 1) {
+                pending.batch.delete(.stateMachine, key: StateKeys.session(expired))
+            }
+            let session = SessionTable.Session(lastSequence: 0, lastOutcome: nil, activeAtIndex: entry.index,
+                                               activeAtMillis: pending.position.logClockMillis)
+            store(session, id: entry.index, into: &pending)
+            return .sessionOpened(entry.index)
+        case .closeSession(let id, let time):
+            pending.advanceClock(time)
+            expireIdle(&pending)
+            guard sessions[id] != nil else { return .unknownSession }
+            sessions.remove(id)
+            pending.batch.delete(.stateMachine, key: StateKeys.session(id))
+            return .sessionClosed
+        case .write(let id, let sequence, let time, let write):
+            pending.advanceClock(time)
+            expireIdle(&pending)
+            guard var session = sessions[id] else { return .unknownSession }
+            if sequence == session.lastSequence, let outcome = session.lastOutcome { return outcome }
+            guard sequence > session.lastSequence else { return .superseded(last: session.lastSequence) }
+            let outcome = try perform(write, into: &pending)
+            session.lastSequence = sequence
+            session.lastOutcome = outcome
+            session.activeAtIndex = entry.index
+            session.activeAtMillis = pending.position.logClockMillis
+            store(session, id: id, into: &pending)
+            return outcome
+        }
+    }
+
+    private func expireIdle(_ pending: inout PendingApply) {
+        for expired in sessions.evict(now: pending.position.logClockMillis) {
+            pending.batch.delete(.stateMachine, key: StateKeys.session(expired))
+        }
+    }
+
+    private func store(_ session: SessionTable.Session, id: UInt64, into pending: inout PendingApply) {
+        sessions.record(id, session)
+        pending.batch.put(.stateMachine, key: StateKeys.session(id), value: SessionCoding.encode(session))
+    }
+
+    private func perform(_ write: KVWrite, into pending: inout PendingApply) throws -> KVOutcome {
+        if let problem = write.problem { return .refused(problem) }
+        let key = StateKeys.value(write.key)
+        switch write {
+        case .put(_, let value):
+            pending.set(key, value)
+            return .put
+        case .delete:
+            let existed = try pending.read(key, engine) != nil
+            if existed { pending.set(key, nil) }
+            return .deleted(existed: existed)
+        case .compareAndSwap(_, let expected, let new):
+            guard try pending.read(key, engine) == expected else { return .compareAndSwap(swapped: false) }
+            pending.set(key, new)
+            return .compareAndSwap(swapped: true)
+        }
+    }
+
+    // MARK: - Loading
+
+    private static func loadPosition(_ engine: StorageEngine) throws -> Position {
+        guard let bytes = try engine.get(.metadata, StateKeys.position) else { return Position(index: 0, term: 0, logClockMillis: 0) }
+        var reader = BinaryReader(bytes)
+        guard let index = reader.u64(), let term = reader.u64(), let clock = reader.u64(), reader.isAtEnd else {
+            throw StorageError.corruption(family: .metadata, key: StateKeys.position, message: "the applied position does not decode")
+        }
+        return Position(index: index, term: term, logClockMillis: clock)
+    }
+
+    private func loadSessions() throws {
+        var range = KeyRange.prefix(StateKeys.sessionPrefix)
+        while true {
+            let page = try engine.scan(.stateMachine, range, limit: 4096)
+            for item in page.entries {
+                guard item.key.count == StateKeys.sessionPrefix.count + 8, let session = SessionCoding.decode(item.value) else {
+                    throw StorageError.corruption(family: .stateMachine, key: item.key, message: "a session record does not decode")
+                }
+                let id = item.key.suffix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+                sessions.record(id, session)
+            }
+            guard let resume = page.resume else { break }
+            range = resume
+        }
+        logger.info("kv state machine opened", metadata: ["applied": "\(position.index)", "sessions": "\(sessions.count)"])
+    }
+
+    static func encode(_ position: Position) -> [UInt8] {
+        var writer = BinaryWriter()
+        writer.u64(position.index)
+        writer.u64(position.term)
+        writer.u64(position.logClockMillis)
+        return writer.bytes
+    }
+}
+
+/// The changes of one apply call before they are written: the batch, and the values it sets,
+/// so that later commands in the same call read them.
+private struct PendingApply {
+    var position: ReplicatedKV.Position
+    var batch = WriteBatch()
+    var overlay: [[UInt8]: [UInt8]?] = [:]
+
+    mutating func advanceClock(_ proposed: UInt64) {
+        position.logClockMillis = max(position.logClockMillis, proposed)
+    }
+
+    mutating func set(_ key: [UInt8], _ value: [UInt8]?) {
+        overlay[key] = .some(value)
+        if let value { batch.put(.stateMachine, key: key, value: value) } else { batch.delete(.stateMachine, key: key) }
+    }
+
+    func read(_ key: [UInt8], _ engine: StorageEngine) throws -> [UInt8]? {
+        if let pending = overlay[key] { return pending }
+        return try engine.get(.stateMachine, key)
+    }
+}
+
+/// Keys of the KV state machine.
+enum StateKeys {
+    static let valuePrefix = Array("k/".utf8)
+    static let sessionPrefix = Array("s/".utf8)
+    static let position = Array("kv-applied".utf8)
+
+    static func value(_ key: [UInt8]) -> [UInt8] { valuePrefix + key }
+    static func session(_ id: UInt64) -> [UInt8] { sessionPrefix + KeyEncoding.bigEndian(id) }
+}
+
+/// Session records: last sequence, activity index and time, then the last outcome.
+enum SessionCoding {
+    static func encode(_ session: SessionTable.Session) -> [UInt8] {
+        var writer = BinaryWriter()
+        writer.u64(session.lastSequence)
+        writer.u64(session.activeAtIndex)
+        writer.u64(session.activeAtMillis)
+        switch session.lastOutcome {
+        case nil: writer.u8(0)
+        case .put?: writer.u8(1)
+        case .deleted(let existed)?: writer.u8(existed ? 3 : 2)
+        case .compareAndSwap(let swapped)?: writer.u8(swapped ? 5 : 4)
+        case .refused(let why)?: writer.u8(6); writer.blob(Array(why.utf8))
+        case .sessionOpened?, .sessionClosed?, .unknownSession?, .superseded?:
+            preconditionFailure("not a write outcome")
+        }
+        return writer.bytes
+    }
+
+    static func decode(_ bytes: [UInt8]) -> SessionTable.Session? {
+        var reader = BinaryReader(bytes)
+        guard let sequence = reader.u64(), let index = reader.u64(), let time = reader.u64(), let code = reader.u8() else { return nil }
+        let outcome: KVOutcome?
+        switch code {
+        case 0: outcome = nil
+        case 1: outcome = .put
+        case 2, 3: outcome = .deleted(existed: code == 3)
+        case 4, 5: outcome = .compareAndSwap(swapped: code == 5)
+        case 6:
+            guard let why = reader.blob() else { return nil }
+            outcome = .refused(String(decoding: why, as: UTF8.self))
+        default: return nil
+        }
+        guard reader.isAtEnd else { return nil }
+        return SessionTable.Session(lastSequence: sequence, lastOutcome: outcome, activeAtIndex: index, activeAtMillis: time)
+    }
+}

@@ -1,0 +1,190 @@
+import Foundation
+import Logging
+import Raft
+import Sealing
+import Storage
+import Testing
+@testable import KVStore
+
+/// A state machine on real, sealed RocksDB in a temporary directory.
+final class KVDisk: @unchecked Sendable {
+    let path = NSTemporaryDirectory() + "crm-kv-" + UUID().uuidString
+    let masterKey: FileMasterKeyProvider
+    private var engine: StorageEngine?
+    private var index: UInt64 = 0
+
+    init() throws {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        masterKey = try FileMasterKeyProvider.generateKeyFile(at: path + "/master.key")
+    }
+
+    deinit {
+        engine?.close()
+        try? FileManager.default.removeItem(atPath: path)
+    }
+
+    func open(_ options: ReplicatedKV.Options = ReplicatedKV.Options()) throws -> ReplicatedKV {
+        engine?.close()
+        var logger = Logger(label: "test.kv")
+        logger.logLevel = .critical
+        let opened = try StorageEngine.open(path: path + "/db", masterKey: masterKey, options: .compact, logger: logger)
+        engine = opened
+        return try ReplicatedKV(engine: opened, options: options, logger: logger)
+    }
+}
+
+/// Numbers entries as a log would.
+struct LogWriter {
+    var next: UInt64 = 1
+    var term: UInt64 = 1
+
+    mutating func entries(_ commands: [KVCommand]) -> [Entry] {
+        commands.map { command in
+            defer { next += 1 }
+            return Entry(term: term, index: next, data: command.encoded)
+        }
+    }
+
+    mutating func entry(_ command: KVCommand) -> Entry { entries([command])[0] }
+
+    mutating func empty() -> Entry {
+        defer { next += 1 }
+        return Entry(term: term, index: next)
+    }
+}
+
+func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+
+@Suite struct ReplicatedKVTests {
+    private func write(_ session: UInt64, _ sequence: UInt64, _ write: KVWrite, at time: UInt64 = 1000) -> KVCommand {
+        .write(session: session, sequence: sequence, proposedAtMillis: time, write)
+    }
+
+    @Test func writesApplyInOrderAndReadBack() throws {
+        let disk = try KVDisk()
+        let kv = try disk.open()
+        var log = LogWriter()
+        let opened = try kv.apply([log.empty(), log.entry(.openSession(proposedAtMillis: 1000))])
+        #expect(opened == [ReplicatedKV.Applied(index: 2, outcome: .sessionOpened(2))])
+        let results = try kv.apply(log.entries([
+            write(2, 1, .put(key: bytes("a"), value: bytes("1"))),
+            write(2, 2, .compareAndSwap(key: bytes("a"), expected: bytes("1"), new: bytes("2"))),
+            write(2, 3, .compareAndSwap(key: bytes("a"), expected: bytes("1"), new: bytes("3"))),
+            write(2, 4, .put(key: bytes("b"), value: bytes("x"))),
+            write(2, 5, .delete(key: bytes("b"))),
+            write(2, 6, .delete(key: bytes("b"))),
+            write(2, 7, .compareAndSwap(key: bytes("c"), expected: nil, new: bytes("new"))),
+        ]))
+        #expect(results.map(\.outcome) == [.put, .compareAndSwap(swapped: true), .compareAndSwap(swapped: false), .put,
+                                          .deleted(existed: true), .deleted(existed: false), .compareAndSwap(swapped: true)])
+        #expect(try kv.get(bytes("a")) == bytes("2"))
+        #expect(try kv.get(bytes("b")) == nil)
+        #expect(try kv.get(bytes("c")) == bytes("new"))
+        #expect(kv.appliedIndex == 9)
+    }
+
+    /// A write retried with the same number is answered from the session, not applied again;
+    /// an older number is refused; an unknown session is refused.
+    @Test func retriedWritesApplyExactlyOnce() throws {
+        let disk = try KVDisk()
+        let kv = try disk.open()
+        var log = LogWriter()
+        _ = try kv.apply([log.entry(.openSession(proposedAtMillis: 1))])
+        let increment = write(1, 1, .compareAndSwap(key: bytes("counter"), expected: nil, new: bytes("1")))
+        let first = try kv.apply([log.entry(increment)])
+        let retry = try kv.apply([log.entry(increment)])
+        #expect(first.map(\.outcome) == [.compareAndSwap(swapped: true)])
+        #expect(retry.map(\.outcome) == [.compareAndSwap(swapped: true)])
+        _ = try kv.apply([log.entry(write(1, 2, .put(key: bytes("counter"), value: bytes("2"))))])
+        #expect(try kv.apply([log.entry(increment)]).map(\.outcome) == [.superseded(last: 2)])
+        #expect(try kv.apply([log.entry(write(99, 1, .put(key: bytes("x"), value: [])))]).map(\.outcome) == [.unknownSession])
+        #expect(try kv.get(bytes("counter")) == bytes("2"))
+    }
+
+    /// State, sessions and the applied index survive a restart together; entries replayed
+    /// from the log after it are skipped, not applied twice.
+    @Test func stateSessionsAndPositionSurviveARestart() throws {
+        let disk = try KVDisk()
+        var kv = try disk.open()
+        var log = LogWriter()
+        let batch = log.entries([.openSession(proposedAtMillis: 5), write(1, 1, .put(key: bytes("k"), value: bytes("v")))])
+        _ = try kv.apply(batch)
+        kv = try disk.open()
+        #expect(kv.appliedIndex == 2 && kv.sessionCount == 1)
+        #expect(try kv.apply(batch).isEmpty)
+        #expect(try kv.apply([log.entry(write(1, 1, .put(key: bytes("k"), value: bytes("v"))))]).map(\.outcome) == [.put])
+        #expect(try kv.get(bytes("k")) == bytes("v"))
+        #expect(kv.position.logClockMillis == 1000)  // the largest proposer clock seen
+    }
+
+    /// The table is bounded (the least recently active session goes first) and idle sessions
+    /// expire by log time; a member that reloads the table from disk agrees.
+    @Test func sessionsAreBoundedAndExpireByLogTime() throws {
+        let disk = try KVDisk()
+        var options = ReplicatedKV.Options()
+        options.maxSessions = 3
+        options.sessionIdleTimeoutMillis = 1000
+        var kv = try disk.open(options)
+        var log = LogWriter()
+        let opened = try kv.apply(log.entries((0..<3).map { _ in .openSession(proposedAtMillis: 100) }))
+        let ids = opened.compactMap { if case .sessionOpened(let id) = $0.outcome { return id }; return nil }
+        #expect(ids == [1, 2, 3])
+        _ = try kv.apply([log.entry(write(1, 1, .put(key: bytes("a"), value: [1]), at: 200))])
+        _ = try kv.apply([log.entry(.openSession(proposedAtMillis: 300))])  // full: session 2 (least recent) goes
+        #expect(try kv.apply([log.entry(write(2, 1, .put(key: bytes("a"), value: [2]), at: 300))]).map(\.outcome) == [.unknownSession])
+        #expect(kv.sessionCount == 3)
+
+        kv = try disk.open(options)
+        #expect(kv.sessionCount == 3)
+        // Log time moves past the idle timeout of sessions 1, 3 and 5 (last active at 200–300).
+        #expect(try kv.apply([log.entry(write(1, 2, .put(key: bytes("a"), value: [3]), at: 5000))]).map(\.outcome) == [.unknownSession])
+        #expect(kv.sessionCount == 0)
+    }
+
+    @Test func writesBeyondTheLimitsAreRefusedWhole() throws {
+        let disk = try KVDisk()
+        let kv = try disk.open()
+        var log = LogWriter()
+        _ = try kv.apply([log.entry(.openSession(proposedAtMillis: 1))])
+        let outcomes = try kv.apply(log.entries([
+            write(1, 1, .put(key: [], value: [1])),
+            write(1, 2, .put(key: [UInt8](repeating: 1, count: KVLimits.maxKeyBytes + 1), value: [1])),
+            write(1, 3, .put(key: bytes("k"), value: [UInt8](repeating: 1, count: KVLimits.maxValueBytes + 1))),
+        ])).map(\.outcome)
+        #expect(outcomes.allSatisfy { if case .refused = $0 { return true }; return false })
+        #expect(try kv.apply([log.entry(write(1, 3, .put(key: bytes("k"), value: [])))]).first?.outcome != .put)
+        let undecodable = try kv.apply([Entry(term: 1, index: log.next, data: [0xFF, 0x00])])
+        #expect(undecodable.first?.outcome == .refused("entry \(log.next) is not a KV command"))
+    }
+
+    @Test func rangesAreOrderedBoundedAndResumable() throws {
+        let disk = try KVDisk()
+        let kv = try disk.open()
+        var log = LogWriter()
+        _ = try kv.apply([log.entry(.openSession(proposedAtMillis: 1))])
+        _ = try kv.apply(log.entries((1...20).map { write(1, UInt64($0), .put(key: bytes(String(format: "key%02d", $0)), value: bytes("\($0)"))) }))
+        let first = try kv.range(from: bytes("key05"), to: bytes("key15"), limit: 4)
+        #expect(first.pairs.map { String(decoding: $0.key, as: UTF8.self) } == ["key05", "key06", "key07", "key08"])
+        #expect(first.more)
+        let rest = try kv.range(from: bytes("key09"), to: bytes("key15"), limit: 100)
+        #expect(rest.pairs.count == 6 && !rest.more)
+        #expect(try kv.range(from: [], to: nil, limit: 100).pairs.count == 20)
+        #expect(try kv.range(from: bytes("z"), to: bytes("a"), limit: 10).pairs.isEmpty)
+    }
+
+    @Test func commandsRoundTripAndGarbageIsRefused() {
+        let commands: [KVCommand] = [
+            .openSession(proposedAtMillis: 42), .closeSession(session: 7, proposedAtMillis: 43),
+            .write(session: 7, sequence: 9, proposedAtMillis: 44, .put(key: bytes("k"), value: bytes("v"))),
+            .write(session: 7, sequence: 10, proposedAtMillis: 45, .delete(key: bytes("k"))),
+            .write(session: 7, sequence: 11, proposedAtMillis: 46, .compareAndSwap(key: bytes("k"), expected: nil, new: bytes("n"))),
+            .write(session: 7, sequence: 12, proposedAtMillis: 47, .compareAndSwap(key: bytes("k"), expected: bytes("n"), new: nil)),
+        ]
+        for command in commands {
+            #expect(KVCommand(encoded: command.encoded) == command)
+            let encoded = command.encoded
+            for length in 0..<encoded.count { #expect(KVCommand(encoded: Array(encoded.prefix(length))) == nil) }
+            #expect(KVCommand(encoded: encoded + [0]) == nil)
+        }
+    }
+}
