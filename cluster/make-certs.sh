@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Creates the cluster CA, member certificates, client certificates and master-key files for a
+# local or multi-host cluster, with the openssl command-line tool. Existing files are kept, so
+# the script is safe to run again (delete a file to have it made anew).
+#
+#   cluster/make-certs.sh DIR MEMBERS [CLIENT...]
+#     DIR      where to write (created 0700): ca.pem, ca.key, member-<id>.pem/.key,
+#              client-<name>.pem/.key, master-<id>.key
+#     MEMBERS  member ids, comma-separated (1,2,3); a member's certificate names it as
+#              URI crm://member/<id>, for localhost and 127.0.0.1 plus $CRM_CERT_HOSTS
+#              (comma-separated DNS names or IP addresses of the hosts that run members)
+#     CLIENT   client identities (default: crmctl); a client certificate names its identity
+#              as URI crm://client/<name>
+#
+# Keys are EC P-256, private keys and master keys are written 0600, certificates 0644; member
+# and client certificates are valid for 825 days, the CA for 10 years.
+set -euo pipefail
+
+if [ $# -lt 2 ]; then
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+fi
+dir=$1
+members=$2
+shift 2
+clients=("$@")
+[ ${#clients[@]} -eq 0 ] && clients=(crmctl)
+
+command -v openssl >/dev/null || { echo "make-certs: openssl is not installed (apt-get install openssl)" >&2; exit 1; }
+umask 077
+mkdir -p "$dir"
+chmod 700 "$dir"
+
+new_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; chmod 600 "$1"; }
+
+if [ ! -f "$dir/ca.pem" ]; then
+    new_key "$dir/ca.key"
+    openssl req -x509 -new -key "$dir/ca.key" -sha256 -days 3650 -subj "/CN=crm cluster CA" \
+        -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign" -out "$dir/ca.pem" 2>/dev/null
+    chmod 644 "$dir/ca.pem"
+    echo "make-certs: created the cluster CA $dir/ca.pem"
+fi
+
+# sign NAME SUBJECT SAN EXTENDED_KEY_USAGE
+sign() {
+    local name=$1 subject=$2 san=$3 usage=$4
+    [ -f "$dir/$name.pem" ] && return 0
+    new_key "$dir/$name.key"
+    local extensions
+    extensions=$(mktemp)
+    printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyAgreement\nextendedKeyUsage=%s\nsubjectAltName=%s\n' \
+        "$usage" "$san" > "$extensions"
+    openssl req -new -key "$dir/$name.key" -subj "$subject" 2>/dev/null |
+        openssl x509 -req -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 825 -sha256 \
+            -extfile "$extensions" -out "$dir/$name.pem" 2>/dev/null
+    rm -f "$extensions"
+    chmod 644 "$dir/$name.pem"
+    echo "make-certs: created $dir/$name.pem ($san)"
+}
+
+hosts="DNS:localhost,IP:127.0.0.1"
+IFS=',' read -r -a extra_hosts <<< "${CRM_CERT_HOSTS:-}"
+for host in "${extra_hosts[@]}"; do
+    [ -z "$host" ] && continue
+    if [[ $host =~ ^[0-9.]+$ || $host == *:* ]]; then hosts+=",IP:$host"; else hosts+=",DNS:$host"; fi
+done
+
+IFS=',' read -r -a member_ids <<< "$members"
+for id in "${member_ids[@]}"; do
+    [[ $id =~ ^[1-9][0-9]*$ ]] || { echo "make-certs: member id '$id' is not a positive integer" >&2; exit 2; }
+    sign "member-$id" "/CN=crm-member-$id" "URI:crm://member/$id,$hosts" "serverAuth,clientAuth"
+    if [ ! -f "$dir/master-$id.key" ]; then
+        openssl rand -hex 32 > "$dir/master-$id.key"
+        chmod 600 "$dir/master-$id.key"
+        echo "make-certs: created $dir/master-$id.key"
+    fi
+done
+for client in "${clients[@]}"; do
+    [[ $client =~ ^[A-Za-z0-9._-]+$ ]] || { echo "make-certs: client name '$client' may use letters, digits, '.', '_' and '-'" >&2; exit 2; }
+    sign "client-$client" "/CN=$client" "URI:crm://client/$client" "clientAuth"
+done
+rm -f "$dir/ca.srl"
