@@ -122,3 +122,39 @@ import Testing
         #expect(throws: WireError.self) { try RaftMessageCoding.decode(lying) }
     }
 }
+
+@Suite struct CRC32CTests {
+    /// The check value of the CRC-32C catalogue, and that it can be computed in pieces.
+    @Test func matchesTheStandardCheckValueAndContinues() {
+        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        #expect(CRC32C.checksum([]) == 0)
+        let whole = CRC32C.checksum(Array("hello, world".utf8))
+        #expect(CRC32C.checksum(Array(", world".utf8), continuing: CRC32C.checksum(Array("hello".utf8))) == whole)
+    }
+}
+
+@Suite struct SnapshotChunkTests {
+    @Test func chunksReassembleIntoTheSnapshot() throws {
+        let data = (0..<10_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let chunks = SnapshotChunk.split(data, index: 50, term: 3, chunkBytes: 4096)
+        #expect(chunks.count == 3)
+        var assembly = try SnapshotAssembly(index: 50, term: 3, totalBytes: UInt64(data.count), maxBytes: 1 << 20)
+        for chunk in chunks {
+            try assembly.add(try SnapshotChunk(encoded: chunk.encoded))
+        }
+        #expect(assembly.isComplete && assembly.data == data)
+        #expect(SnapshotChunk.split([], index: 1, term: 1, chunkBytes: 10).count == 1)
+    }
+
+    @Test func damagedMisplacedOrOversizedChunksAreRefused() throws {
+        let chunks = SnapshotChunk.split([UInt8](repeating: 5, count: 300), index: 9, term: 2, chunkBytes: 100)
+        var damaged = chunks[0].encoded
+        damaged[damaged.count - 1] ^= 1
+        #expect(throws: WireError.self) { try SnapshotChunk(encoded: damaged) }
+        var assembly = try SnapshotAssembly(index: 9, term: 2, totalBytes: 300, maxBytes: 1000)
+        #expect(throws: WireError.self) { try assembly.add(chunks[1]) }
+        try assembly.add(chunks[0])
+        #expect(throws: WireError.self) { try assembly.add(SnapshotChunk.split([1], index: 8, term: 2, chunkBytes: 1)[0]) }
+        #expect(throws: WireError.self) { try SnapshotAssembly(index: 9, term: 2, totalBytes: 2000, maxBytes: 1000) }
+    }
+}

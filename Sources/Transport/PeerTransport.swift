@@ -1,0 +1,288 @@
+import BinaryCoding
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Raft
+import Synchronization
+import Wire
+
+/// Limits and timings of the peer transport.
+public struct PeerTransportOptions: Sendable {
+    /// Largest frame accepted or sent; larger batches are split, a larger message is refused.
+    public var maxFrameBytes = 16 << 20
+    /// Bytes queued towards one peer before further messages are dropped (Raft sends again);
+    /// dropping is reported so the leader stops pipelining to that peer.
+    public var sendQueueBytes = 64 << 20
+    public var connectTimeout = TimeAmount.seconds(2)
+    /// A connection must finish its TLS handshake and hello within this time.
+    public var handshakeTimeout = TimeAmount.seconds(5)
+    public var reconnectDelayMin = TimeAmount.milliseconds(50)
+    public var reconnectDelayMax = TimeAmount.seconds(2)
+    public var snapshotChunkBytes = 1 << 20
+    /// Largest snapshot a member accepts from its leader (held in memory while it arrives).
+    public var maxSnapshotBytes = 1 << 30
+
+    public init() {}
+}
+
+/// What the transport hands to the node.
+public protocol PeerTransportDelegate: AnyObject, Sendable {
+    /// Messages from `peer` (already checked to come from it and to be for this member).
+    func peerTransport(received messages: [Message], from peer: NodeID)
+    /// A snapshot finished going out to `peer`, or failed to.
+    func peerTransport(snapshotTo peer: NodeID, delivered: Bool)
+}
+
+/// Mutual-TLS connections between members, carrying Raft messages in frames (see `Wire`).
+///
+/// Each member dials every other member and sends on that connection; it receives on the
+/// connections the others dial. A connection is accepted only if the peer's certificate is
+/// signed by the cluster CA and names `crm://member/<id>` for the id the peer says it is in its
+/// hello, and that id is a member. Bad input closes only the connection it came on, with a log
+/// line saying why.
+public final class PeerTransport: Sendable {
+    public let selfID: NodeID
+    let options: PeerTransportOptions
+    let tls: ReloadingTLSContexts
+    let group: any EventLoopGroup
+    let logger: Logger
+    private let state: Mutex<State>
+
+    private struct State {
+        var addresses: [NodeID: PeerAddress] = [:]
+        var outbound: [NodeID: OutboundPeer] = [:]
+        var server: (any Channel)?
+        /// Accepted connections, by channel identity, so that `stop` can close them.
+        var inbound: [ObjectIdentifier: any Channel] = [:]
+        var stopped = false
+    }
+
+    /// Holds the delegate weakly (the node owns the transport and is its delegate).
+    final class DelegateBox: @unchecked Sendable {
+        private let lock = Mutex(())
+        private weak var value: (any PeerTransportDelegate)?
+        init(_ delegate: any PeerTransportDelegate) { value = delegate }
+        var current: (any PeerTransportDelegate)? { lock.withLock { _ in value } }
+    }
+
+    private let box: DelegateBox
+    /// Accepted connections closed for a bad handshake or bad input, and the latest reasons.
+    private let refusals = Mutex(RefusalLog())
+
+    public struct RefusalLog: Sendable {
+        public private(set) var count = 0
+        /// The most recent reasons, newest last (at most `kept`).
+        public private(set) var recent: [String] = []
+        static let kept = 32
+
+        mutating func record(_ reason: String) {
+            count += 1
+            recent.append(reason)
+            if recent.count > Self.kept { recent.removeFirst() }
+        }
+    }
+
+    public var refusedConnections: RefusalLog { refusals.withLock { $0 } }
+
+    func recordRefusal(_ reason: String) { refusals.withLock { $0.record(reason) } }
+
+    public init(selfID: NodeID, tls: ReloadingTLSContexts, group: any EventLoopGroup, delegate: any PeerTransportDelegate,
+                options: PeerTransportOptions = PeerTransportOptions(), logger: Logger = Logger(label: "crm.peer")) {
+        precondition(selfID != 0)
+        self.selfID = selfID
+        self.tls = tls
+        self.group = group
+        self.options = options
+        var logger = logger
+        logger[metadataKey: "node"] = "\(selfID)"
+        self.logger = logger
+        box = DelegateBox(delegate)
+        state = Mutex(State())
+    }
+
+    // MARK: - Members
+
+    /// Sets where each peer listens (this member's own entry, if present, is ignored).
+    /// Connections to removed peers are closed; changed addresses are dialled anew.
+    public func setPeers(_ addresses: [NodeID: PeerAddress]) {
+        let closing: [OutboundPeer] = state.withLock { state in
+            var closing: [OutboundPeer] = []
+            for (id, peer) in state.outbound where addresses[id] != peer.address {
+                closing.append(peer)
+                state.outbound[id] = nil
+            }
+            state.addresses = addresses.filter { $0.key != selfID }
+            return closing
+        }
+        for peer in closing { peer.close() }
+    }
+
+    /// Whether `id` may connect to this member.
+    func isMember(_ id: NodeID) -> Bool { state.withLock { $0.addresses[id] != nil } }
+
+    // MARK: - Listening
+
+    /// Starts listening for peers on `host`:`port` (port 0: any free port); returns the bound port.
+    @discardableResult
+    public func listen(host: String, port: Int) async throws -> Int {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { [self] channel in
+                track(inbound: channel)
+                return channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(NIOSSLServerHandler(context: tls.server))
+                    try sync.addHandler(InboundPeerHandler(transport: self))
+                }
+            }
+        let channel = try await bootstrap.bind(host: host, port: port).get()
+        state.withLock { $0.server = channel }
+        let bound = channel.localAddress?.port ?? port
+        logger.info("peer transport listening", metadata: ["address": "\(host):\(bound)"])
+        return bound
+    }
+
+    private func track(inbound channel: any Channel) {
+        let key = ObjectIdentifier(channel)
+        let accepted = state.withLock { state -> Bool in
+            guard !state.stopped else { return false }
+            state.inbound[key] = channel
+            return true
+        }
+        guard accepted else {
+            channel.close(promise: nil)
+            return
+        }
+        channel.closeFuture.whenComplete { [self] _ in _ = state.withLock { $0.inbound.removeValue(forKey: key) } }
+    }
+
+    /// Stops listening and closes every connection, dialled and accepted.
+    public func stop() async {
+        let (server, peers, inbound): ((any Channel)?, [OutboundPeer], [any Channel]) = state.withLock { state in
+            state.stopped = true
+            defer { state.outbound = [:] }
+            return (state.server, Array(state.outbound.values), Array(state.inbound.values))
+        }
+        for peer in peers { peer.close() }
+        try? await server?.close()
+        for channel in inbound { try? await channel.close() }
+    }
+
+    // MARK: - Sending
+
+    /// Sends messages to their peers. Returns the peers some of whose messages could not be
+    /// queued (not connected, or the queue is full): the caller reports them unreachable.
+    @discardableResult
+    public func send(_ messages: [Message]) -> Set<NodeID> {
+        var byPeer: [NodeID: [Message]] = [:]
+        for message in messages where message.to != selfID { byPeer[message.to, default: []].append(message) }
+        var unreachable: Set<NodeID> = []
+        for (id, batch) in byPeer {
+            guard let peer = outbound(id) else {
+                unreachable.insert(id)
+                continue
+            }
+            if !peer.enqueue(frames(for: batch)) { unreachable.insert(id) }
+        }
+        return unreachable
+    }
+
+    /// Frames for a batch: message batches within the frame limit, and each snapshot's chunks
+    /// right after the message that announces it.
+    func frames(for messages: [Message]) -> [OutboundFrame] {
+        var frames: [OutboundFrame] = []
+        var pending: [Message] = []
+        var pendingBytes = 0
+        func flush() {
+            guard !pending.isEmpty else { return }
+            frames.append(OutboundFrame(frame: Frame(type: .raftMessages, payload: RaftMessageCoding.encode(pending))))
+            pending = []
+            pendingBytes = 0
+        }
+        for message in messages {
+            let size = 96 + message.context.count + message.entries.reduce(0) { $0 + $1.data.count + 24 }
+            if let snapshot = message.snapshot {
+                flush()
+                frames.append(OutboundFrame(frame: Frame(type: .raftMessages, payload: RaftMessageCoding.encode([message]))))
+                let chunks = SnapshotChunk.split(snapshot.data, index: snapshot.metadata.index, term: snapshot.metadata.term,
+                                                 chunkBytes: min(options.snapshotChunkBytes, options.maxFrameBytes - 64))
+                for (position, chunk) in chunks.enumerated() {
+                    frames.append(OutboundFrame(frame: Frame(type: .snapshotChunk, payload: chunk.encoded),
+                                                completesSnapshot: position == chunks.count - 1))
+                }
+                continue
+            }
+            guard size + 64 <= options.maxFrameBytes else {
+                logger.error("dropping a message larger than the frame limit", metadata: [
+                    "kind": "\(message.kind.rawValue)", "to": "\(message.to)", "bytes": "\(size)", "limit": "\(options.maxFrameBytes)",
+                ])
+                continue
+            }
+            if pendingBytes + size + 64 > options.maxFrameBytes { flush() }
+            pending.append(message)
+            pendingBytes += size
+        }
+        flush()
+        return frames
+    }
+
+    private func outbound(_ id: NodeID) -> OutboundPeer? {
+        state.withLock { state in
+            guard !state.stopped, let address = state.addresses[id] else { return nil }
+            if let existing = state.outbound[id] { return existing }
+            let peer = OutboundPeer(id: id, address: address, transport: self, eventLoop: group.next())
+            state.outbound[id] = peer
+            peer.connect()
+            return peer
+        }
+    }
+
+    // MARK: - Delivery (from channels)
+
+    func deliver(_ messages: [Message], from peer: NodeID) {
+        box.current?.peerTransport(received: messages, from: peer)
+    }
+
+    func snapshotSent(to peer: NodeID, delivered: Bool) {
+        box.current?.peerTransport(snapshotTo: peer, delivered: delivered)
+    }
+}
+
+/// Where a peer listens.
+public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { "\(host):\(port)" }
+}
+
+/// A frame queued for a peer; the last chunk of a snapshot reports the snapshot sent.
+struct OutboundFrame {
+    var frame: Frame
+    var completesSnapshot = false
+}
+
+/// The hello frame: the member id the dialler claims (checked against its certificate).
+enum Hello {
+    static func encode(_ id: NodeID) -> Frame {
+        var writer = BinaryWriter()
+        writer.u64(id)
+        return Frame(type: .hello, payload: writer.bytes)
+    }
+
+    static func decode(_ frame: Frame) throws(WireError) -> NodeID {
+        var reader = BinaryReader(frame.payload)
+        guard frame.type == .hello, let id = reader.u64(), id != 0, reader.isAtEnd else {
+            throw .malformed("the first frame must be a hello naming a member id")
+        }
+        return id
+    }
+}

@@ -1,0 +1,126 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Raft
+import Synchronization
+@testable import Transport
+
+/// Certificates made by the real cluster/make-certs.sh in a temporary directory.
+final class TestCertificates: Sendable {
+    let directory: String
+
+    init(members: String = "1,2,3", clients: [String] = ["crmctl"]) throws {
+        directory = NSTemporaryDirectory() + "crm-certs-" + UUID().uuidString
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("cluster/make-certs.sh").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [script, directory, members] + clients
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw CocoaError(.fileWriteUnknown) }
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
+
+    func files(member id: NodeID) -> TLSFiles {
+        TLSFiles(caBundle: directory + "/ca.pem", certificate: directory + "/member-\(id).pem", privateKey: directory + "/member-\(id).key")
+    }
+
+    /// Member `as`'s certificate presented by a process that says it is someone else.
+    func files(certificateOf other: NodeID) -> TLSFiles { files(member: other) }
+
+    func clientFiles(_ name: String) -> TLSFiles {
+        TLSFiles(caBundle: directory + "/ca.pem", certificate: directory + "/client-\(name).pem", privateKey: directory + "/client-\(name).key")
+    }
+}
+
+/// Collects what a transport delivers.
+final class Inbox: PeerTransportDelegate, Sendable {
+    let messages = Mutex<[(from: NodeID, message: Message)]>([])
+    let snapshots = Mutex<[(peer: NodeID, delivered: Bool)]>([])
+
+    func peerTransport(received messages: [Message], from peer: NodeID) {
+        self.messages.withLock { $0 += messages.map { (peer, $0) } }
+    }
+
+    func peerTransport(snapshotTo peer: NodeID, delivered: Bool) {
+        snapshots.withLock { $0.append((peer, delivered)) }
+    }
+
+    var count: Int { messages.withLock { $0.count } }
+}
+
+/// A member's transport listening on a free loopback port.
+struct TestMember {
+    let id: NodeID
+    let transport: PeerTransport
+    let inbox: Inbox
+    let port: Int
+
+    static func start(_ id: NodeID, files: TLSFiles, group: any EventLoopGroup, options: PeerTransportOptions = PeerTransportOptions()) async throws -> TestMember {
+        let inbox = Inbox()
+        var logger = Logger(label: "test.peer")
+        logger.logLevel = .critical
+        let transport = PeerTransport(selfID: id, tls: try ReloadingTLSContexts(files: files), group: group, delegate: inbox,
+                                      options: options, logger: logger)
+        let port = try await transport.listen(host: "127.0.0.1", port: 0)
+        return TestMember(id: id, transport: transport, inbox: inbox, port: port)
+    }
+
+    var address: PeerAddress { PeerAddress(host: "127.0.0.1", port: port) }
+}
+
+/// Polls `condition` every 10 ms for at most `seconds`.
+func eventually(seconds: Double = 5, _ condition: () -> Bool) async -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        try? await Task.sleep(nanoseconds: 10_000_000)
+    }
+    return condition()
+}
+
+/// Sends `messages` until `inbox` holds at least `count` (a first send may find the connection
+/// still being dialled), for at most `seconds`.
+func sendUntilDelivered(_ transport: PeerTransport, _ messages: [Message], to inbox: Inbox, count: Int, seconds: Double = 5) async -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if inbox.count >= count { return true }
+        if transport.send(messages).isEmpty {
+            if await eventually(seconds: 1, { inbox.count >= count }) { return true }
+        } else {
+            try? await Task.sleep(nanoseconds: 20_000_000)
+        }
+    }
+    return inbox.count >= count
+}
+
+/// A raw TLS (or plain TCP) connection to a member, for sending whatever bytes a test wants.
+final class RawConnection: @unchecked Sendable {
+    let channel: any Channel
+
+    init(port: Int, group: any EventLoopGroup, tls: TLSFiles?) async throws {
+        let context: NIOSSLContext? = try tls.map { files in
+            let material = try TLSMaterial(files: files)
+            return try NIOSSLContext(configuration: material.clientConfiguration())
+        }
+        let bootstrap = ClientBootstrap(group: group).channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                if let context { try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: context, serverHostname: nil)) }
+            }
+        }
+        channel = try await bootstrap.connect(host: "127.0.0.1", port: port).get()
+    }
+
+    func write(_ bytes: [UInt8]) async throws {
+        var buffer = channel.allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        try await channel.writeAndFlush(buffer).get()
+    }
+
+    var isClosed: Bool { !channel.isActive }
+}
