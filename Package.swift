@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // Thin system-library targets: one C header each, linked from Debian's -dev packages.
@@ -90,6 +91,18 @@ let package = Package(
             ]
         ),
 
+        // The node: configuration, the Raft loop, the client and admin services, health.
+        .target(
+            name: "Node",
+            dependencies: [
+                "Raft", "RaftStorage", "KVStore", "Storage", "Sealing", "Transport", "Wire", "CRMProto",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+
         // The deterministic cluster simulator (used by crm-sim and the tests).
         .target(
             name: "Simulation",
@@ -120,6 +133,7 @@ let package = Package(
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Raft"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Raft", "BinaryCoding"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Raft", "Wire", .product(name: "NIOPosix", package: "swift-nio")]),
+        .testTarget(name: "NodeTests", dependencies: ["Node", "Raft"]),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft", "Storage", "Sealing"]),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "Storage", "Sealing"]),
     ]

@@ -1,0 +1,239 @@
+import Foundation
+import Raft
+import Yams
+
+/// Everything wrong with a config file, one line each, naming the key and the fix.
+public struct ConfigError: Error, CustomStringConvertible, Equatable {
+    public var path: String
+    public var problems: [String]
+
+    public var description: String {
+        "\(path): \(problems.count == 1 ? "1 problem" : "\(problems.count) problems")\n" + problems.map { "  - \($0)" }.joined(separator: "\n")
+    }
+}
+
+extension NodeConfig {
+    /// Reads, checks and resolves the config at `path`: relative file paths are taken relative
+    /// to the file's directory. Throws `ConfigError` listing every problem found.
+    public static func load(path: String, checkFiles: Bool = true) throws -> NodeConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError(path: path, problems: ["cannot read the file (\(error.localizedDescription)); pass the right path with --config"])
+        }
+        var config = try parse(text, path: path)
+        config.resolvePaths(relativeTo: URL(fileURLWithPath: path).deletingLastPathComponent().path)
+        let problems = config.problems(checkFiles: checkFiles)
+        guard problems.isEmpty else { throw ConfigError(path: path, problems: problems) }
+        return config
+    }
+
+    /// Parses YAML, refusing unknown keys (a misspelt key would otherwise be ignored silently).
+    static func parse(_ text: String, path: String) throws -> NodeConfig {
+        let root: Yams.Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch {
+            throw ConfigError(path: path, problems: ["not valid YAML: \(error)"])
+        }
+        guard let root, root.mapping != nil else { throw ConfigError(path: path, problems: ["the file is empty or not a YAML mapping"]) }
+        let unknown = unknownKeys(in: root, schema: .config, at: "")
+        if !unknown.isEmpty { throw ConfigError(path: path, problems: unknown) }
+        do {
+            return try YAMLDecoder().decode(NodeConfig.self, from: text)
+        } catch let error as DecodingError {
+            throw ConfigError(path: path, problems: [describe(error)])
+        } catch {
+            throw ConfigError(path: path, problems: ["\(error)"])
+        }
+    }
+
+    private static func describe(_ error: DecodingError) -> String {
+        func key(_ path: [any CodingKey]) -> String {
+            path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
+        }
+        switch error {
+        case .keyNotFound(let missing, let context):
+            let place = key(context.codingPath + [missing])
+            return "\(place): missing; add it (see cluster/node-1.yaml for an example)"
+        case .typeMismatch(let type, let context):
+            return "\(key(context.codingPath)): expected \(type == String.self ? "text" : "\(type)")"
+        case .valueNotFound(_, let context):
+            return "\(key(context.codingPath)): has no value"
+        case .dataCorrupted(let context):
+            return "\(key(context.codingPath)): \(context.debugDescription)"
+        @unknown default:
+            return "\(error)"
+        }
+    }
+
+    /// The keys each mapping may hold.
+    indirect enum Schema: Sendable {
+        case mapping([String: Schema])
+        case list(Schema)
+        case scalar
+
+        static let endpoints: Schema = .mapping(["id": .scalar, "peer": .scalar, "client": .scalar, "admin": .scalar])
+        static let config: Schema = .mapping([
+            "id": .scalar, "data_dir": .scalar, "master_key_file": .scalar, "join": .scalar,
+            "listen": .mapping(["peer": .scalar, "client": .scalar, "admin": .scalar, "health": .scalar]),
+            "advertise": .mapping(["peer": .scalar, "client": .scalar, "admin": .scalar]),
+            "members": .list(endpoints),
+            "tls": .mapping(["ca": .scalar, "cert": .scalar, "key": .scalar, "reload_interval_seconds": .scalar]),
+            "admins": .list(.scalar),
+            "timing": .mapping(["tick_ms": .scalar, "election_ticks": .scalar, "heartbeat_ticks": .scalar,
+                                "request_timeout_ms": .scalar, "shutdown_handoff_ms": .scalar]),
+            "limits": .mapping(["max_message_bytes": .scalar, "max_send_queue_bytes": .scalar,
+                                "snapshot_every_entries": .scalar, "max_sessions": .scalar]),
+        ])
+    }
+
+    private static func unknownKeys(in node: Yams.Node, schema: Schema, at place: String) -> [String] {
+        switch (schema, node) {
+        case (.mapping(let keys), .mapping(let mapping)):
+            var problems: [String] = []
+            for (key, value) in mapping {
+                let name = key.string ?? "\(key)"
+                let here = place.isEmpty ? name : "\(place).\(name)"
+                guard let child = keys[name] else {
+                    let known = keys.keys.sorted().joined(separator: ", ")
+                    problems.append("\(here): unknown key; the keys here are \(known)")
+                    continue
+                }
+                problems += unknownKeys(in: value, schema: child, at: here)
+            }
+            return problems
+        case (.list(let element), .sequence(let sequence)):
+            return sequence.enumerated().flatMap { unknownKeys(in: $0.element, schema: element, at: "\(place)[\($0.offset)]") }
+        default:
+            return []  // type mismatches are reported by the decoder
+        }
+    }
+
+    mutating func resolvePaths(relativeTo directory: String) {
+        func resolve(_ path: String) -> String {
+            path.hasPrefix("/") ? path : URL(fileURLWithPath: directory).appendingPathComponent(path).standardized.path
+        }
+        dataDir = resolve(dataDir)
+        masterKeyFile = resolve(masterKeyFile)
+        tls.ca = resolve(tls.ca)
+        tls.cert = resolve(tls.cert)
+        tls.key = resolve(tls.key)
+    }
+
+    /// Every inconsistency, one line each.
+    func problems(checkFiles: Bool) -> [String] {
+        var problems: [String] = []
+        if id == 0 { problems.append("id: must be a positive integer; each member of a cluster has its own") }
+        problems += memberProblems()
+        problems += endpointProblems()
+        problems += timingProblems()
+        problems += limitProblems()
+        for name in admins ?? [] where PeerIdentityName.isValid(name) == false {
+            problems.append("admins: '\(name)' is not a client name (letters, digits, '.', '_', '-'); it must match a client certificate's crm://client/<name>")
+        }
+        if checkFiles { problems += fileProblems() }
+        return problems
+    }
+
+    private func memberProblems() -> [String] {
+        var problems: [String] = []
+        if members.isEmpty { problems.append("members: empty; list every founding voter, this member included") }
+        let ids = members.map(\.id)
+        for duplicate in Set(ids.filter { id in ids.filter { $0 == id }.count > 1 }).sorted() {
+            problems.append("members: id \(duplicate) is listed more than once")
+        }
+        if ids.contains(0) { problems.append("members: id 0 is reserved; use positive ids") }
+        if id != 0 && !ids.contains(id) { problems.append("members: this member (id \(id)) is not listed; add its own entry with its peer, client and admin addresses") }
+        let peers = members.map(\.peer)
+        for duplicate in Set(peers.filter { peer in peers.filter { $0 == peer }.count > 1 }) {
+            problems.append("members: peer address \(duplicate) is used by more than one member")
+        }
+        for member in members where member.peer.isWildcard || member.client.isWildcard || member.admin.isWildcard {
+            problems.append("members[id \(member.id)]: addresses must be reachable ones, not 0.0.0.0 or ::")
+        }
+        if let own = members.first(where: { $0.id == id }) {
+            let peer = advertise?.peer ?? listen.peer
+            if own.peer != peer {
+                problems.append("members[id \(id)].peer is \(own.peer) but this member is reached at \(peer) (advertise.peer, or listen.peer); make them agree")
+            }
+        }
+        return problems
+    }
+
+    private func endpointProblems() -> [String] {
+        var problems: [String] = []
+        let listeners = [("peer", listen.peer), ("client", listen.client), ("admin", listen.admin), ("health", listen.health)]
+        for (name, endpoint) in listeners where endpoint.port == 0 {
+            problems.append("listen.\(name): port 0; give a fixed port so that members and clients can find it")
+        }
+        for (index, first) in listeners.enumerated() {
+            for second in listeners[(index + 1)...] where first.1 == second.1 {
+                problems.append("listen.\(first.0) and listen.\(second.0) are both \(first.1); each listener needs its own port")
+            }
+        }
+        for (name, endpoint) in [("peer", advertise?.peer), ("client", advertise?.client), ("admin", advertise?.admin)] {
+            if let endpoint, endpoint.isWildcard { problems.append("advertise.\(name): \(endpoint) cannot be dialled; give this host's address") }
+        }
+        if advertise?.peer == nil && listen.peer.isWildcard {
+            problems.append("listen.peer binds to \(listen.peer); set advertise.peer to the address other members use")
+        }
+        return problems
+    }
+
+    private func timingProblems() -> [String] {
+        var problems: [String] = []
+        if !(10...10_000).contains(tickMilliseconds) { problems.append("timing.tick_ms: \(tickMilliseconds) is outside 10–10000") }
+        if heartbeatTicks < 1 { problems.append("timing.heartbeat_ticks: must be at least 1") }
+        if electionTicks < 2 * max(heartbeatTicks, 1) {
+            problems.append("timing.election_ticks (\(electionTicks)) must be at least twice timing.heartbeat_ticks (\(heartbeatTicks)), or followers campaign between heartbeats")
+        }
+        if requestTimeoutMilliseconds < 2 * tickMilliseconds * electionTicks {
+            problems.append("timing.request_timeout_ms (\(requestTimeoutMilliseconds)) should cover two election timeouts (\(2 * tickMilliseconds * electionTicks) ms) so that requests survive a leader change")
+        }
+        if shutdownHandoffMilliseconds < 0 { problems.append("timing.shutdown_handoff_ms: must not be negative") }
+        return problems
+    }
+
+    private func limitProblems() -> [String] {
+        var problems: [String] = []
+        if !((64 << 10)...(256 << 20)).contains(maxMessageBytes) { problems.append("limits.max_message_bytes: \(maxMessageBytes) is outside 64 KiB–256 MiB") }
+        if maxSendQueueBytes < maxMessageBytes { problems.append("limits.max_send_queue_bytes must be at least limits.max_message_bytes") }
+        if snapshotEveryEntries < 100 { problems.append("limits.snapshot_every_entries: at least 100") }
+        if maxSessions < 1 { problems.append("limits.max_sessions: at least 1") }
+        if tlsReloadIntervalSeconds < 1 { problems.append("tls.reload_interval_seconds: at least 1") }
+        return problems
+    }
+
+    private func fileProblems() -> [String] {
+        var problems: [String] = []
+        let files = FileManager.default
+        for (key, path) in [("tls.ca", tls.ca), ("tls.cert", tls.cert), ("tls.key", tls.key), ("master_key_file", masterKeyFile)] {
+            guard files.isReadableFile(atPath: path) else {
+                problems.append("\(key): \(path) does not exist or cannot be read; cluster/make-certs.sh creates it")
+                continue
+            }
+            if key == "tls.key" || key == "master_key_file",
+               let mode = (try? files.attributesOfItem(atPath: path))?[.posixPermissions] as? NSNumber, mode.intValue & 0o077 != 0 {
+                problems.append("\(key): \(path) is readable by others (mode \(String(mode.intValue, radix: 8))); run `chmod 600 \(path)`")
+            }
+        }
+        var isDirectory: ObjCBool = false
+        if files.fileExists(atPath: dataDir, isDirectory: &isDirectory) {
+            if !isDirectory.boolValue { problems.append("data_dir: \(dataDir) is a file, not a directory") }
+            else if !files.isWritableFile(atPath: dataDir) { problems.append("data_dir: \(dataDir) is not writable by this user") }
+        } else if !files.isWritableFile(atPath: URL(fileURLWithPath: dataDir).deletingLastPathComponent().path) {
+            problems.append("data_dir: \(dataDir) does not exist and its parent is not writable; create it")
+        }
+        return problems
+    }
+}
+
+/// Client names as certificates carry them (crm://client/<name>).
+enum PeerIdentityName {
+    static func isValid(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 128
+            && name.unicodeScalars.allSatisfy { $0.properties.isAlphabetic || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0) }
+    }
+}

@@ -1,0 +1,117 @@
+import Foundation
+@testable import Node
+import Raft
+import Testing
+
+/// A config directory with key files, so that file checks can pass or fail on purpose.
+final class ConfigDirectory: @unchecked Sendable {
+    let path = NSTemporaryDirectory() + "crm-config-" + UUID().uuidString
+
+    init() throws {
+        try FileManager.default.createDirectory(atPath: path + "/data", withIntermediateDirectories: true)
+        for (name, mode) in [("ca.pem", 0o644), ("member-1.pem", 0o644), ("member-1.key", 0o600), ("master-1.key", 0o600)] {
+            FileManager.default.createFile(atPath: path + "/" + name, contents: Data("x".utf8), attributes: [.posixPermissions: mode])
+        }
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+
+    func write(_ yaml: String) throws -> String {
+        let file = path + "/node.yaml"
+        try yaml.write(toFile: file, atomically: true, encoding: .utf8)
+        return file
+    }
+}
+
+let validConfig = """
+    id: 1
+    data_dir: data
+    master_key_file: master-1.key
+    listen:
+      peer: 127.0.0.1:7001
+      client: 127.0.0.1:7101
+      admin: 127.0.0.1:7201
+      health: 127.0.0.1:7301
+    members:
+      - {id: 1, peer: "127.0.0.1:7001", client: "127.0.0.1:7101", admin: "127.0.0.1:7201"}
+      - {id: 2, peer: "127.0.0.1:7002", client: "127.0.0.1:7102", admin: "127.0.0.1:7202"}
+      - {id: 3, peer: "127.0.0.1:7003", client: "127.0.0.1:7103", admin: "127.0.0.1:7203"}
+    tls:
+      ca: ca.pem
+      cert: member-1.pem
+      key: member-1.key
+    """
+
+@Suite struct NodeConfigTests {
+    @Test func aValidConfigLoadsWithDefaultsAndResolvedPaths() throws {
+        let directory = try ConfigDirectory()
+        let config = try NodeConfig.load(path: try directory.write(validConfig))
+        #expect(config.id == 1 && config.members.count == 3)
+        #expect(config.dataDir == URL(fileURLWithPath: directory.path + "/data").standardized.path)
+        #expect(config.tls.key.hasSuffix("/member-1.key") && config.tls.key.hasPrefix("/"))
+        #expect(config.tickMilliseconds == 100 && config.electionTicks == 10 && config.heartbeatTicks == 1)
+        #expect(config.selfEndpoints.client == Endpoint(host: "127.0.0.1", port: 7101))
+        #expect(config.adminIdentities == ["crmctl"])
+        #expect(Endpoint("[::1]:7001") == Endpoint(host: "::1", port: 7001))
+        #expect(Endpoint("no-port") == nil && Endpoint("host:99999") == nil)
+    }
+
+    private func problems(_ yaml: String, checkFiles: Bool = true) throws -> [String] {
+        let directory = try ConfigDirectory()
+        do {
+            _ = try NodeConfig.load(path: try directory.write(yaml), checkFiles: checkFiles)
+            return []
+        } catch let error as ConfigError {
+            return error.problems
+        }
+    }
+
+    @Test func misspeltKeysAreNamedWithTheKeysThatExist() throws {
+        let found = try problems(validConfig.replacingOccurrences(of: "  health:", with: "  heath:"))
+        #expect(found.contains { $0.hasPrefix("listen.heath: unknown key; the keys here are admin, client, health, peer") })
+    }
+
+    @Test func missingKeysAndBadValuesSayWhere() throws {
+        #expect(try problems(validConfig.replacingOccurrences(of: "master_key_file: master-1.key\n", with: ""))
+            .contains("master_key_file: missing; add it (see cluster/node-1.yaml for an example)"))
+        #expect(try problems(validConfig.replacingOccurrences(of: "peer: 127.0.0.1:7001", with: "peer: localhost"))
+            .contains { $0.contains("'localhost' is not host:port") })
+        #expect(try problems("just text").contains("the file is empty or not a YAML mapping"))
+    }
+
+    @Test func inconsistentSettingsAreAllReported() throws {
+        let yaml = validConfig
+            .replacingOccurrences(of: "id: 1\n", with: "id: 4\n")
+            .replacingOccurrences(of: "127.0.0.1:7301", with: "127.0.0.1:7201")
+            + "\ntiming:\n  election_ticks: 1\n"
+        let found = try problems(yaml)
+        #expect(found.contains("members: this member (id 4) is not listed; add its own entry with its peer, client and admin addresses"))
+        #expect(found.contains("listen.admin and listen.health are both 127.0.0.1:7201; each listener needs its own port"))
+        #expect(found.contains { $0.hasPrefix("timing.election_ticks (1) must be at least twice") })
+        #expect(found.count >= 3)
+    }
+
+    @Test func unsafeOrMissingFilesAreRefusedWithTheFix() throws {
+        let directory = try ConfigDirectory()
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: directory.path + "/member-1.key")
+        try FileManager.default.removeItem(atPath: directory.path + "/ca.pem")
+        do {
+            _ = try NodeConfig.load(path: try directory.write(validConfig))
+            Issue.record("loaded a config with an unsafe key and a missing CA")
+        } catch let error as ConfigError {
+            #expect(error.problems.contains { $0.hasPrefix("tls.key:") && $0.hasSuffix("run `chmod 600 \(directory.path)/member-1.key`") })
+            #expect(error.problems.contains { $0.hasPrefix("tls.ca:") && $0.contains("cluster/make-certs.sh creates it") })
+            #expect(error.description.contains("2 problems"))
+        }
+    }
+
+    @Test func duplicateMembersAndWildcardAdvertisementsAreRefused() throws {
+        let yaml = validConfig
+            .replacingOccurrences(of: "{id: 3, peer: \"127.0.0.1:7003\"", with: "{id: 2, peer: \"127.0.0.1:7002\"")
+            .replacingOccurrences(of: "peer: 127.0.0.1:7001\n  client", with: "peer: 0.0.0.0:7001\n  client")
+        let found = try problems(yaml, checkFiles: false)
+        #expect(found.contains("members: id 2 is listed more than once"))
+        #expect(found.contains("members: peer address 127.0.0.1:7002 is used by more than one member"))
+        #expect(found.contains("listen.peer binds to 0.0.0.0:7001; set advertise.peer to the address other members use"))
+    }
+}
