@@ -58,7 +58,7 @@ let package = Package(
         .target(
             name: "KVStore",
             dependencies: [
-                "Raft", "Storage", "BinaryCoding",
+                "Raft", "Storage", "Sealing", "BinaryCoding",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "HeapModule", package: "swift-collections"),
             ]

@@ -35,7 +35,7 @@ public final class ReplicatedKV: @unchecked Sendable {
     }
 
     public let engine: StorageEngine
-    private let logger: Logger
+    let logger: Logger
     public private(set) var position: Position
     private var sessions: SessionTable
     /// Set when a write failed: the in-memory sessions may be ahead of the disk, so every
@@ -196,11 +196,23 @@ public final class ReplicatedKV: @unchecked Sendable {
 
     private static func loadPosition(_ engine: StorageEngine) throws -> Position {
         guard let bytes = try engine.get(.metadata, StateKeys.position) else { return Position(index: 0, term: 0, logClockMillis: 0) }
+        return try decodePosition(bytes)
+    }
+
+    static func decodePosition(_ bytes: [UInt8]) throws -> Position {
         var reader = BinaryReader(bytes)
         guard let index = reader.u64(), let term = reader.u64(), let clock = reader.u64(), reader.isAtEnd else {
             throw StorageError.corruption(family: .metadata, key: StateKeys.position, message: "the applied position does not decode")
         }
         return Position(index: index, term: term, logClockMillis: clock)
+    }
+
+    /// Reloads position and sessions from disk (after a restore), and clears a write failure.
+    func reload() throws {
+        position = try Self.loadPosition(engine)
+        sessions = SessionTable(capacity: sessions.capacity, idleTimeoutMillis: sessions.idleTimeoutMillis)
+        try loadSessions()
+        failure = nil
     }
 
     private func loadSessions() throws {

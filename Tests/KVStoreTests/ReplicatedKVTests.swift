@@ -188,3 +188,44 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         }
     }
 }
+
+@Suite struct KVSnapshotTests {
+    @Test func aSnapshotRestoresTheSameStateAndHashElsewhere() throws {
+        let source = try KVDisk()
+        let kv = try source.open()
+        var log = LogWriter()
+        _ = try kv.apply([log.entry(.openSession(proposedAtMillis: 10))])
+        _ = try kv.apply(log.entries((1...300).map { .write(session: 1, sequence: UInt64($0), proposedAtMillis: 20,
+                                                            .put(key: bytes("key\($0)"), value: [UInt8](repeating: UInt8($0 % 256), count: 100))) }))
+        let (position, data) = try kv.snapshotData()
+        #expect(position.index == 301)
+        let original = try kv.stateHash()
+
+        let target = try KVDisk()
+        let copy = try target.open()
+        _ = try copy.apply([Entry(term: 1, index: 1, data: KVCommand.openSession(proposedAtMillis: 1).encoded)])
+        #expect(throws: (any Error).self) { try copy.restore(from: data, expectedIndex: 300) }
+        #expect(throws: (any Error).self) { try copy.restore(from: Array(data.prefix(20)), expectedIndex: 301) }
+        try copy.restore(from: data, expectedIndex: 301)
+        #expect(copy.appliedIndex == 301 && copy.sessionCount == 1)
+        #expect(try copy.stateHash() == original)
+        #expect(try copy.get(bytes("key7")) == [UInt8](repeating: 7, count: 100))
+        // The restored session still answers a retry from its record.
+        let retry = try copy.apply([Entry(term: 1, index: 302, data: KVCommand.write(session: 1, sequence: 300, proposedAtMillis: 30,
+                                                                                   .put(key: bytes("key300"), value: [])).encoded)])
+        #expect(retry.map(\.outcome) == [.put])
+        #expect(try copy.get(bytes("key300")) == [UInt8](repeating: 44, count: 100))
+    }
+
+    @Test func differentStatesHashDifferently() throws {
+        let disk = try KVDisk()
+        let kv = try disk.open()
+        var log = LogWriter()
+        _ = try kv.apply([log.entry(.openSession(proposedAtMillis: 1))])
+        let before = try kv.stateHash()
+        _ = try kv.apply([log.entry(.write(session: 1, sequence: 1, proposedAtMillis: 1, .put(key: bytes("a"), value: bytes("b"))))])
+        let after = try kv.stateHash()
+        #expect(before.hash != after.hash && after.index == before.index + 1)
+        #expect(after.hash.count == 64)
+    }
+}
