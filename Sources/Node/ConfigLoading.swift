@@ -223,8 +223,13 @@ extension NodeConfig {
         if files.fileExists(atPath: dataDir, isDirectory: &isDirectory) {
             if !isDirectory.boolValue { problems.append("data_dir: \(dataDir) is a file, not a directory") }
             else if !files.isWritableFile(atPath: dataDir) { problems.append("data_dir: \(dataDir) is not writable by this user") }
-        } else if !files.isWritableFile(atPath: URL(fileURLWithPath: dataDir).deletingLastPathComponent().path) {
-            problems.append("data_dir: \(dataDir) does not exist and its parent is not writable; create it")
+        } else {
+            // It is created at start, with any missing parents: the nearest existing one must be writable.
+            var ancestor = URL(fileURLWithPath: dataDir).deletingLastPathComponent()
+            while !files.fileExists(atPath: ancestor.path) && ancestor.path != "/" { ancestor.deleteLastPathComponent() }
+            if !files.isWritableFile(atPath: ancestor.path) {
+                problems.append("data_dir: \(dataDir) does not exist and \(ancestor.path) is not writable; create it")
+            }
         }
         return problems
     }

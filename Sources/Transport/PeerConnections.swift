@@ -147,7 +147,7 @@ struct PeerRefusal: Error, CustomStringConvertible {
 
 /// On a dialled connection: once TLS is up, checks that the server's certificate names the
 /// member that was dialled, then sends the hello.
-final class OutboundHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+final class OutboundHandshakeHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
@@ -195,6 +195,12 @@ final class OutboundHandshakeHandler: ChannelInboundHandler, RemovableChannelHan
         promise?.fail(error)
         promise = nil
         context.close(promise: nil)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // A connection that never became active (refused, timed out) ends here.
+        promise?.fail(PeerRefusal(description: "the connection ended before the handshake"))
+        promise = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -62,8 +62,9 @@ public final class PeerTransport: Sendable {
     final class DelegateBox: @unchecked Sendable {
         private let lock = Mutex(())
         private weak var value: (any PeerTransportDelegate)?
-        init(_ delegate: any PeerTransportDelegate) { value = delegate }
+        init(_ delegate: (any PeerTransportDelegate)?) { value = delegate }
         var current: (any PeerTransportDelegate)? { lock.withLock { _ in value } }
+        func set(_ delegate: any PeerTransportDelegate) { lock.withLock { _ in value = delegate } }
     }
 
     private let box: DelegateBox
@@ -87,7 +88,7 @@ public final class PeerTransport: Sendable {
 
     func recordRefusal(_ reason: String) { refusals.withLock { $0.record(reason) } }
 
-    public init(selfID: NodeID, tls: ReloadingTLSContexts, group: any EventLoopGroup, delegate: any PeerTransportDelegate,
+    public init(selfID: NodeID, tls: ReloadingTLSContexts, group: any EventLoopGroup, delegate: (any PeerTransportDelegate)? = nil,
                 options: PeerTransportOptions = PeerTransportOptions(), logger: Logger = Logger(label: "crm.peer")) {
         precondition(selfID != 0)
         self.selfID = selfID
@@ -100,6 +101,9 @@ public final class PeerTransport: Sendable {
         box = DelegateBox(delegate)
         state = Mutex(State())
     }
+
+    /// Sets who receives what arrives (held weakly).
+    public func setDelegate(_ delegate: any PeerTransportDelegate) { box.set(delegate) }
 
     // MARK: - Members
 

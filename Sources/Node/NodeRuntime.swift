@@ -1,0 +1,106 @@
+import Foundation
+import KVStore
+import Logging
+import NIOCore
+import NIOPosix
+import Raft
+import RaftStorage
+import Sealing
+import Storage
+import Transport
+
+/// One member, assembled from its config: storage, durable log, state machine, peer transport
+/// and Raft loop. `start()` opens everything in order and reports the first problem clearly;
+/// `stop()` closes it all.
+public final class NodeRuntime: @unchecked Sendable {
+    public let config: NodeConfig
+    let logger: Logger
+    let group: MultiThreadedEventLoopGroup
+    public private(set) var storage: StorageEngine?
+    public private(set) var engine: RaftEngine?
+    public private(set) var transport: PeerTransport?
+    public private(set) var tls: ReloadingTLSContexts?
+    private var tlsReload: RepeatedTask?
+
+    public init(config: NodeConfig, logger: Logger, eventLoopThreads: Int = 2) {
+        self.config = config
+        var logger = logger
+        logger[metadataKey: "node"] = "\(config.id)"
+        self.logger = logger
+        group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoopThreads)
+    }
+
+    /// Opens storage and the log (bootstrapping a new cluster's founding entry on a first start),
+    /// starts the peer listener and the Raft loop.
+    public func start() async throws {
+        try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        let masterKey = try FileMasterKeyProvider(path: config.masterKeyFile)
+        let storage = try StorageEngine.open(path: config.dataDir + "/db", masterKey: masterKey, logger: logger)
+        self.storage = storage
+        let log = try DurableLogStore.open(engine: storage, logger: logger)
+        if log.lastIndex == 0 && log.hardState == HardState() && config.join != true {
+            let founders = config.members.map(\.id).sorted()
+            try log.bootstrap(founders: founders)
+            logger.info("bootstrapped a new cluster", metadata: ["founders": "\(founders)"])
+        }
+        var kvOptions = ReplicatedKV.Options()
+        kvOptions.maxSessions = config.maxSessions
+        let kv = try ReplicatedKV(engine: storage, options: kvOptions, logger: logger)
+        if kv.appliedIndex < log.snapshotMetadata.index {
+            // The state machine is behind the log's snapshot (a restore was cut short).
+            try kv.restore(from: log.snapshot().data, expectedIndex: log.snapshotMetadata.index)
+        }
+
+        let tls = try ReloadingTLSContexts(files: config.tlsFiles)
+        guard tls.material.identity == .member(config.id) else {
+            throw ConfigError(path: config.tls.cert, problems: [
+                "tls.cert names \(tls.material.identity), but this member is crm://member/\(config.id); use member-\(config.id).pem",
+            ])
+        }
+        self.tls = tls
+        var transportOptions = PeerTransportOptions()
+        transportOptions.maxFrameBytes = config.maxMessageBytes
+        transportOptions.sendQueueBytes = config.maxSendQueueBytes
+        let transport = PeerTransport(selfID: config.id, tls: tls, group: group, options: transportOptions, logger: logger)
+        self.transport = transport
+        transport.setPeers(Dictionary(uniqueKeysWithValues: config.members.map {
+            ($0.id, PeerAddress(host: $0.peer.host, port: $0.peer.port))
+        }))
+
+        var options = RaftEngine.Options()
+        options.tickMilliseconds = config.tickMilliseconds
+        options.electionTicks = config.electionTicks
+        options.heartbeatTicks = config.heartbeatTicks
+        options.maxAppendBytes = min(config.maxMessageBytes / 2, 4 << 20)
+        options.snapshotEveryEntries = UInt64(config.snapshotEveryEntries)
+        options.requestTimeoutMilliseconds = config.requestTimeoutMilliseconds
+        let engine = RaftEngine(id: config.id, log: log, kv: kv, transport: transport, options: options,
+                                randomSeed: UInt64.random(in: 1...UInt64.max), logger: logger)
+        transport.setDelegate(engine)
+        self.engine = engine
+        try await transport.listen(host: config.listen.peer.host, port: config.listen.peer.port)
+        engine.start()
+        tlsReload = group.next().scheduleRepeatedTask(initialDelay: .seconds(Int64(config.tlsReloadIntervalSeconds)),
+                                                      delay: .seconds(Int64(config.tlsReloadIntervalSeconds))) { [logger] _ in
+            do {
+                if try tls.reloadIfChanged() { logger.info("TLS files changed; new connections use them") }
+            } catch {
+                logger.error("TLS files changed but cannot be used; keeping the previous ones", metadata: ["error": "\(error)"])
+            }
+        }
+        logger.info("member started", metadata: [
+            "peer": "\(config.listen.peer)", "applied": "\(kv.appliedIndex)", "last_index": "\(log.lastIndex)",
+        ])
+    }
+
+    /// Stops the loop, the transport and storage (in that order).
+    public func stop() async {
+        tlsReload?.cancel()
+        engine?.stop()
+        await transport?.stop()
+        storage?.close()
+        try? await group.shutdownGracefully()
+        logger.info("member stopped")
+    }
+}
