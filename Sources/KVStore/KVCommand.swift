@@ -53,6 +53,9 @@ public enum KVCommand: Equatable, Sendable {
     case write(session: UInt64, sequence: UInt64, proposedAtMillis: UInt64, KVWrite)
 
     static let version: UInt8 = 1
+    /// The session id of writes made without a session: applied every time they commit, so a
+    /// retry after an unknown outcome may apply twice. Session ids are log indexes, never 0.
+    public static let noSession: UInt64 = 0
 
     public var encoded: [UInt8] {
         var writer = BinaryWriter()

@@ -150,6 +150,8 @@ public final class ReplicatedKV: @unchecked Sendable {
         case .write(let id, let sequence, let time, let write):
             pending.advanceClock(time)
             expireIdle(&pending)
+            // Session 0: a write without a session, applied each time it is committed.
+            if id == KVCommand.noSession { return try perform(write, into: &pending) }
             guard var session = sessions[id] else { return .unknownSession }
             if sequence == session.lastSequence, let outcome = session.lastOutcome { return outcome }
             guard sequence > session.lastSequence else { return .superseded(last: session.lastSequence) }

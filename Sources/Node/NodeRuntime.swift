@@ -21,6 +21,8 @@ public final class NodeRuntime: @unchecked Sendable {
     public private(set) var transport: PeerTransport?
     public private(set) var tls: ReloadingTLSContexts?
     private var tlsReload: RepeatedTask?
+    private var api: APIServers?
+    private var forwarder: LeaderForwarder?
 
     public init(config: NodeConfig, logger: Logger, eventLoopThreads: Int = 2) {
         self.config = config
@@ -81,6 +83,7 @@ public final class NodeRuntime: @unchecked Sendable {
         self.engine = engine
         try await transport.listen(host: config.listen.peer.host, port: config.listen.peer.port)
         engine.start()
+        try await startAPI(engine: engine, storage: storage)
         tlsReload = group.next().scheduleRepeatedTask(initialDelay: .seconds(Int64(config.tlsReloadIntervalSeconds)),
                                                       delay: .seconds(Int64(config.tlsReloadIntervalSeconds))) { [logger] _ in
             do {
@@ -94,9 +97,24 @@ public final class NodeRuntime: @unchecked Sendable {
         ])
     }
 
-    /// Stops the loop, the transport and storage (in that order).
+    private func startAPI(engine: RaftEngine, storage: StorageEngine) async throws {
+        let authorization = Authorization(admins: config.adminIdentities)
+        let forwarder = LeaderForwarder(config: config, logger: logger)
+        self.forwarder = forwarder
+        let kv = KVService(engine: engine, forwarder: forwarder, authorization: authorization,
+                           requestTimeoutMilliseconds: config.requestTimeoutMilliseconds, logger: logger)
+        let electionTimeout = UInt64(config.tickMilliseconds * config.electionTicks)
+        let admin = AdminService(engine: engine, storage: storage, config: config, authorization: authorization, logger: logger,
+                                 health: { HealthReport.assess(engine.currentStatus, electionTimeoutMilliseconds: electionTimeout) })
+        api = try await APIServers.start(config: config, services: [(config.listen.client, [kv]), (config.listen.admin, [admin])],
+                                         group: group, logger: logger)
+    }
+
+    /// Stops the listeners, the loop, the transport and storage (in that order).
     public func stop() async {
         tlsReload?.cancel()
+        await api?.stop()
+        forwarder?.shutdown()
         engine?.stop()
         await transport?.stop()
         storage?.close()

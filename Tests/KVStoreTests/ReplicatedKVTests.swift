@@ -98,6 +98,9 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         _ = try kv.apply([log.entry(write(1, 2, .put(key: bytes("counter"), value: bytes("2"))))])
         #expect(try kv.apply([log.entry(increment)]).map(\.outcome) == [.superseded(last: 2)])
         #expect(try kv.apply([log.entry(write(99, 1, .put(key: bytes("x"), value: [])))]).map(\.outcome) == [.unknownSession])
+        // Without a session (id 0) a write applies every time it commits.
+        let blind = write(KVCommand.noSession, 0, .compareAndSwap(key: bytes("blind"), expected: nil, new: bytes("1")))
+        #expect(try kv.apply(log.entries([blind, blind])).map(\.outcome) == [.compareAndSwap(swapped: true), .compareAndSwap(swapped: false)])
         #expect(try kv.get(bytes("counter")) == bytes("2"))
     }
 

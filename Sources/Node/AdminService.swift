@@ -1,0 +1,223 @@
+import CRMProto
+import Foundation
+import GRPCCore
+import Logging
+import Raft
+import Storage
+
+/// The admin API (`crm.v1.Admin`), for clients listed under `admins` in the config.
+struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
+    let engine: RaftEngine
+    let storage: StorageEngine
+    let config: NodeConfig
+    let authorization: Authorization
+    let logger: Logger
+    /// The health of this member, computed by the node (see `HealthReport`).
+    let health: @Sendable () -> HealthReport
+
+    func status(request: Crm_V1_StatusRequest, context: ServerContext) async throws -> Crm_V1_StatusResponse {
+        _ = try authorization.requireAdmin(context)
+        let status = engine.currentStatus
+        var response = Crm_V1_StatusResponse()
+        response.memberID = status.id
+        response.role = Self.role(status.role, learner: status.learners.contains(status.id))
+        response.term = status.term
+        response.leaderID = status.leader
+        response.commitIndex = status.commitIndex
+        response.appliedIndex = status.appliedIndex
+        response.firstIndex = status.firstIndex
+        response.lastIndex = status.lastIndex
+        response.snapshotIndex = status.snapshotIndex
+        response.members = members(status)
+        response.health = Self.proto(health())
+        response.pid = UInt64(ProcessInfo.processInfo.processIdentifier)
+        response.version = NodeVersion.current
+        // The digest comes with the applied index it was taken at (the loop may have moved on).
+        if let digest = try? engine.kv.stateHash() {
+            response.stateHash = digest.hash
+            response.appliedIndex = digest.index
+        }
+        return response
+    }
+
+    func listMembers(request: Crm_V1_ListMembersRequest, context: ServerContext) async throws -> Crm_V1_ListMembersResponse {
+        _ = try authorization.requireAdmin(context)
+        var response = Crm_V1_ListMembersResponse()
+        response.members = members(engine.currentStatus)
+        return response
+    }
+
+    func addLearner(request: Crm_V1_AddLearnerRequest, context: ServerContext) async throws -> Crm_V1_MembershipResponse {
+        try await change(.addLearner(request.id), by: try authorization.requireAdmin(context))
+    }
+
+    func promoteMember(request: Crm_V1_PromoteMemberRequest, context: ServerContext) async throws -> Crm_V1_MembershipResponse {
+        try await change(.promote(request.id), by: try authorization.requireAdmin(context))
+    }
+
+    func removeMember(request: Crm_V1_RemoveMemberRequest, context: ServerContext) async throws -> Crm_V1_MembershipResponse {
+        try await change(.remove(request.id), by: try authorization.requireAdmin(context))
+    }
+
+    private func change(_ change: ConfigurationChange, by admin: String) async throws -> Crm_V1_MembershipResponse {
+        logger.notice("membership change requested", metadata: ["change": "\(change)", "admin": "\(admin)"])
+        do {
+            let index = try await engine.changeMembership(change)
+            var response = Crm_V1_MembershipResponse()
+            response.index = index
+            response.members = members(engine.currentStatus)
+            return response
+        } catch let error as EngineError {
+            throw Self.leaderError(error, engine.currentStatus)
+        }
+    }
+
+    func transferLeadership(request: Crm_V1_TransferLeadershipRequest, context: ServerContext) async throws -> Crm_V1_TransferLeadershipResponse {
+        let admin = try authorization.requireAdmin(context)
+        logger.notice("leadership transfer requested", metadata: ["target": "\(request.targetID)", "admin": "\(admin)"])
+        do {
+            try await engine.transferLeadership(to: request.targetID)
+        } catch let error as EngineError {
+            throw Self.leaderError(error, engine.currentStatus)
+        }
+        let status = engine.currentStatus
+        var response = Crm_V1_TransferLeadershipResponse()
+        response.leaderID = status.leader
+        response.term = status.term
+        return response
+    }
+
+    func snapshot(request: Crm_V1_SnapshotRequest, context: ServerContext) async throws -> Crm_V1_SnapshotResponse {
+        _ = try authorization.requireAdmin(context)
+        do {
+            let metadata = try await engine.snapshotNow()
+            var response = Crm_V1_SnapshotResponse()
+            response.index = metadata.index
+            response.term = metadata.term
+            return response
+        } catch let error as EngineError {
+            throw KVService.rpcError(error)
+        }
+    }
+
+    func compact(request: Crm_V1_CompactRequest, context: ServerContext) async throws -> Crm_V1_CompactResponse {
+        _ = try authorization.requireAdmin(context)
+        let started = Date()
+        let engine = self.storage
+        try await offload { try engine.compact() }
+        var response = Crm_V1_CompactResponse()
+        response.durationMs = UInt64(Date().timeIntervalSince(started) * 1000)
+        return response
+    }
+
+    func rotateKeys(request: Crm_V1_RotateKeysRequest, context: ServerContext) async throws -> Crm_V1_RotateKeysResponse {
+        let admin = try authorization.requireAdmin(context)
+        let engine = self.storage
+        let active = try await offload { try engine.rotateDataKey() }
+        logger.notice("data key rotated", metadata: ["active_key": "\(active)", "admin": "\(admin)"])
+        // Old values are re-sealed in the background; the old key retires when that is done.
+        let reseal = BackgroundReseal(engine: engine)
+        reseal.start()
+        let keys = storage.keyStatus()
+        var response = Crm_V1_RotateKeysResponse()
+        response.activeKeyID = keys.activeKeyID
+        response.liveKeyIds = keys.liveKeyIDs
+        return response
+    }
+
+    func verify(request: Crm_V1_VerifyRequest, context: ServerContext) async throws -> Crm_V1_VerifyResponse {
+        _ = try authorization.requireAdmin(context)
+        let engine = self.storage
+        let report = try await offload { try engine.verify() }
+        var response = Crm_V1_VerifyResponse()
+        response.valuesChecked = report.checked
+        response.damaged = report.problems.map { problem in
+            var item = Crm_V1_DamagedItem()
+            item.family = problem.family.name
+            item.keyHex = problem.key?.hexString ?? ""
+            item.reason = "\(problem)"
+            return item
+        }
+        return response
+    }
+
+    // MARK: Helpers
+
+    /// Runs blocking storage work off the cooperative thread pool.
+    private func offload<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        do {
+            return try await withCheckedThrowingContinuation { continuation in
+                DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+            }
+        } catch {
+            throw RPCError(code: .internalError, message: "\(error)")
+        }
+    }
+
+    private func members(_ status: EngineStatus) -> [Crm_V1_MemberStatus] {
+        let ids = status.voters.union(status.learners).union(config.members.map(\.id)).sorted()
+        return ids.map { id in
+            var member = Crm_V1_MemberStatus()
+            member.id = id
+            member.voter = status.voters.contains(id)
+            if id == status.id {
+                member.role = Self.role(status.role, learner: status.learners.contains(id))
+                member.pid = UInt64(ProcessInfo.processInfo.processIdentifier)
+                member.reachable = true
+            } else {
+                member.role = status.learners.contains(id) ? .learner : (status.leader == id ? .leader : .follower)
+                member.lastContactMs = status.lastContactMilliseconds[id] ?? 0
+                member.reachable = status.lastContactMilliseconds[id].map { $0 < UInt64(config.tickMilliseconds * config.electionTicks) } ?? false
+            }
+            if let match = status.matchIndexes[id] {
+                member.matchIndex = match
+                member.lag = status.lastIndex > match ? status.lastIndex - match : 0
+            }
+            if let endpoints = config.members.first(where: { $0.id == id }) {
+                var proto = Crm_V1_Endpoints()
+                proto.peer = endpoints.peer.description
+                proto.client = endpoints.client.description
+                proto.admin = endpoints.admin.description
+                if id == status.id { proto.health = config.listen.health.description }
+                member.endpoints = proto
+            }
+            return member
+        }
+    }
+
+    static func role(_ role: Role, learner: Bool) -> Crm_V1_MemberRole {
+        if learner { return .learner }
+        switch role {
+        case .follower: return .follower
+        case .preCandidate: return .preCandidate
+        case .candidate: return .candidate
+        case .leader: return .leader
+        }
+    }
+
+    static func proto(_ report: HealthReport) -> Crm_V1_Health {
+        var health = Crm_V1_Health()
+        switch report.state {
+        case .healthy: health.state = .healthy
+        case .degraded: health.state = .degraded
+        case .down: health.state = .down
+        }
+        health.reasons = report.reasons
+        return health
+    }
+
+    /// Membership and transfers happen on the leader: say which member that is.
+    static func leaderError(_ error: EngineError, _ status: EngineStatus) -> RPCError {
+        if case .notLeader(let hint) = error {
+            return RPCError(code: .failedPrecondition, message: hint == 0
+                ? "no leader is known yet; retry shortly"
+                : "member \(status.id) does not lead; send this to the leader, member \(hint) (crmctl --member \(hint) ...)")
+        }
+        return KVService.rpcError(error)
+    }
+}
+
+/// The version this build reports.
+public enum NodeVersion {
+    public static let current = "0.1.0"
+}

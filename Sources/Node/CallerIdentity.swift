@@ -1,0 +1,42 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Transport
+import X509
+
+extension ServerContext {
+    /// The identity in the caller's client certificate (the TLS layer has already checked that
+    /// the cluster CA signed it); nil when it names none.
+    var callerIdentity: PeerIdentity? {
+        guard let posix = transportSpecific as? HTTP2ServerTransport.Posix.Context,
+              let certificate = posix.peerCertificate,
+              let names = try? certificate.extensions.subjectAlternativeNames else { return nil }
+        var found: [PeerIdentity] = []
+        for name in names {
+            if case .uniformResourceIdentifier(let uri) = name, let identity = PeerIdentity(uri: uri) { found.append(identity) }
+        }
+        return found.count == 1 ? found[0] : nil
+    }
+}
+
+/// Who may call what.
+struct Authorization: Sendable {
+    /// Client names allowed on the admin API.
+    let admins: Set<String>
+
+    /// The KV API: any client or member certificate of the cluster.
+    func requireClient(_ context: ServerContext) throws -> PeerIdentity {
+        guard let identity = context.callerIdentity else {
+            throw RPCError(code: .unauthenticated, message: "the client certificate names no crm identity (crm://client/<name>); make one with cluster/make-certs.sh")
+        }
+        return identity
+    }
+
+    /// The admin API: a client listed in the config's `admins`.
+    func requireAdmin(_ context: ServerContext) throws -> String {
+        let identity = try requireClient(context)
+        guard case .client(let name) = identity, admins.contains(name) else {
+            throw RPCError(code: .permissionDenied, message: "\(identity) may not use the admin API; list its name under `admins` in the member's config")
+        }
+        return name
+    }
+}

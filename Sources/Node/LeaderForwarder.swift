@@ -1,0 +1,50 @@
+import CRMProto
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Logging
+import Raft
+import Synchronization
+
+/// gRPC clients to the other members' client APIs, authenticated with this member's own
+/// certificate, for forwarding writes to the leader.
+final class LeaderForwarder: Sendable {
+    private let config: NodeConfig
+    private let logger: Logger
+    private let clients = Mutex<[NodeID: GRPCClient<HTTP2ClientTransport.Posix>]>([:])
+    private let tasks = Mutex<[Task<Void, Never>]>([])
+
+    init(config: NodeConfig, logger: Logger) {
+        self.config = config
+        self.logger = logger
+    }
+
+    /// The KV client for member `id`'s client API, connected on first use.
+    func kv(_ id: NodeID) throws -> Crm_V1_KV.Client<HTTP2ClientTransport.Posix> {
+        if let existing = clients.withLock({ $0[id] }) { return Crm_V1_KV.Client(wrapping: existing) }
+        guard let member = config.members.first(where: { $0.id == id }) else {
+            throw RPCError(code: .unavailable, message: "the leader is member \(id), whose client address this member does not know")
+        }
+        let transport = try HTTP2ClientTransport.Posix(
+            target: .dns(host: member.client.host, port: member.client.port),
+            transportSecurity: .mTLS(certificateChain: [.file(path: config.tls.cert, format: .pem)],
+                                     privateKey: .file(path: config.tls.key, format: .pem)) { tls in
+                tls.trustRoots = .certificates([.file(path: config.tls.ca, format: .pem)])
+                tls.serverCertificateVerification = .noHostnameVerification
+            })
+        let client = GRPCClient(transport: transport)
+        let (stored, isNew) = clients.withLock { clients -> (GRPCClient<HTTP2ClientTransport.Posix>, Bool) in
+            if let existing = clients[id] { return (existing, false) }
+            clients[id] = client
+            return (client, true)
+        }
+        if isNew {
+            let task = Task { _ = try? await client.runConnections() }
+            tasks.withLock { $0.append(task) }
+        }
+        return Crm_V1_KV.Client(wrapping: stored)
+    }
+
+    func shutdown() {
+        for client in clients.withLock({ Array($0.values) }) { client.beginGracefulShutdown() }
+    }
+}
