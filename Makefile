@@ -5,7 +5,7 @@ SWIFT ?= swift
 SEEDS ?= 100000
 START ?= 0
 
-.PHONY: setup build release test sim soak bench-storage clean
+.PHONY: setup build release test up down sim soak bench-storage clean
 
 setup:
 	./cluster/install-deps.sh
@@ -19,6 +19,13 @@ release: setup
 test: setup
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+# A local 3-member cluster on 127.0.0.1 (run/local/); `make down` stops exactly those processes.
+up: release
+	./cluster/local-cluster.sh up 3
+
+down:
+	./cluster/local-cluster.sh down
 
 # The simulator in a release build: the CI-sized sweep, and the long soak.
 sim: setup

@@ -11,6 +11,8 @@ let package = Package(
         .library(name: "Raft", targets: ["Raft"]),
         .library(name: "RaftStorage", targets: ["RaftStorage"]),
         .executable(name: "crm-sim", targets: ["CRMSim"]),
+        .executable(name: "crm-node", targets: ["CRMNode"]),
+        .executable(name: "crmctl", targets: ["CRMCtl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -24,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // Thin system-library targets: one C header each, linked from Debian's -dev packages.
@@ -96,7 +99,7 @@ let package = Package(
         .target(
             name: "Node",
             dependencies: [
-                "Raft", "RaftStorage", "KVStore", "Storage", "Sealing", "Transport", "Wire", "CRMProto",
+                "Raft", "RaftStorage", "KVStore", "Storage", "Sealing", "Transport", "Wire", "CRMProto", "CRMClient",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -104,6 +107,37 @@ let package = Package(
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "X509", package: "swift-certificates"),
+            ]
+        ),
+
+        // A gRPC client of a member's APIs, over mutual TLS (crmctl, crm-bench, tests).
+        .target(
+            name: "CRMClient",
+            dependencies: [
+                "CRMProto",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            ]
+        ),
+
+        // crm-node: one member.
+        .executableTarget(
+            name: "CRMNode",
+            dependencies: [
+                "Node",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+
+        // crmctl: the admin CLI.
+        .executableTarget(
+            name: "CRMCtl",
+            dependencies: [
+                "CRMClient", "CRMProto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
             ]
         ),
 

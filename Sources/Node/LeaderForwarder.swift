@@ -1,3 +1,4 @@
+import CRMClient
 import CRMProto
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
@@ -25,7 +26,7 @@ final class LeaderForwarder: Sendable {
             throw RPCError(code: .unavailable, message: "the leader is member \(id), whose client address this member does not know")
         }
         let transport = try HTTP2ClientTransport.Posix(
-            target: .dns(host: member.client.host, port: member.client.port),
+            target: grpcTarget(host: member.client.host, port: member.client.port),
             transportSecurity: .mTLS(certificateChain: [.file(path: config.tls.cert, format: .pem)],
                                      privateKey: .file(path: config.tls.key, format: .pem)) { tls in
                 tls.trustRoots = .certificates([.file(path: config.tls.ca, format: .pem)])

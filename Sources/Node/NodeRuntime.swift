@@ -122,3 +122,34 @@ public final class NodeRuntime: @unchecked Sendable {
         logger.info("member stopped")
     }
 }
+
+extension NodeRuntime {
+    /// If this member leads, hands leadership to the most caught-up reachable voter and waits
+    /// (up to the configured handoff time) for it to take over. Returns at once otherwise.
+    public func handOffLeadership() async {
+        guard let engine else { return }
+        let status = engine.currentStatus
+        guard status.role == .leader else { return }
+        let electionTimeout = UInt64(config.tickMilliseconds * config.electionTicks)
+        let candidates = status.voters.filter { $0 != status.id && (status.lastContactMilliseconds[$0] ?? .max) < electionTimeout }
+        guard let target = candidates.max(by: { (status.matchIndexes[$0] ?? 0, $1) < (status.matchIndexes[$1] ?? 0, $0) }) else {
+            logger.warning("no reachable voter to hand leadership to; stopping as leader")
+            return
+        }
+        logger.notice("handing leadership over before stopping", metadata: ["target": "\(target)", "match": "\(status.matchIndexes[target] ?? 0)"])
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await engine.transferLeadership(to: target) }
+                group.addTask {
+                    try await Task.sleep(nanoseconds: UInt64(self.config.shutdownHandoffMilliseconds) * 1_000_000)
+                    throw EngineError.timedOut
+                }
+                try await group.next()
+                group.cancelAll()
+            }
+            logger.notice("leadership handed over", metadata: ["leader": "\(engine.currentStatus.leader)"])
+        } catch {
+            logger.warning("leadership handoff did not complete", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,58 @@
+import CRMProto
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+
+/// The client side of mutual TLS: the cluster CA, and a client certificate and key.
+public struct ClientTLSFiles: Sendable, Equatable {
+    public var ca: String
+    public var certificate: String
+    public var privateKey: String
+
+    public init(ca: String, certificate: String, privateKey: String) {
+        self.ca = ca
+        self.certificate = certificate
+        self.privateKey = privateKey
+    }
+}
+
+/// A gRPC connection to one member's client or admin API.
+public final class MemberConnection: Sendable {
+    public let host: String
+    public let port: Int
+    let client: GRPCClient<HTTP2ClientTransport.Posix>
+    private let task: Task<Void, Never>
+
+    /// Connects (lazily, on the first call) to `host`:`port`.
+    public init(host: String, port: Int, tls: ClientTLSFiles, maxResponseBytes: Int = 64 << 20) throws {
+        self.host = host
+        self.port = port
+        let transport = try HTTP2ClientTransport.Posix(
+            target: grpcTarget(host: host, port: port),
+            transportSecurity: .mTLS(certificateChain: [.file(path: tls.certificate, format: .pem)],
+                                     privateKey: .file(path: tls.privateKey, format: .pem)) { config in
+                config.trustRoots = .certificates([.file(path: tls.ca, format: .pem)])
+                config.serverCertificateVerification = .noHostnameVerification
+            },
+            config: .defaults { $0.http2.maxFrameSize = 1 << 20 },
+            serviceConfig: ServiceConfig())
+        let client = GRPCClient(transport: transport)
+        self.client = client
+        task = Task { _ = try? await client.runConnections() }
+    }
+
+    public var kv: Crm_V1_KV.Client<HTTP2ClientTransport.Posix> { Crm_V1_KV.Client(wrapping: client) }
+    public var admin: Crm_V1_Admin.Client<HTTP2ClientTransport.Posix> { Crm_V1_Admin.Client(wrapping: client) }
+
+    /// Closes the connection once calls in progress finish.
+    public func close() async {
+        client.beginGracefulShutdown()
+        await task.value
+    }
+}
+
+/// IP literals as IP targets (a DNS target would put the address in TLS's SNI, which TLS forbids).
+public func grpcTarget(host: String, port: Int) -> any ResolvableTarget {
+    if host.contains(":") { return .ipv6(host: host, port: port) }
+    if host.split(separator: ".").count == 4, host.split(separator: ".").allSatisfy({ UInt8($0) != nil }) { return .ipv4(host: host, port: port) }
+    return .dns(host: host, port: port)
+}
