@@ -29,6 +29,7 @@ enum EngineEvent {
 final class ProposalWaiter: @unchecked Sendable {
     private var continuation: CheckedContinuation<ProposalResult, any Error>?
     let deadline: UInt64
+    let startedAt = DispatchTime.now().uptimeNanoseconds
     /// The term the proposal was appended in: an entry of another term at its index means it
     /// was replaced.
     var term: UInt64 = 0
@@ -53,6 +54,7 @@ final class ProposalWaiter: @unchecked Sendable {
 final class ReadWaiter: @unchecked Sendable {
     private var continuation: CheckedContinuation<Void, any Error>?
     let deadline: UInt64
+    let startedAt = DispatchTime.now().uptimeNanoseconds
 
     init(continuation: CheckedContinuation<Void, any Error>, deadline: UInt64) {
         self.continuation = continuation

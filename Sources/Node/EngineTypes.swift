@@ -49,6 +49,8 @@ public struct EngineStatus: Sendable, Equatable {
     public var matchIndexes: [NodeID: UInt64] = [:]
     /// Milliseconds since each peer was last heard from.
     public var lastContactMilliseconds: [NodeID: UInt64] = [:]
+    /// The latest heartbeat round trip to each peer, in microseconds (leader only).
+    public var roundTripMicroseconds: [NodeID: UInt64] = [:]
     public var snapshotsSent = 0
     public var snapshotsInstalled = 0
     public var compactions = 0

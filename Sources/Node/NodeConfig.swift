@@ -152,7 +152,9 @@ public struct NodeConfig: Codable, Sendable, Equatable {
 
     // MARK: - Effective values
 
-    public var tickMilliseconds: Int { timing?.tickMilliseconds ?? 100 }
+    /// Defaults for a LAN: a 50 ms tick, heartbeats every tick, elections after 10–20 ticks of
+    /// silence (0.5–1 s), so that a lost leader is replaced within about a second.
+    public var tickMilliseconds: Int { timing?.tickMilliseconds ?? 50 }
     public var electionTicks: Int { timing?.electionTicks ?? 10 }
     public var heartbeatTicks: Int { timing?.heartbeatTicks ?? 1 }
     public var requestTimeoutMilliseconds: Int { timing?.requestTimeoutMilliseconds ?? 5000 }

@@ -23,6 +23,8 @@ public final class NodeRuntime: @unchecked Sendable {
     private var tlsReload: RepeatedTask?
     private var api: APIServers?
     private var forwarder: LeaderForwarder?
+    private var health: HealthServer?
+    public let metrics = NodeMetrics()
 
     public init(config: NodeConfig, logger: Logger, eventLoopThreads: Int = 2) {
         self.config = config
@@ -77,7 +79,7 @@ public final class NodeRuntime: @unchecked Sendable {
         options.maxAppendBytes = min(config.maxMessageBytes / 2, 4 << 20)
         options.snapshotEveryEntries = UInt64(config.snapshotEveryEntries)
         options.requestTimeoutMilliseconds = config.requestTimeoutMilliseconds
-        let engine = RaftEngine(id: config.id, log: log, kv: kv, transport: transport, options: options,
+        let engine = RaftEngine(id: config.id, log: log, kv: kv, transport: transport, options: options, metrics: metrics,
                                 randomSeed: UInt64.random(in: 1...UInt64.max), logger: logger)
         transport.setDelegate(engine)
         self.engine = engine
@@ -108,11 +110,38 @@ public final class NodeRuntime: @unchecked Sendable {
                                  health: { HealthReport.assess(engine.currentStatus, electionTimeoutMilliseconds: electionTimeout) })
         api = try await APIServers.start(config: config, services: [(config.listen.client, [kv]), (config.listen.admin, [admin])],
                                          group: group, logger: logger)
+        try await startHealth(engine: engine)
+    }
+
+    private func startHealth(engine: RaftEngine) async throws {
+        let electionTimeout = UInt64(config.tickMilliseconds * config.electionTicks)
+        let metrics = self.metrics
+        let transport = self.transport
+        let probe = HealthServer.Probe(
+            live: {
+                let report = HealthReport.assess(engine.currentStatus, electionTimeoutMilliseconds: electionTimeout)
+                return (report.isLive, report.isLive ? "live" : "down: " + report.reasons.joined(separator: "; "))
+            },
+            ready: {
+                let status = engine.currentStatus
+                if HealthReport.isReady(status) { return (true, "ready: member \(status.id), leader \(status.leader), applied \(status.appliedIndex)") }
+                let report = HealthReport.assess(status, electionTimeoutMilliseconds: electionTimeout)
+                return (false, "not ready: " + (report.reasons.isEmpty ? ["catching up (applied \(status.appliedIndex) of \(status.commitIndex))"] : report.reasons).joined(separator: "; "))
+            },
+            metrics: {
+                let status = engine.currentStatus
+                metrics.refresh(status, refusedConnections: transport?.refusedConnections.count ?? 0,
+                                peerRoundTrips: status.roundTripMicroseconds.mapValues { .microseconds(Int64($0)) })
+                return metrics.registry.emitToBuffer()
+            })
+        health = try await HealthServer.start(host: config.listen.health.host, port: config.listen.health.port, probe: probe,
+                                              group: group, logger: logger)
     }
 
     /// Stops the listeners, the loop, the transport and storage (in that order).
     public func stop() async {
         tlsReload?.cancel()
+        await health?.stop()
         await api?.stop()
         forwarder?.shutdown()
         engine?.stop()

@@ -35,6 +35,7 @@ public final class RaftEngine: @unchecked Sendable {
     public let id: NodeID
     public let kv: ReplicatedKV
     let options: Options
+    let metrics: NodeMetrics
     private let raft: RaftNode
     private let log: DurableLogStore
     private let transport: PeerTransport
@@ -55,12 +56,15 @@ public final class RaftEngine: @unchecked Sendable {
     private var changes: [UInt64: ProposalWaiter] = [:]
     private var nextReadID: UInt64 = 1
     private var lastContact: [NodeID: UInt64] = [:]
+    /// When the outstanding heartbeat to each peer was sent, and the latest round trips.
+    private var heartbeatSentAt: [NodeID: UInt64] = [:]
+    private var roundTrips: [NodeID: UInt64] = [:]
     private var status: EngineStatus
     private var stopping = false
 
     /// Builds the engine on an opened log and state machine; `start()` runs it.
     public init(id: NodeID, log: DurableLogStore, kv: ReplicatedKV, transport: PeerTransport, options: Options,
-                randomSeed: UInt64, logger: Logger) {
+                metrics: NodeMetrics = NodeMetrics(), randomSeed: UInt64, logger: Logger) {
         var config = RaftConfig(id: id)
         config.electionTicks = options.electionTicks
         config.heartbeatTicks = options.heartbeatTicks
@@ -71,6 +75,7 @@ public final class RaftEngine: @unchecked Sendable {
         config.forwardProposals = false
         self.id = id
         self.options = options
+        self.metrics = metrics
         self.log = log
         self.kv = kv
         self.transport = transport
@@ -190,7 +195,12 @@ public final class RaftEngine: @unchecked Sendable {
     private func handle(_ event: EngineEvent) {
         switch event {
         case .messages(let messages, let peer):
-            lastContact[peer] = DispatchTime.now().uptimeNanoseconds
+            let now = DispatchTime.now().uptimeNanoseconds
+            lastContact[peer] = now
+            if let sent = heartbeatSentAt[peer], messages.contains(where: { $0.kind == .heartbeatResponse }) {
+                roundTrips[peer] = (now - sent) / 1000
+                heartbeatSentAt[peer] = nil
+            }
             for message in messages where message.to == id { raft.step(message) }
         case .propose(let data, let waiter):
             propose(data, waiter)
@@ -272,14 +282,27 @@ public final class RaftEngine: @unchecked Sendable {
                 logger.info("raft role", metadata: ["role": "\(soft.role.rawValue)", "leader": "\(soft.leader)", "term": "\(raft.term)",
                                                    "commit": "\(raft.commitIndex)"])
             }
-            for peer in transport.send(ready.messages) { raft.reportUnreachable(peer: peer) }
-            try log.save(ready)
-            for peer in transport.send(ready.messagesAfterPersist) { raft.reportUnreachable(peer: peer) }
+            send(ready.messages)
+            if ready.needsPersist {
+                let started = DispatchTime.now().uptimeNanoseconds
+                try log.save(ready)
+                metrics.persistDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started))
+            }
+            send(ready.messagesAfterPersist)
             try apply(ready)
             raft.advance(ready)
             answerReads()
             resolveTransfers()
         }
+    }
+
+    private func send(_ messages: [Message]) {
+        guard !messages.isEmpty else { return }
+        let now = DispatchTime.now().uptimeNanoseconds
+        for message in messages where message.kind == .heartbeat && heartbeatSentAt[message.to] == nil {
+            heartbeatSentAt[message.to] = now
+        }
+        for peer in transport.send(messages) { raft.reportUnreachable(peer: peer) }
     }
 
     private func apply(_ ready: Ready) throws {
@@ -297,10 +320,14 @@ public final class RaftEngine: @unchecked Sendable {
             readsAwaitingApply += batch.waiters.map { (state.index, $0) }
         }
         guard !ready.committedEntries.isEmpty else { return }
+        let started = DispatchTime.now().uptimeNanoseconds
         let outcomes = Dictionary(uniqueKeysWithValues: try kv.apply(ready.committedEntries).map { ($0.index, $0.outcome) })
+        let now = DispatchTime.now().uptimeNanoseconds
+        metrics.applyDuration.recordNanoseconds(Int64(now - started))
         for entry in ready.committedEntries {
             if let waiter = proposals.removeValue(forKey: entry.index) {
                 if waiter.term == entry.term {
+                    metrics.proposalDuration.recordNanoseconds(Int64(now - min(waiter.startedAt, now)))
                     waiter.succeed(ProposalResult(index: entry.index, outcome: outcomes[entry.index]))
                 } else {
                     waiter.fail(.outcomeUnknown)
@@ -321,6 +348,8 @@ public final class RaftEngine: @unchecked Sendable {
         let applied = kv.appliedIndex
         readsAwaitingApply.removeAll { pending in
             guard pending.index <= applied else { return false }
+            let now = DispatchTime.now().uptimeNanoseconds
+            metrics.readIndexDuration.recordNanoseconds(Int64(now - min(pending.waiter.startedAt, now)))
             pending.waiter.succeed(())
             return true
         }
@@ -431,6 +460,7 @@ public final class RaftEngine: @unchecked Sendable {
         status.matchIndexes = raft.matchIndexes
         let now = DispatchTime.now().uptimeNanoseconds
         status.lastContactMilliseconds = lastContact.mapValues { (now - min($0, now)) / 1_000_000 }
+        status.roundTripMicroseconds = raft.role == .leader ? roundTrips : [:]
         let snapshot = status
         published.withLock { $0 = snapshot }
     }

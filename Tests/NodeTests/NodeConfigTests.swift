@@ -49,7 +49,7 @@ let validConfig = """
         #expect(config.id == 1 && config.members.count == 3)
         #expect(config.dataDir == URL(fileURLWithPath: directory.path + "/data").standardized.path)
         #expect(config.tls.key.hasSuffix("/member-1.key") && config.tls.key.hasPrefix("/"))
-        #expect(config.tickMilliseconds == 100 && config.electionTicks == 10 && config.heartbeatTicks == 1)
+        #expect(config.tickMilliseconds == 50 && config.electionTicks == 10 && config.heartbeatTicks == 1)
         #expect(config.selfEndpoints.client == Endpoint(host: "127.0.0.1", port: 7101))
         #expect(config.adminIdentities == ["crmctl"])
         #expect(Endpoint("[::1]:7001") == Endpoint(host: "::1", port: 7001))

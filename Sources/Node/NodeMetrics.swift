@@ -1,0 +1,86 @@
+import Prometheus
+import Raft
+import Synchronization
+
+/// The member's Prometheus metrics. Gauges that mirror the engine's status are refreshed at
+/// each scrape; durations are recorded as they happen.
+public final class NodeMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+
+    let proposalDuration: DurationHistogram
+    let applyDuration: DurationHistogram
+    let persistDuration: DurationHistogram
+    let readIndexDuration: DurationHistogram
+    private let role: Gauge
+    private let term: Gauge
+    private let leader: Gauge
+    private let commitIndex: Gauge
+    private let appliedIndex: Gauge
+    private let lastIndex: Gauge
+    private let snapshotIndex: Gauge
+    private let snapshotsSent: Gauge
+    private let snapshotsInstalled: Gauge
+    private let compactions: Gauge
+    private let refusedPeerConnections: Gauge
+    private let peerGauges = Mutex<[NodeID: (rtt: Gauge, silence: Gauge)]>([:])
+
+    static let latencyBuckets: [Duration] = [
+        .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
+        .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+        .seconds(1), .seconds(2), .seconds(5),
+    ]
+
+    public init() {
+        proposalDuration = registry.makeDurationHistogram(name: "crm_proposal_duration_seconds", buckets: Self.latencyBuckets,
+                                                          help: "From a proposal reaching the Raft loop to its being applied on the leader")
+        applyDuration = registry.makeDurationHistogram(name: "crm_apply_duration_seconds", buckets: Self.latencyBuckets,
+                                                       help: "Applying one batch of committed entries to the state machine")
+        persistDuration = registry.makeDurationHistogram(name: "crm_fsync_duration_seconds", buckets: Self.latencyBuckets,
+                                                         help: "One synced write of the Raft log and hard state")
+        readIndexDuration = registry.makeDurationHistogram(name: "crm_read_index_duration_seconds", buckets: Self.latencyBuckets,
+                                                           help: "From a linearizable read reaching the loop to its read index being applied")
+        role = registry.makeGauge(name: "crm_raft_role", help: "0 follower, 1 pre-candidate, 2 candidate, 3 leader")
+        term = registry.makeGauge(name: "crm_raft_term", help: "The current term")
+        leader = registry.makeGauge(name: "crm_raft_leader_id", help: "The leader this member knows of (0: none)")
+        commitIndex = registry.makeGauge(name: "crm_raft_commit_index", help: "Highest log index known committed")
+        appliedIndex = registry.makeGauge(name: "crm_raft_applied_index", help: "Highest log index applied to the state machine")
+        lastIndex = registry.makeGauge(name: "crm_raft_last_index", help: "Last index of this member's log")
+        snapshotIndex = registry.makeGauge(name: "crm_raft_snapshot_index", help: "Index of the latest snapshot (log compacted up to it)")
+        snapshotsSent = registry.makeGauge(name: "crm_snapshots_sent_total", help: "Snapshots this member sent to followers")
+        snapshotsInstalled = registry.makeGauge(name: "crm_snapshots_installed_total", help: "Snapshots this member installed from a leader")
+        compactions = registry.makeGauge(name: "crm_log_compactions_total", help: "Log compactions")
+        refusedPeerConnections = registry.makeGauge(name: "crm_tls_peer_connections_refused_total",
+                                                    help: "Peer connections closed for a failed TLS handshake, a wrong identity or bad input")
+    }
+
+    /// Mirrors the engine's status into the gauges (called before each scrape).
+    func refresh(_ status: EngineStatus, refusedConnections: Int, peerRoundTrips: [NodeID: Duration]) {
+        let roles: [Role: Double] = [.follower: 0, .preCandidate: 1, .candidate: 2, .leader: 3]
+        role.set(to: roles[status.role] ?? 0)
+        term.set(to: Double(status.term))
+        leader.set(to: Double(status.leader))
+        commitIndex.set(to: Double(status.commitIndex))
+        appliedIndex.set(to: Double(status.appliedIndex))
+        lastIndex.set(to: Double(status.lastIndex))
+        snapshotIndex.set(to: Double(status.snapshotIndex))
+        snapshotsSent.set(to: Double(status.snapshotsSent))
+        snapshotsInstalled.set(to: Double(status.snapshotsInstalled))
+        compactions.set(to: Double(status.compactions))
+        refusedPeerConnections.set(to: Double(refusedConnections))
+        for peer in status.voters.union(status.learners) where peer != status.id {
+            let gauges = peerGauges.withLock { gauges in
+                if let existing = gauges[peer] { return existing }
+                let made = (registry.makeGauge(name: "crm_peer_round_trip_seconds", labels: [("peer", "\(peer)")],
+                                               help: "Latest heartbeat round trip to a peer (leader only)"),
+                            registry.makeGauge(name: "crm_peer_last_contact_seconds", labels: [("peer", "\(peer)")],
+                                               help: "Seconds since the peer was last heard from"))
+                gauges[peer] = made
+                return made
+            }
+            if let rtt = peerRoundTrips[peer] {
+                gauges.rtt.set(to: Double(rtt.components.seconds) + Double(rtt.components.attoseconds) / 1e18)
+            }
+            gauges.silence.set(to: Double(status.lastContactMilliseconds[peer] ?? 0) / 1000)
+        }
+    }
+}
