@@ -173,7 +173,21 @@ let package = Package(
         .testTarget(name: "RaftTests", dependencies: ["Raft"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Raft"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Raft", "BinaryCoding"]),
-        .testTarget(name: "TransportTests", dependencies: ["Transport", "Raft", "Wire", .product(name: "NIOPosix", package: "swift-nio")]),
+        // Helpers for the tests that use real sockets and processes.
+        .target(
+            name: "CRMTestSupport",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            path: "Tests/Support"
+        ),
+        .testTarget(name: "TransportTests", dependencies: ["Transport", "Raft", "Wire", "CRMTestSupport", .product(name: "NIOPosix", package: "swift-nio")]),
+        .testTarget(
+            name: "ClusterTests",
+            dependencies: ["CRMClient", "CRMProto", "Wire", "CRMTestSupport", .product(name: "GRPCCore", package: "grpc-swift-2")]
+        ),
         .testTarget(name: "NodeTests", dependencies: ["Node", "Raft"]),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft", "Storage", "Sealing"]),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "Storage", "Sealing"]),

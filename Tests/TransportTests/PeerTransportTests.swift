@@ -75,7 +75,7 @@ import Wire
         foreign.transport.setPeers([1: one.address])
         _ = await sendUntilDelivered(foreign.transport, [heartbeat(from: 2, to: 1)], to: one.inbox, count: 1, seconds: 1.5)
         #expect(one.inbox.count == 0)
-        let raw = try await RawConnection(port: one.port, group: group, tls: theirs.clientFiles("crmctl"))
+        let raw = try await RawConnection(port: one.port, tls: theirs.raw(client: "crmctl"))
         try? await raw.write(Hello.encode(2).encoded)
         #expect(await eventually(seconds: 3) { raw.isClosed })
         #expect(one.transport.refusedConnections.count >= 1)
@@ -96,24 +96,24 @@ import Wire
         two.transport.setPeers([1: one.address])
         #expect(await sendUntilDelivered(two.transport, [heartbeat(from: 2, to: 1)], to: one.inbox, count: 1))
 
-        let plain = try await RawConnection(port: one.port, group: group, tls: nil)
+        let plain = try await RawConnection(port: one.port, tls: nil)
         try? await plain.write(Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
         #expect(await eventually(seconds: 3) { plain.isClosed })
 
-        let garbage = try await RawConnection(port: one.port, group: group, tls: certificates.files(member: 3))
+        let garbage = try await RawConnection(port: one.port, tls: certificates.raw(member: 3))
         try await garbage.write(Hello.encode(3).encoded + (0..<64).map { UInt8($0) })
         #expect(await eventually(seconds: 3) { garbage.isClosed })
 
-        let oversized = try await RawConnection(port: one.port, group: group, tls: certificates.files(member: 3))
+        let oversized = try await RawConnection(port: one.port, tls: certificates.raw(member: 3))
         try await oversized.write(Hello.encode(3).encoded + FrameHeader(type: .raftMessages, payloadBytes: 2 << 20).encoded)
         #expect(await eventually(seconds: 3) { oversized.isClosed })
 
-        let spoofing = try await RawConnection(port: one.port, group: group, tls: certificates.files(member: 3))
+        let spoofing = try await RawConnection(port: one.port, tls: certificates.raw(member: 3))
         let forged = Frame(type: .raftMessages, payload: RaftMessageCoding.encode([heartbeat(from: 2, to: 1, commit: 99)]))
         try await spoofing.write(Hello.encode(3).encoded + forged.encoded)
         #expect(await eventually(seconds: 3) { spoofing.isClosed })
 
-        let truncated = try await RawConnection(port: one.port, group: group, tls: certificates.files(member: 3))
+        let truncated = try await RawConnection(port: one.port, tls: certificates.raw(member: 3))
         let good = Frame(type: .raftMessages, payload: RaftMessageCoding.encode([heartbeat(from: 3, to: 1, commit: 55)]))
         try await truncated.write(Hello.encode(3).encoded + Array(good.encoded.dropLast(3)))
         try await truncated.channel.close()

@@ -5,6 +5,7 @@ import NIOPosix
 import NIOSSL
 import Raft
 import Synchronization
+@_exported import CRMTestSupport
 @testable import Transport
 
 /// Certificates made by the real cluster/make-certs.sh in a temporary directory.
@@ -74,16 +75,6 @@ struct TestMember {
     var address: PeerAddress { PeerAddress(host: "127.0.0.1", port: port) }
 }
 
-/// Polls `condition` every 10 ms for at most `seconds`.
-func eventually(seconds: Double = 5, _ condition: () -> Bool) async -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        try? await Task.sleep(nanoseconds: 10_000_000)
-    }
-    return condition()
-}
-
 /// Sends `messages` until `inbox` holds at least `count` (a first send may find the connection
 /// still being dialled), for at most `seconds`.
 func sendUntilDelivered(_ transport: PeerTransport, _ messages: [Message], to inbox: Inbox, count: Int, seconds: Double = 5) async -> Bool {
@@ -99,28 +90,15 @@ func sendUntilDelivered(_ transport: PeerTransport, _ messages: [Message], to in
     return inbox.count >= count
 }
 
-/// A raw TLS (or plain TCP) connection to a member, for sending whatever bytes a test wants.
-final class RawConnection: @unchecked Sendable {
-    let channel: any Channel
-
-    init(port: Int, group: any EventLoopGroup, tls: TLSFiles?) async throws {
-        let context: NIOSSLContext? = try tls.map { files in
-            let material = try TLSMaterial(files: files)
-            return try NIOSSLContext(configuration: material.clientConfiguration())
-        }
-        let bootstrap = ClientBootstrap(group: group).channelInitializer { channel in
-            channel.eventLoop.makeCompletedFuture {
-                if let context { try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: context, serverHostname: nil)) }
-            }
-        }
-        channel = try await bootstrap.connect(host: "127.0.0.1", port: port).get()
+extension TestCertificates {
+    /// Paths for a raw TLS connection presenting member `id`'s certificate.
+    func raw(member id: NodeID) -> (ca: String, certificate: String, key: String) {
+        let files = files(member: id)
+        return (files.caBundle, files.certificate, files.privateKey)
     }
 
-    func write(_ bytes: [UInt8]) async throws {
-        var buffer = channel.allocator.buffer(capacity: bytes.count)
-        buffer.writeBytes(bytes)
-        try await channel.writeAndFlush(buffer).get()
+    func raw(client name: String) -> (ca: String, certificate: String, key: String) {
+        let files = clientFiles(name)
+        return (files.caBundle, files.certificate, files.privateKey)
     }
-
-    var isClosed: Bool { !channel.isActive }
 }

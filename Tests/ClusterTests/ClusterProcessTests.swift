@@ -1,0 +1,236 @@
+import CRMClient
+import CRMProto
+import CRMTestSupport
+import Foundation
+import GRPCCore
+import Testing
+import Wire
+
+/// Three real `crm-node` processes: real TLS, real RocksDB, loopback.
+@Suite(.serialized) struct ClusterProcessTests {
+    @Test func writesThroughAnyMemberAreReadBackFromEveryMember() async throws {
+        let cluster = try ProcessCluster()
+        try cluster.startAll()
+        #expect(await cluster.waitForLeader() != nil)
+        for (position, id) in cluster.ids.enumerated() { try await cluster.put("key-\(id)", "written via \(id) #\(position)", via: id) }
+        // Health: every member is live and ready, and its metrics carry the Raft positions.
+        for id in cluster.ids {
+            #expect(await cluster.health(id, "/livez") == (200, "live\n"))
+            #expect(await cluster.health(id, "/readyz").status == 200)
+            let metrics = await cluster.health(id).body
+            for name in ["crm_raft_role", "crm_raft_term", "crm_raft_commit_index", "crm_raft_applied_index", "crm_proposal_duration_seconds_bucket",
+                         "crm_apply_duration_seconds_bucket", "crm_fsync_duration_seconds_bucket", "crm_peer_round_trip_seconds",
+                         "crm_snapshots_sent_total", "crm_tls_peer_connections_refused_total"] {
+                #expect(metrics.contains(name), "member \(id) metrics lack \(name)")
+            }
+        }
+        for reader in cluster.ids {
+            for writer in cluster.ids {
+                #expect(try await cluster.get("key-\(writer)", via: reader) == "written via \(writer) #\(writer - 1)", "read on \(reader)")
+            }
+        }
+        try await expectConverged(cluster)
+        await cluster.closeConnections()
+    }
+
+    /// kill -9 of the leader: another member leads and takes writes within 2 s; the killed
+    /// member restarts from its data and catches up. Run three times; the gaps are printed.
+    @Test func killingTheLeaderHandsOverWithinTwoSecondsAndTheKilledMemberCatchesUp() async throws {
+        let cluster = try ProcessCluster()
+        try cluster.startAll()
+        var gaps: [Double] = []
+        for round in 1...3 {
+            guard let leader = await cluster.waitForLeader() else {
+                Issue.record("no leader before round \(round)")
+                return
+            }
+            try await cluster.put("round", "\(round) before", via: leader)
+            let survivors = cluster.ids.filter { $0 != leader }
+            cluster.kill9(leader)
+            let killed = Date()
+            // Writes are attempted through a survivor until one is acknowledged.
+            var acknowledged: Date?
+            while Date().timeIntervalSince(killed) < 10 {
+                do {
+                    try await cluster.put("round", "\(round) after", via: survivors[0])
+                    acknowledged = Date()
+                    break
+                } catch {
+                    try await Task.sleep(nanoseconds: 20_000_000)
+                }
+            }
+            let gap = try #require(acknowledged).timeIntervalSince(killed)
+            gaps.append(gap)
+            print(String(format: "leader kill round %d: member %llu killed; first acknowledged write after %.3f s", round, leader, gap))
+            #expect(gap < 2.0, "round \(round): writes resumed after \(gap) s")
+            try cluster.start(leader)
+            #expect(await cluster.waitForLeader() != nil)
+            #expect(try await cluster.get("round", via: leader) == "\(round) after")
+        }
+        print("leader kill gaps: " + gaps.map { String(format: "%.3f s", $0) }.joined(separator: ", "))
+        try await expectConverged(cluster)
+        await cluster.closeConnections()
+    }
+
+    /// A follower that is down while the log is compacted comes back and is sent a snapshot.
+    @Test func aFollowerThatMissedACompactionCatchesUpBySnapshot() async throws {
+        let cluster = try ProcessCluster(snapshotEvery: 100)
+        try cluster.startAll()
+        let leader = try #require(await cluster.waitForLeader())
+        let follower = cluster.ids.first { $0 != leader }!
+        cluster.kill9(follower)
+        for index in 0..<300 { try await cluster.put("bulk-\(index % 50)", "value \(index)", via: leader) }
+        let status = try #require(await cluster.status(leader))
+        #expect(status.snapshotIndex >= 200, "the leader compacted its log (snapshot at \(status.snapshotIndex))")
+        try cluster.start(follower)
+        #expect(await eventually(seconds: 15) {
+            (await cluster.status(follower))?.appliedIndex ?? 0 >= status.appliedIndex
+        })
+        #expect(await cluster.health(follower).body.contains("crm_snapshots_installed_total 1.0"))
+        let ready = await cluster.health(follower, "/readyz")
+        #expect(ready.status == 200 && ready.body.hasPrefix("ready"))
+        #expect(try await cluster.get("bulk-49", via: follower, serializable: true) == "value 299")
+        try await expectConverged(cluster)
+        await cluster.closeConnections()
+    }
+
+    /// A write retried (same session, same number) on the new leader after the old one was
+    /// killed is answered once and applied once: a compare-and-swap from absent would fail if
+    /// it applied twice.
+    @Test func aRetriedWriteAfterALeaderKillIsAppliedOnce() async throws {
+        let cluster = try ProcessCluster()
+        try cluster.startAll()
+        let leader = try #require(await cluster.waitForLeader())
+        let opened = try await cluster.connection(leader).kv.openSession(Crm_V1_OpenSessionRequest(), options: ProcessCluster.shortCall)
+        var request = Crm_V1_CompareAndSwapRequest()
+        request.key = Data("once".utf8)
+        request.expectAbsent = true
+        request.newValue = Data("applied".utf8)
+        request.session.sessionID = opened.sessionID
+        request.session.sequence = 1
+        let first = try await cluster.connection(leader).kv.compareAndSwap(request, options: ProcessCluster.shortCall)
+        #expect(first.swapped)
+        cluster.kill9(leader)
+        let survivor = cluster.ids.first { $0 != leader }!
+        var retried: Crm_V1_CompareAndSwapResponse?
+        #expect(await eventually(seconds: 10) {
+            retried = try? await cluster.connection(survivor).kv.compareAndSwap(request, options: ProcessCluster.shortCall)
+            return retried != nil
+        })
+        #expect(retried?.swapped == true, "the retry was answered from the session")
+        // Without the session the same compare-and-swap does not swap: the value is there once.
+        var blind = request
+        blind.clearSession()
+        #expect(try await cluster.connection(survivor).kv.compareAndSwap(blind, options: ProcessCluster.shortCall).swapped == false)
+        #expect(try await cluster.get("once", via: survivor) == "applied")
+        await cluster.closeConnections()
+    }
+
+    /// A client certificate from another CA is refused; a peer with another member's
+    /// certificate is refused; garbage, a truncated and an oversized message each close only
+    /// their own connection while the cluster keeps serving.
+    @Test func strangersAndBadInputAreRefusedWithoutHarm() async throws {
+        let cluster = try ProcessCluster()
+        try cluster.startAll()
+        let leader = try #require(await cluster.waitForLeader())
+        let target = cluster.ids.first { $0 != leader }!
+        let ports = cluster.endpoints[target]!
+
+        let strangers = NSTemporaryDirectory() + "crm-strangers-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: strangers) }
+        try ProcessCluster.run("/bin/bash", [ProcessCluster.repository.appendingPathComponent("cluster/make-certs.sh").path, strangers, "9", "crmctl"])
+        let foreign = try MemberConnection(host: "127.0.0.1", port: ports.client, tls: ClientTLSFiles(
+            ca: cluster.directory + "/certs/ca.pem", certificate: strangers + "/client-crmctl.pem", privateKey: strangers + "/client-crmctl.key"))
+        var get = Crm_V1_GetRequest()
+        get.key = Data("anything".utf8)
+        await #expect(throws: (any Error).self) { try await foreign.kv.get(get, options: ProcessCluster.shortCall) }
+        await foreign.close()
+
+        // A client without admin rights on the admin API.
+        let app = try MemberConnection(host: "127.0.0.1", port: ports.admin, tls: cluster.tls("app"))
+        do {
+            _ = try await app.admin.status(Crm_V1_StatusRequest(), options: ProcessCluster.shortCall)
+            Issue.record("a non-admin client read the admin status")
+        } catch let error as RPCError {
+            #expect(error.code == .permissionDenied)
+        }
+        await app.close()
+
+        let certs = cluster.directory + "/certs"
+        func member(_ id: Int) -> (ca: String, certificate: String, key: String) {
+            (certs + "/ca.pem", certs + "/member-\(id).pem", certs + "/member-\(id).key")
+        }
+        let impostor = try await RawConnection(port: ports.peer, tls: member(Int(leader)))
+        let otherID = cluster.ids.first { $0 != leader && $0 != target }!
+        try await impostor.write(Frame(type: .hello, payload: (0..<8).map { UInt8(truncatingIfNeeded: otherID >> (56 - 8 * UInt64($0))) }).encoded)
+        #expect(await eventually(seconds: 3) { impostor.isClosed })
+
+        let garbage = try await RawConnection(port: ports.peer, tls: member(Int(otherID)))
+        try await garbage.write(Array(repeating: 0x41, count: 64))
+        #expect(await eventually(seconds: 3) { garbage.isClosed })
+
+        let oversized = try await RawConnection(port: ports.peer, tls: member(Int(otherID)))
+        let hello = Frame(type: .hello, payload: (0..<8).map { UInt8(truncatingIfNeeded: otherID >> (56 - 8 * UInt64($0))) }).encoded
+        try await oversized.write(hello + FrameHeader(type: .raftMessages, payloadBytes: UInt32.max).encoded)
+        #expect(await eventually(seconds: 3) { oversized.isClosed })
+
+        let truncated = try await RawConnection(port: ports.peer, tls: member(Int(otherID)))
+        try await truncated.write(hello + FrameHeader(type: .raftMessages, payloadBytes: 1000).encoded + [1, 2, 3])
+        await truncated.close()
+
+        let plainGRPC = try await RawConnection(port: ports.client, tls: nil)
+        try? await plainGRPC.write(Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + Array(repeating: 0xFF, count: 100))
+        #expect(await eventually(seconds: 3) { plainGRPC.isClosed })
+
+        let log = cluster.log(target)
+        #expect(log.contains("hello claims member \(otherID) but the certificate names crm://member/\(leader)"))
+        #expect(log.contains("not a crm frame"))
+        #expect(log.contains("exceeds the limit of"))
+
+        // The cluster still serves, through the member that saw all of it.
+        try await cluster.put("still", "serving", via: target)
+        #expect(try await cluster.get("still", via: leader) == "serving")
+        try await expectConverged(cluster)
+        await cluster.closeConnections()
+    }
+
+    /// Configuration mistakes are named with their fix, and the process exits with status 2.
+    @Test func configurationErrorsGiveClearMessages() throws {
+        let cluster = try ProcessCluster()
+        let broken = cluster.directory + "/broken.yaml"
+        var text = try String(contentsOfFile: cluster.configPath(1), encoding: .utf8)
+        text = text.replacingOccurrences(of: "master_key_file:", with: "master_key_fil:")
+        try text.write(toFile: broken, atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = ProcessCluster.binaries.appendingPathComponent("crm-node")
+        process.arguments = ["--config", broken]
+        let pipe = Pipe()
+        process.standardError = pipe
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 2)
+        #expect(output.contains("master_key_fil: unknown key; the keys here are"))
+
+        let check = Process()
+        check.executableURL = ProcessCluster.binaries.appendingPathComponent("crm-node")
+        check.arguments = ["--config", cluster.configPath(1), "--check"]
+        check.standardOutput = FileHandle.nullDevice
+        try check.run()
+        check.waitUntilExit()
+        #expect(check.terminationStatus == 0)
+    }
+
+    /// Every running member reports the same applied index and state digest.
+    private func expectConverged(_ cluster: ProcessCluster) async throws {
+        #expect(await eventually(seconds: 10) {
+            var states: Set<String> = []
+            for id in cluster.ids {
+                guard let status = await cluster.status(id) else { return false }
+                states.insert("\(status.appliedIndex)/\(status.stateHash)")
+            }
+            return states.count == 1
+        }, "members did not converge on one applied index and state hash")
+    }
+}

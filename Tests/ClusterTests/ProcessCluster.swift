@@ -1,0 +1,201 @@
+import CRMClient
+import CRMTestSupport
+import CRMProto
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import GRPCCore
+import NIOCore
+import NIOPosix
+
+/// Real `crm-node` processes on loopback, started from the binaries built next to the tests,
+/// with certificates, keys and configs made by the real scripts. Every process is killed by its
+/// pid when the cluster is released.
+final class ProcessCluster: @unchecked Sendable {
+    let directory = NSTemporaryDirectory() + "crm-processes-" + UUID().uuidString
+    let ids: [UInt64]
+    var processes: [UInt64: Process] = [:]
+    var endpoints: [UInt64: (peer: Int, client: Int, admin: Int, health: Int)] = [:]
+    var connections: [String: MemberConnection] = [:]
+
+    static var binaries: URL {
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for _ in 0..<4 {
+            if FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent("crm-node").path) { return directory }
+            directory.deleteLastPathComponent()
+        }
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent(".build/debug")
+    }
+
+    static var repository: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    init(ids: [UInt64] = [1, 2, 3], snapshotEvery: Int = 10_000, extraCAs: [String] = []) throws {
+        self.ids = ids
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try Self.run("/bin/bash", [Self.repository.appendingPathComponent("cluster/make-certs.sh").path, directory + "/certs",
+                                   ids.map(String.init).joined(separator: ","), "crmctl", "app"])
+        for id in ids { endpoints[id] = (try TestSockets.freePort(), try TestSockets.freePort(), try TestSockets.freePort(), try TestSockets.freePort()) }
+        for id in ids { try writeConfig(id, snapshotEvery: snapshotEvery) }
+    }
+
+    deinit {
+        for process in processes.values where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        for process in processes.values { process.waitUntilExit() }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    static func run(_ executable: String, _ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw CocoaError(.executableLoad) }
+    }
+
+    func configPath(_ id: UInt64) -> String { directory + "/node-\(id).yaml" }
+    func logPath(_ id: UInt64) -> String { directory + "/node-\(id).log" }
+
+    private func writeConfig(_ id: UInt64, snapshotEvery: Int) throws {
+        let me = endpoints[id]!
+        let members = ids.map { other -> String in
+            let e = endpoints[other]!
+            return "  - {id: \(other), peer: \"127.0.0.1:\(e.peer)\", client: \"127.0.0.1:\(e.client)\", admin: \"127.0.0.1:\(e.admin)\"}"
+        }
+        try """
+            id: \(id)
+            data_dir: node-\(id)/data
+            master_key_file: certs/master-\(id).key
+            listen:
+              peer: "127.0.0.1:\(me.peer)"
+              client: "127.0.0.1:\(me.client)"
+              admin: "127.0.0.1:\(me.admin)"
+              health: "127.0.0.1:\(me.health)"
+            members:
+            \(members.joined(separator: "\n"))
+            tls:
+              ca: certs/ca.pem
+              cert: certs/member-\(id).pem
+              key: certs/member-\(id).key
+            admins: [crmctl]
+            limits:
+              snapshot_every_entries: \(snapshotEvery)
+            """.write(toFile: configPath(id), atomically: true, encoding: .utf8)
+    }
+
+    /// Starts (or restarts) member `id`; its log goes to node-<id>.log.
+    func start(_ id: UInt64) throws {
+        let process = Process()
+        process.executableURL = Self.binaries.appendingPathComponent("crm-node")
+        process.arguments = ["--config", configPath(id)]
+        if !FileManager.default.fileExists(atPath: logPath(id)) { FileManager.default.createFile(atPath: logPath(id), contents: nil) }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath(id)))
+        log.seekToEndOfFile()
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        processes[id] = process
+    }
+
+    func startAll() throws { for id in ids { try start(id) } }
+
+    /// kill -9, then waits for the process to be gone.
+    func kill9(_ id: UInt64) {
+        guard let process = processes[id], process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        connections = connections.filter { !$0.key.hasPrefix("\(id)/") }
+    }
+
+    func terminate(_ id: UInt64) {
+        guard let process = processes[id], process.isRunning else { return }
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        connections = connections.filter { !$0.key.hasPrefix("\(id)/") }
+    }
+
+    var clientTLS: ClientTLSFiles { tls("crmctl") }
+
+    func tls(_ client: String, certificates: String? = nil) -> ClientTLSFiles {
+        let certs = certificates ?? directory + "/certs"
+        return ClientTLSFiles(ca: certs + "/ca.pem", certificate: certs + "/client-\(client).pem", privateKey: certs + "/client-\(client).key")
+    }
+
+    func connection(_ id: UInt64, admin: Bool = false) throws -> MemberConnection {
+        let key = "\(id)/\(admin ? "admin" : "client")"
+        if let existing = connections[key] { return existing }
+        let connection = try MemberConnection(host: "127.0.0.1", port: admin ? endpoints[id]!.admin : endpoints[id]!.client, tls: clientTLS)
+        connections[key] = connection
+        return connection
+    }
+
+    static let shortCall: CallOptions = {
+        var options = CallOptions.defaults
+        options.timeout = .seconds(2)
+        return options
+    }()
+
+    func status(_ id: UInt64) async -> Crm_V1_StatusResponse? {
+        try? await connection(id, admin: true).admin.status(Crm_V1_StatusRequest(), options: Self.shortCall)
+    }
+
+    /// The member every running member names as leader, once they agree.
+    func waitForLeader(among running: [UInt64]? = nil, seconds: Double = 15) async -> UInt64? {
+        let members = running ?? ids
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            var leaders: Set<UInt64> = []
+            var answered = 0
+            for id in members {
+                if let status = await status(id) {
+                    answered += 1
+                    leaders.insert(status.leaderID)
+                }
+            }
+            if answered == members.count, leaders.count == 1, let leader = leaders.first, leader != 0, members.contains(leader) {
+                return leader
+            }
+            try? await Task.sleep(nanoseconds: 50_000_000)
+        }
+        return nil
+    }
+
+    func put(_ key: String, _ value: String, via id: UInt64, session: (UInt64, UInt64)? = nil) async throws {
+        var request = Crm_V1_PutRequest()
+        request.key = Data(key.utf8)
+        request.value = Data(value.utf8)
+        if let (sessionID, sequence) = session {
+            request.session.sessionID = sessionID
+            request.session.sequence = sequence
+        }
+        _ = try await connection(id).kv.put(request, options: Self.shortCall)
+    }
+
+    func get(_ key: String, via id: UInt64, serializable: Bool = false) async throws -> String? {
+        var request = Crm_V1_GetRequest()
+        request.key = Data(key.utf8)
+        request.consistency = serializable ? .serializable : .linearizable
+        let response = try await connection(id).kv.get(request, options: Self.shortCall)
+        return response.found ? String(decoding: response.value, as: UTF8.self) : nil
+    }
+
+    func log(_ id: UInt64) -> String { (try? String(contentsOfFile: logPath(id), encoding: .utf8)) ?? "" }
+
+    /// GET on the member's health listener (`/metrics`, `/readyz`, `/livez`): status and body.
+    func health(_ id: UInt64, _ path: String = "/metrics") async -> (status: Int, body: String) {
+        guard let (data, response) = try? await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(endpoints[id]!.health)\(path)")!) else {
+            return (0, "")
+        }
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+    }
+
+    func closeConnections() async {
+        for connection in connections.values { await connection.close() }
+        connections = [:]
+    }
+}
