@@ -33,8 +33,13 @@ struct CRMCtl: AsyncParsableCommand {
         } catch let failure as Failure {
             FileHandle.standardError.write(Data("crmctl: \(failure)\n".utf8))
             Foundation.exit(failure.exitCode)
+        } catch let code as ExitCode {
+            Foundation.exit(code.rawValue)
         } catch {
-            exit(withError: error)
+            // Help and version requests exit 0; every usage mistake exits 2, as documented.
+            if exitCode(for: error) == .success { exit(withError: error) }
+            FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            Foundation.exit(2)
         }
     }
 }
