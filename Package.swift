@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // Thin system-library targets: one C header each, linked from Debian's -dev packages.
@@ -163,7 +164,9 @@ let package = Package(
         .executableTarget(
             name: "CRMBench",
             dependencies: [
-                "Storage", "Sealing", "CRocksDB",
+                "Storage", "Sealing", "CRocksDB", "CRMClient", "CRMProto",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

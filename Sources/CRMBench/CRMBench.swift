@@ -1,9 +1,9 @@
 import ArgumentParser
 
 @main
-struct CRMBench: ParsableCommand {
+struct CRMBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "crm-bench",
         abstract: "Benchmarks for the CRM cluster node.",
-        subcommands: [StorageBenchmark.self])
+        subcommands: [KVBenchmark.self, StorageBenchmark.self])
 }
