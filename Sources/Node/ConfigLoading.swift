@@ -56,7 +56,7 @@ extension NodeConfig {
         switch error {
         case .keyNotFound(let missing, let context):
             let place = key(context.codingPath + [missing])
-            return "\(place): missing; add it (see cluster/node-1.yaml for an example)"
+            return "\(place): missing; add it (see cluster/examples/three-hosts/node-1.yaml)"
         case .typeMismatch(let type, let context):
             return "\(key(context.codingPath)): expected \(type == String.self ? "text" : "\(type)")"
         case .valueNotFound(_, let context):

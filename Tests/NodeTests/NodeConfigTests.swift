@@ -73,7 +73,7 @@ let validConfig = """
 
     @Test func missingKeysAndBadValuesSayWhere() throws {
         #expect(try problems(validConfig.replacingOccurrences(of: "master_key_file: master-1.key\n", with: ""))
-            .contains("master_key_file: missing; add it (see cluster/node-1.yaml for an example)"))
+            .contains("master_key_file: missing; add it (see cluster/examples/three-hosts/node-1.yaml)"))
         #expect(try problems(validConfig.replacingOccurrences(of: "peer: 127.0.0.1:7001", with: "peer: localhost"))
             .contains { $0.contains("'localhost' is not host:port") })
         #expect(try problems("just text").contains("the file is empty or not a YAML mapping"))
@@ -113,5 +113,18 @@ let validConfig = """
         #expect(found.contains("members: id 2 is listed more than once"))
         #expect(found.contains("members: peer address 127.0.0.1:7002 is used by more than one member"))
         #expect(found.contains("listen.peer binds to 0.0.0.0:7001; set advertise.peer to the address other members use"))
+    }
+}
+
+@Suite struct ExampleConfigTests {
+    /// The example configs in cluster/examples parse and agree with themselves (their files are
+    /// on other hosts, so only the files check is skipped).
+    @Test(arguments: ["three-hosts/node-1", "three-hosts/node-2", "three-hosts/node-3", "five-hosts/node-1", "five-hosts/node-5"])
+    func exampleConfigIsValid(_ name: String) throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("cluster/examples/\(name).yaml").path
+        let config = try NodeConfig.load(path: path, checkFiles: false)
+        #expect(config.members.count == (name.hasPrefix("five") ? 5 : 3))
+        #expect(config.selfEndpoints.peer == config.advertise?.peer)
     }
 }
