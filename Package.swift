@@ -191,7 +191,7 @@ let package = Package(
             name: "ClusterTests",
             dependencies: ["CRMClient", "CRMProto", "Wire", "CRMTestSupport", .product(name: "GRPCCore", package: "grpc-swift-2")]
         ),
-        .testTarget(name: "NodeTests", dependencies: ["Node", "Raft"]),
+        .testTarget(name: "NodeTests", dependencies: ["Node", "Raft", "CRMTestSupport"]),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft", "Storage", "Sealing"]),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "Storage", "Sealing"]),
     ]

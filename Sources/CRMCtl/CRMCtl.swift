@@ -103,9 +103,19 @@ struct Members: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "add-learner", abstract: "Add a member that receives the log but does not vote yet.")
         @OptionGroup var options: ConnectionOptions
         @Argument(help: "The new member's id.") var id: UInt64
+        @Option(help: "Its peer address host:port.") var peer: String?
+        @Option(help: "Its client API address host:port.") var client: String?
+        @Option(help: "Its admin API address host:port.") var admin: String?
+        func validate() throws {
+            let given = [peer, client, admin].compactMap { $0 }
+            if !given.isEmpty && given.count != 3 { throw ValidationError("give all of --peer, --client and --admin, or none (when every member's config lists it)") }
+        }
         func run() async throws {
             var request = Crm_V1_AddLearnerRequest()
             request.id = id
+            request.endpoints.peer = peer ?? ""
+            request.endpoints.client = client ?? ""
+            request.endpoints.admin = admin ?? ""
             let sent = request
             try await Members.change(options, "added member \(id) as a learner; promote it once it has caught up (crmctl status shows its lag)") {
                 try await $0.admin.addLearner(sent)

@@ -51,6 +51,9 @@ public enum KVCommand: Equatable, Sendable {
     case openSession(proposedAtMillis: UInt64)
     case closeSession(session: UInt64, proposedAtMillis: UInt64)
     case write(session: UInt64, sequence: UInt64, proposedAtMillis: UInt64, KVWrite)
+    /// Where member `id` is reached, recorded in the replicated state so that every member
+    /// (and members added later) learns the addresses of members added at run time.
+    case memberEndpoints(MemberAddresses)
 
     static let version: UInt8 = 1
     /// The session id of writes made without a session: applied every time they commit, so a
@@ -75,6 +78,9 @@ public enum KVCommand: Equatable, Sendable {
             case .compareAndSwap(let key, let expected, let new):
                 writer.u8(3); writer.blob(key); writer.optionalBlob(expected); writer.optionalBlob(new)
             }
+        case .memberEndpoints(let addresses):
+            writer.u8(4)
+            addresses.write(into: &writer)
         }
         return writer.bytes
     }
@@ -106,6 +112,9 @@ public enum KVCommand: Equatable, Sendable {
                 return nil
             }
             self = .write(session: session, sequence: sequence, proposedAtMillis: time, write)
+        case 4:
+            guard let addresses = MemberAddresses(reading: &reader) else { return nil }
+            self = .memberEndpoints(addresses)
         default:
             return nil
         }
@@ -113,8 +122,53 @@ public enum KVCommand: Equatable, Sendable {
     }
 }
 
+/// A member's addresses as `host:port` texts.
+public struct MemberAddresses: Equatable, Sendable {
+    public var id: UInt64
+    public var peer: String
+    public var client: String
+    public var admin: String
+
+    public init(id: UInt64, peer: String, client: String, admin: String) {
+        self.id = id
+        self.peer = peer
+        self.client = client
+        self.admin = admin
+    }
+
+    static let maxAddressBytes = 256
+
+    init?(reading reader: inout BinaryReader) {
+        guard let id = reader.u64(), id != 0, let peer = reader.blob(limit: Self.maxAddressBytes),
+              let client = reader.blob(limit: Self.maxAddressBytes), let admin = reader.blob(limit: Self.maxAddressBytes) else { return nil }
+        self.init(id: id, peer: String(decoding: peer, as: UTF8.self), client: String(decoding: client, as: UTF8.self),
+                  admin: String(decoding: admin, as: UTF8.self))
+    }
+
+    func write(into writer: inout BinaryWriter) {
+        writer.u64(id)
+        writer.blob(Array(peer.utf8))
+        writer.blob(Array(client.utf8))
+        writer.blob(Array(admin.utf8))
+    }
+
+    var encoded: [UInt8] {
+        var writer = BinaryWriter()
+        write(into: &writer)
+        return writer.bytes
+    }
+
+    init?(encoded bytes: [UInt8]) {
+        var reader = BinaryReader(bytes)
+        self.init(reading: &reader)
+        guard reader.isAtEnd else { return nil }
+    }
+}
+
 /// The outcome of applying one command, as the proposer reports it to its client.
 public enum KVOutcome: Equatable, Sendable {
+    /// A member's addresses were recorded.
+    case memberRecorded
     case sessionOpened(UInt64)
     case sessionClosed
     case put

@@ -42,7 +42,7 @@ extension ReplicatedKV {
         var records: [(key: [UInt8], value: [UInt8])] = []
         while !reader.isAtEnd {
             guard let key = reader.blob(limit: StorageLimits.maxKeyBytes), let value = reader.blob(),
-                  key.starts(with: StateKeys.valuePrefix) || key.starts(with: StateKeys.sessionPrefix) else {
+                  StateKeys.allPrefixes.contains(where: { key.starts(with: $0) }) else {
                 throw StorageError.invalidArgument("the snapshot's record \(records.count) is malformed")
             }
             records.append((key, value))
@@ -51,7 +51,7 @@ extension ReplicatedKV {
         // leaves a state with no position, which the node restores again from the log's snapshot.
         var batch = WriteBatch()
         batch.delete(.metadata, key: StateKeys.position)
-        for prefix in [StateKeys.valuePrefix, StateKeys.sessionPrefix] {
+        for prefix in StateKeys.allPrefixes {
             batch.deleteRange(.stateMachine, from: prefix, to: KeyEncoding.prefixEnd(prefix)!)
         }
         for record in records {
@@ -88,7 +88,7 @@ extension ReplicatedKV {
     }
 
     private func forEachRecord(in view: StorageView, _ body: ([UInt8], [UInt8]) throws -> Void) throws {
-        for prefix in [StateKeys.valuePrefix, StateKeys.sessionPrefix] {
+        for prefix in StateKeys.allPrefixes {
             var range = KeyRange.prefix(prefix)
             while true {
                 let page = try view.scan(.stateMachine, range, limit: 4096)

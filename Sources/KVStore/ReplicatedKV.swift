@@ -147,6 +147,9 @@ public final class ReplicatedKV: @unchecked Sendable {
             sessions.remove(id)
             pending.batch.delete(.stateMachine, key: StateKeys.session(id))
             return .sessionClosed
+        case .memberEndpoints(let addresses):
+            pending.batch.put(.stateMachine, key: StateKeys.member(addresses.id), value: addresses.encoded)
+            return .memberRecorded
         case .write(let id, let sequence, let time, let write):
             pending.advanceClock(time)
             expireIdle(&pending)
@@ -192,6 +195,24 @@ public final class ReplicatedKV: @unchecked Sendable {
             pending.set(key, new)
             return .compareAndSwap(swapped: true)
         }
+    }
+
+    /// Member addresses recorded through the log (members added at run time).
+    public func memberDirectory() throws -> [UInt64: MemberAddresses] {
+        var directory: [UInt64: MemberAddresses] = [:]
+        var range = KeyRange.prefix(StateKeys.memberPrefix)
+        while true {
+            let page = try engine.scan(.stateMachine, range, limit: 1024)
+            for item in page.entries {
+                guard let addresses = MemberAddresses(encoded: item.value) else {
+                    throw StorageError.corruption(family: .stateMachine, key: item.key, message: "a member address record does not decode")
+                }
+                directory[addresses.id] = addresses
+            }
+            guard let resume = page.resume else { break }
+            range = resume
+        }
+        return directory
     }
 
     // MARK: - Loading
@@ -269,10 +290,14 @@ private struct PendingApply {
 enum StateKeys {
     static let valuePrefix = Array("k/".utf8)
     static let sessionPrefix = Array("s/".utf8)
+    static let memberPrefix = Array("m/".utf8)
+    /// Every prefix the state machine writes under (snapshots and digests cover them all).
+    static let allPrefixes = [valuePrefix, sessionPrefix, memberPrefix]
     static let position = Array("kv-applied".utf8)
 
     static func value(_ key: [UInt8]) -> [UInt8] { valuePrefix + key }
     static func session(_ id: UInt64) -> [UInt8] { sessionPrefix + KeyEncoding.bigEndian(id) }
+    static func member(_ id: UInt64) -> [UInt8] { memberPrefix + KeyEncoding.bigEndian(id) }
 }
 
 /// Session records: last sequence, activity index and time, then the last outcome.
@@ -288,7 +313,7 @@ enum SessionCoding {
         case .deleted(let existed)?: writer.u8(existed ? 3 : 2)
         case .compareAndSwap(let swapped)?: writer.u8(swapped ? 5 : 4)
         case .refused(let why)?: writer.u8(6); writer.blob(Array(why.utf8))
-        case .sessionOpened?, .sessionClosed?, .unknownSession?, .superseded?:
+        case .sessionOpened?, .sessionClosed?, .unknownSession?, .superseded?, .memberRecorded?:
             preconditionFailure("not a write outcome")
         }
         return writer.bytes

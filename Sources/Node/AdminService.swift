@@ -1,6 +1,7 @@
 import CRMProto
 import Foundation
 import GRPCCore
+import KVStore
 import Logging
 import Raft
 import Storage
@@ -14,6 +15,8 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
     let logger: Logger
     /// The health of this member, computed by the node (see `HealthReport`).
     let health: @Sendable () -> HealthReport
+    /// Every member's addresses (config and the replicated directory).
+    let directory: @Sendable () -> [NodeID: MemberEndpoints]
 
     func status(request: Crm_V1_StatusRequest, context: ServerContext) async throws -> Crm_V1_StatusResponse {
         _ = try authorization.requireAdmin(context)
@@ -47,8 +50,27 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         return response
     }
 
+    /// Records the new member's addresses through the log (so that every member can reach it),
+    /// then adds it as a learner.
     func addLearner(request: Crm_V1_AddLearnerRequest, context: ServerContext) async throws -> Crm_V1_MembershipResponse {
-        try await change(.addLearner(request.id), by: try authorization.requireAdmin(context))
+        let admin = try authorization.requireAdmin(context)
+        guard request.id != 0 else { throw RPCError(code: .invalidArgument, message: "member id 0 is reserved") }
+        let given = request.endpoints
+        if !(given.peer.isEmpty && given.client.isEmpty && given.admin.isEmpty) {
+            guard let peer = Endpoint(given.peer), let client = Endpoint(given.client), let adminEndpoint = Endpoint(given.admin) else {
+                throw RPCError(code: .invalidArgument, message: "give the new member's peer, client and admin addresses as host:port")
+            }
+            let record = KVCommand.memberEndpoints(MemberAddresses(id: request.id, peer: peer.description, client: client.description,
+                                                                   admin: adminEndpoint.description))
+            do {
+                _ = try await engine.propose(record.encoded)
+            } catch let error as EngineError {
+                throw Self.leaderError(error, engine.currentStatus)
+            }
+        } else if directory()[request.id] == nil {
+            throw RPCError(code: .invalidArgument, message: "member \(request.id) has no known addresses; give its peer, client and admin addresses")
+        }
+        return try await change(.addLearner(request.id), by: admin)
     }
 
     func promoteMember(request: Crm_V1_PromoteMemberRequest, context: ServerContext) async throws -> Crm_V1_MembershipResponse {
@@ -80,10 +102,10 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         } catch let error as EngineError {
             throw Self.leaderError(error, engine.currentStatus)
         }
-        let status = engine.currentStatus
+        // The transfer succeeded once this member followed the target: the target leads.
         var response = Crm_V1_TransferLeadershipResponse()
-        response.leaderID = status.leader
-        response.term = status.term
+        response.leaderID = request.targetID
+        response.term = engine.currentStatus.term
         return response
     }
 
@@ -155,6 +177,7 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
     }
 
     private func members(_ status: EngineStatus) -> [Crm_V1_MemberStatus] {
+        let known = directory()
         let ids = status.voters.union(status.learners).union(config.members.map(\.id)).sorted()
         return ids.map { id in
             var member = Crm_V1_MemberStatus()
@@ -173,7 +196,7 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
                 member.matchIndex = match
                 member.lag = status.lastIndex > match ? status.lastIndex - match : 0
             }
-            if let endpoints = config.members.first(where: { $0.id == id }) {
+            if let endpoints = known[id] {
                 var proto = Crm_V1_Endpoints()
                 proto.peer = endpoints.peer.description
                 proto.client = endpoints.client.description

@@ -12,21 +12,28 @@ final class LeaderForwarder: Sendable {
     private let config: NodeConfig
     private let logger: Logger
     private let clients = Mutex<[NodeID: GRPCClient<HTTP2ClientTransport.Posix>]>([:])
+    /// Client API addresses of every member known (config and the replicated directory).
+    private let directory: Mutex<[NodeID: Endpoint]>
     private let tasks = Mutex<[Task<Void, Never>]>([])
 
     init(config: NodeConfig, logger: Logger) {
         self.config = config
         self.logger = logger
+        directory = Mutex(Dictionary(uniqueKeysWithValues: config.members.map { ($0.id, $0.client) }))
+    }
+
+    func update(_ addresses: [NodeID: Endpoint]) {
+        directory.withLock { $0 = addresses }
     }
 
     /// The KV client for member `id`'s client API, connected on first use.
     func kv(_ id: NodeID) throws -> Crm_V1_KV.Client<HTTP2ClientTransport.Posix> {
         if let existing = clients.withLock({ $0[id] }) { return Crm_V1_KV.Client(wrapping: existing) }
-        guard let member = config.members.first(where: { $0.id == id }) else {
+        guard let address = directory.withLock({ $0[id] }) else {
             throw RPCError(code: .unavailable, message: "the leader is member \(id), whose client address this member does not know")
         }
         let transport = try HTTP2ClientTransport.Posix(
-            target: grpcTarget(host: member.client.host, port: member.client.port),
+            target: grpcTarget(host: address.host, port: address.port),
             transportSecurity: .mTLS(certificateChain: [.file(path: config.tls.cert, format: .pem)],
                                      privateKey: .file(path: config.tls.key, format: .pem)) { tls in
                 tls.trustRoots = .certificates([.file(path: config.tls.ca, format: .pem)])

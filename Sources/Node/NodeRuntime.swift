@@ -83,7 +83,9 @@ public final class NodeRuntime: @unchecked Sendable {
                                 randomSeed: UInt64.random(in: 1...UInt64.max), logger: logger)
         transport.setDelegate(engine)
         self.engine = engine
+        engine.onMembershipApplied = { [weak self] status in self?.refreshPeers(status) }
         try await transport.listen(host: config.listen.peer.host, port: config.listen.peer.port)
+        refreshPeers(engine.currentStatus)
         engine.start()
         try await startAPI(engine: engine, storage: storage)
         tlsReload = group.next().scheduleRepeatedTask(initialDelay: .seconds(Int64(config.tlsReloadIntervalSeconds)),
@@ -99,6 +101,36 @@ public final class NodeRuntime: @unchecked Sendable {
         ])
     }
 
+    /// Every member's addresses: the config's, then those recorded through the log.
+    public func memberDirectory() -> [NodeID: MemberEndpoints] {
+        var directory = Dictionary(uniqueKeysWithValues: config.members.map { ($0.id, $0) })
+        for (id, recorded) in (try? engine?.kv.memberDirectory()) ?? [:] {
+            guard let peer = Endpoint(recorded.peer), let client = Endpoint(recorded.client), let admin = Endpoint(recorded.admin) else { continue }
+            directory[id] = MemberEndpoints(id: id, peer: peer, client: client, admin: admin)
+        }
+        return directory
+    }
+
+    /// Points the transport and the forwarder at the current members (after a membership
+    /// change or new addresses were applied): members of the configuration, and while this
+    /// member is not yet in one (a joining learner), the members its config lists.
+    func refreshPeers(_ status: EngineStatus) {
+        let directory = memberDirectory()
+        var ids = status.voters.union(status.learners)
+        if !ids.contains(config.id) { ids.formUnion(config.members.map(\.id)) }
+        var peers: [NodeID: PeerAddress] = [:]
+        for id in ids {
+            guard let member = directory[id] else {
+                logger.warning("member has no known address", metadata: ["member": "\(id)"])
+                continue
+            }
+            peers[id] = PeerAddress(host: member.peer.host, port: member.peer.port)
+        }
+        transport?.setPeers(peers)
+        forwarder?.update(directory.mapValues(\.client))
+        logger.info("peers updated", metadata: ["voters": "\(status.voters.sorted())", "learners": "\(status.learners.sorted())"])
+    }
+
     private func startAPI(engine: RaftEngine, storage: StorageEngine) async throws {
         let authorization = Authorization(admins: config.adminIdentities)
         let forwarder = LeaderForwarder(config: config, logger: logger)
@@ -107,7 +139,8 @@ public final class NodeRuntime: @unchecked Sendable {
                            requestTimeoutMilliseconds: config.requestTimeoutMilliseconds, logger: logger)
         let electionTimeout = UInt64(config.tickMilliseconds * config.electionTicks)
         let admin = AdminService(engine: engine, storage: storage, config: config, authorization: authorization, logger: logger,
-                                 health: { HealthReport.assess(engine.currentStatus, electionTimeoutMilliseconds: electionTimeout) })
+                                 health: { HealthReport.assess(engine.currentStatus, electionTimeoutMilliseconds: electionTimeout) },
+                                 directory: { [weak self] in self?.memberDirectory() ?? [:] })
         api = try await APIServers.start(config: config, services: [(config.listen.client, [kv]), (config.listen.admin, [admin])],
                                          group: group, logger: logger)
         try await startHealth(engine: engine)

@@ -54,6 +54,7 @@ public final class RaftEngine: @unchecked Sendable {
     private var readsAwaitingApply: [(index: UInt64, waiter: ReadWaiter)] = []
     private var tickCount: UInt64 = 0
     private var changes: [UInt64: ProposalWaiter] = [:]
+    private var appliedChanges: [(index: UInt64, waiter: ProposalWaiter)] = []
     private var nextReadID: UInt64 = 1
     private var lastContact: [NodeID: UInt64] = [:]
     /// When the outstanding heartbeat to each peer was sent, and the latest round trips.
@@ -293,6 +294,13 @@ public final class RaftEngine: @unchecked Sendable {
             raft.advance(ready)
             answerReads()
             resolveTransfers()
+            if membershipChanged || ready.snapshot != nil {
+                membershipChanged = false
+                publishStatus()
+                onMembershipApplied?(status)
+            }
+            for (index, waiter) in appliedChanges { waiter.succeed(ProposalResult(index: index, outcome: nil)) }
+            appliedChanges = []
         }
     }
 
@@ -334,14 +342,17 @@ public final class RaftEngine: @unchecked Sendable {
                 }
             }
             if let waiter = changes.removeValue(forKey: entry.index) {
-                if waiter.term == entry.term { waiter.succeed(ProposalResult(index: entry.index, outcome: nil)) } else { waiter.fail(.outcomeUnknown) }
+                // Answered after `advance`, once the core and the published status show the change.
+                if waiter.term == entry.term { appliedChanges.append((entry.index, waiter)) } else { waiter.fail(.outcomeUnknown) }
             }
-            if entry.kind == .configurationChange { configurationChanged = true }
+            if entry.kind == .configurationChange || outcomes[entry.index] == .memberRecorded { membershipChanged = true }
         }
     }
 
-    /// Set when a membership change was applied, so that the node updates its peers.
-    var configurationChanged = false
+    /// Set when a membership change or a member's addresses were applied.
+    private var membershipChanged = false
+    /// Called on the loop thread after a membership change or member addresses were applied.
+    public var onMembershipApplied: (@Sendable (EngineStatus) -> Void)?
 
     private func answerReads() {
         guard !readsAwaitingApply.isEmpty else { return }
@@ -438,6 +449,8 @@ public final class RaftEngine: @unchecked Sendable {
         newReads = []
         for pending in readsAwaitingApply { pending.waiter.fail(error) }
         for pending in transferWaiters { pending.waiter.fail(error) }
+        for (_, waiter) in appliedChanges { waiter.fail(error) }
+        appliedChanges = []
         proposals = [:]
         changes = [:]
         reads = [:]

@@ -7,7 +7,8 @@ import Testing
 import Wire
 
 /// Three real `crm-node` processes: real TLS, real RocksDB, loopback.
-@Suite(.serialized) struct ClusterProcessTests {
+extension RealProcessTests {
+@Suite struct ClusterProcessTests {
     @Test func writesThroughAnyMemberAreReadBackFromEveryMember() async throws {
         let cluster = try ProcessCluster()
         try cluster.startAll()
@@ -234,3 +235,54 @@ import Wire
         }, "members did not converge on one applied index and state hash")
     }
 }
+}
+
+extension RealProcessTests {
+    /// Membership changes on real processes.
+    @Suite struct MembershipProcessTests {
+    @Test func aNewMemberJoinsAsALearnerIsPromotedAndAnotherIsRemoved() async throws {
+        let cluster = try ProcessCluster(ids: [1, 2, 3], spares: [4], snapshotEvery: 100)
+        try cluster.startAll()
+        let leader = try #require(await cluster.waitForLeader())
+        for index in 0..<250 { try await cluster.put("before-\(index % 20)", "v\(index)", via: leader) }
+
+        try cluster.start(4)
+        let admin = try cluster.connection(leader, admin: true).admin
+        let e = cluster.endpoints[4]!
+        var add = Crm_V1_AddLearnerRequest()
+        add.id = 4
+        add.endpoints.peer = "127.0.0.1:\(e.peer)"
+        add.endpoints.client = "127.0.0.1:\(e.client)"
+        add.endpoints.admin = "127.0.0.1:\(e.admin)"
+        var options = ProcessCluster.shortCall
+        options.timeout = .seconds(10)
+        let added = try await admin.addLearner(add, options: options)
+        #expect(added.members.contains { $0.id == 4 && !$0.voter })
+
+        // The learner catches up (by snapshot: the leader compacted past its empty log).
+        let target = try #require(await cluster.status(leader)).appliedIndex
+        #expect(await eventually(seconds: 15) { (await cluster.status(4))?.appliedIndex ?? 0 >= target })
+        #expect(try await cluster.get("before-19", via: 4, serializable: true) == "v239")
+
+        var promote = Crm_V1_PromoteMemberRequest()
+        promote.id = 4
+        let promoted = try await admin.promoteMember(promote, options: options)
+        #expect(promoted.members.contains { $0.id == 4 && $0.voter })
+
+        // Four voters: with one of the founders down, three still make a quorum.
+        let victim = cluster.ids.first { $0 != leader }!
+        cluster.kill9(victim)
+        try await cluster.put("with-four", "voters", via: leader)
+        #expect(try await cluster.get("with-four", via: 4) == "voters")
+
+        var remove = Crm_V1_RemoveMemberRequest()
+        remove.id = victim
+        let removed = try await admin.removeMember(remove, options: options)
+        #expect(!removed.members.contains { $0.id == victim && $0.voter })
+        try await cluster.put("after-removal", "ok", via: 4)
+        #expect(try await cluster.get("after-removal", via: leader) == "ok")
+        await cluster.closeConnections()
+    }
+}
+}
+

@@ -4,7 +4,8 @@ import Foundation
 import Testing
 
 /// crmctl and graceful shutdown against real processes.
-@Suite(.serialized) struct OperatorToolTests {
+extension RealProcessTests {
+@Suite struct OperatorToolTests {
     /// Writes the cluster file crmctl reads, as `make up` does.
     private func clusterFile(_ cluster: ProcessCluster) throws -> String {
         let members = cluster.ids.map { id -> String in
@@ -106,3 +107,5 @@ import Testing
         await cluster.closeConnections()
     }
 }
+}
+

@@ -33,13 +33,17 @@ final class ProcessCluster: @unchecked Sendable {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     }
 
-    init(ids: [UInt64] = [1, 2, 3], snapshotEvery: Int = 10_000, extraCAs: [String] = []) throws {
+    /// `spares`: members with certificates and a `join: true` config, not started and not founders.
+    init(ids: [UInt64] = [1, 2, 3], spares: [UInt64] = [], snapshotEvery: Int = 10_000) throws {
         self.ids = ids
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try Self.run("/bin/bash", [Self.repository.appendingPathComponent("cluster/make-certs.sh").path, directory + "/certs",
-                                   ids.map(String.init).joined(separator: ","), "crmctl", "app"])
-        for id in ids { endpoints[id] = (try TestSockets.freePort(), try TestSockets.freePort(), try TestSockets.freePort(), try TestSockets.freePort()) }
-        for id in ids { try writeConfig(id, snapshotEvery: snapshotEvery) }
+                                   (ids + spares).map(String.init).joined(separator: ","), "crmctl", "app"])
+        for id in ids + spares {
+            endpoints[id] = (try TestSockets.freePort(), try TestSockets.freePort(), try TestSockets.freePort(), try TestSockets.freePort())
+        }
+        for id in ids { try writeConfig(id, members: ids, snapshotEvery: snapshotEvery) }
+        for id in spares { try writeConfig(id, members: ids + [id], snapshotEvery: snapshotEvery, join: true) }
     }
 
     deinit {
@@ -61,9 +65,9 @@ final class ProcessCluster: @unchecked Sendable {
     func configPath(_ id: UInt64) -> String { directory + "/node-\(id).yaml" }
     func logPath(_ id: UInt64) -> String { directory + "/node-\(id).log" }
 
-    private func writeConfig(_ id: UInt64, snapshotEvery: Int) throws {
+    private func writeConfig(_ id: UInt64, members memberIDs: [UInt64], snapshotEvery: Int, join: Bool = false) throws {
         let me = endpoints[id]!
-        let members = ids.map { other -> String in
+        let members = memberIDs.map { other -> String in
             let e = endpoints[other]!
             return "  - {id: \(other), peer: \"127.0.0.1:\(e.peer)\", client: \"127.0.0.1:\(e.client)\", admin: \"127.0.0.1:\(e.admin)\"}"
         }
@@ -83,6 +87,7 @@ final class ProcessCluster: @unchecked Sendable {
               cert: certs/member-\(id).pem
               key: certs/member-\(id).key
             admins: [crmctl]
+            join: \(join)
             limits:
               snapshot_every_entries: \(snapshotEvery)
             """.write(toFile: configPath(id), atomically: true, encoding: .utf8)
@@ -145,7 +150,7 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     /// The member every running member names as leader, once they agree.
-    func waitForLeader(among running: [UInt64]? = nil, seconds: Double = 15) async -> UInt64? {
+    func waitForLeader(among running: [UInt64]? = nil, seconds: Double = 30) async -> UInt64? {
         let members = running ?? ids
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
@@ -199,3 +204,9 @@ final class ProcessCluster: @unchecked Sendable {
         connections = [:]
     }
 }
+
+import Testing
+
+/// Every suite that starts real processes, run one test at a time: each test owns the machine's
+/// ports and cores while it measures.
+@Suite(.serialized) struct RealProcessTests {}

@@ -4,15 +4,7 @@ import Logging
 import NIOPosix
 @testable import Node
 import Raft
-
-/// A free TCP port on loopback (bound, read, released: another process could take it, but
-/// tests on one machine do not race for thousands of ports).
-func freePort() throws -> Int {
-    let socket = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).wait()
-    let port = socket.localAddress!.port!
-    try socket.close().wait()
-    return port
-}
+import CRMTestSupport
 
 /// Certificates, keys and configs for a local cluster, made by the real scripts.
 final class LocalClusterFiles: @unchecked Sendable {
@@ -33,10 +25,10 @@ final class LocalClusterFiles: @unchecked Sendable {
         process.waitUntilExit()
         precondition(process.terminationStatus == 0, "make-certs.sh failed")
         for id in ids {
-            members.append(MemberEndpoints(id: id, peer: Endpoint(host: "127.0.0.1", port: try freePort()),
-                                           client: Endpoint(host: "127.0.0.1", port: try freePort()),
-                                           admin: Endpoint(host: "127.0.0.1", port: try freePort())))
-            healthPorts[id] = try freePort()
+            members.append(MemberEndpoints(id: id, peer: Endpoint(host: "127.0.0.1", port: try TestSockets.freePort()),
+                                           client: Endpoint(host: "127.0.0.1", port: try TestSockets.freePort()),
+                                           admin: Endpoint(host: "127.0.0.1", port: try TestSockets.freePort())))
+            healthPorts[id] = try TestSockets.freePort()
         }
         for id in ids { try writeConfig(id, tickMilliseconds: tickMilliseconds) }
     }

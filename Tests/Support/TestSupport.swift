@@ -2,15 +2,22 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
+import Synchronization
 
 /// Helpers shared by the tests that use real sockets.
 public enum TestSockets {
-    /// A free TCP port on loopback (bound, read, released).
+    private static let handedOut = Mutex<Set<Int>>([])
+
+    /// A free TCP port on loopback (bound, read, released), never the same one twice in a test
+    /// run: the kernel may hand a just-released port out again.
     public static func freePort() throws -> Int {
-        let socket = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).wait()
-        let port = socket.localAddress!.port!
-        try socket.close().wait()
-        return port
+        for _ in 0..<100 {
+            let socket = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).wait()
+            let port = socket.localAddress!.port!
+            try socket.close().wait()
+            if handedOut.withLock({ $0.insert(port).inserted }) { return port }
+        }
+        throw CocoaError(.fileWriteUnknown)
     }
 }
 
