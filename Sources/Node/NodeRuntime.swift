@@ -1,4 +1,5 @@
 import Foundation
+import GRPCCore
 import KVStore
 import Logging
 import NIOCore
@@ -22,6 +23,7 @@ public final class NodeRuntime: @unchecked Sendable {
     public private(set) var tls: ReloadingTLSContexts?
     private var tlsReload: RepeatedTask?
     private var api: APIServers?
+    private var apiServices: [(Endpoint, [any RegistrableRPCService])] = []
     private var forwarder: LeaderForwarder?
     private var health: HealthServer?
     public let metrics = NodeMetrics()
@@ -89,9 +91,11 @@ public final class NodeRuntime: @unchecked Sendable {
         engine.start()
         try await startAPI(engine: engine, storage: storage)
         tlsReload = group.next().scheduleRepeatedTask(initialDelay: .seconds(Int64(config.tlsReloadIntervalSeconds)),
-                                                      delay: .seconds(Int64(config.tlsReloadIntervalSeconds))) { [logger] _ in
+                                                      delay: .seconds(Int64(config.tlsReloadIntervalSeconds))) { [weak self, logger] _ in
             do {
-                if try tls.reloadIfChanged() { logger.info("TLS files changed; new connections use them") }
+                guard try tls.reloadIfChanged() else { return }
+                logger.notice("TLS files changed; new peer connections use them, the API listeners restart with them")
+                Task { await self?.restartAPI() }
             } catch {
                 logger.error("TLS files changed but cannot be used; keeping the previous ones", metadata: ["error": "\(error)"])
             }
@@ -141,8 +145,8 @@ public final class NodeRuntime: @unchecked Sendable {
         let admin = AdminService(engine: engine, storage: storage, config: config, authorization: authorization, logger: logger,
                                  health: { HealthReport.assess(engine.currentStatus, electionTimeoutMilliseconds: electionTimeout) },
                                  directory: { [weak self] in self?.memberDirectory() ?? [:] })
-        api = try await APIServers.start(config: config, services: [(config.listen.client, [kv]), (config.listen.admin, [admin])],
-                                         group: group, logger: logger)
+        apiServices = [(config.listen.client, [kv]), (config.listen.admin, [admin])]
+        api = try await APIServers.start(config: config, services: apiServices, group: group, logger: logger)
         try await startHealth(engine: engine)
     }
 
@@ -169,6 +173,17 @@ public final class NodeRuntime: @unchecked Sendable {
             })
         health = try await HealthServer.start(host: config.listen.health.host, port: config.listen.health.port, probe: probe,
                                               group: group, logger: logger)
+    }
+
+    /// Restarts the client and admin listeners so that they read the TLS files again: calls in
+    /// progress finish on the old listeners, new connections meet the new certificates.
+    func restartAPI() async {
+        await api?.stop()
+        do {
+            api = try await APIServers.start(config: config, services: apiServices, group: group, logger: logger)
+        } catch {
+            logger.critical("API listeners did not restart after a TLS change", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Stops the listeners, the loop, the transport and storage (in that order).

@@ -195,6 +195,41 @@ extension RealProcessTests {
         await cluster.closeConnections()
     }
 
+    /// The CA bundle is re-read without a restart: a client whose certificate another CA
+    /// signed is refused, then accepted once that CA is added to the bundle.
+    @Test func theCABundleIsReReadWithoutARestart() async throws {
+        let cluster = try ProcessCluster(tlsReloadSeconds: 1)
+        try cluster.startAll()
+        let leader = try #require(await cluster.waitForLeader())
+        let strangers = NSTemporaryDirectory() + "crm-second-ca-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: strangers) }
+        try ProcessCluster.run("/bin/bash", [ProcessCluster.repository.appendingPathComponent("cluster/make-certs.sh").path, strangers, "9", "crmctl"])
+        let bundle = cluster.directory + "/certs/ca.pem"
+        // The client trusts both CAs, so that only the member's side decides.
+        let clientBundle = strangers + "/both.pem"
+        try (String(contentsOfFile: bundle, encoding: .utf8) + String(contentsOfFile: strangers + "/ca.pem", encoding: .utf8))
+            .write(toFile: clientBundle, atomically: true, encoding: .utf8)
+        let tls = ClientTLSFiles(ca: clientBundle, certificate: strangers + "/client-crmctl.pem", privateKey: strangers + "/client-crmctl.key")
+        var get = Crm_V1_GetRequest()
+        get.key = Data("k".utf8)
+        get.consistency = .serializable
+        let before = try MemberConnection(host: "127.0.0.1", port: cluster.endpoints[leader]!.client, tls: tls)
+        await #expect(throws: (any Error).self) { try await before.kv.get(get, options: ProcessCluster.shortCall) }
+        await before.close()
+
+        try String(contentsOfFile: clientBundle, encoding: .utf8).write(toFile: bundle, atomically: true, encoding: .utf8)
+        let accepted = await eventually(seconds: 10) {
+            guard let connection = try? MemberConnection(host: "127.0.0.1", port: cluster.endpoints[leader]!.client, tls: tls) else { return false }
+            defer { Task { await connection.close() } }
+            return (try? await connection.kv.get(get, options: ProcessCluster.shortCall)) != nil
+        }
+        #expect(accepted, "a client of the added CA is accepted after the bundle changed")
+        #expect(cluster.log(leader).contains("TLS files changed"))
+        try await cluster.put("after", "reload", via: leader)
+        #expect(try await cluster.get("after", via: cluster.ids.first { $0 != leader }!) == "reload")
+        await cluster.closeConnections()
+    }
+
     /// Configuration mistakes are named with their fix, and the process exits with status 2.
     @Test func configurationErrorsGiveClearMessages() throws {
         let cluster = try ProcessCluster()

@@ -18,6 +18,7 @@ final class ProcessCluster: @unchecked Sendable {
     var processes: [UInt64: Process] = [:]
     var endpoints: [UInt64: (peer: Int, client: Int, admin: Int, health: Int)] = [:]
     var connections: [String: MemberConnection] = [:]
+    let tlsReloadSeconds: Int
 
     static var binaries: URL {
         var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
@@ -34,8 +35,9 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     /// `spares`: members with certificates and a `join: true` config, not started and not founders.
-    init(ids: [UInt64] = [1, 2, 3], spares: [UInt64] = [], snapshotEvery: Int = 10_000) throws {
+    init(ids: [UInt64] = [1, 2, 3], spares: [UInt64] = [], snapshotEvery: Int = 10_000, tlsReloadSeconds: Int = 30) throws {
         self.ids = ids
+        self.tlsReloadSeconds = tlsReloadSeconds
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try Self.run("/bin/bash", [Self.repository.appendingPathComponent("cluster/make-certs.sh").path, directory + "/certs",
                                    (ids + spares).map(String.init).joined(separator: ","), "crmctl", "app"])
@@ -86,6 +88,7 @@ final class ProcessCluster: @unchecked Sendable {
               ca: certs/ca.pem
               cert: certs/member-\(id).pem
               key: certs/member-\(id).key
+              reload_interval_seconds: \(tlsReloadSeconds)
             admins: [crmctl]
             join: \(join)
             limits:
