@@ -164,8 +164,11 @@ let package = Package(
         .executableTarget(
             name: "CRMBench",
             dependencies: [
-                "Storage", "Sealing", "CRocksDB", "CRMClient", "CRMProto",
+                "Storage", "Sealing", "CRocksDB", "CRMClient", "CRMProto", "Transport", "Wire", "Raft",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
