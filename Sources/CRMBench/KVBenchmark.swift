@@ -181,14 +181,14 @@ struct ClusterTarget {
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         func resolve(_ value: String) -> String { value.hasPrefix("/") ? value : directory + "/" + value }
         let tls = ClientTLSFiles(ca: resolve(file.tls.ca), certificate: resolve(file.tls.cert), privateKey: resolve(file.tls.key))
-        func split(_ endpoint: String) -> (String, Int) {
-            let colon = endpoint.lastIndex(of: ":")!
-            return (String(endpoint[..<colon]), Int(endpoint[endpoint.index(after: colon)...])!)
+        func split(_ text: String) throws -> (String, Int) {
+            guard let endpoint = Endpoint(text) else { throw ValidationError("\(path): '\(text)' is not host:port") }
+            return (endpoint.host, endpoint.port)
         }
         var chosen = member
         if chosen == nil {
             for candidate in file.members {
-                let (host, port) = split(candidate.admin)
+                guard let (host, port) = try? split(candidate.admin) else { continue }
                 guard let connection = try? MemberConnection(host: host, port: port, tls: tls) else { continue }
                 var options = CallOptions.defaults
                 options.timeout = .seconds(2)
@@ -203,7 +203,7 @@ struct ClusterTarget {
         guard let id = chosen, let entry = file.members.first(where: { $0.id == id }) else {
             throw ValidationError("no leader found in \(path); is the cluster up (crmctl status)?")
         }
-        let (host, port) = split(entry.client)
+        let (host, port) = try split(entry.client)
         return ClusterTarget(member: id, host: host, port: port, tls: tls)
     }
 }

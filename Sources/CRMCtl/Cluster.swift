@@ -100,8 +100,7 @@ final class Cluster: @unchecked Sendable {
     }
 
     static func parse(_ text: String) -> (host: String, port: Int)? {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else { return nil }
-        return (String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port)
+        Endpoint(text).map { ($0.host, $0.port) }
     }
 
     func connection(_ index: Int) throws -> MemberConnection {

@@ -10,11 +10,10 @@ extension ServerContext {
         guard let posix = transportSpecific as? HTTP2ServerTransport.Posix.Context,
               let certificate = posix.peerCertificate,
               let names = try? certificate.extensions.subjectAlternativeNames else { return nil }
-        var found: [PeerIdentity] = []
-        for name in names {
-            if case .uniformResourceIdentifier(let uri) = name, let identity = PeerIdentity(uri: uri) { found.append(identity) }
-        }
-        return found.count == 1 ? found[0] : nil
+        return PeerIdentity(uris: names.compactMap { name -> String? in
+            if case .uniformResourceIdentifier(let uri) = name { return uri }
+            return nil
+        })
     }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Raft
+import Transport
 import Yams
 
 /// Everything wrong with a config file, one line each, naming the key and the fix.
@@ -130,7 +131,7 @@ extension NodeConfig {
         problems += endpointProblems()
         problems += timingProblems()
         problems += limitProblems()
-        for name in admins ?? [] where PeerIdentityName.isValid(name) == false {
+        for name in admins ?? [] where !PeerIdentity.isValidClientName(name) {
             problems.append("admins: '\(name)' is not a client name (letters, digits, '.', '_', '-'); it must match a client certificate's crm://client/<name>")
         }
         if checkFiles { problems += fileProblems() }
@@ -232,13 +233,5 @@ extension NodeConfig {
             }
         }
         return problems
-    }
-}
-
-/// Client names as certificates carry them (crm://client/<name>).
-enum PeerIdentityName {
-    static func isValid(_ name: String) -> Bool {
-        !name.isEmpty && name.count <= 128
-            && name.unicodeScalars.allSatisfy { $0.properties.isAlphabetic || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0) }
     }
 }

@@ -164,26 +164,19 @@ struct KVService: Crm_V1_KV.SimpleServiceProtocol {
     /// Proposes on this member if it leads; otherwise forwards the call to the leader.
     private func propose(_ command: KVCommand,
                          forward: (Crm_V1_KV.Client<HTTP2ClientTransport.Posix>) async throws -> Crm_V1_ResponseHeader) async throws -> Outcome {
-        let deadline = Date().addingTimeInterval(Double(requestTimeoutMilliseconds) / 1000)
-        var delay: UInt64 = 10_000_000
-        while true {
+        try await retryingElection {
             do {
                 let result = try await engine.propose(command.encoded)
                 return Outcome(header: header(), outcome: result.outcome)
             } catch EngineError.notLeader(let hint) where hint != 0 && hint != engine.id {
-                let leaderHeader = try await forward(try forwarder.kv(hint))
-                return Outcome(header: leaderHeader, outcome: nil)
-            } catch EngineError.notLeader where Date() < deadline {
-                // No leader yet: an election is under way.
-                try await Task.sleep(nanoseconds: delay)
-                delay = min(delay * 2, 200_000_000)
-            } catch let error as EngineError {
-                throw Self.rpcError(error)
+                return Outcome(header: try await forward(try forwarder.kv(hint)), outcome: nil)
             }
         }
     }
 
-    private func retryingElection(_ body: () async throws -> Void) async throws {
+    /// Runs `body`, again and again while no leader is known (an election is under way), with a
+    /// growing pause, until the request timeout; engine errors become gRPC statuses.
+    private func retryingElection<T>(_ body: () async throws -> T) async throws -> T {
         let deadline = Date().addingTimeInterval(Double(requestTimeoutMilliseconds) / 1000)
         var delay: UInt64 = 10_000_000
         while true {
