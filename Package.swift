@@ -111,7 +111,9 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-            ]
+            ],
+            // Disk fault hooks for the tests exist in debug builds only (see FaultHooks.swift).
+            swiftSettings: [.define("CRM_FAULT_HOOKS", .when(configuration: .debug))]
         ),
 
         // A gRPC client of a member's APIs, over mutual TLS (crmctl, crm-bench, tests).

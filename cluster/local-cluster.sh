@@ -6,7 +6,8 @@
 #
 # Everything lives under run/local/ (override with CRM_RUN_DIR): certs/, node-<id>.yaml,
 # node-<id>/data, node-<id>.log, node-<id>.pid, and cluster.json, which crmctl reads by default.
-# Ports: peer 7001+, client 7101+, admin 7201+, health 7301+ (CRM_BASE_PORT moves them all).
+# Ports: peer 7001+, client 7101+, admin 7201+, health 7301+, front gRPC 7401+, front HTTP 7501+
+# (CRM_BASE_PORT moves them all).
 # Binaries come from .build/release (CRM_BIN overrides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,13 +49,16 @@ tls:
   cert: certs/member-$id.pem
   key: certs/member-$id.key
 admins: [crmctl]
+front:
+  grpc: "127.0.0.1:$((base + 400 + id))"
+  http: "127.0.0.1:$((base + 500 + id))"
 YAML
     done
     local json_members=""
     for id in $(seq 1 "$count"); do
         "$bin/crm-node" --config "$run/node-$id.yaml" >> "$run/node-$id.log" 2>&1 &
         echo $! > "$run/node-$id.pid"
-        json_members+="${json_members:+,}{\"id\": $id, \"peer\": \"127.0.0.1:$((base + id))\", \"client\": \"127.0.0.1:$((base + 100 + id))\", \"admin\": \"127.0.0.1:$((base + 200 + id))\", \"health\": \"127.0.0.1:$((base + 300 + id))\", \"pid\": $(cat "$run/node-$id.pid"), \"config\": \"node-$id.yaml\"}"
+        json_members+="${json_members:+,}{\"id\": $id, \"peer\": \"127.0.0.1:$((base + id))\", \"client\": \"127.0.0.1:$((base + 100 + id))\", \"admin\": \"127.0.0.1:$((base + 200 + id))\", \"health\": \"127.0.0.1:$((base + 300 + id))\", \"front\": \"127.0.0.1:$((base + 400 + id))\", \"front_http\": \"127.0.0.1:$((base + 500 + id))\", \"pid\": $(cat "$run/node-$id.pid"), \"config\": \"node-$id.yaml\"}"
     done
     cat > "$run/cluster.json" <<JSON
 {"members": [$json_members],

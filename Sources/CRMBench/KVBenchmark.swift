@@ -5,9 +5,10 @@ import Foundation
 import GRPCCore
 import Histogram
 
-/// `crm-bench kv`: closed-loop load over the client API. Each client sends one request, waits
-/// for the answer, and sends the next, for the whole duration; latencies go into an HDR
-/// histogram (microseconds, three significant digits).
+/// `crm-bench kv`: closed-loop load over the client API — a member's, or with `--front` a node's
+/// front. Each client sends one request, waits for the answer, and sends the next, for the whole
+/// duration; latencies go into an HDR histogram (microseconds, three significant digits). The
+/// longest time in which no request succeeded is reported too (the pause a failover causes).
 struct KVBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kv",
@@ -26,6 +27,7 @@ struct KVBenchmark: AsyncParsableCommand {
     @Flag(help: "Serializable gets (served by the member itself) instead of linearizable ones.") var serializable = false
     @Option(help: "The cluster file (default: $CRM_CLUSTER or run/local/cluster.json).") var cluster: String?
     @Option(help: "Send to this member (default: the leader).") var member: UInt64?
+    @Flag(help: "Send to the member's front (which routes for the whole cluster) instead of its client API.") var front = false
     @Option(help: "Connections shared by the clients.") var connections = 4
     @Flag(help: "Print JSON.") var json = false
 
@@ -38,7 +40,7 @@ struct KVBenchmark: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let target = try await ClusterTarget.resolve(clusterFile: cluster, member: member)
+        let target = try await ClusterTarget.resolve(clusterFile: cluster, member: member, front: front)
         let pool = try (0..<connections).map { _ in try MemberConnection(host: target.host, port: target.port, tls: target.tls) }
         defer { for connection in pool { Task { await connection.close() } } }
         let value = Data((0..<valueSize).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) })
@@ -49,6 +51,7 @@ struct KVBenchmark: AsyncParsableCommand {
         let started = Date()
         let measureFrom = started.addingTimeInterval(warmup)
         let end = measureFrom.addingTimeInterval(duration)
+        let measureFromUptime = DispatchTime.now().uptimeNanoseconds + UInt64(warmup * 1e9)
         let results = await withTaskGroup(of: ClientResult.self) { group in
             for client in 0..<clients {
                 let connection = pool[client % pool.count]
@@ -58,18 +61,32 @@ struct KVBenchmark: AsyncParsableCommand {
             for await result in group { total.merge(result) }
             return total
         }
-        report(results, target: target)
+        report(results, target: target, gap: results.longestGap(from: measureFromUptime, to: measureFromUptime + UInt64(duration * 1e9)))
     }
 
     struct ClientResult {
         var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
         var operations = 0
         var errors: [String: Int] = [:]
+        /// Uptime nanoseconds at which each measured request succeeded.
+        var completions: [UInt64] = []
 
         mutating func merge(_ other: ClientResult) {
             histogram.add(other.histogram)
             operations += other.operations
             for (kind, count) in other.errors { errors[kind, default: 0] += count }
+            completions += other.completions
+        }
+
+        /// The longest stretch of the measured time with no success, and when it began
+        /// (seconds after the measurement started).
+        func longestGap(from start: UInt64, to end: UInt64) -> (nanoseconds: UInt64, startsAt: Double) {
+            let times = [start] + completions.sorted() + [max(end, completions.max() ?? end)]
+            var best: (UInt64, Double) = (0, 0)
+            for (earlier, later) in zip(times, times.dropFirst()) where later - earlier > best.0 {
+                best = (later - earlier, Double(earlier - start) / 1e9)
+            }
+            return best
         }
     }
 
@@ -100,6 +117,7 @@ struct KVBenchmark: AsyncParsableCommand {
                 if Date() >= measureFrom {
                     _ = result.histogram.record(max(elapsed, 1))
                     result.operations += 1
+                    result.completions.append(DispatchTime.now().uptimeNanoseconds)
                 }
             } catch let error as RPCError {
                 if Date() >= measureFrom { result.errors["\(error.code)", default: 0] += 1 }
@@ -126,7 +144,7 @@ struct KVBenchmark: AsyncParsableCommand {
         }
     }
 
-    private func report(_ results: ClientResult, target: ClusterTarget) {
+    private func report(_ results: ClientResult, target: ClusterTarget, gap: (nanoseconds: UInt64, startsAt: Double)) {
         let perSecond = Double(results.operations) / duration
         func milliseconds(_ percentile: Double) -> Double { Double(results.histogram.valueAtPercentile(percentile)) / 1000 }
         let errors = results.errors.values.reduce(0, +)
@@ -136,16 +154,18 @@ struct KVBenchmark: AsyncParsableCommand {
                 "target_member": target.member, "operations": results.operations, "ops_per_second": perSecond,
                 "latency_ms": ["p50": milliseconds(50), "p99": milliseconds(99), "p99.9": milliseconds(99.9),
                                "max": Double(results.histogram.maxRecorded) / 1000],
-                "errors": results.errors,
+                "errors": results.errors, "via": front ? "front" : "member",
+                "longest_gap_ms": Double(gap.nanoseconds) / 1e6, "longest_gap_starts_s": gap.startsAt,
             ]
             let data = try! JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
-            print("crm-bench kv: op=\(op.rawValue)\(op != .put && serializable ? " (serializable)" : "") clients=\(clients) duration=\(duration)s value=\(valueSize)B keys=\(keys) target=member \(target.member) (\(target.host):\(target.port))")
+            print("crm-bench kv: op=\(op.rawValue)\(op != .put && serializable ? " (serializable)" : "") clients=\(clients) duration=\(duration)s value=\(valueSize)B keys=\(keys) target=\(front ? "front of member" : "member") \(target.member) (\(target.host):\(target.port))")
             print(String(format: "ops=%d ops/s=%.0f errors=%d%@", results.operations, perSecond, errors,
                          errors == 0 ? "" : " (" + results.errors.map { "\($0.key): \($0.value)" }.sorted().joined(separator: ", ") + ")"))
             print(String(format: "latency p50=%.3f ms p99=%.3f ms p99.9=%.3f ms max=%.3f ms", milliseconds(50), milliseconds(99),
                          milliseconds(99.9), Double(results.histogram.maxRecorded) / 1000))
+            print(String(format: "longest gap without a success: %.3f s, from %.1f s into the measurement", Double(gap.nanoseconds) / 1e9, gap.startsAt))
         }
     }
 }
@@ -162,6 +182,7 @@ struct ClusterTarget {
             var id: UInt64
             var client: String
             var admin: String
+            var front: String?
         }
         struct TLS: Decodable {
             var ca: String
@@ -172,7 +193,7 @@ struct ClusterTarget {
         var tls: TLS
     }
 
-    static func resolve(clusterFile: String?, member: UInt64?) async throws -> ClusterTarget {
+    static func resolve(clusterFile: String?, member: UInt64?, front: Bool = false) async throws -> ClusterTarget {
         let path = clusterFile ?? ProcessInfo.processInfo.environment["CRM_CLUSTER"] ?? "run/local/cluster.json"
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ValidationError("no cluster file at \(path): start a local cluster with `make up`, or pass --cluster")
@@ -203,7 +224,8 @@ struct ClusterTarget {
         guard let id = chosen, let entry = file.members.first(where: { $0.id == id }) else {
             throw ValidationError("no leader found in \(path); is the cluster up (crmctl status)?")
         }
-        let (host, port) = try split(entry.client)
+        if front && entry.front == nil { throw ValidationError("\(path) lists no front for member \(id); give it a \"front\" address") }
+        let (host, port) = try split(front ? entry.front! : entry.client)
         return ClusterTarget(member: id, host: host, port: port, tls: tls)
     }
 }

@@ -18,7 +18,7 @@ struct CRMCtl: AsyncParsableCommand {
         Exit status: 0 done; 1 the cluster refused or failed the operation; 2 bad usage or \
         configuration; 3 not found (kv get) or not swapped (kv cas); 4 no member could be reached.
         """,
-        subcommands: [Status.self, Members.self, Leader.self, SnapshotCommand.self, Compact.self, Keys.self, Verify.self, KV.self]
+        subcommands: [Status.self, Alarms.self, Members.self, Leader.self, SnapshotCommand.self, Compact.self, Keys.self, Verify.self, KV.self]
     )
 
     /// Runs the command; failures print one clear line and set the documented exit status.
@@ -158,6 +158,34 @@ struct Members: AsyncParsableCommand {
 }
 
 extension Members.Promote { func change(_ o: ConnectionOptions, _ d: String, _ c: @escaping @Sendable (MemberConnection) async throws -> Crm_V1_MembershipResponse) async throws { try await Members.change(o, d, c) } }
+
+struct Alarms: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Every raised alarm on every member (NOSPACE, CORRUPT). Exit status 1 while any is raised.")
+    @OptionGroup var options: ConnectionOptions
+
+    func run() async throws {
+        let cluster = try Cluster(options)
+        defer { cluster.close() }
+        let statuses = await cluster.statuses()
+        if statuses.allSatisfy({ $0.status == nil }) { throw ExitCode(4) }
+        let alarms = statuses.compactMap(\.status).flatMap(\.alarms)
+        if options.json {
+            try Output.json(alarms.map(AlarmJSON.init))
+        } else if alarms.isEmpty {
+            print("no alarms (\(statuses.compactMap(\.status).count) of \(statuses.count) members answered)")
+        } else {
+            Output.table(["MEMBER", "ALARM", "RAISED", "REASON"], alarms.map { alarm in
+                let raised = Date(timeIntervalSince1970: Double(alarm.raisedAtMs) / 1000)
+                return ["\(alarm.memberID)", Output.alarmName(alarm.kind), ISO8601DateFormatter().string(from: raised), alarm.reason]
+            })
+        }
+        for (target, status, error) in statuses where status == nil {
+            FileHandle.standardError.write(Data("crmctl: member \(target.id) did not answer: \(error ?? "unreachable")\n".utf8))
+        }
+        if !alarms.isEmpty { throw ExitCode(1) }
+    }
+}
 
 struct Leader: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Leadership.", subcommands: [Transfer.self])

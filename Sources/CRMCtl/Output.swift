@@ -60,6 +60,23 @@ enum Output {
         for (target, status, error) in statuses {
             if let error { print("member \(target.id) (\(target.address(.admin))): \(error)") }
             for reason in status?.health.reasons ?? [] { print("member \(status!.memberID): \(reason)") }
+            for alarm in status?.alarms ?? [] { print("member \(status!.memberID): ALARM \(alarmName(alarm.kind)): \(alarm.reason)") }
+        }
+        // Dead members as the leader (or any member) reports them, once each, with the fix.
+        var reported: Set<UInt64> = []
+        for status in ([leaderView].compactMap { $0 } + statuses.compactMap(\.status)) {
+            for dead in status.deadMembers where reported.insert(dead.id).inserted {
+                print("member \(dead.id) is dead: silent for \(dead.silentMs / 1000) s (failover.dead_after_seconds). Replace it:")
+                for command in dead.replaceCommands { print("  \(command)") }
+            }
+        }
+    }
+
+    static func alarmName(_ kind: Crm_V1_AlarmKind) -> String {
+        switch kind {
+        case .nospace: return "NOSPACE"
+        case .corrupt: return "CORRUPT"
+        case .unknown, .UNRECOGNIZED: return "UNKNOWN"
         }
     }
 
@@ -114,6 +131,8 @@ struct StatusReport: Encodable {
         var health: String?
         var health_reasons: [String]?
         var state_hash: String?
+        var alarms: [AlarmJSON]?
+        var dead_members: [DeadMemberJSON]?
     }
 
     var leader_id: UInt64?
@@ -132,7 +151,34 @@ struct StatusReport: Encodable {
                           term: status.term, leader_id: status.leaderID, commit_index: status.commitIndex,
                           applied_index: status.appliedIndex, first_index: status.firstIndex, last_index: status.lastIndex,
                           snapshot_index: status.snapshotIndex, match_index: seen?.matchIndex, lag: seen?.lag,
-                          health: Output.health(status.health), health_reasons: status.health.reasons, state_hash: status.stateHash)
+                          health: Output.health(status.health), health_reasons: status.health.reasons, state_hash: status.stateHash,
+                          alarms: status.alarms.map(AlarmJSON.init), dead_members: status.deadMembers.map(DeadMemberJSON.init))
         }
+    }
+}
+
+struct AlarmJSON: Encodable {
+    var alarm: String
+    var member_id: UInt64
+    var raised_at_ms: UInt64
+    var reason: String
+
+    init(_ alarm: Crm_V1_Alarm) {
+        self.alarm = Output.alarmName(alarm.kind)
+        member_id = alarm.memberID
+        raised_at_ms = alarm.raisedAtMs
+        reason = alarm.reason
+    }
+}
+
+struct DeadMemberJSON: Encodable {
+    var id: UInt64
+    var silent_ms: UInt64
+    var replace_commands: [String]
+
+    init(_ dead: Crm_V1_DeadMember) {
+        id = dead.id
+        silent_ms = dead.silentMs
+        replace_commands = dead.replaceCommands
     }
 }

@@ -13,10 +13,14 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
     let config: NodeConfig
     let authorization: Authorization
     let logger: Logger
-    /// The health of this member, computed by the node (see `HealthReport`).
-    let health: @Sendable () -> HealthReport
+    /// The health monitor's latest findings about this member.
+    let health: @Sendable () -> HealthSnapshot
+    /// The other members as this node's polls see them.
+    let peers: @Sendable () -> [NodeID: PeerObservation]
     /// Every member's addresses (config and the replicated directory).
     let directory: @Sendable () -> [NodeID: MemberEndpoints]
+    /// Called when `Verify` finds damage.
+    let raiseCorrupt: @Sendable (String) -> Void
 
     func status(request: Crm_V1_StatusRequest, context: ServerContext) async throws -> Crm_V1_StatusResponse {
         _ = try authorization.requireAdmin(context)
@@ -32,7 +36,16 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         response.lastIndex = status.lastIndex
         response.snapshotIndex = status.snapshotIndex
         response.members = members(status)
-        response.health = Self.proto(health())
+        let snapshot = health()
+        response.health = Self.proto(snapshot.report)
+        response.alarms = snapshot.alarms.map(Self.proto)
+        response.deadMembers = snapshot.dead.map { dead in
+            var proto = Crm_V1_DeadMember()
+            proto.id = dead.id
+            proto.silentMs = dead.silentMilliseconds
+            proto.replaceCommands = dead.replaceCommands
+            return proto
+        }
         response.pid = UInt64(ProcessInfo.processInfo.processIdentifier)
         response.version = NodeVersion.current
         // The digest comes with the applied index it was taken at (the loop may have moved on).
@@ -118,7 +131,7 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
             response.term = metadata.term
             return response
         } catch let error as EngineError {
-            throw KVService.rpcError(error)
+            throw LocalKV.rpcError(error)
         }
     }
 
@@ -160,6 +173,9 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
             item.reason = "\(problem)"
             return item
         }
+        if !report.isClean {
+            raiseCorrupt("crmctl verify found \(report.problemCount) damaged items; repair: stop the member, move its data_dir aside, restart it empty with join: true and re-add it")
+        }
         return response
     }
 
@@ -178,6 +194,8 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
 
     private func members(_ status: EngineStatus) -> [Crm_V1_MemberStatus] {
         let known = directory()
+        let observed = peers()
+        let own = health().report
         let ids = status.voters.union(status.learners).union(config.members.map(\.id)).sorted()
         return ids.map { id in
             var member = Crm_V1_MemberStatus()
@@ -191,6 +209,11 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
                 member.role = status.learners.contains(id) ? .learner : (status.leader == id ? .leader : .follower)
                 member.lastContactMs = status.lastContactMilliseconds[id] ?? 0
                 member.reachable = status.lastContactMilliseconds[id].map { $0 < UInt64(config.tickMilliseconds * config.electionTicks) } ?? false
+            }
+            if id == status.id {
+                member.health = Self.proto(own)
+            } else if let report = observed[id]?.report {
+                member.health = Self.proto(report)
             }
             if let match = status.matchIndexes[id] {
                 member.matchIndex = match
@@ -229,6 +252,15 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         return health
     }
 
+    static func proto(_ alarm: Alarm) -> Crm_V1_Alarm {
+        var proto = Crm_V1_Alarm()
+        proto.kind = alarm.kind == .noSpace ? .nospace : .corrupt
+        proto.memberID = alarm.memberID
+        proto.raisedAtMs = UInt64(alarm.raisedAt.timeIntervalSince1970 * 1000)
+        proto.reason = alarm.reason
+        return proto
+    }
+
     /// Membership and transfers happen on the leader: say which member that is.
     static func leaderError(_ error: EngineError, _ status: EngineStatus) -> RPCError {
         if case .notLeader(let hint) = error {
@@ -236,7 +268,7 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
                 ? "no leader is known yet; retry shortly"
                 : "member \(status.id) does not lead; send this to the leader, member \(hint) (crmctl --member \(hint) ...)")
         }
-        return KVService.rpcError(error)
+        return LocalKV.rpcError(error)
     }
 }
 

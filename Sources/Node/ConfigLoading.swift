@@ -87,6 +87,13 @@ extension NodeConfig {
                                 "request_timeout_ms": .scalar, "shutdown_handoff_ms": .scalar]),
             "limits": .mapping(["max_message_bytes": .scalar, "max_send_queue_bytes": .scalar,
                                 "snapshot_every_entries": .scalar, "max_sessions": .scalar]),
+            "health": .mapping(["check_interval_ms": .scalar, "disk_reserve_bytes": .scalar, "storage_quota_bytes": .scalar,
+                                "fsync_slow_ms": .scalar, "fsync_window_ms": .scalar, "max_apply_lag": .scalar,
+                                "stall_ms": .scalar, "verify_interval_hours": .scalar]),
+            "failover": .mapping(["hand_off_on_disk_failure": .scalar, "dead_after_seconds": .scalar, "auto_replace": .scalar,
+                                  "spares": .list(endpoints), "min_voters": .scalar]),
+            "front": .mapping(["grpc": .scalar, "http": .scalar, "requests_per_second": .scalar, "burst": .scalar,
+                               "request_timeout_ms": .scalar, "drain_ms": .scalar, "poll_ms": .scalar]),
         ])
     }
 
@@ -131,6 +138,7 @@ extension NodeConfig {
         problems += endpointProblems()
         problems += timingProblems()
         problems += limitProblems()
+        problems += healthProblems()
         for name in admins ?? [] where !PeerIdentity.isValidClientName(name) {
             problems.append("admins: '\(name)' is not a client name (letters, digits, '.', '_', '-'); it must match a client certificate's crm://client/<name>")
         }
@@ -165,9 +173,10 @@ extension NodeConfig {
 
     private func endpointProblems() -> [String] {
         var problems: [String] = []
-        let listeners = [("peer", listen.peer), ("client", listen.client), ("admin", listen.admin), ("health", listen.health)]
+        var listeners = [("peer", listen.peer), ("client", listen.client), ("admin", listen.admin), ("health", listen.health)]
+        if let front { listeners += [("front.grpc", front.grpc), ("front.http", front.http)] }
         for (name, endpoint) in listeners where endpoint.port == 0 {
-            problems.append("listen.\(name): port 0; give a fixed port so that members and clients can find it")
+            problems.append("\(name.hasPrefix("front") ? name : "listen.\(name)"): port 0; give a fixed port so that members and clients can find it")
         }
         for (index, first) in listeners.enumerated() {
             for second in listeners[(index + 1)...] where first.1 == second.1 {
@@ -204,6 +213,34 @@ extension NodeConfig {
         if snapshotEveryEntries < 100 { problems.append("limits.snapshot_every_entries: at least 100") }
         if maxSessions < 1 { problems.append("limits.max_sessions: at least 1") }
         if tlsReloadIntervalSeconds < 1 { problems.append("tls.reload_interval_seconds: at least 1") }
+        return problems
+    }
+
+    private func healthProblems() -> [String] {
+        var problems: [String] = []
+        if !(10...10_000).contains(healthCheckIntervalMilliseconds) { problems.append("health.check_interval_ms: \(healthCheckIntervalMilliseconds) is outside 10–10000") }
+        if fsyncSlowMilliseconds < 1 { problems.append("health.fsync_slow_ms: at least 1") }
+        if fsyncWindowMilliseconds < 2 * healthCheckIntervalMilliseconds {
+            problems.append("health.fsync_window_ms (\(fsyncWindowMilliseconds)) must cover at least two health checks (\(2 * healthCheckIntervalMilliseconds) ms)")
+        }
+        if stallMilliseconds < tickMilliseconds { problems.append("health.stall_ms (\(stallMilliseconds)) must be at least one tick (\(tickMilliseconds) ms)") }
+        if verifyIntervalHours < 0 { problems.append("health.verify_interval_hours: must not be negative") }
+        if deadAfterSeconds < 1 { problems.append("failover.dead_after_seconds: at least 1") }
+        if minVoters < 1 { problems.append("failover.min_voters: at least 1") }
+        let memberIDs = Set(members.map(\.id))
+        for spare in spares where memberIDs.contains(spare.id) || spare.id == 0 {
+            problems.append("failover.spares: id \(spare.id) is already a founding member (or 0); a spare needs its own id")
+        }
+        if autoReplace && spares.isEmpty { problems.append("failover.auto_replace is on but failover.spares lists none; list the spare members") }
+        if front != nil {
+            if frontRequestsPerSecond <= 0 { problems.append("front.requests_per_second: must be positive") }
+            if frontBurst < 1 { problems.append("front.burst: at least 1") }
+            if frontRequestTimeoutMilliseconds < electionTimeoutMilliseconds * 2 {
+                problems.append("front.request_timeout_ms (\(frontRequestTimeoutMilliseconds)) should cover two election timeouts (\(2 * electionTimeoutMilliseconds) ms) so that requests ride out a leader change")
+            }
+            if frontDrainMilliseconds < 0 { problems.append("front.drain_ms: must not be negative") }
+            if !(10...10_000).contains(frontPollMilliseconds) { problems.append("front.poll_ms: \(frontPollMilliseconds) is outside 10–10000") }
+        }
         return problems
     }
 

@@ -85,6 +85,80 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         }
     }
 
+    /// What the health monitor measures against (every key optional; defaults below).
+    public struct Health: Codable, Sendable, Equatable {
+        public var checkIntervalMilliseconds: Int?
+        /// NOSPACE when free space on the data directory's disk falls below this.
+        public var diskReserveBytes: UInt64?
+        /// NOSPACE when the store's files grow past this.
+        public var storageQuotaBytes: UInt64?
+        /// A synced write slower than this counts as slow; when every one in the window is
+        /// slow, the disk is failing.
+        public var fsyncSlowMilliseconds: Int?
+        public var fsyncWindowMilliseconds: Int?
+        public var maxApplyLag: UInt64?
+        /// A loop (Raft or network) that wakes this late has stalled.
+        public var stallMilliseconds: Int?
+        /// A full integrity check of the store at start and then this often (0: at start only).
+        public var verifyIntervalHours: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case checkIntervalMilliseconds = "check_interval_ms"
+            case diskReserveBytes = "disk_reserve_bytes"
+            case storageQuotaBytes = "storage_quota_bytes"
+            case fsyncSlowMilliseconds = "fsync_slow_ms"
+            case fsyncWindowMilliseconds = "fsync_window_ms"
+            case maxApplyLag = "max_apply_lag"
+            case stallMilliseconds = "stall_ms"
+            case verifyIntervalHours = "verify_interval_hours"
+        }
+    }
+
+    /// What a leader does when a member or its own disk fails.
+    public struct Failover: Codable, Sendable, Equatable {
+        /// Hand leadership over when this member's disk fails or fills (default true).
+        public var handOffOnDiskFailure: Bool?
+        /// A member silent this long is reported dead, with the commands to replace it.
+        public var deadAfterSeconds: Int?
+        /// Replace a dead voter with a spare automatically (default false).
+        public var autoReplace: Bool?
+        /// Members that are running (started with `join: true`) but not yet in the cluster.
+        public var spares: [MemberEndpoints]?
+        /// Never remove a voter when fewer than this many would remain (default 3).
+        public var minVoters: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case handOffOnDiskFailure = "hand_off_on_disk_failure"
+            case deadAfterSeconds = "dead_after_seconds"
+            case autoReplace = "auto_replace"
+            case spares
+            case minVoters = "min_voters"
+        }
+    }
+
+    /// The front: the cluster's client entry on this node (gRPC and HTTP/JSON, mutual TLS).
+    public struct Front: Codable, Sendable, Equatable {
+        public var grpc: Endpoint
+        public var http: Endpoint
+        /// Requests per second each client identity may make (token bucket refill), and the burst.
+        public var requestsPerSecond: Double?
+        public var burst: Double?
+        /// The whole time a front spends on one request, retries included.
+        public var requestTimeoutMilliseconds: Int?
+        /// How long shutdown waits for requests in progress.
+        public var drainMilliseconds: Int?
+        /// How often the front asks every member for its state.
+        public var pollMilliseconds: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case grpc, http, burst
+            case requestsPerSecond = "requests_per_second"
+            case requestTimeoutMilliseconds = "request_timeout_ms"
+            case drainMilliseconds = "drain_ms"
+            case pollMilliseconds = "poll_ms"
+        }
+    }
+
     public var id: NodeID
     public var dataDir: String
     public var masterKeyFile: String
@@ -99,9 +173,12 @@ public struct NodeConfig: Codable, Sendable, Equatable {
     public var admins: [String]?
     public var timing: Timing?
     public var limits: Limits?
+    public var health: Health?
+    public var failover: Failover?
+    public var front: Front?
 
     enum CodingKeys: String, CodingKey {
-        case id, listen, advertise, members, join, tls, admins, timing, limits
+        case id, listen, advertise, members, join, tls, admins, timing, limits, health, failover, front
         case dataDir = "data_dir"
         case masterKeyFile = "master_key_file"
     }
@@ -121,6 +198,26 @@ public struct NodeConfig: Codable, Sendable, Equatable {
     public var maxSessions: Int { limits?.maxSessions ?? 100_000 }
     public var tlsReloadIntervalSeconds: Int { tls.reloadIntervalSeconds ?? 30 }
     public var adminIdentities: Set<String> { Set(admins ?? ["crmctl"]) }
+
+    public var healthCheckIntervalMilliseconds: Int { health?.checkIntervalMilliseconds ?? 250 }
+    public var diskReserveBytes: UInt64 { health?.diskReserveBytes ?? 512 << 20 }
+    public var storageQuotaBytes: UInt64 { health?.storageQuotaBytes ?? 8 << 30 }
+    public var fsyncSlowMilliseconds: Int { health?.fsyncSlowMilliseconds ?? 200 }
+    public var fsyncWindowMilliseconds: Int { health?.fsyncWindowMilliseconds ?? 2000 }
+    public var maxApplyLag: UInt64 { health?.maxApplyLag ?? 1000 }
+    public var stallMilliseconds: Int { health?.stallMilliseconds ?? tickMilliseconds * electionTicks / 2 }
+    public var verifyIntervalHours: Int { health?.verifyIntervalHours ?? 24 }
+    public var handOffOnDiskFailure: Bool { failover?.handOffOnDiskFailure ?? true }
+    public var deadAfterSeconds: Int { failover?.deadAfterSeconds ?? 300 }
+    public var autoReplace: Bool { failover?.autoReplace ?? false }
+    public var spares: [MemberEndpoints] { failover?.spares ?? [] }
+    public var minVoters: Int { failover?.minVoters ?? 3 }
+    public var frontRequestsPerSecond: Double { front?.requestsPerSecond ?? 5000 }
+    public var frontBurst: Double { front?.burst ?? max(frontRequestsPerSecond * 2, 1) }
+    public var frontRequestTimeoutMilliseconds: Int { front?.requestTimeoutMilliseconds ?? requestTimeoutMilliseconds }
+    public var frontDrainMilliseconds: Int { front?.drainMilliseconds ?? 5000 }
+    public var frontPollMilliseconds: Int { front?.pollMilliseconds ?? 200 }
+    public var electionTimeoutMilliseconds: Int { tickMilliseconds * electionTicks }
 
     /// This member's own entry in `members`.
     public var selfEndpoints: MemberEndpoints { members.first { $0.id == id }! }

@@ -23,6 +23,14 @@ public final class NodeMetrics: Sendable {
     private let compactions: Gauge
     private let refusedPeerConnections: Gauge
     private let peerGauges = Mutex<[NodeID: (rtt: Gauge, silence: Gauge)]>([:])
+    private let healthState: Gauge
+    private let alarmGauges: [Alarm.Kind: Gauge]
+    private let freeDisk: Gauge
+    private let storeSize: Gauge
+    private let syncWorst: Gauge
+    private let stallWorst: Gauge
+    private let applyLag: Gauge
+    private let deadMembers: Gauge
 
     static let latencyBuckets: [Duration] = [
         .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
@@ -51,6 +59,30 @@ public final class NodeMetrics: Sendable {
         compactions = registry.makeGauge(name: "crm_log_compactions_total", help: "Log compactions")
         refusedPeerConnections = registry.makeGauge(name: "crm_tls_peer_connections_refused_total",
                                                     help: "Peer connections closed for a failed TLS handshake, a wrong identity or bad input")
+        healthState = registry.makeGauge(name: "crm_health_state", help: "0 healthy, 1 degraded, 2 down")
+        var alarms: [Alarm.Kind: Gauge] = [:]
+        for kind in Alarm.Kind.allCases {
+            alarms[kind] = registry.makeGauge(name: "crm_alarm_active", labels: [("alarm", kind.rawValue)], help: "1 while the alarm is raised on this member")
+        }
+        alarmGauges = alarms
+        freeDisk = registry.makeGauge(name: "crm_disk_free_bytes", help: "Free bytes on the data directory's disk")
+        storeSize = registry.makeGauge(name: "crm_store_bytes", help: "Bytes of the store's files")
+        syncWorst = registry.makeGauge(name: "crm_fsync_worst_recent_seconds", help: "The slowest synced write in the health window (one in progress included)")
+        stallWorst = registry.makeGauge(name: "crm_loop_stall_worst_recent_seconds", help: "The longest Raft or network loop stall in the last 10 s")
+        applyLag = registry.makeGauge(name: "crm_apply_lag_entries", help: "Committed entries not yet applied")
+        deadMembers = registry.makeGauge(name: "crm_dead_members", help: "Members silent for longer than failover.dead_after_seconds")
+    }
+
+    /// Mirrors the health monitor's findings into the gauges (called before each scrape).
+    func refresh(_ health: HealthSnapshot) {
+        healthState.set(to: health.report.state == .healthy ? 0 : health.report.state == .degraded ? 1 : 2)
+        for (kind, gauge) in alarmGauges { gauge.set(to: health.alarm(kind) == nil ? 0 : 1) }
+        freeDisk.set(to: Double(health.freeDiskBytes))
+        storeSize.set(to: Double(health.storeBytes))
+        syncWorst.set(to: Double(health.sync.worstNanoseconds) / 1e9)
+        stallWorst.set(to: Double(health.worstStallMilliseconds) / 1000)
+        applyLag.set(to: Double(health.applyLag))
+        deadMembers.set(to: Double(health.dead.count))
     }
 
     /// Mirrors the engine's status into the gauges (called before each scrape).

@@ -1,3 +1,4 @@
+import CRMProto
 import Foundation
 import GRPCCore
 import KVStore
@@ -10,8 +11,8 @@ import Sealing
 import Storage
 import Transport
 
-/// One member, assembled from its config: storage, durable log, state machine, peer transport
-/// and Raft loop. `start()` opens everything in order and reports the first problem clearly;
+/// One member, assembled from its config: storage, durable log, state machine, peer transport,
+/// Raft loop, health monitor and the node's front. `start()` opens everything in order and reports the first problem clearly;
 /// `stop()` closes it all.
 public final class NodeRuntime: @unchecked Sendable {
     public let config: NodeConfig
@@ -24,8 +25,13 @@ public final class NodeRuntime: @unchecked Sendable {
     private var tlsReload: RepeatedTask?
     private var api: APIServers?
     private var apiServices: [(Endpoint, [any RegistrableRPCService])] = []
-    private var forwarder: LeaderForwarder?
+    private var members: MemberClients?
     private var health: HealthServer?
+    public private(set) var monitor: HealthMonitor?
+    private var poller: MemberPoller?
+    private var front: Front?
+    private var verifyTask: Task<Void, Never>?
+    let routing = SharedRoutingTable()
     public let metrics = NodeMetrics()
 
     public init(config: NodeConfig, logger: Logger, eventLoopThreads: Int = 2) {
@@ -87,7 +93,6 @@ public final class NodeRuntime: @unchecked Sendable {
         self.engine = engine
         engine.onMembershipApplied = { [weak self] status in self?.refreshPeers(status) }
         try await transport.listen(host: config.listen.peer.host, port: config.listen.peer.port)
-        refreshPeers(engine.currentStatus)
         engine.start()
         try await startAPI(engine: engine, storage: storage)
         tlsReload = group.next().scheduleRepeatedTask(initialDelay: .seconds(Int64(config.tlsReloadIntervalSeconds)),
@@ -131,44 +136,122 @@ public final class NodeRuntime: @unchecked Sendable {
             peers[id] = PeerAddress(host: member.peer.host, port: member.peer.port)
         }
         transport?.setPeers(peers)
-        forwarder?.update(directory.mapValues(\.client))
+        members?.update(directory.mapValues(\.client))
         logger.info("peers updated", metadata: ["voters": "\(status.voters.sorted())", "learners": "\(status.learners.sorted())"])
     }
 
     private func startAPI(engine: RaftEngine, storage: StorageEngine) async throws {
         let authorization = Authorization(admins: config.adminIdentities)
-        let forwarder = LeaderForwarder(config: config, logger: logger)
-        self.forwarder = forwarder
-        let kv = KVService(engine: engine, forwarder: forwarder, authorization: authorization,
-                           requestTimeoutMilliseconds: config.requestTimeoutMilliseconds, logger: logger)
-        let electionTimeout = UInt64(config.tickMilliseconds * config.electionTicks)
+        let members = MemberClients(config: config, logger: logger)
+        self.members = members
+        refreshPeers(engine.currentStatus)
+        let frontMetrics = FrontMetrics(registry: metrics.registry)
+        let poller = MemberPoller(selfID: config.id, interval: .milliseconds(config.frontPollMilliseconds), table: routing, members: members,
+                                  metrics: frontMetrics, ownState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() },
+                                  memberIDs: { [weak self] in self?.memberIDs() ?? [] }, logger: logger)
+        self.poller = poller
+        let monitor = HealthMonitor(config: config, engine: engine, group: group, peers: { poller.observations() }, logger: logger)
+        self.monitor = monitor
+        monitor.check()
+        monitor.start()
+        let local = LocalKV(engine: engine, members: members, gate: { ServingGate.from(monitor.snapshot, engine.currentStatus) },
+                            requestTimeoutMilliseconds: config.requestTimeoutMilliseconds, logger: logger)
+        let kv = KVService(local: local, authorization: authorization,
+                           memberState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() })
         let admin = AdminService(engine: engine, storage: storage, config: config, authorization: authorization, logger: logger,
-                                 health: { HealthReport.assess(engine.currentStatus, electionTimeoutMilliseconds: electionTimeout) },
-                                 directory: { [weak self] in self?.memberDirectory() ?? [:] })
+                                 health: { monitor.snapshot }, peers: { poller.observations() },
+                                 directory: { [weak self] in self?.memberDirectory() ?? [:] },
+                                 raiseCorrupt: { monitor.raiseCorrupt($0) })
         apiServices = [(config.listen.client, [kv]), (config.listen.admin, [admin])]
         api = try await APIServers.start(config: config, services: apiServices, group: group, logger: logger)
-        try await startHealth(engine: engine)
+        try await startHealth(engine: engine, monitor: monitor)
+        poller.start()
+        if let settings = config.front, let tls {
+            front = try await Front.start(config: config, settings: settings, local: local, members: members, table: routing,
+                                          metrics: frontMetrics, tls: tls.server, authorization: authorization,
+                                          memberState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() },
+                                          group: group, logger: logger)
+        } else {
+            logger.notice("no front configured (the `front` section): clients must call the members' client APIs")
+        }
+        startIntegrityChecks(storage: storage, monitor: monitor)
     }
 
-    private func startHealth(engine: RaftEngine) async throws {
-        let electionTimeout = UInt64(config.tickMilliseconds * config.electionTicks)
+    /// Every member this node should poll: the configuration's, and those its config lists.
+    func memberIDs() -> Set<NodeID> {
+        guard let status = engine?.currentStatus else { return [] }
+        var ids = status.voters.union(status.learners)
+        if !ids.contains(config.id) { ids.formUnion(config.members.map(\.id)) }
+        return ids.union([config.id])
+    }
+
+    /// What this member says about itself to the fronts (`MemberState`).
+    func memberState() -> Crm_V1_MemberStateResponse {
+        guard let engine, let monitor else { return Crm_V1_MemberStateResponse() }
+        let status = engine.currentStatus
+        let snapshot = monitor.snapshot
+        var state = Crm_V1_MemberStateResponse()
+        state.memberID = status.id
+        state.role = AdminService.role(status.role, learner: status.learners.contains(status.id))
+        state.term = status.term
+        state.leaderID = status.leader
+        state.commitIndex = status.commitIndex
+        state.appliedIndex = status.appliedIndex
+        state.health = AdminService.proto(snapshot.report)
+        state.alarms = snapshot.alarms.map(AdminService.proto)
+        state.serving = ServingGate.from(snapshot, status).refusal == nil
+        return state
+    }
+
+    /// A full integrity check of the store soon after start and then every
+    /// `health.verify_interval_hours`; damage raises the CORRUPT alarm.
+    private func startIntegrityChecks(storage: StorageEngine, monitor: HealthMonitor) {
+        let hours = config.verifyIntervalHours, logger = self.logger
+        verifyTask = Task.detached(priority: .background) {
+            while !Task.isCancelled {
+                let started = ContinuousClock.now
+                do {
+                    let report = try storage.verify()
+                    if report.isClean {
+                        logger.info("integrity check passed", metadata: ["values": "\(report.checked)", "took": "\(ContinuousClock.now - started)"])
+                    } else {
+                        let first = report.problems.prefix(3).map(\.description).joined(separator: "; ")
+                        monitor.raiseCorrupt("integrity check found \(report.problemCount) damaged items (\(first)); repair: stop the member, move its data_dir aside, restart it empty with join: true and re-add it (it catches up by snapshot)")
+                    }
+                } catch {
+                    if Task.isCancelled { return }
+                    monitor.raiseCorrupt("integrity check could not read the store: \(error)")
+                }
+                guard hours > 0 else { return }
+                try? await Task.sleep(for: .seconds(hours * 3600))
+            }
+        }
+    }
+
+    private func startHealth(engine: RaftEngine, monitor: HealthMonitor) async throws {
         let metrics = self.metrics
         let transport = self.transport
         let probe = HealthServer.Probe(
             live: {
-                let report = HealthReport.assess(engine.currentStatus, electionTimeoutMilliseconds: electionTimeout)
+                let report = monitor.snapshot.report
                 return (report.isLive, report.isLive ? "live" : "down: " + report.reasons.joined(separator: "; "))
             },
             ready: {
                 let status = engine.currentStatus
-                if HealthReport.isReady(status) { return (true, "ready: member \(status.id), leader \(status.leader), applied \(status.appliedIndex)") }
-                let report = HealthReport.assess(status, electionTimeoutMilliseconds: electionTimeout)
-                return (false, "not ready: " + (report.reasons.isEmpty ? ["catching up (applied \(status.appliedIndex) of \(status.commitIndex))"] : report.reasons).joined(separator: "; "))
+                let snapshot = monitor.snapshot
+                let alarms = snapshot.alarms.map { "alarm \($0.kind.rawValue): \($0.reason)" }
+                if HealthReport.isReady(status) && snapshot.alarm(.corrupt) == nil {
+                    let state = snapshot.report.state == .healthy ? "" : "; \(snapshot.report.state.rawValue): " + snapshot.report.reasons.joined(separator: "; ")
+                    return (true, "ready: member \(status.id), leader \(status.leader), applied \(status.appliedIndex)" + state + alarms.map { "; " + $0 }.joined())
+                }
+                let reasons = snapshot.report.reasons.isEmpty ? ["catching up (applied \(status.appliedIndex) of \(status.commitIndex))"] : snapshot.report.reasons
+                return (false, "not ready: " + reasons.joined(separator: "; ") + alarms.map { "; " + $0 }.joined())
             },
             metrics: {
                 let status = engine.currentStatus
                 metrics.refresh(status, refusedConnections: transport?.refusedConnections.count ?? 0,
                                 peerRoundTrips: status.roundTripMicroseconds.mapValues { .microseconds(Int64($0)) })
+                metrics.refresh(monitor.snapshot)
                 return metrics.registry.emitToBuffer()
             })
         health = try await HealthServer.start(host: config.listen.health.host, port: config.listen.health.port, probe: probe,
@@ -189,9 +272,13 @@ public final class NodeRuntime: @unchecked Sendable {
     /// Stops the listeners, the loop, the transport and storage (in that order).
     public func stop() async {
         tlsReload?.cancel()
+        verifyTask?.cancel()
+        await front?.drain()
+        await poller?.stop()
+        monitor?.stop()
         await health?.stop()
         await api?.stop()
-        forwarder?.shutdown()
+        members?.shutdown()
         engine?.stop()
         await transport?.stop()
         storage?.close()

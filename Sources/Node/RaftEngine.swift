@@ -42,6 +42,10 @@ public final class RaftEngine: @unchecked Sendable {
     private let logger: Logger
     private let inbox = EventInbox()
     private let published: Mutex<EngineStatus>
+    /// Synced writes of the log (and the health probe's), for the health monitor.
+    let syncLatency = Mutex(SyncLatency())
+    /// How late the loop woke for its ticks, when it was late by more than a tick.
+    let loopLateness = Mutex(TimedSamples(capacity: 256))
     private var thread: Thread?
     private let finished = DispatchSemaphore(value: 0)
 
@@ -170,6 +174,10 @@ public final class RaftEngine: @unchecked Sendable {
             // Ticks follow the monotonic clock, missed ones included (after a stall, a leader
             // must see how long it has not heard from its quorum).
             var now = DispatchTime.now().uptimeNanoseconds
+            if now > nextTick + tickNanoseconds {
+                let lateness = now - nextTick
+                loopLateness.withLock { $0.record(at: now, nanoseconds: lateness) }
+            }
             var ticks = 0
             while now >= nextTick && ticks < 10 * options.electionTicks {
                 raft.tick()
@@ -286,8 +294,12 @@ public final class RaftEngine: @unchecked Sendable {
             send(ready.messages)
             if ready.needsPersist {
                 let started = DispatchTime.now().uptimeNanoseconds
+                syncLatency.withLock { $0.begin(.raftLog, at: started) }
+                try FaultHooks.shared.beforeSync()
                 try log.save(ready)
-                metrics.persistDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started))
+                let finished = DispatchTime.now().uptimeNanoseconds
+                syncLatency.withLock { $0.end(.raftLog, at: finished) }
+                metrics.persistDuration.recordNanoseconds(Int64(finished - started))
             }
             send(ready.messagesAfterPersist)
             try apply(ready)

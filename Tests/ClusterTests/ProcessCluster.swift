@@ -16,7 +16,11 @@ final class ProcessCluster: @unchecked Sendable {
     let directory = NSTemporaryDirectory() + "crm-processes-" + UUID().uuidString
     let ids: [UInt64]
     var processes: [UInt64: Process] = [:]
-    var endpoints: [UInt64: (peer: Int, client: Int, admin: Int, health: Int)] = [:]
+    var endpoints: [UInt64: (peer: Int, client: Int, admin: Int, health: Int, front: Int, frontHTTP: Int)] = [:]
+    /// Extra YAML appended to every member's config (a test's health or front settings).
+    let extraConfig: String
+    /// Where each member reads its injected disk faults (the debug build's fault hook).
+    func faultFile(_ id: UInt64) -> String { directory + "/faults-\(id).json" }
     var connections: [String: MemberConnection] = [:]
     let tlsReloadSeconds: Int
 
@@ -35,14 +39,17 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     /// `spares`: members with certificates and a `join: true` config, not started and not founders.
-    init(ids: [UInt64] = [1, 2, 3], spares: [UInt64] = [], snapshotEvery: Int = 10_000, tlsReloadSeconds: Int = 30) throws {
+    init(ids: [UInt64] = [1, 2, 3], spares: [UInt64] = [], snapshotEvery: Int = 10_000, tlsReloadSeconds: Int = 30,
+         extraConfig: String = "") throws {
         self.ids = ids
         self.tlsReloadSeconds = tlsReloadSeconds
+        self.extraConfig = extraConfig
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try Self.run("/bin/bash", [Self.repository.appendingPathComponent("cluster/make-certs.sh").path, directory + "/certs",
                                    (ids + spares).map(String.init).joined(separator: ","), "crmctl", "app"])
         for id in ids + spares {
-            endpoints[id] = (try TestSockets.freePort(), try TestSockets.freePort(), try TestSockets.freePort(), try TestSockets.freePort())
+            endpoints[id] = (try TestSockets.freePort(), try TestSockets.freePort(), try TestSockets.freePort(), try TestSockets.freePort(),
+                             try TestSockets.freePort(), try TestSockets.freePort())
         }
         for id in ids { try writeConfig(id, members: ids, snapshotEvery: snapshotEvery) }
         for id in spares { try writeConfig(id, members: ids + [id], snapshotEvery: snapshotEvery, join: true) }
@@ -93,6 +100,10 @@ final class ProcessCluster: @unchecked Sendable {
             join: \(join)
             limits:
               snapshot_every_entries: \(snapshotEvery)
+            front:
+              grpc: "127.0.0.1:\(me.front)"
+              http: "127.0.0.1:\(me.frontHTTP)"
+            \(extraConfig)
             """.write(toFile: configPath(id), atomically: true, encoding: .utf8)
     }
 
@@ -101,6 +112,9 @@ final class ProcessCluster: @unchecked Sendable {
         let process = Process()
         process.executableURL = Self.binaries.appendingPathComponent("crm-node")
         process.arguments = ["--config", configPath(id)]
+        var environment = ProcessInfo.processInfo.environment
+        environment["CRM_FAULT_FILE"] = faultFile(id)
+        process.environment = environment
         if !FileManager.default.fileExists(atPath: logPath(id)) { FileManager.default.createFile(atPath: logPath(id), contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath(id)))
         log.seekToEndOfFile()

@@ -23,113 +23,6 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated enum Crm_V1_MemberRole: SwiftProtobuf.Enum, Swift.CaseIterable {
-  public typealias RawValue = Int
-  case unknown // = 0
-  case follower // = 1
-  case preCandidate // = 2
-  case candidate // = 3
-  case leader // = 4
-  case learner // = 5
-  case UNRECOGNIZED(Int)
-
-  public init() {
-    self = .unknown
-  }
-
-  public init?(rawValue: Int) {
-    switch rawValue {
-    case 0: self = .unknown
-    case 1: self = .follower
-    case 2: self = .preCandidate
-    case 3: self = .candidate
-    case 4: self = .leader
-    case 5: self = .learner
-    default: self = .UNRECOGNIZED(rawValue)
-    }
-  }
-
-  public var rawValue: Int {
-    switch self {
-    case .unknown: return 0
-    case .follower: return 1
-    case .preCandidate: return 2
-    case .candidate: return 3
-    case .leader: return 4
-    case .learner: return 5
-    case .UNRECOGNIZED(let i): return i
-    }
-  }
-
-  // The compiler won't synthesize support with the UNRECOGNIZED case.
-  public static let allCases: [Crm_V1_MemberRole] = [
-    .unknown,
-    .follower,
-    .preCandidate,
-    .candidate,
-    .leader,
-    .learner,
-  ]
-
-}
-
-public nonisolated enum Crm_V1_HealthState: SwiftProtobuf.Enum, Swift.CaseIterable {
-  public typealias RawValue = Int
-  case unknown // = 0
-  case healthy // = 1
-  case degraded // = 2
-  case down // = 3
-  case UNRECOGNIZED(Int)
-
-  public init() {
-    self = .unknown
-  }
-
-  public init?(rawValue: Int) {
-    switch rawValue {
-    case 0: self = .unknown
-    case 1: self = .healthy
-    case 2: self = .degraded
-    case 3: self = .down
-    default: self = .UNRECOGNIZED(rawValue)
-    }
-  }
-
-  public var rawValue: Int {
-    switch self {
-    case .unknown: return 0
-    case .healthy: return 1
-    case .degraded: return 2
-    case .down: return 3
-    case .UNRECOGNIZED(let i): return i
-    }
-  }
-
-  // The compiler won't synthesize support with the UNRECOGNIZED case.
-  public static let allCases: [Crm_V1_HealthState] = [
-    .unknown,
-    .healthy,
-    .degraded,
-    .down,
-  ]
-
-}
-
-public nonisolated struct Crm_V1_Health: Sendable {
-  // SwiftProtobuf.Message conformance is added in an extension below. See the
-  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
-  // methods supported on all messages.
-
-  public var state: Crm_V1_HealthState = .unknown
-
-  /// Why the state is not healthy, one line each.
-  public var reasons: [String] = []
-
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
-
-  public init() {}
-}
-
 public nonisolated struct Crm_V1_Endpoints: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -182,11 +75,22 @@ public nonisolated struct Crm_V1_MemberStatus: Sendable {
   /// Process id, as the member reported it (0: not known).
   public var pid: UInt64 = 0
 
+  /// The member's health as it last reported it to this member's front (unknown: not heard).
+  public var health: Crm_V1_Health {
+    get {_health ?? Crm_V1_Health()}
+    set {_health = newValue}
+  }
+  /// Returns true if `health` has been explicitly set.
+  public var hasHealth: Bool {self._health != nil}
+  /// Clears the value of `health`. Subsequent reads from it will return its default value.
+  public mutating func clearHealth() {self._health = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _endpoints: Crm_V1_Endpoints? = nil
+  fileprivate var _health: Crm_V1_Health? = nil
 }
 
 public nonisolated struct Crm_V1_StatusRequest: Sendable {
@@ -199,52 +103,120 @@ public nonisolated struct Crm_V1_StatusRequest: Sendable {
   public init() {}
 }
 
-public nonisolated struct Crm_V1_StatusResponse: Sendable {
+public nonisolated struct Crm_V1_StatusResponse: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var memberID: UInt64 = 0
+  public var memberID: UInt64 {
+    get {_storage._memberID}
+    set {_uniqueStorage()._memberID = newValue}
+  }
 
-  public var role: Crm_V1_MemberRole = .unknown
+  public var role: Crm_V1_MemberRole {
+    get {_storage._role}
+    set {_uniqueStorage()._role = newValue}
+  }
 
-  public var term: UInt64 = 0
+  public var term: UInt64 {
+    get {_storage._term}
+    set {_uniqueStorage()._term = newValue}
+  }
 
-  public var leaderID: UInt64 = 0
+  public var leaderID: UInt64 {
+    get {_storage._leaderID}
+    set {_uniqueStorage()._leaderID = newValue}
+  }
 
-  public var commitIndex: UInt64 = 0
+  public var commitIndex: UInt64 {
+    get {_storage._commitIndex}
+    set {_uniqueStorage()._commitIndex = newValue}
+  }
 
-  public var appliedIndex: UInt64 = 0
+  public var appliedIndex: UInt64 {
+    get {_storage._appliedIndex}
+    set {_uniqueStorage()._appliedIndex = newValue}
+  }
 
-  public var firstIndex: UInt64 = 0
+  public var firstIndex: UInt64 {
+    get {_storage._firstIndex}
+    set {_uniqueStorage()._firstIndex = newValue}
+  }
 
-  public var lastIndex: UInt64 = 0
+  public var lastIndex: UInt64 {
+    get {_storage._lastIndex}
+    set {_uniqueStorage()._lastIndex = newValue}
+  }
 
-  public var snapshotIndex: UInt64 = 0
+  public var snapshotIndex: UInt64 {
+    get {_storage._snapshotIndex}
+    set {_uniqueStorage()._snapshotIndex = newValue}
+  }
 
-  public var members: [Crm_V1_MemberStatus] = []
+  public var members: [Crm_V1_MemberStatus] {
+    get {_storage._members}
+    set {_uniqueStorage()._members = newValue}
+  }
 
   public var health: Crm_V1_Health {
-    get {_health ?? Crm_V1_Health()}
-    set {_health = newValue}
+    get {_storage._health ?? Crm_V1_Health()}
+    set {_uniqueStorage()._health = newValue}
   }
   /// Returns true if `health` has been explicitly set.
-  public var hasHealth: Bool {self._health != nil}
+  public var hasHealth: Bool {_storage._health != nil}
   /// Clears the value of `health`. Subsequent reads from it will return its default value.
-  public mutating func clearHealth() {self._health = nil}
+  public mutating func clearHealth() {_uniqueStorage()._health = nil}
 
-  public var pid: UInt64 = 0
+  public var pid: UInt64 {
+    get {_storage._pid}
+    set {_uniqueStorage()._pid = newValue}
+  }
 
-  public var version: String = String()
+  public var version: String {
+    get {_storage._version}
+    set {_uniqueStorage()._version = newValue}
+  }
 
   /// A digest of the state machine's contents at `applied_index`, to compare members.
-  public var stateHash: String = String()
+  public var stateHash: String {
+    get {_storage._stateHash}
+    set {_uniqueStorage()._stateHash = newValue}
+  }
+
+  /// This member's raised alarms.
+  public var alarms: [Crm_V1_Alarm] {
+    get {_storage._alarms}
+    set {_uniqueStorage()._alarms = newValue}
+  }
+
+  /// Members silent for longer than the configured dead time, with how to replace each.
+  public var deadMembers: [Crm_V1_DeadMember] {
+    get {_storage._deadMembers}
+    set {_uniqueStorage()._deadMembers = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _health: Crm_V1_Health? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Crm_V1_DeadMember: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: UInt64 = 0
+
+  public var silentMs: UInt64 = 0
+
+  /// The crmctl commands that replace it, in order.
+  public var replaceCommands: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Crm_V1_ListMembersRequest: Sendable {
@@ -473,49 +445,6 @@ public nonisolated struct Crm_V1_VerifyResponse: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "crm.v1"
 
-nonisolated extension Crm_V1_MemberRole: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0MEMBER_ROLE_UNKNOWN\0\u{1}MEMBER_ROLE_FOLLOWER\0\u{1}MEMBER_ROLE_PRE_CANDIDATE\0\u{1}MEMBER_ROLE_CANDIDATE\0\u{1}MEMBER_ROLE_LEADER\0\u{1}MEMBER_ROLE_LEARNER\0")
-}
-
-nonisolated extension Crm_V1_HealthState: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0HEALTH_STATE_UNKNOWN\0\u{1}HEALTH_STATE_HEALTHY\0\u{1}HEALTH_STATE_DEGRADED\0\u{1}HEALTH_STATE_DOWN\0")
-}
-
-nonisolated extension Crm_V1_Health: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Health"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{1}reasons\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularEnumField(value: &self.state) }()
-      case 2: try { try decoder.decodeRepeatedStringField(value: &self.reasons) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.state != .unknown {
-      try visitor.visitSingularEnumField(value: self.state, fieldNumber: 1)
-    }
-    if !self.reasons.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.reasons, fieldNumber: 2)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Crm_V1_Health, rhs: Crm_V1_Health) -> Bool {
-    if lhs.state != rhs.state {return false}
-    if lhs.reasons != rhs.reasons {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
 nonisolated extension Crm_V1_Endpoints: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Endpoints"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}peer\0\u{1}client\0\u{1}admin\0\u{1}health\0")
@@ -563,7 +492,7 @@ nonisolated extension Crm_V1_Endpoints: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Crm_V1_MemberStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MemberStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}voter\0\u{1}role\0\u{3}match_index\0\u{1}lag\0\u{1}reachable\0\u{3}last_contact_ms\0\u{1}endpoints\0\u{1}pid\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}voter\0\u{1}role\0\u{3}match_index\0\u{1}lag\0\u{1}reachable\0\u{3}last_contact_ms\0\u{1}endpoints\0\u{1}pid\0\u{1}health\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -580,6 +509,7 @@ nonisolated extension Crm_V1_MemberStatus: SwiftProtobuf.Message, SwiftProtobuf.
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.lastContactMs) }()
       case 8: try { try decoder.decodeSingularMessageField(value: &self._endpoints) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.pid) }()
+      case 10: try { try decoder.decodeSingularMessageField(value: &self._health) }()
       default: break
       }
     }
@@ -617,6 +547,9 @@ nonisolated extension Crm_V1_MemberStatus: SwiftProtobuf.Message, SwiftProtobuf.
     if self.pid != 0 {
       try visitor.visitSingularUInt64Field(value: self.pid, fieldNumber: 9)
     }
+    try { if let v = self._health {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -630,6 +563,7 @@ nonisolated extension Crm_V1_MemberStatus: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.lastContactMs != rhs.lastContactMs {return false}
     if lhs._endpoints != rhs._endpoints {return false}
     if lhs.pid != rhs.pid {return false}
+    if lhs._health != rhs._health {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -656,7 +590,182 @@ nonisolated extension Crm_V1_StatusRequest: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Crm_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}member_id\0\u{1}role\0\u{1}term\0\u{3}leader_id\0\u{3}commit_index\0\u{3}applied_index\0\u{3}first_index\0\u{3}last_index\0\u{3}snapshot_index\0\u{1}members\0\u{1}health\0\u{1}pid\0\u{1}version\0\u{3}state_hash\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}member_id\0\u{1}role\0\u{1}term\0\u{3}leader_id\0\u{3}commit_index\0\u{3}applied_index\0\u{3}first_index\0\u{3}last_index\0\u{3}snapshot_index\0\u{1}members\0\u{1}health\0\u{1}pid\0\u{1}version\0\u{3}state_hash\0\u{1}alarms\0\u{3}dead_members\0")
+
+  fileprivate class _StorageClass {
+    var _memberID: UInt64 = 0
+    var _role: Crm_V1_MemberRole = .unknown
+    var _term: UInt64 = 0
+    var _leaderID: UInt64 = 0
+    var _commitIndex: UInt64 = 0
+    var _appliedIndex: UInt64 = 0
+    var _firstIndex: UInt64 = 0
+    var _lastIndex: UInt64 = 0
+    var _snapshotIndex: UInt64 = 0
+    var _members: [Crm_V1_MemberStatus] = []
+    var _health: Crm_V1_Health? = nil
+    var _pid: UInt64 = 0
+    var _version: String = String()
+    var _stateHash: String = String()
+    var _alarms: [Crm_V1_Alarm] = []
+    var _deadMembers: [Crm_V1_DeadMember] = []
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _memberID = source._memberID
+      _role = source._role
+      _term = source._term
+      _leaderID = source._leaderID
+      _commitIndex = source._commitIndex
+      _appliedIndex = source._appliedIndex
+      _firstIndex = source._firstIndex
+      _lastIndex = source._lastIndex
+      _snapshotIndex = source._snapshotIndex
+      _members = source._members
+      _health = source._health
+      _pid = source._pid
+      _version = source._version
+      _stateHash = source._stateHash
+      _alarms = source._alarms
+      _deadMembers = source._deadMembers
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._memberID) }()
+        case 2: try { try decoder.decodeSingularEnumField(value: &_storage._role) }()
+        case 3: try { try decoder.decodeSingularUInt64Field(value: &_storage._term) }()
+        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._leaderID) }()
+        case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._commitIndex) }()
+        case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._appliedIndex) }()
+        case 7: try { try decoder.decodeSingularUInt64Field(value: &_storage._firstIndex) }()
+        case 8: try { try decoder.decodeSingularUInt64Field(value: &_storage._lastIndex) }()
+        case 9: try { try decoder.decodeSingularUInt64Field(value: &_storage._snapshotIndex) }()
+        case 10: try { try decoder.decodeRepeatedMessageField(value: &_storage._members) }()
+        case 11: try { try decoder.decodeSingularMessageField(value: &_storage._health) }()
+        case 12: try { try decoder.decodeSingularUInt64Field(value: &_storage._pid) }()
+        case 13: try { try decoder.decodeSingularStringField(value: &_storage._version) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._stateHash) }()
+        case 15: try { try decoder.decodeRepeatedMessageField(value: &_storage._alarms) }()
+        case 16: try { try decoder.decodeRepeatedMessageField(value: &_storage._deadMembers) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._memberID != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._memberID, fieldNumber: 1)
+      }
+      if _storage._role != .unknown {
+        try visitor.visitSingularEnumField(value: _storage._role, fieldNumber: 2)
+      }
+      if _storage._term != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._term, fieldNumber: 3)
+      }
+      if _storage._leaderID != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._leaderID, fieldNumber: 4)
+      }
+      if _storage._commitIndex != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._commitIndex, fieldNumber: 5)
+      }
+      if _storage._appliedIndex != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._appliedIndex, fieldNumber: 6)
+      }
+      if _storage._firstIndex != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._firstIndex, fieldNumber: 7)
+      }
+      if _storage._lastIndex != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._lastIndex, fieldNumber: 8)
+      }
+      if _storage._snapshotIndex != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._snapshotIndex, fieldNumber: 9)
+      }
+      if !_storage._members.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._members, fieldNumber: 10)
+      }
+      try { if let v = _storage._health {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+      } }()
+      if _storage._pid != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._pid, fieldNumber: 12)
+      }
+      if !_storage._version.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._version, fieldNumber: 13)
+      }
+      if !_storage._stateHash.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._stateHash, fieldNumber: 14)
+      }
+      if !_storage._alarms.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._alarms, fieldNumber: 15)
+      }
+      if !_storage._deadMembers.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._deadMembers, fieldNumber: 16)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_StatusResponse, rhs: Crm_V1_StatusResponse) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._memberID != rhs_storage._memberID {return false}
+        if _storage._role != rhs_storage._role {return false}
+        if _storage._term != rhs_storage._term {return false}
+        if _storage._leaderID != rhs_storage._leaderID {return false}
+        if _storage._commitIndex != rhs_storage._commitIndex {return false}
+        if _storage._appliedIndex != rhs_storage._appliedIndex {return false}
+        if _storage._firstIndex != rhs_storage._firstIndex {return false}
+        if _storage._lastIndex != rhs_storage._lastIndex {return false}
+        if _storage._snapshotIndex != rhs_storage._snapshotIndex {return false}
+        if _storage._members != rhs_storage._members {return false}
+        if _storage._health != rhs_storage._health {return false}
+        if _storage._pid != rhs_storage._pid {return false}
+        if _storage._version != rhs_storage._version {return false}
+        if _storage._stateHash != rhs_storage._stateHash {return false}
+        if _storage._alarms != rhs_storage._alarms {return false}
+        if _storage._deadMembers != rhs_storage._deadMembers {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_DeadMember: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeadMember"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}silent_ms\0\u{3}replace_commands\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -664,90 +773,31 @@ nonisolated extension Crm_V1_StatusResponse: SwiftProtobuf.Message, SwiftProtobu
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.memberID) }()
-      case 2: try { try decoder.decodeSingularEnumField(value: &self.role) }()
-      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.term) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.leaderID) }()
-      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.commitIndex) }()
-      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.appliedIndex) }()
-      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.firstIndex) }()
-      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.lastIndex) }()
-      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.snapshotIndex) }()
-      case 10: try { try decoder.decodeRepeatedMessageField(value: &self.members) }()
-      case 11: try { try decoder.decodeSingularMessageField(value: &self._health) }()
-      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.pid) }()
-      case 13: try { try decoder.decodeSingularStringField(value: &self.version) }()
-      case 14: try { try decoder.decodeSingularStringField(value: &self.stateHash) }()
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.silentMs) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.replaceCommands) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if self.memberID != 0 {
-      try visitor.visitSingularUInt64Field(value: self.memberID, fieldNumber: 1)
+    if self.id != 0 {
+      try visitor.visitSingularUInt64Field(value: self.id, fieldNumber: 1)
     }
-    if self.role != .unknown {
-      try visitor.visitSingularEnumField(value: self.role, fieldNumber: 2)
+    if self.silentMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.silentMs, fieldNumber: 2)
     }
-    if self.term != 0 {
-      try visitor.visitSingularUInt64Field(value: self.term, fieldNumber: 3)
-    }
-    if self.leaderID != 0 {
-      try visitor.visitSingularUInt64Field(value: self.leaderID, fieldNumber: 4)
-    }
-    if self.commitIndex != 0 {
-      try visitor.visitSingularUInt64Field(value: self.commitIndex, fieldNumber: 5)
-    }
-    if self.appliedIndex != 0 {
-      try visitor.visitSingularUInt64Field(value: self.appliedIndex, fieldNumber: 6)
-    }
-    if self.firstIndex != 0 {
-      try visitor.visitSingularUInt64Field(value: self.firstIndex, fieldNumber: 7)
-    }
-    if self.lastIndex != 0 {
-      try visitor.visitSingularUInt64Field(value: self.lastIndex, fieldNumber: 8)
-    }
-    if self.snapshotIndex != 0 {
-      try visitor.visitSingularUInt64Field(value: self.snapshotIndex, fieldNumber: 9)
-    }
-    if !self.members.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.members, fieldNumber: 10)
-    }
-    try { if let v = self._health {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
-    } }()
-    if self.pid != 0 {
-      try visitor.visitSingularUInt64Field(value: self.pid, fieldNumber: 12)
-    }
-    if !self.version.isEmpty {
-      try visitor.visitSingularStringField(value: self.version, fieldNumber: 13)
-    }
-    if !self.stateHash.isEmpty {
-      try visitor.visitSingularStringField(value: self.stateHash, fieldNumber: 14)
+    if !self.replaceCommands.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.replaceCommands, fieldNumber: 3)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Crm_V1_StatusResponse, rhs: Crm_V1_StatusResponse) -> Bool {
-    if lhs.memberID != rhs.memberID {return false}
-    if lhs.role != rhs.role {return false}
-    if lhs.term != rhs.term {return false}
-    if lhs.leaderID != rhs.leaderID {return false}
-    if lhs.commitIndex != rhs.commitIndex {return false}
-    if lhs.appliedIndex != rhs.appliedIndex {return false}
-    if lhs.firstIndex != rhs.firstIndex {return false}
-    if lhs.lastIndex != rhs.lastIndex {return false}
-    if lhs.snapshotIndex != rhs.snapshotIndex {return false}
-    if lhs.members != rhs.members {return false}
-    if lhs._health != rhs._health {return false}
-    if lhs.pid != rhs.pid {return false}
-    if lhs.version != rhs.version {return false}
-    if lhs.stateHash != rhs.stateHash {return false}
+  public static func ==(lhs: Crm_V1_DeadMember, rhs: Crm_V1_DeadMember) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.silentMs != rhs.silentMs {return false}
+    if lhs.replaceCommands != rhs.replaceCommands {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -2,6 +2,9 @@
 ///
 /// Any member answers: writes are forwarded to the leader, linearizable reads are confirmed
 /// with the leader (ReadIndex), serializable reads are served from the member's own state.
+/// Every member's front serves the same API for the whole cluster (it routes each call).
+/// Calls made by a member (crm://member/<id>, a front) are never forwarded: a member that does
+/// not lead refuses a write with UNAVAILABLE and the trailing metadata `crm-leader: <id>`.
 /// Every call needs a client certificate signed by the cluster CA (mutual TLS).
 
 // DO NOT EDIT.
@@ -117,6 +120,19 @@ public enum Crm_V1_KV: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "MemberState" metadata.
+        public enum MemberState: Sendable {
+            /// Request type for "MemberState".
+            public typealias Input = Crm_V1_MemberStateRequest
+            /// Response type for "MemberState".
+            public typealias Output = Crm_V1_MemberStateResponse
+            /// Descriptor for "MemberState".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.KV"),
+                method: "MemberState",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "crm.v1.KV" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Get.descriptor,
@@ -125,7 +141,8 @@ public enum Crm_V1_KV: Sendable {
             Delete.descriptor,
             CompareAndSwap.descriptor,
             OpenSession.descriptor,
-            CloseSession.descriptor
+            CloseSession.descriptor,
+            MemberState.descriptor
         ]
     }
 }
@@ -267,6 +284,25 @@ extension Crm_V1_KV {
             request: GRPCCore.StreamingServerRequest<Crm_V1_CloseSessionRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_CloseSessionResponse>
+
+        /// Handle the "MemberState" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The member's role, positions, health and alarms (what fronts route by). Served by the
+        /// > member itself, never forwarded.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_MemberStateRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_MemberStateResponse` messages.
+        func memberState(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_MemberStateRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_MemberStateResponse>
     }
 
     /// Service protocol for the "crm.v1.KV" service.
@@ -392,6 +428,25 @@ extension Crm_V1_KV {
             request: GRPCCore.ServerRequest<Crm_V1_CloseSessionRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_CloseSessionResponse>
+
+        /// Handle the "MemberState" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The member's role, positions, health and alarms (what fronts route by). Served by the
+        /// > member itself, never forwarded.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_MemberStateRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_MemberStateResponse` message.
+        func memberState(
+            request: GRPCCore.ServerRequest<Crm_V1_MemberStateRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_MemberStateResponse>
     }
 
     /// Simple service protocol for the "crm.v1.KV" service.
@@ -515,6 +570,25 @@ extension Crm_V1_KV {
             request: Crm_V1_CloseSessionRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_CloseSessionResponse
+
+        /// Handle the "MemberState" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The member's role, positions, health and alarms (what fronts route by). Served by the
+        /// > member itself, never forwarded.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_MemberStateRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_MemberStateResponse` to respond with.
+        func memberState(
+            request: Crm_V1_MemberStateRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_MemberStateResponse
     }
 }
 
@@ -599,6 +673,17 @@ extension Crm_V1_KV.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Crm_V1_KV.Method.MemberState.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_MemberStateRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_MemberStateResponse>(),
+            handler: { request, context in
+                try await self.memberState(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -676,6 +761,17 @@ extension Crm_V1_KV.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_CloseSessionResponse> {
         let response = try await self.closeSession(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func memberState(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_MemberStateRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_MemberStateResponse> {
+        let response = try await self.memberState(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -770,6 +866,19 @@ extension Crm_V1_KV.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Crm_V1_CloseSessionResponse> {
         return GRPCCore.ServerResponse<Crm_V1_CloseSessionResponse>(
             message: try await self.closeSession(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func memberState(
+        request: GRPCCore.ServerRequest<Crm_V1_MemberStateRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_MemberStateResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_MemberStateResponse>(
+            message: try await self.memberState(
                 request: request.message,
                 context: context
             ),
@@ -936,6 +1045,30 @@ extension Crm_V1_KV {
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_CloseSessionResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_CloseSessionResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "MemberState" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The member's role, positions, health and alarms (what fronts route by). Served by the
+        /// > member itself, never forwarded.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_MemberStateRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_MemberStateRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_MemberStateResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func memberState<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_MemberStateRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_MemberStateRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_MemberStateResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_MemberStateResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1182,6 +1315,41 @@ extension Crm_V1_KV {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "MemberState" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The member's role, positions, health and alarms (what fronts route by). Served by the
+        /// > member itself, never forwarded.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_MemberStateRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_MemberStateRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_MemberStateResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func memberState<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_MemberStateRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_MemberStateRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_MemberStateResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_MemberStateResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_KV.Method.MemberState.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1376,6 +1544,36 @@ extension Crm_V1_KV.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_CloseSessionRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_CloseSessionResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "MemberState" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The member's role, positions, health and alarms (what fronts route by). Served by the
+    /// > member itself, never forwarded.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_MemberStateRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func memberState<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_MemberStateRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_MemberStateResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.memberState(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_MemberStateRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_MemberStateResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1600,6 +1798,40 @@ extension Crm_V1_KV.ClientProtocol {
             metadata: metadata
         )
         return try await self.closeSession(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "MemberState" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The member's role, positions, health and alarms (what fronts route by). Served by the
+    /// > member itself, never forwarded.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func memberState<Result>(
+        _ message: Crm_V1_MemberStateRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_MemberStateResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_MemberStateRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.memberState(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -12,6 +12,9 @@
 ///
 /// Any member answers: writes are forwarded to the leader, linearizable reads are confirmed
 /// with the leader (ReadIndex), serializable reads are served from the member's own state.
+/// Every member's front serves the same API for the whole cluster (it routes each call).
+/// Calls made by a member (crm://member/<id>, a front) are never forwarded: a member that does
+/// not lead refuses a write with UNAVAILABLE and the trailing metadata `crm-leader: <id>`.
 /// Every call needs a client certificate signed by the cluster CA (mutual TLS).
 
 #if canImport(FoundationEssentials)

@@ -6,9 +6,9 @@ import Logging
 import Raft
 import Synchronization
 
-/// gRPC clients to the other members' client APIs, authenticated with this member's own
-/// certificate, for forwarding writes to the leader.
-final class LeaderForwarder: Sendable {
+/// gRPC clients to the members' client APIs, authenticated with this member's own
+/// certificate: for forwarding writes to the leader, for the front's calls and its polls.
+final class MemberClients: Sendable {
     private let config: NodeConfig
     private let logger: Logger
     private let clients = Mutex<[NodeID: GRPCClient<HTTP2ClientTransport.Posix>]>([:])
@@ -30,7 +30,7 @@ final class LeaderForwarder: Sendable {
     func kv(_ id: NodeID) throws -> Crm_V1_KV.Client<HTTP2ClientTransport.Posix> {
         if let existing = clients.withLock({ $0[id] }) { return Crm_V1_KV.Client(wrapping: existing) }
         guard let address = directory.withLock({ $0[id] }) else {
-            throw RPCError(code: .unavailable, message: "the leader is member \(id), whose client address this member does not know")
+            throw RPCError(code: .unavailable, message: "member \(id)'s client address is not known to this member")
         }
         let transport = try HTTP2ClientTransport.Posix(
             target: grpcTarget(host: address.host, port: address.port),

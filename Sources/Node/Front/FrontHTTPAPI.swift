@@ -1,0 +1,139 @@
+import CRMProto
+import Foundation
+import GRPCCore
+import Transport
+
+/// Answers one HTTP/JSON request of the front (see `FrontJSON` for the surface): checks the
+/// client's rate limit, decodes, calls `FrontKV`, encodes. No I/O of its own.
+struct FrontHTTPAPI: Sendable {
+    struct Reply: Sendable {
+        var status: Int
+        var body: Data
+        var retryAfterSeconds: UInt64?
+    }
+
+    let front: FrontKV
+    let limiter: RateLimiter
+    let metrics: FrontMetrics
+    let clusterView: @Sendable () -> FrontJSON.ClusterView
+
+    func handle(method: String, path: String, body: Data, identity: PeerIdentity) async -> Reply {
+        let verdict = limiter.admit(identity.description)
+        guard verdict.allowed else {
+            metrics.rateLimited()
+            var reply = Self.error(RPCError(code: .resourceExhausted,
+                                            message: "rate limited: \(identity) may make \(Int(limiter.rate)) requests a second (burst \(Int(limiter.burst))); retry after \(verdict.retryAfterMilliseconds) ms"),
+                                   retryAfterMilliseconds: verdict.retryAfterMilliseconds)
+            reply.retryAfterSeconds = max(1, (verdict.retryAfterMilliseconds + 999) / 1000)
+            return reply
+        }
+        do {
+            switch (method, path) {
+            case ("GET", "/v1/cluster"): return try Self.ok(clusterView())
+            case ("POST", "/v1/kv/get"): return try Self.ok(try await get(try Self.decode(FrontJSON.GetRequest.self, body)))
+            case ("POST", "/v1/kv/range"): return try Self.ok(try await range(try Self.decode(FrontJSON.RangeRequest.self, body)))
+            case ("POST", "/v1/kv/put"): return try Self.ok(try await put(try Self.decode(FrontJSON.PutRequest.self, body)))
+            case ("POST", "/v1/kv/delete"): return try Self.ok(try await delete(try Self.decode(FrontJSON.DeleteRequest.self, body)))
+            case ("POST", "/v1/kv/cas"): return try Self.ok(try await compareAndSwap(try Self.decode(FrontJSON.CompareAndSwapRequest.self, body)))
+            case ("POST", "/v1/session/open"):
+                let response = try await front.openSession(Crm_V1_OpenSessionRequest())
+                return try Self.ok(FrontJSON.OpenSessionResponse(header: .init(response.header), sessionID: response.sessionID))
+            case ("POST", "/v1/session/close"):
+                let decoded = try Self.decode(FrontJSON.CloseSessionRequest.self, body)
+                var request = Crm_V1_CloseSessionRequest()
+                request.sessionID = decoded.sessionID
+                return try Self.ok(FrontJSON.WriteResponse(header: .init(try await front.closeSession(request).header)))
+            case (_, "/v1/cluster"), (_, "/v1/kv/get"), (_, "/v1/kv/range"), (_, "/v1/kv/put"), (_, "/v1/kv/delete"), (_, "/v1/kv/cas"),
+                 (_, "/v1/session/open"), (_, "/v1/session/close"):
+                return Self.error(RPCError(code: .invalidArgument, message: "\(method) is not allowed on \(path); use \(path == "/v1/cluster" ? "GET" : "POST")"), status: 405)
+            default:
+                return Self.error(RPCError(code: .notFound, message: "no such path \(path); the API is POST /v1/kv/{get,range,put,delete,cas}, POST /v1/session/{open,close}, GET /v1/cluster"))
+            }
+        } catch let error as RPCError {
+            return Self.error(error)
+        } catch {
+            return Self.error(RPCError(code: .internalError, message: "\(error)"))
+        }
+    }
+
+    private func get(_ body: FrontJSON.GetRequest) async throws -> FrontJSON.GetResponse {
+        var request = Crm_V1_GetRequest()
+        request.key = body.key
+        request.consistency = try FrontJSON.consistency(body.consistency)
+        let response = try await front.get(request)
+        return FrontJSON.GetResponse(header: .init(response.header), found: response.found, value: response.found ? response.value : nil)
+    }
+
+    private func range(_ body: FrontJSON.RangeRequest) async throws -> FrontJSON.RangeResponse {
+        var request = Crm_V1_RangeRequest()
+        request.from = body.from ?? Data()
+        request.to = body.to ?? Data()
+        request.limit = body.limit ?? 0
+        request.consistency = try FrontJSON.consistency(body.consistency)
+        let response = try await front.range(request)
+        return FrontJSON.RangeResponse(header: .init(response.header), pairs: response.pairs.map { FrontJSON.Pair(key: $0.key, value: $0.value) },
+                                       more: response.more)
+    }
+
+    private func put(_ body: FrontJSON.PutRequest) async throws -> FrontJSON.WriteResponse {
+        var request = Crm_V1_PutRequest()
+        request.key = body.key
+        request.value = body.value
+        if let session = FrontJSON.writeSession(body.session) { request.session = session }
+        return FrontJSON.WriteResponse(header: .init(try await front.put(request).header))
+    }
+
+    private func delete(_ body: FrontJSON.DeleteRequest) async throws -> FrontJSON.WriteResponse {
+        var request = Crm_V1_DeleteRequest()
+        request.key = body.key
+        if let session = FrontJSON.writeSession(body.session) { request.session = session }
+        let response = try await front.delete(request)
+        return FrontJSON.WriteResponse(header: .init(response.header), existed: response.existed)
+    }
+
+    private func compareAndSwap(_ body: FrontJSON.CompareAndSwapRequest) async throws -> FrontJSON.WriteResponse {
+        var request = Crm_V1_CompareAndSwapRequest()
+        request.key = body.key
+        request.expectAbsent = body.expectAbsent ?? false
+        request.expectedValue = body.expected ?? Data()
+        request.deleteIfMatch = body.delete ?? false
+        request.newValue = body.value ?? Data()
+        guard request.expectAbsent || body.expected != nil else {
+            throw RPCError(code: .invalidArgument, message: "give \"expected\" (base64), or \"expect_absent\": true")
+        }
+        guard request.deleteIfMatch || body.value != nil else {
+            throw RPCError(code: .invalidArgument, message: "give \"value\" (base64), or \"delete\": true")
+        }
+        if let session = FrontJSON.writeSession(body.session) { request.session = session }
+        let response = try await front.compareAndSwap(request)
+        return FrontJSON.WriteResponse(header: .init(response.header), swapped: response.swapped)
+    }
+
+    // MARK: Encoding
+
+    static func decode<T: Decodable>(_ type: T.Type, _ body: Data) throws -> T {
+        do {
+            return try JSONDecoder().decode(type, from: body.isEmpty ? Data("{}".utf8) : body)
+        } catch DecodingError.keyNotFound(let key, _) {
+            throw RPCError(code: .invalidArgument, message: "the JSON body lacks \"\(key.stringValue)\"")
+        } catch DecodingError.dataCorrupted(let context) {
+            let place = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw RPCError(code: .invalidArgument, message: "the JSON body is not valid\(place.isEmpty ? "" : " at \"\(place)\""): \(context.debugDescription) (keys and values are base64)")
+        } catch {
+            throw RPCError(code: .invalidArgument, message: "the JSON body does not match the request: \(error)")
+        }
+    }
+
+    static func ok(_ value: some Encodable) throws -> Reply {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return Reply(status: 200, body: try encoder.encode(value))
+    }
+
+    static func error(_ error: RPCError, status: Int? = nil, retryAfterMilliseconds: UInt64? = nil) -> Reply {
+        let retry = retryAfterMilliseconds ?? error.metadata[stringValues: RefusalMetadata.retryAfter].first(where: { _ in true }).flatMap { UInt64($0) }
+        let body = FrontJSON.ErrorBody(error: .init(code: FrontJSON.codeName(error.code), message: error.message, retryAfterMilliseconds: retry))
+        let data = (try? JSONEncoder().encode(body)) ?? Data("{\"error\":{\"code\":\"INTERNAL\",\"message\":\"encoding failed\"}}".utf8)
+        return Reply(status: status ?? FrontJSON.httpStatus(error), body: data, retryAfterSeconds: retry.map { max(1, ($0 + 999) / 1000) })
+    }
+}

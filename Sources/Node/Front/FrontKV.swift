@@ -1,0 +1,114 @@
+import CRMProto
+import GRPCCore
+import Logging
+
+/// The cluster's KV API as the front offers it: each call routed by `FrontRouter`, writes
+/// without a session given one of the front's own (see `SessionPool`).
+final class FrontKV: Sendable {
+    let router: FrontRouter
+    let sessions: SessionPool
+    private let logger: Logger
+
+    init(router: FrontRouter, sessions: SessionPool, logger: Logger) {
+        self.router = router
+        self.sessions = sessions
+        self.logger = logger
+    }
+
+    func get(_ request: Crm_V1_GetRequest) async throws -> Crm_V1_GetResponse {
+        try LocalKV.check(key: request.key)
+        let kind: FrontCall<Crm_V1_GetResponse>.Kind = request.consistency == .serializable ? .serializableRead : .linearizableRead
+        return try await router.run(FrontCall(kind: kind, retryable: true,
+                                              local: { try await $0.get(request, routing: .refuse) },
+                                              remote: { try await $0.get(request, options: $1) },
+                                              header: { $0.header }), operation: "get")
+    }
+
+    func range(_ request: Crm_V1_RangeRequest) async throws -> Crm_V1_RangeResponse {
+        let kind: FrontCall<Crm_V1_RangeResponse>.Kind = request.consistency == .serializable ? .serializableRead : .linearizableRead
+        return try await router.run(FrontCall(kind: kind, retryable: true,
+                                              local: { try await $0.range(request, routing: .refuse) },
+                                              remote: { try await $0.range(request, options: $1) },
+                                              header: { $0.header }), operation: "range")
+    }
+
+    func put(_ request: Crm_V1_PutRequest) async throws -> Crm_V1_PutResponse {
+        try await sessioned(request, has: request.hasSession, tag: { $0.session = $1 }, operation: "put") { request, retryable in
+            FrontCall(kind: .write, retryable: retryable,
+                      local: { try await $0.put(request, routing: .refuse) },
+                      remote: { try await $0.put(request, options: $1) },
+                      header: { $0.header })
+        }
+    }
+
+    func delete(_ request: Crm_V1_DeleteRequest) async throws -> Crm_V1_DeleteResponse {
+        try await sessioned(request, has: request.hasSession, tag: { $0.session = $1 }, operation: "delete") { request, retryable in
+            FrontCall(kind: .write, retryable: retryable,
+                      local: { try await $0.delete(request, routing: .refuse) },
+                      remote: { try await $0.delete(request, options: $1) },
+                      header: { $0.header })
+        }
+    }
+
+    func compareAndSwap(_ request: Crm_V1_CompareAndSwapRequest) async throws -> Crm_V1_CompareAndSwapResponse {
+        try await sessioned(request, has: request.hasSession, tag: { $0.session = $1 }, operation: "cas") { request, retryable in
+            FrontCall(kind: .write, retryable: retryable,
+                      local: { try await $0.compareAndSwap(request, routing: .refuse) },
+                      remote: { try await $0.compareAndSwap(request, options: $1) },
+                      header: { $0.header })
+        }
+    }
+
+    /// Opening is sent again only when refused (a retried open could leave an unused session,
+    /// which expires on its own).
+    func openSession(_ request: Crm_V1_OpenSessionRequest) async throws -> Crm_V1_OpenSessionResponse {
+        try await router.run(FrontCall(kind: .write, retryable: false,
+                                       local: { try await $0.openSession(request, routing: .refuse) },
+                                       remote: { try await $0.openSession(request, options: $1) },
+                                       header: { $0.header }), operation: "open_session")
+    }
+
+    func closeSession(_ request: Crm_V1_CloseSessionRequest) async throws -> Crm_V1_CloseSessionResponse {
+        try await router.run(FrontCall(kind: .write, retryable: false,
+                                       local: { try await $0.closeSession(request, routing: .refuse) },
+                                       remote: { try await $0.closeSession(request, options: $1) },
+                                       header: { $0.header }), operation: "close_session")
+    }
+
+    /// Runs a write: as given when the client numbered it in its own session; otherwise in one
+    /// of the front's sessions, so that it can be retried safely. A session the cluster forgot
+    /// (it expired) means the write was not applied: it is sent again in a fresh session.
+    private func sessioned<Request: Sendable, Response: Sendable>(
+        _ request: Request, has session: Bool, tag: (inout Request, Crm_V1_WriteSession) -> Void, operation: String,
+        call: (Request, Bool) -> FrontCall<Response>
+    ) async throws -> Response {
+        if session { return try await router.run(call(request, true), operation: operation) }
+        for _ in 0..<2 {
+            guard let lease = await sessions.acquire(open: { try await self.openSession(Crm_V1_OpenSessionRequest()).sessionID }) else { break }
+            var tagged = request
+            tag(&tagged, lease.writeSession)
+            do {
+                let response = try await router.run(call(tagged, true), operation: operation)
+                sessions.release(lease)
+                return response
+            } catch let error as RPCError where error.code == .failedPrecondition && error.metadata[stringValues: "crm-unknown-session"].contains(where: { _ in true }) {
+                sessions.discard(lease)
+                logger.info("a front session expired; sending the write in a new one", metadata: ["session": "\(lease.sessionID)"])
+            } catch {
+                sessions.release(lease)
+                throw error
+            }
+        }
+        // No session to be had: sent once more only if refused.
+        return try await router.run(call(request, false), operation: operation)
+    }
+
+    /// Closes the front's sessions (at shutdown), best effort.
+    func closeSessions() async {
+        for id in sessions.drain() {
+            var request = Crm_V1_CloseSessionRequest()
+            request.sessionID = id
+            _ = try? await closeSession(request)
+        }
+    }
+}

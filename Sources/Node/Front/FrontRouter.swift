@@ -1,0 +1,198 @@
+import CRMProto
+import Dispatch
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Logging
+import Raft
+import Synchronization
+
+/// One KV call as the front makes it: in process on this node's own member, or over gRPC to
+/// another member's client API (where, being a member's call, it is never forwarded).
+struct FrontCall<Response: Sendable>: Sendable {
+    enum Kind: Sendable {
+        case write, linearizableRead, serializableRead
+    }
+
+    let kind: Kind
+    /// Safe to send again after an unknown outcome: reads, and writes tagged with a session.
+    let retryable: Bool
+    let local: @Sendable (LocalKV) async throws -> Response
+    let remote: @Sendable (Crm_V1_KV.Client<HTTP2ClientTransport.Posix>, CallOptions) async throws -> Response
+    let header: @Sendable (Response) -> Crm_V1_ResponseHeader
+}
+
+/// Sends each call to the right member and retries it across leader changes and member
+/// failures: bounded exponential back-off with jitter, within one total deadline. A call is sent
+/// again only when that cannot apply it twice: the member refused it (`crm-refused`), or it is a
+/// read, or a write in a session.
+final class FrontRouter: Sendable {
+    struct Options: Sendable {
+        var requestTimeoutMilliseconds = 5000
+        /// One attempt at most this long before the front tries elsewhere.
+        var attemptTimeoutMilliseconds = 1500
+        var firstBackoffMilliseconds = 5
+        var maxBackoffMilliseconds = 200
+    }
+
+    let selfID: NodeID
+    let options: Options
+    private let local: LocalKV
+    private let members: MemberClients
+    private let table: SharedRoutingTable
+    private let metrics: FrontMetrics
+    private let logger: Logger
+
+    init(selfID: NodeID, options: Options, local: LocalKV, members: MemberClients, table: SharedRoutingTable,
+         metrics: FrontMetrics, logger: Logger) {
+        self.selfID = selfID
+        self.options = options
+        self.local = local
+        self.members = members
+        self.table = table
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    /// Runs `call` until it succeeds, fails for good, or the deadline passes (then the last
+    /// error is returned, so the client sees why).
+    func run<Response>(_ call: FrontCall<Response>, operation: String) async throws -> Response {
+        let started = DispatchTime.now().uptimeNanoseconds
+        let deadline = started + UInt64(options.requestTimeoutMilliseconds) * 1_000_000
+        var backoff = UInt64(options.firstBackoffMilliseconds) * 1_000_000
+        var lastError: RPCError?
+        var attempts = 0
+        var redirects = 0
+        while true {
+            let now = DispatchTime.now().uptimeNanoseconds
+            if now >= deadline, let lastError {
+                metrics.finished(operation, outcome: "deadline", attempts: attempts)
+                throw lastError
+            }
+            guard let target = choose(call.kind, now: now) else {
+                lastError = lastError ?? RPCError(code: .unavailable, message: "no member is reachable from this front")
+                try await pause(&backoff, until: deadline)
+                continue
+            }
+            attempts += 1
+            do {
+                let response = try await attempt(call, on: target, remaining: deadline - min(deadline, now))
+                metrics.finished(operation, outcome: "ok", attempts: attempts)
+                return response
+            } catch let error as RPCError {
+                switch classify(error, call: call, target: target) {
+                case .final:
+                    metrics.finished(operation, outcome: "error", attempts: attempts)
+                    throw error
+                case .tryLeaderNow:
+                    lastError = error
+                    // Members disagreeing about the leader (an election under way) must not spin the front.
+                    redirects += 1
+                    if redirects % 3 == 0 { try await pause(&backoff, until: deadline) }
+                case .retryAfterPause:
+                    lastError = error
+                    try await pause(&backoff, until: deadline)
+                }
+            }
+            if DispatchTime.now().uptimeNanoseconds >= deadline {
+                metrics.finished(operation, outcome: "deadline", attempts: attempts)
+                throw lastError ?? RPCError(code: .deadlineExceeded, message: "the front's request deadline passed")
+            }
+        }
+    }
+
+    private func choose(_ kind: FrontCall<some Sendable>.Kind, now: UInt64) -> NodeID? {
+        table.withLock { table in
+            table.readmitExpired(now: now)
+            var random = SystemRandomNumberGenerator()
+            switch kind {
+            case .write: return table.writeTarget(now: now, random: &random)
+            case .linearizableRead: return table.pickForRead(now: now, random: &random)
+            case .serializableRead:
+                // Served by this node's own member when it can; otherwise like any read.
+                if table.members[selfID]?.report?.serving != false && table.members[selfID] != nil && table.readable(selfID, now: now) {
+                    return selfID
+                }
+                return table.pickForRead(now: now, random: &random)
+            }
+        }
+    }
+
+    private func attempt<Response>(_ call: FrontCall<Response>, on target: NodeID, remaining: UInt64) async throws -> Response {
+        table.withLock { $0.callStarted(target) }
+        let started = DispatchTime.now().uptimeNanoseconds
+        do {
+            let response: Response
+            if target == selfID {
+                response = try await call.local(local)
+            } else {
+                var options = CallOptions.defaults
+                let budget = min(remaining, UInt64(self.options.attemptTimeoutMilliseconds) * 1_000_000)
+                options.timeout = .nanoseconds(Int64(max(budget, 1_000_000)))
+                response = try await call.remote(try members.kv(target), options)
+            }
+            let header = call.header(response)
+            let now = DispatchTime.now().uptimeNanoseconds
+            table.withLock { table in
+                table.callFinished(target, latencyMicroseconds: Double(now - started) / 1000, memberFault: false, now: now)
+                table.learnLeader(header.leaderID, term: header.term)
+            }
+            return response
+        } catch {
+            let rpc = (error as? RPCError) ?? RPCError(code: .unavailable, message: "member \(target): \(error)")
+            let now = DispatchTime.now().uptimeNanoseconds
+            let fault = Self.isMemberFault(rpc)
+            table.withLock { $0.callFinished(target, latencyMicroseconds: Double(now - started) / 1000, memberFault: fault, now: now) }
+            throw rpc
+        }
+    }
+
+    enum Verdict { case final, tryLeaderNow, retryAfterPause }
+
+    /// What to do after `error` from `target`.
+    private func classify(_ error: RPCError, call: FrontCall<some Sendable>, target: NodeID) -> Verdict {
+        let refused = RefusalMetadata.isRefusal(error)
+        if let hint = RefusalMetadata.leaderHint(error), hint != target {
+            // A follower named the leader: go there at once.
+            table.withLock { table in
+                table.forgetLeader(target)
+                table.learnLeader(hint, term: 0)
+            }
+            return .tryLeaderNow
+        }
+        switch error.code {
+        case .invalidArgument, .notFound, .alreadyExists, .permissionDenied, .unauthenticated, .outOfRange, .unimplemented, .cancelled:
+            return .final
+        case .failedPrecondition:
+            return .final
+        case .resourceExhausted:
+            // NOSPACE is the cluster's answer, not this member's fault; "busy" is worth a retry.
+            return refused && RefusalMetadata.alarm(error) == nil ? .retryAfterPause : .final
+        case .unavailable, .dataLoss, .internalError, .unknown:
+            if error.code == .unavailable, call.kind == .write { table.withLock { $0.forgetLeader(target) } }
+            return refused || call.retryable ? .retryAfterPause : .final
+        case .deadlineExceeded, .aborted:
+            return call.retryable ? .retryAfterPause : .final
+        default:
+            return call.retryable ? .retryAfterPause : .final
+        }
+    }
+
+    /// Failures that say the member cannot serve (rather than that the request was bad).
+    static func isMemberFault(_ error: RPCError) -> Bool {
+        switch error.code {
+        case .unavailable: return !RefusalMetadata.isRefusal(error) || RefusalMetadata.isNotServing(error)
+        case .dataLoss, .internalError, .unknown, .deadlineExceeded: return true
+        default: return false
+        }
+    }
+
+    /// Sleeps for the back-off with ±50% jitter, then doubles it up to the cap; never past the deadline.
+    private func pause(_ backoff: inout UInt64, until deadline: UInt64) async throws {
+        let now = DispatchTime.now().uptimeNanoseconds
+        guard now < deadline else { return }
+        let jittered = UInt64(Double(backoff) * Double.random(in: 0.5...1.5))
+        try await Task.sleep(nanoseconds: min(jittered, deadline - now))
+        backoff = min(backoff * 2, UInt64(options.maxBackoffMilliseconds) * 1_000_000)
+    }
+}

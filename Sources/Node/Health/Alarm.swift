@@ -1,0 +1,43 @@
+import Foundation
+import Raft
+
+/// A typed alarm a member raises about itself. Alarms are on by default and shown by
+/// `crmctl status`, `crmctl alarms`, `/readyz` and `/metrics`.
+public struct Alarm: Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, Sendable, CaseIterable {
+        /// Free disk space is below the reserve or the store is over its quota: writes that add
+        /// data are refused (reads and deletes are served) until space returns.
+        case noSpace = "NOSPACE"
+        /// An integrity check found damaged data: the member serves no data until repaired.
+        case corrupt = "CORRUPT"
+    }
+
+    public var kind: Kind
+    public var memberID: NodeID
+    public var raisedAt: Date
+    public var reason: String
+
+    public var description: String { "\(kind.rawValue) on member \(memberID): \(reason)" }
+}
+
+/// A member that has not been heard from for longer than `failover.dead_after_seconds`, with
+/// the commands that replace it.
+public struct DeadMember: Sendable, Equatable {
+    public var id: NodeID
+    public var silentMilliseconds: UInt64
+    public var replaceCommands: [String]
+
+    /// Add a learner, let it catch up, promote it, then remove the dead member: the voter
+    /// count never drops while the replacement is on its way.
+    static func commands(replacing dead: NodeID, with spare: MemberEndpoints?) -> [String] {
+        let add = spare.map { "crmctl members add-learner \($0.id) --peer \($0.peer) --client \($0.client) --admin \($0.admin)" }
+            ?? "crmctl members add-learner <new-id> --peer <host:port> --client <host:port> --admin <host:port>"
+        let id = spare.map { "\($0.id)" } ?? "<new-id>"
+        return [
+            add,
+            "crmctl members list   # wait until member \(id) shows lag 0",
+            "crmctl members promote \(id)",
+            "crmctl members remove \(dead)",
+        ]
+    }
+}

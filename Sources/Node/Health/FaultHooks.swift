@@ -1,0 +1,85 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// Disk faults a test can inject into a running member: a slow or failing fsync, a full disk.
+///
+/// The hooks exist only in debug builds (`CRM_FAULT_HOOKS`, which Package.swift defines for
+/// the debug configuration, the one the tests build): a release binary contains no way to turn
+/// them on, whatever its config or environment says. A test starts `crm-node` with
+/// `CRM_FAULT_FILE=<path>` and writes this JSON there; the member re-reads it as it changes.
+public struct InjectedFaults: Codable, Sendable, Equatable {
+    /// Added to every synced write (the Raft log's and the health probe's).
+    public var fsyncDelayMilliseconds: Int?
+    /// Every synced write fails, as on a dying disk.
+    public var fsyncFails: Bool?
+    /// Free space the disk check sees instead of the real figure.
+    public var freeDiskBytes: UInt64?
+
+    public init(fsyncDelayMilliseconds: Int? = nil, fsyncFails: Bool? = nil, freeDiskBytes: UInt64? = nil) {
+        self.fsyncDelayMilliseconds = fsyncDelayMilliseconds
+        self.fsyncFails = fsyncFails
+        self.freeDiskBytes = freeDiskBytes
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case fsyncDelayMilliseconds = "fsync_delay_ms"
+        case fsyncFails = "fsync_fails"
+        case freeDiskBytes = "free_disk_bytes"
+    }
+}
+
+/// The error an injected fsync failure raises.
+struct InjectedFsyncFailure: Error, CustomStringConvertible {
+    var description: String { "injected fault: fsync failed (CRM_FAULT_FILE)" }
+}
+
+/// The faults in force, read from `CRM_FAULT_FILE` (debug builds only; see `InjectedFaults`).
+final class FaultHooks: Sendable {
+    static let shared = FaultHooks(path: ProcessInfo.processInfo.environment["CRM_FAULT_FILE"])
+
+    private let path: String?
+    private let state = Mutex<(faults: InjectedFaults, modified: Date?)>((InjectedFaults(), nil))
+
+    init(path: String?) {
+        #if CRM_FAULT_HOOKS
+        self.path = path
+        #else
+        self.path = nil
+        #endif
+    }
+
+    /// Whether this build reads a fault file at all.
+    var isActive: Bool { path != nil }
+
+    var current: InjectedFaults { state.withLock { $0.faults } }
+
+    /// Re-reads the fault file if it changed; an absent file means no faults.
+    func reload(logger: Logger) {
+        guard let path else { return }
+        let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
+        guard modified != state.withLock({ $0.modified }) else { return }
+        var faults = InjectedFaults()
+        if modified != nil {
+            do {
+                faults = try JSONDecoder().decode(InjectedFaults.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+            } catch {
+                logger.error("fault file does not parse; keeping the faults in force", metadata: ["file": "\(path)", "error": "\(error)"])
+                return
+            }
+        }
+        let changed = state.withLock { state -> Bool in
+            defer { state = (faults, modified) }
+            return state.faults != faults
+        }
+        if changed { logger.warning("injected faults changed", metadata: ["faults": "\(faults)"]) }
+    }
+
+    /// Called just before a synced write: waits or fails as the injected faults say.
+    func beforeSync() throws {
+        guard path != nil else { return }
+        let faults = current
+        if let delay = faults.fsyncDelayMilliseconds, delay > 0 { Thread.sleep(forTimeInterval: Double(delay) / 1000) }
+        if faults.fsyncFails == true { throw InjectedFsyncFailure() }
+    }
+}

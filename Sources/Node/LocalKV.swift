@@ -1,0 +1,306 @@
+import CRMProto
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import KVStore
+import Logging
+import Raft
+
+/// How a member treats a call it cannot answer itself.
+enum Routing: Sendable {
+    /// A client's call: a follower forwards writes to the leader and waits out elections.
+    case forwardToLeader
+    /// A member's or front's call: answered at once, a write on a follower refused with the
+    /// leader's id (the caller routes it), so that calls are never forwarded twice.
+    case refuse
+}
+
+/// Trailing metadata on refusals: `crm-refused` marks a request that certainly did not take
+/// effect (safe to send again anywhere), `crm-leader` names the leader this member knows.
+enum RefusalMetadata {
+    static let refused = "crm-refused"
+    static let leader = "crm-leader"
+    static let alarm = "crm-alarm"
+    static let retryAfter = "retry-after-ms"
+
+    static let notServing = "not-serving"
+
+    static func isRefusal(_ error: RPCError) -> Bool { error.metadata[stringValues: refused].first(where: { _ in true }) != nil }
+    /// The member serves no data at all (CORRUPT, or its storage failed): try another.
+    static func isNotServing(_ error: RPCError) -> Bool { error.metadata[stringValues: refused].contains(notServing) }
+    static func leaderHint(_ error: RPCError) -> NodeID? { error.metadata[stringValues: leader].first(where: { _ in true }).flatMap { NodeID($0) } }
+    static func alarm(_ error: RPCError) -> String? { error.metadata[stringValues: alarm].first(where: { _ in true }) }
+}
+
+/// What a member may serve now, from its alarms and its storage.
+struct ServingGate: Sendable {
+    /// Every data call is refused with this (CORRUPT, or the storage failed).
+    var refusal: RPCError?
+    /// Writes that add data are refused with this (NOSPACE).
+    var writeRefusal: RPCError?
+
+    static let open = ServingGate()
+
+    static func from(_ snapshot: HealthSnapshot, _ status: EngineStatus) -> ServingGate {
+        var gate = ServingGate()
+        if let corrupt = snapshot.alarm(.corrupt) {
+            var metadata = Metadata()
+            metadata.addString("CORRUPT", forKey: RefusalMetadata.alarm)
+            metadata.addString(RefusalMetadata.notServing, forKey: RefusalMetadata.refused)
+            gate.refusal = RPCError(code: .dataLoss, message: "member \(status.id) serves no data: CORRUPT alarm (\(corrupt.reason)); use another member", metadata: metadata)
+        } else if let failure = status.failure {
+            var metadata = Metadata()
+            metadata.addString(RefusalMetadata.notServing, forKey: RefusalMetadata.refused)
+            gate.refusal = RPCError(code: .unavailable, message: "member \(status.id) serves no data: its storage failed (\(failure)); use another member", metadata: metadata)
+        }
+        if let noSpace = snapshot.alarm(.noSpace) {
+            var metadata = Metadata()
+            metadata.addString("NOSPACE", forKey: RefusalMetadata.alarm)
+            gate.writeRefusal = RPCError(code: .resourceExhausted, message: "NOSPACE on member \(status.id): \(noSpace.reason); writes that add data are refused, reads and deletes still work", metadata: metadata)
+        }
+        return gate
+    }
+}
+
+/// The KV operations on this member's own engine, shared by the client API and the front's
+/// in-process path: writes proposed on the leader (or forwarded, or refused, by `Routing`),
+/// linearizable reads after a ReadIndex, serializable reads from the local state.
+struct LocalKV: Sendable {
+    let engine: RaftEngine
+    let members: MemberClients
+    let gate: @Sendable () -> ServingGate
+    let requestTimeoutMilliseconds: Int
+    let logger: Logger
+
+    // MARK: Reads
+
+    func get(_ request: Crm_V1_GetRequest, routing: Routing) async throws -> Crm_V1_GetResponse {
+        try checkServing()
+        try Self.check(key: request.key)
+        try await waitForRead(request.consistency, routing: routing)
+        let value = try storage { try engine.kv.get(Array(request.key)) }
+        var response = Crm_V1_GetResponse()
+        response.header = header()
+        response.found = value != nil
+        response.value = Data(value ?? [])
+        return response
+    }
+
+    func range(_ request: Crm_V1_RangeRequest, routing: Routing) async throws -> Crm_V1_RangeResponse {
+        try checkServing()
+        let limit = request.limit == 0 ? 1000 : Int(request.limit)
+        guard (1...KVLimits.maxRangeLimit).contains(limit) else {
+            throw RPCError(code: .invalidArgument, message: "limit must be 1 to \(KVLimits.maxRangeLimit)")
+        }
+        try await waitForRead(request.consistency, routing: routing)
+        let page = try storage {
+            try engine.kv.range(from: Array(request.from), to: request.to.isEmpty ? nil : Array(request.to), limit: limit)
+        }
+        var response = Crm_V1_RangeResponse()
+        response.header = header()
+        response.pairs = page.pairs.map { pair in
+            var item = Crm_V1_KeyValue()
+            item.key = Data(pair.key)
+            item.value = Data(pair.value)
+            return item
+        }
+        response.more = page.more
+        return response
+    }
+
+    private func waitForRead(_ consistency: Crm_V1_ReadConsistency, routing: Routing) async throws {
+        switch consistency {
+        case .serializable: return
+        case .linearizable: try await retryingElection(routing) { try await engine.waitForLinearizableRead() }
+        case .UNRECOGNIZED(let value): throw RPCError(code: .invalidArgument, message: "unknown read consistency \(value)")
+        }
+    }
+
+    // MARK: Writes
+
+    func put(_ request: Crm_V1_PutRequest, routing: Routing) async throws -> Crm_V1_PutResponse {
+        try checkServing(addsData: true)
+        let write = KVWrite.put(key: Array(request.key), value: Array(request.value))
+        let outcome = try await submit(write, session: request.hasSession ? request.session : nil, routing: routing) { leader in
+            try await leader.put(request).header
+        }
+        var response = Crm_V1_PutResponse()
+        response.header = outcome.header
+        return response
+    }
+
+    func delete(_ request: Crm_V1_DeleteRequest, routing: Routing) async throws -> Crm_V1_DeleteResponse {
+        try checkServing()
+        var forwarded: Crm_V1_DeleteResponse?
+        let outcome = try await submit(.delete(key: Array(request.key)), session: request.hasSession ? request.session : nil, routing: routing) { leader in
+            let response = try await leader.delete(request)
+            forwarded = response
+            return response.header
+        }
+        if let forwarded { return forwarded }
+        var response = Crm_V1_DeleteResponse()
+        response.header = outcome.header
+        if case .deleted(let existed)? = outcome.outcome { response.existed = existed }
+        return response
+    }
+
+    func compareAndSwap(_ request: Crm_V1_CompareAndSwapRequest, routing: Routing) async throws -> Crm_V1_CompareAndSwapResponse {
+        try checkServing(addsData: !request.deleteIfMatch)
+        let write = KVWrite.compareAndSwap(key: Array(request.key), expected: request.expectAbsent ? nil : Array(request.expectedValue),
+                                           new: request.deleteIfMatch ? nil : Array(request.newValue))
+        var forwarded: Crm_V1_CompareAndSwapResponse?
+        let outcome = try await submit(write, session: request.hasSession ? request.session : nil, routing: routing) { leader in
+            let response = try await leader.compareAndSwap(request)
+            forwarded = response
+            return response.header
+        }
+        if let forwarded { return forwarded }
+        var response = Crm_V1_CompareAndSwapResponse()
+        response.header = outcome.header
+        if case .compareAndSwap(let swapped)? = outcome.outcome { response.swapped = swapped }
+        return response
+    }
+
+    func openSession(_ request: Crm_V1_OpenSessionRequest, routing: Routing) async throws -> Crm_V1_OpenSessionResponse {
+        try checkServing()
+        var forwarded: Crm_V1_OpenSessionResponse?
+        let outcome = try await propose(.openSession(proposedAtMillis: Self.nowMillis()), routing: routing) { leader in
+            let response = try await leader.openSession(request)
+            forwarded = response
+            return response.header
+        }
+        if let forwarded { return forwarded }
+        var response = Crm_V1_OpenSessionResponse()
+        response.header = outcome.header
+        guard case .sessionOpened(let id)? = outcome.outcome else { throw RPCError(code: .internalError, message: "the session was not opened") }
+        response.sessionID = id
+        return response
+    }
+
+    func closeSession(_ request: Crm_V1_CloseSessionRequest, routing: Routing) async throws -> Crm_V1_CloseSessionResponse {
+        try checkServing()
+        let outcome = try await propose(.closeSession(session: request.sessionID, proposedAtMillis: Self.nowMillis()), routing: routing) { leader in
+            try await leader.closeSession(request).header
+        }
+        if case .unknownSession? = outcome.outcome {
+            throw RPCError(code: .notFound, message: "session \(request.sessionID) does not exist (closed or expired)")
+        }
+        var response = Crm_V1_CloseSessionResponse()
+        response.header = outcome.header
+        return response
+    }
+
+    // MARK: Proposing and forwarding
+
+    struct Outcome {
+        var header: Crm_V1_ResponseHeader
+        var outcome: KVOutcome?
+    }
+
+    private func submit(_ write: KVWrite, session: Crm_V1_WriteSession?, routing: Routing,
+                        forward: (Crm_V1_KV.Client<HTTP2ClientTransport.Posix>) async throws -> Crm_V1_ResponseHeader) async throws -> Outcome {
+        if let problem = write.problem { throw RPCError(code: .invalidArgument, message: problem) }
+        if let session, session.sessionID != KVCommand.noSession, session.sequence == 0 {
+            throw RPCError(code: .invalidArgument, message: "a session's writes are numbered from 1")
+        }
+        let command = KVCommand.write(session: session?.sessionID ?? KVCommand.noSession, sequence: session?.sequence ?? 0,
+                                      proposedAtMillis: Self.nowMillis(), write)
+        let result = try await propose(command, routing: routing, forward: forward)
+        switch result.outcome {
+        case .unknownSession?:
+            throw RPCError(code: .failedPrecondition, message: "session \(session?.sessionID ?? 0) does not exist (closed or expired); open a new one",
+                           metadata: ["crm-unknown-session": "\(session?.sessionID ?? 0)"])
+        case .superseded(let last)?:
+            throw RPCError(code: .failedPrecondition, message: "write \(session?.sequence ?? 0) is older than the session's last write \(last)")
+        case .refused(let why)?:
+            throw RPCError(code: .invalidArgument, message: why)
+        default:
+            return result
+        }
+    }
+
+    /// Proposes on this member if it leads; otherwise forwards the call to the leader (a
+    /// client's call) or refuses it naming the leader (a member's call).
+    private func propose(_ command: KVCommand, routing: Routing,
+                         forward: (Crm_V1_KV.Client<HTTP2ClientTransport.Posix>) async throws -> Crm_V1_ResponseHeader) async throws -> Outcome {
+        try await retryingElection(routing) {
+            do {
+                let result = try await engine.propose(command.encoded)
+                return Outcome(header: header(), outcome: result.outcome)
+            } catch EngineError.notLeader(let hint) where routing == .forwardToLeader && hint != 0 && hint != engine.id {
+                return Outcome(header: try await forward(try members.kv(hint)), outcome: nil)
+            }
+        }
+    }
+
+    /// Runs `body`; for a client's call, again and again while no leader is known (an election
+    /// is under way), with a growing pause, until the request timeout. Engine errors become
+    /// gRPC statuses.
+    private func retryingElection<T>(_ routing: Routing, _ body: () async throws -> T) async throws -> T {
+        let deadline = Date().addingTimeInterval(Double(requestTimeoutMilliseconds) / 1000)
+        var delay: UInt64 = 10_000_000
+        while true {
+            do {
+                return try await body()
+            } catch EngineError.notLeader where routing == .forwardToLeader && Date() < deadline {
+                try await Task.sleep(nanoseconds: delay)
+                delay = min(delay * 2, 200_000_000)
+            } catch let error as EngineError {
+                throw Self.rpcError(error)
+            }
+        }
+    }
+
+    // MARK: Helpers
+
+    private func checkServing(addsData: Bool = false) throws {
+        let gate = gate()
+        if let refusal = gate.refusal { throw refusal }
+        if addsData, let refusal = gate.writeRefusal { throw refusal }
+    }
+
+    func header() -> Crm_V1_ResponseHeader {
+        let status = engine.currentStatus
+        var header = Crm_V1_ResponseHeader()
+        header.memberID = status.id
+        header.term = status.term
+        header.appliedIndex = status.appliedIndex
+        header.leaderID = status.leader
+        return header
+    }
+
+    private func storage<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch {
+            logger.error("storage read failed", metadata: ["error": "\(error)"])
+            throw RPCError(code: .dataLoss, message: "\(error)")
+        }
+    }
+
+    static func check(key: Data) throws {
+        guard !key.isEmpty, key.count <= KVLimits.maxKeyBytes else {
+            throw RPCError(code: .invalidArgument, message: "keys are 1 to \(KVLimits.maxKeyBytes) bytes; this one has \(key.count)")
+        }
+    }
+
+    static func nowMillis() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
+
+    /// Engine errors as gRPC statuses; those raised before anything was proposed carry
+    /// `crm-refused` (and the leader's id when known).
+    static func rpcError(_ error: EngineError) -> RPCError {
+        var refused = Metadata()
+        refused.addString("1", forKey: RefusalMetadata.refused)
+        switch error {
+        case .notLeader(let hint):
+            if hint != 0 { refused.addString("\(hint)", forKey: RefusalMetadata.leader) }
+            return RPCError(code: .unavailable, message: error.description, metadata: refused)
+        case .timedOut: return RPCError(code: .deadlineExceeded, message: error.description)
+        case .outcomeUnknown: return RPCError(code: .aborted, message: error.description)
+        case .busy: return RPCError(code: .resourceExhausted, message: error.description, metadata: refused)
+        case .invalid: return RPCError(code: .invalidArgument, message: error.description)
+        case .storage: return RPCError(code: .internalError, message: error.description)
+        case .stopped: return RPCError(code: .unavailable, message: error.description)
+        }
+    }
+}
