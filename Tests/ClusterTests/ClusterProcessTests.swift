@@ -260,14 +260,7 @@ extension RealProcessTests {
 
     /// Every running member reports the same applied index and state digest.
     private func expectConverged(_ cluster: ProcessCluster) async throws {
-        #expect(await eventually(seconds: 10) {
-            var states: Set<String> = []
-            for id in cluster.ids {
-                guard let status = await cluster.status(id) else { return false }
-                states.insert("\(status.appliedIndex)/\(status.stateHash)")
-            }
-            return states.count == 1
-        }, "members did not converge on one applied index and state hash")
+        #expect(await eventually(seconds: 10) { await cluster.converged() }, "members did not converge on one applied index and state hash")
     }
 }
 }

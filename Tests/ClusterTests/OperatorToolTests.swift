@@ -6,32 +6,10 @@ import Testing
 /// crmctl and graceful shutdown against real processes.
 extension RealProcessTests {
 @Suite struct OperatorToolTests {
-    /// Writes the cluster file crmctl reads, as `make up` does.
-    private func clusterFile(_ cluster: ProcessCluster) throws -> String {
-        let members = cluster.ids.map { id -> String in
-            let e = cluster.endpoints[id]!
-            return "{\"id\": \(id), \"peer\": \"127.0.0.1:\(e.peer)\", \"client\": \"127.0.0.1:\(e.client)\", \"admin\": \"127.0.0.1:\(e.admin)\", "
-                + "\"health\": \"127.0.0.1:\(e.health)\", \"pid\": \(cluster.processes[id]?.processIdentifier ?? 0)}"
-        }
-        let path = cluster.directory + "/cluster.json"
-        try "{\"members\": [\(members.joined(separator: ","))], \"tls\": {\"ca\": \"certs/ca.pem\", \"cert\": \"certs/client-crmctl.pem\", \"key\": \"certs/client-crmctl.key\"}}"
-            .write(toFile: path, atomically: true, encoding: .utf8)
-        return path
-    }
+    private func clusterFile(_ cluster: ProcessCluster) throws -> String { try cluster.writeClusterFile() }
 
     private func crmctl(_ arguments: [String], cluster file: String?) throws -> (status: Int32, output: String, errors: String) {
-        let process = Process()
-        process.executableURL = ProcessCluster.binaries.appendingPathComponent("crmctl")
-        process.arguments = arguments + (file.map { ["--cluster", $0] } ?? [])
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        let out = output.fileHandleForReading.readDataToEndOfFile()
-        let err = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+        try ProcessCluster.tool("crmctl", arguments + (file.map { ["--cluster", $0] } ?? []))
     }
 
     @Test func crmctlReportsEveryMemberAndUsesItsExitCodes() async throws {

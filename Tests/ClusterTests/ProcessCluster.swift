@@ -8,6 +8,7 @@ import FoundationNetworking
 import GRPCCore
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// Real `crm-node` processes on loopback, started from the binaries built next to the tests,
 /// with certificates, keys and configs made by the real scripts. Every process is killed by its
@@ -19,6 +20,7 @@ final class ProcessCluster: @unchecked Sendable {
     var endpoints: [UInt64: (peer: Int, client: Int, admin: Int, health: Int, front: Int, frontHTTP: Int)] = [:]
     /// Extra YAML appended to every member's config (a test's health or front settings).
     let extraConfig: String
+    let frontConfig: [String]
     /// Where each member reads its injected disk faults (the debug build's fault hook).
     func faultFile(_ id: UInt64) -> String { directory + "/faults-\(id).json" }
     var connections: [String: MemberConnection] = [:]
@@ -39,11 +41,13 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     /// `spares`: members with certificates and a `join: true` config, not started and not founders.
+    /// `frontConfig`: extra keys of every member's `front` section, one per line.
     init(ids: [UInt64] = [1, 2, 3], spares: [UInt64] = [], snapshotEvery: Int = 10_000, tlsReloadSeconds: Int = 30,
-         extraConfig: String = "") throws {
+         extraConfig: String = "", frontConfig: [String] = []) throws {
         self.ids = ids
         self.tlsReloadSeconds = tlsReloadSeconds
         self.extraConfig = extraConfig
+        self.frontConfig = frontConfig
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try Self.run("/bin/bash", [Self.repository.appendingPathComponent("cluster/make-certs.sh").path, directory + "/certs",
                                    (ids + spares).map(String.init).joined(separator: ","), "crmctl", "app"])
@@ -103,6 +107,7 @@ final class ProcessCluster: @unchecked Sendable {
             front:
               grpc: "127.0.0.1:\(me.front)"
               http: "127.0.0.1:\(me.frontHTTP)"
+            \(frontConfig.map { "  " + $0 }.joined(separator: "\n"))
             \(extraConfig)
             """.write(toFile: configPath(id), atomically: true, encoding: .utf8)
     }
@@ -214,6 +219,71 @@ final class ProcessCluster: @unchecked Sendable {
             return (0, "")
         }
         return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+    }
+
+    /// Whether every member in `among` reports the same applied index and state hash.
+    func converged(among members: [UInt64]? = nil) async -> Bool {
+        var states: Set<String> = []
+        for id in members ?? ids {
+            guard let status = await status(id) else { return false }
+            states.insert("\(status.appliedIndex)/\(status.stateHash)")
+        }
+        return states.count == 1
+    }
+
+    /// Writes the cluster file crmctl and crm-bench read, as `make up` does.
+    func writeClusterFile() throws -> String {
+        let members = ids.map { id -> String in
+            let e = endpoints[id]!
+            return "{\"id\": \(id), \"peer\": \"127.0.0.1:\(e.peer)\", \"client\": \"127.0.0.1:\(e.client)\", \"admin\": \"127.0.0.1:\(e.admin)\", "
+                + "\"health\": \"127.0.0.1:\(e.health)\", \"front\": \"127.0.0.1:\(e.front)\", \"front_http\": \"127.0.0.1:\(e.frontHTTP)\", "
+                + "\"pid\": \(processes[id]?.processIdentifier ?? 0)}"
+        }
+        let path = directory + "/cluster.json"
+        try "{\"members\": [\(members.joined(separator: ","))], \"tls\": {\"ca\": \"certs/ca.pem\", \"cert\": \"certs/client-crmctl.pem\", \"key\": \"certs/client-crmctl.key\"}}"
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// Runs one of the built tools (crmctl, crm-bench) to the end: exit status, stdout, stderr.
+    static func tool(_ name: String, _ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
+        let process = Process()
+        process.executableURL = binaries.appendingPathComponent(name)
+        process.arguments = arguments
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        // Read both pipes while it runs, so that neither fills and blocks the tool.
+        let errorData = Mutex(Data())
+        let errorReader = Thread { errorData.withLock { $0 = errors.fileHandleForReading.readDataToEndOfFile() } }
+        errorReader.start()
+        let out = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        while errorReader.isExecuting || !errorReader.isFinished { Thread.sleep(forTimeInterval: 0.01) }
+        return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: errorData.withLock { $0 }, as: UTF8.self))
+    }
+
+    /// Writes the faults member `id` injects into its own disk (read within a health check).
+    func injectFaults(_ id: UInt64, _ json: String) throws {
+        try json.write(toFile: faultFile(id), atomically: true, encoding: .utf8)
+    }
+
+    /// Front HTTP request from the client `client` (its certificate): status, headers, body.
+    func frontHTTP(_ id: UInt64, _ method: String, _ path: String, json: String = "", client: String = "app") async throws -> HTTPSRequest.Response {
+        let files = tls(client)
+        return try await HTTPSRequest.send(port: endpoints[id]!.frontHTTP, method: method, path: path, body: Data(json.utf8),
+                                           tls: (files.ca, files.certificate, files.privateKey))
+    }
+
+    /// A gRPC connection to member `id`'s front.
+    func frontConnection(_ id: UInt64, client: String = "app") throws -> MemberConnection {
+        let key = "\(id)/front/\(client)"
+        if let existing = connections[key] { return existing }
+        let connection = try MemberConnection(host: "127.0.0.1", port: endpoints[id]!.front, tls: tls(client))
+        connections[key] = connection
+        return connection
     }
 
     func closeConnections() async {

@@ -126,14 +126,16 @@ struct FrontHTTPAPI: Sendable {
 
     static func ok(_ value: some Encodable) throws -> Reply {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return Reply(status: 200, body: try encoder.encode(value))
     }
 
     static func error(_ error: RPCError, status: Int? = nil, retryAfterMilliseconds: UInt64? = nil) -> Reply {
         let retry = retryAfterMilliseconds ?? error.metadata[stringValues: RefusalMetadata.retryAfter].first(where: { _ in true }).flatMap { UInt64($0) }
         let body = FrontJSON.ErrorBody(error: .init(code: FrontJSON.codeName(error.code), message: error.message, retryAfterMilliseconds: retry))
-        let data = (try? JSONEncoder().encode(body)) ?? Data("{\"error\":{\"code\":\"INTERNAL\",\"message\":\"encoding failed\"}}".utf8)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(body)) ?? Data("{\"error\":{\"code\":\"INTERNAL\",\"message\":\"encoding failed\"}}".utf8)
         return Reply(status: status ?? FrontJSON.httpStatus(error), body: data, retryAfterSeconds: retry.map { max(1, ($0 + 999) / 1000) })
     }
 }
