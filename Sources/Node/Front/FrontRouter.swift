@@ -101,8 +101,17 @@ final class FrontRouter: Sendable {
         }
     }
 
+    /// This node's own member knows of a new leader the moment it is elected: the quickest
+    /// news a front can have (unless that member is down).
+    private func learnFromLocalMember() {
+        let status = local.engine.currentStatus
+        guard status.failure == nil, status.leader != 0 else { return }
+        table.withLock { $0.learnLeader(status.leader, term: status.term) }
+    }
+
     private func choose(_ kind: FrontCall<some Sendable>.Kind, now: UInt64) -> NodeID? {
-        table.withLock { table in
+        learnFromLocalMember()
+        return table.withLock { table in
             table.readmitExpired(now: now)
             var random = SystemRandomNumberGenerator()
             switch kind {
@@ -126,10 +135,16 @@ final class FrontRouter: Sendable {
             if target == selfID {
                 response = try await call.local(local)
             } else {
-                var options = CallOptions.defaults
+                var callOptions = CallOptions.defaults
                 let budget = min(remaining, UInt64(self.options.attemptTimeoutMilliseconds) * 1_000_000)
-                options.timeout = .nanoseconds(Int64(max(budget, 1_000_000)))
-                response = try await call.remote(try members.kv(target), options)
+                callOptions.timeout = .nanoseconds(Int64(max(budget, 1_000_000)))
+                let options = callOptions
+                let client = try members.kv(target)
+                if call.retryable {
+                    response = try await abandoningIfOvertaken(call.kind, target: target) { try await call.remote(client, options) }
+                } else {
+                    response = try await call.remote(client, options)
+                }
             }
             let header = call.header(response)
             let now = DispatchTime.now().uptimeNanoseconds
@@ -147,11 +162,48 @@ final class FrontRouter: Sendable {
         }
     }
 
+    /// Runs a call to a remote member, abandoning it (to be sent again elsewhere) once it is
+    /// clearly going to the wrong place: a write whose target is no longer the leader (a paused
+    /// leader answers nothing until the attempt would time out), a read whose target was ejected.
+    private func abandoningIfOvertaken<Response: Sendable>(_ kind: FrontCall<Response>.Kind, target: NodeID,
+                                                           _ body: @escaping @Sendable () async throws -> Response) async throws -> Response {
+        try await withThrowingTaskGroup(of: Response?.self) { group in
+            group.addTask { try await body() }
+            group.addTask { [self] in
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .milliseconds(20))
+                    learnFromLocalMember()
+                    let now = DispatchTime.now().uptimeNanoseconds
+                    let overtaken = table.withLock { table in
+                        kind == .write ? (table.leader != 0 && table.leader != target) : !table.readable(target, now: now)
+                    }
+                    if overtaken { return nil }
+                }
+                return nil
+            }
+            defer { group.cancelAll() }
+            while let first = try await group.next() {
+                if let response = first { return response }
+                var metadata = Metadata()
+                metadata.addString("1", forKey: Self.overtaken)
+                throw RPCError(code: .unavailable, message: "member \(target) was overtaken (a new leader, or ejected) while the call was under way",
+                               metadata: metadata)
+            }
+            throw RPCError(code: .unavailable, message: "member \(target): the call ended without an answer")
+        }
+    }
+
+    /// Marks an attempt the front abandoned itself (only ever for calls safe to send again).
+    static let overtaken = "crm-front-overtaken"
+
+    static func wasOvertaken(_ error: RPCError) -> Bool { error.metadata[stringValues: overtaken].contains { _ in true } }
+
     enum Verdict { case final, tryLeaderNow, retryAfterPause }
 
     /// What to do after `error` from `target`.
     private func classify(_ error: RPCError, call: FrontCall<some Sendable>, target: NodeID) -> Verdict {
         let refused = RefusalMetadata.isRefusal(error)
+        if Self.wasOvertaken(error) { return .tryLeaderNow }
         if let hint = RefusalMetadata.leaderHint(error), hint != target {
             // A follower named the leader: go there at once.
             table.withLock { table in
@@ -181,7 +233,9 @@ final class FrontRouter: Sendable {
     /// Failures that say the member cannot serve (rather than that the request was bad).
     static func isMemberFault(_ error: RPCError) -> Bool {
         switch error.code {
-        case .unavailable: return !RefusalMetadata.isRefusal(error) || RefusalMetadata.isNotServing(error)
+        case .unavailable:
+            if wasOvertaken(error) { return false }
+            return !RefusalMetadata.isRefusal(error) || RefusalMetadata.isNotServing(error)
         case .dataLoss, .internalError, .unknown, .deadlineExceeded: return true
         default: return false
         }
