@@ -69,21 +69,24 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         let admin = try authorization.requireAdmin(context)
         guard request.id != 0 else { throw RPCError(code: .invalidArgument, message: "member id 0 is reserved") }
         let given = request.endpoints
+        var endpoints: MemberEndpoints?
         if !(given.peer.isEmpty && given.client.isEmpty && given.admin.isEmpty) {
             guard let peer = Endpoint(given.peer), let client = Endpoint(given.client), let adminEndpoint = Endpoint(given.admin) else {
                 throw RPCError(code: .invalidArgument, message: "give the new member's peer, client and admin addresses as host:port")
             }
-            let record = KVCommand.memberEndpoints(MemberAddresses(id: request.id, peer: peer.description, client: client.description,
-                                                                   admin: adminEndpoint.description))
-            do {
-                _ = try await engine.propose(record.encoded)
-            } catch let error as EngineError {
-                throw Self.leaderError(error, engine.currentStatus)
-            }
+            endpoints = MemberEndpoints(id: request.id, peer: peer, client: client, admin: adminEndpoint)
         } else if directory()[request.id] == nil {
             throw RPCError(code: .invalidArgument, message: "member \(request.id) has no known addresses; give its peer, client and admin addresses")
         }
-        return try await change(.addLearner(request.id), by: admin)
+        logger.notice("membership change requested", metadata: ["change": "add learner \(request.id)", "admin": "\(admin)"])
+        do {
+            var response = Crm_V1_MembershipResponse()
+            response.index = try await MembershipChanges(engine: engine).addLearner(request.id, endpoints: endpoints)
+            response.members = members(engine.currentStatus)
+            return response
+        } catch let error as EngineError {
+            throw Self.leaderError(error, engine.currentStatus)
+        }
     }
 
     func promoteMember(request: Crm_V1_PromoteMemberRequest, context: ServerContext) async throws -> Crm_V1_MembershipResponse {

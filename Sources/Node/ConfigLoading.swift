@@ -228,7 +228,8 @@ extension NodeConfig {
         if deadAfterSeconds < 1 { problems.append("failover.dead_after_seconds: at least 1") }
         if minVoters < 1 { problems.append("failover.min_voters: at least 1") }
         let memberIDs = Set(members.map(\.id))
-        for spare in spares where memberIDs.contains(spare.id) || spare.id == 0 {
+        // A joining spare lists itself among the members; any other spare must not be a founder.
+        for spare in spares where spare.id == 0 || (memberIDs.contains(spare.id) && !(join == true && spare.id == id)) {
             problems.append("failover.spares: id \(spare.id) is already a founding member (or 0); a spare needs its own id")
         }
         if autoReplace && spares.isEmpty { problems.append("failover.auto_replace is on but failover.spares lists none; list the spare members") }

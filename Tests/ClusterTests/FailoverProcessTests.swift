@@ -230,3 +230,90 @@ extension RealProcessTests {
     }
 }
 }
+
+extension RealProcessTests {
+/// Members that stay down, replacement, draining, and clients with several fronts.
+@Suite struct MemberLossProcessTests {
+    /// A member silent past `failover.dead_after_seconds` is reported dead with the commands that
+    /// replace it; with `auto_replace` and a running spare, the leader replaces it itself.
+    @Test func aDeadMemberIsReportedAndReplacedByTheSpare() async throws {
+        let cluster = try ProcessCluster(ids: [1, 2, 3], spares: [4], deadAfterSeconds: 2, autoReplace: true)
+        try cluster.startAll()
+        try cluster.start(4)
+        let leader = try #require(await cluster.waitForLeader())
+        for index in 0..<50 { try await cluster.put("before-\(index)", "v", via: leader) }
+        let dead = cluster.ids.first { $0 != leader }!
+        cluster.kill9(dead)
+        let file = try cluster.writeClusterFile()
+        let reported = await eventually(seconds: 10) {
+            let status = try? ProcessCluster.tool("crmctl", ["status", "--cluster", file])
+            return status?.output.contains("member \(dead) is dead") == true && status?.output.contains("crmctl members promote 4") == true
+        }
+        let status = try ProcessCluster.tool("crmctl", ["status", "--cluster", file, "--json"]).output
+        #expect(reported, "crmctl status does not report member \(dead) dead with its replacement: \(status)")
+        #expect(status.contains("crmctl members add-learner 4 --peer 127.0.0.1:\(cluster.endpoints[4]!.peer)"), "\(status)")
+        let replaced = await eventually(seconds: 30) {
+            guard let members = await cluster.status(leader)?.members else { return false }
+            let voters = Set(members.filter(\.voter).map(\.id))
+            return voters == Set(cluster.ids.filter { $0 != dead } + [4])
+        }
+        let members = await cluster.status(leader)?.members.map { "\($0.id)\($0.voter ? " voter" : " learner")" } ?? []
+        #expect(replaced, "the spare did not replace the dead voter: \(members)")
+        #expect(cluster.log(leader).contains("automatic replacement"), "the leader's log says what it did")
+        try await cluster.put("after", "replaced", via: leader)
+        #expect(await eventually(seconds: 10) { (try? await cluster.get("after", via: 4, serializable: true)) == "replaced" })
+        await cluster.closeConnections()
+    }
+
+    /// SIGTERM on a node drains its front: a request in progress completes, then the front closes.
+    @Test func aFrontDrainsOnShutdown() async throws {
+        let cluster = try ProcessCluster()
+        try cluster.startAll()
+        let leader = try #require(await cluster.waitForLeader())
+        let draining = cluster.ids.first { $0 != leader }!
+        // Slow the leader's disk so that a write takes a while; the handoff it causes is fine.
+        try cluster.injectFaults(leader, #"{"fsync_delay_ms": 300}"#)
+        try await Task.sleep(for: .milliseconds(400))
+        let connection = try cluster.frontConnection(draining)
+        var put = Crm_V1_PutRequest()
+        put.key = Data("drained".utf8)
+        put.value = Data("completed".utf8)
+        let sent = put
+        async let answered = connection.kv.put(sent, options: ProcessCluster.shortCall)
+        try await Task.sleep(for: .milliseconds(50))
+        let pid = cluster.processes[draining]!.processIdentifier
+        kill(pid, SIGTERM)
+        let response = try await answered
+        #expect(response.header.memberID != draining, "answered by the member that applied it, through the draining front")
+        cluster.processes[draining]!.waitUntilExit()
+        #expect(cluster.log(draining).contains("front drained"), "the node's log shows the drain")
+        try cluster.injectFaults(leader, "{}")
+        let reader = cluster.ids.first { $0 != draining }!
+        #expect(try await cluster.get("drained", via: reader) == "completed")
+        await cluster.closeConnections()
+    }
+
+    /// A client with every front keeps working when the node of the front it uses goes down.
+    @Test func aClientWithSeveralFrontsMovesOnWhenOneIsDown() async throws {
+        let cluster = try ProcessCluster()
+        try cluster.startAll()
+        _ = try #require(await cluster.waitForLeader())
+        let pool = try FrontPool(cluster.ids.map { Endpoint(host: "127.0.0.1", port: cluster.endpoints[$0]!.front) }, tls: cluster.tls("app"))
+        var put = Crm_V1_PutRequest()
+        put.key = Data("pool".utf8)
+        put.value = Data("one".utf8)
+        _ = try await pool.put(put, options: ProcessCluster.shortCall)
+        let used = try #require(cluster.ids.first { cluster.endpoints[$0]!.front == pool.currentEndpoint.port })
+        cluster.kill9(used)
+        var get = Crm_V1_GetRequest()
+        get.key = put.key
+        let read = try #require(await eventually(seconds: 10) {
+            (try? await pool.get(get, options: ProcessCluster.shortCall))?.value == put.value
+        } ? true : nil, "reads did not move to another front")
+        #expect(read)
+        #expect(pool.currentEndpoint.port != cluster.endpoints[used]!.front)
+        await pool.close()
+        await cluster.closeConnections()
+    }
+}
+}

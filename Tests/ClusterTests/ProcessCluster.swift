@@ -21,6 +21,9 @@ final class ProcessCluster: @unchecked Sendable {
     /// Extra YAML appended to every member's config (a test's health or front settings).
     let extraConfig: String
     let frontConfig: [String]
+    let spares: [UInt64]
+    let deadAfterSeconds: Int?
+    let autoReplace: Bool
     /// Where each member reads its injected disk faults (the debug build's fault hook).
     func faultFile(_ id: UInt64) -> String { directory + "/faults-\(id).json" }
     var connections: [String: MemberConnection] = [:]
@@ -41,10 +44,14 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     /// `spares`: members with certificates and a `join: true` config, not started and not founders.
-    /// `frontConfig`: extra keys of every member's `front` section, one per line.
+    /// `frontConfig`: extra keys of every member's `front` section, one per line. `deadAfterSeconds`:
+    /// write a `failover` section with it, listing the spares (replaced automatically if `autoReplace`).
     init(ids: [UInt64] = [1, 2, 3], spares: [UInt64] = [], snapshotEvery: Int = 10_000, tlsReloadSeconds: Int = 30,
-         extraConfig: String = "", frontConfig: [String] = []) throws {
+         extraConfig: String = "", frontConfig: [String] = [], deadAfterSeconds: Int? = nil, autoReplace: Bool = false) throws {
         self.ids = ids
+        self.spares = spares
+        self.deadAfterSeconds = deadAfterSeconds
+        self.autoReplace = autoReplace
         self.tlsReloadSeconds = tlsReloadSeconds
         self.extraConfig = extraConfig
         self.frontConfig = frontConfig
@@ -108,8 +115,19 @@ final class ProcessCluster: @unchecked Sendable {
               grpc: "127.0.0.1:\(me.front)"
               http: "127.0.0.1:\(me.frontHTTP)"
             \(frontConfig.map { "  " + $0 }.joined(separator: "\n"))
+            \(failoverSection())
             \(extraConfig)
             """.write(toFile: configPath(id), atomically: true, encoding: .utf8)
+    }
+
+    private func failoverSection() -> String {
+        guard let deadAfterSeconds else { return "" }
+        let spareList = spares.map { id -> String in
+            let e = endpoints[id]!
+            return "    - {id: \(id), peer: \"127.0.0.1:\(e.peer)\", client: \"127.0.0.1:\(e.client)\", admin: \"127.0.0.1:\(e.admin)\"}"
+        }
+        return "failover:\n  dead_after_seconds: \(deadAfterSeconds)\n  auto_replace: \(autoReplace)\n"
+            + (spareList.isEmpty ? "" : "  spares:\n" + spareList.joined(separator: "\n"))
     }
 
     /// Starts (or restarts) member `id`; its log goes to node-<id>.log.

@@ -59,6 +59,7 @@ public final class HealthMonitor: @unchecked Sendable {
     private var lastHandOff: UInt64 = 0
     private var corruptAlarm: Alarm?
     private var noSpaceAlarm: Alarm?
+    private let replacer: AutoReplacer
 
     public init(config: NodeConfig, engine: RaftEngine, group: MultiThreadedEventLoopGroup,
                 peers: @escaping @Sendable () -> [NodeID: PeerObservation], logger: Logger) {
@@ -67,6 +68,7 @@ public final class HealthMonitor: @unchecked Sendable {
         self.group = group
         self.peers = peers
         self.logger = logger
+        replacer = AutoReplacer(config: config, engine: engine, logger: logger)
     }
 
     public var snapshot: HealthSnapshot { state.withLock { $0 } }
@@ -121,6 +123,7 @@ public final class HealthMonitor: @unchecked Sendable {
         snapshot.report = assess(status, snapshot)
         state.withLock { $0 = snapshot }
         handOffIfUnfit(status, snapshot, observed, now: now)
+        replacer.consider(status, dead: snapshot.dead) { step in Task { await step() } }
         lastCheck = now
     }
 
