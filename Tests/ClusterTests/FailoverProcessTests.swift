@@ -317,3 +317,80 @@ extension RealProcessTests {
     }
 }
 }
+
+extension RealProcessTests {
+/// Alarms raised on one member: the cluster routes around it.
+@Suite struct AlarmProcessTests {
+    /// A leader whose disk fills hands leadership to a member with space; writes go on.
+    @Test func aLeaderOutOfSpaceHandsLeadershipOver() async throws {
+        let cluster = try ProcessCluster()
+        try cluster.startAll()
+        let leader = try #require(await cluster.waitForLeader())
+        let front = cluster.ids.first { $0 != leader }!
+        try cluster.injectFaults(leader, #"{"free_disk_bytes": 1024}"#)
+        let moved = await eventually(seconds: 10) {
+            let now = await cluster.status(front)?.leaderID ?? 0
+            return now != 0 && now != leader
+        }
+        #expect(moved, "leadership stayed on the member without space")
+        var put = Crm_V1_PutRequest()
+        put.key = Data("space".utf8)
+        put.value = Data("written after the handoff".utf8)
+        let written = try await cluster.frontConnection(front).kv.put(put, options: ProcessCluster.shortCall)
+        #expect(written.header.memberID != leader)
+        #expect(cluster.log(leader).contains("NOSPACE alarm raised"))
+        try cluster.injectFaults(leader, "{}")
+        #expect(await eventually(seconds: 10) { await cluster.converged() })
+        await cluster.closeConnections()
+    }
+
+    /// Bytes flipped in a stored file: the integrity check at start finds the damage, the member
+    /// raises CORRUPT and serves no data, and its front keeps serving from the others.
+    @Test func aMemberWithDamagedFilesRaisesCorruptAndServesNoData() async throws {
+        let cluster = try ProcessCluster()
+        try cluster.startAll()
+        let leader = try #require(await cluster.waitForLeader())
+        let value = String(repeating: "customer record ", count: 128)
+        for index in 0..<200 { try await cluster.put("contact/\(1000 + index)", value, via: leader) }
+        let damaged = cluster.ids.first { $0 != leader }!
+        #expect(await eventually(seconds: 10) { await cluster.converged() })
+        _ = try await cluster.connection(damaged, admin: true).admin.compact(Crm_V1_CompactRequest())
+        cluster.terminate(damaged)
+
+        // The state machine's table file names its column family; flip bytes in its first data block.
+        let db = cluster.directory + "/node-\(damaged)/data/db"
+        let tables = try FileManager.default.contentsOfDirectory(atPath: db).filter { $0.hasSuffix(".sst") }
+        let table = try #require(tables.first { name in
+            (FileManager.default.contents(atPath: db + "/" + name) ?? Data()).range(of: Data("state_machine".utf8)) != nil
+        }, "no table file of the state machine among \(tables)")
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: db + "/" + table))
+        try handle.seek(toOffset: 300)
+        var bytes = try #require(try handle.read(upToCount: 32))
+        for index in bytes.indices { bytes[index] ^= 0xFF }
+        try handle.seek(toOffset: 300)
+        try handle.write(contentsOf: bytes)
+        try handle.close()
+
+        try cluster.start(damaged)
+        let file = try cluster.writeClusterFile()
+        let raised = await eventually(seconds: 20) {
+            (try? ProcessCluster.tool("crmctl", ["alarms", "--cluster", file]))?.output.contains("CORRUPT") == true
+        }
+        let alarms = try ProcessCluster.tool("crmctl", ["alarms", "--cluster", file])
+        #expect(raised && alarms.status == 1, "\(alarms.output) \(alarms.errors) \(cluster.log(damaged).suffix(2000))")
+        #expect(await cluster.health(damaged, "/readyz").body.contains("CORRUPT"))
+        do {
+            _ = try await cluster.get("contact/1000", via: damaged, serializable: true)
+            Issue.record("the damaged member served a read")
+        } catch let error as RPCError {
+            #expect(error.code == .dataLoss && error.message.contains("serves no data"), "\(error)")
+        }
+        var get = Crm_V1_GetRequest()
+        get.key = Data("contact/1000".utf8)
+        get.consistency = .serializable
+        let read = try await cluster.frontConnection(damaged).kv.get(get, options: ProcessCluster.shortCall)
+        #expect(read.found && read.header.memberID != damaged, "the damaged node's front reads from another member")
+        await cluster.closeConnections()
+    }
+}
+}
