@@ -119,9 +119,7 @@ final class FrontRouter: Sendable {
             case .linearizableRead: return table.pickForRead(now: now, random: &random)
             case .serializableRead:
                 // Served by this node's own member when it can; otherwise like any read.
-                if table.members[selfID]?.report?.serving != false && table.members[selfID] != nil && table.readable(selfID, now: now) {
-                    return selfID
-                }
+                if table.readable(selfID, now: now) { return selfID }
                 return table.pickForRead(now: now, random: &random)
             }
         }
