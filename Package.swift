@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "crm-sim", targets: ["CRMSim"]),
         .executable(name: "crm-node", targets: ["CRMNode"]),
         .executable(name: "crmctl", targets: ["CRMCtl"]),
+        .executable(name: "crm-chaos", targets: ["CRMChaos"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -159,6 +160,17 @@ let package = Package(
             dependencies: [
                 "Simulation", "Raft",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        // crm-chaos: chaos drills against real crm-node processes, judged by the checker.
+        .executableTarget(
+            name: "CRMChaos",
+            dependencies: [
+                "CRMClient", "CRMProto", "Simulation",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
 

@@ -33,7 +33,12 @@ public final class MemberConnection: Sendable {
                 config.trustRoots = .certificates([.file(path: tls.ca, format: .pem)])
                 config.serverCertificateVerification = .noHostnameVerification
             },
-            config: .defaults { $0.http2.maxFrameSize = 1 << 20 },
+            config: .defaults {
+                $0.http2.maxFrameSize = 1 << 20
+                // A member or front that restarts is back within seconds: reconnect within 100 ms
+                // to 2 s rather than the default 1 s to 2 minutes.
+                $0.backoff = .init(initial: .milliseconds(100), max: .seconds(2), multiplier: 1.6, jitter: 0.2)
+            },
             serviceConfig: ServiceConfig())
         let client = GRPCClient(transport: transport)
         self.client = client

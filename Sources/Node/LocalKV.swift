@@ -228,7 +228,13 @@ struct LocalKV: Sendable {
                 let result = try await engine.propose(command.encoded)
                 return Outcome(header: header(), outcome: result.outcome)
             } catch EngineError.notLeader(let hint) where routing == .forwardToLeader && hint != 0 && hint != engine.id {
-                return Outcome(header: try await forward(try members.kv(hint)), outcome: nil)
+                do {
+                    return Outcome(header: try await forward(try members.kv(hint)), outcome: nil)
+                } catch let error as RPCError where MemberClients.wasNotSent(error) {
+                    // The connection to the leader is being re-established: the call never left,
+                    // so it is tried again (the leader may have changed meanwhile).
+                    throw EngineError.notLeader(leaderHint: 0)
+                }
             }
         }
     }

@@ -9,6 +9,7 @@ import Raft
 import RaftStorage
 import Sealing
 import Storage
+import Synchronization
 import Transport
 
 /// One member, assembled from its config: storage, durable log, state machine, peer transport,
@@ -30,7 +31,7 @@ public final class NodeRuntime: @unchecked Sendable {
     public private(set) var monitor: HealthMonitor?
     private var poller: MemberPoller?
     private var front: Front?
-    private var verifyTask: Task<Void, Never>?
+    private let verifyStopped = StopFlag()
     let routing = SharedRoutingTable()
     public let metrics = NodeMetrics()
 
@@ -204,11 +205,13 @@ public final class NodeRuntime: @unchecked Sendable {
     }
 
     /// A full integrity check of the store soon after start and then every
-    /// `health.verify_interval_hours`; damage raises the CORRUPT alarm.
+    /// `health.verify_interval_hours`, on a thread of its own (it reads the whole store, and must
+    /// not hold up the threads that serve calls); damage raises the CORRUPT alarm.
     private func startIntegrityChecks(storage: StorageEngine, monitor: HealthMonitor) {
         let hours = config.verifyIntervalHours, logger = self.logger
-        verifyTask = Task.detached(priority: .background) {
-            while !Task.isCancelled {
+        let stopped = verifyStopped
+        let thread = Thread {
+            while !stopped.isStopped {
                 let started = ContinuousClock.now
                 do {
                     let report = try storage.verify()
@@ -219,13 +222,17 @@ public final class NodeRuntime: @unchecked Sendable {
                         monitor.raiseCorrupt("integrity check found \(report.problemCount) damaged items (\(first)); repair: stop the member, move its data_dir aside, restart it empty with join: true and re-add it (it catches up by snapshot)")
                     }
                 } catch {
-                    if Task.isCancelled { return }
+                    if stopped.isStopped { return }
                     monitor.raiseCorrupt("integrity check could not read the store: \(error)")
                 }
                 guard hours > 0 else { return }
-                try? await Task.sleep(for: .seconds(hours * 3600))
+                // Sleeps in short steps so that stopping the member is not held up.
+                let next = ContinuousClock.now + .seconds(hours * 3600)
+                while ContinuousClock.now < next && !stopped.isStopped { Thread.sleep(forTimeInterval: 1) }
             }
         }
+        thread.name = "integrity-check"
+        thread.start()
     }
 
     private func startHealth(engine: RaftEngine, monitor: HealthMonitor) async throws {
@@ -272,7 +279,7 @@ public final class NodeRuntime: @unchecked Sendable {
     /// Stops the listeners, the loop, the transport and storage (in that order).
     public func stop() async {
         tlsReload?.cancel()
-        verifyTask?.cancel()
+        verifyStopped.stop()
         await front?.drain()
         await poller?.stop()
         monitor?.stop()
@@ -316,4 +323,11 @@ extension NodeRuntime {
             logger.warning("leadership handoff did not complete", metadata: ["error": "\(error)"])
         }
     }
+}
+
+/// Set once, read from another thread: tells a background thread to finish.
+final class StopFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    var isStopped: Bool { flag.load(ordering: .acquiring) }
+    func stop() { flag.store(true, ordering: .releasing) }
 }

@@ -69,7 +69,8 @@ final class ProcessCluster: @unchecked Sendable {
     deinit {
         for process in processes.values where process.isRunning { kill(process.processIdentifier, SIGKILL) }
         for process in processes.values { process.waitUntilExit() }
-        try? FileManager.default.removeItem(atPath: directory)
+        // CRM_KEEP_TEST_DIRS=1 keeps the configs and member logs for a look after a failure.
+        if ProcessInfo.processInfo.environment["CRM_KEEP_TEST_DIRS"] == nil { try? FileManager.default.removeItem(atPath: directory) }
     }
 
     static func run(_ executable: String, _ arguments: [String]) throws {
