@@ -5,7 +5,7 @@ SWIFT ?= swift
 SEEDS ?= 100000
 START ?= 0
 
-.PHONY: setup build release test up down sim soak bench-storage clean
+.PHONY: setup build release test up down sim soak chaos bench-storage clean
 
 setup:
 	./cluster/install-deps.sh
@@ -29,6 +29,13 @@ up: release
 
 down:
 	./cluster/local-cluster.sh down
+
+# The chaos suite (chaos/suite.yaml) on release binaries, RUNS times each scenario; prints the table.
+RUNS ?= 5
+chaos: setup
+	$(SWIFT) build -c release --product crm-node
+	$(SWIFT) build -c release --product crm-chaos
+	.build/release/crm-chaos suite chaos/suite.yaml --runs $(RUNS)
 
 # The simulator in a release build: the CI-sized sweep, and the long soak.
 sim: setup

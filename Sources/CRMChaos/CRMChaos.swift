@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Yams
 
 /// crm-chaos: runs a chaos drill against real crm-node processes and judges it.
 @main
@@ -14,7 +15,73 @@ struct CRMChaos: AsyncParsableCommand {
         every member converges on one applied index and state hash. Exit status 0 when every \
         drill passed, 1 when one failed, 2 for bad usage.
         """,
-        subcommands: [Run.self])
+        subcommands: [Run.self, Suite.self])
+
+    /// Where the binaries and the repository are, checked once.
+    struct Locations {
+        var binaries: URL
+        var repository: URL
+
+        init(binaries: String?, repository: String?) throws {
+            let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            self.binaries = binaries.map { URL(fileURLWithPath: $0) } ?? executable.deletingLastPathComponent()
+            guard FileManager.default.isExecutableFile(atPath: self.binaries.appendingPathComponent("crm-node").path) else {
+                throw ValidationError("no crm-node in \(self.binaries.path); build it, or pass --binaries")
+            }
+            self.repository = URL(fileURLWithPath: repository ?? FileManager.default.currentDirectoryPath)
+            guard FileManager.default.fileExists(atPath: self.repository.appendingPathComponent("cluster/make-certs.sh").path) else {
+                throw ValidationError("\(self.repository.path) has no cluster/make-certs.sh: run crm-chaos from the repository root, or pass --repository")
+            }
+        }
+    }
+
+    static func stamp() -> String { ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "") }
+
+    struct Suite: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run every scenario a suite file lists (`scenarios: [file, ...]`, paths relative to it) --runs times; print the table.")
+
+        @Argument(help: "The suite file.") var suite: String
+        @Option(help: "Runs of every scenario.") var runs = 1
+        @Option(help: "Where to write the reports (default: run/chaos/suite-<time>).") var report: String?
+        @Option(help: "Directory holding crm-node (default: next to crm-chaos).") var binaries: String?
+        @Option(help: "The repository root (default: the current directory).") var repository: String?
+
+        struct File: Decodable { var scenarios: [String] }
+
+        func run() async throws {
+            guard (1...100).contains(runs) else { throw ValidationError("--runs must be 1 to 100") }
+            let locations = try Locations(binaries: binaries, repository: repository)
+            let text = try String(contentsOfFile: suite, encoding: .utf8)
+            let file = try YAMLDecoder().decode(File.self, from: text)
+            let base = URL(fileURLWithPath: suite).deletingLastPathComponent()
+            let scenarios = try file.scenarios.map { try Scenario.load($0.hasPrefix("/") ? $0 : base.appendingPathComponent($0).path) }
+            let directory = report ?? "run/chaos/suite-\(CRMChaos.stamp())"
+            var rows: [[String]] = []
+            var allPassed = true
+            for scenario in scenarios {
+                var passed = 0, operations = 0
+                var worst = 0.0
+                for run in 1...runs {
+                    let verdict = try await Drill(scenario: scenario, report: directory + "/\(scenario.name)-\(run)", binaries: locations.binaries,
+                                                  repository: locations.repository) { print("crm-chaos: \(scenario.name) #\(run): \($0)") }.run()
+                    for check in verdict.checks where !check.passed { print("FAIL \(scenario.name) #\(run) \(check.name): \(check.detail)") }
+                    if verdict.passed { passed += 1 }
+                    operations += verdict.operationsChecked
+                    worst = max(worst, verdict.worstUnavailabilitySeconds ?? .infinity)
+                }
+                allPassed = allPassed && passed == runs
+                rows.append([scenario.name, "\(runs)", "\(passed)", String(format: "%.3f s", worst), "\(operations)"])
+            }
+            let header = ["SCENARIO", "RUNS", "PASSED", "WORST UNAVAILABILITY", "OPS CHECKED"]
+            let widths = header.indices.map { column in ([header[column]] + rows.map { $0[column] }).map(\.count).max()! }
+            for row in [header] + rows {
+                print(row.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+            }
+            print("reports in \(directory)")
+            if !allPassed { throw ExitCode(1) }
+        }
+    }
 
     struct Run: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Run one scenario file (chaos/*.yaml) and print its verdict.")
@@ -26,19 +93,10 @@ struct CRMChaos: AsyncParsableCommand {
 
         func run() async throws {
             let drill = try Scenario.load(scenario)
-            let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
-            let directory = report ?? "run/chaos/\(drill.name)-\(stamp)"
-            let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-            let binaryDirectory = binaries.map { URL(fileURLWithPath: $0) } ?? executable.deletingLastPathComponent()
-            guard FileManager.default.isExecutableFile(atPath: binaryDirectory.appendingPathComponent("crm-node").path) else {
-                throw ValidationError("no crm-node in \(binaryDirectory.path); build it, or pass --binaries")
-            }
-            let root = URL(fileURLWithPath: repository ?? FileManager.default.currentDirectoryPath)
-            guard FileManager.default.fileExists(atPath: root.appendingPathComponent("cluster/make-certs.sh").path) else {
-                throw ValidationError("\(root.path) has no cluster/make-certs.sh: run crm-chaos from the repository root, or pass --repository")
-            }
+            let directory = report ?? "run/chaos/\(drill.name)-\(CRMChaos.stamp())"
+            let locations = try Locations(binaries: binaries, repository: repository)
             let started = Date()
-            let verdict = try await Drill(scenario: drill, report: directory, binaries: binaryDirectory, repository: root) { line in
+            let verdict = try await Drill(scenario: drill, report: directory, binaries: locations.binaries, repository: locations.repository) { line in
                 print("crm-chaos: \(line)")
             }.run()
             for check in verdict.checks { print("\(check.passed ? "PASS" : "FAIL") \(check.name): \(check.detail)") }

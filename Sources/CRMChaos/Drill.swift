@@ -49,10 +49,14 @@ struct Drill {
         progress("workload done: \(history.all.count) events; checking")
 
         var verdict = Verdict()
-        verdict.checks.append(availability(history.all, healedAt: healedAt, faults: timeline, start: start))
+        let (available, worst) = availability(history.all, healedAt: healedAt, faults: timeline, start: start)
+        verdict.checks.append(available)
+        verdict.worstUnavailabilitySeconds = worst
         let finalReads = await readEveryKey(fronts: fronts, tls: cluster.tls, history: history)
         verdict.checks.append(finalReads)
-        verdict.checks.append(Judge.linearizability(history.all))
+        let (linearizable, checked) = Judge.linearizability(history.all)
+        verdict.checks.append(linearizable)
+        verdict.operationsChecked = checked
         verdict.checks.append(await convergence(cluster))
         await cluster.closeConnections()
         cluster.stopAll()
@@ -140,21 +144,22 @@ struct Drill {
 
     /// After each fault and after the heal, writes must be acknowledged again within the
     /// scenario's bound; the worst of these waits is the drill's unavailability.
-    private func availability(_ events: [HistoryEvent], healedAt: UInt64, faults: [FaultRecord], start: UInt64) -> Verdict.Check {
+    private func availability(_ events: [HistoryEvent], healedAt: UInt64, faults: [FaultRecord], start: UInt64) -> (Verdict.Check, Double?) {
         let writes = events.filter { $0.type == .ok && $0.f != "get" }.map(\.time).sorted()
         let moments = faults.filter { $0.action == "kill" || $0.action == "pause" }.map { start + UInt64($0.seconds * 1e9) } + [healedAt]
         var worst: UInt64 = 0
         for moment in moments {
             guard let next = writes.first(where: { $0 >= moment }) else {
-                return .init(name: "available", passed: false,
-                             detail: String(format: "no write was acknowledged after %.3f s", Double(moment - start) / 1e9))
+                return (.init(name: "available", passed: false,
+                              detail: String(format: "no write was acknowledged after %.3f s", Double(moment - start) / 1e9)), nil)
             }
             worst = max(worst, next - moment)
         }
         let longest = zip(writes, writes.dropFirst()).map { $1 - $0 }.max() ?? 0
-        return .init(name: "available", passed: Double(worst) / 1e9 <= scenario.recoveryBoundSeconds,
-                     detail: String(format: "worst unavailability %.3f s after a fault or the heal (bound %.1f s); longest stretch without an acknowledged write %.3f s",
-                                    Double(worst) / 1e9, scenario.recoveryBoundSeconds, Double(longest) / 1e9))
+        return (.init(name: "available", passed: Double(worst) / 1e9 <= scenario.recoveryBoundSeconds,
+                      detail: String(format: "worst unavailability %.3f s after a fault or the heal (bound %.1f s); longest stretch without an acknowledged write %.3f s",
+                                     Double(worst) / 1e9, scenario.recoveryBoundSeconds, Double(longest) / 1e9)),
+                Double(worst) / 1e9)
     }
 
     /// Every key read once more, linearizably, after the workload: part of the history, so that
@@ -219,7 +224,8 @@ struct Drill {
         // The scratch cluster (data, certificates, keys) goes; its logs stay in the report.
         try? FileManager.default.removeItem(atPath: cluster.directory)
         let summary: [String: Any] = [
-            "scenario": scenario.name, "passed": verdict.passed,
+            "scenario": scenario.name, "passed": verdict.passed, "operations_checked": verdict.operationsChecked,
+            "worst_unavailability_s": verdict.worstUnavailabilitySeconds ?? -1,
             "checks": verdict.checks.map { ["name": $0.name, "passed": $0.passed, "detail": $0.detail] },
             "faults": timeline.map { ["at_s": $0.seconds, "action": $0.action, "member": $0.member.map { Int($0) } ?? 0] },
         ]

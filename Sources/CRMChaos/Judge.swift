@@ -10,6 +10,10 @@ struct Verdict: Sendable {
     }
 
     var checks: [Check] = []
+    /// The longest wait for an acknowledged write after a fault or the heal.
+    var worstUnavailabilitySeconds: Double?
+    /// Operations the linearizability check took in.
+    var operationsChecked = 0
     var passed: Bool { !checks.isEmpty && checks.allSatisfy(\.passed) }
 }
 
@@ -64,7 +68,7 @@ enum Judge {
         return (operations, counts.ok, counts.failed, counts.info)
     }
 
-    static func linearizability(_ events: [HistoryEvent]) -> Verdict.Check {
+    static func linearizability(_ events: [HistoryEvent]) -> (check: Verdict.Check, operations: Int) {
         let (operations, ok, failed, info) = operations(events)
         let started = Date()
         let verdict = LinearizabilityChecker().check(operations)
@@ -72,12 +76,13 @@ enum Judge {
         let counts = "\(operations.count) operations checked (\(ok) ok, \(info) indeterminate; \(failed) failed left out) in \(took)"
         switch verdict {
         case .linearizable:
-            return .init(name: "linearizable", passed: true, detail: counts)
+            return (.init(name: "linearizable", passed: true, detail: counts), operations.count)
         case .violation(let key, let trace):
-            return .init(name: "linearizable", passed: false,
-                         detail: "key \(key) has no linearization; \(counts); its operations: " + trace.suffix(12).joined(separator: " | "))
+            return (.init(name: "linearizable", passed: false,
+                          detail: "key \(key) has no linearization; \(counts); its operations: " + trace.suffix(12).joined(separator: " | ")),
+                    operations.count)
         case .undecided(let key, let steps):
-            return .init(name: "linearizable", passed: false, detail: "key \(key) undecided after \(steps) search steps; \(counts)")
+            return (.init(name: "linearizable", passed: false, detail: "key \(key) undecided after \(steps) search steps; \(counts)"), operations.count)
         }
     }
 }

@@ -26,5 +26,22 @@ extension RealProcessTests {
         #expect(try String(contentsOfFile: report + "/faults.txt", encoding: .utf8).contains("kill member"))
         #expect(!FileManager.default.fileExists(atPath: report + "/cluster"), "the scratch cluster is removed")
     }
+
+    /// A suite runs its scenarios and prints one row each: runs, passed, worst unavailability, operations checked.
+    @Test func aSuitePrintsItsTable() throws {
+        let directory = NSTemporaryDirectory() + "crm-chaos-suite-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let repository = ProcessCluster.repository.path
+        try "scenarios: [\(repository)/chaos/kill-follower.yaml]\n".write(toFile: directory + "/suite.yaml", atomically: true, encoding: .utf8)
+        let run = try ProcessCluster.tool("crm-chaos", ["suite", directory + "/suite.yaml", "--runs", "1", "--report", directory + "/reports",
+                                                         "--repository", repository])
+        #expect(run.status == 0, "\(run.output)\n\(run.errors)")
+        let row = try #require(run.output.split(separator: "\n").first { $0.hasPrefix("kill-follower") }, "\(run.output)")
+        let cells = row.split(separator: " ", omittingEmptySubsequences: true)
+        #expect(cells.count == 6 && cells[1] == "1" && cells[2] == "1", "\(row)")
+        #expect((Int(cells.last!) ?? 0) > 100, "operations checked: \(row)")
+        #expect(run.output.contains("SCENARIO") && run.output.contains("WORST UNAVAILABILITY"))
+    }
 }
 }
