@@ -126,10 +126,8 @@ public final class NodeRuntime: @unchecked Sendable {
     /// member is not yet in one (a joining learner), the members its config lists.
     func refreshPeers(_ status: EngineStatus) {
         let directory = memberDirectory()
-        var ids = status.voters.union(status.learners)
-        if !ids.contains(config.id) { ids.formUnion(config.members.map(\.id)) }
         var peers: [NodeID: PeerAddress] = [:]
-        for id in ids {
+        for id in memberIDs(status) {
             guard let member = directory[id] else {
                 logger.warning("member has no known address", metadata: ["member": "\(id)"])
                 continue
@@ -178,9 +176,10 @@ public final class NodeRuntime: @unchecked Sendable {
         startIntegrityChecks(storage: storage, monitor: monitor)
     }
 
-    /// Every member this node should poll: the configuration's, and those its config lists.
-    func memberIDs() -> Set<NodeID> {
-        guard let status = engine?.currentStatus else { return [] }
+    /// Every member this node talks to and polls: those of the configuration, and while this
+    /// member is not yet in one (a joining learner) those its config lists; itself included.
+    func memberIDs(_ status: EngineStatus? = nil) -> Set<NodeID> {
+        guard let status = status ?? engine?.currentStatus else { return [] }
         var ids = status.voters.union(status.learners)
         if !ids.contains(config.id) { ids.formUnion(config.members.map(\.id)) }
         return ids.union([config.id])
