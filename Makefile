@@ -18,10 +18,12 @@ release: setup
 
 # The real-process cluster tests run on their own after the rest, so that their timing checks
 # (a new leader within 2 s) do not compete with the simulator's CPU-bound sweeps.
+# Then the short chaos suite (every fault kind once) on the same debug binaries.
 test: setup
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip ClusterTests
 	$(SWIFT) test --skip-build --filter ClusterTests
+	.build/debug/crm-chaos suite chaos/short-suite.yaml --runs 1 --report .build/chaos-short
 
 # A local 3-member cluster on 127.0.0.1 (run/local/); `make down` stops exactly those processes.
 up: release
@@ -30,12 +32,13 @@ up: release
 down:
 	./cluster/local-cluster.sh down
 
-# The chaos suite (chaos/suite.yaml) on release binaries, RUNS times each scenario; prints the table.
+# The full chaos suite (chaos/suite.yaml), RUNS times each scenario; prints the table. Debug
+# binaries: the disk, clock and planted-bug faults exist only there (the test-only fault hook).
 RUNS ?= 5
 chaos: setup
-	$(SWIFT) build -c release --product crm-node
-	$(SWIFT) build -c release --product crm-chaos
-	.build/release/crm-chaos suite chaos/suite.yaml --runs $(RUNS)
+	$(SWIFT) build --product crm-node
+	$(SWIFT) build --product crm-chaos
+	.build/debug/crm-chaos suite chaos/suite.yaml --runs $(RUNS)
 
 # The simulator in a release build: the CI-sized sweep, and the long soak.
 sim: setup

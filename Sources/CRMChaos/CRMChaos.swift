@@ -9,9 +9,10 @@ struct CRMChaos: AsyncParsableCommand {
         commandName: "crm-chaos",
         abstract: "Run chaos drills against real crm-node processes and judge them.",
         discussion: """
-        Each drill starts a fresh cluster on 127.0.0.1 in a scratch directory, runs a workload \
-        through the fronts, injects the scenario's faults, heals, and judges: the history is \
-        linearizable (per key), every key reads back, availability returns within the bound, and \
+        Each drill starts a fresh cluster on 127.0.0.1 in a scratch directory (or, with --cluster, \
+        works on a running one), runs a workload through the fronts, injects the scenario's \
+        faults, heals, and judges: the history is linearizable (per key), no acknowledged write \
+        is missing (unique writes, the CAS counter), availability returns within the bound, and \
         every member converges on one applied index and state hash. Exit status 0 when every \
         drill passed, 1 when one failed, 2 for bad usage.
         """,
@@ -35,6 +36,10 @@ struct CRMChaos: AsyncParsableCommand {
         }
     }
 
+    /// Writes one line to standard output at once (unbuffered), so that progress reaches a pipe
+    /// or a CI log as it happens.
+    static func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+
     static func stamp() -> String { ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "") }
 
     struct Suite: AsyncParsableCommand {
@@ -46,6 +51,7 @@ struct CRMChaos: AsyncParsableCommand {
         @Option(help: "Where to write the reports (default: run/chaos/suite-<time>).") var report: String?
         @Option(help: "Directory holding crm-node (default: next to crm-chaos).") var binaries: String?
         @Option(help: "The repository root (default: the current directory).") var repository: String?
+        @Option(help: "Work on this running cluster (its cluster.json, as `make up` writes it) instead of fresh ones.") var cluster: String?
 
         struct File: Decodable { var scenarios: [String] }
 
@@ -64,8 +70,8 @@ struct CRMChaos: AsyncParsableCommand {
                 var worst = 0.0
                 for run in 1...runs {
                     let verdict = try await Drill(scenario: scenario, report: directory + "/\(scenario.name)-\(run)", binaries: locations.binaries,
-                                                  repository: locations.repository) { print("crm-chaos: \(scenario.name) #\(run): \($0)") }.run()
-                    for check in verdict.checks where !check.passed { print("FAIL \(scenario.name) #\(run) \(check.name): \(check.detail)") }
+                                                  repository: locations.repository, clusterFile: cluster) { CRMChaos.say("crm-chaos: \(scenario.name) #\(run): \($0)") }.run()
+                    for check in verdict.checks where !check.passed { CRMChaos.say("FAIL \(scenario.name) #\(run) \(check.name): \(check.detail)") }
                     if verdict.passed { passed += 1 }
                     operations += verdict.operationsChecked
                     worst = max(worst, verdict.worstUnavailabilitySeconds ?? .infinity)
@@ -76,9 +82,9 @@ struct CRMChaos: AsyncParsableCommand {
             let header = ["SCENARIO", "RUNS", "PASSED", "WORST UNAVAILABILITY", "OPS CHECKED"]
             let widths = header.indices.map { column in ([header[column]] + rows.map { $0[column] }).map(\.count).max()! }
             for row in [header] + rows {
-                print(row.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+                CRMChaos.say(row.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  "))
             }
-            print("reports in \(directory)")
+            CRMChaos.say("reports in \(directory)")
             if !allPassed { throw ExitCode(1) }
         }
     }
@@ -90,17 +96,19 @@ struct CRMChaos: AsyncParsableCommand {
         @Option(help: "Where to write the report (default: run/chaos/<scenario>-<time>).") var report: String?
         @Option(help: "Directory holding crm-node (default: next to crm-chaos).") var binaries: String?
         @Option(help: "The repository root, for cluster/make-certs.sh (default: the current directory).") var repository: String?
+        @Option(help: "Work on this running cluster (its cluster.json, as `make up` writes it) instead of a fresh one.") var cluster: String?
 
         func run() async throws {
             let drill = try Scenario.load(scenario)
             let directory = report ?? "run/chaos/\(drill.name)-\(CRMChaos.stamp())"
             let locations = try Locations(binaries: binaries, repository: repository)
             let started = Date()
-            let verdict = try await Drill(scenario: drill, report: directory, binaries: locations.binaries, repository: locations.repository) { line in
-                print("crm-chaos: \(line)")
+            let verdict = try await Drill(scenario: drill, report: directory, binaries: locations.binaries, repository: locations.repository,
+                                          clusterFile: cluster) { line in
+                CRMChaos.say("crm-chaos: \(line)")
             }.run()
-            for check in verdict.checks { print("\(check.passed ? "PASS" : "FAIL") \(check.name): \(check.detail)") }
-            print(String(format: "%@ %@ in %.1f s; report in %@", verdict.passed ? "PASSED" : "FAILED", drill.name,
+            for check in verdict.checks { CRMChaos.say("\(check.passed ? "PASS" : "FAIL") \(check.name): \(check.detail)") }
+            CRMChaos.say(String(format: "%@ %@ in %.1f s; report in %@", verdict.passed ? "PASSED" : "FAILED", drill.name,
                          Date().timeIntervalSince(started), directory))
             if !verdict.passed { throw ExitCode(1) }
         }

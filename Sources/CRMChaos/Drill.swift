@@ -4,133 +4,88 @@ import Dispatch
 import Foundation
 import GRPCCore
 
-/// One drill: a fresh cluster, the workload, the scenario's faults on schedule, the heal, the
-/// recovery, the final reads, and the judgement; everything written to the report directory.
+/// One drill: its cluster (fresh, or an existing one), the workload, the scenario's faults on
+/// schedule, the heal, the recovery, the final reads, and the judgement; everything written to
+/// the report directory.
 struct Drill {
     let scenario: Scenario
     let report: String
     let binaries: URL
     let repository: URL
+    /// An existing cluster's `cluster.json`; nil for a fresh scratch cluster.
+    var clusterFile: String? = nil
     let progress: (String) -> Void
-
-    struct FaultRecord: Sendable {
-        var seconds: Double
-        var action: String
-        var member: UInt64?
-    }
 
     func run() async throws -> Verdict {
         try FileManager.default.createDirectory(atPath: report, withIntermediateDirectories: true)
-        let cluster = try ScratchCluster(nodes: scenario.nodes, directory: report + "/cluster",
-                                         binaries: binaries, repository: repository)
-        defer { cluster.stopAll() }
-        for id in cluster.ids { try cluster.start(id) }
-        guard await waitForLeader(cluster, seconds: 30) != 0 else { throw ChaosError("the cluster elected no leader in 30 s; see \(report)/cluster/node-*.log") }
-        progress("cluster of \(scenario.nodes) up; running \(scenario.name) for \(scenario.durationSeconds) s with \(scenario.clients) clients")
+        DrillCluster.stopOnSignals()
+        let cluster = try await makeCluster()
+        cluster.register()
+        defer {
+            cluster.stopAll()
+            cluster.unregister()
+        }
+        if let bug = scenario.plantedBug {
+            for id in cluster.ids { try cluster.setFault(id, "planted_bug", bug) }
+        }
+        if cluster.owned { for id in cluster.ids { try cluster.start(id) } }
+        guard await waitForLeader(cluster, seconds: 30) != 0 else { throw ChaosError("the cluster elected no leader in 30 s; see \(report)/node-*.log") }
+        let start = Workload.now()
+        let injector = FaultInjector(cluster: cluster, start: start, progress: progress)
+        if scenario.plantedBug != nil {
+            try await injector.confirmHooks(within: 10)
+            progress("planted bug \(scenario.plantedBug!) switched on in every member")
+        }
+        progress("cluster of \(cluster.ids.count) up\(cluster.proxies != nil ? " (proxies between members)" : ""); running \(scenario.name) for \(scenario.durationSeconds) s with \(scenario.clients) clients")
 
         let history = HistoryLog()
-        let fronts = cluster.ids.map { Endpoint(host: "127.0.0.1", port: cluster.ports[$0]!.front) }
-        let start = Workload.now()
+        let ledger = WorkloadLedger()
+        let namespace = cluster.owned ? "" : "chaos/\(CRMChaos.stamp())/"
+        let workload = Workload(clients: scenario.clients, namespace: namespace, keys: scenario.keys, fronts: cluster.fronts, tls: cluster.tls,
+                                history: history, ledger: ledger, timeout: .milliseconds(Int64((scenario.clientTimeoutSeconds ?? 6) * 1000)))
         let end = start + UInt64(scenario.durationSeconds * 1e9)
-        let workload = Workload(clients: scenario.clients, keys: scenario.keys, fronts: fronts, tls: cluster.tls, history: history)
         async let load: Void = workload.run(until: end)
-        var timeline = try await inject(cluster, start: start)
-        // Heal: resume the paused, restart the killed.
-        for id in cluster.paused.sorted() {
-            cluster.resume(id)
-            timeline.append(FaultRecord(seconds: seconds(since: start), action: "resume", member: id))
-        }
-        for id in cluster.ids where !cluster.isRunning(id) {
-            try cluster.start(id)
-            timeline.append(FaultRecord(seconds: seconds(since: start), action: "restart", member: id))
-        }
-        let healedAt = Workload.now()
+        // Faults end a little before the workload does, so that recovery is measured under load.
+        let lastFault = scenario.faults.map(\.atSeconds).max() ?? 0
+        try await injector.run(scenario.faults, until: max(scenario.durationSeconds - scenario.recoveryBoundSeconds, lastFault))
+        try injector.heal()
         try await load
         progress("workload done: \(history.all.count) events; checking")
 
         var verdict = Verdict()
-        let (available, worst) = availability(history.all, healedAt: healedAt, faults: timeline, start: start)
+        let (available, worst) = availability(history.all, faults: injector.timeline, start: start)
         verdict.checks.append(available)
         verdict.worstUnavailabilitySeconds = worst
-        let finalReads = await readEveryKey(fronts: fronts, tls: cluster.tls, history: history)
-        verdict.checks.append(finalReads)
+        let final = await readEveryKey(workload: workload, tls: cluster.tls, history: history)
+        verdict.checks.append(final.check)
+        verdict.checks.append(Judge.uniqueWrites(ledger.snapshot, present: final.unique))
+        verdict.checks.append(Judge.counter(ledger.snapshot, final: final.values[workload.counterKey] ?? nil, key: workload.counterKey))
         let (linearizable, checked) = Judge.linearizability(history.all)
         verdict.checks.append(linearizable)
         verdict.operationsChecked = checked
+        verdict.checks += injector.checks
         verdict.checks.append(await convergence(cluster))
         await cluster.closeConnections()
         cluster.stopAll()
-        try write(history: history.all, timeline: timeline, verdict: verdict, start: start, cluster: cluster)
+        try write(history: history.all, timeline: injector.timeline, verdict: verdict, start: start, cluster: cluster)
         return verdict
     }
 
-    private func seconds(since start: UInt64) -> Double { Double(Workload.now() - start) / 1e9 }
-
-    /// Applies the scenario's faults at their times; returns what was done when.
-    private func inject(_ cluster: ScratchCluster, start: UInt64) async throws -> [FaultRecord] {
-        var timeline: [FaultRecord] = []
-        var resumes: [(at: Double, member: UInt64)] = []
-        let faults = scenario.faults.sorted { $0.atSeconds < $1.atSeconds }
-        for fault in faults {
-            for due in resumes.filter({ $0.at <= fault.atSeconds }).sorted(by: { $0.at < $1.at }) {
-                try await sleep(until: due.at, since: start)
-                cluster.resume(due.member)
-                timeline.append(FaultRecord(seconds: seconds(since: start), action: "resume", member: due.member))
-                progress(String(format: "%6.2f s  resumed member %llu", seconds(since: start), due.member))
-            }
-            resumes.removeAll { $0.at <= fault.atSeconds }
-            try await sleep(until: fault.atSeconds, since: start)
-            if fault.kind == .restart {
-                for id in cluster.ids where !cluster.isRunning(id) {
-                    try cluster.start(id)
-                    timeline.append(FaultRecord(seconds: seconds(since: start), action: "restart", member: id))
-                    progress(String(format: "%6.2f s  restarted member %llu", seconds(since: start), id))
-                }
-                continue
-            }
-            let target = await choose(fault.target ?? .random, cluster)
-            guard let target else {
-                progress(String(format: "%6.2f s  no %@ to %@; skipped", seconds(since: start), fault.target?.rawValue ?? "member", fault.kind.rawValue))
-                continue
-            }
-            switch fault.kind {
-            case .kill: cluster.kill9(target)
-            case .pause:
-                cluster.pause(target)
-                if let duration = fault.durationSeconds { resumes.append((fault.atSeconds + duration, target)) }
-            case .restart: break
-            }
-            timeline.append(FaultRecord(seconds: seconds(since: start), action: fault.kind.rawValue, member: target))
-            progress(String(format: "%6.2f s  %@ member %llu (%@)", seconds(since: start), fault.kind.rawValue, target, fault.target?.rawValue ?? ""))
+    private func makeCluster() async throws -> DrillCluster {
+        guard let clusterFile else {
+            return try await DrillCluster(nodes: scenario.nodes, directory: report + "/cluster", binaries: binaries, repository: repository,
+                                          proxied: scenario.needsProxies, faultHooks: scenario.needsFaultHook)
         }
-        for due in resumes.sorted(by: { $0.at < $1.at }) where due.at < scenario.durationSeconds {
-            try await sleep(until: due.at, since: start)
-            cluster.resume(due.member)
-            timeline.append(FaultRecord(seconds: seconds(since: start), action: "resume", member: due.member))
-            progress(String(format: "%6.2f s  resumed member %llu", seconds(since: start), due.member))
+        let needScratch = scenario.faults.filter { $0.needsProxies || $0.needsFaultHook || $0.kind == .damage || $0.kind == .repair }.map(\.kind.rawValue)
+        guard needScratch.isEmpty && scenario.plantedBug == nil else {
+            throw ChaosError("\(scenario.name) uses \(Set(needScratch + (scenario.plantedBug == nil ? [] : ["planted_bug"])).sorted().joined(separator: ", ")), which only a fresh scratch cluster has (proxies between members, the debug fault hook, its data directories); run it without --cluster")
         }
-        // Faults end a little before the workload does, so that recovery is measured under load.
-        try await sleep(until: max(scenario.durationSeconds - scenario.recoveryBoundSeconds, faults.last?.atSeconds ?? 0), since: start)
-        return timeline
+        let cluster = try DrillCluster(clusterFile: clusterFile, binaries: binaries)
+        guard cluster.ids.count == scenario.nodes else { throw ChaosError("\(scenario.name) is written for \(scenario.nodes) members; \(clusterFile) has \(cluster.ids.count)") }
+        return cluster
     }
 
-    private func sleep(until offset: Double, since start: UInt64) async throws {
-        let due = start + UInt64(offset * 1e9)
-        let now = Workload.now()
-        if due > now { try await Task.sleep(nanoseconds: due - now) }
-    }
-
-    private func choose(_ target: Scenario.Fault.Target, _ cluster: ScratchCluster) async -> UInt64? {
-        let live = cluster.ids.filter { cluster.isRunning($0) && !cluster.paused.contains($0) }
-        let leader = await cluster.leader()
-        switch target {
-        case .leader: return leader != 0 ? leader : nil
-        case .follower: return live.filter { $0 != leader }.randomElement()
-        case .random: return live.randomElement()
-        }
-    }
-
-    private func waitForLeader(_ cluster: ScratchCluster, seconds: Double) async -> UInt64 {
+    private func waitForLeader(_ cluster: DrillCluster, seconds: Double) async -> UInt64 {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             let leader = await cluster.leader()
@@ -142,53 +97,95 @@ struct Drill {
 
     // MARK: Checks
 
-    /// After each fault and after the heal, writes must be acknowledged again within the
-    /// scenario's bound; the worst of these waits is the drill's unavailability.
-    private func availability(_ events: [HistoryEvent], healedAt: UInt64, faults: [FaultRecord], start: UInt64) -> (Verdict.Check, Double?) {
+    /// After each disruptive fault and after the heal, writes must flow again within the
+    /// scenario's bound. The unavailability after a moment is the longest wait for the next
+    /// acknowledged write counted from the moment or from the write before, whichever is later,
+    /// over the writes up to the next moment (so a write that slipped through just after the
+    /// fault does not hide the election that followed).
+    private func availability(_ events: [HistoryEvent], faults: [FaultInjector.Record], start: UInt64) -> (Verdict.Check, Double?) {
         let writes = events.filter { $0.type == .ok && $0.f != "get" }.map(\.time).sorted()
-        let moments = faults.filter { $0.action == "kill" || $0.action == "pause" }.map { start + UInt64($0.seconds * 1e9) } + [healedAt]
+        let moments = faults.filter(\.disruptive).map { (time: start + UInt64($0.seconds * 1e9), action: $0.action) }
         var worst: UInt64 = 0
-        for moment in moments {
-            guard let next = writes.first(where: { $0 >= moment }) else {
+        var worstAfter = ""
+        for (index, moment) in moments.enumerated() {
+            let until = index + 1 < moments.count ? moments[index + 1].time : UInt64.max
+            guard writes.contains(where: { $0 >= moment.time }) else {
                 return (.init(name: "available", passed: false,
-                              detail: String(format: "no write was acknowledged after %.3f s", Double(moment - start) / 1e9)), nil)
+                              detail: String(format: "no write was acknowledged after %@ at %.3f s", moment.action, Double(moment.time - start) / 1e9)), nil)
             }
-            worst = max(worst, next - moment)
+            var previous = moment.time
+            for write in writes where write >= moment.time {
+                if write - previous > worst { (worst, worstAfter) = (write - previous, moment.action) }
+                previous = write
+                if write >= until { break }
+            }
         }
         let longest = zip(writes, writes.dropFirst()).map { $1 - $0 }.max() ?? 0
         return (.init(name: "available", passed: Double(worst) / 1e9 <= scenario.recoveryBoundSeconds,
-                      detail: String(format: "worst unavailability %.3f s after a fault or the heal (bound %.1f s); longest stretch without an acknowledged write %.3f s",
-                                     Double(worst) / 1e9, scenario.recoveryBoundSeconds, Double(longest) / 1e9)),
+                      detail: String(format: "worst unavailability %.3f s (after %@; bound %.1f s); longest stretch without an acknowledged write %.3f s; %d writes acknowledged",
+                                     Double(worst) / 1e9, worstAfter, scenario.recoveryBoundSeconds, Double(longest) / 1e9, writes.count)),
                 Double(worst) / 1e9)
     }
 
+    struct FinalReads {
+        var check: Verdict.Check
+        /// Every key of the history but the unique ones, as read at the end (nil: absent).
+        var values: [String: String?]
+        /// The unique keys present at the end (nil: the range could not be read).
+        var unique: Set<String>?
+    }
+
     /// Every key read once more, linearizably, after the workload: part of the history, so that
-    /// an acknowledged write missing at the end shows as a violation.
-    private func readEveryKey(fronts: [Endpoint], tls: ClientTLSFiles, history: HistoryLog) async -> Verdict.Check {
-        guard let pool = try? FrontPool(fronts, tls: tls) else { return .init(name: "final reads", passed: false, detail: "no front") }
+    /// an acknowledged write missing at the end shows as a violation. The unique keys are read
+    /// by a range over their prefix, which also finds any that nobody wrote.
+    private func readEveryKey(workload: Workload, tls: ClientTLSFiles, history: HistoryLog) async -> FinalReads {
+        guard let pool = try? FrontPool(workload.fronts, tls: tls) else {
+            return FinalReads(check: .init(name: "final reads", passed: false, detail: "no front"), values: [:], unique: nil)
+        }
         var failures = 0
-        let keys = Set(history.all.map(\.key)).sorted()
+        var values: [String: String?] = [:]
+        let keys = Set(history.all.map(\.key)).filter { !$0.hasPrefix(workload.uniquePrefix) }.sorted()
         for key in keys {
             let process = history.newProcess()
             history.record(HistoryEvent(process: process, type: .invoke, f: "get", key: key, value: nil, time: Workload.now()))
             var request = Crm_V1_GetRequest()
             request.key = Data(key.utf8)
-            var options = CallOptions.defaults
-            options.timeout = .seconds(10)
-            if let response = try? await pool.get(request, options: options) {
+            if let response = try? await pool.get(request, options: FaultInjector.options(seconds: 10)) {
                 let value = response.found ? String(decoding: response.value, as: UTF8.self) : nil
+                values[key] = .some(value)
                 history.record(HistoryEvent(process: process, type: .ok, f: "get", key: key, value: value, time: Workload.now()))
             } else {
                 failures += 1
                 history.record(HistoryEvent(process: process, type: .fail, f: "get", key: key, value: nil, time: Workload.now()))
             }
         }
+        let unique = await rangeKeys(pool, prefix: workload.uniquePrefix)
         await pool.close()
-        return .init(name: "final reads", passed: failures == 0, detail: "\(keys.count - failures) of \(keys.count) keys read back after the run")
+        let detail = "\(keys.count - failures) of \(keys.count) keys read back after the run" + (unique == nil ? "; the unique keys' range could not be read" : "")
+        return FinalReads(check: .init(name: "final reads", passed: failures == 0 && unique != nil, detail: detail), values: values, unique: unique)
+    }
+
+    /// Every key under `prefix` (linearizable range reads, a page at a time, at most 1,000 pages).
+    private func rangeKeys(_ pool: FrontPool, prefix: String) async -> Set<String>? {
+        var keys: Set<String> = []
+        var from = Data(prefix.utf8)
+        var end = Data(prefix.utf8)
+        end[end.count - 1] += 1
+        for _ in 0..<1000 {
+            var request = Crm_V1_RangeRequest()
+            request.from = from
+            request.to = end
+            request.limit = 1000
+            guard let page = try? await pool.range(request, options: FaultInjector.options(seconds: 10)) else { return nil }
+            for pair in page.pairs { keys.insert(String(decoding: pair.key, as: UTF8.self)) }
+            guard page.more, let last = page.pairs.last else { return keys }
+            from = last.key + Data([0])
+        }
+        return nil
     }
 
     /// Every member on the same applied index and state hash (within 30 s).
-    private func convergence(_ cluster: ScratchCluster) async -> Verdict.Check {
+    private func convergence(_ cluster: DrillCluster) async -> Verdict.Check {
         let deadline = Date().addingTimeInterval(30)
         var last = ""
         while Date() < deadline {
@@ -209,25 +206,29 @@ struct Drill {
 
     // MARK: Report
 
-    private func write(history: [HistoryEvent], timeline: [FaultRecord], verdict: Verdict, start: UInt64, cluster: ScratchCluster) throws {
+    private func write(history: [HistoryEvent], timeline: [FaultInjector.Record], verdict: Verdict, start: UInt64, cluster: DrillCluster) throws {
         try (history.map { event -> String in
             var shifted = event
             shifted.time = event.time - min(event.time, start)
             return shifted.json
         }.joined(separator: "\n") + "\n").write(toFile: report + "/history.jsonl", atomically: true, encoding: .utf8)
-        try timeline.map { String(format: "%.3f %@%@", $0.seconds, $0.action, $0.member.map { " member \($0)" } ?? "") }
+        try timeline.map { record in
+            String(format: "%8.3f s  %@%@%@", record.seconds, record.action, record.members.isEmpty ? "" : " " + record.members.map(String.init).joined(separator: ","),
+                   record.detail.isEmpty ? "" : "  (\(record.detail))")
+        }
             .joined(separator: "\n").appending("\n").write(toFile: report + "/faults.txt", atomically: true, encoding: .utf8)
         try throughput(history, start: start).write(toFile: report + "/throughput.csv", atomically: true, encoding: .utf8)
         for id in cluster.ids {
             try? FileManager.default.copyItem(atPath: cluster.logPath(id), toPath: report + "/node-\(id).log")
         }
         // The scratch cluster (data, certificates, keys) goes; its logs stay in the report.
-        try? FileManager.default.removeItem(atPath: cluster.directory)
+        if cluster.owned { try? FileManager.default.removeItem(atPath: cluster.directory) }
         let summary: [String: Any] = [
             "scenario": scenario.name, "passed": verdict.passed, "operations_checked": verdict.operationsChecked,
             "worst_unavailability_s": verdict.worstUnavailabilitySeconds ?? -1,
             "checks": verdict.checks.map { ["name": $0.name, "passed": $0.passed, "detail": $0.detail] },
-            "faults": timeline.map { ["at_s": $0.seconds, "action": $0.action, "member": $0.member.map { Int($0) } ?? 0] },
+            "faults": timeline.map { ["at_s": $0.seconds, "action": $0.action, "members": $0.members.map { Int($0) }, "detail": $0.detail] },
+            "planted_bug": scenario.plantedBug ?? NSNull(),
         ]
         let data = try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
         try data.write(to: URL(fileURLWithPath: report + "/summary.json"))

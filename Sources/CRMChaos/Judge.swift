@@ -78,11 +78,77 @@ enum Judge {
         case .linearizable:
             return (.init(name: "linearizable", passed: true, detail: counts), operations.count)
         case .violation(let key, let trace):
+            let why = explain(key: key, events)
             return (.init(name: "linearizable", passed: false,
-                          detail: "key \(key) has no linearization; \(counts); its operations: " + trace.suffix(12).joined(separator: " | ")),
+                          detail: "key \(key) has no linearization; \(counts)" + (why.isEmpty ? "" : "; " + why.joined(separator: "; "))
+                            + "; its last operations: " + trace.suffix(6).joined(separator: " | ")),
                     operations.count)
         case .undecided(let key, let steps):
             return (.init(name: "linearizable", passed: false, detail: "key \(key) undecided after \(steps) search steps; \(counts)"), operations.count)
         }
+    }
+
+    /// Every acknowledged unique write must be there at the end (its absence is a lost write);
+    /// none may be there that failed or was never issued (a phantom write). Indeterminate ones
+    /// may go either way, and are counted.
+    static func uniqueWrites(_ counts: WorkloadLedger.Counts, present: Set<String>?) -> Verdict.Check {
+        guard let present else { return .init(name: "no lost writes", passed: false, detail: "the unique keys could not be read back") }
+        let lost = counts.uniqueOK.subtracting(present).sorted()
+        let phantom = present.subtracting(counts.uniqueOK.union(counts.uniqueUnknown)).sorted()
+        let unknownApplied = counts.uniqueUnknown.intersection(present).count
+        var detail = "\(counts.uniqueOK.count - lost.count) of \(counts.uniqueOK.count) acknowledged unique writes present"
+        detail += "; \(counts.uniqueUnknown.count) indeterminate (\(unknownApplied) applied); \(counts.uniqueFailed.count) failed"
+        if !lost.isEmpty { detail += "; LOST \(lost.count): " + lost.prefix(8).joined(separator: ", ") }
+        if !phantom.isEmpty { detail += "; PHANTOM \(phantom.count) (present, never acknowledged): " + phantom.prefix(8).joined(separator: ", ") }
+        return .init(name: "no lost writes", passed: lost.isEmpty && phantom.isEmpty, detail: detail)
+    }
+
+    /// The counter holds at least every acknowledged increment and at most those plus the
+    /// indeterminate ones.
+    static func counter(_ counts: WorkloadLedger.Counts, final: String?, key: String) -> Verdict.Check {
+        let value = final.flatMap { Int($0) } ?? 0
+        let low = counts.incrementsOK, high = counts.incrementsOK + counts.incrementsUnknown
+        let passed = (final == nil || Int(final!) != nil) && (low...high).contains(value)
+        let detail = "\(key) = \(final ?? "absent") after \(low) acknowledged and \(counts.incrementsUnknown) indeterminate increments (must be \(low) to \(high))"
+            + (value < low ? "; \(low - value) acknowledged increments LOST" : "") + (value > high ? "; \(value - high) increments from nowhere" : "")
+        return .init(name: "counter", passed: passed, detail: detail)
+    }
+
+    /// Reads of `key` that no order can explain, in words: a read that returned a value (or
+    /// absence) that no write still possibly current at the read's start had left. A write is
+    /// certainly replaced once another acknowledged write began after it finished and finished
+    /// before the read began. Up to two, the earliest first.
+    static func explain(key: String, _ events: [HistoryEvent]) -> [String] {
+        struct Write { var value: String?; var invoked: UInt64; var completed: UInt64?; var label: String }
+        var open: [Int: HistoryEvent] = [:]
+        var writes: [Write] = []
+        var reads: [(value: String?, invoked: UInt64, completed: UInt64)] = []
+        let origin = events.first?.time ?? 0
+        for event in events where event.key == key {
+            if event.type == .invoke { open[event.process] = event; continue }
+            guard let invoke = open.removeValue(forKey: event.process), event.type != .fail else { continue }
+            let completed = event.type == .ok ? event.time : nil
+            switch invoke.f {
+            case "get": if event.type == .ok { reads.append((event.value, invoke.time, event.time)) }
+            case "delete": writes.append(Write(value: nil, invoked: invoke.time, completed: completed, label: "delete"))
+            default: writes.append(Write(value: invoke.value, invoked: invoke.time, completed: completed, label: "\(invoke.f)(\(invoke.value ?? ""))"))
+            }
+        }
+        func seconds(_ time: UInt64) -> String { String(format: "%.3f s", Double(time - min(time, origin)) / 1e9) }
+        var lines: [String] = []
+        for read in reads where lines.count < 2 {
+            let finished = writes.filter { ($0.completed ?? .max) < read.invoked }
+            let replaced = { (write: Write) -> Bool in
+                guard let done = write.completed else { return false }
+                return finished.contains { $0.invoked > done && $0.completed! < read.invoked }
+            }
+            let current = writes.filter { $0.invoked < read.completed && !replaced($0) }
+            let initialPossible = !finished.contains { _ in true }
+            guard !current.contains(where: { $0.value == read.value }) && !(initialPossible && read.value == nil) else { continue }
+            let latest = finished.max { $0.completed! < $1.completed! }
+            lines.append("get(\(key)) at \(seconds(read.invoked)) returned \(read.value ?? "nothing")"
+                         + (latest.map { ", though \($0.label) had been acknowledged at \(seconds($0.completed!)) and nothing since could have restored it" } ?? ""))
+        }
+        return lines
     }
 }

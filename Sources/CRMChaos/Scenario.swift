@@ -5,30 +5,108 @@ import Yams
 /// and when they happen, and how soon the cluster must serve again after healing.
 struct Scenario: Codable, Sendable {
     struct Fault: Codable, Sendable {
-        enum Kind: String, Codable, Sendable {
-            /// kill -9 of the target.
+        enum Kind: String, Codable, Sendable, CaseIterable {
+            /// kill -9 of the target (`count` members at once).
             case kill
             /// SIGSTOP of the target, SIGCONT after `duration_s` (or at the heal).
             case pause
             /// Starts again every member killed so far (from its data directory).
             case restart
+            /// Cuts links between members (`shape`), through the proxies the drill inserts.
+            case partition
+            /// Slows the target's links both ways: `delay_ms`, `jitter_ms`, `loss_percent`.
+            case network
+            /// Every synced write of the target waits `delay_ms` longer (fault hook).
+            case slowFsync = "slow-fsync"
+            /// The target's disk reports no free space (fault hook).
+            case diskFull = "disk-full"
+            /// The target's wall clock jumps by `offset_s` (fault hook).
+            case clockJump = "clock-jump"
+            /// The target is stopped (kill -9 after a flush), bytes are flipped in one of its table
+            /// files (`file`: `state` or `log`), and it is started again: it must notice and serve nothing.
+            case damage
+            /// Every damaged member is repaired from the cluster: removed, emptied, re-added as a
+            /// learner that catches up by snapshot, promoted.
+            case repair
+            /// Undoes every network, disk and clock fault and resumes the paused (kills stay).
+            case heal
         }
 
         enum Target: String, Codable, Sendable {
-            case leader, follower, random
+            case leader, follower, random, all
+        }
+
+        enum Shape: String, Codable, Sendable {
+            /// The target is cut off from every other member.
+            case isolate
+            /// The target and as few others as make a minority, against the majority.
+            case minority
+            /// Two halves that cannot talk, and one member (not the target) that talks to both.
+            case bridge
+            /// The target's messages to the others are lost; theirs to it arrive.
+            case oneWay = "one-way"
+        }
+
+        enum DamagedFile: String, Codable, Sendable {
+            /// A table file of the state machine.
+            case state
+            /// A table file of the Raft log.
+            case log
         }
 
         var atSeconds: Double
         var kind: Kind
         var target: Target?
+        /// How many members a kill takes at once (default 1).
+        var count: Int?
         var durationSeconds: Double?
+        var shape: Shape?
+        var delayMilliseconds: Int?
+        var jitterMilliseconds: Int?
+        var lossPercent: Double?
+        var offsetSeconds: Double?
+        var file: DamagedFile?
 
         enum CodingKeys: String, CodingKey {
-            case kind, target
+            case kind, target, count, shape, file
             case atSeconds = "at_s"
             case durationSeconds = "duration_s"
+            case delayMilliseconds = "delay_ms"
+            case jitterMilliseconds = "jitter_ms"
+            case lossPercent = "loss_percent"
+            case offsetSeconds = "offset_s"
+        }
+
+        /// Faults that need the proxies between members.
+        var needsProxies: Bool { kind == .partition || kind == .network }
+        /// Faults that need the members' test-only fault hook (debug builds).
+        var needsFaultHook: Bool { [.slowFsync, .diskFull, .clockJump].contains(kind) }
+        /// Faults that are undone after `duration_s` or at the heal.
+        var isTemporary: Bool { [.pause, .partition, .network, .slowFsync, .diskFull, .clockJump].contains(kind) }
+
+        func problems(at index: Int, nodes: Int, duration: Double) -> [String] {
+            var problems: [String] = []
+            let name = "faults[\(index)] (\(kind.rawValue))"
+            if atSeconds < 0 || atSeconds >= duration { problems.append("\(name): at_s must fall inside the run") }
+            if ![.restart, .repair, .heal].contains(kind) && target == nil { problems.append("\(name) needs a target") }
+            if target == .all && ![.network, .slowFsync, .clockJump].contains(kind) { problems.append("\(name): target all is for network, slow-fsync and clock-jump") }
+            if let count, !(1...(nodes - 1) / 2 + 1).contains(count) || (count > 1 && kind != .kill) {
+                problems.append("\(name): count is for kill, 1 to \((nodes - 1) / 2 + 1)")
+            }
+            if let durationSeconds, durationSeconds <= 0 || !isTemporary { problems.append("\(name): duration_s must be positive, and only temporary faults have one") }
+            if kind == .partition && shape == nil { problems.append("\(name) needs a shape: isolate, minority, bridge or one-way") }
+            if kind == .network && (delayMilliseconds ?? 0) <= 0 && (lossPercent ?? 0) <= 0 { problems.append("\(name) needs delay_ms or loss_percent") }
+            if let loss = lossPercent, !(0...100).contains(loss) { problems.append("\(name): loss_percent must be 0 to 100") }
+            if kind == .slowFsync && !(1...10_000).contains(delayMilliseconds ?? 0) { problems.append("\(name): delay_ms must be 1 to 10000") }
+            if kind == .clockJump && (offsetSeconds ?? 0) == 0 { problems.append("\(name) needs a non-zero offset_s") }
+            if kind == .damage && file == nil { problems.append("\(name) needs a file: state or log") }
+            return problems
         }
     }
+
+    /// A bug to switch on in every member for the whole drill (test-only fault hook), to show
+    /// that the drill catches it: `stale_reads` or `ack_before_commit`.
+    var plantedBug: String?
 
     var name: String
     var description: String?
@@ -36,12 +114,16 @@ struct Scenario: Codable, Sendable {
     var durationSeconds: Double
     var clients: Int
     var keys: Int
+    /// How long a client waits for one operation before giving up on it (an `info`); default 6 s.
+    var clientTimeoutSeconds: Double?
     var faults: [Fault]
     /// After the heal (every fault undone), a write must succeed within this long.
     var recoveryBoundSeconds: Double
 
     enum CodingKeys: String, CodingKey {
         case name, description, nodes, clients, keys, faults
+        case plantedBug = "planted_bug"
+        case clientTimeoutSeconds = "client_timeout_s"
         case durationSeconds = "duration_s"
         case recoveryBoundSeconds = "recovery_bound_s"
     }
@@ -70,14 +152,19 @@ struct Scenario: Codable, Sendable {
         if !(1...600).contains(durationSeconds) { problems.append("duration_s must be 1 to 600") }
         if !(1...256).contains(clients) { problems.append("clients must be 1 to 256") }
         if !(1...100_000).contains(keys) { problems.append("keys must be 1 to 100000") }
+        if let timeout = clientTimeoutSeconds, !(0.1...60).contains(timeout) { problems.append("client_timeout_s must be 0.1 to 60") }
         if !(0.1...120).contains(recoveryBoundSeconds) { problems.append("recovery_bound_s must be 0.1 to 120") }
         for (index, fault) in faults.enumerated() {
-            if fault.atSeconds < 0 || fault.atSeconds >= durationSeconds { problems.append("faults[\(index)].at_s must fall inside the run") }
-            if fault.kind != .restart && fault.target == nil { problems.append("faults[\(index)] (\(fault.kind.rawValue)) needs a target") }
-            if fault.kind == .pause, let duration = fault.durationSeconds, duration <= 0 { problems.append("faults[\(index)].duration_s must be positive") }
+            problems += fault.problems(at: index, nodes: nodes, duration: durationSeconds)
+        }
+        if let plantedBug, !["stale_reads", "ack_before_commit"].contains(plantedBug) {
+            problems.append("planted_bug must be stale_reads or ack_before_commit")
         }
         return problems
     }
+
+    var needsProxies: Bool { faults.contains(where: \.needsProxies) }
+    var needsFaultHook: Bool { plantedBug != nil || faults.contains(where: \.needsFaultHook) }
 }
 
 struct ChaosError: Error, CustomStringConvertible {

@@ -41,17 +41,46 @@ final class HistoryLog: Sendable {
     var all: [HistoryEvent] { events.withLock { $0 } }
 }
 
-/// The drill's clients: each issues one operation at a time through a front, against a few
+/// What the workload's own bookkeeping knows, for the checks that need more than the history:
+/// the CAS counter's increments and the unique writes.
+final class WorkloadLedger: Sendable {
+    struct Counts: Sendable {
+        /// Increments of the counter acknowledged, and those whose outcome is unknown.
+        var incrementsOK = 0
+        var incrementsUnknown = 0
+        /// Unique keys (written once, never again) by outcome.
+        var uniqueOK: Set<String> = []
+        var uniqueUnknown: Set<String> = []
+        var uniqueFailed: Set<String> = []
+    }
+
+    private let counts = Mutex(Counts())
+
+    func update(_ body: (inout Counts) -> Void) { counts.withLock { body(&$0) } }
+    var snapshot: Counts { counts.withLock { $0 } }
+}
+
+/// The drill's clients: each issues one operation at a time through a front. Most go to a few
 /// keys with skewed access (low-numbered keys are hot): gets, puts of values never written
-/// before, compare-and-swaps from the last value the client saw, deletes. Outcomes are
+/// before, compare-and-swaps from the last value the client saw, deletes. Some increment one
+/// counter by read-then-CAS (it must never lose an increment), and some write a key of their
+/// own exactly once (a unique write whose absence at the end proves a lost write). Outcomes are
 /// recorded as they are known: `ok`, `fail` (certainly not applied), `info` (unknown: after it,
 /// the client continues under a new process number).
 struct Workload: Sendable {
     let clients: Int
+    /// Put before every key, so that a drill on an existing cluster starts from keys nobody wrote.
+    let namespace: String
     let keys: Int
     let fronts: [Endpoint]
     let tls: ClientTLSFiles
     let history: HistoryLog
+    let ledger: WorkloadLedger
+    /// How long one operation may take before the client gives up on it.
+    var timeout: Duration = .seconds(6)
+
+    var counterKey: String { namespace + "counter" }
+    var uniquePrefix: String { namespace + "u/" }
 
     static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
@@ -74,30 +103,57 @@ struct Workload: Sendable {
         var random = SystemRandomNumberGenerator()
         while Self.now() < end {
             sequence += 1
-            let key = "k\(Int(pow(Double.random(in: 0..<1, using: &random), 2) * Double(keys)))"
+            let key = namespace + "k\(Int(pow(Double.random(in: 0..<1, using: &random), 2) * Double(keys)))"
             let value = "v\(process)-\(sequence)"
-            let roll = Int.random(in: 0..<10, using: &random)
-            let outcome: HistoryEvent.Kind
-            if roll < 4 {
+            let roll = Int.random(in: 0..<20, using: &random)
+            var outcome: HistoryEvent.Kind
+            if roll < 7 {
                 outcome = await get(pool, key: key, process: process) { seen[key] = $0 }
-            } else if roll < 7 {
+            } else if roll < 12 {
                 outcome = await put(pool, key: key, value: value, process: process)
                 if outcome == .ok { seen[key] = .some(value) }
-            } else if roll < 9 {
+            } else if roll < 15 {
                 let expected = seen[key] ?? nil
                 outcome = await cas(pool, key: key, expected: expected, value: value, process: process)
                 if outcome == .ok { seen[key] = .some(value) }
-            } else {
+            } else if roll < 17 {
                 outcome = await delete(pool, key: key, process: process)
                 if outcome == .ok { seen[key] = .some(nil) }
+            } else if roll < 18 {
+                let unique = uniquePrefix + "\(process)-\(sequence)"
+                outcome = await put(pool, key: unique, value: value, process: process)
+                ledger.update { counts in
+                    switch outcome {
+                    case .ok: counts.uniqueOK.insert(unique)
+                    case .fail: counts.uniqueFailed.insert(unique)
+                    default: counts.uniqueUnknown.insert(unique)
+                    }
+                }
+            } else {
+                outcome = await increment(pool, process: process)
             }
             if outcome == .info { process = history.newProcess() }
         }
     }
 
-    private static var options: CallOptions {
+    /// Reads the counter, then swaps it for one more; a swap that lost the race is simply not an
+    /// increment. Every step is in the history like any other operation.
+    private func increment(_ pool: FrontPool, process: Int) async -> HistoryEvent.Kind {
+        var current: String?
+        let read = await get(pool, key: counterKey, process: process) { current = $0 }
+        guard read == .ok else { return read }
+        let next = String((current.flatMap { Int($0) } ?? 0) + 1)
+        let outcome = await cas(pool, key: counterKey, expected: current, value: next, process: process)
+        ledger.update { counts in
+            if outcome == .ok { counts.incrementsOK += 1 }
+            if outcome == .info { counts.incrementsUnknown += 1 }
+        }
+        return outcome
+    }
+
+    private var options: CallOptions {
         var options = CallOptions.defaults
-        options.timeout = .seconds(6)
+        options.timeout = timeout
         return options
     }
 
@@ -106,7 +162,7 @@ struct Workload: Sendable {
         var request = Crm_V1_GetRequest()
         request.key = Data(key.utf8)
         do {
-            let response = try await pool.get(request, options: Self.options)
+            let response = try await pool.get(request, options: options)
             let value = response.found ? String(decoding: response.value, as: UTF8.self) : nil
             history.record(HistoryEvent(process: process, type: .ok, f: "get", key: key, value: value, time: Self.now()))
             saw(value)
@@ -123,7 +179,7 @@ struct Workload: Sendable {
         var request = Crm_V1_PutRequest()
         request.key = Data(key.utf8)
         request.value = Data(value.utf8)
-        let kind = await outcome { _ = try await pool.put(request, options: Self.options) }
+        let kind = await outcome { _ = try await pool.put(request, options: options) }
         history.record(HistoryEvent(process: process, type: kind, f: "put", key: key, value: value, time: Self.now()))
         return kind
     }
@@ -135,7 +191,7 @@ struct Workload: Sendable {
         if let expected { request.expectedValue = Data(expected.utf8) } else { request.expectAbsent = true }
         request.newValue = Data(value.utf8)
         var swapped = false
-        var kind = await outcome { swapped = try await pool.compareAndSwap(request, options: Self.options).swapped }
+        var kind = await outcome { swapped = try await pool.compareAndSwap(request, options: options).swapped }
         if kind == .ok && !swapped { kind = .fail }  // the comparison failed: certainly not applied
         history.record(HistoryEvent(process: process, type: kind, f: "cas", key: key, value: value, expected: .some(expected), time: Self.now()))
         return kind
@@ -145,7 +201,7 @@ struct Workload: Sendable {
         history.record(HistoryEvent(process: process, type: .invoke, f: "delete", key: key, value: nil, time: Self.now()))
         var request = Crm_V1_DeleteRequest()
         request.key = Data(key.utf8)
-        let kind = await outcome { _ = try await pool.delete(request, options: Self.options) }
+        let kind = await outcome { _ = try await pool.delete(request, options: options) }
         history.record(HistoryEvent(process: process, type: kind, f: "delete", key: key, value: nil, time: Self.now()))
         return kind
     }

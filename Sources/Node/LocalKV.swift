@@ -111,6 +111,7 @@ struct LocalKV: Sendable {
     private func waitForRead(_ consistency: Crm_V1_ReadConsistency, routing: Routing) async throws {
         switch consistency {
         case .serializable: return
+        case .linearizable where FaultHooks.shared.plantedBug == .staleReads: return
         case .linearizable: try await retryingElection(routing) { try await engine.waitForLinearizableRead() }
         case .UNRECOGNIZED(let value): throw RPCError(code: .invalidArgument, message: "unknown read consistency \(value)")
         }
@@ -223,7 +224,12 @@ struct LocalKV: Sendable {
     /// client's call) or refuses it naming the leader (a member's call).
     private func propose(_ command: KVCommand, routing: Routing,
                          forward: (Crm_V1_KV.Client<HTTP2ClientTransport.Posix>) async throws -> Crm_V1_ResponseHeader) async throws -> Outcome {
-        try await retryingElection(routing) {
+        if FaultHooks.shared.plantedBug == .ackBeforeCommit, case .write(_, _, _, .put) = command, engine.currentStatus.role == .leader {
+            let engine = self.engine, encoded = command.encoded
+            Task { _ = try? await engine.propose(encoded) }
+            return Outcome(header: header(), outcome: nil)
+        }
+        return try await retryingElection(routing) {
             do {
                 let result = try await engine.propose(command.encoded)
                 return Outcome(header: header(), outcome: result.outcome)
@@ -290,7 +296,7 @@ struct LocalKV: Sendable {
         }
     }
 
-    static func nowMillis() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
+    static func nowMillis() -> UInt64 { WallClock.nowMillis() }
 
     /// Engine errors as gRPC statuses; those raised before anything was proposed carry
     /// `crm-refused` (and the leader's id when known).

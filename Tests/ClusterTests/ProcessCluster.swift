@@ -256,7 +256,11 @@ final class ProcessCluster: @unchecked Sendable {
             let e = endpoints[id]!
             return "{\"id\": \(id), \"peer\": \"127.0.0.1:\(e.peer)\", \"client\": \"127.0.0.1:\(e.client)\", \"admin\": \"127.0.0.1:\(e.admin)\", "
                 + "\"health\": \"127.0.0.1:\(e.health)\", \"front\": \"127.0.0.1:\(e.front)\", \"front_http\": \"127.0.0.1:\(e.frontHTTP)\", "
-                + "\"pid\": \(processes[id]?.processIdentifier ?? 0)}"
+                + "\"pid\": \(processes[id]?.processIdentifier ?? 0), \"config\": \"node-\(id).yaml\"}"
+        }
+        // Pid files, as cluster/local-cluster.sh leaves them (crm-chaos --cluster kills and restarts by them).
+        for id in ids where processes[id]?.isRunning == true {
+            try "\(processes[id]!.processIdentifier)\n".write(toFile: directory + "/node-\(id).pid", atomically: true, encoding: .utf8)
         }
         let path = directory + "/cluster.json"
         try "{\"members\": [\(members.joined(separator: ","))], \"tls\": {\"ca\": \"certs/ca.pem\", \"cert\": \"certs/client-crmctl.pem\", \"key\": \"certs/client-crmctl.key\"}}"

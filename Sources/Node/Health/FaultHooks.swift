@@ -2,7 +2,8 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Disk faults a test can inject into a running member: a slow or failing fsync, a full disk.
+/// Faults a test or a drill can inject into a running member: a slow or failing fsync, a full
+/// disk, a shifted wall clock, and bugs planted on purpose to prove that the drills catch them.
 ///
 /// The hooks exist only in debug builds (`CRM_FAULT_HOOKS`, which Package.swift defines for
 /// the debug configuration, the one the tests build): a release binary contains no way to turn
@@ -15,18 +16,38 @@ public struct InjectedFaults: Codable, Sendable, Equatable {
     public var fsyncFails: Bool?
     /// Free space the disk check sees instead of the real figure.
     public var freeDiskBytes: UInt64?
+    /// Added to the wall clock the member stamps proposals and alarms with (a clock jump).
+    public var clockOffsetMilliseconds: Int64?
+    /// A bug switched on deliberately (see `PlantedBug`).
+    public var plantedBug: PlantedBug?
 
-    public init(fsyncDelayMilliseconds: Int? = nil, fsyncFails: Bool? = nil, freeDiskBytes: UInt64? = nil) {
+    public init(fsyncDelayMilliseconds: Int? = nil, fsyncFails: Bool? = nil, freeDiskBytes: UInt64? = nil,
+                clockOffsetMilliseconds: Int64? = nil, plantedBug: PlantedBug? = nil) {
         self.fsyncDelayMilliseconds = fsyncDelayMilliseconds
         self.fsyncFails = fsyncFails
         self.freeDiskBytes = freeDiskBytes
+        self.clockOffsetMilliseconds = clockOffsetMilliseconds
+        self.plantedBug = plantedBug
     }
 
     enum CodingKeys: String, CodingKey {
         case fsyncDelayMilliseconds = "fsync_delay_ms"
         case fsyncFails = "fsync_fails"
         case freeDiskBytes = "free_disk_bytes"
+        case clockOffsetMilliseconds = "clock_offset_ms"
+        case plantedBug = "planted_bug"
     }
+}
+
+/// Bugs that break a guarantee on purpose, so that a chaos drill can show it notices (debug
+/// builds only, like every injected fault).
+public enum PlantedBug: String, Codable, Sendable {
+    /// Linearizable reads are served from the member's own state without a ReadIndex, so a
+    /// deposed or cut-off leader answers with stale data.
+    case staleReads = "stale_reads"
+    /// The leader acknowledges a put as soon as it is proposed, before it is synced or
+    /// replicated; a leader that dies takes acknowledged writes with it.
+    case ackBeforeCommit = "ack_before_commit"
 }
 
 /// The error an injected fsync failure raises.
@@ -73,6 +94,15 @@ final class FaultHooks: Sendable {
             return state.faults != faults
         }
         if changed { logger.warning("injected faults changed", metadata: ["faults": "\(faults)"]) }
+    }
+
+    /// The bug planted in this member, if any.
+    var plantedBug: PlantedBug? { path == nil ? nil : current.plantedBug }
+
+    /// The shift of the wall clock, in seconds (0 unless injected).
+    var clockOffsetSeconds: Double {
+        guard path != nil, let offset = current.clockOffsetMilliseconds else { return 0 }
+        return Double(offset) / 1000
     }
 
     /// Called just before a synced write: waits or fails as the injected faults say.

@@ -92,7 +92,7 @@ public final class HealthMonitor: @unchecked Sendable {
     public func raiseCorrupt(_ reason: String) {
         queue.async { [self] in
             guard corruptAlarm == nil else { return }
-            corruptAlarm = Alarm(kind: .corrupt, memberID: config.id, raisedAt: Date(), reason: reason)
+            corruptAlarm = Alarm(kind: .corrupt, memberID: config.id, raisedAt: WallClock.now(), reason: reason)
             logger.critical("CORRUPT alarm: this member serves no data until it is repaired", metadata: ["reason": "\(reason)"])
             check()
         }
@@ -172,7 +172,7 @@ public final class HealthMonitor: @unchecked Sendable {
                 ? "the store holds \(store) bytes, over the quota of \(quota) (health.storage_quota_bytes); delete data and compact (crmctl compact), or raise the quota"
                 : nil
             if let reason {
-                noSpaceAlarm = Alarm(kind: .noSpace, memberID: config.id, raisedAt: Date(), reason: reason)
+                noSpaceAlarm = Alarm(kind: .noSpace, memberID: config.id, raisedAt: WallClock.now(), reason: reason)
                 logger.critical("NOSPACE alarm raised: writes that add data are refused", metadata: ["reason": "\(reason)"])
             }
         } else if free >= reserve + reserve / 10 && store <= quota - quota / 50 {
