@@ -211,6 +211,8 @@ let package = Package(
             dependencies: ["CRMClient", "CRMProto", "Wire", "CRMTestSupport", .product(name: "GRPCCore", package: "grpc-swift-2")]
         ),
         .testTarget(name: "NodeTests", dependencies: ["Node", "Raft", "CRMTestSupport"]),
+        .testTarget(name: "ChaosTests", dependencies: ["CRMChaos", "CRMTestSupport", .product(name: "NIOCore", package: "swift-nio"),
+                                                       .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft", "Storage", "Sealing"]),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "Storage", "Sealing"]),
     ]

@@ -28,6 +28,10 @@ struct Drill {
         if let bug = scenario.plantedBug {
             for id in cluster.ids { try cluster.setFault(id, "planted_bug", bug) }
         }
+        // Where each member's log stood before the drill (an existing cluster's logs go back further).
+        let logStarts = Dictionary(uniqueKeysWithValues: cluster.ids.map { id in
+            (id, ((try? FileManager.default.attributesOfItem(atPath: cluster.logPath(id)))?[.size] as? Int) ?? 0)
+        })
         if cluster.owned { for id in cluster.ids { try cluster.start(id) } }
         guard await waitForLeader(cluster, seconds: 30) != 0 else { throw ChaosError("the cluster elected no leader in 30 s; see \(report)/node-*.log") }
         let start = Workload.now()
@@ -65,6 +69,7 @@ struct Drill {
         verdict.operationsChecked = checked
         verdict.checks += injector.checks
         verdict.checks.append(await convergence(cluster))
+        if let forbidden = scenario.logsMustNotContain, !forbidden.isEmpty { verdict.checks.append(logsClean(cluster, forbidden, from: logStarts)) }
         await cluster.closeConnections()
         cluster.stopAll()
         try write(history: history.all, timeline: injector.timeline, verdict: verdict, start: start, cluster: cluster)
@@ -202,6 +207,21 @@ struct Drill {
             try? await Task.sleep(nanoseconds: 200_000_000)
         }
         return .init(name: "members converged", passed: false, detail: "after 30 s: \(last)")
+    }
+
+    /// No member logged any of the scenario's forbidden lines (each member's log from this drill).
+    private func logsClean(_ cluster: DrillCluster, _ forbidden: [String], from starts: [UInt64: Int]) -> Verdict.Check {
+        var found: [String] = []
+        for id in cluster.ids {
+            let data = FileManager.default.contents(atPath: cluster.logPath(id)) ?? Data()
+            let log = String(decoding: data.dropFirst(min(starts[id] ?? 0, data.count)), as: UTF8.self)
+            for text in forbidden {
+                let count = log.components(separatedBy: text).count - 1
+                if count > 0 { found.append("member \(id) logged \"\(text)\" \(count) times") }
+            }
+        }
+        return .init(name: "logs clean", passed: found.isEmpty,
+                     detail: found.isEmpty ? "no member logged " + forbidden.map { "\"\($0)\"" }.joined(separator: " or ") : found.joined(separator: "; "))
     }
 
     // MARK: Report

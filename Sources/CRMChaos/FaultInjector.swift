@@ -103,8 +103,10 @@ final class FaultInjector: @unchecked Sendable {
         switch fault.kind {
         case .restart:
             let stopped = cluster.ids.filter { !cluster.isRunning($0) }
+            let hadQuorum = hasQuorum
             for id in stopped { try cluster.start(id) }
-            note("restart", stopped, disruptive: false)
+            // After a kill that took the quorum, availability is measured from the restart.
+            note("restart", stopped, disruptive: !hadQuorum)
             return
         case .heal:
             try heal()
@@ -122,7 +124,7 @@ final class FaultInjector: @unchecked Sendable {
         switch fault.kind {
         case .kill:
             for id in targets { cluster.kill9(id) }
-            note("kill", targets, fault.target?.rawValue ?? "", disruptive: true)
+            note("kill", targets, fault.target?.rawValue ?? "", disruptive: hasQuorum)
         case .pause:
             for id in targets { cluster.pause(id) }
             note("pause", targets, fault.target?.rawValue ?? "", disruptive: true)
@@ -146,6 +148,9 @@ final class FaultInjector: @unchecked Sendable {
             break
         }
     }
+
+    /// Whether a majority of the members runs.
+    private var hasQuorum: Bool { cluster.ids.filter { cluster.isRunning($0) }.count > cluster.ids.count / 2 }
 
     private func choose(_ target: Scenario.Fault.Target, count: Int) async -> [UInt64] {
         let live = cluster.ids.filter { cluster.isRunning($0) && !cluster.paused.contains($0) && !damaged.contains($0) }

@@ -114,6 +114,8 @@ struct Scenario: Codable, Sendable {
     var durationSeconds: Double
     var clients: Int
     var keys: Int
+    /// Lines no member may log during the drill (plain substrings), e.g. that sessions expired.
+    var logsMustNotContain: [String]?
     /// How long a client waits for one operation before giving up on it (an `info`); default 6 s.
     var clientTimeoutSeconds: Double?
     var faults: [Fault]
@@ -124,6 +126,7 @@ struct Scenario: Codable, Sendable {
         case name, description, nodes, clients, keys, faults
         case plantedBug = "planted_bug"
         case clientTimeoutSeconds = "client_timeout_s"
+        case logsMustNotContain = "logs_must_not_contain"
         case durationSeconds = "duration_s"
         case recoveryBoundSeconds = "recovery_bound_s"
     }

@@ -40,6 +40,8 @@ public struct EngineStatus: Sendable, Equatable {
     public var leader: NodeID = 0
     public var commitIndex: UInt64 = 0
     public var appliedIndex: UInt64 = 0
+    /// The state machine's log clock (the largest proposal stamp applied).
+    public var logClockMillis: UInt64 = 0
     public var firstIndex: UInt64 = 0
     public var lastIndex: UInt64 = 0
     public var snapshotIndex: UInt64 = 0

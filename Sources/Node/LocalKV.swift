@@ -71,6 +71,7 @@ struct LocalKV: Sendable {
     let gate: @Sendable () -> ServingGate
     let requestTimeoutMilliseconds: Int
     let logger: Logger
+    let clock = ProposalClock()
 
     // MARK: Reads
 
@@ -165,7 +166,7 @@ struct LocalKV: Sendable {
     func openSession(_ request: Crm_V1_OpenSessionRequest, routing: Routing) async throws -> Crm_V1_OpenSessionResponse {
         try checkServing()
         var forwarded: Crm_V1_OpenSessionResponse?
-        let outcome = try await propose(.openSession(proposedAtMillis: Self.nowMillis()), routing: routing) { leader in
+        let outcome = try await propose(.openSession(proposedAtMillis: nowMillis()), routing: routing) { leader in
             let response = try await leader.openSession(request)
             forwarded = response
             return response.header
@@ -180,7 +181,7 @@ struct LocalKV: Sendable {
 
     func closeSession(_ request: Crm_V1_CloseSessionRequest, routing: Routing) async throws -> Crm_V1_CloseSessionResponse {
         try checkServing()
-        let outcome = try await propose(.closeSession(session: request.sessionID, proposedAtMillis: Self.nowMillis()), routing: routing) { leader in
+        let outcome = try await propose(.closeSession(session: request.sessionID, proposedAtMillis: nowMillis()), routing: routing) { leader in
             try await leader.closeSession(request).header
         }
         if case .unknownSession? = outcome.outcome {
@@ -205,7 +206,7 @@ struct LocalKV: Sendable {
             throw RPCError(code: .invalidArgument, message: "a session's writes are numbered from 1")
         }
         let command = KVCommand.write(session: session?.sessionID ?? KVCommand.noSession, sequence: session?.sequence ?? 0,
-                                      proposedAtMillis: Self.nowMillis(), write)
+                                      proposedAtMillis: nowMillis(), write)
         let result = try await propose(command, routing: routing, forward: forward)
         switch result.outcome {
         case .unknownSession?:
@@ -296,7 +297,11 @@ struct LocalKV: Sendable {
         }
     }
 
-    static func nowMillis() -> UInt64 { WallClock.nowMillis() }
+    /// The stamp for a proposal made now (see `ProposalClock`).
+    func nowMillis() -> UInt64 {
+        let status = engine.currentStatus
+        return clock.stamp(term: status.term, logClockMillis: status.logClockMillis)
+    }
 
     /// Engine errors as gRPC statuses; those raised before anything was proposed carry
     /// `crm-refused` (and the leader's id when known).

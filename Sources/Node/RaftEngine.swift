@@ -477,6 +477,7 @@ public final class RaftEngine: @unchecked Sendable {
         status.leader = raft.leader
         status.commitIndex = raft.commitIndex
         status.appliedIndex = kv.appliedIndex
+        status.logClockMillis = kv.position.logClockMillis
         status.firstIndex = raft.firstIndex
         status.lastIndex = raft.lastIndex
         status.snapshotIndex = log.snapshotMetadata.index

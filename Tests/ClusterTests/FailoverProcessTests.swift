@@ -3,6 +3,7 @@ import CRMProto
 import CRMTestSupport
 import Foundation
 import GRPCCore
+import Synchronization
 import Testing
 
 /// Failover through the front on real processes: killed, paused and failing members, full
@@ -245,11 +246,15 @@ extension RealProcessTests {
         let dead = cluster.ids.first { $0 != leader }!
         cluster.kill9(dead)
         let file = try cluster.writeClusterFile()
+        // The report that names the spare is kept: once the leader starts replacing on its own,
+        // the spare is taken and later reports fall back to the generic commands.
+        let report = Mutex("")
         let reported = await eventually(seconds: 10) {
-            let status = try? ProcessCluster.tool("crmctl", ["status", "--cluster", file])
-            return status?.output.contains("member \(dead) is dead") == true && status?.output.contains("crmctl members promote 4") == true
+            let status = (try? ProcessCluster.tool("crmctl", ["status", "--cluster", file]))?.output ?? ""
+            report.withLock { $0 = status }
+            return status.contains("member \(dead) is dead") && status.contains("crmctl members promote 4")
         }
-        let status = try ProcessCluster.tool("crmctl", ["status", "--cluster", file, "--json"]).output
+        let status = report.withLock { $0 }
         #expect(reported, "crmctl status does not report member \(dead) dead with its replacement: \(status)")
         #expect(status.contains("crmctl members add-learner 4 --peer 127.0.0.1:\(cluster.endpoints[4]!.peer)"), "\(status)")
         let replaced = await eventually(seconds: 30) {

@@ -1,0 +1,67 @@
+@testable import CRMChaos
+import Testing
+
+/// The drill's checks on hand-made histories: each must pass a correct one and fail, saying
+/// why, a broken one.
+@Suite struct JudgeTests {
+    /// invoke and ok (or another outcome) of one operation, `process` doing it over [from, to].
+    static func op(_ process: Int, _ f: String, _ key: String, _ value: String?, _ from: UInt64, _ to: UInt64,
+                   outcome: HistoryEvent.Kind = .ok, read: String?? = nil, expected: String?? = nil) -> [HistoryEvent] {
+        [HistoryEvent(process: process, type: .invoke, f: f, key: key, value: f == "get" ? nil : value, expected: expected, time: from),
+         HistoryEvent(process: process, type: outcome, f: f, key: key, value: f == "get" ? (read ?? nil) : value, expected: expected, time: to)]
+    }
+
+    @Test func aReadOfAReplacedValueFailsAndIsNamed() {
+        let history = Self.op(1, "put", "k", "v1", 0, 1_000) + Self.op(2, "put", "k", "v2", 2_000, 3_000)
+            + Self.op(3, "get", "k", nil, 4_000, 5_000, read: .some("v1"))
+        let (check, operations) = Judge.linearizability(history)
+        #expect(!check.passed && operations == 3)
+        #expect(check.detail.contains("key k has no linearization"), "\(check.detail)")
+        #expect(check.detail.contains("returned v1") && check.detail.contains("put(v2) had been acknowledged"), "\(check.detail)")
+    }
+
+    @Test func concurrentWritesLeaveEitherValueReadable() {
+        let history = Self.op(1, "put", "k", "v1", 0, 3_000) + Self.op(2, "put", "k", "v2", 1_000, 2_000)
+            + Self.op(3, "get", "k", nil, 4_000, 5_000, read: .some("v1"))
+        #expect(Judge.linearizability(history).check.passed)
+        #expect(Judge.explain(key: "k", history).isEmpty)
+    }
+
+    @Test func anIndeterminateWriteMayOrMayNotHaveApplied() {
+        let unknown = Self.op(1, "put", "k", "v1", 0, 1_000, outcome: .info)
+        let sawIt = unknown + Self.op(2, "get", "k", nil, 2_000, 3_000, read: .some("v1"))
+        let missedIt = unknown + Self.op(2, "get", "k", nil, 2_000, 3_000, read: .some(nil))
+        #expect(Judge.linearizability(sawIt).check.passed)
+        #expect(Judge.linearizability(missedIt).check.passed)
+        let failedButSeen = Self.op(1, "put", "k", "v1", 0, 1_000, outcome: .fail) + Self.op(2, "get", "k", nil, 2_000, 3_000, read: .some("v1"))
+        #expect(!Judge.linearizability(failedButSeen).check.passed, "a failed write certainly did not apply")
+    }
+
+    @Test func lostAndPhantomUniqueWritesFailTheCheck() {
+        var counts = WorkloadLedger.Counts()
+        counts.uniqueOK = ["u/a", "u/b"]
+        counts.uniqueUnknown = ["u/c"]
+        counts.uniqueFailed = ["u/d"]
+        let good = Judge.uniqueWrites(counts, present: ["u/a", "u/b"])
+        #expect(good.passed, "\(good.detail)")
+        #expect(good.detail.contains("2 of 2 acknowledged unique writes present; 1 indeterminate (0 applied); 1 failed"), "\(good.detail)")
+        let bad = Judge.uniqueWrites(counts, present: ["u/a", "u/c", "u/d", "u/e"])
+        #expect(!bad.passed)
+        #expect(bad.detail.contains("LOST 1: u/b") && bad.detail.contains("PHANTOM 2") && bad.detail.contains("1 indeterminate (1 applied)"), "\(bad.detail)")
+        #expect(!Judge.uniqueWrites(counts, present: nil).passed, "an unreadable range is no proof")
+    }
+
+    @Test func theCounterMustHoldEveryAcknowledgedIncrementAndNoMore() {
+        var counts = WorkloadLedger.Counts()
+        counts.incrementsOK = 5
+        counts.incrementsUnknown = 2
+        #expect(Judge.counter(counts, final: "5", key: "c").passed)
+        #expect(Judge.counter(counts, final: "7", key: "c").passed)
+        let lost = Judge.counter(counts, final: "4", key: "c")
+        #expect(!lost.passed && lost.detail.contains("1 acknowledged increments LOST"), "\(lost.detail)")
+        #expect(!Judge.counter(counts, final: "8", key: "c").passed)
+        #expect(!Judge.counter(counts, final: "five", key: "c").passed)
+        #expect(!Judge.counter(counts, final: nil, key: "c").passed, "absent means 0, below 5 acknowledged")
+        #expect(Judge.counter(WorkloadLedger.Counts(), final: nil, key: "c").passed)
+    }
+}
