@@ -258,10 +258,15 @@ final class FaultInjector: @unchecked Sendable {
     /// to start) and serves no data.
     private func damage(_ id: UInt64, file: Scenario.Fault.DamagedFile) async throws {
         guard let data = cluster.members[id]?.dataDirectory else { throw ChaosError("damage needs a scratch cluster (the member's data directory)") }
-        _ = try? await cluster.connection(id)?.admin.compact(Crm_V1_CompactRequest(), options: Self.options(seconds: 10))
-        cluster.kill9(id)
-        let family = file == .state ? "state_machine" : "raft_log"
-        let flipped = try Self.flipBytes(inTableOf: family, in: data + "/db")
+        let flipped: String
+        if file == .wal {
+            cluster.kill9(id)
+            flipped = try Self.flipBytes(inWALOf: data + "/db")
+        } else {
+            _ = try? await cluster.connection(id)?.admin.compact(Crm_V1_CompactRequest(), options: Self.options(seconds: 10))
+            cluster.kill9(id)
+            flipped = try Self.flipBytes(inTableOf: file == .state ? "state_machine" : "raft_log", in: data + "/db")
+        }
         note("damage", [id], "kill -9, \(flipped)", disruptive: true)
         damaged.append(id)
         try cluster.start(id)
@@ -284,6 +289,23 @@ final class FaultInjector: @unchecked Sendable {
         try handle.seek(toOffset: 300)
         try handle.write(contentsOf: bytes)
         return "32 bytes flipped in \(family) table \(table)"
+    }
+
+    /// 32 bytes inverted in the middle of the newest write-ahead log (damage before its end,
+    /// not a torn tail).
+    static func flipBytes(inWALOf db: String) throws -> String {
+        let logs = try FileManager.default.contentsOfDirectory(atPath: db).filter { $0.hasSuffix(".log") }.sorted()
+        guard let wal = logs.last, let size = (try FileManager.default.attributesOfItem(atPath: db + "/" + wal))[.size] as? Int, size >= 4096 else {
+            throw ChaosError("no write-ahead log of 4 KiB or more in \(db) to damage (among \(logs))")
+        }
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: db + "/" + wal))
+        defer { try? handle.close() }
+        try handle.seek(toOffset: UInt64(size / 2))
+        guard var bytes = try handle.read(upToCount: 32), bytes.count == 32 else { throw ChaosError("\(wal) could not be read") }
+        for index in bytes.indices { bytes[index] ^= 0xFF }
+        try handle.seek(toOffset: UInt64(size / 2))
+        try handle.write(contentsOf: bytes)
+        return "32 bytes flipped at offset \(size / 2) of the write-ahead log \(wal) (\(size) bytes)"
     }
 
     /// Within 30 s the damaged member either exits refusing to open its store, or raises

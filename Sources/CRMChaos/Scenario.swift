@@ -22,8 +22,9 @@ struct Scenario: Codable, Sendable {
             case diskFull = "disk-full"
             /// The target's wall clock jumps by `offset_s` (fault hook).
             case clockJump = "clock-jump"
-            /// The target is stopped (kill -9 after a flush), bytes are flipped in one of its table
-            /// files (`file`: `state` or `log`), and it is started again: it must notice and serve nothing.
+            /// The target is stopped (kill -9, after a flush for a table file), bytes are flipped in
+            /// one of its files (`file`: `state` or `log` table, or the `wal`), and it is started
+            /// again: it must notice and serve nothing.
             case damage
             /// Every damaged member is repaired from the cluster: removed, emptied, re-added as a
             /// learner that catches up by snapshot, promoted.
@@ -52,6 +53,8 @@ struct Scenario: Codable, Sendable {
             case state
             /// A table file of the Raft log.
             case log
+            /// RocksDB's write-ahead log (not flushed first: it holds the latest writes).
+            case wal
         }
 
         var atSeconds: Double
@@ -99,7 +102,7 @@ struct Scenario: Codable, Sendable {
             if let loss = lossPercent, !(0...100).contains(loss) { problems.append("\(name): loss_percent must be 0 to 100") }
             if kind == .slowFsync && !(1...10_000).contains(delayMilliseconds ?? 0) { problems.append("\(name): delay_ms must be 1 to 10000") }
             if kind == .clockJump && (offsetSeconds ?? 0) == 0 { problems.append("\(name) needs a non-zero offset_s") }
-            if kind == .damage && file == nil { problems.append("\(name) needs a file: state or log") }
+            if kind == .damage && file == nil { problems.append("\(name) needs a file: state, log or wal") }
             return problems
         }
     }

@@ -82,9 +82,11 @@ package final class RocksDatabase: @unchecked Sendable {
         rocksdb_options_set_max_write_buffer_number(options, Int32(settings.maxWriteBuffersPerFamily))
         rocksdb_options_set_db_write_buffer_size(options, settings.totalWriteBufferBytes)
         rocksdb_options_set_max_total_wal_size(options, UInt64(settings.maxTotalWALBytes))
-        // Replay the WAL up to the first damaged record and stop there: a torn tail from a crash
-        // is dropped instead of failing the open, and nothing after a hole is applied.
-        rocksdb_options_set_wal_recovery_mode(options, 2)
+        // An incomplete last record (a write torn by a crash, never acknowledged) is dropped; a
+        // damaged record before the end fails the open. Stopping replay there instead would
+        // silently forget every later synced write — Raft entries and votes this member had
+        // acknowledged — so the member must refuse to start and be repaired from the cluster.
+        rocksdb_options_set_wal_recovery_mode(options, 0)
         rocksdb_options_set_bytes_per_sync(options, 1 << 20)
         rocksdb_options_set_max_log_file_size(options, settings.infoLogMaxBytes)
         rocksdb_options_set_keep_log_file_num(options, settings.infoLogFilesKept)

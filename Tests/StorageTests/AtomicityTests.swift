@@ -52,4 +52,27 @@ import Testing
         #expect(survivorsByCut == survivorsByCut.sorted(by: >))
         #expect(survivorsByCut.last! < Self.batches / 2)
     }
+
+    /// Bytes flipped in the middle of the WAL (damage, not a torn tail): the store refuses to
+    /// open rather than replay up to the damage and forget the synced writes after it.
+    @Test func aWALDamagedBeforeItsEndRefusesToOpen() throws {
+        let store = try TestStore()
+        let image = TemporaryDirectory()
+        do {
+            let engine = try store.open()
+            for batchIndex in 0..<Self.batches {
+                var batch = WriteBatch()
+                batch.put(.stateMachine, key: key(batchIndex), value: randomBytes(700))
+                try engine.write(batch, durability: .synced)
+            }
+            try FileManager.default.copyItem(atPath: store.dataPath, toPath: image.file("db"))
+            engine.close()
+        }
+        let wal = try #require(try FileManager.default.contentsOfDirectory(atPath: image.file("db")).first { $0.hasSuffix(".log") })
+        var walBytes = try #require(FileManager.default.contents(atPath: image.file("db/" + wal)))
+        let middle = walBytes.count / 2
+        for index in middle..<middle + 32 { walBytes[index] ^= 0xFF }
+        try walBytes.write(to: URL(fileURLWithPath: image.file("db/" + wal)))
+        #expect(throws: StorageError.self) { try store.open(path: image.file("db")) }
+    }
 }
