@@ -69,7 +69,8 @@ struct Drill {
         verdict.operationsChecked = checked
         verdict.checks += injector.checks
         verdict.checks.append(await convergence(cluster))
-        if let forbidden = scenario.logsMustNotContain, !forbidden.isEmpty { verdict.checks.append(logsClean(cluster, forbidden, from: logStarts)) }
+        // No member may crash (a Swift runtime trap or a signal backtrace), whatever the scenario.
+        verdict.checks.append(logsClean(cluster, ["Program crashed", "Fatal error:"] + (scenario.logsMustNotContain ?? []), from: logStarts))
         await cluster.closeConnections()
         cluster.stopAll()
         try write(history: history.all, timeline: injector.timeline, verdict: verdict, start: start, cluster: cluster)

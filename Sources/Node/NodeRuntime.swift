@@ -51,6 +51,11 @@ public final class NodeRuntime: @unchecked Sendable {
         let masterKey = try FileMasterKeyProvider(path: config.masterKeyFile)
         let storage = try StorageEngine.open(path: config.dataDir + "/db", masterKey: masterKey, logger: logger)
         self.storage = storage
+        // A start that fails before the engine runs closes the store here, on this thread: left
+        // to whichever thread drops the last reference, the close raced the process's exit and
+        // crashed inside RocksDB (seen after a damaged table refused the start).
+        var engineRunning = false
+        defer { if !engineRunning { storage.close() } }
         let log = try DurableLogStore.open(engine: storage, logger: logger)
         if log.lastIndex == 0 && log.hardState == HardState() && config.join != true {
             let founders = config.members.map(\.id).sorted()
@@ -95,6 +100,7 @@ public final class NodeRuntime: @unchecked Sendable {
         engine.onMembershipApplied = { [weak self] status in self?.refreshPeers(status) }
         try await transport.listen(host: config.listen.peer.host, port: config.listen.peer.port)
         engine.start()
+        engineRunning = true
         try await startAPI(engine: engine, storage: storage)
         tlsReload = group.next().scheduleRepeatedTask(initialDelay: .seconds(Int64(config.tlsReloadIntervalSeconds)),
                                                       delay: .seconds(Int64(config.tlsReloadIntervalSeconds))) { [weak self, logger] _ in

@@ -63,11 +63,15 @@ final class FrontRouter: Sendable {
         var lastError: RPCError?
         var attempts = 0
         var redirects = 0
+        // Set once an attempt ended without saying whether it applied (abandoned, timed out, the
+        // connection lost): from then on no error may tell the client "not applied".
+        var outcomeUnknown = false
+        func unlessUnknown(_ error: RPCError) -> RPCError { outcomeUnknown ? Self.indeterminate(error) : error }
         while true {
             let now = DispatchTime.now().uptimeNanoseconds
             if now >= deadline, let lastError {
                 metrics.finished(operation, outcome: "deadline", attempts: attempts)
-                throw lastError
+                throw unlessUnknown(lastError)
             }
             guard let target = choose(call.kind, now: now) else {
                 lastError = lastError ?? RPCError(code: .unavailable, message: "no member is reachable from this front")
@@ -80,10 +84,12 @@ final class FrontRouter: Sendable {
                 metrics.finished(operation, outcome: "ok", attempts: attempts)
                 return response
             } catch let error as RPCError {
-                switch classify(error, call: call, target: target) {
+                let verdict = classify(error, call: call, target: target)
+                if verdict != .final && !RefusalMetadata.isRefusal(error) { outcomeUnknown = true }
+                switch verdict {
                 case .final:
                     metrics.finished(operation, outcome: "error", attempts: attempts)
-                    throw error
+                    throw unlessUnknown(error)
                 case .tryLeaderNow:
                     lastError = error
                     // Members disagreeing about the leader (an election under way) must not spin the front.
@@ -96,9 +102,18 @@ final class FrontRouter: Sendable {
             }
             if DispatchTime.now().uptimeNanoseconds >= deadline {
                 metrics.finished(operation, outcome: "deadline", attempts: attempts)
-                throw lastError ?? RPCError(code: .deadlineExceeded, message: "the front's request deadline passed")
+                throw unlessUnknown(lastError ?? RPCError(code: .deadlineExceeded, message: "the front's request deadline passed"))
             }
         }
+    }
+
+    /// `error` as the answer to a call one of whose earlier attempts may have applied: a refusal
+    /// of a later attempt proves nothing about that one, so the refusal marks go and the status
+    /// says the outcome is unknown (a write in a session is safe to send again).
+    static func indeterminate(_ error: RPCError) -> RPCError {
+        guard RefusalMetadata.isRefusal(error) else { return error }
+        return RPCError(code: .unavailable,
+                        message: "outcome unknown: an earlier attempt may have applied; the last one was refused (\(error.message))")
     }
 
     /// This node's own member knows of a new leader the moment it is elected: the quickest
