@@ -210,7 +210,7 @@ let package = Package(
             name: "ClusterTests",
             dependencies: ["CRMClient", "CRMProto", "Wire", "CRMTestSupport", .product(name: "GRPCCore", package: "grpc-swift-2")]
         ),
-        .testTarget(name: "NodeTests", dependencies: ["Node", "Raft", "CRMTestSupport"]),
+        .testTarget(name: "NodeTests", dependencies: ["Node", "Raft", "CRMTestSupport", .product(name: "GRPCCore", package: "grpc-swift-2")]),
         .testTarget(name: "ChaosTests", dependencies: ["CRMChaos", "CRMTestSupport", .product(name: "NIOCore", package: "swift-nio"),
                                                        .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft", "Storage", "Sealing"]),

@@ -1,4 +1,5 @@
 @testable import Node
+import GRPCCore
 import Raft
 import Testing
 
@@ -175,5 +176,24 @@ import Testing
             value += 1
             return value
         }
+    }
+}
+
+/// What the front tells a client when an earlier attempt of its call may have applied.
+@Suite struct IndeterminateOutcomeTests {
+    @Test func aRefusalAfterAnUnknownAttemptNoLongerSaysNotApplied() {
+        var metadata = Metadata()
+        metadata.addString("1", forKey: RefusalMetadata.refused)
+        metadata.addString("2", forKey: RefusalMetadata.leader)
+        let refused = RPCError(code: .unavailable, message: "member 3 is not the leader", metadata: metadata)
+        let answer = FrontRouter.indeterminate(refused)
+        #expect(!RefusalMetadata.isRefusal(answer), "a refusal of the last attempt proves nothing about an earlier one")
+        #expect(answer.code == .unavailable && answer.message.contains("outcome unknown") && answer.message.contains("member 3 is not the leader"))
+    }
+
+    @Test func otherErrorsPassUnchanged() {
+        let timeout = RPCError(code: .deadlineExceeded, message: "deadline")
+        let answer = FrontRouter.indeterminate(timeout)
+        #expect(answer.code == .deadlineExceeded && answer.message == "deadline")
     }
 }
