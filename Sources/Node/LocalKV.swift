@@ -227,7 +227,10 @@ struct LocalKV: Sendable {
                          forward: (Crm_V1_KV.Client<HTTP2ClientTransport.Posix>) async throws -> Crm_V1_ResponseHeader) async throws -> Outcome {
         if FaultHooks.shared.plantedBug == .ackBeforeCommit, case .write(_, _, _, .put) = command, engine.currentStatus.role == .leader {
             let engine = self.engine, encoded = command.encoded
-            Task { _ = try? await engine.propose(encoded) }
+            Task {
+                try? await Task.sleep(nanoseconds: 200_000_000)  // write-behind: proposed a little later
+                _ = try? await engine.propose(encoded)
+            }
             return Outcome(header: header(), outcome: nil)
         }
         return try await retryingElection(routing) {

@@ -45,8 +45,8 @@ public enum PlantedBug: String, Codable, Sendable {
     /// Linearizable reads are served from the member's own state without a ReadIndex, so a
     /// deposed or cut-off leader answers with stale data.
     case staleReads = "stale_reads"
-    /// The leader acknowledges a put as soon as it is proposed, before it is synced or
-    /// replicated; a leader that dies takes acknowledged writes with it.
+    /// The leader acknowledges a put at once and proposes it 200 ms later (write-behind), before
+    /// it is synced or replicated; a leader that dies takes acknowledged writes with it.
     case ackBeforeCommit = "ack_before_commit"
 }
 
