@@ -281,14 +281,19 @@ final class FaultInjector: @unchecked Sendable {
         guard let table = tables.first(where: { (FileManager.default.contents(atPath: db + "/" + $0) ?? Data()).range(of: Data(family.utf8)) != nil }) else {
             throw ChaosError("no table file of \(family) in \(db) (among \(tables.count) tables) to damage")
         }
-        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: db + "/" + table))
-        defer { try? handle.close() }
-        try handle.seek(toOffset: 300)
-        guard var bytes = try handle.read(upToCount: 32), bytes.count == 32 else { throw ChaosError("\(table) is too short to damage") }
-        for index in bytes.indices { bytes[index] ^= 0xFF }
-        try handle.seek(toOffset: 300)
-        try handle.write(contentsOf: bytes)
+        try invert32Bytes(in: db + "/" + table, at: 300)
         return "32 bytes flipped in \(family) table \(table)"
+    }
+
+    /// Inverts the 32 bytes at `offset` of `path` in place.
+    private static func invert32Bytes(in path: String, at offset: UInt64) throws {
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        defer { try? handle.close() }
+        try handle.seek(toOffset: offset)
+        guard var bytes = try handle.read(upToCount: 32), bytes.count == 32 else { throw ChaosError("\(path) is too short to damage at \(offset)") }
+        for index in bytes.indices { bytes[index] ^= 0xFF }
+        try handle.seek(toOffset: offset)
+        try handle.write(contentsOf: bytes)
     }
 
     /// 32 bytes inverted in the middle of the newest write-ahead log (damage before its end,
@@ -298,13 +303,7 @@ final class FaultInjector: @unchecked Sendable {
         guard let wal = logs.last, let size = (try FileManager.default.attributesOfItem(atPath: db + "/" + wal))[.size] as? Int, size >= 4096 else {
             throw ChaosError("no write-ahead log of 4 KiB or more in \(db) to damage (among \(logs))")
         }
-        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: db + "/" + wal))
-        defer { try? handle.close() }
-        try handle.seek(toOffset: UInt64(size / 2))
-        guard var bytes = try handle.read(upToCount: 32), bytes.count == 32 else { throw ChaosError("\(wal) could not be read") }
-        for index in bytes.indices { bytes[index] ^= 0xFF }
-        try handle.seek(toOffset: UInt64(size / 2))
-        try handle.write(contentsOf: bytes)
+        try invert32Bytes(in: db + "/" + wal, at: UInt64(size / 2))
         return "32 bytes flipped at offset \(size / 2) of the write-ahead log \(wal) (\(size) bytes)"
     }
 
