@@ -117,38 +117,69 @@ enum Judge {
     /// Reads of `key` that no order can explain, in words: a read that returned a value (or
     /// absence) that no write still possibly current at the read's start had left. A write is
     /// certainly replaced once another acknowledged write began after it finished and finished
-    /// before the read began. Up to two, the earliest first.
+    /// before the read began. An indeterminate compare-and-swap may have applied at any later
+    /// time, but only onto its expected value, so it explains a read only where that value
+    /// was itself still possible. Up to two, the earliest first.
     static func explain(key: String, _ events: [HistoryEvent]) -> [String] {
-        struct Write { var value: String?; var invoked: UInt64; var completed: UInt64?; var label: String }
-        var open: [Int: HistoryEvent] = [:]
-        var writes: [Write] = []
-        var reads: [(value: String?, invoked: UInt64, completed: UInt64)] = []
+        let (writes, reads) = writesAndReads(key: key, events)
         let origin = events.first?.time ?? 0
-        for event in events where event.key == key {
-            if event.type == .invoke { open[event.process] = event; continue }
-            guard let invoke = open.removeValue(forKey: event.process), event.type != .fail else { continue }
-            let completed = event.type == .ok ? event.time : nil
-            switch invoke.f {
-            case "get": if event.type == .ok { reads.append((event.value, invoke.time, event.time)) }
-            case "delete": writes.append(Write(value: nil, invoked: invoke.time, completed: completed, label: "delete"))
-            default: writes.append(Write(value: invoke.value, invoked: invoke.time, completed: completed, label: "\(invoke.f)(\(invoke.value ?? ""))"))
-            }
-        }
         func seconds(_ time: UInt64) -> String { String(format: "%.3f s", Double(time - min(time, origin)) / 1e9) }
         var lines: [String] = []
         for read in reads where lines.count < 2 {
             let finished = writes.filter { ($0.completed ?? .max) < read.invoked }
-            let replaced = { (write: Write) -> Bool in
-                guard let done = write.completed else { return false }
-                return finished.contains { $0.invoked > done && $0.completed! < read.invoked }
-            }
-            let current = writes.filter { $0.invoked < read.completed && !replaced($0) }
-            let initialPossible = !finished.contains { _ in true }
-            guard !current.contains(where: { $0.value == read.value }) && !(initialPossible && read.value == nil) else { continue }
+            guard !possiblyCurrent(read.value, read: read, writes: writes, finished: finished, visiting: []) else { continue }
             let latest = finished.max { $0.completed! < $1.completed! }
             lines.append("get(\(key)) at \(seconds(read.invoked)) returned \(read.value ?? "nothing")"
                          + (latest.map { ", though \($0.label) had been acknowledged at \(seconds($0.completed!)) and nothing since could have restored it" } ?? ""))
         }
         return lines
+    }
+
+    struct ExplainedWrite { var value: String?; var expected: String??; var invoked: UInt64; var completed: UInt64?; var label: String }
+    struct ExplainedRead { var value: String?; var invoked: UInt64; var completed: UInt64 }
+
+    /// The writes of `key` that may have applied (acknowledged or indeterminate, including
+    /// those never answered) and its acknowledged reads.
+    static func writesAndReads(key: String, _ events: [HistoryEvent]) -> ([ExplainedWrite], [ExplainedRead]) {
+        var open: [Int: HistoryEvent] = [:]
+        var writes: [ExplainedWrite] = []
+        var reads: [ExplainedRead] = []
+        func record(_ invoke: HistoryEvent, completed: UInt64?) {
+            switch invoke.f {
+            case "get": break
+            case "delete": writes.append(ExplainedWrite(value: nil, expected: nil, invoked: invoke.time, completed: completed, label: "delete"))
+            default: writes.append(ExplainedWrite(value: invoke.value, expected: invoke.f == "cas" ? invoke.expected : nil,
+                                                  invoked: invoke.time, completed: completed, label: "\(invoke.f)(\(invoke.value ?? ""))"))
+            }
+        }
+        for event in events where event.key == key {
+            if event.type == .invoke { open[event.process] = event; continue }
+            guard let invoke = open.removeValue(forKey: event.process), event.type != .fail else { continue }
+            if invoke.f == "get" {
+                if event.type == .ok { reads.append(ExplainedRead(value: event.value, invoked: invoke.time, completed: event.time)) }
+            } else {
+                record(invoke, completed: event.type == .ok ? event.time : nil)
+            }
+        }
+        for invoke in open.values { record(invoke, completed: nil) }
+        return (writes, reads)
+    }
+
+    /// Whether `value` may have been the key's value at some moment of `read`. `visiting`
+    /// breaks cycles of compare-and-swaps; a cycle counts as possible, so no read is blamed
+    /// that some order might explain.
+    static func possiblyCurrent(_ value: String?, read: ExplainedRead, writes: [ExplainedWrite], finished: [ExplainedWrite],
+                                visiting: Set<String?>) -> Bool {
+        if value == nil && finished.isEmpty { return true }
+        if visiting.contains(value) { return true }
+        let replaced = { (write: ExplainedWrite) -> Bool in
+            guard let done = write.completed else { return false }
+            return finished.contains { $0.invoked > done && $0.completed! < read.invoked }
+        }
+        for write in writes where write.value == value && write.invoked < read.completed && !replaced(write) {
+            guard write.completed == nil, let expected = write.expected else { return true }
+            if possiblyCurrent(expected, read: read, writes: writes, finished: finished, visiting: visiting.union([value])) { return true }
+        }
+        return false
     }
 }
