@@ -127,7 +127,8 @@ enum Judge {
         var lines: [String] = []
         for read in reads where lines.count < 2 {
             let finished = writes.filter { ($0.completed ?? .max) < read.invoked }
-            guard !possiblyCurrent(read.value, read: read, writes: writes, finished: finished, visiting: []) else { continue }
+            let lastFinishedStart = finished.map(\.invoked).max()
+            guard !possiblyCurrent(read.value, read: read, writes: writes, lastFinishedStart: lastFinishedStart, visiting: []) else { continue }
             let latest = finished.max { $0.completed! < $1.completed! }
             lines.append("get(\(key)) at \(seconds(read.invoked)) returned \(read.value ?? "nothing")"
                          + (latest.map { ", though \($0.label) had been acknowledged at \(seconds($0.completed!)) and nothing since could have restored it" } ?? ""))
@@ -135,12 +136,12 @@ enum Judge {
         return lines
     }
 
-    struct ExplainedWrite { var value: String?; var expected: String??; var invoked: UInt64; var completed: UInt64?; var label: String }
-    struct ExplainedRead { var value: String?; var invoked: UInt64; var completed: UInt64 }
+    private struct ExplainedWrite { var value: String?; var expected: String??; var invoked: UInt64; var completed: UInt64?; var label: String }
+    private struct ExplainedRead { var value: String?; var invoked: UInt64; var completed: UInt64 }
 
     /// The writes of `key` that may have applied (acknowledged or indeterminate, including
     /// those never answered) and its acknowledged reads.
-    static func writesAndReads(key: String, _ events: [HistoryEvent]) -> ([ExplainedWrite], [ExplainedRead]) {
+    private static func writesAndReads(key: String, _ events: [HistoryEvent]) -> ([ExplainedWrite], [ExplainedRead]) {
         var open: [Int: HistoryEvent] = [:]
         var writes: [ExplainedWrite] = []
         var reads: [ExplainedRead] = []
@@ -165,20 +166,22 @@ enum Judge {
         return (writes, reads)
     }
 
-    /// Whether `value` may have been the key's value at some moment of `read`. `visiting`
-    /// breaks cycles of compare-and-swaps; a cycle counts as possible, so no read is blamed
-    /// that some order might explain.
-    static func possiblyCurrent(_ value: String?, read: ExplainedRead, writes: [ExplainedWrite], finished: [ExplainedWrite],
-                                visiting: Set<String?>) -> Bool {
-        if value == nil && finished.isEmpty { return true }
+    /// Whether `value` may have been the key's value at some moment of `read`.
+    /// `lastFinishedStart` is the latest start of a write acknowledged before the read began
+    /// (nil: none was): every acknowledged write that finished before it is certainly replaced.
+    /// `visiting` breaks cycles of compare-and-swaps; a cycle counts as possible, so no read is
+    /// blamed that some order might explain.
+    private static func possiblyCurrent(_ value: String?, read: ExplainedRead, writes: [ExplainedWrite], lastFinishedStart: UInt64?,
+                                        visiting: Set<String?>) -> Bool {
+        if value == nil && lastFinishedStart == nil { return true }
         if visiting.contains(value) { return true }
         let replaced = { (write: ExplainedWrite) -> Bool in
-            guard let done = write.completed else { return false }
-            return finished.contains { $0.invoked > done && $0.completed! < read.invoked }
+            guard let done = write.completed, let lastFinishedStart else { return false }
+            return done < lastFinishedStart
         }
         for write in writes where write.value == value && write.invoked < read.completed && !replaced(write) {
             guard write.completed == nil, let expected = write.expected else { return true }
-            if possiblyCurrent(expected, read: read, writes: writes, finished: finished, visiting: visiting.union([value])) { return true }
+            if possiblyCurrent(expected, read: read, writes: writes, lastFinishedStart: lastFinishedStart, visiting: visiting.union([value])) { return true }
         }
         return false
     }
