@@ -56,6 +56,8 @@ public struct EngineStatus: Sendable, Equatable {
     public var snapshotsSent = 0
     public var snapshotsInstalled = 0
     public var compactions = 0
+    /// Peer messages the core refused as no honest member would send them.
+    public var refusedPeerMessages = 0
     /// Set when the storage failed and the engine stopped.
     public var failure: String?
 

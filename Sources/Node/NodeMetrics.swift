@@ -22,6 +22,7 @@ public final class NodeMetrics: Sendable {
     private let snapshotsInstalled: Gauge
     private let compactions: Gauge
     private let refusedPeerConnections: Gauge
+    private let refusedPeerMessages: Gauge
     private let peerGauges = Mutex<[NodeID: (rtt: Gauge, silence: Gauge)]>([:])
     private let healthState: Gauge
     private let alarmGauges: [Alarm.Kind: Gauge]
@@ -59,6 +60,8 @@ public final class NodeMetrics: Sendable {
         compactions = registry.makeGauge(name: "crm_log_compactions_total", help: "Log compactions")
         refusedPeerConnections = registry.makeGauge(name: "crm_tls_peer_connections_refused_total",
                                                     help: "Peer connections closed for a failed TLS handshake, a wrong identity or bad input")
+        refusedPeerMessages = registry.makeGauge(name: "crm_raft_peer_messages_refused_total",
+                                                 help: "Peer messages refused before the consensus core (out of range, out of order, or not from the leader)")
         healthState = registry.makeGauge(name: "crm_health_state", help: "0 healthy, 1 degraded, 2 down")
         var alarms: [Alarm.Kind: Gauge] = [:]
         for kind in Alarm.Kind.allCases {
@@ -99,6 +102,7 @@ public final class NodeMetrics: Sendable {
         snapshotsInstalled.set(to: Double(status.snapshotsInstalled))
         compactions.set(to: Double(status.compactions))
         refusedPeerConnections.set(to: Double(refusedConnections))
+        refusedPeerMessages.set(to: Double(status.refusedPeerMessages))
         for peer in status.voters.union(status.learners) where peer != status.id {
             let gauges = peerGauges.withLock { gauges in
                 if let existing = gauges[peer] { return existing }

@@ -210,7 +210,9 @@ public final class RaftEngine: @unchecked Sendable {
                 roundTrips[peer] = (now - sent) / 1000
                 heartbeatSentAt[peer] = nil
             }
-            for message in messages where message.to == id { raft.step(message) }
+            for message in messages where message.to == id {
+                if case .refused(let reason) = (raft.step(message)) { noteRefused(message, from: peer, reason: reason, now: now) }
+            }
         case .propose(let data, let waiter):
             propose(data, waiter)
         case .read(let waiter):
@@ -245,6 +247,25 @@ public final class RaftEngine: @unchecked Sendable {
     }
 
     private var transferWaiters: [(target: NodeID, waiter: ReadWaiter)] = []
+    /// When a refused peer message was last logged: at most one line a second, the rest counted.
+    private var lastRefusalLogAt: UInt64 = 0
+    private var refusalsNotLogged = 0
+
+    /// A peer's message the core refused (see `RaftNode.step`): counted in the status, logged
+    /// at most once a second so that a hostile peer cannot flood the log.
+    private func noteRefused(_ message: Message, from peer: NodeID, reason: String, now: UInt64) {
+        status.refusedPeerMessages += 1
+        guard now >= lastRefusalLogAt + 1_000_000_000 else {
+            refusalsNotLogged += 1
+            return
+        }
+        logger.warning("refused a peer message", metadata: [
+            "peer": "\(peer)", "kind": "\(message.kind.rawValue)", "term": "\(message.term)", "reason": "\(reason)",
+            "refused_since_last_line": "\(refusalsNotLogged)",
+        ])
+        lastRefusalLogAt = now
+        refusalsNotLogged = 0
+    }
 
     private func propose(_ data: [UInt8], _ waiter: ProposalWaiter) {
         do {
@@ -304,6 +325,9 @@ public final class RaftEngine: @unchecked Sendable {
             send(ready.messagesAfterPersist)
             try apply(ready)
             raft.advance(ready)
+            for index in raft.takeIgnoredChanges() {
+                logger.error("skipped a committed membership change that does not decode", metadata: ["index": "\(index)"])
+            }
             answerReads()
             resolveTransfers()
             if membershipChanged || ready.snapshot != nil {

@@ -36,8 +36,8 @@ struct RaftLog {
     /// Term of the entry at `index`, or nil if compacted away or beyond the end.
     func term(at index: UInt64) -> UInt64? {
         if index >= unstableOffset {
-            let position = Int(index - unstableOffset)
-            return position < unstable.count ? unstable[position].term : nil
+            let position = index - unstableOffset
+            return position < UInt64(unstable.count) ? unstable[Int(position)].term : nil
         }
         if let pendingSnapshot {
             if index == pendingSnapshot.metadata.index { return pendingSnapshot.metadata.term }

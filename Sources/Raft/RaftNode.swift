@@ -28,7 +28,7 @@ public final class RaftNode {
     private var uncommittedBytes = 0
     /// Leader only: ticks since it became leader; heartbeats carry it so that their answers date
     /// the lease.
-    private var leaseClock: UInt64 = 0
+    private(set) var leaseClock: UInt64 = 0
     /// A leadership transfer was started in this term: a forced election may now happen at any
     /// moment, so the lease is not trusted again in this term.
     private var leaseRevoked = false
@@ -36,6 +36,16 @@ public final class RaftNode {
     /// timeout has passed (it may have acknowledged a heartbeat before it stopped).
     private var ignoresCampaignsAfterStart: Bool
     private var readRequests = ReadRequestQueue()
+
+    /// Indexes of committed membership changes that did not decode and were skipped (see
+    /// `takeIgnoredChanges`).
+    public private(set) var ignoredChanges: [UInt64] = []
+
+    /// The skipped membership changes since the last call, for the caller to report.
+    public func takeIgnoredChanges() -> [UInt64] {
+        defer { ignoredChanges = [] }
+        return ignoredChanges
+    }
 
     private var outbox: [Message] = []
     private var readStates: [ReadState] = []
@@ -266,11 +276,23 @@ public final class RaftNode {
 
     // MARK: - Messages
 
-    /// Handles a message from a peer.
-    public func step(_ message: Message) {
+    /// Handles a message from a peer. A message no honest member would send is refused before
+    /// it reaches the protocol (see `refusal(of:)`): nothing changes, and the outcome says why.
+    @discardableResult
+    public func step(_ message: Message) -> StepOutcome {
         precondition(message.to == id, "message for \(message.to) delivered to \(id)")
-        guard message.from != id, message.from != 0 else { return }
-        guard admitTerm(of: message) else { return }
+        guard message.from != id, message.from != 0 else { return .refused("a message from member \(message.from) to \(id)") }
+        if let reason = refusal(of: message) { return .refused(reason) }
+        guard admitTerm(of: message) else { return .handled }
+        // A message of a higher term may have just made its sender our leader (or cleared it).
+        if message.term == term, leader != 0, message.from != leader, Self.onlyFromLeader(message.kind) {
+            return .refused("\(message.kind.rawValue) from member \(message.from), but member \(leader) leads term \(term)")
+        }
+        dispatch(message)
+        return .handled
+    }
+
+    private func dispatch(_ message: Message) {
         switch message.kind {
         case .preVote, .vote:
             handleVoteRequest(message)
@@ -346,10 +368,8 @@ public final class RaftNode {
         case .preVoteResponse where role == .preCandidate, .voteResponse where role == .candidate:
             votes[message.from] = votes[message.from] ?? !message.reject
             _ = checkElection()
-        case .timeoutNow:
-            campaign(transfer: true)
         default:
-            break
+            break  // a candidate knows no leader, so no transfer or read answer is for it
         }
     }
 
@@ -371,9 +391,9 @@ public final class RaftNode {
             electionElapsed = 0
             leader = message.from
             handleSnapshot(message)
-        case .timeoutNow:
+        case .timeoutNow where message.from == leader:
             campaign(transfer: true)
-        case .readIndexResponse:
+        case .readIndexResponse where message.from == leader:
             readStates.append(ReadState(index: message.index, context: message.context))
         case .propose:
             break  // only leaders take forwarded proposals; the client retries elsewhere
@@ -672,7 +692,9 @@ public final class RaftNode {
         var acknowledged = configuration.voters.compactMap { $0 == id ? leaseClock : progress[$0]?.heartbeatAcknowledgedAt }
         guard acknowledged.count >= configuration.quorum else { return false }
         acknowledged.sort(by: >)
-        return leaseClock - acknowledged[configuration.quorum - 1] < leaseTicks
+        let oldest = acknowledged[configuration.quorum - 1]
+        assert(oldest <= leaseClock, "a heartbeat acknowledged at \(oldest), after the lease clock \(leaseClock)")
+        return oldest <= leaseClock && leaseClock - oldest < leaseTicks
     }
 
     private func answer(_ request: ReadRequest) {
@@ -787,8 +809,13 @@ public final class RaftNode {
     }
 
     private func applyConfigurationChange(_ entry: Entry) {
+        // Only this core appends changes, encoded by `proposeChange`, so an undecodable one can
+        // come only from an older or broken member. Every member skips it alike (the log is
+        // the same everywhere), and the caller logs it; trapping would crash every member again
+        // after each restart.
         guard let change = ConfigurationChange(encoded: entry.data) else {
-            preconditionFailure("undecodable membership change at index \(entry.index)")
+            ignoredChanges.append(entry.index)
+            return
         }
         // Validated when proposed, and changes are made one at a time, so it still applies.
         guard configuration.validate(change) == nil else { return }

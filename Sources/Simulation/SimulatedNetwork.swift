@@ -124,7 +124,11 @@ extension Simulation {
             return
         }
         log("deliver \(describe(message))")
-        raft.step(message)
+        // Members here are honest: one refused message means the core's own traffic breaks the
+        // rules it enforces on peers.
+        if case .refused(let reason) = (raft.step(message)) {
+            throw InvariantViolation(property: "honest traffic accepted", detail: "\(describe(message)) refused: \(reason)")
+        }
         try drive(target)
         if message.kind == .snapshot, let sender = nodes[message.from] {
             sender.raft?.reportSnapshot(peer: message.to, delivered: true)
