@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOSSL
+import NIOTLS
 import Raft
 import Wire
 
@@ -16,11 +17,12 @@ final class InboundPeerHandler: ChannelInboundHandler, @unchecked Sendable {
     private var peer: NodeID?
     private var snapshot: (message: Message, assembly: SnapshotAssembly)?
     private var helloDeadline: Scheduled<Void>?
+    private var snapshotDeadline: Scheduled<Void>?
     private var remote = "unknown"
 
     init(transport: PeerTransport) {
         self.transport = transport
-        decoder = FrameDecoder(maxFrameBytes: transport.options.maxFrameBytes)
+        decoder = FrameDecoder(maxFrameBytes: Hello.payloadBytes)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -34,6 +36,26 @@ final class InboundPeerHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         helloDeadline?.cancel()
+        snapshotDeadline?.cancel()
+    }
+
+    /// Once TLS is up, only a member certificate may go on: the CA signs client certificates
+    /// too, and those have no business on the peer port.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event {
+            let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate
+            switch certificate.flatMap(PeerIdentity.init(certificate:)) {
+            case .member(let id)? where transport.isMember(id):
+                break
+            case let identity?:
+                refuse(context, "the certificate names \(identity), which is not a member")
+                return
+            case nil:
+                refuse(context, "the client certificate names no crm identity")
+                return
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -72,6 +94,7 @@ final class InboundPeerHandler: ChannelInboundHandler, @unchecked Sendable {
                     let assembly = try SnapshotAssembly(index: metadata.index, term: metadata.term, totalBytes: bytes,
                                                         maxBytes: transport.options.maxSnapshotBytes)
                     snapshot = (message, assembly)
+                    startSnapshotDeadline(context)
                 } else {
                     ready.append(message)
                 }
@@ -85,6 +108,7 @@ final class InboundPeerHandler: ChannelInboundHandler, @unchecked Sendable {
                 return nil
             }
             snapshot = nil
+            snapshotDeadline?.cancel()
             message.snapshot?.data = assembly.data
             return [message]
         }
@@ -102,9 +126,22 @@ final class InboundPeerHandler: ChannelInboundHandler, @unchecked Sendable {
         guard claimed != transport.selfID, transport.isMember(claimed) else {
             throw PeerRefusal(description: "member \(claimed) is not in this member's member list")
         }
+        guard transport.registerInbound(context.channel, peer: claimed) else {
+            throw PeerRefusal(description: "member \(claimed) is not in this member's member list")
+        }
         peer = claimed
         helloDeadline?.cancel()
+        decoder.maxFrameBytes = transport.options.maxFrameBytes
+        ConnectionGuard.requestStarted(on: context.channel)
         transport.logger.info("peer connected", metadata: ["peer": "\(claimed)", "remote": "\(remote)"])
+    }
+
+    private func startSnapshotDeadline(_ context: ChannelHandlerContext) {
+        let timeout = transport.options.snapshotAssemblyTimeout
+        snapshotDeadline = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
+            guard let self, self.snapshot != nil else { return }
+            self.refuse(context, "a snapshot did not arrive whole within \(timeout.nanoseconds / 1_000_000) ms")
+        }
     }
 
     private func refuse(_ context: ChannelHandlerContext, _ reason: String) {

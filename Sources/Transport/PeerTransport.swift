@@ -22,6 +22,13 @@ public struct PeerTransportOptions: Sendable {
     public var snapshotChunkBytes = 1 << 20
     /// Largest snapshot a member accepts from its leader (held in memory while it arrives).
     public var maxSnapshotBytes = 1 << 30
+    /// A snapshot must arrive whole within this time (1 GiB at 10 MB/s), or its connection is
+    /// closed and the memory it held freed; the leader sends it again.
+    public var snapshotAssemblyTimeout = TimeAmount.seconds(120)
+    /// Accepted connections before the hello. Members dial one connection each; the rest is
+    /// room for reconnects. Unproven connections make way for newer ones (see `ConnectionGuard`).
+    public var connectionLimits = ConnectionLimits(maxConnections: 64, maxConnectionsPerAddress: 16, firstRequestTimeout: nil,
+                                                   idleTimeout: nil, requestReadTimeout: nil)
 
     public init() {}
 }
@@ -55,6 +62,8 @@ public final class PeerTransport: Sendable {
         var server: (any Channel)?
         /// Accepted connections, by channel identity, so that `stop` can close them.
         var inbound: [ObjectIdentifier: any Channel] = [:]
+        /// The one accepted connection of each member that said hello.
+        var inboundByPeer: [NodeID: any Channel] = [:]
         var stopped = false
     }
 
@@ -68,6 +77,11 @@ public final class PeerTransport: Sendable {
     }
 
     private let box: DelegateBox
+    /// The listener's connection bounds (set by `listen`).
+    private let connections = Mutex<ConnectionGuard?>(nil)
+
+    /// What the listener's connection bounds did so far (nil before `listen`).
+    public var connectionCounts: ConnectionGuard.Counts? { connections.withLock { $0?.counts } }
     /// Accepted connections closed for a bad handshake or bad input, and the latest reasons.
     private let refusals = Mutex(RefusalLog())
 
@@ -109,17 +123,47 @@ public final class PeerTransport: Sendable {
 
     /// Sets where each peer listens (this member's own entry, if present, is ignored).
     /// Connections to removed peers are closed; changed addresses are dialled anew.
+    /// Accepted connections of members no longer listed are closed too: a removed member keeps
+    /// no way in.
     public func setPeers(_ addresses: [NodeID: PeerAddress]) {
-        let closing: [OutboundPeer] = state.withLock { state in
+        let (closing, removed): ([OutboundPeer], [(NodeID, any Channel)]) = state.withLock { state in
             var closing: [OutboundPeer] = []
             for (id, peer) in state.outbound where addresses[id] != peer.address {
                 closing.append(peer)
                 state.outbound[id] = nil
             }
             state.addresses = addresses.filter { $0.key != selfID }
-            return closing
+            let removed = state.inboundByPeer.filter { addresses[$0.key] == nil }
+            for (id, _) in removed { state.inboundByPeer[id] = nil }
+            return (closing, removed.map { ($0.key, $0.value) })
         }
         for peer in closing { peer.close() }
+        for (id, channel) in removed {
+            logger.info("closing the connection of a removed member", metadata: ["peer": "\(id)"])
+            channel.close(promise: nil)
+        }
+    }
+
+    /// `channel` is `peer`'s connection from now on; an older one of the same member is closed
+    /// (a member dials one connection; a second means it reconnected, or someone replays its
+    /// certificate). False if `peer` is no longer a member.
+    func registerInbound(_ channel: any Channel, peer: NodeID) -> Bool {
+        let previous: (any Channel)?? = state.withLock { state in
+            guard state.addresses[peer] != nil else { return .none }
+            defer { state.inboundByPeer[peer] = channel }
+            return .some(state.inboundByPeer[peer])
+        }
+        guard let previous else { return false }
+        if let previous, previous !== channel {
+            logger.info("a member connected again; closing its older connection", metadata: ["peer": "\(peer)"])
+            previous.close(promise: nil)
+        }
+        channel.closeFuture.whenComplete { [self] _ in
+            state.withLock { state in
+                if state.inboundByPeer[peer] === channel { state.inboundByPeer[peer] = nil }
+            }
+        }
+        return true
     }
 
     /// Whether `id` may connect to this member.
@@ -130,6 +174,8 @@ public final class PeerTransport: Sendable {
     /// Starts listening for peers on `host`:`port` (port 0: any free port); returns the bound port.
     @discardableResult
     public func listen(host: String, port: Int) async throws -> Int {
+        let connections = ConnectionGuard(name: "peer", limits: options.connectionLimits)
+        self.connections.withLock { $0 = connections }
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -137,6 +183,7 @@ public final class PeerTransport: Sendable {
             .childChannelInitializer { [self] channel in
                 track(inbound: channel)
                 return channel.eventLoop.makeCompletedFuture {
+                    try connections.admit(channel)
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(NIOSSLServerHandler(context: tls.server))
                     try sync.addHandler(InboundPeerHandler(transport: self))
@@ -276,6 +323,10 @@ struct OutboundFrame {
 
 /// The hello frame: the member id the dialler claims (checked against its certificate).
 enum Hello {
+    /// The only frame accepted before the hello is this small: a client certificate (the CA
+    /// signs those too) cannot make a member buffer a large frame before it says who it is.
+    static let payloadBytes = 8
+
     static func encode(_ id: NodeID) -> Frame {
         var writer = BinaryWriter()
         writer.u64(id)

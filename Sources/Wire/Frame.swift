@@ -61,7 +61,10 @@ public struct Frame: Equatable, Sendable {
 /// header that announces too much is refused at once, so a peer cannot make the node buffer
 /// more than `maxFrameBytes` (plus one header) for it.
 public struct FrameDecoder: Sendable {
-    public let maxFrameBytes: Int
+    /// Applies to headers not yet read; a connection raises it once its peer is known.
+    public var maxFrameBytes: Int {
+        didSet { precondition(maxFrameBytes > 0) }
+    }
     private var buffer: [UInt8] = []
     private var start = 0
     private var pending: FrameHeader?
