@@ -37,6 +37,9 @@ let package = Package(
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CLibCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
+        // Linux process controls Swift cannot call directly (prctl, gettid): core dumps, priorities.
+        .target(name: "CProcessControl"),
+
         // Big-endian binary records: the one reader and writer every codec uses.
         .target(name: "BinaryCoding"),
 
@@ -89,7 +92,7 @@ let package = Package(
         .target(
             name: "Transport",
             dependencies: [
-                "Raft", "Wire", "BinaryCoding",
+                "Raft", "Wire", "BinaryCoding", "Sealing",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -102,7 +105,7 @@ let package = Package(
         .target(
             name: "Node",
             dependencies: [
-                "Raft", "RaftStorage", "KVStore", "Storage", "Sealing", "Transport", "Wire", "CRMProto", "CRMClient",
+                "Raft", "RaftStorage", "KVStore", "Storage", "Sealing", "Transport", "Wire", "CRMProto", "CRMClient", "CProcessControl",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -112,6 +115,7 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "DequeModule", package: "swift-collections"),
             ],
             // Disk fault hooks for the tests exist in debug builds only (see FaultHooks.swift).
             swiftSettings: [.define("CRM_FAULT_HOOKS", .when(configuration: .debug))]
@@ -122,6 +126,9 @@ let package = Package(
             name: "CRMClient",
             dependencies: [
                 "CRMProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             ]

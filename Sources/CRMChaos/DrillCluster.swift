@@ -215,9 +215,12 @@ final class DrillCluster: @unchecked Sendable {
         let process = Process()
         process.executableURL = binaries.appendingPathComponent("crm-node")
         process.arguments = ["--config", member.config]
-        if let faultFile = member.faultFile {
-            process.environment = ProcessInfo.processInfo.environment.merging(["CRM_FAULT_FILE": faultFile]) { $1 }
-        }
+        var environment = ProcessInfo.processInfo.environment
+        if let faultFile = member.faultFile { environment["CRM_FAULT_FILE"] = faultFile }
+        // A scratch cluster's members die with the drill, however it ends; an existing
+        // cluster's members (with pid files) are left running.
+        if member.pidFile == nil { environment["CRM_EXIT_WITH_PARENT"] = "\(getpid())" }
+        process.environment = environment
         if !FileManager.default.fileExists(atPath: member.log) { _ = FileManager.default.createFile(atPath: member.log, contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: member.log))
         log.seekToEndOfFile()

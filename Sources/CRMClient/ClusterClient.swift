@@ -22,8 +22,9 @@ public final class MemberConnection: Sendable {
     let client: GRPCClient<HTTP2ClientTransport.Posix>
     private let task: Task<Void, Never>
 
-    /// Connects (lazily, on the first call) to `host`:`port`.
-    public init(host: String, port: Int, tls: ClientTLSFiles, maxResponseBytes: Int = 64 << 20) throws {
+    /// Connects (lazily, on the first call) to `host`:`port`. With `expectedMember`, the server
+    /// must present that member's certificate (see `ExpectedServerCheck`).
+    public init(host: String, port: Int, tls: ClientTLSFiles, expectedMember: UInt64? = nil, maxResponseBytes: Int = 64 << 20) throws {
         self.host = host
         self.port = port
         let transport = try HTTP2ClientTransport.Posix(
@@ -38,6 +39,7 @@ public final class MemberConnection: Sendable {
                 // A member or front that restarts is back within seconds: reconnect within 100 ms
                 // to 2 s rather than the default 1 s to 2 minutes.
                 $0.backoff = .init(initial: .milliseconds(100), max: .seconds(2), multiplier: 1.6, jitter: 0.2)
+                if let expectedMember { $0.channelDebuggingCallbacks.onCreateTCPConnection = { ExpectedServerCheck.install(on: $0, member: expectedMember) } }
             },
             serviceConfig: ServiceConfig())
         let client = GRPCClient(transport: transport)

@@ -107,7 +107,8 @@ final class Cluster: @unchecked Sendable {
         if let existing = connections[index] { return existing }
         let target = targets[index]
         let endpoint = api == .admin ? target.admin : target.client
-        let connection = try MemberConnection(host: endpoint.host, port: endpoint.port, tls: tls)
+        let connection = try MemberConnection(host: endpoint.host, port: endpoint.port, tls: tls,
+                                              expectedMember: target.id == 0 ? nil : target.id)
         connections[index] = connection
         return connection
     }

@@ -49,6 +49,8 @@ struct CRMNode: AsyncParsableCommand {
         }
         var logger = Logger(label: "crm.node")
         logger[metadataKey: "node"] = "\(nodeConfig.id)"
+        ProcessHardening.exitWithParentIfAsked()
+        ProcessHardening.apply(logger: logger)
         let member = MemberService(runtime: NodeRuntime(config: nodeConfig, logger: logger), logger: logger)
         let group = ServiceGroup(configuration: .init(services: [.init(service: member)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

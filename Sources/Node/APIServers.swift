@@ -2,9 +2,11 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Logging
 import NIOPosix
+import Transport
 
-/// The client and admin gRPC listeners: mutual TLS (TLS 1.2 or later, a client certificate
-/// signed by the cluster CA), a maximum request size, and graceful shutdown.
+/// The client, admin and front gRPC listeners: mutual TLS (TLS 1.2 or later, a client
+/// certificate signed by the cluster CA), a maximum request size, bounded connections and
+/// streams (see `ListenerGuards`), and graceful shutdown.
 final class APIServers: Sendable {
     private let servers: [GRPCServer<HTTP2ServerTransport.Posix>]
     private let tasks: [Task<Void, Never>]
@@ -14,11 +16,19 @@ final class APIServers: Sendable {
         self.tasks = tasks
     }
 
-    static func start(config: NodeConfig, services: [(Endpoint, [any RegistrableRPCService])], group: MultiThreadedEventLoopGroup,
+    /// One listener: where, bounded by which guard, serving which services.
+    struct Listener: Sendable {
+        var endpoint: Endpoint
+        var connections: ConnectionGuard
+        var services: [any RegistrableRPCService]
+    }
+
+    static func start(config: NodeConfig, listeners: [Listener], group: MultiThreadedEventLoopGroup,
                       logger: Logger) async throws -> APIServers {
         var servers: [GRPCServer<HTTP2ServerTransport.Posix>] = []
         var tasks: [Task<Void, Never>] = []
-        for (endpoint, handlers) in services {
+        for listener in listeners {
+            let (endpoint, handlers) = (listener.endpoint, listener.services)
             let transport = HTTP2ServerTransport.Posix(
                 address: endpoint.host.contains(":") ? .ipv6(host: endpoint.host, port: endpoint.port) : .ipv4(host: endpoint.host, port: endpoint.port),
                 transportSecurity: .mTLS(certificateChain: [.file(path: config.tls.cert, format: .pem)],
@@ -26,7 +36,7 @@ final class APIServers: Sendable {
                     tls.trustRoots = .certificates([.file(path: config.tls.ca, format: .pem)])
                     tls.clientCertificateVerification = .noHostnameVerification
                 },
-                config: .defaults { $0.rpc.maxRequestPayloadSize = config.maxMessageBytes },
+                config: .bounded(by: config, connections: listener.connections),
                 eventLoopGroup: group)
             let server = GRPCServer(transport: transport, services: handlers)
             tasks.append(Task {

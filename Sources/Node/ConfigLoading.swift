@@ -1,4 +1,5 @@
 import Foundation
+import Sealing
 import Raft
 import Transport
 import Yams
@@ -81,7 +82,7 @@ extension NodeConfig {
             "listen": .mapping(["peer": .scalar, "client": .scalar, "admin": .scalar, "health": .scalar]),
             "advertise": .mapping(["peer": .scalar, "client": .scalar, "admin": .scalar]),
             "members": .list(endpoints),
-            "tls": .mapping(["ca": .scalar, "cert": .scalar, "key": .scalar, "reload_interval_seconds": .scalar]),
+            "tls": .mapping(["ca": .scalar, "cert": .scalar, "key": .scalar, "reload_interval_seconds": .scalar, "deny_file": .scalar]),
             "admins": .list(.scalar),
             "timing": .mapping(["tick_ms": .scalar, "election_ticks": .scalar, "heartbeat_ticks": .scalar,
                                 "request_timeout_ms": .scalar, "shutdown_handoff_ms": .scalar]),
@@ -94,6 +95,9 @@ extension NodeConfig {
                                   "spares": .list(endpoints), "min_voters": .scalar]),
             "front": .mapping(["grpc": .scalar, "http": .scalar, "requests_per_second": .scalar, "burst": .scalar,
                                "request_timeout_ms": .scalar, "drain_ms": .scalar, "poll_ms": .scalar]),
+            "connections": .mapping(["max_per_listener": .scalar, "max_per_address": .scalar, "first_request_ms": .scalar,
+                                     "idle_ms": .scalar, "request_read_ms": .scalar, "max_concurrent_streams": .scalar,
+                                     "max_age_s": .scalar]),
         ])
     }
 
@@ -213,6 +217,15 @@ extension NodeConfig {
         if snapshotEveryEntries < 100 { problems.append("limits.snapshot_every_entries: at least 100") }
         if maxSessions < 1 { problems.append("limits.max_sessions: at least 1") }
         if tlsReloadIntervalSeconds < 1 { problems.append("tls.reload_interval_seconds: at least 1") }
+        if !(16...60_000).contains(maxConnectionsPerListener) { problems.append("connections.max_per_listener: \(maxConnectionsPerListener) is outside 16–60000") }
+        if !(1...maxConnectionsPerListener).contains(maxConnectionsPerAddress) {
+            problems.append("connections.max_per_address: \(maxConnectionsPerAddress) must be 1 to connections.max_per_listener (\(maxConnectionsPerListener))")
+        }
+        if !(100...60_000).contains(firstRequestMilliseconds) { problems.append("connections.first_request_ms: \(firstRequestMilliseconds) is outside 100–60000") }
+        if connectionIdleMilliseconds < firstRequestMilliseconds { problems.append("connections.idle_ms must be at least connections.first_request_ms") }
+        if !(100...600_000).contains(requestReadMilliseconds) { problems.append("connections.request_read_ms: \(requestReadMilliseconds) is outside 100–600000") }
+        if !(1...65_536).contains(maxConcurrentStreams) { problems.append("connections.max_concurrent_streams: \(maxConcurrentStreams) is outside 1–65536") }
+        if maxConnectionAgeSeconds < 60 { problems.append("connections.max_age_s: at least 60") }
         return problems
     }
 
@@ -253,10 +266,18 @@ extension NodeConfig {
                 problems.append("\(key): \(path) does not exist or cannot be read; cluster/make-certs.sh creates it")
                 continue
             }
-            if key == "tls.key" || key == "master_key_file",
-               let mode = (try? files.attributesOfItem(atPath: path))?[.posixPermissions] as? NSNumber, mode.intValue & 0o077 != 0 {
-                problems.append("\(key): \(path) is readable by others (mode \(String(mode.intValue, radix: 8))); run `chmod 600 \(path)`")
+            if key == "tls.key" || key == "master_key_file" {
+                // The same check the member makes when it reads the file (following links).
+                do {
+                    var bytes = try SecretFile.read(path, maxBytes: 64 << 10)
+                    scrub(&bytes)
+                } catch {
+                    problems.append("\(key): \(error)")
+                }
             }
+        }
+        if let denyFile = tls.denyFile {
+            do { _ = try DenyList(path: denyFile) } catch { problems.append("tls.deny_file: \(error)") }
         }
         var isDirectory: ObjCBool = false
         if files.fileExists(atPath: dataDir, isDirectory: &isDirectory) {

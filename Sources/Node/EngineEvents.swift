@@ -1,3 +1,4 @@
+import DequeModule
 import Foundation
 import KVStore
 import Raft
@@ -72,15 +73,46 @@ final class ReadWaiter: @unchecked Sendable {
     }
 }
 
-/// The loop's queue of events: any thread posts, the loop thread takes. Unbounded in count
-/// but every producer is itself bounded (requests by the client API's limits, messages by the
-/// transport's queues).
+/// The loop's queue of events: any thread posts, the loop thread takes.
+///
+/// Bounded: requests (proposals, reads, changes) beyond `maxRequests` waiting are answered at
+/// once with `busy`, so a flood of calls costs callers a refusal, not the loop its heartbeats;
+/// peer messages beyond `maxMessageBatches` are dropped (Raft sends again, and the leader
+/// probes a follower it stops hearing from). Control events (stop, snapshot reports) always
+/// get in. A deque, so that taking is O(taken) whatever is waiting.
 final class EventInbox: @unchecked Sendable {
+    let maxRequests: Int
+    let maxMessageBatches: Int
     private let condition = NSCondition()
-    private var events: [EngineEvent] = []
+    private var events = Deque<EngineEvent>()
+    private var requests = 0
+    private var messageBatches = 0
+    /// Events refused or dropped because the inbox was full.
+    private(set) var refusedRequests = 0
+    private(set) var droppedMessageBatches = 0
+
+    init(maxRequests: Int = 20_000, maxMessageBatches: Int = 10_000) {
+        precondition(maxRequests > 0 && maxMessageBatches > 0)
+        self.maxRequests = maxRequests
+        self.maxMessageBatches = maxMessageBatches
+    }
 
     func post(_ event: EngineEvent) {
         condition.lock()
+        switch event.kind {
+        case .request where requests >= maxRequests:
+            refusedRequests += 1
+            condition.unlock()
+            event.fail(.busy("more than \(maxRequests) requests are waiting for the Raft loop"))
+            return
+        case .message where messageBatches >= maxMessageBatches:
+            droppedMessageBatches += 1
+            condition.unlock()
+            return
+        case .request: requests += 1
+        case .message: messageBatches += 1
+        case .control: break
+        }
         events.append(event)
         condition.signal()
         condition.unlock()
@@ -95,16 +127,51 @@ final class EventInbox: @unchecked Sendable {
             guard now < deadline else { return [] }
             _ = condition.wait(until: Date(timeIntervalSinceNow: Double(deadline - now) / 1e9))
         }
-        let taken = Array(events.prefix(max))
-        events.removeFirst(taken.count)
+        var taken: [EngineEvent] = []
+        taken.reserveCapacity(Swift.min(max, events.count))
+        while taken.count < max, let event = events.popFirst() {
+            forget(event)
+            taken.append(event)
+        }
         return taken
     }
 
     func drain() -> [EngineEvent] {
         condition.lock()
         defer { condition.unlock() }
-        let taken = events
-        events = []
+        let taken = Array(events)
+        events.removeAll()
+        requests = 0
+        messageBatches = 0
         return taken
+    }
+
+    /// Waiting counts, for the status.
+    var counts: (requests: Int, messageBatches: Int, refusedRequests: Int, droppedMessageBatches: Int) {
+        condition.lock()
+        defer { condition.unlock() }
+        return (requests, messageBatches, refusedRequests, droppedMessageBatches)
+    }
+
+    private func forget(_ event: EngineEvent) {
+        switch event.kind {
+        case .request: requests -= 1
+        case .message: messageBatches -= 1
+        case .control: break
+        }
+        assert(requests >= 0 && messageBatches >= 0, "inbox counts below zero")
+    }
+}
+
+extension EngineEvent {
+    enum Kind { case request, message, control }
+
+    /// Which bound the event counts against.
+    var kind: Kind {
+        switch self {
+        case .propose, .read, .change, .transfer, .snapshotNow: return .request
+        case .messages: return .message
+        case .snapshotReport, .stop: return .control
+        }
     }
 }

@@ -58,6 +58,10 @@ public struct EngineStatus: Sendable, Equatable {
     public var compactions = 0
     /// Peer messages the core refused as no honest member would send them.
     public var refusedPeerMessages = 0
+    /// Requests refused with `busy` because too many were waiting for the loop.
+    public var refusedBusyRequests = 0
+    /// Batches of peer messages dropped because too many were waiting for the loop.
+    public var droppedMessageBatches = 0
     /// Set when the storage failed and the engine stopped.
     public var failure: String?
 

@@ -8,13 +8,19 @@ import Transport
 /// The client API (`crm.v1.KV`) on a member's client listener. A client's writes are proposed
 /// on the leader or forwarded to it; a member's or front's call is refused with the leader's id
 /// instead (see `Routing`). `MemberState` tells fronts how this member is.
+///
+/// Clients are held to the same per-identity rate as at the front (the fronts themselves, as
+/// members, are not: they limit their own clients).
 struct KVService: Crm_V1_KV.SimpleServiceProtocol {
     let local: LocalKV
     let authorization: Authorization
+    let limiter: RateLimiter
     let memberState: @Sendable () -> Crm_V1_MemberStateResponse
 
     private func routing(_ context: ServerContext) throws -> Routing {
-        if case .member = try authorization.requireClient(context) { return .refuse }
+        let identity = try authorization.requireClient(context)
+        if case .member = identity { return .refuse }
+        try limiter.require(identity)
         return .forwardToLeader
     }
 
@@ -47,7 +53,7 @@ struct KVService: Crm_V1_KV.SimpleServiceProtocol {
     }
 
     func memberState(request: Crm_V1_MemberStateRequest, context: ServerContext) async throws -> Crm_V1_MemberStateResponse {
-        _ = try authorization.requireClient(context)
+        _ = try routing(context)
         return memberState()
     }
 }

@@ -5,6 +5,7 @@ import GRPCNIOTransportHTTP2Posix
 import KVStore
 import Logging
 import Raft
+import Storage
 
 /// How a member treats a call it cannot answer itself.
 enum Routing: Sendable {
@@ -30,6 +31,21 @@ enum RefusalMetadata {
     static func isNotServing(_ error: RPCError) -> Bool { error.metadata[stringValues: refused].contains(notServing) }
     static func leaderHint(_ error: RPCError) -> NodeID? { error.metadata[stringValues: leader].first(where: { _ in true }).flatMap { NodeID($0) } }
     static func alarm(_ error: RPCError) -> String? { error.metadata[stringValues: alarm].first(where: { _ in true }) }
+}
+
+extension RPCError {
+    /// An error received from another member as this member passes it on: its code, its
+    /// message, and only our own metadata (`crm-*`, `retry-after-ms`). The rest came with the
+    /// other member's HTTP/2 response (`:status`, `content-type`, `grpc-status`, ...); written
+    /// back into this call's trailers it made a header block that clients refuse, closing the
+    /// whole connection and every call on it.
+    func relayed() -> RPCError {
+        var kept = Metadata()
+        for (key, value) in metadata where key.hasPrefix("crm-") || key == RefusalMetadata.retryAfter {
+            if case .string(let text) = value { kept.addString(text, forKey: key) }
+        }
+        return RPCError(code: code, message: message, metadata: kept)
+    }
 }
 
 /// What a member may serve now, from its alarms and its storage.
@@ -92,6 +108,10 @@ struct LocalKV: Sendable {
         let limit = request.limit == 0 ? 1000 : Int(request.limit)
         guard (1...KVLimits.maxRangeLimit).contains(limit) else {
             throw RPCError(code: .invalidArgument, message: "limit must be 1 to \(KVLimits.maxRangeLimit)")
+        }
+        // Bounds are keys: the same limit (an empty `from` is the start, an empty `to` the end).
+        for (name, bound) in [("from", request.from), ("to", request.to)] where bound.count > KVLimits.maxKeyBytes {
+            throw RPCError(code: .invalidArgument, message: "range `\(name)` is a key of at most \(KVLimits.maxKeyBytes) bytes; this one has \(bound.count)")
         }
         try await waitForRead(request.consistency, routing: routing)
         let page = try storage {
@@ -244,6 +264,8 @@ struct LocalKV: Sendable {
                     // The connection to the leader is being re-established: the call never left,
                     // so it is tried again (the leader may have changed meanwhile).
                     throw EngineError.notLeader(leaderHint: 0)
+                } catch let error as RPCError {
+                    throw error.relayed()
                 }
             }
         }
@@ -285,9 +307,13 @@ struct LocalKV: Sendable {
         return header
     }
 
+    /// A read of this member's store. A bad argument is the caller's (INVALID_ARGUMENT); any
+    /// other failure is this member's (DATA_LOSS, which moves fronts to other members).
     private func storage<T>(_ body: () throws -> T) throws -> T {
         do {
             return try body()
+        } catch StorageError.invalidArgument(let why) {
+            throw RPCError(code: .invalidArgument, message: why)
         } catch {
             logger.error("storage read failed", metadata: ["error": "\(error)"])
             throw RPCError(code: .dataLoss, message: "\(error)")

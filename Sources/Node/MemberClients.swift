@@ -41,7 +41,11 @@ final class MemberClients: Sendable {
             },
             // Members come and go within seconds (restarts, failovers): reconnect within 50 ms
             // to 1 s, not the default 1 s to 2 minutes, or a restarted leader stays unreachable.
-            config: .defaults { $0.backoff = Self.reconnectBackoff })
+            config: .defaults {
+                $0.backoff = Self.reconnectBackoff
+                // The server must be the member meant, not just any certificate of the cluster.
+                $0.channelDebuggingCallbacks.onCreateTCPConnection = { ExpectedServerCheck.install(on: $0, member: id) }
+            })
         let client = GRPCClient(transport: transport)
         let (stored, isNew) = clients.withLock { clients -> (GRPCClient<HTTP2ClientTransport.Posix>, Bool) in
             if let existing = clients[id] { return (existing, false) }

@@ -45,10 +45,13 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         public var key: String
         /// How often the files are checked for changes (re-read without a restart).
         public var reloadIntervalSeconds: Int?
+        /// Certificates refused although the CA signed them (see `DenyList`), re-read with the rest.
+        public var denyFile: String?
 
         enum CodingKeys: String, CodingKey {
             case ca, cert, key
             case reloadIntervalSeconds = "reload_interval_seconds"
+            case denyFile = "deny_file"
         }
     }
 
@@ -136,6 +139,36 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         }
     }
 
+    /// Bounds on the client-facing listeners (front gRPC and HTTP, the members' client API),
+    /// enforced before authentication. The admin, health and peer listeners have small fixed
+    /// bounds of their own.
+    public struct Connections: Codable, Sendable, Equatable {
+        public var maxPerListener: Int?
+        /// Many clients behind one NAT share an address: keep this well above one client's needs.
+        public var maxPerAddress: Int?
+        /// From accept to the first request, the TLS handshake included.
+        public var firstRequestMilliseconds: Int?
+        /// With no request in progress, a connection is closed after this long.
+        public var idleMilliseconds: Int?
+        /// An HTTP request's head, and then its body, must each arrive within this time.
+        public var requestReadMilliseconds: Int?
+        /// Calls in progress on one gRPC connection at most.
+        public var maxConcurrentStreams: Int?
+        /// gRPC connections are closed gracefully after this long (clients reconnect, and
+        /// connections move to new certificates and rebalance).
+        public var maxAgeSeconds: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case maxPerListener = "max_per_listener"
+            case maxPerAddress = "max_per_address"
+            case firstRequestMilliseconds = "first_request_ms"
+            case idleMilliseconds = "idle_ms"
+            case requestReadMilliseconds = "request_read_ms"
+            case maxConcurrentStreams = "max_concurrent_streams"
+            case maxAgeSeconds = "max_age_s"
+        }
+    }
+
     /// The front: the cluster's client entry on this node (gRPC and HTTP/JSON, mutual TLS).
     public struct Front: Codable, Sendable, Equatable {
         public var grpc: Endpoint
@@ -176,9 +209,10 @@ public struct NodeConfig: Codable, Sendable, Equatable {
     public var health: Health?
     public var failover: Failover?
     public var front: Front?
+    public var connections: Connections?
 
     enum CodingKeys: String, CodingKey {
-        case id, listen, advertise, members, join, tls, admins, timing, limits, health, failover, front
+        case id, listen, advertise, members, join, tls, admins, timing, limits, health, failover, front, connections
         case dataDir = "data_dir"
         case masterKeyFile = "master_key_file"
     }
@@ -197,7 +231,8 @@ public struct NodeConfig: Codable, Sendable, Equatable {
     public var snapshotEveryEntries: Int { limits?.snapshotEveryEntries ?? 10_000 }
     public var maxSessions: Int { limits?.maxSessions ?? 100_000 }
     public var tlsReloadIntervalSeconds: Int { tls.reloadIntervalSeconds ?? 30 }
-    public var adminIdentities: Set<String> { Set(admins ?? ["crmctl"]) }
+    /// Deny by default: without `admins`, nobody may use the admin API.
+    public var adminIdentities: Set<String> { Set(admins ?? []) }
 
     public var healthCheckIntervalMilliseconds: Int { health?.checkIntervalMilliseconds ?? 250 }
     public var diskReserveBytes: UInt64 { health?.diskReserveBytes ?? 512 << 20 }
@@ -218,6 +253,13 @@ public struct NodeConfig: Codable, Sendable, Equatable {
     public var frontDrainMilliseconds: Int { front?.drainMilliseconds ?? 5000 }
     public var frontPollMilliseconds: Int { front?.pollMilliseconds ?? 200 }
     public var electionTimeoutMilliseconds: Int { tickMilliseconds * electionTicks }
+    public var maxConnectionsPerListener: Int { connections?.maxPerListener ?? 4096 }
+    public var maxConnectionsPerAddress: Int { connections?.maxPerAddress ?? 1024 }
+    public var firstRequestMilliseconds: Int { connections?.firstRequestMilliseconds ?? 5000 }
+    public var connectionIdleMilliseconds: Int { connections?.idleMilliseconds ?? 300_000 }
+    public var requestReadMilliseconds: Int { connections?.requestReadMilliseconds ?? 30_000 }
+    public var maxConcurrentStreams: Int { connections?.maxConcurrentStreams ?? 256 }
+    public var maxConnectionAgeSeconds: Int { connections?.maxAgeSeconds ?? 3600 }
 
     /// This member's own entry in `members`.
     public var selfEndpoints: MemberEndpoints { members.first { $0.id == id }! }

@@ -1,6 +1,7 @@
 import Prometheus
 import Raft
 import Synchronization
+import Transport
 
 /// The member's Prometheus metrics. Gauges that mirror the engine's status are refreshed at
 /// each scrape; durations are recorded as they happen.
@@ -24,6 +25,9 @@ public final class NodeMetrics: Sendable {
     private let refusedPeerConnections: Gauge
     private let refusedPeerMessages: Gauge
     private let peerGauges = Mutex<[NodeID: (rtt: Gauge, silence: Gauge)]>([:])
+    private let listenerGauges = Mutex<[String: [Gauge]]>([:])
+    private let refusedBusy: Gauge
+    private let droppedBatches: Gauge
     private let healthState: Gauge
     private let alarmGauges: [Alarm.Kind: Gauge]
     private let freeDisk: Gauge
@@ -62,6 +66,10 @@ public final class NodeMetrics: Sendable {
                                                     help: "Peer connections closed for a failed TLS handshake, a wrong identity or bad input")
         refusedPeerMessages = registry.makeGauge(name: "crm_raft_peer_messages_refused_total",
                                                  help: "Peer messages refused before the consensus core (out of range, out of order, or not from the leader)")
+        refusedBusy = registry.makeGauge(name: "crm_raft_requests_refused_busy_total",
+                                         help: "Requests refused at once because too many were waiting for the Raft loop")
+        droppedBatches = registry.makeGauge(name: "crm_raft_peer_batches_dropped_total",
+                                            help: "Batches of peer messages dropped because too many were waiting for the Raft loop")
         healthState = registry.makeGauge(name: "crm_health_state", help: "0 healthy, 1 degraded, 2 down")
         var alarms: [Alarm.Kind: Gauge] = [:]
         for kind in Alarm.Kind.allCases {
@@ -88,6 +96,28 @@ public final class NodeMetrics: Sendable {
         deadMembers.set(to: Double(health.dead.count))
     }
 
+    /// Mirrors each listener's connection counts (called before each scrape).
+    func refresh(connections: [(listener: String, counts: ConnectionGuard.Counts)]) {
+        for (listener, counts) in connections {
+            let gauges = listenerGauges.withLock { gauges in
+                if let existing = gauges[listener] { return existing }
+                let labels = [("listener", listener)]
+                let made = [
+                    registry.makeGauge(name: "crm_connections_open", labels: labels, help: "Open connections on a listener"),
+                    registry.makeGauge(name: "crm_connections_refused_total", labels: labels,
+                                       help: "Connections refused at accept: the listener or the address was full of connections that had made requests"),
+                    registry.makeGauge(name: "crm_connections_evicted_total", labels: labels,
+                                       help: "Connections that had made no request, closed to make room for newer ones"),
+                    registry.makeGauge(name: "crm_connections_timed_out_total", labels: labels,
+                                       help: "Connections closed for missing the first-request, request-read or idle deadline"),
+                ]
+                gauges[listener] = made
+                return made
+            }
+            for (gauge, value) in zip(gauges, [counts.open, counts.refused, counts.evicted, counts.timedOut]) { gauge.set(to: Double(value)) }
+        }
+    }
+
     /// Mirrors the engine's status into the gauges (called before each scrape).
     func refresh(_ status: EngineStatus, refusedConnections: Int, peerRoundTrips: [NodeID: Duration]) {
         let roles: [Role: Double] = [.follower: 0, .preCandidate: 1, .candidate: 2, .leader: 3]
@@ -103,6 +133,8 @@ public final class NodeMetrics: Sendable {
         compactions.set(to: Double(status.compactions))
         refusedPeerConnections.set(to: Double(refusedConnections))
         refusedPeerMessages.set(to: Double(status.refusedPeerMessages))
+        refusedBusy.set(to: Double(status.refusedBusyRequests))
+        droppedBatches.set(to: Double(status.droppedMessageBatches))
         for peer in status.voters.union(status.learners) where peer != status.id {
             let gauges = peerGauges.withLock { gauges in
                 if let existing = gauges[peer] { return existing }

@@ -18,14 +18,22 @@ import Transport
 public final class NodeRuntime: @unchecked Sendable {
     public let config: NodeConfig
     let logger: Logger
+    /// Client-facing work: the API, front and health listeners, and calls to other members.
     let group: MultiThreadedEventLoopGroup
+    /// The peer transport alone, so that Raft traffic never waits behind client traffic on a
+    /// busy event loop (a flood of reads once cost a leader its quorum that way).
+    let peerGroup: MultiThreadedEventLoopGroup
     public private(set) var storage: StorageEngine?
     public private(set) var engine: RaftEngine?
     public private(set) var transport: PeerTransport?
     public private(set) var tls: ReloadingTLSContexts?
+    /// Certificates refused although the CA signed them (`tls.deny_file`), re-read with the TLS files.
+    private var denyList: DenyList?
     private var tlsReload: RepeatedTask?
     private var api: APIServers?
-    private var apiServices: [(Endpoint, [any RegistrableRPCService])] = []
+    private var apiListeners: [APIServers.Listener] = []
+    /// The connection bounds of every listener but the peer one (the transport keeps its own).
+    let guards: ListenerGuards
     private var members: MemberClients?
     private var health: HealthServer?
     public private(set) var monitor: HealthMonitor?
@@ -41,6 +49,10 @@ public final class NodeRuntime: @unchecked Sendable {
         logger[metadataKey: "node"] = "\(config.id)"
         self.logger = logger
         group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoopThreads)
+        peerGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        guards = ListenerGuards(config: config)
+        // Under overload the scheduler favours the Raft loop and the peer thread over client work.
+        ThreadPriority.lower(group, by: ThreadPriority.clientNiceIncrement, logger: logger)
     }
 
     /// Opens storage and the log (bootstrapping a new cluster's founding entry on a first start),
@@ -48,6 +60,7 @@ public final class NodeRuntime: @unchecked Sendable {
     public func start() async throws {
         try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
+        try Self.secureDataDirectory(config.dataDir, logger: logger)
         let masterKey = try FileMasterKeyProvider(path: config.masterKeyFile)
         let storage = try StorageEngine.open(path: config.dataDir + "/db", masterKey: masterKey, logger: logger)
         self.storage = storage
@@ -70,17 +83,22 @@ public final class NodeRuntime: @unchecked Sendable {
             try kv.restore(from: log.snapshot().data, expectedIndex: log.snapshotMetadata.index)
         }
 
-        let tls = try ReloadingTLSContexts(files: config.tlsFiles)
-        guard tls.material.identity == .member(config.id) else {
+        let tls: ReloadingTLSContexts
+        do {
+            tls = try ReloadingTLSContexts(files: config.tlsFiles, requiredIdentity: .member(config.id))
+        } catch TLSMaterialError.wrongIdentity(_, let names, _) {
             throw ConfigError(path: config.tls.cert, problems: [
-                "tls.cert names \(tls.material.identity), but this member is crm://member/\(config.id); use member-\(config.id).pem",
+                "tls.cert names \(names), but this member is crm://member/\(config.id); use member-\(config.id).pem",
             ])
         }
         self.tls = tls
+        let denyList = try DenyList(path: config.tls.denyFile)
+        self.denyList = denyList
         var transportOptions = PeerTransportOptions()
         transportOptions.maxFrameBytes = config.maxMessageBytes
         transportOptions.sendQueueBytes = config.maxSendQueueBytes
-        let transport = PeerTransport(selfID: config.id, tls: tls, group: group, options: transportOptions, logger: logger)
+        let transport = PeerTransport(selfID: config.id, tls: tls, group: peerGroup, options: transportOptions, denyList: denyList,
+                                      logger: logger)
         self.transport = transport
         transport.setPeers(Dictionary(uniqueKeysWithValues: config.members.map {
             ($0.id, PeerAddress(host: $0.peer.host, port: $0.peer.port))
@@ -105,6 +123,16 @@ public final class NodeRuntime: @unchecked Sendable {
         tlsReload = group.next().scheduleRepeatedTask(initialDelay: .seconds(Int64(config.tlsReloadIntervalSeconds)),
                                                       delay: .seconds(Int64(config.tlsReloadIntervalSeconds))) { [weak self, logger] _ in
             do {
+                if try denyList.reloadIfChanged() {
+                    let entries = denyList.entries
+                    logger.notice("deny list changed; denied certificates are refused from now on", metadata: [
+                        "serials": "\(entries.serials.count)", "identities": "\(entries.identities.map(\.description).sorted())"])
+                    transport.closeDenied()
+                }
+            } catch {
+                logger.error("deny list changed but cannot be used; keeping the previous one", metadata: ["error": "\(error)"])
+            }
+            do {
                 guard try tls.reloadIfChanged() else { return }
                 logger.notice("TLS files changed; new peer connections use them, the API listeners restart with them")
                 Task { await self?.restartAPI() }
@@ -115,6 +143,23 @@ public final class NodeRuntime: @unchecked Sendable {
         logger.info("member started", metadata: [
             "peer": "\(config.listen.peer)", "applied": "\(kv.appliedIndex)", "last_index": "\(log.lastIndex)",
         ])
+    }
+
+    /// The data directory is this user's and nobody else's, checked (and its mode fixed) at
+    /// every start: an existing directory made by hand, or loosened since, would let other users
+    /// read the store's files (keys are in clear there; values are sealed).
+    static func secureDataDirectory(_ path: String, logger: Logger) throws {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw ConfigError(path: path, problems: ["data_dir: cannot stat \(path): \(String(cString: strerror(errno)))"]) }
+        guard info.st_uid == geteuid() else {
+            throw ConfigError(path: path, problems: ["data_dir: \(path) belongs to user \(info.st_uid), not to this process's user \(geteuid()); `chown -R` it to the node's user"])
+        }
+        let mode = UInt32(info.st_mode) & 0o7777
+        guard mode & 0o077 != 0 else { return }
+        guard chmod(path, 0o700) == 0 else {
+            throw ConfigError(path: path, problems: ["data_dir: \(path) has mode \(String(mode, radix: 8)) and cannot be set to 700: \(String(cString: strerror(errno)))"])
+        }
+        logger.warning("data_dir was open to other users; set it to 0700", metadata: ["path": "\(path)", "was": "\(String(mode, radix: 8))"])
     }
 
     /// Every member's addresses: the config's, then those recorded through the log.
@@ -146,7 +191,10 @@ public final class NodeRuntime: @unchecked Sendable {
     }
 
     private func startAPI(engine: RaftEngine, storage: StorageEngine) async throws {
-        let authorization = Authorization(admins: config.adminIdentities)
+        let authorization = Authorization(admins: config.adminIdentities, denyList: try denyList ?? DenyList(path: nil))
+        if config.adminIdentities.isEmpty {
+            logger.notice("no `admins` in the config: the admin API refuses every caller (crmctl included)")
+        }
         let members = MemberClients(config: config, logger: logger)
         self.members = members
         refreshPeers(engine.currentStatus)
@@ -162,18 +210,20 @@ public final class NodeRuntime: @unchecked Sendable {
         let local = LocalKV(engine: engine, members: members, gate: { ServingGate.from(monitor.snapshot, engine.currentStatus) },
                             requestTimeoutMilliseconds: config.requestTimeoutMilliseconds, logger: logger)
         let kv = KVService(local: local, authorization: authorization,
+                           limiter: RateLimiter(rate: config.frontRequestsPerSecond, burst: config.frontBurst),
                            memberState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() })
         let admin = AdminService(engine: engine, storage: storage, config: config, authorization: authorization, logger: logger,
                                  health: { monitor.snapshot }, peers: { poller.observations() },
                                  directory: { [weak self] in self?.memberDirectory() ?? [:] },
                                  raiseCorrupt: { monitor.raiseCorrupt($0) })
-        apiServices = [(config.listen.client, [kv]), (config.listen.admin, [admin])]
-        api = try await APIServers.start(config: config, services: apiServices, group: group, logger: logger)
+        apiListeners = [APIServers.Listener(endpoint: config.listen.client, connections: guards.client, services: [kv]),
+                        APIServers.Listener(endpoint: config.listen.admin, connections: guards.admin, services: [admin])]
+        api = try await APIServers.start(config: config, listeners: apiListeners, group: group, logger: logger)
         try await startHealth(engine: engine, monitor: monitor)
         poller.start()
         if let settings = config.front, let tls {
             front = try await Front.start(config: config, settings: settings, local: local, members: members, table: routing,
-                                          metrics: frontMetrics, tls: tls.server, authorization: authorization,
+                                          metrics: frontMetrics, tls: tls, guards: guards, authorization: authorization,
                                           memberState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() },
                                           group: group, logger: logger)
         } else {
@@ -223,8 +273,7 @@ public final class NodeRuntime: @unchecked Sendable {
                     if report.isClean {
                         logger.info("integrity check passed", metadata: ["values": "\(report.checked)", "took": "\(ContinuousClock.now - started)"])
                     } else {
-                        let first = report.problems.prefix(3).map(\.description).joined(separator: "; ")
-                        monitor.raiseCorrupt("integrity check found \(report.problemCount) damaged items (\(first)); repair: stop the member, move its data_dir aside, restart it empty with join: true and re-add it (it catches up by snapshot)")
+                        monitor.raiseCorrupt("integrity check found \(report.summary); `crmctl verify` lists them; repair: stop the member, move its data_dir aside, restart it empty with join: true and re-add it (it catches up by snapshot)")
                     }
                 } catch {
                     if stopped.isStopped { return }
@@ -243,6 +292,7 @@ public final class NodeRuntime: @unchecked Sendable {
     private func startHealth(engine: RaftEngine, monitor: HealthMonitor) async throws {
         let metrics = self.metrics
         let transport = self.transport
+        let guards = self.guards
         let probe = HealthServer.Probe(
             live: {
                 let report = monitor.snapshot.report
@@ -264,21 +314,24 @@ public final class NodeRuntime: @unchecked Sendable {
                 metrics.refresh(status, refusedConnections: transport?.refusedConnections.count ?? 0,
                                 peerRoundTrips: status.roundTripMicroseconds.mapValues { .microseconds(Int64($0)) })
                 metrics.refresh(monitor.snapshot)
+                metrics.refresh(connections: guards.all.map { ($0.name, $0.counts) } + [("peer", transport?.connectionCounts ?? .init())])
                 return metrics.registry.emitToBuffer()
             })
         health = try await HealthServer.start(host: config.listen.health.host, port: config.listen.health.port, probe: probe,
-                                              group: group, logger: logger)
+                                              connections: guards.health, group: group, logger: logger)
     }
 
-    /// Restarts the client and admin listeners so that they read the TLS files again: calls in
-    /// progress finish on the old listeners, new connections meet the new certificates.
+    /// Restarts the client, admin and front gRPC listeners so that they read the TLS files again:
+    /// calls in progress finish on the old listeners, new connections meet the new certificates.
+    /// (The front's HTTP listener and the peer port take the current context per connection.)
     func restartAPI() async {
         await api?.stop()
         do {
-            api = try await APIServers.start(config: config, services: apiServices, group: group, logger: logger)
+            api = try await APIServers.start(config: config, listeners: apiListeners, group: group, logger: logger)
         } catch {
             logger.critical("API listeners did not restart after a TLS change", metadata: ["error": "\(error)"])
         }
+        await front?.restartGRPC()
     }
 
     /// Stops the listeners, the loop, the transport and storage (in that order).
@@ -295,6 +348,7 @@ public final class NodeRuntime: @unchecked Sendable {
         await transport?.stop()
         storage?.close()
         try? await group.shutdownGracefully()
+        try? await peerGroup.shutdownGracefully()
         logger.info("member stopped")
     }
 }

@@ -28,6 +28,11 @@ public final class RaftEngine: @unchecked Sendable {
         public var requestTimeoutMilliseconds = 5000
         /// Events taken per iteration at most, so that ticks and sends are never starved.
         public var maxEventsPerIteration = 4096
+        /// Requests (proposals, reads, changes) waiting for the loop at most; more are refused
+        /// with `busy` at once (see `EventInbox`).
+        public var maxWaitingRequests = 20_000
+        /// Batches of peer messages waiting at most; more are dropped (Raft sends again).
+        public var maxWaitingMessageBatches = 10_000
 
         public init() {}
     }
@@ -40,7 +45,7 @@ public final class RaftEngine: @unchecked Sendable {
     private let log: DurableLogStore
     private let transport: PeerTransport
     private let logger: Logger
-    private let inbox = EventInbox()
+    private let inbox: EventInbox
     private let published: Mutex<EngineStatus>
     /// Synced writes of the log (and the health probe's), for the health monitor.
     let syncLatency = Mutex(SyncLatency())
@@ -80,6 +85,7 @@ public final class RaftEngine: @unchecked Sendable {
         config.forwardProposals = false
         self.id = id
         self.options = options
+        inbox = EventInbox(maxRequests: options.maxWaitingRequests, maxMessageBatches: options.maxWaitingMessageBatches)
         self.metrics = metrics
         self.log = log
         self.kv = kv
@@ -511,6 +517,9 @@ public final class RaftEngine: @unchecked Sendable {
         let now = DispatchTime.now().uptimeNanoseconds
         status.lastContactMilliseconds = lastContact.mapValues { (now - min($0, now)) / 1_000_000 }
         status.roundTripMicroseconds = raft.role == .leader ? roundTrips : [:]
+        let waiting = inbox.counts
+        status.refusedBusyRequests = waiting.refusedRequests
+        status.droppedMessageBatches = waiting.droppedMessageBatches
         let snapshot = status
         published.withLock { $0 = snapshot }
     }

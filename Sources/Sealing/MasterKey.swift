@@ -164,22 +164,19 @@ public final class FileMasterKeyProvider: MasterKeyProvider {
 
     /// The key's 32 bytes; the caller scrubs them.
     private static func readKeyFile(_ path: String) throws -> [UInt8] {
-        var info = stat()
-        guard stat(path, &info) == 0 else {
-            throw MasterKeyError.fileUnreadable(path: path, reason: String(cString: strerror(errno)))
+        var text: [UInt8]
+        do {
+            text = try SecretFile.read(path, maxBytes: maxFileBytes)
+        } catch {
+            switch error {
+            case .notARegularFile: throw MasterKeyError.notARegularFile(path: path)
+            case .tooOpen(_, let mode): throw MasterKeyError.permissionsTooOpen(path: path, mode: mode)
+            case .tooLarge: throw MasterKeyError.malformedKeyFile(path: path)
+            default: throw MasterKeyError.fileUnreadable(path: path, reason: error.description)
+            }
         }
-        guard info.st_mode & S_IFMT == S_IFREG else { throw MasterKeyError.notARegularFile(path: path) }
-        let mode = UInt32(info.st_mode)
-        guard mode & 0o077 == 0 else { throw MasterKeyError.permissionsTooOpen(path: path, mode: mode) }
-        guard Int(info.st_size) <= maxFileBytes else { throw MasterKeyError.malformedKeyFile(path: path) }
-
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw MasterKeyError.fileUnreadable(path: path, reason: String(cString: strerror(errno))) }
-        defer { close(descriptor) }
-        var text = [UInt8](repeating: 0, count: maxFileBytes)
         defer { scrub(&text) }
-        let count = text.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
-        guard count >= 0 else { throw MasterKeyError.fileUnreadable(path: path, reason: String(cString: strerror(errno))) }
+        let count = text.count
         var digitCount = count
         if digitCount > 0, text[digitCount - 1] == UInt8(ascii: "\n") { digitCount -= 1 }
         guard digitCount == SymmetricKey.byteCount * 2 else { throw MasterKeyError.malformedKeyFile(path: path) }

@@ -1,6 +1,7 @@
 import CLibCrypto
 
-/// A 256-bit secret key held in memory that is scrubbed (`OPENSSL_cleanse`) when the key is freed.
+/// A 256-bit secret key held in memory that is scrubbed (`OPENSSL_cleanse`) when the key is
+/// freed; in the secure heap (locked, out of core dumps) once `SecureMemory.start` has run.
 ///
 /// Immutable after creation, so it may be shared between threads.
 public final class SymmetricKey: @unchecked Sendable {
@@ -11,7 +12,7 @@ public final class SymmetricKey: @unchecked Sendable {
     /// Copies exactly `byteCount` bytes of key material.
     public init(copying bytes: UnsafeRawBufferPointer) {
         precondition(bytes.count == Self.byteCount, "a symmetric key is \(Self.byteCount) bytes, got \(bytes.count)")
-        storage = .allocate(byteCount: Self.byteCount, alignment: 16)
+        storage = SecureMemory.allocate(Self.byteCount)
         storage.copyMemory(from: bytes)
     }
 
@@ -32,8 +33,7 @@ public final class SymmetricKey: @unchecked Sendable {
     }
 
     deinit {
-        OPENSSL_cleanse(storage.baseAddress, storage.count)
-        storage.deallocate()
+        SecureMemory.free(storage)
     }
 }
 

@@ -18,8 +18,9 @@ public struct IntegrityProblem: Sendable, Equatable, CustomStringConvertible {
     public let key: [UInt8]?
     public let kind: Kind
 
+    /// Names the family only (keys may hold personal data); `key` is for the admin API.
     public var description: String {
-        let place = "\(family)/" + (key?.hexString ?? "<start>")
+        let place = "\(family)"
         switch kind {
         case .unreadable(let failure): return "\(place): \(failure)"
         case .storageCorruption(let message): return "\(place) and after: RocksDB: \(message)"
@@ -39,6 +40,15 @@ public struct IntegrityReport: Sendable {
     public var checked: UInt64 { checkedByFamily.values.reduce(0, +) }
     public var problemCount: UInt64 { UInt64(problems.count) + problemsNotListed }
     public var isClean: Bool { problemCount == 0 }
+
+    /// Counts by family, never keys: for alarms and logs, e.g. "3 damaged items (state_machine 2, raft_log 1)".
+    public var summary: String {
+        var byFamily: [String: Int] = [:]
+        for problem in problems { byFamily["\(problem.family)", default: 0] += 1 }
+        let families = byFamily.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        let unlisted = problemsNotListed > 0 ? "; \(problemsNotListed) more not listed" : ""
+        return "\(problemCount) damaged items (\(families)\(unlisted))"
+    }
 
     mutating func record(_ problem: IntegrityProblem) {
         if problems.count < Self.maxProblemsListed { problems.append(problem) } else { problemsNotListed += 1 }

@@ -17,14 +17,17 @@ public enum StorageError: Error, CustomStringConvertible {
     case sealing(SealingError)
     case closed
 
+    /// Names the column family, never the key: keys may hold personal data, and this text
+    /// reaches logs, alarms, health endpoints and clients. `crmctl verify` (admin API) lists the
+    /// damaged keys.
     public var description: String {
         switch self {
-        case .unreadable(let family, let key, let reason):
-            return "value at \(family)/\(key.hexString) is unreadable: \(reason). It was not returned; "
-                + "run `verify` to list all damage and restore the member from a healthy replica or backup"
-        case .corruption(let family, let key, let message):
-            let place = family.map { "\($0)" + (key.map { "/" + $0.hexString } ?? "") } ?? "database"
-            return "RocksDB detected corruption in \(place): \(message). Run `verify`; restore the member "
+        case .unreadable(let family, _, let reason):
+            return "a value in \(family) is unreadable: \(reason). It was not returned; "
+                + "run `crmctl verify` to list all damage and restore the member from a healthy replica or backup"
+        case .corruption(let family, _, let message):
+            let place = family.map { "\($0)" } ?? "database"
+            return "RocksDB detected corruption in \(place): \(message). Run `crmctl verify`; restore the member "
                 + "from a healthy replica or backup"
         case .rocksdb(let operation, let message):
             return "RocksDB \(operation) failed: \(message)"

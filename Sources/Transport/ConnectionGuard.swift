@@ -48,6 +48,8 @@ public final class ConnectionGuard: Sendable {
         public var evicted = 0
         /// Closed for missing a deadline (first request, request read, or idle).
         public var timedOut = 0
+
+        public init() {}
     }
 
     fileprivate struct State {

@@ -44,7 +44,12 @@ final class InboundPeerHandler: ChannelInboundHandler, @unchecked Sendable {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case TLSUserEvent.handshakeCompleted = event {
             let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate
-            switch certificate.flatMap(PeerIdentity.init(certificate:)) {
+            let identity = certificate.flatMap(PeerIdentity.init(certificate:))
+            if let certificate, let refusal = transport.denyList?.refusal(serial: certificate.serialNumber, identity: identity) {
+                refuse(context, refusal)
+                return
+            }
+            switch identity {
             case .member(let id)? where transport.isMember(id):
                 break
             case let identity?:

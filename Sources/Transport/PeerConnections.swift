@@ -74,6 +74,7 @@ final class OutboundPeer: Sendable {
         let tls = transport.tls
         let selfID = transport.selfID
         let peerID = id
+        let denyList = transport.denyList
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(options.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -82,7 +83,7 @@ final class OutboundPeer: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(try NIOSSLClientHandler(context: tls.client, serverHostname: nil))
-                    try sync.addHandler(OutboundHandshakeHandler(selfID: selfID, peerID: peerID))
+                    try sync.addHandler(OutboundHandshakeHandler(selfID: selfID, peerID: peerID, denyList: denyList))
                 }
             }
         bootstrap.connect(host: address.host, port: address.port).flatMap { channel in
@@ -156,9 +157,12 @@ final class OutboundHandshakeHandler: ChannelInboundHandler, @unchecked Sendable
     private var promise: EventLoopPromise<Void>?
     private var outcome: EventLoopFuture<Void>?
 
-    init(selfID: NodeID, peerID: NodeID) {
+    let denyList: DenyList?
+
+    init(selfID: NodeID, peerID: NodeID, denyList: DenyList?) {
         self.selfID = selfID
         self.peerID = peerID
+        self.denyList = denyList
     }
 
     /// Succeeds once the peer is verified and the hello is on its way (use on the event loop,
@@ -183,6 +187,9 @@ final class OutboundHandshakeHandler: ChannelInboundHandler, @unchecked Sendable
         }
         guard identity == .member(peerID) else {
             return fail(context, PeerRefusal(description: "dialled member \(peerID) but the certificate names \(identity)"))
+        }
+        if let refusal = denyList?.refusal(serial: certificate.serialNumber, identity: identity) {
+            return fail(context, PeerRefusal(description: "dialled member \(peerID): \(refusal)"))
         }
         var buffer = context.channel.allocator.buffer(capacity: 16)
         buffer.writeBytes(Hello.encode(selfID).encoded)

@@ -10,9 +10,16 @@ public enum PeerIdentity: Equatable, Hashable, Sendable, CustomStringConvertible
     static let memberPrefix = "crm://member/"
     static let clientPrefix = "crm://client/"
 
-    /// Parses one URI; nil if it is not an identity URI.
+    /// Parses one URI; nil if it is not an identity URI. Only the canonical spelling counts:
+    /// a member id in plain decimal digits without a leading zero (`crm://member/5`, never
+    /// `+5` or `05`), a client name in ASCII letters, digits, '.', '_' and '-' — so that one
+    /// identity has exactly one text, in the config's lists as in the rate limiter's table.
     public init?(uri: String) {
-        if uri.hasPrefix(Self.memberPrefix), let id = NodeID(uri.dropFirst(Self.memberPrefix.count)), id != 0 {
+        if uri.hasPrefix(Self.memberPrefix) {
+            let digits = uri.utf8.dropFirst(Self.memberPrefix.utf8.count)
+            guard (1...20).contains(digits.count), digits.first != UInt8(ascii: "0"),
+                  digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
+                  let id = NodeID(String(decoding: digits, as: UTF8.self)) else { return nil }
             self = .member(id)
         } else if uri.hasPrefix(Self.clientPrefix) {
             let name = String(uri.dropFirst(Self.clientPrefix.count))
@@ -23,10 +30,14 @@ public enum PeerIdentity: Equatable, Hashable, Sendable, CustomStringConvertible
         }
     }
 
-    /// Client names: letters, digits, '.', '_' and '-', at most 128 characters.
+    /// Client names: ASCII letters, digits, '.', '_' and '-', 1 to 128 characters (as
+    /// cluster/make-certs.sh makes them).
     public static func isValidClientName(_ name: String) -> Bool {
-        !name.isEmpty && name.count <= 128
-            && name.unicodeScalars.allSatisfy { $0.properties.isAlphabetic || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0) }
+        (1...128).contains(name.utf8.count) && name.utf8.allSatisfy { byte in
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_")
+                || byte == UInt8(ascii: "-")
+        }
     }
 
     /// The single identity among a certificate's URI names; nil if they name none, or more than one.

@@ -54,6 +54,8 @@ public final class PeerTransport: Sendable {
     let tls: ReloadingTLSContexts
     let group: any EventLoopGroup
     let logger: Logger
+    /// Certificates refused although the CA signed them (nil: none).
+    let denyList: DenyList?
     private let state: Mutex<State>
 
     private struct State {
@@ -103,9 +105,10 @@ public final class PeerTransport: Sendable {
     func recordRefusal(_ reason: String) { refusals.withLock { $0.record(reason) } }
 
     public init(selfID: NodeID, tls: ReloadingTLSContexts, group: any EventLoopGroup, delegate: (any PeerTransportDelegate)? = nil,
-                options: PeerTransportOptions = PeerTransportOptions(), logger: Logger = Logger(label: "crm.peer")) {
+                options: PeerTransportOptions = PeerTransportOptions(), denyList: DenyList? = nil, logger: Logger = Logger(label: "crm.peer")) {
         precondition(selfID != 0)
         self.selfID = selfID
+        self.denyList = denyList
         self.tls = tls
         self.group = group
         self.options = options
@@ -141,6 +144,20 @@ public final class PeerTransport: Sendable {
         for (id, channel) in removed {
             logger.info("closing the connection of a removed member", metadata: ["peer": "\(id)"])
             channel.close(promise: nil)
+        }
+    }
+
+    /// Closes accepted connections whose certificate is now denied (after the deny list changed).
+    public func closeDenied() {
+        guard let denyList else { return }
+        let channels = state.withLock { Array($0.inboundByPeer) }
+        for (peer, channel) in channels {
+            channel.eventLoop.execute { [logger] in
+                guard let certificate = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate,
+                      let refusal = denyList.refusal(serial: certificate.serialNumber, identity: PeerIdentity(certificate: certificate)) else { return }
+                logger.warning("closing a member's connection: its certificate is denied", metadata: ["peer": "\(peer)", "reason": "\(refusal)"])
+                channel.close(promise: nil)
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import NIOSSL
+import Sealing
 import Synchronization
 
 /// Where a member's TLS files are.
@@ -23,6 +24,7 @@ public enum TLSMaterialError: Error, CustomStringConvertible, Equatable {
     case unreadable(path: String, reason: String)
     case noIdentity(path: String)
     case keyTooOpen(path: String, mode: Int)
+    case wrongIdentity(path: String, names: PeerIdentity, required: PeerIdentity)
 
     public var description: String {
         switch self {
@@ -31,6 +33,8 @@ public enum TLSMaterialError: Error, CustomStringConvertible, Equatable {
         case .noIdentity(let path):
             return "\(path) names no crm identity (a URI crm://member/<id> or crm://client/<name> in its subject alternative names); "
                 + "make it with cluster/make-certs.sh"
+        case .wrongIdentity(let path, let names, let required):
+            return "\(path) names \(names), but this process is \(required); use that identity's certificate"
         case .keyTooOpen(let path, let mode):
             return "private key \(path) is readable by others (mode \(String(mode, radix: 8))); run `chmod 600 \(path)`"
         }
@@ -49,9 +53,17 @@ public struct TLSMaterial: Sendable {
         self.files = files
         trustRoots = try Self.certificates(at: files.caBundle)
         certificateChain = try Self.certificates(at: files.certificate)
-        try Self.requireOwnerOnly(files.privateKey)
+        // Checked on the descriptor it is read from, following links (see `SecretFile`).
+        var pem: [UInt8]
         do {
-            privateKey = try NIOSSLPrivateKey(file: files.privateKey, format: .pem)
+            pem = try SecretFile.read(files.privateKey, maxBytes: 64 << 10)
+        } catch {
+            if case .tooOpen(_, let mode) = error { throw .keyTooOpen(path: files.privateKey, mode: Int(mode & 0o777)) }
+            throw .unreadable(path: files.privateKey, reason: error.description)
+        }
+        defer { scrub(&pem) }
+        do {
+            privateKey = try NIOSSLPrivateKey(bytes: pem, format: .pem)
         } catch {
             throw .unreadable(path: files.privateKey, reason: "\(error)")
         }
@@ -69,14 +81,6 @@ public struct TLSMaterial: Sendable {
         } catch {
             throw .unreadable(path: path, reason: "\(error)")
         }
-    }
-
-    private static func requireOwnerOnly(_ path: String) throws(TLSMaterialError) {
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
-              let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue else {
-            throw .unreadable(path: path, reason: "the file does not exist or cannot be read")
-        }
-        if mode & 0o077 != 0 { throw .keyTooOpen(path: path, mode: mode) }
     }
 
     /// Server side of mutual TLS: TLS 1.2 or later, a client certificate signed by the CA required.
@@ -114,9 +118,15 @@ public final class ReloadingTLSContexts: Sendable {
     }
 
     private let state: Mutex<Current>
+    /// The identity the certificate must name, now and after every reload (a member's own).
+    public let requiredIdentity: PeerIdentity?
 
-    public init(files: TLSFiles) throws {
+    public init(files: TLSFiles, requiredIdentity: PeerIdentity? = nil) throws {
+        self.requiredIdentity = requiredIdentity
         let material = try TLSMaterial(files: files)
+        if let requiredIdentity, material.identity != requiredIdentity {
+            throw TLSMaterialError.wrongIdentity(path: files.certificate, names: material.identity, required: requiredIdentity)
+        }
         state = Mutex(Current(material: material, server: try NIOSSLContext(configuration: material.serverConfiguration()),
                               client: try NIOSSLContext(configuration: material.clientConfiguration()),
                               stamps: Self.stamps(files)))
@@ -133,6 +143,9 @@ public final class ReloadingTLSContexts: Sendable {
         let stamps = Self.stamps(files)
         guard stamps != state.withLock({ $0.stamps }) else { return false }
         let material = try TLSMaterial(files: files)
+        if let requiredIdentity, material.identity != requiredIdentity {
+            throw TLSMaterialError.wrongIdentity(path: files.certificate, names: material.identity, required: requiredIdentity)
+        }
         let server = try NIOSSLContext(configuration: material.serverConfiguration())
         let client = try NIOSSLContext(configuration: material.clientConfiguration())
         state.withLock { $0 = Current(material: material, server: server, client: client, stamps: stamps) }

@@ -138,7 +138,7 @@ extension RealProcessTests {
         let ports = cluster.endpoints[target]!
 
         let strangers = NSTemporaryDirectory() + "crm-strangers-" + UUID().uuidString
-        defer { try? FileManager.default.removeItem(atPath: strangers) }
+        defer { for path in [strangers, strangers + ".ca"] { try? FileManager.default.removeItem(atPath: path) } }
         try ProcessCluster.run("/bin/bash", [ProcessCluster.repository.appendingPathComponent("cluster/make-certs.sh").path, strangers, "9", "crmctl"])
         let foreign = try MemberConnection(host: "127.0.0.1", port: ports.client, tls: ClientTLSFiles(
             ca: cluster.directory + "/certs/ca.pem", certificate: strangers + "/client-crmctl.pem", privateKey: strangers + "/client-crmctl.key"))
@@ -202,7 +202,7 @@ extension RealProcessTests {
         try cluster.startAll()
         let leader = try #require(await cluster.waitForLeader())
         let strangers = NSTemporaryDirectory() + "crm-second-ca-" + UUID().uuidString
-        defer { try? FileManager.default.removeItem(atPath: strangers) }
+        defer { for path in [strangers, strangers + ".ca"] { try? FileManager.default.removeItem(atPath: path) } }
         try ProcessCluster.run("/bin/bash", [ProcessCluster.repository.appendingPathComponent("cluster/make-certs.sh").path, strangers, "9", "crmctl"])
         let bundle = cluster.directory + "/certs/ca.pem"
         // The client trusts both CAs, so that only the member's side decides.

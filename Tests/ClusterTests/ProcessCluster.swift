@@ -138,6 +138,7 @@ final class ProcessCluster: @unchecked Sendable {
         process.arguments = ["--config", configPath(id)]
         var environment = ProcessInfo.processInfo.environment
         environment["CRM_FAULT_FILE"] = faultFile(id)
+        environment["CRM_EXIT_WITH_PARENT"] = "\(getpid())"
         process.environment = environment
         if !FileManager.default.fileExists(atPath: logPath(id)) { FileManager.default.createFile(atPath: logPath(id), contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath(id)))
@@ -270,8 +271,13 @@ final class ProcessCluster: @unchecked Sendable {
 
     /// Runs one of the built tools (crmctl, crm-bench) to the end: exit status, stdout, stderr.
     static func tool(_ name: String, _ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
+        try tool(absolute: binaries.appendingPathComponent(name).path, arguments)
+    }
+
+    /// Runs any program to the end: exit status, stdout, stderr.
+    static func tool(absolute path: String, _ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
         let process = Process()
-        process.executableURL = binaries.appendingPathComponent(name)
+        process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
         let output = Pipe()
         let errors = Pipe()

@@ -51,7 +51,7 @@ let validConfig = """
         #expect(config.tls.key.hasSuffix("/member-1.key") && config.tls.key.hasPrefix("/"))
         #expect(config.tickMilliseconds == 50 && config.electionTicks == 10 && config.heartbeatTicks == 1)
         #expect(config.selfEndpoints.client == Endpoint(host: "127.0.0.1", port: 7101))
-        #expect(config.adminIdentities == ["crmctl"])
+        #expect(config.adminIdentities.isEmpty, "deny by default: no `admins`, no admin")
         #expect(Endpoint("[::1]:7001") == Endpoint(host: "::1", port: 7001))
         #expect(Endpoint("no-port") == nil && Endpoint("host:99999") == nil)
     }

@@ -25,7 +25,7 @@ final class TestCertificates: Sendable {
         guard process.terminationStatus == 0 else { throw CocoaError(.fileWriteUnknown) }
     }
 
-    deinit { try? FileManager.default.removeItem(atPath: directory) }
+    deinit { for path in [directory, directory + ".ca"] { try? FileManager.default.removeItem(atPath: path) } }
 
     func files(member id: NodeID) -> TLSFiles {
         TLSFiles(caBundle: directory + "/ca.pem", certificate: directory + "/member-\(id).pem", privateKey: directory + "/member-\(id).key")

@@ -6,6 +6,8 @@ import Logging
 import NIOPosix
 import NIOSSL
 import Raft
+import Synchronization
+import Transport
 
 /// The front on this node: the cluster's client entry point, gRPC and HTTP/JSON over mutual
 /// TLS. It routes every call for the whole cluster — writes to the leader, linearizable reads
@@ -13,21 +15,28 @@ import Raft
 /// node's own member is down.
 final class Front: Sendable {
     let kv: FrontKV
-    private let grpc: APIServers
+    private let grpc: Mutex<APIServers?>
+    private let grpcListener: APIServers.Listener
+    private let config: NodeConfig
+    private let group: MultiThreadedEventLoopGroup
     private let http: FrontHTTPServer
     private let drainTimeout: Duration
     private let logger: Logger
 
-    private init(kv: FrontKV, grpc: APIServers, http: FrontHTTPServer, drainTimeout: Duration, logger: Logger) {
+    private init(kv: FrontKV, grpc: APIServers, grpcListener: APIServers.Listener, config: NodeConfig, group: MultiThreadedEventLoopGroup,
+                 http: FrontHTTPServer, drainTimeout: Duration, logger: Logger) {
         self.kv = kv
-        self.grpc = grpc
+        self.grpc = Mutex(grpc)
+        self.grpcListener = grpcListener
+        self.config = config
+        self.group = group
         self.http = http
         self.drainTimeout = drainTimeout
         self.logger = logger
     }
 
     static func start(config: NodeConfig, settings: NodeConfig.Front, local: LocalKV, members: MemberClients, table: SharedRoutingTable,
-                      metrics: FrontMetrics, tls: NIOSSLContext, authorization: Authorization,
+                      metrics: FrontMetrics, tls: ReloadingTLSContexts, guards: ListenerGuards, authorization: Authorization,
                       memberState: @escaping @Sendable () -> Crm_V1_MemberStateResponse,
                       group: MultiThreadedEventLoopGroup, logger: Logger) async throws -> Front {
         var options = FrontRouter.Options()
@@ -37,16 +46,33 @@ final class Front: Sendable {
         let kv = FrontKV(router: router, sessions: SessionPool(capacity: 256), logger: logger)
         let limiter = RateLimiter(rate: config.frontRequestsPerSecond, burst: config.frontBurst)
         let service = FrontGRPCService(front: kv, limiter: limiter, authorization: authorization, memberState: memberState, metrics: metrics)
-        let grpc = try await APIServers.start(config: config, services: [(settings.grpc, [service])], group: group, logger: logger)
+        let grpcListener = APIServers.Listener(endpoint: settings.grpc, connections: guards.frontGRPC, services: [service])
+        let grpc = try await APIServers.start(config: config, listeners: [grpcListener], group: group, logger: logger)
         let api = FrontHTTPAPI(front: kv, limiter: limiter, metrics: metrics,
                                clusterView: { Self.view(selfID: config.id, table: table, sessions: kv.sessions) })
         // Base64 grows a value by a third; room for the largest key and value, and the JSON around them.
         let maxBody = (KVLimits.maxKeyBytes + KVLimits.maxValueBytes) * 4 / 3 + 64 << 10
         let http = try await FrontHTTPServer.start(host: settings.http.host, port: settings.http.port, tls: tls, api: api,
-                                                   maxBodyBytes: maxBody, group: group, logger: logger)
+                                                   maxBodyBytes: maxBody, connections: guards.frontHTTP, denyList: authorization.denyList,
+                                                   group: group, logger: logger)
         logger.info("front up", metadata: ["grpc": "\(settings.grpc)", "http": "\(settings.http)",
                                            "rate_per_client": "\(config.frontRequestsPerSecond)", "burst": "\(config.frontBurst)"])
-        return Front(kv: kv, grpc: grpc, http: http, drainTimeout: .milliseconds(config.frontDrainMilliseconds), logger: logger)
+        return Front(kv: kv, grpc: grpc, grpcListener: grpcListener, config: config, group: group, http: http,
+                     drainTimeout: .milliseconds(config.frontDrainMilliseconds), logger: logger)
+    }
+
+    /// Restarts the gRPC listener so that it reads the TLS files again (after a TLS change);
+    /// calls in progress finish on the old one.
+    func restartGRPC() async {
+        guard let old = grpc.withLock({ $0 }) else { return }
+        await old.stop()
+        do {
+            let new = try await APIServers.start(config: config, listeners: [grpcListener], group: group, logger: logger)
+            grpc.withLock { $0 = new }
+        } catch {
+            grpc.withLock { $0 = nil }
+            logger.critical("the front's gRPC listener did not restart after a TLS change", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Stops accepting calls, lets those in progress finish (up to `front.drain_ms`), closes
@@ -54,7 +80,7 @@ final class Front: Sendable {
     func drain() async {
         logger.notice("front draining")
         async let http: Void = http.drain(timeout: drainTimeout)
-        async let grpc: Void = grpc.stop()
+        async let grpc: Void = grpc.withLock({ $0 })?.stop() ?? ()
         _ = await (http, grpc)
         await kv.closeSessions()
         logger.notice("front drained")

@@ -13,14 +13,11 @@ struct FrontGRPCService: Crm_V1_KV.SimpleServiceProtocol {
 
     private func admit(_ context: ServerContext) throws {
         let identity = try authorization.requireClient(context)
-        let verdict = limiter.admit(identity.description)
-        guard verdict.allowed else {
+        do {
+            try limiter.require(identity)
+        } catch {
             metrics.rateLimited()
-            var metadata = Metadata()
-            metadata.addString("\(verdict.retryAfterMilliseconds)", forKey: RefusalMetadata.retryAfter)
-            throw RPCError(code: .resourceExhausted,
-                           message: "rate limited: \(identity) may make \(Int(limiter.rate)) requests a second (burst \(Int(limiter.burst))); retry after \(verdict.retryAfterMilliseconds) ms",
-                           metadata: metadata)
+            throw error
         }
     }
 

@@ -23,18 +23,22 @@ final class FrontHTTPServer: Sendable {
         self.logger = logger
     }
 
-    static func start(host: String, port: Int, tls: NIOSSLContext, api: FrontHTTPAPI, maxBodyBytes: Int,
-                      group: any EventLoopGroup, logger: Logger) async throws -> FrontHTTPServer {
+    /// Each connection takes the TLS context current when it is accepted, so a TLS change
+    /// reaches this listener without a restart.
+    static func start(host: String, port: Int, tls: ReloadingTLSContexts, api: FrontHTTPAPI, maxBodyBytes: Int,
+                      connections guarded: ConnectionGuard, denyList: DenyList, group: any EventLoopGroup,
+                      logger: Logger) async throws -> FrontHTTPServer {
         let connections = Connections()
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try guarded.admit(channel)
                     let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(NIOSSLServerHandler(context: tls))
+                    try sync.addHandler(NIOSSLServerHandler(context: tls.server))
                     try sync.configureHTTPServerPipeline(withErrorHandling: true)
-                    try sync.addHandler(FrontHTTPHandler(api: api, maxBodyBytes: maxBodyBytes, connections: connections, logger: logger))
+                    try sync.addHandler(FrontHTTPHandler(api: api, maxBodyBytes: maxBodyBytes, connections: connections, denyList: denyList, logger: logger))
                     connections.opened(channel)
                     channel.closeFuture.whenComplete { _ in connections.closed(channel) }
                 }
@@ -106,15 +110,17 @@ private final class FrontHTTPHandler: ChannelInboundHandler, @unchecked Sendable
     let api: FrontHTTPAPI
     let maxBodyBytes: Int
     let connections: Connections
+    let denyList: DenyList
     let logger: Logger
     private var head: HTTPRequestHead?
     private var body = ByteBuffer()
     private var tooLarge = false
 
-    init(api: FrontHTTPAPI, maxBodyBytes: Int, connections: Connections, logger: Logger) {
+    init(api: FrontHTTPAPI, maxBodyBytes: Int, connections: Connections, denyList: DenyList, logger: Logger) {
         self.api = api
         self.maxBodyBytes = maxBodyBytes
         self.connections = connections
+        self.denyList = denyList
         self.logger = logger
     }
 
@@ -125,11 +131,13 @@ private final class FrontHTTPHandler: ChannelInboundHandler, @unchecked Sendable
             body.clear()
             tooLarge = false
             connections.setBusy(context.channel, true)
+            ConnectionGuard.requestStarted(on: context.channel)
         case .body(var chunk):
             if body.readableBytes + chunk.readableBytes > maxBodyBytes { tooLarge = true } else { body.writeBuffer(&chunk) }
         case .end:
             guard let head else { return }
             self.head = nil
+            ConnectionGuard.requestRead(on: context.channel)
             respond(to: head, context: context)
         }
     }
@@ -145,6 +153,10 @@ private final class FrontHTTPHandler: ChannelInboundHandler, @unchecked Sendable
         guard let certificate, let identity = PeerIdentity(certificate: certificate) else {
             let reply = FrontHTTPAPI.error(.init(code: .unauthenticated, message: "the client certificate names no crm identity (crm://client/<name>); make one with cluster/make-certs.sh"))
             write(reply, keepAlive: false, context: context)
+            return
+        }
+        if let refusal = denyList.refusal(serial: certificate.serialNumber, identity: identity) {
+            write(FrontHTTPAPI.error(.init(code: .permissionDenied, message: "certificate refused: \(refusal)")), keepAlive: false, context: context)
             return
         }
         let path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
@@ -176,6 +188,7 @@ private final class FrontHTTPHandler: ChannelInboundHandler, @unchecked Sendable
         let connections = self.connections
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
             connections.setBusy(channel, false)
+            ConnectionGuard.requestEnded(on: channel)
             if close { channel.close(promise: nil) }
         }
     }

@@ -167,7 +167,7 @@ final class FrontRouter: Sendable {
             }
             return response
         } catch {
-            let rpc = (error as? RPCError) ?? RPCError(code: .unavailable, message: "member \(target): \(error)")
+            let rpc = (error as? RPCError)?.relayed() ?? RPCError(code: .unavailable, message: "member \(target): \(error)")
             let now = DispatchTime.now().uptimeNanoseconds
             let fault = Self.isMemberFault(rpc)
             table.withLock { $0.callFinished(target, latencyMicroseconds: Double(now - started) / 1000, memberFault: fault, now: now) }

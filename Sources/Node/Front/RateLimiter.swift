@@ -1,5 +1,7 @@
 import Dispatch
+import GRPCCore
 import Synchronization
+import Transport
 
 /// A token bucket: `rate` tokens a second up to `burst`; each request takes one.
 struct TokenBucket: Sendable {
@@ -57,5 +59,19 @@ final class RateLimiter: Sendable {
             buckets[client] = entry
             return verdict
         }
+    }
+}
+
+extension RateLimiter {
+    /// Takes a token for `identity`, or throws RESOURCE_EXHAUSTED saying when to retry (the
+    /// `retry-after-ms` metadata too). Shared by every gRPC entry that limits its callers.
+    func require(_ identity: PeerIdentity) throws {
+        let verdict = admit(identity.description)
+        guard !verdict.allowed else { return }
+        var metadata = Metadata()
+        metadata.addString("\(verdict.retryAfterMilliseconds)", forKey: RefusalMetadata.retryAfter)
+        throw RPCError(code: .resourceExhausted,
+                       message: "rate limited: \(identity) may make \(Int(rate)) requests a second (burst \(Int(burst))); retry after \(verdict.retryAfterMilliseconds) ms",
+                       metadata: metadata)
     }
 }

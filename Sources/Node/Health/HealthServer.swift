@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Transport
 
 /// The plain-HTTP health listener: `/livez` (200 while the member runs and its storage works),
 /// `/readyz` (200 once a leader is known and this member has applied what it knows committed;
@@ -19,12 +20,15 @@ final class HealthServer: Sendable {
 
     private init(channel: any Channel) { self.channel = channel }
 
-    static func start(host: String, port: Int, probe: Probe, group: any EventLoopGroup, logger: Logger) async throws -> HealthServer {
+    static func start(host: String, port: Int, probe: Probe, connections: ConnectionGuard, group: any EventLoopGroup,
+                      logger: Logger) async throws -> HealthServer {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMap {
-                    channel.pipeline.addHandler(HealthHandler(probe: probe))
+                channel.eventLoop.makeCompletedFuture {
+                    try connections.admit(channel)
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(HealthHandler(probe: probe))
                 }
             }
             .bind(host: host, port: port).get()
@@ -50,9 +54,11 @@ private final class HealthHandler: ChannelInboundHandler, @unchecked Sendable {
         case .head(let head):
             path = String(head.uri.split(separator: "?").first ?? "")
             method = head.method
+            ConnectionGuard.requestStarted(on: context.channel)
         case .body:
             break  // probes carry no body; anything sent is ignored
         case .end:
+            ConnectionGuard.requestRead(on: context.channel)
             respond(context)
         }
     }
@@ -79,7 +85,8 @@ private final class HealthHandler: ChannelInboundHandler, @unchecked Sendable {
         headers.add(name: "Content-Length", value: "\(body.count)")
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in ConnectionGuard.requestEnded(on: channel) }
         body = []
     }
 }

@@ -1,0 +1,54 @@
+import CRMTestSupport
+import Foundation
+import Testing
+
+/// What a client in another language sees (Python's grpcio, stubs generated from proto/):
+/// every error a member passes on reaches it with its code and message, and the calls that
+/// share its HTTP/2 connection are not harmed; a flood of reads on one connection is served or
+/// refused without costing the cluster its leader.
+extension RealProcessTests {
+@Suite struct RelayedErrorTests {
+    /// The Python with grpcio: `make test` makes .build/pyenv; CRM_PYTHON overrides.
+    static var python: String {
+        if let chosen = ProcessInfo.processInfo.environment["CRM_PYTHON"] { return chosen }
+        let venv = ProcessCluster.repository.appendingPathComponent(".build/pyenv/bin/python3").path
+        return FileManager.default.isExecutableFile(atPath: venv) ? venv : "/usr/bin/env"
+    }
+
+    static func client(_ arguments: [String]) throws -> [[String: Any]] {
+        let script = ProcessCluster.repository.appendingPathComponent("Tests/python/crm_grpc_client.py").path
+        let python = Self.python
+        let (status, output, errors) = try ProcessCluster.tool(absolute: python, (python == "/usr/bin/env" ? ["python3"] : []) + [script] + arguments)
+        guard status == 0 else {
+            Issue.record("crm_grpc_client.py \(arguments.first ?? "") exited \(status): \(errors.suffix(2000))")
+            return []
+        }
+        return output.split(separator: "\n").compactMap { line in
+            (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+        }
+    }
+
+    @Test func errorsRelayedByAMemberReachAPythonClientIntact() async throws {
+        let cluster = try ProcessCluster()
+        try cluster.startAll()
+        let leader = try #require(await cluster.waitForLeader())
+        let follower = try #require(cluster.ids.first { $0 != leader })
+        let files = cluster.tls("app")
+        let tls = [files.ca, files.certificate, files.privateKey].joined(separator: ",")
+        let targets = [("follower's front", cluster.endpoints[follower]!.front), ("leader's front", cluster.endpoints[leader]!.front),
+                       ("follower's client API", cluster.endpoints[follower]!.client)]
+        for (name, port) in targets {
+            let lines = try Self.client(["relayed-errors", "--target", "127.0.0.1:\(port)", "--tls", tls])
+            #expect(lines.count == 9, "\(name): \(lines)")
+            for line in lines {
+                let data = try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys])
+                print("\(name): \(String(decoding: data, as: UTF8.self))")
+                #expect(line["code"] as? String == line["expected"] as? String, "\(name): \(line)")
+                #expect(line["others_failed"] as? Int == 0, "\(name): \(line)")
+            }
+        }
+        #expect(await cluster.waitForLeader() == leader)
+        await cluster.closeConnections()
+    }
+}
+}
