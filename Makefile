@@ -20,7 +20,13 @@ release: setup
 # sweeps hold both cores, and a sleeping test may then wake many seconds late): first the socket
 # tests (peer transport, the drill's proxies), then the real-process cluster tests (a new leader
 # within 2 s), then the short chaos suite (every fault kind once) on the same debug binaries.
-test: setup
+# A Python with grpcio for the tests that call the cluster as another language's client does.
+PYENV := .build/pyenv
+$(PYENV)/bin/python3:
+	python3 -m venv $(PYENV)
+	$(PYENV)/bin/pip install --quiet --disable-pip-version-check grpcio grpcio-tools
+
+test: setup $(PYENV)/bin/python3
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip ClusterTests --skip TransportTests --skip ChaosTests
 	$(SWIFT) test --skip-build --filter "TransportTests|ChaosTests"

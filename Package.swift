@@ -212,7 +212,7 @@ let package = Package(
             ],
             path: "Tests/Support"
         ),
-        .testTarget(name: "TransportTests", dependencies: ["Transport", "Raft", "Wire", "CRMTestSupport", .product(name: "NIOPosix", package: "swift-nio")]),
+        .testTarget(name: "TransportTests", dependencies: ["Transport", "Raft", "Wire", "Sealing", "CRMTestSupport", .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(
             name: "ClusterTests",
             dependencies: ["CRMClient", "CRMProto", "Wire", "CRMTestSupport", .product(name: "GRPCCore", package: "grpc-swift-2")]

@@ -31,15 +31,24 @@ struct KV: AsyncParsableCommand {
     }
 
     struct Put: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a value.",
+            discussion: "A value given as an argument is visible to other users in `ps`; for anything sensitive, give `-` and pipe the value on standard input.")
         @OptionGroup var options: ConnectionOptions
         @Argument var key: String
-        @Argument var value: String
+        @Argument(help: "The value, or - to read it from standard input (keeps it out of the process list).") var value: String
         func run() async throws {
+            let bytes: Data
+            if value == "-" {
+                bytes = FileHandle.standardInput.readDataToEndOfFile()
+            } else {
+                bytes = Data(value.utf8)
+            }
             let cluster = try Cluster(options, api: .client)
             defer { cluster.close() }
             var request = Crm_V1_PutRequest()
             request.key = Data(key.utf8)
-            request.value = Data(value.utf8)
+            request.value = bytes
             let sent = request
             let response = try await cluster.onAnyMember { try await $0.kv.put(sent) }
             if options.json { try Output.json(["applied_index": response.header.appliedIndex]) } else { print("ok") }

@@ -132,6 +132,7 @@ extension NodeConfig {
         tls.ca = resolve(tls.ca)
         tls.cert = resolve(tls.cert)
         tls.key = resolve(tls.key)
+        tls.denyFile = tls.denyFile.map(resolve)
     }
 
     /// Every inconsistency, one line each.

@@ -224,6 +224,16 @@ extension RealProcessTests {
             return (try? await connection.kv.get(get, options: ProcessCluster.shortCall)) != nil
         }
         #expect(accepted, "a client of the added CA is accepted after the bundle changed")
+        // The front's listeners follow too (HTTP per connection, gRPC restarted).
+        let frontHTTP = try await HTTPSRequest.send(port: cluster.endpoints[leader]!.frontHTTP, method: "GET", path: "/v1/cluster",
+                                                    tls: (tls.ca, tls.certificate, tls.privateKey))
+        #expect(frontHTTP.status == 200, "\(frontHTTP.text)")
+        let frontAccepted = await eventually(seconds: 10) {
+            guard let connection = try? MemberConnection(host: "127.0.0.1", port: cluster.endpoints[leader]!.front, tls: tls) else { return false }
+            defer { Task { await connection.close() } }
+            return (try? await connection.kv.get(get, options: ProcessCluster.shortCall)) != nil
+        }
+        #expect(frontAccepted, "the front's gRPC listener accepts the added CA's client")
         #expect(cluster.log(leader).contains("TLS files changed"))
         try await cluster.put("after", "reload", via: leader)
         #expect(try await cluster.get("after", via: cluster.ids.first { $0 != leader }!) == "reload")

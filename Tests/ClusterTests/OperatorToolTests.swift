@@ -8,8 +8,8 @@ extension RealProcessTests {
 @Suite struct OperatorToolTests {
     private func clusterFile(_ cluster: ProcessCluster) throws -> String { try cluster.writeClusterFile() }
 
-    private func crmctl(_ arguments: [String], cluster file: String?) throws -> (status: Int32, output: String, errors: String) {
-        try ProcessCluster.tool("crmctl", arguments + (file.map { ["--cluster", $0] } ?? []))
+    private func crmctl(_ arguments: [String], cluster file: String?, input: Data? = nil) throws -> (status: Int32, output: String, errors: String) {
+        try ProcessCluster.tool("crmctl", arguments + (file.map { ["--cluster", $0] } ?? []), input: input)
     }
 
     @Test func crmctlReportsEveryMemberAndUsesItsExitCodes() async throws {
@@ -40,6 +40,9 @@ extension RealProcessTests {
 
         #expect(try crmctl(["kv", "put", "customer/1", "Ada"], cluster: file).status == 0)
         #expect(try crmctl(["kv", "get", "customer/1"], cluster: file).output == "Ada\n")
+        // A value kept out of the process list: read from standard input.
+        #expect(try crmctl(["kv", "put", "customer/2", "-"], cluster: file, input: Data("a secret\nof two lines".utf8)).status == 0)
+        #expect(try crmctl(["kv", "get", "customer/2"], cluster: file).output == "a secret\nof two lines\n")
         let missing = try crmctl(["kv", "get", "customer/404"], cluster: file)
         #expect(missing.status == 3 && missing.errors.contains("not found"))
         #expect(try crmctl(["kv", "cas", "customer/1", "Bob", "Eve"], cluster: file).status == 3)

@@ -46,8 +46,13 @@ final class ProcessCluster: @unchecked Sendable {
     /// `spares`: members with certificates and a `join: true` config, not started and not founders.
     /// `frontConfig`: extra keys of every member's `front` section, one per line. `deadAfterSeconds`:
     /// write a `failover` section with it, listing the spares (replaced automatically if `autoReplace`).
+    /// `tlsConfig`: extra keys of every member's `tls` section, one per line.
+    let tlsConfig: [String]
+
     init(ids: [UInt64] = [1, 2, 3], spares: [UInt64] = [], snapshotEvery: Int = 10_000, tlsReloadSeconds: Int = 30,
-         extraConfig: String = "", frontConfig: [String] = [], deadAfterSeconds: Int? = nil, autoReplace: Bool = false) throws {
+         extraConfig: String = "", frontConfig: [String] = [], tlsConfig: [String] = [], deadAfterSeconds: Int? = nil,
+         autoReplace: Bool = false) throws {
+        self.tlsConfig = tlsConfig
         self.ids = ids
         self.spares = spares
         self.deadAfterSeconds = deadAfterSeconds
@@ -108,6 +113,7 @@ final class ProcessCluster: @unchecked Sendable {
               cert: certs/member-\(id).pem
               key: certs/member-\(id).key
               reload_interval_seconds: \(tlsReloadSeconds)
+            \(tlsConfig.map { "  " + $0 }.joined(separator: "\n"))
             admins: [crmctl]
             join: \(join)
             limits:
@@ -270,14 +276,23 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     /// Runs one of the built tools (crmctl, crm-bench) to the end: exit status, stdout, stderr.
-    static func tool(_ name: String, _ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
-        try tool(absolute: binaries.appendingPathComponent(name).path, arguments)
+    static func tool(_ name: String, _ arguments: [String], input: Data? = nil) throws -> (status: Int32, output: String, errors: String) {
+        try tool(absolute: binaries.appendingPathComponent(name).path, arguments, input: input)
     }
 
-    /// Runs any program to the end: exit status, stdout, stderr.
-    static func tool(absolute path: String, _ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
+    /// Runs any program to the end (`input` on its standard input): exit status, stdout, stderr.
+    static func tool(absolute path: String, _ arguments: [String], input: Data? = nil) throws -> (status: Int32, output: String, errors: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
+        if let input {
+            let pipe = Pipe()
+            process.standardInput = pipe
+            let writer = pipe.fileHandleForWriting
+            Thread {
+                writer.write(input)
+                try? writer.close()
+            }.start()
+        }
         process.arguments = arguments
         let output = Pipe()
         let errors = Pipe()
