@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "process_control.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
@@ -22,10 +23,22 @@ int crm_set_not_dumpable(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
 
 int crm_dumpable(void) { return prctl(PR_GET_DUMPABLE, 0, 0, 0, 0); }
 
+/* PR_SET_PDEATHSIG fires when the parent *thread* that forked ends, which in a threaded test
+   runner happens while the parent lives on; polling the parent id does not have that flaw. */
+static void *crm_watch_parent(void *argument) {
+    pid_t expected = (pid_t)(long)argument;
+    for (;;) {
+        if (getppid() != expected) _exit(70);
+        usleep(250 * 1000);
+    }
+    return NULL;
+}
+
 int crm_exit_with_parent(int expected_parent) {
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return -1;
-    if (getppid() != expected_parent) _exit(1);
-    return 0;
+    if (getppid() != expected_parent) _exit(70);
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, crm_watch_parent, (void *)(long)expected_parent) != 0) return -1;
+    return pthread_detach(thread);
 }
 
 int crm_thread_id(void) { return (int)gettid(); }

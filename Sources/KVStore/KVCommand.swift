@@ -43,32 +43,49 @@ public enum KVWrite: Equatable, Sendable {
 /// What travels through the log: session management, or one write of a session.
 ///
 /// Sessions give exactly-once writes across retries and leader changes (Raft thesis §6.3): a
-/// client opens a session (its id is the log index of the opening entry), numbers its writes
-/// 1, 2, 3, ... one at a time, and a write retried with the same number is answered from the
-/// session instead of being applied again. `proposedAtMillis` is the proposer's clock; the state
-/// machine only ever takes the maximum it has seen, so expiry is a function of the log alone.
+/// client opens a session, numbers its writes 1, 2, 3, ... one at a time, and a write retried
+/// with the same number is answered from the session instead of being applied again. A session
+/// belongs to the identity that opened it (`owner`, its certificate's `crm://...` name): writes
+/// and closes from any other identity are refused, so nobody can consume another client's
+/// sequence numbers. Its id is drawn at random by the proposing leader (53 bits, so JSON clients
+/// keep it exact), which also keeps ids from being guessed. `proposedAtMillis` is the proposer's
+/// clock; the state machine only ever takes the maximum it has seen, so expiry is a function of
+/// the log alone.
 public enum KVCommand: Equatable, Sendable {
-    case openSession(proposedAtMillis: UInt64)
-    case closeSession(session: UInt64, proposedAtMillis: UInt64)
-    case write(session: UInt64, sequence: UInt64, proposedAtMillis: UInt64, KVWrite)
+    /// `id` 0: the entry's log index (how version 1 numbered sessions, for entries it wrote).
+    case openSession(id: UInt64 = 0, owner: String = "", proposedAtMillis: UInt64)
+    case closeSession(session: UInt64, owner: String = "", proposedAtMillis: UInt64)
+    case write(session: UInt64, sequence: UInt64, owner: String = "", proposedAtMillis: UInt64, KVWrite)
     /// Where member `id` is reached, recorded in the replicated state so that every member
     /// (and members added later) learns the addresses of members added at run time.
     case memberEndpoints(MemberAddresses)
 
-    static let version: UInt8 = 1
+    /// Version 2 added session owners and random session ids; version 1 entries still decode
+    /// (owner "", id = index).
+    static let version: UInt8 = 2
     /// The session id of writes made without a session: applied every time they commit, so a
-    /// retry after an unknown outcome may apply twice. Session ids are log indexes, never 0.
+    /// retry after an unknown outcome may apply twice. Session ids are never 0.
     public static let noSession: UInt64 = 0
+    /// Longest owner text (a `crm://client/<128 characters>` identity fits).
+    public static let maxOwnerBytes = 256
+    /// Session ids are below 2^53: exact in every JSON implementation.
+    public static let sessionIDLimit: UInt64 = 1 << 53
+
+    /// A fresh session id from the system's CSPRNG.
+    public static func randomSessionID() -> UInt64 {
+        var random = SystemRandomNumberGenerator()
+        return UInt64.random(in: 1..<sessionIDLimit, using: &random)
+    }
 
     public var encoded: [UInt8] {
         var writer = BinaryWriter()
         writer.u8(Self.version)
         switch self {
-        case .openSession(let time):
-            writer.u8(1); writer.u64(time)
-        case .closeSession(let session, let time):
-            writer.u8(2); writer.u64(session); writer.u64(time)
-        case .write(let session, let sequence, let time, let write):
+        case .openSession(let id, let owner, let time):
+            writer.u8(1); writer.u64(time); writer.u64(id); writer.blob(Array(owner.utf8))
+        case .closeSession(let session, let owner, let time):
+            writer.u8(2); writer.u64(session); writer.u64(time); writer.blob(Array(owner.utf8))
+        case .write(let session, let sequence, let owner, let time, let write):
             writer.u8(3); writer.u64(session); writer.u64(sequence); writer.u64(time)
             switch write {
             case .put(let key, let value):
@@ -78,6 +95,7 @@ public enum KVCommand: Equatable, Sendable {
             case .compareAndSwap(let key, let expected, let new):
                 writer.u8(3); writer.blob(key); writer.optionalBlob(expected); writer.optionalBlob(new)
             }
+            writer.blob(Array(owner.utf8))
         case .memberEndpoints(let addresses):
             writer.u8(4)
             addresses.write(into: &writer)
@@ -87,14 +105,24 @@ public enum KVCommand: Equatable, Sendable {
 
     public init?(encoded bytes: [UInt8]) {
         var reader = BinaryReader(bytes)
-        guard reader.u8() == Self.version, let kind = reader.u8() else { return nil }
+        guard let version = reader.u8(), version == 1 || version == Self.version, let kind = reader.u8() else { return nil }
+        func owner() -> String? {
+            guard version >= 2 else { return "" }
+            return reader.blob(limit: Self.maxOwnerBytes).map { String(decoding: $0, as: UTF8.self) }
+        }
         switch kind {
         case 1:
             guard let time = reader.u64() else { return nil }
-            self = .openSession(proposedAtMillis: time)
+            var id: UInt64 = 0
+            if version >= 2 {
+                guard let drawn = reader.u64(), drawn < Self.sessionIDLimit else { return nil }
+                id = drawn
+            }
+            guard let owner = owner() else { return nil }
+            self = .openSession(id: id, owner: owner, proposedAtMillis: time)
         case 2:
-            guard let session = reader.u64(), let time = reader.u64() else { return nil }
-            self = .closeSession(session: session, proposedAtMillis: time)
+            guard let session = reader.u64(), let time = reader.u64(), let owner = owner() else { return nil }
+            self = .closeSession(session: session, owner: owner, proposedAtMillis: time)
         case 3:
             guard let session = reader.u64(), let sequence = reader.u64(), let time = reader.u64(),
                   let writeKind = reader.u8(), let key = reader.blob() else { return nil }
@@ -111,7 +139,8 @@ public enum KVCommand: Equatable, Sendable {
             default:
                 return nil
             }
-            self = .write(session: session, sequence: sequence, proposedAtMillis: time, write)
+            guard let owner = owner() else { return nil }
+            self = .write(session: session, sequence: sequence, owner: owner, proposedAtMillis: time, write)
         case 4:
             guard let addresses = MemberAddresses(reading: &reader) else { return nil }
             self = .memberEndpoints(addresses)
@@ -119,6 +148,18 @@ public enum KVCommand: Equatable, Sendable {
             return nil
         }
         guard reader.isAtEnd else { return nil }
+    }
+
+    /// The version 1 encoding, for tests of old log entries.
+    var encodedAsVersion1: [UInt8]? {
+        var writer = BinaryWriter()
+        writer.u8(1)
+        switch self {
+        case .openSession(0, "", let time): writer.u8(1); writer.u64(time)
+        case .closeSession(let session, "", let time): writer.u8(2); writer.u64(session); writer.u64(time)
+        default: return nil
+        }
+        return writer.bytes
     }
 }
 
@@ -181,4 +222,6 @@ public enum KVOutcome: Equatable, Sendable {
     case superseded(last: UInt64)
     /// The write breaks a limit; nothing was applied.
     case refused(String)
+    /// The session belongs to another identity: nothing was applied.
+    case notSessionOwner
 }

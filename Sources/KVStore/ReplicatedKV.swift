@@ -20,6 +20,8 @@ import Storage
 public final class ReplicatedKV: @unchecked Sendable {
     public struct Options: Sendable {
         public var maxSessions = 100_000
+        /// Sessions one client identity may hold (the rest of the table stays for others).
+        public var maxSessionsPerOwner = 1024
         /// Log time after which an idle session expires. Default 10 minutes.
         public var sessionIdleTimeoutMillis: UInt64 = 10 * 60 * 1000
 
@@ -47,7 +49,8 @@ public final class ReplicatedKV: @unchecked Sendable {
         self.engine = engine
         self.logger = logger
         position = try Self.loadPosition(engine)
-        sessions = SessionTable(capacity: options.maxSessions, idleTimeoutMillis: options.sessionIdleTimeoutMillis)
+        sessions = SessionTable(capacity: options.maxSessions, idleTimeoutMillis: options.sessionIdleTimeoutMillis,
+                                capacityPerOwner: options.maxSessionsPerOwner)
         try loadSessions()
     }
 
@@ -131,31 +134,37 @@ public final class ReplicatedKV: @unchecked Sendable {
             return .refused("entry \(entry.index) is not a KV command")
         }
         switch command {
-        case .openSession(let time):
+        case .openSession(let drawn, let owner, let time):
             pending.advanceClock(time)
+            let id = drawn == 0 ? entry.index : drawn
+            guard sessions[id] == nil else { return .refused("session id \(id) is in use; open another") }
+            // The owner's own oldest sessions make room first, so one client cannot push out the others'.
+            for replaced in sessions.overQuota(owner) { remove(session: replaced, from: &pending) }
             for expired in sessions.evict(now: pending.position.logClockMillis, room: 1) {
                 pending.batch.delete(.stateMachine, key: StateKeys.session(expired))
             }
-            let session = SessionTable.Session(lastSequence: 0, lastOutcome: nil, activeAtIndex: entry.index,
+            let session = SessionTable.Session(owner: owner, lastSequence: 0, lastOutcome: nil, activeAtIndex: entry.index,
                                                activeAtMillis: pending.position.logClockMillis)
-            store(session, id: entry.index, into: &pending)
-            return .sessionOpened(entry.index)
-        case .closeSession(let id, let time):
+            store(session, id: id, into: &pending)
+            return .sessionOpened(id)
+        case .closeSession(let id, let owner, let time):
             pending.advanceClock(time)
             expireIdle(&pending)
-            guard sessions[id] != nil else { return .unknownSession }
-            sessions.remove(id)
-            pending.batch.delete(.stateMachine, key: StateKeys.session(id))
+            guard let session = sessions[id] else { return .unknownSession }
+            guard session.owner == owner else { return .notSessionOwner }
+            remove(session: id, from: &pending)
             return .sessionClosed
         case .memberEndpoints(let addresses):
             pending.batch.put(.stateMachine, key: StateKeys.member(addresses.id), value: addresses.encoded)
             return .memberRecorded
-        case .write(let id, let sequence, let time, let write):
+        case .write(let id, let sequence, let owner, let time, let write):
             pending.advanceClock(time)
             expireIdle(&pending)
             // Session 0: a write without a session, applied each time it is committed.
             if id == KVCommand.noSession { return try perform(write, into: &pending) }
             guard var session = sessions[id] else { return .unknownSession }
+            // Checked before the sequence: another identity must not even learn the session's number.
+            guard session.owner == owner else { return .notSessionOwner }
             if sequence == session.lastSequence, let outcome = session.lastOutcome { return outcome }
             guard sequence > session.lastSequence else { return .superseded(last: session.lastSequence) }
             let outcome = try perform(write, into: &pending)
@@ -166,6 +175,11 @@ public final class ReplicatedKV: @unchecked Sendable {
             store(session, id: id, into: &pending)
             return outcome
         }
+    }
+
+    private func remove(session id: UInt64, from pending: inout PendingApply) {
+        sessions.remove(id)
+        pending.batch.delete(.stateMachine, key: StateKeys.session(id))
     }
 
     private func expireIdle(_ pending: inout PendingApply) {
@@ -233,7 +247,8 @@ public final class ReplicatedKV: @unchecked Sendable {
     /// Reloads position and sessions from disk (after a restore), and clears a write failure.
     func reload() throws {
         position = try Self.loadPosition(engine)
-        sessions = SessionTable(capacity: sessions.capacity, idleTimeoutMillis: sessions.idleTimeoutMillis)
+        sessions = SessionTable(capacity: sessions.capacity, idleTimeoutMillis: sessions.idleTimeoutMillis,
+                                capacityPerOwner: sessions.capacityPerOwner)
         try loadSessions()
         failure = nil
     }
@@ -300,20 +315,27 @@ enum StateKeys {
     static func member(_ id: UInt64) -> [UInt8] { memberPrefix + KeyEncoding.bigEndian(id) }
 }
 
-/// Session records: last sequence, activity index and time, then the last outcome.
+/// Session records: a format byte, last sequence, activity index and time, the owner, then the
+/// last outcome. Records written before owners existed (no format byte, no owner) still decode,
+/// with owner "".
 enum SessionCoding {
+    /// No version-1 record starts with it (its first byte is the high byte of a sequence number).
+    static let format: UInt8 = 0xC5
+
     static func encode(_ session: SessionTable.Session) -> [UInt8] {
         var writer = BinaryWriter()
+        writer.u8(format)
         writer.u64(session.lastSequence)
         writer.u64(session.activeAtIndex)
         writer.u64(session.activeAtMillis)
+        writer.blob(Array(session.owner.utf8))
         switch session.lastOutcome {
         case nil: writer.u8(0)
         case .put?: writer.u8(1)
         case .deleted(let existed)?: writer.u8(existed ? 3 : 2)
         case .compareAndSwap(let swapped)?: writer.u8(swapped ? 5 : 4)
         case .refused(let why)?: writer.u8(6); writer.blob(Array(why.utf8))
-        case .sessionOpened?, .sessionClosed?, .unknownSession?, .superseded?, .memberRecorded?:
+        case .sessionOpened?, .sessionClosed?, .unknownSession?, .superseded?, .memberRecorded?, .notSessionOwner?:
             preconditionFailure("not a write outcome")
         }
         return writer.bytes
@@ -321,7 +343,15 @@ enum SessionCoding {
 
     static func decode(_ bytes: [UInt8]) -> SessionTable.Session? {
         var reader = BinaryReader(bytes)
-        guard let sequence = reader.u64(), let index = reader.u64(), let time = reader.u64(), let code = reader.u8() else { return nil }
+        let current = bytes.first == format
+        if current { _ = reader.u8() }
+        guard let sequence = reader.u64(), let index = reader.u64(), let time = reader.u64() else { return nil }
+        var owner = ""
+        if current {
+            guard let text = reader.blob(limit: KVCommand.maxOwnerBytes) else { return nil }
+            owner = String(decoding: text, as: UTF8.self)
+        }
+        guard let code = reader.u8() else { return nil }
         let outcome: KVOutcome?
         switch code {
         case 0: outcome = nil
@@ -334,6 +364,6 @@ enum SessionCoding {
         default: return nil
         }
         guard reader.isAtEnd else { return nil }
-        return SessionTable.Session(lastSequence: sequence, lastOutcome: outcome, activeAtIndex: index, activeAtMillis: time)
+        return SessionTable.Session(owner: owner, lastSequence: sequence, lastOutcome: outcome, activeAtIndex: index, activeAtMillis: time)
     }
 }

@@ -9,6 +9,8 @@ import HeapModule
 /// log has carried), so every member keeps exactly the same table.
 struct SessionTable {
     struct Session: Equatable {
+        /// The identity that opened it ("" for sessions opened by version-1 entries).
+        var owner: String = ""
         var lastSequence: UInt64
         var lastOutcome: KVOutcome?
         /// Log index of the session's last command (its recency).
@@ -19,7 +21,11 @@ struct SessionTable {
 
     let capacity: Int
     let idleTimeoutMillis: UInt64
+    /// Sessions one owner may hold; opening one more closes that owner's least recently active.
+    let capacityPerOwner: Int
     private(set) var sessions: [UInt64: Session] = [:]
+    /// Session ids by owner, for the per-owner bound.
+    private var byOwner: [String: Set<UInt64>] = [:]
     /// (activeAtIndex, session) for every touch; entries whose index is no longer the
     /// session's are stale and skipped. Rebuilt when it grows past twice the table.
     private var recency = Heap<Recency>()
@@ -30,10 +36,22 @@ struct SessionTable {
         static func < (a: Recency, b: Recency) -> Bool { (a.index, a.id) < (b.index, b.id) }
     }
 
-    init(capacity: Int, idleTimeoutMillis: UInt64) {
+    init(capacity: Int, idleTimeoutMillis: UInt64, capacityPerOwner: Int? = nil) {
         precondition(capacity > 0 && idleTimeoutMillis > 0)
         self.capacity = capacity
         self.idleTimeoutMillis = idleTimeoutMillis
+        self.capacityPerOwner = max(1, min(capacityPerOwner ?? capacity, capacity))
+    }
+
+    /// How many sessions `owner` holds.
+    func count(of owner: String) -> Int { byOwner[owner]?.count ?? 0 }
+
+    /// The sessions `owner` must give up before it opens one more: its least recently active
+    /// beyond the per-owner bound (the same choice on every member).
+    func overQuota(_ owner: String) -> [UInt64] {
+        guard let ids = byOwner[owner], ids.count >= capacityPerOwner else { return [] }
+        let excess = ids.count - capacityPerOwner + 1
+        return ids.sorted { (sessions[$0]!.activeAtIndex, $0) < (sessions[$1]!.activeAtIndex, $1) }.prefix(excess).map { $0 }
     }
 
     var count: Int { sessions.count }
@@ -42,13 +60,21 @@ struct SessionTable {
 
     /// Adds or updates a session (also when loading the table from disk).
     mutating func record(_ id: UInt64, _ session: Session) {
+        if let previous = sessions[id], previous.owner != session.owner { byOwner[previous.owner]?.remove(id) }
         sessions[id] = session
+        byOwner[session.owner, default: []].insert(id)
         recency.insert(Recency(index: session.activeAtIndex, id: id))
         if recency.count > 2 * max(sessions.count, 1024) { rebuildRecency() }
     }
 
     mutating func remove(_ id: UInt64) {
-        sessions[id] = nil
+        guard let removed = sessions.removeValue(forKey: id) else { return }
+        forgetOwner(of: id, removed.owner)
+    }
+
+    private mutating func forgetOwner(of id: UInt64, _ owner: String) {
+        byOwner[owner]?.remove(id)
+        if byOwner[owner]?.isEmpty == true { byOwner[owner] = nil }
     }
 
     /// Removes sessions idle beyond the timeout at log time `now`, and, if `room` is needed,
@@ -65,7 +91,7 @@ struct SessionTable {
             let idle = now > session.activeAtMillis && now - session.activeAtMillis > idleTimeoutMillis
             guard idle || sessions.count + room > capacity else { break }
             _ = recency.popMin()
-            sessions[id] = nil
+            remove(id)
             removed.append(id)
         }
         return removed

@@ -87,7 +87,7 @@ extension NodeConfig {
             "timing": .mapping(["tick_ms": .scalar, "election_ticks": .scalar, "heartbeat_ticks": .scalar,
                                 "request_timeout_ms": .scalar, "shutdown_handoff_ms": .scalar]),
             "limits": .mapping(["max_message_bytes": .scalar, "max_send_queue_bytes": .scalar,
-                                "snapshot_every_entries": .scalar, "max_sessions": .scalar]),
+                                "snapshot_every_entries": .scalar, "max_sessions": .scalar, "max_sessions_per_client": .scalar]),
             "health": .mapping(["check_interval_ms": .scalar, "disk_reserve_bytes": .scalar, "storage_quota_bytes": .scalar,
                                 "fsync_slow_ms": .scalar, "fsync_window_ms": .scalar, "max_apply_lag": .scalar,
                                 "stall_ms": .scalar, "verify_interval_hours": .scalar]),
@@ -217,6 +217,9 @@ extension NodeConfig {
         if maxSendQueueBytes < maxMessageBytes { problems.append("limits.max_send_queue_bytes must be at least limits.max_message_bytes") }
         if snapshotEveryEntries < 100 { problems.append("limits.snapshot_every_entries: at least 100") }
         if maxSessions < 1 { problems.append("limits.max_sessions: at least 1") }
+        if !(1...max(maxSessions, 1)).contains(maxSessionsPerClient) {
+            problems.append("limits.max_sessions_per_client: \(maxSessionsPerClient) must be 1 to limits.max_sessions (\(maxSessions))")
+        }
         if tlsReloadIntervalSeconds < 1 { problems.append("tls.reload_interval_seconds: at least 1") }
         if !(16...60_000).contains(maxConnectionsPerListener) { problems.append("connections.max_per_listener: \(maxConnectionsPerListener) is outside 16–60000") }
         if !(1...maxConnectionsPerListener).contains(maxConnectionsPerAddress) {

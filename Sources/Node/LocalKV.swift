@@ -5,6 +5,7 @@ import GRPCNIOTransportHTTP2Posix
 import KVStore
 import Logging
 import Raft
+import Transport
 import Storage
 
 /// How a member treats a call it cannot answer itself.
@@ -14,6 +15,28 @@ enum Routing: Sendable {
     /// A member's or front's call: answered at once, a write on a follower refused with the
     /// leader's id (the caller routes it), so that calls are never forwarded twice.
     case refuse
+}
+
+/// Who a KV call is made for: the identity that owns the sessions it opens and writes in.
+/// A member that passes a client's call on (a front, a follower forwarding to the leader)
+/// names the client in `crm-on-behalf-of`; only members are believed when they do.
+struct Caller: Sendable, Equatable {
+    let identity: PeerIdentity
+    var owner: String { identity.description }
+
+    static let onBehalfOfKey = "crm-on-behalf-of"
+
+    /// The metadata a member sends with a call it makes for this caller.
+    var forwarding: Metadata { [Self.onBehalfOfKey: .string(owner)] }
+
+    /// The caller of a call that arrived from `direct` with `metadata`.
+    static func of(_ direct: PeerIdentity, metadata: Metadata) -> Caller {
+        if case .member = direct, let named = metadata[stringValues: onBehalfOfKey].first(where: { _ in true }),
+           let identity = PeerIdentity(uri: named) {
+            return Caller(identity: identity)
+        }
+        return Caller(identity: direct)
+    }
 }
 
 /// Trailing metadata on refusals: `crm-refused` marks a request that certainly did not take
@@ -140,22 +163,23 @@ struct LocalKV: Sendable {
 
     // MARK: Writes
 
-    func put(_ request: Crm_V1_PutRequest, routing: Routing) async throws -> Crm_V1_PutResponse {
+    func put(_ request: Crm_V1_PutRequest, caller: Caller, routing: Routing) async throws -> Crm_V1_PutResponse {
         try checkServing(addsData: true)
         let write = KVWrite.put(key: Array(request.key), value: Array(request.value))
-        let outcome = try await submit(write, session: request.hasSession ? request.session : nil, routing: routing) { leader in
-            try await leader.put(request).header
+        let outcome = try await submit(write, session: request.hasSession ? request.session : nil, caller: caller, routing: routing) { leader in
+            try await leader.put(request, metadata: caller.forwarding).header
         }
         var response = Crm_V1_PutResponse()
         response.header = outcome.header
         return response
     }
 
-    func delete(_ request: Crm_V1_DeleteRequest, routing: Routing) async throws -> Crm_V1_DeleteResponse {
+    func delete(_ request: Crm_V1_DeleteRequest, caller: Caller, routing: Routing) async throws -> Crm_V1_DeleteResponse {
         try checkServing()
         var forwarded: Crm_V1_DeleteResponse?
-        let outcome = try await submit(.delete(key: Array(request.key)), session: request.hasSession ? request.session : nil, routing: routing) { leader in
-            let response = try await leader.delete(request)
+        let outcome = try await submit(.delete(key: Array(request.key)), session: request.hasSession ? request.session : nil, caller: caller,
+                                       routing: routing) { leader in
+            let response = try await leader.delete(request, metadata: caller.forwarding)
             forwarded = response
             return response.header
         }
@@ -166,13 +190,13 @@ struct LocalKV: Sendable {
         return response
     }
 
-    func compareAndSwap(_ request: Crm_V1_CompareAndSwapRequest, routing: Routing) async throws -> Crm_V1_CompareAndSwapResponse {
+    func compareAndSwap(_ request: Crm_V1_CompareAndSwapRequest, caller: Caller, routing: Routing) async throws -> Crm_V1_CompareAndSwapResponse {
         try checkServing(addsData: !request.deleteIfMatch)
         let write = KVWrite.compareAndSwap(key: Array(request.key), expected: request.expectAbsent ? nil : Array(request.expectedValue),
                                            new: request.deleteIfMatch ? nil : Array(request.newValue))
         var forwarded: Crm_V1_CompareAndSwapResponse?
-        let outcome = try await submit(write, session: request.hasSession ? request.session : nil, routing: routing) { leader in
-            let response = try await leader.compareAndSwap(request)
+        let outcome = try await submit(write, session: request.hasSession ? request.session : nil, caller: caller, routing: routing) { leader in
+            let response = try await leader.compareAndSwap(request, metadata: caller.forwarding)
             forwarded = response
             return response.header
         }
@@ -183,15 +207,22 @@ struct LocalKV: Sendable {
         return response
     }
 
-    func openSession(_ request: Crm_V1_OpenSessionRequest, routing: Routing) async throws -> Crm_V1_OpenSessionResponse {
+    func openSession(_ request: Crm_V1_OpenSessionRequest, caller: Caller, routing: Routing) async throws -> Crm_V1_OpenSessionResponse {
         try checkServing()
         var forwarded: Crm_V1_OpenSessionResponse?
-        let outcome = try await propose(.openSession(proposedAtMillis: nowMillis()), routing: routing) { leader in
-            let response = try await leader.openSession(request)
-            forwarded = response
-            return response.header
+        var outcome = Outcome(header: header(), outcome: nil)
+        // An id already taken (one chance in 2^53 per session) is refused; draw again.
+        for _ in 0..<3 {
+            let open = KVCommand.openSession(id: KVCommand.randomSessionID(), owner: caller.owner, proposedAtMillis: nowMillis())
+            outcome = try await propose(open, routing: routing) { leader in
+                let response = try await leader.openSession(request, metadata: caller.forwarding)
+                forwarded = response
+                return response.header
+            }
+            if let forwarded { return forwarded }
+            if case .refused? = outcome.outcome { continue }
+            break
         }
-        if let forwarded { return forwarded }
         var response = Crm_V1_OpenSessionResponse()
         response.header = outcome.header
         guard case .sessionOpened(let id)? = outcome.outcome else { throw RPCError(code: .internalError, message: "the session was not opened") }
@@ -199,13 +230,19 @@ struct LocalKV: Sendable {
         return response
     }
 
-    func closeSession(_ request: Crm_V1_CloseSessionRequest, routing: Routing) async throws -> Crm_V1_CloseSessionResponse {
+    func closeSession(_ request: Crm_V1_CloseSessionRequest, caller: Caller, routing: Routing) async throws -> Crm_V1_CloseSessionResponse {
         try checkServing()
-        let outcome = try await propose(.closeSession(session: request.sessionID, proposedAtMillis: nowMillis()), routing: routing) { leader in
-            try await leader.closeSession(request).header
+        let close = KVCommand.closeSession(session: request.sessionID, owner: caller.owner, proposedAtMillis: nowMillis())
+        let outcome = try await propose(close, routing: routing) { leader in
+            try await leader.closeSession(request, metadata: caller.forwarding).header
         }
-        if case .unknownSession? = outcome.outcome {
+        switch outcome.outcome {
+        case .unknownSession?:
             throw RPCError(code: .notFound, message: "session \(request.sessionID) does not exist (closed or expired)")
+        case .notSessionOwner?:
+            throw Self.notOwner(request.sessionID, caller)
+        default:
+            break
         }
         var response = Crm_V1_CloseSessionResponse()
         response.header = outcome.header
@@ -219,14 +256,14 @@ struct LocalKV: Sendable {
         var outcome: KVOutcome?
     }
 
-    private func submit(_ write: KVWrite, session: Crm_V1_WriteSession?, routing: Routing,
+    private func submit(_ write: KVWrite, session: Crm_V1_WriteSession?, caller: Caller, routing: Routing,
                         forward: (Crm_V1_KV.Client<HTTP2ClientTransport.Posix>) async throws -> Crm_V1_ResponseHeader) async throws -> Outcome {
         if let problem = write.problem { throw RPCError(code: .invalidArgument, message: problem) }
         if let session, session.sessionID != KVCommand.noSession, session.sequence == 0 {
             throw RPCError(code: .invalidArgument, message: "a session's writes are numbered from 1")
         }
         let command = KVCommand.write(session: session?.sessionID ?? KVCommand.noSession, sequence: session?.sequence ?? 0,
-                                      proposedAtMillis: nowMillis(), write)
+                                      owner: caller.owner, proposedAtMillis: nowMillis(), write)
         let result = try await propose(command, routing: routing, forward: forward)
         switch result.outcome {
         case .unknownSession?:
@@ -236,6 +273,8 @@ struct LocalKV: Sendable {
             throw RPCError(code: .failedPrecondition, message: "write \(session?.sequence ?? 0) is older than the session's last write \(last)")
         case .refused(let why)?:
             throw RPCError(code: .invalidArgument, message: why)
+        case .notSessionOwner?:
+            throw Self.notOwner(session?.sessionID ?? 0, caller)
         default:
             return result
         }
@@ -245,7 +284,7 @@ struct LocalKV: Sendable {
     /// client's call) or refuses it naming the leader (a member's call).
     private func propose(_ command: KVCommand, routing: Routing,
                          forward: (Crm_V1_KV.Client<HTTP2ClientTransport.Posix>) async throws -> Crm_V1_ResponseHeader) async throws -> Outcome {
-        if FaultHooks.shared.plantedBug == .ackBeforeCommit, case .write(_, _, _, .put) = command, engine.currentStatus.role == .leader {
+        if FaultHooks.shared.plantedBug == .ackBeforeCommit, case .write(_, _, _, _, .put) = command, engine.currentStatus.role == .leader {
             let engine = self.engine, encoded = command.encoded
             Task {
                 try? await Task.sleep(nanoseconds: 200_000_000)  // write-behind: proposed a little later
@@ -290,6 +329,10 @@ struct LocalKV: Sendable {
     }
 
     // MARK: Helpers
+
+    static func notOwner(_ session: UInt64, _ caller: Caller) -> RPCError {
+        RPCError(code: .permissionDenied, message: "session \(session) belongs to another client, not \(caller.owner); open a session of your own")
+    }
 
     private func checkServing(addsData: Bool = false) throws {
         let gate = gate()

@@ -79,12 +79,16 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         /// Compact the Raft log into a snapshot once this many entries are applied past the last.
         public var snapshotEveryEntries: Int?
         public var maxSessions: Int?
+        /// Sessions one client identity may hold; its oldest make room for its newest. Like
+        /// max_sessions, the same on every member (the state machine applies it).
+        public var maxSessionsPerClient: Int?
 
         enum CodingKeys: String, CodingKey {
             case maxMessageBytes = "max_message_bytes"
             case maxSendQueueBytes = "max_send_queue_bytes"
             case snapshotEveryEntries = "snapshot_every_entries"
             case maxSessions = "max_sessions"
+            case maxSessionsPerClient = "max_sessions_per_client"
         }
     }
 
@@ -230,6 +234,7 @@ public struct NodeConfig: Codable, Sendable, Equatable {
     public var maxSendQueueBytes: Int { limits?.maxSendQueueBytes ?? 64 << 20 }
     public var snapshotEveryEntries: Int { limits?.snapshotEveryEntries ?? 10_000 }
     public var maxSessions: Int { limits?.maxSessions ?? 100_000 }
+    public var maxSessionsPerClient: Int { limits?.maxSessionsPerClient ?? 1024 }
     public var tlsReloadIntervalSeconds: Int { tls.reloadIntervalSeconds ?? 30 }
     /// Deny by default: without `admins`, nobody may use the admin API.
     public var adminIdentities: Set<String> { Set(admins ?? []) }

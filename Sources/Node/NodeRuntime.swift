@@ -77,6 +77,7 @@ public final class NodeRuntime: @unchecked Sendable {
         }
         var kvOptions = ReplicatedKV.Options()
         kvOptions.maxSessions = config.maxSessions
+        kvOptions.maxSessionsPerOwner = config.maxSessionsPerClient
         let kv = try ReplicatedKV(engine: storage, options: kvOptions, logger: logger)
         if kv.appliedIndex < log.snapshotMetadata.index {
             // The state machine is behind the log's snapshot (a restore was cut short).

@@ -182,6 +182,9 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
             .write(session: 7, sequence: 10, proposedAtMillis: 45, .delete(key: bytes("k"))),
             .write(session: 7, sequence: 11, proposedAtMillis: 46, .compareAndSwap(key: bytes("k"), expected: nil, new: bytes("n"))),
             .write(session: 7, sequence: 12, proposedAtMillis: 47, .compareAndSwap(key: bytes("k"), expected: bytes("n"), new: nil)),
+            .openSession(id: 9_000_000_000, owner: "crm://client/app", proposedAtMillis: 48),
+            .closeSession(session: 9_000_000_000, owner: "crm://client/app", proposedAtMillis: 49),
+            .write(session: 9_000_000_000, sequence: 1, owner: "crm://member/2", proposedAtMillis: 50, .put(key: bytes("k"), value: bytes("v"))),
         ]
         for command in commands {
             #expect(KVCommand(encoded: command.encoded) == command)

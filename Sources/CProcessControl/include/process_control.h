@@ -12,8 +12,8 @@ long long crm_core_limit(void);
 int crm_set_not_dumpable(void);
 /* prctl(PR_GET_DUMPABLE): 0 or 1, or -1. */
 int crm_dumpable(void);
-/* prctl(PR_SET_PDEATHSIG, SIGKILL), then checks that the parent is still `expected_parent`
-   (if it already died, exits at once). For test harnesses that must never leak processes. */
+/* Exits the process (status 70) as soon as its parent is no longer `expected_parent`: a thread
+   checks four times a second. For test harnesses that must never leak processes. */
 int crm_exit_with_parent(int expected_parent);
 /* The calling thread's kernel id. */
 int crm_thread_id(void);

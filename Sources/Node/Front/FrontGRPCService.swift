@@ -11,7 +11,8 @@ struct FrontGRPCService: Crm_V1_KV.SimpleServiceProtocol {
     let memberState: @Sendable () -> Crm_V1_MemberStateResponse
     let metrics: FrontMetrics
 
-    private func admit(_ context: ServerContext) throws {
+    @discardableResult
+    private func admit(_ context: ServerContext) throws -> Caller {
         let identity = try authorization.requireClient(context)
         do {
             try limiter.require(identity)
@@ -19,6 +20,7 @@ struct FrontGRPCService: Crm_V1_KV.SimpleServiceProtocol {
             metrics.rateLimited()
             throw error
         }
+        return Caller(identity: identity)
     }
 
     func get(request: Crm_V1_GetRequest, context: ServerContext) async throws -> Crm_V1_GetResponse {
@@ -32,28 +34,28 @@ struct FrontGRPCService: Crm_V1_KV.SimpleServiceProtocol {
     }
 
     func put(request: Crm_V1_PutRequest, context: ServerContext) async throws -> Crm_V1_PutResponse {
-        try admit(context)
-        return try await front.put(request)
+        let caller = try admit(context)
+        return try await front.put(request, caller: caller)
     }
 
     func delete(request: Crm_V1_DeleteRequest, context: ServerContext) async throws -> Crm_V1_DeleteResponse {
-        try admit(context)
-        return try await front.delete(request)
+        let caller = try admit(context)
+        return try await front.delete(request, caller: caller)
     }
 
     func compareAndSwap(request: Crm_V1_CompareAndSwapRequest, context: ServerContext) async throws -> Crm_V1_CompareAndSwapResponse {
-        try admit(context)
-        return try await front.compareAndSwap(request)
+        let caller = try admit(context)
+        return try await front.compareAndSwap(request, caller: caller)
     }
 
     func openSession(request: Crm_V1_OpenSessionRequest, context: ServerContext) async throws -> Crm_V1_OpenSessionResponse {
-        try admit(context)
-        return try await front.openSession(request)
+        let caller = try admit(context)
+        return try await front.openSession(request, caller: caller)
     }
 
     func closeSession(request: Crm_V1_CloseSessionRequest, context: ServerContext) async throws -> Crm_V1_CloseSessionResponse {
-        try admit(context)
-        return try await front.closeSession(request)
+        let caller = try admit(context)
+        return try await front.closeSession(request, caller: caller)
     }
 
     /// This node's own member's state (the front itself has no role).

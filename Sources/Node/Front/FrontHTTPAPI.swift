@@ -27,22 +27,23 @@ struct FrontHTTPAPI: Sendable {
             reply.retryAfterSeconds = max(1, (verdict.retryAfterMilliseconds + 999) / 1000)
             return reply
         }
+        let caller = Caller(identity: identity)
         do {
             switch (method, path) {
             case ("GET", "/v1/cluster"): return try Self.ok(clusterView())
             case ("POST", "/v1/kv/get"): return try Self.ok(try await get(try Self.decode(FrontJSON.GetRequest.self, body)))
             case ("POST", "/v1/kv/range"): return try Self.ok(try await range(try Self.decode(FrontJSON.RangeRequest.self, body)))
-            case ("POST", "/v1/kv/put"): return try Self.ok(try await put(try Self.decode(FrontJSON.PutRequest.self, body)))
-            case ("POST", "/v1/kv/delete"): return try Self.ok(try await delete(try Self.decode(FrontJSON.DeleteRequest.self, body)))
-            case ("POST", "/v1/kv/cas"): return try Self.ok(try await compareAndSwap(try Self.decode(FrontJSON.CompareAndSwapRequest.self, body)))
+            case ("POST", "/v1/kv/put"): return try Self.ok(try await put(try Self.decode(FrontJSON.PutRequest.self, body), caller))
+            case ("POST", "/v1/kv/delete"): return try Self.ok(try await delete(try Self.decode(FrontJSON.DeleteRequest.self, body), caller))
+            case ("POST", "/v1/kv/cas"): return try Self.ok(try await compareAndSwap(try Self.decode(FrontJSON.CompareAndSwapRequest.self, body), caller))
             case ("POST", "/v1/session/open"):
-                let response = try await front.openSession(Crm_V1_OpenSessionRequest())
+                let response = try await front.openSession(Crm_V1_OpenSessionRequest(), caller: caller)
                 return try Self.ok(FrontJSON.OpenSessionResponse(header: .init(response.header), sessionID: response.sessionID))
             case ("POST", "/v1/session/close"):
                 let decoded = try Self.decode(FrontJSON.CloseSessionRequest.self, body)
                 var request = Crm_V1_CloseSessionRequest()
                 request.sessionID = decoded.sessionID
-                return try Self.ok(FrontJSON.WriteResponse(header: .init(try await front.closeSession(request).header)))
+                return try Self.ok(FrontJSON.WriteResponse(header: .init(try await front.closeSession(request, caller: caller).header)))
             case (_, "/v1/cluster"), (_, "/v1/kv/get"), (_, "/v1/kv/range"), (_, "/v1/kv/put"), (_, "/v1/kv/delete"), (_, "/v1/kv/cas"),
                  (_, "/v1/session/open"), (_, "/v1/session/close"):
                 return Self.error(RPCError(code: .invalidArgument, message: "\(method) is not allowed on \(path); use \(path == "/v1/cluster" ? "GET" : "POST")"), status: 405)
@@ -75,23 +76,23 @@ struct FrontHTTPAPI: Sendable {
                                        more: response.more)
     }
 
-    private func put(_ body: FrontJSON.PutRequest) async throws -> FrontJSON.WriteResponse {
+    private func put(_ body: FrontJSON.PutRequest, _ caller: Caller) async throws -> FrontJSON.WriteResponse {
         var request = Crm_V1_PutRequest()
         request.key = body.key
         request.value = body.value
         if let session = FrontJSON.writeSession(body.session) { request.session = session }
-        return FrontJSON.WriteResponse(header: .init(try await front.put(request).header))
+        return FrontJSON.WriteResponse(header: .init(try await front.put(request, caller: caller).header))
     }
 
-    private func delete(_ body: FrontJSON.DeleteRequest) async throws -> FrontJSON.WriteResponse {
+    private func delete(_ body: FrontJSON.DeleteRequest, _ caller: Caller) async throws -> FrontJSON.WriteResponse {
         var request = Crm_V1_DeleteRequest()
         request.key = body.key
         if let session = FrontJSON.writeSession(body.session) { request.session = session }
-        let response = try await front.delete(request)
+        let response = try await front.delete(request, caller: caller)
         return FrontJSON.WriteResponse(header: .init(response.header), existed: response.existed)
     }
 
-    private func compareAndSwap(_ body: FrontJSON.CompareAndSwapRequest) async throws -> FrontJSON.WriteResponse {
+    private func compareAndSwap(_ body: FrontJSON.CompareAndSwapRequest, _ caller: Caller) async throws -> FrontJSON.WriteResponse {
         var request = Crm_V1_CompareAndSwapRequest()
         request.key = body.key
         request.expectAbsent = body.expectAbsent ?? false
@@ -105,7 +106,7 @@ struct FrontHTTPAPI: Sendable {
             throw RPCError(code: .invalidArgument, message: "give \"value\" (base64), or \"delete\": true")
         }
         if let session = FrontJSON.writeSession(body.session) { request.session = session }
-        let response = try await front.compareAndSwap(request)
+        let response = try await front.compareAndSwap(request, caller: caller)
         return FrontJSON.WriteResponse(header: .init(response.header), swapped: response.swapped)
     }
 

@@ -1,17 +1,21 @@
 import CRMProto
 import GRPCCore
 import Logging
+import Transport
 
 /// The cluster's KV API as the front offers it: each call routed by `FrontRouter`, writes
 /// without a session given one of the front's own (see `SessionPool`).
 final class FrontKV: Sendable {
     let router: FrontRouter
     let sessions: SessionPool
+    /// The front's own identity (its member's): the owner of the pool's sessions.
+    let own: Caller
     private let logger: Logger
 
     init(router: FrontRouter, sessions: SessionPool, logger: Logger) {
         self.router = router
         self.sessions = sessions
+        own = Caller(identity: .member(router.selfID))
         self.logger = logger
     }
 
@@ -32,63 +36,65 @@ final class FrontKV: Sendable {
                                               header: { $0.header }), operation: "range")
     }
 
-    func put(_ request: Crm_V1_PutRequest) async throws -> Crm_V1_PutResponse {
-        try await sessioned(request, has: request.hasSession, tag: { $0.session = $1 }, operation: "put") { request, retryable in
+    func put(_ request: Crm_V1_PutRequest, caller: Caller) async throws -> Crm_V1_PutResponse {
+        try await sessioned(request, has: request.hasSession, caller: caller, tag: { $0.session = $1 }, operation: "put") { request, retryable, caller in
             FrontCall(kind: .write, retryable: retryable,
-                      local: { try await $0.put(request, routing: .refuse) },
-                      remote: { try await $0.put(request, options: $1) },
+                      local: { try await $0.put(request, caller: caller, routing: .refuse) },
+                      remote: { try await $0.put(request, metadata: caller.forwarding, options: $1) },
                       header: { $0.header })
         }
     }
 
-    func delete(_ request: Crm_V1_DeleteRequest) async throws -> Crm_V1_DeleteResponse {
-        try await sessioned(request, has: request.hasSession, tag: { $0.session = $1 }, operation: "delete") { request, retryable in
+    func delete(_ request: Crm_V1_DeleteRequest, caller: Caller) async throws -> Crm_V1_DeleteResponse {
+        try await sessioned(request, has: request.hasSession, caller: caller, tag: { $0.session = $1 }, operation: "delete") { request, retryable, caller in
             FrontCall(kind: .write, retryable: retryable,
-                      local: { try await $0.delete(request, routing: .refuse) },
-                      remote: { try await $0.delete(request, options: $1) },
+                      local: { try await $0.delete(request, caller: caller, routing: .refuse) },
+                      remote: { try await $0.delete(request, metadata: caller.forwarding, options: $1) },
                       header: { $0.header })
         }
     }
 
-    func compareAndSwap(_ request: Crm_V1_CompareAndSwapRequest) async throws -> Crm_V1_CompareAndSwapResponse {
-        try await sessioned(request, has: request.hasSession, tag: { $0.session = $1 }, operation: "cas") { request, retryable in
+    func compareAndSwap(_ request: Crm_V1_CompareAndSwapRequest, caller: Caller) async throws -> Crm_V1_CompareAndSwapResponse {
+        try await sessioned(request, has: request.hasSession, caller: caller, tag: { $0.session = $1 }, operation: "cas") { request, retryable, caller in
             FrontCall(kind: .write, retryable: retryable,
-                      local: { try await $0.compareAndSwap(request, routing: .refuse) },
-                      remote: { try await $0.compareAndSwap(request, options: $1) },
+                      local: { try await $0.compareAndSwap(request, caller: caller, routing: .refuse) },
+                      remote: { try await $0.compareAndSwap(request, metadata: caller.forwarding, options: $1) },
                       header: { $0.header })
         }
     }
 
     /// Opening is sent again only when refused (a retried open could leave an unused session,
     /// which expires on its own).
-    func openSession(_ request: Crm_V1_OpenSessionRequest) async throws -> Crm_V1_OpenSessionResponse {
+    func openSession(_ request: Crm_V1_OpenSessionRequest, caller: Caller) async throws -> Crm_V1_OpenSessionResponse {
         try await router.run(FrontCall(kind: .write, retryable: false,
-                                       local: { try await $0.openSession(request, routing: .refuse) },
-                                       remote: { try await $0.openSession(request, options: $1) },
+                                       local: { try await $0.openSession(request, caller: caller, routing: .refuse) },
+                                       remote: { try await $0.openSession(request, metadata: caller.forwarding, options: $1) },
                                        header: { $0.header }), operation: "open_session")
     }
 
-    func closeSession(_ request: Crm_V1_CloseSessionRequest) async throws -> Crm_V1_CloseSessionResponse {
+    func closeSession(_ request: Crm_V1_CloseSessionRequest, caller: Caller) async throws -> Crm_V1_CloseSessionResponse {
         try await router.run(FrontCall(kind: .write, retryable: false,
-                                       local: { try await $0.closeSession(request, routing: .refuse) },
-                                       remote: { try await $0.closeSession(request, options: $1) },
+                                       local: { try await $0.closeSession(request, caller: caller, routing: .refuse) },
+                                       remote: { try await $0.closeSession(request, metadata: caller.forwarding, options: $1) },
                                        header: { $0.header }), operation: "close_session")
     }
 
-    /// Runs a write: as given when the client numbered it in its own session; otherwise in one
-    /// of the front's sessions, so that it can be retried safely. A session the cluster forgot
-    /// (it expired) means the write was not applied: it is sent again in a fresh session.
+    /// Runs a write: as given when the client numbered it in its own session (the client's);
+    /// otherwise in one of the front's sessions (the front's own), so that it can be retried
+    /// safely. A session the cluster forgot (it expired) means the write was not applied: it is
+    /// sent again in a fresh session.
     private func sessioned<Request: Sendable, Response: Sendable>(
-        _ request: Request, has session: Bool, tag: (inout Request, Crm_V1_WriteSession) -> Void, operation: String,
-        call: (Request, Bool) -> FrontCall<Response>
+        _ request: Request, has session: Bool, caller: Caller, tag: (inout Request, Crm_V1_WriteSession) -> Void, operation: String,
+        call: (Request, Bool, Caller) -> FrontCall<Response>
     ) async throws -> Response {
-        if session { return try await router.run(call(request, true), operation: operation) }
+        if session { return try await router.run(call(request, true, caller), operation: operation) }
+        let own = self.own
         for _ in 0..<2 {
-            guard let lease = await sessions.acquire(open: { try await self.openSession(Crm_V1_OpenSessionRequest()).sessionID }) else { break }
+            guard let lease = await sessions.acquire(open: { try await self.openSession(Crm_V1_OpenSessionRequest(), caller: own).sessionID }) else { break }
             var tagged = request
             tag(&tagged, lease.writeSession)
             do {
-                let response = try await router.run(call(tagged, true), operation: operation)
+                let response = try await router.run(call(tagged, true, own), operation: operation)
                 sessions.release(lease)
                 return response
             } catch let error as RPCError where error.code == .failedPrecondition && error.metadata[stringValues: "crm-unknown-session"].contains(where: { _ in true }) {
@@ -100,7 +106,7 @@ final class FrontKV: Sendable {
             }
         }
         // No session to be had: sent once more only if refused.
-        return try await router.run(call(request, false), operation: operation)
+        return try await router.run(call(request, false, caller), operation: operation)
     }
 
     /// Closes the front's sessions (at shutdown), best effort.
@@ -108,7 +114,7 @@ final class FrontKV: Sendable {
         for id in sessions.drain() {
             var request = Crm_V1_CloseSessionRequest()
             request.sessionID = id
-            _ = try? await closeSession(request)
+            _ = try? await closeSession(request, caller: own)
         }
     }
 }
