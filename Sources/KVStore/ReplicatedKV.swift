@@ -43,6 +43,8 @@ public final class ReplicatedKV: @unchecked Sendable {
     /// Set when a write failed: the in-memory sessions may be ahead of the disk, so every
     /// later apply throws until the state machine is reopened (which reloads from disk).
     private var failure: (any Error)?
+    /// Applies come from one thread (the node's Raft loop): checked in debug builds.
+    public let applyThread = ThreadConfinement()
 
     /// Opens the state machine on `engine`, loading its position and sessions.
     public init(engine: StorageEngine, options: Options = Options(), logger: Logger = Logger(label: "crm.kv")) throws {
@@ -86,6 +88,7 @@ public final class ReplicatedKV: @unchecked Sendable {
     /// Applies committed entries, in order, in one atomic write. Entries at or below the applied
     /// index (replayed after a restart) are skipped. Returns the outcome of each command.
     public func apply(_ entries: [Entry]) throws -> [Applied] {
+        assert(applyThread.isOwner, "the state machine is applied from more than one thread")
         if let failure { throw failure }
         var pending = PendingApply(position: position)
         var results: [Applied] = []

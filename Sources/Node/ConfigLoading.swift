@@ -90,7 +90,7 @@ extension NodeConfig {
                                 "snapshot_every_entries": .scalar, "max_sessions": .scalar, "max_sessions_per_client": .scalar]),
             "health": .mapping(["check_interval_ms": .scalar, "disk_reserve_bytes": .scalar, "storage_quota_bytes": .scalar,
                                 "fsync_slow_ms": .scalar, "fsync_window_ms": .scalar, "max_apply_lag": .scalar,
-                                "stall_ms": .scalar, "verify_interval_hours": .scalar]),
+                                "stall_ms": .scalar, "verify_interval_hours": .scalar, "allow_non_loopback": .scalar]),
             "failover": .mapping(["hand_off_on_disk_failure": .scalar, "dead_after_seconds": .scalar, "auto_replace": .scalar,
                                   "spares": .list(endpoints), "min_voters": .scalar]),
             "front": .mapping(["grpc": .scalar, "http": .scalar, "requests_per_second": .scalar, "burst": .scalar,
@@ -190,6 +190,10 @@ extension NodeConfig {
         }
         for (name, endpoint) in [("peer", advertise?.peer), ("client", advertise?.client), ("admin", advertise?.admin)] {
             if let endpoint, endpoint.isWildcard { problems.append("advertise.\(name): \(endpoint) cannot be dialled; give this host's address") }
+        }
+        let loopback = listen.health.host == "localhost" || listen.health.host == "::1" || listen.health.host.hasPrefix("127.")
+        if !loopback && health?.allowNonLoopback != true {
+            problems.append("listen.health: \(listen.health) is not a loopback address; the health listener is plain HTTP without authentication, so bind it to 127.0.0.1, or set health.allow_non_loopback: true and keep it on a monitoring network")
         }
         if advertise?.peer == nil && listen.peer.isWildcard {
             problems.append("listen.peer binds to \(listen.peer); set advertise.peer to the address other members use")

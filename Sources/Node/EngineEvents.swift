@@ -31,9 +31,10 @@ final class ProposalWaiter: @unchecked Sendable {
     private var continuation: CheckedContinuation<ProposalResult, any Error>?
     let deadline: UInt64
     let startedAt = DispatchTime.now().uptimeNanoseconds
-    /// The term the proposal was appended in: an entry of another term at its index means it
-    /// was replaced.
+    /// The term and index the proposal was appended at: an entry of another term at its index
+    /// means it was replaced.
     var term: UInt64 = 0
+    var index: UInt64 = 0
 
     init(continuation: CheckedContinuation<ProposalResult, any Error>, deadline: UInt64) {
         self.continuation = continuation

@@ -108,6 +108,9 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         public var stallMilliseconds: Int?
         /// A full integrity check of the store at start and then this often (0: at start only).
         public var verifyIntervalHours: Int?
+        /// The health listener is plain HTTP without authentication: it binds to loopback unless
+        /// this is true (then put it on a monitoring network only).
+        public var allowNonLoopback: Bool?
 
         enum CodingKeys: String, CodingKey {
             case checkIntervalMilliseconds = "check_interval_ms"
@@ -118,6 +121,7 @@ public struct NodeConfig: Codable, Sendable, Equatable {
             case maxApplyLag = "max_apply_lag"
             case stallMilliseconds = "stall_ms"
             case verifyIntervalHours = "verify_interval_hours"
+            case allowNonLoopback = "allow_non_loopback"
         }
     }
 

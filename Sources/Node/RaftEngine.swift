@@ -53,6 +53,8 @@ public final class RaftEngine: @unchecked Sendable {
     let loopLateness = Mutex(TimedSamples(capacity: 256))
     private var thread: Thread?
     private let finished = DispatchSemaphore(value: 0)
+    /// Everything below "Loop-thread state" belongs to the loop thread: checked in debug builds.
+    private let loopThread = ThreadConfinement()
 
     // Loop-thread state.
     private var proposals: [UInt64: ProposalWaiter] = [:]
@@ -170,6 +172,8 @@ public final class RaftEngine: @unchecked Sendable {
     // MARK: - The loop
 
     private func run() {
+        loopThread.claim()
+        kv.applyThread.claim()
         let tickNanoseconds = UInt64(options.tickMilliseconds) * 1_000_000
         var nextTick = DispatchTime.now().uptimeNanoseconds + tickNanoseconds
         logger.info("raft loop started", metadata: ["term": "\(raft.term)", "commit": "\(raft.commitIndex)", "last_index": "\(raft.lastIndex)"])
@@ -208,6 +212,7 @@ public final class RaftEngine: @unchecked Sendable {
     }
 
     private func handle(_ event: EngineEvent) {
+        assert(loopThread.isOwner, "engine state touched off the loop thread")
         switch event {
         case .messages(let messages, let peer):
             let now = DispatchTime.now().uptimeNanoseconds
@@ -228,6 +233,7 @@ public final class RaftEngine: @unchecked Sendable {
                 let index = try raft.proposeChange(change)
                 changes[index] = waiter
                 waiter.term = raft.term
+                waiter.index = index
             } catch {
                 waiter.fail(Self.translate(error, leader: raft.leader))
             }
@@ -278,6 +284,8 @@ public final class RaftEngine: @unchecked Sendable {
             switch try raft.propose(data) {
             case .appended(let index, let term):
                 waiter.term = term
+                waiter.index = index
+                assert(proposals[index] == nil, "two proposals waiting at index \(index)")
                 proposals[index] = waiter
             case .forwarded:
                 waiter.fail(.notLeader(leaderHint: raft.leader))
@@ -309,6 +317,7 @@ public final class RaftEngine: @unchecked Sendable {
     }
 
     private func processReadies() throws {
+        assert(loopThread.isOwner, "engine state touched off the loop thread")
         var rounds = 0
         while raft.hasReady {
             rounds += 1
@@ -369,13 +378,19 @@ public final class RaftEngine: @unchecked Sendable {
             guard let readID = Self.readID(state.context), let batch = reads.removeValue(forKey: readID) else { continue }
             readsAwaitingApply += batch.waiters.map { (state.index, $0) }
         }
-        guard !ready.committedEntries.isEmpty else { return }
+        guard let first = ready.committedEntries.first else { return }
+        // Committed entries come in order, without a gap, right after what is applied (those at
+        // or below it are replays after a restart, which the state machine skips).
+        assert(first.index <= kv.appliedIndex + 1, "committed entry \(first.index) after applied \(kv.appliedIndex): a gap")
+        assert(zip(ready.committedEntries, ready.committedEntries.dropFirst()).allSatisfy { $0.index + 1 == $1.index },
+               "committed entries out of sequence")
         let started = DispatchTime.now().uptimeNanoseconds
         let outcomes = Dictionary(uniqueKeysWithValues: try kv.apply(ready.committedEntries).map { ($0.index, $0.outcome) })
         let now = DispatchTime.now().uptimeNanoseconds
         metrics.applyDuration.recordNanoseconds(Int64(now - started))
         for entry in ready.committedEntries {
             if let waiter = proposals.removeValue(forKey: entry.index) {
+                assert(waiter.index == entry.index, "the waiter at \(entry.index) was registered for \(waiter.index)")
                 if waiter.term == entry.term {
                     metrics.proposalDuration.recordNanoseconds(Int64(now - min(waiter.startedAt, now)))
                     waiter.succeed(ProposalResult(index: entry.index, outcome: outcomes[entry.index]))

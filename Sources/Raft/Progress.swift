@@ -31,6 +31,9 @@ struct Progress {
         self.isLearner = isLearner
     }
 
+    /// What the leader knows of a follower never contradicts where it sends next.
+    var isConsistent: Bool { match < next }
+
     var isPaused: Bool {
         switch state {
         case .probe: return probeSent
@@ -40,6 +43,7 @@ struct Progress {
     }
 
     mutating func becomeProbe() {
+        defer { assert(isConsistent, "progress invariant broken: match \(match), next \(next), state \(state)") }
         if state == .snapshot {
             next = max(match + 1, pendingSnapshot + 1)
         } else {
@@ -52,6 +56,7 @@ struct Progress {
     }
 
     mutating func becomeReplicate() {
+        defer { assert(isConsistent, "progress invariant broken: match \(match), next \(next), state \(state)") }
         state = .replicate
         next = match + 1
         probeSent = false
@@ -68,6 +73,7 @@ struct Progress {
 
     /// The follower has everything up to `index`; returns false if that is old news.
     mutating func maybeUpdate(_ index: UInt64) -> Bool {
+        defer { assert(isConsistent, "progress invariant broken: match \(match), next \(next), state \(state)") }
         var updated = false
         if match < index {
             match = index
@@ -81,21 +87,24 @@ struct Progress {
     /// The follower rejected an append at `rejected`; `hint` is the index to try next (from the
     /// follower's log). Returns false if the rejection is stale.
     mutating func maybeDecrease(rejected: UInt64, hint: UInt64) -> Bool {
+        defer { assert(isConsistent, "progress invariant broken: match \(match), next \(next), state \(state)") }
         if state == .replicate {
             // Only the rejection of the first entry after match is meaningful now.
             guard rejected > match else { return false }
             next = match + 1
             return true
         }
-        // Probe: only the answer to the probe that was sent (at next - 1) counts.
+        // Probe: only the answer to the probe that was sent (at next - 1) counts. Never below
+        // what the follower is known to have (a hint below `match` is stale or false).
         guard next - 1 == rejected else { return false }
-        next = max(min(rejected, hint + 1), 1)
+        next = max(min(rejected, hint + 1), match + 1)
         probeSent = false
         return true
     }
 
     /// An append carrying entries up to `last` was sent.
     mutating func sentEntries(last: UInt64, count: Int) {
+        defer { assert(isConsistent, "progress invariant broken: match \(match), next \(next), state \(state)") }
         switch state {
         case .replicate:
             if count > 0 {

@@ -105,6 +105,7 @@ public final class DurableLogStore: LogStore {
         cache.store(entries)
         if let newHardState { hardState = newHardState }
         assertConsistent()
+        assert(storedMatchesMemory(), "the raft log as read back from disk differs from what was saved")
     }
 
     /// Replaces the log up to `snapshot.metadata.index` (applied, and covered by the
@@ -227,6 +228,17 @@ public final class DurableLogStore: LogStore {
         return data
     }
 
+    /// The other side of the disk boundary (debug builds, after every save): the hard state,
+    /// the snapshot record and the last entry read back from RocksDB, bypassing the cache, are
+    /// what memory says was written. The same reads `open` makes, so save and open agree.
+    private func storedMatchesMemory() -> Bool {
+        guard let onDisk = try? Self.readHardState(engine), onDisk == hardState,
+              let snapshot = try? Self.readStoredSnapshot(engine), snapshot.metadata == stored.metadata else { return false }
+        guard lastIndex > stored.metadata.index else { return true }
+        guard let last = try? readEntries(from: lastIndex, to: lastIndex + 1, maxBytes: .max).first else { return false }
+        return last.term == terms.last && (try? engine.get(.raftLog, LogKeys.entry(lastIndex + 1))) == .some(nil)
+    }
+
     private func assertConsistent() {
         assert(terms.count == Int(lastIndex - stored.metadata.index))
         assert(hardState.commit <= lastIndex || hardState.commit <= stored.metadata.index)
@@ -265,6 +277,8 @@ public final class DurableLogStore: LogStore {
             recovery.entries = scan.terms.count
             let store = DurableLogStore(engine: engine, logger: logger, hardState: hardState, stored: stored,
                                         terms: scan.terms, cache: cache, recovery: recovery)
+            store.assertConsistent()
+            assert(store.storedMatchesMemory(), "the raft log opened differs from what is on disk")
             logger.info("raft log opened", metadata: [
                 "first_index": "\(store.firstIndex)", "last_index": "\(lastIndex)", "term": "\(hardState.term)",
                 "commit": "\(hardState.commit)", "snapshot_index": "\(stored.metadata.index)",

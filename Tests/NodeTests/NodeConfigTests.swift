@@ -116,6 +116,24 @@ let validConfig = """
     }
 }
 
+extension NodeConfigTests {
+    /// The health listener is plain HTTP: loopback unless the config says otherwise (F9).
+    @Test func aHealthListenerOffLoopbackMustBeAllowedExplicitly() throws {
+        let exposed = validConfig.replacingOccurrences(of: "127.0.0.1:7301", with: "0.0.0.0:7301")
+        #expect(try problems(exposed, checkFiles: false).contains { $0.hasPrefix("listen.health: 0.0.0.0:7301 is not a loopback address") })
+        #expect(try problems(exposed + "\nhealth:\n  allow_non_loopback: true\n", checkFiles: false).isEmpty)
+    }
+
+    /// Session and connection limits are checked like the others.
+    @Test func connectionAndSessionLimitsAreChecked() throws {
+        let yaml = validConfig + "\nlimits:\n  max_sessions: 10\n  max_sessions_per_client: 11\nconnections:\n  max_per_listener: 8\n  first_request_ms: 10\n"
+        let found = try problems(yaml, checkFiles: false)
+        #expect(found.contains { $0.hasPrefix("limits.max_sessions_per_client: 11 must be 1 to limits.max_sessions (10)") })
+        #expect(found.contains { $0.hasPrefix("connections.max_per_listener: 8 is outside") })
+        #expect(found.contains { $0.hasPrefix("connections.first_request_ms: 10 is outside") })
+    }
+}
+
 @Suite struct ExampleConfigTests {
     /// The example configs in cluster/examples parse and agree with themselves (their files are
     /// on other hosts, so only the files check is skipped).

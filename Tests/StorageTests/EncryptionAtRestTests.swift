@@ -54,6 +54,21 @@ import Testing
         #expect(try filesContainingMarker(store).contains { $0.hasSuffix(".sst") })
     }
 
+    /// Keys are stored in clear, as kv.proto and the README say (security review F10): a key
+    /// is found in the files, its value is not. Personal data belongs in values only.
+    @Test func keysAreStoredInClearAsDocumented() throws {
+        let store = try TestStore()
+        let engine = try store.open()
+        let keyMarker = bytes("k/secret-marker-KEY")
+        try engine.put(.stateMachine, keyMarker, Self.marker, durability: .synced)
+        try engine.flush()
+        let files = try store.dataFiles().filter { path in
+            [UInt8](FileManager.default.contents(atPath: path) ?? Data()).contains(subsequence: keyMarker)
+        }
+        #expect(files.contains { $0.hasSuffix(".sst") }, "the key is in clear in the table files")
+        #expect(try filesContainingMarker(store) == [], "its value is not")
+    }
+
     @Test func keyFileWithLoosePermissionsIsRefused() throws {
         let directory = TemporaryDirectory()
         let path = directory.file("master.key")
