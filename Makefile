@@ -5,7 +5,7 @@ SWIFT ?= swift
 SEEDS ?= 100000
 START ?= 0
 
-.PHONY: setup build release test up down sim soak chaos bench-storage clean
+.PHONY: setup build release test up down sim soak chaos planted fuzz bench-storage clean
 
 setup:
 	./cluster/install-deps.sh
@@ -47,6 +47,12 @@ chaos: setup
 	$(SWIFT) build --product crm-node
 	$(SWIFT) build --product crm-chaos
 	.build/debug/crm-chaos suite chaos/suite.yaml --runs $(RUNS)
+
+# The planted-bug drills RUNS times each: every run must fail (PASSED 0 in the table).
+planted: setup
+	$(SWIFT) build --product crm-node
+	$(SWIFT) build --product crm-chaos
+	.build/debug/crm-chaos suite chaos/planted/suite.yaml --runs $(RUNS) || true
 
 # The simulator in a release build: the CI-sized sweep, and the long soak.
 sim: setup

@@ -35,18 +35,18 @@ struct Drill {
         if cluster.owned { for id in cluster.ids { try cluster.start(id) } }
         guard await waitForLeader(cluster, seconds: 30) != 0 else { throw ChaosError("the cluster elected no leader in 30 s; see \(report)/node-*.log") }
         let start = Workload.now()
-        let injector = FaultInjector(cluster: cluster, start: start, progress: progress)
+        let history = HistoryLog()
+        let ledger = WorkloadLedger()
+        let namespace = cluster.owned ? "" : "chaos/\(CRMChaos.stamp())/"
+        let workload = Workload(clients: scenario.clients, namespace: namespace, keys: scenario.keys, fronts: cluster.fronts, tls: cluster.tls,
+                                history: history, ledger: ledger, timeout: .milliseconds(Int64((scenario.clientTimeoutSeconds ?? 6) * 1000)))
+        let injector = FaultInjector(cluster: cluster, start: start, pinning: workload.pinning, progress: progress)
         if scenario.plantedBug != nil {
             try await injector.confirmHooks(within: 10)
             progress("planted bug \(scenario.plantedBug!) switched on in every member")
         }
         progress("cluster of \(cluster.ids.count) up\(cluster.proxies != nil ? " (proxies between members)" : ""); running \(scenario.name) for \(scenario.durationSeconds) s with \(scenario.clients) clients")
 
-        let history = HistoryLog()
-        let ledger = WorkloadLedger()
-        let namespace = cluster.owned ? "" : "chaos/\(CRMChaos.stamp())/"
-        let workload = Workload(clients: scenario.clients, namespace: namespace, keys: scenario.keys, fronts: cluster.fronts, tls: cluster.tls,
-                                history: history, ledger: ledger, timeout: .milliseconds(Int64((scenario.clientTimeoutSeconds ?? 6) * 1000)))
         let end = start + UInt64(scenario.durationSeconds * 1e9)
         async let load: Void = workload.run(until: end)
         // Faults end a little before the workload does, so that recovery is measured under load.

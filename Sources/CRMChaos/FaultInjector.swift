@@ -32,9 +32,13 @@ final class FaultInjector: @unchecked Sendable {
     private var damaged: [UInt64] = []
     private var hookChecked: Set<UInt64> = []
 
-    init(cluster: DrillCluster, start: UInt64, progress: @escaping (String) -> Void) {
+    /// Where pinned clients go (set by partitions with `pin_clients`).
+    let pinning: Workload.Pinning?
+
+    init(cluster: DrillCluster, start: UInt64, pinning: Workload.Pinning? = nil, progress: @escaping (String) -> Void) {
         self.cluster = cluster
         self.start = start
+        self.pinning = pinning
         self.progress = progress
     }
 
@@ -204,9 +208,15 @@ final class FaultInjector: @unchecked Sendable {
         proxies.update { faults in
             for (from, to) in cut { faults.set(LinkCondition(blocked: true), from: from, to: to) }
         }
+        if let count = fault.pinClients, let pinning, let front = cluster.ids.firstIndex(of: target) {
+            pinning.pin(front: front, clients: count)
+            detail += "; \(count) clients pinned to \(target)'s front"
+        }
         note("partition \(fault.shape!.rawValue)", [target], detail, disruptive: true)
+        let pinning = fault.pinClients == nil ? nil : self.pinning
         undoLater(fault, "partition healed", [target]) {
             proxies.update { faults in for (from, to) in cut { faults.set(.clear, from: from, to: to) } }
+            pinning?.release()
         }
     }
 

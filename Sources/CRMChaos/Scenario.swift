@@ -69,6 +69,10 @@ struct Scenario: Codable, Sendable {
         var lossPercent: Double?
         var offsetSeconds: Double?
         var file: DamagedFile?
+        /// For a partition: this many clients use only the target's front while it lasts (the
+        /// rest avoid it), so that every run reads through the cut-off side. A planted
+        /// stale-read bug is then caught in every run instead of when clients happen to go there.
+        var pinClients: Int?
 
         enum CodingKeys: String, CodingKey {
             case kind, target, count, shape, file
@@ -78,6 +82,7 @@ struct Scenario: Codable, Sendable {
             case jitterMilliseconds = "jitter_ms"
             case lossPercent = "loss_percent"
             case offsetSeconds = "offset_s"
+            case pinClients = "pin_clients"
         }
 
         /// Faults that need the proxies between members.
@@ -103,6 +108,7 @@ struct Scenario: Codable, Sendable {
             if kind == .slowFsync && !(1...10_000).contains(delayMilliseconds ?? 0) { problems.append("\(name): delay_ms must be 1 to 10000") }
             if kind == .clockJump && (offsetSeconds ?? 0) == 0 { problems.append("\(name) needs a non-zero offset_s") }
             if kind == .damage && file == nil { problems.append("\(name) needs a file: state, log or wal") }
+            if let pin = pinClients, kind != .partition || pin < 1 { problems.append("\(name): pin_clients is for partitions, at least 1") }
             return problems
         }
     }
@@ -162,6 +168,7 @@ struct Scenario: Codable, Sendable {
         if !(0.1...120).contains(recoveryBoundSeconds) { problems.append("recovery_bound_s must be 0.1 to 120") }
         for (index, fault) in faults.enumerated() {
             problems += fault.problems(at: index, nodes: nodes, duration: durationSeconds)
+            if let pin = fault.pinClients, pin >= clients { problems.append("fault \(index + 1): pin_clients must leave at least one of the \(clients) clients free") }
         }
         if let plantedBug, !["stale_reads", "ack_before_commit"].contains(plantedBug) {
             problems.append("planted_bug must be stale_reads or ack_before_commit")

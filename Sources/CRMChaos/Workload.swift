@@ -68,6 +68,15 @@ final class WorkloadLedger: Sendable {
 /// recorded as they are known: `ok`, `fail` (certainly not applied), `info` (unknown: after it,
 /// the client continues under a new process number).
 struct Workload: Sendable {
+    /// Which clients go where while a fault pins some of them to one front (see
+    /// `Scenario.Fault.pinClients`): the first `count` use only front `index`, the rest avoid it.
+    final class Pinning: Sendable {
+        private let state = Mutex<(index: Int, count: Int)?>(nil)
+        func pin(front index: Int, clients count: Int) { state.withLock { $0 = (index, count) } }
+        func release() { state.withLock { $0 = nil } }
+        var current: (index: Int, count: Int)? { state.withLock { $0 } }
+    }
+
     let clients: Int
     /// Put before every key, so that a drill on an existing cluster starts from keys nobody wrote.
     let namespace: String
@@ -78,30 +87,52 @@ struct Workload: Sendable {
     let ledger: WorkloadLedger
     /// How long one operation may take before the client gives up on it.
     var timeout: Duration = .seconds(6)
+    let pinning = Pinning()
 
     var counterKey: String { namespace + "counter" }
     var uniquePrefix: String { namespace + "u/" }
 
     static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
+    /// One client's ways to the cluster: its usual rotation of fronts, one front alone (when
+    /// pinned there), and the rotation without one front (when others are pinned there).
+    struct Routes: Sendable {
+        let usual: FrontPool
+        let only: [FrontPool]
+        let avoiding: [FrontPool]
+
+        func pool(for client: Int, _ pinning: (index: Int, count: Int)?) -> FrontPool {
+            guard let pinning else { return usual }
+            return client < pinning.count ? only[pinning.index] : avoiding[pinning.index]
+        }
+
+        func close() async {
+            for pool in [usual] + only + avoiding { await pool.close() }
+        }
+    }
+
     func run(until end: UInt64) async throws {
-        let pools = try (0..<clients).map { client in
-            try FrontPool(Array(fronts[(client % fronts.count)...] + fronts[..<(client % fronts.count)]), tls: tls)
+        let routes = try (0..<clients).map { client in
+            let rotation = Array(fronts[(client % fronts.count)...] + fronts[..<(client % fronts.count)])
+            return Routes(usual: try FrontPool(rotation, tls: tls),
+                          only: try fronts.map { try FrontPool([$0], tls: tls) },
+                          avoiding: try fronts.map { excluded in try FrontPool(rotation.filter { $0 != excluded }, tls: tls) })
         }
         await withTaskGroup(of: Void.self) { group in
             for client in 0..<clients {
-                group.addTask { await runClient(pools[client], until: end) }
+                group.addTask { await runClient(client, routes[client], until: end) }
             }
         }
-        for pool in pools { await pool.close() }
+        for route in routes { await route.close() }
     }
 
-    private func runClient(_ pool: FrontPool, until end: UInt64) async {
+    private func runClient(_ client: Int, _ routes: Routes, until end: UInt64) async {
         var process = history.newProcess()
         var sequence = 0
         var seen: [String: String?] = [:]
         var random = SystemRandomNumberGenerator()
         while Self.now() < end {
+            let pool = routes.pool(for: client, pinning.current)
             sequence += 1
             let key = namespace + "k\(Int(pow(Double.random(in: 0..<1, using: &random), 2) * Double(keys)))"
             let value = "v\(process)-\(sequence)"
