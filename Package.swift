@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "crm-node", targets: ["CRMNode"]),
         .executable(name: "crmctl", targets: ["CRMCtl"]),
         .executable(name: "crm-chaos", targets: ["CRMChaos"]),
+        .executable(name: "crm-fuzz", targets: ["CRMFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -183,6 +184,15 @@ let package = Package(
             ]
         ),
 
+        // The fuzzing harnesses: decoders and the consensus core against any bytes.
+        .target(
+            name: "FuzzHarness",
+            dependencies: ["Raft", "Wire", "Transport", "KVStore", "RaftStorage", "Storage", "Sealing", "Simulation", "Node", "CRMClient"]
+        ),
+
+        // crm-fuzz: libFuzzer binary (make fuzz) or seeds/replay/property tool.
+        .executableTarget(name: "CRMFuzz", dependencies: ["FuzzHarness"]),
+
         // crm-bench: closed-loop benchmarks.
         .executableTarget(
             name: "CRMBench",
@@ -221,6 +231,7 @@ let package = Package(
         .testTarget(name: "ChaosTests", dependencies: ["CRMChaos", "CRMTestSupport", .product(name: "NIOCore", package: "swift-nio"),
                                                        .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft", "Storage", "Sealing"]),
+        .testTarget(name: "FuzzTests", dependencies: ["FuzzHarness"], exclude: ["Regressions"]),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "Storage", "Sealing"]),
     ]
 )

@@ -124,6 +124,7 @@ extension Simulation {
             return
         }
         log("deliver \(describe(message))")
+        messageTap?(message)
         // Members here are honest: one refused message means the core's own traffic breaks the
         // rules it enforces on peers.
         if case .refused(let reason) = (raft.step(message)) {

@@ -67,6 +67,7 @@ public final class Simulation {
     /// Cut off the next member to become leader before its first messages leave.
     var isolateNextLeader = false
     private let trace: ((String) -> Void)?
+    let messageTap: ((Message) -> Void)?
     private var result: SimulationResult
 
     enum Event {
@@ -91,10 +92,13 @@ public final class Simulation {
         }
     }
 
-    public init(options: SimulationOptions, trace: ((String) -> Void)? = nil) {
+    /// `messageTap` sees every message delivered to a member (the fuzzers' seed corpus is made
+    /// from this traffic).
+    public init(options: SimulationOptions, trace: ((String) -> Void)? = nil, messageTap: ((Message) -> Void)? = nil) {
         precondition(options.voters >= 1 && (options.clients ?? 1) >= 1 && (options.keys ?? 1) >= 1)
         self.options = options
         self.trace = trace
+        self.messageTap = messageTap
         random = SeededRandom(seed: options.seed)
         profile = FaultProfile(drawingFrom: &random)
         nextNodeID = NodeID(options.voters) + 1

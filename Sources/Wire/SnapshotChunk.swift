@@ -91,6 +91,11 @@ public struct SnapshotAssembly: Sendable {
         guard chunk.offset == UInt64(data.count) else {
             throw .malformed("snapshot chunk at offset \(chunk.offset), expected \(data.count)")
         }
+        // Checked here too, not only when a chunk is decoded: the assembly never holds more than
+        // it announced (found by the snapshot-assembly fuzzing harness).
+        guard UInt64(chunk.data.count) <= totalBytes - UInt64(data.count) else {
+            throw .malformed("snapshot chunk of \(chunk.data.count) bytes at offset \(chunk.offset) runs past the snapshot's \(totalBytes) bytes")
+        }
         data += chunk.data
     }
 }
