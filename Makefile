@@ -57,7 +57,8 @@ planted: setup
 # libFuzzer over every harness (crm-fuzz built with -sanitize=fuzzer,address in .build-fuzz):
 # each runs FUZZ_RUNS executions or FUZZ_SECONDS, whichever ends first, from a seed corpus of
 # real traffic and records; crashes land in .build-fuzz/crashes (copy them to
-# Tests/FuzzTests/Regressions/<harness>/ once fixed). make fuzz FUZZ_HARNESSES=raft-step runs one.
+# Tests/FuzzTests/Regressions/<harness>/ once fixed). make fuzz FUZZ_HARNESSES=raft-step runs one. The
+# Swift backtracer is off there: libFuzzer reports the trap and writes the input.
 FUZZ_RUNS ?= 10000000
 FUZZ_SECONDS ?= 3600
 FUZZ_HARNESSES ?= raft-step frame-stream wire-round-trip snapshot-assembly kv-records storage-records sealed identity front-json
@@ -68,7 +69,7 @@ fuzz: setup
 	mkdir -p .build-fuzz/crashes
 	for harness in $(FUZZ_HARNESSES); do \
 		mkdir -p .build-fuzz/corpus/$$harness && .build/debug/crm-fuzz seeds $$harness .build-fuzz/corpus/$$harness && \
-		CRM_FUZZ_HARNESS=$$harness .build-fuzz/release/crm-fuzz .build-fuzz/corpus/$$harness -dict=Tests/FuzzTests/raft.dict \
+		SWIFT_BACKTRACE=enable=no CRM_FUZZ_HARNESS=$$harness .build-fuzz/release/crm-fuzz .build-fuzz/corpus/$$harness -dict=Tests/FuzzTests/raft.dict \
 			-runs=$(FUZZ_RUNS) -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=5 \
 			-artifact_prefix=.build-fuzz/crashes/$$harness- -print_final_stats=1 2> .build-fuzz/$$harness.log; \
 		echo "$$harness: exit $$?; $$(grep -E '^(Done|stat::number_of_executed_units)' .build-fuzz/$$harness.log | tr '\n' ' ')"; \

@@ -31,11 +31,11 @@ public enum MessageMutator {
         case 5: message.kind = kinds[Int(random.next(below: UInt64(kinds.count)))]
         case 6:
             // Entries that do not follow each other, or repeat earlier indexes.
-            if message.entries.isEmpty { message.entries = [Entry(term: message.term, index: message.index + 1, data: [1])] }
+            if message.entries.isEmpty { message.entries = [Entry(term: message.term, index: message.index &+ 1, data: [1])] }
             message.entries.append(Entry(term: message.term, index: random.next(below: 4) == 0 ? boundary : message.index, data: [2]))
         case 7:
             let data: [UInt8] = random.next(below: 2) == 0 ? [] : ConfigurationChange.remove(1 + random.next(below: 3)).encoded
-            message.entries.append(Entry(term: message.term, index: message.index + 1, kind: .configurationChange, data: data))
+            message.entries.append(Entry(term: message.term, index: message.index &+ 1, kind: .configurationChange, data: data))
         case 8:
             message.snapshot = Snapshot(metadata: SnapshotMetadata(index: boundary, term: message.term, configuration: Configuration(voters: [1, 2, 3])),
                                         data: [])

@@ -50,5 +50,23 @@ extension RealProcessTests {
         #expect(await cluster.waitForLeader() == leader)
         await cluster.closeConnections()
     }
+
+    /// A client's bad request is the client's fault (security review F7): five ranges from a
+    /// 5,000-byte bound are each answered 400, and the front still routes reads to every member.
+    @Test func aBadRangeIsAnsweredFourHundredAndEjectsNoMember() async throws {
+        let cluster = try ProcessCluster()
+        try cluster.startAll()
+        let leader = try #require(await cluster.waitForLeader())
+        let front = try #require(cluster.ids.first { $0 != leader })
+        let bound = Data(repeating: 0x61, count: 5000).base64EncodedString()
+        for _ in 0..<5 {
+            let reply = try await cluster.frontHTTP(front, "POST", "/v1/kv/range", json: #"{"from": "\#(bound)"}"#)
+            #expect(reply.status == 400 && reply.text.contains("INVALID_ARGUMENT"), "\(reply.text)")
+        }
+        let view = try await cluster.frontHTTP(front, "GET", "/v1/cluster")
+        let members = (try JSONSerialization.jsonObject(with: view.body) as? [String: Any])?["members"] as? [[String: Any]] ?? []
+        #expect(members.count == 3 && members.allSatisfy { $0["readable"] as? Bool == true }, "\(view.text)")
+        await cluster.closeConnections()
+    }
 }
 }
