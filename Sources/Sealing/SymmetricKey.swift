@@ -9,15 +9,24 @@ public final class SymmetricKey: @unchecked Sendable {
 
     private let storage: UnsafeMutableRawBufferPointer
 
-    /// Copies exactly `byteCount` bytes of key material.
-    public init(copying bytes: UnsafeRawBufferPointer) {
-        precondition(bytes.count == Self.byteCount, "a symmetric key is \(Self.byteCount) bytes, got \(bytes.count)")
+    /// Secure storage for one key, filled in by the public initialisers.
+    private init(allocating: Void) {
         storage = SecureMemory.allocate(Self.byteCount)
+    }
+
+    /// Copies exactly `byteCount` bytes of key material.
+    public convenience init(copying bytes: UnsafeRawBufferPointer) {
+        precondition(bytes.count == Self.byteCount, "a symmetric key is \(Self.byteCount) bytes, got \(bytes.count)")
+        self.init(allocating: ())
         storage.copyMemory(from: bytes)
     }
 
+    /// Copies exactly `byteCount` bytes of key material. The bytes are copied inside the array's
+    /// `withUnsafeBytes`: a pointer taken out of it may point at freed memory.
     public convenience init(copying bytes: [UInt8]) {
-        self.init(copying: bytes.withUnsafeBytes { $0 })
+        precondition(bytes.count == Self.byteCount, "a symmetric key is \(Self.byteCount) bytes, got \(bytes.count)")
+        self.init(allocating: ())
+        bytes.withUnsafeBytes { storage.copyMemory(from: $0) }
     }
 
     /// A fresh key from OpenSSL's CSPRNG.
