@@ -71,7 +71,14 @@ final class InboundPeerHandler: ChannelInboundHandler, @unchecked Sendable {
             while let frame = try decoder.next() {
                 if let complete = try handle(frame, context: context) { batch += complete }
             }
-            if let peer, !batch.isEmpty { transport.deliver(batch, from: peer) }
+            if let peer, !batch.isEmpty {
+                // The close of a removed member's connection is asynchronous; what it sent
+                // meanwhile is not delivered.
+                guard transport.isMember(peer) else {
+                    throw PeerRefusal(description: "member \(peer) is not in this member's member list")
+                }
+                transport.deliver(batch, from: peer)
+            }
         } catch {
             refuse(context, "\(error)")
         }
