@@ -107,6 +107,12 @@ public struct BinaryReader: Sendable {
         return Array(input[position..<position + Int(length)])
     }
 
+    /// A blob holding UTF-8 text; nil when it is not valid UTF-8 (replacing the bad bytes would
+    /// decode to text that encodes to other bytes).
+    public mutating func text(limit: Int = .max) -> String? {
+        blob(limit: limit).flatMap { String(validating: $0, as: UTF8.self) }
+    }
+
     /// `.some(nil)` for an absent value, `.some(bytes)` for a present one, nil when malformed.
     public mutating func optionalBlob(limit: Int = .max) -> [UInt8]?? {
         switch u8() {

@@ -108,7 +108,7 @@ public enum KVCommand: Equatable, Sendable {
         guard let version = reader.u8(), version == 1 || version == Self.version, let kind = reader.u8() else { return nil }
         func owner() -> String? {
             guard version >= 2 else { return "" }
-            return reader.blob(limit: Self.maxOwnerBytes).map { String(decoding: $0, as: UTF8.self) }
+            return reader.text(limit: Self.maxOwnerBytes)
         }
         switch kind {
         case 1:
@@ -180,10 +180,9 @@ public struct MemberAddresses: Equatable, Sendable {
     static let maxAddressBytes = 256
 
     init?(reading reader: inout BinaryReader) {
-        guard let id = reader.u64(), id != 0, let peer = reader.blob(limit: Self.maxAddressBytes),
-              let client = reader.blob(limit: Self.maxAddressBytes), let admin = reader.blob(limit: Self.maxAddressBytes) else { return nil }
-        self.init(id: id, peer: String(decoding: peer, as: UTF8.self), client: String(decoding: client, as: UTF8.self),
-                  admin: String(decoding: admin, as: UTF8.self))
+        guard let id = reader.u64(), id != 0, let peer = reader.text(limit: Self.maxAddressBytes),
+              let client = reader.text(limit: Self.maxAddressBytes), let admin = reader.text(limit: Self.maxAddressBytes) else { return nil }
+        self.init(id: id, peer: peer, client: client, admin: admin)
     }
 
     func write(into writer: inout BinaryWriter) {

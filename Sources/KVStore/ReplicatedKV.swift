@@ -351,8 +351,8 @@ enum SessionCoding {
         guard let sequence = reader.u64(), let index = reader.u64(), let time = reader.u64() else { return nil }
         var owner = ""
         if current {
-            guard let text = reader.blob(limit: KVCommand.maxOwnerBytes) else { return nil }
-            owner = String(decoding: text, as: UTF8.self)
+            guard let text = reader.text(limit: KVCommand.maxOwnerBytes) else { return nil }
+            owner = text
         }
         guard let code = reader.u8() else { return nil }
         let outcome: KVOutcome?
@@ -362,8 +362,8 @@ enum SessionCoding {
         case 2, 3: outcome = .deleted(existed: code == 3)
         case 4, 5: outcome = .compareAndSwap(swapped: code == 5)
         case 6:
-            guard let why = reader.blob() else { return nil }
-            outcome = .refused(String(decoding: why, as: UTF8.self))
+            guard let why = reader.text() else { return nil }
+            outcome = .refused(why)
         default: return nil
         }
         guard reader.isAtEnd else { return nil }

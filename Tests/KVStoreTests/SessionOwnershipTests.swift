@@ -86,4 +86,28 @@ import Testing
         #expect(ids.allSatisfy { $0 != 0 && $0 < (1 << 53) })
         #expect(Set(ids).count == 1000)
     }
+
+    /// Owners, member addresses and stored refusals are UTF-8 text: bytes that are not valid
+    /// UTF-8 do not decode (before, they decoded with U+FFFD in place of the bad bytes, to a
+    /// command that encodes to other bytes; the fuzzer found it through member addresses).
+    @Test func textThatIsNotUTF8DoesNotDecode() {
+        let owner = KVCommand.closeSession(session: 7, owner: "crm://client/ab", proposedAtMillis: 1).encoded
+        var bad = owner
+        bad[bad.count - 1] = 0xC1
+        #expect(KVCommand(encoded: owner) != nil)
+        #expect(KVCommand(encoded: bad) == nil)
+
+        let addresses = KVCommand.memberEndpoints(MemberAddresses(id: 4, peer: "h:1", client: "h:2", admin: "h:3")).encoded
+        var badAddress = addresses
+        badAddress[badAddress.count - 1] = 0xFF
+        #expect(KVCommand(encoded: addresses) != nil)
+        #expect(KVCommand(encoded: badAddress) == nil)
+
+        let session = SessionTable.Session(owner: "crm://client/ab", lastSequence: 1, lastOutcome: .refused("no"),
+                                           activeAtIndex: 2, activeAtMillis: 3)
+        var badRefusal = SessionCoding.encode(session)
+        badRefusal[badRefusal.count - 1] = 0x80
+        #expect(SessionCoding.decode(SessionCoding.encode(session)) == session)
+        #expect(SessionCoding.decode(badRefusal) == nil)
+    }
 }
