@@ -29,19 +29,29 @@ public struct Endpoint: Codable, Hashable, Sendable, CustomStringConvertible {
             host = text[..<colon]
             port = text[text.index(after: colon)...]
         }
-        let nameCharacter: (UInt8) -> Bool = { byte in
-            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
-                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
-        }
-        let ipv6Character: (UInt8) -> Bool = { byte in
-            (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
-                || (UInt8(ascii: "A")...UInt8(ascii: "F")).contains(byte) || byte == UInt8(ascii: ":") || byte == UInt8(ascii: ".")
-        }
-        guard (1...253).contains(host.utf8.count), host.utf8.allSatisfy(bracketed ? ipv6Character : nameCharacter),
-              !bracketed || host.contains(":") else { return nil }
-        guard (1...5).contains(port.utf8.count), port.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
-              port == "0" || !port.hasPrefix("0"), let number = Int(port), (0...65535).contains(number) else { return nil }
+        guard (1...253).contains(host.utf8.count), !bracketed || host.contains(":"),
+              host.utf8.allSatisfy({ bracketed ? Self.isIPv6Character($0) : Self.isNameCharacter($0) }) else { return nil }
+        guard (1...5).contains(port.utf8.count), port.utf8.allSatisfy(Self.isDigit),
+              port == "0" || !port.hasPrefix("0"), let number = Int(port), number <= 65535 else { return nil }
         self.init(host: String(host), port: number)
+    }
+
+    private static func isDigit(_ byte: UInt8) -> Bool { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
+
+    private static func isNameCharacter(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "."), UInt8(ascii: "-"), UInt8(ascii: "_"): return true
+        default: return false
+        }
+    }
+
+    private static func isIPv6Character(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"), UInt8(ascii: "A")...UInt8(ascii: "F"),
+             UInt8(ascii: ":"), UInt8(ascii: "."): return true
+        default: return false
+        }
     }
 
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
