@@ -75,7 +75,7 @@ extension RealProcessTests {
         reply = try await cluster.frontHTTP(front, "GET", "/v1/cluster")
         let view = Self.json(reply.text)
         #expect(view["leader"] as? Int == Int(leader), "\(reply.text)")
-        #expect((view["members"] as? [[String: Any]])?.allSatisfy { $0["readable"] as? Bool == true } == true, "\(reply.text)")
+        #expect(await cluster.frontSeesEveryMemberReadable(front), "\(reply.text)")
         #expect(await eventually(seconds: 10) { await cluster.converged() })
         await cluster.closeConnections()
     }

@@ -321,6 +321,22 @@ final class ProcessCluster: @unchecked Sendable {
                                            tls: (files.ca, files.certificate, files.privateKey))
     }
 
+    /// Member views from front `id`'s `/v1/cluster` (empty when the reply is not that JSON).
+    func frontMembers(_ id: UInt64) async -> [[String: Any]] {
+        guard let view = try? await frontHTTP(id, "GET", "/v1/cluster"),
+              let object = try? JSONSerialization.jsonObject(with: view.body) as? [String: Any] else { return [] }
+        return object["members"] as? [[String: Any]] ?? []
+    }
+
+    /// Waits until front `id` has polled every member as readable: right after an election a
+    /// follower that has not yet heard the new leader is (correctly) shown "knows no leader".
+    func frontSeesEveryMemberReadable(_ id: UInt64, seconds: Double = 15) async -> Bool {
+        await eventually(seconds: seconds) {
+            let members = await frontMembers(id)
+            return members.count == ids.count && members.allSatisfy { $0["readable"] as? Bool == true }
+        }
+    }
+
     /// A gRPC connection to member `id`'s front.
     func frontConnection(_ id: UInt64, client: String = "app") throws -> MemberConnection {
         let key = "\(id)/front/\(client)"

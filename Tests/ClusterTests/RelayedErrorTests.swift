@@ -58,14 +58,16 @@ extension RealProcessTests {
         try cluster.startAll()
         let leader = try #require(await cluster.waitForLeader())
         let front = try #require(cluster.ids.first { $0 != leader })
+        #expect(await cluster.frontSeesEveryMemberReadable(front))
         let bound = Data(repeating: 0x61, count: 5000).base64EncodedString()
         for _ in 0..<5 {
             let reply = try await cluster.frontHTTP(front, "POST", "/v1/kv/range", json: #"{"from": "\#(bound)"}"#)
             #expect(reply.status == 400 && reply.text.contains("INVALID_ARGUMENT"), "\(reply.text)")
         }
-        let view = try await cluster.frontHTTP(front, "GET", "/v1/cluster")
-        let members = (try JSONSerialization.jsonObject(with: view.body) as? [String: Any])?["members"] as? [[String: Any]] ?? []
-        #expect(members.count == 3 && members.allSatisfy { $0["readable"] as? Bool == true }, "\(view.text)")
+        // The front polls every 200 ms (the default); three polls later every member must still be readable.
+        try await Task.sleep(nanoseconds: 600_000_000)
+        let members = await cluster.frontMembers(front)
+        #expect(members.count == 3 && members.allSatisfy { $0["readable"] as? Bool == true }, "\(members)")
         await cluster.closeConnections()
     }
 }
