@@ -75,6 +75,13 @@ let package = Package(
             ]
         ),
 
+        // The member loop: drives the consensus core, the durable log (a seam) and the state
+        // machine, and answers its callers; deterministic, so the simulator runs it as it ships.
+        .target(
+            name: "Engine",
+            dependencies: ["Raft", "KVStore", .product(name: "Logging", package: "swift-log")]
+        ),
+
         // The client and admin APIs: code generated from proto/ by cluster/generate-protos.sh
         // (committed; builds never run protoc).
         .target(
@@ -106,7 +113,7 @@ let package = Package(
         .target(
             name: "Node",
             dependencies: [
-                "Raft", "RaftStorage", "KVStore", "Storage", "Sealing", "Transport", "Wire", "CRMProto", "CRMClient", "CProcessControl",
+                "Raft", "RaftStorage", "KVStore", "Engine", "Storage", "Sealing", "Transport", "Wire", "CRMProto", "CRMClient", "CProcessControl",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -159,7 +166,11 @@ let package = Package(
         // The deterministic cluster simulator (used by crm-sim and the tests).
         .target(
             name: "Simulation",
-            dependencies: ["Raft", "BinaryCoding", .product(name: "HeapModule", package: "swift-collections")]
+            dependencies: [
+                "Raft", "Engine", "KVStore", "Storage", "BinaryCoding",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "HeapModule", package: "swift-collections"),
+            ]
         ),
 
         // crm-sim: runs seeds of the simulator, replays one with a trace, plants known bugs.
@@ -227,7 +238,7 @@ let package = Package(
             name: "ClusterTests",
             dependencies: ["CRMClient", "CRMProto", "Wire", "CRMTestSupport", .product(name: "GRPCCore", package: "grpc-swift-2")]
         ),
-        .testTarget(name: "NodeTests", dependencies: ["Node", "Raft", "CRMTestSupport", .product(name: "GRPCCore", package: "grpc-swift-2")]),
+        .testTarget(name: "NodeTests", dependencies: ["Node", "Engine", "Raft", "CRMTestSupport", .product(name: "GRPCCore", package: "grpc-swift-2")]),
         .testTarget(name: "ChaosTests", dependencies: ["CRMChaos", "CRMTestSupport", .product(name: "NIOCore", package: "swift-nio"),
                                                        .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft", "Storage", "Sealing"]),

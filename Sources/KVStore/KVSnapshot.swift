@@ -12,7 +12,7 @@ extension ReplicatedKV {
 
     /// Everything the state machine holds at its applied index, from one consistent view.
     public func snapshotData() throws -> (position: Position, data: [UInt8]) {
-        let view = try engine.makeView()
+        let view = try storage.makeStateView()
         defer { view.close() }
         let position = try Self.position(in: view)
         var writer = BinaryWriter(capacity: 1 << 16)
@@ -45,13 +45,13 @@ extension ReplicatedKV {
         }
         for record in records {
             if batch.count >= Self.maxOperationsPerBatch || batch.payloadBytes >= Self.maxBatchBytes {
-                try engine.write(batch, durability: .buffered)
+                try storage.write(batch, durability: .buffered)
                 batch = WriteBatch()
             }
             batch.put(.stateMachine, key: record.key, value: record.value)
         }
         batch.put(.metadata, key: StateKeys.position, value: Self.encode(restored))
-        try engine.write(batch, durability: .synced)
+        try storage.write(batch, durability: .synced)
         try reload()
         logger.info("kv state restored from a snapshot", metadata: ["index": "\(restored.index)", "records": "\(records.count)"])
     }
@@ -76,7 +76,7 @@ extension ReplicatedKV {
     /// SHA-256 (hex) of the applied index and every record, from one consistent view: members
     /// that hold the same state at the same index give the same digest.
     public func stateHash() throws -> (index: UInt64, hash: String) {
-        let view = try engine.makeView()
+        let view = try storage.makeStateView()
         defer { view.close() }
         let position = try Self.position(in: view)
         let hasher = SHA256Hasher()
@@ -92,7 +92,7 @@ extension ReplicatedKV {
         return (position.index, hasher.finish().map { String(format: "%02x", $0) }.joined())
     }
 
-    private func forEachRecord(in view: StorageView, _ body: ([UInt8], [UInt8]) throws -> Void) throws {
+    private func forEachRecord(in view: any StateStorageView, _ body: ([UInt8], [UInt8]) throws -> Void) throws {
         for prefix in StateKeys.allPrefixes {
             var range = KeyRange.prefix(prefix)
             while true {
@@ -104,7 +104,7 @@ extension ReplicatedKV {
         }
     }
 
-    private static func position(in view: StorageView) throws -> Position {
+    private static func position(in view: any StateStorageView) throws -> Position {
         guard let bytes = try view.get(.metadata, StateKeys.position) else { return Position(index: 0, term: 0, logClockMillis: 0) }
         return try decodePosition(bytes)
     }

@@ -36,7 +36,8 @@ public final class ReplicatedKV: @unchecked Sendable {
         public var logClockMillis: UInt64
     }
 
-    public let engine: StorageEngine
+    /// The sealed engine on a member; `MemoryStateStorage` in the simulator and unit tests.
+    public let storage: any StateStorage
     let logger: Logger
     public private(set) var position: Position
     private var sessions: SessionTable
@@ -46,11 +47,11 @@ public final class ReplicatedKV: @unchecked Sendable {
     /// Applies come from one thread (the node's Raft loop): checked in debug builds.
     public let applyThread = ThreadConfinement()
 
-    /// Opens the state machine on `engine`, loading its position and sessions.
-    public init(engine: StorageEngine, options: Options = Options(), logger: Logger = Logger(label: "crm.kv")) throws {
-        self.engine = engine
+    /// Opens the state machine on `storage`, loading its position and sessions.
+    public init(storage: any StateStorage, options: Options = Options(), logger: Logger = Logger(label: "crm.kv")) throws {
+        self.storage = storage
         self.logger = logger
-        position = try Self.loadPosition(engine)
+        position = try Self.loadPosition(storage)
         sessions = SessionTable(capacity: options.maxSessions, idleTimeoutMillis: options.sessionIdleTimeoutMillis,
                                 capacityPerOwner: options.maxSessionsPerOwner)
         try loadSessions()
@@ -63,7 +64,7 @@ public final class ReplicatedKV: @unchecked Sendable {
 
     /// The value at `key`, or nil. Linearizable once the caller has waited for the read index.
     public func get(_ key: [UInt8]) throws -> [UInt8]? {
-        try engine.get(.stateMachine, StateKeys.value(key))
+        try storage.get(.stateMachine, StateKeys.value(key))
     }
 
     /// Keys in [from, to) in order (to nil: to the end), at most `limit`; `more` says whether
@@ -72,7 +73,7 @@ public final class ReplicatedKV: @unchecked Sendable {
         precondition(limit >= 1 && limit <= KVLimits.maxRangeLimit, "range limit \(limit)")
         let upper = to.map(StateKeys.value) ?? KeyEncoding.prefixEnd(StateKeys.valuePrefix)
         guard upper.map({ StateKeys.value(from).lexicographicallyPrecedes($0) }) ?? true else { return ([], false) }
-        let page = try engine.scan(.stateMachine, KeyRange(from: StateKeys.value(from), to: upper), limit: limit)
+        let page = try storage.scan(.stateMachine, KeyRange(from: StateKeys.value(from), to: upper), limit: limit)
         let pairs = page.entries.map { (key: Array($0.key.dropFirst(StateKeys.valuePrefix.count)), value: $0.value) }
         return (pairs, page.resume != nil)
     }
@@ -111,7 +112,7 @@ public final class ReplicatedKV: @unchecked Sendable {
     public func syncApplied() throws {
         var batch = WriteBatch()
         batch.put(.metadata, key: StateKeys.position, value: Self.encode(position))
-        try engine.write(batch, durability: .synced)
+        try storage.write(batch, durability: .synced)
     }
 
     static let maxOperationsPerBatch = 50_000
@@ -121,7 +122,7 @@ public final class ReplicatedKV: @unchecked Sendable {
         guard pending.position != position else { return }
         pending.batch.put(.metadata, key: StateKeys.position, value: Self.encode(pending.position))
         do {
-            try engine.write(pending.batch, durability: .buffered)
+            try storage.write(pending.batch, durability: .buffered)
         } catch {
             failure = error
             logger.error("kv apply write failed; reopen to recover", metadata: ["index": "\(pending.position.index)", "error": "\(error)"])
@@ -204,11 +205,11 @@ public final class ReplicatedKV: @unchecked Sendable {
             pending.set(key, value)
             return .put
         case .delete:
-            let existed = try pending.read(key, engine) != nil
+            let existed = try pending.read(key, storage) != nil
             if existed { pending.set(key, nil) }
             return .deleted(existed: existed)
         case .compareAndSwap(_, let expected, let new):
-            guard try pending.read(key, engine) == expected else { return .compareAndSwap(swapped: false) }
+            guard try pending.read(key, storage) == expected else { return .compareAndSwap(swapped: false) }
             pending.set(key, new)
             return .compareAndSwap(swapped: true)
         }
@@ -219,7 +220,7 @@ public final class ReplicatedKV: @unchecked Sendable {
         var directory: [UInt64: MemberAddresses] = [:]
         var range = KeyRange.prefix(StateKeys.memberPrefix)
         while true {
-            let page = try engine.scan(.stateMachine, range, limit: 1024)
+            let page = try storage.scan(.stateMachine, range, limit: 1024)
             for item in page.entries {
                 guard let addresses = MemberAddresses(encoded: item.value) else {
                     throw StorageError.corruption(family: .stateMachine, key: item.key, message: "a member address record does not decode")
@@ -234,8 +235,8 @@ public final class ReplicatedKV: @unchecked Sendable {
 
     // MARK: - Loading
 
-    private static func loadPosition(_ engine: StorageEngine) throws -> Position {
-        guard let bytes = try engine.get(.metadata, StateKeys.position) else { return Position(index: 0, term: 0, logClockMillis: 0) }
+    private static func loadPosition(_ storage: any StateStorage) throws -> Position {
+        guard let bytes = try storage.get(.metadata, StateKeys.position) else { return Position(index: 0, term: 0, logClockMillis: 0) }
         return try decodePosition(bytes)
     }
 
@@ -249,7 +250,7 @@ public final class ReplicatedKV: @unchecked Sendable {
 
     /// Reloads position and sessions from disk (after a restore), and clears a write failure.
     func reload() throws {
-        position = try Self.loadPosition(engine)
+        position = try Self.loadPosition(storage)
         sessions = SessionTable(capacity: sessions.capacity, idleTimeoutMillis: sessions.idleTimeoutMillis,
                                 capacityPerOwner: sessions.capacityPerOwner)
         try loadSessions()
@@ -259,7 +260,7 @@ public final class ReplicatedKV: @unchecked Sendable {
     private func loadSessions() throws {
         var range = KeyRange.prefix(StateKeys.sessionPrefix)
         while true {
-            let page = try engine.scan(.stateMachine, range, limit: 4096)
+            let page = try storage.scan(.stateMachine, range, limit: 4096)
             for item in page.entries {
                 guard item.key.count == StateKeys.sessionPrefix.count + 8, let session = SessionCoding.decode(item.value) else {
                     throw StorageError.corruption(family: .stateMachine, key: item.key, message: "a session record does not decode")
@@ -298,9 +299,9 @@ private struct PendingApply {
         if let value { batch.put(.stateMachine, key: key, value: value) } else { batch.delete(.stateMachine, key: key) }
     }
 
-    func read(_ key: [UInt8], _ engine: StorageEngine) throws -> [UInt8]? {
+    func read(_ key: [UInt8], _ storage: any StateStorage) throws -> [UInt8]? {
         if let pending = overlay[key] { return pending }
-        return try engine.get(.stateMachine, key)
+        return try storage.get(.stateMachine, key)
     }
 }
 

@@ -1,3 +1,4 @@
+import Engine
 import CRMProto
 import Foundation
 import GRPCCore

@@ -1,4 +1,5 @@
 import DequeModule
+import Engine
 import Foundation
 import KVStore
 import Raft
@@ -10,7 +11,7 @@ enum EngineEvent {
     case propose([UInt8], ProposalWaiter)
     case read(ReadWaiter)
     case change(ConfigurationChange, ProposalWaiter)
-    case transfer(NodeID, ReadWaiter)
+    case transfer(NodeID, TransferWaiter)
     case snapshotReport(NodeID, Bool)
     case snapshotNow(CheckedContinuation<SnapshotMetadata, any Error>)
     case stop
@@ -19,58 +20,11 @@ enum EngineEvent {
     func fail(_ error: EngineError) {
         switch self {
         case .propose(_, let waiter), .change(_, let waiter): waiter.fail(error)
-        case .read(let waiter), .transfer(_, let waiter): waiter.fail(error)
+        case .read(let waiter): waiter.fail(error)
+        case .transfer(_, let waiter): waiter.fail(error)
         case .snapshotNow(let continuation): continuation.resume(throwing: error)
         case .messages, .snapshotReport, .stop: break
         }
-    }
-}
-
-/// A caller waiting for a proposal to be applied. Answered exactly once.
-final class ProposalWaiter: @unchecked Sendable {
-    private var continuation: CheckedContinuation<ProposalResult, any Error>?
-    let deadline: UInt64
-    let startedAt = DispatchTime.now().uptimeNanoseconds
-    /// The term and index the proposal was appended at: an entry of another term at its index
-    /// means it was replaced.
-    var term: UInt64 = 0
-    var index: UInt64 = 0
-
-    init(continuation: CheckedContinuation<ProposalResult, any Error>, deadline: UInt64) {
-        self.continuation = continuation
-        self.deadline = deadline
-    }
-
-    func succeed(_ result: ProposalResult) {
-        continuation?.resume(returning: result)
-        continuation = nil
-    }
-
-    func fail(_ error: EngineError) {
-        continuation?.resume(throwing: error)
-        continuation = nil
-    }
-}
-
-/// A caller waiting for a read point (or a transfer). Answered exactly once.
-final class ReadWaiter: @unchecked Sendable {
-    private var continuation: CheckedContinuation<Void, any Error>?
-    let deadline: UInt64
-    let startedAt = DispatchTime.now().uptimeNanoseconds
-
-    init(continuation: CheckedContinuation<Void, any Error>, deadline: UInt64) {
-        self.continuation = continuation
-        self.deadline = deadline
-    }
-
-    func succeed(_ value: Void) {
-        continuation?.resume()
-        continuation = nil
-    }
-
-    func fail(_ error: EngineError) {
-        continuation?.resume(throwing: error)
-        continuation = nil
     }
 }
 

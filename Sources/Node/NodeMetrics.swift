@@ -1,3 +1,4 @@
+import Engine
 import Prometheus
 import Raft
 import Synchronization

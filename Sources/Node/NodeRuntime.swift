@@ -1,3 +1,4 @@
+import Engine
 import CRMProto
 import Foundation
 import GRPCCore
@@ -78,11 +79,7 @@ public final class NodeRuntime: @unchecked Sendable {
         var kvOptions = ReplicatedKV.Options()
         kvOptions.maxSessions = config.maxSessions
         kvOptions.maxSessionsPerOwner = config.maxSessionsPerClient
-        let kv = try ReplicatedKV(engine: storage, options: kvOptions, logger: logger)
-        if kv.appliedIndex < log.snapshotMetadata.index {
-            // The state machine is behind the log's snapshot (a restore was cut short).
-            try kv.restore(from: log.snapshot().data, expectedIndex: log.snapshotMetadata.index)
-        }
+        let kv = try ReplicatedKV(storage: storage, options: kvOptions, logger: logger)
 
         let tls: ReloadingTLSContexts
         do {
@@ -105,15 +102,8 @@ public final class NodeRuntime: @unchecked Sendable {
             ($0.id, PeerAddress(host: $0.peer.host, port: $0.peer.port))
         }))
 
-        var options = RaftEngine.Options()
-        options.tickMilliseconds = config.tickMilliseconds
-        options.electionTicks = config.electionTicks
-        options.heartbeatTicks = config.heartbeatTicks
-        options.maxAppendBytes = min(config.maxMessageBytes / 2, 4 << 20)
-        options.snapshotEveryEntries = UInt64(config.snapshotEveryEntries)
-        options.requestTimeoutMilliseconds = config.requestTimeoutMilliseconds
-        let engine = RaftEngine(id: config.id, log: log, kv: kv, transport: transport, options: options, metrics: metrics,
-                                randomSeed: UInt64.random(in: 1...UInt64.max), logger: logger)
+        let engine = try RaftEngine(id: config.id, log: log, kv: kv, transport: transport, options: EngineOptions(config: config),
+                                    metrics: metrics, randomSeed: UInt64.random(in: 1...UInt64.max), logger: logger)
         transport.setDelegate(engine)
         self.engine = engine
         engine.onMembershipApplied = { [weak self] status in self?.refreshPeers(status) }

@@ -86,7 +86,7 @@ public enum RaftError: Error, Equatable, Sendable, CustomStringConvertible {
 }
 
 /// Bugs that the simulator must be able to find (see `crm-sim --plant-bug`). Each breaks one
-/// rule of the protocol on purpose.
+/// rule of the protocol, or of the loop that drives it, on purpose.
 @_spi(Simulation) public enum PlantedBug: String, CaseIterable, Sendable {
     /// The leader commits any index a quorum has, even one whose entry is of an older term
     /// (Raft paper, figure 8).
@@ -98,4 +98,13 @@ public enum RaftError: Error, Equatable, Sendable, CustomStringConvertible {
     case staleRead = "stale-read"
     /// Votes and acknowledgements leave before the disk write that they promise.
     case noPersistBeforeSend = "no-persist-before-send"
+
+    // Bugs in the member loop that drives the core (`Engine.MemberLoop`), not in the core.
+
+    /// A linearizable read is answered as soon as its read index is known, before this member
+    /// has applied up to it.
+    case readBeforeApplied = "read-before-applied"
+    /// A proposal's caller is answered by whatever entry commits at its index, even one of
+    /// another term that replaced it.
+    case waiterIgnoresTerm = "waiter-ignores-term"
 }

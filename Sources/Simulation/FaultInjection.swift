@@ -1,3 +1,4 @@
+import Engine
 import Raft
 
 /// The faults of a run: partitions of every shape, crashes that lose unsynced writes,
@@ -105,18 +106,19 @@ extension Simulation {
     }
 
     private func transferLeadership() throws {
-        guard let leader = currentLeader, let raft = leader.raft else { return }
-        let others = raft.configuration.voters.sorted().filter { $0 != leader.id }
+        guard let leader = currentLeader, let loop = leader.loop else { return }
+        let others = loop.raft.configuration.voters.sorted().filter { $0 != leader.id }
         guard !others.isEmpty else { return }
         let target = others[Int(random.next(below: UInt64(others.count)))]
-        do {
-            try raft.transferLeadership(to: target)
-            log("fault: leader \(leader.id) transfers leadership to \(target)")
-        } catch {
-            log("fault: transfer to \(target) refused: \(error)")
-        }
+        log("fault: leader \(leader.id) is asked to transfer leadership to \(target)")
+        loop.transferLeadership(to: target, TransferWaiter(startedAt: clock.nanoseconds, deadline: operatorDeadline) { [unowned self] result in
+            if case .failure(let error) = result { log("fault: transfer to \(target) did not happen: \(error)") }
+        })
         try drive(leader)
     }
+
+    /// Operators' requests (transfers, membership changes) wait this long on the loop.
+    private var operatorDeadline: UInt64 { clock.nanoseconds + 2_000_000_000 }
 
     /// One step of a membership cycle: add a fresh learner, promote it once caught up, then
     /// remove a voter (possibly the leader), so the cluster returns to its size with one
@@ -130,24 +132,25 @@ extension Simulation {
         } else if configuration.voters.count > options.voters {
             let voters = configuration.voters.sorted()
             change = .remove(voters[Int(random.next(below: UInt64(voters.count)))])
-        } else if let spare = spareNode() {
+        } else if let spare = try spareNode() {
             change = .addLearner(spare.id)
             proposedLearners.insert(spare.id)
         } else {
             return
         }
-        do {
-            let index = try raft.proposeChange(change)
-            log("fault: leader \(leader.id) proposes \(change) at \(index)")
-        } catch {
-            log("fault: \(change) refused: \(error)")
-        }
+        log("fault: leader \(leader.id) is asked to make \(change)")
+        leader.loop!.changeMembership(change, ProposalWaiter(startedAt: clock.nanoseconds, deadline: operatorDeadline) { [unowned self] result in
+            switch result {
+            case .success(let applied): log("\(change) applied at \(applied.index)")
+            case .failure(let error): log("\(change) did not happen: \(error)")
+            }
+        })
         try drive(leader)
     }
 
     /// A node that has never been a member, started with no configuration (so it never
     /// campaigns) and waiting to be added; created on demand, a few per run at most.
-    private func spareNode() -> SimulatedNode? {
+    private func spareNode() throws -> SimulatedNode? {
         for id in nodes.keys.sorted() where !proposedLearners.contains(id) && !nodes[id]!.retired {
             return nodes[id]
         }
@@ -155,7 +158,7 @@ extension Simulation {
         let node = SimulatedNode(id: nextNodeID, configuration: Configuration(voters: []))
         nextNodeID += 1
         nodes[node.id] = node
-        start(node)
+        try start(node)
         log("node \(node.id) starts as a spare")
         return node
     }
@@ -174,14 +177,14 @@ extension Simulation {
     }
 
     /// Faults stop: links heal, message loss stops, crashed members restart.
-    func healAll() {
+    func healAll() throws {
         healed = true
         network.cut = []
         isolateNextLeader = false
         // Armed crashes are disarmed; paused members resume when their pause ends.
         for id in nodes.keys.sorted() { nodes[id]!.crashPoint = nil }
         for id in nodes.keys.sorted() where !nodes[id]!.isUp && !nodes[id]!.retired {
-            start(nodes[id]!)
+            try start(nodes[id]!)
         }
         log("heal: faults stop, every member is up")
     }

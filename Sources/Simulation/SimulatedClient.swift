@@ -1,11 +1,16 @@
+import Engine
+import KVStore
 import Raft
 
-/// A client of the simulated store: one operation at a time, retried (with the same request
-/// id, so writes apply once) until it completes.
+/// A client of the simulated store, as a real one uses a member: it opens a session first, then
+/// runs one operation at a time, each write numbered in the session and retried with the same
+/// number (so it applies once) until it completes.
 struct SimulatedClient {
     let id: UInt64
     /// The node this client sends to next (its guess of the leader).
     var target: NodeID
+    /// Its session, once opened.
+    var session: UInt64?
     var sequence: UInt64 = 0
     /// The operation in progress, if any.
     var operation: KVOperation?
@@ -45,11 +50,12 @@ extension Simulation {
     private func send(client index: Int) {
         clients[index].attempt += 1
         let client = clients[index]
-        let request = ClientRequest(id: RequestID(client: client.id, sequence: client.sequence), client: index, operation: client.operation!)
+        let call: ClientRequest.Call = client.session.map { .operation(client.operation!, session: $0) } ?? .openSession
+        let request = ClientRequest(id: RequestID(client: client.id, sequence: client.sequence), client: index, call: call)
         // Reads are spread over the members, as the front does (a follower asks the leader for
         // a read index); writes go to the member the client believes leads.
         var destination = client.target
-        if case .get = request.operation, client.attempt == 1, random.next(below: 2) == 0 { destination = randomNode() }
+        if case .operation(.get, _) = call, client.attempt == 1, random.next(below: 2) == 0 { destination = randomNode() }
         if !(!healed && chance(perMille: profile.dropPerMille)) {
             queue.schedule(.request(destination, request), at: now + networkDelay())
         }
@@ -70,6 +76,7 @@ extension Simulation {
         guard let operation = client.operation, reply.request.sequence == client.sequence else { return }
         switch reply {
         case .result(_, let result):
+            guard client.session != nil else { return }
             history[client.historyIndex] = HistoryOperation(client: client.id, operation: operation,
                                                             invoked: history[client.historyIndex].invoked,
                                                             completed: now, result: result)
@@ -77,6 +84,14 @@ extension Simulation {
             client.operation = nil
             log("client \(client.id) #\(client.sequence) \(operation) → \(result)")
             queue.schedule(.clientStart(client: index), at: now + random.next(below: 10))
+        case .sessionOpened(_, let session):
+            guard client.session == nil else { return }
+            client.session = session
+            client.attempt = 0
+            log("client \(client.id) opened session \(session)")
+            clients[index] = client
+            send(client: index)
+            return
         case .notLeader(_, let hint):
             client.target = hint != 0 ? hint : randomNode()
             queue.schedule(.clientRetry(client: index, sequence: client.sequence, attempt: client.attempt, elsewhere: false), at: now + 5)
@@ -102,27 +117,103 @@ extension Simulation {
         return candidates[Int(random.next(below: UInt64(candidates.count)))]
     }
 
-    /// A node receives a client request: writes are proposed (or forwarded), reads ask for a
-    /// read index and wait until it is applied.
+    /// A node receives a client request and hands it to its loop, as a member's client API
+    /// does: writes and session openings are proposed, reads wait for a read index to be
+    /// applied. The answer goes back when the loop answers the waiter.
     func receive(_ request: ClientRequest, at id: NodeID) throws {
-        guard let node = nodes[id], let raft = node.raft else { return }
-        log("node \(id) receives \(request.operation) from \(request.id)")
-        do throws(RaftError) {
-            if case .get = request.operation {
-                let context = node.nextReadContext()
-                try raft.requestRead(context: context)
-                node.holdRead(SimulatedNode.PendingRead(context: context, request: request, index: nil,
-                                                        committedBefore: invariants.highestCommitted))
-            } else {
-                _ = try raft.propose(KVCommand(request: request.id, operation: request.operation).encoded)
-                node.waitingWrites[request.id] = request.client
+        guard let node = nodes[id], let loop = node.loop else { return }
+        let incarnation = node.incarnation
+        let started = clock.nanoseconds
+        let deadline = started + Self.memberRequestTimeoutMilliseconds * 1_000_000
+        func failed(_ error: EngineError) {
+            if case .notLeader(let hint) = error { reply(.notLeader(request.id, hint: hint), to: request.client, from: id) } else {
+                reply(.retryLater(request.id), to: request.client, from: id)
             }
-        } catch .notLeader(let hint) {
-            reply(.notLeader(request.id, hint: hint), to: request.client, from: id)
-        } catch {
-            reply(.retryLater(request.id), to: request.client, from: id)
+        }
+        switch request.call {
+        case .openSession:
+            log("node \(id) receives a session opening from client \(request.id.client)")
+            let command = KVCommand.openSession(id: 1 + random.next(below: KVCommand.sessionIDLimit - 1), owner: owner(request),
+                                                proposedAtMillis: now)
+            loop.propose(command.encoded, ProposalWaiter(startedAt: started, deadline: deadline) { [unowned self] result in
+                switch result {
+                case .success(let applied):
+                    if case .sessionOpened(let session)? = applied.outcome {
+                        reply(.sessionOpened(request.id, session), to: request.client, from: id)
+                    } else {
+                        reply(.retryLater(request.id), to: request.client, from: id)
+                    }
+                case .failure(let error): failed(error)
+                }
+            })
+        case .operation(.get(let key), _):
+            log("node \(id) receives get(\(key)) from \(request.id)")
+            let committedBefore = invariants.highestCommitted
+            loop.read(ReadWaiter(startedAt: started, deadline: deadline) { [unowned self] result in
+                switch result {
+                case .success(let index):
+                    do {
+                        try invariants.observeReadIndex(index, committedBefore: committedBefore, node: id, request: "\(request.id)")
+                        guard nodes[id]?.incarnation == incarnation, let kv = nodes[id]?.kv else { return }
+                        let value = try kv.get(Array(key.utf8)).map { String(decoding: $0, as: UTF8.self) }
+                        reply(.result(request.id, .value(value)), to: request.client, from: id)
+                    } catch {
+                        deferred = deferred ?? error
+                    }
+                case .failure(let error): failed(error)
+                }
+            })
+        case .operation(let operation, let session):
+            log("node \(id) receives \(operation) from \(request.id)")
+            let command = KVCommand.write(session: session, sequence: request.id.sequence, owner: owner(request), proposedAtMillis: now,
+                                          Self.write(operation))
+            loop.propose(command.encoded, ProposalWaiter(startedAt: started, deadline: deadline) { [unowned self] result in
+                switch result {
+                case .success(let applied):
+                    // A late copy of a write its client has moved on from: nobody waits for it.
+                    if case .superseded? = applied.outcome, clients[request.client].sequence > request.id.sequence { return }
+                    do {
+                        reply(.result(request.id, try Self.result(of: operation, applied.outcome, request: request.id)), to: request.client, from: id)
+                    } catch {
+                        deferred = deferred ?? error
+                    }
+                case .failure(let error): failed(error)
+                }
+            })
         }
         try drive(node)
+    }
+
+    /// How long a member lets a request wait (in ticks, as on a real member: 100).
+    static let memberRequestTimeoutMilliseconds: UInt64 = 1000
+
+    /// The client identity that owns its sessions (a certificate's name on a real member).
+    private func owner(_ request: ClientRequest) -> String { "crm://client/sim-\(request.id.client)" }
+
+    static func write(_ operation: KVOperation) -> KVWrite {
+        switch operation {
+        case .put(let key, let value): return .put(key: Array(key.utf8), value: Array(value.utf8))
+        case .delete(let key): return .delete(key: Array(key.utf8))
+        case .cas(let key, let expected, let new):
+            return .compareAndSwap(key: Array(key.utf8), expected: expected.map { Array($0.utf8) }, new: Array(new.utf8))
+        case .get: preconditionFailure("reads are not written to the log")
+        }
+    }
+
+    /// What a member's client API answers for an applied write (as `LocalKV` does: a put or a
+    /// delete succeeded, a compare-and-swap swapped only when the outcome says so). Outcomes an
+    /// honest client in its own session never causes fail the run.
+    static func result(of operation: KVOperation, _ outcome: KVOutcome?, request: RequestID) throws -> KVResult {
+        switch outcome {
+        case .unknownSession?, .notSessionOwner?, .superseded?, .refused?:
+            throw InvariantViolation(property: "session safety", detail: "\(request) \(operation) was answered \(outcome!)")
+        case .compareAndSwap(let swapped)?:
+            if case .cas = operation { return .swapped(swapped) }
+            return .done
+        default:
+            if case .cas = operation { return .swapped(false) }
+            return .done
+        }
     }
 
     func reply(_ reply: ClientReply, to client: Int, from node: NodeID) {

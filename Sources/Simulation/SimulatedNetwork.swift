@@ -103,7 +103,7 @@ extension Simulation {
         try invariants.observeSent(message)
         if !healed && chance(perMille: profile.dropPerMille) {
             log("drop \(describe(message))")
-            if message.kind == .snapshot { nodes[message.from]?.raft?.reportSnapshot(peer: message.to, delivered: false) }
+            if message.kind == .snapshot { nodes[message.from]?.loop?.snapshotReport(peer: message.to, delivered: false) }
             return
         }
         queue.schedule(.deliver(message), at: now + networkDelay())
@@ -114,11 +114,11 @@ extension Simulation {
     }
 
     func deliver(_ message: Message) throws {
-        guard let target = nodes[message.to], let raft = target.raft,
+        guard let target = nodes[message.to], let loop = target.loop,
               !network.isCut(from: message.from, to: message.to) else {
             log("lost \(describe(message))")
             if message.kind == .snapshot, let sender = nodes[message.from] {
-                sender.raft?.reportSnapshot(peer: message.to, delivered: false)
+                sender.loop?.snapshotReport(peer: message.to, delivered: false)
                 try drive(sender)
             }
             return
@@ -127,12 +127,12 @@ extension Simulation {
         messageTap?(message)
         // Members here are honest: one refused message means the core's own traffic breaks the
         // rules it enforces on peers.
-        if case .refused(let reason) = (raft.step(message)) {
+        if let reason = loop.receive([message], from: message.from) {
             throw InvariantViolation(property: "honest traffic accepted", detail: "\(describe(message)) refused: \(reason)")
         }
         try drive(target)
         if message.kind == .snapshot, let sender = nodes[message.from] {
-            sender.raft?.reportSnapshot(peer: message.to, delivered: true)
+            sender.loop?.snapshotReport(peer: message.to, delivered: true)
             try drive(sender)
         }
     }

@@ -1,22 +1,23 @@
 import BinaryCoding
-import Raft
+import Engine
+import KVStore
+import Logging
+@_spi(Simulation) import Raft
+import Storage
 
-/// One simulated member: a consensus core, its disk (a `MemoryLogStore` that keeps only what
-/// was synced) and its state machine (rebuilt from the disk after a crash).
+/// One simulated member: the shipped `MemberLoop` and `ReplicatedKV`, on a simulated disk for
+/// its log (a `MemoryLogStore` that keeps only what was synced) and an in-memory store for its
+/// state machine (which loses what was not synced when the member crashes).
 final class SimulatedNode {
     let id: NodeID
-    /// The synced disk: survives crashes.
-    let store: MemoryLogStore
+    /// The log's disk: synced writes survive crashes, the one in flight does not.
+    let disk: SimulatedDisk
+    /// The state machine's store: survives crashes, as far as it was synced.
+    let storage = MemoryStateStorage()
     /// Nil while crashed (or after being removed from the cluster and stopped).
-    var raft: RaftNode?
+    var loop: MemberLoop?
     /// Bumped at every crash and restart, so events of an earlier life are ignored.
     var incarnation = 0
-    var machine = KVStateMachine()
-    /// A Ready whose disk write has not completed yet; lost if the node crashes first.
-    var unsynced: Ready?
-    /// Writes this node will answer when it applies them (client index by request).
-    var waitingWrites: [RequestID: Int] = [:]
-    var waitingReads: [PendingRead] = []
     /// While set and in the future, the process is stopped (SIGSTOP): no ticks, no messages.
     var pausedUntil: UInt64?
     var pausedAt: UInt64?
@@ -28,71 +29,95 @@ final class SimulatedNode {
     var retired = false
     /// Highest commit index already checked against the invariants.
     var checkedCommit: UInt64 = 0
-    private var readCounter: UInt64 = 0
-
-    /// Most reads a node holds for clients; older ones are dropped (their clients retry).
-    static let maxWaitingReads = 256
-
-    struct PendingRead {
-        var context: [UInt8]
-        var request: ClientRequest
-        /// Known once the leader confirmed the read point.
-        var index: UInt64?
-        /// The highest index committed anywhere when the request arrived: the read point
-        /// must not be below it.
-        var committedBefore: UInt64
-    }
 
     init(id: NodeID, configuration: Configuration) {
         self.id = id
-        store = MemoryLogStore(configuration: configuration)
+        disk = SimulatedDisk(configuration: configuration)
     }
 
-    var isUp: Bool { raft != nil }
+    var raft: RaftNode? { loop?.raft }
+    var kv: ReplicatedKV? { loop?.kv }
+    var store: MemoryLogStore { disk.store }
+    var isUp: Bool { loop != nil }
 
+    /// The process stops at once: the write in flight and the state machine's unsynced writes
+    /// are lost, and nobody waiting on it is answered (their connections just drop).
     func crash() {
-        raft = nil
+        loop = nil
         crashPoint = nil
         pausedUntil = nil
         pausedAt = nil
-        unsynced = nil
-        waitingWrites = [:]
-        waitingReads = []
+        disk.crash()
+        storage.losePowerNow()
         incarnation += 1
     }
 
-    /// Starts from what is on disk, as a real process would.
-    func start(config: RaftConfig, randomSeed: UInt64) {
-        precondition(raft == nil && !retired, "starting node \(id) twice")
+    /// Starts from what is on disk, as a real process would: the state machine opens on its
+    /// store (restored from the log's snapshot if it is behind it), then the loop.
+    func start(config: RaftConfig, options: MemberLoop.Options, randomSeed: UInt64, clock: SimulatedClock, outbox: any Outbox,
+               observer: any MemberLoopObserver) throws {
+        precondition(loop == nil && !retired, "starting node \(id) twice")
         incarnation += 1
-        raft = RaftNode(config: config, store: store, hardState: store.hardState, random: SeededRandom(seed: randomSeed))
-        machine = Self.machine(from: store.snapshot())
-        precondition(machine.appliedIndex == raft!.appliedIndex, "state machine and log disagree after restart")
-        checkedCommit = raft!.commitIndex
+        let kv = try ReplicatedKV(storage: storage, logger: Self.silent)
+        let loop = try MemberLoop(config: config, log: disk, kv: kv, outbox: outbox, clock: clock, options: options,
+                                  random: SeededRandom(seed: randomSeed), logger: Self.silent)
+        loop.observer = observer
+        self.loop = loop
+        checkedCommit = loop.raft.commitIndex
     }
 
-    static func machine(from snapshot: Snapshot) -> KVStateMachine {
-        if snapshot.metadata.index == 0 && snapshot.data.isEmpty { return KVStateMachine() }
-        guard let machine = KVStateMachine(encoded: snapshot.data), machine.appliedIndex == snapshot.metadata.index else {
-            preconditionFailure("snapshot at \(snapshot.metadata.index) does not decode")
+    /// Simulated members log nothing (a trace shows what happened).
+    static let silent = Logger(label: "simulation", factory: { _ in SwiftLogNoOpLogHandler() })
+}
+
+/// The simulated disk under a member's log: `write` starts a write that the scheduler completes
+/// after a drawn sync latency (`sync()`); a crash before that loses it.
+final class SimulatedDisk: StoreBackedLogWriter {
+    /// What is synced: survives crashes.
+    let store: MemoryLogStore
+    /// The write in flight, if any.
+    private(set) var pending: Ready?
+    /// Checks entries as they reach the disk, with the term of the entry before them (the
+    /// simulator's persistence invariants).
+    var checkPersisted: (([Entry], UInt64) throws -> Void)?
+
+    init(configuration: Configuration) { store = MemoryLogStore(configuration: configuration) }
+
+    var hardState: HardState { store.hardState }
+
+    func write(_ ready: Ready) throws -> LogWriteProgress {
+        precondition(pending == nil, "a second write while one is in flight")
+        pending = ready
+        return .inFlight
+    }
+
+    /// The write in flight is now on disk.
+    func sync() throws {
+        guard let ready = pending else { preconditionFailure("no write in flight") }
+        pending = nil
+        if let snapshot = ready.snapshot { store.applySnapshot(snapshot) }
+        if let first = ready.entries.first {
+            guard let previousTerm = store.term(at: first.index - 1) else {
+                preconditionFailure("entries from \(first.index) after a gap (last \(store.lastIndex))")
+            }
+            try checkPersisted?(ready.entries, previousTerm)
+            store.append(ready.entries)
         }
-        return machine
+        if let hardState = ready.hardState { store.setHardState(hardState) }
     }
 
-    /// A context naming one read request uniquely on this node across restarts.
-    func nextReadContext() -> [UInt8] {
-        readCounter += 1
-        var writer = BinaryWriter()
-        writer.u64(id)
-        writer.u64(UInt64(incarnation))
-        writer.u64(readCounter)
-        return writer.bytes
+    func compact(to snapshot: Snapshot) throws {
+        precondition(pending == nil, "compaction while a write is in flight")
+        store.compact(to: snapshot)
     }
 
-    func holdRead(_ read: PendingRead) {
-        if waitingReads.count == Self.maxWaitingReads { waitingReads.removeFirst() }
-        waitingReads.append(read)
-    }
+    func crash() { pending = nil }
+}
+
+/// Simulated time, the same for every member (their tick rates differ instead).
+final class SimulatedClock: MonotonicClock {
+    var milliseconds: UInt64 = 0
+    var nanoseconds: UInt64 { milliseconds * 1_000_000 }
 }
 
 /// A moment at which a node is made to crash: at the edges of a disk write, where durability
@@ -136,20 +161,28 @@ struct CrashPoint: CustomStringConvertible {
 
 /// A request from a simulated client to a node.
 struct ClientRequest {
+    /// The client and its operation's sequence number (in its session).
     var id: RequestID
     var client: Int
-    var operation: KVOperation
+    var call: Call
+
+    enum Call {
+        /// Opens the client's session (before its first operation).
+        case openSession
+        case operation(KVOperation, session: UInt64)
+    }
 }
 
 /// A node's answer to a client.
 enum ClientReply {
     case result(RequestID, KVResult)
+    case sessionOpened(RequestID, UInt64)
     case notLeader(RequestID, hint: NodeID)
     case retryLater(RequestID)
 
     var request: RequestID {
         switch self {
-        case .result(let id, _), .notLeader(let id, _), .retryLater(let id): return id
+        case .result(let id, _), .sessionOpened(let id, _), .notLeader(let id, _), .retryLater(let id): return id
         }
     }
 }

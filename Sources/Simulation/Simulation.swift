@@ -1,3 +1,4 @@
+import Engine
 @_spi(Simulation) import Raft
 
 /// How one simulated run is set up. Times are simulated milliseconds.
@@ -66,6 +67,11 @@ public final class Simulation {
     var healed = false
     /// Cut off the next member to become leader before its first messages leave.
     var isolateNextLeader = false
+    /// Simulated time as the members' loops read it.
+    let clock = SimulatedClock()
+    /// A violation found where it could not be thrown (inside a waiter's answer): reported
+    /// after the step.
+    var deferred: (any Error)?
     private let trace: ((String) -> Void)?
     let messageTap: ((Message) -> Void)?
     private var result: SimulationResult
@@ -141,7 +147,7 @@ public final class Simulation {
             node.store.append([Bootstrap.firstEntry(founders: voters)])
             node.store.setHardState(Bootstrap.hardState)
             nodes[id] = node
-            start(node)
+            try start(node)
         }
         for index in 0..<clientCount {
             clients.append(SimulatedClient(id: UInt64(index + 1), target: NodeID(index % options.voters + 1)))
@@ -162,7 +168,9 @@ public final class Simulation {
             guard result.steps <= options.stepLimit else {
                 throw InvariantViolation(property: "step limit", detail: "still running after \(options.stepLimit) steps")
             }
+            clock.milliseconds = now
             try handle(event)
+            if let deferred { throw deferred }
             retireRemovedMembers()
             try checkNodes()
             if healed && clients.allSatisfy({ $0.operation == nil }) && isConverged() {
@@ -183,7 +191,7 @@ public final class Simulation {
             // disk write wait; peer messages are lost (the sender's transport gives up on them).
             if case .deliver(let message) = event {
                 log("lost (node \(id) is paused) \(describe(message))")
-                if message.kind == .snapshot { nodes[message.from]?.raft?.reportSnapshot(peer: id, delivered: false) }
+                if message.kind == .snapshot { nodes[message.from]?.loop?.snapshotReport(peer: id, delivered: false) }
             } else {
                 queue.schedule(event, at: until)
             }
@@ -191,16 +199,17 @@ public final class Simulation {
         }
         switch event {
         case .tick(let id, let incarnation):
-            guard let node = nodes[id], node.incarnation == incarnation, let raft = node.raft else { return }
-            raft.tick()
+            guard let node = nodes[id], node.incarnation == incarnation, let loop = node.loop else { return }
+            loop.tick()
+            loop.expireWaiters()
             queue.schedule(.tick(id, incarnation: incarnation), at: now + node.tickMilliseconds)
             try drive(node)
         case .deliver(let message):
             try deliver(message)
         case .synced(let id, let incarnation):
-            guard let node = nodes[id], node.incarnation == incarnation, let ready = node.unsynced else { return }
-            node.unsynced = nil
-            try complete(ready, on: node)
+            guard let node = nodes[id], node.incarnation == incarnation, let loop = node.loop, let ready = node.disk.pending else { return }
+            try node.disk.sync()
+            try loop.writeCompleted()
             if let point = node.crashPoint, point.moment == .after, point.fires(on: ready) {
                 crashNow(node)
                 return
@@ -217,25 +226,26 @@ public final class Simulation {
         case .restart(let id):
             guard let node = nodes[id], !node.isUp, !node.retired else { return }
             log("restart node \(id)")
-            start(node)
+            try start(node)
         case .fault:
             guard !healed else { return }
             try injectFault()
             queue.schedule(.fault, at: now + profile.nextFaultDelay(&random))
         case .heal:
-            healAll()
+            try healAll()
         }
     }
 
     /// A paused member runs again. Its clock is monotonic, so the ticks it missed are delivered
     /// at once (a leader then sees that it has not heard from a quorum for a long time).
     private func resume(_ node: SimulatedNode) throws {
-        guard let raft = node.raft, let pausedAt = node.pausedAt else { return }
+        guard let loop = node.loop, let pausedAt = node.pausedAt else { return }
         let missed = min((now - pausedAt) / node.tickMilliseconds, 10_000)
         node.pausedUntil = nil
         node.pausedAt = nil
         log("node \(node.id) resumes after \(now - pausedAt) ms: \(missed) missed ticks")
-        for _ in 0..<missed { raft.tick() }
+        for _ in 0..<missed { loop.tick() }
+        loop.expireWaiters()
         try drive(node)
     }
 
@@ -266,114 +276,46 @@ public final class Simulation {
         config.maxInflightMessages = profile.maxInflightMessages
         config.maxUncommittedBytes = 64 << 10
         config.plantedBug = options.plantedBug
+        // As on a member: writes reach the leader through the client API, never the core.
+        config.forwardProposals = false
         // Clocks drift by up to 10%: over an election timeout (10 ticks) two members' tick
         // counts differ by at most 2, so a bound of 3 is safe.
         if profile.leaseReads { config.leaseClockDriftBoundTicks = 3 }
         return config
     }
 
-    func start(_ node: SimulatedNode) {
+    func start(_ node: SimulatedNode) throws {
         let seed = options.seed &* 0x9E37_79B9_7F4A_7C15 ^ node.id << 32 ^ UInt64(node.incarnation + 1)
-        node.start(config: raftConfig(for: node.id), randomSeed: seed)
+        var loopOptions = MemberLoop.Options()
+        loopOptions.snapshotEveryEntries = profile.compactEvery
+        node.disk.checkPersisted = { [unowned self, id = node.id] entries, previousTerm in
+            try invariants.observePersisted(entries, previousTerm: previousTerm, node: id)
+        }
+        try node.start(config: raftConfig(for: node.id), options: loopOptions, randomSeed: seed, clock: clock,
+                       outbox: SimulatedOutbox(self), observer: LoopChecks(self, node: node.id))
         if node.tickMilliseconds == 0 { node.tickMilliseconds = options.tickMilliseconds - 1 + random.next(below: 3) }
         queue.schedule(.tick(node.id, incarnation: node.incarnation), at: now + 1 + random.next(below: node.tickMilliseconds))
     }
 
-    /// Hands each Ready of `node` to the simulated disk and network until none is left or a
-    /// disk write is in progress.
+    /// Lets `node`'s loop work through its Readies; a disk write it starts completes after a
+    /// drawn sync latency (or is lost, if the node is set to crash during it).
     func drive(_ node: SimulatedNode) throws {
-        guard let raft = node.raft else { return }
-        while node.unsynced == nil && raft.hasReady {
-            let ready = raft.ready()
-            if isolateNextLeader && !healed && ready.softState?.role == .leader {
-                isolateNextLeader = false
-                network.cutBothWays([node.id], nodes.keys.sorted())
-                log("fault: node \(node.id) is isolated the moment it becomes leader")
-            }
-            for message in ready.messages { try transmit(message) }
-            if ready.needsPersist {
-                if let point = node.crashPoint, point.moment == .during, point.fires(on: ready) {
-                    crashNow(node)
-                    return
-                }
-                node.unsynced = ready
-                queue.schedule(.synced(node.id, incarnation: node.incarnation), at: now + profile.syncDelay(&random))
-                return
-            }
-            try complete(ready, on: node)
+        guard let loop = node.loop, !loop.isWriting else { return }
+        try loop.drive()
+        guard let ready = node.disk.pending else { return }
+        if let point = node.crashPoint, point.moment == .during, point.fires(on: ready) {
+            crashNow(node)
+            return
         }
+        queue.schedule(.synced(node.id, incarnation: node.incarnation), at: now + profile.syncDelay(&random))
     }
 
-    /// The disk write of `ready` completed: persist, send what had to wait, apply, advance.
-    private func complete(_ ready: Ready, on node: SimulatedNode) throws {
-        guard let raft = node.raft else { return }
-        if let snapshot = ready.snapshot {
-            try invariants.observeSnapshot(index: snapshot.metadata.index, data: snapshot.data, node: node.id)
-            node.store.applySnapshot(snapshot)
-        }
-        if let first = ready.entries.first {
-            guard let previousTerm = node.store.term(at: first.index - 1) else {
-                preconditionFailure("node \(node.id) persists entries from \(first.index) after a gap (last \(node.store.lastIndex))")
-            }
-            try invariants.observePersisted(ready.entries, previousTerm: previousTerm, node: node.id)
-            node.store.append(ready.entries)
-        }
-        if let hardState = ready.hardState { node.store.setHardState(hardState) }
-        for message in ready.messagesAfterPersist { try transmit(message) }
-        if let snapshot = ready.snapshot {
-            node.machine = SimulatedNode.machine(from: snapshot)
-            log("node \(node.id) installs snapshot at \(snapshot.metadata.index)")
-        }
-        for entry in ready.committedEntries {
-            try invariants.observeApplied(entry, node: node.id)
-            if entry.kind == .configurationChange, case .remove(let removed)? = ConfigurationChange(encoded: entry.data) {
-                removedMembers.insert(removed)
-            }
-            if let (request, result) = node.machine.apply(entry), let client = node.waitingWrites.removeValue(forKey: request) {
-                reply(.result(request, result), to: client, from: node.id)
-            }
-        }
-        for state in ready.readStates {
-            if let position = node.waitingReads.firstIndex(where: { $0.context == state.context }) {
-                let read = node.waitingReads[position]
-                try invariants.observeReadIndex(state.index, committedBefore: read.committedBefore, node: node.id,
-                                                request: "\(read.request.id)")
-                node.waitingReads[position].index = state.index
-            }
-        }
-        answerReads(on: node)
-        raft.advance(ready)
-        try compactIfDue(node)
-    }
-
-    /// Serves reads whose read point has been applied.
-    private func answerReads(on node: SimulatedNode) {
-        var waiting: [SimulatedNode.PendingRead] = []
-        for read in node.waitingReads {
-            if let index = read.index, node.machine.appliedIndex >= index {
-                reply(.result(read.request.id, .value(node.machine.read(read.request.operation.key))), to: read.request.client, from: node.id)
-            } else {
-                waiting.append(read)
-            }
-        }
-        node.waitingReads = waiting
-    }
-
-    /// Takes a snapshot of the state machine and drops the log it covers.
-    private func compactIfDue(_ node: SimulatedNode) throws {
-        guard let raft = node.raft, node.unsynced == nil else { return }
-        let applied = raft.appliedIndex
-        guard applied >= node.store.snapshotMetadata.index + profile.compactEvery,
-              applied <= node.store.lastIndex, let term = node.store.term(at: applied) else { return }
-        // A snapshot the core received but has not handed out yet moves its applied index ahead
-        // of the state machine; compaction waits until the machine has caught up with it.
-        guard !raft.hasPendingSnapshot else { return }
-        precondition(node.machine.appliedIndex == applied, "state machine at \(node.machine.appliedIndex), core applied \(applied)")
-        let data = node.machine.encoded
-        try invariants.observeSnapshot(index: applied, data: data, node: node.id)
-        let metadata = SnapshotMetadata(index: applied, term: term, configuration: raft.configuration)
-        node.store.compact(to: Snapshot(metadata: metadata, data: data))
-        log("node \(node.id) compacts its log to \(applied)")
+    /// Cuts off a member the moment it becomes leader, before its first messages leave.
+    func isolateIfNextLeader(_ ready: Ready, node id: NodeID) {
+        guard isolateNextLeader && !healed && ready.softState?.role == .leader else { return }
+        isolateNextLeader = false
+        network.cutBothWays([id], nodes.keys.sorted())
+        log("fault: node \(id) is isolated the moment it becomes leader")
     }
 
     /// The member that leads in the highest term, if any.
@@ -392,11 +334,10 @@ public final class Simulation {
         guard let leader = currentLeader, let leaderRaft = leader.raft else { return false }
         let members = leaderRaft.configuration.members.sorted()
         for id in members {
-            guard let raft = nodes[id]?.raft, raft.appliedIndex == leaderRaft.commitIndex,
-                  nodes[id]!.unsynced == nil else { return false }
+            guard let loop = nodes[id]?.loop, loop.kv.appliedIndex == leaderRaft.commitIndex, !loop.isWriting else { return false }
         }
-        let state = leader.machine.encoded
-        return members.allSatisfy { nodes[$0]!.machine.encoded == state }
+        let states = members.map { try? nodes[$0]!.kv!.stateHash().hash }
+        return states.allSatisfy { $0 != nil && $0 == states.first! }
     }
 
     private func livenessReport() -> String {
@@ -429,5 +370,45 @@ public final class Simulation {
         case .undecided(let key, let steps):
             throw InvariantViolation(property: "linearizability", detail: "checker gave up on key \(key) after \(steps) steps")
         }
+    }
+}
+
+/// A member's messages, onto the simulated network.
+final class SimulatedOutbox: Outbox {
+    unowned let simulation: Simulation
+
+    init(_ simulation: Simulation) { self.simulation = simulation }
+
+    func send(_ messages: [Message]) throws -> [NodeID] {
+        for message in messages { try simulation.transmit(message) }
+        return []
+    }
+}
+
+/// What the simulator checks as a member's loop works: entries applied and snapshots held agree
+/// with every other member's, removals are noted, the next leader may be cut off.
+final class LoopChecks: MemberLoopObserver {
+    unowned let simulation: Simulation
+    let id: NodeID
+
+    init(_ simulation: Simulation, node id: NodeID) {
+        self.simulation = simulation
+        self.id = id
+    }
+
+    func loopTook(_ ready: Ready) throws { simulation.isolateIfNextLeader(ready, node: id) }
+
+    func loopWillApply(_ entries: [Entry]) throws {
+        for entry in entries {
+            try simulation.invariants.observeApplied(entry, node: id)
+            if entry.kind == .configurationChange, case .remove(let removed)? = ConfigurationChange(encoded: entry.data) {
+                simulation.removedMembers.insert(removed)
+            }
+        }
+    }
+
+    func loopHolds(_ snapshot: Snapshot) throws {
+        try simulation.invariants.observeSnapshot(index: snapshot.metadata.index, data: snapshot.data, node: id)
+        simulation.log("node \(id) holds a snapshot at \(snapshot.metadata.index)")
     }
 }

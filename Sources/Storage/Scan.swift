@@ -37,7 +37,7 @@ extension StorageEngine {
     /// about `StorageLimits.maxScanBytes` of values. Every value is verified before it is returned.
     func scan(_ family: ColumnFamily, _ range: KeyRange, limit: Int, direction: ScanDirection,
               snapshot: Snapshot?) throws -> ScanPage {
-        try validateScan(family, range, limit: limit)
+        try validateScanRequest(family, range, limit: limit)
         let iterator = database.makeIterator(family, snapshot: snapshot, lower: range.lower.isEmpty ? nil : range.lower,
                                              upper: range.upper)
         switch direction {
@@ -67,19 +67,20 @@ extension StorageEngine {
         try iterator.checkError()
         return ScanPage(entries: entries, resume: nil)
     }
+}
 
-    private func validateScan(_ family: ColumnFamily, _ range: KeyRange, limit: Int) throws {
-        guard family != .keyring else {
-            throw StorageError.invalidArgument("the keyring column family is managed by the engine and cannot be read")
-        }
-        guard (1...StorageLimits.maxScanEntries).contains(limit) else {
-            throw StorageError.invalidArgument("scan limit \(limit) must be between 1 and \(StorageLimits.maxScanEntries)")
-        }
-        if let upper = range.upper, !range.lower.lexicographicallyPrecedes(upper) {
-            throw StorageError.invalidArgument("scan range needs lower < upper")
-        }
-        guard range.lower.count <= StorageLimits.maxKeyBytes + 1, (range.upper?.count ?? 0) <= StorageLimits.maxKeyBytes + 1 else {
-            throw StorageError.invalidArgument("scan bound longer than \(StorageLimits.maxKeyBytes) bytes")
-        }
+/// The checks every scan passes before it reads anything (the engine's and the in-memory one's).
+func validateScanRequest(_ family: ColumnFamily, _ range: KeyRange, limit: Int) throws {
+    guard family != .keyring else {
+        throw StorageError.invalidArgument("the keyring column family is managed by the engine and cannot be read")
+    }
+    guard (1...StorageLimits.maxScanEntries).contains(limit) else {
+        throw StorageError.invalidArgument("scan limit \(limit) must be between 1 and \(StorageLimits.maxScanEntries)")
+    }
+    if let upper = range.upper, !range.lower.lexicographicallyPrecedes(upper) {
+        throw StorageError.invalidArgument("scan range needs lower < upper")
+    }
+    guard range.lower.count <= StorageLimits.maxKeyBytes + 1, (range.upper?.count ?? 0) <= StorageLimits.maxKeyBytes + 1 else {
+        throw StorageError.invalidArgument("scan bound longer than \(StorageLimits.maxKeyBytes) bytes")
     }
 }

@@ -29,7 +29,7 @@ final class KVDisk: @unchecked Sendable {
         logger.logLevel = .critical
         let opened = try StorageEngine.open(path: path + "/db", masterKey: masterKey, options: .compact, logger: logger)
         engine = opened
-        return try ReplicatedKV(engine: opened, options: options, logger: logger)
+        return try ReplicatedKV(storage: opened, options: options, logger: logger)
     }
 }
 

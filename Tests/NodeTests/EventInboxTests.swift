@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 @testable import Node
 import Raft
@@ -27,8 +28,8 @@ import Testing
             for _ in 0..<2000 {
                 group.addTask {
                     do {
-                        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                            inbox.post(.read(ReadWaiter(continuation: continuation, deadline: 0)))
+                        _ = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<UInt64, any Error>) in
+                            inbox.post(.read(ReadWaiter(startedAt: 0, deadline: 0) { continuation.resume(with: $0) }))
                         }
                         return false
                     } catch let error as EngineError {

@@ -1,4 +1,5 @@
 @testable import Node
+import Engine
 import Raft
 import Testing
 

@@ -57,6 +57,8 @@ import Testing
         case .forgetVote: expected = ["vote safety", "election safety"]
         case .staleRead: expected = ["read safety", "linearizability"]
         case .noPersistBeforeSend: expected = ["leader completeness", "vote safety", "election safety", "committed entry changed"]
+        case .readBeforeApplied: expected = ["linearizability"]
+        case .waiterIgnoresTerm: expected = ["linearizability", "session safety"]
         }
         #expect(expected.contains { failure.hasPrefix($0) }, "\(bug.rawValue) failed as: \(failure)")
         let replay = Simulation(options: sweep.options(for: found.seed)).run()

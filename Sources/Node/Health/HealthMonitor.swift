@@ -1,3 +1,4 @@
+import Engine
 import Dispatch
 import Foundation
 import Logging

@@ -1,3 +1,4 @@
+import Engine
 import Raft
 
 /// A member's health with the reasons for anything short of healthy.
