@@ -5,7 +5,7 @@ SWIFT ?= swift
 SEEDS ?= 100000
 START ?= 0
 
-.PHONY: setup build release test up down sim soak chaos planted fuzz bench-storage clean
+.PHONY: setup build release test check-ops up down sim soak chaos planted fuzz bench-storage clean
 
 setup:
 	./cluster/install-deps.sh
@@ -26,12 +26,20 @@ $(PYENV)/bin/python3:
 	python3 -m venv $(PYENV)
 	$(PYENV)/bin/pip install --quiet --disable-pip-version-check grpcio grpcio-tools
 
-test: setup $(PYENV)/bin/python3
+test: setup $(PYENV)/bin/python3 check-ops
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip ClusterTests --skip TransportTests --skip ChaosTests
 	$(SWIFT) test --skip-build --filter "TransportTests|ChaosTests"
 	$(SWIFT) test --skip-build --filter ClusterTests
 	.build/debug/crm-chaos suite chaos/short-suite.yaml --runs 1 --report .build/chaos-short
+
+# The alert rules parse and their unit tests pass (promtool from Debian's prometheus package);
+# the dashboard is valid JSON. Which metrics they name is checked against a live member by
+# DashboardAndAlertTests.
+check-ops:
+	@promtool=$$(realpath $$(./cluster/get-promtool.sh)) && $$promtool check rules ops/prometheus/crm-alerts.yml \
+		&& cd ops/prometheus && $$promtool test rules crm-alerts-test.yml
+	python3 -c 'import json, sys; json.load(open("ops/grafana/crm-cluster.json")); print("ops/grafana/crm-cluster.json: valid JSON")'
 
 # A local 3-member cluster on 127.0.0.1 (run/local/); `make down` stops exactly those processes.
 up: release

@@ -190,7 +190,10 @@ struct ClusterTarget {
             var key: String
         }
         var members: [Member]
+        /// The operator's certificate (admin API: finding the leader).
         var tls: TLS
+        /// An application's certificate, for the load itself (older files have none).
+        var client_tls: TLS?
     }
 
     static func resolve(clusterFile: String?, member: UInt64?, front: Bool = false) async throws -> ClusterTarget {
@@ -226,6 +229,9 @@ struct ClusterTarget {
         }
         if front && entry.front == nil { throw ValidationError("\(path) lists no front for member \(id); give it a \"front\" address") }
         let (host, port) = try split(front ? entry.front! : entry.client)
-        return ClusterTarget(member: id, host: host, port: port, tls: tls)
+        // The load runs as an application, as production clients do, not as the admin.
+        let client = file.client_tls ?? file.tls
+        let loadTLS = ClientTLSFiles(ca: resolve(client.ca), certificate: resolve(client.cert), privateKey: resolve(client.key))
+        return ClusterTarget(member: id, host: host, port: port, tls: loadTLS)
     }
 }

@@ -6,7 +6,8 @@ import GRPCCore
 import Simulation
 import Synchronization
 
-/// One line of `history.jsonl` (the format in MISSION.md): `invoke`, then `ok`, `fail` or `info`.
+/// One line of `history.jsonl` (the format is in the README, Chaos drills): `invoke`, then `ok`,
+/// `fail` or `info`.
 struct HistoryEvent: Sendable {
     enum Kind: String, Sendable { case invoke, ok, fail, info }
 

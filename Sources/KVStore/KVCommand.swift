@@ -70,6 +70,10 @@ public enum KVCommand: Equatable, Sendable {
     public static let maxOwnerBytes = 256
     /// Session ids are below 2^53: exact in every JSON implementation.
     public static let sessionIDLimit: UInt64 = 1 << 53
+    /// The longest encoding of a command a client's request can make: a compare-and-swap with
+    /// the longest key, two values of the largest size and the longest owner, with every
+    /// length and field around them (checked by a unit test).
+    public static let maxEncodedBytes = KVLimits.maxKeyBytes + 2 * KVLimits.maxValueBytes + maxOwnerBytes + 64
 
     /// A fresh session id from the system's CSPRNG.
     public static func randomSessionID() -> UInt64 {

@@ -217,8 +217,8 @@ extension NodeConfig {
 
     private func limitProblems() -> [String] {
         var problems: [String] = []
-        if !((64 << 10)...(256 << 20)).contains(maxMessageBytes) { problems.append("limits.max_message_bytes: \(maxMessageBytes) is outside 64 KiB–256 MiB") }
-        if maxSendQueueBytes < maxMessageBytes { problems.append("limits.max_send_queue_bytes must be at least limits.max_message_bytes") }
+        if maxMessageBytes > 256 << 20 { problems.append("limits.max_message_bytes: \(maxMessageBytes) is over 256 MiB") }
+        problems += MemberLimits(config: self).problems
         if snapshotEveryEntries < 100 { problems.append("limits.snapshot_every_entries: at least 100") }
         if maxSessions < 1 { problems.append("limits.max_sessions: at least 1") }
         if !(1...max(maxSessions, 1)).contains(maxSessionsPerClient) {

@@ -8,15 +8,14 @@ public struct EngineOptions: Sendable {
     public var tickMilliseconds: Int
     public var electionTicks: Int
     public var heartbeatTicks: Int
-    /// Bytes of entries in one append message: half a peer frame, so that an append with its
-    /// header always fits one.
+    /// Bytes of entries in one append message (see `MemberLimits.appendBytes`).
     public var maxAppendBytes: Int
     public var snapshotEveryEntries: UInt64
     public var requestTimeoutMilliseconds: Int
     /// Append messages in flight to one follower at most.
     public var maxInflightMessages = 256
-    /// Proposed bytes not yet committed at most; more proposals are refused `busy`.
-    public var maxUncommittedBytes = 64 << 20
+    /// Proposed bytes not yet committed at most (see `MemberLimits.uncommittedBytes`).
+    public var maxUncommittedBytes: Int
     /// Events taken per iteration at most, so that ticks and sends are never starved.
     public var maxEventsPerIteration = 4096
     /// Requests (proposals, reads, changes) waiting for the loop at most; more are refused
@@ -29,7 +28,10 @@ public struct EngineOptions: Sendable {
         tickMilliseconds = config.tickMilliseconds
         electionTicks = config.electionTicks
         heartbeatTicks = config.heartbeatTicks
-        maxAppendBytes = min(config.maxMessageBytes / 2, 4 << 20)
+        let limits = MemberLimits(config: config)
+        precondition(limits.problems.isEmpty, "member limits do not fit together: \(limits.problems)")
+        maxAppendBytes = limits.appendBytes
+        maxUncommittedBytes = limits.uncommittedBytes
         snapshotEveryEntries = UInt64(config.snapshotEveryEntries)
         requestTimeoutMilliseconds = config.requestTimeoutMilliseconds
     }

@@ -192,6 +192,13 @@ struct LocalKV: Sendable {
     }
 
     func compareAndSwap(_ request: Crm_V1_CompareAndSwapRequest, caller: Caller, routing: Routing) async throws -> Crm_V1_CompareAndSwapResponse {
+        // Fields that contradict each other are refused rather than one of them silently ignored.
+        if request.expectAbsent && !request.expectedValue.isEmpty {
+            throw RPCError(code: .invalidArgument, message: "expect_absent is set and so is expected_value; give one of them")
+        }
+        if request.deleteIfMatch && !request.newValue.isEmpty {
+            throw RPCError(code: .invalidArgument, message: "delete_if_match is set and so is new_value; give one of them")
+        }
         try checkServing(addsData: !request.deleteIfMatch)
         let write = KVWrite.compareAndSwap(key: Array(request.key), expected: request.expectAbsent ? nil : Array(request.expectedValue),
                                            new: request.deleteIfMatch ? nil : Array(request.newValue))

@@ -1,3 +1,4 @@
+import Foundation
 import Engine
 import Prometheus
 import Raft
@@ -37,6 +38,7 @@ public final class NodeMetrics: Sendable {
     private let stallWorst: Gauge
     private let applyLag: Gauge
     private let deadMembers: Gauge
+    private let certificateExpiry = Mutex<[String: Gauge]>([:])
 
     static let latencyBuckets: [Duration] = [
         .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
@@ -95,6 +97,20 @@ public final class NodeMetrics: Sendable {
         stallWorst.set(to: Double(health.worstStallMilliseconds) / 1000)
         applyLag.set(to: Double(health.applyLag))
         deadMembers.set(to: Double(health.dead.count))
+    }
+
+    /// When the member's certificate and the cluster CA expire (called before each scrape).
+    func refresh(certificatesExpireAt expiries: [String: Date]) {
+        for (name, date) in expiries {
+            let gauge = certificateExpiry.withLock { gauges in
+                if let existing = gauges[name] { return existing }
+                let made = registry.makeGauge(name: "crm_tls_certificate_expiry_timestamp_seconds", labels: [("certificate", name)],
+                                              help: "When a certificate this member presents or trusts expires (Unix time): member, ca")
+                gauges[name] = made
+                return made
+            }
+            gauge.set(to: date.timeIntervalSince1970)
+        }
     }
 
     /// Mirrors each listener's connection counts (called before each scrape).

@@ -93,8 +93,7 @@ public final class NodeRuntime: @unchecked Sendable {
         let denyList = try DenyList(path: config.tls.denyFile)
         self.denyList = denyList
         var transportOptions = PeerTransportOptions()
-        transportOptions.maxFrameBytes = config.maxMessageBytes
-        transportOptions.sendQueueBytes = config.maxSendQueueBytes
+        MemberLimits(config: config).apply(to: &transportOptions)
         let transport = PeerTransport(selfID: config.id, tls: tls, group: peerGroup, options: transportOptions, denyList: denyList,
                                       logger: logger)
         self.transport = transport
@@ -283,6 +282,7 @@ public final class NodeRuntime: @unchecked Sendable {
     private func startHealth(engine: RaftEngine, monitor: HealthMonitor) async throws {
         let metrics = self.metrics
         let transport = self.transport
+        let tls = self.tls
         let guards = self.guards
         let probe = HealthServer.Probe(
             live: {
@@ -306,6 +306,9 @@ public final class NodeRuntime: @unchecked Sendable {
                                 peerRoundTrips: status.roundTripMicroseconds.mapValues { .microseconds(Int64($0)) })
                 metrics.refresh(monitor.snapshot)
                 metrics.refresh(connections: guards.all.map { ($0.name, $0.counts) } + [("peer", transport?.connectionCounts ?? .init())])
+                if let material = tls?.material {
+                    metrics.refresh(certificatesExpireAt: ["member": material.certificateExpiresAt, "ca": material.earliestTrustRootExpiresAt])
+                }
                 return metrics.registry.emitToBuffer()
             })
         health = try await HealthServer.start(host: config.listen.health.host, port: config.listen.health.port, probe: probe,

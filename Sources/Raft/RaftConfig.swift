@@ -1,5 +1,6 @@
-/// Settings of one consensus member. Times are in ticks: the node calls `tick()` at a fixed
-/// interval (issue-4 node: every 100 ms by default), so `electionTicks` 10 is 1–2 s.
+/// Settings of one consensus member. Times are in ticks: the member calls `tick()` at a fixed
+/// interval (`timing.tick_ms`, 50 ms by default), so `electionTicks` 10 is 0.5–1 s. A member's
+/// values come from `EngineOptions.raftConfig(id:)`; the defaults here serve tests.
 public struct RaftConfig: Sendable {
     public var id: NodeID
     /// A follower that hears nothing from a leader for a random time in

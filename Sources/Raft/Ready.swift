@@ -15,6 +15,6 @@ public struct Ready: Sendable {
     public var messagesAfterPersist: [Message] = []
     public var readStates: [ReadState] = []
 
-    /// True if there is nothing to persist (the node may skip the sync).
+    /// True if there is something to persist (otherwise the member skips the synced write).
     public var needsPersist: Bool { hardState != nil || !entries.isEmpty || snapshot != nil }
 }

@@ -51,7 +51,8 @@ extension Simulation {
         clients[index].attempt += 1
         let client = clients[index]
         let call: ClientRequest.Call = client.session.map { .operation(client.operation!, session: $0) } ?? .openSession
-        let request = ClientRequest(id: RequestID(client: client.id, sequence: client.sequence), client: index, call: call)
+        let request = ClientRequest(id: RequestID(client: client.id, sequence: client.sequence), client: index, attempt: client.attempt,
+                                    call: call)
         // Reads are spread over the members, as the front does (a follower asks the leader for
         // a read index); writes go to the member the client believes leads.
         var destination = client.target
@@ -59,8 +60,11 @@ extension Simulation {
         if !(!healed && chance(perMille: profile.dropPerMille)) {
             queue.schedule(.request(destination, request), at: now + networkDelay())
         }
-        queue.schedule(.clientRetry(client: index, sequence: client.sequence, attempt: client.attempt, elsewhere: true),
-                       at: now + options.requestTimeoutMilliseconds)
+        // Each attempt waits twice as long as the one before (up to four times the first), as
+        // a client with back-off does: fixed retries would keep an overloaded leader full of
+        // proposals nobody waits for any more.
+        let wait = options.requestTimeoutMilliseconds << UInt64(min(client.attempt - 1, 2))
+        queue.schedule(.clientRetry(client: index, sequence: client.sequence, attempt: client.attempt, elsewhere: true), at: now + wait)
     }
 
     /// Sends the current operation again (to another node after a timeout).
@@ -71,9 +75,12 @@ extension Simulation {
         send(client: index)
     }
 
-    func receive(_ reply: ClientReply, client index: Int) {
+    func receive(_ reply: ClientReply, client index: Int, attempt: Int) {
         var client = clients[index]
         guard let operation = client.operation, reply.request.sequence == client.sequence else { return }
+        // A refusal of an earlier attempt says nothing about the one in flight.
+        if case .notLeader = reply, attempt != client.attempt { return }
+        if case .retryLater = reply, attempt != client.attempt { return }
         switch reply {
         case .result(_, let result):
             guard client.session != nil else { return }
@@ -86,8 +93,9 @@ extension Simulation {
             queue.schedule(.clientStart(client: index), at: now + random.next(below: 10))
         case .sessionOpened(_, let session):
             guard client.session == nil else { return }
+            // The attempt count goes on (not back to 0), so that the opening's pending retry
+            // cannot be taken for the operation's.
             client.session = session
-            client.attempt = 0
             log("client \(client.id) opened session \(session)")
             clients[index] = client
             send(client: index)
@@ -126,8 +134,8 @@ extension Simulation {
         let started = clock.nanoseconds
         let deadline = started + Self.memberRequestTimeoutMilliseconds * 1_000_000
         func failed(_ error: EngineError) {
-            if case .notLeader(let hint) = error { reply(.notLeader(request.id, hint: hint), to: request.client, from: id) } else {
-                reply(.retryLater(request.id), to: request.client, from: id)
+            if case .notLeader(let hint) = error { reply(.notLeader(request.id, hint: hint), to: request, from: id) } else {
+                reply(.retryLater(request.id), to: request, from: id)
             }
         }
         switch request.call {
@@ -139,9 +147,9 @@ extension Simulation {
                 switch result {
                 case .success(let applied):
                     if case .sessionOpened(let session)? = applied.outcome {
-                        reply(.sessionOpened(request.id, session), to: request.client, from: id)
+                        reply(.sessionOpened(request.id, session), to: request, from: id)
                     } else {
-                        reply(.retryLater(request.id), to: request.client, from: id)
+                        reply(.retryLater(request.id), to: request, from: id)
                     }
                 case .failure(let error): failed(error)
                 }
@@ -156,7 +164,7 @@ extension Simulation {
                         try invariants.observeReadIndex(index, committedBefore: committedBefore, node: id, request: "\(request.id)")
                         guard nodes[id]?.incarnation == incarnation, let kv = nodes[id]?.kv else { return }
                         let value = try kv.get(Array(key.utf8)).map { String(decoding: $0, as: UTF8.self) }
-                        reply(.result(request.id, .value(value)), to: request.client, from: id)
+                        reply(.result(request.id, .value(value)), to: request, from: id)
                     } catch {
                         deferred = deferred ?? error
                     }
@@ -173,7 +181,7 @@ extension Simulation {
                     // A late copy of a write its client has moved on from: nobody waits for it.
                     if case .superseded? = applied.outcome, clients[request.client].sequence > request.id.sequence { return }
                     do {
-                        reply(.result(request.id, try Self.result(of: operation, applied.outcome, request: request.id)), to: request.client, from: id)
+                        reply(.result(request.id, try Self.result(of: operation, applied.outcome, request: request.id)), to: request, from: id)
                     } catch {
                         deferred = deferred ?? error
                     }
@@ -216,8 +224,8 @@ extension Simulation {
         }
     }
 
-    func reply(_ reply: ClientReply, to client: Int, from node: NodeID) {
+    func reply(_ reply: ClientReply, to request: ClientRequest, from node: NodeID) {
         if !healed && chance(perMille: profile.dropPerMille) { return }
-        queue.schedule(.reply(client: client, reply), at: now + networkDelay())
+        queue.schedule(.reply(client: request.client, attempt: request.attempt, reply), at: now + networkDelay())
     }
 }

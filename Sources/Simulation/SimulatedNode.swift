@@ -16,6 +16,8 @@ final class SimulatedNode {
     let storage = MemoryStateStorage()
     /// Nil while crashed (or after being removed from the cluster and stopped).
     var loop: MemberLoop?
+    /// The simulator's checks on this member's loop (the loop holds its observer weakly).
+    private var observer: (any MemberLoopObserver)?
     /// Bumped at every crash and restart, so events of an earlier life are ignored.
     var incarnation = 0
     /// While set and in the future, the process is stopped (SIGSTOP): no ticks, no messages.
@@ -62,6 +64,7 @@ final class SimulatedNode {
         let loop = try MemberLoop(config: config, log: disk, kv: kv, outbox: outbox, clock: clock, options: options,
                                   random: SeededRandom(seed: randomSeed), logger: Self.silent)
         loop.observer = observer
+        self.observer = observer
         self.loop = loop
         checkedCommit = loop.raft.commitIndex
     }
@@ -164,6 +167,8 @@ struct ClientRequest {
     /// The client and its operation's sequence number (in its session).
     var id: RequestID
     var client: Int
+    /// Which of the client's attempts at it this is (a refusal only moves the current one on).
+    var attempt: Int
     var call: Call
 
     enum Call {

@@ -81,7 +81,7 @@ public final class Simulation {
         case deliver(Message)
         case synced(NodeID, incarnation: Int)
         case request(NodeID, ClientRequest)
-        case reply(client: Int, ClientReply)
+        case reply(client: Int, attempt: Int, ClientReply)
         case clientRetry(client: Int, sequence: UInt64, attempt: Int, elsewhere: Bool)
         case clientStart(client: Int)
         case restart(NodeID)
@@ -217,8 +217,8 @@ public final class Simulation {
             try drive(node)
         case .request(let id, let request):
             try receive(request, at: id)
-        case .reply(let client, let reply):
-            receive(reply, client: client)
+        case .reply(let client, let attempt, let reply):
+            receive(reply, client: client, attempt: attempt)
         case .clientRetry(let client, let sequence, let attempt, let elsewhere):
             retry(client: client, sequence: sequence, attempt: attempt, elsewhere: elsewhere)
         case .clientStart(let client):

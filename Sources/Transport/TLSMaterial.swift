@@ -83,6 +83,14 @@ public struct TLSMaterial: Sendable {
         }
     }
 
+    /// When this member's (or client's) certificate expires.
+    public var certificateExpiresAt: Date { Date(timeIntervalSince1970: TimeInterval(certificateChain[0].notValidAfter)) }
+
+    /// When the first CA certificate of the bundle expires (after that, nothing it signed is trusted).
+    public var earliestTrustRootExpiresAt: Date {
+        Date(timeIntervalSince1970: TimeInterval(trustRoots.map(\.notValidAfter).min()!))
+    }
+
     /// Server side of mutual TLS: TLS 1.2 or later, a client certificate signed by the CA required.
     public func serverConfiguration() -> TLSConfiguration {
         var configuration = TLSConfiguration.makeServerConfiguration(

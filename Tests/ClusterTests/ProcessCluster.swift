@@ -315,10 +315,11 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     /// Front HTTP request from the client `client` (its certificate): status, headers, body.
-    func frontHTTP(_ id: UInt64, _ method: String, _ path: String, json: String = "", client: String = "app") async throws -> HTTPSRequest.Response {
+    func frontHTTP(_ id: UInt64, _ method: String, _ path: String, json: String = "", client: String = "app",
+                   headers: [(String, String)] = []) async throws -> HTTPSRequest.Response {
         let files = tls(client)
         return try await HTTPSRequest.send(port: endpoints[id]!.frontHTTP, method: method, path: path, body: Data(json.utf8),
-                                           tls: (files.ca, files.certificate, files.privateKey))
+                                           tls: (files.ca, files.certificate, files.privateKey), extraHeaders: headers)
     }
 
     /// Member views from front `id`'s `/v1/cluster` (empty when the reply is not that JSON).

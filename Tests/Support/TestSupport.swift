@@ -87,7 +87,8 @@ public enum HTTPSRequest {
     }
 
     public static func send(port: Int, method: String, path: String, body: Data = Data(),
-                            tls: (ca: String, certificate: String, key: String), timeout: TimeAmount = .seconds(10)) async throws -> Response {
+                            tls: (ca: String, certificate: String, key: String), timeout: TimeAmount = .seconds(10),
+                            extraHeaders: [(String, String)] = []) async throws -> Response {
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(tls.ca))
         configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { .certificate($0) }
@@ -104,7 +105,8 @@ public enum HTTPSRequest {
                 }
             }
             .connect(host: "127.0.0.1", port: port).get()
-        let head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+        let extra = extraHeaders.map { "\($0.0): \($0.1)\r\n" }.joined()
+        let head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\(extra)Connection: close\r\n\r\n"
         var buffer = channel.allocator.buffer(capacity: head.utf8.count + body.count)
         buffer.writeString(head)
         buffer.writeBytes(body)

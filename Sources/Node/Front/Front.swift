@@ -50,8 +50,7 @@ final class Front: Sendable {
         let grpc = try await APIServers.start(config: config, listeners: [grpcListener], group: group, logger: logger)
         let api = FrontHTTPAPI(front: kv, limiter: limiter, metrics: metrics,
                                clusterView: { Self.view(selfID: config.id, table: table, sessions: kv.sessions) })
-        // Base64 grows a value by a third; room for the largest key and value, and the JSON around them.
-        let maxBody = (KVLimits.maxKeyBytes + KVLimits.maxValueBytes) * 4 / 3 + 64 << 10
+        let maxBody = MemberLimits.httpBodyBytes
         let http = try await FrontHTTPServer.start(host: settings.http.host, port: settings.http.port, tls: tls, api: api,
                                                    maxBodyBytes: maxBody, connections: guards.frontHTTP, denyList: authorization.denyList,
                                                    group: group, logger: logger)

@@ -99,11 +99,11 @@ struct FrontHTTPAPI: Sendable {
         request.expectedValue = body.expected ?? Data()
         request.deleteIfMatch = body.delete ?? false
         request.newValue = body.value ?? Data()
-        guard request.expectAbsent || body.expected != nil else {
-            throw RPCError(code: .invalidArgument, message: "give \"expected\" (base64), or \"expect_absent\": true")
+        guard request.expectAbsent != (body.expected != nil) else {
+            throw RPCError(code: .invalidArgument, message: "give either \"expected\" (base64) or \"expect_absent\": true, not both or neither")
         }
-        guard request.deleteIfMatch || body.value != nil else {
-            throw RPCError(code: .invalidArgument, message: "give \"value\" (base64), or \"delete\": true")
+        guard request.deleteIfMatch != (body.value != nil) else {
+            throw RPCError(code: .invalidArgument, message: "give either \"value\" (base64) or \"delete\": true, not both or neither")
         }
         if let session = FrontJSON.writeSession(body.session) { request.session = session }
         let response = try await front.compareAndSwap(request, caller: caller)
@@ -117,12 +117,19 @@ struct FrontHTTPAPI: Sendable {
             return try JSONDecoder().decode(type, from: body.isEmpty ? Data("{}".utf8) : body)
         } catch DecodingError.keyNotFound(let key, _) {
             throw RPCError(code: .invalidArgument, message: "the JSON body lacks \"\(key.stringValue)\"")
-        } catch DecodingError.dataCorrupted(let context) {
-            let place = context.codingPath.map(\.stringValue).joined(separator: ".")
-            throw RPCError(code: .invalidArgument, message: "the JSON body is not valid\(place.isEmpty ? "" : " at \"\(place)\""): \(context.debugDescription) (keys and values are base64)")
+        } catch DecodingError.dataCorrupted(let context) where !context.codingPath.isEmpty {
+            throw RPCError(code: .invalidArgument, message: "\"\(Self.place(context))\" is not valid (keys and values are base64 strings)")
+        } catch DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context) {
+            throw RPCError(code: .invalidArgument, message: Self.place(context).isEmpty
+                ? "the JSON body must be an object" : "\"\(Self.place(context))\" has the wrong type (keys and values are base64 strings)")
         } catch {
-            throw RPCError(code: .invalidArgument, message: "the JSON body does not match the request: \(error)")
+            throw RPCError(code: .invalidArgument, message: "the body is not valid JSON")
         }
+    }
+
+    /// Where in the body a decoding error is, as the client wrote it ("session.id").
+    private static func place(_ context: DecodingError.Context) -> String {
+        context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
     }
 
     static func ok(_ value: some Encodable) throws -> Reply {
@@ -133,7 +140,9 @@ struct FrontHTTPAPI: Sendable {
 
     static func error(_ error: RPCError, status: Int? = nil, retryAfterMilliseconds: UInt64? = nil) -> Reply {
         let retry = retryAfterMilliseconds ?? error.metadata[stringValues: RefusalMetadata.retryAfter].first(where: { _ in true }).flatMap { UInt64($0) }
-        let body = FrontJSON.ErrorBody(error: .init(code: FrontJSON.codeName(error.code), message: error.message, retryAfterMilliseconds: retry))
+        let body = FrontJSON.ErrorBody(error: .init(code: FrontJSON.codeName(error.code), message: error.message, retryAfterMilliseconds: retry,
+                                                    refused: RefusalMetadata.isRefusal(error) ? true : nil,
+                                                    leaderID: RefusalMetadata.leaderHint(error)))
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let data = (try? encoder.encode(body)) ?? Data("{\"error\":{\"code\":\"INTERNAL\",\"message\":\"encoding failed\"}}".utf8)

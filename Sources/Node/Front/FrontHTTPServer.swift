@@ -37,7 +37,8 @@ final class FrontHTTPServer: Sendable {
                     try guarded.admit(channel)
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(NIOSSLServerHandler(context: tls.server))
-                    try sync.configureHTTPServerPipeline(withErrorHandling: true)
+                    try sync.configureHTTPServerPipeline(withErrorHandling: false)
+                    try sync.addHandler(FrontHTTPProtocolErrorHandler())
                     try sync.addHandler(FrontHTTPHandler(api: api, maxBodyBytes: maxBodyBytes, connections: connections, denyList: denyList, logger: logger))
                     connections.opened(channel)
                     channel.closeFuture.whenComplete { _ in connections.closed(channel) }

@@ -114,10 +114,16 @@ enum FrontJSON {
             var code: String
             var message: String
             var retryAfterMilliseconds: UInt64?
+            /// True when the request certainly did not take effect (safe to send again anywhere).
+            /// Absent on an error of a write: its outcome is unknown (resend it only in a session).
+            var refused: Bool?
+            /// The leader the answering member knows of, when it named one.
+            var leaderID: UInt64?
 
             enum CodingKeys: String, CodingKey {
-                case code, message
+                case code, message, refused
                 case retryAfterMilliseconds = "retry_after_ms"
+                case leaderID = "leader_id"
             }
         }
 

@@ -65,11 +65,11 @@ final class FrontKV: Sendable {
 
     /// Opening is sent again only when refused (a retried open could leave an unused session,
     /// which expires on its own).
-    func openSession(_ request: Crm_V1_OpenSessionRequest, caller: Caller) async throws -> Crm_V1_OpenSessionResponse {
+    func openSession(_ request: Crm_V1_OpenSessionRequest, caller: Caller, deadline: UInt64? = nil) async throws -> Crm_V1_OpenSessionResponse {
         try await router.run(FrontCall(kind: .write, retryable: false,
                                        local: { try await $0.openSession(request, caller: caller, routing: .refuse) },
                                        remote: { try await $0.openSession(request, metadata: caller.forwarding, options: $1) },
-                                       header: { $0.header }), operation: "open_session")
+                                       header: { $0.header }), operation: "open_session", deadline: deadline)
     }
 
     func closeSession(_ request: Crm_V1_CloseSessionRequest, caller: Caller) async throws -> Crm_V1_CloseSessionResponse {
@@ -82,19 +82,22 @@ final class FrontKV: Sendable {
     /// Runs a write: as given when the client numbered it in its own session (the client's);
     /// otherwise in one of the front's sessions (the front's own), so that it can be retried
     /// safely. A session the cluster forgot (it expired) means the write was not applied: it is
-    /// sent again in a fresh session.
+    /// sent again in a fresh session. Every step shares the request's one deadline.
     private func sessioned<Request: Sendable, Response: Sendable>(
         _ request: Request, has session: Bool, caller: Caller, tag: (inout Request, Crm_V1_WriteSession) -> Void, operation: String,
         call: (Request, Bool, Caller) -> FrontCall<Response>
     ) async throws -> Response {
-        if session { return try await router.run(call(request, true, caller), operation: operation) }
+        let deadline = router.deadlineFromNow()
+        if session { return try await router.run(call(request, true, caller), operation: operation, deadline: deadline) }
         let own = self.own
         for _ in 0..<2 {
-            guard let lease = await sessions.acquire(open: { try await self.openSession(Crm_V1_OpenSessionRequest(), caller: own).sessionID }) else { break }
+            guard let lease = await sessions.acquire(open: {
+                try await self.openSession(Crm_V1_OpenSessionRequest(), caller: own, deadline: deadline).sessionID
+            }) else { break }
             var tagged = request
             tag(&tagged, lease.writeSession)
             do {
-                let response = try await router.run(call(tagged, true, own), operation: operation)
+                let response = try await router.run(call(tagged, true, own), operation: operation, deadline: deadline)
                 sessions.release(lease)
                 return response
             } catch let error as RPCError where error.code == .failedPrecondition && error.metadata[stringValues: "crm-unknown-session"].contains(where: { _ in true }) {
@@ -106,7 +109,7 @@ final class FrontKV: Sendable {
             }
         }
         // No session to be had: sent once more only if refused.
-        return try await router.run(call(request, false, caller), operation: operation)
+        return try await router.run(call(request, false, caller), operation: operation, deadline: deadline)
     }
 
     /// Closes the front's sessions (at shutdown), best effort.

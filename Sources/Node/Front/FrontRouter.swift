@@ -54,11 +54,16 @@ final class FrontRouter: Sendable {
         self.logger = logger
     }
 
+    /// When a request arriving now must be answered: `front.request_timeout_ms` from now.
+    func deadlineFromNow() -> UInt64 {
+        DispatchTime.now().uptimeNanoseconds + UInt64(options.requestTimeoutMilliseconds) * 1_000_000
+    }
+
     /// Runs `call` until it succeeds, fails for good, or the deadline passes (then the last
-    /// error is returned, so the client sees why).
-    func run<Response>(_ call: FrontCall<Response>, operation: String) async throws -> Response {
-        let started = DispatchTime.now().uptimeNanoseconds
-        let deadline = started + UInt64(options.requestTimeoutMilliseconds) * 1_000_000
+    /// error is returned, so the client sees why). `deadline`: the client request's, when this
+    /// call is one step of it (a front session opened for a write shares the write's).
+    func run<Response>(_ call: FrontCall<Response>, operation: String, deadline: UInt64? = nil) async throws -> Response {
+        let deadline = deadline ?? deadlineFromNow()
         var backoff = UInt64(options.firstBackoffMilliseconds) * 1_000_000
         var lastError: RPCError?
         var attempts = 0
@@ -167,9 +172,17 @@ final class FrontRouter: Sendable {
             }
             return response
         } catch {
-            let rpc = (error as? RPCError)?.relayed() ?? RPCError(code: .unavailable, message: "member \(target): \(error)")
+            var rpc = (error as? RPCError)?.relayed() ?? RPCError(code: .unavailable, message: "member \(target): \(error)")
+            let notSent = target != selfID && (error as? RPCError).map(MemberClients.wasNotSent) == true
+            if notSent {
+                // The call never left this front (no connection to the member): certainly not
+                // applied, so a refusal, said in the front's words rather than the library's.
+                var refused = Metadata()
+                refused.addString("1", forKey: RefusalMetadata.refused)
+                rpc = RPCError(code: .unavailable, message: "member \(target) cannot be reached from this front", metadata: refused)
+            }
             let now = DispatchTime.now().uptimeNanoseconds
-            let fault = Self.isMemberFault(rpc)
+            let fault = notSent || Self.isMemberFault(rpc)
             table.withLock { $0.callFinished(target, latencyMicroseconds: Double(now - started) / 1000, memberFault: fault, now: now) }
             throw rpc
         }
