@@ -6,6 +6,33 @@
 /// Calls made by a member (crm://member/<id>, a front) are never forwarded: a member that does
 /// not lead refuses a write with UNAVAILABLE and the trailing metadata `crm-leader: <id>`.
 /// Every call needs a client certificate signed by the cluster CA (mutual TLS).
+///
+/// Keys are stored in clear, values sealed: every member's write-ahead log, table files and
+/// snapshots hold keys as given (so that ranges keep their order), while values are encrypted
+/// with AES-256-GCM. Keep personal data in values and never in keys: use opaque identifiers (a
+/// random record id, not an e-mail address), as the CRM layer does.
+///
+/// Errors, and whether a failed request took effect (see the README, Client API). A read can
+/// always be sent again. A write that failed was either NOT APPLIED (send it again anywhere) or
+/// its OUTCOME IS UNKNOWN (send it again only in its session with the same sequence number,
+/// which applies it at most once; treating it as not applied breaks linearizability). Refusals
+/// carry the trailing metadata `crm-refused` (and `crm-leader: <id>` when known), for every
+/// client.
+///   OK                                  applied
+///   INVALID_ARGUMENT                    not applied: fix the request
+///   UNAUTHENTICATED, PERMISSION_DENIED  not applied: the certificate, another client's session
+///   NOT_FOUND                           closing a session that does not exist
+///   FAILED_PRECONDITION                 not applied: unknown session (`crm-unknown-session`,
+///                                       open a new one) or a write older than the session's last
+///   RESOURCE_EXHAUSTED                  not applied: rate limited or busy (`retry-after-ms`),
+///                                       or NOSPACE (`crm-alarm: NOSPACE`)
+///   UNAVAILABLE with crm-refused        not applied: no leader yet, member serves no data
+///   UNAVAILABLE without crm-refused     OUTCOME UNKNOWN
+///   DEADLINE_EXCEEDED, ABORTED          OUTCOME UNKNOWN
+///   DATA_LOSS                           not applied: the member is CORRUPT; use another
+///   INTERNAL                            OUTCOME UNKNOWN: the member's storage failed
+/// A request larger than the member's limits.max_message_bytes (16 MiB by default) is refused by
+/// the transport before it is read (CANCELLED or RESOURCE_EXHAUSTED, by client library).
 
 // DO NOT EDIT.
 // swift-format-ignore-file
@@ -257,7 +284,8 @@ extension Crm_V1_KV {
         /// > Source IDL Documentation:
         /// >
         /// > A session makes retried writes apply exactly once: number the session's writes 1, 2, 3, ...
-        /// > one at a time, and retry a write with the same number after any error.
+        /// > one at a time, and retry a write with the same number after any error. A session belongs
+        /// > to the client identity that opened it; it expires after 10 minutes idle.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Crm_V1_OpenSessionRequest` messages.
@@ -272,6 +300,10 @@ extension Crm_V1_KV {
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_OpenSessionResponse>
 
         /// Handle the "CloseSession" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > NOT_FOUND when the session does not exist (closed or expired).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Crm_V1_CloseSessionRequest` messages.
@@ -401,7 +433,8 @@ extension Crm_V1_KV {
         /// > Source IDL Documentation:
         /// >
         /// > A session makes retried writes apply exactly once: number the session's writes 1, 2, 3, ...
-        /// > one at a time, and retry a write with the same number after any error.
+        /// > one at a time, and retry a write with the same number after any error. A session belongs
+        /// > to the client identity that opened it; it expires after 10 minutes idle.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Crm_V1_OpenSessionRequest` message.
@@ -416,6 +449,10 @@ extension Crm_V1_KV {
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_OpenSessionResponse>
 
         /// Handle the "CloseSession" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > NOT_FOUND when the session does not exist (closed or expired).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Crm_V1_CloseSessionRequest` message.
@@ -543,7 +580,8 @@ extension Crm_V1_KV {
         /// > Source IDL Documentation:
         /// >
         /// > A session makes retried writes apply exactly once: number the session's writes 1, 2, 3, ...
-        /// > one at a time, and retry a write with the same number after any error.
+        /// > one at a time, and retry a write with the same number after any error. A session belongs
+        /// > to the client identity that opened it; it expires after 10 minutes idle.
         ///
         /// - Parameters:
         ///   - request: A `Crm_V1_OpenSessionRequest` message.
@@ -558,6 +596,10 @@ extension Crm_V1_KV {
         ) async throws -> Crm_V1_OpenSessionResponse
 
         /// Handle the "CloseSession" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > NOT_FOUND when the session does not exist (closed or expired).
         ///
         /// - Parameters:
         ///   - request: A `Crm_V1_CloseSessionRequest` message.
@@ -1009,7 +1051,8 @@ extension Crm_V1_KV {
         /// > Source IDL Documentation:
         /// >
         /// > A session makes retried writes apply exactly once: number the session's writes 1, 2, 3, ...
-        /// > one at a time, and retry a write with the same number after any error.
+        /// > one at a time, and retry a write with the same number after any error. A session belongs
+        /// > to the client identity that opened it; it expires after 10 minutes idle.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Crm_V1_OpenSessionRequest` message.
@@ -1029,6 +1072,10 @@ extension Crm_V1_KV {
         ) async throws -> Result where Result: Sendable
 
         /// Call the "CloseSession" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > NOT_FOUND when the session does not exist (closed or expired).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Crm_V1_CloseSessionRequest` message.
@@ -1256,7 +1303,8 @@ extension Crm_V1_KV {
         /// > Source IDL Documentation:
         /// >
         /// > A session makes retried writes apply exactly once: number the session's writes 1, 2, 3, ...
-        /// > one at a time, and retry a write with the same number after any error.
+        /// > one at a time, and retry a write with the same number after any error. A session belongs
+        /// > to the client identity that opened it; it expires after 10 minutes idle.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Crm_V1_OpenSessionRequest` message.
@@ -1287,6 +1335,10 @@ extension Crm_V1_KV {
         }
 
         /// Call the "CloseSession" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > NOT_FOUND when the session does not exist (closed or expired).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Crm_V1_CloseSessionRequest` message.
@@ -1499,7 +1551,8 @@ extension Crm_V1_KV.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > A session makes retried writes apply exactly once: number the session's writes 1, 2, 3, ...
-    /// > one at a time, and retry a write with the same number after any error.
+    /// > one at a time, and retry a write with the same number after any error. A session belongs
+    /// > to the client identity that opened it; it expires after 10 minutes idle.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Crm_V1_OpenSessionRequest` message.
@@ -1525,6 +1578,10 @@ extension Crm_V1_KV.ClientProtocol {
     }
 
     /// Call the "CloseSession" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > NOT_FOUND when the session does not exist (closed or expired).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Crm_V1_CloseSessionRequest` message.
@@ -1746,7 +1803,8 @@ extension Crm_V1_KV.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > A session makes retried writes apply exactly once: number the session's writes 1, 2, 3, ...
-    /// > one at a time, and retry a write with the same number after any error.
+    /// > one at a time, and retry a write with the same number after any error. A session belongs
+    /// > to the client identity that opened it; it expires after 10 minutes idle.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -1776,6 +1834,10 @@ extension Crm_V1_KV.ClientProtocol {
     }
 
     /// Call the "CloseSession" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > NOT_FOUND when the session does not exist (closed or expired).
     ///
     /// - Parameters:
     ///   - message: request message to send.

@@ -16,6 +16,33 @@
 /// Calls made by a member (crm://member/<id>, a front) are never forwarded: a member that does
 /// not lead refuses a write with UNAVAILABLE and the trailing metadata `crm-leader: <id>`.
 /// Every call needs a client certificate signed by the cluster CA (mutual TLS).
+///
+/// Keys are stored in clear, values sealed: every member's write-ahead log, table files and
+/// snapshots hold keys as given (so that ranges keep their order), while values are encrypted
+/// with AES-256-GCM. Keep personal data in values and never in keys: use opaque identifiers (a
+/// random record id, not an e-mail address), as the CRM layer does.
+///
+/// Errors, and whether a failed request took effect (see the README, Client API). A read can
+/// always be sent again. A write that failed was either NOT APPLIED (send it again anywhere) or
+/// its OUTCOME IS UNKNOWN (send it again only in its session with the same sequence number,
+/// which applies it at most once; treating it as not applied breaks linearizability). Refusals
+/// carry the trailing metadata `crm-refused` (and `crm-leader: <id>` when known), for every
+/// client.
+///   OK                                  applied
+///   INVALID_ARGUMENT                    not applied: fix the request
+///   UNAUTHENTICATED, PERMISSION_DENIED  not applied: the certificate, another client's session
+///   NOT_FOUND                           closing a session that does not exist
+///   FAILED_PRECONDITION                 not applied: unknown session (`crm-unknown-session`,
+///                                       open a new one) or a write older than the session's last
+///   RESOURCE_EXHAUSTED                  not applied: rate limited or busy (`retry-after-ms`),
+///                                       or NOSPACE (`crm-alarm: NOSPACE`)
+///   UNAVAILABLE with crm-refused        not applied: no leader yet, member serves no data
+///   UNAVAILABLE without crm-refused     OUTCOME UNKNOWN
+///   DEADLINE_EXCEEDED, ABORTED          OUTCOME UNKNOWN
+///   DATA_LOSS                           not applied: the member is CORRUPT; use another
+///   INTERNAL                            OUTCOME UNKNOWN: the member's storage failed
+/// A request larger than the member's limits.max_message_bytes (16 MiB by default) is refused by
+/// the transport before it is read (CANCELLED or RESOURCE_EXHAUSTED, by client library).
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -113,6 +140,7 @@ public nonisolated struct Crm_V1_GetRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// 1 to 1,024 bytes.
   public var key: Data = Data()
 
   public var consistency: Crm_V1_ReadConsistency = .linearizable
@@ -152,9 +180,10 @@ public nonisolated struct Crm_V1_RangeRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Inclusive; at most 1,024 bytes; empty: from the start.
   public var from: Data = Data()
 
-  /// Exclusive; empty: to the end.
+  /// Exclusive; at most 1,024 bytes; empty: to the end.
   public var to: Data = Data()
 
   /// 1 to 10,000; 0 means 1,000.
@@ -212,8 +241,10 @@ public nonisolated struct Crm_V1_PutRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// 1 to 1,024 bytes, stored in clear: never personal data.
   public var key: Data = Data()
 
+  /// At most 1 MiB (1,048,576 bytes); sealed at rest.
   public var value: Data = Data()
 
   public var session: Crm_V1_WriteSession {
@@ -258,6 +289,7 @@ public nonisolated struct Crm_V1_DeleteRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// 1 to 1,024 bytes.
   public var key: Data = Data()
 
   public var session: Crm_V1_WriteSession {
@@ -304,14 +336,19 @@ public nonisolated struct Crm_V1_CompareAndSwapRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// 1 to 1,024 bytes.
   public var key: Data = Data()
 
+  /// The key must not exist. Setting it together with a non-empty `expected_value` is refused.
   public var expectAbsent: Bool = false
 
+  /// The value the key must hold (empty: an empty value); at most 1 MiB.
   public var expectedValue: Data = Data()
 
+  /// Delete the key on a match. Setting it together with a non-empty `new_value` is refused.
   public var deleteIfMatch: Bool = false
 
+  /// The value written on a match; at most 1 MiB.
   public var newValue: Data = Data()
 
   public var session: Crm_V1_WriteSession {
