@@ -5,7 +5,7 @@ SWIFT ?= swift
 SEEDS ?= 100000
 START ?= 0
 
-.PHONY: setup build release test check-ops up down sim soak chaos planted fuzz bench-storage clean
+.PHONY: setup build release test check-ops lint format up down sim soak chaos planted fuzz bench-storage clean
 
 setup:
 	./cluster/install-deps.sh
@@ -26,12 +26,21 @@ $(PYENV)/bin/python3:
 	python3 -m venv $(PYENV)
 	$(PYENV)/bin/pip install --quiet --disable-pip-version-check grpcio grpcio-tools
 
-test: setup $(PYENV)/bin/python3 check-ops
+test: setup $(PYENV)/bin/python3 lint check-ops
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip ClusterTests --skip TransportTests --skip ChaosTests
 	$(SWIFT) test --skip-build --filter "TransportTests|ChaosTests"
 	$(SWIFT) test --skip-build --filter ClusterTests
 	.build/debug/crm-chaos suite chaos/short-suite.yaml --runs 1 --report .build/chaos-short
+
+# Style: swift-format with .swift-format (120 columns, as SwiftNIO); generated code is left out.
+# `make format` rewrites the files in place; `make lint` (part of `make test`) fails on any difference.
+SWIFT_SOURCES = $$(find Sources Tests -name '*.swift' -not -path '*/Generated/*')
+lint:
+	$(SWIFT) format lint --strict $(SWIFT_SOURCES)
+
+format:
+	$(SWIFT) format format -i $(SWIFT_SOURCES)
 
 # The alert rules parse and their unit tests pass (promtool from Debian's prometheus package);
 # the dashboard is valid JSON. Which metrics they name is checked against a live member by

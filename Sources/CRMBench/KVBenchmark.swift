@@ -24,24 +24,30 @@ struct KVBenchmark: AsyncParsableCommand {
     @Option(help: "Bytes per value.") var valueSize = 256
     @Option(help: "Distinct keys (chosen uniformly).") var keys = 10_000
     @Option(help: "put, get (linearizable), or mixed (half each).") var op: Operation = .put
-    @Flag(help: "Serializable gets (served by the member itself) instead of linearizable ones.") var serializable = false
+    @Flag(help: "Serializable gets (served by the member itself) instead of linearizable ones.") var serializable =
+        false
     @Option(help: "The cluster file (default: $CRM_CLUSTER or run/local/cluster.json).") var cluster: String?
     @Option(help: "Send to this member (default: the leader).") var member: UInt64?
-    @Flag(help: "Send to the member's front (which routes for the whole cluster) instead of its client API.") var front = false
+    @Flag(help: "Send to the member's front (which routes for the whole cluster) instead of its client API.")
+    var front = false
     @Option(help: "Connections shared by the clients.") var connections = 4
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
         guard clients >= 1 && clients <= 4096 else { throw ValidationError("--clients must be 1 to 4096") }
         guard duration > 0, warmup >= 0 else { throw ValidationError("--duration must be positive") }
-        guard valueSize >= 0 && valueSize <= 1 << 20 else { throw ValidationError("--value-size must be at most 1 MiB") }
+        guard valueSize >= 0 && valueSize <= 1 << 20 else {
+            throw ValidationError("--value-size must be at most 1 MiB")
+        }
         guard keys >= 1 else { throw ValidationError("--keys must be at least 1") }
         guard connections >= 1 else { throw ValidationError("--connections must be at least 1") }
     }
 
     func run() async throws {
         let target = try await ClusterTarget.resolve(clusterFile: cluster, member: member, front: front)
-        let pool = try (0..<connections).map { _ in try MemberConnection(host: target.host, port: target.port, tls: target.tls) }
+        let pool = try (0..<connections).map { _ in
+            try MemberConnection(host: target.host, port: target.port, tls: target.tls)
+        }
         defer { for connection in pool { Task { await connection.close() } } }
         let value = Data((0..<valueSize).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) })
         if op != .put {
@@ -55,13 +61,17 @@ struct KVBenchmark: AsyncParsableCommand {
         let results = await withTaskGroup(of: ClientResult.self) { group in
             for client in 0..<clients {
                 let connection = pool[client % pool.count]
-                group.addTask { await runClient(client, connection: connection, value: value, measureFrom: measureFrom, end: end) }
+                group.addTask {
+                    await runClient(client, connection: connection, value: value, measureFrom: measureFrom, end: end)
+                }
             }
             var total = ClientResult()
             for await result in group { total.merge(result) }
             return total
         }
-        report(results, target: target, gap: results.longestGap(from: measureFromUptime, to: measureFromUptime + UInt64(duration * 1e9)))
+        report(
+            results, target: target,
+            gap: results.longestGap(from: measureFromUptime, to: measureFromUptime + UInt64(duration * 1e9)))
     }
 
     struct ClientResult {
@@ -90,7 +100,9 @@ struct KVBenchmark: AsyncParsableCommand {
         }
     }
 
-    private func runClient(_ client: Int, connection: MemberConnection, value: Data, measureFrom: Date, end: Date) async -> ClientResult {
+    private func runClient(
+        _ client: Int, connection: MemberConnection, value: Data, measureFrom: Date, end: Date
+    ) async -> ClientResult {
         var result = ClientResult()
         var generator = SystemRandomNumberGenerator()
         var options = CallOptions.defaults
@@ -146,26 +158,43 @@ struct KVBenchmark: AsyncParsableCommand {
 
     private func report(_ results: ClientResult, target: ClusterTarget, gap: (nanoseconds: UInt64, startsAt: Double)) {
         let perSecond = Double(results.operations) / duration
-        func milliseconds(_ percentile: Double) -> Double { Double(results.histogram.valueAtPercentile(percentile)) / 1000 }
+        func milliseconds(_ percentile: Double) -> Double {
+            Double(results.histogram.valueAtPercentile(percentile)) / 1000
+        }
         let errors = results.errors.values.reduce(0, +)
         if json {
             let object: [String: Any] = [
                 "op": op.rawValue, "clients": clients, "duration_s": duration, "value_bytes": valueSize, "keys": keys,
                 "target_member": target.member, "operations": results.operations, "ops_per_second": perSecond,
-                "latency_ms": ["p50": milliseconds(50), "p99": milliseconds(99), "p99.9": milliseconds(99.9),
-                               "max": Double(results.histogram.maxRecorded) / 1000],
+                "latency_ms": [
+                    "p50": milliseconds(50), "p99": milliseconds(99), "p99.9": milliseconds(99.9),
+                    "max": Double(results.histogram.maxRecorded) / 1000,
+                ],
                 "errors": results.errors, "via": front ? "front" : "member",
                 "longest_gap_ms": Double(gap.nanoseconds) / 1e6, "longest_gap_starts_s": gap.startsAt,
             ]
             let data = try! JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
-            print("crm-bench kv: op=\(op.rawValue)\(op != .put && serializable ? " (serializable)" : "") clients=\(clients) duration=\(duration)s value=\(valueSize)B keys=\(keys) target=\(front ? "front of member" : "member") \(target.member) (\(target.host):\(target.port))")
-            print(String(format: "ops=%d ops/s=%.0f errors=%d%@", results.operations, perSecond, errors,
-                         errors == 0 ? "" : " (" + results.errors.map { "\($0.key): \($0.value)" }.sorted().joined(separator: ", ") + ")"))
-            print(String(format: "latency p50=%.3f ms p99=%.3f ms p99.9=%.3f ms max=%.3f ms", milliseconds(50), milliseconds(99),
-                         milliseconds(99.9), Double(results.histogram.maxRecorded) / 1000))
-            print(String(format: "longest gap without a success: %.3f s, from %.1f s into the measurement", Double(gap.nanoseconds) / 1e9, gap.startsAt))
+            print(
+                "crm-bench kv: op=\(op.rawValue)\(op != .put && serializable ? " (serializable)" : "") clients=\(clients) duration=\(duration)s value=\(valueSize)B keys=\(keys) target=\(front ? "front of member" : "member") \(target.member) (\(target.host):\(target.port))"
+            )
+            print(
+                String(
+                    format: "ops=%d ops/s=%.0f errors=%d%@", results.operations, perSecond, errors,
+                    errors == 0
+                        ? ""
+                        : " (" + results.errors.map { "\($0.key): \($0.value)" }.sorted().joined(separator: ", ") + ")")
+            )
+            print(
+                String(
+                    format: "latency p50=%.3f ms p99=%.3f ms p99.9=%.3f ms max=%.3f ms", milliseconds(50),
+                    milliseconds(99),
+                    milliseconds(99.9), Double(results.histogram.maxRecorded) / 1000))
+            print(
+                String(
+                    format: "longest gap without a success: %.3f s, from %.1f s into the measurement",
+                    Double(gap.nanoseconds) / 1e9, gap.startsAt))
         }
     }
 }
@@ -204,7 +233,8 @@ struct ClusterTarget {
         let file = try JSONDecoder().decode(File.self, from: data)
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         func resolve(_ value: String) -> String { value.hasPrefix("/") ? value : directory + "/" + value }
-        let tls = ClientTLSFiles(ca: resolve(file.tls.ca), certificate: resolve(file.tls.cert), privateKey: resolve(file.tls.key))
+        let tls = ClientTLSFiles(
+            ca: resolve(file.tls.ca), certificate: resolve(file.tls.cert), privateKey: resolve(file.tls.key))
         func split(_ text: String) throws -> (String, Int) {
             guard let endpoint = Endpoint(text) else { throw ValidationError("\(path): '\(text)' is not host:port") }
             return (endpoint.host, endpoint.port)
@@ -227,11 +257,14 @@ struct ClusterTarget {
         guard let id = chosen, let entry = file.members.first(where: { $0.id == id }) else {
             throw ValidationError("no leader found in \(path); is the cluster up (crmctl status)?")
         }
-        if front && entry.front == nil { throw ValidationError("\(path) lists no front for member \(id); give it a \"front\" address") }
+        if front && entry.front == nil {
+            throw ValidationError("\(path) lists no front for member \(id); give it a \"front\" address")
+        }
         let (host, port) = try split(front ? entry.front! : entry.client)
         // The load runs as an application, as production clients do, not as the admin.
         let client = file.client_tls ?? file.tls
-        let loadTLS = ClientTLSFiles(ca: resolve(client.ca), certificate: resolve(client.cert), privateKey: resolve(client.key))
+        let loadTLS = ClientTLSFiles(
+            ca: resolve(client.ca), certificate: resolve(client.cert), privateKey: resolve(client.key))
         return ClusterTarget(member: id, host: host, port: port, tls: loadTLS)
     }
 }

@@ -39,19 +39,24 @@ struct StorageBenchmark: ParsableCommand {
         guard keys > 0, batch > 0, gets > 0, syncedPuts > 0 else { throw ValidationError("counts must be positive") }
         guard batch <= 10_000 else { throw ValidationError("--batch must be at most 10000") }
         guard (1...(1 << 20)).contains(valueBytes) else { throw ValidationError("--value-bytes must be 1...1048576") }
-        guard ["record", "random"].contains(values) else { throw ValidationError("--values must be 'record' or 'random'") }
+        guard ["record", "random"].contains(values) else {
+            throw ValidationError("--values must be 'record' or 'random'")
+        }
     }
 
     func run() throws {
         let scratch = directory ?? (NSTemporaryDirectory() + "crm-bench-storage-" + UUID().uuidString)
-        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(
+            atPath: scratch, withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700])
         defer { if directory == nil { try? FileManager.default.removeItem(atPath: scratch) } }
 
-        let workload = Workload(keys: keys, gets: gets, syncedPuts: syncedPuts, valueBytes: valueBytes,
-                                recordLike: values == "record")
-        print("storage benchmark: \(valueBytes)-byte \(values) values, \(keys) keys in batches of \(batch), "
-            + "\(gets) random gets, \(syncedPuts) synced puts; RocksDB options: StorageOptions defaults")
+        let workload = Workload(
+            keys: keys, gets: gets, syncedPuts: syncedPuts, valueBytes: valueBytes,
+            recordLike: values == "record")
+        print(
+            "storage benchmark: \(valueBytes)-byte \(values) values, \(keys) keys in batches of \(batch), "
+                + "\(gets) random gets, \(syncedPuts) synced puts; RocksDB options: StorageOptions defaults")
 
         let raw = try RawStore(path: scratch + "/raw")
         var logger = Logger(label: "crm.bench")
@@ -79,8 +84,10 @@ struct StorageBenchmark: ParsableCommand {
     }
 
     /// Runs `slice` for every index on both targets alternately; returns the seconds spent per target.
-    private func alternating(_ targets: [any BenchTarget], slices: Int,
-                             _ slice: (_ target: Int, _ index: Int) throws -> Void) rethrows -> [Double] {
+    private func alternating(
+        _ targets: [any BenchTarget], slices: Int,
+        _ slice: (_ target: Int, _ index: Int) throws -> Void
+    ) rethrows -> [Double] {
         let clock = ContinuousClock()
         var spent = [Duration](repeating: .zero, count: targets.count)
         for index in 0..<slices {
@@ -105,8 +112,9 @@ struct StorageBenchmark: ParsableCommand {
             try targets[target].putBatch(batches[index])
         }
         return targets.indices.map {
-            PhaseResult(engine: targets[$0].name, phase: "put (batched, unsynced)", operations: workload.keys,
-                        seconds: seconds[$0], latenciesNanos: [])
+            PhaseResult(
+                engine: targets[$0].name, phase: "put (batched, unsynced)", operations: workload.keys,
+                seconds: seconds[$0], latenciesNanos: [])
         }
     }
 
@@ -126,17 +134,21 @@ struct StorageBenchmark: ParsableCommand {
             }
         }
         for target in targets.indices where found[target] != workload.gets {
-            throw ValidationError("\(targets[target].name) found \(found[target]) of \(workload.gets) keys: the store lost data")
+            throw ValidationError(
+                "\(targets[target].name) found \(found[target]) of \(workload.gets) keys: the store lost data")
         }
         return targets.indices.map {
-            PhaseResult(engine: targets[$0].name, phase: "get (random)", operations: workload.gets,
-                        seconds: seconds[$0], latenciesNanos: latencies[$0])
+            PhaseResult(
+                engine: targets[$0].name, phase: "get (random)", operations: workload.gets,
+                seconds: seconds[$0], latenciesNanos: latencies[$0])
         }
     }
 
     private func synced(_ targets: [any BenchTarget], _ workload: Workload) throws -> [PhaseResult] {
         progress("\(workload.syncedPuts) synced puts per store")
-        let items = (0..<workload.syncedPuts).map { (workload.key(workload.keys + $0), workload.value(workload.keys + $0)) }
+        let items = (0..<workload.syncedPuts).map {
+            (workload.key(workload.keys + $0), workload.value(workload.keys + $0))
+        }
         var latencies = [[UInt64]](repeating: [], count: targets.count)
         let clock = ContinuousClock()
         let seconds = try alternating(targets, slices: items.count) { target, index in
@@ -145,20 +157,23 @@ struct StorageBenchmark: ParsableCommand {
             latencies[target].append((clock.now - before).nanoseconds)
         }
         return targets.indices.map {
-            PhaseResult(engine: targets[$0].name, phase: "put (synced, one per write)", operations: workload.syncedPuts,
-                        seconds: seconds[$0], latenciesNanos: latencies[$0])
+            PhaseResult(
+                engine: targets[$0].name, phase: "put (synced, one per write)", operations: workload.syncedPuts,
+                seconds: seconds[$0], latenciesNanos: latencies[$0])
         }
     }
 
     private func report(_ results: [PhaseResult]) {
-        print(padded("engine", 8) + padded("phase", 30) + padded("ops", 9) + padded("seconds", 9)
-            + padded("ops/s", 11) + padded("p50 µs", 9) + "p99 µs")
+        print(
+            padded("engine", 8) + padded("phase", 30) + padded("ops", 9) + padded("seconds", 9)
+                + padded("ops/s", 11) + padded("p50 µs", 9) + "p99 µs")
         for result in results {
-            print(padded(result.engine, 8) + padded(result.phase, 30) + padded("\(result.operations)", 9)
-                + padded(formatted(result.seconds, decimals: 3), 9)
-                + padded(formatted(result.operationsPerSecond, decimals: 0), 11)
-                + padded(result.percentileMicros(0.50).map { formatted($0, decimals: 1) } ?? "-", 9)
-                + (result.percentileMicros(0.99).map { formatted($0, decimals: 1) } ?? "-"))
+            print(
+                padded(result.engine, 8) + padded(result.phase, 30) + padded("\(result.operations)", 9)
+                    + padded(formatted(result.seconds, decimals: 3), 9)
+                    + padded(formatted(result.operationsPerSecond, decimals: 0), 11)
+                    + padded(result.percentileMicros(0.50).map { formatted($0, decimals: 1) } ?? "-", 9)
+                    + (result.percentileMicros(0.99).map { formatted($0, decimals: 1) } ?? "-"))
         }
         func ratio(_ phase: String) -> String {
             let raw = results.first { $0.engine == "raw" && $0.phase.hasPrefix(phase) }!
@@ -189,7 +204,8 @@ struct Workload {
             return (0..<valueBytes).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
         }
         let digits = { (count: Int) in (0..<count).map { _ in String(generator.next() % 10) }.joined() }
-        let record = "{\"id\":\"c\(digits(12))\",\"name\":\"Contact \(digits(6))\",\"email\":\"user\(digits(8))@example.com\","
+        let record =
+            "{\"id\":\"c\(digits(12))\",\"name\":\"Contact \(digits(6))\",\"email\":\"user\(digits(8))@example.com\","
             + "\"phone\":\"+1\(digits(10))\",\"company\":\"Company \(digits(5))\",\"stage\":\"qualified\","
             + "\"owner\":\"u\(digits(4))\",\"notes\":\""
         var bytes = Array(record.utf8)

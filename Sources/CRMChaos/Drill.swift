@@ -29,29 +29,38 @@ struct Drill {
             for id in cluster.ids { try cluster.setFault(id, "planted_bug", bug) }
         }
         // Where each member's log stood before the drill (an existing cluster's logs go back further).
-        let logStarts = Dictionary(uniqueKeysWithValues: cluster.ids.map { id in
-            (id, ((try? FileManager.default.attributesOfItem(atPath: cluster.logPath(id)))?[.size] as? Int) ?? 0)
-        })
+        let logStarts = Dictionary(
+            uniqueKeysWithValues: cluster.ids.map { id in
+                (id, ((try? FileManager.default.attributesOfItem(atPath: cluster.logPath(id)))?[.size] as? Int) ?? 0)
+            })
         if cluster.owned { for id in cluster.ids { try cluster.start(id) } }
-        guard await waitForLeader(cluster, seconds: 30) != 0 else { throw ChaosError("the cluster elected no leader in 30 s; see \(report)/node-*.log") }
+        guard await waitForLeader(cluster, seconds: 30) != 0 else {
+            throw ChaosError("the cluster elected no leader in 30 s; see \(report)/node-*.log")
+        }
         let start = Workload.now()
         let history = HistoryLog()
         let ledger = WorkloadLedger()
         let namespace = cluster.owned ? "" : "chaos/\(CRMChaos.stamp())/"
-        let workload = Workload(clients: scenario.clients, namespace: namespace, keys: scenario.keys, fronts: cluster.fronts, tls: cluster.tls,
-                                history: history, ledger: ledger, timeout: .milliseconds(Int64((scenario.clientTimeoutSeconds ?? 6) * 1000)))
+        let workload = Workload(
+            clients: scenario.clients, namespace: namespace, keys: scenario.keys, fronts: cluster.fronts,
+            tls: cluster.tls,
+            history: history, ledger: ledger, timeout: .milliseconds(Int64((scenario.clientTimeoutSeconds ?? 6) * 1000))
+        )
         let injector = FaultInjector(cluster: cluster, start: start, pinning: workload.pinning, progress: progress)
         if scenario.plantedBug != nil {
             try await injector.confirmHooks(within: 10)
             progress("planted bug \(scenario.plantedBug!) switched on in every member")
         }
-        progress("cluster of \(cluster.ids.count) up\(cluster.proxies != nil ? " (proxies between members)" : ""); running \(scenario.name) for \(scenario.durationSeconds) s with \(scenario.clients) clients")
+        progress(
+            "cluster of \(cluster.ids.count) up\(cluster.proxies != nil ? " (proxies between members)" : ""); running \(scenario.name) for \(scenario.durationSeconds) s with \(scenario.clients) clients"
+        )
 
         let end = start + UInt64(scenario.durationSeconds * 1e9)
         async let load: Void = workload.run(until: end)
         // Faults end a little before the workload does, so that recovery is measured under load.
         let lastFault = scenario.faults.map(\.atSeconds).max() ?? 0
-        try await injector.run(scenario.faults, until: max(scenario.durationSeconds - scenario.recoveryBoundSeconds, lastFault))
+        try await injector.run(
+            scenario.faults, until: max(scenario.durationSeconds - scenario.recoveryBoundSeconds, lastFault))
         try injector.heal()
         try await load
         progress("workload done: \(history.all.count) events; checking")
@@ -63,14 +72,17 @@ struct Drill {
         let final = await readEveryKey(workload: workload, tls: cluster.tls, history: history)
         verdict.checks.append(final.check)
         verdict.checks.append(Judge.uniqueWrites(ledger.snapshot, present: final.unique))
-        verdict.checks.append(Judge.counter(ledger.snapshot, final: final.values[workload.counterKey] ?? nil, key: workload.counterKey))
+        verdict.checks.append(
+            Judge.counter(ledger.snapshot, final: final.values[workload.counterKey] ?? nil, key: workload.counterKey))
         let (linearizable, checked) = Judge.linearizability(history.all)
         verdict.checks.append(linearizable)
         verdict.operationsChecked = checked
         verdict.checks += injector.checks
         verdict.checks.append(await convergence(cluster))
         // No member may crash (a Swift runtime trap or a signal backtrace), whatever the scenario.
-        verdict.checks.append(logsClean(cluster, ["Program crashed", "Fatal error:"] + (scenario.logsMustNotContain ?? []), from: logStarts))
+        verdict.checks.append(
+            logsClean(
+                cluster, ["Program crashed", "Fatal error:"] + (scenario.logsMustNotContain ?? []), from: logStarts))
         await cluster.closeConnections()
         cluster.stopAll()
         try write(history: history.all, timeline: injector.timeline, verdict: verdict, start: start, cluster: cluster)
@@ -79,15 +91,23 @@ struct Drill {
 
     private func makeCluster() async throws -> DrillCluster {
         guard let clusterFile else {
-            return try await DrillCluster(nodes: scenario.nodes, directory: report + "/cluster", binaries: binaries, repository: repository,
-                                          proxied: scenario.needsProxies, faultHooks: scenario.needsFaultHook)
+            return try await DrillCluster(
+                nodes: scenario.nodes, directory: report + "/cluster", binaries: binaries, repository: repository,
+                proxied: scenario.needsProxies, faultHooks: scenario.needsFaultHook)
         }
-        let needScratch = scenario.faults.filter { $0.needsProxies || $0.needsFaultHook || $0.kind == .damage || $0.kind == .repair }.map(\.kind.rawValue)
+        let needScratch = scenario.faults.filter {
+            $0.needsProxies || $0.needsFaultHook || $0.kind == .damage || $0.kind == .repair
+        }.map(\.kind.rawValue)
         guard needScratch.isEmpty && scenario.plantedBug == nil else {
-            throw ChaosError("\(scenario.name) uses \(Set(needScratch + (scenario.plantedBug == nil ? [] : ["planted_bug"])).sorted().joined(separator: ", ")), which only a fresh scratch cluster has (proxies between members, the debug fault hook, its data directories); run it without --cluster")
+            throw ChaosError(
+                "\(scenario.name) uses \(Set(needScratch + (scenario.plantedBug == nil ? [] : ["planted_bug"])).sorted().joined(separator: ", ")), which only a fresh scratch cluster has (proxies between members, the debug fault hook, its data directories); run it without --cluster"
+            )
         }
         let cluster = try DrillCluster(clusterFile: clusterFile, binaries: binaries)
-        guard cluster.ids.count == scenario.nodes else { throw ChaosError("\(scenario.name) is written for \(scenario.nodes) members; \(clusterFile) has \(cluster.ids.count)") }
+        guard cluster.ids.count == scenario.nodes else {
+            throw ChaosError(
+                "\(scenario.name) is written for \(scenario.nodes) members; \(clusterFile) has \(cluster.ids.count)")
+        }
         return cluster
     }
 
@@ -108,7 +128,9 @@ struct Drill {
     /// acknowledged write counted from the moment or from the write before, whichever is later,
     /// over the writes up to the next moment (so a write that slipped through just after the
     /// fault does not hide the election that followed).
-    private func availability(_ events: [HistoryEvent], faults: [FaultInjector.Record], start: UInt64) -> (Verdict.Check, Double?) {
+    private func availability(
+        _ events: [HistoryEvent], faults: [FaultInjector.Record], start: UInt64
+    ) -> (Verdict.Check, Double?) {
         let writes = events.filter { $0.type == .ok && $0.f != "get" }.map(\.time).sorted()
         let moments = faults.filter(\.disruptive).map { (time: start + UInt64($0.seconds * 1e9), action: $0.action) }
         var worst: UInt64 = 0
@@ -116,8 +138,13 @@ struct Drill {
         for (index, moment) in moments.enumerated() {
             let until = index + 1 < moments.count ? moments[index + 1].time : UInt64.max
             guard writes.contains(where: { $0 >= moment.time }) else {
-                return (.init(name: "available", passed: false,
-                              detail: String(format: "no write was acknowledged after %@ at %.3f s", moment.action, Double(moment.time - start) / 1e9)), nil)
+                return (
+                    .init(
+                        name: "available", passed: false,
+                        detail: String(
+                            format: "no write was acknowledged after %@ at %.3f s", moment.action,
+                            Double(moment.time - start) / 1e9)), nil
+                )
             }
             var previous = moment.time
             for write in writes where write >= moment.time {
@@ -127,10 +154,16 @@ struct Drill {
             }
         }
         let longest = zip(writes, writes.dropFirst()).map { $1 - $0 }.max() ?? 0
-        return (.init(name: "available", passed: Double(worst) / 1e9 <= scenario.recoveryBoundSeconds,
-                      detail: String(format: "worst unavailability %.3f s (after %@; bound %.1f s); longest stretch without an acknowledged write %.3f s; %d writes acknowledged",
-                                     Double(worst) / 1e9, worstAfter, scenario.recoveryBoundSeconds, Double(longest) / 1e9, writes.count)),
-                Double(worst) / 1e9)
+        return (
+            .init(
+                name: "available", passed: Double(worst) / 1e9 <= scenario.recoveryBoundSeconds,
+                detail: String(
+                    format:
+                        "worst unavailability %.3f s (after %@; bound %.1f s); longest stretch without an acknowledged write %.3f s; %d writes acknowledged",
+                    Double(worst) / 1e9, worstAfter, scenario.recoveryBoundSeconds, Double(longest) / 1e9, writes.count)
+            ),
+            Double(worst) / 1e9
+        )
     }
 
     struct FinalReads {
@@ -146,29 +179,37 @@ struct Drill {
     /// by a range over their prefix, which also finds any that nobody wrote.
     private func readEveryKey(workload: Workload, tls: ClientTLSFiles, history: HistoryLog) async -> FinalReads {
         guard let pool = try? FrontPool(workload.fronts, tls: tls) else {
-            return FinalReads(check: .init(name: "final reads", passed: false, detail: "no front"), values: [:], unique: nil)
+            return FinalReads(
+                check: .init(name: "final reads", passed: false, detail: "no front"), values: [:], unique: nil)
         }
         var failures = 0
         var values: [String: String?] = [:]
         let keys = Set(history.all.map(\.key)).filter { !$0.hasPrefix(workload.uniquePrefix) }.sorted()
         for key in keys {
             let process = history.newProcess()
-            history.record(HistoryEvent(process: process, type: .invoke, f: "get", key: key, value: nil, time: Workload.now()))
+            history.record(
+                HistoryEvent(process: process, type: .invoke, f: "get", key: key, value: nil, time: Workload.now()))
             var request = Crm_V1_GetRequest()
             request.key = Data(key.utf8)
             if let response = try? await pool.get(request, options: FaultInjector.options(seconds: 10)) {
                 let value = response.found ? String(decoding: response.value, as: UTF8.self) : nil
                 values[key] = .some(value)
-                history.record(HistoryEvent(process: process, type: .ok, f: "get", key: key, value: value, time: Workload.now()))
+                history.record(
+                    HistoryEvent(process: process, type: .ok, f: "get", key: key, value: value, time: Workload.now()))
             } else {
                 failures += 1
-                history.record(HistoryEvent(process: process, type: .fail, f: "get", key: key, value: nil, time: Workload.now()))
+                history.record(
+                    HistoryEvent(process: process, type: .fail, f: "get", key: key, value: nil, time: Workload.now()))
             }
         }
         let unique = await rangeKeys(pool, prefix: workload.uniquePrefix)
         await pool.close()
-        let detail = "\(keys.count - failures) of \(keys.count) keys read back after the run" + (unique == nil ? "; the unique keys' range could not be read" : "")
-        return FinalReads(check: .init(name: "final reads", passed: failures == 0 && unique != nil, detail: detail), values: values, unique: unique)
+        let detail =
+            "\(keys.count - failures) of \(keys.count) keys read back after the run"
+            + (unique == nil ? "; the unique keys' range could not be read" : "")
+        return FinalReads(
+            check: .init(name: "final reads", passed: failures == 0 && unique != nil, detail: detail), values: values,
+            unique: unique)
     }
 
     /// Every key under `prefix` (linearizable range reads, a page at a time, at most 1,000 pages).
@@ -182,7 +223,9 @@ struct Drill {
             request.from = from
             request.to = end
             request.limit = 1000
-            guard let page = try? await pool.range(request, options: FaultInjector.options(seconds: 10)) else { return nil }
+            guard let page = try? await pool.range(request, options: FaultInjector.options(seconds: 10)) else {
+                return nil
+            }
             for pair in page.pairs { keys.insert(String(decoding: pair.key, as: UTF8.self)) }
             guard page.more, let last = page.pairs.last else { return keys }
             from = last.key + Data([0])
@@ -197,13 +240,17 @@ struct Drill {
         while Date() < deadline {
             var states: [String] = []
             for id in cluster.ids {
-                guard let status = await cluster.status(id, timeout: .seconds(5)) else { states.append("\(id): no answer"); continue }
+                guard let status = await cluster.status(id, timeout: .seconds(5)) else {
+                    states.append("\(id): no answer"); continue
+                }
                 states.append("\(id): \(status.appliedIndex)/\(status.stateHash.prefix(16))")
             }
             last = states.joined(separator: ", ")
             let distinct = Set(states.map { $0.split(separator: " ", maxSplits: 1).last.map(String.init) ?? "" })
             if distinct.count == 1 && !last.contains("no answer") {
-                return .init(name: "members converged", passed: true, detail: "all \(cluster.ids.count) members at applied/hash \(distinct.first!)")
+                return .init(
+                    name: "members converged", passed: true,
+                    detail: "all \(cluster.ids.count) members at applied/hash \(distinct.first!)")
             }
             try? await Task.sleep(nanoseconds: 200_000_000)
         }
@@ -211,7 +258,8 @@ struct Drill {
     }
 
     /// No member logged any of the scenario's forbidden lines (each member's log from this drill).
-    private func logsClean(_ cluster: DrillCluster, _ forbidden: [String], from starts: [UInt64: Int]) -> Verdict.Check {
+    private func logsClean(_ cluster: DrillCluster, _ forbidden: [String], from starts: [UInt64: Int]) -> Verdict.Check
+    {
         var found: [String] = []
         for id in cluster.ids {
             let data = FileManager.default.contents(atPath: cluster.logPath(id)) ?? Data()
@@ -221,24 +269,36 @@ struct Drill {
                 if count > 0 { found.append("member \(id) logged \"\(text)\" \(count) times") }
             }
         }
-        return .init(name: "logs clean", passed: found.isEmpty,
-                     detail: found.isEmpty ? "no member logged " + forbidden.map { "\"\($0)\"" }.joined(separator: " or ") : found.joined(separator: "; "))
+        return .init(
+            name: "logs clean", passed: found.isEmpty,
+            detail: found.isEmpty
+                ? "no member logged " + forbidden.map { "\"\($0)\"" }.joined(separator: " or ")
+                : found.joined(separator: "; "))
     }
 
     // MARK: Report
 
-    private func write(history: [HistoryEvent], timeline: [FaultInjector.Record], verdict: Verdict, start: UInt64, cluster: DrillCluster) throws {
-        try (history.map { event -> String in
-            var shifted = event
-            shifted.time = event.time - min(event.time, start)
-            return shifted.json
-        }.joined(separator: "\n") + "\n").write(toFile: report + "/history.jsonl", atomically: true, encoding: .utf8)
+    private func write(
+        history: [HistoryEvent], timeline: [FaultInjector.Record], verdict: Verdict, start: UInt64,
+        cluster: DrillCluster
+    ) throws {
+        try
+            (history.map { event -> String in
+                var shifted = event
+                shifted.time = event.time - min(event.time, start)
+                return shifted.json
+            }.joined(separator: "\n") + "\n").write(
+                toFile: report + "/history.jsonl", atomically: true, encoding: .utf8)
         try timeline.map { record in
-            String(format: "%8.3f s  %@%@%@", record.seconds, record.action, record.members.isEmpty ? "" : " " + record.members.map(String.init).joined(separator: ","),
-                   record.detail.isEmpty ? "" : "  (\(record.detail))")
+            String(
+                format: "%8.3f s  %@%@%@", record.seconds, record.action,
+                record.members.isEmpty ? "" : " " + record.members.map(String.init).joined(separator: ","),
+                record.detail.isEmpty ? "" : "  (\(record.detail))")
         }
-            .joined(separator: "\n").appending("\n").write(toFile: report + "/faults.txt", atomically: true, encoding: .utf8)
-        try throughput(history, start: start).write(toFile: report + "/throughput.csv", atomically: true, encoding: .utf8)
+        .joined(separator: "\n").appending("\n").write(
+            toFile: report + "/faults.txt", atomically: true, encoding: .utf8)
+        try throughput(history, start: start).write(
+            toFile: report + "/throughput.csv", atomically: true, encoding: .utf8)
         for id in cluster.ids {
             try? FileManager.default.copyItem(atPath: cluster.logPath(id), toPath: report + "/node-\(id).log")
         }
@@ -248,7 +308,9 @@ struct Drill {
             "scenario": scenario.name, "passed": verdict.passed, "operations_checked": verdict.operationsChecked,
             "worst_unavailability_s": verdict.worstUnavailabilitySeconds ?? -1,
             "checks": verdict.checks.map { ["name": $0.name, "passed": $0.passed, "detail": $0.detail] },
-            "faults": timeline.map { ["at_s": $0.seconds, "action": $0.action, "members": $0.members.map { Int($0) }, "detail": $0.detail] },
+            "faults": timeline.map {
+                ["at_s": $0.seconds, "action": $0.action, "members": $0.members.map { Int($0) }, "detail": $0.detail]
+            },
             "planted_bug": scenario.plantedBug ?? NSNull(),
         ]
         let data = try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
@@ -278,7 +340,9 @@ struct Drill {
             let bucket = buckets[second] ?? (0, 0, 0, [])
             let sorted = bucket.latencies.sorted()
             func percentile(_ p: Double) -> String {
-                sorted.isEmpty ? "" : String(format: "%.2f", Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1e6)
+                sorted.isEmpty
+                    ? ""
+                    : String(format: "%.2f", Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1e6)
             }
             lines.append("\(second),\(bucket.ok),\(bucket.fail),\(bucket.info),\(percentile(0.5)),\(percentile(0.99))")
         }

@@ -4,6 +4,7 @@ import Dispatch
 import Foundation
 import GRPCCore
 import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -56,7 +57,8 @@ final class DrillCluster: @unchecked Sendable {
                 let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
                 source.setEventHandler {
                     for cluster in live.withLock({ Array($0.values) }) { cluster.stopAll(grace: 3) }
-                    FileHandle.standardError.write(Data("crm-chaos: interrupted; the drill's members were stopped\n".utf8))
+                    FileHandle.standardError.write(
+                        Data("crm-chaos: interrupted; the drill's members were stopped\n".utf8))
                     exit(130)
                 }
                 source.resume()
@@ -75,17 +77,25 @@ final class DrillCluster: @unchecked Sendable {
         self.binaries = binaries
         owned = true
         ids = (1...UInt64(nodes)).map { $0 }
-        tls = ClientTLSFiles(ca: directory + "/certs/ca.pem", certificate: directory + "/certs/client-chaos.pem",
-                             privateKey: directory + "/certs/client-chaos.key")
-        adminTLS = ClientTLSFiles(ca: directory + "/certs/ca.pem", certificate: directory + "/certs/client-crmctl.pem",
-                                  privateKey: directory + "/certs/client-crmctl.key")
+        tls = ClientTLSFiles(
+            ca: directory + "/certs/ca.pem", certificate: directory + "/certs/client-chaos.pem",
+            privateKey: directory + "/certs/client-chaos.key")
+        adminTLS = ClientTLSFiles(
+            ca: directory + "/certs/ca.pem", certificate: directory + "/certs/client-crmctl.pem",
+            privateKey: directory + "/certs/client-crmctl.key")
         proxies = proxied ? LinkProxies() : nil
         guard !FileManager.default.fileExists(atPath: directory) else {
-            throw ChaosError("\(directory) already exists (the remains of another drill?); give the drill a fresh --report directory")
+            throw ChaosError(
+                "\(directory) already exists (the remains of another drill?); give the drill a fresh --report directory"
+            )
         }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        try Self.run("/bin/bash", [repository.appendingPathComponent("cluster/make-certs.sh").path, directory + "/certs",
-                                   ids.map(String.init).joined(separator: ","), "crmctl", "chaos"])
+        try Self.run(
+            "/bin/bash",
+            [
+                repository.appendingPathComponent("cluster/make-certs.sh").path, directory + "/certs",
+                ids.map(String.init).joined(separator: ","), "crmctl", "chaos",
+            ])
         var taken: Set<Int> = []
         var ports: [UInt64: Ports] = [:]
         for id in ids { ports[id] = try Ports(&taken) }
@@ -93,7 +103,9 @@ final class DrillCluster: @unchecked Sendable {
         var routes: [UInt64: [UInt64: (peer: Int, client: Int)]] = [:]
         for from in ids {
             for to in ids where to != from {
-                guard let proxies else { routes[from, default: [:]][to] = (ports[to]!.peer, ports[to]!.client); continue }
+                guard let proxies else {
+                    routes[from, default: [:]][to] = (ports[to]!.peer, ports[to]!.client); continue
+                }
                 let route = (peer: try Self.freePort(&taken), client: try Self.freePort(&taken))
                 try await proxies.listen(port: route.peer, forwardingTo: ports[to]!.peer, from: from, to: to)
                 try await proxies.listen(port: route.client, forwardingTo: ports[to]!.client, from: from, to: to)
@@ -102,11 +114,12 @@ final class DrillCluster: @unchecked Sendable {
         }
         for id in ids {
             let me = ports[id]!
-            members[id] = Member(config: directory + "/node-\(id).yaml", log: directory + "/node-\(id).log", pidFile: nil,
-                                 dataDirectory: directory + "/node-\(id)/data",
-                                 admin: Endpoint(host: "127.0.0.1", port: me.admin), front: Endpoint(host: "127.0.0.1", port: me.front),
-                                 client: Endpoint(host: "127.0.0.1", port: me.client),
-                                 faultFile: faultHooks ? directory + "/node-\(id).faults.json" : nil)
+            members[id] = Member(
+                config: directory + "/node-\(id).yaml", log: directory + "/node-\(id).log", pidFile: nil,
+                dataDirectory: directory + "/node-\(id)/data",
+                admin: Endpoint(host: "127.0.0.1", port: me.admin), front: Endpoint(host: "127.0.0.1", port: me.front),
+                client: Endpoint(host: "127.0.0.1", port: me.client),
+                faultFile: faultHooks ? directory + "/node-\(id).faults.json" : nil)
             try writeConfig(id, ports: ports, routes: routes[id]!, join: false)
         }
     }
@@ -126,50 +139,57 @@ final class DrillCluster: @unchecked Sendable {
     private var writtenPorts: [UInt64: Ports] = [:]
     private var writtenRoutes: [UInt64: [UInt64: (peer: Int, client: Int)]] = [:]
 
-    private func writeConfig(_ id: UInt64, ports: [UInt64: Ports], routes: [UInt64: (peer: Int, client: Int)], join: Bool) throws {
+    private func writeConfig(
+        _ id: UInt64, ports: [UInt64: Ports], routes: [UInt64: (peer: Int, client: Int)], join: Bool
+    ) throws {
         writtenPorts = ports
         writtenRoutes[id] = routes
         let me = ports[id]!
         let members = ids.map { other -> String in
             let (peer, client) = other == id ? (me.peer, me.client) : routes[other]!
-            return "  - {id: \(other), peer: \"127.0.0.1:\(peer)\", client: \"127.0.0.1:\(client)\", admin: \"127.0.0.1:\(ports[other]!.admin)\"}"
+            return
+                "  - {id: \(other), peer: \"127.0.0.1:\(peer)\", client: \"127.0.0.1:\(client)\", admin: \"127.0.0.1:\(ports[other]!.admin)\"}"
         }.joined(separator: "\n")
         try """
-            id: \(id)
-            data_dir: node-\(id)/data
-            master_key_file: certs/master-\(id).key
-            \(join ? "join: true" : "")
-            listen:
-              peer: "127.0.0.1:\(me.peer)"
-              client: "127.0.0.1:\(me.client)"
-              admin: "127.0.0.1:\(me.admin)"
-              health: "127.0.0.1:\(me.health)"
-            members:
-            \(members)
-            tls:
-              ca: certs/ca.pem
-              cert: certs/member-\(id).pem
-              key: certs/member-\(id).key
-            admins: [crmctl]
-            front:
-              grpc: "127.0.0.1:\(me.front)"
-              http: "127.0.0.1:\(me.frontHTTP)"
-              requests_per_second: 100000
-              burst: 100000
+        id: \(id)
+        data_dir: node-\(id)/data
+        master_key_file: certs/master-\(id).key
+        \(join ? "join: true" : "")
+        listen:
+          peer: "127.0.0.1:\(me.peer)"
+          client: "127.0.0.1:\(me.client)"
+          admin: "127.0.0.1:\(me.admin)"
+          health: "127.0.0.1:\(me.health)"
+        members:
+        \(members)
+        tls:
+          ca: certs/ca.pem
+          cert: certs/member-\(id).pem
+          key: certs/member-\(id).key
+        admins: [crmctl]
+        front:
+          grpc: "127.0.0.1:\(me.front)"
+          http: "127.0.0.1:\(me.frontHTTP)"
+          requests_per_second: 100000
+          burst: 100000
 
-            """.write(toFile: self.members[id]!.config, atomically: true, encoding: .utf8)
+        """.write(toFile: self.members[id]!.config, atomically: true, encoding: .utf8)
     }
 
     /// Rewrites a scratch member's config to join the running cluster (after its data was moved aside).
     func rewriteToJoin(_ id: UInt64) throws {
-        guard owned, let routes = writtenRoutes[id] else { throw ChaosError("only a scratch cluster's members can be rewritten") }
+        guard owned, let routes = writtenRoutes[id] else {
+            throw ChaosError("only a scratch cluster's members can be rewritten")
+        }
         try writeConfig(id, ports: writtenPorts, routes: routes, join: true)
     }
 
     // MARK: An existing cluster
 
     private struct ClusterFile: Decodable {
-        struct Member: Decodable { var id: UInt64; var admin: String; var front: String?; var client: String; var config: String? }
+        struct Member: Decodable {
+            var id: UInt64; var admin: String; var front: String?; var client: String; var config: String?
+        }
         struct TLS: Decodable { var ca: String; var cert: String; var key: String }
         var members: [Member]
         var tls: TLS
@@ -182,28 +202,41 @@ final class DrillCluster: @unchecked Sendable {
         do {
             file = try JSONDecoder().decode(ClusterFile.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
         } catch {
-            throw ChaosError("\(path) is not a cluster file (members with id, admin, client, front, config; tls): \(error)")
+            throw ChaosError(
+                "\(path) is not a cluster file (members with id, admin, client, front, config; tls): \(error)")
         }
         directory = base
         self.binaries = binaries
         owned = false
         proxies = nil
         ids = file.members.map(\.id).sorted()
-        tls = ClientTLSFiles(ca: resolve(file.tls.ca), certificate: resolve(file.tls.cert), privateKey: resolve(file.tls.key))
+        tls = ClientTLSFiles(
+            ca: resolve(file.tls.ca), certificate: resolve(file.tls.cert), privateKey: resolve(file.tls.key))
         adminTLS = tls
         for member in file.members {
-            guard let admin = Endpoint(member.admin), let client = Endpoint(member.client), let front = member.front.flatMap(Endpoint.init) else {
+            guard let admin = Endpoint(member.admin), let client = Endpoint(member.client),
+                let front = member.front.flatMap(Endpoint.init)
+            else {
                 throw ChaosError("member \(member.id) in \(path) needs admin, client and front addresses (host:port)")
             }
-            guard let config = member.config.map(resolve) else { throw ChaosError("member \(member.id) in \(path) names no config") }
-            members[member.id] = Member(config: config, log: base + "/node-\(member.id).log", pidFile: base + "/node-\(member.id).pid",
-                                        dataDirectory: nil, admin: admin, front: front, client: client, faultFile: nil)
-            if let text = try? String(contentsOfFile: base + "/node-\(member.id).pid", encoding: .utf8), let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+            guard let config = member.config.map(resolve) else {
+                throw ChaosError("member \(member.id) in \(path) names no config")
+            }
+            members[member.id] = Member(
+                config: config, log: base + "/node-\(member.id).log", pidFile: base + "/node-\(member.id).pid",
+                dataDirectory: nil, admin: admin, front: front, client: client, faultFile: nil)
+            if let text = try? String(contentsOfFile: base + "/node-\(member.id).pid", encoding: .utf8),
+                let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            {
                 pids[member.id] = pid
             }
         }
-        guard ids.count == 3 || ids.count == 5 else { throw ChaosError("\(path) lists \(ids.count) members; drills run on 3 or 5") }
-        for id in ids where !isRunning(id) { throw ChaosError("member \(id) of \(path) is not running (no live pid in its pid file)") }
+        guard ids.count == 3 || ids.count == 5 else {
+            throw ChaosError("\(path) lists \(ids.count) members; drills run on 3 or 5")
+        }
+        for id in ids where !isRunning(id) {
+            throw ChaosError("member \(id) of \(path) is not running (no live pid in its pid file)")
+        }
     }
 
     // MARK: Processes
@@ -221,7 +254,9 @@ final class DrillCluster: @unchecked Sendable {
         // cluster's members (with pid files) are left running.
         if member.pidFile == nil { environment["CRM_EXIT_WITH_PARENT"] = "\(getpid())" }
         process.environment = environment
-        if !FileManager.default.fileExists(atPath: member.log) { _ = FileManager.default.createFile(atPath: member.log, contents: nil) }
+        if !FileManager.default.fileExists(atPath: member.log) {
+            _ = FileManager.default.createFile(atPath: member.log, contents: nil)
+        }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: member.log))
         log.seekToEndOfFile()
         process.standardOutput = log
@@ -229,7 +264,9 @@ final class DrillCluster: @unchecked Sendable {
         try process.run()
         processes[id] = process
         pids[id] = process.processIdentifier
-        if let pidFile = member.pidFile { try "\(process.processIdentifier)\n".write(toFile: pidFile, atomically: true, encoding: .utf8) }
+        if let pidFile = member.pidFile {
+            try "\(process.processIdentifier)\n".write(toFile: pidFile, atomically: true, encoding: .utf8)
+        }
     }
 
     func isRunning(_ id: UInt64) -> Bool {
@@ -279,7 +316,10 @@ final class DrillCluster: @unchecked Sendable {
     /// Sets one field of a member's fault file (nil removes it); the member re-reads the file
     /// at its next health check.
     func setFault(_ id: UInt64, _ field: String, _ value: Any?) throws {
-        guard let file = members[id]?.faultFile else { throw ChaosError("member \(id) has no fault file (drills with disk, clock or planted faults need a scratch cluster)") }
+        guard let file = members[id]?.faultFile else {
+            throw ChaosError(
+                "member \(id) has no fault file (drills with disk, clock or planted faults need a scratch cluster)")
+        }
         faults[id, default: [:]][field] = value
         let data = try JSONSerialization.data(withJSONObject: faults[id]!, options: [.sortedKeys])
         try data.write(to: URL(fileURLWithPath: file), options: .atomic)
@@ -294,7 +334,9 @@ final class DrillCluster: @unchecked Sendable {
 
     func connection(_ id: UInt64) -> MemberConnection? {
         guard isRunning(id), !paused.contains(id), let endpoint = members[id]?.admin else { return nil }
-        if admins[id] == nil { admins[id] = try? MemberConnection(host: endpoint.host, port: endpoint.port, tls: adminTLS) }
+        if admins[id] == nil {
+            admins[id] = try? MemberConnection(host: endpoint.host, port: endpoint.port, tls: adminTLS)
+        }
         return admins[id]
     }
 
@@ -334,7 +376,9 @@ final class DrillCluster: @unchecked Sendable {
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw ChaosError("\(executable) \(arguments.joined(separator: " ")) failed") }
+        guard process.terminationStatus == 0 else {
+            throw ChaosError("\(executable) \(arguments.joined(separator: " ")) failed")
+        }
     }
 
     /// A loopback port that binds now, below the kernel's ephemeral range (so that no outgoing
@@ -351,7 +395,9 @@ final class DrillCluster: @unchecked Sendable {
             address.sin_port = in_port_t(UInt16(port).bigEndian)
             address.sin_addr.s_addr = inet_addr("127.0.0.1")
             let bound = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
             }
             if bound == 0 {
                 taken.insert(port)

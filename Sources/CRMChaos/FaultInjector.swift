@@ -45,8 +45,11 @@ final class FaultInjector: @unchecked Sendable {
     var seconds: Double { Double(Workload.now() - start) / 1e9 }
 
     private func note(_ action: String, _ members: [UInt64], _ detail: String = "", disruptive: Bool) {
-        timeline.append(Record(seconds: seconds, action: action, members: members, detail: detail, disruptive: disruptive))
-        let who = members.isEmpty ? "" : " member" + (members.count > 1 ? "s " : " ") + members.map(String.init).joined(separator: ", ")
+        timeline.append(
+            Record(seconds: seconds, action: action, members: members, detail: detail, disruptive: disruptive))
+        let who =
+            members.isEmpty
+            ? "" : " member" + (members.count > 1 ? "s " : " ") + members.map(String.init).joined(separator: ", ")
         progress(String(format: "%6.2f s  %@%@%@", seconds, action, who, detail.isEmpty ? "" : " (\(detail))"))
     }
 
@@ -96,7 +99,9 @@ final class FaultInjector: @unchecked Sendable {
         if due > now { try await Task.sleep(nanoseconds: due - now) }
     }
 
-    private func undoLater(_ fault: Scenario.Fault, _ label: String, _ members: [UInt64], _ run: @escaping () throws -> Void) {
+    private func undoLater(
+        _ fault: Scenario.Fault, _ label: String, _ members: [UInt64], _ run: @escaping () throws -> Void
+    ) {
         let at = fault.durationSeconds.map { fault.atSeconds + $0 } ?? .infinity
         undos.append(Undo(at: at, label: label, members: members, run: run))
     }
@@ -122,7 +127,9 @@ final class FaultInjector: @unchecked Sendable {
         }
         let targets = await choose(fault.target ?? .random, count: fault.count ?? 1)
         guard !targets.isEmpty else {
-            note("skipped \(fault.kind.rawValue)", [], "no \(fault.target?.rawValue ?? "member") to target", disruptive: false)
+            note(
+                "skipped \(fault.kind.rawValue)", [], "no \(fault.target?.rawValue ?? "member") to target",
+                disruptive: false)
             return
         }
         switch fault.kind {
@@ -138,14 +145,17 @@ final class FaultInjector: @unchecked Sendable {
         case .network:
             try slowLinks(fault, of: fault.target == .all ? nil : targets[0])
         case .slowFsync:
-            try setHookFault(fault, targets, field: "fsync_delay_ms", value: fault.delayMilliseconds!, label: "slow fsync",
-                             detail: "+\(fault.delayMilliseconds!) ms per synced write")
+            try setHookFault(
+                fault, targets, field: "fsync_delay_ms", value: fault.delayMilliseconds!, label: "slow fsync",
+                detail: "+\(fault.delayMilliseconds!) ms per synced write")
         case .diskFull:
-            try setHookFault(fault, targets, field: "free_disk_bytes", value: 0, label: "disk full", detail: "0 bytes free")
+            try setHookFault(
+                fault, targets, field: "free_disk_bytes", value: 0, label: "disk full", detail: "0 bytes free")
         case .clockJump:
             let offset = fault.offsetSeconds!
-            try setHookFault(fault, targets, field: "clock_offset_ms", value: Int64(offset * 1000), label: "clock jump",
-                             detail: String(format: "%+.0f s", offset))
+            try setHookFault(
+                fault, targets, field: "clock_offset_ms", value: Int64(offset * 1000), label: "clock jump",
+                detail: String(format: "%+.0f s", offset))
         case .damage:
             try await damage(targets[0], file: fault.file!)
         case .restart, .heal, .repair:
@@ -172,7 +182,9 @@ final class FaultInjector: @unchecked Sendable {
     // MARK: Network
 
     private func proxies() throws -> LinkProxies {
-        guard let proxies = cluster.proxies else { throw ChaosError("this cluster has no proxies between its members (network faults need a scratch cluster)") }
+        guard let proxies = cluster.proxies else {
+            throw ChaosError("this cluster has no proxies between its members (network faults need a scratch cluster)")
+        }
         return proxies
     }
 
@@ -223,15 +235,20 @@ final class FaultInjector: @unchecked Sendable {
     /// Delay, jitter and loss on every link of `member` (both ways), or on every link.
     private func slowLinks(_ fault: Scenario.Fault, of member: UInt64?) throws {
         let proxies = try proxies()
-        let condition = LinkCondition(delayMilliseconds: fault.delayMilliseconds ?? 0, jitterMilliseconds: fault.jitterMilliseconds ?? 0,
-                                      lossPercent: fault.lossPercent ?? 0)
+        let condition = LinkCondition(
+            delayMilliseconds: fault.delayMilliseconds ?? 0, jitterMilliseconds: fault.jitterMilliseconds ?? 0,
+            lossPercent: fault.lossPercent ?? 0)
         var links: [(UInt64, UInt64)] = []
         for from in cluster.ids {
-            for to in cluster.ids where from != to && (member == nil || from == member || to == member) { links.append((from, to)) }
+            for to in cluster.ids where from != to && (member == nil || from == member || to == member) {
+                links.append((from, to))
+            }
         }
         proxies.update { faults in for (from, to) in links { faults.set(condition, from: from, to: to) } }
-        let detail = String(format: "delay %d ms, jitter %d ms, loss %.1f %% on %@", condition.delayMilliseconds, condition.jitterMilliseconds,
-                            condition.lossPercent, member.map { "the links of \($0)" } ?? "every link")
+        let detail = String(
+            format: "delay %d ms, jitter %d ms, loss %.1f %% on %@", condition.delayMilliseconds,
+            condition.jitterMilliseconds,
+            condition.lossPercent, member.map { "the links of \($0)" } ?? "every link")
         note("slow network", member.map { [$0] } ?? [], detail, disruptive: true)
         undoLater(fault, "network restored", member.map { [$0] } ?? []) {
             proxies.update { faults in for (from, to) in links { faults.set(.clear, from: from, to: to) } }
@@ -240,7 +257,9 @@ final class FaultInjector: @unchecked Sendable {
 
     // MARK: Fault hook
 
-    private func setHookFault(_ fault: Scenario.Fault, _ targets: [UInt64], field: String, value: Any, label: String, detail: String) throws {
+    private func setHookFault(
+        _ fault: Scenario.Fault, _ targets: [UInt64], field: String, value: Any, label: String, detail: String
+    ) throws {
         for id in targets { try cluster.setFault(id, field, value) }
         note(label, targets, detail, disruptive: true)
         undoLater(fault, "\(label) undone", targets) { [cluster] in
@@ -255,7 +274,9 @@ final class FaultInjector: @unchecked Sendable {
             let deadline = Date().addingTimeInterval(seconds)
             while !cluster.tookFaults(id) && Date() < deadline { try await Task.sleep(nanoseconds: 100_000_000) }
             guard cluster.tookFaults(id) else {
-                throw ChaosError("member \(id) ignored its fault file: the fault hooks exist only in debug builds of crm-node; run crm-chaos with --binaries .build/debug")
+                throw ChaosError(
+                    "member \(id) ignored its fault file: the fault hooks exist only in debug builds of crm-node; run crm-chaos with --binaries .build/debug"
+                )
             }
             hookChecked.insert(id)
         }
@@ -267,13 +288,16 @@ final class FaultInjector: @unchecked Sendable {
     /// the Raft log, starts it again, and checks that it noticed: it raises CORRUPT (or refuses
     /// to start) and serves no data.
     private func damage(_ id: UInt64, file: Scenario.Fault.DamagedFile) async throws {
-        guard let data = cluster.members[id]?.dataDirectory else { throw ChaosError("damage needs a scratch cluster (the member's data directory)") }
+        guard let data = cluster.members[id]?.dataDirectory else {
+            throw ChaosError("damage needs a scratch cluster (the member's data directory)")
+        }
         let flipped: String
         if file == .wal {
             cluster.kill9(id)
             flipped = try Self.flipBytes(inWALOf: data + "/db")
         } else {
-            _ = try? await cluster.connection(id)?.admin.compact(Crm_V1_CompactRequest(), options: Self.options(seconds: 10))
+            _ = try? await cluster.connection(id)?.admin.compact(
+                Crm_V1_CompactRequest(), options: Self.options(seconds: 10))
             cluster.kill9(id)
             flipped = try Self.flipBytes(inTableOf: file == .state ? "state_machine" : "raft_log", in: data + "/db")
         }
@@ -287,8 +311,13 @@ final class FaultInjector: @unchecked Sendable {
     /// 32 bytes inverted at offset 300 (inside the first data block) of the newest table file
     /// that names the column family.
     static func flipBytes(inTableOf family: String, in db: String) throws -> String {
-        let tables = try FileManager.default.contentsOfDirectory(atPath: db).filter { $0.hasSuffix(".sst") }.sorted().reversed()
-        guard let table = tables.first(where: { (FileManager.default.contents(atPath: db + "/" + $0) ?? Data()).range(of: Data(family.utf8)) != nil }) else {
+        let tables = try FileManager.default.contentsOfDirectory(atPath: db).filter { $0.hasSuffix(".sst") }.sorted()
+            .reversed()
+        guard
+            let table = tables.first(where: {
+                (FileManager.default.contents(atPath: db + "/" + $0) ?? Data()).range(of: Data(family.utf8)) != nil
+            })
+        else {
             throw ChaosError("no table file of \(family) in \(db) (among \(tables.count) tables) to damage")
         }
         try invert32Bytes(in: db + "/" + table, at: 300)
@@ -300,7 +329,9 @@ final class FaultInjector: @unchecked Sendable {
         let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
         defer { try? handle.close() }
         try handle.seek(toOffset: offset)
-        guard var bytes = try handle.read(upToCount: 32), bytes.count == 32 else { throw ChaosError("\(path) is too short to damage at \(offset)") }
+        guard var bytes = try handle.read(upToCount: 32), bytes.count == 32 else {
+            throw ChaosError("\(path) is too short to damage at \(offset)")
+        }
         for index in bytes.indices { bytes[index] ^= 0xFF }
         try handle.seek(toOffset: offset)
         try handle.write(contentsOf: bytes)
@@ -310,7 +341,9 @@ final class FaultInjector: @unchecked Sendable {
     /// not a torn tail).
     static func flipBytes(inWALOf db: String) throws -> String {
         let logs = try FileManager.default.contentsOfDirectory(atPath: db).filter { $0.hasSuffix(".log") }.sorted()
-        guard let wal = logs.last, let size = (try FileManager.default.attributesOfItem(atPath: db + "/" + wal))[.size] as? Int, size >= 4096 else {
+        guard let wal = logs.last,
+            let size = (try FileManager.default.attributesOfItem(atPath: db + "/" + wal))[.size] as? Int, size >= 4096
+        else {
             throw ChaosError("no write-ahead log of 4 KiB or more in \(db) to damage (among \(logs))")
         }
         try invert32Bytes(in: db + "/" + wal, at: UInt64(size / 2))
@@ -326,26 +359,39 @@ final class FaultInjector: @unchecked Sendable {
                 let log = (try? String(contentsOfFile: cluster.logPath(id), encoding: .utf8)) ?? ""
                 // The member's last critical line says why it stopped; it must name the damage.
                 let reason = log.split(separator: "\n").last { $0.contains(" critical ") }
-                    .flatMap { line in ["orrupt", "damaged", "unreadable", "checksum"].contains { line.contains($0) } ? line : nil }
-                return .init(name: name, passed: reason != nil,
-                             detail: String(format: "refused to start after %.1f s: %@", Date().timeIntervalSince(began),
-                                            reason.map { line in String(line[(line.range(of: "error=")?.upperBound ?? line.startIndex)...].prefix(240)) }
-                                                ?? "exited without naming damage"))
+                    .flatMap { line in
+                        ["orrupt", "damaged", "unreadable", "checksum"].contains { line.contains($0) } ? line : nil
+                    }
+                return .init(
+                    name: name, passed: reason != nil,
+                    detail: String(
+                        format: "refused to start after %.1f s: %@", Date().timeIntervalSince(began),
+                        reason.map { line in
+                            String(line[(line.range(of: "error=")?.upperBound ?? line.startIndex)...].prefix(240))
+                        }
+                            ?? "exited without naming damage"))
             }
             if let status = await cluster.status(id), let alarm = status.alarms.first(where: { $0.kind == .corrupt }) {
                 let read = await directRead(id)
-                return .init(name: name, passed: read.refused,
-                             detail: String(format: "CORRUPT raised %.1f s after the restart (%@); a read from it: %@", Date().timeIntervalSince(began),
-                                            String(alarm.reason.prefix(160)), read.detail))
+                return .init(
+                    name: name, passed: read.refused,
+                    detail: String(
+                        format: "CORRUPT raised %.1f s after the restart (%@); a read from it: %@",
+                        Date().timeIntervalSince(began),
+                        String(alarm.reason.prefix(160)), read.detail))
             }
             try? await Task.sleep(nanoseconds: 200_000_000)
         }
-        return .init(name: name, passed: false, detail: "member \(id) runs with damaged files and raised no CORRUPT alarm in 30 s")
+        return .init(
+            name: name, passed: false,
+            detail: "member \(id) runs with damaged files and raised no CORRUPT alarm in 30 s")
     }
 
     /// A serializable read straight from the member's client port.
     private func directRead(_ id: UInt64) async -> (refused: Bool, detail: String) {
-        guard let endpoint = cluster.members[id]?.client, let connection = try? MemberConnection(host: endpoint.host, port: endpoint.port, tls: cluster.tls) else {
+        guard let endpoint = cluster.members[id]?.client,
+            let connection = try? MemberConnection(host: endpoint.host, port: endpoint.port, tls: cluster.tls)
+        else {
             return (false, "no connection")
         }
         defer { Task { await connection.close() } }
@@ -370,8 +416,13 @@ final class FaultInjector: @unchecked Sendable {
             let began = Date()
             note("repair", [id], "remove, empty, re-add as learner, promote", disruptive: true)
             let outcome = await repair(id)
-            checks.append(.init(name: "repaired (member \(id))", passed: outcome == nil,
-                                detail: outcome ?? String(format: "back as a voter, caught up by snapshot, in %.1f s", Date().timeIntervalSince(began))))
+            checks.append(
+                .init(
+                    name: "repaired (member \(id))", passed: outcome == nil,
+                    detail: outcome
+                        ?? String(
+                            format: "back as a voter, caught up by snapshot, in %.1f s", Date().timeIntervalSince(began)
+                        )))
             note(outcome == nil ? "repaired" : "repair failed", [id], outcome ?? "", disruptive: false)
         }
         damaged = []
@@ -386,7 +437,8 @@ final class FaultInjector: @unchecked Sendable {
         await cluster.dropConnection(id)
         guard let data = cluster.members[id]?.dataDirectory else { return "no data directory" }
         do {
-            try FileManager.default.moveItem(atPath: data, toPath: data + ".damaged-\(Int(Date().timeIntervalSince1970))")
+            try FileManager.default.moveItem(
+                atPath: data, toPath: data + ".damaged-\(Int(Date().timeIntervalSince1970))")
             try cluster.rewriteToJoin(id)
             try cluster.start(id)
         } catch {
@@ -404,7 +456,8 @@ final class FaultInjector: @unchecked Sendable {
         while Date() < deadline && !caughtUp {
             let leader = await cluster.leader()
             if leader != 0, let status = await cluster.status(leader), let own = await cluster.status(id),
-               own.snapshotIndex > 0, own.appliedIndex + 8 >= status.commitIndex {
+                own.snapshotIndex > 0, own.appliedIndex + 8 >= status.commitIndex
+            {
                 caughtUp = true
             } else {
                 try? await Task.sleep(nanoseconds: 200_000_000)
@@ -422,7 +475,9 @@ final class FaultInjector: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
             let leader = await cluster.leader()
-            if leader != 0, let connection = cluster.connection(leader), (try? await call(connection, Self.options(seconds: 5))) != nil {
+            if leader != 0, let connection = cluster.connection(leader),
+                (try? await call(connection, Self.options(seconds: 5))) != nil
+            {
                 return true
             }
             try? await Task.sleep(nanoseconds: 300_000_000)

@@ -21,7 +21,9 @@ enum Judge {
     /// The history as the linearizability checker takes it: ok operations with their results,
     /// info ones as indeterminate (they may have applied at any time after the invocation);
     /// failed ones are left out (they certainly did not apply).
-    static func operations(_ events: [HistoryEvent]) -> (operations: [HistoryOperation], ok: Int, failed: Int, info: Int) {
+    static func operations(
+        _ events: [HistoryEvent]
+    ) -> (operations: [HistoryOperation], ok: Int, failed: Int, info: Int) {
         var open: [Int: HistoryEvent] = [:]
         var operations: [HistoryOperation] = []
         var counts = (ok: 0, failed: 0, info: 0)
@@ -48,11 +50,14 @@ enum Judge {
                 case .cas: result = .swapped(true)
                 default: result = .done
                 }
-                operations.append(HistoryOperation(client: UInt64(event.process), operation: operation, invoked: invoke.time,
-                                                   completed: event.time, result: result))
+                operations.append(
+                    HistoryOperation(
+                        client: UInt64(event.process), operation: operation, invoked: invoke.time,
+                        completed: event.time, result: result))
             case .info:
                 counts.info += 1
-                operations.append(HistoryOperation(client: UInt64(event.process), operation: operation, invoked: invoke.time))
+                operations.append(
+                    HistoryOperation(client: UInt64(event.process), operation: operation, invoked: invoke.time))
             case .fail:
                 counts.failed += 1
             case .invoke:
@@ -62,8 +67,12 @@ enum Judge {
         // An operation still open at the end never got an answer: indeterminate.
         for invoke in open.values {
             counts.info += 1
-            let operation: KVOperation = invoke.f == "get" ? .get(key: invoke.key) : .put(key: invoke.key, value: invoke.value ?? "")
-            if invoke.f != "get" { operations.append(HistoryOperation(client: UInt64(invoke.process), operation: operation, invoked: invoke.time)) }
+            let operation: KVOperation =
+                invoke.f == "get" ? .get(key: invoke.key) : .put(key: invoke.key, value: invoke.value ?? "")
+            if invoke.f != "get" {
+                operations.append(
+                    HistoryOperation(client: UInt64(invoke.process), operation: operation, invoked: invoke.time))
+            }
         }
         return (operations, counts.ok, counts.failed, counts.info)
     }
@@ -73,18 +82,27 @@ enum Judge {
         let started = Date()
         let verdict = LinearizabilityChecker().check(operations)
         let took = String(format: "%.2f s", Date().timeIntervalSince(started))
-        let counts = "\(operations.count) operations checked (\(ok) ok, \(info) indeterminate; \(failed) failed left out) in \(took)"
+        let counts =
+            "\(operations.count) operations checked (\(ok) ok, \(info) indeterminate; \(failed) failed left out) in \(took)"
         switch verdict {
         case .linearizable:
             return (.init(name: "linearizable", passed: true, detail: counts), operations.count)
         case .violation(let key, let trace):
             let why = explain(key: key, events)
-            return (.init(name: "linearizable", passed: false,
-                          detail: "key \(key) has no linearization; \(counts)" + (why.isEmpty ? "" : "; " + why.joined(separator: "; "))
-                            + "; its last operations: " + trace.suffix(6).joined(separator: " | ")),
-                    operations.count)
+            return (
+                .init(
+                    name: "linearizable", passed: false,
+                    detail: "key \(key) has no linearization; \(counts)"
+                        + (why.isEmpty ? "" : "; " + why.joined(separator: "; "))
+                        + "; its last operations: " + trace.suffix(6).joined(separator: " | ")),
+                operations.count
+            )
         case .undecided(let key, let steps):
-            return (.init(name: "linearizable", passed: false, detail: "key \(key) undecided after \(steps) search steps; \(counts)"), operations.count)
+            return (
+                .init(
+                    name: "linearizable", passed: false,
+                    detail: "key \(key) undecided after \(steps) search steps; \(counts)"), operations.count
+            )
         }
     }
 
@@ -92,14 +110,21 @@ enum Judge {
     /// none may be there that failed or was never issued (a phantom write). Indeterminate ones
     /// may go either way, and are counted.
     static func uniqueWrites(_ counts: WorkloadLedger.Counts, present: Set<String>?) -> Verdict.Check {
-        guard let present else { return .init(name: "no lost writes", passed: false, detail: "the unique keys could not be read back") }
+        guard let present else {
+            return .init(name: "no lost writes", passed: false, detail: "the unique keys could not be read back")
+        }
         let lost = counts.uniqueOK.subtracting(present).sorted()
         let phantom = present.subtracting(counts.uniqueOK.union(counts.uniqueUnknown)).sorted()
         let unknownApplied = counts.uniqueUnknown.intersection(present).count
-        var detail = "\(counts.uniqueOK.count - lost.count) of \(counts.uniqueOK.count) acknowledged unique writes present"
-        detail += "; \(counts.uniqueUnknown.count) indeterminate (\(unknownApplied) applied); \(counts.uniqueFailed.count) failed"
+        var detail =
+            "\(counts.uniqueOK.count - lost.count) of \(counts.uniqueOK.count) acknowledged unique writes present"
+        detail +=
+            "; \(counts.uniqueUnknown.count) indeterminate (\(unknownApplied) applied); \(counts.uniqueFailed.count) failed"
         if !lost.isEmpty { detail += "; LOST \(lost.count): " + lost.prefix(8).joined(separator: ", ") }
-        if !phantom.isEmpty { detail += "; PHANTOM \(phantom.count) (present, never acknowledged): " + phantom.prefix(8).joined(separator: ", ") }
+        if !phantom.isEmpty {
+            detail +=
+                "; PHANTOM \(phantom.count) (present, never acknowledged): " + phantom.prefix(8).joined(separator: ", ")
+        }
         return .init(name: "no lost writes", passed: lost.isEmpty && phantom.isEmpty, detail: detail)
     }
 
@@ -109,8 +134,10 @@ enum Judge {
         let value = final.flatMap { Int($0) } ?? 0
         let low = counts.incrementsOK, high = counts.incrementsOK + counts.incrementsUnknown
         let passed = (final == nil || Int(final!) != nil) && (low...high).contains(value)
-        let detail = "\(key) = \(final ?? "absent") after \(low) acknowledged and \(counts.incrementsUnknown) indeterminate increments (must be \(low) to \(high))"
-            + (value < low ? "; \(low - value) acknowledged increments LOST" : "") + (value > high ? "; \(value - high) increments from nowhere" : "")
+        let detail =
+            "\(key) = \(final ?? "absent") after \(low) acknowledged and \(counts.incrementsUnknown) indeterminate increments (must be \(low) to \(high))"
+            + (value < low ? "; \(low - value) acknowledged increments LOST" : "")
+            + (value > high ? "; \(value - high) increments from nowhere" : "")
         return .init(name: "counter", passed: passed, detail: detail)
     }
 
@@ -128,15 +155,23 @@ enum Judge {
         for read in reads where lines.count < 2 {
             let finished = writes.filter { ($0.completed ?? .max) < read.invoked }
             let lastFinishedStart = finished.map(\.invoked).max()
-            guard !possiblyCurrent(read.value, read: read, writes: writes, lastFinishedStart: lastFinishedStart, visiting: []) else { continue }
+            guard
+                !possiblyCurrent(
+                    read.value, read: read, writes: writes, lastFinishedStart: lastFinishedStart, visiting: [])
+            else { continue }
             let latest = finished.max { $0.completed! < $1.completed! }
-            lines.append("get(\(key)) at \(seconds(read.invoked)) returned \(read.value ?? "nothing")"
-                         + (latest.map { ", though \($0.label) had been acknowledged at \(seconds($0.completed!)) and nothing since could have restored it" } ?? ""))
+            lines.append(
+                "get(\(key)) at \(seconds(read.invoked)) returned \(read.value ?? "nothing")"
+                    + (latest.map {
+                        ", though \($0.label) had been acknowledged at \(seconds($0.completed!)) and nothing since could have restored it"
+                    } ?? ""))
         }
         return lines
     }
 
-    private struct ExplainedWrite { var value: String?; var expected: String??; var invoked: UInt64; var completed: UInt64?; var label: String }
+    private struct ExplainedWrite {
+        var value: String?; var expected: String??; var invoked: UInt64; var completed: UInt64?; var label: String
+    }
     private struct ExplainedRead { var value: String?; var invoked: UInt64; var completed: UInt64 }
 
     /// The writes of `key` that may have applied (acknowledged or indeterminate, including
@@ -148,16 +183,24 @@ enum Judge {
         func record(_ invoke: HistoryEvent, completed: UInt64?) {
             switch invoke.f {
             case "get": break
-            case "delete": writes.append(ExplainedWrite(value: nil, expected: nil, invoked: invoke.time, completed: completed, label: "delete"))
-            default: writes.append(ExplainedWrite(value: invoke.value, expected: invoke.f == "cas" ? invoke.expected : nil,
-                                                  invoked: invoke.time, completed: completed, label: "\(invoke.f)(\(invoke.value ?? ""))"))
+            case "delete":
+                writes.append(
+                    ExplainedWrite(
+                        value: nil, expected: nil, invoked: invoke.time, completed: completed, label: "delete"))
+            default:
+                writes.append(
+                    ExplainedWrite(
+                        value: invoke.value, expected: invoke.f == "cas" ? invoke.expected : nil,
+                        invoked: invoke.time, completed: completed, label: "\(invoke.f)(\(invoke.value ?? ""))"))
             }
         }
         for event in events where event.key == key {
             if event.type == .invoke { open[event.process] = event; continue }
             guard let invoke = open.removeValue(forKey: event.process), event.type != .fail else { continue }
             if invoke.f == "get" {
-                if event.type == .ok { reads.append(ExplainedRead(value: event.value, invoked: invoke.time, completed: event.time)) }
+                if event.type == .ok {
+                    reads.append(ExplainedRead(value: event.value, invoked: invoke.time, completed: event.time))
+                }
             } else {
                 record(invoke, completed: event.type == .ok ? event.time : nil)
             }
@@ -171,8 +214,10 @@ enum Judge {
     /// (nil: none was): every acknowledged write that finished before it is certainly replaced.
     /// `visiting` breaks cycles of compare-and-swaps; a cycle counts as possible, so no read is
     /// blamed that some order might explain.
-    private static func possiblyCurrent(_ value: String?, read: ExplainedRead, writes: [ExplainedWrite], lastFinishedStart: UInt64?,
-                                        visiting: Set<String?>) -> Bool {
+    private static func possiblyCurrent(
+        _ value: String?, read: ExplainedRead, writes: [ExplainedWrite], lastFinishedStart: UInt64?,
+        visiting: Set<String?>
+    ) -> Bool {
         if value == nil && lastFinishedStart == nil { return true }
         if visiting.contains(value) { return true }
         let replaced = { (write: ExplainedWrite) -> Bool in
@@ -181,7 +226,12 @@ enum Judge {
         }
         for write in writes where write.value == value && write.invoked < read.completed && !replaced(write) {
             guard write.completed == nil, let expected = write.expected else { return true }
-            if possiblyCurrent(expected, read: read, writes: writes, lastFinishedStart: lastFinishedStart, visiting: visiting.union([value])) { return true }
+            if possiblyCurrent(
+                expected, read: read, writes: writes, lastFinishedStart: lastFinishedStart,
+                visiting: visiting.union([value]))
+            {
+                return true
+            }
         }
         return false
     }

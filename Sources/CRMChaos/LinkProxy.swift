@@ -22,7 +22,9 @@ final class NetworkFaults: Sendable {
 
     private let links = Mutex<[Link: LinkCondition]>([:])
 
-    func condition(from: UInt64, to: UInt64) -> LinkCondition { links.withLock { $0[Link(from: from, to: to)] ?? .clear } }
+    func condition(from: UInt64, to: UInt64) -> LinkCondition {
+        links.withLock { $0[Link(from: from, to: to)] ?? .clear }
+    }
 
     func set(_ condition: LinkCondition, from: UInt64, to: UInt64) {
         precondition(from != to, "a member has no link to itself")
@@ -90,7 +92,9 @@ final class LinkRelay: ChannelInboundHandler, @unchecked Sendable {
         }
         var delay = Int64(condition.delayMilliseconds)
         if condition.jitterMilliseconds > 0 { delay += Int64.random(in: 0...Int64(condition.jitterMilliseconds)) }
-        if condition.lossPercent > 0 && Double.random(in: 0..<100) < condition.lossPercent { delay += Int64.random(in: 200...600) }
+        if condition.lossPercent > 0 && Double.random(in: 0..<100) < condition.lossPercent {
+            delay += Int64.random(in: 200...600)
+        }
         let now = NIODeadline.now()
         let due = max(now + .milliseconds(delay), lastDelivery)
         lastDelivery = due
@@ -183,7 +187,9 @@ final class LinkProxies: Sendable {
     func update(_ change: (NetworkFaults) -> Void) {
         change(faults)
         for connection in connections.withLock({ Array($0.values) }) where connection.isPoisoned {
-            if !faults.condition(from: connection.from, to: connection.to).blocked && !faults.condition(from: connection.to, to: connection.from).blocked {
+            if !faults.condition(from: connection.from, to: connection.to).blocked
+                && !faults.condition(from: connection.to, to: connection.from).blocked
+            {
                 connection.close()
             }
         }

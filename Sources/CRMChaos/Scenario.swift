@@ -96,19 +96,35 @@ struct Scenario: Codable, Sendable {
             var problems: [String] = []
             let name = "faults[\(index)] (\(kind.rawValue))"
             if atSeconds < 0 || atSeconds >= duration { problems.append("\(name): at_s must fall inside the run") }
-            if ![.restart, .repair, .heal].contains(kind) && target == nil { problems.append("\(name) needs a target") }
-            if target == .all && ![.network, .slowFsync, .clockJump].contains(kind) { problems.append("\(name): target all is for network, slow-fsync and clock-jump") }
+            if ![.restart, .repair, .heal].contains(kind) && target == nil {
+                problems.append("\(name) needs a target")
+            }
+            if target == .all && ![.network, .slowFsync, .clockJump].contains(kind) {
+                problems.append("\(name): target all is for network, slow-fsync and clock-jump")
+            }
             if let count, !(1...(nodes - 1) / 2 + 1).contains(count) || (count > 1 && kind != .kill) {
                 problems.append("\(name): count is for kill, 1 to \((nodes - 1) / 2 + 1)")
             }
-            if let durationSeconds, durationSeconds <= 0 || !isTemporary { problems.append("\(name): duration_s must be positive, and only temporary faults have one") }
-            if kind == .partition && shape == nil { problems.append("\(name) needs a shape: isolate, minority, bridge or one-way") }
-            if kind == .network && (delayMilliseconds ?? 0) <= 0 && (lossPercent ?? 0) <= 0 { problems.append("\(name) needs delay_ms or loss_percent") }
-            if let loss = lossPercent, !(0...100).contains(loss) { problems.append("\(name): loss_percent must be 0 to 100") }
-            if kind == .slowFsync && !(1...10_000).contains(delayMilliseconds ?? 0) { problems.append("\(name): delay_ms must be 1 to 10000") }
+            if let durationSeconds, durationSeconds <= 0 || !isTemporary {
+                problems.append("\(name): duration_s must be positive, and only temporary faults have one")
+            }
+            if kind == .partition && shape == nil {
+                problems.append("\(name) needs a shape: isolate, minority, bridge or one-way")
+            }
+            if kind == .network && (delayMilliseconds ?? 0) <= 0 && (lossPercent ?? 0) <= 0 {
+                problems.append("\(name) needs delay_ms or loss_percent")
+            }
+            if let loss = lossPercent, !(0...100).contains(loss) {
+                problems.append("\(name): loss_percent must be 0 to 100")
+            }
+            if kind == .slowFsync && !(1...10_000).contains(delayMilliseconds ?? 0) {
+                problems.append("\(name): delay_ms must be 1 to 10000")
+            }
             if kind == .clockJump && (offsetSeconds ?? 0) == 0 { problems.append("\(name) needs a non-zero offset_s") }
             if kind == .damage && file == nil { problems.append("\(name) needs a file: state, log or wal") }
-            if let pin = pinClients, kind != .partition || pin < 1 { problems.append("\(name): pin_clients is for partitions, at least 1") }
+            if let pin = pinClients, kind != .partition || pin < 1 {
+                problems.append("\(name): pin_clients is for partitions, at least 1")
+            }
             return problems
         }
     }
@@ -164,11 +180,16 @@ struct Scenario: Codable, Sendable {
         if !(1...600).contains(durationSeconds) { problems.append("duration_s must be 1 to 600") }
         if !(1...256).contains(clients) { problems.append("clients must be 1 to 256") }
         if !(1...100_000).contains(keys) { problems.append("keys must be 1 to 100000") }
-        if let timeout = clientTimeoutSeconds, !(0.1...60).contains(timeout) { problems.append("client_timeout_s must be 0.1 to 60") }
+        if let timeout = clientTimeoutSeconds, !(0.1...60).contains(timeout) {
+            problems.append("client_timeout_s must be 0.1 to 60")
+        }
         if !(0.1...120).contains(recoveryBoundSeconds) { problems.append("recovery_bound_s must be 0.1 to 120") }
         for (index, fault) in faults.enumerated() {
             problems += fault.problems(at: index, nodes: nodes, duration: durationSeconds)
-            if let pin = fault.pinClients, pin >= clients { problems.append("fault \(index + 1): pin_clients must leave at least one of the \(clients) clients free") }
+            if let pin = fault.pinClients, pin >= clients {
+                problems.append(
+                    "fault \(index + 1): pin_clients must leave at least one of the \(clients) clients free")
+            }
         }
         if let plantedBug, !["stale_reads", "ack_before_commit"].contains(plantedBug) {
             problems.append("planted_bug must be stale_reads or ack_before_commit")

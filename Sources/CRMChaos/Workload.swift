@@ -22,8 +22,10 @@ struct HistoryEvent: Sendable {
     var time: UInt64
 
     var json: String {
-        var object: [String: Any] = ["process": process, "type": type.rawValue, "f": f, "key": key, "time": time,
-                                     "value": value.map { $0 as Any } ?? NSNull()]
+        var object: [String: Any] = [
+            "process": process, "type": type.rawValue, "f": f, "key": key, "time": time,
+            "value": value.map { $0 as Any } ?? NSNull(),
+        ]
         if let expected { object["expected"] = expected.map { $0 as Any } ?? NSNull() }
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
         return String(decoding: data, as: UTF8.self)
@@ -115,9 +117,10 @@ struct Workload: Sendable {
     func run(until end: UInt64) async throws {
         let routes = try (0..<clients).map { client in
             let rotation = Array(fronts[(client % fronts.count)...] + fronts[..<(client % fronts.count)])
-            return Routes(usual: try FrontPool(rotation, tls: tls),
-                          only: try fronts.map { try FrontPool([$0], tls: tls) },
-                          avoiding: try fronts.map { excluded in try FrontPool(rotation.filter { $0 != excluded }, tls: tls) })
+            return Routes(
+                usual: try FrontPool(rotation, tls: tls),
+                only: try fronts.map { try FrontPool([$0], tls: tls) },
+                avoiding: try fronts.map { excluded in try FrontPool(rotation.filter { $0 != excluded }, tls: tls) })
         }
         await withTaskGroup(of: Void.self) { group in
             for client in 0..<clients {
@@ -196,18 +199,21 @@ struct Workload: Sendable {
         do {
             let response = try await pool.get(request, options: options)
             let value = response.found ? String(decoding: response.value, as: UTF8.self) : nil
-            history.record(HistoryEvent(process: process, type: .ok, f: "get", key: key, value: value, time: Self.now()))
+            history.record(
+                HistoryEvent(process: process, type: .ok, f: "get", key: key, value: value, time: Self.now()))
             saw(value)
             return .ok
         } catch {
             // A read that failed changed nothing.
-            history.record(HistoryEvent(process: process, type: .fail, f: "get", key: key, value: nil, time: Self.now()))
+            history.record(
+                HistoryEvent(process: process, type: .fail, f: "get", key: key, value: nil, time: Self.now()))
             return .fail
         }
     }
 
     private func put(_ pool: FrontPool, key: String, value: String, process: Int) async -> HistoryEvent.Kind {
-        history.record(HistoryEvent(process: process, type: .invoke, f: "put", key: key, value: value, time: Self.now()))
+        history.record(
+            HistoryEvent(process: process, type: .invoke, f: "put", key: key, value: value, time: Self.now()))
         var request = Crm_V1_PutRequest()
         request.key = Data(key.utf8)
         request.value = Data(value.utf8)
@@ -216,21 +222,30 @@ struct Workload: Sendable {
         return kind
     }
 
-    private func cas(_ pool: FrontPool, key: String, expected: String?, value: String, process: Int) async -> HistoryEvent.Kind {
-        history.record(HistoryEvent(process: process, type: .invoke, f: "cas", key: key, value: value, expected: .some(expected), time: Self.now()))
+    private func cas(
+        _ pool: FrontPool, key: String, expected: String?, value: String, process: Int
+    ) async -> HistoryEvent.Kind {
+        history.record(
+            HistoryEvent(
+                process: process, type: .invoke, f: "cas", key: key, value: value, expected: .some(expected),
+                time: Self.now()))
         var request = Crm_V1_CompareAndSwapRequest()
         request.key = Data(key.utf8)
         if let expected { request.expectedValue = Data(expected.utf8) } else { request.expectAbsent = true }
         request.newValue = Data(value.utf8)
         var swapped = false
         var kind = await outcome { swapped = try await pool.compareAndSwap(request, options: options).swapped }
-        if kind == .ok && !swapped { kind = .fail }  // the comparison failed: certainly not applied
-        history.record(HistoryEvent(process: process, type: kind, f: "cas", key: key, value: value, expected: .some(expected), time: Self.now()))
+        if kind == .ok && !swapped { kind = .fail } // the comparison failed: certainly not applied
+        history.record(
+            HistoryEvent(
+                process: process, type: kind, f: "cas", key: key, value: value, expected: .some(expected),
+                time: Self.now()))
         return kind
     }
 
     private func delete(_ pool: FrontPool, key: String, process: Int) async -> HistoryEvent.Kind {
-        history.record(HistoryEvent(process: process, type: .invoke, f: "delete", key: key, value: nil, time: Self.now()))
+        history.record(
+            HistoryEvent(process: process, type: .invoke, f: "delete", key: key, value: nil, time: Self.now()))
         var request = Crm_V1_DeleteRequest()
         request.key = Data(key.utf8)
         let kind = await outcome { _ = try await pool.delete(request, options: options) }

@@ -24,13 +24,17 @@ public final class MemberConnection: Sendable {
 
     /// Connects (lazily, on the first call) to `host`:`port`. With `expectedMember`, the server
     /// must present that member's certificate (see `ExpectedServerCheck`).
-    public init(host: String, port: Int, tls: ClientTLSFiles, expectedMember: UInt64? = nil, maxResponseBytes: Int = 64 << 20) throws {
+    public init(
+        host: String, port: Int, tls: ClientTLSFiles, expectedMember: UInt64? = nil, maxResponseBytes: Int = 64 << 20
+    ) throws {
         self.host = host
         self.port = port
         let transport = try HTTP2ClientTransport.Posix(
             target: grpcTarget(host: host, port: port),
-            transportSecurity: .mTLS(certificateChain: [.file(path: tls.certificate, format: .pem)],
-                                     privateKey: .file(path: tls.privateKey, format: .pem)) { config in
+            transportSecurity: .mTLS(
+                certificateChain: [.file(path: tls.certificate, format: .pem)],
+                privateKey: .file(path: tls.privateKey, format: .pem)
+            ) { config in
                 config.trustRoots = .certificates([.file(path: tls.ca, format: .pem)])
                 config.serverCertificateVerification = .noHostnameVerification
             },
@@ -39,7 +43,11 @@ public final class MemberConnection: Sendable {
                 // A member or front that restarts is back within seconds: reconnect within 100 ms
                 // to 2 s rather than the default 1 s to 2 minutes.
                 $0.backoff = .init(initial: .milliseconds(100), max: .seconds(2), multiplier: 1.6, jitter: 0.2)
-                if let expectedMember { $0.channelDebuggingCallbacks.onCreateTCPConnection = { ExpectedServerCheck.install(on: $0, member: expectedMember) } }
+                if let expectedMember {
+                    $0.channelDebuggingCallbacks.onCreateTCPConnection = {
+                        ExpectedServerCheck.install(on: $0, member: expectedMember)
+                    }
+                }
             },
             serviceConfig: ServiceConfig())
         let client = GRPCClient(transport: transport)
@@ -60,6 +68,8 @@ public final class MemberConnection: Sendable {
 /// IP literals as IP targets (a DNS target would put the address in TLS's SNI, which TLS forbids).
 public func grpcTarget(host: String, port: Int) -> any ResolvableTarget {
     if host.contains(":") { return .ipv6(host: host, port: port) }
-    if host.split(separator: ".").count == 4, host.split(separator: ".").allSatisfy({ UInt8($0) != nil }) { return .ipv4(host: host, port: port) }
+    if host.split(separator: ".").count == 4, host.split(separator: ".").allSatisfy({ UInt8($0) != nil }) {
+        return .ipv4(host: host, port: port)
+    }
     return .dns(host: host, port: port)
 }

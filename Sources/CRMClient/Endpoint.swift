@@ -30,9 +30,11 @@ public struct Endpoint: Codable, Hashable, Sendable, CustomStringConvertible {
             port = text[text.index(after: colon)...]
         }
         guard (1...253).contains(host.utf8.count), !bracketed || host.contains(":"),
-              host.utf8.allSatisfy({ bracketed ? Self.isIPv6Character($0) : Self.isNameCharacter($0) }) else { return nil }
+            host.utf8.allSatisfy({ bracketed ? Self.isIPv6Character($0) : Self.isNameCharacter($0) })
+        else { return nil }
         guard (1...5).contains(port.utf8.count), port.utf8.allSatisfy(Self.isDigit),
-              port == "0" || !port.hasPrefix("0"), let number = Int(port), number <= 65535 else { return nil }
+            port == "0" || !port.hasPrefix("0"), let number = Int(port), number <= 65535
+        else { return nil }
         self.init(host: String(host), port: number)
     }
 
@@ -40,16 +42,20 @@ public struct Endpoint: Codable, Hashable, Sendable, CustomStringConvertible {
 
     private static func isNameCharacter(_ byte: UInt8) -> Bool {
         switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-             UInt8(ascii: "."), UInt8(ascii: "-"), UInt8(ascii: "_"): return true
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"),
+            UInt8(ascii: "."), UInt8(ascii: "-"), UInt8(ascii: "_"):
+            return true
         default: return false
         }
     }
 
     private static func isIPv6Character(_ byte: UInt8) -> Bool {
         switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"), UInt8(ascii: "A")...UInt8(ascii: "F"),
-             UInt8(ascii: ":"), UInt8(ascii: "."): return true
+        case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"),
+            UInt8(ascii: "A")...UInt8(ascii: "F"),
+            UInt8(ascii: ":"), UInt8(ascii: "."):
+            return true
         default: return false
         }
     }
@@ -59,7 +65,8 @@ public struct Endpoint: Codable, Hashable, Sendable, CustomStringConvertible {
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         guard let endpoint = Endpoint(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "'\(text)' is not host:port"))
+            throw DecodingError.dataCorrupted(
+                .init(codingPath: decoder.codingPath, debugDescription: "'\(text)' is not host:port"))
         }
         self = endpoint
     }

@@ -17,10 +17,12 @@ public final class ExpectedServerCheck: ChannelInboundHandler, RemovableChannelH
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case TLSUserEvent.handshakeCompleted = event {
-            let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self).peerCertificate
-            let uris = certificate?._subjectAlternativeNames().filter { $0.nameType == .uri }.map { name in
-                name.contents.withUnsafeBufferPointer { String(decoding: $0, as: UTF8.self) }
-            } ?? []
+            let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self)
+                .peerCertificate
+            let uris =
+                certificate?._subjectAlternativeNames().filter { $0.nameType == .uri }.map { name in
+                    name.contents.withUnsafeBufferPointer { String(decoding: $0, as: UTF8.self) }
+                } ?? []
             guard uris.contains(expectedURI) else {
                 context.fireErrorCaught(WrongServer(expected: expectedURI, presented: uris))
                 context.close(promise: nil)

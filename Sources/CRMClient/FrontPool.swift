@@ -25,7 +25,9 @@ public final class FrontPool: Sendable {
 
     /// Runs `call` on the current front, moving on to the next while fronts are unreachable
     /// (each tried once) if `retryable`.
-    public func call<Response: Sendable>(retryable: Bool, _ call: (Crm_V1_KV.Client<HTTP2ClientTransport.Posix>) async throws -> Response) async throws -> Response {
+    public func call<Response: Sendable>(
+        retryable: Bool, _ call: (Crm_V1_KV.Client<HTTP2ClientTransport.Posix>) async throws -> Response
+    ) async throws -> Response {
         var lastError: (any Error)?
         for _ in 0..<connections.count {
             let index = current.withLock { $0 }
@@ -44,7 +46,9 @@ public final class FrontPool: Sendable {
         try await call(retryable: true) { try await $0.get(request, options: options) }
     }
 
-    public func range(_ request: Crm_V1_RangeRequest, options: CallOptions = .defaults) async throws -> Crm_V1_RangeResponse {
+    public func range(
+        _ request: Crm_V1_RangeRequest, options: CallOptions = .defaults
+    ) async throws -> Crm_V1_RangeResponse {
         try await call(retryable: true) { try await $0.range(request, options: options) }
     }
 
@@ -52,11 +56,15 @@ public final class FrontPool: Sendable {
         try await call(retryable: request.hasSession) { try await $0.put(request, options: options) }
     }
 
-    public func delete(_ request: Crm_V1_DeleteRequest, options: CallOptions = .defaults) async throws -> Crm_V1_DeleteResponse {
+    public func delete(
+        _ request: Crm_V1_DeleteRequest, options: CallOptions = .defaults
+    ) async throws -> Crm_V1_DeleteResponse {
         try await call(retryable: request.hasSession) { try await $0.delete(request, options: options) }
     }
 
-    public func compareAndSwap(_ request: Crm_V1_CompareAndSwapRequest, options: CallOptions = .defaults) async throws -> Crm_V1_CompareAndSwapResponse {
+    public func compareAndSwap(
+        _ request: Crm_V1_CompareAndSwapRequest, options: CallOptions = .defaults
+    ) async throws -> Crm_V1_CompareAndSwapResponse {
         try await call(retryable: request.hasSession) { try await $0.compareAndSwap(request, options: options) }
     }
 

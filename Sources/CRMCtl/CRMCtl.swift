@@ -11,14 +11,17 @@ struct CRMCtl: AsyncParsableCommand {
         commandName: "crmctl",
         abstract: "Inspect and operate a CRM cluster.",
         discussion: """
-        Finds the cluster in \(ClusterFile.defaultPath) (written by `make up`), or in the file named by \
-        --cluster or $CRM_CLUSTER; --endpoint (or $CRM_ENDPOINT) talks to one member directly, with \
-        --ca/--cert/--key (or $CRM_CA, $CRM_CERT, $CRM_KEY) for mutual TLS.
+            Finds the cluster in \(ClusterFile.defaultPath) (written by `make up`), or in the file named by \
+            --cluster or $CRM_CLUSTER; --endpoint (or $CRM_ENDPOINT) talks to one member directly, with \
+            --ca/--cert/--key (or $CRM_CA, $CRM_CERT, $CRM_KEY) for mutual TLS.
 
-        Exit status: 0 done; 1 the cluster refused or failed the operation; 2 bad usage or \
-        configuration; 3 not found (kv get) or not swapped (kv cas); 4 no member could be reached.
-        """,
-        subcommands: [Status.self, Alarms.self, Members.self, Leader.self, SnapshotCommand.self, Compact.self, Keys.self, Verify.self, KV.self]
+            Exit status: 0 done; 1 the cluster refused or failed the operation; 2 bad usage or \
+            configuration; 3 not found (kv get) or not swapped (kv cas); 4 no member could be reached.
+            """,
+        subcommands: [
+            Status.self, Alarms.self, Members.self, Leader.self, SnapshotCommand.self, Compact.self, Keys.self,
+            Verify.self, KV.self,
+        ]
     )
 
     /// Runs the command; failures print one clear line and set the documented exit status.
@@ -52,7 +55,8 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: "Talk to this member's admin (or, for kv, client) endpoint host:port instead of the cluster file's.")
     var endpoint: String?
 
-    @Option(help: "Which member of the cluster file to talk to (default: any that answers; the leader where it matters).")
+    @Option(
+        help: "Which member of the cluster file to talk to (default: any that answers; the leader where it matters).")
     var member: UInt64?
 
     @Option(help: "CA bundle (PEM).") var ca: String?
@@ -69,7 +73,8 @@ struct ConnectionOptions: ParsableArguments {
 // MARK: - Commands
 
 struct Status: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Every member: role, term, leader, log positions, lag, reachability, health, process id.")
+    static let configuration = CommandConfiguration(
+        abstract: "Every member: role, term, leader, log positions, lag, reachability, health, process id.")
     @OptionGroup var options: ConnectionOptions
 
     func run() async throws {
@@ -86,8 +91,9 @@ struct Status: AsyncParsableCommand {
 }
 
 struct Members: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List or change the members (one change at a time).",
-                                                    subcommands: [List.self, AddLearner.self, Promote.self, Remove.self])
+    static let configuration = CommandConfiguration(
+        abstract: "List or change the members (one change at a time).",
+        subcommands: [List.self, AddLearner.self, Promote.self, Remove.self])
 
     struct List: AsyncParsableCommand {
         @OptionGroup var options: ConnectionOptions
@@ -95,12 +101,17 @@ struct Members: AsyncParsableCommand {
             let cluster = try Cluster(options)
             defer { cluster.close() }
             let response = try await cluster.onAnyMember { try await $0.admin.listMembers(Crm_V1_ListMembersRequest()) }
-            if options.json { try Output.json(response.members.map(MemberJSON.init)) } else { Output.memberTable(response.members) }
+            if options.json {
+                try Output.json(response.members.map(MemberJSON.init))
+            } else {
+                Output.memberTable(response.members)
+            }
         }
     }
 
     struct AddLearner: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "add-learner", abstract: "Add a member that receives the log but does not vote yet.")
+        static let configuration = CommandConfiguration(
+            commandName: "add-learner", abstract: "Add a member that receives the log but does not vote yet.")
         @OptionGroup var options: ConnectionOptions
         @Argument(help: "The new member's id.") var id: UInt64
         @Option(help: "Its peer address host:port.") var peer: String?
@@ -108,7 +119,10 @@ struct Members: AsyncParsableCommand {
         @Option(help: "Its admin API address host:port.") var admin: String?
         func validate() throws {
             let given = [peer, client, admin].compactMap { $0 }
-            if !given.isEmpty && given.count != 3 { throw ValidationError("give all of --peer, --client and --admin, or none (when every member's config lists it)") }
+            if !given.isEmpty && given.count != 3 {
+                throw ValidationError(
+                    "give all of --peer, --client and --admin, or none (when every member's config lists it)")
+            }
         }
         func run() async throws {
             var request = Crm_V1_AddLearnerRequest()
@@ -117,7 +131,10 @@ struct Members: AsyncParsableCommand {
             request.endpoints.client = client ?? ""
             request.endpoints.admin = admin ?? ""
             let sent = request
-            try await Members.change(options, "added member \(id) as a learner; promote it once it has caught up (crmctl status shows its lag)") {
+            try await Members.change(
+                options,
+                "added member \(id) as a learner; promote it once it has caught up (crmctl status shows its lag)"
+            ) {
                 try await $0.admin.addLearner(sent)
             }
         }
@@ -141,23 +158,34 @@ struct Members: AsyncParsableCommand {
             var request = Crm_V1_RemoveMemberRequest()
             request.id = id
             let sent = request
-            try await Members.change(options, "member \(id) is removed; stop its process") { try await $0.admin.removeMember(sent) }
+            try await Members.change(options, "member \(id) is removed; stop its process") {
+                try await $0.admin.removeMember(sent)
+            }
         }
     }
 
-    static func change(_ options: ConnectionOptions, _ done: String,
-                       _ call: @escaping @Sendable (MemberConnection) async throws -> Crm_V1_MembershipResponse) async throws {
+    static func change(
+        _ options: ConnectionOptions, _ done: String,
+        _ call: @escaping @Sendable (MemberConnection) async throws -> Crm_V1_MembershipResponse
+    ) async throws {
         let cluster = try Cluster(options)
         defer { cluster.close() }
         let response = try await cluster.onLeader(call)
-        if options.json { try Output.json(response.members.map(MemberJSON.init)) } else {
+        if options.json {
+            try Output.json(response.members.map(MemberJSON.init))
+        } else {
             print("\(done) (log index \(response.index))")
             Output.memberTable(response.members)
         }
     }
 }
 
-extension Members.Promote { func change(_ o: ConnectionOptions, _ d: String, _ c: @escaping @Sendable (MemberConnection) async throws -> Crm_V1_MembershipResponse) async throws { try await Members.change(o, d, c) } }
+extension Members.Promote {
+    func change(
+        _ o: ConnectionOptions, _ d: String,
+        _ c: @escaping @Sendable (MemberConnection) async throws -> Crm_V1_MembershipResponse
+    ) async throws { try await Members.change(o, d, c) }
+}
 
 struct Alarms: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -175,13 +203,19 @@ struct Alarms: AsyncParsableCommand {
         } else if alarms.isEmpty {
             print("no alarms (\(statuses.compactMap(\.status).count) of \(statuses.count) members answered)")
         } else {
-            Output.table(["MEMBER", "ALARM", "RAISED", "REASON"], alarms.map { alarm in
-                let raised = Date(timeIntervalSince1970: Double(alarm.raisedAtMs) / 1000)
-                return ["\(alarm.memberID)", Output.alarmName(alarm.kind), ISO8601DateFormatter().string(from: raised), alarm.reason]
-            })
+            Output.table(
+                ["MEMBER", "ALARM", "RAISED", "REASON"],
+                alarms.map { alarm in
+                    let raised = Date(timeIntervalSince1970: Double(alarm.raisedAtMs) / 1000)
+                    return [
+                        "\(alarm.memberID)", Output.alarmName(alarm.kind), ISO8601DateFormatter().string(from: raised),
+                        alarm.reason,
+                    ]
+                })
         }
         for (target, status, error) in statuses where status == nil {
-            FileHandle.standardError.write(Data("crmctl: member \(target.id) did not answer: \(error ?? "unreachable")\n".utf8))
+            FileHandle.standardError.write(
+                Data("crmctl: member \(target.id) did not answer: \(error ?? "unreachable")\n".utf8))
         }
         if !alarms.isEmpty { throw ExitCode(1) }
     }
@@ -201,7 +235,9 @@ struct Leader: AsyncParsableCommand {
             request.targetID = id
             let sent = request
             let response = try await cluster.onLeader { try await $0.admin.transferLeadership(sent) }
-            if options.json { try Output.json(["leader_id": response.leaderID, "term": response.term]) } else {
+            if options.json {
+                try Output.json(["leader_id": response.leaderID, "term": response.term])
+            } else {
                 print("member \(response.leaderID) leads in term \(response.term)")
             }
         }
@@ -209,13 +245,16 @@ struct Leader: AsyncParsableCommand {
 }
 
 struct SnapshotCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "snapshot", abstract: "Snapshot the state machine now and compact the log up to it.")
+    static let configuration = CommandConfiguration(
+        commandName: "snapshot", abstract: "Snapshot the state machine now and compact the log up to it.")
     @OptionGroup var options: ConnectionOptions
     func run() async throws {
         let cluster = try Cluster(options)
         defer { cluster.close() }
         let response = try await cluster.onAnyMember { try await $0.admin.snapshot(Crm_V1_SnapshotRequest()) }
-        if options.json { try Output.json(["index": response.index, "term": response.term]) } else {
+        if options.json {
+            try Output.json(["index": response.index, "term": response.term])
+        } else {
             print("snapshot at index \(response.index) (term \(response.term)); the log before it is compacted")
         }
     }
@@ -228,7 +267,11 @@ struct Compact: AsyncParsableCommand {
         let cluster = try Cluster(options)
         defer { cluster.close() }
         let response = try await cluster.onAnyMember { try await $0.admin.compact(Crm_V1_CompactRequest()) }
-        if options.json { try Output.json(["duration_ms": response.durationMs]) } else { print("compacted in \(response.durationMs) ms") }
+        if options.json {
+            try Output.json(["duration_ms": response.durationMs])
+        } else {
+            print("compacted in \(response.durationMs) ms")
+        }
     }
 }
 
@@ -236,13 +279,16 @@ struct Keys: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Encryption keys.", subcommands: [Rotate.self])
 
     struct Rotate: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Rotate the data key; old values are re-sealed in the background.")
+        static let configuration = CommandConfiguration(
+            abstract: "Rotate the data key; old values are re-sealed in the background.")
         @OptionGroup var options: ConnectionOptions
         func run() async throws {
             let cluster = try Cluster(options)
             defer { cluster.close() }
             let response = try await cluster.onAnyMember { try await $0.admin.rotateKeys(Crm_V1_RotateKeysRequest()) }
-            if options.json { try Output.json(["active_key_id": [response.activeKeyID], "live_key_ids": response.liveKeyIds]) } else {
+            if options.json {
+                try Output.json(["active_key_id": [response.activeKeyID], "live_key_ids": response.liveKeyIds])
+            } else {
                 print("active data key \(response.activeKeyID); live keys \(response.liveKeyIds)")
             }
         }

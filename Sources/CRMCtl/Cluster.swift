@@ -68,15 +68,18 @@ final class Cluster: @unchecked Sendable {
             }
             fileDirectory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         } else if endpoint == nil {
-            throw Failure.usage("no cluster file at \(path): start a local cluster with `make up`, or pass --cluster FILE, or --endpoint HOST:PORT with --ca/--cert/--key")
+            throw Failure.usage(
+                "no cluster file at \(path): start a local cluster with `make up`, or pass --cluster FILE, or --endpoint HOST:PORT with --ca/--cert/--key"
+            )
         }
         func resolve(_ value: String?) -> String? {
             guard let value else { return nil }
             return value.hasPrefix("/") || fileDirectory.isEmpty ? value : fileDirectory + "/" + value
         }
         guard let ca = options.ca ?? environment["CRM_CA"] ?? resolve(file?.tls.ca),
-              let cert = options.cert ?? environment["CRM_CERT"] ?? resolve(file?.tls.cert),
-              let key = options.key ?? environment["CRM_KEY"] ?? resolve(file?.tls.key) else {
+            let cert = options.cert ?? environment["CRM_CERT"] ?? resolve(file?.tls.cert),
+            let key = options.key ?? environment["CRM_KEY"] ?? resolve(file?.tls.key)
+        else {
             throw Failure.usage("no client certificate: pass --ca, --cert and --key (or set CRM_CA, CRM_CERT, CRM_KEY)")
         }
         for file in [ca, cert, key] where !FileManager.default.isReadableFile(atPath: file) {
@@ -84,7 +87,9 @@ final class Cluster: @unchecked Sendable {
         }
         tls = ClientTLSFiles(ca: ca, certificate: cert, privateKey: key)
         if let endpoint {
-            guard let parsed = Self.parse(endpoint) else { throw Failure.usage("--endpoint \(endpoint) is not host:port") }
+            guard let parsed = Self.parse(endpoint) else {
+                throw Failure.usage("--endpoint \(endpoint) is not host:port")
+            }
             targets = [Target(id: options.member ?? 0, client: parsed, admin: parsed, endpoints: nil)]
         } else {
             var members = file!.members.compactMap { member -> Target? in
@@ -107,8 +112,9 @@ final class Cluster: @unchecked Sendable {
         if let existing = connections[index] { return existing }
         let target = targets[index]
         let endpoint = api == .admin ? target.admin : target.client
-        let connection = try MemberConnection(host: endpoint.host, port: endpoint.port, tls: tls,
-                                              expectedMember: target.id == 0 ? nil : target.id)
+        let connection = try MemberConnection(
+            host: endpoint.host, port: endpoint.port, tls: tls,
+            expectedMember: target.id == 0 ? nil : target.id)
         connections[index] = connection
         return connection
     }
@@ -164,7 +170,8 @@ final class Cluster: @unchecked Sendable {
             do {
                 return try await call(try connection(index))
             } catch let error as RPCError {
-                throw error.code == .unavailable ? Failure.unreachable(["leader \(leader): \(error.message)"])
+                throw error.code == .unavailable
+                    ? Failure.unreachable(["leader \(leader): \(error.message)"])
                     : Failure.refused("leader \(leader): \(error.message)")
             }
         }

@@ -4,8 +4,9 @@ import CRMProto
 import Foundation
 
 struct KV: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "kv", abstract: "Read and write keys through any member.",
-                                                    subcommands: [Get.self, Put.self, Delete.self, CAS.self, Range.self])
+    static let configuration = CommandConfiguration(
+        commandName: "kv", abstract: "Read and write keys through any member.",
+        subcommands: [Get.self, Put.self, Delete.self, CAS.self, Range.self])
 
     struct Get: AsyncParsableCommand {
         @OptionGroup var options: ConnectionOptions
@@ -20,7 +21,10 @@ struct KV: AsyncParsableCommand {
             let sent = request
             let response = try await cluster.onAnyMember { try await $0.kv.get(sent) }
             if options.json {
-                try Output.json(KVJSON(key: key, found: response.found, value: response.found ? String(decoding: response.value, as: UTF8.self) : nil))
+                try Output.json(
+                    KVJSON(
+                        key: key, found: response.found,
+                        value: response.found ? String(decoding: response.value, as: UTF8.self) : nil))
             } else if response.found {
                 print(String(decoding: response.value, as: UTF8.self))
             } else {
@@ -33,10 +37,13 @@ struct KV: AsyncParsableCommand {
     struct Put: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Write a value.",
-            discussion: "A value given as an argument is visible to other users in `ps`; for anything sensitive, give `-` and pipe the value on standard input.")
+            discussion:
+                "A value given as an argument is visible to other users in `ps`; for anything sensitive, give `-` and pipe the value on standard input."
+        )
         @OptionGroup var options: ConnectionOptions
         @Argument var key: String
-        @Argument(help: "The value, or - to read it from standard input (keeps it out of the process list).") var value: String
+        @Argument(help: "The value, or - to read it from standard input (keeps it out of the process list).") var value:
+            String
         func run() async throws {
             let bytes: Data
             if value == "-" {
@@ -65,12 +72,18 @@ struct KV: AsyncParsableCommand {
             request.key = Data(key.utf8)
             let sent = request
             let response = try await cluster.onAnyMember { try await $0.kv.delete(sent) }
-            if options.json { try Output.json(["existed": response.existed]) } else { print(response.existed ? "deleted" : "was absent") }
+            if options.json {
+                try Output.json(["existed": response.existed])
+            } else {
+                print(response.existed ? "deleted" : "was absent")
+            }
         }
     }
 
     struct CAS: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "cas", abstract: "Set VALUE if the key holds EXPECTED (--expect-absent: if it does not exist).")
+        static let configuration = CommandConfiguration(
+            commandName: "cas", abstract: "Set VALUE if the key holds EXPECTED (--expect-absent: if it does not exist)."
+        )
         @OptionGroup var options: ConnectionOptions
         @Argument var key: String
         @Argument(help: "The value required now (omit with --expect-absent).") var expected: String?
@@ -78,7 +91,9 @@ struct KV: AsyncParsableCommand {
         @Flag(help: "Swap only if the key does not exist.") var expectAbsent = false
         func validate() throws {
             if expectAbsent && value != nil { throw ValidationError("with --expect-absent give KEY VALUE only") }
-            if !expectAbsent && value == nil { throw ValidationError("give KEY EXPECTED VALUE, or --expect-absent KEY VALUE") }
+            if !expectAbsent && value == nil {
+                throw ValidationError("give KEY EXPECTED VALUE, or --expect-absent KEY VALUE")
+            }
         }
         func run() async throws {
             let cluster = try Cluster(options, api: .client)
@@ -94,7 +109,11 @@ struct KV: AsyncParsableCommand {
             }
             let sent = request
             let response = try await cluster.onAnyMember { try await $0.kv.compareAndSwap(sent) }
-            if options.json { try Output.json(["swapped": response.swapped]) } else { print(response.swapped ? "swapped" : "not swapped: the value differs") }
+            if options.json {
+                try Output.json(["swapped": response.swapped])
+            } else {
+                print(response.swapped ? "swapped" : "not swapped: the value differs")
+            }
             if !response.swapped { throw ExitCode(3) }
         }
     }
@@ -113,8 +132,14 @@ struct KV: AsyncParsableCommand {
             request.limit = limit
             let sent = request
             let response = try await cluster.onAnyMember { try await $0.kv.range(sent) }
-            let pairs = response.pairs.map { KVJSON(key: String(decoding: $0.key, as: UTF8.self), found: true, value: String(decoding: $0.value, as: UTF8.self)) }
-            if options.json { try Output.json(RangeJSON(pairs: pairs, more: response.more)) } else {
+            let pairs = response.pairs.map {
+                KVJSON(
+                    key: String(decoding: $0.key, as: UTF8.self), found: true,
+                    value: String(decoding: $0.value, as: UTF8.self))
+            }
+            if options.json {
+                try Output.json(RangeJSON(pairs: pairs, more: response.more))
+            } else {
                 for pair in pairs { print("\(pair.key)\t\(pair.value ?? "")") }
                 if response.more { print("(more keys follow; continue from the last key)") }
             }

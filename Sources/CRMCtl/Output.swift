@@ -10,7 +10,8 @@ enum Output {
     }
 
     static func table(_ header: [String], _ rows: [[String]]) {
-        let widths = header.indices.map { column in ([header[column]] + rows.map { $0[column] }).map(\.count).max() ?? 0 }
+        let widths = header.indices.map { column in ([header[column]] + rows.map { $0[column] }).map(\.count).max() ?? 0
+        }
         func line(_ cells: [String]) -> String {
             cells.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }
                 .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
@@ -39,34 +40,49 @@ enum Output {
         }
     }
 
-    static func statusTable(_ statuses: [(target: Target, status: Crm_V1_StatusResponse?, error: String?)], cluster: Cluster) {
+    static func statusTable(
+        _ statuses: [(target: Target, status: Crm_V1_StatusResponse?, error: String?)], cluster: Cluster
+    ) {
         let leaderView = statuses.compactMap(\.status).first { $0.role == .leader }
         var rows: [[String]] = []
         for (target, status, error) in statuses {
             guard let status else {
-                rows.append(["\(target.id)", "unreachable", "-", "-", "-", "-", "-", "-", "-", "-", "-", "no", "-", "-", target.address(.admin)])
+                rows.append([
+                    "\(target.id)", "unreachable", "-", "-", "-", "-", "-", "-", "-", "-", "-", "no", "-", "-",
+                    target.address(.admin),
+                ])
                 continue
             }
             let seen = leaderView?.members.first { $0.id == status.memberID }
             rows.append([
-                "\(status.memberID)", role(status.role), "\(status.term)", "\(status.leaderID)", "\(status.commitIndex)",
+                "\(status.memberID)", role(status.role), "\(status.term)", "\(status.leaderID)",
+                "\(status.commitIndex)",
                 "\(status.appliedIndex)", "\(status.firstIndex)", "\(status.lastIndex)", "\(status.snapshotIndex)",
                 seen.map { "\($0.matchIndex)" } ?? "-", seen.map { "\($0.lag)" } ?? "-",
-                seen.map { $0.reachable ? "yes" : "no" } ?? "yes", health(status.health), "\(status.pid)", target.address(.admin),
+                seen.map { $0.reachable ? "yes" : "no" } ?? "yes", health(status.health), "\(status.pid)",
+                target.address(.admin),
             ])
             _ = error
         }
-        table(["ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "FIRST", "LAST", "SNAPSHOT", "MATCH", "LAG", "REACHABLE", "HEALTH", "PID", "ADMIN"], rows)
+        table(
+            [
+                "ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "FIRST", "LAST", "SNAPSHOT", "MATCH", "LAG",
+                "REACHABLE", "HEALTH", "PID", "ADMIN",
+            ], rows)
         for (target, status, error) in statuses {
             if let error { print("member \(target.id) (\(target.address(.admin))): \(error)") }
             for reason in status?.health.reasons ?? [] { print("member \(status!.memberID): \(reason)") }
-            for alarm in status?.alarms ?? [] { print("member \(status!.memberID): ALARM \(alarmName(alarm.kind)): \(alarm.reason)") }
+            for alarm in status?.alarms ?? [] {
+                print("member \(status!.memberID): ALARM \(alarmName(alarm.kind)): \(alarm.reason)")
+            }
         }
         // Dead members as the leader (or any member) reports them, once each, with the fix.
         var reported: Set<UInt64> = []
         for status in ([leaderView].compactMap { $0 } + statuses.compactMap(\.status)) {
             for dead in status.deadMembers where reported.insert(dead.id).inserted {
-                print("member \(dead.id) is dead: silent for \(dead.silentMs / 1000) s (failover.dead_after_seconds). Replace it:")
+                print(
+                    "member \(dead.id) is dead: silent for \(dead.silentMs / 1000) s (failover.dead_after_seconds). Replace it:"
+                )
                 for command in dead.replaceCommands { print("  \(command)") }
             }
         }
@@ -81,10 +97,15 @@ enum Output {
     }
 
     static func memberTable(_ members: [Crm_V1_MemberStatus]) {
-        table(["ID", "VOTER", "ROLE", "MATCH", "LAG", "REACHABLE", "PEER", "CLIENT", "ADMIN"], members.map {
-            ["\($0.id)", $0.voter ? "yes" : "no", role($0.role), "\($0.matchIndex)", "\($0.lag)", $0.reachable ? "yes" : "no",
-             $0.endpoints.peer, $0.endpoints.client, $0.endpoints.admin]
-        })
+        table(
+            ["ID", "VOTER", "ROLE", "MATCH", "LAG", "REACHABLE", "PEER", "CLIENT", "ADMIN"],
+            members.map {
+                [
+                    "\($0.id)", $0.voter ? "yes" : "no", role($0.role), "\($0.matchIndex)", "\($0.lag)",
+                    $0.reachable ? "yes" : "no",
+                    $0.endpoints.peer, $0.endpoints.client, $0.endpoints.admin,
+                ]
+            })
     }
 }
 
@@ -106,7 +127,10 @@ struct MemberJSON: Encodable {
         lag = member.lag
         reachable = member.reachable
         pid = member.pid
-        endpoints = ["peer": member.endpoints.peer, "client": member.endpoints.client, "admin": member.endpoints.admin, "health": member.endpoints.health]
+        endpoints = [
+            "peer": member.endpoints.peer, "client": member.endpoints.client, "admin": member.endpoints.admin,
+            "health": member.endpoints.health,
+        ]
     }
 }
 
@@ -147,12 +171,15 @@ struct StatusReport: Encodable {
             if let health = target.endpoints?.health { endpoints["health"] = health }
             guard let status else { return Member(id: target.id, reachable: false, error: error, endpoints: endpoints) }
             let seen = leaderView?.members.first { $0.id == status.memberID }
-            return Member(id: status.memberID, reachable: true, role: Output.role(status.role), pid: status.pid, endpoints: endpoints,
-                          term: status.term, leader_id: status.leaderID, commit_index: status.commitIndex,
-                          applied_index: status.appliedIndex, first_index: status.firstIndex, last_index: status.lastIndex,
-                          snapshot_index: status.snapshotIndex, match_index: seen?.matchIndex, lag: seen?.lag,
-                          health: Output.health(status.health), health_reasons: status.health.reasons, state_hash: status.stateHash,
-                          alarms: status.alarms.map(AlarmJSON.init), dead_members: status.deadMembers.map(DeadMemberJSON.init))
+            return Member(
+                id: status.memberID, reachable: true, role: Output.role(status.role), pid: status.pid,
+                endpoints: endpoints,
+                term: status.term, leader_id: status.leaderID, commit_index: status.commitIndex,
+                applied_index: status.appliedIndex, first_index: status.firstIndex, last_index: status.lastIndex,
+                snapshot_index: status.snapshotIndex, match_index: seen?.matchIndex, lag: seen?.lag,
+                health: Output.health(status.health), health_reasons: status.health.reasons,
+                state_hash: status.stateHash,
+                alarms: status.alarms.map(AlarmJSON.init), dead_members: status.deadMembers.map(DeadMemberJSON.init))
         }
     }
 }

@@ -13,7 +13,10 @@ import FuzzHarness
 private let selected: Harness = {
     let name = ProcessInfo.processInfo.environment["CRM_FUZZ_HARNESS"] ?? ""
     guard let harness = Harness(rawValue: name) else {
-        FileHandle.standardError.write(Data("crm-fuzz: set CRM_FUZZ_HARNESS to one of \(Harness.allCases.map(\.rawValue).joined(separator: ", "))\n".utf8))
+        FileHandle.standardError.write(
+            Data(
+                "crm-fuzz: set CRM_FUZZ_HARNESS to one of \(Harness.allCases.map(\.rawValue).joined(separator: ", "))\n"
+                    .utf8))
         exit(2)
     }
     return harness
@@ -23,9 +26,11 @@ private let selected: Harness = {
 private func libFuzzerMutate(_ data: UnsafeMutablePointer<UInt8>, _ size: Int, _ maxSize: Int) -> Int
 
 @_silgen_name("LLVMFuzzerRunDriver")
-private func libFuzzerRunDriver(_ argc: UnsafeMutablePointer<Int32>,
-                                _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-                                _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32) -> Int32
+private func libFuzzerRunDriver(
+    _ argc: UnsafeMutablePointer<Int32>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
+) -> Int32
 
 /// SwiftPM links an executable's entry point as `<module>_main`: it hands control to libFuzzer.
 @_cdecl("CRMFuzz_main")
@@ -45,8 +50,11 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
 @_cdecl("LLVMFuzzerCustomMutator")
 public func fuzzMutate(_ data: UnsafeMutablePointer<UInt8>, _ size: Int, _ maxSize: Int, _ seed: UInt32) -> Int {
     // Half the time the structure-aware mutation (when the input decodes), else libFuzzer's own.
-    if seed & 1 == 0, let mutated = MessageMutator.mutate(Array(UnsafeBufferPointer(start: data, count: size)), harness: selected, seed: UInt64(seed)),
-       mutated.count <= maxSize {
+    if seed & 1 == 0,
+        let mutated = MessageMutator.mutate(
+            Array(UnsafeBufferPointer(start: data, count: size)), harness: selected, seed: UInt64(seed)),
+        mutated.count <= maxSize
+    {
         mutated.withUnsafeBufferPointer { data.update(from: $0.baseAddress!, count: mutated.count) }
         return mutated.count
     }
@@ -78,7 +86,9 @@ struct CRMFuzz {
             print("crm-fuzz: \(seeds.count) seeds for \(harness.rawValue) in \(arguments[2])")
         case "replay":
             for path in arguments.dropFirst(2) {
-                guard let data = FileManager.default.contents(atPath: path) else { fail("crm-fuzz: cannot read \(path)") }
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    fail("crm-fuzz: cannot read \(path)")
+                }
                 harness.run(Array(data))
                 print("crm-fuzz: \(path): ok")
             }
@@ -91,7 +101,9 @@ struct CRMFuzz {
             PropertyRun(harness: harness, seed: seed).run(count) { input in
                 if let last { try? Data(input).write(to: URL(fileURLWithPath: last)) }
             }
-            print("crm-fuzz: \(count) inputs through \(harness.rawValue) in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+            print(
+                "crm-fuzz: \(count) inputs through \(harness.rawValue) in \(String(format: "%.1f", Date().timeIntervalSince(started))) s"
+            )
         default:
             fail(usage)
         }

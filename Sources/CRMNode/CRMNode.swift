@@ -11,10 +11,10 @@ struct CRMNode: AsyncParsableCommand {
         commandName: "crm-node",
         abstract: "Runs one member of a CRM cluster: Raft-replicated, encrypted storage behind mutual-TLS APIs.",
         discussion: """
-        The config file (YAML) is described in the README's operations guide; cluster/ has examples. \
-        SIGTERM or SIGINT shuts the member down gracefully: if it leads, it first hands leadership to a \
-        caught-up voter.
-        """
+            The config file (YAML) is described in the README's operations guide; cluster/ has examples. \
+            SIGTERM or SIGINT shuts the member down gracefully: if it leads, it first hands leadership to a \
+            caught-up voter.
+            """
     )
 
     @Option(help: "The member's configuration file.")
@@ -52,8 +52,10 @@ struct CRMNode: AsyncParsableCommand {
         ProcessHardening.exitWithParentIfAsked()
         ProcessHardening.apply(logger: logger)
         let member = MemberService(runtime: NodeRuntime(config: nodeConfig, logger: logger), logger: logger)
-        let group = ServiceGroup(configuration: .init(services: [.init(service: member)],
-                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: member)],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
         } catch {

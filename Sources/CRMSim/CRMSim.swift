@@ -11,13 +11,13 @@ struct CRMSim: ParsableCommand {
         commandName: "crm-sim",
         abstract: "Runs whole simulated clusters under faults and checks safety, liveness and linearizability.",
         discussion: """
-        Each seed is one run: a cluster on a seeded scheduler with a simulated network and disk, \
-        clients doing put/get/cas/delete, and faults (message loss, duplication, reordering, \
-        partitions, crashes that lose unsynced writes, leadership transfers, membership changes, \
-        compaction and snapshots) until the faults stop. The same seed always replays the same run.
+            Each seed is one run: a cluster on a seeded scheduler with a simulated network and disk, \
+            clients doing put/get/cas/delete, and faults (message loss, duplication, reordering, \
+            partitions, crashes that lose unsynced writes, leadership transfers, membership changes, \
+            compaction and snapshots) until the faults stop. The same seed always replays the same run.
 
-        The last line is `seeds=N failures=F`; the exit status is 0 only when F is 0.
-        """
+            The last line is `seeds=N failures=F`; the exit status is 0 only when F is 0.
+            """
     )
 
     @Option(help: "Voting members per cluster: 3, 5, or 3,5 to alternate by seed.")
@@ -35,7 +35,10 @@ struct CRMSim: ParsableCommand {
     @Flag(help: "Print every step of the run (with --seed).")
     var trace = false
 
-    @Option(help: "Switch on a known bug to show that the simulator finds it: \(PlantedBug.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Option(
+        help:
+            "Switch on a known bug to show that the simulator finds it: \(PlantedBug.allCases.map(\.rawValue).joined(separator: ", "))."
+    )
     var plantBug: String?
 
     @Option(help: "Worker threads (seeds run in parallel; each run stays deterministic).")
@@ -55,7 +58,9 @@ struct CRMSim: ParsableCommand {
             throw ValidationError("--nodes takes 1 to 9 voters, or a comma-separated list such as 3,5")
         }
         if let plantBug, PlantedBug(rawValue: plantBug) == nil {
-            throw ValidationError("unknown bug '\(plantBug)'; choose one of \(PlantedBug.allCases.map(\.rawValue).joined(separator: ", "))")
+            throw ValidationError(
+                "unknown bug '\(plantBug)'; choose one of \(PlantedBug.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
         }
         guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
         if trace && seed == nil { throw ValidationError("--trace replays one run: give it with --seed S") }
@@ -85,7 +90,9 @@ struct CRMSim: ParsableCommand {
     }
 
     private func report(single result: SimulationResult) {
-        print("seed \(result.seed): \(result.steps) steps, \(result.simulatedMilliseconds) ms simulated, \(result.operations) operations checked")
+        print(
+            "seed \(result.seed): \(result.steps) steps, \(result.simulatedMilliseconds) ms simulated, \(result.operations) operations checked"
+        )
         print("profile: \(result.profile)")
         if let failure = result.failure { print("FAILED: \(failure)") }
     }
@@ -94,21 +101,26 @@ struct CRMSim: ParsableCommand {
         let every = progressEvery
         let report: @Sendable (SeedSweep.Summary) -> Void = { totals in
             guard totals.completed % every == 0 else { return }
-            let line = String(format: "progress: %llu seeds, %d failures, %.0f seeds/minute, %.0f steps/second",
-                              totals.completed, totals.failures.count, totals.seedsPerMinute, totals.stepsPerSecond)
+            let line = String(
+                format: "progress: %llu seeds, %d failures, %.0f seeds/minute, %.0f steps/second",
+                totals.completed, totals.failures.count, totals.seedsPerMinute, totals.stepsPerSecond)
             print(line)
-            fflush(nil)  // every output stream: progress shows while the run goes on
+            fflush(nil) // every output stream: progress shows while the run goes on
         }
         let summary = sweep.run(progress: every == 0 ? nil : report)
         for result in summary.failures.prefix(max(tracedFailures, 0)) { printFailure(result) }
         for result in summary.failures {
             print("failing seed \(result.seed): \(result.failure!.split(separator: "\n").first!)")
         }
-        print(String(format: "ran %llu seeds (%@ voters) in %.1f s: %.0f seeds/minute, %.0f steps/second, %llu steps, %llu client operations checked",
-                     summary.completed, nodes, summary.seconds, summary.seedsPerMinute, summary.stepsPerSecond,
-                     summary.steps, summary.operations))
-        print("after the faults stopped, every run settled (leader serving, requests done, members equal) within "
-              + "\(summary.worstSettleMilliseconds) simulated ms (bound \(summary.settleBoundMilliseconds) ms)")
+        print(
+            String(
+                format:
+                    "ran %llu seeds (%@ voters) in %.1f s: %.0f seeds/minute, %.0f steps/second, %llu steps, %llu client operations checked",
+                summary.completed, nodes, summary.seconds, summary.seedsPerMinute, summary.stepsPerSecond,
+                summary.steps, summary.operations))
+        print(
+            "after the faults stopped, every run settled (leader serving, requests done, members equal) within "
+                + "\(summary.worstSettleMilliseconds) simulated ms (bound \(summary.settleBoundMilliseconds) ms)")
         print("seeds=\(summary.completed) failures=\(summary.failures.count)")
         return (summary.completed, summary.failures.count)
     }
@@ -122,9 +134,11 @@ struct CRMSim: ParsableCommand {
         let shown = 60
         print("last \(min(shown, lines.count)) of \(lines.count) trace lines:")
         for line in lines.suffix(shown) { print("    \(line)") }
-        print(replay.failure == result.failure && replay.steps == result.steps
-              ? "replayed seed \(result.seed): same failure after \(replay.steps) steps"
-              : "replayed seed \(result.seed): DIFFERENT outcome (\(replay.failure ?? "passed")) — the run is not deterministic")
+        print(
+            replay.failure == result.failure && replay.steps == result.steps
+                ? "replayed seed \(result.seed): same failure after \(replay.steps) steps"
+                : "replayed seed \(result.seed): DIFFERENT outcome (\(replay.failure ?? "passed")) — the run is not deterministic"
+        )
         var command = "crm-sim --nodes \(options(for: result.seed).voters) --seed \(result.seed) --trace"
         if let plantBug { command += " --plant-bug \(plantBug)" }
         print("replay with: \(command)")

@@ -21,9 +21,14 @@ public enum EngineError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .notLeader(let hint):
-            return hint == 0 ? "no leader is known yet; retry shortly" : "this member does not lead; member \(hint) does"
-        case .timedOut: return "the request timed out; for a write the outcome is unknown (retry it in the same session to apply it at most once)"
-        case .outcomeUnknown: return "leadership changed before the write committed; retry it in the same session with the same sequence number"
+            return hint == 0
+                ? "no leader is known yet; retry shortly" : "this member does not lead; member \(hint) does"
+        case .timedOut:
+            return
+                "the request timed out; for a write the outcome is unknown (retry it in the same session to apply it at most once)"
+        case .outcomeUnknown:
+            return
+                "leadership changed before the write committed; retry it in the same session with the same sequence number"
         case .busy(let why): return "busy: \(why); retry shortly"
         case .invalid(let why): return why
         case .storage(let why): return "storage failure: \(why)"

@@ -1,6 +1,6 @@
-@_spi(Simulation) import Raft
 import KVStore
 import Logging
+@_spi(Simulation) import Raft
 
 /// What a member does with its consensus core, deterministically: feed it messages, proposals,
 /// reads and ticks; work through its `Ready`s in the order the core requires (send what may
@@ -74,8 +74,10 @@ public final class MemberLoop {
 
     /// Builds the loop on an opened log and state machine. A state machine behind the log's
     /// snapshot (a restore cut short by a crash) is restored from that snapshot first.
-    public init(config: RaftConfig, log: any LogWriter, kv: ReplicatedKV, outbox: any Outbox, clock: any MonotonicClock,
-                options: Options = Options(), random: any RandomSource, logger: Logger) throws {
+    public init(
+        config: RaftConfig, log: any LogWriter, kv: ReplicatedKV, outbox: any Outbox, clock: any MonotonicClock,
+        options: Options = Options(), random: any RandomSource, logger: Logger
+    ) throws {
         if kv.appliedIndex < log.snapshotMetadata.index {
             try kv.restore(from: log.snapshot().data, expectedIndex: log.snapshotMetadata.index)
         }
@@ -90,7 +92,9 @@ public final class MemberLoop {
         var random = random
         readNonce = random.next()
         raft = RaftNode(config: config, store: log, hardState: log.hardState, random: random)
-        assert(kv.appliedIndex >= log.snapshotMetadata.index, "state machine at \(kv.appliedIndex) behind the log's snapshot")
+        assert(
+            kv.appliedIndex >= log.snapshotMetadata.index,
+            "state machine at \(kv.appliedIndex) behind the log's snapshot")
     }
 
     // MARK: - Inputs
@@ -193,8 +197,12 @@ public final class MemberLoop {
             let ready = raft.ready()
             try observer?.loopTook(ready)
             if let soft = ready.softState {
-                logger.info("raft role", metadata: ["role": "\(soft.role.rawValue)", "leader": "\(soft.leader)", "term": "\(raft.term)",
-                                                   "commit": "\(raft.commitIndex)"])
+                logger.info(
+                    "raft role",
+                    metadata: [
+                        "role": "\(soft.role.rawValue)", "leader": "\(soft.leader)", "term": "\(raft.term)",
+                        "commit": "\(raft.commitIndex)",
+                    ])
             }
             try send(ready.messages)
             if ready.needsPersist, try log.write(ready) == .inFlight {
@@ -267,7 +275,9 @@ public final class MemberLoop {
         return context.suffix(8).reduce(0) { $0 << 8 | UInt64($1) }
     }
 
-    private static func bigEndian(_ value: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: value >> (56 - 8 * UInt64($0))) } }
+    private static func bigEndian(_ value: UInt64) -> [UInt8] {
+        (0..<8).map { UInt8(truncatingIfNeeded: value >> (56 - 8 * UInt64($0))) }
+    }
 
     // MARK: - Applying
 
@@ -280,14 +290,20 @@ public final class MemberLoop {
         guard let first = ready.committedEntries.first else { return }
         // Committed entries come in order, without a gap, right after what is applied (those at
         // or below it are replays after a restart, which the state machine skips).
-        assert(first.index <= kv.appliedIndex + 1, "committed entry \(first.index) after applied \(kv.appliedIndex): a gap")
-        assert(zip(ready.committedEntries, ready.committedEntries.dropFirst()).allSatisfy { $0.index + 1 == $1.index },
-               "committed entries out of sequence")
+        assert(
+            first.index <= kv.appliedIndex + 1, "committed entry \(first.index) after applied \(kv.appliedIndex): a gap"
+        )
+        assert(
+            zip(ready.committedEntries, ready.committedEntries.dropFirst()).allSatisfy { $0.index + 1 == $1.index },
+            "committed entries out of sequence")
         try observer?.loopWillApply(ready.committedEntries)
         let started = clock.nanoseconds
-        let outcomes = Dictionary(uniqueKeysWithValues: try kv.apply(ready.committedEntries).map { ($0.index, $0.outcome) })
+        let outcomes = Dictionary(
+            uniqueKeysWithValues: try kv.apply(ready.committedEntries).map { ($0.index, $0.outcome) })
         observer?.loopApplied(ready.committedEntries, nanoseconds: clock.nanoseconds - min(started, clock.nanoseconds))
-        assert(kv.appliedIndex >= ready.committedEntries.last!.index, "applied \(kv.appliedIndex) short of the committed entries")
+        assert(
+            kv.appliedIndex >= ready.committedEntries.last!.index,
+            "applied \(kv.appliedIndex) short of the committed entries")
         for entry in ready.committedEntries {
             if let pending = proposals.removeValue(forKey: entry.index) {
                 if pending.term == entry.term || plantedBug == .waiterIgnoresTerm {
@@ -297,9 +313,15 @@ public final class MemberLoop {
                 }
             }
             if let pending = changes.removeValue(forKey: entry.index) {
-                if pending.term == entry.term { appliedChanges.append((entry.index, pending.waiter)) } else { pending.waiter.fail(.outcomeUnknown) }
+                if pending.term == entry.term {
+                    appliedChanges.append((entry.index, pending.waiter))
+                } else {
+                    pending.waiter.fail(.outcomeUnknown)
+                }
             }
-            if entry.kind == .configurationChange || outcomes[entry.index] == .memberRecorded { membershipChanged = true }
+            if entry.kind == .configurationChange || outcomes[entry.index] == .memberRecorded {
+                membershipChanged = true
+            }
         }
     }
 
@@ -307,7 +329,9 @@ public final class MemberLoop {
         try kv.restore(from: snapshot.data, expectedIndex: snapshot.metadata.index)
         try observer?.loopHolds(snapshot)
         counters.snapshotsInstalled += 1
-        logger.info("installed a snapshot from the leader", metadata: ["index": "\(snapshot.metadata.index)", "term": "\(snapshot.metadata.term)"])
+        logger.info(
+            "installed a snapshot from the leader",
+            metadata: ["index": "\(snapshot.metadata.index)", "term": "\(snapshot.metadata.term)"])
         // Proposals at or below the snapshot cannot be matched to their outcome any more.
         for index in proposals.keys.sorted() where index <= snapshot.metadata.index {
             proposals.removeValue(forKey: index)?.waiter.fail(.outcomeUnknown)
@@ -334,7 +358,8 @@ public final class MemberLoop {
                 return true
             }
             if raft.role == .leader && raft.transferee == 0 && pending.target != id {
-                pending.waiter.fail(.busy("leadership transfer to \(pending.target) did not complete; it may not be caught up"))
+                pending.waiter.fail(
+                    .busy("leadership transfer to \(pending.target) did not complete; it may not be caught up"))
                 return true
             }
             return false
@@ -355,11 +380,13 @@ public final class MemberLoop {
     public func compact() throws -> SnapshotMetadata {
         let applied = kv.appliedIndex
         guard writing == nil, !raft.hasPendingSnapshot, applied > log.snapshotMetadata.index,
-              let term = log.term(at: applied) else { return log.snapshotMetadata }
+            let term = log.term(at: applied)
+        else { return log.snapshotMetadata }
         try kv.syncApplied()
         let (position, data) = try kv.snapshotData()
         precondition(position.index == applied, "state machine moved while the loop compacted")
-        let snapshot = Snapshot(metadata: SnapshotMetadata(index: applied, term: term, configuration: raft.configuration), data: data)
+        let snapshot = Snapshot(
+            metadata: SnapshotMetadata(index: applied, term: term, configuration: raft.configuration), data: data)
         try observer?.loopHolds(snapshot)
         try log.compact(to: snapshot)
         counters.compactions += 1
@@ -383,7 +410,9 @@ public final class MemberLoop {
         }
         for readID in reads.keys.sorted() {
             let batch = reads[readID]!
-            let (expired, live) = (batch.waiters.filter { $0.deadline <= now }, batch.waiters.filter { $0.deadline > now })
+            let (expired, live) = (
+                batch.waiters.filter { $0.deadline <= now }, batch.waiters.filter { $0.deadline > now }
+            )
             for waiter in expired { waiter.fail(.timedOut) }
             reads[readID] = live.isEmpty ? nil : (live, batch.sentAtTick)
         }
@@ -397,7 +426,8 @@ public final class MemberLoop {
             pending.waiter.fail(.timedOut)
             return true
         }
-        for readID in reads.keys.sorted() where raft.leader != 0 && tickCount >= reads[readID]!.sentAtTick + options.readRetryTicks {
+        for readID in reads.keys.sorted()
+        where raft.leader != 0 && tickCount >= reads[readID]!.sentAtTick + options.readRetryTicks {
             try? raft.requestRead(context: context(readID))
             reads[readID]!.sentAtTick = tickCount
         }
@@ -423,7 +453,8 @@ public final class MemberLoop {
 
     /// Callers waiting on the loop, for the status and the tests.
     public var waitingCallers: Int {
-        proposals.count + changes.count + reads.values.reduce(0) { $0 + $1.waiters.count } + newReads.count + readsAwaitingApply.count
+        proposals.count + changes.count + reads.values.reduce(0) { $0 + $1.waiters.count } + newReads.count
+            + readsAwaitingApply.count
             + transfers.count + appliedChanges.count
     }
 
@@ -462,10 +493,12 @@ public final class MemberLoop {
             refusalsNotLogged += 1
             return
         }
-        logger.warning("refused a peer message", metadata: [
-            "peer": "\(peer)", "kind": "\(message.kind.rawValue)", "term": "\(message.term)", "reason": "\(reason)",
-            "refused_since_last_line": "\(refusalsNotLogged)",
-        ])
+        logger.warning(
+            "refused a peer message",
+            metadata: [
+                "peer": "\(peer)", "kind": "\(message.kind.rawValue)", "term": "\(message.term)", "reason": "\(reason)",
+                "refused_since_last_line": "\(refusalsNotLogged)",
+            ])
         lastRefusalLogAt = now
         refusalsNotLogged = 0
     }

@@ -24,7 +24,9 @@ extension StoreBackedLogWriter {
     public var firstIndex: UInt64 { store.firstIndex }
     public var lastIndex: UInt64 { store.lastIndex }
     public func term(at index: UInt64) -> UInt64? { store.term(at: index) }
-    public func entries(from: UInt64, to: UInt64, maxBytes: Int) -> [Entry] { store.entries(from: from, to: to, maxBytes: maxBytes) }
+    public func entries(from: UInt64, to: UInt64, maxBytes: Int) -> [Entry] {
+        store.entries(from: from, to: to, maxBytes: maxBytes)
+    }
     public func snapshot() -> Snapshot { store.snapshot() }
 }
 

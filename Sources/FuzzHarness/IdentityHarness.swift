@@ -10,7 +10,9 @@ enum IdentityHarness {
             if let identity = PeerIdentity(uri: candidate) {
                 precondition(identity.description == candidate, "\(candidate) parsed as \(identity)")
                 precondition(PeerIdentity(uri: identity.description) == identity)
-                if case .client(let name) = identity { precondition(PeerIdentity.isValidClientName(name) && name.utf8.allSatisfy { $0 < 0x80 }) }
+                if case .client(let name) = identity {
+                    precondition(PeerIdentity.isValidClientName(name) && name.utf8.allSatisfy { $0 < 0x80 })
+                }
             }
         }
         if let endpoint = Endpoint(text) {

@@ -33,15 +33,22 @@ public struct PropertyRun {
         }
         var input = seeds[Int(random.next(below: UInt64(seeds.count)))]
         for _ in 0...random.next(below: 3) {
-            if harness.mutatesMessages, random.next(below: 2) == 0, let mutated = MessageMutator.mutate(input, harness: harness, seed: random.next()) {
+            if harness.mutatesMessages, random.next(below: 2) == 0,
+                let mutated = MessageMutator.mutate(input, harness: harness, seed: random.next())
+            {
                 input = mutated
                 continue
             }
             switch random.next(below: 4) {
-            case 0 where !input.isEmpty: input[Int(random.next(below: UInt64(input.count)))] ^= UInt8(truncatingIfNeeded: random.next() | 1)
+            case 0 where !input.isEmpty:
+                input[Int(random.next(below: UInt64(input.count)))] ^= UInt8(truncatingIfNeeded: random.next() | 1)
             case 1 where !input.isEmpty: input.removeLast(Int(random.next(below: UInt64(input.count))))
             case 2: input += (0..<random.next(below: 16)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
-            default: if !input.isEmpty { input[Int(random.next(below: UInt64(input.count)))] = [0, 0xFF, 0x7F, 0x80][Int(random.next(below: 4))] }
+            default:
+                if !input.isEmpty {
+                    input[Int(random.next(below: UInt64(input.count)))] =
+                        [0, 0xFF, 0x7F, 0x80][Int(random.next(below: 4))]
+                }
             }
         }
         return input

@@ -31,8 +31,10 @@ enum RaftStepHarness {
     }
 
     static func check(_ node: RaftNode) {
-        precondition(node.commitIndex <= node.lastIndex, "commit \(node.commitIndex) beyond the last index \(node.lastIndex)")
-        precondition(node.appliedIndex <= node.commitIndex, "applied \(node.appliedIndex) beyond commit \(node.commitIndex)")
+        precondition(
+            node.commitIndex <= node.lastIndex, "commit \(node.commitIndex) beyond the last index \(node.lastIndex)")
+        precondition(
+            node.appliedIndex <= node.commitIndex, "applied \(node.appliedIndex) beyond commit \(node.commitIndex)")
         precondition(node.term <= MessageLimits.maxWireValue + 1_000, "term \(node.term) beyond every bound")
     }
 }
@@ -51,7 +53,8 @@ final class MemoryCluster {
         for id in voters {
             let store = MemoryLogStore(configuration: configuration)
             stores[id] = store
-            nodes[id] = RaftNode(config: RaftConfig(id: id), store: store, hardState: store.hardState, random: SeededRandom(seed: id))
+            nodes[id] = RaftNode(
+                config: RaftConfig(id: id), store: store, hardState: store.hardState, random: SeededRandom(seed: id))
         }
     }
 

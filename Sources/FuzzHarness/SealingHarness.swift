@@ -14,7 +14,9 @@ enum SealingHarness {
             switch mode % 3 {
             case 0:
                 _ = try? body.withUnsafeBytes { try SealedValue.header(of: $0) }
-                if let opened = try? SealedValue.open(body, location: location, keys: { $0 == 1 ? .available(key) : .unknown }) {
+                if let opened = try? SealedValue.open(
+                    body, location: location, keys: { $0 == 1 ? .available(key) : .unknown })
+                {
                     precondition(opened.count <= SealedValue.maxPlaintextBytes, "opened \(opened.count) bytes")
                 }
             case 1:
@@ -25,14 +27,19 @@ enum SealingHarness {
                     precondition(output.count == count, "LZ4 gave \(output.count) bytes for \(count)")
                 }
             default:
-                guard body.count >= 1, let sealed = try? SealedValue.seal(Array(body.dropFirst()), key: key, location: location) else { return }
-                precondition((try? SealedValue.open(sealed, location: location, keys: { _ in .available(key) })) == Array(body.dropFirst()),
-                              "a sealed value does not open to its plaintext")
+                guard body.count >= 1,
+                    let sealed = try? SealedValue.seal(Array(body.dropFirst()), key: key, location: location)
+                else { return }
+                precondition(
+                    (try? SealedValue.open(sealed, location: location, keys: { _ in .available(key) }))
+                        == Array(body.dropFirst()),
+                    "a sealed value does not open to its plaintext")
                 var altered = sealed
                 let position = Int(body[0]) % altered.count
                 altered[position] ^= 0x01 | body[0]
-                precondition((try? SealedValue.open(altered, location: location, keys: { _ in .available(key) })) == nil,
-                             "a sealed value with byte \(position) changed opened")
+                precondition(
+                    (try? SealedValue.open(altered, location: location, keys: { _ in .available(key) })) == nil,
+                    "a sealed value with byte \(position) changed opened")
             }
         }
     }

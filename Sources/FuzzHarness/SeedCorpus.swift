@@ -19,7 +19,8 @@ public enum SeedCorpus {
             return batches(limit: limit).map { batch in
                 var helloPayload = [UInt8](repeating: 0, count: 8)
                 helloPayload[7] = 2
-                return Frame(type: .hello, payload: helloPayload).encoded + Frame(type: .raftMessages, payload: batch).encoded
+                return Frame(type: .hello, payload: helloPayload).encoded
+                    + Frame(type: .raftMessages, payload: batch).encoded
             }
         case .snapshotAssembly:
             return (0..<20).map { size in
@@ -35,21 +36,34 @@ public enum SeedCorpus {
         case .kvRecords: return KVStoreFuzzing.seeds()
         case .storageRecords: return RaftStorageFuzzing.seeds() + StorageFuzzing.seeds()
         case .sealed:
-            let plaintexts: [[UInt8]] = [[], Array("Ada Lovelace".utf8), [UInt8](repeating: 65, count: 300), (0..<200).map { UInt8($0) }]
+            let plaintexts: [[UInt8]] = [
+                [], Array("Ada Lovelace".utf8), [UInt8](repeating: 65, count: 300), (0..<200).map { UInt8($0) },
+            ]
             return plaintexts.flatMap { plain -> [[UInt8]] in
                 let sealed = Self.key.withUnsafeBytes { place in
-                    (try? SealedValue.seal(plain, key: SealingHarness.key, location: SealedValue.Location(domain: 1, scope: 2, key: place))) ?? []
+                    (try? SealedValue.seal(
+                        plain, key: SealingHarness.key, location: SealedValue.Location(domain: 1, scope: 2, key: place)))
+                        ?? []
                 }
-                return [[0] + sealed, [2, UInt8(plain.count % 251)] + plain, [1, 0, UInt8(min(plain.count, 255))] + plain]
+                return [
+                    [0] + sealed, [2, UInt8(plain.count % 251)] + plain, [1, 0, UInt8(min(plain.count, 255))] + plain,
+                ]
             }
         case .identity:
-            return ["crm://member/1", "crm://member/18446744073709551615", "crm://client/app", "crm://client/a.b_c-d", "127.0.0.1:7001",
-                    "[::1]:7101", "localhost:65535", "crm://member/+5", "crm://client/élise"].map { Array($0.utf8) }
+            return [
+                "crm://member/1", "crm://member/18446744073709551615", "crm://client/app", "crm://client/a.b_c-d",
+                "127.0.0.1:7001",
+                "[::1]:7101", "localhost:65535", "crm://member/+5", "crm://client/élise",
+            ].map { Array($0.utf8) }
         case .frontJSON:
-            return [#"{"key": "YQ=="}"#, #"{"key": "YQ==", "consistency": "serializable"}"#, #"{"from": "YQ==", "to": "Yg==", "limit": 10}"#,
-                    #"{"key": "YQ==", "value": "Yg==", "session": {"id": 5, "sequence": 1}}"#,
-                    #"{"key": "YQ==", "expected": "Yg==", "value": "Yw=="}"#, #"{"key": "YQ==", "expect_absent": true, "delete": true}"#,
-                    #"{"session_id": 9007199254740991}"#, "{}", "[]", "null"].map { Array($0.utf8) }
+            return [
+                #"{"key": "YQ=="}"#, #"{"key": "YQ==", "consistency": "serializable"}"#,
+                #"{"from": "YQ==", "to": "Yg==", "limit": 10}"#,
+                #"{"key": "YQ==", "value": "Yg==", "session": {"id": 5, "sequence": 1}}"#,
+                #"{"key": "YQ==", "expected": "Yg==", "value": "Yw=="}"#,
+                #"{"key": "YQ==", "expect_absent": true, "delete": true}"#,
+                #"{"session_id": 9007199254740991}"#, "{}", "[]", "null",
+            ].map { Array($0.utf8) }
         }
     }
 
@@ -61,9 +75,12 @@ public enum SeedCorpus {
         for (voters, seed) in [(3, 1), (3, 2), (5, 3), (3, 4), (5, 5)] {
             var options = SimulationOptions(voters: voters, seed: UInt64(seed))
             options.stepLimit = 200_000
-            _ = Simulation(options: options, messageTap: { message in
-                if messages.count < limit * 4 { messages.append(message) }
-            }).run()
+            _ = Simulation(
+                options: options,
+                messageTap: { message in
+                    if messages.count < limit * 4 { messages.append(message) }
+                }
+            ).run()
         }
         var batches: [[UInt8]] = []
         var position = 0

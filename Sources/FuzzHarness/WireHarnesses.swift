@@ -23,7 +23,9 @@ enum WireHarnesses {
             } catch {
                 return
             }
-            precondition(decoder.bufferedBytes <= limit + FrameHeader.byteCount + 97, "the decoder holds \(decoder.bufferedBytes) bytes")
+            precondition(
+                decoder.bufferedBytes <= limit + FrameHeader.byteCount + 97,
+                "the decoder holds \(decoder.bufferedBytes) bytes")
         }
     }
 
@@ -50,7 +52,9 @@ enum WireHarnesses {
     static func snapshotAssembly(_ input: [UInt8]) {
         guard input.count >= 4 else { return }
         let total = input.prefix(4).reduce(UInt64(0)) { $0 << 8 | UInt64($1) } % (1 << 20 + 1)
-        guard var assembly = try? SnapshotAssembly(index: 7, term: 2, totalBytes: total, maxBytes: 1 << 20) else { return }
+        guard var assembly = try? SnapshotAssembly(index: 7, term: 2, totalBytes: total, maxBytes: 1 << 20) else {
+            return
+        }
         var rest = input.dropFirst(4)
         while rest.count >= 2 {
             let length = Int(rest.first!) << 8 | Int(rest.dropFirst().first!)
@@ -58,8 +62,10 @@ enum WireHarnesses {
             let payload = Array(rest.prefix(length))
             rest = rest.dropFirst(length)
             // Half the chunks are well-formed for this assembly, so that assembly makes progress.
-            let chunk = payload.first.map { $0 & 1 == 0 } ?? true
-                ? SnapshotChunk(index: 7, term: 2, totalBytes: total, offset: UInt64(assembly.data.count), data: payload)
+            let chunk =
+                payload.first.map { $0 & 1 == 0 } ?? true
+                ? SnapshotChunk(
+                    index: 7, term: 2, totalBytes: total, offset: UInt64(assembly.data.count), data: payload)
                 : (try? SnapshotChunk(encoded: payload))
             guard let chunk else { continue }
             do { try assembly.add(chunk) } catch { return }

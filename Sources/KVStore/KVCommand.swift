@@ -109,7 +109,9 @@ public enum KVCommand: Equatable, Sendable {
 
     public init?(encoded bytes: [UInt8]) {
         var reader = BinaryReader(bytes)
-        guard let version = reader.u8(), version == 1 || version == Self.version, let kind = reader.u8() else { return nil }
+        guard let version = reader.u8(), version == 1 || version == Self.version, let kind = reader.u8() else {
+            return nil
+        }
         func owner() -> String? {
             guard version >= 2 else { return "" }
             return reader.text(limit: Self.maxOwnerBytes)
@@ -129,7 +131,8 @@ public enum KVCommand: Equatable, Sendable {
             self = .closeSession(session: session, owner: owner, proposedAtMillis: time)
         case 3:
             guard let session = reader.u64(), let sequence = reader.u64(), let time = reader.u64(),
-                  let writeKind = reader.u8(), let key = reader.blob() else { return nil }
+                let writeKind = reader.u8(), let key = reader.blob()
+            else { return nil }
             let write: KVWrite
             switch writeKind {
             case 1:
@@ -185,7 +188,8 @@ public struct MemberAddresses: Equatable, Sendable {
 
     init?(reading reader: inout BinaryReader) {
         guard let id = reader.u64(), id != 0, let peer = reader.text(limit: Self.maxAddressBytes),
-              let client = reader.text(limit: Self.maxAddressBytes), let admin = reader.text(limit: Self.maxAddressBytes) else { return nil }
+            let client = reader.text(limit: Self.maxAddressBytes), let admin = reader.text(limit: Self.maxAddressBytes)
+        else { return nil }
         self.init(id: id, peer: peer, client: client, admin: admin)
     }
 

@@ -34,7 +34,8 @@ extension ReplicatedKV {
     public func restore(from data: [UInt8], expectedIndex: UInt64) throws {
         let (restored, records) = try Self.parseSnapshot(data)
         guard restored.index == expectedIndex else {
-            throw StorageError.invalidArgument("the snapshot holds the state at \(restored.index), its metadata says \(expectedIndex)")
+            throw StorageError.invalidArgument(
+                "the snapshot holds the state at \(restored.index), its metadata says \(expectedIndex)")
         }
         // The first batch also removes the applied position: a crash before the last batch
         // leaves a state with no position, which the node restores again from the log's snapshot.
@@ -53,19 +54,26 @@ extension ReplicatedKV {
         batch.put(.metadata, key: StateKeys.position, value: Self.encode(restored))
         try storage.write(batch, durability: .synced)
         try reload()
-        logger.info("kv state restored from a snapshot", metadata: ["index": "\(restored.index)", "records": "\(records.count)"])
+        logger.info(
+            "kv state restored from a snapshot",
+            metadata: ["index": "\(restored.index)", "records": "\(records.count)"])
     }
 
     /// A snapshot's position and records, or why it does not decode (nothing is written).
-    @_spi(Fuzzing) public static func parseSnapshot(_ data: [UInt8]) throws -> (Position, [(key: [UInt8], value: [UInt8])]) {
+    @_spi(Fuzzing) public static func parseSnapshot(
+        _ data: [UInt8]
+    ) throws -> (Position, [(key: [UInt8], value: [UInt8])]) {
         var reader = BinaryReader(data)
-        guard reader.u8() == Self.snapshotVersion, let index = reader.u64(), let term = reader.u64(), let clock = reader.u64() else {
+        guard reader.u8() == Self.snapshotVersion, let index = reader.u64(), let term = reader.u64(),
+            let clock = reader.u64()
+        else {
             throw StorageError.invalidArgument("the snapshot does not start with a KV snapshot header")
         }
         var records: [(key: [UInt8], value: [UInt8])] = []
         while !reader.isAtEnd {
             guard let key = reader.blob(limit: StorageLimits.maxKeyBytes), let value = reader.blob(),
-                  StateKeys.allPrefixes.contains(where: { key.starts(with: $0) }) else {
+                StateKeys.allPrefixes.contains(where: { key.starts(with: $0) })
+            else {
                 throw StorageError.invalidArgument("the snapshot's record \(records.count) is malformed")
             }
             records.append((key, value))
@@ -105,7 +113,9 @@ extension ReplicatedKV {
     }
 
     private static func position(in view: any StateStorageView) throws -> Position {
-        guard let bytes = try view.get(.metadata, StateKeys.position) else { return Position(index: 0, term: 0, logClockMillis: 0) }
+        guard let bytes = try view.get(.metadata, StateKeys.position) else {
+            return Position(index: 0, term: 0, logClockMillis: 0)
+        }
         return try decodePosition(bytes)
     }
 }

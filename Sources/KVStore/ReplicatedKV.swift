@@ -48,12 +48,15 @@ public final class ReplicatedKV: @unchecked Sendable {
     public let applyThread = ThreadConfinement()
 
     /// Opens the state machine on `storage`, loading its position and sessions.
-    public init(storage: any StateStorage, options: Options = Options(), logger: Logger = Logger(label: "crm.kv")) throws {
+    public init(
+        storage: any StateStorage, options: Options = Options(), logger: Logger = Logger(label: "crm.kv")
+    ) throws {
         self.storage = storage
         self.logger = logger
         position = try Self.loadPosition(storage)
-        sessions = SessionTable(capacity: options.maxSessions, idleTimeoutMillis: options.sessionIdleTimeoutMillis,
-                                capacityPerOwner: options.maxSessionsPerOwner)
+        sessions = SessionTable(
+            capacity: options.maxSessions, idleTimeoutMillis: options.sessionIdleTimeoutMillis,
+            capacityPerOwner: options.maxSessionsPerOwner)
         try loadSessions()
     }
 
@@ -69,7 +72,9 @@ public final class ReplicatedKV: @unchecked Sendable {
 
     /// Keys in [from, to) in order (to nil: to the end), at most `limit`; `more` says whether
     /// the range holds further keys.
-    public func range(from: [UInt8], to: [UInt8]?, limit: Int) throws -> (pairs: [(key: [UInt8], value: [UInt8])], more: Bool) {
+    public func range(
+        from: [UInt8], to: [UInt8]?, limit: Int
+    ) throws -> (pairs: [(key: [UInt8], value: [UInt8])], more: Bool) {
         precondition(limit >= 1 && limit <= KVLimits.maxRangeLimit, "range limit \(limit)")
         let upper = to.map(StateKeys.value) ?? KeyEncoding.prefixEnd(StateKeys.valuePrefix)
         guard upper.map({ StateKeys.value(from).lexicographicallyPrecedes($0) }) ?? true else { return ([], false) }
@@ -94,7 +99,9 @@ public final class ReplicatedKV: @unchecked Sendable {
         var pending = PendingApply(position: position)
         var results: [Applied] = []
         for entry in entries where entry.index > pending.position.index {
-            precondition(entry.index == pending.position.index + 1, "applying entry \(entry.index) after \(pending.position.index)")
+            precondition(
+                entry.index == pending.position.index + 1,
+                "applying entry \(entry.index) after \(pending.position.index)")
             pending.position.index = entry.index
             pending.position.term = entry.term
             guard entry.kind == .normal, !entry.data.isEmpty else { continue }
@@ -125,7 +132,9 @@ public final class ReplicatedKV: @unchecked Sendable {
             try storage.write(pending.batch, durability: .buffered)
         } catch {
             failure = error
-            logger.error("kv apply write failed; reopen to recover", metadata: ["index": "\(pending.position.index)", "error": "\(error)"])
+            logger.error(
+                "kv apply write failed; reopen to recover",
+                metadata: ["index": "\(pending.position.index)", "error": "\(error)"])
             throw error
         }
         position = pending.position
@@ -147,8 +156,9 @@ public final class ReplicatedKV: @unchecked Sendable {
             for expired in sessions.evict(now: pending.position.logClockMillis, room: 1) {
                 pending.batch.delete(.stateMachine, key: StateKeys.session(expired))
             }
-            let session = SessionTable.Session(owner: owner, lastSequence: 0, lastOutcome: nil, activeAtIndex: entry.index,
-                                               activeAtMillis: pending.position.logClockMillis)
+            let session = SessionTable.Session(
+                owner: owner, lastSequence: 0, lastOutcome: nil, activeAtIndex: entry.index,
+                activeAtMillis: pending.position.logClockMillis)
             store(session, id: id, into: &pending)
             return .sessionOpened(id)
         case .closeSession(let id, let owner, let time):
@@ -223,7 +233,8 @@ public final class ReplicatedKV: @unchecked Sendable {
             let page = try storage.scan(.stateMachine, range, limit: 1024)
             for item in page.entries {
                 guard let addresses = MemberAddresses(encoded: item.value) else {
-                    throw StorageError.corruption(family: .stateMachine, key: item.key, message: "a member address record does not decode")
+                    throw StorageError.corruption(
+                        family: .stateMachine, key: item.key, message: "a member address record does not decode")
                 }
                 directory[addresses.id] = addresses
             }
@@ -236,14 +247,17 @@ public final class ReplicatedKV: @unchecked Sendable {
     // MARK: - Loading
 
     private static func loadPosition(_ storage: any StateStorage) throws -> Position {
-        guard let bytes = try storage.get(.metadata, StateKeys.position) else { return Position(index: 0, term: 0, logClockMillis: 0) }
+        guard let bytes = try storage.get(.metadata, StateKeys.position) else {
+            return Position(index: 0, term: 0, logClockMillis: 0)
+        }
         return try decodePosition(bytes)
     }
 
     static func decodePosition(_ bytes: [UInt8]) throws -> Position {
         var reader = BinaryReader(bytes)
         guard let index = reader.u64(), let term = reader.u64(), let clock = reader.u64(), reader.isAtEnd else {
-            throw StorageError.corruption(family: .metadata, key: StateKeys.position, message: "the applied position does not decode")
+            throw StorageError.corruption(
+                family: .metadata, key: StateKeys.position, message: "the applied position does not decode")
         }
         return Position(index: index, term: term, logClockMillis: clock)
     }
@@ -251,8 +265,9 @@ public final class ReplicatedKV: @unchecked Sendable {
     /// Reloads position and sessions from disk (after a restore), and clears a write failure.
     func reload() throws {
         position = try Self.loadPosition(storage)
-        sessions = SessionTable(capacity: sessions.capacity, idleTimeoutMillis: sessions.idleTimeoutMillis,
-                                capacityPerOwner: sessions.capacityPerOwner)
+        sessions = SessionTable(
+            capacity: sessions.capacity, idleTimeoutMillis: sessions.idleTimeoutMillis,
+            capacityPerOwner: sessions.capacityPerOwner)
         try loadSessions()
         failure = nil
     }
@@ -262,8 +277,11 @@ public final class ReplicatedKV: @unchecked Sendable {
         while true {
             let page = try storage.scan(.stateMachine, range, limit: 4096)
             for item in page.entries {
-                guard item.key.count == StateKeys.sessionPrefix.count + 8, let session = SessionCoding.decode(item.value) else {
-                    throw StorageError.corruption(family: .stateMachine, key: item.key, message: "a session record does not decode")
+                guard item.key.count == StateKeys.sessionPrefix.count + 8,
+                    let session = SessionCoding.decode(item.value)
+                else {
+                    throw StorageError.corruption(
+                        family: .stateMachine, key: item.key, message: "a session record does not decode")
                 }
                 let id = item.key.suffix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
                 sessions.record(id, session)
@@ -271,7 +289,8 @@ public final class ReplicatedKV: @unchecked Sendable {
             guard let resume = page.resume else { break }
             range = resume
         }
-        logger.info("kv state machine opened", metadata: ["applied": "\(position.index)", "sessions": "\(sessions.count)"])
+        logger.info(
+            "kv state machine opened", metadata: ["applied": "\(position.index)", "sessions": "\(sessions.count)"])
     }
 
     static func encode(_ position: Position) -> [UInt8] {
@@ -368,6 +387,7 @@ enum SessionCoding {
         default: return nil
         }
         guard reader.isAtEnd else { return nil }
-        return SessionTable.Session(owner: owner, lastSequence: sequence, lastOutcome: outcome, activeAtIndex: index, activeAtMillis: time)
+        return SessionTable.Session(
+            owner: owner, lastSequence: sequence, lastOutcome: outcome, activeAtIndex: index, activeAtMillis: time)
     }
 }

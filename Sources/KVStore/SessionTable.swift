@@ -51,7 +51,9 @@ struct SessionTable {
     func overQuota(_ owner: String) -> [UInt64] {
         guard let ids = byOwner[owner], ids.count >= capacityPerOwner else { return [] }
         let excess = ids.count - capacityPerOwner + 1
-        return ids.sorted { (sessions[$0]!.activeAtIndex, $0) < (sessions[$1]!.activeAtIndex, $1) }.prefix(excess).map { $0 }
+        return ids.sorted { (sessions[$0]!.activeAtIndex, $0) < (sessions[$1]!.activeAtIndex, $1) }.prefix(excess).map {
+            $0
+        }
     }
 
     var count: Int { sessions.count }

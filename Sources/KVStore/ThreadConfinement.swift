@@ -1,7 +1,8 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import Synchronization
 
 /// State promised to one thread, checked on access instead of promised in a comment (as
 /// SwiftNIO's `NIOLoopBound` does for event loops): `claim()` makes the calling thread the

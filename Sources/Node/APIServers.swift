@@ -23,32 +23,40 @@ final class APIServers: Sendable {
         var services: [any RegistrableRPCService]
     }
 
-    static func start(config: NodeConfig, listeners: [Listener], group: MultiThreadedEventLoopGroup,
-                      logger: Logger) async throws -> APIServers {
+    static func start(
+        config: NodeConfig, listeners: [Listener], group: MultiThreadedEventLoopGroup,
+        logger: Logger
+    ) async throws -> APIServers {
         var servers: [GRPCServer<HTTP2ServerTransport.Posix>] = []
         var tasks: [Task<Void, Never>] = []
         for listener in listeners {
             let (endpoint, handlers) = (listener.endpoint, listener.services)
             let transport = HTTP2ServerTransport.Posix(
-                address: endpoint.host.contains(":") ? .ipv6(host: endpoint.host, port: endpoint.port) : .ipv4(host: endpoint.host, port: endpoint.port),
-                transportSecurity: .mTLS(certificateChain: [.file(path: config.tls.cert, format: .pem)],
-                                         privateKey: .file(path: config.tls.key, format: .pem)) { tls in
+                address: endpoint.host.contains(":")
+                    ? .ipv6(host: endpoint.host, port: endpoint.port) : .ipv4(host: endpoint.host, port: endpoint.port),
+                transportSecurity: .mTLS(
+                    certificateChain: [.file(path: config.tls.cert, format: .pem)],
+                    privateKey: .file(path: config.tls.key, format: .pem)
+                ) { tls in
                     tls.trustRoots = .certificates([.file(path: config.tls.ca, format: .pem)])
                     tls.clientCertificateVerification = .noHostnameVerification
                 },
                 config: .bounded(by: config, connections: listener.connections),
                 eventLoopGroup: group)
             let server = GRPCServer(transport: transport, services: handlers)
-            tasks.append(Task {
-                do {
-                    try await server.serve()
-                } catch {
-                    logger.error("gRPC listener stopped", metadata: ["address": "\(endpoint)", "error": "\(error)"])
-                }
-            })
+            tasks.append(
+                Task {
+                    do {
+                        try await server.serve()
+                    } catch {
+                        logger.error(
+                            "gRPC listener stopped", metadata: ["address": "\(endpoint)", "error": "\(error)"])
+                    }
+                })
             servers.append(server)
             let bound = try await server.listeningAddress
-            logger.info("gRPC listener up", metadata: ["address": "\(endpoint)", "bound": "\(String(describing: bound))"])
+            logger.info(
+                "gRPC listener up", metadata: ["address": "\(endpoint)", "bound": "\(String(describing: bound))"])
         }
         return APIServers(servers: servers, tasks: tasks)
     }

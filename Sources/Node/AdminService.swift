@@ -1,5 +1,5 @@
-import Engine
 import CRMProto
+import Engine
 import Foundation
 import GRPCCore
 import KVStore
@@ -57,7 +57,9 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         return response
     }
 
-    func listMembers(request: Crm_V1_ListMembersRequest, context: ServerContext) async throws -> Crm_V1_ListMembersResponse {
+    func listMembers(
+        request: Crm_V1_ListMembersRequest, context: ServerContext
+    ) async throws -> Crm_V1_ListMembersResponse {
         _ = try authorization.requireAdmin(context)
         var response = Crm_V1_ListMembersResponse()
         response.members = members(engine.currentStatus)
@@ -66,20 +68,28 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
 
     /// Records the new member's addresses through the log (so that every member can reach it),
     /// then adds it as a learner.
-    func addLearner(request: Crm_V1_AddLearnerRequest, context: ServerContext) async throws -> Crm_V1_MembershipResponse {
+    func addLearner(request: Crm_V1_AddLearnerRequest, context: ServerContext) async throws -> Crm_V1_MembershipResponse
+    {
         let admin = try authorization.requireAdmin(context)
         guard request.id != 0 else { throw RPCError(code: .invalidArgument, message: "member id 0 is reserved") }
         let given = request.endpoints
         var endpoints: MemberEndpoints?
         if !(given.peer.isEmpty && given.client.isEmpty && given.admin.isEmpty) {
-            guard let peer = Endpoint(given.peer), let client = Endpoint(given.client), let adminEndpoint = Endpoint(given.admin) else {
-                throw RPCError(code: .invalidArgument, message: "give the new member's peer, client and admin addresses as host:port")
+            guard let peer = Endpoint(given.peer), let client = Endpoint(given.client),
+                let adminEndpoint = Endpoint(given.admin)
+            else {
+                throw RPCError(
+                    code: .invalidArgument,
+                    message: "give the new member's peer, client and admin addresses as host:port")
             }
             endpoints = MemberEndpoints(id: request.id, peer: peer, client: client, admin: adminEndpoint)
         } else if directory()[request.id] == nil {
-            throw RPCError(code: .invalidArgument, message: "member \(request.id) has no known addresses; give its peer, client and admin addresses")
+            throw RPCError(
+                code: .invalidArgument,
+                message: "member \(request.id) has no known addresses; give its peer, client and admin addresses")
         }
-        logger.notice("membership change requested", metadata: ["change": "add learner \(request.id)", "admin": "\(admin)"])
+        logger.notice(
+            "membership change requested", metadata: ["change": "add learner \(request.id)", "admin": "\(admin)"])
         do {
             var response = Crm_V1_MembershipResponse()
             response.index = try await MembershipChanges(engine: engine).addLearner(request.id, endpoints: endpoints)
@@ -90,11 +100,15 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         }
     }
 
-    func promoteMember(request: Crm_V1_PromoteMemberRequest, context: ServerContext) async throws -> Crm_V1_MembershipResponse {
+    func promoteMember(
+        request: Crm_V1_PromoteMemberRequest, context: ServerContext
+    ) async throws -> Crm_V1_MembershipResponse {
         try await change(.promote(request.id), by: try authorization.requireAdmin(context))
     }
 
-    func removeMember(request: Crm_V1_RemoveMemberRequest, context: ServerContext) async throws -> Crm_V1_MembershipResponse {
+    func removeMember(
+        request: Crm_V1_RemoveMemberRequest, context: ServerContext
+    ) async throws -> Crm_V1_MembershipResponse {
         try await change(.remove(request.id), by: try authorization.requireAdmin(context))
     }
 
@@ -111,9 +125,12 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         }
     }
 
-    func transferLeadership(request: Crm_V1_TransferLeadershipRequest, context: ServerContext) async throws -> Crm_V1_TransferLeadershipResponse {
+    func transferLeadership(
+        request: Crm_V1_TransferLeadershipRequest, context: ServerContext
+    ) async throws -> Crm_V1_TransferLeadershipResponse {
         let admin = try authorization.requireAdmin(context)
-        logger.notice("leadership transfer requested", metadata: ["target": "\(request.targetID)", "admin": "\(admin)"])
+        logger.notice(
+            "leadership transfer requested", metadata: ["target": "\(request.targetID)", "admin": "\(admin)"])
         do {
             try await engine.transferLeadership(to: request.targetID)
         } catch let error as EngineError {
@@ -149,7 +166,8 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         return response
     }
 
-    func rotateKeys(request: Crm_V1_RotateKeysRequest, context: ServerContext) async throws -> Crm_V1_RotateKeysResponse {
+    func rotateKeys(request: Crm_V1_RotateKeysRequest, context: ServerContext) async throws -> Crm_V1_RotateKeysResponse
+    {
         let admin = try authorization.requireAdmin(context)
         let engine = self.storage
         let active = try await offload { try engine.rotateDataKey() }
@@ -178,7 +196,9 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
             return item
         }
         if !report.isClean {
-            raiseCorrupt("crmctl verify found \(report.problemCount) damaged items; repair: stop the member, move its data_dir aside, restart it empty with join: true and re-add it")
+            raiseCorrupt(
+                "crmctl verify found \(report.problemCount) damaged items; repair: stop the member, move its data_dir aside, restart it empty with join: true and re-add it"
+            )
         }
         return response
     }
@@ -212,7 +232,10 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
             } else {
                 member.role = status.learners.contains(id) ? .learner : (status.leader == id ? .leader : .follower)
                 member.lastContactMs = status.lastContactMilliseconds[id] ?? 0
-                member.reachable = status.lastContactMilliseconds[id].map { $0 < UInt64(config.tickMilliseconds * config.electionTicks) } ?? false
+                member.reachable =
+                    status.lastContactMilliseconds[id].map {
+                        $0 < UInt64(config.tickMilliseconds * config.electionTicks)
+                    } ?? false
             }
             if id == status.id {
                 member.health = Self.proto(own)
@@ -268,9 +291,12 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
     /// Membership and transfers happen on the leader: say which member that is.
     static func leaderError(_ error: EngineError, _ status: EngineStatus) -> RPCError {
         if case .notLeader(let hint) = error {
-            return RPCError(code: .failedPrecondition, message: hint == 0
-                ? "no leader is known yet; retry shortly"
-                : "member \(status.id) does not lead; send this to the leader, member \(hint) (crmctl --member \(hint) ...)")
+            return RPCError(
+                code: .failedPrecondition,
+                message: hint == 0
+                    ? "no leader is known yet; retry shortly"
+                    : "member \(status.id) does not lead; send this to the leader, member \(hint) (crmctl --member \(hint) ...)"
+            )
         }
         return LocalKV.rpcError(error)
     }

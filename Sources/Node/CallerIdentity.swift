@@ -12,11 +12,13 @@ extension ServerContext {
 
     /// The identity in the caller's client certificate; nil when it names none.
     var callerIdentity: PeerIdentity? {
-        guard let certificate = callerCertificate, let names = try? certificate.extensions.subjectAlternativeNames else { return nil }
-        return PeerIdentity(uris: names.compactMap { name -> String? in
-            if case .uniformResourceIdentifier(let uri) = name { return uri }
-            return nil
-        })
+        guard let certificate = callerCertificate, let names = try? certificate.extensions.subjectAlternativeNames
+        else { return nil }
+        return PeerIdentity(
+            uris: names.compactMap { name -> String? in
+                if case .uniformResourceIdentifier(let uri) = name { return uri }
+                return nil
+            })
     }
 }
 
@@ -30,7 +32,11 @@ struct Authorization: Sendable {
     /// The KV API: any client or member certificate of the cluster that is not denied.
     func requireClient(_ context: ServerContext) throws -> PeerIdentity {
         guard let identity = context.callerIdentity, let certificate = context.callerCertificate else {
-            throw RPCError(code: .unauthenticated, message: "the client certificate names no crm identity (crm://client/<name>); make one with cluster/make-certs.sh")
+            throw RPCError(
+                code: .unauthenticated,
+                message:
+                    "the client certificate names no crm identity (crm://client/<name>); make one with cluster/make-certs.sh"
+            )
         }
         if let refusal = denyList.refusal(serial: certificate.serialNumber.bytes, identity: identity) {
             throw RPCError(code: .permissionDenied, message: "certificate refused: \(refusal)")
@@ -42,7 +48,9 @@ struct Authorization: Sendable {
     func requireAdmin(_ context: ServerContext) throws -> String {
         let identity = try requireClient(context)
         guard case .client(let name) = identity, admins.contains(name) else {
-            throw RPCError(code: .permissionDenied, message: "\(identity) may not use the admin API; list its name under `admins` in the member's config")
+            throw RPCError(
+                code: .permissionDenied,
+                message: "\(identity) may not use the admin API; list its name under `admins` in the member's config")
         }
         return name
     }

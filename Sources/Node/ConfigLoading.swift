@@ -1,6 +1,6 @@
 import Foundation
-import Sealing
 import Raft
+import Sealing
 import Transport
 import Yams
 
@@ -10,7 +10,8 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable {
     public var problems: [String]
 
     public var description: String {
-        "\(path): \(problems.count == 1 ? "1 problem" : "\(problems.count) problems")\n" + problems.map { "  - \($0)" }.joined(separator: "\n")
+        "\(path): \(problems.count == 1 ? "1 problem" : "\(problems.count) problems")\n"
+            + problems.map { "  - \($0)" }.joined(separator: "\n")
     }
 }
 
@@ -22,7 +23,9 @@ extension NodeConfig {
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
-            throw ConfigError(path: path, problems: ["cannot read the file (\(error.localizedDescription)); pass the right path with --config"])
+            throw ConfigError(
+                path: path,
+                problems: ["cannot read the file (\(error.localizedDescription)); pass the right path with --config"])
         }
         var config = try parse(text, path: path)
         config.resolvePaths(relativeTo: URL(fileURLWithPath: path).deletingLastPathComponent().path)
@@ -39,7 +42,9 @@ extension NodeConfig {
         } catch {
             throw ConfigError(path: path, problems: ["not valid YAML: \(error)"])
         }
-        guard let root, root.mapping != nil else { throw ConfigError(path: path, problems: ["the file is empty or not a YAML mapping"]) }
+        guard let root, root.mapping != nil else {
+            throw ConfigError(path: path, problems: ["the file is empty or not a YAML mapping"])
+        }
         let unknown = unknownKeys(in: root, schema: .config, at: "")
         if !unknown.isEmpty { throw ConfigError(path: path, problems: unknown) }
         do {
@@ -53,7 +58,8 @@ extension NodeConfig {
 
     private static func describe(_ error: DecodingError) -> String {
         func key(_ path: [any CodingKey]) -> String {
-            path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
+            path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(
+                of: ".[", with: "[")
         }
         switch error {
         case .keyNotFound(let missing, let context):
@@ -82,22 +88,37 @@ extension NodeConfig {
             "listen": .mapping(["peer": .scalar, "client": .scalar, "admin": .scalar, "health": .scalar]),
             "advertise": .mapping(["peer": .scalar, "client": .scalar, "admin": .scalar]),
             "members": .list(endpoints),
-            "tls": .mapping(["ca": .scalar, "cert": .scalar, "key": .scalar, "reload_interval_seconds": .scalar, "deny_file": .scalar]),
+            "tls": .mapping([
+                "ca": .scalar, "cert": .scalar, "key": .scalar, "reload_interval_seconds": .scalar,
+                "deny_file": .scalar,
+            ]),
             "admins": .list(.scalar),
-            "timing": .mapping(["tick_ms": .scalar, "election_ticks": .scalar, "heartbeat_ticks": .scalar,
-                                "request_timeout_ms": .scalar, "shutdown_handoff_ms": .scalar]),
-            "limits": .mapping(["max_message_bytes": .scalar, "max_send_queue_bytes": .scalar,
-                                "snapshot_every_entries": .scalar, "max_sessions": .scalar, "max_sessions_per_client": .scalar]),
-            "health": .mapping(["check_interval_ms": .scalar, "disk_reserve_bytes": .scalar, "storage_quota_bytes": .scalar,
-                                "fsync_slow_ms": .scalar, "fsync_window_ms": .scalar, "max_apply_lag": .scalar,
-                                "stall_ms": .scalar, "verify_interval_hours": .scalar, "allow_non_loopback": .scalar]),
-            "failover": .mapping(["hand_off_on_disk_failure": .scalar, "dead_after_seconds": .scalar, "auto_replace": .scalar,
-                                  "spares": .list(endpoints), "min_voters": .scalar]),
-            "front": .mapping(["grpc": .scalar, "http": .scalar, "requests_per_second": .scalar, "burst": .scalar,
-                               "request_timeout_ms": .scalar, "drain_ms": .scalar, "poll_ms": .scalar]),
-            "connections": .mapping(["max_per_listener": .scalar, "max_per_address": .scalar, "first_request_ms": .scalar,
-                                     "idle_ms": .scalar, "request_read_ms": .scalar, "max_concurrent_streams": .scalar,
-                                     "max_age_s": .scalar]),
+            "timing": .mapping([
+                "tick_ms": .scalar, "election_ticks": .scalar, "heartbeat_ticks": .scalar,
+                "request_timeout_ms": .scalar, "shutdown_handoff_ms": .scalar,
+            ]),
+            "limits": .mapping([
+                "max_message_bytes": .scalar, "max_send_queue_bytes": .scalar,
+                "snapshot_every_entries": .scalar, "max_sessions": .scalar, "max_sessions_per_client": .scalar,
+            ]),
+            "health": .mapping([
+                "check_interval_ms": .scalar, "disk_reserve_bytes": .scalar, "storage_quota_bytes": .scalar,
+                "fsync_slow_ms": .scalar, "fsync_window_ms": .scalar, "max_apply_lag": .scalar,
+                "stall_ms": .scalar, "verify_interval_hours": .scalar, "allow_non_loopback": .scalar,
+            ]),
+            "failover": .mapping([
+                "hand_off_on_disk_failure": .scalar, "dead_after_seconds": .scalar, "auto_replace": .scalar,
+                "spares": .list(endpoints), "min_voters": .scalar,
+            ]),
+            "front": .mapping([
+                "grpc": .scalar, "http": .scalar, "requests_per_second": .scalar, "burst": .scalar,
+                "request_timeout_ms": .scalar, "drain_ms": .scalar, "poll_ms": .scalar,
+            ]),
+            "connections": .mapping([
+                "max_per_listener": .scalar, "max_per_address": .scalar, "first_request_ms": .scalar,
+                "idle_ms": .scalar, "request_read_ms": .scalar, "max_concurrent_streams": .scalar,
+                "max_age_s": .scalar,
+            ]),
         ])
     }
 
@@ -117,9 +138,11 @@ extension NodeConfig {
             }
             return problems
         case (.list(let element), .sequence(let sequence)):
-            return sequence.enumerated().flatMap { unknownKeys(in: $0.element, schema: element, at: "\(place)[\($0.offset)]") }
+            return sequence.enumerated().flatMap {
+                unknownKeys(in: $0.element, schema: element, at: "\(place)[\($0.offset)]")
+            }
         default:
-            return []  // type mismatches are reported by the decoder
+            return [] // type mismatches are reported by the decoder
         }
     }
 
@@ -145,7 +168,9 @@ extension NodeConfig {
         problems += limitProblems()
         problems += healthProblems()
         for name in admins ?? [] where !PeerIdentity.isValidClientName(name) {
-            problems.append("admins: '\(name)' is not a client name (letters, digits, '.', '_', '-'); it must match a client certificate's crm://client/<name>")
+            problems.append(
+                "admins: '\(name)' is not a client name (letters, digits, '.', '_', '-'); it must match a client certificate's crm://client/<name>"
+            )
         }
         if checkFiles { problems += fileProblems() }
         return problems
@@ -159,7 +184,11 @@ extension NodeConfig {
             problems.append("members: id \(duplicate) is listed more than once")
         }
         if ids.contains(0) { problems.append("members: id 0 is reserved; use positive ids") }
-        if id != 0 && !ids.contains(id) { problems.append("members: this member (id \(id)) is not listed; add its own entry with its peer, client and admin addresses") }
+        if id != 0 && !ids.contains(id) {
+            problems.append(
+                "members: this member (id \(id)) is not listed; add its own entry with its peer, client and admin addresses"
+            )
+        }
         let peers = members.map(\.peer)
         for duplicate in Set(peers.filter { peer in peers.filter { $0 == peer }.count > 1 }) {
             problems.append("members: peer address \(duplicate) is used by more than one member")
@@ -170,7 +199,9 @@ extension NodeConfig {
         if let own = members.first(where: { $0.id == id }) {
             let peer = advertise?.peer ?? listen.peer
             if own.peer != peer {
-                problems.append("members[id \(id)].peer is \(own.peer) but this member is reached at \(peer) (advertise.peer, or listen.peer); make them agree")
+                problems.append(
+                    "members[id \(id)].peer is \(own.peer) but this member is reached at \(peer) (advertise.peer, or listen.peer); make them agree"
+                )
             }
         }
         return problems
@@ -178,22 +209,33 @@ extension NodeConfig {
 
     private func endpointProblems() -> [String] {
         var problems: [String] = []
-        var listeners = [("peer", listen.peer), ("client", listen.client), ("admin", listen.admin), ("health", listen.health)]
+        var listeners = [
+            ("peer", listen.peer), ("client", listen.client), ("admin", listen.admin), ("health", listen.health),
+        ]
         if let front { listeners += [("front.grpc", front.grpc), ("front.http", front.http)] }
         for (name, endpoint) in listeners where endpoint.port == 0 {
-            problems.append("\(name.hasPrefix("front") ? name : "listen.\(name)"): port 0; give a fixed port so that members and clients can find it")
+            problems.append(
+                "\(name.hasPrefix("front") ? name : "listen.\(name)"): port 0; give a fixed port so that members and clients can find it"
+            )
         }
         for (index, first) in listeners.enumerated() {
             for second in listeners[(index + 1)...] where first.1 == second.1 {
-                problems.append("listen.\(first.0) and listen.\(second.0) are both \(first.1); each listener needs its own port")
+                problems.append(
+                    "listen.\(first.0) and listen.\(second.0) are both \(first.1); each listener needs its own port")
             }
         }
-        for (name, endpoint) in [("peer", advertise?.peer), ("client", advertise?.client), ("admin", advertise?.admin)] {
-            if let endpoint, endpoint.isWildcard { problems.append("advertise.\(name): \(endpoint) cannot be dialled; give this host's address") }
+        for (name, endpoint) in [("peer", advertise?.peer), ("client", advertise?.client), ("admin", advertise?.admin)]
+        {
+            if let endpoint, endpoint.isWildcard {
+                problems.append("advertise.\(name): \(endpoint) cannot be dialled; give this host's address")
+            }
         }
-        let loopback = listen.health.host == "localhost" || listen.health.host == "::1" || listen.health.host.hasPrefix("127.")
+        let loopback =
+            listen.health.host == "localhost" || listen.health.host == "::1" || listen.health.host.hasPrefix("127.")
         if !loopback && health?.allowNonLoopback != true {
-            problems.append("listen.health: \(listen.health) is not a loopback address; the health listener is plain HTTP without authentication, so bind it to 127.0.0.1, or set health.allow_non_loopback: true and keep it on a monitoring network")
+            problems.append(
+                "listen.health: \(listen.health) is not a loopback address; the health listener is plain HTTP without authentication, so bind it to 127.0.0.1, or set health.allow_non_loopback: true and keep it on a monitoring network"
+            )
         }
         if advertise?.peer == nil && listen.peer.isWildcard {
             problems.append("listen.peer binds to \(listen.peer); set advertise.peer to the address other members use")
@@ -203,13 +245,19 @@ extension NodeConfig {
 
     private func timingProblems() -> [String] {
         var problems: [String] = []
-        if !(10...10_000).contains(tickMilliseconds) { problems.append("timing.tick_ms: \(tickMilliseconds) is outside 10–10000") }
+        if !(10...10_000).contains(tickMilliseconds) {
+            problems.append("timing.tick_ms: \(tickMilliseconds) is outside 10–10000")
+        }
         if heartbeatTicks < 1 { problems.append("timing.heartbeat_ticks: must be at least 1") }
         if electionTicks < 2 * max(heartbeatTicks, 1) {
-            problems.append("timing.election_ticks (\(electionTicks)) must be at least twice timing.heartbeat_ticks (\(heartbeatTicks)), or followers campaign between heartbeats")
+            problems.append(
+                "timing.election_ticks (\(electionTicks)) must be at least twice timing.heartbeat_ticks (\(heartbeatTicks)), or followers campaign between heartbeats"
+            )
         }
         if requestTimeoutMilliseconds < 2 * tickMilliseconds * electionTicks {
-            problems.append("timing.request_timeout_ms (\(requestTimeoutMilliseconds)) should cover two election timeouts (\(2 * tickMilliseconds * electionTicks) ms) so that requests survive a leader change")
+            problems.append(
+                "timing.request_timeout_ms (\(requestTimeoutMilliseconds)) should cover two election timeouts (\(2 * tickMilliseconds * electionTicks) ms) so that requests survive a leader change"
+            )
         }
         if shutdownHandoffMilliseconds < 0 { problems.append("timing.shutdown_handoff_ms: must not be negative") }
         return problems
@@ -217,51 +265,80 @@ extension NodeConfig {
 
     private func limitProblems() -> [String] {
         var problems: [String] = []
-        if maxMessageBytes > 256 << 20 { problems.append("limits.max_message_bytes: \(maxMessageBytes) is over 256 MiB") }
+        if maxMessageBytes > 256 << 20 {
+            problems.append("limits.max_message_bytes: \(maxMessageBytes) is over 256 MiB")
+        }
         problems += MemberLimits(config: self).problems
         if snapshotEveryEntries < 100 { problems.append("limits.snapshot_every_entries: at least 100") }
         if maxSessions < 1 { problems.append("limits.max_sessions: at least 1") }
         if !(1...max(maxSessions, 1)).contains(maxSessionsPerClient) {
-            problems.append("limits.max_sessions_per_client: \(maxSessionsPerClient) must be 1 to limits.max_sessions (\(maxSessions))")
+            problems.append(
+                "limits.max_sessions_per_client: \(maxSessionsPerClient) must be 1 to limits.max_sessions (\(maxSessions))"
+            )
         }
         if tlsReloadIntervalSeconds < 1 { problems.append("tls.reload_interval_seconds: at least 1") }
-        if !(16...60_000).contains(maxConnectionsPerListener) { problems.append("connections.max_per_listener: \(maxConnectionsPerListener) is outside 16–60000") }
-        if !(1...maxConnectionsPerListener).contains(maxConnectionsPerAddress) {
-            problems.append("connections.max_per_address: \(maxConnectionsPerAddress) must be 1 to connections.max_per_listener (\(maxConnectionsPerListener))")
+        if !(16...60_000).contains(maxConnectionsPerListener) {
+            problems.append("connections.max_per_listener: \(maxConnectionsPerListener) is outside 16–60000")
         }
-        if !(100...60_000).contains(firstRequestMilliseconds) { problems.append("connections.first_request_ms: \(firstRequestMilliseconds) is outside 100–60000") }
-        if connectionIdleMilliseconds < firstRequestMilliseconds { problems.append("connections.idle_ms must be at least connections.first_request_ms") }
-        if !(100...600_000).contains(requestReadMilliseconds) { problems.append("connections.request_read_ms: \(requestReadMilliseconds) is outside 100–600000") }
-        if !(1...65_536).contains(maxConcurrentStreams) { problems.append("connections.max_concurrent_streams: \(maxConcurrentStreams) is outside 1–65536") }
+        if !(1...maxConnectionsPerListener).contains(maxConnectionsPerAddress) {
+            problems.append(
+                "connections.max_per_address: \(maxConnectionsPerAddress) must be 1 to connections.max_per_listener (\(maxConnectionsPerListener))"
+            )
+        }
+        if !(100...60_000).contains(firstRequestMilliseconds) {
+            problems.append("connections.first_request_ms: \(firstRequestMilliseconds) is outside 100–60000")
+        }
+        if connectionIdleMilliseconds < firstRequestMilliseconds {
+            problems.append("connections.idle_ms must be at least connections.first_request_ms")
+        }
+        if !(100...600_000).contains(requestReadMilliseconds) {
+            problems.append("connections.request_read_ms: \(requestReadMilliseconds) is outside 100–600000")
+        }
+        if !(1...65_536).contains(maxConcurrentStreams) {
+            problems.append("connections.max_concurrent_streams: \(maxConcurrentStreams) is outside 1–65536")
+        }
         if maxConnectionAgeSeconds < 60 { problems.append("connections.max_age_s: at least 60") }
         return problems
     }
 
     private func healthProblems() -> [String] {
         var problems: [String] = []
-        if !(10...10_000).contains(healthCheckIntervalMilliseconds) { problems.append("health.check_interval_ms: \(healthCheckIntervalMilliseconds) is outside 10–10000") }
+        if !(10...10_000).contains(healthCheckIntervalMilliseconds) {
+            problems.append("health.check_interval_ms: \(healthCheckIntervalMilliseconds) is outside 10–10000")
+        }
         if fsyncSlowMilliseconds < 1 { problems.append("health.fsync_slow_ms: at least 1") }
         if fsyncWindowMilliseconds < 2 * healthCheckIntervalMilliseconds {
-            problems.append("health.fsync_window_ms (\(fsyncWindowMilliseconds)) must cover at least two health checks (\(2 * healthCheckIntervalMilliseconds) ms)")
+            problems.append(
+                "health.fsync_window_ms (\(fsyncWindowMilliseconds)) must cover at least two health checks (\(2 * healthCheckIntervalMilliseconds) ms)"
+            )
         }
-        if stallMilliseconds < tickMilliseconds { problems.append("health.stall_ms (\(stallMilliseconds)) must be at least one tick (\(tickMilliseconds) ms)") }
+        if stallMilliseconds < tickMilliseconds {
+            problems.append("health.stall_ms (\(stallMilliseconds)) must be at least one tick (\(tickMilliseconds) ms)")
+        }
         if verifyIntervalHours < 0 { problems.append("health.verify_interval_hours: must not be negative") }
         if deadAfterSeconds < 1 { problems.append("failover.dead_after_seconds: at least 1") }
         if minVoters < 1 { problems.append("failover.min_voters: at least 1") }
         let memberIDs = Set(members.map(\.id))
         // A joining spare lists itself among the members; any other spare must not be a founder.
         for spare in spares where spare.id == 0 || (memberIDs.contains(spare.id) && !(join == true && spare.id == id)) {
-            problems.append("failover.spares: id \(spare.id) is already a founding member (or 0); a spare needs its own id")
+            problems.append(
+                "failover.spares: id \(spare.id) is already a founding member (or 0); a spare needs its own id")
         }
-        if autoReplace && spares.isEmpty { problems.append("failover.auto_replace is on but failover.spares lists none; list the spare members") }
+        if autoReplace && spares.isEmpty {
+            problems.append("failover.auto_replace is on but failover.spares lists none; list the spare members")
+        }
         if front != nil {
             if frontRequestsPerSecond <= 0 { problems.append("front.requests_per_second: must be positive") }
             if frontBurst < 1 { problems.append("front.burst: at least 1") }
             if frontRequestTimeoutMilliseconds < electionTimeoutMilliseconds * 2 {
-                problems.append("front.request_timeout_ms (\(frontRequestTimeoutMilliseconds)) should cover two election timeouts (\(2 * electionTimeoutMilliseconds) ms) so that requests ride out a leader change")
+                problems.append(
+                    "front.request_timeout_ms (\(frontRequestTimeoutMilliseconds)) should cover two election timeouts (\(2 * electionTimeoutMilliseconds) ms) so that requests ride out a leader change"
+                )
             }
             if frontDrainMilliseconds < 0 { problems.append("front.drain_ms: must not be negative") }
-            if !(10...10_000).contains(frontPollMilliseconds) { problems.append("front.poll_ms: \(frontPollMilliseconds) is outside 10–10000") }
+            if !(10...10_000).contains(frontPollMilliseconds) {
+                problems.append("front.poll_ms: \(frontPollMilliseconds) is outside 10–10000")
+            }
         }
         return problems
     }
@@ -269,7 +346,9 @@ extension NodeConfig {
     private func fileProblems() -> [String] {
         var problems: [String] = []
         let files = FileManager.default
-        for (key, path) in [("tls.ca", tls.ca), ("tls.cert", tls.cert), ("tls.key", tls.key), ("master_key_file", masterKeyFile)] {
+        for (key, path) in [
+            ("tls.ca", tls.ca), ("tls.cert", tls.cert), ("tls.key", tls.key), ("master_key_file", masterKeyFile),
+        ] {
             guard files.isReadableFile(atPath: path) else {
                 problems.append("\(key): \(path) does not exist or cannot be read; cluster/make-certs.sh creates it")
                 continue
@@ -289,12 +368,17 @@ extension NodeConfig {
         }
         var isDirectory: ObjCBool = false
         if files.fileExists(atPath: dataDir, isDirectory: &isDirectory) {
-            if !isDirectory.boolValue { problems.append("data_dir: \(dataDir) is a file, not a directory") }
-            else if !files.isWritableFile(atPath: dataDir) { problems.append("data_dir: \(dataDir) is not writable by this user") }
+            if !isDirectory.boolValue {
+                problems.append("data_dir: \(dataDir) is a file, not a directory")
+            } else if !files.isWritableFile(atPath: dataDir) {
+                problems.append("data_dir: \(dataDir) is not writable by this user")
+            }
         } else {
             // It is created at start, with any missing parents: the nearest existing one must be writable.
             var ancestor = URL(fileURLWithPath: dataDir).deletingLastPathComponent()
-            while !files.fileExists(atPath: ancestor.path) && ancestor.path != "/" { ancestor.deleteLastPathComponent() }
+            while !files.fileExists(atPath: ancestor.path) && ancestor.path != "/" {
+                ancestor.deleteLastPathComponent()
+            }
             if !files.isWritableFile(atPath: ancestor.path) {
                 problems.append("data_dir: \(dataDir) does not exist and \(ancestor.path) is not writable; create it")
             }

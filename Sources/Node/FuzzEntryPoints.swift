@@ -13,7 +13,8 @@ import GRPCCore
         decodeOrRefuse(FrontJSON.DeleteRequest.self, body) { _ = FrontJSON.writeSession($0.session) }
         decodeOrRefuse(FrontJSON.CompareAndSwapRequest.self, body) { _ = FrontJSON.writeSession($0.session) }
         decodeOrRefuse(FrontJSON.CloseSessionRequest.self, body) { _ in }
-        let reply = FrontHTTPAPI.error(RPCError(code: .invalidArgument, message: String(decoding: bytes, as: UTF8.self)))
+        let reply = FrontHTTPAPI.error(
+            RPCError(code: .invalidArgument, message: String(decoding: bytes, as: UTF8.self)))
         precondition((try? JSONSerialization.jsonObject(with: reply.body)) != nil, "an error reply is not JSON")
     }
 

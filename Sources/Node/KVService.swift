@@ -28,46 +28,63 @@ struct KVService: Crm_V1_KV.ServiceProtocol {
         return (.forwardToLeader, caller)
     }
 
-    func get(request: ServerRequest<Crm_V1_GetRequest>, context: ServerContext) async throws -> ServerResponse<Crm_V1_GetResponse> {
+    func get(
+        request: ServerRequest<Crm_V1_GetRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_GetResponse> {
         let (routing, _) = try admit(request.metadata, context)
         return ServerResponse(message: try await local.get(request.message, routing: routing))
     }
 
-    func range(request: ServerRequest<Crm_V1_RangeRequest>, context: ServerContext) async throws -> ServerResponse<Crm_V1_RangeResponse> {
+    func range(
+        request: ServerRequest<Crm_V1_RangeRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_RangeResponse> {
         let (routing, _) = try admit(request.metadata, context)
         return ServerResponse(message: try await local.range(request.message, routing: routing))
     }
 
-    func put(request: ServerRequest<Crm_V1_PutRequest>, context: ServerContext) async throws -> ServerResponse<Crm_V1_PutResponse> {
+    func put(
+        request: ServerRequest<Crm_V1_PutRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_PutResponse> {
         let (routing, caller) = try admit(request.metadata, context)
         return ServerResponse(message: try await local.put(request.message, caller: caller, routing: routing))
     }
 
-    func delete(request: ServerRequest<Crm_V1_DeleteRequest>, context: ServerContext) async throws -> ServerResponse<Crm_V1_DeleteResponse> {
+    func delete(
+        request: ServerRequest<Crm_V1_DeleteRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_DeleteResponse> {
         let (routing, caller) = try admit(request.metadata, context)
         return ServerResponse(message: try await local.delete(request.message, caller: caller, routing: routing))
     }
 
-    func compareAndSwap(request: ServerRequest<Crm_V1_CompareAndSwapRequest>,
-                        context: ServerContext) async throws -> ServerResponse<Crm_V1_CompareAndSwapResponse> {
+    func compareAndSwap(
+        request: ServerRequest<Crm_V1_CompareAndSwapRequest>,
+        context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_CompareAndSwapResponse> {
         let (routing, caller) = try admit(request.metadata, context)
-        return ServerResponse(message: try await local.compareAndSwap(request.message, caller: caller, routing: routing))
+        return ServerResponse(
+            message: try await local.compareAndSwap(request.message, caller: caller, routing: routing))
     }
 
-    func openSession(request: ServerRequest<Crm_V1_OpenSessionRequest>,
-                     context: ServerContext) async throws -> ServerResponse<Crm_V1_OpenSessionResponse> {
+    func openSession(
+        request: ServerRequest<Crm_V1_OpenSessionRequest>,
+        context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_OpenSessionResponse> {
         let (routing, caller) = try admit(request.metadata, context)
         return ServerResponse(message: try await local.openSession(request.message, caller: caller, routing: routing))
     }
 
-    func closeSession(request: ServerRequest<Crm_V1_CloseSessionRequest>,
-                      context: ServerContext) async throws -> ServerResponse<Crm_V1_CloseSessionResponse> {
+    func closeSession(
+        request: ServerRequest<Crm_V1_CloseSessionRequest>,
+        context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_CloseSessionResponse> {
         let (routing, caller) = try admit(request.metadata, context)
         return ServerResponse(message: try await local.closeSession(request.message, caller: caller, routing: routing))
     }
 
-    func memberState(request: ServerRequest<Crm_V1_MemberStateRequest>,
-                     context: ServerContext) async throws -> ServerResponse<Crm_V1_MemberStateResponse> {
+    func memberState(
+        request: ServerRequest<Crm_V1_MemberStateRequest>,
+        context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_MemberStateResponse> {
         _ = try admit(request.metadata, context)
         return ServerResponse(message: memberState())
     }

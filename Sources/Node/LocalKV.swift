@@ -1,13 +1,13 @@
-import Engine
 import CRMProto
+import Engine
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import KVStore
 import Logging
 import Raft
-import Transport
 import Storage
+import Transport
 
 /// How a member treats a call it cannot answer itself.
 enum Routing: Sendable {
@@ -33,7 +33,8 @@ struct Caller: Sendable, Equatable {
     /// The caller of a call that arrived from `direct` with `metadata`.
     static func of(_ direct: PeerIdentity, metadata: Metadata) -> Caller {
         if case .member = direct, let named = metadata[stringValues: onBehalfOfKey].first(where: { _ in true }),
-           let identity = PeerIdentity(uri: named) {
+            let identity = PeerIdentity(uri: named)
+        {
             return Caller(identity: identity)
         }
         return Caller(identity: direct)
@@ -50,10 +51,14 @@ enum RefusalMetadata {
 
     static let notServing = "not-serving"
 
-    static func isRefusal(_ error: RPCError) -> Bool { error.metadata[stringValues: refused].first(where: { _ in true }) != nil }
+    static func isRefusal(_ error: RPCError) -> Bool {
+        error.metadata[stringValues: refused].first(where: { _ in true }) != nil
+    }
     /// The member serves no data at all (CORRUPT, or its storage failed): try another.
     static func isNotServing(_ error: RPCError) -> Bool { error.metadata[stringValues: refused].contains(notServing) }
-    static func leaderHint(_ error: RPCError) -> NodeID? { error.metadata[stringValues: leader].first(where: { _ in true }).flatMap { NodeID($0) } }
+    static func leaderHint(_ error: RPCError) -> NodeID? {
+        error.metadata[stringValues: leader].first(where: { _ in true }).flatMap { NodeID($0) }
+    }
     static func alarm(_ error: RPCError) -> String? { error.metadata[stringValues: alarm].first(where: { _ in true }) }
 }
 
@@ -87,16 +92,26 @@ struct ServingGate: Sendable {
             var metadata = Metadata()
             metadata.addString("CORRUPT", forKey: RefusalMetadata.alarm)
             metadata.addString(RefusalMetadata.notServing, forKey: RefusalMetadata.refused)
-            gate.refusal = RPCError(code: .dataLoss, message: "member \(status.id) serves no data: CORRUPT alarm (\(corrupt.reason)); use another member", metadata: metadata)
+            gate.refusal = RPCError(
+                code: .dataLoss,
+                message: "member \(status.id) serves no data: CORRUPT alarm (\(corrupt.reason)); use another member",
+                metadata: metadata)
         } else if let failure = status.failure {
             var metadata = Metadata()
             metadata.addString(RefusalMetadata.notServing, forKey: RefusalMetadata.refused)
-            gate.refusal = RPCError(code: .unavailable, message: "member \(status.id) serves no data: its storage failed (\(failure)); use another member", metadata: metadata)
+            gate.refusal = RPCError(
+                code: .unavailable,
+                message: "member \(status.id) serves no data: its storage failed (\(failure)); use another member",
+                metadata: metadata)
         }
         if let noSpace = snapshot.alarm(.noSpace) {
             var metadata = Metadata()
             metadata.addString("NOSPACE", forKey: RefusalMetadata.alarm)
-            gate.writeRefusal = RPCError(code: .resourceExhausted, message: "NOSPACE on member \(status.id): \(noSpace.reason); writes that add data are refused, reads and deletes still work", metadata: metadata)
+            gate.writeRefusal = RPCError(
+                code: .resourceExhausted,
+                message:
+                    "NOSPACE on member \(status.id): \(noSpace.reason); writes that add data are refused, reads and deletes still work",
+                metadata: metadata)
         }
         return gate
     }
@@ -135,11 +150,15 @@ struct LocalKV: Sendable {
         }
         // Bounds are keys: the same limit (an empty `from` is the start, an empty `to` the end).
         for (name, bound) in [("from", request.from), ("to", request.to)] where bound.count > KVLimits.maxKeyBytes {
-            throw RPCError(code: .invalidArgument, message: "range `\(name)` is a key of at most \(KVLimits.maxKeyBytes) bytes; this one has \(bound.count)")
+            throw RPCError(
+                code: .invalidArgument,
+                message:
+                    "range `\(name)` is a key of at most \(KVLimits.maxKeyBytes) bytes; this one has \(bound.count)")
         }
         try await waitForRead(request.consistency, routing: routing)
         let page = try storage {
-            try engine.kv.range(from: Array(request.from), to: request.to.isEmpty ? nil : Array(request.to), limit: limit)
+            try engine.kv.range(
+                from: Array(request.from), to: request.to.isEmpty ? nil : Array(request.to), limit: limit)
         }
         var response = Crm_V1_RangeResponse()
         response.header = header()
@@ -158,7 +177,8 @@ struct LocalKV: Sendable {
         case .serializable: return
         case .linearizable where FaultHooks.shared.plantedBug == .staleReads: return
         case .linearizable: try await retryingElection(routing) { try await engine.waitForLinearizableRead() }
-        case .UNRECOGNIZED(let value): throw RPCError(code: .invalidArgument, message: "unknown read consistency \(value)")
+        case .UNRECOGNIZED(let value):
+            throw RPCError(code: .invalidArgument, message: "unknown read consistency \(value)")
         }
     }
 
@@ -167,7 +187,9 @@ struct LocalKV: Sendable {
     func put(_ request: Crm_V1_PutRequest, caller: Caller, routing: Routing) async throws -> Crm_V1_PutResponse {
         try checkServing(addsData: true)
         let write = KVWrite.put(key: Array(request.key), value: Array(request.value))
-        let outcome = try await submit(write, session: request.hasSession ? request.session : nil, caller: caller, routing: routing) { leader in
+        let outcome = try await submit(
+            write, session: request.hasSession ? request.session : nil, caller: caller, routing: routing
+        ) { leader in
             try await leader.put(request, metadata: caller.forwarding).header
         }
         var response = Crm_V1_PutResponse()
@@ -175,11 +197,14 @@ struct LocalKV: Sendable {
         return response
     }
 
-    func delete(_ request: Crm_V1_DeleteRequest, caller: Caller, routing: Routing) async throws -> Crm_V1_DeleteResponse {
+    func delete(_ request: Crm_V1_DeleteRequest, caller: Caller, routing: Routing) async throws -> Crm_V1_DeleteResponse
+    {
         try checkServing()
         var forwarded: Crm_V1_DeleteResponse?
-        let outcome = try await submit(.delete(key: Array(request.key)), session: request.hasSession ? request.session : nil, caller: caller,
-                                       routing: routing) { leader in
+        let outcome = try await submit(
+            .delete(key: Array(request.key)), session: request.hasSession ? request.session : nil, caller: caller,
+            routing: routing
+        ) { leader in
             let response = try await leader.delete(request, metadata: caller.forwarding)
             forwarded = response
             return response.header
@@ -191,19 +216,26 @@ struct LocalKV: Sendable {
         return response
     }
 
-    func compareAndSwap(_ request: Crm_V1_CompareAndSwapRequest, caller: Caller, routing: Routing) async throws -> Crm_V1_CompareAndSwapResponse {
+    func compareAndSwap(
+        _ request: Crm_V1_CompareAndSwapRequest, caller: Caller, routing: Routing
+    ) async throws -> Crm_V1_CompareAndSwapResponse {
         // Fields that contradict each other are refused rather than one of them silently ignored.
         if request.expectAbsent && !request.expectedValue.isEmpty {
-            throw RPCError(code: .invalidArgument, message: "expect_absent is set and so is expected_value; give one of them")
+            throw RPCError(
+                code: .invalidArgument, message: "expect_absent is set and so is expected_value; give one of them")
         }
         if request.deleteIfMatch && !request.newValue.isEmpty {
-            throw RPCError(code: .invalidArgument, message: "delete_if_match is set and so is new_value; give one of them")
+            throw RPCError(
+                code: .invalidArgument, message: "delete_if_match is set and so is new_value; give one of them")
         }
         try checkServing(addsData: !request.deleteIfMatch)
-        let write = KVWrite.compareAndSwap(key: Array(request.key), expected: request.expectAbsent ? nil : Array(request.expectedValue),
-                                           new: request.deleteIfMatch ? nil : Array(request.newValue))
+        let write = KVWrite.compareAndSwap(
+            key: Array(request.key), expected: request.expectAbsent ? nil : Array(request.expectedValue),
+            new: request.deleteIfMatch ? nil : Array(request.newValue))
         var forwarded: Crm_V1_CompareAndSwapResponse?
-        let outcome = try await submit(write, session: request.hasSession ? request.session : nil, caller: caller, routing: routing) { leader in
+        let outcome = try await submit(
+            write, session: request.hasSession ? request.session : nil, caller: caller, routing: routing
+        ) { leader in
             let response = try await leader.compareAndSwap(request, metadata: caller.forwarding)
             forwarded = response
             return response.header
@@ -215,13 +247,16 @@ struct LocalKV: Sendable {
         return response
     }
 
-    func openSession(_ request: Crm_V1_OpenSessionRequest, caller: Caller, routing: Routing) async throws -> Crm_V1_OpenSessionResponse {
+    func openSession(
+        _ request: Crm_V1_OpenSessionRequest, caller: Caller, routing: Routing
+    ) async throws -> Crm_V1_OpenSessionResponse {
         try checkServing()
         var forwarded: Crm_V1_OpenSessionResponse?
         var outcome = Outcome(header: header(), outcome: nil)
         // An id already taken (one chance in 2^53 per session) is refused; draw again.
         for _ in 0..<3 {
-            let open = KVCommand.openSession(id: KVCommand.randomSessionID(), owner: caller.owner, proposedAtMillis: nowMillis())
+            let open = KVCommand.openSession(
+                id: KVCommand.randomSessionID(), owner: caller.owner, proposedAtMillis: nowMillis())
             outcome = try await propose(open, routing: routing) { leader in
                 let response = try await leader.openSession(request, metadata: caller.forwarding)
                 forwarded = response
@@ -233,14 +268,19 @@ struct LocalKV: Sendable {
         }
         var response = Crm_V1_OpenSessionResponse()
         response.header = outcome.header
-        guard case .sessionOpened(let id)? = outcome.outcome else { throw RPCError(code: .internalError, message: "the session was not opened") }
+        guard case .sessionOpened(let id)? = outcome.outcome else {
+            throw RPCError(code: .internalError, message: "the session was not opened")
+        }
         response.sessionID = id
         return response
     }
 
-    func closeSession(_ request: Crm_V1_CloseSessionRequest, caller: Caller, routing: Routing) async throws -> Crm_V1_CloseSessionResponse {
+    func closeSession(
+        _ request: Crm_V1_CloseSessionRequest, caller: Caller, routing: Routing
+    ) async throws -> Crm_V1_CloseSessionResponse {
         try checkServing()
-        let close = KVCommand.closeSession(session: request.sessionID, owner: caller.owner, proposedAtMillis: nowMillis())
+        let close = KVCommand.closeSession(
+            session: request.sessionID, owner: caller.owner, proposedAtMillis: nowMillis())
         let outcome = try await propose(close, routing: routing) { leader in
             try await leader.closeSession(request, metadata: caller.forwarding).header
         }
@@ -264,21 +304,28 @@ struct LocalKV: Sendable {
         var outcome: KVOutcome?
     }
 
-    private func submit(_ write: KVWrite, session: Crm_V1_WriteSession?, caller: Caller, routing: Routing,
-                        forward: (Crm_V1_KV.Client<HTTP2ClientTransport.Posix>) async throws -> Crm_V1_ResponseHeader) async throws -> Outcome {
+    private func submit(
+        _ write: KVWrite, session: Crm_V1_WriteSession?, caller: Caller, routing: Routing,
+        forward: (Crm_V1_KV.Client<HTTP2ClientTransport.Posix>) async throws -> Crm_V1_ResponseHeader
+    ) async throws -> Outcome {
         if let problem = write.problem { throw RPCError(code: .invalidArgument, message: problem) }
         if let session, session.sessionID != KVCommand.noSession, session.sequence == 0 {
             throw RPCError(code: .invalidArgument, message: "a session's writes are numbered from 1")
         }
-        let command = KVCommand.write(session: session?.sessionID ?? KVCommand.noSession, sequence: session?.sequence ?? 0,
-                                      owner: caller.owner, proposedAtMillis: nowMillis(), write)
+        let command = KVCommand.write(
+            session: session?.sessionID ?? KVCommand.noSession, sequence: session?.sequence ?? 0,
+            owner: caller.owner, proposedAtMillis: nowMillis(), write)
         let result = try await propose(command, routing: routing, forward: forward)
         switch result.outcome {
         case .unknownSession?:
-            throw RPCError(code: .failedPrecondition, message: "session \(session?.sessionID ?? 0) does not exist (closed or expired); open a new one",
-                           metadata: ["crm-unknown-session": "\(session?.sessionID ?? 0)"])
+            throw RPCError(
+                code: .failedPrecondition,
+                message: "session \(session?.sessionID ?? 0) does not exist (closed or expired); open a new one",
+                metadata: ["crm-unknown-session": "\(session?.sessionID ?? 0)"])
         case .superseded(let last)?:
-            throw RPCError(code: .failedPrecondition, message: "write \(session?.sequence ?? 0) is older than the session's last write \(last)")
+            throw RPCError(
+                code: .failedPrecondition,
+                message: "write \(session?.sequence ?? 0) is older than the session's last write \(last)")
         case .refused(let why)?:
             throw RPCError(code: .invalidArgument, message: why)
         case .notSessionOwner?:
@@ -290,12 +337,16 @@ struct LocalKV: Sendable {
 
     /// Proposes on this member if it leads; otherwise forwards the call to the leader (a
     /// client's call) or refuses it naming the leader (a member's call).
-    private func propose(_ command: KVCommand, routing: Routing,
-                         forward: (Crm_V1_KV.Client<HTTP2ClientTransport.Posix>) async throws -> Crm_V1_ResponseHeader) async throws -> Outcome {
-        if FaultHooks.shared.plantedBug == .ackBeforeCommit, case .write(_, _, _, _, .put) = command, engine.currentStatus.role == .leader {
+    private func propose(
+        _ command: KVCommand, routing: Routing,
+        forward: (Crm_V1_KV.Client<HTTP2ClientTransport.Posix>) async throws -> Crm_V1_ResponseHeader
+    ) async throws -> Outcome {
+        if FaultHooks.shared.plantedBug == .ackBeforeCommit, case .write(_, _, _, _, .put) = command,
+            engine.currentStatus.role == .leader
+        {
             let engine = self.engine, encoded = command.encoded
             Task {
-                try? await Task.sleep(nanoseconds: 200_000_000)  // write-behind: proposed a little later
+                try? await Task.sleep(nanoseconds: 200_000_000) // write-behind: proposed a little later
                 _ = try? await engine.propose(encoded)
             }
             return Outcome(header: header(), outcome: nil)
@@ -304,7 +355,8 @@ struct LocalKV: Sendable {
             do {
                 let result = try await engine.propose(command.encoded)
                 return Outcome(header: header(), outcome: result.outcome)
-            } catch EngineError.notLeader(let hint) where routing == .forwardToLeader && hint != 0 && hint != engine.id {
+            } catch EngineError.notLeader(let hint) where routing == .forwardToLeader && hint != 0 && hint != engine.id
+            {
                 do {
                     return Outcome(header: try await forward(try members.kv(hint)), outcome: nil)
                 } catch let error as RPCError where MemberClients.wasNotSent(error) {
@@ -339,7 +391,9 @@ struct LocalKV: Sendable {
     // MARK: Helpers
 
     static func notOwner(_ session: UInt64, _ caller: Caller) -> RPCError {
-        RPCError(code: .permissionDenied, message: "session \(session) belongs to another client, not \(caller.owner); open a session of your own")
+        RPCError(
+            code: .permissionDenied,
+            message: "session \(session) belongs to another client, not \(caller.owner); open a session of your own")
     }
 
     private func checkServing(addsData: Bool = false) throws {
@@ -373,7 +427,9 @@ struct LocalKV: Sendable {
 
     static func check(key: Data) throws {
         guard !key.isEmpty, key.count <= KVLimits.maxKeyBytes else {
-            throw RPCError(code: .invalidArgument, message: "keys are 1 to \(KVLimits.maxKeyBytes) bytes; this one has \(key.count)")
+            throw RPCError(
+                code: .invalidArgument,
+                message: "keys are 1 to \(KVLimits.maxKeyBytes) bytes; this one has \(key.count)")
         }
     }
 

@@ -34,8 +34,10 @@ final class MemberClients: Sendable {
         }
         let transport = try HTTP2ClientTransport.Posix(
             target: grpcTarget(host: address.host, port: address.port),
-            transportSecurity: .mTLS(certificateChain: [.file(path: config.tls.cert, format: .pem)],
-                                     privateKey: .file(path: config.tls.key, format: .pem)) { tls in
+            transportSecurity: .mTLS(
+                certificateChain: [.file(path: config.tls.cert, format: .pem)],
+                privateKey: .file(path: config.tls.key, format: .pem)
+            ) { tls in
                 tls.trustRoots = .certificates([.file(path: config.tls.ca, format: .pem)])
                 tls.serverCertificateVerification = .noHostnameVerification
             },
@@ -59,7 +61,8 @@ final class MemberClients: Sendable {
         return Crm_V1_KV.Client(wrapping: stored)
     }
 
-    static let reconnectBackoff = HTTP2ClientTransport.Config.Backoff(initial: .milliseconds(50), max: .seconds(1), multiplier: 1.6, jitter: 0.2)
+    static let reconnectBackoff = HTTP2ClientTransport.Config.Backoff(
+        initial: .milliseconds(50), max: .seconds(1), multiplier: 1.6, jitter: 0.2)
 
     /// A call that failed before it left this member: its channel to the target was between
     /// connection attempts (the transport fails such calls at once, without sending them).

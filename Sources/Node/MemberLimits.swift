@@ -44,23 +44,31 @@ public struct MemberLimits: Sendable, Equatable {
     public var problems: [String] {
         var problems: [String] = []
         if Self.largestEntryBytes > appendBytes {
-            problems.append("limits.max_message_bytes: \(frameBytes) leaves \(appendBytes) bytes for entries in one append, less than "
-                + "the largest entry a client can write (\(Self.largestEntryBytes)); use at least \(Self.smallestFrameBytes)")
+            problems.append(
+                "limits.max_message_bytes: \(frameBytes) leaves \(appendBytes) bytes for entries in one append, less than "
+                    + "the largest entry a client can write (\(Self.largestEntryBytes)); use at least \(Self.smallestFrameBytes)"
+            )
         }
         if appendBytes + Self.frameOverheadBytes > frameBytes {
-            problems.append("an append of \(appendBytes) bytes and its headers do not fit a frame of \(frameBytes) bytes")
+            problems.append(
+                "an append of \(appendBytes) bytes and its headers do not fit a frame of \(frameBytes) bytes")
         }
         if KVLimits.maxKeyBytes + 2 * KVLimits.maxValueBytes + Self.frameOverheadBytes > frameBytes {
             problems.append("limits.max_message_bytes: \(frameBytes) is smaller than the largest client request")
         }
         if sendQueueBytes < frameBytes {
-            problems.append("limits.max_send_queue_bytes (\(sendQueueBytes)) must be at least limits.max_message_bytes (\(frameBytes))")
+            problems.append(
+                "limits.max_send_queue_bytes (\(sendQueueBytes)) must be at least limits.max_message_bytes (\(frameBytes))"
+            )
         }
         if uncommittedBytes < Self.largestEntryBytes {
-            problems.append("the uncommitted-bytes bound (\(uncommittedBytes)) is below the largest entry (\(Self.largestEntryBytes))")
+            problems.append(
+                "the uncommitted-bytes bound (\(uncommittedBytes)) is below the largest entry (\(Self.largestEntryBytes))"
+            )
         }
         if snapshotChunkBytes + Self.frameOverheadBytes > frameBytes {
-            problems.append("a snapshot chunk of \(snapshotChunkBytes) bytes does not fit a frame of \(frameBytes) bytes")
+            problems.append(
+                "a snapshot chunk of \(snapshotChunkBytes) bytes does not fit a frame of \(frameBytes) bytes")
         }
         return problems
     }

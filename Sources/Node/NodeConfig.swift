@@ -2,8 +2,9 @@ import CRMClient
 import Foundation
 import Raft
 import Transport
-@_exported import struct CRMClient.Endpoint
 import Yams
+
+@_exported import struct CRMClient.Endpoint
 
 /// Where one member can be reached.
 public struct MemberEndpoints: Codable, Hashable, Sendable {

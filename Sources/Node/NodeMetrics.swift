@@ -1,5 +1,5 @@
-import Foundation
 import Engine
+import Foundation
 import Prometheus
 import Raft
 import Synchronization
@@ -41,50 +41,72 @@ public final class NodeMetrics: Sendable {
     private let certificateExpiry = Mutex<[String: Gauge]>([:])
 
     static let latencyBuckets: [Duration] = [
-        .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
-        .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+        .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
+        .milliseconds(5),
+        .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+        .milliseconds(500),
         .seconds(1), .seconds(2), .seconds(5),
     ]
 
     public init() {
-        proposalDuration = registry.makeDurationHistogram(name: "crm_proposal_duration_seconds", buckets: Self.latencyBuckets,
-                                                          help: "From a proposal reaching the Raft loop to its being applied on the leader")
-        applyDuration = registry.makeDurationHistogram(name: "crm_apply_duration_seconds", buckets: Self.latencyBuckets,
-                                                       help: "Applying one batch of committed entries to the state machine")
-        persistDuration = registry.makeDurationHistogram(name: "crm_fsync_duration_seconds", buckets: Self.latencyBuckets,
-                                                         help: "One synced write of the Raft log and hard state")
-        readIndexDuration = registry.makeDurationHistogram(name: "crm_read_index_duration_seconds", buckets: Self.latencyBuckets,
-                                                           help: "From a linearizable read reaching the loop to its read index being applied")
+        proposalDuration = registry.makeDurationHistogram(
+            name: "crm_proposal_duration_seconds", buckets: Self.latencyBuckets,
+            help: "From a proposal reaching the Raft loop to its being applied on the leader")
+        applyDuration = registry.makeDurationHistogram(
+            name: "crm_apply_duration_seconds", buckets: Self.latencyBuckets,
+            help: "Applying one batch of committed entries to the state machine")
+        persistDuration = registry.makeDurationHistogram(
+            name: "crm_fsync_duration_seconds", buckets: Self.latencyBuckets,
+            help: "One synced write of the Raft log and hard state")
+        readIndexDuration = registry.makeDurationHistogram(
+            name: "crm_read_index_duration_seconds", buckets: Self.latencyBuckets,
+            help: "From a linearizable read reaching the loop to its read index being applied")
         role = registry.makeGauge(name: "crm_raft_role", help: "0 follower, 1 pre-candidate, 2 candidate, 3 leader")
         term = registry.makeGauge(name: "crm_raft_term", help: "The current term")
         leader = registry.makeGauge(name: "crm_raft_leader_id", help: "The leader this member knows of (0: none)")
         commitIndex = registry.makeGauge(name: "crm_raft_commit_index", help: "Highest log index known committed")
-        appliedIndex = registry.makeGauge(name: "crm_raft_applied_index", help: "Highest log index applied to the state machine")
+        appliedIndex = registry.makeGauge(
+            name: "crm_raft_applied_index", help: "Highest log index applied to the state machine")
         lastIndex = registry.makeGauge(name: "crm_raft_last_index", help: "Last index of this member's log")
-        snapshotIndex = registry.makeGauge(name: "crm_raft_snapshot_index", help: "Index of the latest snapshot (log compacted up to it)")
-        snapshotsSent = registry.makeGauge(name: "crm_snapshots_sent_total", help: "Snapshots this member sent to followers")
-        snapshotsInstalled = registry.makeGauge(name: "crm_snapshots_installed_total", help: "Snapshots this member installed from a leader")
+        snapshotIndex = registry.makeGauge(
+            name: "crm_raft_snapshot_index", help: "Index of the latest snapshot (log compacted up to it)")
+        snapshotsSent = registry.makeGauge(
+            name: "crm_snapshots_sent_total", help: "Snapshots this member sent to followers")
+        snapshotsInstalled = registry.makeGauge(
+            name: "crm_snapshots_installed_total", help: "Snapshots this member installed from a leader")
         compactions = registry.makeGauge(name: "crm_log_compactions_total", help: "Log compactions")
-        refusedPeerConnections = registry.makeGauge(name: "crm_tls_peer_connections_refused_total",
-                                                    help: "Peer connections closed for a failed TLS handshake, a wrong identity or bad input")
-        refusedPeerMessages = registry.makeGauge(name: "crm_raft_peer_messages_refused_total",
-                                                 help: "Peer messages refused before the consensus core (out of range, out of order, or not from the leader)")
-        refusedBusy = registry.makeGauge(name: "crm_raft_requests_refused_busy_total",
-                                         help: "Requests refused at once because too many were waiting for the Raft loop")
-        droppedBatches = registry.makeGauge(name: "crm_raft_peer_batches_dropped_total",
-                                            help: "Batches of peer messages dropped because too many were waiting for the Raft loop")
+        refusedPeerConnections = registry.makeGauge(
+            name: "crm_tls_peer_connections_refused_total",
+            help: "Peer connections closed for a failed TLS handshake, a wrong identity or bad input")
+        refusedPeerMessages = registry.makeGauge(
+            name: "crm_raft_peer_messages_refused_total",
+            help: "Peer messages refused before the consensus core (out of range, out of order, or not from the leader)"
+        )
+        refusedBusy = registry.makeGauge(
+            name: "crm_raft_requests_refused_busy_total",
+            help: "Requests refused at once because too many were waiting for the Raft loop")
+        droppedBatches = registry.makeGauge(
+            name: "crm_raft_peer_batches_dropped_total",
+            help: "Batches of peer messages dropped because too many were waiting for the Raft loop")
         healthState = registry.makeGauge(name: "crm_health_state", help: "0 healthy, 1 degraded, 2 down")
         var alarms: [Alarm.Kind: Gauge] = [:]
         for kind in Alarm.Kind.allCases {
-            alarms[kind] = registry.makeGauge(name: "crm_alarm_active", labels: [("alarm", kind.rawValue)], help: "1 while the alarm is raised on this member")
+            alarms[kind] = registry.makeGauge(
+                name: "crm_alarm_active", labels: [("alarm", kind.rawValue)],
+                help: "1 while the alarm is raised on this member")
         }
         alarmGauges = alarms
         freeDisk = registry.makeGauge(name: "crm_disk_free_bytes", help: "Free bytes on the data directory's disk")
         storeSize = registry.makeGauge(name: "crm_store_bytes", help: "Bytes of the store's files")
-        syncWorst = registry.makeGauge(name: "crm_fsync_worst_recent_seconds", help: "The slowest synced write in the health window (one in progress included)")
-        stallWorst = registry.makeGauge(name: "crm_loop_stall_worst_recent_seconds", help: "The longest Raft or network loop stall in the last 10 s")
+        syncWorst = registry.makeGauge(
+            name: "crm_fsync_worst_recent_seconds",
+            help: "The slowest synced write in the health window (one in progress included)")
+        stallWorst = registry.makeGauge(
+            name: "crm_loop_stall_worst_recent_seconds", help: "The longest Raft or network loop stall in the last 10 s"
+        )
         applyLag = registry.makeGauge(name: "crm_apply_lag_entries", help: "Committed entries not yet applied")
-        deadMembers = registry.makeGauge(name: "crm_dead_members", help: "Members silent for longer than failover.dead_after_seconds")
+        deadMembers = registry.makeGauge(
+            name: "crm_dead_members", help: "Members silent for longer than failover.dead_after_seconds")
     }
 
     /// Mirrors the health monitor's findings into the gauges (called before each scrape).
@@ -104,8 +126,9 @@ public final class NodeMetrics: Sendable {
         for (name, date) in expiries {
             let gauge = certificateExpiry.withLock { gauges in
                 if let existing = gauges[name] { return existing }
-                let made = registry.makeGauge(name: "crm_tls_certificate_expiry_timestamp_seconds", labels: [("certificate", name)],
-                                              help: "When a certificate this member presents or trusts expires (Unix time): member, ca")
+                let made = registry.makeGauge(
+                    name: "crm_tls_certificate_expiry_timestamp_seconds", labels: [("certificate", name)],
+                    help: "When a certificate this member presents or trusts expires (Unix time): member, ca")
                 gauges[name] = made
                 return made
             }
@@ -120,18 +143,26 @@ public final class NodeMetrics: Sendable {
                 if let existing = gauges[listener] { return existing }
                 let labels = [("listener", listener)]
                 let made = [
-                    registry.makeGauge(name: "crm_connections_open", labels: labels, help: "Open connections on a listener"),
-                    registry.makeGauge(name: "crm_connections_refused_total", labels: labels,
-                                       help: "Connections refused at accept: the listener or the address was full of connections that had made requests"),
-                    registry.makeGauge(name: "crm_connections_evicted_total", labels: labels,
-                                       help: "Connections that had made no request, closed to make room for newer ones"),
-                    registry.makeGauge(name: "crm_connections_timed_out_total", labels: labels,
-                                       help: "Connections closed for missing the first-request, request-read or idle deadline"),
+                    registry.makeGauge(
+                        name: "crm_connections_open", labels: labels, help: "Open connections on a listener"),
+                    registry.makeGauge(
+                        name: "crm_connections_refused_total", labels: labels,
+                        help:
+                            "Connections refused at accept: the listener or the address was full of connections that had made requests"
+                    ),
+                    registry.makeGauge(
+                        name: "crm_connections_evicted_total", labels: labels,
+                        help: "Connections that had made no request, closed to make room for newer ones"),
+                    registry.makeGauge(
+                        name: "crm_connections_timed_out_total", labels: labels,
+                        help: "Connections closed for missing the first-request, request-read or idle deadline"),
                 ]
                 gauges[listener] = made
                 return made
             }
-            for (gauge, value) in zip(gauges, [counts.open, counts.refused, counts.evicted, counts.timedOut]) { gauge.set(to: Double(value)) }
+            for (gauge, value) in zip(gauges, [counts.open, counts.refused, counts.evicted, counts.timedOut]) {
+                gauge.set(to: Double(value))
+            }
         }
     }
 
@@ -155,10 +186,14 @@ public final class NodeMetrics: Sendable {
         for peer in status.voters.union(status.learners) where peer != status.id {
             let gauges = peerGauges.withLock { gauges in
                 if let existing = gauges[peer] { return existing }
-                let made = (registry.makeGauge(name: "crm_peer_round_trip_seconds", labels: [("peer", "\(peer)")],
-                                               help: "Latest heartbeat round trip to a peer (leader only)"),
-                            registry.makeGauge(name: "crm_peer_last_contact_seconds", labels: [("peer", "\(peer)")],
-                                               help: "Seconds since the peer was last heard from"))
+                let made = (
+                    registry.makeGauge(
+                        name: "crm_peer_round_trip_seconds", labels: [("peer", "\(peer)")],
+                        help: "Latest heartbeat round trip to a peer (leader only)"),
+                    registry.makeGauge(
+                        name: "crm_peer_last_contact_seconds", labels: [("peer", "\(peer)")],
+                        help: "Seconds since the peer was last heard from")
+                )
                 gauges[peer] = made
                 return made
             }

@@ -1,5 +1,5 @@
-import Engine
 import CRMProto
+import Engine
 import Foundation
 import GRPCCore
 import KVStore
@@ -59,8 +59,9 @@ public final class NodeRuntime: @unchecked Sendable {
     /// Opens storage and the log (bootstrapping a new cluster's founding entry on a first start),
     /// starts the peer listener and the Raft loop.
     public func start() async throws {
-        try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(
+            atPath: config.dataDir, withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700])
         try Self.secureDataDirectory(config.dataDir, logger: logger)
         let masterKey = try FileMasterKeyProvider(path: config.masterKeyFile)
         let storage = try StorageEngine.open(path: config.dataDir + "/db", masterKey: masterKey, logger: logger)
@@ -85,24 +86,30 @@ public final class NodeRuntime: @unchecked Sendable {
         do {
             tls = try ReloadingTLSContexts(files: config.tlsFiles, requiredIdentity: .member(config.id))
         } catch TLSMaterialError.wrongIdentity(_, let names, _) {
-            throw ConfigError(path: config.tls.cert, problems: [
-                "tls.cert names \(names), but this member is crm://member/\(config.id); use member-\(config.id).pem",
-            ])
+            throw ConfigError(
+                path: config.tls.cert,
+                problems: [
+                    "tls.cert names \(names), but this member is crm://member/\(config.id); use member-\(config.id).pem"
+                ])
         }
         self.tls = tls
         let denyList = try DenyList(path: config.tls.denyFile)
         self.denyList = denyList
         var transportOptions = PeerTransportOptions()
         MemberLimits(config: config).apply(to: &transportOptions)
-        let transport = PeerTransport(selfID: config.id, tls: tls, group: peerGroup, options: transportOptions, denyList: denyList,
-                                      logger: logger)
+        let transport = PeerTransport(
+            selfID: config.id, tls: tls, group: peerGroup, options: transportOptions, denyList: denyList,
+            logger: logger)
         self.transport = transport
-        transport.setPeers(Dictionary(uniqueKeysWithValues: config.members.map {
-            ($0.id, PeerAddress(host: $0.peer.host, port: $0.peer.port))
-        }))
+        transport.setPeers(
+            Dictionary(
+                uniqueKeysWithValues: config.members.map {
+                    ($0.id, PeerAddress(host: $0.peer.host, port: $0.peer.port))
+                }))
 
-        let engine = try RaftEngine(id: config.id, log: log, kv: kv, transport: transport, options: EngineOptions(config: config),
-                                    metrics: metrics, randomSeed: UInt64.random(in: 1...UInt64.max), logger: logger)
+        let engine = try RaftEngine(
+            id: config.id, log: log, kv: kv, transport: transport, options: EngineOptions(config: config),
+            metrics: metrics, randomSeed: UInt64.random(in: 1...UInt64.max), logger: logger)
         transport.setDelegate(engine)
         self.engine = engine
         engine.onMembershipApplied = { [weak self] status in self?.refreshPeers(status) }
@@ -110,29 +117,39 @@ public final class NodeRuntime: @unchecked Sendable {
         engine.start()
         engineRunning = true
         try await startAPI(engine: engine, storage: storage)
-        tlsReload = group.next().scheduleRepeatedTask(initialDelay: .seconds(Int64(config.tlsReloadIntervalSeconds)),
-                                                      delay: .seconds(Int64(config.tlsReloadIntervalSeconds))) { [weak self, logger] _ in
+        tlsReload = group.next().scheduleRepeatedTask(
+            initialDelay: .seconds(Int64(config.tlsReloadIntervalSeconds)),
+            delay: .seconds(Int64(config.tlsReloadIntervalSeconds))
+        ) { [weak self, logger] _ in
             do {
                 if try denyList.reloadIfChanged() {
                     let entries = denyList.entries
-                    logger.notice("deny list changed; denied certificates are refused from now on", metadata: [
-                        "serials": "\(entries.serials.count)", "identities": "\(entries.identities.map(\.description).sorted())"])
+                    logger.notice(
+                        "deny list changed; denied certificates are refused from now on",
+                        metadata: [
+                            "serials": "\(entries.serials.count)",
+                            "identities": "\(entries.identities.map(\.description).sorted())",
+                        ])
                     transport.closeDenied()
                 }
             } catch {
-                logger.error("deny list changed but cannot be used; keeping the previous one", metadata: ["error": "\(error)"])
+                logger.error(
+                    "deny list changed but cannot be used; keeping the previous one", metadata: ["error": "\(error)"])
             }
             do {
                 guard try tls.reloadIfChanged() else { return }
                 logger.notice("TLS files changed; new peer connections use them, the API listeners restart with them")
                 Task { await self?.restartAPI() }
             } catch {
-                logger.error("TLS files changed but cannot be used; keeping the previous ones", metadata: ["error": "\(error)"])
+                logger.error(
+                    "TLS files changed but cannot be used; keeping the previous ones", metadata: ["error": "\(error)"])
             }
         }
-        logger.info("member started", metadata: [
-            "peer": "\(config.listen.peer)", "applied": "\(kv.appliedIndex)", "last_index": "\(log.lastIndex)",
-        ])
+        logger.info(
+            "member started",
+            metadata: [
+                "peer": "\(config.listen.peer)", "applied": "\(kv.appliedIndex)", "last_index": "\(log.lastIndex)",
+            ])
     }
 
     /// The data directory is this user's and nobody else's, checked (and its mode fixed) at
@@ -140,23 +157,38 @@ public final class NodeRuntime: @unchecked Sendable {
     /// read the store's files (keys are in clear there; values are sealed).
     static func secureDataDirectory(_ path: String, logger: Logger) throws {
         var info = stat()
-        guard stat(path, &info) == 0 else { throw ConfigError(path: path, problems: ["data_dir: cannot stat \(path): \(String(cString: strerror(errno)))"]) }
+        guard stat(path, &info) == 0 else {
+            throw ConfigError(
+                path: path, problems: ["data_dir: cannot stat \(path): \(String(cString: strerror(errno)))"])
+        }
         guard info.st_uid == geteuid() else {
-            throw ConfigError(path: path, problems: ["data_dir: \(path) belongs to user \(info.st_uid), not to this process's user \(geteuid()); `chown -R` it to the node's user"])
+            throw ConfigError(
+                path: path,
+                problems: [
+                    "data_dir: \(path) belongs to user \(info.st_uid), not to this process's user \(geteuid()); `chown -R` it to the node's user"
+                ])
         }
         let mode = UInt32(info.st_mode) & 0o7777
         guard mode & 0o077 != 0 else { return }
         guard chmod(path, 0o700) == 0 else {
-            throw ConfigError(path: path, problems: ["data_dir: \(path) has mode \(String(mode, radix: 8)) and cannot be set to 700: \(String(cString: strerror(errno)))"])
+            throw ConfigError(
+                path: path,
+                problems: [
+                    "data_dir: \(path) has mode \(String(mode, radix: 8)) and cannot be set to 700: \(String(cString: strerror(errno)))"
+                ])
         }
-        logger.warning("data_dir was open to other users; set it to 0700", metadata: ["path": "\(path)", "was": "\(String(mode, radix: 8))"])
+        logger.warning(
+            "data_dir was open to other users; set it to 0700",
+            metadata: ["path": "\(path)", "was": "\(String(mode, radix: 8))"])
     }
 
     /// Every member's addresses: the config's, then those recorded through the log.
     public func memberDirectory() -> [NodeID: MemberEndpoints] {
         var directory = Dictionary(uniqueKeysWithValues: config.members.map { ($0.id, $0) })
         for (id, recorded) in (try? engine?.kv.memberDirectory()) ?? [:] {
-            guard let peer = Endpoint(recorded.peer), let client = Endpoint(recorded.client), let admin = Endpoint(recorded.admin) else { continue }
+            guard let peer = Endpoint(recorded.peer), let client = Endpoint(recorded.client),
+                let admin = Endpoint(recorded.admin)
+            else { continue }
             directory[id] = MemberEndpoints(id: id, peer: peer, client: client, admin: admin)
         }
         return directory
@@ -177,7 +209,9 @@ public final class NodeRuntime: @unchecked Sendable {
         }
         transport?.setPeers(peers)
         members?.update(directory.mapValues(\.client))
-        logger.info("peers updated", metadata: ["voters": "\(status.voters.sorted())", "learners": "\(status.learners.sorted())"])
+        logger.info(
+            "peers updated",
+            metadata: ["voters": "\(status.voters.sorted())", "learners": "\(status.learners.sorted())"])
     }
 
     private func startAPI(engine: RaftEngine, storage: StorageEngine) async throws {
@@ -189,33 +223,41 @@ public final class NodeRuntime: @unchecked Sendable {
         self.members = members
         refreshPeers(engine.currentStatus)
         let frontMetrics = FrontMetrics(registry: metrics.registry)
-        let poller = MemberPoller(selfID: config.id, interval: .milliseconds(config.frontPollMilliseconds), table: routing, members: members,
-                                  metrics: frontMetrics, ownState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() },
-                                  memberIDs: { [weak self] in self?.memberIDs() ?? [] }, logger: logger)
+        let poller = MemberPoller(
+            selfID: config.id, interval: .milliseconds(config.frontPollMilliseconds), table: routing, members: members,
+            metrics: frontMetrics, ownState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() },
+            memberIDs: { [weak self] in self?.memberIDs() ?? [] }, logger: logger)
         self.poller = poller
-        let monitor = HealthMonitor(config: config, engine: engine, group: group, peers: { poller.observations() }, logger: logger)
+        let monitor = HealthMonitor(
+            config: config, engine: engine, group: group, peers: { poller.observations() }, logger: logger)
         self.monitor = monitor
         monitor.check()
         monitor.start()
-        let local = LocalKV(engine: engine, members: members, gate: { ServingGate.from(monitor.snapshot, engine.currentStatus) },
-                            requestTimeoutMilliseconds: config.requestTimeoutMilliseconds, logger: logger)
-        let kv = KVService(local: local, authorization: authorization,
-                           limiter: RateLimiter(rate: config.frontRequestsPerSecond, burst: config.frontBurst),
-                           memberState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() })
-        let admin = AdminService(engine: engine, storage: storage, config: config, authorization: authorization, logger: logger,
-                                 health: { monitor.snapshot }, peers: { poller.observations() },
-                                 directory: { [weak self] in self?.memberDirectory() ?? [:] },
-                                 raiseCorrupt: { monitor.raiseCorrupt($0) })
-        apiListeners = [APIServers.Listener(endpoint: config.listen.client, connections: guards.client, services: [kv]),
-                        APIServers.Listener(endpoint: config.listen.admin, connections: guards.admin, services: [admin])]
+        let local = LocalKV(
+            engine: engine, members: members, gate: { ServingGate.from(monitor.snapshot, engine.currentStatus) },
+            requestTimeoutMilliseconds: config.requestTimeoutMilliseconds, logger: logger)
+        let kv = KVService(
+            local: local, authorization: authorization,
+            limiter: RateLimiter(rate: config.frontRequestsPerSecond, burst: config.frontBurst),
+            memberState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() })
+        let admin = AdminService(
+            engine: engine, storage: storage, config: config, authorization: authorization, logger: logger,
+            health: { monitor.snapshot }, peers: { poller.observations() },
+            directory: { [weak self] in self?.memberDirectory() ?? [:] },
+            raiseCorrupt: { monitor.raiseCorrupt($0) })
+        apiListeners = [
+            APIServers.Listener(endpoint: config.listen.client, connections: guards.client, services: [kv]),
+            APIServers.Listener(endpoint: config.listen.admin, connections: guards.admin, services: [admin]),
+        ]
         api = try await APIServers.start(config: config, listeners: apiListeners, group: group, logger: logger)
         try await startHealth(engine: engine, monitor: monitor)
         poller.start()
         if let settings = config.front, let tls {
-            front = try await Front.start(config: config, settings: settings, local: local, members: members, table: routing,
-                                          metrics: frontMetrics, tls: tls, guards: guards, authorization: authorization,
-                                          memberState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() },
-                                          group: group, logger: logger)
+            front = try await Front.start(
+                config: config, settings: settings, local: local, members: members, table: routing,
+                metrics: frontMetrics, tls: tls, guards: guards, authorization: authorization,
+                memberState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() },
+                group: group, logger: logger)
         } else {
             logger.notice("no front configured (the `front` section): clients must call the members' client APIs")
         }
@@ -261,9 +303,13 @@ public final class NodeRuntime: @unchecked Sendable {
                 do {
                     let report = try storage.verify()
                     if report.isClean {
-                        logger.info("integrity check passed", metadata: ["values": "\(report.checked)", "took": "\(ContinuousClock.now - started)"])
+                        logger.info(
+                            "integrity check passed",
+                            metadata: ["values": "\(report.checked)", "took": "\(ContinuousClock.now - started)"])
                     } else {
-                        monitor.raiseCorrupt("integrity check found \(report.summary); `crmctl verify` lists them; repair: stop the member, move its data_dir aside, restart it empty with join: true and re-add it (it catches up by snapshot)")
+                        monitor.raiseCorrupt(
+                            "integrity check found \(report.summary); `crmctl verify` lists them; repair: stop the member, move its data_dir aside, restart it empty with join: true and re-add it (it catches up by snapshot)"
+                        )
                     }
                 } catch {
                     if stopped.isStopped { return }
@@ -294,25 +340,41 @@ public final class NodeRuntime: @unchecked Sendable {
                 let snapshot = monitor.snapshot
                 let alarms = snapshot.alarms.map { "alarm \($0.kind.rawValue): \($0.reason)" }
                 if HealthReport.isReady(status) && snapshot.alarm(.corrupt) == nil {
-                    let state = snapshot.report.state == .healthy ? "" : "; \(snapshot.report.state.rawValue): " + snapshot.report.reasons.joined(separator: "; ")
-                    return (true, "ready: member \(status.id), leader \(status.leader), applied \(status.appliedIndex)" + state + alarms.map { "; " + $0 }.joined())
+                    let state =
+                        snapshot.report.state == .healthy
+                        ? "" : "; \(snapshot.report.state.rawValue): " + snapshot.report.reasons.joined(separator: "; ")
+                    return (
+                        true,
+                        "ready: member \(status.id), leader \(status.leader), applied \(status.appliedIndex)" + state
+                            + alarms.map { "; " + $0 }.joined()
+                    )
                 }
-                let reasons = snapshot.report.reasons.isEmpty ? ["catching up (applied \(status.appliedIndex) of \(status.commitIndex))"] : snapshot.report.reasons
+                let reasons =
+                    snapshot.report.reasons.isEmpty
+                    ? ["catching up (applied \(status.appliedIndex) of \(status.commitIndex))"]
+                    : snapshot.report.reasons
                 return (false, "not ready: " + reasons.joined(separator: "; ") + alarms.map { "; " + $0 }.joined())
             },
             metrics: {
                 let status = engine.currentStatus
-                metrics.refresh(status, refusedConnections: transport?.refusedConnections.count ?? 0,
-                                peerRoundTrips: status.roundTripMicroseconds.mapValues { .microseconds(Int64($0)) })
+                metrics.refresh(
+                    status, refusedConnections: transport?.refusedConnections.count ?? 0,
+                    peerRoundTrips: status.roundTripMicroseconds.mapValues { .microseconds(Int64($0)) })
                 metrics.refresh(monitor.snapshot)
-                metrics.refresh(connections: guards.all.map { ($0.name, $0.counts) } + [("peer", transport?.connectionCounts ?? .init())])
+                metrics.refresh(
+                    connections: guards.all.map { ($0.name, $0.counts) } + [
+                        ("peer", transport?.connectionCounts ?? .init())
+                    ])
                 if let material = tls?.material {
-                    metrics.refresh(certificatesExpireAt: ["member": material.certificateExpiresAt, "ca": material.earliestTrustRootExpiresAt])
+                    metrics.refresh(certificatesExpireAt: [
+                        "member": material.certificateExpiresAt, "ca": material.earliestTrustRootExpiresAt,
+                    ])
                 }
                 return metrics.registry.emitToBuffer()
             })
-        health = try await HealthServer.start(host: config.listen.health.host, port: config.listen.health.port, probe: probe,
-                                              connections: guards.health, group: group, logger: logger)
+        health = try await HealthServer.start(
+            host: config.listen.health.host, port: config.listen.health.port, probe: probe,
+            connections: guards.health, group: group, logger: logger)
     }
 
     /// Restarts the client, admin and front gRPC listeners so that they read the TLS files again:
@@ -355,12 +417,18 @@ extension NodeRuntime {
         let status = engine.currentStatus
         guard status.role == .leader else { return }
         let electionTimeout = UInt64(config.tickMilliseconds * config.electionTicks)
-        let candidates = status.voters.filter { $0 != status.id && (status.lastContactMilliseconds[$0] ?? .max) < electionTimeout }
-        guard let target = candidates.max(by: { (status.matchIndexes[$0] ?? 0, $1) < (status.matchIndexes[$1] ?? 0, $0) }) else {
+        let candidates = status.voters.filter {
+            $0 != status.id && (status.lastContactMilliseconds[$0] ?? .max) < electionTimeout
+        }
+        guard
+            let target = candidates.max(by: { (status.matchIndexes[$0] ?? 0, $1) < (status.matchIndexes[$1] ?? 0, $0) })
+        else {
             logger.warning("no reachable voter to hand leadership to; stopping as leader")
             return
         }
-        logger.notice("handing leadership over before stopping", metadata: ["target": "\(target)", "match": "\(status.matchIndexes[target] ?? 0)"])
+        logger.notice(
+            "handing leadership over before stopping",
+            metadata: ["target": "\(target)", "match": "\(status.matchIndexes[target] ?? 0)"])
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await engine.transferLeadership(to: target) }

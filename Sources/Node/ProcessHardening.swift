@@ -23,8 +23,12 @@ public enum ProcessHardening {
     /// Applies every measure and reads back what took effect.
     @discardableResult
     public static func apply(logger: Logger) -> Report {
-        if crm_disable_core_dumps() != 0 { logger.warning("could not set RLIMIT_CORE to 0", metadata: ["errno": "\(errno)"]) }
-        if crm_set_not_dumpable() != 0 { logger.warning("could not clear the dumpable flag", metadata: ["errno": "\(errno)"]) }
+        if crm_disable_core_dumps() != 0 {
+            logger.warning("could not set RLIMIT_CORE to 0", metadata: ["errno": "\(errno)"])
+        }
+        if crm_set_not_dumpable() != 0 {
+            logger.warning("could not clear the dumpable flag", metadata: ["errno": "\(errno)"])
+        }
         let secureHeap = SecureMemory.start()
         let report = Report(coreLimit: crm_core_limit(), dumpable: crm_dumpable(), secureHeap: secureHeap)
         if report.isHardened {
@@ -38,7 +42,9 @@ public enum ProcessHardening {
     /// Test harnesses set CRM_EXIT_WITH_PARENT to their pid: the member then dies with them, so
     /// a crashed test run never leaves members behind.
     public static func exitWithParentIfAsked() {
-        guard let text = ProcessInfo.processInfo.environment["CRM_EXIT_WITH_PARENT"], let parent = Int32(text) else { return }
+        guard let text = ProcessInfo.processInfo.environment["CRM_EXIT_WITH_PARENT"], let parent = Int32(text) else {
+            return
+        }
         _ = crm_exit_with_parent(parent)
     }
 }

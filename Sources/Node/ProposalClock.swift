@@ -21,7 +21,9 @@ final class ProposalClock: Sendable {
         let monotonic = DispatchTime.now().uptimeNanoseconds
         return anchor.withLock { anchor in
             if anchor?.term != term {
-                anchor = Anchor(term: term, millis: logClockMillis > 0 ? logClockMillis : WallClock.nowMillis(), monotonicNanoseconds: monotonic)
+                anchor = Anchor(
+                    term: term, millis: logClockMillis > 0 ? logClockMillis : WallClock.nowMillis(),
+                    monotonicNanoseconds: monotonic)
             }
             return anchor!.millis + (monotonic - anchor!.monotonicNanoseconds) / 1_000_000
         }

@@ -41,8 +41,10 @@ public final class RaftEngine: @unchecked Sendable {
     public var onMembershipApplied: (@Sendable (EngineStatus) -> Void)?
 
     /// Builds the engine on an opened log and state machine; `start()` runs it.
-    public init(id: NodeID, log: DurableLogStore, kv: ReplicatedKV, transport: PeerTransport, options: EngineOptions,
-                metrics: NodeMetrics = NodeMetrics(), randomSeed: UInt64, logger: Logger) throws {
+    public init(
+        id: NodeID, log: DurableLogStore, kv: ReplicatedKV, transport: PeerTransport, options: EngineOptions,
+        metrics: NodeMetrics = NodeMetrics(), randomSeed: UInt64, logger: Logger
+    ) throws {
         var logger = logger
         logger[metadataKey: "node"] = "\(id)"
         self.id = id
@@ -52,8 +54,9 @@ public final class RaftEngine: @unchecked Sendable {
         self.logger = logger
         writer = DurableLogWriter(log: log, metrics: metrics)
         inbox = EventInbox(maxRequests: options.maxWaitingRequests, maxMessageBatches: options.maxWaitingMessageBatches)
-        loop = try MemberLoop(config: options.raftConfig(id: id), log: writer, kv: kv, outbox: TransportOutbox(transport), clock: clock,
-                              options: options.loopOptions, random: SeededRandom(seed: randomSeed), logger: logger)
+        loop = try MemberLoop(
+            config: options.raftConfig(id: id), log: writer, kv: kv, outbox: TransportOutbox(transport), clock: clock,
+            options: options.loopOptions, random: SeededRandom(seed: randomSeed), logger: logger)
         published = Mutex(EngineStatus(id: id))
         loop.observer = self
         publishStatus()
@@ -85,9 +88,12 @@ public final class RaftEngine: @unchecked Sendable {
     /// Proposes a command; returns once it is applied (on the leader).
     public func propose(_ data: [UInt8]) async throws -> ProposalResult {
         try await withCheckedThrowingContinuation { continuation in
-            inbox.post(.propose(data, waiter(continuation) { [metrics] started, now in
-                metrics.proposalDuration.recordNanoseconds(Int64(now - min(started, now)))
-            }))
+            inbox.post(
+                .propose(
+                    data,
+                    waiter(continuation) { [metrics] started, now in
+                        metrics.proposalDuration.recordNanoseconds(Int64(now - min(started, now)))
+                    }))
         }
     }
 
@@ -95,9 +101,11 @@ public final class RaftEngine: @unchecked Sendable {
     /// call (ReadIndex through the leader); then a read of `kv` is linearizable.
     public func waitForLinearizableRead() async throws {
         _ = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<UInt64, any Error>) in
-            inbox.post(.read(waiter(continuation) { [metrics] started, now in
-                metrics.readIndexDuration.recordNanoseconds(Int64(now - min(started, now)))
-            }))
+            inbox.post(
+                .read(
+                    waiter(continuation) { [metrics] started, now in
+                        metrics.readIndexDuration.recordNanoseconds(Int64(now - min(started, now)))
+                    }))
         }
     }
 
@@ -124,11 +132,14 @@ public final class RaftEngine: @unchecked Sendable {
 
     /// A waiter on the loop's clock that resumes `continuation`; `succeeded` sees its start and
     /// answer times (for the latency metrics).
-    private func waiter<Value: Sendable>(_ continuation: CheckedContinuation<Value, any Error>,
-                               succeeded: (@Sendable (UInt64, UInt64) -> Void)? = nil) -> Waiter<Value> {
+    private func waiter<Value: Sendable>(
+        _ continuation: CheckedContinuation<Value, any Error>,
+        succeeded: (@Sendable (UInt64, UInt64) -> Void)? = nil
+    ) -> Waiter<Value> {
         let now = clock.nanoseconds
         let clock = self.clock
-        return Waiter(startedAt: now, deadline: now + UInt64(options.requestTimeoutMilliseconds) * 1_000_000) { result in
+        return Waiter(startedAt: now, deadline: now + UInt64(options.requestTimeoutMilliseconds) * 1_000_000) {
+            result in
             switch result {
             case .success(let value):
                 succeeded?(now, clock.nanoseconds)
@@ -151,8 +162,12 @@ public final class RaftEngine: @unchecked Sendable {
         kv.applyThread.claim()
         let tickNanoseconds = UInt64(options.tickMilliseconds) * 1_000_000
         var nextTick = clock.nanoseconds + tickNanoseconds
-        logger.info("raft loop started", metadata: ["term": "\(loop.raft.term)", "commit": "\(loop.raft.commitIndex)",
-                                                    "last_index": "\(loop.raft.lastIndex)"])
+        logger.info(
+            "raft loop started",
+            metadata: [
+                "term": "\(loop.raft.term)", "commit": "\(loop.raft.commitIndex)",
+                "last_index": "\(loop.raft.lastIndex)",
+            ])
         while !stopping {
             for event in inbox.take(max: options.maxEventsPerIteration, until: nextTick) { handle(event) }
             // Ticks follow the monotonic clock, missed ones included (after a stall, a leader
@@ -235,7 +250,9 @@ extension RaftEngine: MemberLoopObserver {
 
 extension RaftEngine: PeerTransportDelegate {
     public func peerTransport(received messages: [Message], from peer: NodeID) { received(messages, from: peer) }
-    public func peerTransport(snapshotTo peer: NodeID, delivered: Bool) { snapshotReport(peer: peer, delivered: delivered) }
+    public func peerTransport(snapshotTo peer: NodeID, delivered: Bool) {
+        snapshotReport(peer: peer, delivered: delivered)
+    }
 }
 
 /// The durable log as the loop's `LogWriter`: every write synced, timed for the metrics and the

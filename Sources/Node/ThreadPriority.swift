@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CProcessControl
 import Logging
 import NIOCore
 import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Scheduling priority of the node's threads. Client-facing event loops run at a higher nice
 /// value than the Raft loop and the peer transport, so that when clients saturate the CPU the
@@ -21,7 +22,9 @@ enum ThreadPriority {
                 let thread = id_t(crm_thread_id())
                 errno = 0
                 let current = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), thread)
-                guard errno == 0, setpriority(__priority_which_t(PRIO_PROCESS.rawValue), thread, current + increment) == 0 else {
+                guard errno == 0,
+                    setpriority(__priority_which_t(PRIO_PROCESS.rawValue), thread, current + increment) == 0
+                else {
                     logger.warning("could not lower a client thread's priority", metadata: ["errno": "\(errno)"])
                     return
                 }

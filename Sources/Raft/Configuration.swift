@@ -17,7 +17,8 @@ public struct Configuration: Equatable, Sendable {
         let voterSet = Set(voters)
         let learnerSet = Set(learners)
         guard voterSet.count == voters.count, learnerSet.count == learners.count, !voterSet.contains(0),
-              !learnerSet.contains(0), voterSet.isDisjoint(with: learnerSet) else { return nil }
+            !learnerSet.contains(0), voterSet.isDisjoint(with: learnerSet)
+        else { return nil }
         self.init(voters: voterSet, learners: learnerSet)
     }
 
@@ -74,7 +75,9 @@ public struct Configuration: Equatable, Sendable {
         switch change {
         case .bootstrap(let founders):
             if !members.isEmpty { return "the cluster already has members; bootstrap only creates a new cluster" }
-            if founders.isEmpty || founders.contains(0) { return "a new cluster needs at least one voter, and node id 0 is reserved" }
+            if founders.isEmpty || founders.contains(0) {
+                return "a new cluster needs at least one voter, and node id 0 is reserved"
+            }
         case .addLearner(let id):
             if id == 0 { return "node id 0 is reserved" }
             if voters.contains(id) { return "node \(id) is already a voter" }
@@ -139,7 +142,9 @@ public enum Bootstrap {
     /// The first entry of every founding member's log.
     public static func firstEntry(founders: [NodeID]) -> Entry {
         precondition(!founders.isEmpty && !founders.contains(0), "a cluster needs founders with non-zero ids")
-        return Entry(term: 1, index: 1, kind: .configurationChange, data: ConfigurationChange.bootstrap(founders.sorted()).encoded)
+        return Entry(
+            term: 1, index: 1, kind: .configurationChange,
+            data: ConfigurationChange.bootstrap(founders.sorted()).encoded)
     }
 
     /// The hard state that goes with it: term 1, no vote, the founding entry committed.

@@ -43,7 +43,9 @@ public final class MemoryLogStore: LogStore {
     }
 
     public func entries(from: UInt64, to: UInt64, maxBytes: Int) -> [Entry] {
-        precondition(from >= firstIndex && to <= lastIndex + 1 && from <= to, "entries \(from)..<\(to) outside \(firstIndex)...\(lastIndex)")
+        precondition(
+            from >= firstIndex && to <= lastIndex + 1 && from <= to,
+            "entries \(from)..<\(to) outside \(firstIndex)...\(lastIndex)")
         var result: [Entry] = []
         var bytes = 0
         for index in from..<to {

@@ -32,21 +32,33 @@ extension RaftNode {
         case .append:
             return refusal(ofAppend: message)
         case .propose:
-            guard config.forwardProposals else { return "a forwarded proposal, though proposals are not forwarded here" }
-            guard message.entries.allSatisfy({ $0.kind == .normal }) else { return "a forwarded proposal with a membership change" }
+            guard config.forwardProposals else {
+                return "a forwarded proposal, though proposals are not forwarded here"
+            }
+            guard message.entries.allSatisfy({ $0.kind == .normal }) else {
+                return "a forwarded proposal with a membership change"
+            }
         case .appendResponse where message.term == term && role == .leader:
             // Within our term the log only grows: no follower can have more than we sent.
-            guard message.index <= log.lastIndex else { return "acknowledges index \(message.index) beyond our last \(log.lastIndex)" }
+            guard message.index <= log.lastIndex else {
+                return "acknowledges index \(message.index) beyond our last \(log.lastIndex)"
+            }
             guard !message.reject || message.rejectHint <= message.index else {
                 return "rejection hint \(message.rejectHint) above the rejected index \(message.index)"
             }
         case .heartbeatResponse where message.term == term && role == .leader:
-            guard message.index <= leaseClock else { return "echoes lease clock \(message.index), ahead of ours (\(leaseClock))" }
+            guard message.index <= leaseClock else {
+                return "echoes lease clock \(message.index), ahead of ours (\(leaseClock))"
+            }
         case .snapshot:
             guard let snapshot = message.snapshot else { return "a snapshot message without a snapshot" }
-            guard snapshot.metadata.term <= message.term else { return "snapshot term \(snapshot.metadata.term) above the message's term" }
+            guard snapshot.metadata.term <= message.term else {
+                return "snapshot term \(snapshot.metadata.term) above the message's term"
+            }
         case .vote, .preVote:
-            guard message.logTerm <= message.term else { return "last log term \(message.logTerm) above the campaign's term" }
+            guard message.logTerm <= message.term else {
+                return "last log term \(message.logTerm) above the campaign's term"
+            }
         default:
             break
         }
@@ -72,7 +84,9 @@ extension RaftNode {
     }
 
     private func refusal(ofAppend message: Message) -> String? {
-        guard message.logTerm <= message.term else { return "previous log term \(message.logTerm) above the message's term" }
+        guard message.logTerm <= message.term else {
+            return "previous log term \(message.logTerm) above the message's term"
+        }
         var expectedIndex = message.index + 1
         var previousTerm = message.logTerm
         for entry in message.entries {
@@ -80,7 +94,8 @@ extension RaftNode {
                 return "entry \(entry.index) where \(expectedIndex) must follow (entries after \(message.index))"
             }
             guard entry.term >= previousTerm, entry.term <= message.term else {
-                return "entry \(entry.index) of term \(entry.term) out of order (previous \(previousTerm), message term \(message.term))"
+                return
+                    "entry \(entry.index) of term \(entry.term) out of order (previous \(previousTerm), message term \(message.term))"
             }
             expectedIndex += 1
             previousTerm = entry.term

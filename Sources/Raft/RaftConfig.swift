@@ -45,12 +45,15 @@ public struct RaftConfig: Sendable {
 
     func validate() {
         precondition(id != 0, "node id 0 is reserved")
-        precondition(heartbeatTicks > 0 && electionTicks > heartbeatTicks, "election timeout must exceed the heartbeat interval")
+        precondition(
+            heartbeatTicks > 0 && electionTicks > heartbeatTicks, "election timeout must exceed the heartbeat interval")
         precondition(maxMessageBytes > 0 && maxInflightMessages > 0 && maxApplyBytesPerReady > 0)
         precondition(maxUncommittedBytes >= 0)
         if let bound = leaseClockDriftBoundTicks {
             precondition(checkQuorum, "lease reads need check-quorum")
-            precondition(bound >= 0 && electionTicks - 2 - bound >= 1, "the lease (electionTicks - 2 - drift bound) must be at least one tick")
+            precondition(
+                bound >= 0 && electionTicks - 2 - bound >= 1,
+                "the lease (electionTicks - 2 - drift bound) must be at least one tick")
         }
     }
 
@@ -75,7 +78,8 @@ public enum RaftError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .notLeader(let hint):
-            return hint == 0 ? "not the leader, and no leader is known yet; retry shortly"
+            return hint == 0
+                ? "not the leader, and no leader is known yet; retry shortly"
                 : "not the leader; send the request to node \(hint)"
         case .transferInProgress: return "leadership transfer in progress; retry after it completes"
         case .tooManyUncommittedBytes: return "too much uncommitted data; retry after some commits"

@@ -79,7 +79,12 @@ struct RaftLog {
 
     /// Appends entries that follow the last one (the leader's own proposals).
     mutating func append(_ entries: [Entry]) {
-        defer { assert(checkInvariants(), "raft log invariant broken: applied \(applied), committed \(committed), last \(lastIndex), unstable from \(unstableOffset) (\(unstable.count))") }
+        defer {
+            assert(
+                checkInvariants(),
+                "raft log invariant broken: applied \(applied), committed \(committed), last \(lastIndex), unstable from \(unstableOffset) (\(unstable.count))"
+            )
+        }
         guard let first = entries.first else { return }
         precondition(first.index == lastIndex + 1, "appended entry \(first.index) does not follow \(lastIndex)")
         precondition(first.index > committed, "appending over committed entries")
@@ -90,11 +95,17 @@ struct RaftLog {
     /// (dropping any conflicting suffix), advances commit to min(`leaderCommit`, last new
     /// index) and returns that last new index; nil if the log does not match.
     mutating func maybeAppend(index: UInt64, term: UInt64, leaderCommit: UInt64, entries: [Entry]) -> UInt64? {
-        defer { assert(checkInvariants(), "raft log invariant broken: applied \(applied), committed \(committed), last \(lastIndex), unstable from \(unstableOffset) (\(unstable.count))") }
+        defer {
+            assert(
+                checkInvariants(),
+                "raft log invariant broken: applied \(applied), committed \(committed), last \(lastIndex), unstable from \(unstableOffset) (\(unstable.count))"
+            )
+        }
         guard matchTerm(index, term) else { return nil }
         let lastNew = index + UInt64(entries.count)
         if let conflict = firstConflict(entries) {
-            precondition(conflict > committed, "entry \(conflict) conflicts with a committed entry (commit \(committed))")
+            precondition(
+                conflict > committed, "entry \(conflict) conflicts with a committed entry (commit \(committed))")
             truncateAndAppend(Array(entries[Int(conflict - index - 1)...]))
         }
         commit(to: min(leaderCommit, lastNew))
@@ -125,7 +136,12 @@ struct RaftLog {
     // MARK: - Commit and apply
 
     mutating func commit(to index: UInt64) {
-        defer { assert(checkInvariants(), "raft log invariant broken: applied \(applied), committed \(committed), last \(lastIndex), unstable from \(unstableOffset) (\(unstable.count))") }
+        defer {
+            assert(
+                checkInvariants(),
+                "raft log invariant broken: applied \(applied), committed \(committed), last \(lastIndex), unstable from \(unstableOffset) (\(unstable.count))"
+            )
+        }
         guard index > committed else { return }
         precondition(index <= lastIndex, "commit \(index) beyond the last index \(lastIndex)")
         committed = index
@@ -147,7 +163,12 @@ struct RaftLog {
     var hasNextCommittedEntries: Bool { committed > applied }
 
     mutating func appliedTo(_ index: UInt64) {
-        defer { assert(checkInvariants(), "raft log invariant broken: applied \(applied), committed \(committed), last \(lastIndex), unstable from \(unstableOffset) (\(unstable.count))") }
+        defer {
+            assert(
+                checkInvariants(),
+                "raft log invariant broken: applied \(applied), committed \(committed), last \(lastIndex), unstable from \(unstableOffset) (\(unstable.count))"
+            )
+        }
         precondition(index <= committed && index >= applied, "applied \(index) outside \(applied)...\(committed)")
         applied = index
     }
@@ -156,7 +177,12 @@ struct RaftLog {
 
     /// Entries up to (`index`, `term`) are now persisted.
     mutating func stableTo(index: UInt64, term: UInt64) {
-        defer { assert(checkInvariants(), "raft log invariant broken: applied \(applied), committed \(committed), last \(lastIndex), unstable from \(unstableOffset) (\(unstable.count))") }
+        defer {
+            assert(
+                checkInvariants(),
+                "raft log invariant broken: applied \(applied), committed \(committed), last \(lastIndex), unstable from \(unstableOffset) (\(unstable.count))"
+            )
+        }
         guard index >= unstableOffset, matchTerm(index, term) else { return }
         let count = Int(index - unstableOffset + 1)
         guard count <= unstable.count else { return }
@@ -166,14 +192,24 @@ struct RaftLog {
 
     /// The snapshot at `index` is persisted (a newer one may have arrived meanwhile: it stays).
     mutating func snapshotStable(index: UInt64) {
-        defer { assert(checkInvariants(), "raft log invariant broken: applied \(applied), committed \(committed), last \(lastIndex), unstable from \(unstableOffset) (\(unstable.count))") }
+        defer {
+            assert(
+                checkInvariants(),
+                "raft log invariant broken: applied \(applied), committed \(committed), last \(lastIndex), unstable from \(unstableOffset) (\(unstable.count))"
+            )
+        }
         guard pendingSnapshot?.metadata.index == index else { return }
         pendingSnapshot = nil
     }
 
     /// Replaces the log with `snapshot` (from the leader); the node persists and applies it.
     mutating func restore(_ snapshot: Snapshot) {
-        defer { assert(checkInvariants(), "raft log invariant broken: applied \(applied), committed \(committed), last \(lastIndex), unstable from \(unstableOffset) (\(unstable.count))") }
+        defer {
+            assert(
+                checkInvariants(),
+                "raft log invariant broken: applied \(applied), committed \(committed), last \(lastIndex), unstable from \(unstableOffset) (\(unstable.count))"
+            )
+        }
         let index = snapshot.metadata.index
         precondition(index > committed, "restoring a snapshot at or below the commit index")
         pendingSnapshot = snapshot
@@ -192,7 +228,8 @@ struct RaftLog {
     func checkInvariants() -> Bool {
         guard applied <= committed, committed <= lastIndex else { return false }
         if let first = unstable.first {
-            guard first.index == unstableOffset, unstable.last!.index == unstableOffset + UInt64(unstable.count) - 1 else { return false }
+            guard first.index == unstableOffset, unstable.last!.index == unstableOffset + UInt64(unstable.count) - 1
+            else { return false }
         }
         let base = pendingSnapshot?.metadata.index ?? store.lastIndex
         if pendingSnapshot != nil {

@@ -101,7 +101,8 @@ public final class RaftNode {
         leader = 0
         electionElapsed = 0
         heartbeatElapsed = 0
-        randomizedElectionTimeout = config.electionTicks
+        randomizedElectionTimeout =
+            config.electionTicks
             + Int(random.next() % UInt64(config.electionTicks))
         votes = [:]
         campaignRequest = nil
@@ -140,8 +141,9 @@ public final class RaftNode {
         leader = id
         role = .leader
         for member in configuration.members {
-            progress[member] = Progress(next: log.lastIndex + 1, maxInflight: config.maxInflightMessages,
-                                        isLearner: !configuration.isVoter(member))
+            progress[member] = Progress(
+                next: log.lastIndex + 1, maxInflight: config.maxInflightMessages,
+                isLearner: !configuration.isVoter(member))
         }
         // The leader counts only what it has persisted itself (see `advance`).
         progress[id]?.match = persistedLastIndex
@@ -193,7 +195,7 @@ public final class RaftNode {
                 becomeFollower(term: term, leader: 0)
                 return
             }
-            transferee = 0  // a transfer that did not finish within an election timeout is abandoned
+            transferee = 0 // a transfer that did not finish within an election timeout is abandoned
         }
         if heartbeatElapsed >= config.heartbeatTicks {
             heartbeatElapsed = 0
@@ -281,12 +283,15 @@ public final class RaftNode {
     @discardableResult
     public func step(_ message: Message) -> StepOutcome {
         precondition(message.to == id, "message for \(message.to) delivered to \(id)")
-        guard message.from != id, message.from != 0 else { return .refused("a message from member \(message.from) to \(id)") }
+        guard message.from != id, message.from != 0 else {
+            return .refused("a message from member \(message.from) to \(id)")
+        }
         if let reason = refusal(of: message) { return .refused(reason) }
         guard admitTerm(of: message) else { return .handled }
         // A message of a higher term may have just made its sender our leader (or cleared it).
         if message.term == term, leader != 0, message.from != leader, Self.onlyFromLeader(message.kind) {
-            return .refused("\(message.kind.rawValue) from member \(message.from), but member \(leader) leads term \(term)")
+            return .refused(
+                "\(message.kind.rawValue) from member \(message.from), but member \(leader) leads term \(term)")
         }
         dispatch(message)
         return .handled
@@ -313,15 +318,16 @@ public final class RaftNode {
                 // Check-quorum: a member that recently heard from a live leader ignores
                 // candidates, so a partitioned node coming back cannot depose it.
                 if config.checkQuorum && (leader != 0 || ignoresCampaignsAfterStart)
-                    && electionElapsed < config.electionTicks && !forced {
+                    && electionElapsed < config.electionTicks && !forced
+                {
                     return false
                 }
             }
             switch message.kind {
             case .preVote:
-                return true  // a pre-vote never changes our term
+                return true // a pre-vote never changes our term
             case .preVoteResponse where !message.reject:
-                return true  // granted pre-votes carry the future term
+                return true // granted pre-votes carry the future term
             case .append, .heartbeat, .snapshot:
                 becomeFollower(term: message.term, leader: message.from)
             default:
@@ -345,12 +351,14 @@ public final class RaftNode {
 
     private func handleVoteRequest(_ message: Message) {
         let isPreVote = message.kind == .preVote
-        let canVote = vote == message.from
+        let canVote =
+            vote == message.from
             || (vote == 0 && leader == 0)
             || (isPreVote && message.term > term)
         let grant = canVote && log.isUpToDate(lastIndex: message.index, lastTerm: message.logTerm)
-        var response = Message(kind: isPreVote ? .preVoteResponse : .voteResponse, from: id, to: message.from,
-                               term: grant ? message.term : term)
+        var response = Message(
+            kind: isPreVote ? .preVoteResponse : .voteResponse, from: id, to: message.from,
+            term: grant ? message.term : term)
         response.reject = !grant
         if grant && !isPreVote {
             electionElapsed = 0
@@ -369,7 +377,7 @@ public final class RaftNode {
             votes[message.from] = votes[message.from] ?? !message.reject
             _ = checkElection()
         default:
-            break  // a candidate knows no leader, so no transfer or read answer is for it
+            break // a candidate knows no leader, so no transfer or read answer is for it
         }
     }
 
@@ -385,7 +393,7 @@ public final class RaftNode {
             log.commit(to: min(message.commit, log.lastIndex))
             var response = Message(kind: .heartbeatResponse, from: id, to: message.from, term: term)
             response.context = message.context
-            response.index = message.index  // the leader's lease clock at sending
+            response.index = message.index // the leader's lease clock at sending
             outbox.append(response)
         case .snapshot:
             electionElapsed = 0
@@ -396,7 +404,7 @@ public final class RaftNode {
         case .readIndexResponse where message.from == leader:
             readStates.append(ReadState(index: message.index, context: message.context))
         case .propose:
-            break  // only leaders take forwarded proposals; the client retries elsewhere
+            break // only leaders take forwarded proposals; the client retries elsewhere
         default:
             break
         }
@@ -406,8 +414,10 @@ public final class RaftNode {
         var response = Message(kind: .appendResponse, from: id, to: message.from, term: term)
         if message.index < log.committed {
             response.index = log.committed
-        } else if let lastNew = log.maybeAppend(index: message.index, term: message.logTerm,
-                                                  leaderCommit: message.commit, entries: message.entries) {
+        } else if let lastNew = log.maybeAppend(
+            index: message.index, term: message.logTerm,
+            leaderCommit: message.commit, entries: message.entries)
+        {
             response.index = lastNew
         } else {
             // Tell the leader where to look next: the last index at or below the rejected one
@@ -528,7 +538,9 @@ public final class RaftNode {
         progress[message.from] = peer
         if peer.match < log.lastIndex { sendAppend(to: message.from) }
         guard !message.context.isEmpty else { return }
-        for request in readRequests.acknowledge(context: message.context, from: message.from, configuration: configuration) {
+        for request in readRequests.acknowledge(
+            context: message.context, from: message.from, configuration: configuration)
+        {
             answer(request)
         }
     }
@@ -631,7 +643,9 @@ public final class RaftNode {
     private func appendProposal(_ entries: [Entry]) throws(RaftError) -> UInt64 {
         guard transferee == 0 else { throw .transferInProgress }
         let bytes = entries.reduce(0) { $0 + $1.sizeBytes }
-        if config.maxUncommittedBytes > 0 && uncommittedBytes > 0 && uncommittedBytes + bytes > config.maxUncommittedBytes {
+        if config.maxUncommittedBytes > 0 && uncommittedBytes > 0
+            && uncommittedBytes + bytes > config.maxUncommittedBytes
+        {
             throw .tooManyUncommittedBytes
         }
         for entry in entries where entry.kind == .configurationChange {
@@ -647,7 +661,8 @@ public final class RaftNode {
         guard role == .leader else { throw .notLeader(leaderHint: leader) }
         if let problem = configuration.validate(change) { throw .invalidConfigurationChange(problem) }
         if case .promote(let node) = change, let peer = progress[node], peer.match < log.committed {
-            throw .invalidConfigurationChange("learner \(node) has not caught up (match \(peer.match), commit \(log.committed))")
+            throw .invalidConfigurationChange(
+                "learner \(node) has not caught up (match \(peer.match), commit \(log.committed))")
         }
         return try appendProposal([Entry(term: 0, index: 0, kind: .configurationChange, data: change.encoded)])
     }
@@ -689,7 +704,9 @@ public final class RaftNode {
     /// a quorum, counting this leader, acknowledged a heartbeat sent within the lease.
     public var holdsLease: Bool {
         guard let leaseTicks = config.leaseTicks, role == .leader, !leaseRevoked, transferee == 0 else { return false }
-        var acknowledged = configuration.voters.compactMap { $0 == id ? leaseClock : progress[$0]?.heartbeatAcknowledgedAt }
+        var acknowledged = configuration.voters.compactMap {
+            $0 == id ? leaseClock : progress[$0]?.heartbeatAcknowledgedAt
+        }
         guard acknowledged.count >= configuration.quorum else { return false }
         acknowledged.sort(by: >)
         let oldest = acknowledged[configuration.quorum - 1]
@@ -749,7 +766,8 @@ public final class RaftNode {
         let termPersisted = term == persistedHardState.term && vote == persistedHardState.vote
         for message in outbox {
             if config.plantedBug == .noPersistBeforeSend
-                || (termPersisted && role == .leader && Self.mayPrecedePersist(message.kind)) {
+                || (termPersisted && role == .leader && Self.mayPrecedePersist(message.kind))
+            {
                 ready.messages.append(message)
             } else {
                 ready.messagesAfterPersist.append(message)
@@ -828,7 +846,8 @@ public final class RaftNode {
             progress[node] = Progress(next: log.lastIndex + 1, maxInflight: config.maxInflightMessages, isLearner: true)
         case .promote(let node):
             let old = progress[node]
-            var promoted = Progress(next: old?.next ?? log.lastIndex + 1, maxInflight: config.maxInflightMessages, isLearner: false)
+            var promoted = Progress(
+                next: old?.next ?? log.lastIndex + 1, maxInflight: config.maxInflightMessages, isLearner: false)
             promoted.match = old?.match ?? 0
             progress[node] = promoted
         case .remove(let node):

@@ -17,7 +17,8 @@ public enum DurableLogError: Error, CustomStringConvertible {
     case writeFailed(StorageError)
     case storage(StorageError)
 
-    static let repair = "This member cannot serve. Repair it from the cluster: stop it, move its data directory "
+    static let repair =
+        "This member cannot serve. Repair it from the cluster: stop it, move its data directory "
         + "aside, and re-add it as a learner so that it catches up by snapshot (or restore it from a verified backup)."
 
     public var description: String {

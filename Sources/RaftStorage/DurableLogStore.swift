@@ -37,8 +37,10 @@ public final class DurableLogStore: LogStore {
     /// Set when a write failed part-way; every later call throws until the store is reopened.
     private var failure: StorageError?
 
-    private init(engine: StorageEngine, logger: Logger, hardState: HardState, stored: RecordCoding.StoredSnapshot,
-                 terms: [UInt64], cache: EntryCache, recovery: RecoveryReport) {
+    private init(
+        engine: StorageEngine, logger: Logger, hardState: HardState, stored: RecordCoding.StoredSnapshot,
+        terms: [UInt64], cache: EntryCache, recovery: RecoveryReport
+    ) {
         self.engine = engine
         self.logger = logger
         self.hardState = hardState
@@ -61,13 +63,17 @@ public final class DurableLogStore: LogStore {
     }
 
     public func entries(from: UInt64, to: UInt64, maxBytes: Int) -> [Entry] {
-        precondition(from >= firstIndex && to <= lastIndex + 1 && from <= to, "entries \(from)..<\(to) outside \(firstIndex)...\(lastIndex)")
+        precondition(
+            from >= firstIndex && to <= lastIndex + 1 && from <= to,
+            "entries \(from)..<\(to) outside \(firstIndex)...\(lastIndex)")
         guard from < to else { return [] }
         if let cached = cache.entries(from: from, to: to, maxBytes: maxBytes) { return cached }
         do {
             return try readEntries(from: from, to: to, maxBytes: maxBytes)
         } catch {
-            fatalError("durable log: cannot read entries \(from)..<\(to): \(error). Stopping; a restart checks the log and reports the damage")
+            fatalError(
+                "durable log: cannot read entries \(from)..<\(to): \(error). Stopping; a restart checks the log and reports the damage"
+            )
         }
     }
 
@@ -75,7 +81,9 @@ public final class DurableLogStore: LogStore {
         do {
             return Snapshot(metadata: stored.metadata, data: try readSnapshotData(stored))
         } catch {
-            fatalError("durable log: cannot read the snapshot at \(stored.metadata.index): \(error). Stopping; a restart reports the damage")
+            fatalError(
+                "durable log: cannot read the snapshot at \(stored.metadata.index): \(error). Stopping; a restart reports the damage"
+            )
         }
     }
 
@@ -88,7 +96,8 @@ public final class DurableLogStore: LogStore {
 
     /// Persists a snapshot received from the leader, entries that follow (replacing stored
     /// entries at the same and later indexes) and the hard state, in that order, synced.
-    public func save(snapshot: Snapshot?, entries: [Entry], hardState newHardState: HardState?) throws(DurableLogError) {
+    public func save(snapshot: Snapshot?, entries: [Entry], hardState newHardState: HardState?) throws(DurableLogError)
+    {
         try checkUsable()
         let plan = try SavePlan(current: self, snapshot: snapshot, entries: entries, hardState: newHardState)
         if plan.isEmpty { return }
@@ -115,13 +124,16 @@ public final class DurableLogStore: LogStore {
         let index = snapshot.metadata.index
         guard index > stored.metadata.index else { return }
         guard index <= lastIndex, term(at: index) == snapshot.metadata.term else {
-            throw .invalidRequest("compaction to \(index)/\(snapshot.metadata.term) does not match the log (\(firstIndex)...\(lastIndex))")
+            throw .invalidRequest(
+                "compaction to \(index)/\(snapshot.metadata.term) does not match the log (\(firstIndex)...\(lastIndex))"
+            )
         }
         guard index <= max(hardState.commit, stored.metadata.index) else {
             throw .invalidRequest("compaction to \(index) beyond the commit index \(hardState.commit)")
         }
-        let installed = RecordCoding.StoredSnapshot(metadata: snapshot.metadata, dataBytes: UInt64(snapshot.data.count),
-                                                    chunkCount: Self.chunkCount(snapshot.data.count))
+        let installed = RecordCoding.StoredSnapshot(
+            metadata: snapshot.metadata, dataBytes: UInt64(snapshot.data.count),
+            chunkCount: Self.chunkCount(snapshot.data.count))
         var batches = chunkBatches(snapshot.data, snapshotIndex: index)
         var last = WriteBatch()
         last.deleteRange(.raftLog, from: LogKeys.entry(firstIndex), to: LogKeys.entry(index + 1))
@@ -137,7 +149,9 @@ public final class DurableLogStore: LogStore {
     /// Writes the founding entry and hard state of a brand-new cluster (see `Bootstrap`).
     public func bootstrap(founders: [NodeID]) throws(DurableLogError) {
         guard lastIndex == 0, hardState == HardState(), stored.metadata.configuration.members.isEmpty else {
-            throw .invalidRequest("this member already has a log (last index \(lastIndex), term \(hardState.term)); bootstrap only starts a new cluster")
+            throw .invalidRequest(
+                "this member already has a log (last index \(lastIndex), term \(hardState.term)); bootstrap only starts a new cluster"
+            )
         }
         try save(snapshot: nil, entries: [Bootstrap.firstEntry(founders: founders)], hardState: Bootstrap.hardState)
     }
@@ -154,7 +168,9 @@ public final class DurableLogStore: LogStore {
         } catch {
             let storageError = error as? StorageError ?? .rocksdb(operation: what, message: "\(error)")
             failure = storageError
-            logger.error("durable log write failed; reopen to recover", metadata: ["operation": "\(what)", "error": "\(storageError)"])
+            logger.error(
+                "durable log write failed; reopen to recover",
+                metadata: ["operation": "\(what)", "error": "\(storageError)"])
             throw .writeFailed(storageError)
         }
     }
@@ -176,12 +192,15 @@ public final class DurableLogStore: LogStore {
     }
 
     /// The metadata of `new`, and the removal of `old`'s chunks (unless they are the same).
-    func putSnapshotMetadata(_ new: RecordCoding.StoredSnapshot, replacing old: RecordCoding.StoredSnapshot,
-                             into batch: inout WriteBatch) {
+    func putSnapshotMetadata(
+        _ new: RecordCoding.StoredSnapshot, replacing old: RecordCoding.StoredSnapshot,
+        into batch: inout WriteBatch
+    ) {
         batch.put(.raftState, key: LogKeys.snapshot, value: RecordCoding.encode(new))
         if old.metadata.index != new.metadata.index && old.chunkCount > 0 {
-            batch.deleteRange(.raftState, from: LogKeys.chunk(snapshotIndex: old.metadata.index, number: 0),
-                              to: LogKeys.chunk(snapshotIndex: old.metadata.index + 1, number: 0))
+            batch.deleteRange(
+                .raftState, from: LogKeys.chunk(snapshotIndex: old.metadata.index, number: 0),
+                to: LogKeys.chunk(snapshotIndex: old.metadata.index + 1, number: 0))
         }
     }
 
@@ -197,8 +216,11 @@ public final class DurableLogStore: LogStore {
             let page = try engine.scan(.raftLog, range, limit: min(Int(to - from), StorageLimits.maxScanEntries))
             for item in page.entries {
                 let expected = from + UInt64(result.count)
-                guard item.key == LogKeys.entry(expected), let entry = RecordCoding.decodeEntry(item.value), entry.index == expected else {
-                    throw DurableLogError.damagedCommittedEntry(index: expected, reason: "the stored record is not entry \(expected)")
+                guard item.key == LogKeys.entry(expected), let entry = RecordCoding.decodeEntry(item.value),
+                    entry.index == expected
+                else {
+                    throw DurableLogError.damagedCommittedEntry(
+                        index: expected, reason: "the stored record is not entry \(expected)")
                 }
                 if !result.isEmpty && total + entry.sizeBytes > maxBytes { return result }
                 total += entry.sizeBytes
@@ -208,7 +230,8 @@ public final class DurableLogStore: LogStore {
             range = resume
         }
         guard result.count == Int(to - from) else {
-            throw DurableLogError.damagedCommittedEntry(index: from + UInt64(result.count), reason: "the entry is missing")
+            throw DurableLogError.damagedCommittedEntry(
+                index: from + UInt64(result.count), reason: "the entry is missing")
         }
         return result
     }
@@ -217,13 +240,19 @@ public final class DurableLogStore: LogStore {
         var data: [UInt8] = []
         data.reserveCapacity(Int(snapshot.dataBytes))
         for chunk in 0..<snapshot.chunkCount {
-            guard let bytes = try engine.get(.raftState, LogKeys.chunk(snapshotIndex: snapshot.metadata.index, number: chunk)) else {
-                throw DurableLogError.damagedSnapshot("chunk \(chunk) of \(snapshot.chunkCount) of the snapshot at \(snapshot.metadata.index) is missing")
+            guard
+                let bytes = try engine.get(
+                    .raftState, LogKeys.chunk(snapshotIndex: snapshot.metadata.index, number: chunk))
+            else {
+                throw DurableLogError.damagedSnapshot(
+                    "chunk \(chunk) of \(snapshot.chunkCount) of the snapshot at \(snapshot.metadata.index) is missing")
             }
             data += bytes
         }
         guard data.count == Int(snapshot.dataBytes) else {
-            throw DurableLogError.damagedSnapshot("the snapshot at \(snapshot.metadata.index) holds \(data.count) bytes, its metadata says \(snapshot.dataBytes)")
+            throw DurableLogError.damagedSnapshot(
+                "the snapshot at \(snapshot.metadata.index) holds \(data.count) bytes, its metadata says \(snapshot.dataBytes)"
+            )
         }
         return data
     }
@@ -233,23 +262,30 @@ public final class DurableLogStore: LogStore {
     /// what memory says was written. The same reads `open` makes, so save and open agree.
     private func storedMatchesMemory() -> Bool {
         guard let onDisk = try? Self.readHardState(engine), onDisk == hardState,
-              let snapshot = try? Self.readStoredSnapshot(engine), snapshot.metadata == stored.metadata else { return false }
+            let snapshot = try? Self.readStoredSnapshot(engine), snapshot.metadata == stored.metadata
+        else { return false }
         guard lastIndex > stored.metadata.index else { return true }
-        guard let last = try? readEntries(from: lastIndex, to: lastIndex + 1, maxBytes: .max).first else { return false }
+        guard let last = try? readEntries(from: lastIndex, to: lastIndex + 1, maxBytes: .max).first else {
+            return false
+        }
         return last.term == terms.last && (try? engine.get(.raftLog, LogKeys.entry(lastIndex + 1))) == .some(nil)
     }
 
     private func assertConsistent() {
         assert(terms.count == Int(lastIndex - stored.metadata.index))
         assert(hardState.commit <= lastIndex || hardState.commit <= stored.metadata.index)
-        assert(zip(terms, terms.dropFirst()).allSatisfy { $0 <= $1 } && (terms.first ?? stored.metadata.term) >= stored.metadata.term)
+        assert(
+            zip(terms, terms.dropFirst()).allSatisfy { $0 <= $1 }
+                && (terms.first ?? stored.metadata.term) >= stored.metadata.term)
     }
 
     // MARK: - Opening
 
     /// Opens the log on `engine`, checking all of it (see the type's documentation).
-    public static func open(engine: StorageEngine, cacheBytes: Int = defaultCacheBytes,
-                            logger: Logger = Logger(label: "crm.raft.log")) throws(DurableLogError) -> DurableLogStore {
+    public static func open(
+        engine: StorageEngine, cacheBytes: Int = defaultCacheBytes,
+        logger: Logger = Logger(label: "crm.raft.log")
+    ) throws(DurableLogError) -> DurableLogStore {
         do {
             let hardState = try readHardState(engine)
             let stored = try readStoredSnapshot(engine)
@@ -266,23 +302,29 @@ public final class DurableLogStore: LogStore {
                 try truncateTail(engine, from: problem.index)
                 recovery.truncatedFrom = problem.index
                 recovery.truncationReason = problem.reason
-                logger.warning("raft log tail truncated", metadata: [
-                    "from_index": "\(problem.index)", "reason": "\(problem.reason)", "commit": "\(committed)",
-                ])
+                logger.warning(
+                    "raft log tail truncated",
+                    metadata: [
+                        "from_index": "\(problem.index)", "reason": "\(problem.reason)", "commit": "\(committed)",
+                    ])
             }
             guard committed <= lastIndex else {
                 throw DurableLogError.damagedCommittedEntry(
-                    index: lastIndex + 1, reason: "the hard state says \(committed) is committed, but the log ends at \(lastIndex)")
+                    index: lastIndex + 1,
+                    reason: "the hard state says \(committed) is committed, but the log ends at \(lastIndex)")
             }
             recovery.entries = scan.terms.count
-            let store = DurableLogStore(engine: engine, logger: logger, hardState: hardState, stored: stored,
-                                        terms: scan.terms, cache: cache, recovery: recovery)
+            let store = DurableLogStore(
+                engine: engine, logger: logger, hardState: hardState, stored: stored,
+                terms: scan.terms, cache: cache, recovery: recovery)
             store.assertConsistent()
             assert(store.storedMatchesMemory(), "the raft log opened differs from what is on disk")
-            logger.info("raft log opened", metadata: [
-                "first_index": "\(store.firstIndex)", "last_index": "\(lastIndex)", "term": "\(hardState.term)",
-                "commit": "\(hardState.commit)", "snapshot_index": "\(stored.metadata.index)",
-            ])
+            logger.info(
+                "raft log opened",
+                metadata: [
+                    "first_index": "\(store.firstIndex)", "last_index": "\(lastIndex)", "term": "\(hardState.term)",
+                    "commit": "\(hardState.commit)", "snapshot_index": "\(stored.metadata.index)",
+                ])
             return store
         } catch let error as DurableLogError {
             throw error
@@ -299,7 +341,9 @@ public final class DurableLogStore: LogStore {
             throw DurableLogError.damagedHardState("\(error)")
         }
         guard let bytes else { return HardState() }
-        guard let state = RecordCoding.decodeHardState(bytes) else { throw DurableLogError.damagedHardState("it does not decode") }
+        guard let state = RecordCoding.decodeHardState(bytes) else {
+            throw DurableLogError.damagedHardState("it does not decode")
+        }
         return state
     }
 
@@ -312,7 +356,9 @@ public final class DurableLogStore: LogStore {
             let empty = SnapshotMetadata(index: 0, term: 0, configuration: Configuration(voters: []))
             return RecordCoding.StoredSnapshot(metadata: empty, dataBytes: 0, chunkCount: 0)
         }
-        guard let stored = RecordCoding.decodeStoredSnapshot(bytes) else { throw DurableLogError.damagedSnapshot("its metadata does not decode") }
+        guard let stored = RecordCoding.decodeStoredSnapshot(bytes) else {
+            throw DurableLogError.damagedSnapshot("its metadata does not decode")
+        }
         return stored
     }
 

@@ -62,7 +62,9 @@ struct EntryCache {
     /// Cached entries in `from..<to`, stopping after `maxBytes` (at least one); nil unless the
     /// cache holds `from`.
     func entries(from: UInt64, to: UInt64, maxBytes: Int) -> [Entry]? {
-        guard let cachedFirst = firstIndex, from >= cachedFirst, from < to, to <= entries.last!.index + 1 else { return nil }
+        guard let cachedFirst = firstIndex, from >= cachedFirst, from < to, to <= entries.last!.index + 1 else {
+            return nil
+        }
         var result: [Entry] = []
         var total = 0
         var position = start + Int(from - cachedFirst)

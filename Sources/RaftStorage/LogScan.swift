@@ -9,7 +9,8 @@ struct LogScan {
     /// The first index that failed, and why.
     var problem: (index: UInt64, reason: String)?
 
-    static func run(engine: StorageEngine, after snapshot: SnapshotMetadata, cache: inout EntryCache) throws -> LogScan {
+    static func run(engine: StorageEngine, after snapshot: SnapshotMetadata, cache: inout EntryCache) throws -> LogScan
+    {
         var scan = LogScan()
         var expected = snapshot.index + 1
         var previousTerm = snapshot.term
@@ -50,7 +51,9 @@ struct LogScan {
                     break pages
                 }
                 guard entry.term >= previousTerm else {
-                    scan.problem = (index, "entry \(index) has term \(entry.term), below the term \(previousTerm) before it")
+                    scan.problem = (
+                        index, "entry \(index) has term \(entry.term), below the term \(previousTerm) before it"
+                    )
                     break pages
                 }
                 scan.terms.append(entry.term)
@@ -66,8 +69,13 @@ struct LogScan {
             }
             guard let resume = page.resume else {
                 if let unreadable {
-                    scan.problem = expected == unreadable.index ? unreadable
-                        : (expected, "entry \(expected) is missing (the next stored entry, \(unreadable.index), fails verification)")
+                    scan.problem =
+                        expected == unreadable.index
+                        ? unreadable
+                        : (
+                            expected,
+                            "entry \(expected) is missing (the next stored entry, \(unreadable.index), fails verification)"
+                        )
                 }
                 break
             }

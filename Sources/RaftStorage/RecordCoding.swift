@@ -26,7 +26,8 @@ enum RecordCoding {
     static func decodeEntry(_ bytes: [UInt8]) -> Entry? {
         var reader = BinaryReader(bytes)
         guard reader.u8() == version, let kindByte = reader.u8(), let kind = Entry.Kind(rawValue: kindByte),
-              let term = reader.u64(), let index = reader.u64(), term > 0, index > 0 else { return nil }
+            let term = reader.u64(), let index = reader.u64(), term > 0, index > 0
+        else { return nil }
         return Entry(term: term, index: index, kind: kind, data: reader.rest())
     }
 
@@ -44,7 +45,8 @@ enum RecordCoding {
     static func decodeHardState(_ bytes: [UInt8]) -> HardState? {
         var reader = BinaryReader(bytes)
         guard reader.u8() == version, let term = reader.u64(), let vote = reader.u64(), let commit = reader.u64(),
-              reader.isAtEnd else { return nil }
+            reader.isAtEnd
+        else { return nil }
         return HardState(term: term, vote: vote, commit: commit)
     }
 
@@ -73,9 +75,11 @@ enum RecordCoding {
     static func decodeStoredSnapshot(_ bytes: [UInt8]) -> StoredSnapshot? {
         var reader = BinaryReader(bytes)
         guard reader.u8() == version, let index = reader.u64(), let term = reader.u64(),
-              let voters = reader.ids(limit: maxMembers), let learners = reader.ids(limit: maxMembers),
-              let dataBytes = reader.u64(), let chunkCount = reader.u32(), reader.isAtEnd else { return nil }
-        guard let configuration = Configuration(decodedVoters: voters, learners: learners), (index == 0) == (term == 0) else { return nil }
+            let voters = reader.ids(limit: maxMembers), let learners = reader.ids(limit: maxMembers),
+            let dataBytes = reader.u64(), let chunkCount = reader.u32(), reader.isAtEnd
+        else { return nil }
+        guard let configuration = Configuration(decodedVoters: voters, learners: learners), (index == 0) == (term == 0)
+        else { return nil }
         let metadata = SnapshotMetadata(index: index, term: term, configuration: configuration)
         return StoredSnapshot(metadata: metadata, dataBytes: dataBytes, chunkCount: chunkCount)
     }

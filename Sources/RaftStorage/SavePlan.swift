@@ -16,7 +16,9 @@ struct SavePlan {
 
     var isEmpty: Bool { installedSnapshot == nil && entries.isEmpty && hardState == nil }
 
-    init(current store: DurableLogStore, snapshot: Snapshot?, entries: [Entry], hardState: HardState?) throws(DurableLogError) {
+    init(
+        current store: DurableLogStore, snapshot: Snapshot?, entries: [Entry], hardState: HardState?
+    ) throws(DurableLogError) {
         self.entries = entries
         self.hardState = hardState
         previousSnapshot = store.stored
@@ -26,10 +28,12 @@ struct SavePlan {
         if let snapshot {
             let index = snapshot.metadata.index
             guard index > store.stored.metadata.index else {
-                throw .invalidRequest("snapshot at \(index) is not newer than the stored one at \(store.stored.metadata.index)")
+                throw .invalidRequest(
+                    "snapshot at \(index) is not newer than the stored one at \(store.stored.metadata.index)")
             }
-            installedSnapshot = RecordCoding.StoredSnapshot(metadata: snapshot.metadata, dataBytes: UInt64(snapshot.data.count),
-                                                            chunkCount: DurableLogStore.chunkCount(snapshot.data.count))
+            installedSnapshot = RecordCoding.StoredSnapshot(
+                metadata: snapshot.metadata, dataBytes: UInt64(snapshot.data.count),
+                chunkCount: DurableLogStore.chunkCount(snapshot.data.count))
             snapshotData = snapshot.data
             if index <= store.lastIndex, store.term(at: index) == snapshot.metadata.term {
                 keptTerms = Array(store.terms[Int(index + 1 - store.firstIndex)...])
@@ -49,13 +53,15 @@ struct SavePlan {
         }
         var newLast = baseLast
         if let first = entries.first {
-            guard first.index >= baseFirst, first.index <= baseLast + 1, let previousTerm = termAt(first.index - 1) else {
+            guard first.index >= baseFirst, first.index <= baseLast + 1, let previousTerm = termAt(first.index - 1)
+            else {
                 throw .invalidRequest("entries from \(first.index) do not attach to the log \(baseFirst)...\(baseLast)")
             }
             var term = previousTerm
             for (offset, entry) in entries.enumerated() {
                 guard entry.index == first.index + UInt64(offset), entry.term >= term, entry.term > 0 else {
-                    throw .invalidRequest("entry \(entry.index) (term \(entry.term)) breaks the sequence after term \(term)")
+                    throw .invalidRequest(
+                        "entry \(entry.index) (term \(entry.term)) breaks the sequence after term \(term)")
                 }
                 term = entry.term
             }
@@ -80,7 +86,9 @@ struct SavePlan {
             batches += store.chunkBatches(snapshotData, snapshotIndex: installed.metadata.index)
         }
         var batch = WriteBatch()
-        if let installed = installedSnapshot { store.putSnapshotMetadata(installed, replacing: previousSnapshot, into: &batch) }
+        if let installed = installedSnapshot {
+            store.putSnapshotMetadata(installed, replacing: previousSnapshot, into: &batch)
+        }
         for deletion in deletions { batch.deleteRange(.raftLog, from: deletion.from, to: deletion.to) }
         for entry in entries {
             let value = RecordCoding.encode(entry)

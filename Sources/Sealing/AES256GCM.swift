@@ -53,7 +53,8 @@ public final class AES256GCM: Sendable {
         }
         let context = try openContexts.take().map(OpaquePointer.init) ?? CipherContext.make(key: key, encrypt: false)
         defer { openContexts.give(UnsafeMutableRawPointer(context)) }
-        let authentic = try CipherContext.open(context, sealed, nonce: nonce, associatedData: associatedData, into: output)
+        let authentic = try CipherContext.open(
+            context, sealed, nonce: nonce, associatedData: associatedData, into: output)
         if !authentic, let base = output.baseAddress {
             OPENSSL_cleanse(base, output.count)
         }
@@ -98,7 +99,9 @@ enum CipherContext {
     ) throws {
         assert(EVP_CIPHER_CTX_is_encrypting(context) == 1)
         let nonceBase = nonce.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        guard EVP_EncryptInit_ex(context, nil, nil, nil, nonceBase) == 1 else { throw SealingError.cipherFailure("set nonce") }
+        guard EVP_EncryptInit_ex(context, nil, nil, nil, nonceBase) == 1 else {
+            throw SealingError.cipherFailure("set nonce")
+        }
         if associatedData.count > 0 {
             let aad = associatedData.baseAddress!.assumingMemoryBound(to: UInt8.self)
             guard EVP_Cipher(context, nil, aad, UInt32(associatedData.count)) == Int32(associatedData.count)
@@ -136,7 +139,9 @@ enum CipherContext {
     ) throws -> Bool {
         assert(EVP_CIPHER_CTX_is_encrypting(context) == 0)
         let nonceBase = nonce.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        guard EVP_DecryptInit_ex(context, nil, nil, nil, nonceBase) == 1 else { throw SealingError.cipherFailure("set nonce") }
+        guard EVP_DecryptInit_ex(context, nil, nil, nil, nonceBase) == 1 else {
+            throw SealingError.cipherFailure("set nonce")
+        }
         if associatedData.count > 0 {
             let aad = associatedData.baseAddress!.assumingMemoryBound(to: UInt8.self)
             guard EVP_Cipher(context, nil, aad, UInt32(associatedData.count)) == Int32(associatedData.count)

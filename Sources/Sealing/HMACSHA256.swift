@@ -9,8 +9,9 @@ public enum HMACSHA256 {
             [UInt8](unsafeUninitializedCapacity: byteCount) { out, initialized in
                 var length: UInt32 = 0
                 let result = withNonNullBase(message) { base, count in
-                    HMAC(EVP_sha256(), keyBytes.baseAddress, Int32(keyBytes.count), base, count,
-                         out.baseAddress, &length)
+                    HMAC(
+                        EVP_sha256(), keyBytes.baseAddress, Int32(keyBytes.count), base, count,
+                        out.baseAddress, &length)
                 }
                 precondition(result != nil && length == UInt32(byteCount), "HMAC-SHA-256 failed inside OpenSSL")
                 initialized = byteCount
@@ -62,8 +63,9 @@ public final class SHA256Hasher {
     public func finish() -> [UInt8] {
         [UInt8](unsafeUninitializedCapacity: HMACSHA256.byteCount) { out, initialized in
             var length: UInt32 = 0
-            precondition(EVP_DigestFinal_ex(context, out.baseAddress, &length) == 1 && length == UInt32(HMACSHA256.byteCount),
-                         "SHA-256 final failed inside OpenSSL")
+            precondition(
+                EVP_DigestFinal_ex(context, out.baseAddress, &length) == 1 && length == UInt32(HMACSHA256.byteCount),
+                "SHA-256 final failed inside OpenSSL")
             initialized = HMACSHA256.byteCount
         }
     }

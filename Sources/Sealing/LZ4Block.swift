@@ -39,7 +39,9 @@ public enum LZ4Block {
     }
 
     /// Reusable compression streams (16 KiB each), one per concurrent caller.
-    private static let streams = IdlePool(maxSpare: 16) { LZ4_freeStream($0.assumingMemoryBound(to: LZ4_stream_t.self)) }
+    private static let streams = IdlePool(maxSpare: 16) {
+        LZ4_freeStream($0.assumingMemoryBound(to: LZ4_stream_t.self))
+    }
 
     private static func takeStream() -> UnsafeMutablePointer<LZ4_stream_t> {
         if let idle = streams.take() { return idle.assumingMemoryBound(to: LZ4_stream_t.self) }
@@ -73,4 +75,3 @@ public enum LZ4Block {
         }
     }
 }
-

@@ -80,7 +80,8 @@ public final class FileMasterKeyProvider: MasterKeyProvider {
         var material = try Self.readKeyFile(path)
         defer { scrub(&material) }
         let key = SymmetricKey(copying: material)
-        keyIDBytes = Array(HMACSHA256.authenticate(Array("crm.master-key-id.v1".utf8), key: key).prefix(Self.keyIDByteCount))
+        keyIDBytes = Array(
+            HMACSHA256.authenticate(Array("crm.master-key-id.v1".utf8), key: key).prefix(Self.keyIDByteCount))
         keyID = "file:" + keyIDBytes.hexString
         cipher = AES256GCM(key: key)
     }
@@ -89,7 +90,9 @@ public final class FileMasterKeyProvider: MasterKeyProvider {
     @discardableResult
     public static func generateKeyFile(at path: String) throws -> FileMasterKeyProvider {
         var key: [UInt8]
-        do { key = try SecureRandom.bytes(SymmetricKey.byteCount) } catch { throw MasterKeyError.wrapFailed("\(error)") }
+        do { key = try SecureRandom.bytes(SymmetricKey.byteCount) } catch {
+            throw MasterKeyError.wrapFailed("\(error)")
+        }
         defer { scrub(&key) }
         let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else {
@@ -118,8 +121,9 @@ public final class FileMasterKeyProvider: MasterKeyProvider {
                 let nonce = UnsafeMutableRawBufferPointer(rebasing: buffer[(1 + Self.keyIDByteCount)..<prefixCount])
                 try SecureRandom.fill(nonce)
                 try aad.withUnsafeBytes { aadBytes in
-                    try cipher.seal(secret, nonce: UnsafeRawBufferPointer(nonce), associatedData: aadBytes,
-                                    into: UnsafeMutableRawBufferPointer(rebasing: buffer[prefixCount...]))
+                    try cipher.seal(
+                        secret, nonce: UnsafeRawBufferPointer(nonce), associatedData: aadBytes,
+                        into: UnsafeMutableRawBufferPointer(rebasing: buffer[prefixCount...]))
                 }
             }
         } catch {
@@ -133,7 +137,9 @@ public final class FileMasterKeyProvider: MasterKeyProvider {
         guard wrapped.count >= prefixCount + AES256GCM.tagByteCount else {
             throw MasterKeyError.unwrapFailed("wrapped secret of \(wrapped.count) bytes is too short")
         }
-        guard wrapped[0] == Self.wrapVersion else { throw MasterKeyError.unwrapFailed("unknown wrap version \(wrapped[0])") }
+        guard wrapped[0] == Self.wrapVersion else {
+            throw MasterKeyError.unwrapFailed("unknown wrap version \(wrapped[0])")
+        }
         let storedID = Array(wrapped[1..<(1 + Self.keyIDByteCount)])
         guard storedID == keyIDBytes else {
             throw MasterKeyError.wrongMasterKey(expected: "file:" + storedID.hexString, actual: keyID)
@@ -145,16 +151,19 @@ public final class FileMasterKeyProvider: MasterKeyProvider {
             authentic = try wrapped.withUnsafeBytes { (input) -> Bool in
                 try aad.withUnsafeBytes { (aadBytes) -> Bool in
                     try plain.withUnsafeMutableBytes { (out) -> Bool in
-                        try cipher.open(UnsafeRawBufferPointer(rebasing: input[prefixCount...]),
-                                        nonce: UnsafeRawBufferPointer(rebasing: input[(1 + Self.keyIDByteCount)..<prefixCount]),
-                                        associatedData: aadBytes, into: out)
+                        try cipher.open(
+                            UnsafeRawBufferPointer(rebasing: input[prefixCount...]),
+                            nonce: UnsafeRawBufferPointer(rebasing: input[(1 + Self.keyIDByteCount)..<prefixCount]),
+                            associatedData: aadBytes, into: out)
                     }
                 }
             }
         } catch {
             throw MasterKeyError.unwrapFailed("\(error)")
         }
-        guard authentic else { throw MasterKeyError.unwrapFailed("authentication failed (altered, or bound to another context)") }
+        guard authentic else {
+            throw MasterKeyError.unwrapFailed("authentication failed (altered, or bound to another context)")
+        }
         return plain
     }
 

@@ -180,10 +180,13 @@ public enum SealedValue {
         let nonce = UnsafeMutableRawBufferPointer(rebasing: buffer[14..<headerByteCount])
         try SecureRandom.fillNonce(nonce)
         let output = UnsafeMutableRawBufferPointer(rebasing: body[0..<(payloadCount + AES256GCM.tagByteCount)])
-        let input = flags & compressedFlag != 0
-            ? UnsafeRawBufferPointer(rebasing: body[0..<payloadCount])  // in place
+        let input =
+            flags & compressedFlag != 0
+            ? UnsafeRawBufferPointer(rebasing: body[0..<payloadCount]) // in place
             : plaintext
-        try withAssociatedData(header: UnsafeRawBufferPointer(rebasing: buffer[0..<headerByteCount]), location: location) {
+        try withAssociatedData(
+            header: UnsafeRawBufferPointer(rebasing: buffer[0..<headerByteCount]), location: location
+        ) {
             aad in
             try key.cipher.seal(input, nonce: UnsafeRawBufferPointer(nonce), associatedData: aad, into: output)
         }
@@ -200,13 +203,17 @@ public enum SealedValue {
             keyID: loadBigEndian(sealed, at: 2), keyCheck: UInt16(loadBigEndian16(sealed, at: 6)),
             locationTag: loadBigEndian16(sealed, at: 8), sealedLength: loadBigEndian(sealed, at: 10))
         guard header.version == formatVersion else { throw SealFailure.unsupportedVersion(header.version) }
-        guard header.flags & ~knownFlags == 0 else { throw SealFailure.malformedHeader("unknown flags \(header.flags)") }
+        guard header.flags & ~knownFlags == 0 else {
+            throw SealFailure.malformedHeader("unknown flags \(header.flags)")
+        }
         guard header.sealedLength >= UInt32(AES256GCM.tagByteCount),
-              header.sealedLength <= UInt32(maxPlaintextBytes + AES256GCM.tagByteCount)
+            header.sealedLength <= UInt32(maxPlaintextBytes + AES256GCM.tagByteCount)
         else { throw SealFailure.malformedHeader("sealed length \(header.sealedLength) out of range") }
         let expected = headerByteCount + Int(header.sealedLength)
         if sealed.count < expected { throw SealFailure.truncated(expectedBytes: expected, actualBytes: sealed.count) }
-        if sealed.count > expected { throw SealFailure.malformedHeader("\(sealed.count - expected) bytes after the tag") }
+        if sealed.count > expected {
+            throw SealFailure.malformedHeader("\(sealed.count - expected) bytes after the tag")
+        }
         return header
     }
 

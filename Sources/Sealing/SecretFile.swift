@@ -20,10 +20,13 @@ public enum SecretFile {
             case .unreadable(let path, let reason): return "cannot read \(path): \(reason)"
             case .notARegularFile(let path): return "\(path) is not a regular file"
             case .tooOpen(let path, let mode):
-                return "\(path) is readable or writable by group or others (mode \(String(mode & 0o777, radix: 8))); run `chmod 600 \(path)`"
+                return
+                    "\(path) is readable or writable by group or others (mode \(String(mode & 0o777, radix: 8))); run `chmod 600 \(path)`"
             case .foreignOwner(let path, let owner):
-                return "\(path) belongs to user \(owner), not to this process's user or root; `chown` it to the node's user"
-            case .tooLarge(let path, let bytes, let limit): return "\(path) has \(bytes) bytes, more than a secret file may (\(limit))"
+                return
+                    "\(path) belongs to user \(owner), not to this process's user or root; `chown` it to the node's user"
+            case .tooLarge(let path, let bytes, let limit):
+                return "\(path) has \(bytes) bytes, more than a secret file may (\(limit))"
             }
         }
     }
@@ -34,16 +37,24 @@ public enum SecretFile {
         guard descriptor >= 0 else { throw .unreadable(path: path, reason: String(cString: strerror(errno))) }
         defer { close(descriptor) }
         var info = stat()
-        guard fstat(descriptor, &info) == 0 else { throw .unreadable(path: path, reason: String(cString: strerror(errno))) }
+        guard fstat(descriptor, &info) == 0 else {
+            throw .unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
         guard info.st_mode & S_IFMT == S_IFREG else { throw .notARegularFile(path: path) }
         let mode = UInt32(info.st_mode)
         guard mode & 0o077 == 0 else { throw .tooOpen(path: path, mode: mode) }
-        guard info.st_uid == geteuid() || info.st_uid == 0 else { throw .foreignOwner(path: path, owner: UInt32(info.st_uid)) }
-        guard Int(info.st_size) <= maxBytes else { throw .tooLarge(path: path, bytes: Int(info.st_size), limit: maxBytes) }
+        guard info.st_uid == geteuid() || info.st_uid == 0 else {
+            throw .foreignOwner(path: path, owner: UInt32(info.st_uid))
+        }
+        guard Int(info.st_size) <= maxBytes else {
+            throw .tooLarge(path: path, bytes: Int(info.st_size), limit: maxBytes)
+        }
         var bytes = [UInt8](repeating: 0, count: maxBytes + 1)
         var filled = 0
         while filled < bytes.count {
-            let count = bytes.withUnsafeMutableBytes { buffer in Glibc.read(descriptor, buffer.baseAddress! + filled, buffer.count - filled) }
+            let count = bytes.withUnsafeMutableBytes { buffer in
+                Glibc.read(descriptor, buffer.baseAddress! + filled, buffer.count - filled)
+            }
             if count < 0 && errno == EINTR { continue }
             guard count >= 0 else {
                 scrub(&bytes)

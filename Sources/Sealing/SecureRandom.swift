@@ -6,7 +6,7 @@ public enum SecureRandom {
     public static func fill(_ buffer: UnsafeMutableRawBufferPointer) throws {
         guard buffer.count > 0 else { return }
         guard let base = buffer.baseAddress?.assumingMemoryBound(to: UInt8.self),
-              RAND_bytes(base, Int32(buffer.count)) == 1
+            RAND_bytes(base, Int32(buffer.count)) == 1
         else { throw SealingError.randomUnavailable }
     }
 
@@ -48,7 +48,8 @@ final class NonceSource: Sendable {
                 block.used = 0
             }
             block.bytes.withUnsafeBytes { source in
-                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[block.used..<(block.used + buffer.count)]))
+                buffer.copyMemory(
+                    from: UnsafeRawBufferPointer(rebasing: source[block.used..<(block.used + buffer.count)]))
             }
             block.used += buffer.count
         }

@@ -33,11 +33,16 @@ extension Simulation {
     /// The states `node`'s log is in or could fall back to after a crash.
     func votingLogs(of node: SimulatedNode) -> [VotingLog] {
         let store = node.store
-        var logs = [VotingLog(lastIndex: store.lastIndex, lastTerm: store.term(at: store.lastIndex)!,
-                              compactedThrough: store.snapshotMetadata.index, term: { store.term(at: $0) })]
+        var logs = [
+            VotingLog(
+                lastIndex: store.lastIndex, lastTerm: store.term(at: store.lastIndex)!,
+                compactedThrough: store.snapshotMetadata.index, term: { store.term(at: $0) })
+        ]
         if let raft = node.raft, let lastTerm = raft.term(at: raft.lastIndex) {
-            logs.append(VotingLog(lastIndex: raft.lastIndex, lastTerm: lastTerm, compactedThrough: raft.firstIndex - 1,
-                                  term: { raft.term(at: $0) }))
+            logs.append(
+                VotingLog(
+                    lastIndex: raft.lastIndex, lastTerm: lastTerm, compactedThrough: raft.firstIndex - 1,
+                    term: { raft.term(at: $0) }))
         }
         return logs
     }
@@ -46,7 +51,8 @@ extension Simulation {
     func checkCommitSafety(leader: NodeID, index: UInt64, term: UInt64) throws {
         guard let raft = nodes[leader]?.raft else { return }
         let voters = raft.configuration.voters.sorted()
-        let logs = Dictionary(uniqueKeysWithValues: voters.compactMap { id in nodes[id].map { (id, votingLogs(of: $0)) } })
+        let logs = Dictionary(
+            uniqueKeysWithValues: voters.compactMap { id in nodes[id].map { (id, votingLogs(of: $0)) } })
         for candidate in voters {
             for state in logs[candidate] ?? [] where !state.holds(index: index, term: term) {
                 let granting = voters.filter { voter in logs[voter]?.contains { $0.grants(state) } ?? false }

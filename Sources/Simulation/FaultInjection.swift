@@ -98,7 +98,9 @@ extension Simulation {
     private func armCrash(_ moment: CrashPoint.Moment) {
         let live = liveNodes
         guard !live.isEmpty else { return }
-        let id = random.next(below: 2) == 0 ? currentLeader?.id ?? live[0] : live[Int(random.next(below: UInt64(live.count)))]
+        let id =
+            random.next(below: 2) == 0
+            ? currentLeader?.id ?? live[0] : live[Int(random.next(below: UInt64(live.count)))]
         let triggers = CrashPoint.Trigger.allCases
         let point = CrashPoint(moment: moment, trigger: triggers[Int(random.next(below: UInt64(triggers.count)))])
         nodes[id]!.crashPoint = point
@@ -111,9 +113,11 @@ extension Simulation {
         guard !others.isEmpty else { return }
         let target = others[Int(random.next(below: UInt64(others.count)))]
         log("fault: leader \(leader.id) is asked to transfer leadership to \(target)")
-        loop.transferLeadership(to: target, TransferWaiter(startedAt: clock.nanoseconds, deadline: operatorDeadline) { [unowned self] result in
-            if case .failure(let error) = result { log("fault: transfer to \(target) did not happen: \(error)") }
-        })
+        loop.transferLeadership(
+            to: target,
+            TransferWaiter(startedAt: clock.nanoseconds, deadline: operatorDeadline) { [unowned self] result in
+                if case .failure(let error) = result { log("fault: transfer to \(target) did not happen: \(error)") }
+            })
         try drive(leader)
     }
 
@@ -139,12 +143,14 @@ extension Simulation {
             return
         }
         log("fault: leader \(leader.id) is asked to make \(change)")
-        leader.loop!.changeMembership(change, ProposalWaiter(startedAt: clock.nanoseconds, deadline: operatorDeadline) { [unowned self] result in
-            switch result {
-            case .success(let applied): log("\(change) applied at \(applied.index)")
-            case .failure(let error): log("\(change) did not happen: \(error)")
-            }
-        })
+        leader.loop!.changeMembership(
+            change,
+            ProposalWaiter(startedAt: clock.nanoseconds, deadline: operatorDeadline) { [unowned self] result in
+                switch result {
+                case .success(let applied): log("\(change) applied at \(applied.index)")
+                case .failure(let error): log("\(change) did not happen: \(error)")
+                }
+            })
         try drive(leader)
     }
 
@@ -193,7 +199,8 @@ extension Simulation {
 /// One kind of fault.
 enum FaultKind: CaseIterable {
     case partitionInTwo, cutOneWay, isolateLeader, isolateNextLeader, bridge, healPartitions
-    case pauseAny, pauseLeader, crashAny, crashLeader, crashDuringWrite, crashAfterWrite, transferLeadership, changeMembership
+    case pauseAny, pauseLeader, crashAny, crashLeader, crashDuringWrite, crashAfterWrite, transferLeadership,
+        changeMembership
 }
 
 /// The weights with which a seed draws its faults: every kind stays possible in every mix, and
@@ -210,17 +217,33 @@ enum FaultMix: String, CaseIterable {
     private var weights: [(FaultKind, UInt64)] {
         switch self {
         case .balanced:
-            return [(.partitionInTwo, 12), (.cutOneWay, 8), (.isolateLeader, 8), (.isolateNextLeader, 4), (.bridge, 6), (.healPartitions, 20),
-                    (.pauseAny, 3), (.pauseLeader, 4), (.crashAny, 6), (.crashLeader, 5), (.crashDuringWrite, 4), (.crashAfterWrite, 4), (.transferLeadership, 8), (.changeMembership, 14)]
+            return [
+                (.partitionInTwo, 12), (.cutOneWay, 8), (.isolateLeader, 8), (.isolateNextLeader, 4), (.bridge, 6),
+                (.healPartitions, 20),
+                (.pauseAny, 3), (.pauseLeader, 4), (.crashAny, 6), (.crashLeader, 5), (.crashDuringWrite, 4),
+                (.crashAfterWrite, 4), (.transferLeadership, 8), (.changeMembership, 14),
+            ]
         case .crashes:
-            return [(.partitionInTwo, 4), (.cutOneWay, 2), (.isolateLeader, 4), (.isolateNextLeader, 8), (.bridge, 2), (.healPartitions, 10),
-                    (.pauseAny, 4), (.pauseLeader, 8), (.crashAny, 14), (.crashLeader, 16), (.crashDuringWrite, 16), (.crashAfterWrite, 16), (.transferLeadership, 5), (.changeMembership, 5)]
+            return [
+                (.partitionInTwo, 4), (.cutOneWay, 2), (.isolateLeader, 4), (.isolateNextLeader, 8), (.bridge, 2),
+                (.healPartitions, 10),
+                (.pauseAny, 4), (.pauseLeader, 8), (.crashAny, 14), (.crashLeader, 16), (.crashDuringWrite, 16),
+                (.crashAfterWrite, 16), (.transferLeadership, 5), (.changeMembership, 5),
+            ]
         case .partitions:
-            return [(.partitionInTwo, 20), (.cutOneWay, 12), (.isolateLeader, 14), (.isolateNextLeader, 10), (.bridge, 10), (.healPartitions, 24),
-                    (.pauseAny, 6), (.pauseLeader, 10), (.crashAny, 3), (.crashLeader, 3), (.crashDuringWrite, 1), (.crashAfterWrite, 1), (.transferLeadership, 3), (.changeMembership, 3)]
+            return [
+                (.partitionInTwo, 20), (.cutOneWay, 12), (.isolateLeader, 14), (.isolateNextLeader, 10), (.bridge, 10),
+                (.healPartitions, 24),
+                (.pauseAny, 6), (.pauseLeader, 10), (.crashAny, 3), (.crashLeader, 3), (.crashDuringWrite, 1),
+                (.crashAfterWrite, 1), (.transferLeadership, 3), (.changeMembership, 3),
+            ]
         case .reconfiguration:
-            return [(.partitionInTwo, 6), (.cutOneWay, 4), (.isolateLeader, 6), (.isolateNextLeader, 2), (.bridge, 4), (.healPartitions, 14),
-                    (.pauseAny, 2), (.pauseLeader, 2), (.crashAny, 6), (.crashLeader, 4), (.crashDuringWrite, 2), (.crashAfterWrite, 2), (.transferLeadership, 24), (.changeMembership, 28)]
+            return [
+                (.partitionInTwo, 6), (.cutOneWay, 4), (.isolateLeader, 6), (.isolateNextLeader, 2), (.bridge, 4),
+                (.healPartitions, 14),
+                (.pauseAny, 2), (.pauseLeader, 2), (.crashAny, 6), (.crashLeader, 4), (.crashDuringWrite, 2),
+                (.crashAfterWrite, 2), (.transferLeadership, 24), (.changeMembership, 28),
+            ]
         }
     }
 

@@ -9,7 +9,9 @@ public struct HistoryOperation: Sendable, CustomStringConvertible {
     public var completed: UInt64?
     public var result: KVResult?
 
-    public init(client: UInt64, operation: KVOperation, invoked: UInt64, completed: UInt64? = nil, result: KVResult? = nil) {
+    public init(
+        client: UInt64, operation: KVOperation, invoked: UInt64, completed: UInt64? = nil, result: KVResult? = nil
+    ) {
         precondition((completed == nil) == (result == nil), "a completed operation has a result")
         precondition(completed.map { $0 >= invoked } ?? true, "completed before invoked")
         self.client = client
@@ -62,7 +64,8 @@ public struct LinearizabilityChecker {
 
     /// The model: a register holding a value or nothing. Returns the new state if `operation`
     /// may return `result` in `state` (nil result: indeterminate, any outcome is allowed).
-    static func step(_ state: String?, _ operation: KVOperation, _ result: KVResult?) -> (allowed: Bool, state: String?) {
+    static func step(_ state: String?, _ operation: KVOperation, _ result: KVResult?) -> (allowed: Bool, state: String?)
+    {
         switch operation {
         case .put(_, let value):
             return (result == nil || result == .done, value)
@@ -110,7 +113,8 @@ public struct LinearizabilityChecker {
             } else {
                 // The completion of an operation not yet placed: backtrack.
                 guard let (call, previous) = stack.popLast() else {
-                    return .violation(key: key, operations: operations.sorted { $0.invoked < $1.invoked }.map(\.description))
+                    return .violation(
+                        key: key, operations: operations.sorted { $0.invoked < $1.invoked }.map(\.description))
                 }
                 state = previous
                 placed.remove(list.events[call].operation)
@@ -145,11 +149,16 @@ private struct EventList {
         // At equal times invocations come first: treating such operations as concurrent never
         // rejects a valid history.
         ordered.sort { ($0.time, $0.isCall ? 0 : 1, $0.operation) < ($1.time, $1.isCall ? 0 : 1, $1.operation) }
-        events = [Event(operation: -1, isCall: false)] + ordered.map { Event(operation: $0.operation, isCall: $0.isCall) }
+        events =
+            [Event(operation: -1, isCall: false)] + ordered.map { Event(operation: $0.operation, isCall: $0.isCall) }
         var callAt = [Int](repeating: 0, count: operations.count)
         var returnAt = [Int](repeating: 0, count: operations.count)
         for position in 1..<events.count {
-            if events[position].isCall { callAt[events[position].operation] = position } else { returnAt[events[position].operation] = position }
+            if events[position].isCall {
+                callAt[events[position].operation] = position
+            } else {
+                returnAt[events[position].operation] = position
+            }
         }
         for operation in operations.indices {
             events[callAt[operation]].partner = returnAt[operation]

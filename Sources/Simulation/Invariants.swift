@@ -43,15 +43,17 @@ struct Invariants {
         guard message.kind == .voteResponse, !message.reject else { return }
         let ballot = Ballot(voter: message.from, term: message.term)
         if let earlier = voteOf[ballot], earlier != message.to {
-            throw InvariantViolation(property: "vote safety",
-                                     detail: "node \(message.from) voted for \(earlier) and for \(message.to) in term \(message.term)")
+            throw InvariantViolation(
+                property: "vote safety",
+                detail: "node \(message.from) voted for \(earlier) and for \(message.to) in term \(message.term)")
         }
         voteOf[ballot] = message.to
     }
 
     mutating func observeLeader(_ node: NodeID, term: UInt64) throws(InvariantViolation) {
         if let existing = leaderOfTerm[term], existing != node {
-            throw InvariantViolation(property: "election safety", detail: "nodes \(existing) and \(node) both lead term \(term)")
+            throw InvariantViolation(
+                property: "election safety", detail: "nodes \(existing) and \(node) both lead term \(term)")
         }
         leaderOfTerm[term] = node
     }
@@ -62,8 +64,9 @@ struct Invariants {
         for entry in entries {
             let digest = EntryDigest(previousTerm: before, payload: Self.digest(entry))
             if let known = persisted[entry.index]?[entry.term], known != digest {
-                throw InvariantViolation(property: "log matching",
-                                         detail: "node \(node) persisted a different entry at index \(entry.index) term \(entry.term)")
+                throw InvariantViolation(
+                    property: "log matching",
+                    detail: "node \(node) persisted a different entry at index \(entry.index) term \(entry.term)")
             }
             // No check against the committed entries here: writes are asynchronous, so a
             // lagging member may still be writing an entry that a newer leader already
@@ -77,8 +80,9 @@ struct Invariants {
     /// `node` reports index `index` (of term `term`) committed.
     mutating func observeCommitted(index: UInt64, term: UInt64, node: NodeID) throws(InvariantViolation) {
         if let known = committedTerm[index], known != term {
-            throw InvariantViolation(property: "committed entry changed",
-                                     detail: "index \(index) was committed with term \(known); node \(node) commits term \(term)")
+            throw InvariantViolation(
+                property: "committed entry changed",
+                detail: "index \(index) was committed with term \(known); node \(node) commits term \(term)")
         }
         committedTerm[index] = term
         highestCommitted = max(highestCommitted, index)
@@ -89,18 +93,22 @@ struct Invariants {
 
     /// A read point `index` was granted to a read that arrived when `committedBefore` was the
     /// highest index committed anywhere: a linearizable read sees at least that much.
-    func observeReadIndex(_ index: UInt64, committedBefore: UInt64, node: NodeID, request: String) throws(InvariantViolation) {
+    func observeReadIndex(
+        _ index: UInt64, committedBefore: UInt64, node: NodeID, request: String
+    ) throws(InvariantViolation) {
         guard index < committedBefore else { return }
-        throw InvariantViolation(property: "read safety",
-                                 detail: "node \(node) got read index \(index) for \(request), but index \(committedBefore) "
-                                     + "was already committed when the read arrived")
+        throw InvariantViolation(
+            property: "read safety",
+            detail: "node \(node) got read index \(index) for \(request), but index \(committedBefore) "
+                + "was already committed when the read arrived")
     }
 
     mutating func observeApplied(_ entry: Entry, node: NodeID) throws(InvariantViolation) {
         let digest = EntryDigest(previousTerm: entry.term, payload: Self.digest(entry))
         if let known = appliedEntry[entry.index], known != digest {
-            throw InvariantViolation(property: "state machine safety",
-                                     detail: "node \(node) applied a different entry at index \(entry.index) (term \(entry.term))")
+            throw InvariantViolation(
+                property: "state machine safety",
+                detail: "node \(node) applied a different entry at index \(entry.index) (term \(entry.term))")
         }
         appliedEntry[entry.index] = digest
     }
@@ -108,8 +116,9 @@ struct Invariants {
     mutating func observeSnapshot(index: UInt64, data: [UInt8], node: NodeID) throws(InvariantViolation) {
         let digest = Self.fnv1a(data)
         if let known = snapshotDigest[index], known != digest {
-            throw InvariantViolation(property: "state machine safety",
-                                     detail: "node \(node) holds a different state at snapshot index \(index)")
+            throw InvariantViolation(
+                property: "state machine safety",
+                detail: "node \(node) holds a different state at snapshot index \(index)")
         }
         snapshotDigest[index] = digest
     }

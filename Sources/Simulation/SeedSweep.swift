@@ -79,7 +79,8 @@ public struct SeedSweep: Sendable {
             summary.steps += UInt64(result.steps)
             summary.operations += UInt64(result.operations)
             if result.failure != nil { summary.failures.append(result) }
-            summary.worstSettleMilliseconds = max(summary.worstSettleMilliseconds, result.settleMillisecondsAfterHealing ?? 0)
+            summary.worstSettleMilliseconds = max(
+                summary.worstSettleMilliseconds, result.settleMillisecondsAfterHealing ?? 0)
         }
     }
 }

@@ -22,7 +22,7 @@ struct SimulatedClient {
 
 extension Simulation {
     func startOperation(client index: Int) {
-        guard !healed else { return }  // new work stops with the faults; pending work must finish
+        guard !healed else { return } // new work stops with the faults; pending work must finish
         var client = clients[index]
         let key = "k\(random.next(below: UInt64(keyCount)))"
         client.sequence += 1
@@ -51,12 +51,15 @@ extension Simulation {
         clients[index].attempt += 1
         let client = clients[index]
         let call: ClientRequest.Call = client.session.map { .operation(client.operation!, session: $0) } ?? .openSession
-        let request = ClientRequest(id: RequestID(client: client.id, sequence: client.sequence), client: index, attempt: client.attempt,
-                                    call: call)
+        let request = ClientRequest(
+            id: RequestID(client: client.id, sequence: client.sequence), client: index, attempt: client.attempt,
+            call: call)
         // Reads are spread over the members, as the front does (a follower asks the leader for
         // a read index); writes go to the member the client believes leads.
         var destination = client.target
-        if case .operation(.get, _) = call, client.attempt == 1, random.next(below: 2) == 0 { destination = randomNode() }
+        if case .operation(.get, _) = call, client.attempt == 1, random.next(below: 2) == 0 {
+            destination = randomNode()
+        }
         if !(!healed && chance(perMille: profile.dropPerMille)) {
             queue.schedule(.request(destination, request), at: now + networkDelay())
         }
@@ -64,7 +67,9 @@ extension Simulation {
         // a client with back-off does: fixed retries would keep an overloaded leader full of
         // proposals nobody waits for any more.
         let wait = options.requestTimeoutMilliseconds << UInt64(min(client.attempt - 1, 2))
-        queue.schedule(.clientRetry(client: index, sequence: client.sequence, attempt: client.attempt, elsewhere: true), at: now + wait)
+        queue.schedule(
+            .clientRetry(client: index, sequence: client.sequence, attempt: client.attempt, elsewhere: true),
+            at: now + wait)
     }
 
     /// Sends the current operation again (to another node after a timeout).
@@ -84,9 +89,10 @@ extension Simulation {
         switch reply {
         case .result(_, let result):
             guard client.session != nil else { return }
-            history[client.historyIndex] = HistoryOperation(client: client.id, operation: operation,
-                                                            invoked: history[client.historyIndex].invoked,
-                                                            completed: now, result: result)
+            history[client.historyIndex] = HistoryOperation(
+                client: client.id, operation: operation,
+                invoked: history[client.historyIndex].invoked,
+                completed: now, result: result)
             remember(operation, result, in: &client)
             client.operation = nil
             log("client \(client.id) #\(client.sequence) \(operation) → \(result)")
@@ -102,9 +108,13 @@ extension Simulation {
             return
         case .notLeader(_, let hint):
             client.target = hint != 0 ? hint : randomNode()
-            queue.schedule(.clientRetry(client: index, sequence: client.sequence, attempt: client.attempt, elsewhere: false), at: now + 5)
+            queue.schedule(
+                .clientRetry(client: index, sequence: client.sequence, attempt: client.attempt, elsewhere: false),
+                at: now + 5)
         case .retryLater:
-            queue.schedule(.clientRetry(client: index, sequence: client.sequence, attempt: client.attempt, elsewhere: false), at: now + 20)
+            queue.schedule(
+                .clientRetry(client: index, sequence: client.sequence, attempt: client.attempt, elsewhere: false),
+                at: now + 20)
         }
         clients[index] = client
     }
@@ -134,60 +144,75 @@ extension Simulation {
         let started = clock.nanoseconds
         let deadline = started + Self.memberRequestTimeoutMilliseconds * 1_000_000
         func failed(_ error: EngineError) {
-            if case .notLeader(let hint) = error { reply(.notLeader(request.id, hint: hint), to: request, from: id) } else {
+            if case .notLeader(let hint) = error {
+                reply(.notLeader(request.id, hint: hint), to: request, from: id)
+            } else {
                 reply(.retryLater(request.id), to: request, from: id)
             }
         }
         switch request.call {
         case .openSession:
             log("node \(id) receives a session opening from client \(request.id.client)")
-            let command = KVCommand.openSession(id: 1 + random.next(below: KVCommand.sessionIDLimit - 1), owner: owner(request),
-                                                proposedAtMillis: now)
-            loop.propose(command.encoded, ProposalWaiter(startedAt: started, deadline: deadline) { [unowned self] result in
-                switch result {
-                case .success(let applied):
-                    if case .sessionOpened(let session)? = applied.outcome {
-                        reply(.sessionOpened(request.id, session), to: request, from: id)
-                    } else {
-                        reply(.retryLater(request.id), to: request, from: id)
+            let command = KVCommand.openSession(
+                id: 1 + random.next(below: KVCommand.sessionIDLimit - 1), owner: owner(request),
+                proposedAtMillis: now)
+            loop.propose(
+                command.encoded,
+                ProposalWaiter(startedAt: started, deadline: deadline) { [unowned self] result in
+                    switch result {
+                    case .success(let applied):
+                        if case .sessionOpened(let session)? = applied.outcome {
+                            reply(.sessionOpened(request.id, session), to: request, from: id)
+                        } else {
+                            reply(.retryLater(request.id), to: request, from: id)
+                        }
+                    case .failure(let error): failed(error)
                     }
-                case .failure(let error): failed(error)
-                }
-            })
+                })
         case .operation(.get(let key), _):
             log("node \(id) receives get(\(key)) from \(request.id)")
             let committedBefore = invariants.highestCommitted
-            loop.read(ReadWaiter(startedAt: started, deadline: deadline) { [unowned self] result in
-                switch result {
-                case .success(let index):
-                    do {
-                        try invariants.observeReadIndex(index, committedBefore: committedBefore, node: id, request: "\(request.id)")
-                        guard nodes[id]?.incarnation == incarnation, let kv = nodes[id]?.kv else { return }
-                        let value = try kv.get(Array(key.utf8)).map { String(decoding: $0, as: UTF8.self) }
-                        reply(.result(request.id, .value(value)), to: request, from: id)
-                    } catch {
-                        deferred = deferred ?? error
+            loop.read(
+                ReadWaiter(startedAt: started, deadline: deadline) { [unowned self] result in
+                    switch result {
+                    case .success(let index):
+                        do {
+                            try invariants.observeReadIndex(
+                                index, committedBefore: committedBefore, node: id, request: "\(request.id)")
+                            guard nodes[id]?.incarnation == incarnation, let kv = nodes[id]?.kv else { return }
+                            let value = try kv.get(Array(key.utf8)).map { String(decoding: $0, as: UTF8.self) }
+                            reply(.result(request.id, .value(value)), to: request, from: id)
+                        } catch {
+                            deferred = deferred ?? error
+                        }
+                    case .failure(let error): failed(error)
                     }
-                case .failure(let error): failed(error)
-                }
-            })
+                })
         case .operation(let operation, let session):
             log("node \(id) receives \(operation) from \(request.id)")
-            let command = KVCommand.write(session: session, sequence: request.id.sequence, owner: owner(request), proposedAtMillis: now,
-                                          Self.write(operation))
-            loop.propose(command.encoded, ProposalWaiter(startedAt: started, deadline: deadline) { [unowned self] result in
-                switch result {
-                case .success(let applied):
-                    // A late copy of a write its client has moved on from: nobody waits for it.
-                    if case .superseded? = applied.outcome, clients[request.client].sequence > request.id.sequence { return }
-                    do {
-                        reply(.result(request.id, try Self.result(of: operation, applied.outcome, request: request.id)), to: request, from: id)
-                    } catch {
-                        deferred = deferred ?? error
+            let command = KVCommand.write(
+                session: session, sequence: request.id.sequence, owner: owner(request), proposedAtMillis: now,
+                Self.write(operation))
+            loop.propose(
+                command.encoded,
+                ProposalWaiter(startedAt: started, deadline: deadline) { [unowned self] result in
+                    switch result {
+                    case .success(let applied):
+                        // A late copy of a write its client has moved on from: nobody waits for it.
+                        if case .superseded? = applied.outcome, clients[request.client].sequence > request.id.sequence {
+                            return
+                        }
+                        do {
+                            reply(
+                                .result(
+                                    request.id, try Self.result(of: operation, applied.outcome, request: request.id)),
+                                to: request, from: id)
+                        } catch {
+                            deferred = deferred ?? error
+                        }
+                    case .failure(let error): failed(error)
                     }
-                case .failure(let error): failed(error)
-                }
-            })
+                })
         }
         try drive(node)
     }
@@ -203,7 +228,8 @@ extension Simulation {
         case .put(let key, let value): return .put(key: Array(key.utf8), value: Array(value.utf8))
         case .delete(let key): return .delete(key: Array(key.utf8))
         case .cas(let key, let expected, let new):
-            return .compareAndSwap(key: Array(key.utf8), expected: expected.map { Array($0.utf8) }, new: Array(new.utf8))
+            return .compareAndSwap(
+                key: Array(key.utf8), expected: expected.map { Array($0.utf8) }, new: Array(new.utf8))
         case .get: preconditionFailure("reads are not written to the log")
         }
     }
@@ -214,7 +240,8 @@ extension Simulation {
     static func result(of operation: KVOperation, _ outcome: KVOutcome?, request: RequestID) throws -> KVResult {
         switch outcome {
         case .unknownSession?, .notSessionOwner?, .superseded?, .refused?:
-            throw InvariantViolation(property: "session safety", detail: "\(request) \(operation) was answered \(outcome!)")
+            throw InvariantViolation(
+                property: "session safety", detail: "\(request) \(operation) was answered \(outcome!)")
         case .compareAndSwap(let swapped)?:
             if case .cas = operation { return .swapped(swapped) }
             return .done

@@ -94,7 +94,9 @@ extension Simulation {
     /// also reorders messages).
     func networkDelay() -> UInt64 {
         var delay = 1 + random.next(below: 4)
-        if !healed && chance(perMille: profile.reorderPerMille) { delay += random.next(below: profile.reorderMilliseconds) }
+        if !healed && chance(perMille: profile.reorderPerMille) {
+            delay += random.next(below: profile.reorderMilliseconds)
+        }
         return delay
     }
 
@@ -103,19 +105,23 @@ extension Simulation {
         try invariants.observeSent(message)
         if !healed && chance(perMille: profile.dropPerMille) {
             log("drop \(describe(message))")
-            if message.kind == .snapshot { nodes[message.from]?.loop?.snapshotReport(peer: message.to, delivered: false) }
+            if message.kind == .snapshot {
+                nodes[message.from]?.loop?.snapshotReport(peer: message.to, delivered: false)
+            }
             return
         }
         queue.schedule(.deliver(message), at: now + networkDelay())
         if !healed && chance(perMille: profile.duplicatePerMille) {
             // A copy arrives again later, often much later (a retransmission or a stale replay).
-            queue.schedule(.deliver(message), at: now + networkDelay() + random.next(below: profile.reorderMilliseconds))
+            queue.schedule(
+                .deliver(message), at: now + networkDelay() + random.next(below: profile.reorderMilliseconds))
         }
     }
 
     func deliver(_ message: Message) throws {
         guard let target = nodes[message.to], let loop = target.loop,
-              !network.isCut(from: message.from, to: message.to) else {
+            !network.isCut(from: message.from, to: message.to)
+        else {
             log("lost \(describe(message))")
             if message.kind == .snapshot, let sender = nodes[message.from] {
                 sender.loop?.snapshotReport(peer: message.to, delivered: false)
@@ -128,7 +134,8 @@ extension Simulation {
         // Members here are honest: one refused message means the core's own traffic breaks the
         // rules it enforces on peers.
         if let reason = loop.receive([message], from: message.from) {
-            throw InvariantViolation(property: "honest traffic accepted", detail: "\(describe(message)) refused: \(reason)")
+            throw InvariantViolation(
+                property: "honest traffic accepted", detail: "\(describe(message)) refused: \(reason)")
         }
         try drive(target)
         if message.kind == .snapshot, let sender = nodes[message.from] {
@@ -143,7 +150,9 @@ extension Simulation {
         case .append:
             text += " after \(message.index)/\(message.logTerm) +\(message.entries.count) commit \(message.commit)"
         case .appendResponse:
-            text += message.reject ? " reject \(message.index) hint \(message.rejectHint)/\(message.logTerm)" : " match \(message.index)"
+            text +=
+                message.reject
+                ? " reject \(message.index) hint \(message.rejectHint)/\(message.logTerm)" : " match \(message.index)"
         case .vote, .preVote:
             text += " last \(message.index)/\(message.logTerm)"
         case .voteResponse, .preVoteResponse:

@@ -56,13 +56,16 @@ final class SimulatedNode {
 
     /// Starts from what is on disk, as a real process would: the state machine opens on its
     /// store (restored from the log's snapshot if it is behind it), then the loop.
-    func start(config: RaftConfig, options: MemberLoop.Options, randomSeed: UInt64, clock: SimulatedClock, outbox: any Outbox,
-               observer: any MemberLoopObserver) throws {
+    func start(
+        config: RaftConfig, options: MemberLoop.Options, randomSeed: UInt64, clock: SimulatedClock, outbox: any Outbox,
+        observer: any MemberLoopObserver
+    ) throws {
         precondition(loop == nil && !retired, "starting node \(id) twice")
         incarnation += 1
         let kv = try ReplicatedKV(storage: storage, logger: Self.silent)
-        let loop = try MemberLoop(config: config, log: disk, kv: kv, outbox: outbox, clock: clock, options: options,
-                                  random: SeededRandom(seed: randomSeed), logger: Self.silent)
+        let loop = try MemberLoop(
+            config: config, log: disk, kv: kv, outbox: outbox, clock: clock, options: options,
+            random: SeededRandom(seed: randomSeed), logger: Self.silent)
         loop.observer = observer
         self.observer = observer
         self.loop = loop
@@ -154,7 +157,8 @@ struct CrashPoint: CustomStringConvertible {
         switch trigger {
         case .anyWrite: return true
         case .vote: return promises.contains { $0.kind == .voteResponse && !$0.reject }
-        case .acknowledgement: return promises.contains { $0.kind == .appendResponse && !$0.reject } && !ready.entries.isEmpty
+        case .acknowledgement:
+            return promises.contains { $0.kind == .appendResponse && !$0.reject } && !ready.entries.isEmpty
         case .leadership: return ready.softState?.role == .leader
         }
     }

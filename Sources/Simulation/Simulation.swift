@@ -166,7 +166,8 @@ public final class Simulation {
                 throw InvariantViolation(property: "liveness", detail: livenessReport())
             }
             guard result.steps <= options.stepLimit else {
-                throw InvariantViolation(property: "step limit", detail: "still running after \(options.stepLimit) steps")
+                throw InvariantViolation(
+                    property: "step limit", detail: "still running after \(options.stepLimit) steps")
             }
             clock.milliseconds = now
             try handle(event)
@@ -207,7 +208,9 @@ public final class Simulation {
         case .deliver(let message):
             try deliver(message)
         case .synced(let id, let incarnation):
-            guard let node = nodes[id], node.incarnation == incarnation, let loop = node.loop, let ready = node.disk.pending else { return }
+            guard let node = nodes[id], node.incarnation == incarnation, let loop = node.loop,
+                let ready = node.disk.pending
+            else { return }
             try node.disk.sync()
             try loop.writeCompleted()
             if let point = node.crashPoint, point.moment == .after, point.fires(on: ready) {
@@ -257,7 +260,9 @@ public final class Simulation {
             let node = nodes[id]!
             guard raft.commitIndex > node.checkedCommit else { continue }
             for index in (node.checkedCommit + 1)...raft.commitIndex {
-                if let term = raft.term(at: index) { try invariants.observeCommitted(index: index, term: term, node: id) }
+                if let term = raft.term(at: index) {
+                    try invariants.observeCommitted(index: index, term: term, node: id)
+                }
             }
             if raft.role == .leader, let term = raft.term(at: raft.commitIndex) {
                 try checkCommitSafety(leader: id, index: raft.commitIndex, term: term)
@@ -291,10 +296,12 @@ public final class Simulation {
         node.disk.checkPersisted = { [unowned self, id = node.id] entries, previousTerm in
             try invariants.observePersisted(entries, previousTerm: previousTerm, node: id)
         }
-        try node.start(config: raftConfig(for: node.id), options: loopOptions, randomSeed: seed, clock: clock,
-                       outbox: SimulatedOutbox(self), observer: LoopChecks(self, node: node.id))
+        try node.start(
+            config: raftConfig(for: node.id), options: loopOptions, randomSeed: seed, clock: clock,
+            outbox: SimulatedOutbox(self), observer: LoopChecks(self, node: node.id))
         if node.tickMilliseconds == 0 { node.tickMilliseconds = options.tickMilliseconds - 1 + random.next(below: 3) }
-        queue.schedule(.tick(node.id, incarnation: node.incarnation), at: now + 1 + random.next(below: node.tickMilliseconds))
+        queue.schedule(
+            .tick(node.id, incarnation: node.incarnation), at: now + 1 + random.next(below: node.tickMilliseconds))
     }
 
     /// Lets `node`'s loop work through its Readies; a disk write it starts completes after a
@@ -334,7 +341,9 @@ public final class Simulation {
         guard let leader = currentLeader, let leaderRaft = leader.raft else { return false }
         let members = leaderRaft.configuration.members.sorted()
         for id in members {
-            guard let loop = nodes[id]?.loop, loop.kv.appliedIndex == leaderRaft.commitIndex, !loop.isWriting else { return false }
+            guard let loop = nodes[id]?.loop, loop.kv.appliedIndex == leaderRaft.commitIndex, !loop.isWriting else {
+                return false
+            }
         }
         let states = members.map { try? nodes[$0]!.kv!.stateHash().hash }
         return states.allSatisfy { $0 != nil && $0 == states.first! }
@@ -352,12 +361,15 @@ public final class Simulation {
         for id in nodes.keys.sorted() where !nodes[id]!.retired {
             let node = nodes[id]!
             if let raft = node.raft {
-                parts.append("node \(id) \(raft.role.rawValue) term \(raft.term) applied \(raft.appliedIndex) last \(raft.lastIndex)")
+                parts.append(
+                    "node \(id) \(raft.role.rawValue) term \(raft.term) applied \(raft.appliedIndex) last \(raft.lastIndex)"
+                )
             } else {
                 parts.append("node \(id) down")
             }
         }
-        return "not settled \(options.livenessBoundMilliseconds) ms after healing at \(options.faultMilliseconds) ms (" + parts.joined(separator: "; ") + ")"
+        return "not settled \(options.livenessBoundMilliseconds) ms after healing at \(options.faultMilliseconds) ms ("
+            + parts.joined(separator: "; ") + ")"
     }
 
     private func checkHistory() throws {
@@ -365,10 +377,12 @@ public final class Simulation {
         case .linearizable:
             log("history of \(history.count) operations is linearizable")
         case .violation(let key, let operations):
-            throw InvariantViolation(property: "linearizability",
-                                     detail: "no valid order for key \(key):\n    " + operations.joined(separator: "\n    "))
+            throw InvariantViolation(
+                property: "linearizability",
+                detail: "no valid order for key \(key):\n    " + operations.joined(separator: "\n    "))
         case .undecided(let key, let steps):
-            throw InvariantViolation(property: "linearizability", detail: "checker gave up on key \(key) after \(steps) steps")
+            throw InvariantViolation(
+                property: "linearizability", detail: "checker gave up on key \(key) after \(steps) steps")
         }
     }
 }
@@ -401,7 +415,8 @@ final class LoopChecks: MemberLoopObserver {
     func loopWillApply(_ entries: [Entry]) throws {
         for entry in entries {
             try simulation.invariants.observeApplied(entry, node: id)
-            if entry.kind == .configurationChange, case .remove(let removed)? = ConfigurationChange(encoded: entry.data) {
+            if entry.kind == .configurationChange, case .remove(let removed)? = ConfigurationChange(encoded: entry.data)
+            {
                 simulation.removedMembers.insert(removed)
             }
         }

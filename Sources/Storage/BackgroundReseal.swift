@@ -14,8 +14,10 @@ public final class BackgroundReseal: Sendable {
     private let finished = DispatchSemaphore(value: 0)
     private let outcome = Mutex<Result<ResealProgress?, any Error>?>(nil)
 
-    public init(engine: StorageEngine, chunk: Int = StorageEngine.defaultResealChunk, pause: Duration = .milliseconds(2),
-                onProgress: @escaping @Sendable (ResealProgress) -> Void = { _ in }) {
+    public init(
+        engine: StorageEngine, chunk: Int = StorageEngine.defaultResealChunk, pause: Duration = .milliseconds(2),
+        onProgress: @escaping @Sendable (ResealProgress) -> Void = { _ in }
+    ) {
         self.engine = engine
         self.chunk = chunk
         self.pause = pause

@@ -4,7 +4,8 @@
     public static func records(_ bytes: [UInt8]) {
         guard let state = try? KeyRingState.decode(bytes) else { return }
         precondition((try? state.checkInvariants()) != nil, "a decoded key ring state breaks its invariants")
-        precondition((try? KeyRingState.decode(state.encode())) == state, "a key ring state does not survive a round trip")
+        precondition(
+            (try? KeyRingState.decode(state.encode())) == state, "a key ring state does not survive a round trip")
     }
 }
 

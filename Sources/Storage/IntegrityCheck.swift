@@ -74,13 +74,18 @@ extension StorageEngine {
         for family in ColumnFamily.allCases {
             try verify(family, view: view, into: &report, progress: progress)
         }
-        logger.log(level: report.isClean ? .info : .error, "integrity check finished", metadata: [
-            "checked": "\(report.checked)", "problems": "\(report.problemCount)"])
+        logger.log(
+            level: report.isClean ? .info : .error, "integrity check finished",
+            metadata: [
+                "checked": "\(report.checked)", "problems": "\(report.problemCount)",
+            ])
         return report
     }
 
-    private func verify(_ family: ColumnFamily, view: StorageView, into report: inout IntegrityReport,
-                        progress: (ColumnFamily, UInt64) -> Void) throws {
+    private func verify(
+        _ family: ColumnFamily, view: StorageView, into report: inout IntegrityReport,
+        progress: (ColumnFamily, UInt64) -> Void
+    ) throws {
         var afterKey: [UInt8]?
         var verifyChecksums = true
         var restarts = 0
@@ -114,11 +119,14 @@ extension StorageEngine {
         var finished = false
     }
 
-    private func verifyChunk(_ family: ColumnFamily, view: StorageView, after: [UInt8]?, verifyChecksums: Bool,
-                             report: inout IntegrityReport) throws -> VerifyStep {
+    private func verifyChunk(
+        _ family: ColumnFamily, view: StorageView, after: [UInt8]?, verifyChecksums: Bool,
+        report: inout IntegrityReport
+    ) throws -> VerifyStep {
         guard let snapshot = views.withLock({ $0.live[view.id]?.snapshot }) else { throw StorageError.closed }
-        let iterator = database.makeIterator(family, snapshot: snapshot, lower: after.map { $0 + [0] }, upper: nil,
-                                             verifyChecksums: verifyChecksums)
+        let iterator = database.makeIterator(
+            family, snapshot: snapshot, lower: after.map { $0 + [0] }, upper: nil,
+            verifyChecksums: verifyChecksums)
         iterator.seekToFirst()
         let keys = keyRing.keySet
         var step = VerifyStep()
@@ -142,7 +150,9 @@ extension StorageEngine {
         return step
     }
 
-    private func check(_ family: ColumnFamily, key: [UInt8], stored: UnsafeRawBufferPointer, keys: KeySet) -> IntegrityProblem? {
+    private func check(
+        _ family: ColumnFamily, key: [UInt8], stored: UnsafeRawBufferPointer, keys: KeySet
+    ) -> IntegrityProblem? {
         if family == .keyring {
             return checkKeyRingRecord(key: key, stored: Array(stored))
         }

@@ -37,7 +37,9 @@ final class KeyRing: Sendable {
     static let indexKeyContext = Array("crm.keyring.index-key.v1".utf8)
 
     static func dataKeyRecord(_ id: UInt32) -> [UInt8] { Array("dk/".utf8) + KeyEncoding.bigEndian(id) }
-    static func dataKeyContext(_ id: UInt32) -> [UInt8] { Array("crm.keyring.data-key.v1/".utf8) + KeyEncoding.bigEndian(id) }
+    static func dataKeyContext(_ id: UInt32) -> [UInt8] {
+        Array("crm.keyring.data-key.v1/".utf8) + KeyEncoding.bigEndian(id)
+    }
 
     struct Contents: Sendable {
         var state: KeyRingState
@@ -59,7 +61,8 @@ final class KeyRing: Sendable {
 
     /// Installs a new in-memory state after it has been durably written.
     func install(_ new: Contents) {
-        precondition((try? new.state.checkInvariants()) != nil, "installing a key ring state that breaks its invariants")
+        precondition(
+            (try? new.state.checkInvariants()) != nil, "installing a key ring state that breaks its invariants")
         precondition(new.keySet.active.id == new.state.activeKeyID, "in-memory active key differs from the state")
         contents.withLock { $0 = new }
     }
@@ -67,7 +70,8 @@ final class KeyRing: Sendable {
     // MARK: - Loading
 
     /// Loads the ring, or creates it in an empty store. Refuses a store with data and no ring.
-    static func load(database: RocksDatabase, provider: any MasterKeyProvider) throws -> (ring: KeyRing, created: Bool) {
+    static func load(database: RocksDatabase, provider: any MasterKeyProvider) throws -> (ring: KeyRing, created: Bool)
+    {
         guard let sealedState = try read(database, stateRecord) else {
             return (try create(database: database, provider: provider), true)
         }
@@ -84,10 +88,13 @@ final class KeyRing: Sendable {
         }
         var indexBytes = try unwrap(wrappedIndexKey, context: indexKeyContext, provider: provider)
         defer { scrub(&indexBytes) }
-        guard indexBytes.count == SymmetricKey.byteCount else { throw StorageError.keyRingCorrupt("index key has wrong length") }
+        guard indexBytes.count == SymmetricKey.byteCount else {
+            throw StorageError.keyRingCorrupt("index key has wrong length")
+        }
         let keySet = KeySet(active: keys[state.activeKeyID]!, keys: keys, retired: Set(state.retiredKeyIDs))
-        let ring = KeyRing(contents: Contents(state: state, provider: provider, keySet: keySet),
-                           indexKey: SymmetricKey(copying: indexBytes))
+        let ring = KeyRing(
+            contents: Contents(state: state, provider: provider, keySet: keySet),
+            indexKey: SymmetricKey(copying: indexBytes))
         return (ring, false)
     }
 
@@ -102,8 +109,11 @@ final class KeyRing: Sendable {
         let indexKey = try sealing { try SymmetricKey.generate() }
         let state = KeyRingState.initial(firstKeyID: firstKey.id)
         let batch = RocksBatch(database: database)
-        batch.put(.keyring, key: dataKeyRecord(firstKey.id), value: try wrap(firstKey.material, context: dataKeyContext(firstKey.id), provider: provider))
-        batch.put(.keyring, key: indexKeyRecord, value: try wrap(indexKey, context: indexKeyContext, provider: provider))
+        batch.put(
+            .keyring, key: dataKeyRecord(firstKey.id),
+            value: try wrap(firstKey.material, context: dataKeyContext(firstKey.id), provider: provider))
+        batch.put(
+            .keyring, key: indexKeyRecord, value: try wrap(indexKey, context: indexKeyContext, provider: provider))
         batch.put(.keyring, key: stateRecord, value: try sealState(state, provider: provider))
         try database.write(batch, durability: .synced)
         let keySet = KeySet(active: firstKey, keys: [firstKey.id: firstKey], retired: [])
@@ -118,7 +128,9 @@ final class KeyRing: Sendable {
 
     static func sealState(_ state: KeyRingState, provider: any MasterKeyProvider) throws -> [UInt8] {
         try state.checkInvariants()
-        return try state.encode().withUnsafeBytes { bytes in try masterKey { try provider.wrap(bytes, context: stateContext) } }
+        return try state.encode().withUnsafeBytes { bytes in
+            try masterKey { try provider.wrap(bytes, context: stateContext) }
+        }
     }
 
     static func wrap(_ key: SymmetricKey, context: [UInt8], provider: any MasterKeyProvider) throws -> [UInt8] {

@@ -32,8 +32,9 @@ struct KeyRingState: Equatable, Sendable {
     }
 
     static func initial(firstKeyID: UInt32) -> KeyRingState {
-        KeyRingState(activeKeyID: firstKeyID, nextKeyID: firstKeyID + 1, liveKeyIDs: [firstKeyID],
-                     drainingKeyIDs: [], retiredKeyIDs: [], reseal: nil)
+        KeyRingState(
+            activeKeyID: firstKeyID, nextKeyID: firstKeyID + 1, liveKeyIDs: [firstKeyID],
+            drainingKeyIDs: [], retiredKeyIDs: [], reseal: nil)
     }
 
     /// Holds after every transition; checked before every write of the state and after every read.
@@ -42,7 +43,9 @@ struct KeyRingState: Equatable, Sendable {
             if !condition { throw StorageError.keyRingCorrupt("invariant violated: \(message)") }
         }
         try require(liveKeyIDs.contains(activeKeyID), "active key \(activeKeyID) is not live")
-        try require(liveKeyIDs == liveKeyIDs.sorted() && Set(liveKeyIDs).count == liveKeyIDs.count, "live ids unsorted or repeated")
+        try require(
+            liveKeyIDs == liveKeyIDs.sorted() && Set(liveKeyIDs).count == liveKeyIDs.count,
+            "live ids unsorted or repeated")
         try require(Set(drainingKeyIDs).isSubset(of: liveKeyIDs), "a draining key is not live")
         try require(!drainingKeyIDs.contains(activeKeyID), "the active key is draining")
         try require(Set(liveKeyIDs).count == drainingKeyIDs.count + 1, "live keys other than active and draining")

@@ -18,8 +18,10 @@ public struct ResealProgress: Sendable, Equatable, CustomStringConvertible {
     public var finished: Bool { drainingKeyIDs.isEmpty }
 
     public var description: String {
-        let place = family.map { "scanning \($0)" } ?? (finished ? "done" : "scan complete, retiring keys \(drainingKeyIDs)")
-        return "re-seal \(place): scanned \(scanned) of ~\(estimatedTotal), re-sealed \(resealed), unreadable \(unreadable)"
+        let place =
+            family.map { "scanning \($0)" } ?? (finished ? "done" : "scan complete, retiring keys \(drainingKeyIDs)")
+        return
+            "re-seal \(place): scanned \(scanned) of ~\(estimatedTotal), re-sealed \(resealed), unreadable \(unreadable)"
     }
 }
 
@@ -38,9 +40,10 @@ extension StorageEngine {
 
     public func keyStatus() -> KeyStatus {
         let current = keyRing.current
-        return KeyStatus(activeKeyID: current.state.activeKeyID, liveKeyIDs: current.state.liveKeyIDs,
-                         drainingKeyIDs: current.state.drainingKeyIDs, retiredKeyIDs: current.state.retiredKeyIDs,
-                         masterKeyID: current.provider.keyID)
+        return KeyStatus(
+            activeKeyID: current.state.activeKeyID, liveKeyIDs: current.state.liveKeyIDs,
+            drainingKeyIDs: current.state.drainingKeyIDs, retiredKeyIDs: current.state.retiredKeyIDs,
+            masterKeyID: current.provider.keyID)
     }
 
     /// Generates a new data key and makes it the one that seals new writes; the previous active
@@ -62,17 +65,26 @@ extension StorageEngine {
                 // A pass in progress restarts: it must cover the keyspace for every draining key.
                 state.reseal = KeyRingState.ResealCursor(family: ColumnFamily.dataFamilies[0])
                 let batch = RocksBatch(database: database)
-                batch.put(.keyring, key: KeyRing.dataKeyRecord(newID),
-                          value: try KeyRing.wrap(newKey.material, context: KeyRing.dataKeyContext(newID), provider: current.provider))
-                batch.put(.keyring, key: KeyRing.stateRecord, value: try KeyRing.sealState(state, provider: current.provider))
+                batch.put(
+                    .keyring, key: KeyRing.dataKeyRecord(newID),
+                    value: try KeyRing.wrap(
+                        newKey.material, context: KeyRing.dataKeyContext(newID), provider: current.provider))
+                batch.put(
+                    .keyring, key: KeyRing.stateRecord, value: try KeyRing.sealState(state, provider: current.provider))
                 try database.write(batch, durability: .synced)
                 var keys = current.keySet.keys
                 keys[newID] = newKey
-                keyRing.install(.init(state: state, provider: current.provider,
-                                      keySet: KeySet(active: newKey, keys: keys, retired: current.keySet.retired)))
+                keyRing.install(
+                    .init(
+                        state: state, provider: current.provider,
+                        keySet: KeySet(active: newKey, keys: keys, retired: current.keySet.retired)))
             }
-            logger.notice("data key rotated", metadata: ["active_key": "\(newID)",
-                                                         "draining": "\(keyRing.current.state.drainingKeyIDs)"])
+            logger.notice(
+                "data key rotated",
+                metadata: [
+                    "active_key": "\(newID)",
+                    "draining": "\(keyRing.current.state.drainingKeyIDs)",
+                ])
             return newID
         }
     }
@@ -97,7 +109,8 @@ extension StorageEngine {
     @discardableResult
     public func resealStep(maxItems: Int = StorageEngine.defaultResealChunk) throws -> ResealProgress? {
         guard (1...StorageLimits.maxScanEntries).contains(maxItems) else {
-            throw StorageError.invalidArgument("re-seal chunk \(maxItems) must be between 1 and \(StorageLimits.maxScanEntries)")
+            throw StorageError.invalidArgument(
+                "re-seal chunk \(maxItems) must be between 1 and \(StorageLimits.maxScanEntries)")
         }
         return try keyOperations.withLock { _ -> ResealProgress? in
             let state = keyRing.current.state
@@ -108,9 +121,12 @@ extension StorageEngine {
                 cursor = try exclusively { try reseal(found, cursor: cursor, draining: draining) }
                 if cursor.passComplete {
                     try whileOpen { try database.syncWAL() }
-                    logger.notice("re-seal pass complete", metadata: [
-                        "scanned": "\(cursor.scanned)", "resealed": "\(cursor.resealed)",
-                        "unreadable": "\(cursor.unreadable)"])
+                    logger.notice(
+                        "re-seal pass complete",
+                        metadata: [
+                            "scanned": "\(cursor.scanned)", "resealed": "\(cursor.resealed)",
+                            "unreadable": "\(cursor.unreadable)",
+                        ])
                 }
             }
             try retireLocked()
@@ -122,8 +138,10 @@ extension StorageEngine {
 
     /// Runs the pass to the end (or until `progress` returns false); returns the last progress.
     @discardableResult
-    public func runReseal(chunk: Int = StorageEngine.defaultResealChunk,
-                          progress: (ResealProgress) -> Bool = { _ in true }) throws -> ResealProgress? {
+    public func runReseal(
+        chunk: Int = StorageEngine.defaultResealChunk,
+        progress: (ResealProgress) -> Bool = { _ in true }
+    ) throws -> ResealProgress? {
         var last: ResealProgress?
         while let step = try resealStep(maxItems: chunk) {
             last = step
@@ -143,8 +161,10 @@ extension StorageEngine {
     }
 
     /// Finds keys whose stored header names a draining key (headers only; nothing is decrypted).
-    private func findSealedUnder(_ draining: Set<UInt32>, cursor: KeyRingState.ResealCursor, maxItems: Int) throws -> ScanChunk {
-        let lower = cursor.afterKey.map { $0 + [0] }  // the smallest key after `afterKey`
+    private func findSealedUnder(
+        _ draining: Set<UInt32>, cursor: KeyRingState.ResealCursor, maxItems: Int
+    ) throws -> ScanChunk {
+        let lower = cursor.afterKey.map { $0 + [0] } // the smallest key after `afterKey`
         let iterator = database.makeIterator(cursor.family, snapshot: nil, lower: lower, upper: nil)
         iterator.seekToFirst()
         var chunk = ScanChunk()
@@ -157,8 +177,11 @@ extension StorageEngine {
             } else {
                 // A damaged header could belong to a draining key: keep the keys until it is repaired.
                 chunk.undecidable += 1
-                logger.error("re-seal found an unreadable value header", metadata: [
-                    "family": "\(cursor.family)", "key": "\(key.hexString)"])
+                logger.error(
+                    "re-seal found an unreadable value header",
+                    metadata: [
+                        "family": "\(cursor.family)", "key": "\(key.hexString)",
+                    ])
             }
             iterator.next()
         }
@@ -169,7 +192,9 @@ extension StorageEngine {
 
     /// Under the exclusive gate: re-reads each candidate (a write may have replaced it), re-seals
     /// those still under a draining key, and stores them with the advanced cursor in one batch.
-    private func reseal(_ chunk: ScanChunk, cursor: KeyRingState.ResealCursor, draining: Set<UInt32>) throws -> KeyRingState.ResealCursor {
+    private func reseal(
+        _ chunk: ScanChunk, cursor: KeyRingState.ResealCursor, draining: Set<UInt32>
+    ) throws -> KeyRingState.ResealCursor {
         let current = keyRing.current
         let active = current.keySet.active
         let batch = RocksBatch(database: database)
@@ -177,17 +202,26 @@ extension StorageEngine {
         next.scanned += chunk.scanned
         next.unreadable += chunk.undecidable
         for key in chunk.candidates {
-            let stored: [UInt8]? = try key.withUnsafeBytes { k in try database.withValue(cursor.family, k) { $0.map { Array($0) } } }
+            let stored: [UInt8]? = try key.withUnsafeBytes { k in
+                try database.withValue(cursor.family, k) { $0.map { Array($0) } }
+            }
             guard let stored, let header = try? stored.withUnsafeBytes({ try SealedValue.header(of: $0) }),
-                  draining.contains(header.keyID) else { continue }
+                draining.contains(header.keyID)
+            else { continue }
             do {
-                let plain = try stored.withUnsafeBytes { try openSealed($0, family: cursor.family, key: key, keys: current.keySet) }
-                batch.put(cursor.family, key: key, value: try sealValue(plain, family: cursor.family, key: key, with: active))
+                let plain = try stored.withUnsafeBytes {
+                    try openSealed($0, family: cursor.family, key: key, keys: current.keySet)
+                }
+                batch.put(
+                    cursor.family, key: key, value: try sealValue(plain, family: cursor.family, key: key, with: active))
                 next.resealed += 1
             } catch let error as StorageError {
                 next.unreadable += 1
-                logger.error("re-seal could not open a value", metadata: [
-                    "family": "\(cursor.family)", "key": "\(key.hexString)", "error": "\(error)"])
+                logger.error(
+                    "re-seal could not open a value",
+                    metadata: [
+                        "family": "\(cursor.family)", "key": "\(key.hexString)", "error": "\(error)",
+                    ])
             }
         }
         if chunk.exhausted {
@@ -232,14 +266,18 @@ extension StorageEngine {
         let state = keyRing.current.state
         guard let cursor = state.reseal, cursor.passComplete else { return }
         guard cursor.unreadable == 0 else {
-            logger.error("keeping draining data keys: values could not be re-sealed; run verify and repair, then rotate again",
-                         metadata: ["keys": "\(state.drainingKeyIDs)", "unreadable": "\(cursor.unreadable)"])
+            logger.error(
+                "keeping draining data keys: values could not be re-sealed; run verify and repair, then rotate again",
+                metadata: ["keys": "\(state.drainingKeyIDs)", "unreadable": "\(cursor.unreadable)"])
             return
         }
         let pinning = views.withLock { $0.viewsPinningDrainedKeys }
         if pinning > 0 {
-            logger.info("data key retirement waits for open storage views", metadata: [
-                "keys": "\(state.drainingKeyIDs)", "views": "\(pinning)"])
+            logger.info(
+                "data key retirement waits for open storage views",
+                metadata: [
+                    "keys": "\(state.drainingKeyIDs)", "views": "\(pinning)",
+                ])
             return
         }
         let retired = state.drainingKeyIDs
@@ -252,13 +290,17 @@ extension StorageEngine {
             next.reseal = nil
             let batch = RocksBatch(database: database)
             retired.forEach { batch.delete(.keyring, key: KeyRing.dataKeyRecord($0)) }
-            batch.put(.keyring, key: KeyRing.stateRecord, value: try KeyRing.sealState(next, provider: current.provider))
+            batch.put(
+                .keyring, key: KeyRing.stateRecord, value: try KeyRing.sealState(next, provider: current.provider))
             try database.write(batch, durability: .synced)
             var keys = current.keySet.keys
             retired.forEach { keys.removeValue(forKey: $0) }
-            keyRing.install(.init(state: next, provider: current.provider,
-                                  keySet: KeySet(active: current.keySet.active, keys: keys,
-                                                 retired: Set(next.retiredKeyIDs))))
+            keyRing.install(
+                .init(
+                    state: next, provider: current.provider,
+                    keySet: KeySet(
+                        active: current.keySet.active, keys: keys,
+                        retired: Set(next.retiredKeyIDs))))
         }
         views.withLock { $0.drainedKeysRetired() }
         purgeOldKeyRecords()
@@ -292,12 +334,17 @@ extension StorageEngine {
                     guard let key = current.keySet.keys[id] else {
                         throw StorageError.keyRingCorrupt("live data key \(id) is not loaded")
                     }
-                    batch.put(.keyring, key: KeyRing.dataKeyRecord(id),
-                              value: try KeyRing.wrap(key.material, context: KeyRing.dataKeyContext(id), provider: newMasterKey))
+                    batch.put(
+                        .keyring, key: KeyRing.dataKeyRecord(id),
+                        value: try KeyRing.wrap(
+                            key.material, context: KeyRing.dataKeyContext(id), provider: newMasterKey))
                 }
-                batch.put(.keyring, key: KeyRing.indexKeyRecord,
-                          value: try KeyRing.wrap(keyRing.indexKey, context: KeyRing.indexKeyContext, provider: newMasterKey))
-                batch.put(.keyring, key: KeyRing.stateRecord, value: try KeyRing.sealState(current.state, provider: newMasterKey))
+                batch.put(
+                    .keyring, key: KeyRing.indexKeyRecord,
+                    value: try KeyRing.wrap(keyRing.indexKey, context: KeyRing.indexKeyContext, provider: newMasterKey))
+                batch.put(
+                    .keyring, key: KeyRing.stateRecord,
+                    value: try KeyRing.sealState(current.state, provider: newMasterKey))
                 try database.write(batch, durability: .synced)
                 keyRing.install(.init(state: current.state, provider: newMasterKey, keySet: current.keySet))
             }

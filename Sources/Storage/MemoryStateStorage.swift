@@ -19,7 +19,8 @@ public final class MemoryStateStorage: StateStorage {
         return contents.withLock { $0.current[family]?[key] }
     }
 
-    public func scan(_ family: ColumnFamily, _ range: KeyRange, limit: Int, direction: ScanDirection) throws -> ScanPage {
+    public func scan(_ family: ColumnFamily, _ range: KeyRange, limit: Int, direction: ScanDirection) throws -> ScanPage
+    {
         try validateScanRequest(family, range, limit: limit)
         let records = contents.withLock { $0.current[family] ?? [:] }
         return Self.page(of: records, range, limit: limit, direction: direction)
@@ -55,18 +56,24 @@ public final class MemoryStateStorage: StateStorage {
 
     /// The same paging as the engine's iterator: at most `limit` entries and about
     /// `StorageLimits.maxScanBytes` of values, with the range that continues the scan.
-    static func page(of records: [[UInt8]: [UInt8]], _ range: KeyRange, limit: Int, direction: ScanDirection) -> ScanPage {
+    static func page(
+        of records: [[UInt8]: [UInt8]], _ range: KeyRange, limit: Int, direction: ScanDirection
+    ) -> ScanPage {
         let inRange = records.keys.filter { key in
-            !key.lexicographicallyPrecedes(range.lower) && (range.upper.map { key.lexicographicallyPrecedes($0) } ?? true)
+            !key.lexicographicallyPrecedes(range.lower)
+                && (range.upper.map { key.lexicographicallyPrecedes($0) } ?? true)
         }
-        let ordered = direction == .forward
+        let ordered =
+            direction == .forward
             ? inRange.sorted { $0.lexicographicallyPrecedes($1) }
             : inRange.sorted { $1.lexicographicallyPrecedes($0) }
         var entries: [StorageEntry] = []
         var valueBytes = 0
         for key in ordered {
             if entries.count == limit || valueBytes >= StorageLimits.maxScanBytes {
-                let resume = direction == .forward ? KeyRange(from: key, to: range.upper) : KeyRange(from: range.lower, to: key + [0])
+                let resume =
+                    direction == .forward
+                    ? KeyRange(from: key, to: range.upper) : KeyRange(from: range.lower, to: key + [0])
                 return ScanPage(entries: entries, resume: resume)
             }
             let value = records[key]!

@@ -1,10 +1,11 @@
 import CRocksDB
+import Sealing
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Sealing
 
 /// The thin layer over RocksDB's C API. All of the engine's unsafe pointer handling for RocksDB
 /// is here; everything above it deals in Swift arrays and buffer pointers scoped to a call.
@@ -72,7 +73,9 @@ package final class RocksDatabase: @unchecked Sendable {
         handles = opened.map { $0! }
     }
 
-    private static func configure(_ options: OpaquePointer, table: OpaquePointer, cache: OpaquePointer, settings: StorageOptions) {
+    private static func configure(
+        _ options: OpaquePointer, table: OpaquePointer, cache: OpaquePointer, settings: StorageOptions
+    ) {
         rocksdb_options_set_create_if_missing(options, 1)
         rocksdb_options_set_create_missing_column_families(options, 1)
         rocksdb_options_set_paranoid_checks(options, 1)
@@ -97,9 +100,10 @@ package final class RocksDatabase: @unchecked Sendable {
         rocksdb_block_based_options_set_cache_index_and_filter_blocks(table, 1)
         rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(table, 1)
         if settings.bloomBitsPerKey > 0 {
-            rocksdb_block_based_options_set_filter_policy(table, rocksdb_filterpolicy_create_bloom_full(settings.bloomBitsPerKey))
+            rocksdb_block_based_options_set_filter_policy(
+                table, rocksdb_filterpolicy_create_bloom_full(settings.bloomBitsPerKey))
         }
-        rocksdb_block_based_options_set_checksum(table, 1)  // CRC32c on every block
+        rocksdb_block_based_options_set_checksum(table, 1) // CRC32c on every block
         rocksdb_block_based_options_set_format_version(table, 5)
         rocksdb_options_set_block_based_table_factory(options, table)
     }
@@ -152,10 +156,13 @@ package final class RocksDatabase: @unchecked Sendable {
         return try body(UnsafeRawBufferPointer(start: start, count: length))
     }
 
-    func makeIterator(_ family: ColumnFamily, snapshot: Snapshot?, lower: [UInt8]?, upper: [UInt8]?,
-                      verifyChecksums: Bool = true) -> RocksIterator {
-        RocksIterator(database: self, db: db, handle: handle(family), family: family,
-                      snapshot: snapshot, lower: lower, upper: upper, verifyChecksums: verifyChecksums)
+    func makeIterator(
+        _ family: ColumnFamily, snapshot: Snapshot?, lower: [UInt8]?, upper: [UInt8]?,
+        verifyChecksums: Bool = true
+    ) -> RocksIterator {
+        RocksIterator(
+            database: self, db: db, handle: handle(family), family: family,
+            snapshot: snapshot, lower: lower, upper: upper, verifyChecksums: verifyChecksums)
     }
 
     func makeSnapshot() -> Snapshot {
@@ -197,8 +204,10 @@ package final class RocksDatabase: @unchecked Sendable {
 
     /// Whether flushes or compactions are running or queued anywhere in the database.
     package var hasBackgroundWork: Bool {
-        let names = ["rocksdb.num-running-flushes", "rocksdb.num-running-compactions",
-                     "rocksdb.mem-table-flush-pending", "rocksdb.compaction-pending"]
+        let names = [
+            "rocksdb.num-running-flushes", "rocksdb.num-running-compactions",
+            "rocksdb.mem-table-flush-pending", "rocksdb.compaction-pending",
+        ]
         return names.contains { name in
             ColumnFamily.allCases.contains { (integerProperty(name, family: $0) ?? 0) > 0 }
         }
@@ -219,8 +228,10 @@ package final class RocksDatabase: @unchecked Sendable {
         return String(cString: error)
     }
 
-    static func classify(_ operation: String, _ message: String,
-                         family: ColumnFamily? = nil, key: [UInt8]? = nil) -> StorageError {
+    static func classify(
+        _ operation: String, _ message: String,
+        family: ColumnFamily? = nil, key: [UInt8]? = nil
+    ) -> StorageError {
         if message.hasPrefix("Corruption") {
             return .corruption(family: family, key: key, message: message)
         }
@@ -261,9 +272,10 @@ package final class RocksBatch {
     var count: Int { Int(rocksdb_writebatch_count(pointer)) }
 
     package func put(_ family: ColumnFamily, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
-        rocksdb_writebatch_put_cf(pointer, database.handle(family),
-                                  key.baseAddress?.assumingMemoryBound(to: CChar.self), key.count,
-                                  value.baseAddress?.assumingMemoryBound(to: CChar.self), value.count)
+        rocksdb_writebatch_put_cf(
+            pointer, database.handle(family),
+            key.baseAddress?.assumingMemoryBound(to: CChar.self), key.count,
+            value.baseAddress?.assumingMemoryBound(to: CChar.self), value.count)
     }
 
     package func put(_ family: ColumnFamily, key: [UInt8], value: [UInt8]) {
@@ -272,8 +284,9 @@ package final class RocksBatch {
 
     func delete(_ family: ColumnFamily, key: [UInt8]) {
         key.withUnsafeBytes { k in
-            rocksdb_writebatch_delete_cf(pointer, database.handle(family),
-                                         k.baseAddress?.assumingMemoryBound(to: CChar.self), k.count)
+            rocksdb_writebatch_delete_cf(
+                pointer, database.handle(family),
+                k.baseAddress?.assumingMemoryBound(to: CChar.self), k.count)
         }
     }
 
@@ -299,8 +312,10 @@ final class RocksIterator {
     private let database: RocksDatabase
     let family: ColumnFamily
 
-    fileprivate init(database: RocksDatabase, db: OpaquePointer, handle: OpaquePointer, family: ColumnFamily,
-                     snapshot: Snapshot?, lower: [UInt8]?, upper: [UInt8]?, verifyChecksums: Bool) {
+    fileprivate init(
+        database: RocksDatabase, db: OpaquePointer, handle: OpaquePointer, family: ColumnFamily,
+        snapshot: Snapshot?, lower: [UInt8]?, upper: [UInt8]?, verifyChecksums: Bool
+    ) {
         self.database = database
         self.family = family
         readOptions = rocksdb_readoptions_create()
@@ -316,11 +331,13 @@ final class RocksIterator {
         }
         if let lower {
             let buffer = copy(lower)
-            rocksdb_readoptions_set_iterate_lower_bound(readOptions, buffer.baseAddress!.assumingMemoryBound(to: CChar.self), lower.count)
+            rocksdb_readoptions_set_iterate_lower_bound(
+                readOptions, buffer.baseAddress!.assumingMemoryBound(to: CChar.self), lower.count)
         }
         if let upper {
             let buffer = copy(upper)
-            rocksdb_readoptions_set_iterate_upper_bound(readOptions, buffer.baseAddress!.assumingMemoryBound(to: CChar.self), upper.count)
+            rocksdb_readoptions_set_iterate_upper_bound(
+                readOptions, buffer.baseAddress!.assumingMemoryBound(to: CChar.self), upper.count)
         }
         bounds = owned
         iterator = rocksdb_create_iterator_cf(db, readOptions, handle)
@@ -339,7 +356,9 @@ final class RocksIterator {
     func previous() { rocksdb_iter_prev(iterator) }
 
     func seek(_ key: [UInt8]) {
-        key.withUnsafeBytes { rocksdb_iter_seek(iterator, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+        key.withUnsafeBytes {
+            rocksdb_iter_seek(iterator, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count)
+        }
     }
 
     func seekForPrevious(_ key: [UInt8]) {

@@ -35,11 +35,14 @@ public struct ScanPage: Sendable {
 extension StorageEngine {
     /// Scans `range` in key order (or reverse), returning at most `limit` entries and at most
     /// about `StorageLimits.maxScanBytes` of values. Every value is verified before it is returned.
-    func scan(_ family: ColumnFamily, _ range: KeyRange, limit: Int, direction: ScanDirection,
-              snapshot: Snapshot?) throws -> ScanPage {
+    func scan(
+        _ family: ColumnFamily, _ range: KeyRange, limit: Int, direction: ScanDirection,
+        snapshot: Snapshot?
+    ) throws -> ScanPage {
         try validateScanRequest(family, range, limit: limit)
-        let iterator = database.makeIterator(family, snapshot: snapshot, lower: range.lower.isEmpty ? nil : range.lower,
-                                             upper: range.upper)
+        let iterator = database.makeIterator(
+            family, snapshot: snapshot, lower: range.lower.isEmpty ? nil : range.lower,
+            upper: range.upper)
         switch direction {
         case .forward: iterator.seekToFirst()
         case .reverse: iterator.seekToLast()
@@ -50,9 +53,10 @@ extension StorageEngine {
         while iterator.isValid {
             if entries.count == limit || valueBytes >= StorageLimits.maxScanBytes {
                 let next = Array(iterator.key)
-                let resume = direction == .forward
+                let resume =
+                    direction == .forward
                     ? KeyRange(from: next, to: range.upper)
-                    : KeyRange(from: range.lower, to: next + [0])  // `next` itself is still to come
+                    : KeyRange(from: range.lower, to: next + [0]) // `next` itself is still to come
                 return ScanPage(entries: entries, resume: resume)
             }
             let key = Array(iterator.key)
@@ -80,7 +84,8 @@ func validateScanRequest(_ family: ColumnFamily, _ range: KeyRange, limit: Int) 
     if let upper = range.upper, !range.lower.lexicographicallyPrecedes(upper) {
         throw StorageError.invalidArgument("scan range needs lower < upper")
     }
-    guard range.lower.count <= StorageLimits.maxKeyBytes + 1, (range.upper?.count ?? 0) <= StorageLimits.maxKeyBytes + 1 else {
+    guard range.lower.count <= StorageLimits.maxKeyBytes + 1, (range.upper?.count ?? 0) <= StorageLimits.maxKeyBytes + 1
+    else {
         throw StorageError.invalidArgument("scan bound longer than \(StorageLimits.maxKeyBytes) bytes")
     }
 }

@@ -49,11 +49,13 @@ public final class StorageEngine: @unchecked Sendable {
             let (ring, created) = try KeyRing.load(database: database, provider: masterKey)
             let engine = StorageEngine(path: path, database: database, keyRing: ring, logger: logger)
             let state = ring.current.state
-            logger.info("storage opened", metadata: [
-                "created": "\(created)", "active_key": "\(state.activeKeyID)",
-                "live_keys": "\(state.liveKeyIDs)", "master_key": "\(masterKey.keyID)",
-                "reseal": "\(state.reseal.map { "\($0.family) scanned=\($0.scanned)" } ?? "none")",
-            ])
+            logger.info(
+                "storage opened",
+                metadata: [
+                    "created": "\(created)", "active_key": "\(state.activeKeyID)",
+                    "live_keys": "\(state.liveKeyIDs)", "master_key": "\(masterKey.keyID)",
+                    "reseal": "\(state.reseal.map { "\($0.family) scanned=\($0.scanned)" } ?? "none")",
+                ])
             if state.reseal?.passComplete == true { try engine.retireDrainedKeys() }
             return engine
         } catch {
@@ -110,7 +112,9 @@ public final class StorageEngine: @unchecked Sendable {
     }
 
     /// Verifies and opens stored bytes; the error names the place.
-    func openSealed(_ stored: UnsafeRawBufferPointer, family: ColumnFamily, key: [UInt8], keys: KeySet) throws -> [UInt8] {
+    func openSealed(
+        _ stored: UnsafeRawBufferPointer, family: ColumnFamily, key: [UInt8], keys: KeySet
+    ) throws -> [UInt8] {
         do {
             return try key.withUnsafeBytes { keyBytes in
                 try SealedValue.open(stored, location: location(family, keyBytes), keys: keys.lookup)
@@ -125,8 +129,10 @@ public final class StorageEngine: @unchecked Sendable {
     }
 
     /// Up to `limit` entries of `range`, in order; see `ScanPage.resume` to continue.
-    public func scan(_ family: ColumnFamily, _ range: KeyRange, limit: Int,
-                     direction: ScanDirection = .forward) throws -> ScanPage {
+    public func scan(
+        _ family: ColumnFamily, _ range: KeyRange, limit: Int,
+        direction: ScanDirection = .forward
+    ) throws -> ScanPage {
         try whileOpen { try scan(family, range, limit: limit, direction: direction, snapshot: nil) }
     }
 
@@ -154,14 +160,16 @@ public final class StorageEngine: @unchecked Sendable {
             let key = keyRing.keySet.active
             let rocksBatch = RocksBatch(database: database)
             // One buffer for the whole batch: RocksDB copies each sealed value into its batch.
-            var scratch = [UInt8](repeating: 0, count: SealedValue.sealedCapacity(forPlaintext: batch.largestValueBytes))
+            var scratch = [UInt8](
+                repeating: 0, count: SealedValue.sealedCapacity(forPlaintext: batch.largestValueBytes))
             for operation in batch.operations {
                 switch operation {
                 case .put(let family, let itemKey, let value):
                     try scratch.withUnsafeMutableBytes { buffer in
                         let count = try sealValue(value, family: family, key: itemKey, with: key, into: buffer)
                         itemKey.withUnsafeBytes { keyBytes in
-                            rocksBatch.put(family, key: keyBytes, value: UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+                            rocksBatch.put(
+                                family, key: keyBytes, value: UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
                         }
                     }
                 case .delete(let family, let itemKey):
@@ -175,8 +183,10 @@ public final class StorageEngine: @unchecked Sendable {
         }
     }
 
-    func sealValue(_ value: [UInt8], family: ColumnFamily, key: [UInt8], with dataKey: DataKey,
-                   into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+    func sealValue(
+        _ value: [UInt8], family: ColumnFamily, key: [UInt8], with dataKey: DataKey,
+        into buffer: UnsafeMutableRawBufferPointer
+    ) throws -> Int {
         try sealing {
             try value.withUnsafeBytes { valueBytes in
                 try key.withUnsafeBytes { keyBytes in

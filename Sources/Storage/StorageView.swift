@@ -24,8 +24,10 @@ public final class StorageView: Sendable {
         }
     }
 
-    public func scan(_ family: ColumnFamily, _ range: KeyRange, limit: Int,
-                     direction: ScanDirection = .forward) throws -> ScanPage {
+    public func scan(
+        _ family: ColumnFamily, _ range: KeyRange, limit: Int,
+        direction: ScanDirection = .forward
+    ) throws -> ScanPage {
         try engine.whileOpen {
             try engine.requireLive(self)
             return try engine.scan(family, range, limit: limit, direction: direction, snapshot: snapshot)
@@ -102,11 +104,12 @@ extension StorageEngine {
     }
 
     func releaseView(_ id: UInt64) {
-        let released: Bool = (try? whileOpen {
-            guard let snapshot = views.withLock({ $0.remove(id) }) else { return false }
-            database.release(snapshot)
-            return true
-        }) ?? false
+        let released: Bool =
+            (try? whileOpen {
+                guard let snapshot = views.withLock({ $0.remove(id) }) else { return false }
+                database.release(snapshot)
+                return true
+            }) ?? false
         // A key retirement may have been waiting for this view.
         if released { retireDrainedKeysIfIdle() }
     }

@@ -41,7 +41,8 @@ public struct WriteBatch: Sendable {
     func validate() throws {
         guard operations.count <= StorageLimits.maxBatchOperations else {
             throw StorageError.invalidArgument(
-                "batch of \(operations.count) operations exceeds the limit of \(StorageLimits.maxBatchOperations); split it")
+                "batch of \(operations.count) operations exceeds the limit of \(StorageLimits.maxBatchOperations); split it"
+            )
         }
         guard payloadBytes <= StorageLimits.maxBatchBytes else {
             throw StorageError.invalidArgument(
@@ -53,7 +54,8 @@ public struct WriteBatch: Sendable {
                 try validateKey(key, family)
                 guard value.count <= StorageLimits.maxValueBytes else {
                     throw StorageError.invalidArgument(
-                        "value of \(value.count) bytes for \(family) exceeds the limit of \(StorageLimits.maxValueBytes)")
+                        "value of \(value.count) bytes for \(family) exceeds the limit of \(StorageLimits.maxValueBytes)"
+                    )
                 }
             case .delete(let family, let key):
                 try validateKey(key, family)
@@ -71,7 +73,8 @@ public struct WriteBatch: Sendable {
 /// Keys are non-empty, bounded, and never address the engine's own key ring.
 func validateKey(_ key: [UInt8], _ family: ColumnFamily) throws {
     guard family != .keyring else {
-        throw StorageError.invalidArgument("the keyring column family is managed by the engine and cannot be used directly")
+        throw StorageError.invalidArgument(
+            "the keyring column family is managed by the engine and cannot be used directly")
     }
     guard !key.isEmpty else { throw StorageError.invalidArgument("empty key in \(family)") }
     guard key.count <= StorageLimits.maxKeyBytes else {

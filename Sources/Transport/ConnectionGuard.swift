@@ -16,8 +16,10 @@ public struct ConnectionLimits: Sendable, Equatable {
     /// From the first byte of a request to its last (HTTP: head and body); nil: no deadline.
     public var requestReadTimeout: TimeAmount?
 
-    public init(maxConnections: Int, maxConnectionsPerAddress: Int, firstRequestTimeout: TimeAmount?,
-                idleTimeout: TimeAmount?, requestReadTimeout: TimeAmount?) {
+    public init(
+        maxConnections: Int, maxConnectionsPerAddress: Int, firstRequestTimeout: TimeAmount?,
+        idleTimeout: TimeAmount?, requestReadTimeout: TimeAmount?
+    ) {
         precondition(maxConnections >= 1 && maxConnectionsPerAddress >= 1 && maxConnectionsPerAddress <= maxConnections)
         self.maxConnections = maxConnections
         self.maxConnectionsPerAddress = maxConnectionsPerAddress
@@ -104,7 +106,10 @@ public final class ConnectionGuard: Sendable {
         }
         evict?.close(promise: nil)
         guard admitted else {
-            throw Full(description: "\(name) listener full: \(limits.maxConnections) connections, \(limits.maxConnectionsPerAddress) per address")
+            throw Full(
+                description:
+                    "\(name) listener full: \(limits.maxConnections) connections, \(limits.maxConnectionsPerAddress) per address"
+            )
         }
         channel.closeFuture.whenComplete { [self] _ in
             state.withLock { state in
@@ -112,7 +117,8 @@ public final class ConnectionGuard: Sendable {
                 state.counts.open = state.byChannel.count
             }
         }
-        try channel.pipeline.syncOperations.addHandler(ConnectionGuardHandler(guard: self, limits: limits), position: .first)
+        try channel.pipeline.syncOperations.addHandler(
+            ConnectionGuardHandler(guard: self, limits: limits), position: .first)
     }
 
     /// The connection made its first request: it is no longer evicted to make room.
@@ -156,7 +162,7 @@ extension ConnectionGuard.State {
         while position < unproven.count {
             let key = unproven[position]
             guard let tracked = byChannel[key], !tracked.proven else {
-                if position == unprovenStart { unprovenStart += 1 }  // closed or proven: drop it from the front
+                if position == unprovenStart { unprovenStart += 1 } // closed or proven: drop it from the front
                 position += 1
                 continue
             }
@@ -178,7 +184,8 @@ extension ConnectionGuard.State {
 
     /// Keeps the accept-order list from growing past the connections it may name.
     private mutating func compactUnproven() {
-        guard unproven.count > 64, unprovenStart * 2 > unproven.count || unproven.count > 4 * max(byChannel.count, 16) else { return }
+        guard unproven.count > 64, unprovenStart * 2 > unproven.count || unproven.count > 4 * max(byChannel.count, 16)
+        else { return }
         unproven = unproven[unprovenStart...].filter { byChannel[$0].map { !$0.proven } ?? false }
         unprovenStart = 0
     }

@@ -49,19 +49,27 @@ public final class DenyList: Sendable {
     static func parse(_ text: String, path: String) throws -> Entries {
         var entries = Entries()
         for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+            let line =
+                rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init)
+                ?? ""
             let entry = line.trimmingCharacters(in: .whitespaces)
             if entry.isEmpty { continue }
             if entry.hasPrefix("crm://") {
                 guard let identity = PeerIdentity(uri: entry) else {
-                    throw DenyListError(path: path, problem: "line \(number + 1): '\(entry)' is not a crm identity (crm://client/<name> or crm://member/<id>)")
+                    throw DenyListError(
+                        path: path,
+                        problem:
+                            "line \(number + 1): '\(entry)' is not a crm identity (crm://client/<name> or crm://member/<id>)"
+                    )
                 }
                 entries.identities.insert(identity)
             } else {
                 var serial = entry.lowercased().replacingOccurrences(of: ":", with: "")
                 if serial.hasPrefix("serial=") { serial.removeFirst("serial=".count) }
                 guard !serial.isEmpty, serial.count <= 64, serial.allSatisfy(\.isHexDigit) else {
-                    throw DenyListError(path: path, problem: "line \(number + 1): '\(entry)' is neither a hex serial number nor a crm identity")
+                    throw DenyListError(
+                        path: path,
+                        problem: "line \(number + 1): '\(entry)' is neither a hex serial number nor a crm identity")
                 }
                 entries.serials.insert(Self.canonical(serial))
             }

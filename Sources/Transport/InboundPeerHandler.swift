@@ -43,9 +43,12 @@ final class InboundPeerHandler: ChannelInboundHandler, @unchecked Sendable {
     /// too, and those have no business on the peer port.
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case TLSUserEvent.handshakeCompleted = event {
-            let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate
+            let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)
+                .peerCertificate
             let identity = certificate.flatMap(PeerIdentity.init(certificate:))
-            if let certificate, let refusal = transport.denyList?.refusal(serial: certificate.serialNumber, identity: identity) {
+            if let certificate,
+                let refusal = transport.denyList?.refusal(serial: certificate.serialNumber, identity: identity)
+            {
                 refuse(context, refusal)
                 return
             }
@@ -99,12 +102,14 @@ final class InboundPeerHandler: ChannelInboundHandler, @unchecked Sendable {
             for decoded in try RaftMessageCoding.decode(frame.payload) {
                 let message = decoded.message
                 guard message.from == peer, message.to == transport.selfID else {
-                    throw PeerRefusal(description: "member \(peer) sent a message from \(message.from) to \(message.to)")
+                    throw PeerRefusal(
+                        description: "member \(peer) sent a message from \(message.from) to \(message.to)")
                 }
                 if let metadata = message.snapshot?.metadata, let bytes = decoded.snapshotDataBytes {
                     guard snapshot == nil else { throw PeerRefusal(description: "two snapshots at once") }
-                    let assembly = try SnapshotAssembly(index: metadata.index, term: metadata.term, totalBytes: bytes,
-                                                        maxBytes: transport.options.maxSnapshotBytes)
+                    let assembly = try SnapshotAssembly(
+                        index: metadata.index, term: metadata.term, totalBytes: bytes,
+                        maxBytes: transport.options.maxSnapshotBytes)
                     snapshot = (message, assembly)
                     startSnapshotDeadline(context)
                 } else {
@@ -113,7 +118,9 @@ final class InboundPeerHandler: ChannelInboundHandler, @unchecked Sendable {
             }
             return ready
         case .snapshotChunk:
-            guard var (message, assembly) = snapshot else { throw PeerRefusal(description: "a snapshot chunk without its snapshot") }
+            guard var (message, assembly) = snapshot else {
+                throw PeerRefusal(description: "a snapshot chunk without its snapshot")
+            }
             try assembly.add(try SnapshotChunk(encoded: frame.payload))
             guard assembly.isComplete else {
                 snapshot = (message, assembly)
@@ -159,9 +166,11 @@ final class InboundPeerHandler: ChannelInboundHandler, @unchecked Sendable {
     private func refuse(_ context: ChannelHandlerContext, _ reason: String) {
         guard context.channel.isActive else { return }
         transport.recordRefusal(reason)
-        transport.logger.warning("closing peer connection", metadata: [
-            "remote": "\(remote)", "peer": "\(peer.map { "\($0)" } ?? "unverified")", "reason": "\(reason)",
-        ])
+        transport.logger.warning(
+            "closing peer connection",
+            metadata: [
+                "remote": "\(remote)", "peer": "\(peer.map { "\($0)" } ?? "unverified")", "reason": "\(reason)",
+            ])
         context.close(promise: nil)
     }
 

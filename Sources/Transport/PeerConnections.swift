@@ -46,14 +46,19 @@ final class OutboundPeer: Sendable {
         eventLoop.execute { [self] in
             for outbound in frames {
                 var buffer = channel.allocator.buffer(capacity: outbound.frame.payload.count + FrameHeader.byteCount)
-                buffer.writeBytes(FrameHeader(type: outbound.frame.type, payloadBytes: UInt32(outbound.frame.payload.count)).encoded)
+                buffer.writeBytes(
+                    FrameHeader(type: outbound.frame.type, payloadBytes: UInt32(outbound.frame.payload.count)).encoded)
                 buffer.writeBytes(outbound.frame.payload)
                 let size = buffer.readableBytes
                 let promise = eventLoop.makePromise(of: Void.self)
                 promise.futureResult.whenComplete { [self] result in
                     queuedBytes.subtract(size, ordering: .relaxed)
                     if outbound.completesSnapshot {
-                        if case .success = result { transport.snapshotSent(to: id, delivered: true) } else { transport.snapshotSent(to: id, delivered: false) }
+                        if case .success = result {
+                            transport.snapshotSent(to: id, delivered: true)
+                        } else {
+                            transport.snapshotSent(to: id, delivered: false)
+                        }
                     }
                 }
                 channel.write(buffer, promise: promise)
@@ -110,7 +115,8 @@ final class OutboundPeer: Sendable {
                 }
             case .failure(let error):
                 state.withLock { $0.connecting = false }
-                transport.logger.debug("cannot connect to peer", metadata: ["peer": "\(id)", "address": "\(address)", "error": "\(error)"])
+                transport.logger.debug(
+                    "cannot connect to peer", metadata: ["peer": "\(id)", "address": "\(address)", "error": "\(error)"])
                 if error is PeerRefusal {
                     transport.logger.error("peer refused", metadata: ["peer": "\(id)", "reason": "\(error)"])
                 }
@@ -183,10 +189,15 @@ final class OutboundHandshakeHandler: ChannelInboundHandler, @unchecked Sendable
     private func check(_ context: ChannelHandlerContext) {
         let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self).peerCertificate
         guard let certificate, let identity = PeerIdentity(certificate: certificate) else {
-            return fail(context, PeerRefusal(description: "the server at this address presents no crm identity; expected crm://member/\(peerID)"))
+            return fail(
+                context,
+                PeerRefusal(
+                    description: "the server at this address presents no crm identity; expected crm://member/\(peerID)")
+            )
         }
         guard identity == .member(peerID) else {
-            return fail(context, PeerRefusal(description: "dialled member \(peerID) but the certificate names \(identity)"))
+            return fail(
+                context, PeerRefusal(description: "dialled member \(peerID) but the certificate names \(identity)"))
         }
         if let refusal = denyList?.refusal(serial: certificate.serialNumber, identity: identity) {
             return fail(context, PeerRefusal(description: "dialled member \(peerID): \(refusal)"))

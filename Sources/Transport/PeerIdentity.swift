@@ -18,8 +18,9 @@ public enum PeerIdentity: Equatable, Hashable, Sendable, CustomStringConvertible
         if uri.hasPrefix(Self.memberPrefix) {
             let digits = uri.utf8.dropFirst(Self.memberPrefix.utf8.count)
             guard (1...20).contains(digits.count), digits.first != UInt8(ascii: "0"),
-                  digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
-                  let id = NodeID(String(decoding: digits, as: UTF8.self)) else { return nil }
+                digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
+                let id = NodeID(String(decoding: digits, as: UTF8.self))
+            else { return nil }
             self = .member(id)
         } else if uri.hasPrefix(Self.clientPrefix) {
             let name = String(uri.dropFirst(Self.clientPrefix.count))
@@ -33,11 +34,14 @@ public enum PeerIdentity: Equatable, Hashable, Sendable, CustomStringConvertible
     /// Client names: ASCII letters, digits, '.', '_' and '-', 1 to 128 characters (as
     /// cluster/make-certs.sh makes them).
     public static func isValidClientName(_ name: String) -> Bool {
-        (1...128).contains(name.utf8.count) && name.utf8.allSatisfy { byte in
-            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
-                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_")
-                || byte == UInt8(ascii: "-")
-        }
+        (1...128).contains(name.utf8.count)
+            && name.utf8.allSatisfy { byte in
+                (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte)
+                    || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                    || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: ".")
+                    || byte == UInt8(ascii: "_")
+                    || byte == UInt8(ascii: "-")
+            }
     }
 
     /// The single identity among a certificate's URI names; nil if they name none, or more than one.

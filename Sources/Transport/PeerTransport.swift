@@ -27,8 +27,9 @@ public struct PeerTransportOptions: Sendable {
     public var snapshotAssemblyTimeout = TimeAmount.seconds(120)
     /// Accepted connections before the hello. Members dial one connection each; the rest is
     /// room for reconnects. Unproven connections make way for newer ones (see `ConnectionGuard`).
-    public var connectionLimits = ConnectionLimits(maxConnections: 64, maxConnectionsPerAddress: 16, firstRequestTimeout: nil,
-                                                   idleTimeout: nil, requestReadTimeout: nil)
+    public var connectionLimits = ConnectionLimits(
+        maxConnections: 64, maxConnectionsPerAddress: 16, firstRequestTimeout: nil,
+        idleTimeout: nil, requestReadTimeout: nil)
 
     public init() {}
 }
@@ -104,8 +105,12 @@ public final class PeerTransport: Sendable {
 
     func recordRefusal(_ reason: String) { refusals.withLock { $0.record(reason) } }
 
-    public init(selfID: NodeID, tls: ReloadingTLSContexts, group: any EventLoopGroup, delegate: (any PeerTransportDelegate)? = nil,
-                options: PeerTransportOptions = PeerTransportOptions(), denyList: DenyList? = nil, logger: Logger = Logger(label: "crm.peer")) {
+    public init(
+        selfID: NodeID, tls: ReloadingTLSContexts, group: any EventLoopGroup,
+        delegate: (any PeerTransportDelegate)? = nil,
+        options: PeerTransportOptions = PeerTransportOptions(), denyList: DenyList? = nil,
+        logger: Logger = Logger(label: "crm.peer")
+    ) {
         precondition(selfID != 0)
         self.selfID = selfID
         self.denyList = denyList
@@ -153,9 +158,15 @@ public final class PeerTransport: Sendable {
         let channels = state.withLock { Array($0.inboundByPeer) }
         for (peer, channel) in channels {
             channel.eventLoop.execute { [logger] in
-                guard let certificate = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate,
-                      let refusal = denyList.refusal(serial: certificate.serialNumber, identity: PeerIdentity(certificate: certificate)) else { return }
-                logger.warning("closing a member's connection: its certificate is denied", metadata: ["peer": "\(peer)", "reason": "\(refusal)"])
+                guard
+                    let certificate = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)
+                        .peerCertificate,
+                    let refusal = denyList.refusal(
+                        serial: certificate.serialNumber, identity: PeerIdentity(certificate: certificate))
+                else { return }
+                logger.warning(
+                    "closing a member's connection: its certificate is denied",
+                    metadata: ["peer": "\(peer)", "reason": "\(refusal)"])
                 channel.close(promise: nil)
             }
         }
@@ -274,19 +285,26 @@ public final class PeerTransport: Sendable {
             let size = 96 + message.context.count + message.entries.reduce(0) { $0 + $1.data.count + 24 }
             if let snapshot = message.snapshot {
                 flush()
-                frames.append(OutboundFrame(frame: Frame(type: .raftMessages, payload: RaftMessageCoding.encode([message]))))
-                let chunks = SnapshotChunk.split(snapshot.data, index: snapshot.metadata.index, term: snapshot.metadata.term,
-                                                 chunkBytes: min(options.snapshotChunkBytes, options.maxFrameBytes - 64))
+                frames.append(
+                    OutboundFrame(frame: Frame(type: .raftMessages, payload: RaftMessageCoding.encode([message]))))
+                let chunks = SnapshotChunk.split(
+                    snapshot.data, index: snapshot.metadata.index, term: snapshot.metadata.term,
+                    chunkBytes: min(options.snapshotChunkBytes, options.maxFrameBytes - 64))
                 for (position, chunk) in chunks.enumerated() {
-                    frames.append(OutboundFrame(frame: Frame(type: .snapshotChunk, payload: chunk.encoded),
-                                                completesSnapshot: position == chunks.count - 1))
+                    frames.append(
+                        OutboundFrame(
+                            frame: Frame(type: .snapshotChunk, payload: chunk.encoded),
+                            completesSnapshot: position == chunks.count - 1))
                 }
                 continue
             }
             guard size + 64 <= options.maxFrameBytes else {
-                logger.error("dropping a message larger than the frame limit", metadata: [
-                    "kind": "\(message.kind.rawValue)", "to": "\(message.to)", "bytes": "\(size)", "limit": "\(options.maxFrameBytes)",
-                ])
+                logger.error(
+                    "dropping a message larger than the frame limit",
+                    metadata: [
+                        "kind": "\(message.kind.rawValue)", "to": "\(message.to)", "bytes": "\(size)",
+                        "limit": "\(options.maxFrameBytes)",
+                    ])
                 continue
             }
             if pendingBytes + size + 64 > options.maxFrameBytes { flush() }

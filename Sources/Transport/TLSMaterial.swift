@@ -29,9 +29,11 @@ public enum TLSMaterialError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case .unreadable(let path, let reason):
-            return "cannot load \(path): \(reason). Check the path in the config; cluster/make-certs.sh creates the files"
+            return
+                "cannot load \(path): \(reason). Check the path in the config; cluster/make-certs.sh creates the files"
         case .noIdentity(let path):
-            return "\(path) names no crm identity (a URI crm://member/<id> or crm://client/<name> in its subject alternative names); "
+            return
+                "\(path) names no crm identity (a URI crm://member/<id> or crm://client/<name> in its subject alternative names); "
                 + "make it with cluster/make-certs.sh"
         case .wrongIdentity(let path, let names, let required):
             return "\(path) names \(names), but this process is \(required); use that identity's certificate"
@@ -67,14 +69,18 @@ public struct TLSMaterial: Sendable {
         } catch {
             throw .unreadable(path: files.privateKey, reason: "\(error)")
         }
-        guard let identity = PeerIdentity(certificate: certificateChain[0]) else { throw .noIdentity(path: files.certificate) }
+        guard let identity = PeerIdentity(certificate: certificateChain[0]) else {
+            throw .noIdentity(path: files.certificate)
+        }
         self.identity = identity
     }
 
     private static func certificates(at path: String) throws(TLSMaterialError) -> [NIOSSLCertificate] {
         do {
             let certificates = try NIOSSLCertificate.fromPEMFile(path)
-            guard !certificates.isEmpty else { throw TLSMaterialError.unreadable(path: path, reason: "no PEM certificate in it") }
+            guard !certificates.isEmpty else {
+                throw TLSMaterialError.unreadable(path: path, reason: "no PEM certificate in it")
+            }
             return certificates
         } catch let error as TLSMaterialError {
             throw error
@@ -84,7 +90,9 @@ public struct TLSMaterial: Sendable {
     }
 
     /// When this member's (or client's) certificate expires.
-    public var certificateExpiresAt: Date { Date(timeIntervalSince1970: TimeInterval(certificateChain[0].notValidAfter)) }
+    public var certificateExpiresAt: Date {
+        Date(timeIntervalSince1970: TimeInterval(certificateChain[0].notValidAfter))
+    }
 
     /// When the first CA certificate of the bundle expires (after that, nothing it signed is trusted).
     public var earliestTrustRootExpiresAt: Date {
@@ -133,11 +141,14 @@ public final class ReloadingTLSContexts: Sendable {
         self.requiredIdentity = requiredIdentity
         let material = try TLSMaterial(files: files)
         if let requiredIdentity, material.identity != requiredIdentity {
-            throw TLSMaterialError.wrongIdentity(path: files.certificate, names: material.identity, required: requiredIdentity)
+            throw TLSMaterialError.wrongIdentity(
+                path: files.certificate, names: material.identity, required: requiredIdentity)
         }
-        state = Mutex(Current(material: material, server: try NIOSSLContext(configuration: material.serverConfiguration()),
-                              client: try NIOSSLContext(configuration: material.clientConfiguration()),
-                              stamps: Self.stamps(files)))
+        state = Mutex(
+            Current(
+                material: material, server: try NIOSSLContext(configuration: material.serverConfiguration()),
+                client: try NIOSSLContext(configuration: material.clientConfiguration()),
+                stamps: Self.stamps(files)))
     }
 
     public var server: NIOSSLContext { state.withLock { $0.server } }
@@ -152,7 +163,8 @@ public final class ReloadingTLSContexts: Sendable {
         guard stamps != state.withLock({ $0.stamps }) else { return false }
         let material = try TLSMaterial(files: files)
         if let requiredIdentity, material.identity != requiredIdentity {
-            throw TLSMaterialError.wrongIdentity(path: files.certificate, names: material.identity, required: requiredIdentity)
+            throw TLSMaterialError.wrongIdentity(
+                path: files.certificate, names: material.identity, required: requiredIdentity)
         }
         let server = try NIOSSLContext(configuration: material.serverConfiguration())
         let client = try NIOSSLContext(configuration: material.clientConfiguration())

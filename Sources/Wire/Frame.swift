@@ -1,4 +1,5 @@
 import BinaryCoding
+
 /// A unit on a peer connection: an 8-byte header, then the payload.
 ///
 ///     offset size field

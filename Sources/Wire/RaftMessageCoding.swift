@@ -34,11 +34,15 @@ public enum RaftMessageCoding {
     public static func decode(_ payload: [UInt8]) throws(WireError) -> [Decoded] {
         var reader = BinaryReader(payload)
         guard let count = reader.u32() else { throw .malformed("batch without a count") }
-        guard count <= maxMessagesPerBatch else { throw .malformed("batch of \(count) messages exceeds \(maxMessagesPerBatch)") }
+        guard count <= maxMessagesPerBatch else {
+            throw .malformed("batch of \(count) messages exceeds \(maxMessagesPerBatch)")
+        }
         var messages: [Decoded] = []
         messages.reserveCapacity(Int(min(count, 1024)))
         for position in 0..<count {
-            guard let message = decodeMessage(&reader) else { throw .malformed("message \(position) of \(count) is truncated or invalid") }
+            guard let message = decodeMessage(&reader) else {
+                throw .malformed("message \(position) of \(count) is truncated or invalid")
+            }
             messages.append(message)
         }
         guard reader.isAtEnd else { throw .malformed("\(reader.remaining) bytes after the last message") }
@@ -78,10 +82,11 @@ public enum RaftMessageCoding {
 
     private static func decodeMessage(_ reader: inout BinaryReader) -> Decoded? {
         guard let code = reader.u8(), let kind = kind(code: code),
-              let from = reader.u64(), let to = reader.u64(), let term = reader.u64(),
-              let logTerm = reader.u64(), let index = reader.u64(), let commit = reader.u64(),
-              let reject = reader.bool(), let rejectHint = reader.u64(),
-              let context = reader.blob(limit: maxContextBytes), let entryCount = reader.u32() else { return nil }
+            let from = reader.u64(), let to = reader.u64(), let term = reader.u64(),
+            let logTerm = reader.u64(), let index = reader.u64(), let commit = reader.u64(),
+            let reject = reader.bool(), let rejectHint = reader.u64(),
+            let context = reader.blob(limit: maxContextBytes), let entryCount = reader.u32()
+        else { return nil }
         // Each entry takes at least 21 bytes: a count beyond what is left is a lie.
         guard from != 0, to != 0, Int(entryCount) <= reader.remaining / 21 else { return nil }
         var message = Message(kind: kind, from: from, to: to, term: term)
@@ -94,15 +99,20 @@ public enum RaftMessageCoding {
         message.entries.reserveCapacity(Int(entryCount))
         for _ in 0..<entryCount {
             guard let entryTerm = reader.u64(), let entryIndex = reader.u64(), let kindByte = reader.u8(),
-                  let entryKind = Entry.Kind(rawValue: kindByte), let data = reader.blob(limit: reader.remaining) else { return nil }
+                let entryKind = Entry.Kind(rawValue: kindByte), let data = reader.blob(limit: reader.remaining)
+            else { return nil }
             message.entries.append(Entry(term: entryTerm, index: entryIndex, kind: entryKind, data: data))
         }
         guard let hasSnapshot = reader.bool() else { return nil }
         var snapshotDataBytes: UInt64?
         if hasSnapshot {
             guard let snapshotIndex = reader.u64(), let snapshotTerm = reader.u64(),
-                  let voters = reader.ids(limit: maxMembers), let learners = reader.ids(limit: maxMembers), let dataBytes = reader.u64() else { return nil }
-            guard let configuration = Configuration(decodedVoters: voters, learners: learners), dataBytes <= UInt64(Int.max) else { return nil }
+                let voters = reader.ids(limit: maxMembers), let learners = reader.ids(limit: maxMembers),
+                let dataBytes = reader.u64()
+            else { return nil }
+            guard let configuration = Configuration(decodedVoters: voters, learners: learners),
+                dataBytes <= UInt64(Int.max)
+            else { return nil }
             let metadata = SnapshotMetadata(index: snapshotIndex, term: snapshotTerm, configuration: configuration)
             message.snapshot = Snapshot(metadata: metadata, data: [])
             snapshotDataBytes = dataBytes

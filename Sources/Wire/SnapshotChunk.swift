@@ -29,8 +29,9 @@ public struct SnapshotChunk: Equatable, Sendable {
         precondition(chunkBytes > 0)
         let offsets = data.isEmpty ? [0] : Array(stride(from: 0, to: data.count, by: chunkBytes))
         return offsets.map { start in
-            SnapshotChunk(index: index, term: term, totalBytes: UInt64(data.count), offset: UInt64(start),
-                          data: Array(data[start..<min(data.count, start + chunkBytes)]))
+            SnapshotChunk(
+                index: index, term: term, totalBytes: UInt64(data.count), offset: UInt64(start),
+                data: Array(data[start..<min(data.count, start + chunkBytes)]))
         }
     }
 
@@ -47,8 +48,10 @@ public struct SnapshotChunk: Equatable, Sendable {
 
     public init(encoded payload: [UInt8]) throws(WireError) {
         var reader = BinaryReader(payload)
-        guard let index = reader.u64(), let term = reader.u64(), let totalBytes = reader.u64(), let offset = reader.u64(),
-              let checksum = reader.u32(), let data = reader.blob(), reader.isAtEnd else {
+        guard let index = reader.u64(), let term = reader.u64(), let totalBytes = reader.u64(),
+            let offset = reader.u64(),
+            let checksum = reader.u32(), let data = reader.blob(), reader.isAtEnd
+        else {
             throw .malformed("snapshot chunk is truncated")
         }
         self.index = index
@@ -57,7 +60,9 @@ public struct SnapshotChunk: Equatable, Sendable {
         self.offset = offset
         self.data = data
         self.checksum = checksum
-        guard CRC32C.checksum(data) == checksum else { throw .malformed("snapshot chunk at offset \(offset) fails its checksum") }
+        guard CRC32C.checksum(data) == checksum else {
+            throw .malformed("snapshot chunk at offset \(offset) fails its checksum")
+        }
         guard offset <= totalBytes, UInt64(data.count) <= totalBytes - offset else {
             throw .malformed("snapshot chunk at offset \(offset) runs past the snapshot's \(totalBytes) bytes")
         }
@@ -94,7 +99,9 @@ public struct SnapshotAssembly: Sendable {
         // Checked here too, not only when a chunk is decoded: the assembly never holds more than
         // it announced (found by the snapshot-assembly fuzzing harness).
         guard UInt64(chunk.data.count) <= totalBytes - UInt64(data.count) else {
-            throw .malformed("snapshot chunk of \(chunk.data.count) bytes at offset \(chunk.offset) runs past the snapshot's \(totalBytes) bytes")
+            throw .malformed(
+                "snapshot chunk of \(chunk.data.count) bytes at offset \(chunk.offset) runs past the snapshot's \(totalBytes) bytes"
+            )
         }
         data += chunk.data
     }

@@ -14,7 +14,8 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
         case .badMagic(let magic):
             return "not a crm frame (magic 0x\(String(magic, radix: 16))): the peer does not speak this protocol"
         case .unsupportedVersion(let version):
-            return "frame version \(version) is not supported (this node speaks version \(FrameHeader.version)); upgrade the older member"
+            return
+                "frame version \(version) is not supported (this node speaks version \(FrameHeader.version)); upgrade the older member"
         case .unknownFrameType(let type):
             return "unknown frame type \(type)"
         case .frameTooLarge(let bytes, let limit):

@@ -1,38 +1,54 @@
-@testable import CRMChaos
 import Testing
+
+@testable import CRMChaos
 
 /// The drill's checks on hand-made histories: each must pass a correct one and fail, saying
 /// why, a broken one.
 @Suite struct JudgeTests {
     /// invoke and ok (or another outcome) of one operation, `process` doing it over [from, to].
-    static func op(_ process: Int, _ f: String, _ key: String, _ value: String?, _ from: UInt64, _ to: UInt64,
-                   outcome: HistoryEvent.Kind = .ok, read: String?? = nil, expected: String?? = nil) -> [HistoryEvent] {
-        [HistoryEvent(process: process, type: .invoke, f: f, key: key, value: f == "get" ? nil : value, expected: expected, time: from),
-         HistoryEvent(process: process, type: outcome, f: f, key: key, value: f == "get" ? (read ?? nil) : value, expected: expected, time: to)]
+    static func op(
+        _ process: Int, _ f: String, _ key: String, _ value: String?, _ from: UInt64, _ to: UInt64,
+        outcome: HistoryEvent.Kind = .ok, read: String?? = nil, expected: String?? = nil
+    ) -> [HistoryEvent] {
+        [
+            HistoryEvent(
+                process: process, type: .invoke, f: f, key: key, value: f == "get" ? nil : value, expected: expected,
+                time: from),
+            HistoryEvent(
+                process: process, type: outcome, f: f, key: key, value: f == "get" ? (read ?? nil) : value,
+                expected: expected, time: to),
+        ]
     }
 
     @Test func aReadOfAReplacedValueFailsAndIsNamed() {
-        let history = Self.op(1, "put", "k", "v1", 0, 1_000) + Self.op(2, "put", "k", "v2", 2_000, 3_000)
+        let history =
+            Self.op(1, "put", "k", "v1", 0, 1_000) + Self.op(2, "put", "k", "v2", 2_000, 3_000)
             + Self.op(3, "get", "k", nil, 4_000, 5_000, read: .some("v1"))
         let (check, operations) = Judge.linearizability(history)
         #expect(!check.passed && operations == 3)
         #expect(check.detail.contains("key k has no linearization"), "\(check.detail)")
-        #expect(check.detail.contains("returned v1") && check.detail.contains("put(v2) had been acknowledged"), "\(check.detail)")
+        #expect(
+            check.detail.contains("returned v1") && check.detail.contains("put(v2) had been acknowledged"),
+            "\(check.detail)")
     }
 
     /// A stale read of a counter: an increment to 9 had no answer, but the counter had long
     /// moved past 8, so that swap cannot have restored 9 and the read is still named.
     @Test func anIndeterminateSwapExplainsAReadOnlyWhereItsExpectedValueWasPossible() {
-        var history = Self.op(1, "put", "c", "8", 0, 1_000)
+        var history =
+            Self.op(1, "put", "c", "8", 0, 1_000)
             + Self.op(2, "cas", "c", "9", 2_000, 3_000, outcome: .info, expected: .some("8"))
             + Self.op(3, "cas", "c", "10", 4_000, 5_000, expected: .some("8"))
             + Self.op(4, "cas", "c", "11", 6_000, 7_000, expected: .some("10"))
         history += Self.op(5, "get", "c", nil, 8_000, 9_000, read: .some("9"))
         let check = Judge.linearizability(history).check
         #expect(!check.passed)
-        #expect(check.detail.contains("returned 9") && check.detail.contains("cas(11) had been acknowledged"), "\(check.detail)")
+        #expect(
+            check.detail.contains("returned 9") && check.detail.contains("cas(11) had been acknowledged"),
+            "\(check.detail)")
         // While 8 was still the value the unanswered swap may yet apply: reading 9 then is fine.
-        let early = Self.op(1, "put", "c", "8", 0, 1_000)
+        let early =
+            Self.op(1, "put", "c", "8", 0, 1_000)
             + Self.op(2, "cas", "c", "9", 2_000, 3_000, outcome: .info, expected: .some("8"))
             + Self.op(5, "get", "c", nil, 8_000, 9_000, read: .some("9"))
         #expect(Judge.linearizability(early).check.passed)
@@ -40,7 +56,8 @@ import Testing
     }
 
     @Test func concurrentWritesLeaveEitherValueReadable() {
-        let history = Self.op(1, "put", "k", "v1", 0, 3_000) + Self.op(2, "put", "k", "v2", 1_000, 2_000)
+        let history =
+            Self.op(1, "put", "k", "v1", 0, 3_000) + Self.op(2, "put", "k", "v2", 1_000, 2_000)
             + Self.op(3, "get", "k", nil, 4_000, 5_000, read: .some("v1"))
         #expect(Judge.linearizability(history).check.passed)
         #expect(Judge.explain(key: "k", history).isEmpty)
@@ -52,7 +69,9 @@ import Testing
         let missedIt = unknown + Self.op(2, "get", "k", nil, 2_000, 3_000, read: .some(nil))
         #expect(Judge.linearizability(sawIt).check.passed)
         #expect(Judge.linearizability(missedIt).check.passed)
-        let failedButSeen = Self.op(1, "put", "k", "v1", 0, 1_000, outcome: .fail) + Self.op(2, "get", "k", nil, 2_000, 3_000, read: .some("v1"))
+        let failedButSeen =
+            Self.op(1, "put", "k", "v1", 0, 1_000, outcome: .fail)
+            + Self.op(2, "get", "k", nil, 2_000, 3_000, read: .some("v1"))
         #expect(!Judge.linearizability(failedButSeen).check.passed, "a failed write certainly did not apply")
     }
 
@@ -63,10 +82,14 @@ import Testing
         counts.uniqueFailed = ["u/d"]
         let good = Judge.uniqueWrites(counts, present: ["u/a", "u/b"])
         #expect(good.passed, "\(good.detail)")
-        #expect(good.detail.contains("2 of 2 acknowledged unique writes present; 1 indeterminate (0 applied); 1 failed"), "\(good.detail)")
+        #expect(
+            good.detail.contains("2 of 2 acknowledged unique writes present; 1 indeterminate (0 applied); 1 failed"),
+            "\(good.detail)")
         let bad = Judge.uniqueWrites(counts, present: ["u/a", "u/c", "u/d", "u/e"])
         #expect(!bad.passed)
-        #expect(bad.detail.contains("LOST 1: u/b") && bad.detail.contains("PHANTOM 2") && bad.detail.contains("1 indeterminate (1 applied)"), "\(bad.detail)")
+        #expect(
+            bad.detail.contains("LOST 1: u/b") && bad.detail.contains("PHANTOM 2")
+                && bad.detail.contains("1 indeterminate (1 applied)"), "\(bad.detail)")
         #expect(!Judge.uniqueWrites(counts, present: nil).passed, "an unreadable range is no proof")
     }
 

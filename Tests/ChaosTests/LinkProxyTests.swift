@@ -1,10 +1,11 @@
-@testable import CRMChaos
 import CRMTestSupport
 import Dispatch
 import NIOCore
 import NIOPosix
 import Synchronization
 import Testing
+
+@testable import CRMChaos
 
 /// The proxies between members, on real loopback sockets: a clear link passes bytes, a cut one
 /// swallows them and the connection is closed at the heal, a one-way cut keeps the other way,
@@ -35,7 +36,9 @@ import Testing
         init() async throws {
             let sink = self.sink
             server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .childChannelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(sink) } }
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(sink) }
+                }
                 .bind(host: "127.0.0.1", port: 0).get()
             proxyPort = try TestSockets.freePort()
             try await proxies.listen(port: proxyPort, forwardingTo: server.localAddress!.port!, from: 1, to: 2)
@@ -67,7 +70,9 @@ import Testing
         #expect(setup.sink.text == "one ", "nothing crosses a cut link")
         #expect(!client.isClosed, "a cut link hangs; it does not reset")
         setup.proxies.update { $0.set(.clear, from: 1, to: 2) }
-        #expect(await eventually(seconds: 5) { client.isClosed }, "a connection that lost bytes is closed once the link is clear")
+        #expect(
+            await eventually(seconds: 5) { client.isClosed },
+            "a connection that lost bytes is closed once the link is clear")
         #expect(setup.sink.text == "one ")
         await setup.close()
     }

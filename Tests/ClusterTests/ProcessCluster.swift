@@ -1,14 +1,16 @@
 import CRMClient
-import CRMTestSupport
 import CRMProto
+import CRMTestSupport
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import GRPCCore
 import NIOCore
 import NIOPosix
 import Synchronization
+import Testing
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 
 /// Real `crm-node` processes on loopback, started from the binaries built next to the tests,
 /// with certificates, keys and configs made by the real scripts. Every process is killed by its
@@ -32,7 +34,9 @@ final class ProcessCluster: @unchecked Sendable {
     static var binaries: URL {
         var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         for _ in 0..<4 {
-            if FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent("crm-node").path) { return directory }
+            if FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent("crm-node").path) {
+                return directory
+            }
             directory.deleteLastPathComponent()
         }
         return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -40,7 +44,8 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     static var repository: URL {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
     }
 
     /// `spares`: members with certificates and a `join: true` config, not started and not founders.
@@ -49,9 +54,11 @@ final class ProcessCluster: @unchecked Sendable {
     /// `tlsConfig`: extra keys of every member's `tls` section, one per line.
     let tlsConfig: [String]
 
-    init(ids: [UInt64] = [1, 2, 3], spares: [UInt64] = [], snapshotEvery: Int = 10_000, tlsReloadSeconds: Int = 30,
-         extraConfig: String = "", frontConfig: [String] = [], tlsConfig: [String] = [], deadAfterSeconds: Int? = nil,
-         autoReplace: Bool = false) throws {
+    init(
+        ids: [UInt64] = [1, 2, 3], spares: [UInt64] = [], snapshotEvery: Int = 10_000, tlsReloadSeconds: Int = 30,
+        extraConfig: String = "", frontConfig: [String] = [], tlsConfig: [String] = [], deadAfterSeconds: Int? = nil,
+        autoReplace: Bool = false
+    ) throws {
         self.tlsConfig = tlsConfig
         self.ids = ids
         self.spares = spares
@@ -61,11 +68,18 @@ final class ProcessCluster: @unchecked Sendable {
         self.extraConfig = extraConfig
         self.frontConfig = frontConfig
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        try Self.run("/bin/bash", [Self.repository.appendingPathComponent("cluster/make-certs.sh").path, directory + "/certs",
-                                   (ids + spares).map(String.init).joined(separator: ","), "crmctl", "app"])
+        try Self.run(
+            "/bin/bash",
+            [
+                Self.repository.appendingPathComponent("cluster/make-certs.sh").path, directory + "/certs",
+                (ids + spares).map(String.init).joined(separator: ","), "crmctl", "app",
+            ])
         for id in ids + spares {
-            endpoints[id] = (try TestSockets.freePort(), try TestSockets.freePort(), try TestSockets.freePort(), try TestSockets.freePort(),
-                             try TestSockets.freePort(), try TestSockets.freePort())
+            endpoints[id] = (
+                try TestSockets.freePort(), try TestSockets.freePort(), try TestSockets.freePort(),
+                try TestSockets.freePort(),
+                try TestSockets.freePort(), try TestSockets.freePort()
+            )
         }
         for id in ids { try writeConfig(id, members: ids, snapshotEvery: snapshotEvery) }
         for id in spares { try writeConfig(id, members: ids + [id], snapshotEvery: snapshotEvery, join: true) }
@@ -75,7 +89,9 @@ final class ProcessCluster: @unchecked Sendable {
         for process in processes.values where process.isRunning { kill(process.processIdentifier, SIGKILL) }
         for process in processes.values { process.waitUntilExit() }
         // CRM_KEEP_TEST_DIRS=1 keeps the configs and member logs for a look after a failure.
-        if ProcessInfo.processInfo.environment["CRM_KEEP_TEST_DIRS"] == nil { try? FileManager.default.removeItem(atPath: directory) }
+        if ProcessInfo.processInfo.environment["CRM_KEEP_TEST_DIRS"] == nil {
+            try? FileManager.default.removeItem(atPath: directory)
+        }
     }
 
     static func run(_ executable: String, _ arguments: [String]) throws {
@@ -95,43 +111,45 @@ final class ProcessCluster: @unchecked Sendable {
         let me = endpoints[id]!
         let members = memberIDs.map { other -> String in
             let e = endpoints[other]!
-            return "  - {id: \(other), peer: \"127.0.0.1:\(e.peer)\", client: \"127.0.0.1:\(e.client)\", admin: \"127.0.0.1:\(e.admin)\"}"
+            return
+                "  - {id: \(other), peer: \"127.0.0.1:\(e.peer)\", client: \"127.0.0.1:\(e.client)\", admin: \"127.0.0.1:\(e.admin)\"}"
         }
         try """
-            id: \(id)
-            data_dir: node-\(id)/data
-            master_key_file: certs/master-\(id).key
-            listen:
-              peer: "127.0.0.1:\(me.peer)"
-              client: "127.0.0.1:\(me.client)"
-              admin: "127.0.0.1:\(me.admin)"
-              health: "127.0.0.1:\(me.health)"
-            members:
-            \(members.joined(separator: "\n"))
-            tls:
-              ca: certs/ca.pem
-              cert: certs/member-\(id).pem
-              key: certs/member-\(id).key
-              reload_interval_seconds: \(tlsReloadSeconds)
-            \(tlsConfig.map { "  " + $0 }.joined(separator: "\n"))
-            admins: [crmctl]
-            join: \(join)
-            limits:
-              snapshot_every_entries: \(snapshotEvery)
-            front:
-              grpc: "127.0.0.1:\(me.front)"
-              http: "127.0.0.1:\(me.frontHTTP)"
-            \(frontConfig.map { "  " + $0 }.joined(separator: "\n"))
-            \(failoverSection())
-            \(extraConfig)
-            """.write(toFile: configPath(id), atomically: true, encoding: .utf8)
+        id: \(id)
+        data_dir: node-\(id)/data
+        master_key_file: certs/master-\(id).key
+        listen:
+          peer: "127.0.0.1:\(me.peer)"
+          client: "127.0.0.1:\(me.client)"
+          admin: "127.0.0.1:\(me.admin)"
+          health: "127.0.0.1:\(me.health)"
+        members:
+        \(members.joined(separator: "\n"))
+        tls:
+          ca: certs/ca.pem
+          cert: certs/member-\(id).pem
+          key: certs/member-\(id).key
+          reload_interval_seconds: \(tlsReloadSeconds)
+        \(tlsConfig.map { "  " + $0 }.joined(separator: "\n"))
+        admins: [crmctl]
+        join: \(join)
+        limits:
+          snapshot_every_entries: \(snapshotEvery)
+        front:
+          grpc: "127.0.0.1:\(me.front)"
+          http: "127.0.0.1:\(me.frontHTTP)"
+        \(frontConfig.map { "  " + $0 }.joined(separator: "\n"))
+        \(failoverSection())
+        \(extraConfig)
+        """.write(toFile: configPath(id), atomically: true, encoding: .utf8)
     }
 
     private func failoverSection() -> String {
         guard let deadAfterSeconds else { return "" }
         let spareList = spares.map { id -> String in
             let e = endpoints[id]!
-            return "    - {id: \(id), peer: \"127.0.0.1:\(e.peer)\", client: \"127.0.0.1:\(e.client)\", admin: \"127.0.0.1:\(e.admin)\"}"
+            return
+                "    - {id: \(id), peer: \"127.0.0.1:\(e.peer)\", client: \"127.0.0.1:\(e.client)\", admin: \"127.0.0.1:\(e.admin)\"}"
         }
         return "failover:\n  dead_after_seconds: \(deadAfterSeconds)\n  auto_replace: \(autoReplace)\n"
             + (spareList.isEmpty ? "" : "  spares:\n" + spareList.joined(separator: "\n"))
@@ -146,7 +164,9 @@ final class ProcessCluster: @unchecked Sendable {
         environment["CRM_FAULT_FILE"] = faultFile(id)
         environment["CRM_EXIT_WITH_PARENT"] = "\(getpid())"
         process.environment = environment
-        if !FileManager.default.fileExists(atPath: logPath(id)) { FileManager.default.createFile(atPath: logPath(id), contents: nil) }
+        if !FileManager.default.fileExists(atPath: logPath(id)) {
+            FileManager.default.createFile(atPath: logPath(id), contents: nil)
+        }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath(id)))
         log.seekToEndOfFile()
         process.standardOutput = log
@@ -176,13 +196,16 @@ final class ProcessCluster: @unchecked Sendable {
 
     func tls(_ client: String, certificates: String? = nil) -> ClientTLSFiles {
         let certs = certificates ?? directory + "/certs"
-        return ClientTLSFiles(ca: certs + "/ca.pem", certificate: certs + "/client-\(client).pem", privateKey: certs + "/client-\(client).key")
+        return ClientTLSFiles(
+            ca: certs + "/ca.pem", certificate: certs + "/client-\(client).pem",
+            privateKey: certs + "/client-\(client).key")
     }
 
     func connection(_ id: UInt64, admin: Bool = false) throws -> MemberConnection {
         let key = "\(id)/\(admin ? "admin" : "client")"
         if let existing = connections[key] { return existing }
-        let connection = try MemberConnection(host: "127.0.0.1", port: admin ? endpoints[id]!.admin : endpoints[id]!.client, tls: clientTLS)
+        let connection = try MemberConnection(
+            host: "127.0.0.1", port: admin ? endpoints[id]!.admin : endpoints[id]!.client, tls: clientTLS)
         connections[key] = connection
         return connection
     }
@@ -210,7 +233,9 @@ final class ProcessCluster: @unchecked Sendable {
                     leaders.insert(status.leaderID)
                 }
             }
-            if answered == members.count, leaders.count == 1, let leader = leaders.first, leader != 0, members.contains(leader) {
+            if answered == members.count, leaders.count == 1, let leader = leaders.first, leader != 0,
+                members.contains(leader)
+            {
                 return leader
             }
             try? await Task.sleep(nanoseconds: 50_000_000)
@@ -241,7 +266,10 @@ final class ProcessCluster: @unchecked Sendable {
 
     /// GET on the member's health listener (`/metrics`, `/readyz`, `/livez`): status and body.
     func health(_ id: UInt64, _ path: String = "/metrics") async -> (status: Int, body: String) {
-        guard let (data, response) = try? await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(endpoints[id]!.health)\(path)")!) else {
+        guard
+            let (data, response) = try? await URLSession.shared.data(
+                from: URL(string: "http://127.0.0.1:\(endpoints[id]!.health)\(path)")!)
+        else {
             return (0, "")
         }
         return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
@@ -261,27 +289,34 @@ final class ProcessCluster: @unchecked Sendable {
     func writeClusterFile() throws -> String {
         let members = ids.map { id -> String in
             let e = endpoints[id]!
-            return "{\"id\": \(id), \"peer\": \"127.0.0.1:\(e.peer)\", \"client\": \"127.0.0.1:\(e.client)\", \"admin\": \"127.0.0.1:\(e.admin)\", "
+            return
+                "{\"id\": \(id), \"peer\": \"127.0.0.1:\(e.peer)\", \"client\": \"127.0.0.1:\(e.client)\", \"admin\": \"127.0.0.1:\(e.admin)\", "
                 + "\"health\": \"127.0.0.1:\(e.health)\", \"front\": \"127.0.0.1:\(e.front)\", \"front_http\": \"127.0.0.1:\(e.frontHTTP)\", "
                 + "\"pid\": \(processes[id]?.processIdentifier ?? 0), \"config\": \"node-\(id).yaml\"}"
         }
         // Pid files, as cluster/local-cluster.sh leaves them (crm-chaos --cluster kills and restarts by them).
         for id in ids where processes[id]?.isRunning == true {
-            try "\(processes[id]!.processIdentifier)\n".write(toFile: directory + "/node-\(id).pid", atomically: true, encoding: .utf8)
+            try "\(processes[id]!.processIdentifier)\n".write(
+                toFile: directory + "/node-\(id).pid", atomically: true, encoding: .utf8)
         }
         let path = directory + "/cluster.json"
-        try "{\"members\": [\(members.joined(separator: ","))], \"tls\": {\"ca\": \"certs/ca.pem\", \"cert\": \"certs/client-crmctl.pem\", \"key\": \"certs/client-crmctl.key\"}}"
+        try
+            "{\"members\": [\(members.joined(separator: ","))], \"tls\": {\"ca\": \"certs/ca.pem\", \"cert\": \"certs/client-crmctl.pem\", \"key\": \"certs/client-crmctl.key\"}}"
             .write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
 
     /// Runs one of the built tools (crmctl, crm-bench) to the end: exit status, stdout, stderr.
-    static func tool(_ name: String, _ arguments: [String], input: Data? = nil) throws -> (status: Int32, output: String, errors: String) {
+    static func tool(
+        _ name: String, _ arguments: [String], input: Data? = nil
+    ) throws -> (status: Int32, output: String, errors: String) {
         try tool(absolute: binaries.appendingPathComponent(name).path, arguments, input: input)
     }
 
     /// Runs any program to the end (`input` on its standard input): exit status, stdout, stderr.
-    static func tool(absolute path: String, _ arguments: [String], input: Data? = nil) throws -> (status: Int32, output: String, errors: String) {
+    static func tool(
+        absolute path: String, _ arguments: [String], input: Data? = nil
+    ) throws -> (status: Int32, output: String, errors: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         if let input {
@@ -306,7 +341,10 @@ final class ProcessCluster: @unchecked Sendable {
         let out = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         while errorReader.isExecuting || !errorReader.isFinished { Thread.sleep(forTimeInterval: 0.01) }
-        return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: errorData.withLock { $0 }, as: UTF8.self))
+        return (
+            process.terminationStatus, String(decoding: out, as: UTF8.self),
+            String(decoding: errorData.withLock { $0 }, as: UTF8.self)
+        )
     }
 
     /// Writes the faults member `id` injects into its own disk (read within a health check).
@@ -315,17 +353,21 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     /// Front HTTP request from the client `client` (its certificate): status, headers, body.
-    func frontHTTP(_ id: UInt64, _ method: String, _ path: String, json: String = "", client: String = "app",
-                   headers: [(String, String)] = []) async throws -> HTTPSRequest.Response {
+    func frontHTTP(
+        _ id: UInt64, _ method: String, _ path: String, json: String = "", client: String = "app",
+        headers: [(String, String)] = []
+    ) async throws -> HTTPSRequest.Response {
         let files = tls(client)
-        return try await HTTPSRequest.send(port: endpoints[id]!.frontHTTP, method: method, path: path, body: Data(json.utf8),
-                                           tls: (files.ca, files.certificate, files.privateKey), extraHeaders: headers)
+        return try await HTTPSRequest.send(
+            port: endpoints[id]!.frontHTTP, method: method, path: path, body: Data(json.utf8),
+            tls: (files.ca, files.certificate, files.privateKey), extraHeaders: headers)
     }
 
     /// Member views from front `id`'s `/v1/cluster` (empty when the reply is not that JSON).
     func frontMembers(_ id: UInt64) async -> [[String: Any]] {
         guard let view = try? await frontHTTP(id, "GET", "/v1/cluster"),
-              let object = try? JSONSerialization.jsonObject(with: view.body) as? [String: Any] else { return [] }
+            let object = try? JSONSerialization.jsonObject(with: view.body) as? [String: Any]
+        else { return [] }
         return object["members"] as? [[String: Any]] ?? []
     }
 
@@ -352,8 +394,6 @@ final class ProcessCluster: @unchecked Sendable {
         connections = [:]
     }
 }
-
-import Testing
 
 /// Every suite that starts real processes, run one test at a time: each test owns the machine's
 /// ports and cores while it measures.

@@ -16,7 +16,9 @@ import Testing
 
     @Test(arguments: Harness.allCases)
     func savedCrashInputsStayFixed(_ harness: Harness) throws {
-        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Regressions/\(harness.rawValue)").path
+        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "Regressions/\(harness.rawValue)"
+        ).path
         let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         for file in files.sorted() {
             let data = try #require(FileManager.default.contents(atPath: directory + "/" + file))

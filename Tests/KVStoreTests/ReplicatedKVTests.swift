@@ -4,6 +4,7 @@ import Raft
 import Sealing
 import Storage
 import Testing
+
 @testable import KVStore
 
 /// A state machine on real, sealed RocksDB in a temporary directory.
@@ -14,7 +15,8 @@ final class KVDisk: @unchecked Sendable {
     private var index: UInt64 = 0
 
     init() throws {
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(
+            atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         masterKey = try FileMasterKeyProvider.generateKeyFile(at: path + "/master.key")
     }
 
@@ -66,17 +68,21 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         var log = LogWriter()
         let opened = try kv.apply([log.empty(), log.entry(.openSession(proposedAtMillis: 1000))])
         #expect(opened == [ReplicatedKV.Applied(index: 2, outcome: .sessionOpened(2))])
-        let results = try kv.apply(log.entries([
-            write(2, 1, .put(key: bytes("a"), value: bytes("1"))),
-            write(2, 2, .compareAndSwap(key: bytes("a"), expected: bytes("1"), new: bytes("2"))),
-            write(2, 3, .compareAndSwap(key: bytes("a"), expected: bytes("1"), new: bytes("3"))),
-            write(2, 4, .put(key: bytes("b"), value: bytes("x"))),
-            write(2, 5, .delete(key: bytes("b"))),
-            write(2, 6, .delete(key: bytes("b"))),
-            write(2, 7, .compareAndSwap(key: bytes("c"), expected: nil, new: bytes("new"))),
-        ]))
-        #expect(results.map(\.outcome) == [.put, .compareAndSwap(swapped: true), .compareAndSwap(swapped: false), .put,
-                                          .deleted(existed: true), .deleted(existed: false), .compareAndSwap(swapped: true)])
+        let results = try kv.apply(
+            log.entries([
+                write(2, 1, .put(key: bytes("a"), value: bytes("1"))),
+                write(2, 2, .compareAndSwap(key: bytes("a"), expected: bytes("1"), new: bytes("2"))),
+                write(2, 3, .compareAndSwap(key: bytes("a"), expected: bytes("1"), new: bytes("3"))),
+                write(2, 4, .put(key: bytes("b"), value: bytes("x"))),
+                write(2, 5, .delete(key: bytes("b"))),
+                write(2, 6, .delete(key: bytes("b"))),
+                write(2, 7, .compareAndSwap(key: bytes("c"), expected: nil, new: bytes("new"))),
+            ]))
+        #expect(
+            results.map(\.outcome) == [
+                .put, .compareAndSwap(swapped: true), .compareAndSwap(swapped: false), .put,
+                .deleted(existed: true), .deleted(existed: false), .compareAndSwap(swapped: true),
+            ])
         #expect(try kv.get(bytes("a")) == bytes("2"))
         #expect(try kv.get(bytes("b")) == nil)
         #expect(try kv.get(bytes("c")) == bytes("new"))
@@ -97,10 +103,16 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         #expect(retry.map(\.outcome) == [.compareAndSwap(swapped: true)])
         _ = try kv.apply([log.entry(write(1, 2, .put(key: bytes("counter"), value: bytes("2"))))])
         #expect(try kv.apply([log.entry(increment)]).map(\.outcome) == [.superseded(last: 2)])
-        #expect(try kv.apply([log.entry(write(99, 1, .put(key: bytes("x"), value: [])))]).map(\.outcome) == [.unknownSession])
+        #expect(
+            try kv.apply([log.entry(write(99, 1, .put(key: bytes("x"), value: [])))]).map(\.outcome) == [
+                .unknownSession
+            ])
         // Without a session (id 0) a write applies every time it commits.
         let blind = write(KVCommand.noSession, 0, .compareAndSwap(key: bytes("blind"), expected: nil, new: bytes("1")))
-        #expect(try kv.apply(log.entries([blind, blind])).map(\.outcome) == [.compareAndSwap(swapped: true), .compareAndSwap(swapped: false)])
+        #expect(
+            try kv.apply(log.entries([blind, blind])).map(\.outcome) == [
+                .compareAndSwap(swapped: true), .compareAndSwap(swapped: false),
+            ])
         #expect(try kv.get(bytes("counter")) == bytes("2"))
     }
 
@@ -110,14 +122,17 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         let disk = try KVDisk()
         var kv = try disk.open()
         var log = LogWriter()
-        let batch = log.entries([.openSession(proposedAtMillis: 5), write(1, 1, .put(key: bytes("k"), value: bytes("v")))])
+        let batch = log.entries([
+            .openSession(proposedAtMillis: 5), write(1, 1, .put(key: bytes("k"), value: bytes("v"))),
+        ])
         _ = try kv.apply(batch)
         kv = try disk.open()
         #expect(kv.appliedIndex == 2 && kv.sessionCount == 1)
         #expect(try kv.apply(batch).isEmpty)
-        #expect(try kv.apply([log.entry(write(1, 1, .put(key: bytes("k"), value: bytes("v"))))]).map(\.outcome) == [.put])
+        #expect(
+            try kv.apply([log.entry(write(1, 1, .put(key: bytes("k"), value: bytes("v"))))]).map(\.outcome) == [.put])
         #expect(try kv.get(bytes("k")) == bytes("v"))
-        #expect(kv.position.logClockMillis == 1000)  // the largest proposer clock seen
+        #expect(kv.position.logClockMillis == 1000) // the largest proposer clock seen
     }
 
     /// The table is bounded (the least recently active session goes first) and idle sessions
@@ -130,17 +145,25 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         var kv = try disk.open(options)
         var log = LogWriter()
         let opened = try kv.apply(log.entries((0..<3).map { _ in .openSession(proposedAtMillis: 100) }))
-        let ids = opened.compactMap { if case .sessionOpened(let id) = $0.outcome { return id }; return nil }
+        let ids = opened.compactMap {
+            if case .sessionOpened(let id) = $0.outcome { return id }; return nil
+        }
         #expect(ids == [1, 2, 3])
         _ = try kv.apply([log.entry(write(1, 1, .put(key: bytes("a"), value: [1]), at: 200))])
-        _ = try kv.apply([log.entry(.openSession(proposedAtMillis: 300))])  // full: session 2 (least recent) goes
-        #expect(try kv.apply([log.entry(write(2, 1, .put(key: bytes("a"), value: [2]), at: 300))]).map(\.outcome) == [.unknownSession])
+        _ = try kv.apply([log.entry(.openSession(proposedAtMillis: 300))]) // full: session 2 (least recent) goes
+        #expect(
+            try kv.apply([log.entry(write(2, 1, .put(key: bytes("a"), value: [2]), at: 300))]).map(\.outcome) == [
+                .unknownSession
+            ])
         #expect(kv.sessionCount == 3)
 
         kv = try disk.open(options)
         #expect(kv.sessionCount == 3)
         // Log time moves past the idle timeout of sessions 1, 3 and 5 (last active at 200–300).
-        #expect(try kv.apply([log.entry(write(1, 2, .put(key: bytes("a"), value: [3]), at: 5000))]).map(\.outcome) == [.unknownSession])
+        #expect(
+            try kv.apply([log.entry(write(1, 2, .put(key: bytes("a"), value: [3]), at: 5000))]).map(\.outcome) == [
+                .unknownSession
+            ])
         #expect(kv.sessionCount == 0)
     }
 
@@ -149,12 +172,17 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         let kv = try disk.open()
         var log = LogWriter()
         _ = try kv.apply([log.entry(.openSession(proposedAtMillis: 1))])
-        let outcomes = try kv.apply(log.entries([
-            write(1, 1, .put(key: [], value: [1])),
-            write(1, 2, .put(key: [UInt8](repeating: 1, count: KVLimits.maxKeyBytes + 1), value: [1])),
-            write(1, 3, .put(key: bytes("k"), value: [UInt8](repeating: 1, count: KVLimits.maxValueBytes + 1))),
-        ])).map(\.outcome)
-        #expect(outcomes.allSatisfy { if case .refused = $0 { return true }; return false })
+        let outcomes = try kv.apply(
+            log.entries([
+                write(1, 1, .put(key: [], value: [1])),
+                write(1, 2, .put(key: [UInt8](repeating: 1, count: KVLimits.maxKeyBytes + 1), value: [1])),
+                write(1, 3, .put(key: bytes("k"), value: [UInt8](repeating: 1, count: KVLimits.maxValueBytes + 1))),
+            ])
+        ).map(\.outcome)
+        #expect(
+            outcomes.allSatisfy {
+                if case .refused = $0 { return true }; return false
+            })
         #expect(try kv.apply([log.entry(write(1, 3, .put(key: bytes("k"), value: [])))]).first?.outcome != .put)
         let undecodable = try kv.apply([Entry(term: 1, index: log.next, data: [0xFF, 0x00])])
         #expect(undecodable.first?.outcome == .refused("entry \(log.next) is not a KV command"))
@@ -165,7 +193,11 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         let kv = try disk.open()
         var log = LogWriter()
         _ = try kv.apply([log.entry(.openSession(proposedAtMillis: 1))])
-        _ = try kv.apply(log.entries((1...20).map { write(1, UInt64($0), .put(key: bytes(String(format: "key%02d", $0)), value: bytes("\($0)"))) }))
+        _ = try kv.apply(
+            log.entries(
+                (1...20).map {
+                    write(1, UInt64($0), .put(key: bytes(String(format: "key%02d", $0)), value: bytes("\($0)")))
+                }))
         let first = try kv.range(from: bytes("key05"), to: bytes("key15"), limit: 4)
         #expect(first.pairs.map { String(decoding: $0.key, as: UTF8.self) } == ["key05", "key06", "key07", "key08"])
         #expect(first.more)
@@ -180,11 +212,17 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
             .openSession(proposedAtMillis: 42), .closeSession(session: 7, proposedAtMillis: 43),
             .write(session: 7, sequence: 9, proposedAtMillis: 44, .put(key: bytes("k"), value: bytes("v"))),
             .write(session: 7, sequence: 10, proposedAtMillis: 45, .delete(key: bytes("k"))),
-            .write(session: 7, sequence: 11, proposedAtMillis: 46, .compareAndSwap(key: bytes("k"), expected: nil, new: bytes("n"))),
-            .write(session: 7, sequence: 12, proposedAtMillis: 47, .compareAndSwap(key: bytes("k"), expected: bytes("n"), new: nil)),
+            .write(
+                session: 7, sequence: 11, proposedAtMillis: 46,
+                .compareAndSwap(key: bytes("k"), expected: nil, new: bytes("n"))),
+            .write(
+                session: 7, sequence: 12, proposedAtMillis: 47,
+                .compareAndSwap(key: bytes("k"), expected: bytes("n"), new: nil)),
             .openSession(id: 9_000_000_000, owner: "crm://client/app", proposedAtMillis: 48),
             .closeSession(session: 9_000_000_000, owner: "crm://client/app", proposedAtMillis: 49),
-            .write(session: 9_000_000_000, sequence: 1, owner: "crm://member/2", proposedAtMillis: 50, .put(key: bytes("k"), value: bytes("v"))),
+            .write(
+                session: 9_000_000_000, sequence: 1, owner: "crm://member/2", proposedAtMillis: 50,
+                .put(key: bytes("k"), value: bytes("v"))),
         ]
         for command in commands {
             #expect(KVCommand(encoded: command.encoded) == command)
@@ -201,8 +239,13 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         let kv = try source.open()
         var log = LogWriter()
         _ = try kv.apply([log.entry(.openSession(proposedAtMillis: 10))])
-        _ = try kv.apply(log.entries((1...300).map { .write(session: 1, sequence: UInt64($0), proposedAtMillis: 20,
-                                                            .put(key: bytes("key\($0)"), value: [UInt8](repeating: UInt8($0 % 256), count: 100))) }))
+        _ = try kv.apply(
+            log.entries(
+                (1...300).map {
+                    .write(
+                        session: 1, sequence: UInt64($0), proposedAtMillis: 20,
+                        .put(key: bytes("key\($0)"), value: [UInt8](repeating: UInt8($0 % 256), count: 100)))
+                }))
         let (position, data) = try kv.snapshotData()
         #expect(position.index == 301)
         let original = try kv.stateHash()
@@ -217,8 +260,14 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         #expect(try copy.stateHash() == original)
         #expect(try copy.get(bytes("key7")) == [UInt8](repeating: 7, count: 100))
         // The restored session still answers a retry from its record.
-        let retry = try copy.apply([Entry(term: 1, index: 302, data: KVCommand.write(session: 1, sequence: 300, proposedAtMillis: 30,
-                                                                                   .put(key: bytes("key300"), value: [])).encoded)])
+        let retry = try copy.apply([
+            Entry(
+                term: 1, index: 302,
+                data: KVCommand.write(
+                    session: 1, sequence: 300, proposedAtMillis: 30,
+                    .put(key: bytes("key300"), value: [])
+                ).encoded)
+        ])
         #expect(retry.map(\.outcome) == [.put])
         #expect(try copy.get(bytes("key300")) == [UInt8](repeating: 44, count: 100))
     }
@@ -229,7 +278,9 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
         var log = LogWriter()
         _ = try kv.apply([log.entry(.openSession(proposedAtMillis: 1))])
         let before = try kv.stateHash()
-        _ = try kv.apply([log.entry(.write(session: 1, sequence: 1, proposedAtMillis: 1, .put(key: bytes("a"), value: bytes("b"))))])
+        _ = try kv.apply([
+            log.entry(.write(session: 1, sequence: 1, proposedAtMillis: 1, .put(key: bytes("a"), value: bytes("b"))))
+        ])
         let after = try kv.stateHash()
         #expect(before.hash != after.hash && after.index == before.index + 1)
         #expect(after.hash.count == 64)

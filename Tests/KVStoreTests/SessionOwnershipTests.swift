@@ -1,6 +1,7 @@
 import Foundation
 import Raft
 import Testing
+
 @testable import KVStore
 
 /// Sessions belong to the identity that opened them (security review F4).
@@ -9,7 +10,9 @@ import Testing
     static let mallory = "crm://client/mallory"
 
     private func put(_ session: UInt64, _ sequence: UInt64, _ key: String, owner: String) -> KVCommand {
-        .write(session: session, sequence: sequence, owner: owner, proposedAtMillis: 1000, .put(key: bytes(key), value: bytes("v")))
+        .write(
+            session: session, sequence: sequence, owner: owner, proposedAtMillis: 1000,
+            .put(key: bytes(key), value: bytes("v")))
     }
 
     /// The review's trigger: Mallory writes sequence 1 in Alice's session first. Before, the
@@ -28,9 +31,13 @@ import Testing
         #expect(try kv.get(bytes("alice")) == bytes("v"), "Alice's acknowledged write is there")
         #expect(try kv.get(bytes("mallory")) == nil)
         // Nor may Mallory close it.
-        #expect(try kv.apply([log.entry(.closeSession(session: 424242, owner: Self.mallory, proposedAtMillis: 1000))]).map(\.outcome) == [.notSessionOwner])
+        #expect(
+            try kv.apply([log.entry(.closeSession(session: 424242, owner: Self.mallory, proposedAtMillis: 1000))]).map(
+                \.outcome) == [.notSessionOwner])
         #expect(kv.sessionCount == 1)
-        #expect(try kv.apply([log.entry(.closeSession(session: 424242, owner: Self.alice, proposedAtMillis: 1000))]).map(\.outcome) == [.sessionClosed])
+        #expect(
+            try kv.apply([log.entry(.closeSession(session: 424242, owner: Self.alice, proposedAtMillis: 1000))]).map(
+                \.outcome) == [.sessionClosed])
     }
 
     /// One identity holds at most its quota: opening more closes its own least recently active
@@ -42,16 +49,22 @@ import Testing
         let kv = try disk.open(options)
         var log = LogWriter()
         _ = try kv.apply([log.entry(.openSession(id: 1, owner: Self.alice, proposedAtMillis: 1))])
-        for id: UInt64 in 10...14 { _ = try kv.apply([log.entry(.openSession(id: id, owner: Self.mallory, proposedAtMillis: 1))]) }
+        for id: UInt64 in 10...14 {
+            _ = try kv.apply([log.entry(.openSession(id: id, owner: Self.mallory, proposedAtMillis: 1))])
+        }
         #expect(kv.sessionCount == 4, "3 of Mallory's and Alice's one")
         #expect(try kv.apply([log.entry(put(1, 1, "a", owner: Self.alice))]).map(\.outcome) == [.put])
-        #expect(try kv.apply([log.entry(put(10, 1, "m", owner: Self.mallory))]).map(\.outcome) == [.unknownSession], "Mallory's oldest went")
+        #expect(
+            try kv.apply([log.entry(put(10, 1, "m", owner: Self.mallory))]).map(\.outcome) == [.unknownSession],
+            "Mallory's oldest went")
         #expect(try kv.apply([log.entry(put(14, 1, "m", owner: Self.mallory))]).map(\.outcome) == [.put])
         // A reopened store keeps owners (and the bound).
         let reopened = try disk.open(options)
         #expect(reopened.sessionCount == 4)
         var later = LogWriter(next: log.next)
-        #expect(try reopened.apply([later.entry(put(1, 2, "a2", owner: Self.mallory))]).map(\.outcome) == [.notSessionOwner])
+        #expect(
+            try reopened.apply([later.entry(put(1, 2, "a2", owner: Self.mallory))]).map(\.outcome) == [.notSessionOwner]
+        )
     }
 
     @Test func aSessionIDInUseIsRefused() throws {
@@ -97,14 +110,16 @@ import Testing
         #expect(KVCommand(encoded: owner) != nil)
         #expect(KVCommand(encoded: bad) == nil)
 
-        let addresses = KVCommand.memberEndpoints(MemberAddresses(id: 4, peer: "h:1", client: "h:2", admin: "h:3")).encoded
+        let addresses = KVCommand.memberEndpoints(MemberAddresses(id: 4, peer: "h:1", client: "h:2", admin: "h:3"))
+            .encoded
         var badAddress = addresses
         badAddress[badAddress.count - 1] = 0xFF
         #expect(KVCommand(encoded: addresses) != nil)
         #expect(KVCommand(encoded: badAddress) == nil)
 
-        let session = SessionTable.Session(owner: "crm://client/ab", lastSequence: 1, lastOutcome: .refused("no"),
-                                           activeAtIndex: 2, activeAtMillis: 3)
+        let session = SessionTable.Session(
+            owner: "crm://client/ab", lastSequence: 1, lastOutcome: .refused("no"),
+            activeAtIndex: 2, activeAtMillis: 3)
         var badRefusal = SessionCoding.encode(session)
         badRefusal[badRefusal.count - 1] = 0x80
         #expect(SessionCoding.decode(SessionCoding.encode(session)) == session)

@@ -1,10 +1,11 @@
+import CRMTestSupport
 import Foundation
 import KVStore
 import Logging
 import NIOPosix
-@testable import Node
 import Raft
-import CRMTestSupport
+
+@testable import Node
 
 /// Certificates, keys and configs for a local cluster, made by the real scripts.
 final class LocalClusterFiles: @unchecked Sendable {
@@ -25,9 +26,11 @@ final class LocalClusterFiles: @unchecked Sendable {
         process.waitUntilExit()
         precondition(process.terminationStatus == 0, "make-certs.sh failed")
         for id in ids {
-            members.append(MemberEndpoints(id: id, peer: Endpoint(host: "127.0.0.1", port: try TestSockets.freePort()),
-                                           client: Endpoint(host: "127.0.0.1", port: try TestSockets.freePort()),
-                                           admin: Endpoint(host: "127.0.0.1", port: try TestSockets.freePort())))
+            members.append(
+                MemberEndpoints(
+                    id: id, peer: Endpoint(host: "127.0.0.1", port: try TestSockets.freePort()),
+                    client: Endpoint(host: "127.0.0.1", port: try TestSockets.freePort()),
+                    admin: Endpoint(host: "127.0.0.1", port: try TestSockets.freePort())))
             healthPorts[id] = try TestSockets.freePort()
         }
         for id in ids { try writeConfig(id, tickMilliseconds: tickMilliseconds) }
@@ -39,7 +42,9 @@ final class LocalClusterFiles: @unchecked Sendable {
 
     private func writeConfig(_ id: NodeID, tickMilliseconds: Int) throws {
         let me = members.first { $0.id == id }!
-        let list = members.map { "  - {id: \($0.id), peer: \"\($0.peer)\", client: \"\($0.client)\", admin: \"\($0.admin)\"}" }
+        let list = members.map {
+            "  - {id: \($0.id), peer: \"\($0.peer)\", client: \"\($0.client)\", admin: \"\($0.admin)\"}"
+        }
         let yaml = """
             id: \(id)
             data_dir: node-\(id)/data
@@ -69,7 +74,8 @@ final class LocalClusterFiles: @unchecked Sendable {
     func startNode(_ id: NodeID) async throws -> NodeRuntime {
         var logger = Logger(label: "test.node")
         logger.logLevel = ProcessInfo.processInfo.environment["CRM_TEST_LOG"] == nil ? .critical : .debug
-        let runtime = NodeRuntime(config: try NodeConfig.load(path: configPath(id)), logger: logger, eventLoopThreads: 1)
+        let runtime = NodeRuntime(
+            config: try NodeConfig.load(path: configPath(id)), logger: logger, eventLoopThreads: 1)
         try await runtime.start()
         return runtime
     }

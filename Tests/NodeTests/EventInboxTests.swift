@@ -1,8 +1,9 @@
 import Engine
 import Foundation
-@testable import Node
 import Raft
 import Testing
+
+@testable import Node
 
 /// The Raft loop's inbox is bounded (security review F11): requests over the bound are refused
 /// with `busy` at once, peer batches over theirs are dropped, and taking stays cheap.
@@ -28,7 +29,8 @@ import Testing
             for _ in 0..<2000 {
                 group.addTask {
                     do {
-                        _ = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<UInt64, any Error>) in
+                        _ = try await withCheckedThrowingContinuation {
+                            (continuation: CheckedContinuation<UInt64, any Error>) in
                             inbox.post(.read(ReadWaiter(startedAt: 0, deadline: 0) { continuation.resume(with: $0) }))
                         }
                         return false
@@ -41,7 +43,9 @@ import Testing
                 }
             }
             // The waiting ones are answered when the loop would drain at shutdown.
-            while inbox.counts.requests + inbox.counts.refusedRequests < 2000 { try? await Task.sleep(nanoseconds: 1_000_000) }
+            while inbox.counts.requests + inbox.counts.refusedRequests < 2000 {
+                try? await Task.sleep(nanoseconds: 1_000_000)
+            }
             for event in inbox.drain() { event.fail(.stopped) }
             var count = 0
             for await wasBusy in group where wasBusy { count += 1 }

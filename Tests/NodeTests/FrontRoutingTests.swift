@@ -1,20 +1,25 @@
-@testable import Node
 import GRPCCore
 import Raft
 import Testing
+
+@testable import Node
 
 /// The front's routing decisions, driven with explicit times.
 @Suite struct RoutingTableTests {
     static let second: UInt64 = 1_000_000_000
 
     func healthyReport(leader: NodeID = 1, term: UInt64 = 2) -> MemberReport {
-        MemberReport(term: term, leader: leader, serving: true, health: HealthReport(state: .healthy, reasons: []), alarms: [], appliedIndex: 10)
+        MemberReport(
+            term: term, leader: leader, serving: true, health: HealthReport(state: .healthy, reasons: []), alarms: [],
+            appliedIndex: 10)
     }
 
     func table() -> RoutingTable {
         var table = RoutingTable()
         table.setMembers([1, 2, 3])
-        for id: NodeID in [1, 2, 3] { table.pollSucceeded(id, healthyReport(), roundTripMicroseconds: 300, now: Self.second) }
+        for id: NodeID in [1, 2, 3] {
+            table.pollSucceeded(id, healthyReport(), roundTripMicroseconds: 300, now: Self.second)
+        }
         return table
     }
 
@@ -48,9 +53,11 @@ import Testing
 
     @Test func aMemberWithAFailingDiskOrNoLeaderTakesNoReads() {
         var table = table()
-        let failing = MemberReport(term: 2, leader: 1, serving: true,
-                                   health: HealthReport(state: .degraded, reasons: ["the disk is failing: every synced write for 2000 ms took over 200 ms"]),
-                                   alarms: [], appliedIndex: 10)
+        let failing = MemberReport(
+            term: 2, leader: 1, serving: true,
+            health: HealthReport(
+                state: .degraded, reasons: ["the disk is failing: every synced write for 2000 ms took over 200 ms"]),
+            alarms: [], appliedIndex: 10)
         table.pollSucceeded(2, failing, roundTripMicroseconds: 300, now: 2 * Self.second)
         #expect(!table.readable(2, now: 2 * Self.second))
         table.pollSucceeded(3, healthyReport(leader: 0), roundTripMicroseconds: 300, now: 2 * Self.second)
@@ -90,7 +97,9 @@ import Testing
     @Test func outlierEjectionNeverEmptiesTheReadSet() {
         var table = RoutingTable()
         table.setMembers([1, 2])
-        for id: NodeID in [1, 2] { table.pollSucceeded(id, healthyReport(), roundTripMicroseconds: 300, now: Self.second) }
+        for id: NodeID in [1, 2] {
+            table.pollSucceeded(id, healthyReport(), roundTripMicroseconds: 300, now: Self.second)
+        }
         table.pollFailed(1, now: Self.second)
         table.pollFailed(1, now: Self.second)
         for _ in 0..<30 {
@@ -160,12 +169,16 @@ import Testing
         let opened = Counter()
         let first = await pool.acquire { await opened.next() }
         let second = await pool.acquire { await opened.next() }
-        #expect(first == SessionPool.Lease(sessionID: 1, sequence: 1) && second == SessionPool.Lease(sessionID: 2, sequence: 1))
+        #expect(
+            first == SessionPool.Lease(sessionID: 1, sequence: 1)
+                && second == SessionPool.Lease(sessionID: 2, sequence: 1))
         #expect(await pool.acquire { await opened.next() } == nil, "at capacity")
         pool.release(first!)
         #expect(await pool.acquire { await opened.next() } == SessionPool.Lease(sessionID: 1, sequence: 2))
         pool.discard(second!)
-        #expect(await pool.acquire { await opened.next() } == SessionPool.Lease(sessionID: 3, sequence: 1), "room for a new one after a discard")
+        #expect(
+            await pool.acquire { await opened.next() } == SessionPool.Lease(sessionID: 3, sequence: 1),
+            "room for a new one after a discard")
         #expect(await pool.acquire { throw CancellationError() } == nil)
         #expect(pool.openCount == 2)
     }
@@ -188,7 +201,9 @@ import Testing
         let refused = RPCError(code: .unavailable, message: "member 3 is not the leader", metadata: metadata)
         let answer = FrontRouter.indeterminate(refused)
         #expect(!RefusalMetadata.isRefusal(answer), "a refusal of the last attempt proves nothing about an earlier one")
-        #expect(answer.code == .unavailable && answer.message.contains("outcome unknown") && answer.message.contains("member 3 is not the leader"))
+        #expect(
+            answer.code == .unavailable && answer.message.contains("outcome unknown")
+                && answer.message.contains("member 3 is not the leader"))
     }
 
     @Test func otherErrorsPassUnchanged() {

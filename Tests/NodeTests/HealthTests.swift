@@ -1,7 +1,8 @@
-@testable import Node
 import Engine
 import Raft
 import Testing
+
+@testable import Node
 
 @Suite struct HealthTests {
     static let ms: UInt64 = 1_000_000
@@ -52,21 +53,26 @@ import Testing
         var full = PeerObservation()
         full.report = HealthReport(state: .degraded, reasons: ["NOSPACE: ..."])
         full.alarms = [.noSpace]
-        #expect(HealthMonitor.handOffTarget(status, [2: healthy, 3: healthy, 4: healthy], electionTimeout: 500) == 2,
-                "4 is unreachable; 2 is further ahead than 3")
-        #expect(HealthMonitor.handOffTarget(status, [2: full, 3: healthy, 4: healthy], electionTimeout: 500) == 3,
-                "never to a member with a disk alarm")
+        #expect(
+            HealthMonitor.handOffTarget(status, [2: healthy, 3: healthy, 4: healthy], electionTimeout: 500) == 2,
+            "4 is unreachable; 2 is further ahead than 3")
+        #expect(
+            HealthMonitor.handOffTarget(status, [2: full, 3: healthy, 4: healthy], electionTimeout: 500) == 3,
+            "never to a member with a disk alarm")
         #expect(HealthMonitor.handOffTarget(status, [2: full, 3: full], electionTimeout: 500) == nil)
     }
 
     @Test func deadMemberAdviceAddsThePromotesThenRemoves() {
-        let spare = MemberEndpoints(id: 4, peer: Endpoint("10.0.0.14:7001")!, client: Endpoint("10.0.0.14:7101")!, admin: Endpoint("10.0.0.14:7201")!)
-        #expect(DeadMember.commands(replacing: 2, with: spare) == [
-            "crmctl members add-learner 4 --peer 10.0.0.14:7001 --client 10.0.0.14:7101 --admin 10.0.0.14:7201",
-            "crmctl members list   # wait until member 4 shows lag 0",
-            "crmctl members promote 4",
-            "crmctl members remove 2",
-        ])
+        let spare = MemberEndpoints(
+            id: 4, peer: Endpoint("10.0.0.14:7001")!, client: Endpoint("10.0.0.14:7101")!,
+            admin: Endpoint("10.0.0.14:7201")!)
+        #expect(
+            DeadMember.commands(replacing: 2, with: spare) == [
+                "crmctl members add-learner 4 --peer 10.0.0.14:7001 --client 10.0.0.14:7101 --admin 10.0.0.14:7201",
+                "crmctl members list   # wait until member 4 shows lag 0",
+                "crmctl members promote 4",
+                "crmctl members remove 2",
+            ])
         #expect(DeadMember.commands(replacing: 2, with: nil).first?.contains("<new-id>") == true)
     }
 

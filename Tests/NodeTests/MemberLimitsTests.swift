@@ -1,9 +1,10 @@
 import Foundation
 import KVStore
-@testable import Node
 import Raft
 import Testing
 import Transport
+
+@testable import Node
 
 /// The size bounds fit together: the largest write a client can send makes an entry that fits
 /// one append, which fits one frame, which fits the send queue; a configuration that breaks the
@@ -11,7 +12,8 @@ import Transport
 @Suite struct MemberLimitsTests {
     private func config(_ limits: String = "") throws -> NodeConfig {
         let directory = try ConfigDirectory()
-        return try NodeConfig.load(path: try directory.write(validConfig + (limits.isEmpty ? "" : "\nlimits:\n" + limits)))
+        return try NodeConfig.load(
+            path: try directory.write(validConfig + (limits.isEmpty ? "" : "\nlimits:\n" + limits)))
     }
 
     @Test func theDefaultsKeepEveryRelationship() throws {
@@ -35,8 +37,9 @@ import Transport
         let key = [UInt8](repeating: 1, count: KVLimits.maxKeyBytes)
         let value = [UInt8](repeating: 2, count: KVLimits.maxValueBytes)
         let owner = String(repeating: "o", count: KVCommand.maxOwnerBytes)
-        let command = KVCommand.write(session: .max, sequence: .max, owner: owner, proposedAtMillis: .max,
-                                      .compareAndSwap(key: key, expected: value, new: value))
+        let command = KVCommand.write(
+            session: .max, sequence: .max, owner: owner, proposedAtMillis: .max,
+            .compareAndSwap(key: key, expected: value, new: value))
         #expect(command.encoded.count <= KVCommand.maxEncodedBytes)
         #expect(Entry(term: 1, index: 1, data: command.encoded).sizeBytes <= MemberLimits.largestEntryBytes)
     }
@@ -46,9 +49,15 @@ import Transport
         do {
             _ = try config("  max_message_bytes: 1048576")
         } catch let error as ConfigError {
-            #expect(error.problems.contains { $0.contains("use at least \(MemberLimits.smallestFrameBytes)") }, "\(error.problems)")
+            #expect(
+                error.problems.contains { $0.contains("use at least \(MemberLimits.smallestFrameBytes)") },
+                "\(error.problems)")
         }
-        #expect(MemberLimits(config: try config("  max_message_bytes: \(MemberLimits.smallestFrameBytes)")).problems.isEmpty)
-        #expect(throws: ConfigError.self) { try config("  max_message_bytes: 16777216\n  max_send_queue_bytes: 8388608") }
+        #expect(
+            MemberLimits(config: try config("  max_message_bytes: \(MemberLimits.smallestFrameBytes)")).problems.isEmpty
+        )
+        #expect(throws: ConfigError.self) {
+            try config("  max_message_bytes: 16777216\n  max_send_queue_bytes: 8388608")
+        }
     }
 }

@@ -1,7 +1,8 @@
 import Dispatch
 import Foundation
-@testable import Node
 import Testing
+
+@testable import Node
 
 /// The stamps a leader puts on proposals: monotonic within a term from the log clock, never
 /// the wall clock once the log clock has started.
@@ -14,7 +15,9 @@ import Testing
         let later = clock.stamp(term: 3, logClockMillis: 999_999_999)
         let elapsed = (DispatchTime.now().uptimeNanoseconds - began) / 1_000_000
         #expect(first >= 1_000 && first <= 1_000 + elapsed, "anchored at the log clock: \(first)")
-        #expect(later - first >= 120 && later - 1_000 <= elapsed, "advanced by the time that passed (\(elapsed) ms), not by the log clock passed in: \(later)")
+        #expect(
+            later - first >= 120 && later - 1_000 <= elapsed,
+            "advanced by the time that passed (\(elapsed) ms), not by the log clock passed in: \(later)")
     }
 
     @Test func aNewTermAnchorsAgainAtTheLogClock() {

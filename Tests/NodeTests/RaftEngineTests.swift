@@ -1,15 +1,22 @@
 import Engine
 import Foundation
 import KVStore
-@testable import Node
 import Raft
 import Testing
 
+@testable import Node
+
 /// Three members in one process on real TLS, RocksDB and the Raft loop.
 @Suite(.serialized) struct RaftEngineTests {
-    private func put(_ engine: RaftEngine, session: UInt64, sequence: UInt64, _ key: String, _ value: String) async throws -> KVOutcome? {
-        try await engine.propose(KVCommand.write(session: session, sequence: sequence, proposedAtMillis: 1,
-                                                 .put(key: Array(key.utf8), value: Array(value.utf8))).encoded).outcome
+    private func put(
+        _ engine: RaftEngine, session: UInt64, sequence: UInt64, _ key: String, _ value: String
+    ) async throws -> KVOutcome? {
+        try await engine.propose(
+            KVCommand.write(
+                session: session, sequence: sequence, proposedAtMillis: 1,
+                .put(key: Array(key.utf8), value: Array(value.utf8))
+            ).encoded
+        ).outcome
     }
 
     @Test func aClusterElectsReplicatesServesLinearizableReadsAndSurvivesLosingItsLeader() async throws {
@@ -24,7 +31,11 @@ import Testing
             Issue.record("no session: \(String(describing: opened.outcome))")
             return
         }
-        for sequence in 1...50 { #expect(try await put(engine, session: session, sequence: UInt64(sequence), "k\(sequence % 7)", "v\(sequence)") == .put) }
+        for sequence in 1...50 {
+            #expect(
+                try await put(engine, session: session, sequence: UInt64(sequence), "k\(sequence % 7)", "v\(sequence)")
+                    == .put)
+        }
 
         // A follower's linearizable read sees the last write.
         let follower = try #require(nodes.values.first { $0 !== first })

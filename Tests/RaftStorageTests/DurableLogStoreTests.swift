@@ -1,8 +1,9 @@
 import Foundation
 import Raft
-@testable import RaftStorage
 import Storage
 import Testing
+
+@testable import RaftStorage
 
 /// The durable log on the real, sealed storage engine: what is saved is what a restart finds;
 /// damage is told apart from a torn tail; bad requests write nothing.
@@ -12,7 +13,8 @@ import Testing
         var log = try disk.openLog()
         #expect(log.lastIndex == 0 && log.hardState == HardState())
         try log.bootstrap(founders: [3, 1, 2])
-        try log.save(snapshot: nil, entries: entries(2...10, term: 1), hardState: HardState(term: 2, vote: 3, commit: 7))
+        try log.save(
+            snapshot: nil, entries: entries(2...10, term: 1), hardState: HardState(term: 2, vote: 3, commit: 7))
 
         log = try disk.openLog()
         #expect(log.recovery == RecoveryReport(entries: 10))
@@ -27,7 +29,8 @@ import Testing
     /// Reads honour the byte bound (at least one entry), from the cache and from disk alike.
     @Test func readsStopAtTheByteBoundFromCacheAndDisk() throws {
         let disk = try TestDisk()
-        try disk.openLog().save(snapshot: nil, entries: entries(1...50, term: 1), hardState: HardState(term: 1, commit: 50))
+        try disk.openLog().save(
+            snapshot: nil, entries: entries(1...50, term: 1), hardState: HardState(term: 1, commit: 50))
         for cacheBytes in [0, 1 << 20] {
             let log = try disk.openLog(cacheBytes: cacheBytes)
             let size = entry(1, term: 1).sizeBytes
@@ -42,11 +45,16 @@ import Testing
         let disk = try TestDisk()
         var log = try disk.openLog()
         try log.save(snapshot: nil, entries: entries(1...10, term: 1), hardState: HardState(term: 1, commit: 4))
-        try log.save(snapshot: nil, entries: [entry(6, term: 2, "new 6"), entry(7, term: 2, "new 7")], hardState: HardState(term: 2, commit: 4))
+        try log.save(
+            snapshot: nil, entries: [entry(6, term: 2, "new 6"), entry(7, term: 2, "new 7")],
+            hardState: HardState(term: 2, commit: 4))
         #expect(log.lastIndex == 7 && log.term(at: 6) == 2)
         log = try disk.openLog()
         #expect(log.lastIndex == 7)
-        #expect(log.entries(from: 5, to: 8, maxBytes: 1 << 20) == [entry(5, term: 1), entry(6, term: 2, "new 6"), entry(7, term: 2, "new 7")])
+        #expect(
+            log.entries(from: 5, to: 8, maxBytes: 1 << 20) == [
+                entry(5, term: 1), entry(6, term: 2, "new 6"), entry(7, term: 2, "new 7"),
+            ])
         #expect(try disk.rawEntry(8) == nil)
     }
 
@@ -54,10 +62,15 @@ import Testing
         let disk = try TestDisk()
         var log = try disk.openLog()
         try log.save(snapshot: nil, entries: entries(1...20, term: 3), hardState: HardState(term: 3, commit: 15))
-        let metadata = SnapshotMetadata(index: 12, term: 3, configuration: Configuration(voters: [1, 2, 3], learners: [4]))
+        let metadata = SnapshotMetadata(
+            index: 12, term: 3, configuration: Configuration(voters: [1, 2, 3], learners: [4]))
         try log.compact(to: Snapshot(metadata: metadata, data: Array("state at 12".utf8)))
         #expect(log.firstIndex == 13 && log.term(at: 12) == 3 && log.term(at: 11) == nil)
-        #expect(throws: DurableLogError.self) { try log.compact(to: Snapshot(metadata: SnapshotMetadata(index: 18, term: 3, configuration: metadata.configuration), data: [])) }
+        #expect(throws: DurableLogError.self) {
+            try log.compact(
+                to: Snapshot(
+                    metadata: SnapshotMetadata(index: 18, term: 3, configuration: metadata.configuration), data: []))
+        }
 
         log = try disk.openLog()
         #expect(log.snapshotMetadata == metadata)
@@ -74,11 +87,14 @@ import Testing
         var log = try disk.openLog()
         try log.save(snapshot: nil, entries: entries(1...10, term: 2), hardState: HardState(term: 2, commit: 3))
         let big = (0..<(DurableLogStore.snapshotChunkBytes * 2 + 1234)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
-        let agreeing = Snapshot(metadata: SnapshotMetadata(index: 6, term: 2, configuration: Configuration(voters: [1, 2, 3])), data: big)
+        let agreeing = Snapshot(
+            metadata: SnapshotMetadata(index: 6, term: 2, configuration: Configuration(voters: [1, 2, 3])), data: big)
         try log.save(snapshot: agreeing, entries: [], hardState: HardState(term: 2, commit: 6))
         #expect(log.firstIndex == 7 && log.lastIndex == 10)
 
-        let newer = Snapshot(metadata: SnapshotMetadata(index: 30, term: 5, configuration: Configuration(voters: [1, 2])), data: Array("thirty".utf8))
+        let newer = Snapshot(
+            metadata: SnapshotMetadata(index: 30, term: 5, configuration: Configuration(voters: [1, 2])),
+            data: Array("thirty".utf8))
         try log.save(snapshot: newer, entries: [entry(31, term: 5)], hardState: HardState(term: 5, commit: 30))
         log = try disk.openLog()
         #expect(log.snapshotMetadata == newer.metadata && log.snapshot().data == newer.data)
@@ -118,7 +134,8 @@ import Testing
     /// says which entry and what to do.
     @Test func damagedCommittedEntryRefusesToOpen() throws {
         let disk = try TestDisk()
-        try disk.openLog().save(snapshot: nil, entries: entries(1...10, term: 1), hardState: HardState(term: 1, commit: 6))
+        try disk.openLog().save(
+            snapshot: nil, entries: entries(1...10, term: 1), hardState: HardState(term: 1, commit: 6))
         try disk.damageEntry(6)
         do {
             _ = try disk.openLog()
@@ -126,7 +143,9 @@ import Testing
         } catch DurableLogError.damagedCommittedEntry(let index, let reason) {
             #expect(index == 6)
             #expect(reason.contains("fails verification"))
-            #expect(DurableLogError.damagedCommittedEntry(index: index, reason: reason).description.contains("re-add it as a learner"))
+            #expect(
+                DurableLogError.damagedCommittedEntry(index: index, reason: reason).description.contains(
+                    "re-add it as a learner"))
         }
     }
 
@@ -135,8 +154,9 @@ import Testing
     @Test func entriesAreSealedAndBoundToTheirIndex() throws {
         let disk = try TestDisk()
         let secret = "customer: Ada Lovelace, +44 20 7946 0000"
-        try disk.openLog().save(snapshot: nil, entries: [entry(1, term: 1), entry(2, term: 1, secret), entry(3, term: 1)],
-                                hardState: HardState(term: 1, commit: 1))
+        try disk.openLog().save(
+            snapshot: nil, entries: [entry(1, term: 1), entry(2, term: 1, secret), entry(3, term: 1)],
+            hardState: HardState(term: 1, commit: 1))
         let raw = try #require(try disk.rawEntry(2))
         #expect(!String(decoding: raw, as: UTF8.self).contains("Lovelace"))
         try disk.writeRawEntry(3, raw)
@@ -147,7 +167,8 @@ import Testing
 
     @Test func damagedHardStateRefusesToOpen() throws {
         let disk = try TestDisk()
-        try disk.openLog().save(snapshot: nil, entries: entries(1...3, term: 1), hardState: HardState(term: 4, vote: 2, commit: 1))
+        try disk.openLog().save(
+            snapshot: nil, entries: entries(1...3, term: 1), hardState: HardState(term: 4, vote: 2, commit: 1))
         var raw = try #require(try disk.rawValue(.raftState, LogKeys.hardState))
         raw[raw.count - 3] ^= 1
         try disk.writeRaw(.raftState, LogKeys.hardState, raw)
@@ -165,13 +186,15 @@ import Testing
         var log = try disk.openLog()
         try log.save(snapshot: nil, entries: entries(1...5, term: 2), hardState: HardState(term: 2, commit: 2))
         let refused: [(Snapshot?, [Entry], HardState?)] = [
-            (nil, [entry(8, term: 2)], nil),                                  // a gap
-            (nil, [entry(6, term: 1)], nil),                                  // a lower term
-            (nil, [entry(6, term: 2), entry(8, term: 2)], nil),               // not consecutive
-            (nil, [], HardState(term: 2, commit: 9)),                         // commit beyond the log
+            (nil, [entry(8, term: 2)], nil), // a gap
+            (nil, [entry(6, term: 1)], nil), // a lower term
+            (nil, [entry(6, term: 2), entry(8, term: 2)], nil), // not consecutive
+            (nil, [], HardState(term: 2, commit: 9)), // commit beyond the log
         ]
         for (snapshot, new, hardState) in refused {
-            #expect(throws: DurableLogError.self) { try log.save(snapshot: snapshot, entries: new, hardState: hardState) }
+            #expect(throws: DurableLogError.self) {
+                try log.save(snapshot: snapshot, entries: new, hardState: hardState)
+            }
         }
         log = try disk.openLog()
         #expect(log.lastIndex == 5 && log.hardState == HardState(term: 2, commit: 2))

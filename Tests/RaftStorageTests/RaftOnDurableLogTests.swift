@@ -1,7 +1,8 @@
 import Raft
-@testable import RaftStorage
 import Storage
 import Testing
+
+@testable import RaftStorage
 
 /// Three consensus members on real, sealed RocksDB logs, driven the way the node drives them:
 /// persist, then send what depends on the write, then apply. Every promise that leaves a member
@@ -31,7 +32,8 @@ final class DurableCluster {
         for id in disks.keys.sorted() {
             let log = try disks[id]!.openLog()
             logs[id] = log
-            nodes[id] = RaftNode(config: RaftConfig(id: id), store: log, hardState: log.hardState, random: SeededRandom(seed: id))
+            nodes[id] = RaftNode(
+                config: RaftConfig(id: id), store: log, hardState: log.hardState, random: SeededRandom(seed: id))
             applied[id] = []
         }
         queue = []
@@ -59,12 +61,16 @@ final class DurableCluster {
         let engine = disks[id]!.engine!
         switch message.kind {
         case .voteResponse where !message.reject:
-            let stored = try #require(try engine.get(.raftState, LogKeys.hardState).flatMap(RecordCoding.decodeHardState))
-            #expect(stored.term == message.term && stored.vote == message.to, "vote of \(id) left before it was on disk")
+            let stored = try #require(
+                try engine.get(.raftState, LogKeys.hardState).flatMap(RecordCoding.decodeHardState))
+            #expect(
+                stored.term == message.term && stored.vote == message.to, "vote of \(id) left before it was on disk")
             promisesChecked += 1
         case .appendResponse where !message.reject && message.index > logs[id]!.snapshotMetadata.index:
             let stored = try engine.get(.raftLog, LogKeys.entry(message.index)).flatMap(RecordCoding.decodeEntry)
-            #expect(stored?.index == message.index, "acknowledgement of \(message.index) by \(id) left before the entry was on disk")
+            #expect(
+                stored?.index == message.index,
+                "acknowledgement of \(message.index) by \(id) left before the entry was on disk")
             promisesChecked += 1
         default:
             break
@@ -118,8 +124,9 @@ final class DurableCluster {
 
         // Compact the leader's log, as the node does once the state machine has applied.
         let leaderLog = cluster.logs[1]!
-        let metadata = SnapshotMetadata(index: committedBefore - 5, term: leaderLog.term(at: committedBefore - 5)!,
-                                        configuration: cluster[1].configuration)
+        let metadata = SnapshotMetadata(
+            index: committedBefore - 5, term: leaderLog.term(at: committedBefore - 5)!,
+            configuration: cluster[1].configuration)
         try leaderLog.compact(to: Snapshot(metadata: metadata, data: Array("state".utf8)))
 
         let termsAndVotes = [NodeID: HardState](uniqueKeysWithValues: [1, 2, 3].map { ($0, cluster[$0].hardState) })

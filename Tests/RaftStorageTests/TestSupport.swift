@@ -1,8 +1,9 @@
 import Foundation
 import Logging
 import Raft
-@testable import RaftStorage
 import Sealing
+
+@testable import RaftStorage
 @testable import Storage
 
 /// A member's store on real RocksDB in a temporary directory, removed at the end.
@@ -12,8 +13,9 @@ final class TestDisk: @unchecked Sendable {
     private(set) var engine: StorageEngine?
 
     init() throws {
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(
+            atPath: path, withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700])
         masterKey = try FileMasterKeyProvider.generateKeyFile(at: path + "/master.key")
     }
 

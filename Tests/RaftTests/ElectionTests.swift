@@ -1,4 +1,5 @@
 import Testing
+
 @testable import Raft
 
 @Suite struct ElectionTests {
@@ -24,7 +25,7 @@ import Testing
         }
         _ = try cluster[1].propose([7])
         cluster.deliverAll()
-        cluster.tickAll(1)  // a heartbeat carries the new commit index to the followers
+        cluster.tickAll(1) // a heartbeat carries the new commit index to the followers
         for id: NodeID in [1, 2, 3] {
             #expect(cluster.applied[id]!.last?.data == [7])
             #expect(cluster[id].commitIndex == 2)
@@ -33,7 +34,8 @@ import Testing
 
     /// §5.4.1: a voter refuses a candidate whose log is less up to date than its own.
     @Test func candidateWithAShorterLogCannotWin() {
-        let cluster = TestCluster(voters: [1, 2, 3], logs: [1: entries([1, 2]), 2: entries([1, 2]), 3: entries([1])], term: 2)
+        let cluster = TestCluster(
+            voters: [1, 2, 3], logs: [1: entries([1, 2]), 2: entries([1, 2]), 3: entries([1])], term: 2)
         cluster.elect(3)
         #expect(cluster[3].role != .leader)
         #expect(cluster.leaders.isEmpty)

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import Raft
 
 @Suite struct FeatureTests {
@@ -37,7 +38,9 @@ import Testing
         cluster.deliverAll()
         #expect(cluster.leaders == [3])
         #expect(cluster[1].leader == 3)
-        #expect(throws: RaftError.invalidTransferTarget("node 3 already leads")) { try cluster[3].transferLeadership(to: 3) }
+        #expect(throws: RaftError.invalidTransferTarget("node 3 already leads")) {
+            try cluster[3].transferLeadership(to: 3)
+        }
     }
 
     /// Membership: a learner receives the log without voting, is promoted once caught up, and a
@@ -77,8 +80,9 @@ import Testing
         let leaderStore = cluster.stores[1]!
         let compactedTo = cluster[1].appliedIndex
         let snapshot = Snapshot(
-            metadata: SnapshotMetadata(index: compactedTo, term: leaderStore.term(at: compactedTo)!,
-                                       configuration: cluster[1].configuration),
+            metadata: SnapshotMetadata(
+                index: compactedTo, term: leaderStore.term(at: compactedTo)!,
+                configuration: cluster[1].configuration),
             data: Array("state at \(compactedTo)".utf8))
         leaderStore.compact(to: snapshot)
         #expect(cluster[1].firstIndex == compactedTo + 1)

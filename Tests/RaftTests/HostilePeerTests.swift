@@ -1,4 +1,5 @@
 import Testing
+
 @testable import Raft
 
 /// Messages no honest member sends, driven straight into the core (security review F1–F3,
@@ -14,7 +15,9 @@ import Testing
         return cluster
     }
 
-    private func expectRefused(_ outcome: StepOutcome, _ fragment: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    private func expectRefused(
+        _ outcome: StepOutcome, _ fragment: String, sourceLocation: SourceLocation = #_sourceLocation
+    ) {
         guard case .refused(let reason) = outcome else {
             Issue.record("expected a refusal mentioning '\(fragment)', got \(outcome)", sourceLocation: sourceLocation)
             return
@@ -131,7 +134,8 @@ import Testing
         append.logTerm = term
         expectRefused(cluster[2].step(append), "above")
         var snapshot = Message(kind: .snapshot, from: 1, to: 3, term: term)
-        snapshot.snapshot = Snapshot(metadata: SnapshotMetadata(index: .max, term: term, configuration: cluster[1].configuration), data: [])
+        snapshot.snapshot = Snapshot(
+            metadata: SnapshotMetadata(index: .max, term: term, configuration: cluster[1].configuration), data: [])
         expectRefused(cluster[3].step(snapshot), "above")
         try expectStillServes(cluster)
     }
@@ -146,7 +150,9 @@ import Testing
         gap.entries = [Entry(term: term, index: last + 1, data: [1]), Entry(term: term, index: last + 3, data: [2])]
         expectRefused(cluster[2].step(gap), "must follow")
         var backwards = gap
-        backwards.entries = [Entry(term: term, index: last + 1, data: [1]), Entry(term: term - 1, index: last + 2, data: [2])]
+        backwards.entries = [
+            Entry(term: term, index: last + 1, data: [1]), Entry(term: term - 1, index: last + 2, data: [2]),
+        ]
         expectRefused(cluster[2].step(backwards), "out of order")
         #expect(cluster[2].lastIndex == last)
         try expectStillServes(cluster)
@@ -182,7 +188,7 @@ import Testing
     @Test func aReadAnswerFromAMemberThatDoesNotLeadIsRefused() throws {
         let cluster = try leading()
         try cluster[2].requestRead(context: [1])
-        cluster.queue.removeAll()  // the real request never reaches the leader
+        cluster.queue.removeAll() // the real request never reaches the leader
         var forged = Message(kind: .readIndexResponse, from: 3, to: 2, term: cluster[2].term)
         forged.index = 0
         forged.context = [1]

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import Raft
 
 /// One test per feature of the core that the scenario tests do not already pin down.
@@ -10,7 +11,8 @@ import Testing
         var timeouts: Set<Int> = []
         for seed: UInt64 in 1...40 {
             let store = MemoryLogStore(configuration: Configuration(voters: [1, 2, 3]))
-            let node = RaftNode(config: RaftConfig(id: 1), store: store, hardState: HardState(), random: SeededRandom(seed: seed))
+            let node = RaftNode(
+                config: RaftConfig(id: 1), store: store, hardState: HardState(), random: SeededRandom(seed: seed))
             var ticks = 0
             while node.role == .follower {
                 node.tick()
@@ -25,7 +27,8 @@ import Testing
     /// §5.4.1 compares last terms first: a longer log of an older term loses to a shorter one
     /// of a newer term.
     @Test func candidateWithAnOlderLastTermButALongerLogCannotWin() {
-        let cluster = TestCluster(voters: [1, 2, 3], logs: [1: entries([1, 1, 1, 1]), 2: entries([1, 3]), 3: entries([1, 3])], term: 3)
+        let cluster = TestCluster(
+            voters: [1, 2, 3], logs: [1: entries([1, 1, 1, 1]), 2: entries([1, 3]), 3: entries([1, 3])], term: 3)
         cluster.elect(1)
         #expect(cluster.leaders.isEmpty)
         cluster.elect(2)
@@ -62,15 +65,17 @@ import Testing
         for _ in 0..<3 {
             cluster[1].tick()
             cluster.deliverAll { message in
-                if message.kind == .append && !message.entries.isEmpty { sizes.append(message.entries.reduce(0) { $0 + $1.sizeBytes }) }
+                if message.kind == .append && !message.entries.isEmpty {
+                    sizes.append(message.entries.reduce(0) { $0 + $1.sizeBytes })
+                }
                 return true
             }
         }
         #expect(cluster[2].commitIndex == cluster[1].lastIndex)
-        #expect(sizes.contains(1000 + 24))  // the 1000-byte entry went alone
+        #expect(sizes.contains(1000 + 24)) // the 1000-byte entry went alone
         #expect(sizes.filter { $0 <= 200 }.count >= 2)
         #expect(sizes.allSatisfy { $0 <= 200 || $0 == 1000 + 24 })
-        #expect(sizes.contains { $0 > 84 })  // small entries were batched, two to a message
+        #expect(sizes.contains { $0 > 84 }) // small entries were batched, two to a message
     }
 
     /// While replicating, the leader pipelines appends up to the in-flight window, then waits.
@@ -108,11 +113,14 @@ import Testing
 
     /// A long conflicting tail is skipped a term at a time, not an entry at a time.
     @Test func conflictingTailIsSkippedATermAtATime() throws {
-        let cluster = TestCluster(voters: [1, 2, 3],
-                                  logs: [1: entries([1, 1] + Array(repeating: 3, count: 40)),
-                                         2: entries([1, 1] + Array(repeating: 3, count: 40)),
-                                         3: entries([1, 1] + Array(repeating: 2, count: 60))],
-                                  term: 3)
+        let cluster = TestCluster(
+            voters: [1, 2, 3],
+            logs: [
+                1: entries([1, 1] + Array(repeating: 3, count: 40)),
+                2: entries([1, 1] + Array(repeating: 3, count: 40)),
+                3: entries([1, 1] + Array(repeating: 2, count: 60)),
+            ],
+            term: 3)
         while cluster[1].role == .follower { cluster[1].tick() }
         var rejections = 0
         cluster.deliverAll { message in
@@ -179,7 +187,8 @@ import Testing
             let store = MemoryLogStore(configuration: Configuration(voters: [1, 2, 3]))
             var config = RaftConfig(id: 2)
             config.leaseClockDriftBoundTicks = lease ? 2 : nil
-            let node = RaftNode(config: config, store: store, hardState: HardState(term: 5), random: SeededRandom(seed: 1))
+            let node = RaftNode(
+                config: config, store: store, hardState: HardState(term: 5), random: SeededRandom(seed: 1))
             var request = Message(kind: .preVote, from: 3, to: 2, term: 6)
             request.index = 0
             node.step(request)

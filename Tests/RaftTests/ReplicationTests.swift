@@ -1,11 +1,13 @@
 import Testing
+
 @testable import Raft
 
 @Suite struct ReplicationTests {
     /// Figure 8 of the Raft paper: a leader never commits an entry of an older term by counting
     /// the replicas that have it; only an entry of its own term commits (and the older with it).
     @Test func leaderDoesNotCommitAnOldTermEntryByCountingReplicas() {
-        let cluster = TestCluster(voters: [1, 2, 3], logs: [1: entries([1, 2]), 2: entries([1]), 3: entries([1])], term: 2)
+        let cluster = TestCluster(
+            voters: [1, 2, 3], logs: [1: entries([1, 2]), 2: entries([1]), 3: entries([1])], term: 2)
         // Node 1 wins term 3; every append it sends is held back.
         while cluster[1].role == .follower { cluster[1].tick() }
         cluster.deliverAll { $0.kind != .append }
@@ -35,10 +37,10 @@ import Testing
             voters: [1, 2, 3, 4, 5],
             logs: [
                 1: leaderLog,
-                2: entries([1, 1, 1, 4, 4, 5, 5, 6, 6]),        // missing one
-                3: entries([1, 1, 1, 4]),                       // missing many
-                4: entries([1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6]),  // one extra, uncommitted
-                5: entries([1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3]),  // other terms after index 3
+                2: entries([1, 1, 1, 4, 4, 5, 5, 6, 6]), // missing one
+                3: entries([1, 1, 1, 4]), // missing many
+                4: entries([1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6]), // one extra, uncommitted
+                5: entries([1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3]), // other terms after index 3
             ],
             term: 6)
         cluster.elect(1)

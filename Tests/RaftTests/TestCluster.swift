@@ -13,8 +13,10 @@ final class TestCluster {
     /// Links that drop messages: (from, to).
     var cut: Set<[NodeID]> = []
 
-    init(voters: [NodeID], learners: [NodeID] = [], logs: [NodeID: [Entry]] = [:], term: UInt64 = 0,
-         configure: (inout RaftConfig) -> Void = { _ in }) {
+    init(
+        voters: [NodeID], learners: [NodeID] = [], logs: [NodeID: [Entry]] = [:], term: UInt64 = 0,
+        configure: (inout RaftConfig) -> Void = { _ in }
+    ) {
         let configuration = Configuration(voters: Set(voters), learners: Set(learners))
         for id in voters + learners {
             let store = MemoryLogStore(configuration: configuration)
@@ -23,8 +25,9 @@ final class TestCluster {
             var config = RaftConfig(id: id)
             configure(&config)
             stores[id] = store
-            nodes[id] = RaftNode(config: config, store: store, hardState: store.hardState,
-                                 random: SeededRandom(seed: id))
+            nodes[id] = RaftNode(
+                config: config, store: store, hardState: store.hardState,
+                random: SeededRandom(seed: id))
             applied[id] = []
         }
     }

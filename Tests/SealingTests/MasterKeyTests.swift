@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Sealing
 
 @Suite struct MasterKeyTests {
@@ -12,7 +13,9 @@ import Testing
         let loaded = try FileMasterKeyProvider(path: path)
         #expect(loaded.keyID == generated.keyID)
         #expect(loaded.keyID.hasPrefix("file:"))
-        #expect(throws: MasterKeyError.alreadyExists(path: path)) { try FileMasterKeyProvider.generateKeyFile(at: path) }
+        #expect(throws: MasterKeyError.alreadyExists(path: path)) {
+            try FileMasterKeyProvider.generateKeyFile(at: path)
+        }
     }
 
     @Test(arguments: [0o644, 0o640, 0o604, 0o660, 0o606])
@@ -32,11 +35,14 @@ import Testing
         let directory = TemporaryDirectory()
         let path = directory.file("bad.key")
         for content in ["", "abcd\n", String(repeating: "z", count: 64) + "\n", String(repeating: "a", count: 66)] {
-            _ = FileManager.default.createFile(atPath: path, contents: Data(content.utf8), attributes: [.posixPermissions: 0o600])
+            _ = FileManager.default.createFile(
+                atPath: path, contents: Data(content.utf8), attributes: [.posixPermissions: 0o600])
             #expect(throws: MasterKeyError.malformedKeyFile(path: path)) { try FileMasterKeyProvider(path: path) }
         }
         #expect(throws: MasterKeyError.self) { try FileMasterKeyProvider(path: directory.file("absent.key")) }
-        #expect(throws: MasterKeyError.notARegularFile(path: directory.path)) { try FileMasterKeyProvider(path: directory.path) }
+        #expect(throws: MasterKeyError.notARegularFile(path: directory.path)) {
+            try FileMasterKeyProvider(path: directory.path)
+        }
     }
 
     @Test func wrapRoundTripsAndIsBoundToKeyAndContext() throws {

@@ -1,17 +1,20 @@
 import Synchronization
 import Testing
+
 @testable import Sealing
 
 @Suite struct PrimitiveTests {
     @Test func sha256MatchesKnownAnswer() {
-        #expect(HMACSHA256.sha256(Array("abc".utf8)).hexString
-            == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(
+            HMACSHA256.sha256(Array("abc".utf8)).hexString
+                == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
     }
 
     @Test func hmacMatchesKnownAnswer() {
         let key = SymmetricKey(copying: Array(0..<32))
-        #expect(HMACSHA256.authenticate(Array("crm sealing known answer".utf8), key: key).hexString
-            == "1e35e0cf3c50062d5bf98d64aa93575384e1b28bc17b9ddb307aed65a18b630d")
+        #expect(
+            HMACSHA256.authenticate(Array("crm sealing known answer".utf8), key: key).hexString
+                == "1e35e0cf3c50062d5bf98d64aa93575384e1b28bc17b9ddb307aed65a18b630d")
     }
 
     /// Test case 14 of the GCM specification (McGrew & Viega): zero key, zero IV, one zero block.
@@ -47,14 +50,22 @@ import Testing
         let nonce = try SecureRandom.bytes(12)
         let plaintext = Array("confidential".utf8)
         var sealed = [UInt8](repeating: 0, count: plaintext.count + 16)
-        try plaintext.withUnsafeBytes { p in try nonce.withUnsafeBytes { n in try sealed.withUnsafeMutableBytes { o in
-            try cipher.seal(p, nonce: n, associatedData: UnsafeRawBufferPointer(start: nil, count: 0), into: o)
-        } } }
+        try plaintext.withUnsafeBytes { p in
+            try nonce.withUnsafeBytes { n in
+                try sealed.withUnsafeMutableBytes { o in
+                    try cipher.seal(p, nonce: n, associatedData: UnsafeRawBufferPointer(start: nil, count: 0), into: o)
+                }
+            }
+        }
         sealed[0] ^= 1
         var output = [UInt8](repeating: 0xAA, count: plaintext.count)
-        let authentic = try sealed.withUnsafeBytes { s in try nonce.withUnsafeBytes { n in try output.withUnsafeMutableBytes { o in
-            try cipher.open(s, nonce: n, associatedData: UnsafeRawBufferPointer(start: nil, count: 0), into: o)
-        } } }
+        let authentic = try sealed.withUnsafeBytes { s in
+            try nonce.withUnsafeBytes { n in
+                try output.withUnsafeMutableBytes { o in
+                    try cipher.open(s, nonce: n, associatedData: UnsafeRawBufferPointer(start: nil, count: 0), into: o)
+                }
+            }
+        }
         #expect(!authentic)
         #expect(output.allSatisfy { $0 == 0 })
     }
@@ -62,7 +73,8 @@ import Testing
     @Test func lz4RoundTripsAndRejectsWrongLength() throws {
         let input = Array(String(repeating: "contact record ", count: 100).utf8)
         var output = [UInt8](repeating: 0, count: LZ4Block.bound(input.count))
-        let count = try #require(input.withUnsafeBytes { i in output.withUnsafeMutableBytes { LZ4Block.compress(i, into: $0) } })
+        let count = try #require(
+            input.withUnsafeBytes { i in output.withUnsafeMutableBytes { LZ4Block.compress(i, into: $0) } })
         #expect(count < input.count / 4)
         let block = Array(output[0..<count])
         #expect(block.withUnsafeBytes { LZ4Block.decompress($0, originalCount: input.count) } == input)
@@ -75,7 +87,9 @@ import Testing
         #expect(garbage.withUnsafeBytes { LZ4Block.decompress($0, originalCount: 64) } == nil)
         #expect([UInt8]().withUnsafeBytes { LZ4Block.decompress($0, originalCount: 0) } == nil)
         var output = [UInt8](repeating: 0, count: 64)
-        #expect(!garbage.withUnsafeBytes { input in output.withUnsafeMutableBytes { LZ4Block.decompress(input, into: $0) } })
+        #expect(
+            !garbage.withUnsafeBytes { input in output.withUnsafeMutableBytes { LZ4Block.decompress(input, into: $0) } }
+        )
     }
 
     /// Arrays made through the stack and through the heap hold exactly what was written.
@@ -102,7 +116,7 @@ import Testing
         do {
             let pool = IdlePool(maxSpare: 2) { object in freed.record(object) }
             for object in allocated { pool.give(object) }
-            #expect(freed.addresses == [addresses[3]])  // slot + 2 spare kept, the fourth freed
+            #expect(freed.addresses == [addresses[3]]) // slot + 2 spare kept, the fourth freed
             let taken = (0..<3).compactMap { _ in pool.take() }
             #expect(Set(taken) == Set(allocated[0..<3]))
             #expect(pool.take() == nil)
@@ -120,7 +134,8 @@ import Testing
         var blocks: [[UInt8]] = []
         for input in [first, second, first, second] {
             var output = [UInt8](repeating: 0, count: LZ4Block.bound(input.count))
-            let count = try #require(input.withUnsafeBytes { i in output.withUnsafeMutableBytes { LZ4Block.compress(i, into: $0) } })
+            let count = try #require(
+                input.withUnsafeBytes { i in output.withUnsafeMutableBytes { LZ4Block.compress(i, into: $0) } })
             blocks.append(Array(output[0..<count]))
         }
         for (block, input) in zip(blocks, [first, second, first, second]) {

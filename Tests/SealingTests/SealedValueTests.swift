@@ -1,4 +1,5 @@
 import Testing
+
 @testable import Sealing
 
 @Suite struct SealedValueTests {
@@ -42,10 +43,11 @@ import Testing
         let key = try newDataKey()
         let slightlyCompressible = randomBytes(230) + [UInt8](repeating: 0x61, count: 26)
         var block = [UInt8](repeating: 0, count: LZ4Block.bound(256))
-        let lz4Count = try #require(slightlyCompressible.withUnsafeBytes { input in
-            block.withUnsafeMutableBytes { LZ4Block.compress(input, into: $0) }
-        })
-        #expect(4 + lz4Count < slightlyCompressible.count)  // smaller, but not by an eighth
+        let lz4Count = try #require(
+            slightlyCompressible.withUnsafeBytes { input in
+                block.withUnsafeMutableBytes { LZ4Block.compress(input, into: $0) }
+            })
+        #expect(4 + lz4Count < slightlyCompressible.count) // smaller, but not by an eighth
         #expect(4 + lz4Count > slightlyCompressible.count - slightlyCompressible.count / 8)
         let sealedSlight = try seal(slightlyCompressible, key: key, at: place)
         #expect(try !sealedSlight.withUnsafeBytes { try SealedValue.header(of: $0) }.isCompressed)

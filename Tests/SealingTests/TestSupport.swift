@@ -1,4 +1,5 @@
 import Foundation
+
 @testable import Sealing
 
 /// A fresh directory under the system temp dir, removed when the test ends.
@@ -7,8 +8,9 @@ final class TemporaryDirectory {
 
     init() {
         path = NSTemporaryDirectory() + "crm-sealing-" + UUID().uuidString
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true,
-                                                 attributes: [.posixPermissions: 0o700])
+        try! FileManager.default.createDirectory(
+            atPath: path, withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700])
     }
 
     func file(_ name: String) -> String { path + "/" + name }
@@ -31,7 +33,9 @@ func seal(_ plaintext: [UInt8], key: DataKey, scope: UInt8 = 3, at place: [UInt8
     }
 }
 
-func open(_ sealed: [UInt8], scope: UInt8 = 3, at place: [UInt8], keys: [DataKey], retired: Set<UInt32> = []) throws -> [UInt8] {
+func open(
+    _ sealed: [UInt8], scope: UInt8 = 3, at place: [UInt8], keys: [DataKey], retired: Set<UInt32> = []
+) throws -> [UInt8] {
     try place.withUnsafeBytes { keyBytes in
         try SealedValue.open(sealed, location: .init(domain: 1, scope: scope, key: keyBytes)) { id in
             if let key = keys.first(where: { $0.id == id }) { return .available(key) }

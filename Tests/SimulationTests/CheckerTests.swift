@@ -1,11 +1,14 @@
 import Raft
 import Testing
+
 @testable import Simulation
 
 /// The linearizability checker on hand-made histories: it accepts every history that has a
 /// valid order and rejects every one that has none.
 @Suite struct CheckerTests {
-    private func op(_ client: UInt64, _ operation: KVOperation, _ invoked: UInt64, _ completed: UInt64?, _ result: KVResult?) -> HistoryOperation {
+    private func op(
+        _ client: UInt64, _ operation: KVOperation, _ invoked: UInt64, _ completed: UInt64?, _ result: KVResult?
+    ) -> HistoryOperation {
         HistoryOperation(client: client, operation: operation, invoked: invoked, completed: completed, result: result)
     }
 
@@ -57,8 +60,10 @@ import Testing
     /// once a read has seen it, a later read cannot un-see it.
     @Test func anIndeterminateWriteMayTakeEffectOnceOrNever() {
         let unknown = op(1, .put(key: "k", value: "x"), 0, nil, nil)
-        #expect(LinearizabilityChecker().check([unknown, op(2, .get(key: "k"), 100, 110, .value(nil))]) == .linearizable)
-        #expect(LinearizabilityChecker().check([unknown, op(2, .get(key: "k"), 100, 110, .value("x"))]) == .linearizable)
+        #expect(
+            LinearizabilityChecker().check([unknown, op(2, .get(key: "k"), 100, 110, .value(nil))]) == .linearizable)
+        #expect(
+            LinearizabilityChecker().check([unknown, op(2, .get(key: "k"), 100, 110, .value("x"))]) == .linearizable)
         let flickers = [
             unknown,
             op(2, .get(key: "k"), 100, 110, .value("x")),
@@ -88,9 +93,13 @@ import Testing
             op(2, .put(key: "bad", value: "a"), 0, 10, .done),
             op(2, .get(key: "bad"), 20, 30, .value(nil)),
         ]
-        #expect(LinearizabilityChecker().check(history) == .violation(key: "bad", operations: [
-            "[0–10] client 2: put(bad, a) → ok", "[20–30] client 2: get(bad) → =nil",
-        ]))
+        #expect(
+            LinearizabilityChecker().check(history)
+                == .violation(
+                    key: "bad",
+                    operations: [
+                        "[0–10] client 2: put(bad, a) → ok", "[20–30] client 2: get(bad) → =nil",
+                    ]))
     }
 
     /// Histories produced by a real register under random overlap are always accepted, and
@@ -102,7 +111,9 @@ import Testing
             let history = Self.registerHistory(operations: 200, clients: 8, random: &random)
             #expect(LinearizabilityChecker(stepBudget: 2_000_000).check(history) == .linearizable, "round \(round)")
             var broken = history
-            if let read = broken.indices.first(where: { if case .get = broken[$0].operation, broken[$0].result != nil { return true }; return false }) {
+            if let read = broken.indices.first(where: {
+                if case .get = broken[$0].operation, broken[$0].result != nil { return true }; return false
+            }) {
                 broken[read].result = .value("never-written")
                 #expect(LinearizabilityChecker(stepBudget: 2_000_000).check(broken) != .linearizable, "round \(round)")
             }
@@ -143,8 +154,10 @@ import Testing
                 result = .value(value)
             }
             let lost = operation.isWrite && random.next(below: 20) == 0
-            history.append(HistoryOperation(client: UInt64(client), operation: operation, invoked: invoked,
-                                            completed: lost ? nil : completed, result: lost ? nil : result))
+            history.append(
+                HistoryOperation(
+                    client: UInt64(client), operation: operation, invoked: invoked,
+                    completed: lost ? nil : completed, result: lost ? nil : result))
             clientFree[client] = completed + 1
         }
         return history

@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 @_spi(Simulation) import Raft
+import Testing
+
 @_spi(Simulation) @testable import Simulation
 
 /// The simulator itself: whole 3- and 5-node clusters under every fault, checked after every
@@ -13,9 +14,13 @@ import Testing
         for failure in summary.failures { Issue.record("seed \(failure.seed): \(failure.failure!)") }
         // The runs did real work: thousands of client operations were checked.
         #expect(summary.operations > 10_000)
-        #expect(summary.worstSettleMilliseconds > 0 && summary.worstSettleMilliseconds <= summary.settleBoundMilliseconds)
-        print(String(format: "simulator: %llu seeds in %.1f s (%.0f seeds/minute, %.0f steps/second), %llu operations checked",
-                     summary.completed, summary.seconds, summary.seedsPerMinute, summary.stepsPerSecond, summary.operations))
+        #expect(
+            summary.worstSettleMilliseconds > 0 && summary.worstSettleMilliseconds <= summary.settleBoundMilliseconds)
+        print(
+            String(
+                format:
+                    "simulator: %llu seeds in %.1f s (%.0f seeds/minute, %.0f steps/second), %llu operations checked",
+                summary.completed, summary.seconds, summary.seedsPerMinute, summary.stepsPerSecond, summary.operations))
     }
 
     @Test func aSeedReplaysStepForStep() {
@@ -35,7 +40,9 @@ import Testing
         var mixes: Set<String> = []
         for seed in UInt64(0)..<64 {
             let result = Simulation(options: SimulationOptions(voters: 3, seed: seed)).run()
-            for mix in FaultMix.allCases where result.profile.contains("(\(mix.rawValue))") { mixes.insert(mix.rawValue) }
+            for mix in FaultMix.allCases where result.profile.contains("(\(mix.rawValue))") {
+                mixes.insert(mix.rawValue)
+            }
         }
         #expect(mixes == Set(FaultMix.allCases.map(\.rawValue)))
     }
@@ -56,14 +63,17 @@ import Testing
         case .oldTermCommit: expected = ["leader completeness", "committed entry changed", "linearizability"]
         case .forgetVote: expected = ["vote safety", "election safety"]
         case .staleRead: expected = ["read safety", "linearizability"]
-        case .noPersistBeforeSend: expected = ["leader completeness", "vote safety", "election safety", "committed entry changed"]
+        case .noPersistBeforeSend:
+            expected = ["leader completeness", "vote safety", "election safety", "committed entry changed"]
         case .readBeforeApplied: expected = ["linearizability"]
         case .waiterIgnoresTerm: expected = ["linearizability", "session safety"]
         }
         #expect(expected.contains { failure.hasPrefix($0) }, "\(bug.rawValue) failed as: \(failure)")
         let replay = Simulation(options: sweep.options(for: found.seed)).run()
         #expect(replay.failure == failure && replay.steps == found.steps)
-        print("planted bug \(bug.rawValue): found at seed \(found.seed) after \(summary.completed) seeds: \(failure.prefix(160))")
+        print(
+            "planted bug \(bug.rawValue): found at seed \(found.seed) after \(summary.completed) seeds: \(failure.prefix(160))"
+        )
     }
 
     /// The same bugs, through the command line: non-zero exit status and the failing seed.
@@ -72,7 +82,9 @@ import Testing
         #expect(clean.status == 0)
         #expect(clean.output.hasSuffix("seeds=20 failures=0\n"))
 
-        let planted = try CRMSimProcess.run(["--nodes", "3", "--seeds", "300", "--plant-bug", "stale-read", "--stop-at-first-failure"])
+        let planted = try CRMSimProcess.run([
+            "--nodes", "3", "--seeds", "300", "--plant-bug", "stale-read", "--stop-at-first-failure",
+        ])
         #expect(planted.status == 1)
         #expect(planted.output.contains("failing seed "))
         #expect(planted.output.contains("replay with: crm-sim --nodes 3 --seed "))
@@ -107,10 +119,12 @@ enum CRMSimProcess {
             if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
             directory.deleteLastPathComponent()
         }
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let fallback = root.appendingPathComponent(".build/debug/crm-sim")
         guard FileManager.default.isExecutableFile(atPath: fallback.path) else {
-            throw CocoaError(.fileNoSuchFile, userInfo: [NSFilePathErrorKey: "crm-sim (build it with `swift build` first)"])
+            throw CocoaError(
+                .fileNoSuchFile, userInfo: [NSFilePathErrorKey: "crm-sim (build it with `swift build` first)"])
         }
         return fallback
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Sealing
 import Testing
+
 @testable import Storage
 
 /// Crash images: the files of a live store copied while it is open (what a process crash leaves
@@ -23,12 +24,15 @@ import Testing
             try FileManager.default.copyItem(atPath: store.dataPath, toPath: image.file("db"))
             engine.close()
         }
-        let wal = try #require(try FileManager.default.contentsOfDirectory(atPath: image.file("db")).first { $0.hasSuffix(".log") })
+        let wal = try #require(
+            try FileManager.default.contentsOfDirectory(atPath: image.file("db")).first { $0.hasSuffix(".log") })
         let walBytes = try #require(FileManager.default.contents(atPath: image.file("db/" + wal)))
 
         var survivorsByCut: [Int] = []
-        let cuts = [walBytes.count, walBytes.count - 1, walBytes.count - 200, walBytes.count * 3 / 4,
-                    walBytes.count / 2, walBytes.count / 3]
+        let cuts = [
+            walBytes.count, walBytes.count - 1, walBytes.count - 200, walBytes.count * 3 / 4,
+            walBytes.count / 2, walBytes.count / 3,
+        ]
         for cut in cuts {
             let copy = TemporaryDirectory()
             try FileManager.default.copyItem(atPath: image.file("db"), toPath: copy.file("db"))
@@ -37,8 +41,9 @@ import Testing
             var survivors = 0
             for batchIndex in 0..<Self.batches {
                 let present = try ColumnFamily.dataFamilies.filter { try engine.get($0, key(batchIndex)) != nil }.count
-                #expect(present == 0 || present == ColumnFamily.dataFamilies.count,
-                        "batch \(batchIndex) is partly present (\(present) of 4 families) after a cut at \(cut)")
+                #expect(
+                    present == 0 || present == ColumnFamily.dataFamilies.count,
+                    "batch \(batchIndex) is partly present (\(present) of 4 families) after a cut at \(cut)")
                 if present > 0 {
                     #expect(survivors == batchIndex, "batch \(batchIndex) survived after a lost earlier batch")
                     survivors += 1
@@ -68,7 +73,8 @@ import Testing
             try FileManager.default.copyItem(atPath: store.dataPath, toPath: image.file("db"))
             engine.close()
         }
-        let wal = try #require(try FileManager.default.contentsOfDirectory(atPath: image.file("db")).first { $0.hasSuffix(".log") })
+        let wal = try #require(
+            try FileManager.default.contentsOfDirectory(atPath: image.file("db")).first { $0.hasSuffix(".log") })
         var walBytes = try #require(FileManager.default.contents(atPath: image.file("db/" + wal)))
         let middle = walBytes.count / 2
         for index in middle..<middle + 32 { walBytes[index] ^= 0xFF }

@@ -1,6 +1,7 @@
 import Foundation
 import Sealing
 import Testing
+
 @testable import Storage
 
 /// Damage made through the raw RocksDB layer (as an attacker or a failing disk would) is detected
@@ -22,9 +23,13 @@ import Testing
         try engine.put(.raftLog, key(1), randomBytes(300), durability: .synced)
         let raw = try #require(try engine.rawValue(.raftLog, key(1)))
         try engine.writeRaw(.raftLog, key(1), Array(raw.dropLast(5)))
-        #expect(sealFailure { try engine.get(.raftLog, key(1)) } == .truncated(expectedBytes: raw.count, actualBytes: raw.count - 5))
+        #expect(
+            sealFailure { try engine.get(.raftLog, key(1)) }
+                == .truncated(expectedBytes: raw.count, actualBytes: raw.count - 5))
         try engine.writeRaw(.raftLog, key(2), Array(raw.prefix(9)))
-        #expect(sealFailure { try engine.get(.raftLog, key(2)) } == .truncated(expectedBytes: SealedValue.overheadByteCount, actualBytes: 9))
+        #expect(
+            sealFailure { try engine.get(.raftLog, key(2)) }
+                == .truncated(expectedBytes: SealedValue.overheadByteCount, actualBytes: 9))
     }
 
     @Test func valueSwappedToAnotherKeyOrFamilyIsMisplaced() throws {
@@ -131,7 +136,8 @@ import Testing
         let unreadablePlaces = Set(unreadable.map { "\($0.family)/\($0.key!.hexString)" })
         let expected = Set(([(.raftLog, 7)] + victims).map { "\($0.0)/\(key($0.1).hexString)" })
         #expect(unreadablePlaces == expected)
-        let corruptFamilies = Set(report.problems.compactMap { if case .storageCorruption = $0.kind { $0.family } else { nil } })
+        let corruptFamilies = Set(
+            report.problems.compactMap { if case .storageCorruption = $0.kind { $0.family } else { nil } })
         #expect(corruptFamilies == [.stateMachine, .metadata])
         for family in ColumnFamily.dataFamilies { #expect(report.checkedByFamily[family] == 200) }
         #expect(report.checkedByFamily[.keyring] == 3)

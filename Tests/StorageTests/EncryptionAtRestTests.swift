@@ -1,6 +1,7 @@
 import Foundation
 import Sealing
 import Testing
+
 @testable import Storage
 
 @Suite struct EncryptionAtRestTests {
@@ -8,9 +9,11 @@ import Testing
 
     /// Values as a CRM would write them: compressible text with the marker, and the marker alone.
     func markedValues() -> [[UInt8]] {
-        [Self.marker,
-         Array(String(repeating: "Grace Hopper <grace@example.com> ", count: 40).utf8) + Self.marker,
-         Self.marker + randomBytes(2000) + Self.marker]
+        [
+            Self.marker,
+            Array(String(repeating: "Grace Hopper <grace@example.com> ", count: 40).utf8) + Self.marker,
+            Self.marker + randomBytes(2000) + Self.marker,
+        ]
     }
 
     func filesContainingMarker(_ store: TestStore) throws -> [String] {
@@ -75,14 +78,16 @@ import Testing
         try FileMasterKeyProvider.generateKeyFile(at: path)
         chmod(path, 0o644)
         #expect {
-            try StorageEngine.open(path: directory.file("db"), masterKey: try FileMasterKeyProvider(path: path), options: .compact)
+            try StorageEngine.open(
+                path: directory.file("db"), masterKey: try FileMasterKeyProvider(path: path), options: .compact)
         } throws: { error in
             guard case MasterKeyError.permissionsTooOpen = error else { return false }
             return "\(error)".contains("chmod 600")
         }
         #expect(!FileManager.default.fileExists(atPath: directory.file("db")))
         chmod(path, 0o600)
-        let engine = try StorageEngine.open(path: directory.file("db"), masterKey: try FileMasterKeyProvider(path: path), options: .compact)
+        let engine = try StorageEngine.open(
+            path: directory.file("db"), masterKey: try FileMasterKeyProvider(path: path), options: .compact)
         #expect(engine.keyStatus().activeKeyID == 1)
     }
 }

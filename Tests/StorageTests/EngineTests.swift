@@ -1,6 +1,7 @@
 import Foundation
 import Sealing
 import Testing
+
 @testable import Storage
 
 @Suite struct EngineTests {
@@ -119,7 +120,10 @@ import Testing
         refused { _ = try engine.get(.keyring, bytes("state")) }
         refused { _ = try engine.scan(.keyring, KeyRange(), limit: 1) }
         refused { try engine.put(.metadata, [], bytes("x"), durability: .synced) }
-        refused { try engine.put(.metadata, [UInt8](repeating: 1, count: StorageLimits.maxKeyBytes + 1), [], durability: .synced) }
+        refused {
+            try engine.put(
+                .metadata, [UInt8](repeating: 1, count: StorageLimits.maxKeyBytes + 1), [], durability: .synced)
+        }
         refused { _ = try engine.scan(.metadata, KeyRange(), limit: 0) }
         refused { _ = try engine.scan(.metadata, KeyRange(), limit: StorageLimits.maxScanEntries + 1) }
         refused { _ = try engine.scan(.metadata, KeyRange(from: key(5), to: key(5)), limit: 1) }

@@ -2,10 +2,13 @@ import Foundation
 import Sealing
 import Synchronization
 import Testing
+
 @testable import Storage
 
 @Suite struct KeyRotationTests {
-    static let layout: [(ColumnFamily, Int)] = [(.raftLog, 300), (.raftState, 10), (.stateMachine, 1000), (.metadata, 100)]
+    static let layout: [(ColumnFamily, Int)] = [
+        (.raftLog, 300), (.raftState, 10), (.stateMachine, 1000), (.metadata, 100),
+    ]
 
     func fill(_ engine: StorageEngine) throws -> [String: [UInt8]] {
         var expected: [String: [UInt8]] = [:]
@@ -46,7 +49,7 @@ import Testing
             try engine.resealStep(maxItems: 200)
             try engine.resealStep(maxItems: 200)
             progressBeforeClose = try #require(try engine.resealStep(maxItems: 200))
-            #expect(progressBeforeClose.scanned == 310)  // raft_log 200 + 100, then raft_state 10
+            #expect(progressBeforeClose.scanned == 310) // raft_log 200 + 100, then raft_state 10
             #expect(!progressBeforeClose.passComplete)
             engine.close()
         }
@@ -58,13 +61,19 @@ import Testing
         #expect(resumed.family == progressBeforeClose.family)
 
         var reports: [ResealProgress] = []
-        let final = try #require(try engine.runReseal(chunk: 128) { reports.append($0); return true })
+        let final = try #require(
+            try engine.runReseal(chunk: 128) {
+                reports.append($0); return true
+            })
         #expect(final.finished)
         #expect(reports.map(\.scanned) == reports.map(\.scanned).sorted())
         #expect(final.scanned == 1410)
         #expect(final.resealed == 1409)
-        #expect(engine.keyStatus() == KeyStatus(activeKeyID: 2, liveKeyIDs: [2], drainingKeyIDs: [], retiredKeyIDs: [1],
-                                                 masterKeyID: store.masterKey.keyID))
+        #expect(
+            engine.keyStatus()
+                == KeyStatus(
+                    activeKeyID: 2, liveKeyIDs: [2], drainingKeyIDs: [], retiredKeyIDs: [1],
+                    masterKeyID: store.masterKey.keyID))
         try expectContents(engine, expected, allUnderKey: 2)
         #expect(try engine.rawValue(.keyring, KeyRing.dataKeyRecord(1)) == nil)
 
@@ -140,7 +149,9 @@ import Testing
             do {
                 for start in stride(from: 0, to: count, by: 10) {
                     var batch = WriteBatch()
-                    for index in start..<(start + 10) { batch.put(.stateMachine, key: key(index), value: bytes("new \(index)")) }
+                    for index in start..<(start + 10) {
+                        batch.put(.stateMachine, key: key(index), value: bytes("new \(index)"))
+                    }
                     try engine.write(batch, durability: .buffered)
                 }
             } catch {

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import Storage
 
 /// The in-memory store the simulator runs the state machine on behaves as the engine does:
@@ -18,19 +19,28 @@ import Testing
             for _ in 0..<Int.random(in: 1...20, using: &random) {
                 let index = Int.random(in: 0..<64, using: &random)
                 switch Int.random(in: 0..<10, using: &random) {
-                case 0..<6: batch.put(.stateMachine, key: key(index), value: randomBytes(Int.random(in: 0...40, using: &random)))
+                case 0..<6:
+                    batch.put(
+                        .stateMachine, key: key(index), value: randomBytes(Int.random(in: 0...40, using: &random)))
                 case 6..<9: batch.delete(.stateMachine, key: key(index))
-                default: batch.deleteRange(.stateMachine, from: key(index), to: key(index + Int.random(in: 1...8, using: &random)))
+                default:
+                    batch.deleteRange(
+                        .stateMachine, from: key(index), to: key(index + Int.random(in: 1...8, using: &random)))
                 }
             }
             for target in stores { try target.write(batch, durability: .buffered) }
             if round % 10 == 0 { earlierViews.append(try stores.map { try $0.makeStateView() }) }
-            for index in 0..<64 { #expect(try engine.get(.stateMachine, key(index)) == memory.get(.stateMachine, key(index))) }
+            for index in 0..<64 {
+                #expect(try engine.get(.stateMachine, key(index)) == memory.get(.stateMachine, key(index)))
+            }
             for direction in [ScanDirection.forward, .reverse] {
-                let range = KeyRange(from: key(Int.random(in: 0..<32, using: &random)), to: key(Int.random(in: 32...70, using: &random)))
+                let range = KeyRange(
+                    from: key(Int.random(in: 0..<32, using: &random)), to: key(Int.random(in: 32...70, using: &random)))
                 let limit = Int.random(in: 1...10, using: &random)
-                let (fromEngine, fromMemory) = (try engine.scan(.stateMachine, range, limit: limit, direction: direction),
-                                                try memory.scan(.stateMachine, range, limit: limit, direction: direction))
+                let (fromEngine, fromMemory) = (
+                    try engine.scan(.stateMachine, range, limit: limit, direction: direction),
+                    try memory.scan(.stateMachine, range, limit: limit, direction: direction)
+                )
                 #expect(fromEngine.entries == fromMemory.entries)
                 #expect(fromEngine.resume == fromMemory.resume)
             }
@@ -41,7 +51,9 @@ import Testing
             #expect(pages[0].entries == pages[1].entries)
             for view in views { view.close() }
         }
-        #expect(throws: StorageError.self) { try memory.scan(.stateMachine, KeyRange(from: key(2), to: key(1)), limit: 10) }
+        #expect(throws: StorageError.self) {
+            try memory.scan(.stateMachine, KeyRange(from: key(2), to: key(1)), limit: 10)
+        }
         #expect(throws: StorageError.self) { try memory.get(.keyring, key(1)) }
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Sealing
 import Testing
+
 @testable import Storage
 
 /// Keys may hold personal data: no error or integrity text names one (security review F9).
@@ -28,7 +29,9 @@ import Testing
         #expect(report.problemCount == 1)
         #expect(report.problems.first?.key == secretKey, "the admin API still gets the key")
         texts += report.problems.map(\.description) + [report.summary]
-        #expect(report.summary == "1 damaged items (stateMachine 1)" || report.summary.hasPrefix("1 damaged items ("), "\(report.summary)")
+        #expect(
+            report.summary == "1 damaged items (stateMachine 1)" || report.summary.hasPrefix("1 damaged items ("),
+            "\(report.summary)")
         for text in texts {
             for word in forbidden { #expect(!text.contains(word), "\(text)") }
         }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Sealing
+
 @testable import Storage
 
 /// A fresh directory under the system temp dir, removed when the test ends.
@@ -9,8 +10,9 @@ final class TemporaryDirectory: @unchecked Sendable {
 
     init() {
         path = NSTemporaryDirectory() + "crm-storage-" + UUID().uuidString
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true,
-                                                 attributes: [.posixPermissions: 0o700])
+        try! FileManager.default.createDirectory(
+            atPath: path, withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700])
     }
 
     func file(_ name: String) -> String { path + "/" + name }
@@ -32,8 +34,9 @@ final class TestStore: @unchecked Sendable {
     func open(masterKey: (any MasterKeyProvider)? = nil, path: String? = nil) throws -> StorageEngine {
         var logger = Logger(label: "test.storage")
         logger.logLevel = .critical
-        return try StorageEngine.open(path: path ?? dataPath, masterKey: masterKey ?? self.masterKey,
-                                      options: .compact, logger: logger)
+        return try StorageEngine.open(
+            path: path ?? dataPath, masterKey: masterKey ?? self.masterKey,
+            options: .compact, logger: logger)
     }
 
     /// Every regular file under the store's data directory.
@@ -102,7 +105,8 @@ extension Array where Element == UInt8 {
                 let lastStart = haystack.count - pattern.count
                 while start <= lastStart {
                     if haystack[start] == first,
-                       memcmp(haystack.baseAddress! + start, pattern.baseAddress!, pattern.count) == 0 {
+                        memcmp(haystack.baseAddress! + start, pattern.baseAddress!, pattern.count) == 0
+                    {
                         return start..<(start + pattern.count)
                     }
                     start += 1

@@ -16,7 +16,11 @@ public enum TestSockets {
         for _ in 0..<1000 {
             let port = Int.random(in: low..<high)
             guard handedOut.withLock({ !$0.contains(port) }) else { continue }
-            guard let socket = try? ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: port).wait() else {
+            guard
+                let socket = try? ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(
+                    host: "127.0.0.1", port: port
+                ).wait()
+            else {
                 continue
             }
             try socket.close().wait()
@@ -52,14 +56,19 @@ public final class RawConnection: @unchecked Sendable {
         let context: NIOSSLContext? = try tls.map { files in
             var configuration = TLSConfiguration.makeClientConfiguration()
             configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(files.ca))
-            configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(files.certificate).map { .certificate($0) }
+            configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(files.certificate).map {
+                .certificate($0)
+            }
             configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: files.key, format: .pem))
             configuration.certificateVerification = .noHostnameVerification
             return try NIOSSLContext(configuration: configuration)
         }
         let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).channelInitializer { channel in
             channel.eventLoop.makeCompletedFuture {
-                if let context { try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: context, serverHostname: nil)) }
+                if let context {
+                    try channel.pipeline.syncOperations.addHandler(
+                        try NIOSSLClientHandler(context: context, serverHostname: nil))
+                }
             }
         }
         channel = try await bootstrap.connect(host: "127.0.0.1", port: port).get()
@@ -86,9 +95,11 @@ public enum HTTPSRequest {
         public var text: String { String(decoding: body, as: UTF8.self) }
     }
 
-    public static func send(port: Int, method: String, path: String, body: Data = Data(),
-                            tls: (ca: String, certificate: String, key: String), timeout: TimeAmount = .seconds(10),
-                            extraHeaders: [(String, String)] = []) async throws -> Response {
+    public static func send(
+        port: Int, method: String, path: String, body: Data = Data(),
+        tls: (ca: String, certificate: String, key: String), timeout: TimeAmount = .seconds(10),
+        extraHeaders: [(String, String)] = []
+    ) async throws -> Response {
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(tls.ca))
         configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { .certificate($0) }
@@ -100,13 +111,15 @@ public enum HTTPSRequest {
             .connectTimeout(timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: context, serverHostname: nil))
+                    try channel.pipeline.syncOperations.addHandler(
+                        try NIOSSLClientHandler(context: context, serverHostname: nil))
                     try channel.pipeline.syncOperations.addHandler(collector)
                 }
             }
             .connect(host: "127.0.0.1", port: port).get()
         let extra = extraHeaders.map { "\($0.0): \($0.1)\r\n" }.joined()
-        let head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\(extra)Connection: close\r\n\r\n"
+        let head =
+            "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\(extra)Connection: close\r\n\r\n"
         var buffer = channel.allocator.buffer(capacity: head.utf8.count + body.count)
         buffer.writeString(head)
         buffer.writeBytes(body)
@@ -128,7 +141,8 @@ public enum HTTPSRequest {
         var headers: [String: String] = [:]
         for line in lines.dropFirst() {
             guard let colon = line.firstIndex(of: ":") else { continue }
-            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(
+                in: .whitespaces)
         }
         return Response(status: status, headers: headers, body: Data(raw[(split + 4)...]))
     }

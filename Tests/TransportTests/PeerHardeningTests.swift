@@ -3,8 +3,9 @@ import NIOCore
 import NIOPosix
 import Raft
 import Testing
-@testable import Transport
 import Wire
+
+@testable import Transport
 
 /// The peer port against hostile connections (security review F5, F6, F13): what a client
 /// certificate, an idle socket flood, a second connection, a removed member or an unfinished
@@ -55,7 +56,9 @@ import Wire
         let refused = await eventually(seconds: 10) {
             _ = two.transport.send([heartbeat(from: 2, to: 1)])
             try? await Task.sleep(nanoseconds: 20_000_000)
-            return one.transport.refusedConnections.recent.contains { $0.contains("member 2 is not in this member's member list") }
+            return one.transport.refusedConnections.recent.contains {
+                $0.contains("member 2 is not in this member's member list")
+            }
         }
         #expect(refused, "\(one.transport.refusedConnections.recent)")
         #expect(one.inbox.count == delivered)
@@ -86,8 +89,9 @@ import Wire
     @Test func idleSocketsMakeWayForAMemberAndCloseAtTheDeadline() async throws {
         let certificates = try TestCertificates()
         var options = PeerTransportOptions()
-        options.connectionLimits = ConnectionLimits(maxConnections: 8, maxConnectionsPerAddress: 8, firstRequestTimeout: nil,
-                                                    idleTimeout: nil, requestReadTimeout: nil)
+        options.connectionLimits = ConnectionLimits(
+            maxConnections: 8, maxConnectionsPerAddress: 8, firstRequestTimeout: nil,
+            idleTimeout: nil, requestReadTimeout: nil)
         options.handshakeTimeout = .milliseconds(1500)
         let one = try await TestMember.start(1, files: certificates.files(member: 1), group: group, options: options)
         let two = try await TestMember.start(2, files: certificates.files(member: 2), group: group)
@@ -114,10 +118,12 @@ import Wire
         let one = try await TestMember.start(1, files: certificates.files(member: 1), group: group, options: options)
         one.transport.setPeers([3: PeerAddress(host: "127.0.0.1", port: 1)])
         var announce = Message(kind: .snapshot, from: 3, to: 1, term: 3)
-        announce.snapshot = Snapshot(metadata: SnapshotMetadata(index: 9, term: 3, configuration: Configuration(voters: [1, 3])),
-                                     data: [UInt8](repeating: 1, count: 1 << 20))
+        announce.snapshot = Snapshot(
+            metadata: SnapshotMetadata(index: 9, term: 3, configuration: Configuration(voters: [1, 3])),
+            data: [UInt8](repeating: 1, count: 1 << 20))
         let raw = try await RawConnection(port: one.port, tls: certificates.raw(member: 3))
-        try await raw.write(Hello.encode(3).encoded + Frame(type: .raftMessages, payload: RaftMessageCoding.encode([announce])).encoded)
+        try await raw.write(
+            Hello.encode(3).encoded + Frame(type: .raftMessages, payload: RaftMessageCoding.encode([announce])).encoded)
         #expect(await eventually(seconds: 3) { raw.isClosed })
         #expect(one.transport.refusedConnections.recent.contains("a snapshot did not arrive whole within 300 ms"))
         #expect(one.inbox.count == 0)

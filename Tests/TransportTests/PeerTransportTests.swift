@@ -3,8 +3,9 @@ import NIOCore
 import NIOPosix
 import Raft
 import Testing
-@testable import Transport
 import Wire
+
+@testable import Transport
 
 /// The peer transport over real mutual TLS on loopback.
 @Suite(.serialized) struct PeerTransportTests {
@@ -23,17 +24,22 @@ import Wire
         one.transport.setPeers([2: two.address])
         two.transport.setPeers([1: one.address])
 
-        #expect(await sendUntilDelivered(one.transport, [heartbeat(from: 1, to: 2, commit: 7)], to: two.inbox, count: 1))
+        #expect(
+            await sendUntilDelivered(one.transport, [heartbeat(from: 1, to: 2, commit: 7)], to: two.inbox, count: 1))
         #expect(two.inbox.messages.withLock { $0.first?.from } == 1)
         #expect(two.inbox.messages.withLock { $0.first?.message.commit } == 7)
         #expect(await sendUntilDelivered(two.transport, [heartbeat(from: 2, to: 1)], to: one.inbox, count: 1))
 
         // A batch larger than one frame, and a snapshot of several chunks.
         var append = Message(kind: .append, from: 1, to: 2, term: 3)
-        append.entries = (1...64).map { Entry(term: 3, index: UInt64($0), data: [UInt8](repeating: UInt8($0), count: 4096)) }
+        append.entries = (1...64).map {
+            Entry(term: 3, index: UInt64($0), data: [UInt8](repeating: UInt8($0), count: 4096))
+        }
         var snapshot = Message(kind: .snapshot, from: 1, to: 2, term: 3)
         let data = (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 13) }
-        snapshot.snapshot = Snapshot(metadata: SnapshotMetadata(index: 500, term: 3, configuration: Configuration(voters: [1, 2, 3])), data: data)
+        snapshot.snapshot = Snapshot(
+            metadata: SnapshotMetadata(index: 500, term: 3, configuration: Configuration(voters: [1, 2, 3])), data: data
+        )
         #expect(one.transport.send([append, snapshot]).isEmpty)
         #expect(await eventually { two.inbox.count >= 3 })
         let received = two.inbox.messages.withLock { $0.map(\.message) }
@@ -52,14 +58,18 @@ import Wire
         let impostor = try await TestMember.start(3, files: certificates.files(certificateOf: 2), group: group)
         one.transport.setPeers([2: PeerAddress(host: "127.0.0.1", port: 1), 3: impostor.address])
         impostor.transport.setPeers([1: one.address])
-        _ = await sendUntilDelivered(impostor.transport, [heartbeat(from: 3, to: 1)], to: one.inbox, count: 1, seconds: 1.5)
+        _ = await sendUntilDelivered(
+            impostor.transport, [heartbeat(from: 3, to: 1)], to: one.inbox, count: 1, seconds: 1.5)
         #expect(one.inbox.count == 0)
-        #expect(one.transport.refusedConnections.recent.contains("hello claims member 3 but the certificate names crm://member/2"))
+        #expect(
+            one.transport.refusedConnections.recent.contains(
+                "hello claims member 3 but the certificate names crm://member/2"))
 
         let stranger = try await TestMember.start(3, files: certificates.files(member: 3), group: group)
         one.transport.setPeers([2: PeerAddress(host: "127.0.0.1", port: 1)])
         stranger.transport.setPeers([1: one.address])
-        _ = await sendUntilDelivered(stranger.transport, [heartbeat(from: 3, to: 1)], to: one.inbox, count: 1, seconds: 1.5)
+        _ = await sendUntilDelivered(
+            stranger.transport, [heartbeat(from: 3, to: 1)], to: one.inbox, count: 1, seconds: 1.5)
         #expect(one.inbox.count == 0)
         #expect(one.transport.refusedConnections.recent.contains("member 3 is not in this member's member list"))
         for member in [one, impostor, stranger] { await member.transport.stop() }
@@ -73,13 +83,17 @@ import Wire
         let foreign = try await TestMember.start(2, files: theirs.files(member: 2), group: group)
         one.transport.setPeers([2: foreign.address])
         foreign.transport.setPeers([1: one.address])
-        _ = await sendUntilDelivered(foreign.transport, [heartbeat(from: 2, to: 1)], to: one.inbox, count: 1, seconds: 1.5)
+        _ = await sendUntilDelivered(
+            foreign.transport, [heartbeat(from: 2, to: 1)], to: one.inbox, count: 1, seconds: 1.5)
         #expect(one.inbox.count == 0)
         let raw = try await RawConnection(port: one.port, tls: theirs.raw(client: "crmctl"))
         try? await raw.write(Hello.encode(2).encoded)
         #expect(await eventually(seconds: 3) { raw.isClosed })
         #expect(one.transport.refusedConnections.count >= 1)
-        #expect(one.transport.refusedConnections.recent.allSatisfy { $0.contains("handshake") || $0.contains("certificate") || $0.contains("SSL") })
+        #expect(
+            one.transport.refusedConnections.recent.allSatisfy {
+                $0.contains("handshake") || $0.contains("certificate") || $0.contains("SSL")
+            })
         await one.transport.stop()
         await foreign.transport.stop()
     }
@@ -105,16 +119,19 @@ import Wire
         #expect(await eventually(seconds: 3) { garbage.isClosed })
 
         let oversized = try await RawConnection(port: one.port, tls: certificates.raw(member: 3))
-        try await oversized.write(Hello.encode(3).encoded + FrameHeader(type: .raftMessages, payloadBytes: 2 << 20).encoded)
+        try await oversized.write(
+            Hello.encode(3).encoded + FrameHeader(type: .raftMessages, payloadBytes: 2 << 20).encoded)
         #expect(await eventually(seconds: 3) { oversized.isClosed })
 
         let spoofing = try await RawConnection(port: one.port, tls: certificates.raw(member: 3))
-        let forged = Frame(type: .raftMessages, payload: RaftMessageCoding.encode([heartbeat(from: 2, to: 1, commit: 99)]))
+        let forged = Frame(
+            type: .raftMessages, payload: RaftMessageCoding.encode([heartbeat(from: 2, to: 1, commit: 99)]))
         try await spoofing.write(Hello.encode(3).encoded + forged.encoded)
         #expect(await eventually(seconds: 3) { spoofing.isClosed })
 
         let truncated = try await RawConnection(port: one.port, tls: certificates.raw(member: 3))
-        let good = Frame(type: .raftMessages, payload: RaftMessageCoding.encode([heartbeat(from: 3, to: 1, commit: 55)]))
+        let good = Frame(
+            type: .raftMessages, payload: RaftMessageCoding.encode([heartbeat(from: 3, to: 1, commit: 55)]))
         try await truncated.write(Hello.encode(3).encoded + Array(good.encoded.dropLast(3)))
         try await truncated.channel.close()
 
@@ -123,8 +140,13 @@ import Wire
         #expect(reasons.contains("frame of 2097152 bytes exceeds the limit of 1048576 bytes"))
         #expect(reasons.contains("member 3 sent a message from 2 to 1"))
         let before = one.inbox.count
-        #expect(await sendUntilDelivered(two.transport, [heartbeat(from: 2, to: 1, commit: 1)], to: one.inbox, count: before + 1))
-        #expect(one.inbox.messages.withLock { $0.allSatisfy { $0.from == 2 && $0.message.commit != 99 && $0.message.commit != 55 } })
+        #expect(
+            await sendUntilDelivered(
+                two.transport, [heartbeat(from: 2, to: 1, commit: 1)], to: one.inbox, count: before + 1))
+        #expect(
+            one.inbox.messages.withLock {
+                $0.allSatisfy { $0.from == 2 && $0.message.commit != 99 && $0.message.commit != 55 }
+            })
         await one.transport.stop()
         await two.transport.stop()
     }

@@ -1,3 +1,4 @@
+@_exported import CRMTestSupport
 import Foundation
 import Logging
 import NIOCore
@@ -5,7 +6,7 @@ import NIOPosix
 import NIOSSL
 import Raft
 import Synchronization
-@_exported import CRMTestSupport
+
 @testable import Transport
 
 /// Certificates made by the real cluster/make-certs.sh in a temporary directory.
@@ -28,14 +29,18 @@ final class TestCertificates: Sendable {
     deinit { for path in [directory, directory + ".ca"] { try? FileManager.default.removeItem(atPath: path) } }
 
     func files(member id: NodeID) -> TLSFiles {
-        TLSFiles(caBundle: directory + "/ca.pem", certificate: directory + "/member-\(id).pem", privateKey: directory + "/member-\(id).key")
+        TLSFiles(
+            caBundle: directory + "/ca.pem", certificate: directory + "/member-\(id).pem",
+            privateKey: directory + "/member-\(id).key")
     }
 
     /// Member `as`'s certificate presented by a process that says it is someone else.
     func files(certificateOf other: NodeID) -> TLSFiles { files(member: other) }
 
     func clientFiles(_ name: String) -> TLSFiles {
-        TLSFiles(caBundle: directory + "/ca.pem", certificate: directory + "/client-\(name).pem", privateKey: directory + "/client-\(name).key")
+        TLSFiles(
+            caBundle: directory + "/ca.pem", certificate: directory + "/client-\(name).pem",
+            privateKey: directory + "/client-\(name).key")
     }
 }
 
@@ -62,12 +67,15 @@ struct TestMember {
     let inbox: Inbox
     let port: Int
 
-    static func start(_ id: NodeID, files: TLSFiles, group: any EventLoopGroup, options: PeerTransportOptions = PeerTransportOptions()) async throws -> TestMember {
+    static func start(
+        _ id: NodeID, files: TLSFiles, group: any EventLoopGroup, options: PeerTransportOptions = PeerTransportOptions()
+    ) async throws -> TestMember {
         let inbox = Inbox()
         var logger = Logger(label: "test.peer")
         logger.logLevel = .critical
-        let transport = PeerTransport(selfID: id, tls: try ReloadingTLSContexts(files: files), group: group, delegate: inbox,
-                                      options: options, logger: logger)
+        let transport = PeerTransport(
+            selfID: id, tls: try ReloadingTLSContexts(files: files), group: group, delegate: inbox,
+            options: options, logger: logger)
         let port = try await transport.listen(host: "127.0.0.1", port: 0)
         return TestMember(id: id, transport: transport, inbox: inbox, port: port)
     }
@@ -77,7 +85,9 @@ struct TestMember {
 
 /// Sends `messages` until `inbox` holds at least `count` (a first send may find the connection
 /// still being dialled), for at most `seconds`.
-func sendUntilDelivered(_ transport: PeerTransport, _ messages: [Message], to inbox: Inbox, count: Int, seconds: Double = 5) async -> Bool {
+func sendUntilDelivered(
+    _ transport: PeerTransport, _ messages: [Message], to inbox: Inbox, count: Int, seconds: Double = 5
+) async -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if inbox.count >= count { return true }

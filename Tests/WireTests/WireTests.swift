@@ -1,12 +1,15 @@
 import BinaryCoding
 import Raft
 import Testing
+
 @testable import Wire
 
 @Suite struct FrameTests {
     @Test func framesSurviveAnySplitOfTheStream() throws {
-        let frames = [Frame(type: .hello, payload: Array("node 2".utf8)), Frame(type: .raftMessages, payload: []),
-                      Frame(type: .snapshotChunk, payload: [UInt8](repeating: 9, count: 5000))]
+        let frames = [
+            Frame(type: .hello, payload: Array("node 2".utf8)), Frame(type: .raftMessages, payload: []),
+            Frame(type: .snapshotChunk, payload: [UInt8](repeating: 9, count: 5000)),
+        ]
         let stream = frames.flatMap(\.encoded)
         for piece in [1, 3, 7, 64, stream.count] {
             var decoder = FrameDecoder(maxFrameBytes: 1 << 16)
@@ -60,9 +63,11 @@ import Testing
         append.logTerm = 6
         append.index = 41
         append.commit = 40
-        append.entries = [Entry(term: 7, index: 42, data: Array("put k v".utf8)),
-                          Entry(term: 7, index: 43, kind: .configurationChange, data: ConfigurationChange.addLearner(4).encoded),
-                          Entry(term: 7, index: 44)]
+        append.entries = [
+            Entry(term: 7, index: 42, data: Array("put k v".utf8)),
+            Entry(term: 7, index: 43, kind: .configurationChange, data: ConfigurationChange.addLearner(4).encoded),
+            Entry(term: 7, index: 44),
+        ]
         var rejection = Message(kind: .appendResponse, from: 2, to: 1, term: 7)
         rejection.reject = true
         rejection.index = 41
@@ -71,9 +76,12 @@ import Testing
         var read = Message(kind: .readIndex, from: 3, to: 1, term: 7)
         read.context = [1, 2, 3, 4, 5, 6, 7, 8]
         var snapshot = Message(kind: .snapshot, from: 1, to: 3, term: 7)
-        snapshot.snapshot = Snapshot(metadata: SnapshotMetadata(index: 100, term: 6, configuration: Configuration(voters: [1, 2, 3], learners: [4])),
-                                     data: [])
-        return [append, rejection, read, snapshot] + RaftMessageCoding.kindCodes.map { Message(kind: $0.0, from: 5, to: 6, term: 1) }
+        snapshot.snapshot = Snapshot(
+            metadata: SnapshotMetadata(
+                index: 100, term: 6, configuration: Configuration(voters: [1, 2, 3], learners: [4])),
+            data: [])
+        return [append, rejection, read, snapshot]
+            + RaftMessageCoding.kindCodes.map { Message(kind: $0.0, from: 5, to: 6, term: 1) }
     }
 
     @Test func messagesRoundTripExactly() throws {
@@ -87,8 +95,10 @@ import Testing
     @Test func everyKindHasItsOwnStableCode() {
         let codes = RaftMessageCoding.kindCodes.map(\.1)
         #expect(Set(codes).count == codes.count)
-        for kind in [Message.Kind.preVote, .preVoteResponse, .vote, .voteResponse, .append, .appendResponse, .heartbeat,
-                     .heartbeatResponse, .snapshot, .readIndex, .readIndexResponse, .timeoutNow, .propose] {
+        for kind in [
+            Message.Kind.preVote, .preVoteResponse, .vote, .voteResponse, .append, .appendResponse, .heartbeat,
+            .heartbeatResponse, .snapshot, .readIndex, .readIndexResponse, .timeoutNow, .propose,
+        ] {
             #expect(RaftMessageCoding.kind(code: RaftMessageCoding.kindCode(kind)) == kind)
         }
     }
@@ -154,7 +164,9 @@ import Testing
         var assembly = try SnapshotAssembly(index: 9, term: 2, totalBytes: 300, maxBytes: 1000)
         #expect(throws: WireError.self) { try assembly.add(chunks[1]) }
         try assembly.add(chunks[0])
-        #expect(throws: WireError.self) { try assembly.add(SnapshotChunk.split([1], index: 8, term: 2, chunkBytes: 1)[0]) }
+        #expect(throws: WireError.self) {
+            try assembly.add(SnapshotChunk.split([1], index: 8, term: 2, chunkBytes: 1)[0])
+        }
         #expect(throws: WireError.self) { try SnapshotAssembly(index: 9, term: 2, totalBytes: 2000, maxBytes: 1000) }
     }
 }

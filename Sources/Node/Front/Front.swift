@@ -23,8 +23,11 @@ final class Front: Sendable {
     private let drainTimeout: Duration
     private let logger: Logger
 
-    private init(kv: FrontKV, grpc: APIServers, grpcListener: APIServers.Listener, config: NodeConfig, group: MultiThreadedEventLoopGroup,
-                 http: FrontHTTPServer, drainTimeout: Duration, logger: Logger) {
+    private init(
+        kv: FrontKV, grpc: APIServers, grpcListener: APIServers.Listener, config: NodeConfig,
+        group: MultiThreadedEventLoopGroup,
+        http: FrontHTTPServer, drainTimeout: Duration, logger: Logger
+    ) {
         self.kv = kv
         self.grpc = Mutex(grpc)
         self.grpcListener = grpcListener
@@ -35,29 +38,43 @@ final class Front: Sendable {
         self.logger = logger
     }
 
-    static func start(config: NodeConfig, settings: NodeConfig.Front, local: LocalKV, members: MemberClients, table: SharedRoutingTable,
-                      metrics: FrontMetrics, tls: ReloadingTLSContexts, guards: ListenerGuards, authorization: Authorization,
-                      memberState: @escaping @Sendable () -> Crm_V1_MemberStateResponse,
-                      group: MultiThreadedEventLoopGroup, logger: Logger) async throws -> Front {
+    static func start(
+        config: NodeConfig, settings: NodeConfig.Front, local: LocalKV, members: MemberClients,
+        table: SharedRoutingTable,
+        metrics: FrontMetrics, tls: ReloadingTLSContexts, guards: ListenerGuards, authorization: Authorization,
+        memberState: @escaping @Sendable () -> Crm_V1_MemberStateResponse,
+        group: MultiThreadedEventLoopGroup, logger: Logger
+    ) async throws -> Front {
         var options = FrontRouter.Options()
         options.requestTimeoutMilliseconds = config.frontRequestTimeoutMilliseconds
         options.attemptTimeoutMilliseconds = max(2 * config.electionTimeoutMilliseconds, 1000)
-        let router = FrontRouter(selfID: config.id, options: options, local: local, members: members, table: table, metrics: metrics, logger: logger)
+        let router = FrontRouter(
+            selfID: config.id, options: options, local: local, members: members, table: table, metrics: metrics,
+            logger: logger)
         let kv = FrontKV(router: router, sessions: SessionPool(capacity: 256), logger: logger)
         let limiter = RateLimiter(rate: config.frontRequestsPerSecond, burst: config.frontBurst)
-        let service = FrontGRPCService(front: kv, limiter: limiter, authorization: authorization, memberState: memberState, metrics: metrics)
-        let grpcListener = APIServers.Listener(endpoint: settings.grpc, connections: guards.frontGRPC, services: [service])
+        let service = FrontGRPCService(
+            front: kv, limiter: limiter, authorization: authorization, memberState: memberState, metrics: metrics)
+        let grpcListener = APIServers.Listener(
+            endpoint: settings.grpc, connections: guards.frontGRPC, services: [service])
         let grpc = try await APIServers.start(config: config, listeners: [grpcListener], group: group, logger: logger)
-        let api = FrontHTTPAPI(front: kv, limiter: limiter, metrics: metrics,
-                               clusterView: { Self.view(selfID: config.id, table: table, sessions: kv.sessions) })
+        let api = FrontHTTPAPI(
+            front: kv, limiter: limiter, metrics: metrics,
+            clusterView: { Self.view(selfID: config.id, table: table, sessions: kv.sessions) })
         let maxBody = MemberLimits.httpBodyBytes
-        let http = try await FrontHTTPServer.start(host: settings.http.host, port: settings.http.port, tls: tls, api: api,
-                                                   maxBodyBytes: maxBody, connections: guards.frontHTTP, denyList: authorization.denyList,
-                                                   group: group, logger: logger)
-        logger.info("front up", metadata: ["grpc": "\(settings.grpc)", "http": "\(settings.http)",
-                                           "rate_per_client": "\(config.frontRequestsPerSecond)", "burst": "\(config.frontBurst)"])
-        return Front(kv: kv, grpc: grpc, grpcListener: grpcListener, config: config, group: group, http: http,
-                     drainTimeout: .milliseconds(config.frontDrainMilliseconds), logger: logger)
+        let http = try await FrontHTTPServer.start(
+            host: settings.http.host, port: settings.http.port, tls: tls, api: api,
+            maxBodyBytes: maxBody, connections: guards.frontHTTP, denyList: authorization.denyList,
+            group: group, logger: logger)
+        logger.info(
+            "front up",
+            metadata: [
+                "grpc": "\(settings.grpc)", "http": "\(settings.http)",
+                "rate_per_client": "\(config.frontRequestsPerSecond)", "burst": "\(config.frontBurst)",
+            ])
+        return Front(
+            kv: kv, grpc: grpc, grpcListener: grpcListener, config: config, group: group, http: http,
+            drainTimeout: .milliseconds(config.frontDrainMilliseconds), logger: logger)
     }
 
     /// Restarts the gRPC listener so that it reads the TLS files again (after a TLS change);
@@ -66,11 +83,13 @@ final class Front: Sendable {
         guard let old = grpc.withLock({ $0 }) else { return }
         await old.stop()
         do {
-            let new = try await APIServers.start(config: config, listeners: [grpcListener], group: group, logger: logger)
+            let new = try await APIServers.start(
+                config: config, listeners: [grpcListener], group: group, logger: logger)
             grpc.withLock { $0 = new }
         } catch {
             grpc.withLock { $0 = nil }
-            logger.critical("the front's gRPC listener did not restart after a TLS change", metadata: ["error": "\(error)"])
+            logger.critical(
+                "the front's gRPC listener did not restart after a TLS change", metadata: ["error": "\(error)"])
         }
     }
 
@@ -88,13 +107,17 @@ final class Front: Sendable {
     static func view(selfID: NodeID, table: SharedRoutingTable, sessions: SessionPool) -> FrontJSON.ClusterView {
         let now = DispatchTime.now().uptimeNanoseconds
         return table.withLock { table in
-            FrontJSON.ClusterView(front: selfID, leader: table.leader, members: table.members.values.sorted { $0.id < $1.id }.map { member in
-                FrontJSON.MemberView(id: member.id, readable: table.readable(member.id, now: now), ejected: member.ejection?.reason,
-                                     leader: member.id == table.leader, health: member.report?.health.state.rawValue,
-                                     reasons: member.report?.health.reasons ?? [], alarms: member.report?.alarms.map(\.rawValue) ?? [],
-                                     latencyMilliseconds: member.latencyMicroseconds / 1000, inFlight: member.inFlight,
-                                     pollRoundTripMicroseconds: member.pollRoundTripMicroseconds)
-            }, sessions: sessions.openCount)
+            FrontJSON.ClusterView(
+                front: selfID, leader: table.leader,
+                members: table.members.values.sorted { $0.id < $1.id }.map { member in
+                    FrontJSON.MemberView(
+                        id: member.id, readable: table.readable(member.id, now: now), ejected: member.ejection?.reason,
+                        leader: member.id == table.leader, health: member.report?.health.state.rawValue,
+                        reasons: member.report?.health.reasons ?? [],
+                        alarms: member.report?.alarms.map(\.rawValue) ?? [],
+                        latencyMilliseconds: member.latencyMicroseconds / 1000, inFlight: member.inFlight,
+                        pollRoundTripMicroseconds: member.pollRoundTripMicroseconds)
+                }, sessions: sessions.openCount)
         }
     }
 }

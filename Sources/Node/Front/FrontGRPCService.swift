@@ -43,23 +43,31 @@ struct FrontGRPCService: Crm_V1_KV.SimpleServiceProtocol {
         return try await front.delete(request, caller: caller)
     }
 
-    func compareAndSwap(request: Crm_V1_CompareAndSwapRequest, context: ServerContext) async throws -> Crm_V1_CompareAndSwapResponse {
+    func compareAndSwap(
+        request: Crm_V1_CompareAndSwapRequest, context: ServerContext
+    ) async throws -> Crm_V1_CompareAndSwapResponse {
         let caller = try admit(context)
         return try await front.compareAndSwap(request, caller: caller)
     }
 
-    func openSession(request: Crm_V1_OpenSessionRequest, context: ServerContext) async throws -> Crm_V1_OpenSessionResponse {
+    func openSession(
+        request: Crm_V1_OpenSessionRequest, context: ServerContext
+    ) async throws -> Crm_V1_OpenSessionResponse {
         let caller = try admit(context)
         return try await front.openSession(request, caller: caller)
     }
 
-    func closeSession(request: Crm_V1_CloseSessionRequest, context: ServerContext) async throws -> Crm_V1_CloseSessionResponse {
+    func closeSession(
+        request: Crm_V1_CloseSessionRequest, context: ServerContext
+    ) async throws -> Crm_V1_CloseSessionResponse {
         let caller = try admit(context)
         return try await front.closeSession(request, caller: caller)
     }
 
     /// This node's own member's state (the front itself has no role).
-    func memberState(request: Crm_V1_MemberStateRequest, context: ServerContext) async throws -> Crm_V1_MemberStateResponse {
+    func memberState(
+        request: Crm_V1_MemberStateRequest, context: ServerContext
+    ) async throws -> Crm_V1_MemberStateResponse {
         try admit(context)
         return memberState()
     }

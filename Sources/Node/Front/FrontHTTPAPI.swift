@@ -21,9 +21,13 @@ struct FrontHTTPAPI: Sendable {
         let verdict = limiter.admit(identity.description)
         guard verdict.allowed else {
             metrics.rateLimited()
-            var reply = Self.error(RPCError(code: .resourceExhausted,
-                                            message: "rate limited: \(identity) may make \(Int(limiter.rate)) requests a second (burst \(Int(limiter.burst))); retry after \(verdict.retryAfterMilliseconds) ms"),
-                                   retryAfterMilliseconds: verdict.retryAfterMilliseconds)
+            var reply = Self.error(
+                RPCError(
+                    code: .resourceExhausted,
+                    message:
+                        "rate limited: \(identity) may make \(Int(limiter.rate)) requests a second (burst \(Int(limiter.burst))); retry after \(verdict.retryAfterMilliseconds) ms"
+                ),
+                retryAfterMilliseconds: verdict.retryAfterMilliseconds)
             reply.retryAfterSeconds = max(1, (verdict.retryAfterMilliseconds + 999) / 1000)
             return reply
         }
@@ -31,24 +35,43 @@ struct FrontHTTPAPI: Sendable {
         do {
             switch (method, path) {
             case ("GET", "/v1/cluster"): return try Self.ok(clusterView())
-            case ("POST", "/v1/kv/get"): return try Self.ok(try await get(try Self.decode(FrontJSON.GetRequest.self, body)))
-            case ("POST", "/v1/kv/range"): return try Self.ok(try await range(try Self.decode(FrontJSON.RangeRequest.self, body)))
-            case ("POST", "/v1/kv/put"): return try Self.ok(try await put(try Self.decode(FrontJSON.PutRequest.self, body), caller))
-            case ("POST", "/v1/kv/delete"): return try Self.ok(try await delete(try Self.decode(FrontJSON.DeleteRequest.self, body), caller))
-            case ("POST", "/v1/kv/cas"): return try Self.ok(try await compareAndSwap(try Self.decode(FrontJSON.CompareAndSwapRequest.self, body), caller))
+            case ("POST", "/v1/kv/get"):
+                return try Self.ok(try await get(try Self.decode(FrontJSON.GetRequest.self, body)))
+            case ("POST", "/v1/kv/range"):
+                return try Self.ok(try await range(try Self.decode(FrontJSON.RangeRequest.self, body)))
+            case ("POST", "/v1/kv/put"):
+                return try Self.ok(try await put(try Self.decode(FrontJSON.PutRequest.self, body), caller))
+            case ("POST", "/v1/kv/delete"):
+                return try Self.ok(try await delete(try Self.decode(FrontJSON.DeleteRequest.self, body), caller))
+            case ("POST", "/v1/kv/cas"):
+                return try Self.ok(
+                    try await compareAndSwap(try Self.decode(FrontJSON.CompareAndSwapRequest.self, body), caller))
             case ("POST", "/v1/session/open"):
                 let response = try await front.openSession(Crm_V1_OpenSessionRequest(), caller: caller)
-                return try Self.ok(FrontJSON.OpenSessionResponse(header: .init(response.header), sessionID: response.sessionID))
+                return try Self.ok(
+                    FrontJSON.OpenSessionResponse(header: .init(response.header), sessionID: response.sessionID))
             case ("POST", "/v1/session/close"):
                 let decoded = try Self.decode(FrontJSON.CloseSessionRequest.self, body)
                 var request = Crm_V1_CloseSessionRequest()
                 request.sessionID = decoded.sessionID
-                return try Self.ok(FrontJSON.WriteResponse(header: .init(try await front.closeSession(request, caller: caller).header)))
-            case (_, "/v1/cluster"), (_, "/v1/kv/get"), (_, "/v1/kv/range"), (_, "/v1/kv/put"), (_, "/v1/kv/delete"), (_, "/v1/kv/cas"),
-                 (_, "/v1/session/open"), (_, "/v1/session/close"):
-                return Self.error(RPCError(code: .invalidArgument, message: "\(method) is not allowed on \(path); use \(path == "/v1/cluster" ? "GET" : "POST")"), status: 405)
+                return try Self.ok(
+                    FrontJSON.WriteResponse(header: .init(try await front.closeSession(request, caller: caller).header))
+                )
+            case (_, "/v1/cluster"), (_, "/v1/kv/get"), (_, "/v1/kv/range"), (_, "/v1/kv/put"), (_, "/v1/kv/delete"),
+                (_, "/v1/kv/cas"),
+                (_, "/v1/session/open"), (_, "/v1/session/close"):
+                return Self.error(
+                    RPCError(
+                        code: .invalidArgument,
+                        message: "\(method) is not allowed on \(path); use \(path == "/v1/cluster" ? "GET" : "POST")"),
+                    status: 405)
             default:
-                return Self.error(RPCError(code: .notFound, message: "no such path \(path); the API is POST /v1/kv/{get,range,put,delete,cas}, POST /v1/session/{open,close}, GET /v1/cluster"))
+                return Self.error(
+                    RPCError(
+                        code: .notFound,
+                        message:
+                            "no such path \(path); the API is POST /v1/kv/{get,range,put,delete,cas}, POST /v1/session/{open,close}, GET /v1/cluster"
+                    ))
             }
         } catch let error as RPCError {
             return Self.error(error)
@@ -62,7 +85,8 @@ struct FrontHTTPAPI: Sendable {
         request.key = body.key
         request.consistency = try FrontJSON.consistency(body.consistency)
         let response = try await front.get(request)
-        return FrontJSON.GetResponse(header: .init(response.header), found: response.found, value: response.found ? response.value : nil)
+        return FrontJSON.GetResponse(
+            header: .init(response.header), found: response.found, value: response.found ? response.value : nil)
     }
 
     private func range(_ body: FrontJSON.RangeRequest) async throws -> FrontJSON.RangeResponse {
@@ -72,8 +96,9 @@ struct FrontHTTPAPI: Sendable {
         request.limit = body.limit ?? 0
         request.consistency = try FrontJSON.consistency(body.consistency)
         let response = try await front.range(request)
-        return FrontJSON.RangeResponse(header: .init(response.header), pairs: response.pairs.map { FrontJSON.Pair(key: $0.key, value: $0.value) },
-                                       more: response.more)
+        return FrontJSON.RangeResponse(
+            header: .init(response.header), pairs: response.pairs.map { FrontJSON.Pair(key: $0.key, value: $0.value) },
+            more: response.more)
     }
 
     private func put(_ body: FrontJSON.PutRequest, _ caller: Caller) async throws -> FrontJSON.WriteResponse {
@@ -92,7 +117,9 @@ struct FrontHTTPAPI: Sendable {
         return FrontJSON.WriteResponse(header: .init(response.header), existed: response.existed)
     }
 
-    private func compareAndSwap(_ body: FrontJSON.CompareAndSwapRequest, _ caller: Caller) async throws -> FrontJSON.WriteResponse {
+    private func compareAndSwap(
+        _ body: FrontJSON.CompareAndSwapRequest, _ caller: Caller
+    ) async throws -> FrontJSON.WriteResponse {
         var request = Crm_V1_CompareAndSwapRequest()
         request.key = body.key
         request.expectAbsent = body.expectAbsent ?? false
@@ -100,10 +127,14 @@ struct FrontHTTPAPI: Sendable {
         request.deleteIfMatch = body.delete ?? false
         request.newValue = body.value ?? Data()
         guard request.expectAbsent != (body.expected != nil) else {
-            throw RPCError(code: .invalidArgument, message: "give either \"expected\" (base64) or \"expect_absent\": true, not both or neither")
+            throw RPCError(
+                code: .invalidArgument,
+                message: "give either \"expected\" (base64) or \"expect_absent\": true, not both or neither")
         }
         guard request.deleteIfMatch != (body.value != nil) else {
-            throw RPCError(code: .invalidArgument, message: "give either \"value\" (base64) or \"delete\": true, not both or neither")
+            throw RPCError(
+                code: .invalidArgument,
+                message: "give either \"value\" (base64) or \"delete\": true, not both or neither")
         }
         if let session = FrontJSON.writeSession(body.session) { request.session = session }
         let response = try await front.compareAndSwap(request, caller: caller)
@@ -118,10 +149,15 @@ struct FrontHTTPAPI: Sendable {
         } catch DecodingError.keyNotFound(let key, _) {
             throw RPCError(code: .invalidArgument, message: "the JSON body lacks \"\(key.stringValue)\"")
         } catch DecodingError.dataCorrupted(let context) where !context.codingPath.isEmpty {
-            throw RPCError(code: .invalidArgument, message: "\"\(Self.place(context))\" is not valid (keys and values are base64 strings)")
+            throw RPCError(
+                code: .invalidArgument,
+                message: "\"\(Self.place(context))\" is not valid (keys and values are base64 strings)")
         } catch DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context) {
-            throw RPCError(code: .invalidArgument, message: Self.place(context).isEmpty
-                ? "the JSON body must be an object" : "\"\(Self.place(context))\" has the wrong type (keys and values are base64 strings)")
+            throw RPCError(
+                code: .invalidArgument,
+                message: Self.place(context).isEmpty
+                    ? "the JSON body must be an object"
+                    : "\"\(Self.place(context))\" has the wrong type (keys and values are base64 strings)")
         } catch {
             throw RPCError(code: .invalidArgument, message: "the body is not valid JSON")
         }
@@ -139,13 +175,23 @@ struct FrontHTTPAPI: Sendable {
     }
 
     static func error(_ error: RPCError, status: Int? = nil, retryAfterMilliseconds: UInt64? = nil) -> Reply {
-        let retry = retryAfterMilliseconds ?? error.metadata[stringValues: RefusalMetadata.retryAfter].first(where: { _ in true }).flatMap { UInt64($0) }
-        let body = FrontJSON.ErrorBody(error: .init(code: FrontJSON.codeName(error.code), message: error.message, retryAfterMilliseconds: retry,
-                                                    refused: RefusalMetadata.isRefusal(error) ? true : nil,
-                                                    leaderID: RefusalMetadata.leaderHint(error)))
+        let retry =
+            retryAfterMilliseconds
+            ?? error.metadata[stringValues: RefusalMetadata.retryAfter].first(where: { _ in true }).flatMap {
+                UInt64($0)
+            }
+        let body = FrontJSON.ErrorBody(
+            error: .init(
+                code: FrontJSON.codeName(error.code), message: error.message, retryAfterMilliseconds: retry,
+                refused: RefusalMetadata.isRefusal(error) ? true : nil,
+                leaderID: RefusalMetadata.leaderHint(error)))
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let data = (try? encoder.encode(body)) ?? Data("{\"error\":{\"code\":\"INTERNAL\",\"message\":\"encoding failed\"}}".utf8)
-        return Reply(status: status ?? FrontJSON.httpStatus(error), body: data, retryAfterSeconds: retry.map { max(1, ($0 + 999) / 1000) })
+        let data =
+            (try? encoder.encode(body))
+            ?? Data("{\"error\":{\"code\":\"INTERNAL\",\"message\":\"encoding failed\"}}".utf8)
+        return Reply(
+            status: status ?? FrontJSON.httpStatus(error), body: data,
+            retryAfterSeconds: retry.map { max(1, ($0 + 999) / 1000) })
     }
 }

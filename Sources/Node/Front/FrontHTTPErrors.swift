@@ -27,9 +27,14 @@ final class FrontHTTPProtocolErrorHandler: ChannelDuplexHandler, RemovableChanne
             headers.add(name: "Content-Type", value: "application/json")
             headers.add(name: "Content-Length", value: "\(reply.body.count)")
             headers.add(name: "Connection", value: "close")
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status),
-                                                                 headers: headers))), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: reply.body)))), promise: nil)
+            context.write(
+                wrapOutboundOut(
+                    .head(
+                        HTTPResponseHead(
+                            version: .http1_1, status: HTTPResponseStatus(statusCode: status),
+                            headers: headers))), promise: nil)
+            context.write(
+                wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: reply.body)))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         }
         context.fireErrorCaught(error)
@@ -49,7 +54,10 @@ final class FrontHTTPProtocolErrorHandler: ChannelDuplexHandler, RemovableChanne
         case .headerOverflow:
             return (431, "the request's headers are over the front's limit of 80 KiB; send fewer or shorter headers")
         case .invalidMethod:
-            return (400, "the request method is not valid HTTP; the API is POST /v1/kv/{get,range,put,delete,cas}, POST /v1/session/{open,close}, GET /v1/cluster")
+            return (
+                400,
+                "the request method is not valid HTTP; the API is POST /v1/kv/{get,range,put,delete,cas}, POST /v1/session/{open,close}, GET /v1/cluster"
+            )
         default:
             return (400, "the request is not valid HTTP/1.1; the front speaks HTTP/1.1 with JSON bodies")
         }

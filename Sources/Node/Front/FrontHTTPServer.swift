@@ -25,9 +25,11 @@ final class FrontHTTPServer: Sendable {
 
     /// Each connection takes the TLS context current when it is accepted, so a TLS change
     /// reaches this listener without a restart.
-    static func start(host: String, port: Int, tls: ReloadingTLSContexts, api: FrontHTTPAPI, maxBodyBytes: Int,
-                      connections guarded: ConnectionGuard, denyList: DenyList, group: any EventLoopGroup,
-                      logger: Logger) async throws -> FrontHTTPServer {
+    static func start(
+        host: String, port: Int, tls: ReloadingTLSContexts, api: FrontHTTPAPI, maxBodyBytes: Int,
+        connections guarded: ConnectionGuard, denyList: DenyList, group: any EventLoopGroup,
+        logger: Logger
+    ) async throws -> FrontHTTPServer {
         let connections = Connections()
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -39,7 +41,10 @@ final class FrontHTTPServer: Sendable {
                     try sync.addHandler(NIOSSLServerHandler(context: tls.server))
                     try sync.configureHTTPServerPipeline(withErrorHandling: false)
                     try sync.addHandler(FrontHTTPProtocolErrorHandler())
-                    try sync.addHandler(FrontHTTPHandler(api: api, maxBodyBytes: maxBodyBytes, connections: connections, denyList: denyList, logger: logger))
+                    try sync.addHandler(
+                        FrontHTTPHandler(
+                            api: api, maxBodyBytes: maxBodyBytes, connections: connections, denyList: denyList,
+                            logger: logger))
                     connections.opened(channel)
                     channel.closeFuture.whenComplete { _ in connections.closed(channel) }
                 }
@@ -58,14 +63,18 @@ final class FrontHTTPServer: Sendable {
         while connections.busyCount > 0 && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
         }
-        if connections.busyCount > 0 { logger.warning("front drain timed out; closing requests in progress", metadata: ["busy": "\(connections.busyCount)"]) }
+        if connections.busyCount > 0 {
+            logger.warning(
+                "front drain timed out; closing requests in progress", metadata: ["busy": "\(connections.busyCount)"])
+        }
         connections.closeAll()
     }
 }
 
 /// The open connections and which of them have a request in progress.
 final class Connections: Sendable {
-    private let state = Mutex<(open: [ObjectIdentifier: any Channel], busy: Set<ObjectIdentifier>, draining: Bool)>(([:], [], false))
+    private let state = Mutex<(open: [ObjectIdentifier: any Channel], busy: Set<ObjectIdentifier>, draining: Bool)>(
+        ([:], [], false))
 
     var busyCount: Int { state.withLock { $0.busy.count } }
     var isDraining: Bool { state.withLock { $0.draining } }
@@ -87,7 +96,11 @@ final class Connections: Sendable {
 
     func setBusy(_ channel: any Channel, _ busy: Bool) {
         state.withLock { state in
-            if busy { state.busy.insert(ObjectIdentifier(channel)) } else { state.busy.remove(ObjectIdentifier(channel)) }
+            if busy {
+                state.busy.insert(ObjectIdentifier(channel))
+            } else {
+                state.busy.remove(ObjectIdentifier(channel))
+            }
         }
     }
 
@@ -134,7 +147,11 @@ private final class FrontHTTPHandler: ChannelInboundHandler, @unchecked Sendable
             connections.setBusy(context.channel, true)
             ConnectionGuard.requestStarted(on: context.channel)
         case .body(var chunk):
-            if body.readableBytes + chunk.readableBytes > maxBodyBytes { tooLarge = true } else { body.writeBuffer(&chunk) }
+            if body.readableBytes + chunk.readableBytes > maxBodyBytes {
+                tooLarge = true
+            } else {
+                body.writeBuffer(&chunk)
+            }
         case .end:
             guard let head else { return }
             self.head = nil
@@ -146,18 +163,26 @@ private final class FrontHTTPHandler: ChannelInboundHandler, @unchecked Sendable
     private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
         let keepAlive = head.isKeepAlive
         if tooLarge {
-            let reply = FrontHTTPAPI.error(.init(code: .invalidArgument, message: "the request body is over \(maxBodyBytes) bytes"), status: 413)
+            let reply = FrontHTTPAPI.error(
+                .init(code: .invalidArgument, message: "the request body is over \(maxBodyBytes) bytes"), status: 413)
             write(reply, keepAlive: false, context: context)
             return
         }
         let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate
         guard let certificate, let identity = PeerIdentity(certificate: certificate) else {
-            let reply = FrontHTTPAPI.error(.init(code: .unauthenticated, message: "the client certificate names no crm identity (crm://client/<name>); make one with cluster/make-certs.sh"))
+            let reply = FrontHTTPAPI.error(
+                .init(
+                    code: .unauthenticated,
+                    message:
+                        "the client certificate names no crm identity (crm://client/<name>); make one with cluster/make-certs.sh"
+                ))
             write(reply, keepAlive: false, context: context)
             return
         }
         if let refusal = denyList.refusal(serial: certificate.serialNumber, identity: identity) {
-            write(FrontHTTPAPI.error(.init(code: .permissionDenied, message: "certificate refused: \(refusal)")), keepAlive: false, context: context)
+            write(
+                FrontHTTPAPI.error(.init(code: .permissionDenied, message: "certificate refused: \(refusal)")),
+                keepAlive: false, context: context)
             return
         }
         let path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
@@ -183,8 +208,10 @@ private final class FrontHTTPHandler: ChannelInboundHandler, @unchecked Sendable
         if let retry = reply.retryAfterSeconds { headers.add(name: "Retry-After", value: "\(retry)") }
         if close { headers.add(name: "Connection", value: "close") }
         let status = HTTPResponseStatus(statusCode: reply.status)
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: reply.body)))), promise: nil)
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        context.write(
+            wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: reply.body)))), promise: nil)
         let channel = context.channel
         let connections = self.connections
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in

@@ -162,7 +162,8 @@ enum FrontJSON {
         switch text ?? "linearizable" {
         case "linearizable": return .linearizable
         case "serializable": return .serializable
-        default: throw RPCError(code: .invalidArgument, message: "consistency must be \"linearizable\" or \"serializable\"")
+        default:
+            throw RPCError(code: .invalidArgument, message: "consistency must be \"linearizable\" or \"serializable\"")
         }
     }
 

@@ -12,8 +12,10 @@ final class FrontMetrics: Sendable {
 
     init(registry: PrometheusCollectorRegistry) {
         self.registry = registry
-        rateLimitedTotal = registry.makeCounter(name: "crm_front_rate_limited_total", help: "Front requests refused by a client's rate limit")
-        retriedTotal = registry.makeCounter(name: "crm_front_retries_total", help: "Extra attempts the front made (leader changes, failed members)")
+        rateLimitedTotal = registry.makeCounter(
+            name: "crm_front_rate_limited_total", help: "Front requests refused by a client's rate limit")
+        retriedTotal = registry.makeCounter(
+            name: "crm_front_retries_total", help: "Extra attempts the front made (leader changes, failed members)")
     }
 
     func rateLimited() { rateLimitedTotal.increment() }
@@ -23,8 +25,9 @@ final class FrontMetrics: Sendable {
         let key = operation + "/" + outcome
         let counter = outcomes.withLock { counters in
             if let existing = counters[key] { return existing }
-            let made = registry.makeCounter(name: "crm_front_requests_total", labels: [("op", operation), ("outcome", outcome)],
-                                            help: "Front requests by operation and outcome")
+            let made = registry.makeCounter(
+                name: "crm_front_requests_total", labels: [("op", operation), ("outcome", outcome)],
+                help: "Front requests by operation and outcome")
             counters[key] = made
             return made
         }
@@ -35,8 +38,9 @@ final class FrontMetrics: Sendable {
     func setRoutable(_ member: NodeID, _ isRoutable: Bool) {
         let gauge = routable.withLock { gauges in
             if let existing = gauges[member] { return existing }
-            let made = registry.makeGauge(name: "crm_front_member_routable", labels: [("member", "\(member)")],
-                                          help: "1 while the member takes this front's reads, 0 while ejected")
+            let made = registry.makeGauge(
+                name: "crm_front_member_routable", labels: [("member", "\(member)")],
+                help: "1 while the member takes this front's reads, 0 while ejected")
             gauges[member] = made
             return made
         }

@@ -43,8 +43,10 @@ final class FrontRouter: Sendable {
     private let metrics: FrontMetrics
     private let logger: Logger
 
-    init(selfID: NodeID, options: Options, local: LocalKV, members: MemberClients, table: SharedRoutingTable,
-         metrics: FrontMetrics, logger: Logger) {
+    init(
+        selfID: NodeID, options: Options, local: LocalKV, members: MemberClients, table: SharedRoutingTable,
+        metrics: FrontMetrics, logger: Logger
+    ) {
         self.selfID = selfID
         self.options = options
         self.local = local
@@ -62,7 +64,8 @@ final class FrontRouter: Sendable {
     /// Runs `call` until it succeeds, fails for good, or the deadline passes (then the last
     /// error is returned, so the client sees why). `deadline`: the client request's, when this
     /// call is one step of it (a front session opened for a write shares the write's).
-    func run<Response>(_ call: FrontCall<Response>, operation: String, deadline: UInt64? = nil) async throws -> Response {
+    func run<Response>(_ call: FrontCall<Response>, operation: String, deadline: UInt64? = nil) async throws -> Response
+    {
         let deadline = deadline ?? deadlineFromNow()
         var backoff = UInt64(options.firstBackoffMilliseconds) * 1_000_000
         var lastError: RPCError?
@@ -107,7 +110,8 @@ final class FrontRouter: Sendable {
             }
             if DispatchTime.now().uptimeNanoseconds >= deadline {
                 metrics.finished(operation, outcome: "deadline", attempts: attempts)
-                throw unlessUnknown(lastError ?? RPCError(code: .deadlineExceeded, message: "the front's request deadline passed"))
+                throw unlessUnknown(
+                    lastError ?? RPCError(code: .deadlineExceeded, message: "the front's request deadline passed"))
             }
         }
     }
@@ -117,8 +121,10 @@ final class FrontRouter: Sendable {
     /// says the outcome is unknown (a write in a session is safe to send again).
     static func indeterminate(_ error: RPCError) -> RPCError {
         guard RefusalMetadata.isRefusal(error) else { return error }
-        return RPCError(code: .unavailable,
-                        message: "outcome unknown: an earlier attempt may have applied; the last one was refused (\(error.message))")
+        return RPCError(
+            code: .unavailable,
+            message: "outcome unknown: an earlier attempt may have applied; the last one was refused (\(error.message))"
+        )
     }
 
     /// This node's own member knows of a new leader the moment it is elected: the quickest
@@ -145,7 +151,9 @@ final class FrontRouter: Sendable {
         }
     }
 
-    private func attempt<Response>(_ call: FrontCall<Response>, on target: NodeID, remaining: UInt64) async throws -> Response {
+    private func attempt<Response>(
+        _ call: FrontCall<Response>, on target: NodeID, remaining: UInt64
+    ) async throws -> Response {
         table.withLock { $0.callStarted(target) }
         let started = DispatchTime.now().uptimeNanoseconds
         do {
@@ -159,7 +167,9 @@ final class FrontRouter: Sendable {
                 let options = callOptions
                 let client = try members.kv(target)
                 if call.retryable {
-                    response = try await abandoningIfOvertaken(call.kind, target: target) { try await call.remote(client, options) }
+                    response = try await abandoningIfOvertaken(call.kind, target: target) {
+                        try await call.remote(client, options)
+                    }
                 } else {
                     response = try await call.remote(client, options)
                 }
@@ -167,23 +177,29 @@ final class FrontRouter: Sendable {
             let header = call.header(response)
             let now = DispatchTime.now().uptimeNanoseconds
             table.withLock { table in
-                table.callFinished(target, latencyMicroseconds: Double(now - started) / 1000, memberFault: false, now: now)
+                table.callFinished(
+                    target, latencyMicroseconds: Double(now - started) / 1000, memberFault: false, now: now)
                 table.learnLeader(header.leaderID, term: header.term)
             }
             return response
         } catch {
-            var rpc = (error as? RPCError)?.relayed() ?? RPCError(code: .unavailable, message: "member \(target): \(error)")
+            var rpc =
+                (error as? RPCError)?.relayed() ?? RPCError(code: .unavailable, message: "member \(target): \(error)")
             let notSent = target != selfID && (error as? RPCError).map(MemberClients.wasNotSent) == true
             if notSent {
                 // The call never left this front (no connection to the member): certainly not
                 // applied, so a refusal, said in the front's words rather than the library's.
                 var refused = Metadata()
                 refused.addString("1", forKey: RefusalMetadata.refused)
-                rpc = RPCError(code: .unavailable, message: "member \(target) cannot be reached from this front", metadata: refused)
+                rpc = RPCError(
+                    code: .unavailable, message: "member \(target) cannot be reached from this front", metadata: refused
+                )
             }
             let now = DispatchTime.now().uptimeNanoseconds
             let fault = notSent || Self.isMemberFault(rpc)
-            table.withLock { $0.callFinished(target, latencyMicroseconds: Double(now - started) / 1000, memberFault: fault, now: now) }
+            table.withLock {
+                $0.callFinished(target, latencyMicroseconds: Double(now - started) / 1000, memberFault: fault, now: now)
+            }
             throw rpc
         }
     }
@@ -191,8 +207,10 @@ final class FrontRouter: Sendable {
     /// Runs a call to a remote member, abandoning it (to be sent again elsewhere) once it is
     /// clearly going to the wrong place: a write whose target is no longer the leader (a paused
     /// leader answers nothing until the attempt would time out), a read whose target was ejected.
-    private func abandoningIfOvertaken<Response: Sendable>(_ kind: FrontCall<Response>.Kind, target: NodeID,
-                                                           _ body: @escaping @Sendable () async throws -> Response) async throws -> Response {
+    private func abandoningIfOvertaken<Response: Sendable>(
+        _ kind: FrontCall<Response>.Kind, target: NodeID,
+        _ body: @escaping @Sendable () async throws -> Response
+    ) async throws -> Response {
         try await withThrowingTaskGroup(of: Response?.self) { group in
             group.addTask { try await body() }
             group.addTask { [self] in
@@ -201,7 +219,8 @@ final class FrontRouter: Sendable {
                     learnFromLocalMember()
                     let now = DispatchTime.now().uptimeNanoseconds
                     let overtaken = table.withLock { table in
-                        kind == .write ? (table.leader != 0 && table.leader != target) : !table.readable(target, now: now)
+                        kind == .write
+                            ? (table.leader != 0 && table.leader != target) : !table.readable(target, now: now)
                     }
                     if overtaken { return nil }
                 }
@@ -212,8 +231,10 @@ final class FrontRouter: Sendable {
                 if let response = first { return response }
                 var metadata = Metadata()
                 metadata.addString("1", forKey: Self.overtaken)
-                throw RPCError(code: .unavailable, message: "member \(target) was overtaken (a new leader, or ejected) while the call was under way",
-                               metadata: metadata)
+                throw RPCError(
+                    code: .unavailable,
+                    message: "member \(target) was overtaken (a new leader, or ejected) while the call was under way",
+                    metadata: metadata)
             }
             throw RPCError(code: .unavailable, message: "member \(target): the call ended without an answer")
         }
@@ -222,7 +243,9 @@ final class FrontRouter: Sendable {
     /// Marks an attempt the front abandoned itself (only ever for calls safe to send again).
     static let overtaken = "crm-front-overtaken"
 
-    static func wasOvertaken(_ error: RPCError) -> Bool { error.metadata[stringValues: overtaken].contains { _ in true } }
+    static func wasOvertaken(_ error: RPCError) -> Bool {
+        error.metadata[stringValues: overtaken].contains { _ in true }
+    }
 
     enum Verdict { case final, tryLeaderNow, retryAfterPause }
 
@@ -239,7 +262,8 @@ final class FrontRouter: Sendable {
             return .tryLeaderNow
         }
         switch error.code {
-        case .invalidArgument, .notFound, .alreadyExists, .permissionDenied, .unauthenticated, .outOfRange, .unimplemented, .cancelled:
+        case .invalidArgument, .notFound, .alreadyExists, .permissionDenied, .unauthenticated, .outOfRange,
+            .unimplemented, .cancelled:
             return .final
         case .failedPrecondition:
             return .final

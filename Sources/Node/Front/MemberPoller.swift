@@ -19,8 +19,11 @@ final class MemberPoller: Sendable {
     private let logger: Logger
     private let task = Mutex<Task<Void, Never>?>(nil)
 
-    init(selfID: NodeID, interval: Duration, table: SharedRoutingTable, members: MemberClients, metrics: FrontMetrics,
-         ownState: @escaping @Sendable () -> Crm_V1_MemberStateResponse, memberIDs: @escaping @Sendable () -> Set<NodeID>, logger: Logger) {
+    init(
+        selfID: NodeID, interval: Duration, table: SharedRoutingTable, members: MemberClients, metrics: FrontMetrics,
+        ownState: @escaping @Sendable () -> Crm_V1_MemberStateResponse,
+        memberIDs: @escaping @Sendable () -> Set<NodeID>, logger: Logger
+    ) {
         self.selfID = selfID
         self.interval = interval
         self.table = table
@@ -93,16 +96,17 @@ final class MemberPoller: Sendable {
         case .degraded: health = .degraded
         default: health = .down
         }
-        return MemberReport(term: state.term, leader: state.leaderID, serving: state.serving,
-                            health: HealthReport(state: health, reasons: state.health.reasons),
-                            alarms: state.alarms.compactMap { alarm in
-                                switch alarm.kind {
-                                case .nospace: return .noSpace
-                                case .corrupt: return .corrupt
-                                default: return nil
-                                }
-                            },
-                            appliedIndex: state.appliedIndex)
+        return MemberReport(
+            term: state.term, leader: state.leaderID, serving: state.serving,
+            health: HealthReport(state: health, reasons: state.health.reasons),
+            alarms: state.alarms.compactMap { alarm in
+                switch alarm.kind {
+                case .nospace: return .noSpace
+                case .corrupt: return .corrupt
+                default: return nil
+                }
+            },
+            appliedIndex: state.appliedIndex)
     }
 
     /// The peers as the health monitor sees them.

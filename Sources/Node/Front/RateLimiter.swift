@@ -47,7 +47,9 @@ final class RateLimiter: Sendable {
         self.maxClients = maxClients
     }
 
-    func admit(_ client: String, now: UInt64 = DispatchTime.now().uptimeNanoseconds) -> (allowed: Bool, retryAfterMilliseconds: UInt64) {
+    func admit(
+        _ client: String, now: UInt64 = DispatchTime.now().uptimeNanoseconds
+    ) -> (allowed: Bool, retryAfterMilliseconds: UInt64) {
         buckets.withLock { buckets in
             if buckets[client] == nil && buckets.count >= maxClients {
                 let idlest = buckets.min { $0.value.usedAt < $1.value.usedAt }!.key
@@ -70,8 +72,10 @@ extension RateLimiter {
         guard !verdict.allowed else { return }
         var metadata = Metadata()
         metadata.addString("\(verdict.retryAfterMilliseconds)", forKey: RefusalMetadata.retryAfter)
-        throw RPCError(code: .resourceExhausted,
-                       message: "rate limited: \(identity) may make \(Int(rate)) requests a second (burst \(Int(burst))); retry after \(verdict.retryAfterMilliseconds) ms",
-                       metadata: metadata)
+        throw RPCError(
+            code: .resourceExhausted,
+            message:
+                "rate limited: \(identity) may make \(Int(rate)) requests a second (burst \(Int(burst))); retry after \(verdict.retryAfterMilliseconds) ms",
+            metadata: metadata)
     }
 }

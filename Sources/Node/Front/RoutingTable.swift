@@ -127,13 +127,17 @@ struct RoutingTable: Sendable {
         if memberFault {
             member.failedCalls += 1
             if member.failedCalls >= options.failedCallsToEject {
-                eject(&member, .timed(until: now + backoff(member), "\(member.failedCalls) calls failed in a row"), now: now)
+                eject(
+                    &member, .timed(until: now + backoff(member), "\(member.failedCalls) calls failed in a row"),
+                    now: now)
             }
         } else {
             member.failedCalls = 0
-            member.latencyMicroseconds = member.samples == 0
+            member.latencyMicroseconds =
+                member.samples == 0
                 ? latencyMicroseconds
-                : member.latencyMicroseconds + options.latencyWeight * (latencyMicroseconds - member.latencyMicroseconds)
+                : member.latencyMicroseconds + options.latencyWeight
+                    * (latencyMicroseconds - member.latencyMicroseconds)
             member.samples += 1
         }
         members[id] = member
@@ -158,7 +162,9 @@ struct RoutingTable: Sendable {
     func readCandidates(now: UInt64) -> [NodeID] {
         let good = members.keys.filter { readable($0, now: now) }.sorted()
         if !good.isEmpty { return good }
-        return members.values.filter { $0.failedPolls < options.failedPollsToEject && $0.report?.serving != false }.map(\.id).sorted()
+        return members.values.filter { $0.failedPolls < options.failedPollsToEject && $0.report?.serving != false }.map(
+            \.id
+        ).sorted()
     }
 
     /// Of two random candidates, the one with less expected wait (in-flight calls times
@@ -181,7 +187,9 @@ struct RoutingTable: Sendable {
     /// (it refuses naming the leader, or says none is known yet).
     func writeTarget(now: UInt64, random: inout some RandomNumberGenerator) -> NodeID? {
         if leader != 0, let member = members[leader], member.failedPolls < options.failedPollsToEject { return leader }
-        let answering = members.values.filter { $0.failedPolls < options.failedPollsToEject && $0.report?.serving != false }.map(\.id).sorted()
+        let answering = members.values.filter {
+            $0.failedPolls < options.failedPollsToEject && $0.report?.serving != false
+        }.map(\.id).sorted()
         return answering.randomElement(using: &random) ?? members.keys.sorted().randomElement(using: &random)
     }
 
@@ -195,10 +203,12 @@ struct RoutingTable: Sendable {
         for member in measured {
             let others = measured.filter { $0.id != member.id }.map(\.latencyMicroseconds).sorted()
             let median = others[others.count / 2]
-            guard member.latencyMicroseconds > max(median * options.outlierFactor, options.outlierFloorMicroseconds) else { continue }
+            guard member.latencyMicroseconds > max(median * options.outlierFactor, options.outlierFloorMicroseconds)
+            else { continue }
             guard readCandidates(now: now).count > 1 else { return }
             var slow = member
-            let why = "latency outlier: \(Int(slow.latencyMicroseconds / 1000)) ms average against \(Int(median / 1000)) ms"
+            let why =
+                "latency outlier: \(Int(slow.latencyMicroseconds / 1000)) ms average against \(Int(median / 1000)) ms"
             eject(&slow, .timed(until: now + backoff(slow), why), now: now)
             members[slow.id] = slow
         }

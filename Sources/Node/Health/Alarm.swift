@@ -30,7 +30,10 @@ public struct DeadMember: Sendable, Equatable {
     /// Add a learner, let it catch up, promote it, then remove the dead member: the voter
     /// count never drops while the replacement is on its way.
     static func commands(replacing dead: NodeID, with spare: MemberEndpoints?) -> [String] {
-        let add = spare.map { "crmctl members add-learner \($0.id) --peer \($0.peer) --client \($0.client) --admin \($0.admin)" }
+        let add =
+            spare.map {
+                "crmctl members add-learner \($0.id) --peer \($0.peer) --client \($0.client) --admin \($0.admin)"
+            }
             ?? "crmctl members add-learner <new-id> --peer <host:port> --client <host:port> --admin <host:port>"
         let id = spare.map { "\($0.id)" } ?? "<new-id>"
         return [

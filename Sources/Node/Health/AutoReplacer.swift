@@ -27,25 +27,33 @@ final class AutoReplacer: @unchecked Sendable {
     }
 
     /// Starts one step, if one is due and none is running; `run` runs it asynchronously.
-    func consider(_ status: EngineStatus, dead: [DeadMember], run: @escaping (@escaping @Sendable () async -> Void) -> Void) {
+    func consider(
+        _ status: EngineStatus, dead: [DeadMember], run: @escaping (@escaping @Sendable () async -> Void) -> Void
+    ) {
         guard config.autoReplace, status.role == .leader, !busy.load(ordering: .acquiring) else { return }
         let deadIDs = Set(dead.map(\.id))
         guard let (deadID, spare) = replacing ?? start(status, deadIDs) else { return }
         replacing = (deadID, spare)
         let step: (String, ConfigurationChange?)
         if !status.voters.contains(deadID) {
-            logger.notice("automatic replacement done", metadata: ["removed": "\(deadID)", "replacement": "\(spare.id)"])
+            logger.notice(
+                "automatic replacement done", metadata: ["removed": "\(deadID)", "replacement": "\(spare.id)"])
             replacing = nil
             return
         } else if status.voters.contains(spare.id) {
             guard status.voters.count - 1 >= config.minVoters else {
-                logger.warning("not removing the dead voter: fewer than failover.min_voters would remain",
-                               metadata: ["dead": "\(deadID)", "voters": "\(status.voters.count)", "min_voters": "\(config.minVoters)"])
+                logger.warning(
+                    "not removing the dead voter: fewer than failover.min_voters would remain",
+                    metadata: [
+                        "dead": "\(deadID)", "voters": "\(status.voters.count)", "min_voters": "\(config.minVoters)",
+                    ])
                 return
             }
             step = ("removing the dead voter", .remove(deadID))
         } else if !deadIDs.contains(deadID) {
-            logger.notice("the dead member answers again; automatic replacement stopped", metadata: ["member": "\(deadID)", "spare": "\(spare.id)"])
+            logger.notice(
+                "the dead member answers again; automatic replacement stopped",
+                metadata: ["member": "\(deadID)", "spare": "\(spare.id)"])
             replacing = nil
             return
         } else if status.learners.contains(spare.id) {
@@ -65,7 +73,9 @@ final class AutoReplacer: @unchecked Sendable {
                     _ = try await MembershipChanges(engine: engine).addLearner(spare.id, endpoints: spare)
                 }
             } catch {
-                logger.warning("automatic replacement step failed; it is tried again", metadata: ["step": "\(step.0)", "error": "\(error)"])
+                logger.warning(
+                    "automatic replacement step failed; it is tried again",
+                    metadata: ["step": "\(step.0)", "error": "\(error)"])
             }
             self?.stepEnded()
         }
@@ -76,7 +86,8 @@ final class AutoReplacer: @unchecked Sendable {
     private func start(_ status: EngineStatus, _ dead: Set<NodeID>) -> (NodeID, MemberEndpoints)? {
         let members = status.voters.union(status.learners)
         guard let deadVoter = dead.sorted().first(where: { status.voters.contains($0) }),
-              let spare = config.spares.first(where: { !members.contains($0.id) }) else { return nil }
+            let spare = config.spares.first(where: { !members.contains($0.id) })
+        else { return nil }
         return (deadVoter, spare)
     }
 }
@@ -89,8 +100,10 @@ struct MembershipChanges: Sendable {
     /// then adds it as a learner. Returns the index of the change.
     func addLearner(_ id: NodeID, endpoints: MemberEndpoints?) async throws -> UInt64 {
         if let endpoints {
-            let record = KVCommand.memberEndpoints(MemberAddresses(id: id, peer: endpoints.peer.description, client: endpoints.client.description,
-                                                                   admin: endpoints.admin.description))
+            let record = KVCommand.memberEndpoints(
+                MemberAddresses(
+                    id: id, peer: endpoints.peer.description, client: endpoints.client.description,
+                    admin: endpoints.admin.description))
             _ = try await engine.propose(record.encoded)
         }
         return try await engine.changeMembership(.addLearner(id))

@@ -21,8 +21,10 @@ public struct InjectedFaults: Codable, Sendable, Equatable {
     /// A bug switched on deliberately (see `PlantedBug`).
     public var plantedBug: PlantedBug?
 
-    public init(fsyncDelayMilliseconds: Int? = nil, fsyncFails: Bool? = nil, freeDiskBytes: UInt64? = nil,
-                clockOffsetMilliseconds: Int64? = nil, plantedBug: PlantedBug? = nil) {
+    public init(
+        fsyncDelayMilliseconds: Int? = nil, fsyncFails: Bool? = nil, freeDiskBytes: UInt64? = nil,
+        clockOffsetMilliseconds: Int64? = nil, plantedBug: PlantedBug? = nil
+    ) {
         self.fsyncDelayMilliseconds = fsyncDelayMilliseconds
         self.fsyncFails = fsyncFails
         self.freeDiskBytes = freeDiskBytes
@@ -83,9 +85,12 @@ final class FaultHooks: Sendable {
         var faults = InjectedFaults()
         if modified != nil {
             do {
-                faults = try JSONDecoder().decode(InjectedFaults.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+                faults = try JSONDecoder().decode(
+                    InjectedFaults.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
             } catch {
-                logger.error("fault file does not parse; keeping the faults in force", metadata: ["file": "\(path)", "error": "\(error)"])
+                logger.error(
+                    "fault file does not parse; keeping the faults in force",
+                    metadata: ["file": "\(path)", "error": "\(error)"])
                 return
             }
         }

@@ -1,11 +1,12 @@
-import Engine
 import Dispatch
+import Engine
 import Foundation
 import Logging
 import NIOCore
 import NIOPosix
 import Raft
 import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -30,7 +31,8 @@ public struct HealthSnapshot: Sendable {
     public var alarms: [Alarm] = []
     public var freeDiskBytes: UInt64 = 0
     public var storeBytes: UInt64 = 0
-    public var sync = SyncAssessment(samples: 0, medianNanoseconds: 0, worstNanoseconds: 0, stuckNanoseconds: 0, failing: false)
+    public var sync = SyncAssessment(
+        samples: 0, medianNanoseconds: 0, worstNanoseconds: 0, stuckNanoseconds: 0, failing: false)
     public var worstStallMilliseconds: UInt64 = 0
     public var applyLag: UInt64 = 0
     public var dead: [DeadMember] = []
@@ -62,8 +64,10 @@ public final class HealthMonitor: @unchecked Sendable {
     private var noSpaceAlarm: Alarm?
     private let replacer: AutoReplacer
 
-    public init(config: NodeConfig, engine: RaftEngine, group: MultiThreadedEventLoopGroup,
-                peers: @escaping @Sendable () -> [NodeID: PeerObservation], logger: Logger) {
+    public init(
+        config: NodeConfig, engine: RaftEngine, group: MultiThreadedEventLoopGroup,
+        peers: @escaping @Sendable () -> [NodeID: PeerObservation], logger: Logger
+    ) {
         self.config = config
         self.engine = engine
         self.group = group
@@ -94,7 +98,8 @@ public final class HealthMonitor: @unchecked Sendable {
         queue.async { [self] in
             guard corruptAlarm == nil else { return }
             corruptAlarm = Alarm(kind: .corrupt, memberID: config.id, raisedAt: WallClock.now(), reason: reason)
-            logger.critical("CORRUPT alarm: this member serves no data until it is repaired", metadata: ["reason": "\(reason)"])
+            logger.critical(
+                "CORRUPT alarm: this member serves no data until it is repaired", metadata: ["reason": "\(reason)"])
             check()
         }
     }
@@ -116,7 +121,9 @@ public final class HealthMonitor: @unchecked Sendable {
             $0.assess(now: now, window: window, slow: UInt64(config.fsyncSlowMilliseconds) * 1_000_000)
         }
         let stallSince = now - min(now, 10_000_000_000)
-        let stalls = engine.loopLateness.withLock { $0.values(since: stallSince) } + networkLateness.withLock { $0.values(since: stallSince) }
+        let stalls =
+            engine.loopLateness.withLock { $0.values(since: stallSince) }
+            + networkLateness.withLock { $0.values(since: stallSince) }
         snapshot.worstStallMilliseconds = (stalls.max() ?? 0) / 1_000_000
         snapshot.applyLag = status.commitIndex - min(status.commitIndex, status.appliedIndex)
         let observed = peers()
@@ -129,18 +136,26 @@ public final class HealthMonitor: @unchecked Sendable {
     }
 
     private func assess(_ status: EngineStatus, _ snapshot: HealthSnapshot) -> HealthReport {
-        var report = HealthReport.assess(status, electionTimeoutMilliseconds: UInt64(config.electionTimeoutMilliseconds),
-                                         maxApplyLag: config.maxApplyLag)
-        if let corrupt = corruptAlarm { return HealthReport(state: .down, reasons: ["CORRUPT: \(corrupt.reason)"] + report.reasons) }
+        var report = HealthReport.assess(
+            status, electionTimeoutMilliseconds: UInt64(config.electionTimeoutMilliseconds),
+            maxApplyLag: config.maxApplyLag)
+        if let corrupt = corruptAlarm {
+            return HealthReport(state: .down, reasons: ["CORRUPT: \(corrupt.reason)"] + report.reasons)
+        }
         guard report.state != .down else { return report }
         if let noSpace = noSpaceAlarm { report.reasons.insert("NOSPACE: \(noSpace.reason)", at: 0) }
         if snapshot.sync.failing {
-            report.reasons.append("the disk is failing: every synced write for \(config.fsyncWindowMilliseconds) ms took over \(config.fsyncSlowMilliseconds) ms (worst \(snapshot.sync.worstNanoseconds / 1_000_000) ms)")
+            report.reasons.append(
+                "the disk is failing: every synced write for \(config.fsyncWindowMilliseconds) ms took over \(config.fsyncSlowMilliseconds) ms (worst \(snapshot.sync.worstNanoseconds / 1_000_000) ms)"
+            )
         }
         if snapshot.worstStallMilliseconds >= UInt64(config.stallMilliseconds) {
-            report.reasons.append("a loop stalled for \(snapshot.worstStallMilliseconds) ms in the last 10 s (CPU starved, or paused)")
+            report.reasons.append(
+                "a loop stalled for \(snapshot.worstStallMilliseconds) ms in the last 10 s (CPU starved, or paused)")
         }
-        for dead in snapshot.dead { report.reasons.append("member \(dead.id) is dead: silent for \(dead.silentMilliseconds / 1000) s") }
+        for dead in snapshot.dead {
+            report.reasons.append("member \(dead.id) is dead: silent for \(dead.silentMilliseconds / 1000) s")
+        }
         report.state = report.reasons.isEmpty ? .healthy : .degraded
         return report
     }
@@ -167,14 +182,16 @@ public final class HealthMonitor: @unchecked Sendable {
     private func updateNoSpace(free: UInt64, store: UInt64) {
         let reserve = config.diskReserveBytes, quota = config.storageQuotaBytes
         if noSpaceAlarm == nil {
-            let reason: String? = free < reserve
+            let reason: String? =
+                free < reserve
                 ? "\(free) bytes free on the data disk, below the reserve of \(reserve) (health.disk_reserve_bytes); free space on \(config.dataDir)'s disk"
                 : store > quota
-                ? "the store holds \(store) bytes, over the quota of \(quota) (health.storage_quota_bytes); delete data and compact (crmctl compact), or raise the quota"
-                : nil
+                    ? "the store holds \(store) bytes, over the quota of \(quota) (health.storage_quota_bytes); delete data and compact (crmctl compact), or raise the quota"
+                    : nil
             if let reason {
                 noSpaceAlarm = Alarm(kind: .noSpace, memberID: config.id, raisedAt: WallClock.now(), reason: reason)
-                logger.critical("NOSPACE alarm raised: writes that add data are refused", metadata: ["reason": "\(reason)"])
+                logger.critical(
+                    "NOSPACE alarm raised: writes that add data are refused", metadata: ["reason": "\(reason)"])
             }
         } else if free >= reserve + reserve / 10 && store <= quota - quota / 50 {
             // Cleared with a margin, so that the alarm does not flap at the threshold.
@@ -218,7 +235,9 @@ public final class HealthMonitor: @unchecked Sendable {
             let scheduled = DispatchTime.now().uptimeNanoseconds
             loop.execute { [weak self] in
                 let ran = DispatchTime.now().uptimeNanoseconds
-                if ran > scheduled + 50_000_000 { self?.networkLateness.withLock { $0.record(at: ran, nanoseconds: ran - scheduled) } }
+                if ran > scheduled + 50_000_000 {
+                    self?.networkLateness.withLock { $0.record(at: ran, nanoseconds: ran - scheduled) }
+                }
             }
         }
     }
@@ -226,7 +245,8 @@ public final class HealthMonitor: @unchecked Sendable {
     // MARK: - Failover
 
     /// Members silent (to the front's polls and, on the leader, to Raft) for longer than the dead time.
-    private func deadMembers(_ status: EngineStatus, _ observed: [NodeID: PeerObservation], now: UInt64) -> [DeadMember] {
+    private func deadMembers(_ status: EngineStatus, _ observed: [NodeID: PeerObservation], now: UInt64) -> [DeadMember]
+    {
         let deadAfter = UInt64(config.deadAfterSeconds) * 1000
         let members = status.voters.union(status.learners)
         let spare = config.spares.first { !members.contains($0.id) }
@@ -235,18 +255,27 @@ public final class HealthMonitor: @unchecked Sendable {
             var silent = (now - min(polled, now)) / 1_000_000
             if let raft = status.lastContactMilliseconds[id] { silent = min(silent, raft) }
             guard silent >= deadAfter else { return nil }
-            return DeadMember(id: id, silentMilliseconds: silent, replaceCommands: DeadMember.commands(replacing: id, with: spare))
+            return DeadMember(
+                id: id, silentMilliseconds: silent, replaceCommands: DeadMember.commands(replacing: id, with: spare))
         }
     }
 
     /// On the leader: a full disk, a failing disk or damaged data make it hand leadership to the
     /// healthiest caught-up voter (at most one attempt per two election timeouts).
-    private func handOffIfUnfit(_ status: EngineStatus, _ snapshot: HealthSnapshot, _ observed: [NodeID: PeerObservation], now: UInt64) {
+    private func handOffIfUnfit(
+        _ status: EngineStatus, _ snapshot: HealthSnapshot, _ observed: [NodeID: PeerObservation], now: UInt64
+    ) {
         guard status.role == .leader, config.handOffOnDiskFailure else { return }
-        let why: String? = corruptAlarm != nil ? "CORRUPT" : noSpaceAlarm != nil ? "NOSPACE" : snapshot.sync.failing ? "failing disk" : nil
+        let why: String? =
+            corruptAlarm != nil
+            ? "CORRUPT" : noSpaceAlarm != nil ? "NOSPACE" : snapshot.sync.failing ? "failing disk" : nil
         guard let why, now >= lastHandOff + 2 * UInt64(config.electionTimeoutMilliseconds) * 1_000_000 else { return }
-        guard let target = Self.handOffTarget(status, observed, electionTimeout: UInt64(config.electionTimeoutMilliseconds)) else {
-            logger.warning("this leader is unfit but no healthy caught-up voter can take over", metadata: ["why": "\(why)"])
+        guard
+            let target = Self.handOffTarget(
+                status, observed, electionTimeout: UInt64(config.electionTimeoutMilliseconds))
+        else {
+            logger.warning(
+                "this leader is unfit but no healthy caught-up voter can take over", metadata: ["why": "\(why)"])
             lastHandOff = now
             return
         }
@@ -265,11 +294,14 @@ public final class HealthMonitor: @unchecked Sendable {
 
     /// The voter to hand over to: reachable over Raft, not reporting a disk alarm or being
     /// down; healthy ones first, then the most caught up.
-    static func handOffTarget(_ status: EngineStatus, _ observed: [NodeID: PeerObservation], electionTimeout: UInt64) -> NodeID? {
+    static func handOffTarget(
+        _ status: EngineStatus, _ observed: [NodeID: PeerObservation], electionTimeout: UInt64
+    ) -> NodeID? {
         let candidates = status.voters.filter { id in
             guard id != status.id, (status.lastContactMilliseconds[id] ?? .max) < electionTimeout else { return false }
             guard let seen = observed[id] else { return true }
-            return seen.report?.state != .down && seen.alarms.isEmpty && (seen.report.map { !$0.reasons.contains { $0.contains("disk is failing") } } ?? true)
+            return seen.report?.state != .down && seen.alarms.isEmpty
+                && (seen.report.map { !$0.reasons.contains { $0.contains("disk is failing") } } ?? true)
         }
         func rank(_ id: NodeID) -> (Int, UInt64, NodeID) {
             (observed[id]?.report?.state == .healthy ? 1 : 0, status.matchIndexes[id] ?? 0, NodeID.max - id)

@@ -16,10 +16,14 @@ public struct HealthReport: Sendable, Equatable {
     /// What the engine's status says: down if storage failed; degraded while no leader is
     /// known, while the state machine lags the commit index by more than `maxApplyLag`, or (on
     /// the leader) while a peer has not been heard from for an election timeout.
-    public static func assess(_ status: EngineStatus, electionTimeoutMilliseconds: UInt64, maxApplyLag: UInt64 = 1000) -> HealthReport {
+    public static func assess(
+        _ status: EngineStatus, electionTimeoutMilliseconds: UInt64, maxApplyLag: UInt64 = 1000
+    ) -> HealthReport {
         if let failure = status.failure { return HealthReport(state: .down, reasons: ["storage failed: \(failure)"]) }
         var reasons: [String] = []
-        if status.leader == 0 { reasons.append("no leader is known (an election is under way, or this member is cut off)") }
+        if status.leader == 0 {
+            reasons.append("no leader is known (an election is under way, or this member is cut off)")
+        }
         if status.commitIndex > status.appliedIndex + maxApplyLag {
             reasons.append("applying lags the commit index by \(status.commitIndex - status.appliedIndex) entries")
         }

@@ -20,8 +20,10 @@ final class HealthServer: Sendable {
 
     private init(channel: any Channel) { self.channel = channel }
 
-    static func start(host: String, port: Int, probe: Probe, connections: ConnectionGuard, group: any EventLoopGroup,
-                      logger: Logger) async throws -> HealthServer {
+    static func start(
+        host: String, port: Int, probe: Probe, connections: ConnectionGuard, group: any EventLoopGroup,
+        logger: Logger
+    ) async throws -> HealthServer {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
@@ -56,7 +58,7 @@ private final class HealthHandler: ChannelInboundHandler, @unchecked Sendable {
             method = head.method
             ConnectionGuard.requestStarted(on: context.channel)
         case .body:
-            break  // probes carry no body; anything sent is ignored
+            break // probes carry no body; anything sent is ignored
         case .end:
             ConnectionGuard.requestRead(on: context.channel)
             respond(context)
@@ -83,10 +85,12 @@ private final class HealthHandler: ChannelInboundHandler, @unchecked Sendable {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: type)
         headers.add(name: "Content-Length", value: "\(body.count)")
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
         let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in ConnectionGuard.requestEnded(on: channel) }
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in ConnectionGuard.requestEnded(on: channel)
+        }
         body = []
     }
 }

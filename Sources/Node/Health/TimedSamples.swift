@@ -49,8 +49,9 @@ struct SyncLatency: Sendable {
         let sorted = recent.sorted()
         let median = sorted.isEmpty ? 0 : sorted[sorted.count / 2]
         let failing = (recent.count >= 2 && sorted.first! > slow) || stuck >= window
-        return SyncAssessment(samples: recent.count, medianNanoseconds: median, worstNanoseconds: max(sorted.last ?? 0, stuck),
-                              stuckNanoseconds: stuck, failing: failing)
+        return SyncAssessment(
+            samples: recent.count, medianNanoseconds: median, worstNanoseconds: max(sorted.last ?? 0, stuck),
+            stuckNanoseconds: stuck, failing: failing)
     }
 }
 
