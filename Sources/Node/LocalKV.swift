@@ -175,8 +175,11 @@ struct LocalKV: Sendable {
     private func waitForRead(_ consistency: Crm_V1_ReadConsistency, routing: Routing) async throws {
         switch consistency {
         case .serializable: return
-        case .linearizable where FaultHooks.shared.plantedBug == .staleReads: return
-        case .linearizable: try await retryingElection(routing) { try await engine.waitForLinearizableRead() }
+        case .linearizable:
+            #if CRM_FAULT_HOOKS
+            if FaultHooks.shared.plantedBug == .staleReads { return }
+            #endif
+            try await retryingElection(routing) { try await engine.waitForLinearizableRead() }
         case .UNRECOGNIZED(let value):
             throw RPCError(code: .invalidArgument, message: "unknown read consistency \(value)")
         }
@@ -341,16 +344,9 @@ struct LocalKV: Sendable {
         _ command: KVCommand, routing: Routing,
         forward: (Crm_V1_KV.Client<HTTP2ClientTransport.Posix>) async throws -> Crm_V1_ResponseHeader
     ) async throws -> Outcome {
-        if FaultHooks.shared.plantedBug == .ackBeforeCommit, case .write(_, _, _, _, .put) = command,
-            engine.currentStatus.role == .leader
-        {
-            let engine = self.engine, encoded = command.encoded
-            Task {
-                try? await Task.sleep(nanoseconds: 200_000_000) // write-behind: proposed a little later
-                _ = try? await engine.propose(encoded)
-            }
-            return Outcome(header: header(), outcome: nil)
-        }
+        #if CRM_FAULT_HOOKS
+        if let acknowledged = acknowledgeBeforeCommit(command) { return acknowledged }
+        #endif
         return try await retryingElection(routing) {
             do {
                 let result = try await engine.propose(command.encoded)
@@ -369,6 +365,23 @@ struct LocalKV: Sendable {
             }
         }
     }
+
+    #if CRM_FAULT_HOOKS
+    /// The drill bug `ack_before_commit`: a leader acknowledges a put at once and proposes it
+    /// 200 ms later (debug builds only).
+    private func acknowledgeBeforeCommit(_ command: KVCommand) -> Outcome? {
+        guard FaultHooks.shared.plantedBug == .ackBeforeCommit, case .write(_, _, _, _, .put) = command,
+            engine.currentStatus.role == .leader
+        else { return nil }
+        let engine = self.engine
+        let encoded = command.encoded
+        Task {
+            try? await Task.sleep(nanoseconds: 200_000_000) // write-behind: proposed a little later
+            _ = try? await engine.propose(encoded)
+        }
+        return Outcome(header: header(), outcome: nil)
+    }
+    #endif
 
     /// Runs `body`; for a client's call, again and again while no leader is known (an election
     /// is under way), with a growing pause, until the request timeout. Engine errors become

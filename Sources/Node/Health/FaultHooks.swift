@@ -18,12 +18,12 @@ public struct InjectedFaults: Codable, Sendable, Equatable {
     public var freeDiskBytes: UInt64?
     /// Added to the wall clock the member stamps proposals and alarms with (a clock jump).
     public var clockOffsetMilliseconds: Int64?
-    /// A bug switched on deliberately (see `PlantedBug`).
-    public var plantedBug: PlantedBug?
+    /// A bug switched on deliberately (see `DrillBug`).
+    public var plantedBug: DrillBug?
 
     public init(
         fsyncDelayMilliseconds: Int? = nil, fsyncFails: Bool? = nil, freeDiskBytes: UInt64? = nil,
-        clockOffsetMilliseconds: Int64? = nil, plantedBug: PlantedBug? = nil
+        clockOffsetMilliseconds: Int64? = nil, plantedBug: DrillBug? = nil
     ) {
         self.fsyncDelayMilliseconds = fsyncDelayMilliseconds
         self.fsyncFails = fsyncFails
@@ -42,8 +42,10 @@ public struct InjectedFaults: Codable, Sendable, Equatable {
 }
 
 /// Bugs that break a guarantee on purpose, so that a chaos drill can show it notices (debug
-/// builds only, like every injected fault).
-public enum PlantedBug: String, Codable, Sendable {
+/// builds only, like every injected fault: the branches that act on them are compiled only with
+/// `CRM_FAULT_HOOKS`). Not to be confused with the simulator's `Raft.PlantedBug`, which plants
+/// bugs in the core and the member loop of simulated members.
+public enum DrillBug: String, Codable, Sendable {
     /// Linearizable reads are served from the member's own state without a ReadIndex, so a
     /// deposed or cut-off leader answers with stale data.
     case staleReads = "stale_reads"
@@ -102,7 +104,7 @@ final class FaultHooks: Sendable {
     }
 
     /// The bug planted in this member, if any.
-    var plantedBug: PlantedBug? { path == nil ? nil : current.plantedBug }
+    var plantedBug: DrillBug? { path == nil ? nil : current.plantedBug }
 
     /// The shift of the wall clock, in seconds (0 unless injected).
     var clockOffsetSeconds: Double {
