@@ -109,11 +109,15 @@ let package = Package(
             ]
         ),
 
+        // The fault file a debug member reads (CRM_FAULT_FILE): one type for the node and the drills.
+        .target(name: "FaultFile"),
+
         // The node: configuration, the Raft loop, the client and admin services, health.
         .target(
             name: "Node",
             dependencies: [
                 "Raft", "RaftStorage", "KVStore", "Engine", "Storage", "Sealing", "Transport", "Wire", "CRMProto", "CRMClient", "CProcessControl",
+                "FaultFile",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -186,7 +190,7 @@ let package = Package(
         .executableTarget(
             name: "CRMChaos",
             dependencies: [
-                "CRMClient", "CRMProto", "Simulation",
+                "CRMClient", "CRMProto", "Simulation", "FaultFile",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,6 +1,7 @@
 import CRMClient
 import CRMProto
 import Dispatch
+import FaultFile
 import Foundation
 import GRPCCore
 
@@ -26,7 +27,7 @@ struct Drill {
             cluster.unregister()
         }
         if let bug = scenario.plantedBug {
-            for id in cluster.ids { try cluster.setFault(id, "planted_bug", bug) }
+            for id in cluster.ids { try cluster.setFault(id, \.plantedBug, DrillBug(rawValue: bug)) }
         }
         // Where each member's log stood before the drill (an existing cluster's logs go back further).
         let logStarts = Dictionary(

@@ -1,6 +1,7 @@
 import CRMClient
 import CRMProto
 import Dispatch
+import FaultFile
 import Foundation
 import GRPCCore
 import Synchronization
@@ -38,7 +39,7 @@ final class DrillCluster: @unchecked Sendable {
     private var processes: [UInt64: Process] = [:]
     private var pids: [UInt64: pid_t] = [:]
     private(set) var paused: Set<UInt64> = []
-    private(set) var faults: [UInt64: [String: Any]] = [:]
+    private(set) var faults: [UInt64: InjectedFaults] = [:]
     private var admins: [UInt64: MemberConnection] = [:]
 
     var fronts: [Endpoint] { ids.map { members[$0]!.front } }
@@ -315,14 +316,15 @@ final class DrillCluster: @unchecked Sendable {
 
     /// Sets one field of a member's fault file (nil removes it); the member re-reads the file
     /// at its next health check.
-    func setFault(_ id: UInt64, _ field: String, _ value: Any?) throws {
+    func setFault<Value>(_ id: UInt64, _ field: WritableKeyPath<InjectedFaults, Value?>, _ value: Value?) throws {
         guard let file = members[id]?.faultFile else {
             throw ChaosError(
                 "member \(id) has no fault file (drills with disk, clock or planted faults need a scratch cluster)")
         }
-        faults[id, default: [:]][field] = value
-        let data = try JSONSerialization.data(withJSONObject: faults[id]!, options: [.sortedKeys])
-        try data.write(to: URL(fileURLWithPath: file), options: .atomic)
+        faults[id, default: InjectedFaults()][keyPath: field] = value
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        try encoder.encode(faults[id]!).write(to: URL(fileURLWithPath: file), options: .atomic)
     }
 
     /// Whether a member has logged that it took up its fault file (only debug builds read one).

@@ -1,5 +1,6 @@
 import CRMClient
 import CRMProto
+import FaultFile
 import Foundation
 import GRPCCore
 
@@ -146,15 +147,15 @@ final class FaultInjector: @unchecked Sendable {
             try slowLinks(fault, of: fault.target == .all ? nil : targets[0])
         case .slowFsync:
             try setHookFault(
-                fault, targets, field: "fsync_delay_ms", value: fault.delayMilliseconds!, label: "slow fsync",
+                fault, targets, field: \.fsyncDelayMilliseconds, value: fault.delayMilliseconds!, label: "slow fsync",
                 detail: "+\(fault.delayMilliseconds!) ms per synced write")
         case .diskFull:
             try setHookFault(
-                fault, targets, field: "free_disk_bytes", value: 0, label: "disk full", detail: "0 bytes free")
+                fault, targets, field: \.freeDiskBytes, value: 0, label: "disk full", detail: "0 bytes free")
         case .clockJump:
             let offset = fault.offsetSeconds!
             try setHookFault(
-                fault, targets, field: "clock_offset_ms", value: Int64(offset * 1000), label: "clock jump",
+                fault, targets, field: \.clockOffsetMilliseconds, value: Int64(offset * 1000), label: "clock jump",
                 detail: String(format: "%+.0f s", offset))
         case .damage:
             try await damage(targets[0], file: fault.file!)
@@ -257,8 +258,10 @@ final class FaultInjector: @unchecked Sendable {
 
     // MARK: Fault hook
 
-    private func setHookFault(
-        _ fault: Scenario.Fault, _ targets: [UInt64], field: String, value: Any, label: String, detail: String
+    private func setHookFault<Value: Sendable>(
+        _ fault: Scenario.Fault, _ targets: [UInt64], field: WritableKeyPath<InjectedFaults, Value?> & Sendable,
+        value: Value,
+        label: String, detail: String
     ) throws {
         for id in targets { try cluster.setFault(id, field, value) }
         note(label, targets, detail, disruptive: true)

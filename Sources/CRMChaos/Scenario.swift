@@ -1,3 +1,4 @@
+import FaultFile
 import Foundation
 import Yams
 
@@ -191,8 +192,8 @@ struct Scenario: Codable, Sendable {
                     "fault \(index + 1): pin_clients must leave at least one of the \(clients) clients free")
             }
         }
-        if let plantedBug, !["stale_reads", "ack_before_commit"].contains(plantedBug) {
-            problems.append("planted_bug must be stale_reads or ack_before_commit")
+        if let plantedBug, DrillBug(rawValue: plantedBug) == nil {
+            problems.append("planted_bug must be one of \(DrillBug.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         return problems
     }

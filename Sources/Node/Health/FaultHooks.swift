@@ -1,58 +1,7 @@
+import FaultFile
 import Foundation
 import Logging
 import Synchronization
-
-/// Faults a test or a drill can inject into a running member: a slow or failing fsync, a full
-/// disk, a shifted wall clock, and bugs planted on purpose to prove that the drills catch them.
-///
-/// The hooks exist only in debug builds (`CRM_FAULT_HOOKS`, which Package.swift defines for
-/// the debug configuration, the one the tests build): a release binary contains no way to turn
-/// them on, whatever its config or environment says. A test starts `crm-node` with
-/// `CRM_FAULT_FILE=<path>` and writes this JSON there; the member re-reads it as it changes.
-public struct InjectedFaults: Codable, Sendable, Equatable {
-    /// Added to every synced write (the Raft log's and the health probe's).
-    public var fsyncDelayMilliseconds: Int?
-    /// Every synced write fails, as on a dying disk.
-    public var fsyncFails: Bool?
-    /// Free space the disk check sees instead of the real figure.
-    public var freeDiskBytes: UInt64?
-    /// Added to the wall clock the member stamps proposals and alarms with (a clock jump).
-    public var clockOffsetMilliseconds: Int64?
-    /// A bug switched on deliberately (see `DrillBug`).
-    public var plantedBug: DrillBug?
-
-    public init(
-        fsyncDelayMilliseconds: Int? = nil, fsyncFails: Bool? = nil, freeDiskBytes: UInt64? = nil,
-        clockOffsetMilliseconds: Int64? = nil, plantedBug: DrillBug? = nil
-    ) {
-        self.fsyncDelayMilliseconds = fsyncDelayMilliseconds
-        self.fsyncFails = fsyncFails
-        self.freeDiskBytes = freeDiskBytes
-        self.clockOffsetMilliseconds = clockOffsetMilliseconds
-        self.plantedBug = plantedBug
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case fsyncDelayMilliseconds = "fsync_delay_ms"
-        case fsyncFails = "fsync_fails"
-        case freeDiskBytes = "free_disk_bytes"
-        case clockOffsetMilliseconds = "clock_offset_ms"
-        case plantedBug = "planted_bug"
-    }
-}
-
-/// Bugs that break a guarantee on purpose, so that a chaos drill can show it notices (debug
-/// builds only, like every injected fault: the branches that act on them are compiled only with
-/// `CRM_FAULT_HOOKS`). Not to be confused with the simulator's `Raft.PlantedBug`, which plants
-/// bugs in the core and the member loop of simulated members.
-public enum DrillBug: String, Codable, Sendable {
-    /// Linearizable reads are served from the member's own state without a ReadIndex, so a
-    /// deposed or cut-off leader answers with stale data.
-    case staleReads = "stale_reads"
-    /// The leader acknowledges a put at once and proposes it 200 ms later (write-behind), before
-    /// it is synced or replicated; a leader that dies takes acknowledged writes with it.
-    case ackBeforeCommit = "ack_before_commit"
-}
 
 /// The error an injected fsync failure raises.
 struct InjectedFsyncFailure: Error, CustomStringConvertible {
