@@ -451,13 +451,6 @@ public final class MemberLoop {
         appliedChanges = []
     }
 
-    /// Callers waiting on the loop, for the status and the tests.
-    public var waitingCallers: Int {
-        proposals.count + changes.count + reads.values.reduce(0) { $0 + $1.waiters.count } + newReads.count
-            + readsAwaitingApply.count
-            + transfers.count + appliedChanges.count
-    }
-
     // MARK: - Status
 
     /// The member's state as the loop sees it now.

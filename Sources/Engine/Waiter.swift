@@ -12,8 +12,6 @@ public final class Waiter<Value>: @unchecked Sendable {
         self.answer = answer
     }
 
-    public var isAnswered: Bool { answer == nil }
-
     public func succeed(_ value: Value) { take()?(.success(value)) }
     public func fail(_ error: EngineError) { take()?(.failure(error)) }
 
