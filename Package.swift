@@ -186,11 +186,21 @@ let package = Package(
             ]
         ),
 
+        // The one harness for clusters of real crm-node processes: certificates, member configs
+        // (encoded from NodeConfig), processes, fault files; used by crm-chaos and the tests.
+        .target(
+            name: "ClusterHarness",
+            dependencies: [
+                "Node", "CRMClient", "CRMProto", "FaultFile", "Raft",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+            ]
+        ),
+
         // crm-chaos: chaos drills against real crm-node processes, judged by the checker.
         .executableTarget(
             name: "CRMChaos",
             dependencies: [
-                "CRMClient", "CRMProto", "Simulation", "FaultFile",
+                "CRMClient", "CRMProto", "Simulation", "FaultFile", "ClusterHarness", "Node",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -231,6 +241,7 @@ let package = Package(
         .target(
             name: "CRMTestSupport",
             dependencies: [
+                "ClusterHarness",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -240,9 +251,9 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Raft", "Wire", "Sealing", "CRMTestSupport", .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(
             name: "ClusterTests",
-            dependencies: ["CRMClient", "CRMProto", "Wire", "CRMTestSupport", .product(name: "GRPCCore", package: "grpc-swift-2")]
+            dependencies: ["CRMClient", "CRMProto", "Wire", "CRMTestSupport", "ClusterHarness", "Node", "FaultFile", .product(name: "GRPCCore", package: "grpc-swift-2")]
         ),
-        .testTarget(name: "NodeTests", dependencies: ["Node", "Engine", "Raft", "CRMTestSupport", .product(name: "GRPCCore", package: "grpc-swift-2")]),
+        .testTarget(name: "NodeTests", dependencies: ["Node", "Engine", "Raft", "CRMTestSupport", "ClusterHarness", .product(name: "GRPCCore", package: "grpc-swift-2")]),
         .testTarget(name: "ChaosTests", dependencies: ["CRMChaos", "CRMTestSupport", .product(name: "NIOCore", package: "swift-nio"),
                                                        .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft", "Storage", "Sealing"]),

@@ -206,35 +206,14 @@ struct ClusterTarget {
     var port: Int
     var tls: ClientTLSFiles
 
-    struct File: Decodable {
-        struct Member: Decodable {
-            var id: UInt64
-            var client: String
-            var admin: String
-            var front: String?
-        }
-        struct TLS: Decodable {
-            var ca: String
-            var cert: String
-            var key: String
-        }
-        var members: [Member]
-        /// The operator's certificate (admin API: finding the leader).
-        var tls: TLS
-        /// An application's certificate, for the load itself (older files have none).
-        var client_tls: TLS?
-    }
-
     static func resolve(clusterFile: String?, member: UInt64?, front: Bool = false) async throws -> ClusterTarget {
-        let path = clusterFile ?? ProcessInfo.processInfo.environment["CRM_CLUSTER"] ?? "run/local/cluster.json"
-        guard let data = FileManager.default.contents(atPath: path) else {
+        let path = clusterFile ?? ProcessInfo.processInfo.environment["CRM_CLUSTER"] ?? ClusterFile.defaultPath
+        guard FileManager.default.fileExists(atPath: path) else {
             throw ValidationError("no cluster file at \(path): start a local cluster with `make up`, or pass --cluster")
         }
-        let file = try JSONDecoder().decode(File.self, from: data)
-        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
-        func resolve(_ value: String) -> String { value.hasPrefix("/") ? value : directory + "/" + value }
-        let tls = ClientTLSFiles(
-            ca: resolve(file.tls.ca), certificate: resolve(file.tls.cert), privateKey: resolve(file.tls.key))
+        let file: ClusterFile
+        do { file = try ClusterFile.load(path: path) } catch { throw ValidationError("\(error)") }
+        let tls = ClusterFile.files(file.tls, relativeTo: path)
         func split(_ text: String) throws -> (String, Int) {
             guard let endpoint = Endpoint(text) else { throw ValidationError("\(path): '\(text)' is not host:port") }
             return (endpoint.host, endpoint.port)
@@ -262,9 +241,7 @@ struct ClusterTarget {
         }
         let (host, port) = try split(front ? entry.front! : entry.client)
         // The load runs as an application, as production clients do, not as the admin.
-        let client = file.client_tls ?? file.tls
-        let loadTLS = ClientTLSFiles(
-            ca: resolve(client.ca), certificate: resolve(client.cert), privateKey: resolve(client.key))
+        let loadTLS = ClusterFile.files(file.clientTLS ?? file.tls, relativeTo: path)
         return ClusterTarget(member: id, host: host, port: port, tls: loadTLS)
     }
 }

@@ -1,5 +1,6 @@
 import CRMClient
 import CRMProto
+import ClusterHarness
 import Dispatch
 import FaultFile
 import Foundation
@@ -19,8 +20,8 @@ struct Drill {
 
     func run() async throws -> Verdict {
         try FileManager.default.createDirectory(atPath: report, withIntermediateDirectories: true)
-        DrillCluster.stopOnSignals()
-        let cluster = try await makeCluster()
+        ProcessCluster.stopOnSignals(message: "crm-chaos: interrupted; the drill's members were stopped")
+        let (cluster, proxies) = try await makeCluster()
         cluster.register()
         defer {
             cluster.stopAll()
@@ -44,16 +45,17 @@ struct Drill {
         let namespace = cluster.owned ? "" : "chaos/\(CRMChaos.stamp())/"
         let workload = Workload(
             clients: scenario.clients, namespace: namespace, keys: scenario.keys, fronts: cluster.fronts,
-            tls: cluster.tls,
+            tls: cluster.applicationTLS,
             history: history, ledger: ledger, timeout: .milliseconds(Int64((scenario.clientTimeoutSeconds ?? 6) * 1000))
         )
-        let injector = FaultInjector(cluster: cluster, start: start, pinning: workload.pinning, progress: progress)
+        let injector = FaultInjector(
+            cluster: cluster, proxies: proxies, start: start, pinning: workload.pinning, progress: progress)
         if scenario.plantedBug != nil {
             try await injector.confirmHooks(within: 10)
             progress("planted bug \(scenario.plantedBug!) switched on in every member")
         }
         progress(
-            "cluster of \(cluster.ids.count) up\(cluster.proxies != nil ? " (proxies between members)" : ""); running \(scenario.name) for \(scenario.durationSeconds) s with \(scenario.clients) clients"
+            "cluster of \(cluster.ids.count) up\(proxies != nil ? " (proxies between members)" : ""); running \(scenario.name) for \(scenario.durationSeconds) s with \(scenario.clients) clients"
         )
 
         let end = start + UInt64(scenario.durationSeconds * 1e9)
@@ -70,7 +72,7 @@ struct Drill {
         let (available, worst) = availability(history.all, faults: injector.timeline, start: start)
         verdict.checks.append(available)
         verdict.worstUnavailabilitySeconds = worst
-        let final = await readEveryKey(workload: workload, tls: cluster.tls, history: history)
+        let final = await readEveryKey(workload: workload, tls: cluster.applicationTLS, history: history)
         verdict.checks.append(final.check)
         verdict.checks.append(Judge.uniqueWrites(ledger.snapshot, present: final.unique))
         verdict.checks.append(
@@ -85,16 +87,17 @@ struct Drill {
             logsClean(
                 cluster, ["Program crashed", "Fatal error:"] + (scenario.logsMustNotContain ?? []), from: logStarts))
         await cluster.closeConnections()
+        await proxies?.shutdown()
         cluster.stopAll()
         try write(history: history.all, timeline: injector.timeline, verdict: verdict, start: start, cluster: cluster)
         return verdict
     }
 
-    private func makeCluster() async throws -> DrillCluster {
+    private func makeCluster() async throws -> (ProcessCluster, LinkProxies?) {
         guard let clusterFile else {
-            return try await DrillCluster(
+            return try await ProcessCluster.drill(
                 nodes: scenario.nodes, directory: report + "/cluster", binaries: binaries, repository: repository,
-                proxied: scenario.needsProxies, faultHooks: scenario.needsFaultHook)
+                proxied: scenario.needsProxies)
         }
         let needScratch = scenario.faults.filter {
             $0.needsProxies || $0.needsFaultHook || $0.kind == .damage || $0.kind == .repair
@@ -104,15 +107,23 @@ struct Drill {
                 "\(scenario.name) uses \(Set(needScratch + (scenario.plantedBug == nil ? [] : ["planted_bug"])).sorted().joined(separator: ", ")), which only a fresh scratch cluster has (proxies between members, the debug fault hook, its data directories); run it without --cluster"
             )
         }
-        let cluster = try DrillCluster(clusterFile: clusterFile, binaries: binaries)
+        let cluster: ProcessCluster
+        do {
+            cluster = try ProcessCluster(adopting: clusterFile, binaries: binaries)
+        } catch {
+            throw ChaosError("\(error)")
+        }
+        for id in cluster.ids where !cluster.isRunning(id) {
+            throw ChaosError("member \(id) of \(clusterFile) is not running (no live pid in its pid file)")
+        }
         guard cluster.ids.count == scenario.nodes else {
             throw ChaosError(
                 "\(scenario.name) is written for \(scenario.nodes) members; \(clusterFile) has \(cluster.ids.count)")
         }
-        return cluster
+        return (cluster, nil)
     }
 
-    private func waitForLeader(_ cluster: DrillCluster, seconds: Double) async -> UInt64 {
+    private func waitForLeader(_ cluster: ProcessCluster, seconds: Double) async -> UInt64 {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             let leader = await cluster.leader()
@@ -235,7 +246,7 @@ struct Drill {
     }
 
     /// Every member on the same applied index and state hash (within 30 s).
-    private func convergence(_ cluster: DrillCluster) async -> Verdict.Check {
+    private func convergence(_ cluster: ProcessCluster) async -> Verdict.Check {
         let deadline = Date().addingTimeInterval(30)
         var last = ""
         while Date() < deadline {
@@ -259,8 +270,9 @@ struct Drill {
     }
 
     /// No member logged any of the scenario's forbidden lines (each member's log from this drill).
-    private func logsClean(_ cluster: DrillCluster, _ forbidden: [String], from starts: [UInt64: Int]) -> Verdict.Check
-    {
+    private func logsClean(
+        _ cluster: ProcessCluster, _ forbidden: [String], from starts: [UInt64: Int]
+    ) -> Verdict.Check {
         var found: [String] = []
         for id in cluster.ids {
             let data = FileManager.default.contents(atPath: cluster.logPath(id)) ?? Data()
@@ -281,7 +293,7 @@ struct Drill {
 
     private func write(
         history: [HistoryEvent], timeline: [FaultInjector.Record], verdict: Verdict, start: UInt64,
-        cluster: DrillCluster
+        cluster: ProcessCluster
     ) throws {
         try
             (history.map { event -> String in

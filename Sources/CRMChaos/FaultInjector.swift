@@ -1,5 +1,6 @@
 import CRMClient
 import CRMProto
+import ClusterHarness
 import FaultFile
 import Foundation
 import GRPCCore
@@ -23,7 +24,9 @@ final class FaultInjector: @unchecked Sendable {
         var run: () throws -> Void
     }
 
-    let cluster: DrillCluster
+    let cluster: ProcessCluster
+    /// The links between members, when the drill's cluster has them (network faults).
+    let linkProxies: LinkProxies?
     let start: UInt64
     let progress: (String) -> Void
     private(set) var timeline: [Record] = []
@@ -36,8 +39,12 @@ final class FaultInjector: @unchecked Sendable {
     /// Where pinned clients go (set by partitions with `pin_clients`).
     let pinning: Workload.Pinning?
 
-    init(cluster: DrillCluster, start: UInt64, pinning: Workload.Pinning? = nil, progress: @escaping (String) -> Void) {
+    init(
+        cluster: ProcessCluster, proxies: LinkProxies?, start: UInt64, pinning: Workload.Pinning? = nil,
+        progress: @escaping (String) -> Void
+    ) {
         self.cluster = cluster
+        linkProxies = proxies
         self.start = start
         self.pinning = pinning
         self.progress = progress
@@ -183,7 +190,7 @@ final class FaultInjector: @unchecked Sendable {
     // MARK: Network
 
     private func proxies() throws -> LinkProxies {
-        guard let proxies = cluster.proxies else {
+        guard let proxies = linkProxies else {
             throw ChaosError("this cluster has no proxies between its members (network faults need a scratch cluster)")
         }
         return proxies
@@ -291,15 +298,16 @@ final class FaultInjector: @unchecked Sendable {
     /// the Raft log, starts it again, and checks that it noticed: it raises CORRUPT (or refuses
     /// to start) and serves no data.
     private func damage(_ id: UInt64, file: Scenario.Fault.DamagedFile) async throws {
-        guard let data = cluster.members[id]?.dataDirectory else {
+        guard cluster.owned else {
             throw ChaosError("damage needs a scratch cluster (the member's data directory)")
         }
+        let data = cluster.dataDirectory(id)
         let flipped: String
         if file == .wal {
             cluster.kill9(id)
             flipped = try Self.flipBytes(inWALOf: data + "/db")
         } else {
-            _ = try? await cluster.connection(id)?.admin.compact(
+            _ = try? await cluster.adminConnection(id)?.admin.compact(
                 Crm_V1_CompactRequest(), options: Self.options(seconds: 10))
             cluster.kill9(id)
             flipped = try Self.flipBytes(inTableOf: file == .state ? "state_machine" : "raft_log", in: data + "/db")
@@ -392,8 +400,10 @@ final class FaultInjector: @unchecked Sendable {
 
     /// A serializable read straight from the member's client port.
     private func directRead(_ id: UInt64) async -> (refused: Bool, detail: String) {
-        guard let endpoint = cluster.members[id]?.client,
-            let connection = try? MemberConnection(host: endpoint.host, port: endpoint.port, tls: cluster.tls)
+        let endpoint = cluster.addresses(id).client
+        guard
+            let connection = try? MemberConnection(
+                host: endpoint.host, port: endpoint.port, tls: cluster.applicationTLS)
         else {
             return (false, "no connection")
         }
@@ -437,8 +447,9 @@ final class FaultInjector: @unchecked Sendable {
             return "the leader did not remove member \(id) within 20 s"
         }
         cluster.kill9(id)
-        await cluster.dropConnection(id)
-        guard let data = cluster.members[id]?.dataDirectory else { return "no data directory" }
+        cluster.dropConnections(id)
+        guard cluster.owned else { return "no data directory" }
+        let data = cluster.dataDirectory(id)
         do {
             try FileManager.default.moveItem(
                 atPath: data, toPath: data + ".damaged-\(Int(Date().timeIntervalSince1970))")
@@ -478,7 +489,7 @@ final class FaultInjector: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
             let leader = await cluster.leader()
-            if leader != 0, let connection = cluster.connection(leader),
+            if leader != 0, let connection = cluster.adminConnection(leader),
                 (try? await call(connection, Self.options(seconds: 5))) != nil
             {
                 return true

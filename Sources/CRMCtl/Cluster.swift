@@ -4,31 +4,6 @@ import CRMProto
 import Foundation
 import GRPCCore
 
-/// The cluster file `make up` writes: each member's endpoints and process id, and the client
-/// certificate to use. Paths in it are relative to the file's directory.
-struct ClusterFile: Codable {
-    static let defaultPath = "run/local/cluster.json"
-
-    struct Member: Codable {
-        var id: UInt64
-        var peer: String
-        var client: String
-        var admin: String
-        var health: String?
-        var pid: Int32?
-        var config: String?
-    }
-
-    struct TLS: Codable {
-        var ca: String
-        var cert: String
-        var key: String
-    }
-
-    var members: [Member]
-    var tls: TLS
-}
-
 /// One member crmctl can talk to.
 struct Target {
     var id: UInt64
@@ -60,11 +35,11 @@ final class Cluster: @unchecked Sendable {
         var file: ClusterFile?
         var fileDirectory = ""
         let path = options.cluster ?? environment["CRM_CLUSTER"] ?? ClusterFile.defaultPath
-        if let data = FileManager.default.contents(atPath: path) {
+        if FileManager.default.fileExists(atPath: path) {
             do {
-                file = try JSONDecoder().decode(ClusterFile.self, from: data)
+                file = try ClusterFile.load(path: path)
             } catch {
-                throw Failure.usage("\(path) is not a cluster file: \(error)")
+                throw Failure.usage("\(error)")
             }
             fileDirectory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         } else if endpoint == nil {

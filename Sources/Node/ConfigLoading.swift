@@ -34,6 +34,12 @@ extension NodeConfig {
         return config
     }
 
+    /// The config as YAML that `load` reads back as the same value (the harness writes every
+    /// test and drill member's config this way, so a renamed key cannot drift from the loader).
+    public func yaml() throws -> String {
+        try YAMLEncoder().encode(self)
+    }
+
     /// Parses YAML, refusing unknown keys (a misspelt key would otherwise be ignored silently).
     static func parse(_ text: String, path: String) throws -> NodeConfig {
         let root: Yams.Node?

@@ -32,12 +32,25 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         public var admin: Endpoint
         /// Plain HTTP: /livez, /readyz, /metrics. Bind it to loopback or a monitoring network.
         public var health: Endpoint
+
+        public init(peer: Endpoint, client: Endpoint, admin: Endpoint, health: Endpoint) {
+            self.peer = peer
+            self.client = client
+            self.admin = admin
+            self.health = health
+        }
     }
 
     public struct Advertise: Codable, Sendable, Equatable {
         public var peer: Endpoint?
         public var client: Endpoint?
         public var admin: Endpoint?
+
+        public init(peer: Endpoint? = nil, client: Endpoint? = nil, admin: Endpoint? = nil) {
+            self.peer = peer
+            self.client = client
+            self.admin = admin
+        }
     }
 
     public struct TLS: Codable, Sendable, Equatable {
@@ -48,6 +61,14 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         public var reloadIntervalSeconds: Int?
         /// Certificates refused although the CA signed them (see `DenyList`), re-read with the rest.
         public var denyFile: String?
+
+        public init(ca: String, cert: String, key: String, reloadIntervalSeconds: Int? = nil, denyFile: String? = nil) {
+            self.ca = ca
+            self.cert = cert
+            self.key = key
+            self.reloadIntervalSeconds = reloadIntervalSeconds
+            self.denyFile = denyFile
+        }
 
         enum CodingKeys: String, CodingKey {
             case ca, cert, key
@@ -64,6 +85,17 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         public var requestTimeoutMilliseconds: Int?
         /// How long a graceful shutdown waits for a leadership handoff.
         public var shutdownHandoffMilliseconds: Int?
+
+        public init(
+            tickMilliseconds: Int? = nil, electionTicks: Int? = nil, heartbeatTicks: Int? = nil,
+            requestTimeoutMilliseconds: Int? = nil, shutdownHandoffMilliseconds: Int? = nil
+        ) {
+            self.tickMilliseconds = tickMilliseconds
+            self.electionTicks = electionTicks
+            self.heartbeatTicks = heartbeatTicks
+            self.requestTimeoutMilliseconds = requestTimeoutMilliseconds
+            self.shutdownHandoffMilliseconds = shutdownHandoffMilliseconds
+        }
 
         enum CodingKeys: String, CodingKey {
             case tickMilliseconds = "tick_ms"
@@ -83,6 +115,17 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         /// Sessions one client identity may hold; its oldest make room for its newest. Like
         /// max_sessions, the same on every member (the state machine applies it).
         public var maxSessionsPerClient: Int?
+
+        public init(
+            maxMessageBytes: Int? = nil, maxSendQueueBytes: Int? = nil, snapshotEveryEntries: Int? = nil,
+            maxSessions: Int? = nil, maxSessionsPerClient: Int? = nil
+        ) {
+            self.maxMessageBytes = maxMessageBytes
+            self.maxSendQueueBytes = maxSendQueueBytes
+            self.snapshotEveryEntries = snapshotEveryEntries
+            self.maxSessions = maxSessions
+            self.maxSessionsPerClient = maxSessionsPerClient
+        }
 
         enum CodingKeys: String, CodingKey {
             case maxMessageBytes = "max_message_bytes"
@@ -113,6 +156,22 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         /// this is true (then put it on a monitoring network only).
         public var allowNonLoopback: Bool?
 
+        public init(
+            checkIntervalMilliseconds: Int? = nil, diskReserveBytes: UInt64? = nil, storageQuotaBytes: UInt64? = nil,
+            fsyncSlowMilliseconds: Int? = nil, fsyncWindowMilliseconds: Int? = nil, maxApplyLag: UInt64? = nil,
+            stallMilliseconds: Int? = nil, verifyIntervalHours: Int? = nil, allowNonLoopback: Bool? = nil
+        ) {
+            self.checkIntervalMilliseconds = checkIntervalMilliseconds
+            self.diskReserveBytes = diskReserveBytes
+            self.storageQuotaBytes = storageQuotaBytes
+            self.fsyncSlowMilliseconds = fsyncSlowMilliseconds
+            self.fsyncWindowMilliseconds = fsyncWindowMilliseconds
+            self.maxApplyLag = maxApplyLag
+            self.stallMilliseconds = stallMilliseconds
+            self.verifyIntervalHours = verifyIntervalHours
+            self.allowNonLoopback = allowNonLoopback
+        }
+
         enum CodingKeys: String, CodingKey {
             case checkIntervalMilliseconds = "check_interval_ms"
             case diskReserveBytes = "disk_reserve_bytes"
@@ -138,6 +197,17 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         public var spares: [MemberEndpoints]?
         /// Never remove a voter when fewer than this many would remain (default 3).
         public var minVoters: Int?
+
+        public init(
+            handOffOnDiskFailure: Bool? = nil, deadAfterSeconds: Int? = nil, autoReplace: Bool? = nil,
+            spares: [MemberEndpoints]? = nil, minVoters: Int? = nil
+        ) {
+            self.handOffOnDiskFailure = handOffOnDiskFailure
+            self.deadAfterSeconds = deadAfterSeconds
+            self.autoReplace = autoReplace
+            self.spares = spares
+            self.minVoters = minVoters
+        }
 
         enum CodingKeys: String, CodingKey {
             case handOffOnDiskFailure = "hand_off_on_disk_failure"
@@ -167,6 +237,20 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         /// connections move to new certificates and rebalance).
         public var maxAgeSeconds: Int?
 
+        public init(
+            maxPerListener: Int? = nil, maxPerAddress: Int? = nil, firstRequestMilliseconds: Int? = nil,
+            idleMilliseconds: Int? = nil, requestReadMilliseconds: Int? = nil, maxConcurrentStreams: Int? = nil,
+            maxAgeSeconds: Int? = nil
+        ) {
+            self.maxPerListener = maxPerListener
+            self.maxPerAddress = maxPerAddress
+            self.firstRequestMilliseconds = firstRequestMilliseconds
+            self.idleMilliseconds = idleMilliseconds
+            self.requestReadMilliseconds = requestReadMilliseconds
+            self.maxConcurrentStreams = maxConcurrentStreams
+            self.maxAgeSeconds = maxAgeSeconds
+        }
+
         enum CodingKeys: String, CodingKey {
             case maxPerListener = "max_per_listener"
             case maxPerAddress = "max_per_address"
@@ -191,6 +275,19 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         public var drainMilliseconds: Int?
         /// How often the front asks every member for its state.
         public var pollMilliseconds: Int?
+
+        public init(
+            grpc: Endpoint, http: Endpoint, requestsPerSecond: Double? = nil, burst: Double? = nil,
+            requestTimeoutMilliseconds: Int? = nil, drainMilliseconds: Int? = nil, pollMilliseconds: Int? = nil
+        ) {
+            self.grpc = grpc
+            self.http = http
+            self.requestsPerSecond = requestsPerSecond
+            self.burst = burst
+            self.requestTimeoutMilliseconds = requestTimeoutMilliseconds
+            self.drainMilliseconds = drainMilliseconds
+            self.pollMilliseconds = pollMilliseconds
+        }
 
         enum CodingKeys: String, CodingKey {
             case grpc, http, burst
@@ -219,6 +316,29 @@ public struct NodeConfig: Codable, Sendable, Equatable {
     public var failover: Failover?
     public var front: Front?
     public var connections: Connections?
+
+    public init(
+        id: NodeID, dataDir: String, masterKeyFile: String, listen: Listen, members: [MemberEndpoints], tls: TLS,
+        advertise: Advertise? = nil, join: Bool? = nil, admins: [String]? = nil, timing: Timing? = nil,
+        limits: Limits? = nil, health: Health? = nil, failover: Failover? = nil, front: Front? = nil,
+        connections: Connections? = nil
+    ) {
+        self.id = id
+        self.dataDir = dataDir
+        self.masterKeyFile = masterKeyFile
+        self.listen = listen
+        self.members = members
+        self.tls = tls
+        self.advertise = advertise
+        self.join = join
+        self.admins = admins
+        self.timing = timing
+        self.limits = limits
+        self.health = health
+        self.failover = failover
+        self.front = front
+        self.connections = connections
+    }
 
     enum CodingKeys: String, CodingKey {
         case id, listen, advertise, members, join, tls, admins, timing, limits, health, failover, front, connections

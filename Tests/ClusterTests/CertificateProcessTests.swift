@@ -1,6 +1,7 @@
 import CRMClient
 import CRMProto
 import CRMTestSupport
+import ClusterHarness
 import Foundation
 import GRPCCore
 import Testing
@@ -15,7 +16,7 @@ extension RealProcessTests {
             try cluster.startAll()
             _ = try #require(await cluster.waitForLeader())
             for id in cluster.ids {
-                let pid = cluster.processes[id]!.processIdentifier
+                let pid = cluster.pid(id)!
                 let limits = try String(contentsOfFile: "/proc/\(pid)/limits", encoding: .utf8)
                 let core = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max core file size") })
                 #expect(
@@ -28,7 +29,7 @@ extension RealProcessTests {
         }
 
         @Test func aDeniedCertificateIsRefusedEverywhereWithoutARestart() async throws {
-            let cluster = try ProcessCluster(tlsReloadSeconds: 1, tlsConfig: ["deny_file: denied"])
+            let cluster = try ProcessCluster(tlsReloadSeconds: 1) { $0.tls.denyFile = "denied" }
             try "# nothing denied yet\n".write(toFile: cluster.directory + "/denied", atomically: true, encoding: .utf8)
             try cluster.startAll()
             let leader = try #require(await cluster.waitForLeader())
@@ -37,7 +38,7 @@ extension RealProcessTests {
             get.key = Data("k".utf8)
             get.consistency = .serializable
             let frontGRPC = try MemberConnection(
-                host: "127.0.0.1", port: cluster.endpoints[front]!.front, tls: cluster.tls("app"))
+                host: "127.0.0.1", port: cluster.addresses(front).front.port, tls: cluster.tls("app"))
             _ = try await frontGRPC.kv.get(get, options: ProcessCluster.shortCall)
             #expect(try await cluster.frontHTTP(front, "GET", "/v1/cluster").status == 200)
 
@@ -47,7 +48,7 @@ extension RealProcessTests {
                 (try? await cluster.frontHTTP(front, "GET", "/v1/cluster"))?.status == 403
             }
             #expect(refused, "the front's HTTP listener refuses the denied certificate")
-            for port in [cluster.endpoints[front]!.front, cluster.endpoints[leader]!.client] {
+            for port in [cluster.addresses(front).front.port, cluster.addresses(leader).client.port] {
                 await #expect(throws: RPCError.self) {
                     do {
                         _ = try await frontGRPC.kv.get(get, options: ProcessCluster.shortCall)
@@ -76,7 +77,7 @@ extension RealProcessTests {
             let cluster = try ProcessCluster()
             try cluster.startAll()
             _ = try #require(await cluster.waitForLeader())
-            let port = cluster.endpoints[2]!.client
+            let port = cluster.addresses(2).client.port
             let right = try MemberConnection(host: "127.0.0.1", port: port, tls: cluster.clientTLS, expectedMember: 2)
             _ = try await right.kv.memberState(Crm_V1_MemberStateRequest(), options: ProcessCluster.shortCall)
             await right.close()
@@ -88,11 +89,10 @@ extension RealProcessTests {
 
             // crmctl with a cluster file whose member 1 points at member 2's admin port.
             let file = try cluster.writeClusterFile()
-            var text = try String(contentsOfFile: file, encoding: .utf8)
-            text = text.replacingOccurrences(
-                of: "\"admin\": \"127.0.0.1:\(cluster.endpoints[1]!.admin)\"",
-                with: "\"admin\": \"127.0.0.1:\(cluster.endpoints[2]!.admin)\"")
-            try text.write(toFile: file, atomically: true, encoding: .utf8)
+            var swapped = try ClusterFile.load(path: file)
+            swapped.members[0].admin = "\(cluster.addresses(2).admin)"
+            #expect(swapped.members[0].id == 1)
+            try swapped.write(to: file)
             let status = try ProcessCluster.tool("crmctl", ["status", "--member", "1", "--cluster", file])
             #expect(status.status != 0, "\(status)")
             await cluster.closeConnections()

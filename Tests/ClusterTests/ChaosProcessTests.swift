@@ -1,3 +1,4 @@
+import ClusterHarness
 import Foundation
 import Testing
 
@@ -90,7 +91,10 @@ extension RealProcessTests {
         /// A drill on a running cluster named by its cluster.json: faults by pid file, the killed
         /// member started again from its config, the cluster left running afterwards.
         @Test func aDrillRunsAgainstAnExistingCluster() async throws {
-            let cluster = try ProcessCluster(frontConfig: ["requests_per_second: 100000", "burst: 100000"])
+            let cluster = try ProcessCluster {
+                $0.front?.requestsPerSecond = 100_000
+                $0.front?.burst = 100_000
+            }
             try cluster.startAll()
             _ = try #require(await cluster.waitForLeader())
             let file = try cluster.writeClusterFile()

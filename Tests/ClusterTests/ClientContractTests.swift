@@ -1,6 +1,7 @@
 import CRMClient
 import CRMProto
 import CRMTestSupport
+import ClusterHarness
 import Foundation
 import GRPCCore
 import Testing

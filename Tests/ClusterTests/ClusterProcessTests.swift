@@ -1,6 +1,7 @@
 import CRMClient
 import CRMProto
 import CRMTestSupport
+import ClusterHarness
 import Foundation
 import GRPCCore
 import Testing
@@ -153,11 +154,11 @@ extension RealProcessTests {
             try cluster.startAll()
             let leader = try #require(await cluster.waitForLeader())
             let target = cluster.ids.first { $0 != leader }!
-            let ports = cluster.endpoints[target]!
+            let ports = cluster.ports(target)
 
             let strangers = NSTemporaryDirectory() + "crm-strangers-" + UUID().uuidString
             defer { for path in [strangers, strangers + ".ca"] { try? FileManager.default.removeItem(atPath: path) } }
-            try ProcessCluster.run(
+            try Programs.run(
                 "/bin/bash",
                 [
                     ProcessCluster.repository.appendingPathComponent("cluster/make-certs.sh").path, strangers, "9",
@@ -235,7 +236,7 @@ extension RealProcessTests {
             let leader = try #require(await cluster.waitForLeader())
             let strangers = NSTemporaryDirectory() + "crm-second-ca-" + UUID().uuidString
             defer { for path in [strangers, strangers + ".ca"] { try? FileManager.default.removeItem(atPath: path) } }
-            try ProcessCluster.run(
+            try Programs.run(
                 "/bin/bash",
                 [
                     ProcessCluster.repository.appendingPathComponent("cluster/make-certs.sh").path, strangers, "9",
@@ -254,7 +255,7 @@ extension RealProcessTests {
             var get = Crm_V1_GetRequest()
             get.key = Data("k".utf8)
             get.consistency = .serializable
-            let before = try MemberConnection(host: "127.0.0.1", port: cluster.endpoints[leader]!.client, tls: tls)
+            let before = try MemberConnection(host: "127.0.0.1", port: cluster.addresses(leader).client.port, tls: tls)
             await #expect(throws: (any Error).self) { try await before.kv.get(get, options: ProcessCluster.shortCall) }
             await before.close()
 
@@ -263,7 +264,7 @@ extension RealProcessTests {
             let accepted = await eventually(seconds: 10) {
                 guard
                     let connection = try? MemberConnection(
-                        host: "127.0.0.1", port: cluster.endpoints[leader]!.client, tls: tls)
+                        host: "127.0.0.1", port: cluster.addresses(leader).client.port, tls: tls)
                 else { return false }
                 defer { Task { await connection.close() } }
                 return (try? await connection.kv.get(get, options: ProcessCluster.shortCall)) != nil
@@ -271,13 +272,13 @@ extension RealProcessTests {
             #expect(accepted, "a client of the added CA is accepted after the bundle changed")
             // The front's listeners follow too (HTTP per connection, gRPC restarted).
             let frontHTTP = try await HTTPSRequest.send(
-                port: cluster.endpoints[leader]!.frontHTTP, method: "GET", path: "/v1/cluster",
+                port: cluster.addresses(leader).frontHTTP.port, method: "GET", path: "/v1/cluster",
                 tls: (tls.ca, tls.certificate, tls.privateKey))
             #expect(frontHTTP.status == 200, "\(frontHTTP.text)")
             let frontAccepted = await eventually(seconds: 10) {
                 guard
                     let connection = try? MemberConnection(
-                        host: "127.0.0.1", port: cluster.endpoints[leader]!.front, tls: tls)
+                        host: "127.0.0.1", port: cluster.addresses(leader).front.port, tls: tls)
                 else { return false }
                 defer { Task { await connection.close() } }
                 return (try? await connection.kv.get(get, options: ProcessCluster.shortCall)) != nil
@@ -337,7 +338,7 @@ extension RealProcessTests {
 
             try cluster.start(4)
             let admin = try cluster.connection(leader, admin: true).admin
-            let e = cluster.endpoints[4]!
+            let e = cluster.ports(4)
             var add = Crm_V1_AddLearnerRequest()
             add.id = 4
             add.endpoints.peer = "127.0.0.1:\(e.peer)"

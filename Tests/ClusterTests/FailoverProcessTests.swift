@@ -1,6 +1,8 @@
 import CRMClient
 import CRMProto
 import CRMTestSupport
+import ClusterHarness
+import FaultFile
 import Foundation
 import GRPCCore
 import Synchronization
@@ -83,7 +85,7 @@ extension RealProcessTests {
                 let leader = try #require(await cluster.waitForLeader())
                 try await cluster.put("paused/marker", "before \(round)", via: leader)
                 let front = cluster.ids.first { $0 != leader }!
-                let pid = cluster.processes[leader]!.processIdentifier
+                let pid = cluster.pid(leader)!
                 let run = try await Self.benchThroughFront(cluster, front: front, seconds: 4, faultAfter: 1.5) {
                     kill(pid, SIGSTOP)
                 }
@@ -134,7 +136,7 @@ extension RealProcessTests {
             try #require(
                 await eventually(seconds: 10) { await readable(slow, on: leader) == true },
                 "the member is never readable at all")
-            try cluster.injectFaults(slow, #"{"fsync_delay_ms": 300}"#)
+            try cluster.setFault(slow, \.fsyncDelayMilliseconds, 300)
             try #require(
                 await eventually(seconds: 10) { await readable(slow, on: leader) == false },
                 "the slow member was not ejected")
@@ -147,7 +149,7 @@ extension RealProcessTests {
                 let response = try await cluster.frontConnection(leader).kv.get(get, options: ProcessCluster.shortCall)
                 #expect(response.header.memberID != slow, "a read went to the ejected member")
             }
-            try cluster.injectFaults(slow, "{}")
+            try cluster.clearFaults(slow)
             #expect(
                 await eventually(seconds: 10) { await readable(slow, on: leader) == true },
                 "the recovered member was not re-admitted")
@@ -160,7 +162,7 @@ extension RealProcessTests {
             try cluster.startAll()
             let leader = try #require(await cluster.waitForLeader())
             let front = cluster.ids.first { $0 != leader }!
-            try cluster.injectFaults(leader, #"{"fsync_delay_ms": 400}"#)
+            try cluster.setFault(leader, \.fsyncDelayMilliseconds, 400)
             var put = Crm_V1_PutRequest()
             put.key = Data("disk".utf8)
             let moved = await eventually(seconds: 15) {
@@ -180,7 +182,7 @@ extension RealProcessTests {
                 put.value = Data("after \(index)".utf8)
                 _ = try await cluster.frontConnection(front).kv.put(put, options: ProcessCluster.shortCall)
             }
-            try cluster.injectFaults(leader, "{}")
+            try cluster.clearFaults(leader)
             #expect(await eventually(seconds: 15) { await cluster.converged() })
             await cluster.closeConnections()
         }
@@ -192,7 +194,7 @@ extension RealProcessTests {
             try cluster.startAll()
             let leader = try #require(await cluster.waitForLeader())
             try await cluster.put("kept", "before", via: leader)
-            for id in cluster.ids { try cluster.injectFaults(id, #"{"free_disk_bytes": 0}"#) }
+            for id in cluster.ids { try cluster.setFault(id, \.freeDiskBytes, 0) }
             let file = try cluster.writeClusterFile()
             try #require(
                 await eventually(seconds: 5) {
@@ -224,7 +226,7 @@ extension RealProcessTests {
             let status = try ProcessCluster.tool("crmctl", ["status", "--cluster", file])
             #expect(status.output.contains("ALARM NOSPACE"), "\(status.output)")
 
-            for id in cluster.ids { try FileManager.default.removeItem(atPath: cluster.faultFile(id)) }
+            for id in cluster.ids { try cluster.clearFaults(id) }
             #expect(
                 await eventually(seconds: 5) {
                     (try? ProcessCluster.tool("crmctl", ["alarms", "--cluster", file]))?.status == 0
@@ -245,7 +247,7 @@ extension RealProcessTests {
             try cluster.startAll()
             let leader = try #require(await cluster.waitForLeader())
             let broken = cluster.ids.first { $0 != leader }!
-            try cluster.injectFaults(broken, #"{"fsync_fails": true}"#)
+            try cluster.setFault(broken, \.fsyncFails, true)
             try await Task.sleep(for: .milliseconds(400))
             for index in 0..<5 { try await cluster.put("load", "\(index)", via: leader) }
             try #require(
@@ -306,7 +308,7 @@ extension RealProcessTests {
             let status = report.withLock { $0 }
             #expect(reported, "crmctl status does not report member \(dead) dead with its replacement: \(status)")
             #expect(
-                status.contains("crmctl members add-learner 4 --peer 127.0.0.1:\(cluster.endpoints[4]!.peer)"),
+                status.contains("crmctl members add-learner 4 --peer 127.0.0.1:\(cluster.addresses(4).peer.port)"),
                 "\(status)")
             let replaced = await eventually(seconds: 30) {
                 guard let members = await cluster.status(leader)?.members else { return false }
@@ -332,7 +334,7 @@ extension RealProcessTests {
             let leader = try #require(await cluster.waitForLeader())
             let draining = cluster.ids.first { $0 != leader }!
             // Slow the leader's disk so that a write takes a while; the handoff it causes is fine.
-            try cluster.injectFaults(leader, #"{"fsync_delay_ms": 300}"#)
+            try cluster.setFault(leader, \.fsyncDelayMilliseconds, 300)
             try await Task.sleep(for: .milliseconds(400))
             let connection = try cluster.frontConnection(draining)
             var put = Crm_V1_PutRequest()
@@ -341,15 +343,15 @@ extension RealProcessTests {
             let sent = put
             async let answered = connection.kv.put(sent, options: ProcessCluster.shortCall)
             try await Task.sleep(for: .milliseconds(50))
-            let pid = cluster.processes[draining]!.processIdentifier
+            let pid = cluster.pid(draining)!
             kill(pid, SIGTERM)
             let response = try await answered
             #expect(
                 response.header.memberID != draining,
                 "answered by the member that applied it, through the draining front")
-            cluster.processes[draining]!.waitUntilExit()
+            _ = cluster.waitUntilExit(draining)
             #expect(cluster.log(draining).contains("front drained"), "the node's log shows the drain")
-            try cluster.injectFaults(leader, "{}")
+            try cluster.clearFaults(leader)
             let reader = cluster.ids.first { $0 != draining }!
             #expect(try await cluster.get("drained", via: reader) == "completed")
             await cluster.closeConnections()
@@ -361,13 +363,13 @@ extension RealProcessTests {
             try cluster.startAll()
             _ = try #require(await cluster.waitForLeader())
             let pool = try FrontPool(
-                cluster.ids.map { Endpoint(host: "127.0.0.1", port: cluster.endpoints[$0]!.front) },
+                cluster.ids.map { Endpoint(host: "127.0.0.1", port: cluster.addresses($0).front.port) },
                 tls: cluster.tls("app"))
             var put = Crm_V1_PutRequest()
             put.key = Data("pool".utf8)
             put.value = Data("one".utf8)
             _ = try await pool.put(put, options: ProcessCluster.shortCall)
-            let used = try #require(cluster.ids.first { cluster.endpoints[$0]!.front == pool.currentEndpoint.port })
+            let used = try #require(cluster.ids.first { cluster.addresses($0).front.port == pool.currentEndpoint.port })
             cluster.kill9(used)
             var get = Crm_V1_GetRequest()
             get.key = put.key
@@ -376,7 +378,7 @@ extension RealProcessTests {
                     (try? await pool.get(get, options: ProcessCluster.shortCall))?.value == put.value
                 } ? true : nil, "reads did not move to another front")
             #expect(read)
-            #expect(pool.currentEndpoint.port != cluster.endpoints[used]!.front)
+            #expect(pool.currentEndpoint.port != cluster.addresses(used).front.port)
             await pool.close()
             await cluster.closeConnections()
         }
@@ -392,7 +394,7 @@ extension RealProcessTests {
             try cluster.startAll()
             let leader = try #require(await cluster.waitForLeader())
             let front = cluster.ids.first { $0 != leader }!
-            try cluster.injectFaults(leader, #"{"free_disk_bytes": 1024}"#)
+            try cluster.setFault(leader, \.freeDiskBytes, 1024)
             let moved = await eventually(seconds: 10) {
                 let now = await cluster.status(front)?.leaderID ?? 0
                 return now != 0 && now != leader
@@ -404,7 +406,7 @@ extension RealProcessTests {
             let written = try await cluster.frontConnection(front).kv.put(put, options: ProcessCluster.shortCall)
             #expect(written.header.memberID != leader)
             #expect(cluster.log(leader).contains("NOSPACE alarm raised"))
-            try cluster.injectFaults(leader, "{}")
+            try cluster.clearFaults(leader)
             #expect(await eventually(seconds: 10) { await cluster.converged() })
             await cluster.closeConnections()
         }

@@ -1,6 +1,7 @@
 import CRMClient
 import CRMProto
 import CRMTestSupport
+import ClusterHarness
 import Foundation
 import GRPCCore
 import Testing
@@ -108,7 +109,10 @@ extension RealProcessTests {
         /// A client over its rate gets `429` with Retry-After over HTTP and RESOURCE_EXHAUSTED with
         /// `retry-after-ms` over gRPC; another client is not affected.
         @Test func aClientOverItsRateIsToldWhenToRetry() async throws {
-            let cluster = try ProcessCluster(frontConfig: ["requests_per_second: 5", "burst: 5"])
+            let cluster = try ProcessCluster {
+                $0.front?.requestsPerSecond = 5
+                $0.front?.burst = 5
+            }
             try cluster.startAll()
             let leader = try #require(await cluster.waitForLeader())
             var statuses: [Int] = []

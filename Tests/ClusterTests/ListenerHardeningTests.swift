@@ -1,6 +1,7 @@
 import CRMClient
 import CRMProto
 import CRMTestSupport
+import ClusterHarness
 import Foundation
 import GRPCCore
 import NIOCore
@@ -43,7 +44,7 @@ extension RealProcessTests {
             try cluster.startAll()
             let leader = try #require(await cluster.waitForLeader())
             let target: UInt64 = leader == 1 ? 2 : 1
-            let ports = cluster.endpoints[target]!
+            let ports = cluster.ports(target)
             var put = Crm_V1_PutRequest()
             put.key = Data("flood".utf8)
             put.value = Data("ok".utf8)
@@ -140,7 +141,7 @@ extension RealProcessTests {
             let term = try #require(await cluster.status(leader)).term
             let files = cluster.tls("app")
             let lines = try RelayedErrorTests.client([
-                "flood", "--target", "127.0.0.1:\(cluster.endpoints[leader]!.client)",
+                "flood", "--target", "127.0.0.1:\(cluster.addresses(leader).client.port)",
                 "--tls", [files.ca, files.certificate, files.privateKey].joined(separator: ","),
                 "--count", "10000", "--key", "hot", "--timeout", "300",
             ])

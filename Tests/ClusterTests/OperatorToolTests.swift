@@ -1,5 +1,6 @@
 import CRMProto
 import CRMTestSupport
+import ClusterHarness
 import Foundation
 import Testing
 
@@ -28,12 +29,12 @@ extension RealProcessTests {
             #expect(members.count == 3)
             for member in members {
                 let id = UInt64(member["id"] as! Int)
-                #expect(member["pid"] as? Int == Int(cluster.processes[id]!.processIdentifier), "member \(id) pid")
+                #expect(member["pid"] as? Int == Int(cluster.pid(id)!), "member \(id) pid")
                 #expect((member["role"] as? String).map { ["leader", "follower"].contains($0) } == true)
                 let endpoints = member["endpoints"] as! [String: String]
-                #expect(endpoints["peer"] == "127.0.0.1:\(cluster.endpoints[id]!.peer)")
-                #expect(endpoints["client"] == "127.0.0.1:\(cluster.endpoints[id]!.client)")
-                #expect(endpoints["admin"] == "127.0.0.1:\(cluster.endpoints[id]!.admin)")
+                #expect(endpoints["peer"] == "127.0.0.1:\(cluster.addresses(id).peer.port)")
+                #expect(endpoints["client"] == "127.0.0.1:\(cluster.addresses(id).client.port)")
+                #expect(endpoints["admin"] == "127.0.0.1:\(cluster.addresses(id).admin.port)")
                 #expect((member["state_hash"] as? String)?.count == 64)
             }
             let table = try crmctl(["status"], cluster: file)
@@ -55,7 +56,7 @@ extension RealProcessTests {
             #expect(range.output.contains("\"Grace\""))
             #expect(
                 try crmctl(["members", "list"], cluster: file).output.contains(
-                    "127.0.0.1:\(cluster.endpoints[leader]!.peer)"))
+                    "127.0.0.1:\(cluster.addresses(leader).peer.port)"))
             #expect(try crmctl(["snapshot"], cluster: file).status == 0)
             #expect(try crmctl(["verify"], cluster: file).output.contains("0 damaged"))
 
@@ -83,7 +84,7 @@ extension RealProcessTests {
             let started = Date()
             cluster.terminate(leader)
             let stopped = Date().timeIntervalSince(started)
-            #expect(cluster.processes[leader]!.terminationStatus == 0)
+            #expect(cluster.waitUntilExit(leader) == 0)
             #expect(cluster.log(leader).contains("leadership handed over"))
             let survivors = cluster.ids.filter { $0 != leader }
             let next = await cluster.waitForLeader(among: survivors, seconds: 5)

@@ -1,4 +1,5 @@
 import CRMTestSupport
+import ClusterHarness
 import Foundation
 import Testing
 
@@ -37,9 +38,9 @@ extension RealProcessTests {
             let files = cluster.tls("app")
             let tls = [files.ca, files.certificate, files.privateKey].joined(separator: ",")
             let targets = [
-                ("follower's front", cluster.endpoints[follower]!.front),
-                ("leader's front", cluster.endpoints[leader]!.front),
-                ("follower's client API", cluster.endpoints[follower]!.client),
+                ("follower's front", cluster.addresses(follower).front.port),
+                ("leader's front", cluster.addresses(leader).front.port),
+                ("follower's client API", cluster.addresses(follower).client.port),
             ]
             for (name, port) in targets {
                 let lines = try Self.client(["relayed-errors", "--target", "127.0.0.1:\(port)", "--tls", tls])

@@ -1,6 +1,7 @@
 import CRMClient
 import CRMProto
 import CRMTestSupport
+import ClusterHarness
 import Foundation
 import GRPCCore
 import Testing
@@ -18,7 +19,7 @@ extension RealProcessTests {
 
             // The owner opens a session through a follower's client API (forwarded to the leader on its behalf).
             let owner = try MemberConnection(
-                host: "127.0.0.1", port: cluster.endpoints[followers[0]]!.client, tls: cluster.tls("app"))
+                host: "127.0.0.1", port: cluster.addresses(followers[0]).client.port, tls: cluster.tls("app"))
             let session = try await owner.kv.openSession(Crm_V1_OpenSessionRequest(), options: ProcessCluster.shortCall)
                 .sessionID
             #expect(session > 0 && session < (1 << 53))
@@ -31,7 +32,7 @@ extension RealProcessTests {
                 client: "crmctl")
             #expect(reply.status == 403 && reply.text.contains("belongs to another client"), "\(reply.text)")
             let intruder = try MemberConnection(
-                host: "127.0.0.1", port: cluster.endpoints[leader]!.client, tls: cluster.clientTLS)
+                host: "127.0.0.1", port: cluster.addresses(leader).client.port, tls: cluster.clientTLS)
             var close = Crm_V1_CloseSessionRequest()
             close.sessionID = session
             await #expect(throws: RPCError.self) {

@@ -1,4 +1,5 @@
 import CRMTestSupport
+import ClusterHarness
 import Foundation
 import KVStore
 import Logging
@@ -7,75 +8,32 @@ import Raft
 
 @testable import Node
 
-/// Certificates, keys and configs for a local cluster, made by the real scripts.
+/// Certificates, keys and configs for a local cluster of in-process members, made by the shared
+/// harness (the real scripts and config writer); the members run in this process, without fronts.
 final class LocalClusterFiles: @unchecked Sendable {
-    let directory = NSTemporaryDirectory() + "crm-cluster-" + UUID().uuidString
-    let ids: [NodeID]
-    var members: [MemberEndpoints] = []
-    var healthPorts: [NodeID: Int] = [:]
+    let cluster: ProcessCluster
 
     init(ids: [NodeID], tickMilliseconds: Int = 20) throws {
-        self.ids = ids
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("cluster/make-certs.sh").path
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = [script, directory + "/certs", ids.map(String.init).joined(separator: ","), "crmctl"]
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        precondition(process.terminationStatus == 0, "make-certs.sh failed")
-        for id in ids {
-            members.append(
-                MemberEndpoints(
-                    id: id, peer: Endpoint(host: "127.0.0.1", port: try TestSockets.freePort()),
-                    client: Endpoint(host: "127.0.0.1", port: try TestSockets.freePort()),
-                    admin: Endpoint(host: "127.0.0.1", port: try TestSockets.freePort())))
-            healthPorts[id] = try TestSockets.freePort()
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        cluster = try ProcessCluster(
+            ids: ids, directory: NSTemporaryDirectory() + "crm-cluster-" + UUID().uuidString,
+            binaries: repository.appendingPathComponent(".build/debug"), repository: repository, clients: [],
+            removesDirectory: true)
+        try cluster.writeConfigs { config in
+            config.front = nil
+            config.timing = NodeConfig.Timing(
+                tickMilliseconds: tickMilliseconds, electionTicks: 10, heartbeatTicks: 1,
+                requestTimeoutMilliseconds: 3000)
+            config.limits = NodeConfig.Limits(snapshotEveryEntries: 200)
         }
-        for id in ids { try writeConfig(id, tickMilliseconds: tickMilliseconds) }
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: directory) }
-
-    func configPath(_ id: NodeID) -> String { directory + "/node-\(id).yaml" }
-
-    private func writeConfig(_ id: NodeID, tickMilliseconds: Int) throws {
-        let me = members.first { $0.id == id }!
-        let list = members.map {
-            "  - {id: \($0.id), peer: \"\($0.peer)\", client: \"\($0.client)\", admin: \"\($0.admin)\"}"
-        }
-        let yaml = """
-            id: \(id)
-            data_dir: node-\(id)/data
-            master_key_file: certs/master-\(id).key
-            listen:
-              peer: "\(me.peer)"
-              client: "\(me.client)"
-              admin: "\(me.admin)"
-              health: "127.0.0.1:\(healthPorts[id]!)"
-            members:
-            \(list.joined(separator: "\n"))
-            tls:
-              ca: certs/ca.pem
-              cert: certs/member-\(id).pem
-              key: certs/member-\(id).key
-            timing:
-              tick_ms: \(tickMilliseconds)
-              election_ticks: 10
-              heartbeat_ticks: 1
-              request_timeout_ms: 3000
-            limits:
-              snapshot_every_entries: 200
-            """
-        try yaml.write(toFile: configPath(id), atomically: true, encoding: .utf8)
     }
 
     func startNode(_ id: NodeID) async throws -> NodeRuntime {
         var logger = Logger(label: "test.node")
         logger.logLevel = ProcessInfo.processInfo.environment["CRM_TEST_LOG"] == nil ? .critical : .debug
         let runtime = NodeRuntime(
-            config: try NodeConfig.load(path: configPath(id)), logger: logger, eventLoopThreads: 1)
+            config: try NodeConfig.load(path: cluster.configPath(id)), logger: logger, eventLoopThreads: 1)
         try await runtime.start()
         return runtime
     }

@@ -60,6 +60,40 @@ let validConfig = """
         #expect(Endpoint("no-port") == nil && Endpoint("host:99999") == nil)
     }
 
+    /// The harness writes member configs by encoding `NodeConfig`; every key it can write must be
+    /// one the loader's schema knows, and read back as the same value.
+    @Test func everyKeyTheConfigCanHoldReadsBackFromItsYAML() throws {
+        func at(_ port: Int) -> Endpoint { Endpoint(host: "127.0.0.1", port: port) }
+        let spare = MemberEndpoints(id: 4, peer: at(7004), client: at(7104), admin: at(7204))
+        let config = NodeConfig(
+            id: 1, dataDir: "data", masterKeyFile: "master-1.key",
+            listen: .init(peer: at(7001), client: at(7101), admin: at(7201), health: at(7301)),
+            members: [MemberEndpoints(id: 1, peer: at(7001), client: at(7101), admin: at(7201))],
+            tls: .init(
+                ca: "ca.pem", cert: "member-1.pem", key: "member-1.key", reloadIntervalSeconds: 5, denyFile: "deny"),
+            advertise: .init(peer: at(8001), client: at(8101), admin: at(8201)), join: true, admins: ["crmctl"],
+            timing: .init(
+                tickMilliseconds: 20, electionTicks: 12, heartbeatTicks: 2, requestTimeoutMilliseconds: 4000,
+                shutdownHandoffMilliseconds: 1500),
+            limits: .init(
+                maxMessageBytes: 8 << 20, maxSendQueueBytes: 32 << 20, snapshotEveryEntries: 500, maxSessions: 1000,
+                maxSessionsPerClient: 10),
+            health: .init(
+                checkIntervalMilliseconds: 100, diskReserveBytes: 1 << 20, storageQuotaBytes: 1 << 30,
+                fsyncSlowMilliseconds: 150, fsyncWindowMilliseconds: 1000, maxApplyLag: 500, stallMilliseconds: 300,
+                verifyIntervalHours: 6, allowNonLoopback: false),
+            failover: .init(
+                handOffOnDiskFailure: false, deadAfterSeconds: 60, autoReplace: true, spares: [spare], minVoters: 3),
+            front: .init(
+                grpc: at(7401), http: at(7501), requestsPerSecond: 100, burst: 200, requestTimeoutMilliseconds: 3000,
+                drainMilliseconds: 1000, pollMilliseconds: 150),
+            connections: .init(
+                maxPerListener: 100, maxPerAddress: 10, firstRequestMilliseconds: 1000, idleMilliseconds: 60_000,
+                requestReadMilliseconds: 5000, maxConcurrentStreams: 64, maxAgeSeconds: 600))
+        let yaml = try config.yaml()
+        #expect(try NodeConfig.parse(yaml, path: "encoded.yaml") == config, "\(yaml)")
+    }
+
     private func problems(_ yaml: String, checkFiles: Bool = true) throws -> [String] {
         let directory = try ConfigDirectory()
         do {

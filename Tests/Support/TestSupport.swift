@@ -1,3 +1,4 @@
+import ClusterHarness
 import Foundation
 import NIOCore
 import NIOPosix
@@ -6,34 +7,8 @@ import Synchronization
 
 /// Helpers shared by the tests that use real sockets.
 public enum TestSockets {
-    private static let handedOut = Mutex<Set<Int>>([])
-
-    /// A free TCP port on loopback, never the same one twice in a test run, and below the
-    /// kernel's ephemeral range: outgoing connections (members dialling peers that are not up
-    /// yet) take ephemeral ports, and one of them must never take a port a listener is about to bind.
-    public static func freePort() throws -> Int {
-        let low = 20_000, high = max(ephemeralRangeStart, 20_001)
-        for _ in 0..<1000 {
-            let port = Int.random(in: low..<high)
-            guard handedOut.withLock({ !$0.contains(port) }) else { continue }
-            guard
-                let socket = try? ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(
-                    host: "127.0.0.1", port: port
-                ).wait()
-            else {
-                continue
-            }
-            try socket.close().wait()
-            if handedOut.withLock({ $0.insert(port).inserted }) { return port }
-        }
-        throw CocoaError(.fileWriteUnknown)
-    }
-
-    /// The first port of the kernel's ephemeral range (32768 when it cannot be read).
-    static let ephemeralRangeStart: Int = {
-        let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
-        return text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap { Int($0) } ?? 32_768
-    }()
+    /// A free port on loopback (see `LoopbackPorts.reserve`).
+    public static func freePort() throws -> Int { try LoopbackPorts.reserve() }
 }
 
 /// Polls `condition` every 20 ms for at most `seconds`.
