@@ -119,6 +119,8 @@ let package = Package(
                 "Raft", "RaftStorage", "KVStore", "Engine", "Storage", "Sealing", "Transport", "Wire", "CRMProto", "CRMClient", "CProcessControl",
                 "FaultFile",
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -153,7 +155,6 @@ let package = Package(
                 "Node",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
 
@@ -251,7 +252,8 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Raft", "Wire", "Sealing", "CRMTestSupport", .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(
             name: "ClusterTests",
-            dependencies: ["CRMClient", "CRMProto", "Wire", "CRMTestSupport", "ClusterHarness", "Node", "FaultFile", .product(name: "GRPCCore", package: "grpc-swift-2")]
+            dependencies: ["CRMClient", "CRMProto", "Wire", "CRMTestSupport", "ClusterHarness", "Node", "FaultFile", .product(name: "GRPCCore", package: "grpc-swift-2"),
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
         ),
         .testTarget(name: "NodeTests", dependencies: ["Node", "Engine", "Raft", "CRMTestSupport", "ClusterHarness", .product(name: "GRPCCore", package: "grpc-swift-2")]),
         .testTarget(name: "ChaosTests", dependencies: ["CRMChaos", "CRMTestSupport", .product(name: "NIOCore", package: "swift-nio"),

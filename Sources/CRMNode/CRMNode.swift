@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import Logging
 import Node
-import ServiceLifecycle
 
 /// crm-node: one member of a CRM cluster.
 @main
@@ -51,31 +50,12 @@ struct CRMNode: AsyncParsableCommand {
         logger[metadataKey: "node"] = "\(nodeConfig.id)"
         ProcessHardening.exitWithParentIfAsked()
         ProcessHardening.apply(logger: logger)
-        let member = MemberService(runtime: NodeRuntime(config: nodeConfig, logger: logger), logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: member)],
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
-            try await group.run()
+            try await NodeRuntime(config: nodeConfig, logger: logger).run(gracefulShutdownSignals: [.sigterm, .sigint])
         } catch {
             logger.critical("member failed", metadata: ["error": "\(error)"])
             FileHandle.standardError.write(Data("crm-node: \(error)\n".utf8))
             throw ExitCode(1)
         }
-    }
-}
-
-/// Runs the member until a graceful shutdown is asked for, then hands leadership over and stops.
-struct MemberService: Service {
-    let runtime: NodeRuntime
-    let logger: Logger
-
-    func run() async throws {
-        try await runtime.start()
-        try? await gracefulShutdown()
-        logger.notice("shutting down")
-        await runtime.handOffLeadership()
-        await runtime.stop()
     }
 }

@@ -260,6 +260,9 @@ public final class ProcessCluster: @unchecked Sendable {
         // A scratch cluster's members die with this process, however it ends; an adopted
         // cluster's members are left running.
         if owned { environment["CRM_EXIT_WITH_PARENT"] = "\(getpid())" }
+        // Work scheduled on a stopped event loop is a crash, not a line in the log, so that
+        // every test and drill catches a part that outlives its loops.
+        if owned { environment["SWIFTNIO_STRICT"] = "1" }
         process.environment = environment
         if !FileManager.default.fileExists(atPath: member.log) {
             _ = FileManager.default.createFile(atPath: member.log, contents: nil)

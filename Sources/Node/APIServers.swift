@@ -54,7 +54,14 @@ final class APIServers: Sendable {
                     }
                 })
             servers.append(server)
-            let bound = try await server.listeningAddress
+            let bound: SocketAddress?
+            do {
+                bound = try await server.listeningAddress
+            } catch {
+                // A listener that cannot bind stops the ones already up: a start is all or nothing.
+                await APIServers(servers: servers, tasks: tasks).stop()
+                throw error
+            }
             logger.info(
                 "gRPC listener up", metadata: ["address": "\(endpoint)", "bound": "\(String(describing: bound))"])
         }

@@ -9,13 +9,17 @@ import NIOPosix
 import Raft
 import RaftStorage
 import Sealing
+import ServiceLifecycle
 import Storage
 import Synchronization
 import Transport
+import UnixSignals
 
 /// One member, assembled from its config: storage, durable log, state machine, peer transport,
-/// Raft loop, health monitor and the node's front. `start()` opens everything in order and reports the first problem clearly;
-/// `stop()` closes it all.
+/// Raft loop, health monitor, integrity check, TLS reloader, API and health listeners and the
+/// node's front. `run()` opens the store and builds every part (reporting the first problem
+/// clearly), then runs the parts as services of one `ServiceGroup` (`services` holds their start
+/// order; the group stops them in reverse, and a part that fails stops the others gracefully).
 public final class NodeRuntime: @unchecked Sendable {
     public let config: NodeConfig
     let logger: Logger
@@ -30,7 +34,6 @@ public final class NodeRuntime: @unchecked Sendable {
     public private(set) var tls: ReloadingTLSContexts?
     /// Certificates refused although the CA signed them (`tls.deny_file`), re-read with the TLS files.
     private var denyList: DenyList?
-    private var tlsReload: RepeatedTask?
     private var api: APIServers?
     private var apiListeners: [APIServers.Listener] = []
     /// The connection bounds of every listener but the peer one (the transport keeps its own).
@@ -40,7 +43,11 @@ public final class NodeRuntime: @unchecked Sendable {
     public private(set) var monitor: HealthMonitor?
     private var poller: MemberPoller?
     private var front: Front?
-    private let verifyStopped = StopFlag()
+    private var local: LocalKV?
+    private var authorization: Authorization?
+    private var frontMetrics: FrontMetrics?
+    /// The running service group and its task (`start`/`stop`, the in-process form).
+    private let running = Mutex<(group: ServiceGroup, task: Task<Void, any Error>)?>(nil)
     let routing = SharedRoutingTable()
     public let metrics = NodeMetrics()
 
@@ -56,9 +63,9 @@ public final class NodeRuntime: @unchecked Sendable {
         ThreadPriority.lower(group, by: ThreadPriority.clientNiceIncrement, logger: logger)
     }
 
-    /// Opens storage and the log (bootstrapping a new cluster's founding entry on a first start),
-    /// starts the peer listener and the Raft loop.
-    public func start() async throws {
+    /// Opens storage and the log (bootstrapping a new cluster's founding entry on a first start)
+    /// and builds every part of the member; nothing listens yet.
+    func assemble() throws {
         try FileManager.default.createDirectory(
             atPath: config.dataDir, withIntermediateDirectories: true,
             attributes: [.posixPermissions: 0o700])
@@ -69,8 +76,8 @@ public final class NodeRuntime: @unchecked Sendable {
         // A start that fails before the engine runs closes the store here, on this thread: left
         // to whichever thread drops the last reference, the close raced the process's exit and
         // crashed inside RocksDB (seen after a damaged table refused the start).
-        var engineRunning = false
-        defer { if !engineRunning { storage.close() } }
+        var assembled = false
+        defer { if !assembled { storage.close() } }
         let log = try DurableLogStore.open(engine: storage, logger: logger)
         if log.lastIndex == 0 && log.hardState == HardState() && config.join != true {
             let founders = config.members.map(\.id).sorted()
@@ -113,43 +120,8 @@ public final class NodeRuntime: @unchecked Sendable {
         transport.setDelegate(engine)
         self.engine = engine
         engine.onMembershipApplied = { [weak self] status in self?.refreshPeers(status) }
-        try await transport.listen(host: config.listen.peer.host, port: config.listen.peer.port)
-        engine.start()
-        engineRunning = true
-        try await startAPI(engine: engine, storage: storage)
-        tlsReload = group.next().scheduleRepeatedTask(
-            initialDelay: .seconds(Int64(config.tlsReloadIntervalSeconds)),
-            delay: .seconds(Int64(config.tlsReloadIntervalSeconds))
-        ) { [weak self, logger] _ in
-            do {
-                if try denyList.reloadIfChanged() {
-                    let entries = denyList.entries
-                    logger.notice(
-                        "deny list changed; denied certificates are refused from now on",
-                        metadata: [
-                            "serials": "\(entries.serials.count)",
-                            "identities": "\(entries.identities.map(\.description).sorted())",
-                        ])
-                    transport.closeDenied()
-                }
-            } catch {
-                logger.error(
-                    "deny list changed but cannot be used; keeping the previous one", metadata: ["error": "\(error)"])
-            }
-            do {
-                guard try tls.reloadIfChanged() else { return }
-                logger.notice("TLS files changed; new peer connections use them, the API listeners restart with them")
-                Task { await self?.restartAPI() }
-            } catch {
-                logger.error(
-                    "TLS files changed but cannot be used; keeping the previous ones", metadata: ["error": "\(error)"])
-            }
-        }
-        logger.info(
-            "member started",
-            metadata: [
-                "peer": "\(config.listen.peer)", "applied": "\(kv.appliedIndex)", "last_index": "\(log.lastIndex)",
-            ])
+        try assembleClientParts(engine: engine, storage: storage)
+        assembled = true
     }
 
     /// The data directory is this user's and nobody else's, checked (and its mode fixed) at
@@ -214,8 +186,10 @@ public final class NodeRuntime: @unchecked Sendable {
             metadata: ["voters": "\(status.voters.sorted())", "learners": "\(status.learners.sorted())"])
     }
 
-    private func startAPI(engine: RaftEngine, storage: StorageEngine) async throws {
+    /// The parts that serve clients, operators and monitoring, built but not yet listening.
+    private func assembleClientParts(engine: RaftEngine, storage: StorageEngine) throws {
         let authorization = Authorization(admins: config.adminIdentities, denyList: try denyList ?? DenyList(path: nil))
+        self.authorization = authorization
         if config.adminIdentities.isEmpty {
             logger.notice("no `admins` in the config: the admin API refuses every caller (crmctl included)")
         }
@@ -223,6 +197,7 @@ public final class NodeRuntime: @unchecked Sendable {
         self.members = members
         refreshPeers(engine.currentStatus)
         let frontMetrics = FrontMetrics(registry: metrics.registry)
+        self.frontMetrics = frontMetrics
         let poller = MemberPoller(
             selfID: config.id, interval: .milliseconds(config.frontPollMilliseconds), table: routing, members: members,
             metrics: frontMetrics, ownState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() },
@@ -231,11 +206,10 @@ public final class NodeRuntime: @unchecked Sendable {
         let monitor = HealthMonitor(
             config: config, engine: engine, group: group, peers: { poller.observations() }, logger: logger)
         self.monitor = monitor
-        monitor.check()
-        monitor.start()
         let local = LocalKV(
             engine: engine, members: members, gate: { ServingGate.from(monitor.snapshot, engine.currentStatus) },
             requestTimeoutMilliseconds: config.requestTimeoutMilliseconds, logger: logger)
+        self.local = local
         let kv = KVService(
             local: local, authorization: authorization,
             limiter: RateLimiter(rate: config.frontRequestsPerSecond, burst: config.frontBurst),
@@ -249,19 +223,193 @@ public final class NodeRuntime: @unchecked Sendable {
             APIServers.Listener(endpoint: config.listen.client, connections: guards.client, services: [kv]),
             APIServers.Listener(endpoint: config.listen.admin, connections: guards.admin, services: [admin]),
         ]
-        api = try await APIServers.start(config: config, listeners: apiListeners, group: group, logger: logger)
-        try await startHealth(engine: engine, monitor: monitor)
-        poller.start()
-        if let settings = config.front, let tls {
-            front = try await Front.start(
-                config: config, settings: settings, local: local, members: members, table: routing,
-                metrics: frontMetrics, tls: tls, guards: guards, authorization: authorization,
-                memberState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() },
-                group: group, logger: logger)
+    }
+
+    // MARK: - Services
+
+    /// The member's parts in start order; the group stops them in the reverse order: the front
+    /// drains first, the listeners close, and the Raft loop stops last, after handing leadership
+    /// over. The TLS reloader comes last so that it stops before the listeners it restarts.
+    func services(startup: StartupLatch) -> [ServiceGroupConfiguration.ServiceConfiguration] {
+        guard let engine, let transport, let storage, let monitor, let poller else {
+            preconditionFailure("services() before assemble()")
+        }
+        var services: [any Service] = [
+            ComponentService(
+                description: "raft", startup: startup, logger: logger,
+                start: { [config, logger] in
+                    try await transport.listen(host: config.listen.peer.host, port: config.listen.peer.port)
+                    engine.start()
+                    logger.info(
+                        "member started",
+                        metadata: [
+                            "peer": "\(config.listen.peer)", "applied": "\(engine.kv.appliedIndex)",
+                            "last_index": "\(engine.currentStatus.lastIndex)",
+                        ])
+                },
+                stop: { [weak self] in
+                    await self?.handOffLeadership()
+                    engine.stop()
+                    await transport.stop()
+                    storage.close()
+                }),
+            ComponentService(
+                description: "health monitor", startup: startup, logger: logger,
+                start: {
+                    monitor.check()
+                    monitor.start()
+                }, stop: { monitor.stop() }),
+            PeriodicService(
+                description: "integrity check", startup: startup, initialDelay: .zero,
+                interval: config.verifyIntervalHours > 0 ? .seconds(config.verifyIntervalHours * 3600) : nil,
+                work: { [logger] in await Self.checkIntegrity(storage: storage, monitor: monitor, logger: logger) }),
+            ComponentService(
+                description: "member poller", startup: startup, logger: logger, start: { poller.start() },
+                stop: { await poller.stop() }),
+            ComponentService(
+                description: "API servers", startup: startup, logger: logger,
+                start: { [weak self] in try await self?.startAPI() },
+                stop: { [weak self] in await self?.api?.stop() }),
+            ComponentService(
+                description: "health server", startup: startup, logger: logger,
+                start: { [weak self] in try await self?.startHealth(engine: engine, monitor: monitor) },
+                stop: { [weak self] in await self?.health?.stop() }),
+        ]
+        if config.front != nil {
+            services.append(
+                ComponentService(
+                    description: "front", startup: startup, logger: logger,
+                    start: { [weak self] in try await self?.startFront() },
+                    stop: { [weak self] in await self?.front?.drain() }))
         } else {
             logger.notice("no front configured (the `front` section): clients must call the members' client APIs")
         }
-        startIntegrityChecks(storage: storage, monitor: monitor)
+        let interval = Duration.seconds(config.tlsReloadIntervalSeconds)
+        services.append(
+            PeriodicService(
+                description: "TLS reloader", startup: startup, initialDelay: interval, interval: interval,
+                work: { [weak self] in await self?.reloadTLS() }))
+        // A part that ends (or fails) on its own stops the member cleanly; the integrity check
+        // may finish after its one run at start.
+        startup.expect(services.map { "\($0)" })
+        return services.map { service in
+            let endsOnItsOwn = (service as? PeriodicService)?.runsOnce ?? false
+            return .init(
+                service: service, successTerminationBehavior: endsOnItsOwn ? .ignore : .gracefullyShutdownGroup,
+                failureTerminationBehavior: .gracefullyShutdownGroup)
+        }
+    }
+
+    private func serviceGroup(signals: [UnixSignal]) throws -> (ServiceGroup, StartupLatch) {
+        try assemble()
+        let startup = StartupLatch()
+        let services = services(startup: startup)
+        var configuration = ServiceGroupConfiguration(services: services, logger: logger)
+        configuration.gracefulShutdownSignals = signals
+        // A stop is bounded: the front's drain, the handoff, and a few seconds for the rest;
+        // past that the group cancels what is left (each part still closes what it opened).
+        configuration.maximumGracefulShutdownDuration = .milliseconds(
+            config.frontDrainMilliseconds + config.shutdownHandoffMilliseconds + 5000)
+        return (ServiceGroup(configuration: configuration), startup)
+    }
+
+    /// Runs the member until one of `signals` (crm-node: SIGTERM, SIGINT) or `stop()` asks for a
+    /// graceful shutdown; a part that fails stops the others gracefully, and this throws its error.
+    public func run(gracefulShutdownSignals signals: [UnixSignal] = []) async throws {
+        do {
+            let (group, _) = try serviceGroup(signals: signals)
+            try await group.run()
+        } catch {
+            await releaseThreads()
+            throw error
+        }
+        await releaseThreads()
+    }
+
+    /// The in-process form (tests): runs the member's services in the background and returns once
+    /// every one has started, or throws the first failure (having stopped the rest).
+    public func start() async throws {
+        let group: ServiceGroup
+        let startup: StartupLatch
+        do {
+            (group, startup) = try serviceGroup(signals: [])
+        } catch {
+            await releaseThreads()
+            throw error
+        }
+        let task = Task { try await group.run() }
+        running.withLock { $0 = (group, task) }
+        do {
+            try await startup.wait()
+        } catch {
+            _ = try? await task.value
+            await releaseThreads()
+            throw error
+        }
+    }
+
+    /// Stops what `start()` started: the services in reverse order, then the event loops.
+    public func stop() async {
+        guard let (group, task) = running.withLock({ $0.take() }) else { return }
+        await group.triggerGracefulShutdown()
+        _ = try? await task.value
+        await releaseThreads()
+    }
+
+    /// After the services ended: the store is closed (also when the Raft loop never started) and
+    /// the event loops are shut down.
+    private func releaseThreads() async {
+        members?.shutdown()
+        storage?.close()
+        // Stopped servers still hold promises on the event loops: let them go while the loops run
+        // (released after the loops' shutdown, they failed those promises on dead loops).
+        (api, front, health) = (nil, nil, nil)
+        try? await group.shutdownGracefully()
+        try? await peerGroup.shutdownGracefully()
+        logger.info("member stopped")
+    }
+
+    private func startAPI() async throws {
+        api = try await APIServers.start(config: config, listeners: apiListeners, group: group, logger: logger)
+    }
+
+    private func startFront() async throws {
+        guard let settings = config.front, let tls, let local, let members, let frontMetrics, let authorization else {
+            return
+        }
+        front = try await Front.start(
+            config: config, settings: settings, local: local, members: members, table: routing,
+            metrics: frontMetrics, tls: tls, guards: guards, authorization: authorization,
+            memberState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() },
+            group: group, logger: logger)
+    }
+
+    /// Re-reads the deny list and the TLS files; the API listeners restart with new certificates.
+    private func reloadTLS() async {
+        guard let denyList, let tls, let transport else { return }
+        do {
+            if try denyList.reloadIfChanged() {
+                let entries = denyList.entries
+                logger.notice(
+                    "deny list changed; denied certificates are refused from now on",
+                    metadata: [
+                        "serials": "\(entries.serials.count)",
+                        "identities": "\(entries.identities.map(\.description).sorted())",
+                    ])
+                transport.closeDenied()
+            }
+        } catch {
+            logger.error(
+                "deny list changed but cannot be used; keeping the previous one", metadata: ["error": "\(error)"])
+        }
+        do {
+            guard try tls.reloadIfChanged() else { return }
+            logger.notice("TLS files changed; new peer connections use them, the API listeners restart with them")
+            await restartAPI()
+        } catch {
+            logger.error(
+                "TLS files changed but cannot be used; keeping the previous ones", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Every member this node talks to and polls: those of the configuration, and while this
@@ -291,38 +439,26 @@ public final class NodeRuntime: @unchecked Sendable {
         return state
     }
 
-    /// A full integrity check of the store soon after start and then every
-    /// `health.verify_interval_hours`, on a thread of its own (it reads the whole store, and must
-    /// not hold up the threads that serve calls); damage raises the CORRUPT alarm.
-    private func startIntegrityChecks(storage: StorageEngine, monitor: HealthMonitor) {
-        let hours = config.verifyIntervalHours, logger = self.logger
-        let stopped = verifyStopped
-        let thread = Thread {
-            while !stopped.isStopped {
-                let started = ContinuousClock.now
-                do {
-                    let report = try storage.verify()
-                    if report.isClean {
-                        logger.info(
-                            "integrity check passed",
-                            metadata: ["values": "\(report.checked)", "took": "\(ContinuousClock.now - started)"])
-                    } else {
-                        monitor.raiseCorrupt(
-                            "integrity check found \(report.summary); `crmctl verify` lists them; repair: stop the member, move its data_dir aside, restart it empty with join: true and re-add it (it catches up by snapshot)"
-                        )
-                    }
-                } catch {
-                    if stopped.isStopped { return }
-                    monitor.raiseCorrupt("integrity check could not read the store: \(error)")
-                }
-                guard hours > 0 else { return }
-                // Sleeps in short steps so that stopping the member is not held up.
-                let next = ContinuousClock.now + .seconds(hours * 3600)
-                while ContinuousClock.now < next && !stopped.isStopped { Thread.sleep(forTimeInterval: 1) }
-            }
+    /// One full integrity check of the store (at start, then every `health.verify_interval_hours`),
+    /// on a thread of its own: it reads the whole store and must not hold up the threads that
+    /// serve calls. Damage raises the CORRUPT alarm.
+    private static func checkIntegrity(storage: StorageEngine, monitor: HealthMonitor, logger: Logger) async {
+        let started = ContinuousClock.now
+        let outcome = await onOwnThread(name: "integrity-check") { Result { try storage.verify() } }
+        switch outcome {
+        case nil:
+            return // stopping: the check ends on its own when the store closes
+        case .success(let report) where report.isClean:
+            logger.info(
+                "integrity check passed",
+                metadata: ["values": "\(report.checked)", "took": "\(ContinuousClock.now - started)"])
+        case .success(let report):
+            monitor.raiseCorrupt(
+                "integrity check found \(report.summary); `crmctl verify` lists them; repair: stop the member, move its data_dir aside, restart it empty with join: true and re-add it (it catches up by snapshot)"
+            )
+        case .failure(let error):
+            monitor.raiseCorrupt("integrity check could not read the store: \(error)")
         }
-        thread.name = "integrity-check"
-        thread.start()
     }
 
     private func startHealth(engine: RaftEngine, monitor: HealthMonitor) async throws {
@@ -389,24 +525,6 @@ public final class NodeRuntime: @unchecked Sendable {
         }
         await front?.restartGRPC()
     }
-
-    /// Stops the listeners, the loop, the transport and storage (in that order).
-    public func stop() async {
-        tlsReload?.cancel()
-        verifyStopped.stop()
-        await front?.drain()
-        await poller?.stop()
-        monitor?.stop()
-        await health?.stop()
-        await api?.stop()
-        members?.shutdown()
-        engine?.stop()
-        await transport?.stop()
-        storage?.close()
-        try? await group.shutdownGracefully()
-        try? await peerGroup.shutdownGracefully()
-        logger.info("member stopped")
-    }
 }
 
 extension NodeRuntime {
@@ -444,11 +562,4 @@ extension NodeRuntime {
             logger.warning("leadership handoff did not complete", metadata: ["error": "\(error)"])
         }
     }
-}
-
-/// Set once, read from another thread: tells a background thread to finish.
-final class StopFlag: Sendable {
-    private let flag = Atomic<Bool>(false)
-    var isStopped: Bool { flag.load(ordering: .acquiring) }
-    func stop() { flag.store(true, ordering: .releasing) }
 }

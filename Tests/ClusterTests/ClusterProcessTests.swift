@@ -4,6 +4,8 @@ import CRMTestSupport
 import ClusterHarness
 import Foundation
 import GRPCCore
+import NIOCore
+import NIOPosix
 import Testing
 import Wire
 
@@ -288,6 +290,24 @@ extension RealProcessTests {
             try await cluster.put("after", "reload", via: leader)
             #expect(try await cluster.get("after", via: cluster.ids.first { $0 != leader }!) == "reload")
             await cluster.closeConnections()
+        }
+
+        /// A part of the member that cannot start (its front's HTTP port is taken) stops the parts
+        /// that did, in reverse order, and the process exits with status 1 naming the part.
+        @Test func aMemberWhosePartCannotStartStopsCleanlyAndSaysWhich() async throws {
+            let cluster = try ProcessCluster()
+            let taken = cluster.addresses(1).frontHTTP
+            let squatter = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .bind(host: taken.host, port: taken.port).get()
+            try cluster.start(1)
+            let status = cluster.waitUntilExit(1)
+            try await squatter.close()
+            #expect(status == 1, "\(cluster.log(1))")
+            let log = cluster.log(1)
+            #expect(log.contains("while starting front"), "\(log)")
+            let stopping = log.split(separator: "\n").filter { $0.contains("stopping") }
+            #expect(stopping.last?.contains("service=raft") == true, "the Raft loop stops last: \(stopping)")
+            #expect(log.contains("storage closed") && log.contains("member stopped"), "\(log)")
         }
 
         /// Configuration mistakes are named with their fix, and the process exits with status 2.

@@ -21,10 +21,18 @@ extension RealProcessTests {
             let leader = try #require(await cluster.waitForLeader())
             let file = try clusterFile(cluster)
 
-            let status = try crmctl(["status", "--json"], cluster: file)
-            #expect(status.status == 0)
-            let report = try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as! [String: Any]
-            #expect(report["leader_id"] as? Int == Int(leader))
+            // A young cluster may still hold an election between two reports: ask again (bounded)
+            // until crmctl names the leader the members agree on.
+            var report: [String: Any] = [:]
+            let named = await eventually(seconds: 10) {
+                guard let status = try? crmctl(["status", "--json"], cluster: file), status.status == 0,
+                    let object = try? JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any]
+                else { return false }
+                report = object
+                let agreed = await cluster.waitForLeader(seconds: 2) ?? leader
+                return object["leader_id"] as? Int == Int(agreed)
+            }
+            #expect(named, "crmctl status --json names the leader: \(report)")
             let members = report["members"] as! [[String: Any]]
             #expect(members.count == 3)
             for member in members {

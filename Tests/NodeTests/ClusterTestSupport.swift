@@ -29,9 +29,10 @@ final class LocalClusterFiles: @unchecked Sendable {
         }
     }
 
-    func startNode(_ id: NodeID) async throws -> NodeRuntime {
+    func startNode(_ id: NodeID, logger given: Logger? = nil) async throws -> NodeRuntime {
         var logger = Logger(label: "test.node")
         logger.logLevel = ProcessInfo.processInfo.environment["CRM_TEST_LOG"] == nil ? .critical : .debug
+        if let given { logger = given }
         let runtime = NodeRuntime(
             config: try NodeConfig.load(path: cluster.configPath(id)), logger: logger, eventLoopThreads: 1)
         try await runtime.start()

@@ -62,10 +62,16 @@ final class Front: Sendable {
             front: kv, limiter: limiter, metrics: metrics,
             clusterView: { Self.view(selfID: config.id, table: table, sessions: kv.sessions) })
         let maxBody = MemberLimits.httpBodyBytes
-        let http = try await FrontHTTPServer.start(
-            host: settings.http.host, port: settings.http.port, tls: tls, api: api,
-            maxBodyBytes: maxBody, connections: guards.frontHTTP, denyList: authorization.denyList,
-            group: group, logger: logger)
+        let http: FrontHTTPServer
+        do {
+            http = try await FrontHTTPServer.start(
+                host: settings.http.host, port: settings.http.port, tls: tls, api: api,
+                maxBodyBytes: maxBody, connections: guards.frontHTTP, denyList: authorization.denyList,
+                group: group, logger: logger)
+        } catch {
+            await grpc.stop() // all or nothing: the gRPC listener does not outlive a failed start
+            throw error
+        }
         logger.info(
             "front up",
             metadata: [
