@@ -5,7 +5,7 @@ SWIFT ?= swift
 SEEDS ?= 100000
 START ?= 0
 
-.PHONY: setup build release test check-ops lint format up down sim soak chaos planted fuzz bench-storage clean
+.PHONY: setup build release test check-ops lint format up down sim soak chaos planted fuzz bench-storage race clean
 
 setup:
 	./cluster/install-deps.sh
@@ -103,6 +103,13 @@ soak: setup
 
 bench-storage: setup
 	$(SWIFT) run -c release crm-bench storage
+
+# The race against etcd on this machine (about 10 minutes; release binaries, Debian's etcd-server).
+# Options after RACE=, e.g. make race RACE="--clients 16 --ops put --json".
+RACE ?=
+race: release
+	./cluster/install-deps.sh etcd-server
+	.build/release/crm-bench race $(RACE)
 
 clean:
 	rm -rf .build

@@ -219,11 +219,22 @@ let package = Package(
         // crm-fuzz: libFuzzer binary (make fuzz) or seeds/replay/property tool.
         .executableTarget(name: "CRMFuzz", dependencies: ["FuzzHarness"]),
 
+        // The slice of etcd's v3 API that `crm-bench race` calls (generated from proto/etcd, committed).
+        .target(
+            name: "EtcdProto",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+
         // crm-bench: closed-loop benchmarks.
         .executableTarget(
             name: "CRMBench",
             dependencies: [
-                "Storage", "Sealing", "CRocksDB", "CRMClient", "CRMProto", "Transport", "Wire", "Raft",
+                "Storage", "Sealing", "CRocksDB", "CRMClient", "CRMProto", "Transport", "Wire", "Raft", "EtcdProto",
+                "ClusterHarness", "Node",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates the Swift code for the .proto files under proto/ into Sources/CRMProto/Generated.
+# Regenerates the Swift code for the .proto files under proto/: proto/crm into
+# Sources/CRMProto/Generated, proto/etcd (the slice of etcd's KV API that `crm-bench race` calls)
+# into Sources/EtcdProto/Generated.
 # The generated code is committed: builds and CI never run this. Needs protoc (Debian's
 # protobuf-compiler) and builds the two protoc plugins from the package mirror in a scratch
 # directory outside the repository (a few minutes the first time).
@@ -33,4 +35,14 @@ protoc --proto_path=proto \
     --plugin=protoc-gen-grpc-swift-2="$bin/protoc-gen-grpc-swift-2" --grpc-swift-2_out="$out" \
     --grpc-swift-2_opt=Visibility=Public,Client=true,Server=true \
     proto/crm/v1/*.proto
+echo "generate-protos: wrote $(find "$out" -name '*.swift' | wc -l) files under $out"
+
+out=Sources/EtcdProto/Generated
+rm -rf "$out"
+mkdir -p "$out"
+protoc --proto_path=proto \
+    --plugin=protoc-gen-swift="$bin/protoc-gen-swift" --swift_out="$out" --swift_opt=Visibility=Public \
+    --plugin=protoc-gen-grpc-swift-2="$bin/protoc-gen-grpc-swift-2" --grpc-swift-2_out="$out" \
+    --grpc-swift-2_opt=Visibility=Public,Client=true,Server=false \
+    proto/etcd/*.proto
 echo "generate-protos: wrote $(find "$out" -name '*.swift' | wc -l) files under $out"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the node needs to build and run, if any are missing.
-# Safe to run any number of times; never prompts. Uses sudo when not run as root.
+# Installs the Debian packages the node needs to build and run, if any are missing, and any
+# named as arguments (`make race` adds etcd-server). Safe to run any number of times; never
+# prompts. Uses sudo when not run as root.
 set -euo pipefail
 
-packages=(librocksdb-dev liblz4-dev libssl-dev pkg-config openssl)
+packages=(librocksdb-dev liblz4-dev libssl-dev pkg-config openssl "$@")
 
 missing=()
 for package in "${packages[@]}"; do
