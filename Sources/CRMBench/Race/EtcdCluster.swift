@@ -49,41 +49,65 @@ final class EtcdCluster: @unchecked Sendable {
 
     /// Starts every member (logs in the directory) and waits until all answer a status call.
     func start(timeoutSeconds: Double = 30) async throws {
-        let initialCluster = members.map { "\($0.name)=https://\($0.peer)" }.joined(separator: ",")
-        for index in members.indices {
-            let member = members[index]
-            let n = index + 1
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: Self.binary)
-            process.arguments = [
-                "--name", member.name, "--data-dir", directory + "/\(member.name).data",
-                "--listen-client-urls", "https://\(member.client)", "--advertise-client-urls",
-                "https://\(member.client)",
-                "--listen-peer-urls", "https://\(member.peer)", "--initial-advertise-peer-urls",
-                "https://\(member.peer)",
-                "--initial-cluster", initialCluster, "--initial-cluster-state", "new",
-                "--initial-cluster-token", "crm-bench-race",
-                "--client-cert-auth", "--trusted-ca-file", certificates + "/ca.pem",
-                "--cert-file", certificates + "/member-\(n).pem", "--key-file", certificates + "/member-\(n).key",
-                "--peer-client-cert-auth", "--peer-trusted-ca-file", certificates + "/ca.pem",
-                "--peer-cert-file", certificates + "/member-\(n).pem",
-                "--peer-key-file", certificates + "/member-\(n).key",
-                "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn",
-            ]
-            let logPath = directory + "/\(member.name).log"
-            FileManager.default.createFile(atPath: logPath, contents: nil)
-            let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-            process.standardOutput = log
-            process.standardError = log
-            try process.run()
-            members[index].process = process
-        }
+        for index in members.indices { try launch(index) }
+        try await waitForLeader(timeoutSeconds: timeoutSeconds)
+    }
+
+    /// Kills member `index` with SIGKILL and waits for it to be gone.
+    func kill9(_ index: Int) {
+        guard let process = members[index].process, process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// Starts member `index` again on its data directory and waits until all members agree on a leader.
+    func restart(_ index: Int, timeoutSeconds: Double = 30) async throws {
+        try launch(index)
+        try await waitForLeader(timeoutSeconds: timeoutSeconds)
+    }
+
+    private func waitForLeader(timeoutSeconds: Double) async throws {
         let deadline = Date().addingTimeInterval(timeoutSeconds)
         while Date() < deadline {
             if await leader() != nil { return }
-            try await Task.sleep(for: .milliseconds(200))
+            try await Task.sleep(for: .milliseconds(100))
         }
         throw HarnessError("etcd elected no leader in \(timeoutSeconds) s; see \(directory)/etcd-*.log")
+    }
+
+    /// Starts member `index`'s process, its output appended to its log. On a data directory that
+    /// exists, etcd ignores the initial-cluster flags and rejoins as the member it was.
+    private func launch(_ index: Int) throws {
+        let initialCluster = members.map { "\($0.name)=https://\($0.peer)" }.joined(separator: ",")
+        let member = members[index]
+        let n = index + 1
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = [
+            "--name", member.name, "--data-dir", directory + "/\(member.name).data",
+            "--listen-client-urls", "https://\(member.client)", "--advertise-client-urls",
+            "https://\(member.client)",
+            "--listen-peer-urls", "https://\(member.peer)", "--initial-advertise-peer-urls",
+            "https://\(member.peer)",
+            "--initial-cluster", initialCluster, "--initial-cluster-state", "new",
+            "--initial-cluster-token", "crm-bench-race",
+            "--client-cert-auth", "--trusted-ca-file", certificates + "/ca.pem",
+            "--cert-file", certificates + "/member-\(n).pem", "--key-file", certificates + "/member-\(n).key",
+            "--peer-client-cert-auth", "--peer-trusted-ca-file", certificates + "/ca.pem",
+            "--peer-cert-file", certificates + "/member-\(n).pem",
+            "--peer-key-file", certificates + "/member-\(n).key",
+            "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn",
+        ]
+        let logPath = directory + "/\(member.name).log"
+        if !FileManager.default.fileExists(atPath: logPath) {
+            FileManager.default.createFile(atPath: logPath, contents: nil)
+        }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        log.seekToEndOfFile()
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        members[index].process = process
     }
 
     /// The index in `members` of the member every member names as leader.

@@ -26,9 +26,11 @@ struct RaceBenchmark: AsyncParsableCommand {
     @Option(help: "Keys (8 bytes each), preloaded in both systems.") var keys = 100_000
     @Option(help: "Bytes per value.") var valueSize = 256
     @Option(help: "Connections the clients share, per system.") var connections = 4
+    @Option(help: "Leader-kill rounds per system (0: none).") var killRounds = 5
     @Option(help: "Scratch directory (default: a new one under the temporary directory).") var directory: String?
     @Option(help: "Where cluster/ is (default: the current directory).") var repository: String?
     @Flag(help: "Print JSON instead of the table.") var json = false
+    @Flag(help: "Keep the scratch directory (members' data and logs) after a run that succeeded.") var keep = false
 
     func validate() throws {
         guard (1...20).contains(rounds), duration > 0, warmup >= 0 else {
@@ -40,6 +42,7 @@ struct RaceBenchmark: AsyncParsableCommand {
             throw ValidationError("--clients: counts of 1 to 1024, comma-separated")
         }
         guard !operations.isEmpty else { throw ValidationError("--ops: put, get") }
+        guard (0...20).contains(killRounds) else { throw ValidationError("--kill-rounds 0–20") }
     }
 
     var clientCounts: [Int] { clients.split(separator: ",").compactMap { Int($0) } }
@@ -58,6 +61,23 @@ struct RaceBenchmark: AsyncParsableCommand {
     func run() async throws {
         let repository = URL(fileURLWithPath: repository ?? FileManager.default.currentDirectoryPath)
         let scratch = directory ?? NSTemporaryDirectory() + "crm-race-" + UUID().uuidString
+        let result = try await race(in: scratch, repository: repository)
+        if json {
+            printJSON(result)
+        } else {
+            printTable(result)
+        }
+        // Only a run that succeeded removes what it made; a failed one leaves its logs.
+        if directory == nil && !keep { try? FileManager.default.removeItem(atPath: scratch) }
+    }
+
+    struct Result {
+        var cells: [Cell]
+        var memory: (etcd: [Double], cluster: [Double])
+        var gaps: (etcd: [Double], cluster: [Double])
+    }
+
+    private func race(in scratch: String, repository: URL) async throws -> Result {
         let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         let value = Data((0..<valueSize).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) })
 
@@ -133,11 +153,45 @@ struct RaceBenchmark: AsyncParsableCommand {
             etcd: etcd.pids.map(CPUSample.residentMiB),
             cluster: cluster.ids.compactMap(cluster.pid).map(CPUSample.residentMiB)
         )
-        if json {
-            printJSON(cells, memory: memory)
-        } else {
-            printTable(cells, memory: memory)
+        var gaps: (etcd: [Double], cluster: [Double]) = ([], [])
+        if killRounds > 0 {
+            progress("leader-kill gap: writes through every member, SIGKILL to the leader, \(killRounds) rounds each")
+            let value = value
+            gaps.etcd = try await LeaderKillGap.measure(
+                etcdSystem(etcd), rounds: killRounds, keys: keys, value: value, progress: progress)
+            gaps.cluster = try await LeaderKillGap.measure(
+                clusterSystem(cluster), rounds: killRounds, keys: keys, value: value, progress: progress)
         }
+        return Result(cells: cells, memory: memory, gaps: gaps)
+    }
+
+    private func etcdSystem(_ etcd: EtcdCluster) -> LeaderKillGap.System {
+        LeaderKillGap.System(
+            name: "etcd", members: etcd.members.count, leader: { await etcd.leader() },
+            connect: { try EtcdConnection(endpoint: etcd.members[$0].client, tls: etcd.clientTLS) },
+            kill9: { etcd.kill9($0) }, restart: { try await etcd.restart($0) })
+    }
+
+    /// The cluster through its fronts (as the application), members 1...3 at indexes 0...2.
+    private func clusterSystem(_ cluster: ProcessCluster) -> LeaderKillGap.System {
+        precondition(cluster.ids == [1, 2, 3])
+        return LeaderKillGap.System(
+            name: "cluster", members: cluster.ids.count,
+            leader: {
+                let leader = await cluster.waitForLeader(seconds: 5)
+                return leader.map { Int($0) - 1 }
+            },
+            connect: { index in
+                let front = cluster.addresses(UInt64(index + 1)).front
+                return try MemberConnection(host: front.host, port: front.port, tls: cluster.tls("app"))
+            },
+            kill9: { cluster.kill9(UInt64($0 + 1)) },
+            restart: { index in
+                try cluster.start(UInt64(index + 1))
+                guard await cluster.waitForLeader() != nil else {
+                    throw HarnessError("the cluster agreed on no leader after member \(index + 1) restarted")
+                }
+            })
     }
 
     /// The leader's front and a follower's front, `connections` gRPC connections each.
@@ -164,17 +218,17 @@ struct RaceBenchmark: AsyncParsableCommand {
         results.sorted { $0.perSecond < $1.perSecond }[(results.count - 1) / 2]
     }
 
-    private func printTable(_ cells: [Cell], memory: (etcd: [Double], cluster: [Double])) {
+    private func printTable(_ result: Result) {
         print(
             "crm-bench race: \(keys) keys, \(valueSize)-byte values, \(rounds) alternating rounds of \(formatted(duration, decimals: 1)) s per system and row (median round shown); gRPC with mutual TLS to both"
         )
         let header = [
             "op", "clients", "via", "etcd ops/s", "p50", "p99", "p99.9", "cluster ops/s", "ratio", "p50", "p99",
-            "p99.9", "CPU s etcd/cluster/load/machine",
+            "p99.9", "CPU s etcd/cluster/load/other",
         ]
         let widths = [4, 8, 9, 11, 7, 7, 8, 14, 6, 7, 7, 8, 30]
         print(zip(header, widths).map { padded($0, $1) }.joined(separator: " "))
-        for cell in cells {
+        for cell in result.cells {
             let (e, c) = (median(cell.etcd), median(cell.cluster))
             let columns = [
                 cell.operation.rawValue, "\(cell.clients)", cell.via.rawValue, formatted(e.perSecond, decimals: 0),
@@ -183,7 +237,7 @@ struct RaceBenchmark: AsyncParsableCommand {
                 formatted(c.perSecond / max(e.perSecond, 1e-9), decimals: 2) + "×",
                 formatted(c.milliseconds(50), decimals: 2), formatted(c.milliseconds(99), decimals: 2),
                 formatted(c.milliseconds(99.9), decimals: 2),
-                [e.serverCPU, c.serverCPU, e.loadCPU + c.loadCPU, e.machineCPU + c.machineCPU].map {
+                [e.serverCPU, c.serverCPU, e.loadCPU + c.loadCPU, e.otherCPU + c.otherCPU].map {
                     formatted($0, decimals: 1)
                 }.joined(separator: "/"),
             ]
@@ -191,31 +245,48 @@ struct RaceBenchmark: AsyncParsableCommand {
             let errors = cell.etcd.map(\.errors).reduce(0, +) + cell.cluster.map(\.errors).reduce(0, +)
             if errors > 0 { print("    (errors in this row: \(errors))") }
         }
-        print("latencies in ms; ratio = cluster / etcd throughput")
+        print(
+            "latencies in ms; ratio = cluster / etcd throughput; CPU s in the median rounds' windows: servers, the load generator, everything else on the machine"
+        )
+        let memory = result.memory
         print(
             "RSS per member (MiB): etcd \(memory.etcd.map { formatted($0, decimals: 0) }.joined(separator: ", ")); cluster \(memory.cluster.map { formatted($0, decimals: 0) }.joined(separator: ", "))"
         )
+        if !result.gaps.etcd.isEmpty {
+            func describe(_ gaps: [Double]) -> String {
+                let sorted = gaps.sorted()
+                let ms = sorted.map { formatted($0 * 1000, decimals: 0) }.joined(separator: ", ")
+                return
+                    "median \(formatted(sorted[(sorted.count - 1) / 2] * 1000, decimals: 0)) ms, max \(formatted(sorted.last! * 1000, decimals: 0)) ms (\(ms))"
+            }
+            print(
+                "leader-kill gap (SIGKILL to the first write sent after it that succeeded, writes through every member):"
+            )
+            print("  etcd     \(describe(result.gaps.etcd))")
+            print("  cluster  \(describe(result.gaps.cluster))")
+        }
     }
 
-    private func printJSON(_ cells: [Cell], memory: (etcd: [Double], cluster: [Double])) {
+    private func printJSON(_ result: Result) {
         func describe(_ results: [RoundResult]) -> [[String: Any]] {
             results.map { r in
                 [
                     "ops_per_second": r.perSecond, "p50_ms": r.milliseconds(50), "p99_ms": r.milliseconds(99),
                     "p999_ms": r.milliseconds(99.9), "errors": r.errors, "server_cpu_s": r.serverCPU,
-                    "load_cpu_s": r.loadCPU, "machine_cpu_s": r.machineCPU,
+                    "load_cpu_s": r.loadCPU, "other_cpu_s": r.otherCPU,
                 ]
             }
         }
         let object: [String: Any] = [
             "keys": keys, "value_bytes": valueSize, "rounds": rounds, "duration_s": duration, "transport": "grpc-mtls",
-            "rows": cells.map { cell in
+            "rows": result.cells.map { cell in
                 [
                     "op": cell.operation.rawValue, "clients": cell.clients, "via": cell.via.rawValue,
                     "etcd": describe(cell.etcd), "cluster": describe(cell.cluster),
                 ] as [String: Any]
             },
-            "rss_mib": ["etcd": memory.etcd, "cluster": memory.cluster],
+            "rss_mib": ["etcd": result.memory.etcd, "cluster": result.memory.cluster],
+            "leader_kill_gap_s": ["etcd": result.gaps.etcd, "cluster": result.gaps.cluster],
         ]
         let data = try! JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
         print(String(decoding: data, as: UTF8.self))

@@ -66,6 +66,8 @@ struct RoundResult: Sendable {
     var machineCPU: Double = 0
 
     var perSecond: Double { Double(operations) / seconds }
+    /// What the rest of the machine used: neither this system's servers nor the load generator.
+    var otherCPU: Double { max(machineCPU - serverCPU - loadCPU, 0) }
     func milliseconds(_ percentile: Double) -> Double { Double(histogram.valueAtPercentile(percentile)) / 1000 }
 
     mutating func merge(_ other: RoundResult) {
