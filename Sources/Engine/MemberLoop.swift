@@ -20,6 +20,10 @@ public final class MemberLoop {
         /// A read index the leader did not answer (it dropped it, or the request was lost) is
         /// asked for again after this many ticks.
         public var readRetryTicks: UInt64 = 3
+        /// The state pinned at the log's snapshot is released after this many ticks without a
+        /// snapshot sent from it (a pinned view holds old versions and delays the retirement of
+        /// rotated data keys); the next follower that needs one gets a fresh compaction.
+        public var pinnedStateTicks: UInt64 = 1_200
 
         public init() {}
     }
@@ -64,6 +68,11 @@ public final class MemberLoop {
     /// When a refused peer message was last logged: at most one line a second, the rest counted.
     private var lastRefusalLogAt: UInt64?
     private var refusalsNotLogged = 0
+    /// The state machine at exactly the log's snapshot index, read when a follower needs a
+    /// snapshot (the log stores only the snapshot's metadata), and the tick it was last used.
+    private var pinned: (state: PinnedState, usedAtTick: UInt64)?
+    /// A follower needs a snapshot the pinned state cannot give: compact at the next chance.
+    private var compactionWanted = false
 
     private struct Counters {
         var snapshotsSent = 0
@@ -79,7 +88,15 @@ public final class MemberLoop {
         options: Options = Options(), random: any RandomSource, logger: Logger
     ) throws {
         if kv.appliedIndex < log.snapshotMetadata.index {
-            try kv.restore(from: log.snapshot().data, expectedIndex: log.snapshotMetadata.index)
+            // Only a snapshot received from a leader carries data, and only its restore can be
+            // cut short; a local compaction syncs the state machine before the log forgets.
+            let data = log.snapshot().data
+            guard !data.isEmpty else {
+                throw EngineError.storage(
+                    "the state machine is at \(kv.appliedIndex), behind the log's snapshot at \(log.snapshotMetadata.index), which holds no data to restore it from"
+                )
+            }
+            try kv.restore(from: data, expectedIndex: log.snapshotMetadata.index)
         }
         id = config.id
         self.kv = kv
@@ -182,6 +199,7 @@ public final class MemberLoop {
     public func tick() {
         raft.tick()
         tickCount += 1
+        if let pinned, tickCount - pinned.usedAtTick > options.pinnedStateTicks { self.pinned = nil }
     }
 
     // MARK: - Driving
@@ -247,7 +265,48 @@ public final class MemberLoop {
         for message in messages where message.kind == .heartbeat && heartbeatSentAt[message.to] == nil {
             heartbeatSentAt[message.to] = now
         }
-        for peer in try outbox.send(messages) { raft.reportUnreachable(peer: peer) }
+        for peer in try outbox.send(withSnapshotData(messages)) { raft.reportUnreachable(peer: peer) }
+    }
+
+    /// Snapshot messages from the core carry the log's snapshot metadata only: the data is read
+    /// here from the state pinned at that index. One the pinned state cannot serve is dropped
+    /// and reported undelivered (the core tries again later), and a compaction is asked for.
+    private func withSnapshotData(_ messages: [Message]) -> [Message] {
+        guard messages.contains(where: { $0.kind == .snapshot && $0.snapshot?.data.isEmpty == true }) else {
+            return messages
+        }
+        return messages.compactMap { message in
+            guard message.kind == .snapshot, let snapshot = message.snapshot, snapshot.data.isEmpty else {
+                return message
+            }
+            guard let data = snapshotData(at: snapshot.metadata.index) else {
+                raft.reportSnapshot(peer: message.to, delivered: false)
+                return nil
+            }
+            var filled = message
+            filled.snapshot!.data = data
+            return filled
+        }
+    }
+
+    private func snapshotData(at index: UInt64) -> [UInt8]? {
+        if pinned?.state.position.index != index {
+            pinned = nil
+            guard kv.appliedIndex == index, let state = try? kv.pinState(), state.position.index == index else {
+                compactionWanted = true
+                return nil
+            }
+            pinned = (state, tickCount)
+        }
+        pinned!.usedAtTick = tickCount
+        do {
+            return try pinned!.state.snapshotData()
+        } catch {
+            logger.error(
+                "cannot read the pinned state for a snapshot", metadata: ["index": "\(index)", "error": "\(error)"])
+            pinned = nil
+            return nil
+        }
     }
 
     /// One ReadIndex request for every read that arrived since the last.
@@ -327,7 +386,10 @@ public final class MemberLoop {
 
     private func install(_ snapshot: Snapshot) throws {
         try kv.restore(from: snapshot.data, expectedIndex: snapshot.metadata.index)
-        try observer?.loopHolds(snapshot)
+        let state = try kv.pinState()
+        precondition(state.position.index == snapshot.metadata.index, "restored state not at the snapshot's index")
+        try observer?.loopHolds(snapshot.metadata, state: state)
+        pinned = (state, tickCount)
         counters.snapshotsInstalled += 1
         logger.info(
             "installed a snapshot from the leader",
@@ -369,13 +431,17 @@ public final class MemberLoop {
     // MARK: - Compaction
 
     private func compactIfDue() throws {
-        guard kv.appliedIndex >= log.snapshotMetadata.index + options.snapshotEveryEntries else { return }
-        _ = try compact()
+        guard compactionWanted || kv.appliedIndex >= log.snapshotMetadata.index + options.snapshotEveryEntries
+        else { return }
+        let metadata = try compact()
+        if metadata.index == kv.appliedIndex { compactionWanted = false }
     }
 
-    /// Takes a snapshot at the applied index and compacts the log up to it. Waits (returns the
-    /// current snapshot) while a write is in flight or the core holds a snapshot it has not
-    /// handed out: its configuration is then not the one at the applied index.
+    /// Compacts the log up to the applied index: the state machine is synced, pinned at that
+    /// index (for followers that will need a snapshot), and the log keeps only the snapshot's
+    /// metadata — the state is never copied, whatever its size. Waits (returns the current
+    /// snapshot) while a write is in flight or the core holds a snapshot it has not handed out:
+    /// its configuration is then not the one at the applied index.
     @discardableResult
     public func compact() throws -> SnapshotMetadata {
         let applied = kv.appliedIndex
@@ -383,15 +449,15 @@ public final class MemberLoop {
             let term = log.term(at: applied)
         else { return log.snapshotMetadata }
         try kv.syncApplied()
-        let (position, data) = try kv.snapshotData()
-        precondition(position.index == applied, "state machine moved while the loop compacted")
-        let snapshot = Snapshot(
-            metadata: SnapshotMetadata(index: applied, term: term, configuration: raft.configuration), data: data)
-        try observer?.loopHolds(snapshot)
-        try log.compact(to: snapshot)
+        let state = try kv.pinState()
+        precondition(state.position.index == applied, "state machine moved while the loop compacted")
+        let metadata = SnapshotMetadata(index: applied, term: term, configuration: raft.configuration)
+        try observer?.loopHolds(metadata, state: state)
+        try log.compact(to: Snapshot(metadata: metadata, data: []))
+        pinned = (state, tickCount)
         counters.compactions += 1
-        logger.info("compacted the raft log", metadata: ["index": "\(applied)", "snapshot_bytes": "\(data.count)"])
-        return snapshot.metadata
+        logger.info("compacted the raft log", metadata: ["index": "\(applied)"])
+        return metadata
     }
 
     // MARK: - Deadlines and failure

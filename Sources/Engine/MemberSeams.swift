@@ -1,4 +1,5 @@
 import Dispatch
+import KVStore
 import Raft
 
 /// Where the loop makes the log durable: the member's `DurableLogStore`, or the simulator's
@@ -64,8 +65,9 @@ public protocol MemberLoopObserver: AnyObject {
     func loopWillApply(_ entries: [Entry]) throws
     /// `entries` were applied to the state machine in `nanoseconds`.
     func loopApplied(_ entries: [Entry], nanoseconds: UInt64)
-    /// A snapshot the member installed (from the leader) or took (to compact its log).
-    func loopHolds(_ snapshot: Snapshot) throws
+    /// The state machine sits exactly at a snapshot's index: one installed from the leader, or
+    /// one taken to compact the log (`state` is pinned there).
+    func loopHolds(_ metadata: SnapshotMetadata, state: PinnedState) throws
     /// A membership change, or a member's addresses, was applied.
     func loopAppliedMembership(_ status: EngineStatus)
 }
@@ -74,6 +76,6 @@ extension MemberLoopObserver {
     public func loopTook(_ ready: Ready) throws {}
     public func loopWillApply(_ entries: [Entry]) throws {}
     public func loopApplied(_ entries: [Entry], nanoseconds: UInt64) {}
-    public func loopHolds(_ snapshot: Snapshot) throws {}
+    public func loopHolds(_ metadata: SnapshotMetadata, state: PinnedState) throws {}
     public func loopAppliedMembership(_ status: EngineStatus) {}
 }

@@ -12,19 +12,20 @@ extension ReplicatedKV {
 
     /// Everything the state machine holds at its applied index, from one consistent view.
     public func snapshotData() throws -> (position: Position, data: [UInt8]) {
+        let state = try pinState()
+        return (state.position, try state.snapshotData())
+    }
+
+    /// The state as it is now, held (a consistent storage view) so that a snapshot at this
+    /// applied index can still be read after the state machine has moved on.
+    public func pinState() throws -> PinnedState {
         let view = try storage.makeStateView()
-        defer { view.close() }
-        let position = try Self.position(in: view)
-        var writer = BinaryWriter(capacity: 1 << 16)
-        writer.u8(Self.snapshotVersion)
-        writer.u64(position.index)
-        writer.u64(position.term)
-        writer.u64(position.logClockMillis)
-        try forEachRecord(in: view) { key, value in
-            writer.blob(key)
-            writer.blob(value)
+        do {
+            return PinnedState(position: try Self.position(in: view), view: view)
+        } catch {
+            view.close()
+            throw error
         }
-        return (position, writer.bytes)
     }
 
     /// Replaces the whole state with a snapshot's (from the leader). Refuses a snapshot that
@@ -91,7 +92,7 @@ extension ReplicatedKV {
         var header = BinaryWriter()
         header.u64(position.index)
         hasher.update(header.bytes)
-        try forEachRecord(in: view) { key, value in
+        try Self.forEachRecord(in: view) { key, value in
             var record = BinaryWriter(capacity: key.count + value.count + 8)
             record.blob(key)
             record.blob(value)
@@ -100,7 +101,7 @@ extension ReplicatedKV {
         return (position.index, hasher.finish().map { String(format: "%02x", $0) }.joined())
     }
 
-    private func forEachRecord(in view: any StateStorageView, _ body: ([UInt8], [UInt8]) throws -> Void) throws {
+    static func forEachRecord(in view: any StateStorageView, _ body: ([UInt8], [UInt8]) throws -> Void) throws {
         for prefix in StateKeys.allPrefixes {
             var range = KeyRange.prefix(prefix)
             while true {
@@ -118,4 +119,40 @@ extension ReplicatedKV {
         }
         return try decodePosition(bytes)
     }
+}
+
+/// The state machine as it was at one applied index, held by a consistent storage view: the
+/// log is compacted without copying the state, and a follower that needs a snapshot gets it
+/// read from this view. A view pins old versions in RocksDB and delays the retirement of
+/// rotated data keys, so holders release it (`release()`, or by dropping it) when not needed.
+public final class PinnedState {
+    public let position: ReplicatedKV.Position
+    private var view: (any StateStorageView)?
+
+    init(position: ReplicatedKV.Position, view: any StateStorageView) {
+        self.position = position
+        self.view = view
+    }
+
+    /// The snapshot at `position` (format: see `ReplicatedKV.restore(from:expectedIndex:)`).
+    public func snapshotData() throws -> [UInt8] {
+        guard let view else { throw StorageError.invalidArgument("the pinned state was released") }
+        var writer = BinaryWriter(capacity: 1 << 16)
+        writer.u8(ReplicatedKV.snapshotVersion)
+        writer.u64(position.index)
+        writer.u64(position.term)
+        writer.u64(position.logClockMillis)
+        try ReplicatedKV.forEachRecord(in: view) { key, value in
+            writer.blob(key)
+            writer.blob(value)
+        }
+        return writer.bytes
+    }
+
+    public func release() {
+        view?.close()
+        view = nil
+    }
+
+    deinit { release() }
 }

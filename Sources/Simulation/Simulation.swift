@@ -1,4 +1,5 @@
 import Engine
+import KVStore
 @_spi(Simulation) import Raft
 
 /// How one simulated run is set up. Times are simulated milliseconds.
@@ -422,8 +423,8 @@ final class LoopChecks: MemberLoopObserver {
         }
     }
 
-    func loopHolds(_ snapshot: Snapshot) throws {
-        try simulation.invariants.observeSnapshot(index: snapshot.metadata.index, data: snapshot.data, node: id)
-        simulation.log("node \(id) holds a snapshot at \(snapshot.metadata.index)")
+    func loopHolds(_ metadata: SnapshotMetadata, state: PinnedState) throws {
+        try simulation.invariants.observeSnapshot(index: metadata.index, data: try state.snapshotData(), node: id)
+        simulation.log("node \(id) holds a snapshot at \(metadata.index)")
     }
 }

@@ -110,6 +110,38 @@ extension RealProcessTests {
             await cluster.closeConnections()
         }
 
+        /// The log keeps only a snapshot's metadata; the state at its index is pinned in memory.
+        /// After a restart nothing is pinned and the state has moved past the snapshot: the
+        /// leader compacts again when a follower needs one, and sends that.
+        @Test func aRestartedLeaderSendsASnapshotOfItsStateAsItIsNow() async throws {
+            let cluster = try ProcessCluster(snapshotEvery: 100)
+            try cluster.startAll()
+            let leader = try #require(await cluster.waitForLeader())
+            let follower = cluster.ids.first { $0 != leader }!
+            let others = cluster.ids.filter { $0 != follower }
+            cluster.kill9(follower)
+            for index in 0..<250 { try await cluster.put("bulk-\(index % 50)", "value \(index)", via: leader) }
+            for id in others { cluster.terminate(id) }
+            for id in others { try cluster.start(id) }
+            let newLeader = try #require(await cluster.waitForLeader(among: others))
+            let before = try #require(await cluster.status(newLeader))
+            #expect(
+                before.snapshotIndex >= 200, "the log was compacted before the restart (at \(before.snapshotIndex))")
+            for index in 0..<20 { try await cluster.put("late-\(index)", "value \(index)", via: newLeader) }
+            try cluster.start(follower)
+            let target = try #require(await cluster.status(newLeader)).appliedIndex
+            #expect(
+                await eventually(seconds: 15) {
+                    (await cluster.status(follower))?.appliedIndex ?? 0 >= target
+                })
+            #expect(await cluster.health(follower).body.contains("crm_snapshots_installed_total 1.0"))
+            let after = try #require(await cluster.status(newLeader))
+            #expect(after.snapshotIndex > before.snapshotIndex, "the leader compacted again to serve the follower")
+            #expect(try await cluster.get("late-19", via: follower, serializable: true) == "value 19")
+            try await expectConverged(cluster)
+            await cluster.closeConnections()
+        }
+
         /// A write retried (same session, same number) on the new leader after the old one was
         /// killed is answered once and applied once: a compare-and-swap from absent would fail if
         /// it applied twice.
