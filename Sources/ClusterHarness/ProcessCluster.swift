@@ -71,7 +71,8 @@ public final class ProcessCluster: @unchecked Sendable {
     public var removesDirectory: Bool
     private var processes: [NodeID: Process] = [:]
     private var pids: [NodeID: pid_t] = [:]
-    private var connections: [String: MemberConnection] = [:]
+    /// Cached connections, shared by a test's concurrent tasks.
+    private let connections = Mutex<[String: MemberConnection]>([:])
     private var configure: (inout NodeConfig) -> Void = { _ in }
     private var routes: [NodeID: [NodeID: MemberAddresses]] = [:]
     /// An adopted cluster's certificates: the operator's and the application's (from its file).
@@ -406,24 +407,33 @@ public final class ProcessCluster: @unchecked Sendable {
     /// (as client `name`).
     public func connection(_ id: NodeID, _ api: API, as name: String = "crmctl") throws -> MemberConnection {
         let key = "\(id)/\(api)/\(name)"
-        if let existing = connections[key] { return existing }
         let address = addresses(id)
         let endpoint = api == .admin ? address.admin : api == .client ? address.client : address.front
-        let connection = try MemberConnection(host: endpoint.host, port: endpoint.port, tls: tls(name))
-        connections[key] = connection
-        return connection
+        let tls = tls(name)
+        return try connections.withLock { connections in
+            if let existing = connections[key] { return existing }
+            let connection = try MemberConnection(host: endpoint.host, port: endpoint.port, tls: tls)
+            connections[key] = connection
+            return connection
+        }
     }
 
     /// Forgets member `id`'s connections (after it was stopped), closing them in the background.
     public func dropConnections(_ id: NodeID) {
-        let dropped = connections.filter { $0.key.hasPrefix("\(id)/") }
-        for key in dropped.keys { connections[key] = nil }
+        let dropped = connections.withLock { connections in
+            let dropped = connections.filter { $0.key.hasPrefix("\(id)/") }
+            for key in dropped.keys { connections[key] = nil }
+            return dropped
+        }
         if !dropped.isEmpty { Task { for connection in dropped.values { await connection.close() } } }
     }
 
     public func closeConnections() async {
-        for connection in connections.values { await connection.close() }
-        connections = [:]
+        let open = connections.withLock { connections in
+            defer { connections = [:] }
+            return connections
+        }
+        for key in open.keys.sorted() { await open[key]!.close() }
     }
 
     /// The admin connection to member `id` while it runs and is not paused.

@@ -61,6 +61,8 @@ public struct EngineStatus: Sendable, Equatable {
     public var snapshotsSent = 0
     public var snapshotsInstalled = 0
     public var compactions = 0
+    /// Session writes this member forwarded to the leader as a follower.
+    public var forwardedWrites = 0
     /// Peer messages the core refused as no honest member would send them.
     public var refusedPeerMessages = 0
     /// Requests refused with `busy` because too many were waiting for the loop.

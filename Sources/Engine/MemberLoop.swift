@@ -24,6 +24,8 @@ public final class MemberLoop {
         /// snapshot sent from it (a pinned view holds old versions and delays the retirement of
         /// rotated data keys); the next follower that needs one gets a fresh compaction.
         public var pinnedStateTicks: UInt64 = 1_200
+        /// Most proposals a follower keeps waiting after forwarding them to the leader.
+        public var maxForwardedProposals = 4_096
 
         public init() {}
     }
@@ -43,6 +45,13 @@ public final class MemberLoop {
     /// at that index means the proposal was replaced.
     private var proposals: [UInt64: (waiter: ProposalWaiter, term: UInt64)] = [:]
     private var changes: [UInt64: (waiter: ProposalWaiter, term: UInt64)] = [:]
+    /// Session writes this follower forwarded to the leader through the log's own messages,
+    /// with the term they were forwarded in: answered when the write is applied here.
+    private var forwarded: [SessionWrite: [(waiter: ProposalWaiter, term: UInt64)]] = [:]
+    private var forwardedCount = 0
+    /// The term in which no forwarded write was older than the term: until the term changes,
+    /// there is nothing for `failForwardedFromEarlierTerms` to do.
+    private var forwardedCheckedTerm: UInt64 = 0
     /// Changes applied in the current Ready: answered after `advance`, once the core shows them.
     private var appliedChanges: [(index: UInt64, waiter: ProposalWaiter)] = []
     /// Reads that arrived since the last ReadIndex request: they share the next one.
@@ -78,6 +87,7 @@ public final class MemberLoop {
         var snapshotsSent = 0
         var snapshotsInstalled = 0
         var compactions = 0
+        var forwardedWrites = 0
         var refusedPeerMessages = 0
     }
 
@@ -136,18 +146,62 @@ public final class MemberLoop {
         return refusal
     }
 
-    public func propose(_ data: [UInt8], _ waiter: ProposalWaiter) {
+    /// Proposes `data` on the leader. On a follower that knows the leader, a session write
+    /// (`forwardable`) is forwarded to it in a proposal message and answered when it is applied
+    /// here; anything else is refused naming the leader (the caller routes it).
+    public func propose(_ data: [UInt8], _ waiter: ProposalWaiter, forwardable: SessionWrite? = nil) {
+        if raft.role != .leader {
+            guard let forwardable, raft.leader != 0, raft.leader != id, raft.config.forwardProposals,
+                forwardedCount < options.maxForwardedProposals
+            else {
+                waiter.fail(
+                    forwardedCount >= options.maxForwardedProposals
+                        ? .busy("too many writes are waiting for the leader") : .notLeader(leaderHint: raft.leader))
+                return
+            }
+            do {
+                guard case .forwarded = try raft.propose(data) else {
+                    preconditionFailure("a follower appended a proposal")
+                }
+                forwarded[forwardable, default: []].append((waiter, raft.term))
+                forwardedCount += 1
+                counters.forwardedWrites += 1
+            } catch {
+                waiter.fail(Self.translate(error))
+            }
+            return
+        }
         do {
             switch try raft.propose(data) {
             case .appended(let index, let term):
                 failReplaced(at: index, term: term)
                 proposals[index] = (waiter, term)
             case .forwarded:
-                waiter.fail(.notLeader(leaderHint: raft.leader))
+                preconditionFailure("the leader forwarded a proposal")
             }
         } catch {
             waiter.fail(Self.translate(error))
         }
+    }
+
+    /// Forwarded proposals of an earlier term: the leader they went to may have lost them, or
+    /// they may still commit; their callers learn that the outcome is unknown (a session write
+    /// is safe to send again: a retry is answered from the session).
+    private func failForwardedFromEarlierTerms() {
+        guard forwardedCount > 0, raft.term != forwardedCheckedTerm else { return }
+        forwardedCheckedTerm = raft.term
+        for key in forwarded.keys.sorted(by: Self.sessionWriteOrder) {
+            let (stale, live) = (
+                forwarded[key]!.filter { $0.term < raft.term }, forwarded[key]!.filter { $0.term >= raft.term }
+            )
+            for pending in stale { pending.waiter.fail(.outcomeUnknown) }
+            forwardedCount -= stale.count
+            forwarded[key] = live.isEmpty ? nil : live
+        }
+    }
+
+    private static func sessionWriteOrder(_ a: SessionWrite, _ b: SessionWrite) -> Bool {
+        (a.session, a.sequence) < (b.session, b.sequence)
     }
 
     /// A leader appending at `index` in `term` has no entry of an earlier term there any more:
@@ -251,6 +305,7 @@ public final class MemberLoop {
         }
         answerReads()
         resolveTransfers()
+        failForwardedFromEarlierTerms()
         if membershipChanged || ready.snapshot != nil {
             membershipChanged = false
             observer?.loopAppliedMembership(status())
@@ -357,8 +412,17 @@ public final class MemberLoop {
             "committed entries out of sequence")
         try observer?.loopWillApply(ready.committedEntries)
         let started = clock.nanoseconds
-        let outcomes = Dictionary(
-            uniqueKeysWithValues: try kv.apply(ready.committedEntries).map { ($0.index, $0.outcome) })
+        let applied = try kv.apply(ready.committedEntries)
+        let outcomes = Dictionary(uniqueKeysWithValues: applied.map { ($0.index, $0.outcome) })
+        if forwardedCount > 0 {
+            for result in applied {
+                guard let key = result.sessionWrite, let waiting = forwarded.removeValue(forKey: key) else { continue }
+                forwardedCount -= waiting.count
+                for pending in waiting {
+                    pending.waiter.succeed(ProposalResult(index: result.index, outcome: result.outcome))
+                }
+            }
+        }
         observer?.loopApplied(ready.committedEntries, nanoseconds: clock.nanoseconds - min(started, clock.nanoseconds))
         assert(
             kv.appliedIndex >= ready.committedEntries.last!.index,
@@ -394,6 +458,13 @@ public final class MemberLoop {
         logger.info(
             "installed a snapshot from the leader",
             metadata: ["index": "\(snapshot.metadata.index)", "term": "\(snapshot.metadata.term)"])
+        // Forwarded writes the snapshot covered are not applied here one by one: their
+        // outcome is in the sessions, where a retry finds it.
+        for key in forwarded.keys.sorted(by: Self.sessionWriteOrder) {
+            for pending in forwarded[key]! { pending.waiter.fail(.outcomeUnknown) }
+        }
+        forwarded = [:]
+        forwardedCount = 0
         // Proposals at or below the snapshot cannot be matched to their outcome any more.
         for index in proposals.keys.sorted() where index <= snapshot.metadata.index {
             proposals.removeValue(forKey: index)?.waiter.fail(.outcomeUnknown)
@@ -474,6 +545,16 @@ public final class MemberLoop {
         for index in changes.keys.sorted() where changes[index]!.waiter.deadline <= now {
             changes.removeValue(forKey: index)!.waiter.fail(.timedOut)
         }
+        for key in forwarded.keys.sorted(by: Self.sessionWriteOrder)
+        where forwarded[key]!.contains(where: { $0.waiter.deadline <= now }) {
+            let (expired, live) = (
+                forwarded[key]!.filter { $0.waiter.deadline <= now },
+                forwarded[key]!.filter { $0.waiter.deadline > now }
+            )
+            for pending in expired { pending.waiter.fail(.timedOut) }
+            forwardedCount -= expired.count
+            forwarded[key] = live.isEmpty ? nil : live
+        }
         for readID in reads.keys.sorted() {
             let batch = reads[readID]!
             let (expired, live) = (
@@ -508,6 +589,11 @@ public final class MemberLoop {
         for pending in readsAwaitingApply { pending.waiter.fail(error) }
         for pending in transfers { pending.waiter.fail(error) }
         for (_, waiter) in appliedChanges { waiter.fail(error) }
+        for key in forwarded.keys.sorted(by: Self.sessionWriteOrder) {
+            for pending in forwarded[key]! { pending.waiter.fail(error) }
+        }
+        forwarded = [:]
+        forwardedCount = 0
         proposals = [:]
         changes = [:]
         reads = [:]
@@ -540,6 +626,7 @@ public final class MemberLoop {
         status.snapshotsSent = counters.snapshotsSent
         status.snapshotsInstalled = counters.snapshotsInstalled
         status.compactions = counters.compactions
+        status.forwardedWrites = counters.forwardedWrites
         status.refusedPeerMessages = counters.refusedPeerMessages
         return status
     }

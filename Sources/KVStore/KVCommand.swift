@@ -9,6 +9,17 @@ public enum KVLimits {
     public static let maxRangeLimit = 10_000
 }
 
+/// One write of a session: the session's id and the write's sequence number in it.
+public struct SessionWrite: Hashable, Sendable {
+    public var session: UInt64
+    public var sequence: UInt64
+
+    public init(session: UInt64, sequence: UInt64) {
+        self.session = session
+        self.sequence = sequence
+    }
+}
+
 /// A write as clients ask for it.
 public enum KVWrite: Equatable, Sendable {
     case put(key: [UInt8], value: [UInt8])
@@ -155,6 +166,13 @@ public enum KVCommand: Equatable, Sendable {
             return nil
         }
         guard reader.isAtEnd else { return nil }
+    }
+
+    /// The write's session and sequence number, for writes in a session: unique among the
+    /// session's writes, so it names one proposal (a retry is answered from the session).
+    public var sessionWrite: SessionWrite? {
+        guard case .write(let session, let sequence, _, _, _) = self, session != Self.noSession else { return nil }
+        return SessionWrite(session: session, sequence: sequence)
     }
 
     /// The version 1 encoding, for tests of old log entries.

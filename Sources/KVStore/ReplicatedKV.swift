@@ -89,6 +89,9 @@ public final class ReplicatedKV: @unchecked Sendable {
     public struct Applied: Equatable, Sendable {
         public var index: UInt64
         public var outcome: KVOutcome
+        /// The session write the entry held, if any: how a member that forwarded a proposal to
+        /// the leader recognizes it when it is applied.
+        public var sessionWrite: SessionWrite? = nil
     }
 
     /// Applies committed entries, in order, in one atomic write. Entries at or below the applied
@@ -105,8 +108,13 @@ public final class ReplicatedKV: @unchecked Sendable {
             pending.position.index = entry.index
             pending.position.term = entry.term
             guard entry.kind == .normal, !entry.data.isEmpty else { continue }
-            let outcome = try execute(entry, into: &pending)
-            results.append(Applied(index: entry.index, outcome: outcome))
+            guard let command = KVCommand(encoded: entry.data) else {
+                results.append(
+                    Applied(index: entry.index, outcome: .refused("entry \(entry.index) is not a KV command")))
+                continue
+            }
+            let outcome = try execute(command, entry: entry, into: &pending)
+            results.append(Applied(index: entry.index, outcome: outcome, sessionWrite: command.sessionWrite))
             if pending.batch.count >= Self.maxOperationsPerBatch || pending.batch.payloadBytes >= Self.maxBatchBytes {
                 try commit(&pending)
             }
@@ -142,10 +150,7 @@ public final class ReplicatedKV: @unchecked Sendable {
         pending.overlay = [:]
     }
 
-    private func execute(_ entry: Entry, into pending: inout PendingApply) throws -> KVOutcome {
-        guard let command = KVCommand(encoded: entry.data) else {
-            return .refused("entry \(entry.index) is not a KV command")
-        }
+    private func execute(_ command: KVCommand, entry: Entry, into pending: inout PendingApply) throws -> KVOutcome {
         switch command {
         case .openSession(let drawn, let owner, let time):
             pending.advanceClock(time)

@@ -8,7 +8,8 @@ import Synchronization
 /// Something for the Raft loop to do.
 enum EngineEvent {
     case messages([Message], from: NodeID)
-    case propose([UInt8], ProposalWaiter)
+    /// A command, and its session write when a follower may forward it to the leader.
+    case propose([UInt8], ProposalWaiter, forwardable: SessionWrite?)
     case read(ReadWaiter)
     case change(ConfigurationChange, ProposalWaiter)
     case transfer(NodeID, TransferWaiter)
@@ -19,7 +20,7 @@ enum EngineEvent {
     /// Answers the caller waiting on this event, if any, with `error`.
     func fail(_ error: EngineError) {
         switch self {
-        case .propose(_, let waiter), .change(_, let waiter): waiter.fail(error)
+        case .propose(_, let waiter, _), .change(_, let waiter): waiter.fail(error)
         case .read(let waiter): waiter.fail(error)
         case .transfer(_, let waiter): waiter.fail(error)
         case .snapshotNow(let continuation): continuation.resume(throwing: error)

@@ -44,8 +44,9 @@ public struct EngineOptions: Sendable {
         config.maxMessageBytes = maxAppendBytes
         config.maxInflightMessages = maxInflightMessages
         config.maxUncommittedBytes = maxUncommittedBytes
-        // Writes reach the leader through the client API, which knows how to answer the client.
-        config.forwardProposals = false
+        // A follower's front forwards session writes to the leader in the log's own messages
+        // (see `MemberLoop.propose`); other writes reach the leader through its client API.
+        config.forwardProposals = true
         return config
     }
 

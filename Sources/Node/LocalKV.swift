@@ -10,12 +10,17 @@ import Storage
 import Transport
 
 /// How a member treats a call it cannot answer itself.
-enum Routing: Sendable {
+enum Routing: Equatable, Sendable {
     /// A client's call: a follower forwards writes to the leader and waits out elections.
     case forwardToLeader
     /// A member's or front's call: answered at once, a write on a follower refused with the
     /// leader's id (the caller routes it), so that calls are never forwarded twice.
     case refuse
+    /// A front's session write on a follower: forwarded to the leader in the log's own messages
+    /// and answered when applied here, or failed after `attemptMilliseconds` (a proposal the
+    /// leader could not append is lost; the front resends it in its session). Anything else is
+    /// refused like `.refuse`.
+    case forwardSessionWrites(attemptMilliseconds: Int)
 }
 
 /// Who a KV call is made for: the identity that owns the sessions it opens and writes in.
@@ -349,7 +354,13 @@ struct LocalKV: Sendable {
         #endif
         return try await retryingElection(routing) {
             do {
-                let result = try await engine.propose(command.encoded)
+                let result: ProposalResult
+                if case .forwardSessionWrites(let attempt) = routing, let forwardable = command.sessionWrite {
+                    result = try await engine.propose(
+                        command.encoded, forwardable: forwardable, timeoutMilliseconds: attempt)
+                } else {
+                    result = try await engine.propose(command.encoded)
+                }
                 return Outcome(header: header(), outcome: result.outcome)
             } catch EngineError.notLeader(let hint) where routing == .forwardToLeader && hint != 0 && hint != engine.id
             {

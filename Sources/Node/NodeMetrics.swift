@@ -24,6 +24,7 @@ public final class NodeMetrics: Sendable {
     private let snapshotsSent: Gauge
     private let snapshotsInstalled: Gauge
     private let compactions: Gauge
+    private let forwardedWrites: Gauge
     private let refusedPeerConnections: Gauge
     private let refusedPeerMessages: Gauge
     private let peerGauges = Mutex<[NodeID: (rtt: Gauge, silence: Gauge)]>([:])
@@ -75,6 +76,9 @@ public final class NodeMetrics: Sendable {
         snapshotsInstalled = registry.makeGauge(
             name: "crm_snapshots_installed_total", help: "Snapshots this member installed from a leader")
         compactions = registry.makeGauge(name: "crm_log_compactions_total", help: "Log compactions")
+        forwardedWrites = registry.makeGauge(
+            name: "crm_raft_writes_forwarded_total",
+            help: "Session writes this member forwarded to the leader in proposal messages (as a follower)")
         refusedPeerConnections = registry.makeGauge(
             name: "crm_tls_peer_connections_refused_total",
             help: "Peer connections closed for a failed TLS handshake, a wrong identity or bad input")
@@ -179,6 +183,7 @@ public final class NodeMetrics: Sendable {
         snapshotsSent.set(to: Double(status.snapshotsSent))
         snapshotsInstalled.set(to: Double(status.snapshotsInstalled))
         compactions.set(to: Double(status.compactions))
+        forwardedWrites.set(to: Double(status.forwardedWrites))
         refusedPeerConnections.set(to: Double(refusedConnections))
         refusedPeerMessages.set(to: Double(status.refusedPeerMessages))
         refusedBusy.set(to: Double(status.refusedBusyRequests))

@@ -18,8 +18,10 @@ final class ProposalClock: Sendable {
     private let anchor = Mutex<Anchor?>(nil)
 
     func stamp(term: UInt64, logClockMillis: UInt64) -> UInt64 {
-        let monotonic = DispatchTime.now().uptimeNanoseconds
-        return anchor.withLock { anchor in
+        anchor.withLock { anchor in
+            // Read under the lock: a reading taken before it could predate an anchor that
+            // another caller set meanwhile.
+            let monotonic = DispatchTime.now().uptimeNanoseconds
             if anchor?.term != term {
                 anchor = Anchor(
                     term: term, millis: logClockMillis > 0 ? logClockMillis : WallClock.nowMillis(),

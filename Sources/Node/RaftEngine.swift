@@ -85,15 +85,19 @@ public final class RaftEngine: @unchecked Sendable {
 
     // MARK: - Requests (any thread)
 
-    /// Proposes a command; returns once it is applied (on the leader).
-    public func propose(_ data: [UInt8]) async throws -> ProposalResult {
+    /// Proposes a command; returns once it is applied (on the leader). A session write
+    /// (`forwardable`) proposed on a follower is forwarded to the leader in the log's own
+    /// messages and returns once applied on this member; other commands a follower refuses.
+    public func propose(
+        _ data: [UInt8], forwardable: SessionWrite? = nil, timeoutMilliseconds: Int? = nil
+    ) async throws -> ProposalResult {
         try await withCheckedThrowingContinuation { continuation in
             inbox.post(
                 .propose(
                     data,
-                    waiter(continuation) { [metrics] started, now in
+                    waiter(continuation, timeoutMilliseconds: timeoutMilliseconds) { [metrics] started, now in
                         metrics.proposalDuration.recordNanoseconds(Int64(now - min(started, now)))
-                    }))
+                    }, forwardable: forwardable))
         }
     }
 
@@ -133,12 +137,15 @@ public final class RaftEngine: @unchecked Sendable {
     /// A waiter on the loop's clock that resumes `continuation`; `succeeded` sees its start and
     /// answer times (for the latency metrics).
     private func waiter<Value: Sendable>(
-        _ continuation: CheckedContinuation<Value, any Error>,
+        _ continuation: CheckedContinuation<Value, any Error>, timeoutMilliseconds: Int? = nil,
         succeeded: (@Sendable (UInt64, UInt64) -> Void)? = nil
     ) -> Waiter<Value> {
+        precondition(timeoutMilliseconds.map { $0 > 0 } ?? true, "a waiter's timeout must be positive")
         let now = clock.nanoseconds
         let clock = self.clock
-        return Waiter(startedAt: now, deadline: now + UInt64(options.requestTimeoutMilliseconds) * 1_000_000) {
+        let timeout = UInt64(
+            min(timeoutMilliseconds ?? options.requestTimeoutMilliseconds, options.requestTimeoutMilliseconds))
+        return Waiter(startedAt: now, deadline: now + timeout * 1_000_000) {
             result in
             switch result {
             case .success(let value):
@@ -200,7 +207,7 @@ public final class RaftEngine: @unchecked Sendable {
         assert(loopThread.isOwner, "engine state touched off the loop thread")
         switch event {
         case .messages(let messages, let peer): loop.receive(messages, from: peer)
-        case .propose(let data, let waiter): loop.propose(data, waiter)
+        case .propose(let data, let waiter, let forwardable): loop.propose(data, waiter, forwardable: forwardable)
         case .read(let waiter): loop.read(waiter)
         case .change(let change, let waiter): loop.changeMembership(change, waiter)
         case .transfer(let target, let waiter): loop.transferLeadership(to: target, waiter)

@@ -193,6 +193,9 @@ extension Simulation {
             let command = KVCommand.write(
                 session: session, sequence: request.id.sequence, owner: owner(request), proposedAtMillis: now,
                 Self.write(operation))
+            // Half the writes a follower receives it forwards to the leader, as a follower's
+            // front does; the rest it refuses naming the leader, as a member's client API does.
+            let forwardable = random.next(below: 2) == 0 ? command.sessionWrite : nil
             loop.propose(
                 command.encoded,
                 ProposalWaiter(startedAt: started, deadline: deadline) { [unowned self] result in
@@ -212,7 +215,7 @@ extension Simulation {
                         }
                     case .failure(let error): failed(error)
                     }
-                })
+                }, forwardable: forwardable)
         }
         try drive(node)
     }

@@ -282,8 +282,8 @@ public final class Simulation {
         config.maxInflightMessages = profile.maxInflightMessages
         config.maxUncommittedBytes = 64 << 10
         config.plantedBug = options.plantedBug
-        // As on a member: writes reach the leader through the client API, never the core.
-        config.forwardProposals = false
+        // As on a member: a follower forwards session writes to the leader in proposal messages.
+        config.forwardProposals = true
         // Clocks drift by up to 10%: over an election timeout (10 ticks) two members' tick
         // counts differ by at most 2, so a bound of 3 is safe.
         if profile.leaseReads { config.leaseClockDriftBoundTicks = 3 }

@@ -4,6 +4,7 @@ import CRMTestSupport
 import ClusterHarness
 import Foundation
 import GRPCCore
+import Synchronization
 import Testing
 
 /// The front on real processes: routing for the whole cluster over gRPC and HTTP/JSON.
@@ -21,12 +22,13 @@ extension RealProcessTests {
             let leader = try #require(await cluster.waitForLeader())
             let followers = cluster.ids.filter { $0 != leader }
 
-            // gRPC through a follower's front: the write reaches the leader, no client session needed.
+            // gRPC through a follower's front: the write reaches the leader (forwarded by the
+            // follower's member, which answers once it has applied it), no client session needed.
             var put = Crm_V1_PutRequest()
             put.key = Data("contact/1".utf8)
             put.value = Data("Ada".utf8)
             let written = try await cluster.frontConnection(followers[0]).kv.put(put, options: ProcessCluster.shortCall)
-            #expect(written.header.memberID == leader && written.header.leaderID == leader)
+            #expect(written.header.memberID == followers[0] && written.header.leaderID == leader)
 
             // HTTP/JSON through the other follower's front reads it back, linearizably and serializably.
             let front = followers[1]
@@ -106,6 +108,72 @@ extension RealProcessTests {
             await cluster.closeConnections()
         }
 
+        /// Writes through a follower's front travel to the leader inside the log's own proposal
+        /// messages (counted by `crm_raft_writes_forwarded_total`) and each applies once, also
+        /// when the leader is killed while they are under way: a compare-and-swap from absent
+        /// that applied twice would answer `swapped: false` the second time.
+        @Test func aFollowersFrontForwardsWritesInTheLogAndEachAppliesOnceAcrossALeaderKill() async throws {
+            let cluster = try ProcessCluster()
+            try cluster.startAll()
+            let leader = try #require(await cluster.waitForLeader())
+            let front = cluster.ids.first { $0 != leader }!
+            let forwarded: @Sendable () async -> Double = {
+                let metrics = await cluster.health(front).body
+                let line = metrics.split(separator: "\n").first { $0.hasPrefix("crm_raft_writes_forwarded_total ") }
+                return line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? -1
+            }
+            #expect(await forwarded() == 0)
+            let (writers, perWriter, killAfter) = (8, 25, 60)
+            let succeeded = Tally()
+            var options = CallOptions.defaults
+            options.timeout = .seconds(20)
+            let callOptions = options
+            let outcomes = try await withThrowingTaskGroup(of: [String].self) { group in
+                for writer in 0..<writers {
+                    group.addTask {
+                        var problems: [String] = []
+                        for step in 0..<perWriter {
+                            var request = Crm_V1_CompareAndSwapRequest()
+                            request.key = Data("once/\(writer)/\(step)".utf8)
+                            request.expectAbsent = true
+                            request.newValue = Data("value \(writer)/\(step)".utf8)
+                            do {
+                                let reply = try await cluster.frontConnection(front).kv.compareAndSwap(
+                                    request, options: callOptions)
+                                if !reply.swapped { problems.append("once/\(writer)/\(step) did not swap") }
+                                succeeded.add()
+                            } catch {
+                                problems.append("once/\(writer)/\(step): \(error)")
+                            }
+                        }
+                        return problems
+                    }
+                }
+                group.addTask {
+                    let deadline = Date().addingTimeInterval(60)
+                    while succeeded.value < killAfter && Date() < deadline {
+                        try await Task.sleep(for: .milliseconds(5))
+                    }
+                    #expect(await forwarded() >= Double(killAfter), "writes before the kill went through the log")
+                    cluster.kill9(leader)
+                    return []
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+            #expect(outcomes.isEmpty, "\(outcomes)")
+            for writer in 0..<writers {
+                for step in 0..<perWriter {
+                    var get = Crm_V1_GetRequest()
+                    get.key = Data("once/\(writer)/\(step)".utf8)
+                    let read = try await cluster.frontConnection(front).kv.get(get, options: ProcessCluster.shortCall)
+                    #expect(String(decoding: read.value, as: UTF8.self) == "value \(writer)/\(step)")
+                }
+            }
+            try cluster.start(leader)
+            #expect(await eventually(seconds: 15) { await cluster.converged() })
+            await cluster.closeConnections()
+        }
+
         /// A client over its rate gets `429` with Retry-After over HTTP and RESOURCE_EXHAUSTED with
         /// `retry-after-ms` over gRPC; another client is not affected.
         @Test func aClientOverItsRateIsToldWhenToRetry() async throws {
@@ -154,4 +222,11 @@ extension RealProcessTests {
             await cluster.closeConnections()
         }
     }
+}
+
+/// A count shared by concurrent tasks.
+private final class Tally: Sendable {
+    private let count = Mutex(0)
+    func add() { count.withLock { $0 += 1 } }
+    var value: Int { count.withLock { $0 } }
 }

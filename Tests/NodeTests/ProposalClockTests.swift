@@ -35,4 +35,23 @@ import Testing
         let after = UInt64(Date().timeIntervalSince1970 * 1000)
         #expect(stamp >= before && stamp <= after, "\(stamp) not within [\(before), \(after)]")
     }
+
+    /// Callers on many threads (a leader's API, a follower forwarding its front's writes) stamp
+    /// at once while the term moves: each stamp stays within its term's anchor and the time since.
+    @Test func concurrentCallersAcrossTermChangesGetStampsFromTheirTermsAnchor() async {
+        let clock = ProposalClock()
+        let began = DispatchTime.now().uptimeNanoseconds
+        let stamps = await withTaskGroup(of: [UInt64].self) { group in
+            for caller in 0..<8 {
+                group.addTask {
+                    (0..<5_000).map { step in clock.stamp(term: UInt64(1 + (step + caller) % 3), logClockMillis: 10_000)
+                    }
+                }
+            }
+            return await group.reduce(into: []) { $0 += $1 }
+        }
+        let elapsed = (DispatchTime.now().uptimeNanoseconds - began) / 1_000_000
+        #expect(stamps.count == 40_000)
+        #expect(stamps.allSatisfy { $0 >= 10_000 && $0 <= 10_000 + elapsed }, "a stamp outside its anchor's range")
+    }
 }

@@ -26,7 +26,7 @@ final class FrontKV: Sendable {
         return try await router.run(
             FrontCall(
                 kind: kind, retryable: true,
-                local: { try await $0.get(request, routing: .refuse) },
+                local: { try await $0.get(request, routing: $1) },
                 remote: { try await $0.get(request, options: $1) },
                 header: { $0.header }), operation: "get")
     }
@@ -37,7 +37,7 @@ final class FrontKV: Sendable {
         return try await router.run(
             FrontCall(
                 kind: kind, retryable: true,
-                local: { try await $0.range(request, routing: .refuse) },
+                local: { try await $0.range(request, routing: $1) },
                 remote: { try await $0.range(request, options: $1) },
                 header: { $0.header }), operation: "range")
     }
@@ -48,7 +48,7 @@ final class FrontKV: Sendable {
         ) { request, retryable, caller in
             FrontCall(
                 kind: .write, retryable: retryable,
-                local: { try await $0.put(request, caller: caller, routing: .refuse) },
+                local: { try await $0.put(request, caller: caller, routing: $1) },
                 remote: { try await $0.put(request, metadata: caller.forwarding, options: $1) },
                 header: { $0.header })
         }
@@ -60,7 +60,7 @@ final class FrontKV: Sendable {
         ) { request, retryable, caller in
             FrontCall(
                 kind: .write, retryable: retryable,
-                local: { try await $0.delete(request, caller: caller, routing: .refuse) },
+                local: { try await $0.delete(request, caller: caller, routing: $1) },
                 remote: { try await $0.delete(request, metadata: caller.forwarding, options: $1) },
                 header: { $0.header })
         }
@@ -74,7 +74,7 @@ final class FrontKV: Sendable {
         ) { request, retryable, caller in
             FrontCall(
                 kind: .write, retryable: retryable,
-                local: { try await $0.compareAndSwap(request, caller: caller, routing: .refuse) },
+                local: { try await $0.compareAndSwap(request, caller: caller, routing: $1) },
                 remote: { try await $0.compareAndSwap(request, metadata: caller.forwarding, options: $1) },
                 header: { $0.header })
         }
@@ -88,7 +88,7 @@ final class FrontKV: Sendable {
         try await router.run(
             FrontCall(
                 kind: .write, retryable: false,
-                local: { try await $0.openSession(request, caller: caller, routing: .refuse) },
+                local: { try await $0.openSession(request, caller: caller, routing: $1) },
                 remote: { try await $0.openSession(request, metadata: caller.forwarding, options: $1) },
                 header: { $0.header }), operation: "open_session", deadline: deadline)
     }
@@ -98,7 +98,7 @@ final class FrontKV: Sendable {
         try await router.run(
             FrontCall(
                 kind: .write, retryable: false,
-                local: { try await $0.closeSession(request, caller: caller, routing: .refuse) },
+                local: { try await $0.closeSession(request, caller: caller, routing: $1) },
                 remote: { try await $0.closeSession(request, metadata: caller.forwarding, options: $1) },
                 header: { $0.header }), operation: "close_session")
     }

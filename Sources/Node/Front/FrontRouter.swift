@@ -17,7 +17,9 @@ struct FrontCall<Response: Sendable>: Sendable {
     let kind: Kind
     /// Safe to send again after an unknown outcome: reads, and writes tagged with a session.
     let retryable: Bool
-    let local: @Sendable (LocalKV) async throws -> Response
+    /// The call on this node's own member, routed as the front says: `.refuse` when that
+    /// member is the target, `.forwardSessionWrites` when it follows the target.
+    let local: @Sendable (LocalKV, Routing) async throws -> Response
     let remote: @Sendable (Crm_V1_KV.Client<HTTP2ClientTransport.Posix>, CallOptions) async throws -> Response
     let header: @Sendable (Response) -> Crm_V1_ResponseHeader
 }
@@ -135,6 +137,12 @@ final class FrontRouter: Sendable {
         table.withLock { $0.learnLeader(status.leader, term: status.term) }
     }
 
+    /// Whether this node's own member is serving and follows `leader`.
+    private func ownMemberFollows(_ leader: NodeID) -> Bool {
+        let status = local.engine.currentStatus
+        return status.failure == nil && status.role != .leader && status.leader == leader
+    }
+
     private func choose(_ kind: FrontCall<some Sendable>.Kind, now: UInt64) -> NodeID? {
         learnFromLocalMember()
         return table.withLock { table in
@@ -159,7 +167,12 @@ final class FrontRouter: Sendable {
         do {
             let response: Response
             if target == selfID {
-                response = try await call.local(local)
+                response = try await call.local(local, .refuse)
+            } else if call.kind == .write && call.retryable && ownMemberFollows(target) {
+                // A session write for the leader this node's member follows: forwarded in the
+                // log's own messages (one hop on the peer connection, no gRPC call).
+                let budget = min(remaining / 1_000_000, UInt64(options.attemptTimeoutMilliseconds))
+                response = try await call.local(local, .forwardSessionWrites(attemptMilliseconds: Int(max(budget, 1))))
             } else {
                 var callOptions = CallOptions.defaults
                 let budget = min(remaining, UInt64(self.options.attemptTimeoutMilliseconds) * 1_000_000)
