@@ -190,14 +190,25 @@ public final class MemberLoop {
     private func failForwardedFromEarlierTerms() {
         guard forwardedCount > 0, raft.term != forwardedCheckedTerm else { return }
         forwardedCheckedTerm = raft.term
+        let term = raft.term
+        failForwarded(.outcomeUnknown) { $0.term < term }
+    }
+
+    /// Fails the forwarded writes that `matches` picks with `error`, in key order (the same run
+    /// answers its callers in the same order), and forgets them.
+    private func failForwarded(
+        _ error: EngineError, where matches: ((waiter: ProposalWaiter, term: UInt64)) -> Bool = { _ in true }
+    ) {
+        guard forwardedCount > 0 else { return }
         for key in forwarded.keys.sorted(by: Self.sessionWriteOrder) {
-            let (stale, live) = (
-                forwarded[key]!.filter { $0.term < raft.term }, forwarded[key]!.filter { $0.term >= raft.term }
-            )
-            for pending in stale { pending.waiter.fail(.outcomeUnknown) }
-            forwardedCount -= stale.count
+            let waiting = forwarded[key]!
+            let live = waiting.filter { !matches($0) }
+            guard live.count < waiting.count else { continue }
+            for pending in waiting where matches(pending) { pending.waiter.fail(error) }
+            forwardedCount -= waiting.count - live.count
             forwarded[key] = live.isEmpty ? nil : live
         }
+        assert(forwardedCount == forwarded.values.reduce(0) { $0 + $1.count }, "forwarded writes miscounted")
     }
 
     private static func sessionWriteOrder(_ a: SessionWrite, _ b: SessionWrite) -> Bool {
@@ -460,11 +471,7 @@ public final class MemberLoop {
             metadata: ["index": "\(snapshot.metadata.index)", "term": "\(snapshot.metadata.term)"])
         // Forwarded writes the snapshot covered are not applied here one by one: their
         // outcome is in the sessions, where a retry finds it.
-        for key in forwarded.keys.sorted(by: Self.sessionWriteOrder) {
-            for pending in forwarded[key]! { pending.waiter.fail(.outcomeUnknown) }
-        }
-        forwarded = [:]
-        forwardedCount = 0
+        failForwarded(.outcomeUnknown)
         // Proposals at or below the snapshot cannot be matched to their outcome any more.
         for index in proposals.keys.sorted() where index <= snapshot.metadata.index {
             proposals.removeValue(forKey: index)?.waiter.fail(.outcomeUnknown)
@@ -545,16 +552,7 @@ public final class MemberLoop {
         for index in changes.keys.sorted() where changes[index]!.waiter.deadline <= now {
             changes.removeValue(forKey: index)!.waiter.fail(.timedOut)
         }
-        for key in forwarded.keys.sorted(by: Self.sessionWriteOrder)
-        where forwarded[key]!.contains(where: { $0.waiter.deadline <= now }) {
-            let (expired, live) = (
-                forwarded[key]!.filter { $0.waiter.deadline <= now },
-                forwarded[key]!.filter { $0.waiter.deadline > now }
-            )
-            for pending in expired { pending.waiter.fail(.timedOut) }
-            forwardedCount -= expired.count
-            forwarded[key] = live.isEmpty ? nil : live
-        }
+        failForwarded(.timedOut) { $0.waiter.deadline <= now }
         for readID in reads.keys.sorted() {
             let batch = reads[readID]!
             let (expired, live) = (
@@ -589,11 +587,7 @@ public final class MemberLoop {
         for pending in readsAwaitingApply { pending.waiter.fail(error) }
         for pending in transfers { pending.waiter.fail(error) }
         for (_, waiter) in appliedChanges { waiter.fail(error) }
-        for key in forwarded.keys.sorted(by: Self.sessionWriteOrder) {
-            for pending in forwarded[key]! { pending.waiter.fail(error) }
-        }
-        forwarded = [:]
-        forwardedCount = 0
+        failForwarded(error)
         proposals = [:]
         changes = [:]
         reads = [:]
