@@ -40,6 +40,8 @@ let package = Package(
 
         // Linux process controls Swift cannot call directly (prctl, gettid): core dumps, priorities.
         .target(name: "CProcessControl"),
+        // CRC-32C with the CPU's instruction (SSE 4.2) or a table.
+        .target(name: "CChecksum"),
 
         // Big-endian binary records: the one reader and writer every codec uses.
         .target(name: "BinaryCoding"),
@@ -94,7 +96,7 @@ let package = Package(
         ),
 
         // The peer wire format: frames, and Raft messages in them (no I/O: the transport uses it).
-        .target(name: "Wire", dependencies: ["Raft", "BinaryCoding"]),
+        .target(name: "Wire", dependencies: ["Raft", "BinaryCoding", "CChecksum"]),
 
         // Mutual-TLS peer connections carrying Wire frames (SwiftNIO, swift-nio-ssl).
         .target(
@@ -266,7 +268,13 @@ let package = Package(
             dependencies: ["CRMClient", "CRMProto", "Wire", "CRMTestSupport", "ClusterHarness", "Node", "FaultFile", .product(name: "GRPCCore", package: "grpc-swift-2"),
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
         ),
-        .testTarget(name: "NodeTests", dependencies: ["Node", "Engine", "Raft", "CRMTestSupport", "ClusterHarness", .product(name: "GRPCCore", package: "grpc-swift-2")]),
+        .testTarget(
+            name: "NodeTests",
+            dependencies: [
+                "Node", "Engine", "Raft", "KVStore", "RaftStorage", "Storage", "Sealing", "Transport", "Wire",
+                "CRMTestSupport", "ClusterHarness", .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(name: "ChaosTests", dependencies: ["CRMChaos", "CRMTestSupport", .product(name: "NIOCore", package: "swift-nio"),
                                                        .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft", "Storage", "Sealing"]),

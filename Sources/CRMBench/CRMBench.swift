@@ -5,5 +5,7 @@ struct CRMBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "crm-bench",
         abstract: "Benchmarks for the CRM cluster node.",
-        subcommands: [KVBenchmark.self, PeerBenchmark.self, StorageBenchmark.self, RaceBenchmark.self])
+        subcommands: [
+            KVBenchmark.self, PeerBenchmark.self, StorageBenchmark.self, RaceBenchmark.self, CatchUpBenchmark.self,
+        ])
 }

@@ -208,7 +208,7 @@ enum GRPCRun {
             context: ServerContext
         ) async throws {
             for try await batch in request {
-                let messages = try RaftMessageCoding.decode(Array(batch.messages)).map(\.message)
+                let messages = try RaftMessageCoding.decode(Array(batch.messages))
                 arrivals.entries.withLock { $0 += messages.reduce(0) { $0 + $1.entries.count } }
                 for message in messages where message.kind == .heartbeat {
                     var answer = Crm_V1_RaftBatch()

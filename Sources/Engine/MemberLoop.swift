@@ -35,6 +35,8 @@ public final class MemberLoop {
     public let raft: RaftNode
     let log: any LogWriter
     let outbox: any Outbox
+    /// Snapshots received from leaders, kept until installed (nil: they are in the log).
+    let received: (any ReceivedSnapshots)?
     let clock: any MonotonicClock
     let options: Options
     let logger: Logger
@@ -95,19 +97,27 @@ public final class MemberLoop {
     /// snapshot (a restore cut short by a crash) is restored from that snapshot first.
     public init(
         config: RaftConfig, log: any LogWriter, kv: ReplicatedKV, outbox: any Outbox, clock: any MonotonicClock,
-        options: Options = Options(), random: any RandomSource, logger: Logger
+        options: Options = Options(), random: any RandomSource, received: (any ReceivedSnapshots)? = nil,
+        logger: Logger
     ) throws {
         if kv.appliedIndex < log.snapshotMetadata.index {
-            // Only a snapshot received from a leader carries data, and only its restore can be
-            // cut short; a local compaction syncs the state machine before the log forgets.
-            let data = log.snapshot().data
-            guard !data.isEmpty else {
+            // Only a snapshot received from a leader can be cut short by a crash (a local
+            // compaction syncs the state machine before the log forgets); its data is in the
+            // log (the simulator, older logs) or among the received snapshots.
+            let metadata = log.snapshotMetadata
+            var snapshot = log.snapshot()
+            if !snapshot.hasData, let received = try received?.snapshot(at: metadata) {
+                snapshot.source = received
+            }
+            guard snapshot.hasData else {
                 throw EngineError.storage(
-                    "the state machine is at \(kv.appliedIndex), behind the log's snapshot at \(log.snapshotMetadata.index), which holds no data to restore it from"
+                    "the state machine is at \(kv.appliedIndex), behind the log's snapshot at \(metadata.index), whose data is neither in the log nor among the received snapshots"
                 )
             }
-            try kv.restore(from: data, expectedIndex: log.snapshotMetadata.index)
+            try kv.restore(from: snapshot, expectedIndex: metadata.index)
         }
+        received?.discard(through: kv.appliedIndex)
+        self.received = received
         id = config.id
         self.kv = kv
         self.log = log
@@ -138,7 +148,7 @@ public final class MemberLoop {
         }
         var refusal: String?
         for message in messages where message.to == id {
-            if case .refused(let reason) = raft.step(message) {
+            if let reason = snapshotRefusal(message) ?? stepRefusal(message) {
                 noteRefused(message, from: peer, reason: reason, now: now)
                 refusal = reason
             }
@@ -288,6 +298,8 @@ public final class MemberLoop {
                     ])
             }
             try send(ready.messages)
+            // A received snapshot's data is made durable before the log records it as its own.
+            try ready.snapshot?.source?.makeDurable()
             if ready.needsPersist, try log.write(ready) == .inFlight {
                 writing = ready
                 return
@@ -334,28 +346,25 @@ public final class MemberLoop {
         for peer in try outbox.send(withSnapshotData(messages)) { raft.reportUnreachable(peer: peer) }
     }
 
-    /// Snapshot messages from the core carry the log's snapshot metadata only: the data is read
-    /// here from the state pinned at that index. One the pinned state cannot serve is dropped
-    /// and reported undelivered (the core tries again later), and a compaction is asked for.
+    /// Snapshot messages from the core carry the log's snapshot metadata only: their data is
+    /// streamed by the transport from the state pinned at that index (which the stream holds
+    /// until it is done). One the pinned state cannot serve is dropped and reported
+    /// undelivered (the core tries again later), and a compaction is asked for.
     private func withSnapshotData(_ messages: [Message]) -> [Message] {
-        guard messages.contains(where: { $0.kind == .snapshot && $0.snapshot?.data.isEmpty == true }) else {
-            return messages
-        }
+        guard messages.contains(where: { $0.kind == .snapshot }) else { return messages }
         return messages.compactMap { message in
-            guard message.kind == .snapshot, let snapshot = message.snapshot, snapshot.data.isEmpty else {
-                return message
-            }
-            guard let data = snapshotData(at: snapshot.metadata.index) else {
+            guard message.kind == .snapshot, let snapshot = message.snapshot else { return message }
+            guard let state = pinnedState(at: snapshot.metadata.index) else {
                 raft.reportSnapshot(peer: message.to, delivered: false)
                 return nil
             }
             var filled = message
-            filled.snapshot!.data = data
+            filled.snapshot = Snapshot(metadata: snapshot.metadata, data: [], source: state)
             return filled
         }
     }
 
-    private func snapshotData(at index: UInt64) -> [UInt8]? {
+    private func pinnedState(at index: UInt64) -> PinnedState? {
         if pinned?.state.position.index != index {
             pinned = nil
             guard kv.appliedIndex == index, let state = try? kv.pinState(), state.position.index == index else {
@@ -365,14 +374,26 @@ public final class MemberLoop {
             pinned = (state, tickCount)
         }
         pinned!.usedAtTick = tickCount
+        return pinned!.state
+    }
+
+    /// Why a snapshot from the leader is refused before the core sees it: its data does not
+    /// decode, or is not at the index its metadata names. Checked only for a snapshot the core
+    /// could accept (beyond the commit index), as reading one through costs a full pass.
+    private func snapshotRefusal(_ message: Message) -> String? {
+        guard message.kind == .snapshot, let snapshot = message.snapshot, snapshot.metadata.index > raft.commitIndex
+        else { return nil }
         do {
-            return try pinned!.state.snapshotData()
-        } catch {
-            logger.error(
-                "cannot read the pinned state for a snapshot", metadata: ["index": "\(index)", "error": "\(error)"])
-            pinned = nil
+            try kv.check(snapshot: snapshot, expectedIndex: snapshot.metadata.index)
             return nil
+        } catch {
+            return "the snapshot at \(snapshot.metadata.index) does not decode: \(error)"
         }
+    }
+
+    private func stepRefusal(_ message: Message) -> String? {
+        if case .refused(let reason) = raft.step(message) { return reason }
+        return nil
     }
 
     /// One ReadIndex request for every read that arrived since the last.
@@ -460,7 +481,8 @@ public final class MemberLoop {
     }
 
     private func install(_ snapshot: Snapshot) throws {
-        try kv.restore(from: snapshot.data, expectedIndex: snapshot.metadata.index)
+        try kv.restore(from: snapshot, expectedIndex: snapshot.metadata.index)
+        received?.discard(through: snapshot.metadata.index)
         let state = try kv.pinState()
         precondition(state.position.index == snapshot.metadata.index, "restored state not at the snapshot's index")
         try observer?.loopHolds(snapshot.metadata, state: state)

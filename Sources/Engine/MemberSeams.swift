@@ -38,6 +38,15 @@ public enum LogWriteProgress: Sendable {
     case inFlight
 }
 
+/// Snapshots received from leaders and kept (on disk) until installed; the log records only
+/// their metadata.
+public protocol ReceivedSnapshots: AnyObject {
+    /// The received snapshot at `metadata`, if it is kept.
+    func snapshot(at metadata: SnapshotMetadata) throws -> (any SnapshotSource)?
+    /// Drops received snapshots at or below `index` (installed or superseded).
+    func discard(through index: UInt64)
+}
+
 /// Where the loop's messages to peers go: the peer transport, or the simulated network.
 public protocol Outbox: AnyObject {
     /// Sends `messages` in order; returns the peers that cannot be reached now (their

@@ -21,7 +21,7 @@ public enum MessageMutator {
         let prefix = harness == .raftStep ? Array(input.prefix(1)) : []
         guard harness.mutatesMessages, let decoded = try? RaftMessageCoding.decode(Array(input.dropFirst(prefix.count)))
         else { return nil }
-        var messages = decoded.map(\.message)
+        var messages = decoded
         var random = SeededRandom(seed: seed)
         if messages.isEmpty { messages = [Message(kind: .heartbeat, from: 2, to: 1, term: 1)] }
         let target = Int(random.next(below: UInt64(messages.count)))

@@ -15,8 +15,8 @@ enum RaftStepHarness {
         default: cluster.campaign(1)
         }
         let node = cluster.nodes[1]!
-        for item in decoded.prefix(64) {
-            var message = item.message
+        for decodedMessage in decoded.prefix(64) {
+            var message = decodedMessage
             message.to = 1
             message.from = 2 + message.from % 2
             node.step(message)

@@ -26,7 +26,7 @@ public enum SeedCorpus {
             return (0..<20).map { size in
                 let data = (0..<(size * 97)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
                 let chunks = SnapshotChunk.split(data, index: 7, term: 2, chunkBytes: 64)
-                var input = (0..<4).map { UInt8(truncatingIfNeeded: UInt64(data.count) >> (24 - 8 * UInt64($0))) }
+                var input = (0..<4).map { UInt8(truncatingIfNeeded: UInt64(data.count + 1) >> (24 - 8 * UInt64($0))) }
                 for chunk in chunks {
                     let payload = chunk.encoded
                     input += [UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)] + payload

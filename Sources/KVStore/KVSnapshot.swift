@@ -1,4 +1,5 @@
 import BinaryCoding
+import Raft
 import Sealing
 import Storage
 
@@ -6,11 +7,13 @@ import Storage
 /// whole state to compare members.
 ///
 /// Format: version, applied index, term, log clock, then every record (values and sessions) as
-/// key blob and value blob, in key order, read from one consistent view.
+/// key blob and value blob, in key order, read from one consistent view. It is written and
+/// read as a stream: neither side holds a whole snapshot in memory.
 extension ReplicatedKV {
     static let snapshotVersion: UInt8 = 1
 
-    /// Everything the state machine holds at its applied index, from one consistent view.
+    /// Everything the state machine holds at its applied index, from one consistent view, in
+    /// memory (tests and tools with small states; members stream `pinState()`).
     public func snapshotData() throws -> (position: Position, data: [UInt8]) {
         let state = try pinState()
         return (state.position, try state.snapshotData())
@@ -28,58 +31,66 @@ extension ReplicatedKV {
         }
     }
 
-    /// Replaces the whole state with a snapshot's (from the leader). Refuses a snapshot that
-    /// does not decode or does not sit at `expectedIndex`, before anything is changed. Large
-    /// snapshots are written in several batches; until the last is written the state has no
-    /// applied position (see `needsRestore`).
-    public func restore(from data: [UInt8], expectedIndex: UInt64) throws {
-        let (restored, records) = try Self.parseSnapshot(data)
-        guard restored.index == expectedIndex else {
-            throw StorageError.invalidArgument(
-                "the snapshot holds the state at \(restored.index), its metadata says \(expectedIndex)")
-        }
-        // The first batch also removes the applied position: a crash before the last batch
-        // leaves a state with no position, which the node restores again from the log's snapshot.
+    /// Reads a whole snapshot and checks that it decodes and sits at `expectedIndex`, changing
+    /// nothing: the member refuses a bad snapshot before its log records it (a streamed
+    /// snapshot cannot be checked whole before the restore starts writing).
+    public func check(snapshot: Snapshot, expectedIndex: UInt64) throws {
+        var parser = SnapshotParser(try snapshot.openReader())
+        try Self.expect(try parser.header(), at: expectedIndex)
+        while try parser.nextRecord() != nil {}
+    }
+
+    /// Replaces the whole state with a snapshot's (from the leader), reading it in pieces: the
+    /// memory it takes is one write batch, whatever the snapshot's size. Refuses a snapshot that
+    /// does not sit at `expectedIndex` before anything is changed; `check` beforehand refuses
+    /// one that does not decode. Until the last batch is written the state has no applied
+    /// position (see `needsRestore`), so a crash midway restores again from the start.
+    public func restore(from snapshot: Snapshot, expectedIndex: UInt64) throws {
+        var parser = SnapshotParser(try snapshot.openReader())
+        let restored = try parser.header()
+        try Self.expect(restored, at: expectedIndex)
         var batch = WriteBatch()
         batch.delete(.metadata, key: StateKeys.position)
         for prefix in StateKeys.allPrefixes {
             batch.deleteRange(.stateMachine, from: prefix, to: KeyEncoding.prefixEnd(prefix)!)
         }
-        for record in records {
-            if batch.count >= Self.maxOperationsPerBatch || batch.payloadBytes >= Self.maxBatchBytes {
+        var records = 0
+        while let record = try parser.nextRecord() {
+            if batch.count >= Self.maxOperationsPerBatch || batch.payloadBytes >= Self.restoreBatchBytes {
                 try storage.write(batch, durability: .buffered)
                 batch = WriteBatch()
             }
             batch.put(.stateMachine, key: record.key, value: record.value)
+            records += 1
         }
         batch.put(.metadata, key: StateKeys.position, value: Self.encode(restored))
         try storage.write(batch, durability: .synced)
         try reload()
         logger.info(
             "kv state restored from a snapshot",
-            metadata: ["index": "\(restored.index)", "records": "\(records.count)"])
+            metadata: ["index": "\(restored.index)", "records": "\(records)", "bytes": "\(parser.bytesRead)"])
+    }
+
+    /// Write batches of a restore stay this small: the restore's memory does not grow with the
+    /// snapshot (values are at most 1 MiB, so a batch overshoots by at most one value).
+    static let restoreBatchBytes = 16 << 20
+
+    private static func expect(_ restored: Position, at expectedIndex: UInt64) throws {
+        guard restored.index == expectedIndex else {
+            throw StorageError.invalidArgument(
+                "the snapshot holds the state at \(restored.index), its metadata says \(expectedIndex)")
+        }
     }
 
     /// A snapshot's position and records, or why it does not decode (nothing is written).
     @_spi(Fuzzing) public static func parseSnapshot(
         _ data: [UInt8]
     ) throws -> (Position, [(key: [UInt8], value: [UInt8])]) {
-        var reader = BinaryReader(data)
-        guard reader.u8() == Self.snapshotVersion, let index = reader.u64(), let term = reader.u64(),
-            let clock = reader.u64()
-        else {
-            throw StorageError.invalidArgument("the snapshot does not start with a KV snapshot header")
-        }
+        var parser = SnapshotParser(BytesSnapshotReader(data))
+        let position = try parser.header()
         var records: [(key: [UInt8], value: [UInt8])] = []
-        while !reader.isAtEnd {
-            guard let key = reader.blob(limit: StorageLimits.maxKeyBytes), let value = reader.blob(),
-                StateKeys.allPrefixes.contains(where: { key.starts(with: $0) })
-            else {
-                throw StorageError.invalidArgument("the snapshot's record \(records.count) is malformed")
-            }
-            records.append((key, value))
-        }
-        return (Position(index: index, term: term, logClockMillis: clock), records)
+        while let record = try parser.nextRecord() { records.append(record) }
+        return (position, records)
     }
 
     /// SHA-256 (hex) of the applied index and every record, from one consistent view: members
@@ -123,36 +134,175 @@ extension ReplicatedKV {
 
 /// The state machine as it was at one applied index, held by a consistent storage view: the
 /// log is compacted without copying the state, and a follower that needs a snapshot gets it
-/// read from this view. A view pins old versions in RocksDB and delays the retirement of
-/// rotated data keys, so holders release it (`release()`, or by dropping it) when not needed.
-public final class PinnedState {
+/// streamed from this view. A view pins old versions in RocksDB and delays the retirement of
+/// rotated data keys: it is released when the last holder (the member loop, or a snapshot
+/// still on its way to a follower) lets go of it.
+///
+/// Sendable: the view only reads (RocksDB reads at a snapshot are safe from any thread), and
+/// it is closed once, when the last reference goes.
+public final class PinnedState: SnapshotSource, @unchecked Sendable {
     public let position: ReplicatedKV.Position
-    private var view: (any StateStorageView)?
+    private let view: any StateStorageView
 
     init(position: ReplicatedKV.Position, view: any StateStorageView) {
         self.position = position
         self.view = view
     }
 
-    /// The snapshot at `position` (format: see `ReplicatedKV.restore(from:expectedIndex:)`).
+    /// A reader of the snapshot at `position` (format: see `ReplicatedKV.restore`), holding
+    /// this state until it is done.
+    public func openReader() throws -> any SnapshotReader { PinnedStateReader(self, view: view) }
+
+    /// Nothing to do: the state is the leader's own, already durable.
+    public func makeDurable() throws {}
+
+    /// The whole snapshot in memory: for the simulator and tests, whose states are small.
     public func snapshotData() throws -> [UInt8] {
-        guard let view else { throw StorageError.invalidArgument("the pinned state was released") }
-        var writer = BinaryWriter(capacity: 1 << 16)
-        writer.u8(ReplicatedKV.snapshotVersion)
-        writer.u64(position.index)
-        writer.u64(position.term)
-        writer.u64(position.logClockMillis)
-        try ReplicatedKV.forEachRecord(in: view) { key, value in
-            writer.blob(key)
-            writer.blob(value)
+        let reader = try openReader()
+        var bytes: [UInt8] = []
+        while let piece = try reader.read(maxBytes: 1 << 20) { bytes += piece }
+        return bytes
+    }
+
+    deinit { view.close() }
+}
+
+/// Encodes a pinned state as a snapshot, a page of records at a time: the header, then each
+/// record as key blob and value blob, in key order.
+final class PinnedStateReader: SnapshotReader {
+    private let state: PinnedState
+    private let view: any StateStorageView
+    private var pending: [UInt8] = []
+    private var pendingStart = 0
+    private var prefixes = StateKeys.allPrefixes[...]
+    private var range: KeyRange?
+    /// Records per scan, adjusted to keep a page near `pageBytes` (values range from a few
+    /// bytes to 1 MiB).
+    private var pageLimit = 256
+    static let pageBytes = 4 << 20
+
+    init(_ state: PinnedState, view: any StateStorageView) {
+        self.state = state
+        self.view = view
+        var header = BinaryWriter(capacity: 25)
+        header.u8(ReplicatedKV.snapshotVersion)
+        header.u64(state.position.index)
+        header.u64(state.position.term)
+        header.u64(state.position.logClockMillis)
+        pending = header.bytes
+    }
+
+    func read(maxBytes: Int) throws -> [UInt8]? {
+        precondition(maxBytes > 0)
+        while pending.count - pendingStart < maxBytes, try encodeNextPage() {}
+        guard pendingStart < pending.count else { return nil }
+        let end = min(pending.count, pendingStart + maxBytes)
+        let piece = Array(pending[pendingStart..<end])
+        pendingStart = end
+        if pendingStart == pending.count {
+            pending.removeAll(keepingCapacity: true)
+            pendingStart = 0
         }
-        return writer.bytes
+        return piece
     }
 
-    public func release() {
-        view?.close()
-        view = nil
+    /// Appends the next page of records to `pending`; false when every record is in it.
+    private func encodeNextPage() throws -> Bool {
+        if range == nil {
+            guard let prefix = prefixes.popFirst() else { return false }
+            range = .prefix(prefix)
+        }
+        let page = try view.scan(.stateMachine, range!, limit: pageLimit, direction: .forward)
+        if pendingStart > 0 {
+            pending.removeFirst(pendingStart)
+            pendingStart = 0
+        }
+        var bytes = 0
+        for item in page.entries {
+            var record = BinaryWriter(capacity: item.key.count + item.value.count + 8)
+            record.blob(item.key)
+            record.blob(item.value)
+            pending += record.bytes
+            bytes += record.bytes.count
+        }
+        if !page.entries.isEmpty {
+            let average = max(1, bytes / page.entries.count)
+            pageLimit = max(1, min(1024, Self.pageBytes / average))
+        }
+        range = page.resume
+        return true
+    }
+}
+
+/// Reads a snapshot's header and records from a reader, holding at most one record and one
+/// piece read beyond it.
+struct SnapshotParser {
+    private let reader: any SnapshotReader
+    private var buffer: [UInt8] = []
+    private var cursor = 0
+    private var ended = false
+    private(set) var bytesRead: UInt64 = 0
+    private var records = 0
+    static let readBytes = 1 << 20
+
+    init(_ reader: any SnapshotReader) { self.reader = reader }
+
+    mutating func header() throws -> ReplicatedKV.Position {
+        precondition(bytesRead == 0, "the header is read first")
+        guard try fill(25) else {
+            throw StorageError.invalidArgument("the snapshot does not start with a KV snapshot header")
+        }
+        var fields = BinaryReader(take(25))
+        guard fields.u8() == ReplicatedKV.snapshotVersion, let index = fields.u64(), let term = fields.u64(),
+            let clock = fields.u64()
+        else {
+            throw StorageError.invalidArgument("the snapshot does not start with a KV snapshot header")
+        }
+        return ReplicatedKV.Position(index: index, term: term, logClockMillis: clock)
     }
 
-    deinit { release() }
+    /// The next record, or nil at the end of the data (which must fall between records).
+    mutating func nextRecord() throws -> (key: [UInt8], value: [UInt8])? {
+        guard try fill(1) else { return nil }
+        guard let key = try blob(limit: StorageLimits.maxKeyBytes),
+            let value = try blob(limit: StorageLimits.maxValueBytes),
+            StateKeys.allPrefixes.contains(where: { key.starts(with: $0) })
+        else {
+            throw StorageError.invalidArgument("the snapshot's record \(records) is malformed")
+        }
+        records += 1
+        return (key, value)
+    }
+
+    private mutating func blob(limit: Int) throws -> [UInt8]? {
+        guard try fill(4) else { return nil }
+        let length = take(4).reduce(0) { $0 << 8 | Int($1) }
+        guard length <= limit, try fill(length) else { return nil }
+        return Array(take(length))
+    }
+
+    /// Whether `count` bytes are buffered past the cursor, reading more as needed.
+    private mutating func fill(_ count: Int) throws -> Bool {
+        while buffer.count - cursor < count && !ended {
+            if cursor > 0 {
+                buffer.removeFirst(cursor)
+                cursor = 0
+            }
+            if let piece = try reader.read(maxBytes: max(Self.readBytes, count - buffer.count)) {
+                buffer += piece
+            } else {
+                ended = true
+            }
+        }
+        return buffer.count - cursor >= count
+    }
+
+    private mutating func take(_ count: Int) -> ArraySlice<UInt8> {
+        assert(buffer.count - cursor >= count, "took bytes that were not filled")
+        defer {
+            cursor += count
+            bytesRead += UInt64(count)
+        }
+        return buffer[cursor..<cursor + count]
+    }
 }

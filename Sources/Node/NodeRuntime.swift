@@ -106,7 +106,7 @@ public final class NodeRuntime: @unchecked Sendable {
         MemberLimits(config: config).apply(to: &transportOptions)
         let transport = PeerTransport(
             selfID: config.id, tls: tls, group: peerGroup, options: transportOptions, denyList: denyList,
-            logger: logger)
+            snapshotSpool: try SnapshotSpool(directory: config.dataDir + "/snapshots"), logger: logger)
         self.transport = transport
         transport.setPeers(
             Dictionary(

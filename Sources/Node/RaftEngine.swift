@@ -56,7 +56,8 @@ public final class RaftEngine: @unchecked Sendable {
         inbox = EventInbox(maxRequests: options.maxWaitingRequests, maxMessageBatches: options.maxWaitingMessageBatches)
         loop = try MemberLoop(
             config: options.raftConfig(id: id), log: writer, kv: kv, outbox: TransportOutbox(transport), clock: clock,
-            options: options.loopOptions, random: SeededRandom(seed: randomSeed), logger: logger)
+            options: options.loopOptions, random: SeededRandom(seed: randomSeed),
+            received: transport.snapshotSpool.map(SpooledSnapshots.init), logger: logger)
         published = Mutex(EngineStatus(id: id))
         loop.observer = self
         publishStatus()
@@ -288,6 +289,19 @@ final class DurableLogWriter: StoreBackedLogWriter, @unchecked Sendable {
     }
 
     func compact(to snapshot: Snapshot) throws { try store.compact(to: snapshot) }
+}
+
+/// The transport's snapshot spool as the loop's received snapshots.
+final class SpooledSnapshots: ReceivedSnapshots {
+    let spool: SnapshotSpool
+
+    init(_ spool: SnapshotSpool) { self.spool = spool }
+
+    func snapshot(at metadata: SnapshotMetadata) throws -> (any SnapshotSource)? {
+        try spool.received(index: metadata.index, term: metadata.term)
+    }
+
+    func discard(through index: UInt64) { spool.discard(through: index) }
 }
 
 /// The peer transport as the loop's `Outbox`.

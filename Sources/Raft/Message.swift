@@ -66,14 +66,72 @@ public struct SnapshotMetadata: Equatable, Sendable {
     }
 }
 
-/// A snapshot of the applied state up to `metadata.index`.
+/// A snapshot of the applied state up to `metadata.index`. Its data is either held in memory
+/// (`data`: the simulator, tests, a log written before snapshots were streamed) or read in
+/// pieces from `source` (a leader's pinned state, a file a follower received), so that a
+/// store larger than memory moves between members without ever being held whole.
 public struct Snapshot: Equatable, Sendable {
     public var metadata: SnapshotMetadata
     public var data: [UInt8]
+    public var source: (any SnapshotSource)?
 
-    public init(metadata: SnapshotMetadata, data: [UInt8]) {
+    public init(metadata: SnapshotMetadata, data: [UInt8], source: (any SnapshotSource)? = nil) {
+        precondition(source == nil || data.isEmpty, "a snapshot holds its data in memory or in a source, not both")
         self.metadata = metadata
         self.data = data
+        self.source = source
+    }
+
+    /// Whether there is data to restore from (the log of a leader keeps only metadata).
+    public var hasData: Bool { source != nil || !data.isEmpty }
+
+    /// A reader from the first byte of the data, wherever it is.
+    public func openReader() throws -> any SnapshotReader {
+        try source?.openReader() ?? BytesSnapshotReader(data)
+    }
+
+    /// The same snapshot with its data read into memory (for the simulator's network, which
+    /// carries whole messages; never for a store of real size).
+    public func materialized() throws -> Snapshot {
+        guard source != nil else { return self }
+        let reader = try openReader()
+        var bytes: [UInt8] = []
+        while let piece = try reader.read(maxBytes: 1 << 20) { bytes += piece }
+        return Snapshot(metadata: metadata, data: bytes)
+    }
+
+    public static func == (lhs: Snapshot, rhs: Snapshot) -> Bool {
+        lhs.metadata == rhs.metadata && lhs.data == rhs.data && lhs.source === rhs.source
+    }
+}
+
+/// Snapshot data that lives outside the message: read in order, a piece at a time.
+public protocol SnapshotSource: AnyObject, Sendable {
+    /// A new reader from the first byte; readers are independent of each other.
+    func openReader() throws -> any SnapshotReader
+    /// Makes the data survive a crash, before the log records the snapshot as its own.
+    func makeDurable() throws
+}
+
+/// Reads one snapshot's data in order.
+public protocol SnapshotReader: AnyObject {
+    /// The next 1...`maxBytes` bytes, or nil after the last.
+    func read(maxBytes: Int) throws -> [UInt8]?
+}
+
+/// Reads data held in memory.
+public final class BytesSnapshotReader: SnapshotReader {
+    private let bytes: [UInt8]
+    private var offset = 0
+
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    public func read(maxBytes: Int) throws -> [UInt8]? {
+        precondition(maxBytes > 0)
+        guard offset < bytes.count else { return nil }
+        let end = min(bytes.count, offset + maxBytes)
+        defer { offset = end }
+        return Array(bytes[offset..<end])
     }
 }
 

@@ -100,8 +100,12 @@ extension Simulation {
         return delay
     }
 
-    /// Puts a peer message on the wire, where it may be lost, duplicated or delayed.
+    /// Puts a peer message on the wire, where it may be lost, duplicated or delayed. A
+    /// snapshot's data is read from the sender's pinned state now, as the transport would
+    /// stream it, so that what arrives does not depend on the sender's later state.
     func transmit(_ message: Message) throws {
+        var message = message
+        message.snapshot = try message.snapshot?.materialized()
         try invariants.observeSent(message)
         if !healed && chance(perMille: profile.dropPerMille) {
             log("drop \(describe(message))")

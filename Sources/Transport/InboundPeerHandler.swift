@@ -6,8 +6,10 @@ import Raft
 import Wire
 
 /// On an accepted peer connection: waits for the hello, checks it against the certificate and
-/// the member list, then decodes frames into Raft messages (reassembling snapshots) and hands
-/// them to the transport. Anything wrong closes this connection, with a log line saying why.
+/// the member list, then decodes frames into Raft messages and hands them to the transport. A
+/// snapshot's data goes to a file in the snapshot spool as it arrives, and its message is
+/// delivered once the last chunk is in and checked. Anything wrong closes this connection
+/// (and drops a partial snapshot), with a log line saying why.
 final class InboundPeerHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
 
@@ -15,7 +17,7 @@ final class InboundPeerHandler: ChannelInboundHandler, @unchecked Sendable {
     private let transport: PeerTransport
     private var decoder: FrameDecoder
     private var peer: NodeID?
-    private var snapshot: (message: Message, assembly: SnapshotAssembly)?
+    private var snapshot: (message: Message, check: SnapshotStreamCheck, file: SpoolWriter)?
     private var helloDeadline: Scheduled<Void>?
     private var snapshotDeadline: Scheduled<Void>?
     private var remote = "unknown"
@@ -36,7 +38,13 @@ final class InboundPeerHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         helloDeadline?.cancel()
+        dropSnapshot()
+    }
+
+    private func dropSnapshot() {
         snapshotDeadline?.cancel()
+        snapshot?.file.abandon()
+        snapshot = nil
     }
 
     /// Once TLS is up, only a member certificate may go on: the CA signs client certificates
@@ -97,40 +105,64 @@ final class InboundPeerHandler: ChannelInboundHandler, @unchecked Sendable {
         case .hello:
             throw PeerRefusal(description: "a second hello")
         case .raftMessages:
-            guard snapshot == nil else { throw PeerRefusal(description: "messages in the middle of a snapshot") }
+            // Messages go on while a snapshot arrives (the leader keeps sending heartbeats).
             var ready: [Message] = []
-            for decoded in try RaftMessageCoding.decode(frame.payload) {
-                let message = decoded.message
+            for message in try RaftMessageCoding.decode(frame.payload) {
                 guard message.from == peer, message.to == transport.selfID else {
                     throw PeerRefusal(
                         description: "member \(peer) sent a message from \(message.from) to \(message.to)")
                 }
-                if let metadata = message.snapshot?.metadata, let bytes = decoded.snapshotDataBytes {
-                    guard snapshot == nil else { throw PeerRefusal(description: "two snapshots at once") }
-                    let assembly = try SnapshotAssembly(
-                        index: metadata.index, term: metadata.term, totalBytes: bytes,
-                        maxBytes: transport.options.maxSnapshotBytes)
-                    snapshot = (message, assembly)
-                    startSnapshotDeadline(context)
+                if let metadata = message.snapshot?.metadata {
+                    try beginSnapshot(message, metadata, context: context)
                 } else {
                     ready.append(message)
                 }
             }
             return ready
         case .snapshotChunk:
-            guard var (message, assembly) = snapshot else {
+            guard let (announced, checked, file) = snapshot else {
                 throw PeerRefusal(description: "a snapshot chunk without its snapshot")
             }
-            try assembly.add(try SnapshotChunk(encoded: frame.payload))
-            guard assembly.isComplete else {
-                snapshot = (message, assembly)
+            var (message, check) = (announced, checked)
+            let chunk = try SnapshotChunk(encoded: frame.payload)
+            try check.accept(chunk)
+            try file.append(chunk.data)
+            guard check.isComplete else {
+                snapshot = (message, check, file)
+                startSnapshotDeadline(context)
                 return nil
             }
             snapshot = nil
             snapshotDeadline?.cancel()
-            message.snapshot?.data = assembly.data
+            message.snapshot?.source = try file.finish(checksum: check.checksum)
+            transport.logger.info(
+                "snapshot received",
+                metadata: ["peer": "\(peer)", "index": "\(check.index)", "bytes": "\(check.receivedBytes)"])
             return [message]
         }
+    }
+
+    /// A snapshot message: its data follows in chunks, into a spool file. One that replaces a
+    /// snapshot still arriving drops that one (the leader started again).
+    private func beginSnapshot(_ message: Message, _ metadata: SnapshotMetadata, context: ChannelHandlerContext) throws
+    {
+        guard let spool = transport.snapshotSpool else {
+            throw PeerRefusal(description: "a snapshot, and this member keeps no snapshot directory")
+        }
+        if let unfinished = snapshot {
+            transport.logger.warning(
+                "a new snapshot replaces one still arriving",
+                metadata: ["index": "\(metadata.index)", "unfinished_index": "\(unfinished.check.index)"])
+            dropSnapshot()
+        }
+        let file = try spool.begin(index: metadata.index, term: metadata.term)
+        snapshot = (
+            message,
+            SnapshotStreamCheck(
+                index: metadata.index, term: metadata.term, maxBytes: transport.options.maxSnapshotBytes),
+            file
+        )
+        startSnapshotDeadline(context)
     }
 
     private func accept(hello frame: Frame, context: ChannelHandlerContext) throws {
@@ -155,15 +187,18 @@ final class InboundPeerHandler: ChannelInboundHandler, @unchecked Sendable {
         transport.logger.info("peer connected", metadata: ["peer": "\(claimed)", "remote": "\(remote)"])
     }
 
+    /// Rearmed by every chunk: a snapshot may take long, but not stall.
     private func startSnapshotDeadline(_ context: ChannelHandlerContext) {
-        let timeout = transport.options.snapshotAssemblyTimeout
+        snapshotDeadline?.cancel()
+        let timeout = transport.options.snapshotIdleTimeout
         snapshotDeadline = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
             guard let self, self.snapshot != nil else { return }
-            self.refuse(context, "a snapshot did not arrive whole within \(timeout.nanoseconds / 1_000_000) ms")
+            self.refuse(context, "a snapshot stopped arriving for \(timeout.nanoseconds / 1_000_000) ms")
         }
     }
 
     private func refuse(_ context: ChannelHandlerContext, _ reason: String) {
+        dropSnapshot()
         guard context.channel.isActive else { return }
         transport.recordRefusal(reason)
         transport.logger.warning(

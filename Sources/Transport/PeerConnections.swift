@@ -18,6 +18,8 @@ final class OutboundPeer: Sendable {
     /// Bytes written to the channel and not yet flushed out.
     private let queuedBytes = Atomic<Int>(0)
     private let state = Mutex(ConnectionState())
+    /// The snapshot being streamed to this peer, if any (a newer one replaces it).
+    private let sender = Mutex<SnapshotSender?>(nil)
 
     private struct ConnectionState {
         var channel: (any Channel)?
@@ -40,7 +42,7 @@ final class OutboundPeer: Sendable {
         let before = queuedBytes.add(bytes, ordering: .relaxed).oldValue
         guard before + bytes <= transport.options.sendQueueBytes || before == 0 else {
             queuedBytes.subtract(bytes, ordering: .relaxed)
-            for frame in frames where frame.completesSnapshot { transport.snapshotSent(to: id, delivered: false) }
+            for frame in frames where frame.snapshot != nil { transport.snapshotSent(to: id, delivered: false) }
             return false
         }
         eventLoop.execute { [self] in
@@ -51,21 +53,26 @@ final class OutboundPeer: Sendable {
                 buffer.writeBytes(outbound.frame.payload)
                 let size = buffer.readableBytes
                 let promise = eventLoop.makePromise(of: Void.self)
-                promise.futureResult.whenComplete { [self] result in
-                    queuedBytes.subtract(size, ordering: .relaxed)
-                    if outbound.completesSnapshot {
-                        if case .success = result {
-                            transport.snapshotSent(to: id, delivered: true)
-                        } else {
-                            transport.snapshotSent(to: id, delivered: false)
-                        }
-                    }
-                }
+                promise.futureResult.whenComplete { [self] _ in queuedBytes.subtract(size, ordering: .relaxed) }
                 channel.write(buffer, promise: promise)
+                if let snapshot = outbound.snapshot { stream(snapshot, on: channel) }
             }
             channel.flush()
         }
         return true
+    }
+
+    /// Streams a snapshot's data after its message (already written, so the chunks follow it).
+    private func stream(_ snapshot: Snapshot, on channel: any Channel) {
+        let next = SnapshotSender(
+            peer: id, channel: channel, snapshot: snapshot,
+            chunkBytes: min(transport.options.snapshotChunkBytes, transport.options.maxFrameBytes - 64),
+            transport: transport)
+        sender.withLock { current in
+            current?.cancel()
+            current = next
+        }
+        next.start()
     }
 
     func connect() {
@@ -143,6 +150,7 @@ final class OutboundPeer: Sendable {
             state.closed = true
             return state.channel
         }
+        sender.withLock { $0?.cancel() }
         channel?.close(promise: nil)
     }
 }

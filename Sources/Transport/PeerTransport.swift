@@ -20,11 +20,12 @@ public struct PeerTransportOptions: Sendable {
     public var reconnectDelayMin = TimeAmount.milliseconds(50)
     public var reconnectDelayMax = TimeAmount.seconds(2)
     public var snapshotChunkBytes = 1 << 20
-    /// Largest snapshot a member accepts from its leader (held in memory while it arrives).
-    public var maxSnapshotBytes = 1 << 30
-    /// A snapshot must arrive whole within this time (1 GiB at 10 MB/s), or its connection is
-    /// closed and the memory it held freed; the leader sends it again.
-    public var snapshotAssemblyTimeout = TimeAmount.seconds(120)
+    /// Largest snapshot a member accepts from its leader. It goes to a file in the snapshot
+    /// directory as it arrives, so this bounds disk, not memory.
+    public var maxSnapshotBytes: UInt64 = 1 << 40
+    /// A snapshot that stops arriving for this long (no chunk) is dropped with its connection
+    /// and its partial file; the leader sends it again.
+    public var snapshotIdleTimeout = TimeAmount.seconds(30)
     /// Accepted connections before the hello. Members dial one connection each; the rest is
     /// room for reconnects. Unproven connections make way for newer ones (see `ConnectionGuard`).
     public var connectionLimits = ConnectionLimits(
@@ -57,6 +58,8 @@ public final class PeerTransport: Sendable {
     let logger: Logger
     /// Certificates refused although the CA signed them (nil: none).
     let denyList: DenyList?
+    /// Where snapshots from leaders are received (nil: this member refuses snapshots).
+    public let snapshotSpool: SnapshotSpool?
     private let state: Mutex<State>
 
     private struct State {
@@ -109,11 +112,12 @@ public final class PeerTransport: Sendable {
         selfID: NodeID, tls: ReloadingTLSContexts, group: any EventLoopGroup,
         delegate: (any PeerTransportDelegate)? = nil,
         options: PeerTransportOptions = PeerTransportOptions(), denyList: DenyList? = nil,
-        logger: Logger = Logger(label: "crm.peer")
+        snapshotSpool: SnapshotSpool? = nil, logger: Logger = Logger(label: "crm.peer")
     ) {
         precondition(selfID != 0)
         self.selfID = selfID
         self.denyList = denyList
+        self.snapshotSpool = snapshotSpool
         self.tls = tls
         self.group = group
         self.options = options
@@ -262,6 +266,7 @@ public final class PeerTransport: Sendable {
         for (id, batch) in byPeer {
             guard let peer = outbound(id) else {
                 unreachable.insert(id)
+                for message in batch where message.snapshot != nil { snapshotSent(to: id, delivered: false) }
                 continue
             }
             if !peer.enqueue(frames(for: batch)) { unreachable.insert(id) }
@@ -269,8 +274,8 @@ public final class PeerTransport: Sendable {
         return unreachable
     }
 
-    /// Frames for a batch: message batches within the frame limit, and each snapshot's chunks
-    /// right after the message that announces it.
+    /// Frames for a batch: message batches within the frame limit, and each snapshot message
+    /// in a frame of its own, which starts the streaming of its data once written.
     func frames(for messages: [Message]) -> [OutboundFrame] {
         var frames: [OutboundFrame] = []
         var pending: [Message] = []
@@ -286,16 +291,9 @@ public final class PeerTransport: Sendable {
             if let snapshot = message.snapshot {
                 flush()
                 frames.append(
-                    OutboundFrame(frame: Frame(type: .raftMessages, payload: RaftMessageCoding.encode([message]))))
-                let chunks = SnapshotChunk.split(
-                    snapshot.data, index: snapshot.metadata.index, term: snapshot.metadata.term,
-                    chunkBytes: min(options.snapshotChunkBytes, options.maxFrameBytes - 64))
-                for (position, chunk) in chunks.enumerated() {
-                    frames.append(
-                        OutboundFrame(
-                            frame: Frame(type: .snapshotChunk, payload: chunk.encoded),
-                            completesSnapshot: position == chunks.count - 1))
-                }
+                    OutboundFrame(
+                        frame: Frame(type: .raftMessages, payload: RaftMessageCoding.encode([message])),
+                        snapshot: snapshot))
                 continue
             }
             guard size + 64 <= options.maxFrameBytes else {
@@ -350,10 +348,10 @@ public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
     public var description: String { "\(host):\(port)" }
 }
 
-/// A frame queued for a peer; the last chunk of a snapshot reports the snapshot sent.
+/// A frame queued for a peer; one that announces a snapshot starts streaming its data.
 struct OutboundFrame {
     var frame: Frame
-    var completesSnapshot = false
+    var snapshot: Snapshot?
 }
 
 /// The hello frame: the member id the dialler claims (checked against its certificate).

@@ -1,15 +1,20 @@
-/// CRC-32C (Castagnoli), the checksum of snapshot chunks: it tells a chunk damaged or
-/// misassembled on the receiving side from a good one (TLS already guards the wire).
+import CChecksum
+
+/// CRC-32C (Castagnoli), the checksum of snapshot streams: it tells data damaged or
+/// misassembled on the receiving side from good data (TLS already guards the wire). Computed in
+/// C with the CPU's crc32 instruction where there is one: a generic Swift loop over a sequence
+/// was most of a follower's time installing a large snapshot (profiled: 80% of samples).
 public enum CRC32C {
-    private static let table: [UInt32] = (0..<256).map { byte in
-        var crc = UInt32(byte)
-        for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1 }
-        return crc
+    public static func checksum(_ bytes: [UInt8], continuing previous: UInt32 = 0) -> UInt32 {
+        bytes.withUnsafeBufferPointer { crm_crc32c(previous, $0.baseAddress, $0.count) }
     }
 
-    public static func checksum(_ bytes: some Sequence<UInt8>, continuing previous: UInt32 = 0) -> UInt32 {
-        var crc = ~previous
-        for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
-        return ~crc
+    public static func checksum(_ bytes: UnsafeRawBufferPointer, continuing previous: UInt32 = 0) -> UInt32 {
+        crm_crc32c(previous, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
+    }
+
+    /// By the table alone, whatever the CPU: for checking one path against the other.
+    public static func portableChecksum(_ bytes: [UInt8], continuing previous: UInt32 = 0) -> UInt32 {
+        bytes.withUnsafeBufferPointer { crm_crc32c_portable(previous, $0.baseAddress, $0.count) }
     }
 }

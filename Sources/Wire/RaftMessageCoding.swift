@@ -7,10 +7,11 @@ import Raft
 ///     message := kind:u8 from:u64 to:u64 term:u64 logTerm:u64 index:u64 commit:u64
 ///                reject:u8 rejectHint:u64 context:blob entries snapshot
 ///     entries := count:u32 (term:u64 index:u64 kind:u8 data:blob)*
-///     snapshot:= present:u8 [index:u64 term:u64 voters:ids learners:ids dataBytes:u64]
+///     snapshot:= present:u8 [index:u64 term:u64 voters:ids learners:ids]
 ///
-/// A snapshot message carries only the snapshot's metadata and size; its data follows in
-/// `snapshotChunk` frames and is attached by the receiver once complete and verified.
+/// A snapshot message carries only the snapshot's metadata; its data follows in
+/// `snapshotChunk` frames (see `SnapshotChunk`) and is attached by the receiver once it has
+/// all arrived and been checked.
 public enum RaftMessageCoding {
     /// Limits a decoder enforces whatever the frame size (a frame is already bounded).
     public static let maxMessagesPerBatch = 65_536
@@ -25,19 +26,13 @@ public enum RaftMessageCoding {
         return writer.bytes
     }
 
-    /// A decoded message; for a snapshot message, the size of the data that follows in chunks.
-    public struct Decoded: Equatable, Sendable {
-        public var message: Message
-        public var snapshotDataBytes: UInt64?
-    }
-
-    public static func decode(_ payload: [UInt8]) throws(WireError) -> [Decoded] {
+    public static func decode(_ payload: [UInt8]) throws(WireError) -> [Message] {
         var reader = BinaryReader(payload)
         guard let count = reader.u32() else { throw .malformed("batch without a count") }
         guard count <= maxMessagesPerBatch else {
             throw .malformed("batch of \(count) messages exceeds \(maxMessagesPerBatch)")
         }
-        var messages: [Decoded] = []
+        var messages: [Message] = []
         messages.reserveCapacity(Int(min(count, 1024)))
         for position in 0..<count {
             guard let message = decodeMessage(&reader) else {
@@ -74,13 +69,12 @@ public enum RaftMessageCoding {
             writer.u64(snapshot.metadata.term)
             writer.ids(snapshot.metadata.configuration.voters.sorted())
             writer.ids(snapshot.metadata.configuration.learners.sorted())
-            writer.u64(UInt64(snapshot.data.count))
         } else {
             writer.bool(false)
         }
     }
 
-    private static func decodeMessage(_ reader: inout BinaryReader) -> Decoded? {
+    private static func decodeMessage(_ reader: inout BinaryReader) -> Message? {
         guard let code = reader.u8(), let kind = kind(code: code),
             let from = reader.u64(), let to = reader.u64(), let term = reader.u64(),
             let logTerm = reader.u64(), let index = reader.u64(), let commit = reader.u64(),
@@ -104,20 +98,15 @@ public enum RaftMessageCoding {
             message.entries.append(Entry(term: entryTerm, index: entryIndex, kind: entryKind, data: data))
         }
         guard let hasSnapshot = reader.bool() else { return nil }
-        var snapshotDataBytes: UInt64?
         if hasSnapshot {
             guard let snapshotIndex = reader.u64(), let snapshotTerm = reader.u64(),
                 let voters = reader.ids(limit: maxMembers), let learners = reader.ids(limit: maxMembers),
-                let dataBytes = reader.u64()
-            else { return nil }
-            guard let configuration = Configuration(decodedVoters: voters, learners: learners),
-                dataBytes <= UInt64(Int.max)
+                let configuration = Configuration(decodedVoters: voters, learners: learners)
             else { return nil }
             let metadata = SnapshotMetadata(index: snapshotIndex, term: snapshotTerm, configuration: configuration)
             message.snapshot = Snapshot(metadata: metadata, data: [])
-            snapshotDataBytes = dataBytes
         }
-        return Decoded(message: message, snapshotDataBytes: snapshotDataBytes)
+        return message
     }
 
     /// Stable codes: the wire must not change when the enum's cases are reordered or renamed.

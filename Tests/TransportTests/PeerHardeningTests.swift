@@ -110,23 +110,62 @@ import Wire
         await two.transport.stop()
     }
 
-    /// A snapshot announced and never finished frees its memory at the assembly deadline.
-    @Test func anUnfinishedSnapshotIsDroppedAtItsDeadline() async throws {
+    /// A snapshot that stops arriving is dropped at its idle deadline, with its partial file.
+    @Test func aStalledSnapshotIsDroppedWithItsFile() async throws {
         let certificates = try TestCertificates()
         var options = PeerTransportOptions()
-        options.snapshotAssemblyTimeout = .milliseconds(300)
+        options.snapshotIdleTimeout = .milliseconds(300)
         let one = try await TestMember.start(1, files: certificates.files(member: 1), group: group, options: options)
         one.transport.setPeers([3: PeerAddress(host: "127.0.0.1", port: 1)])
-        var announce = Message(kind: .snapshot, from: 3, to: 1, term: 3)
-        announce.snapshot = Snapshot(
-            metadata: SnapshotMetadata(index: 9, term: 3, configuration: Configuration(voters: [1, 3])),
-            data: [UInt8](repeating: 1, count: 1 << 20))
+        let chunks = SnapshotChunk.split([UInt8](repeating: 1, count: 1 << 20), index: 9, term: 3, chunkBytes: 1 << 19)
         let raw = try await RawConnection(port: one.port, tls: certificates.raw(member: 3))
         try await raw.write(
-            Hello.encode(3).encoded + Frame(type: .raftMessages, payload: RaftMessageCoding.encode([announce])).encoded)
+            Hello.encode(3).encoded + Frame(type: .raftMessages, payload: RaftMessageCoding.encode([announce])).encoded
+                + Frame(type: .snapshotChunk, payload: chunks[0].encoded).encoded)
+        #expect(await eventually(seconds: 3) { one.spoolFiles == ["receiving-9-3"] })
         #expect(await eventually(seconds: 3) { raw.isClosed })
-        #expect(one.transport.refusedConnections.recent.contains("a snapshot did not arrive whole within 300 ms"))
+        #expect(one.transport.refusedConnections.recent.contains("a snapshot stopped arriving for 300 ms"))
+        #expect(one.spoolFiles.isEmpty)
         #expect(one.inbox.count == 0)
         await one.transport.stop()
+    }
+
+    /// A chunk that fails its running checksum, or runs past the size limit, closes the
+    /// connection and drops the partial file; nothing is delivered.
+    @Test func aDamagedOrOversizedSnapshotIsRefusedWithItsFile() async throws {
+        let certificates = try TestCertificates()
+        var options = PeerTransportOptions()
+        options.maxSnapshotBytes = 1 << 20
+        let one = try await TestMember.start(1, files: certificates.files(member: 1), group: group, options: options)
+        one.transport.setPeers([3: PeerAddress(host: "127.0.0.1", port: 1)])
+        let good = SnapshotChunk.split([UInt8](repeating: 2, count: 3 << 19), index: 9, term: 3, chunkBytes: 1 << 19)
+        var damaged = good[1]
+        damaged.data[7] ^= 0x40
+        let cases: [([SnapshotChunk], String)] = [
+            ([good[0], damaged], "snapshot chunk at offset 524288 fails its checksum"),
+            (Array(good.prefix(3)), "the snapshot runs past the limit of 1048576 bytes"),
+        ]
+        for (chunks, reason) in cases {
+            let raw = try await RawConnection(port: one.port, tls: certificates.raw(member: 3))
+            var bytes =
+                Hello.encode(3).encoded
+                + Frame(type: .raftMessages, payload: RaftMessageCoding.encode([announce])).encoded
+            for chunk in chunks { bytes += Frame(type: .snapshotChunk, payload: chunk.encoded).encoded }
+            try await raw.write(bytes)
+            #expect(await eventually(seconds: 3) { raw.isClosed })
+            #expect(
+                one.transport.refusedConnections.recent.contains { $0.contains(reason) },
+                "\(one.transport.refusedConnections.recent)")
+            #expect(one.spoolFiles.isEmpty)
+        }
+        #expect(one.inbox.count == 0)
+        await one.transport.stop()
+    }
+
+    private var announce: Message {
+        var message = Message(kind: .snapshot, from: 3, to: 1, term: 3)
+        message.snapshot = Snapshot(
+            metadata: SnapshotMetadata(index: 9, term: 3, configuration: Configuration(voters: [1, 3])), data: [])
+        return message
     }
 }

@@ -17,12 +17,22 @@ import Wire
         return message
     }
 
-    @Test func membersExchangeMessagesAndSnapshotsOverMutualTLS() async throws {
-        let certificates = try TestCertificates()
+    /// Members 1 and 2, each knowing where the other listens.
+    private func connectedPair(_ certificates: TestCertificates) async throws -> (TestMember, TestMember) {
         let one = try await TestMember.start(1, files: certificates.files(member: 1), group: group)
         let two = try await TestMember.start(2, files: certificates.files(member: 2), group: group)
         one.transport.setPeers([2: two.address])
         two.transport.setPeers([1: one.address])
+        return (one, two)
+    }
+
+    private func stop(_ members: TestMember...) async {
+        for member in members { await member.transport.stop() }
+    }
+
+    @Test func membersExchangeMessagesAndSnapshotsOverMutualTLS() async throws {
+        let certificates = try TestCertificates()
+        let (one, two) = try await connectedPair(certificates)
 
         #expect(
             await sendUntilDelivered(one.transport, [heartbeat(from: 1, to: 2, commit: 7)], to: two.inbox, count: 1))
@@ -44,10 +54,58 @@ import Wire
         #expect(await eventually { two.inbox.count >= 3 })
         let received = two.inbox.messages.withLock { $0.map(\.message) }
         #expect(received.contains { $0.kind == .append && $0.entries == append.entries })
-        #expect(received.contains { $0.kind == .snapshot && $0.snapshot?.data == data })
+        // The data arrives in the spool, not in memory: the message names the file.
+        let arrived = try #require(received.first { $0.kind == .snapshot }?.snapshot)
+        #expect(arrived.data.isEmpty && arrived.source is SpooledSnapshot)
+        #expect(try arrived.materialized().data == data)
+        #expect(two.spoolFiles == ["snapshot-500-3"])
+        #expect(
+            try Snapshot(
+                metadata: arrived.metadata, data: [], source: two.transport.snapshotSpool!.received(index: 500, term: 3)
+            ).materialized().data == data)
         #expect(await eventually { one.inbox.snapshots.withLock { $0.contains { $0.peer == 2 && $0.delivered } } })
-        await one.transport.stop()
-        await two.transport.stop()
+        two.transport.snapshotSpool!.discard(through: 500)
+        #expect(two.spoolFiles.isEmpty)
+        await stop(one, two)
+    }
+
+    /// A snapshot read from its source as it goes (here 24 MiB made on the fly): messages to
+    /// the same peer go on while it streams, the file that arrives holds exactly the data, and
+    /// the sender lets go of its reader when done.
+    @Test func aSnapshotStreamsFromItsSourceWhileMessagesGoOn() async throws {
+        let certificates = try TestCertificates()
+        let (one, two) = try await connectedPair(certificates)
+        #expect(
+            await sendUntilDelivered(one.transport, [heartbeat(from: 1, to: 2, commit: 1)], to: two.inbox, count: 1))
+
+        let source = GeneratedSnapshot(bytes: 24 << 20)
+        var snapshot = Message(kind: .snapshot, from: 1, to: 2, term: 4)
+        snapshot.snapshot = Snapshot(
+            metadata: SnapshotMetadata(index: 900, term: 4, configuration: Configuration(voters: [1, 2])), data: [],
+            source: source)
+        #expect(one.transport.send([snapshot]).isEmpty)
+        for commit in 2...20 { _ = one.transport.send([heartbeat(from: 1, to: 2, commit: UInt64(commit))]) }
+        #expect(
+            await eventually(seconds: 30) {
+                two.inbox.messages.withLock { $0.contains { $0.message.kind == .snapshot } }
+            })
+        let order = two.inbox.messages.withLock { $0.map(\.message) }
+        let snapshotPosition = try #require(order.firstIndex { $0.kind == .snapshot })
+        #expect(order[..<snapshotPosition].contains { $0.commit == 20 }, "heartbeats waited for the snapshot")
+        let arrived = try #require(order[snapshotPosition].snapshot)
+        let reader = try arrived.openReader()
+        var offset = 0
+        var matches = true
+        while let piece = try reader.read(maxBytes: 1 << 20) {
+            for (position, byte) in piece.enumerated() where byte != GeneratedSnapshot.byte(at: offset + position) {
+                matches = false
+            }
+            offset += piece.count
+        }
+        #expect(matches && offset == 24 << 20)
+        #expect(await eventually { one.inbox.snapshots.withLock { $0.contains { $0.peer == 2 && $0.delivered } } })
+        #expect(source.openReaders.load(ordering: .relaxed) == 0)
+        await stop(one, two)
     }
 
     /// A process that presents member 2's certificate but says it is member 3 is refused; so

@@ -75,12 +75,54 @@ struct TestMember {
         logger.logLevel = .critical
         let transport = PeerTransport(
             selfID: id, tls: try ReloadingTLSContexts(files: files), group: group, delegate: inbox,
-            options: options, logger: logger)
+            options: options,
+            // Inside the certificates' directory, which goes when the test's certificates do.
+            snapshotSpool: try SnapshotSpool(
+                directory: (files.caBundle as NSString).deletingLastPathComponent + "/spool-\(id)-" + UUID().uuidString),
+            logger: logger)
         let port = try await transport.listen(host: "127.0.0.1", port: 0)
         return TestMember(id: id, transport: transport, inbox: inbox, port: port)
     }
 
     var address: PeerAddress { PeerAddress(host: "127.0.0.1", port: port) }
+
+    /// The files in this member's snapshot spool.
+    var spoolFiles: [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: transport.snapshotSpool!.directory)) ?? []).sorted()
+    }
+}
+
+/// Snapshot data made as it is read, a few bytes at a time, counting the readers still open
+/// (the leader's pinned state stands in this way for a store larger than memory).
+final class GeneratedSnapshot: SnapshotSource {
+    let bytes: Int
+    let openReaders = Atomic<Int>(0)
+
+    init(bytes: Int) { self.bytes = bytes }
+
+    static func byte(at offset: Int) -> UInt8 { UInt8(truncatingIfNeeded: offset &* 31 &+ offset >> 11) }
+
+    func openReader() throws -> any SnapshotReader { Reader(self) }
+    func makeDurable() throws {}
+
+    final class Reader: SnapshotReader {
+        let source: GeneratedSnapshot
+        var offset = 0
+
+        init(_ source: GeneratedSnapshot) {
+            self.source = source
+            source.openReaders.add(1, ordering: .relaxed)
+        }
+
+        func read(maxBytes: Int) throws -> [UInt8]? {
+            guard offset < source.bytes else { return nil }
+            let end = min(source.bytes, offset + min(maxBytes, 100_000))
+            defer { offset = end }
+            return (offset..<end).map(GeneratedSnapshot.byte(at:))
+        }
+
+        deinit { source.openReaders.subtract(1, ordering: .relaxed) }
+    }
 }
 
 /// Sends `messages` until `inbox` holds at least `count` (a first send may find the connection
