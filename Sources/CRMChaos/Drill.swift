@@ -252,7 +252,7 @@ struct Drill {
         while Date() < deadline {
             var states: [String] = []
             for id in cluster.ids {
-                guard let status = await cluster.status(id, timeout: .seconds(5)) else {
+                guard let status = await cluster.status(id, timeout: .seconds(5), hash: true) else {
                     states.append("\(id): no answer"); continue
                 }
                 states.append("\(id): \(status.appliedIndex)/\(status.stateHash.prefix(16))")

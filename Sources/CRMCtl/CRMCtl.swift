@@ -76,11 +76,12 @@ struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Every member: role, term, leader, log positions, lag, reachability, health, process id.")
     @OptionGroup var options: ConnectionOptions
+    @Flag(help: "Also each member's state hash, to compare members (each reads its whole store).") var hash = false
 
     func run() async throws {
         let cluster = try Cluster(options)
         defer { cluster.close() }
-        let statuses = await cluster.statuses()
+        let statuses = await cluster.statuses(hashes: hash)
         if options.json {
             try Output.json(StatusReport(statuses: statuses, cluster: cluster))
         } else {

@@ -101,15 +101,19 @@ final class Cluster: @unchecked Sendable {
     }
 
     /// Each target's status (nil with the error when it did not answer), in target order.
-    func statuses() async -> [(target: Target, status: Crm_V1_StatusResponse?, error: String?)] {
+    /// Every member's status; `hashes` adds each one's state digest (a full read of its store).
+    func statuses(hashes: Bool = false) async -> [(target: Target, status: Crm_V1_StatusResponse?, error: String?)] {
+        var asked = Crm_V1_StatusRequest()
+        asked.includeStateHash = hashes
         var results: [(Target, Crm_V1_StatusResponse?, String?)] = []
         await withTaskGroup(of: (Int, Crm_V1_StatusResponse?, String?).self) { group in
             for index in targets.indices {
                 guard let connection = try? connection(index) else { continue }
                 let options = callOptions
+                let request = asked
                 group.addTask {
                     do {
-                        return (index, try await connection.admin.status(Crm_V1_StatusRequest(), options: options), nil)
+                        return (index, try await connection.admin.status(request, options: options), nil)
                     } catch let error as RPCError {
                         return (index, nil, error.message + (error.cause.map { " (\($0))" } ?? ""))
                     } catch {

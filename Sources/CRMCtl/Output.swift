@@ -178,7 +178,7 @@ struct StatusReport: Encodable {
                 applied_index: status.appliedIndex, first_index: status.firstIndex, last_index: status.lastIndex,
                 snapshot_index: status.snapshotIndex, match_index: seen?.matchIndex, lag: seen?.lag,
                 health: Output.health(status.health), health_reasons: status.health.reasons,
-                state_hash: status.stateHash,
+                state_hash: status.stateHash.isEmpty ? nil : status.stateHash,
                 alarms: status.alarms.map(AlarmJSON.init), dead_members: status.deadMembers.map(DeadMemberJSON.init))
         }
     }

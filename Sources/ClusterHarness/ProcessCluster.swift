@@ -443,11 +443,16 @@ public final class ProcessCluster: @unchecked Sendable {
     }
 
     /// Member `id`'s status, or nil when it is stopped, paused or does not answer within `timeout`.
-    public func status(_ id: NodeID, timeout: Duration = .seconds(2)) async -> Crm_V1_StatusResponse? {
+    /// A member's status; `hash` adds its state digest (a full read of its store).
+    public func status(
+        _ id: NodeID, timeout: Duration = .seconds(2), hash: Bool = false
+    ) async -> Crm_V1_StatusResponse? {
         guard isRunning(id), !paused.contains(id) else { return nil }
         var options = CallOptions.defaults
         options.timeout = timeout
-        return try? await connection(id, .admin).admin.status(Crm_V1_StatusRequest(), options: options)
+        var request = Crm_V1_StatusRequest()
+        request.includeStateHash = hash
+        return try? await connection(id, .admin).admin.status(request, options: options)
     }
 
     /// The leader the running, unpaused members agree on (0: none yet).
@@ -485,7 +490,7 @@ public final class ProcessCluster: @unchecked Sendable {
     public func converged(among running: [NodeID]? = nil) async -> Bool {
         var states: Set<String> = []
         for id in running ?? ids {
-            guard let status = await status(id) else { return false }
+            guard let status = await status(id, hash: true) else { return false }
             states.insert("\(status.appliedIndex)/\(status.stateHash)")
         }
         return states.count == 1

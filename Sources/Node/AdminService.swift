@@ -50,7 +50,8 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         response.pid = UInt64(ProcessInfo.processInfo.processIdentifier)
         response.version = NodeVersion.current
         // The digest comes with the applied index it was taken at (the loop may have moved on).
-        if let digest = try? engine.kv.stateHash() {
+        // It reads the whole store: only when asked.
+        if request.includeStateHash, let digest = try? engine.kv.stateHash() {
             response.stateHash = digest.hash
             response.appliedIndex = digest.index
         }

@@ -25,7 +25,7 @@ extension RealProcessTests {
             // until crmctl names the leader the members agree on.
             var report: [String: Any] = [:]
             let named = await eventually(seconds: 10) {
-                guard let status = try? crmctl(["status", "--json"], cluster: file), status.status == 0,
+                guard let status = try? crmctl(["status", "--json", "--hash"], cluster: file), status.status == 0,
                     let object = try? JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any]
                 else { return false }
                 report = object

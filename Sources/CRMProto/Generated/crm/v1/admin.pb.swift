@@ -98,6 +98,10 @@ public nonisolated struct Crm_V1_StatusRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Also hash the whole state machine (SHA-256 over every record): a full read of the store
+  /// (seconds for a few GiB), so only when asked.
+  public var includeStateHash: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -177,7 +181,8 @@ public nonisolated struct Crm_V1_StatusResponse: @unchecked Sendable {
     set {_uniqueStorage()._version = newValue}
   }
 
-  /// A digest of the state machine's contents at `applied_index`, to compare members.
+  /// A digest of the state machine's contents at `applied_index`, to compare members (empty
+  /// unless `include_state_hash` was asked for).
   public var stateHash: String {
     get {_storage._stateHash}
     set {_uniqueStorage()._stateHash = newValue}
@@ -571,18 +576,29 @@ nonisolated extension Crm_V1_MemberStatus: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Crm_V1_StatusRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}include_state_hash\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.includeStateHash) }()
+      default: break
+      }
+    }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.includeStateHash != false {
+      try visitor.visitSingularBoolField(value: self.includeStateHash, fieldNumber: 1)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Crm_V1_StatusRequest, rhs: Crm_V1_StatusRequest) -> Bool {
+    if lhs.includeStateHash != rhs.includeStateHash {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
