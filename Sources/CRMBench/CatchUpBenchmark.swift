@@ -12,9 +12,9 @@ import Glibc
 
 /// `crm-bench catchup`: a store larger than any in-memory bound, and a new member that catches
 /// up from it by snapshot. Starts 3 members (the log compacted every `--snapshot-every`
-/// entries), writes `--gib` of incompressible values, then adds a fourth member as a learner
-/// and samples the resident memory of it and of the leader until it serves the last value
-/// written. Prints the time, the peaks, and what the members logged about the snapshot.
+/// entries), writes `--gib` of incompressible values, waits for background compactions to
+/// settle, then adds a fourth member as a learner and samples the resident memory of it and of
+/// the leader until it serves the last value written. Prints the time, the peaks, and what the members logged about the snapshot.
 struct CatchUpBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "catchup",
@@ -25,6 +25,8 @@ struct CatchUpBenchmark: AsyncParsableCommand {
     @Option(help: "Concurrent writers while loading.") var writers = 4
     @Option(help: "Log entries between compactions.") var snapshotEvery = 500
     @Option(help: "Seconds the new member may take to catch up.") var timeout: Double = 1800
+    @Option(help: "Seconds to wait after loading (the members' background compactions settle).")
+    var settleSeconds: Double = 30
     @Option(help: "Scratch directory (default: a new one under the temporary directory).") var directory: String?
     @Option(help: "Where cluster/ is (default: the current directory).") var repository: String?
     @Flag(help: "Print JSON instead of the table.") var json = false
@@ -32,7 +34,7 @@ struct CatchUpBenchmark: AsyncParsableCommand {
 
     func validate() throws {
         guard gib > 0, gib <= 64, (1024...(1 << 20)).contains(valueBytes), (1...64).contains(writers),
-            (100...100_000).contains(snapshotEvery), timeout > 0
+            (100...100_000).contains(snapshotEvery), timeout > 0, settleSeconds >= 0
         else {
             throw ValidationError(
                 "--gib (0, 64], --value-bytes 1 KiB–1 MiB, --writers 1–64, --snapshot-every 100–100000")
@@ -75,6 +77,9 @@ struct CatchUpBenchmark: AsyncParsableCommand {
         try await load(through: cluster.connection(leader, .client, as: "app"))
         let loadSeconds = Date().timeIntervalSince(loadStarted)
         let leaderPID = cluster.pid(leader)!
+        let leaderAfterLoad = Self.memoryMiB(leaderPID)
+        progress("waiting \(Int(settleSeconds)) s for background compactions to settle")
+        try await Task.sleep(nanoseconds: UInt64(settleSeconds * 1e9))
         let leaderBefore = Self.memoryMiB(leaderPID)
 
         progress("adding member 4 as a learner; it catches up by snapshot")
@@ -91,7 +96,8 @@ struct CatchUpBenchmark: AsyncParsableCommand {
             peak.leader = max(peak.leader, Self.memoryMiB(leaderPID).rss)
             let elapsed = Date().timeIntervalSince(started)
             if timeline.count <= Int(elapsed / 5) {
-                timeline.append("\(Int(elapsed)) s: \(Int(memberRSS)) MiB")
+                timeline.append(
+                    "\(Int(elapsed)) s: \(Int(memberRSS)) MiB, leader \(Int(Self.memoryMiB(leaderPID).rss)) MiB")
             }
             if try await value(Self.key(keyCount - 1), from: member4) == Self.value(keyCount - 1, bytes: valueBytes) {
                 caughtUp = true
@@ -118,7 +124,8 @@ struct CatchUpBenchmark: AsyncParsableCommand {
             "catchup_mb_per_second": rounded(storeBytes / 1e6 / seconds),
             "new_member_rss_max_sampled_mib": rounded(peak.member),
             "new_member_rss_peak_mib": rounded(memberAfter.peak),
-            "new_member_rss_every_5_s": timeline,
+            "rss_every_5_s": timeline,
+            "leader_rss_after_load_mib": rounded(leaderAfterLoad.rss),
             "leader_rss_before_mib": rounded(leaderBefore.rss),
             "leader_rss_max_sampled_mib": rounded(peak.leader),
             "leader_rss_peak_mib": rounded(Self.memoryMiB(leaderPID).peak),
