@@ -150,9 +150,10 @@ final class FrontRouter: Sendable {
             var random = SystemRandomNumberGenerator()
             switch kind {
             case .write: return table.writeTarget(now: now, random: &random)
-            case .linearizableRead: return table.pickForRead(now: now, random: &random)
-            case .serializableRead:
-                // Served by this node's own member when it can; otherwise like any read.
+            case .linearizableRead, .serializableRead:
+                // Served by this node's own member when it can (in process: a read sent to
+                // another member costs a gRPC call and its TLS on both sides, more than the read
+                // itself; clients spread over the fronts); otherwise by the least loaded of two.
                 if table.readable(selfID, now: now) { return selfID }
                 return table.pickForRead(now: now, random: &random)
             }
