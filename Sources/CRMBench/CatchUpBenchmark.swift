@@ -68,7 +68,12 @@ struct CatchUpBenchmark: AsyncParsableCommand {
             cluster.unregister()
         }
         let snapshotEvery = snapshotEvery
-        try cluster.writeConfigs { $0.limits = NodeConfig.Limits(snapshotEveryEntries: snapshotEvery) }
+        // The store may exceed the default storage quota (8 GiB): twice the values it will hold.
+        let quota = max(UInt64(8) << 30, UInt64(keyCount * valueBytes) * 2)
+        try cluster.writeConfigs {
+            $0.limits = NodeConfig.Limits(snapshotEveryEntries: snapshotEvery)
+            $0.health = NodeConfig.Health(storageQuotaBytes: quota)
+        }
         try cluster.startAll()
         guard let leader = await cluster.waitForLeader() else { throw HarnessError("no leader; logs in \(scratch)") }
 
