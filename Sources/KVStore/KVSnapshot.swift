@@ -157,12 +157,7 @@ public final class PinnedState: SnapshotSource, @unchecked Sendable {
     public func makeDurable() throws {}
 
     /// The whole snapshot in memory: for the simulator and tests, whose states are small.
-    public func snapshotData() throws -> [UInt8] {
-        let reader = try openReader()
-        var bytes: [UInt8] = []
-        while let piece = try reader.read(maxBytes: 1 << 20) { bytes += piece }
-        return bytes
-    }
+    public func snapshotData() throws -> [UInt8] { try readAll() }
 
     deinit { view.close() }
 }

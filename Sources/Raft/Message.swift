@@ -93,11 +93,8 @@ public struct Snapshot: Equatable, Sendable {
     /// The same snapshot with its data read into memory (for the simulator's network, which
     /// carries whole messages; never for a store of real size).
     public func materialized() throws -> Snapshot {
-        guard source != nil else { return self }
-        let reader = try openReader()
-        var bytes: [UInt8] = []
-        while let piece = try reader.read(maxBytes: 1 << 20) { bytes += piece }
-        return Snapshot(metadata: metadata, data: bytes)
+        guard let source else { return self }
+        return Snapshot(metadata: metadata, data: try source.readAll())
     }
 
     public static func == (lhs: Snapshot, rhs: Snapshot) -> Bool {
@@ -111,6 +108,16 @@ public protocol SnapshotSource: AnyObject, Sendable {
     func openReader() throws -> any SnapshotReader
     /// Makes the data survive a crash, before the log records the snapshot as its own.
     func makeDurable() throws
+}
+
+extension SnapshotSource {
+    /// The whole data in memory: for the simulator and tests, whose states are small.
+    public func readAll() throws -> [UInt8] {
+        let reader = try openReader()
+        var bytes: [UInt8] = []
+        while let piece = try reader.read(maxBytes: 1 << 20) { bytes += piece }
+        return bytes
+    }
 }
 
 /// Reads one snapshot's data in order.

@@ -9,10 +9,6 @@ public enum CRC32C {
         bytes.withUnsafeBufferPointer { crm_crc32c(previous, $0.baseAddress, $0.count) }
     }
 
-    public static func checksum(_ bytes: UnsafeRawBufferPointer, continuing previous: UInt32 = 0) -> UInt32 {
-        crm_crc32c(previous, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
-    }
-
     /// By the table alone, whatever the CPU: for checking one path against the other.
     public static func portableChecksum(_ bytes: [UInt8], continuing previous: UInt32 = 0) -> UInt32 {
         bytes.withUnsafeBufferPointer { crm_crc32c_portable(previous, $0.baseAddress, $0.count) }
