@@ -21,6 +21,11 @@ public struct HistoryOperation: Sendable, CustomStringConvertible {
         self.result = result
     }
 
+    var isIndeterminateRead: Bool {
+        if case .get = operation { return result == nil }
+        return false
+    }
+
     public var description: String {
         let end = completed.map { "\($0)" } ?? "∞"
         return "[\(invoked)–\(end)] client \(client): \(operation) → \(result?.description ?? "indeterminate")"
@@ -82,7 +87,36 @@ public struct LinearizabilityChecker {
         }
     }
 
-    private func checkRegister(key: String, _ operations: [HistoryOperation]) -> LinearizabilityVerdict {
+    /// The operations whose placement can matter. An indeterminate read constrains nothing. An
+    /// indeterminate write whose value nobody observed (no read returned it, no compare-and-swap
+    /// expected it) can always be taken as never applied: in any valid order that includes it,
+    /// every operation placed while its value stood is either a write that replaces it or an
+    /// indeterminate one that can move to the end, so dropping it leaves a valid order. This
+    /// keeps faults that leave hundreds of writes unanswered from swamping the search. A
+    /// compare-and-swap that completed without swapping observed only "not the expected value",
+    /// which dropping a write could change, so a register that has one keeps every operation.
+    static func relevant(_ operations: [HistoryOperation]) -> [HistoryOperation] {
+        var observed = Set<String?>()
+        for operation in operations {
+            switch (operation.operation, operation.result) {
+            case (.get, .value(let value)?): observed.insert(value)
+            case (.cas, .swapped(false)?): return operations.filter { !$0.isIndeterminateRead }
+            case (.cas(_, let expected, _), _): observed.insert(expected)
+            default: break
+            }
+        }
+        return operations.filter { operation in
+            guard operation.result == nil else { return true }
+            switch operation.operation {
+            case .get: return false
+            case .put(_, let value), .cas(_, _, let value): return observed.contains(value)
+            case .delete: return observed.contains(nil)
+            }
+        }
+    }
+
+    private func checkRegister(key: String, _ all: [HistoryOperation]) -> LinearizabilityVerdict {
+        let operations = Self.relevant(all)
         var list = EventList(operations)
         var placed = BitSet(count: operations.count)
         var state: String? = nil

@@ -72,6 +72,39 @@ import Testing
         #expect(LinearizabilityChecker().check(flickers) != .linearizable)
     }
 
+    /// A fault that leaves hundreds of writes unanswered: the ones nobody observed are set
+    /// aside, so the search decides within a small budget; one whose value a read saw stays in,
+    /// and a read that later un-sees it is still caught.
+    @Test func unobservedIndeterminateWritesDoNotSwampTheSearch() {
+        var history = [op(0, .put(key: "k", value: "a"), 0, 10, .done)]
+        for client in 1...300 {
+            history.append(op(UInt64(client), .put(key: "k", value: "lost-\(client)"), 20 + UInt64(client), nil, nil))
+            history.append(op(UInt64(client), .get(key: "k"), 20 + UInt64(client), nil, nil))
+        }
+        history.append(op(400, .put(key: "k", value: "seen"), 30, nil, nil))
+        history.append(op(401, .get(key: "k"), 500, 510, .value("seen")))
+        let relevant = LinearizabilityChecker.relevant(history)
+        #expect(relevant.count == 3, "kept \(relevant.map(\.description))")
+        #expect(LinearizabilityChecker(stepBudget: 1_000).check(history) == .linearizable)
+        let unSeen = history + [op(402, .get(key: "k"), 520, 530, .value("a"))]
+        guard case .violation = LinearizabilityChecker(stepBudget: 1_000).check(unSeen) else {
+            Issue.record("a read went back to a replaced value and was accepted")
+            return
+        }
+    }
+
+    /// A compare-and-swap that did not swap saw "not the expected value"; dropping a write could
+    /// make it wrong, so such a register keeps every write.
+    @Test func aFailedCompareAndSwapKeepsEveryWrite() {
+        let history = [
+            op(1, .put(key: "k", value: "x"), 0, nil, nil),
+            op(2, .get(key: "k"), 0, nil, nil),
+            op(3, .cas(key: "k", expected: nil, new: "y"), 50, 60, .swapped(false)),
+        ]
+        #expect(LinearizabilityChecker.relevant(history).count == 2)
+        #expect(LinearizabilityChecker().check(history) == .linearizable)
+    }
+
     @Test func compareAndSwapFollowsTheRegister() {
         let bothSwapFromAbsent = [
             op(1, .cas(key: "k", expected: nil, new: "a"), 0, 10, .swapped(true)),
