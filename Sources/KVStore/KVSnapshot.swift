@@ -40,40 +40,32 @@ extension ReplicatedKV {
         while try parser.nextRecord() != nil {}
     }
 
-    /// Replaces the whole state with a snapshot's (from the leader), reading it in pieces: the
-    /// memory it takes is one write batch, whatever the snapshot's size. Refuses a snapshot that
-    /// does not sit at `expectedIndex` before anything is changed; `check` beforehand refuses
-    /// one that does not decode. Until the last batch is written the state has no applied
+    /// Replaces the whole state with a snapshot's (from the leader), reading it in pieces and
+    /// bulk-loading the records (`StateStorage.replace`: on RocksDB, table files ingested whole),
+    /// so its memory does not depend on the snapshot's size. Refuses a snapshot that does not
+    /// sit at `expectedIndex` before anything is changed; `check` beforehand refuses one that
+    /// does not decode or is out of order. Until the load is complete the state has no applied
     /// position (see `needsRestore`), so a crash midway restores again from the start.
     public func restore(from snapshot: Snapshot, expectedIndex: UInt64) throws {
         var parser = SnapshotParser(try snapshot.openReader())
         let restored = try parser.header()
         try Self.expect(restored, at: expectedIndex)
-        var batch = WriteBatch()
-        batch.delete(.metadata, key: StateKeys.position)
-        for prefix in StateKeys.allPrefixes {
-            batch.deleteRange(.stateMachine, from: prefix, to: KeyEncoding.prefixEnd(prefix)!)
+        // The position goes first (durably): from here until the last line, a crash leaves the
+        // state without one and the member restores again from the start.
+        var unpositioned = WriteBatch()
+        unpositioned.delete(.metadata, key: StateKeys.position)
+        try storage.write(unpositioned, durability: .synced)
+        let records = try storage.replace(.stateMachine, ranges: StateKeys.allPrefixes.map(KeyRange.prefix)) {
+            try parser.nextRecord()
         }
-        var records = 0
-        while let record = try parser.nextRecord() {
-            if batch.count >= Self.maxOperationsPerBatch || batch.payloadBytes >= Self.restoreBatchBytes {
-                try storage.write(batch, durability: .buffered)
-                batch = WriteBatch()
-            }
-            batch.put(.stateMachine, key: record.key, value: record.value)
-            records += 1
-        }
-        batch.put(.metadata, key: StateKeys.position, value: Self.encode(restored))
-        try storage.write(batch, durability: .synced)
+        var positioned = WriteBatch()
+        positioned.put(.metadata, key: StateKeys.position, value: Self.encode(restored))
+        try storage.write(positioned, durability: .synced)
         try reload()
         logger.info(
             "kv state restored from a snapshot",
             metadata: ["index": "\(restored.index)", "records": "\(records)", "bytes": "\(parser.bytesRead)"])
     }
-
-    /// Write batches of a restore stay this small: the restore's memory does not grow with the
-    /// snapshot (values are at most 1 MiB, so a batch overshoots by at most one value).
-    static let restoreBatchBytes = 16 << 20
 
     private static func expect(_ restored: Position, at expectedIndex: UInt64) throws {
         guard restored.index == expectedIndex else {
@@ -238,6 +230,8 @@ struct SnapshotParser {
     private var ended = false
     private(set) var bytesRead: UInt64 = 0
     private var records = 0
+    /// The last record's prefix (its index in `StateKeys.allPrefixes`) and key.
+    private var previous: (prefix: Int, key: [UInt8])?
     static let readBytes = 1 << 20
 
     init(_ reader: any SnapshotReader) { self.reader = reader }
@@ -257,14 +251,22 @@ struct SnapshotParser {
     }
 
     /// The next record, or nil at the end of the data (which must fall between records).
+    /// Records come as the snapshot writes them: by prefix in `StateKeys.allPrefixes` order,
+    /// keys strictly ascending within a prefix (the restore loads them as sorted table files).
     mutating func nextRecord() throws -> (key: [UInt8], value: [UInt8])? {
         guard try fill(1) else { return nil }
         guard let key = try blob(limit: StorageLimits.maxKeyBytes),
             let value = try blob(limit: StorageLimits.maxValueBytes),
-            StateKeys.allPrefixes.contains(where: { key.starts(with: $0) })
+            let prefix = StateKeys.allPrefixes.firstIndex(where: { key.starts(with: $0) })
         else {
             throw StorageError.invalidArgument("the snapshot's record \(records) is malformed")
         }
+        if let previous,
+            prefix < previous.prefix || (prefix == previous.prefix && !previous.key.lexicographicallyPrecedes(key))
+        {
+            throw StorageError.invalidArgument("the snapshot's record \(records) is out of order")
+        }
+        previous = (prefix, key)
         records += 1
         return (key, value)
     }

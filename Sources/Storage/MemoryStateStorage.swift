@@ -45,6 +45,36 @@ public final class MemoryStateStorage: StateStorage {
         }
     }
 
+    /// The same contract as the engine's bulk load, as ordinary batches.
+    public func replace(_ family: ColumnFamily, ranges: [KeyRange], with next: () throws -> BulkRecord?) throws -> Int {
+        var batch = WriteBatch()
+        for range in ranges {
+            guard let upper = range.upper else {
+                throw StorageError.invalidArgument("a bulk load replaces bounded ranges")
+            }
+            batch.deleteRange(family, from: range.lower, to: upper)
+        }
+        var records = 0
+        while let record = try next() {
+            guard
+                ranges.contains(where: { range in
+                    !record.key.lexicographicallyPrecedes(range.lower)
+                        && record.key.lexicographicallyPrecedes(range.upper!)
+                })
+            else {
+                throw StorageError.invalidArgument("a bulk-loaded key in \(family) is outside its ranges")
+            }
+            if batch.count >= 1000 || batch.payloadBytes >= 16 << 20 {
+                try write(batch, durability: .buffered)
+                batch = WriteBatch()
+            }
+            batch.put(family, key: record.key, value: record.value)
+            records += 1
+        }
+        try write(batch, durability: .synced)
+        return records
+    }
+
     public func makeStateView() throws -> any StateStorageView {
         MemoryStateView(records: contents.withLock { $0.current })
     }

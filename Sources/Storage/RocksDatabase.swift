@@ -19,9 +19,9 @@ package final class RocksDatabase: @unchecked Sendable {
     static let familyNames = ["default"] + ColumnFamily.allCases.map(\.name)
 
     let path: String
-    private let db: OpaquePointer
+    let db: OpaquePointer
     private var handles: [OpaquePointer]
-    private let options: OpaquePointer
+    let options: OpaquePointer
     private let tableOptions: OpaquePointer
     private let cache: OpaquePointer
     private let syncedWrite: OpaquePointer

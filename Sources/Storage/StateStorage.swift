@@ -10,6 +10,10 @@ public protocol StateStorage: AnyObject, Sendable {
     func write(_ batch: WriteBatch, durability: Durability) throws
     /// A consistent point-in-time view of every family; release it with `close()`.
     func makeStateView() throws -> any StateStorageView
+    /// Replaces everything in `ranges` (bounded) of `family` with the records `next` yields
+    /// until nil, in ascending key order; durable when it returns. Returns how many it loaded.
+    /// A failure midway leaves the ranges partly loaded.
+    func replace(_ family: ColumnFamily, ranges: [KeyRange], with next: () throws -> BulkRecord?) throws -> Int
 }
 
 /// A consistent view of a `StateStorage` (see `StorageView`).
