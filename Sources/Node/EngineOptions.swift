@@ -14,6 +14,8 @@ public struct EngineOptions: Sendable {
     public var requestTimeoutMilliseconds: Int
     /// Append messages in flight to one follower at most.
     public var maxInflightMessages = 256
+    /// Entry bytes in flight to one follower at most (see `MemberLimits.inflightBytes`).
+    public var maxInflightBytes: Int
     /// Proposed bytes not yet committed at most (see `MemberLimits.uncommittedBytes`).
     public var maxUncommittedBytes: Int
     /// Events taken per iteration at most, so that ticks and sends are never starved.
@@ -32,6 +34,7 @@ public struct EngineOptions: Sendable {
         precondition(limits.problems.isEmpty, "member limits do not fit together: \(limits.problems)")
         maxAppendBytes = limits.appendBytes
         maxUncommittedBytes = limits.uncommittedBytes
+        maxInflightBytes = limits.inflightBytes
         snapshotEveryEntries = UInt64(config.snapshotEveryEntries)
         requestTimeoutMilliseconds = config.requestTimeoutMilliseconds
     }
@@ -43,6 +46,7 @@ public struct EngineOptions: Sendable {
         config.heartbeatTicks = heartbeatTicks
         config.maxMessageBytes = maxAppendBytes
         config.maxInflightMessages = maxInflightMessages
+        config.maxInflightBytes = maxInflightBytes
         config.maxUncommittedBytes = maxUncommittedBytes
         // A follower's front forwards session writes to the leader in the log's own messages
         // (see `MemberLoop.propose`); other writes reach the leader through its client API.

@@ -17,6 +17,10 @@ public struct MemberLimits: Sendable, Equatable {
     /// Entry bytes in one append message: half a frame, at most 4 MiB (larger batches only
     /// lengthen the time a heartbeat waits behind them).
     public var appendBytes: Int
+    /// Entry bytes in flight to one follower at most: a quarter of its send queue (at least one
+    /// append). Without it a follower far behind is sent up to 256 appends of `appendBytes`
+    /// at once — more than the queue holds, and all of it in the follower's memory.
+    public var inflightBytes: Int
     /// Proposed bytes not yet committed at most; more proposals are refused `busy`.
     public var uncommittedBytes = 64 << 20
     /// Snapshot bytes in one frame.
@@ -38,6 +42,7 @@ public struct MemberLimits: Sendable, Equatable {
         frameBytes = config.maxMessageBytes
         sendQueueBytes = config.maxSendQueueBytes
         appendBytes = min(config.maxMessageBytes / 2, 4 << 20)
+        inflightBytes = max(appendBytes, config.maxSendQueueBytes / 4)
     }
 
     /// The relationships that do not hold, each naming what to change; empty when all do.
@@ -59,6 +64,11 @@ public struct MemberLimits: Sendable, Equatable {
         if sendQueueBytes < frameBytes {
             problems.append(
                 "limits.max_send_queue_bytes (\(sendQueueBytes)) must be at least limits.max_message_bytes (\(frameBytes))"
+            )
+        }
+        if inflightBytes + appendBytes > sendQueueBytes {
+            problems.append(
+                "the appends in flight to a follower (\(inflightBytes) bytes and one more append) exceed its send queue (\(sendQueueBytes))"
             )
         }
         if uncommittedBytes < Self.largestEntryBytes {

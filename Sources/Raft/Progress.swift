@@ -25,9 +25,9 @@ struct Progress {
     var inflights: Inflights
     let isLearner: Bool
 
-    init(next: UInt64, maxInflight: Int, isLearner: Bool) {
+    init(next: UInt64, maxInflight: Int, maxInflightBytes: Int = 0, isLearner: Bool) {
         self.next = next
-        self.inflights = Inflights(capacity: maxInflight)
+        self.inflights = Inflights(capacity: maxInflight, maxBytes: maxInflightBytes)
         self.isLearner = isLearner
     }
 
@@ -102,14 +102,14 @@ struct Progress {
         return true
     }
 
-    /// An append carrying entries up to `last` was sent.
-    mutating func sentEntries(last: UInt64, count: Int) {
+    /// An append carrying `count` entries (`bytes` of them) up to `last` was sent.
+    mutating func sentEntries(last: UInt64, count: Int, bytes: Int) {
         defer { assert(isConsistent, "progress invariant broken: match \(match), next \(next), state \(state)") }
         switch state {
         case .replicate:
             if count > 0 {
                 next = last + 1
-                inflights.add(last)
+                inflights.add(last, bytes: bytes)
             }
         case .probe:
             probeSent = true
@@ -119,46 +119,58 @@ struct Progress {
     }
 }
 
-/// Indexes of the last entry of each append in flight to one follower, oldest first, bounded:
-/// the leader stops sending when `capacity` appends are unanswered.
+/// Indexes of the last entry of each append in flight to one follower, oldest first, with
+/// their sizes, bounded: the leader stops sending when `capacity` appends are unanswered, or
+/// when the unanswered ones carry `maxBytes` (0: no byte bound). The byte bound is what keeps
+/// a follower that is far behind from being sent hundreds of large appends at once (it would
+/// hold them all); one append always goes, whatever its size.
 struct Inflights {
     let capacity: Int
-    private var buffer: [UInt64]
+    let maxBytes: Int
+    private var indexes: [UInt64]
+    private var sizes: [Int]
     private var start = 0
     private(set) var count = 0
+    private(set) var bytes = 0
 
-    init(capacity: Int) {
-        precondition(capacity > 0)
+    init(capacity: Int, maxBytes: Int = 0) {
+        precondition(capacity > 0 && maxBytes >= 0)
         self.capacity = capacity
-        buffer = [UInt64](repeating: 0, count: capacity)
+        self.maxBytes = maxBytes
+        indexes = [UInt64](repeating: 0, count: capacity)
+        sizes = [Int](repeating: 0, count: capacity)
     }
 
-    var isFull: Bool { count == capacity }
+    var isFull: Bool { count == capacity || (maxBytes > 0 && bytes >= maxBytes) }
 
-    mutating func add(_ index: UInt64) {
+    mutating func add(_ index: UInt64, bytes size: Int) {
         precondition(!isFull, "in-flight window overflow")
-        buffer[(start + count) % capacity] = index
+        precondition(size >= 0)
+        let slot = (start + count) % capacity
+        indexes[slot] = index
+        sizes[slot] = size
         count += 1
+        bytes += size
     }
 
     /// Forgets every append whose last index is at most `index` (acknowledged).
     mutating func freeTo(_ index: UInt64) {
-        while count > 0 && buffer[start] <= index {
-            start = (start + 1) % capacity
-            count -= 1
-        }
+        while count > 0 && indexes[start] <= index { freeFirst() }
     }
 
     /// Forgets the oldest append: used when a heartbeat answer shows the follower is alive but
     /// the window is full (its answers were lost), so that replication does not stall.
     mutating func freeFirst() {
         guard count > 0 else { return }
+        bytes -= sizes[start]
         start = (start + 1) % capacity
         count -= 1
+        assert(bytes >= 0 && (count > 0 || bytes == 0), "in-flight bytes out of step with the appends")
     }
 
     mutating func reset() {
         start = 0
         count = 0
+        bytes = 0
     }
 }

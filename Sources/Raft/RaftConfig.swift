@@ -12,6 +12,9 @@ public struct RaftConfig: Sendable {
     public var maxMessageBytes: Int = 1 << 20
     /// Appends in flight to one follower before the leader waits for answers.
     public var maxInflightMessages: Int = 256
+    /// Entry bytes in flight to one follower before the leader waits for answers (0: no bound;
+    /// one append always goes).
+    public var maxInflightBytes: Int = 16 << 20
     /// Proposals are refused once this many bytes are appended but not committed (0: no bound).
     public var maxUncommittedBytes: Int = 64 << 20
     /// Committed entry bytes handed out per `Ready` (at least one entry).
@@ -48,7 +51,7 @@ public struct RaftConfig: Sendable {
         precondition(
             heartbeatTicks > 0 && electionTicks > heartbeatTicks, "election timeout must exceed the heartbeat interval")
         precondition(maxMessageBytes > 0 && maxInflightMessages > 0 && maxApplyBytesPerReady > 0)
-        precondition(maxUncommittedBytes >= 0)
+        precondition(maxUncommittedBytes >= 0 && maxInflightBytes >= 0)
         if let bound = leaseClockDriftBoundTicks {
             precondition(checkQuorum, "lease reads need check-quorum")
             precondition(

@@ -141,9 +141,7 @@ public final class RaftNode {
         leader = id
         role = .leader
         for member in configuration.members {
-            progress[member] = Progress(
-                next: log.lastIndex + 1, maxInflight: config.maxInflightMessages,
-                isLearner: !configuration.isVoter(member))
+            progress[member] = makeProgress(next: log.lastIndex + 1, isLearner: !configuration.isVoter(member))
         }
         // The leader counts only what it has persisted itself (see `advance`).
         progress[id]?.match = persistedLastIndex
@@ -572,9 +570,16 @@ public final class RaftNode {
         message.logTerm = previousTerm
         message.entries = entries
         message.commit = log.committed
-        peer.sentEntries(last: entries.last?.index ?? previous, count: entries.count)
+        peer.sentEntries(
+            last: entries.last?.index ?? previous, count: entries.count, bytes: entries.reduce(0) { $0 + $1.sizeBytes })
         outbox.append(message)
         return true
+    }
+
+    private func makeProgress(next: UInt64, isLearner: Bool) -> Progress {
+        Progress(
+            next: next, maxInflight: config.maxInflightMessages, maxInflightBytes: config.maxInflightBytes,
+            isLearner: isLearner)
     }
 
     private func sendSnapshot(to peerID: NodeID, _ peer: inout Progress) -> Bool {
@@ -843,11 +848,10 @@ public final class RaftNode {
         case .bootstrap:
             return
         case .addLearner(let node):
-            progress[node] = Progress(next: log.lastIndex + 1, maxInflight: config.maxInflightMessages, isLearner: true)
+            progress[node] = makeProgress(next: log.lastIndex + 1, isLearner: true)
         case .promote(let node):
             let old = progress[node]
-            var promoted = Progress(
-                next: old?.next ?? log.lastIndex + 1, maxInflight: config.maxInflightMessages, isLearner: false)
+            var promoted = makeProgress(next: old?.next ?? log.lastIndex + 1, isLearner: false)
             promoted.match = old?.match ?? 0
             progress[node] = promoted
         case .remove(let node):

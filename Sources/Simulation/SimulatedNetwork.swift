@@ -11,6 +11,8 @@ struct FaultProfile: CustomStringConvertible {
     var reorderMilliseconds: UInt64
     var maxMessageBytes: Int
     var maxInflightMessages: Int
+    /// Entry bytes in flight to one follower (0: no byte bound).
+    var maxInflightBytes: Int
     var compactEvery: UInt64
     var faultGap: ClosedRange<UInt64>
     /// How long a disk write takes to sync: slow disks widen the window in which a crash loses
@@ -35,6 +37,7 @@ struct FaultProfile: CustomStringConvertible {
         reorderMilliseconds = pick([80, 250])
         maxMessageBytes = pick([1, 64, 256, 1 << 20])
         maxInflightMessages = pick([1, 2, 8, 256])
+        maxInflightBytes = pick([0, 100, 4096])
         compactEvery = pick([8, 32, 10_000])
         faultGap = pick([20...100, 50...300, 200...600])
         syncMilliseconds = pick([1...3, 1...10, 5...40])
@@ -56,7 +59,7 @@ struct FaultProfile: CustomStringConvertible {
     var description: String {
         "\(clients) clients on \(keys) keys, drop \(dropPerMille)‰ duplicate \(duplicatePerMille)‰ "
             + "reorder \(reorderPerMille)‰ by up to \(reorderMilliseconds) ms, "
-            + "message \(maxMessageBytes) B, window \(maxInflightMessages), compact every \(compactEvery), "
+            + "message \(maxMessageBytes) B, window \(maxInflightMessages) / \(maxInflightBytes) B, compact every \(compactEvery), "
             + "fault every \(faultGap.lowerBound)–\(faultGap.upperBound) ms (\(mix.rawValue)), "
             + "sync \(syncMilliseconds.lowerBound)–\(syncMilliseconds.upperBound) ms, "
             + "restart after \(restartMilliseconds.lowerBound)–\(restartMilliseconds.upperBound) ms, "

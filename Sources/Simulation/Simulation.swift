@@ -280,6 +280,7 @@ public final class Simulation {
         config.heartbeatTicks = 2
         config.maxMessageBytes = profile.maxMessageBytes
         config.maxInflightMessages = profile.maxInflightMessages
+        config.maxInflightBytes = profile.maxInflightBytes
         config.maxUncommittedBytes = 64 << 10
         config.plantedBug = options.plantedBug
         // As on a member: a follower forwards session writes to the leader in proposal messages.

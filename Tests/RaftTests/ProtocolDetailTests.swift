@@ -92,6 +92,42 @@ import Testing
         #expect(cluster[2].commitIndex == cluster[1].lastIndex)
     }
 
+    /// The window is also bounded in bytes: appends stop once the unanswered ones carry
+    /// `maxInflightBytes` (one always goes, however large), and resume as answers free it.
+    @Test func pipeliningStopsAtTheInFlightBytes() throws {
+        let cluster = TestCluster(voters: [1, 2]) {
+            $0.maxInflightBytes = 2_500
+            $0.maxMessageBytes = 1
+        }
+        cluster.elect(1)
+        cluster.queue.removeAll()
+        for _ in 0..<6 {
+            _ = try cluster[1].propose([UInt8](repeating: 7, count: 1_000))
+            cluster.settleReadies()
+        }
+        let appends = cluster.queue.filter { $0.kind == .append && $0.to == 2 }
+        #expect(appends.count == 3, "1,024 bytes each: the third reaches 2,500")
+        #expect(cluster[1].progress[2]?.inflights.bytes == 3 * 1_024)
+        cluster.deliverAll()
+        cluster.tickAll(2)
+        cluster.deliverAll()
+        #expect(cluster[2].commitIndex == cluster[1].lastIndex)
+        #expect(cluster[1].progress[2]?.inflights.bytes == 0)
+
+        var window = Inflights(capacity: 4, maxBytes: 100)
+        window.add(1, bytes: 5_000)
+        #expect(window.isFull)
+        window.freeTo(1)
+        #expect(!window.isFull && window.bytes == 0)
+        window.add(2, bytes: 40)
+        window.add(3, bytes: 40)
+        #expect(!window.isFull)
+        window.add(4, bytes: 40)
+        #expect(window.isFull && window.bytes == 120)
+        window.freeFirst()
+        #expect(!window.isFull && window.bytes == 80)
+    }
+
     /// A follower whose position is unknown is probed with one append at a time.
     @Test func probingSendsOneAppendAtATime() throws {
         let cluster = TestCluster(voters: [1, 2, 3])
