@@ -12,9 +12,11 @@ import Glibc
 
 /// `crm-bench catchup`: a store larger than any in-memory bound, and a new member that catches
 /// up from it by snapshot. Starts 3 members (the log compacted every `--snapshot-every`
-/// entries), writes `--gib` of incompressible values, waits for background compactions to
+/// entries), writes `--gib` of incompressible values, asks the leader for a snapshot and writes
+/// `--tail-values` more (the same log tail at every size), waits for background compactions to
 /// settle, then adds a fourth member as a learner and samples the resident memory of it and of
-/// the leader until it serves the last value written. Prints the time, the peaks, and what the members logged about the snapshot.
+/// the leader until it serves the last value written. Prints the time, the peaks, and what the
+/// members logged about the snapshot.
 struct CatchUpBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "catchup",
@@ -23,6 +25,8 @@ struct CatchUpBenchmark: AsyncParsableCommand {
     @Option(help: "Store size in GiB (values only).") var gib: Double = 4
     @Option(help: "Bytes per value (at most 1 MiB).") var valueBytes = 1 << 20
     @Option(help: "Concurrent writers while loading.") var writers = 4
+    @Option(help: "Values written after the leader's snapshot: the log the new member replays after it.")
+    var tailValues = 64
     @Option(help: "Log entries between compactions.") var snapshotEvery = 500
     @Option(help: "Seconds the new member may take to catch up.") var timeout: Double = 1800
     @Option(help: "Seconds to wait after loading (the members' background compactions settle).")
@@ -34,10 +38,11 @@ struct CatchUpBenchmark: AsyncParsableCommand {
 
     func validate() throws {
         guard gib > 0, gib <= 64, (1024...(1 << 20)).contains(valueBytes), (1...64).contains(writers),
-            (100...100_000).contains(snapshotEvery), timeout > 0, settleSeconds >= 0
+            (100...100_000).contains(snapshotEvery), timeout > 0, settleSeconds >= 0, (0...10_000).contains(tailValues)
         else {
             throw ValidationError(
-                "--gib (0, 64], --value-bytes 1 KiB–1 MiB, --writers 1–64, --snapshot-every 100–100000")
+                "--gib (0, 64], --value-bytes 1 KiB–1 MiB, --writers 1–64, --snapshot-every 100–100000, --tail-values 0–10000"
+            )
         }
     }
 
@@ -79,8 +84,17 @@ struct CatchUpBenchmark: AsyncParsableCommand {
 
         progress("writing \(keyCount) values of \(valueBytes) bytes through member \(leader)")
         let loadStarted = Date()
-        try await load(through: cluster.connection(leader, .client, as: "app"))
+        try await load(0..<keyCount, through: cluster.connection(leader, .client, as: "app"))
         let loadSeconds = Date().timeIntervalSince(loadStarted)
+        // The snapshot covers the whole load, and the same tail follows it at every size: the
+        // new member's memory is compared on equal terms.
+        var snapshotOptions = CallOptions.defaults
+        snapshotOptions.timeout = .seconds(600)
+        let snapshot = try await cluster.connection(leader, .admin).admin.snapshot(
+            Crm_V1_SnapshotRequest(), options: snapshotOptions)
+        progress("leader's snapshot at index \(snapshot.index); writing \(tailValues) values after it")
+        try await load(keyCount..<keyCount + tailValues, through: cluster.connection(leader, .client, as: "app"))
+        let lastKey = keyCount + tailValues - 1
         let leaderPID = cluster.pid(leader)!
         let leaderAfterLoad = Self.memoryMiB(leaderPID)
         progress("waiting \(Int(settleSeconds)) s for background compactions to settle")
@@ -92,19 +106,22 @@ struct CatchUpBenchmark: AsyncParsableCommand {
         let started = Date()
         try await addLearner(cluster, leader: leader)
         let member4 = try cluster.connection(4, .client, as: "app")
-        var peak = (member: 0.0, leader: 0.0)
+        var peak = (member: 0.0, leader: 0.0, memberUntilInstalled: 0.0)
+        var installed = false
         var timeline: [String] = []
         var caughtUp = false
         while Date().timeIntervalSince(started) < timeout {
             let memberRSS = cluster.pid(4).map { Self.memoryMiB($0).rss } ?? 0
             peak.member = max(peak.member, memberRSS)
+            installed = installed || cluster.log(4).contains("installed a snapshot")
+            if !installed { peak.memberUntilInstalled = max(peak.memberUntilInstalled, memberRSS) }
             peak.leader = max(peak.leader, Self.memoryMiB(leaderPID).rss)
             let elapsed = Date().timeIntervalSince(started)
             if timeline.count <= Int(elapsed / 5) {
                 timeline.append(
                     "\(Int(elapsed)) s: \(Int(memberRSS)) MiB, leader \(Int(Self.memoryMiB(leaderPID).rss)) MiB")
             }
-            if try await value(Self.key(keyCount - 1), from: member4) == Self.value(keyCount - 1, bytes: valueBytes) {
+            if try await value(Self.key(lastKey), from: member4) == Self.value(lastKey, bytes: valueBytes) {
                 caughtUp = true
                 break
             }
@@ -112,7 +129,7 @@ struct CatchUpBenchmark: AsyncParsableCommand {
         }
         let seconds = Date().timeIntervalSince(started)
         guard caughtUp else { throw HarnessError("member 4 did not catch up in \(timeout) s; logs in \(scratch)") }
-        for sample in stride(from: 0, to: keyCount, by: max(1, keyCount / 16)) {
+        for sample in Array(stride(from: 0, to: keyCount, by: max(1, keyCount / 16))) + [lastKey] {
             guard try await value(Self.key(sample), from: member4) == Self.value(sample, bytes: valueBytes) else {
                 throw HarnessError("member 4 holds a wrong value for key \(sample); logs in \(scratch)")
             }
@@ -127,7 +144,9 @@ struct CatchUpBenchmark: AsyncParsableCommand {
             "load_mb_per_second": rounded(storeBytes / 1e6 / loadSeconds),
             "catchup_seconds": rounded(seconds),
             "catchup_mb_per_second": rounded(storeBytes / 1e6 / seconds),
+            "tail_values": tailValues,
             "new_member_rss_max_sampled_mib": rounded(peak.member),
+            "new_member_rss_max_sampled_until_installed_mib": rounded(peak.memberUntilInstalled),
             "new_member_rss_peak_mib": rounded(memberAfter.peak),
             "rss_every_5_s": timeline,
             "leader_rss_after_load_mib": rounded(leaderAfterLoad.rss),
@@ -147,15 +166,15 @@ struct CatchUpBenchmark: AsyncParsableCommand {
         ]
     }
 
-    /// Writes every value, `writers` at a time, through one member's client API.
-    private func load(through connection: MemberConnection) async throws {
+    /// Writes the values of `keys`, `writers` at a time, through one member's client API.
+    private func load(_ keys: Range<Int>, through connection: MemberConnection) async throws {
         let (keyCount, valueBytes, writers) = (keyCount, valueBytes, writers)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for writer in 0..<writers {
                 group.addTask {
                     var options = CallOptions.defaults
                     options.timeout = .seconds(60)
-                    for index in stride(from: writer, to: keyCount, by: writers) {
+                    for index in stride(from: keys.lowerBound + writer, to: keys.upperBound, by: writers) {
                         var request = Crm_V1_PutRequest()
                         request.key = Self.key(index)
                         request.value = Self.value(index, bytes: valueBytes)
