@@ -278,6 +278,12 @@ final class DurableLogWriter: StoreBackedLogWriter, @unchecked Sendable {
     var hardState: HardState { store.hardState }
 
     func write(_ ready: Ready) throws -> LogWriteProgress {
+        // A commit index alone is written without a sync (see `DurableLogStore.mustSync`): not
+        // a sync to time or to fail.
+        guard store.mustSync(ready) else {
+            try store.save(ready)
+            return .durable
+        }
         let started = DispatchTime.now().uptimeNanoseconds
         syncLatency.withLock { $0.begin(.raftLog, at: started) }
         try FaultHooks.shared.beforeSync()

@@ -26,6 +26,28 @@ import Testing
         #expect(throws: DurableLogError.self) { try log.bootstrap(founders: [1]) }
     }
 
+    /// Entries, a snapshot, a new term or vote are synced; a commit index alone is not (it is
+    /// learnt again from the leader), yet it is saved like the rest and a restart finds it.
+    @Test func onlyACommitIndexAloneIsSavedWithoutASync() throws {
+        let disk = try TestDisk()
+        var log = try disk.openLog()
+        try log.bootstrap(founders: [1, 2])
+        try log.save(snapshot: nil, entries: entries(2...5, term: 1), hardState: HardState(term: 1, vote: 1, commit: 2))
+        func mustSync(_ entries: [Entry], _ hardState: HardState?) -> Bool {
+            log.mustSync(snapshot: nil, entries: entries, hardState: hardState)
+        }
+        #expect(!mustSync([], HardState(term: 1, vote: 1, commit: 5)))
+        #expect(!mustSync([], nil))
+        #expect(mustSync([], HardState(term: 2, vote: 1, commit: 5)))
+        #expect(mustSync([], HardState(term: 1, vote: 2, commit: 5)))
+        #expect(mustSync(entries(6...6, term: 1), nil))
+        #expect(mustSync(entries(6...6, term: 1), HardState(term: 1, vote: 1, commit: 5)))
+
+        try log.save(snapshot: nil, entries: [], hardState: HardState(term: 1, vote: 1, commit: 5))
+        log = try disk.openLog()
+        #expect(log.hardState == HardState(term: 1, vote: 1, commit: 5))
+    }
+
     /// Reads honour the byte bound (at least one entry), from the cache and from disk alike.
     @Test func readsStopAtTheByteBoundFromCacheAndDisk() throws {
         let disk = try TestDisk()
