@@ -8,10 +8,11 @@ import Transport
 /// certificate signed by the cluster CA), a maximum request size, bounded connections and
 /// streams (see `ListenerGuards`), and graceful shutdown.
 final class APIServers: Sendable {
-    private let servers: [GRPCServer<HTTP2ServerTransport.Posix>]
+    typealias Server = GRPCServer<HTTP2ServerTransport.Custom<MutualTLSListenerFactory>>
+    private let servers: [Server]
     private let tasks: [Task<Void, Never>]
 
-    private init(servers: [GRPCServer<HTTP2ServerTransport.Posix>], tasks: [Task<Void, Never>]) {
+    private init(servers: [Server], tasks: [Task<Void, Never>]) {
         self.servers = servers
         self.tasks = tasks
     }
@@ -21,28 +22,27 @@ final class APIServers: Sendable {
         var endpoint: Endpoint
         var connections: ConnectionGuard
         var services: [any RegistrableRPCService]
+        /// Where each connection's caller is recorded (the services' `Authorization`'s).
+        var callers: CallerDirectory
     }
 
     static func start(
         config: NodeConfig, listeners: [Listener], group: MultiThreadedEventLoopGroup,
         logger: Logger
     ) async throws -> APIServers {
-        var servers: [GRPCServer<HTTP2ServerTransport.Posix>] = []
+        var servers: [Server] = []
         var tasks: [Task<Void, Never>] = []
+        let tls = try MutualTLSListenerFactory.tlsContext(config.tlsFiles)
         for listener in listeners {
             let (endpoint, handlers) = (listener.endpoint, listener.services)
-            let transport = HTTP2ServerTransport.Posix(
-                address: endpoint.host.contains(":")
-                    ? .ipv6(host: endpoint.host, port: endpoint.port) : .ipv4(host: endpoint.host, port: endpoint.port),
-                transportSecurity: .mTLS(
-                    certificateChain: [.file(path: config.tls.cert, format: .pem)],
-                    privateKey: .file(path: config.tls.key, format: .pem)
-                ) { tls in
-                    tls.trustRoots = .certificates([.file(path: config.tls.ca, format: .pem)])
-                    tls.clientCertificateVerification = .noHostnameVerification
-                },
-                config: .bounded(by: config, connections: listener.connections),
-                eventLoopGroup: group)
+            let limits = HTTP2ServerTransport.Posix.Config.bounded(by: config, connections: listener.connections)
+            let transport = HTTP2ServerTransport.Custom(
+                listenerFactory: MutualTLSListenerFactory(
+                    host: endpoint.host, port: endpoint.port, eventLoopGroup: group, tls: tls,
+                    callers: listener.callers),
+                config: .init(
+                    compression: limits.compression, connection: limits.connection, http2: limits.http2,
+                    rpc: limits.rpc, channelDebuggingCallbacks: limits.channelDebuggingCallbacks))
             let server = GRPCServer(transport: transport, services: handlers)
             tasks.append(
                 Task {
@@ -54,16 +54,13 @@ final class APIServers: Sendable {
                     }
                 })
             servers.append(server)
-            let bound: SocketAddress?
-            do {
-                bound = try await server.listeningAddress
-            } catch {
+            guard let bound = await transport.listeningAddress else {
                 // A listener that cannot bind stops the ones already up: a start is all or nothing.
                 await APIServers(servers: servers, tasks: tasks).stop()
-                throw error
+                throw RPCError(code: .unavailable, message: "the gRPC listener on \(endpoint) could not bind")
             }
             logger.info(
-                "gRPC listener up", metadata: ["address": "\(endpoint)", "bound": "\(String(describing: bound))"])
+                "gRPC listener up", metadata: ["address": "\(endpoint)", "bound": "\(bound)"])
         }
         return APIServers(servers: servers, tasks: tasks)
     }

@@ -1,26 +1,5 @@
 import GRPCCore
-import GRPCNIOTransportHTTP2Posix
 import Transport
-import X509
-
-extension ServerContext {
-    /// The caller's client certificate (the TLS layer has already checked that the cluster CA
-    /// signed it).
-    var callerCertificate: Certificate? {
-        (transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate
-    }
-
-    /// The identity in the caller's client certificate; nil when it names none.
-    var callerIdentity: PeerIdentity? {
-        guard let certificate = callerCertificate, let names = try? certificate.extensions.subjectAlternativeNames
-        else { return nil }
-        return PeerIdentity(
-            uris: names.compactMap { name -> String? in
-                if case .uniformResourceIdentifier(let uri) = name { return uri }
-                return nil
-            })
-    }
-}
 
 /// Who may call what.
 struct Authorization: Sendable {
@@ -28,17 +7,19 @@ struct Authorization: Sendable {
     let admins: Set<String>
     /// Certificates refused although the CA signed them.
     let denyList: DenyList
+    /// The caller on each connection to this member's gRPC listeners.
+    let callers = CallerDirectory()
 
     /// The KV API: any client or member certificate of the cluster that is not denied.
     func requireClient(_ context: ServerContext) throws -> PeerIdentity {
-        guard let identity = context.callerIdentity, let certificate = context.callerCertificate else {
+        guard let caller = callers.caller(of: context), let identity = caller.identity else {
             throw RPCError(
                 code: .unauthenticated,
                 message:
                     "the client certificate names no crm identity (crm://client/<name>); make one with cluster/make-certs.sh"
             )
         }
-        if let refusal = denyList.refusal(serial: certificate.serialNumber.bytes, identity: identity) {
+        if let refusal = denyList.refusal(serial: caller.serial, identity: identity) {
             throw RPCError(code: .permissionDenied, message: "certificate refused: \(refusal)")
         }
         return identity

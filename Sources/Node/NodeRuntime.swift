@@ -44,7 +44,7 @@ public final class NodeRuntime: @unchecked Sendable {
     private var poller: MemberPoller?
     private var front: Front?
     private var local: LocalKV?
-    private var authorization: Authorization?
+    private(set) var authorization: Authorization?
     private var frontMetrics: FrontMetrics?
     /// The running service group and its task (`start`/`stop`, the in-process form).
     private let running = Mutex<(group: ServiceGroup, task: Task<Void, any Error>)?>(nil)
@@ -220,8 +220,12 @@ public final class NodeRuntime: @unchecked Sendable {
             directory: { [weak self] in self?.memberDirectory() ?? [:] },
             raiseCorrupt: { monitor.raiseCorrupt($0) })
         apiListeners = [
-            APIServers.Listener(endpoint: config.listen.client, connections: guards.client, services: [kv]),
-            APIServers.Listener(endpoint: config.listen.admin, connections: guards.admin, services: [admin]),
+            APIServers.Listener(
+                endpoint: config.listen.client, connections: guards.client, services: [kv],
+                callers: authorization.callers),
+            APIServers.Listener(
+                endpoint: config.listen.admin, connections: guards.admin, services: [admin],
+                callers: authorization.callers),
         ]
     }
 

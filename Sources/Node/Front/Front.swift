@@ -56,7 +56,8 @@ final class Front: Sendable {
         let service = FrontGRPCService(
             front: kv, limiter: limiter, authorization: authorization, memberState: memberState, metrics: metrics)
         let grpcListener = APIServers.Listener(
-            endpoint: settings.grpc, connections: guards.frontGRPC, services: [service])
+            endpoint: settings.grpc, connections: guards.frontGRPC, services: [service],
+            callers: authorization.callers)
         let grpc = try await APIServers.start(config: config, listeners: [grpcListener], group: group, logger: logger)
         let api = FrontHTTPAPI(
             front: kv, limiter: limiter, metrics: metrics,
