@@ -30,14 +30,7 @@ extension StorageEngine {
         _ family: ColumnFamily, ranges: [KeyRange], fileBytes: Int, with next: () throws -> BulkRecord?
     ) throws -> (records: Int, files: Int) {
         precondition(fileBytes > 0, "a table file holds at least one record")
-        var clear = WriteBatch()
-        for range in ranges {
-            guard let upper = range.upper else {
-                throw StorageError.invalidArgument("a bulk load replaces bounded ranges")
-            }
-            clear.deleteRange(family, from: range.lower, to: upper)
-        }
-        try write(clear, durability: .synced)
+        try write(try WriteBatch.clearing(family, ranges), durability: .synced)
         try whileOpen {
             for range in ranges { database.compact(family, from: range.lower, to: range.upper!) }
         }
@@ -91,11 +84,14 @@ struct BulkLoader {
                 "value of \(record.value.count) bytes for \(family) exceeds the limit of \(StorageLimits.maxValueBytes)"
             )
         }
-        let inside = ranges.contains { range in
-            !record.key.lexicographicallyPrecedes(range.lower)
-                && (range.upper.map { record.key.lexicographicallyPrecedes($0) } ?? true)
+        try Self.checkInside(ranges, record.key, family)
+    }
+
+    /// A bulk-loaded key must fall in one of the ranges the load replaces.
+    static func checkInside(_ ranges: [KeyRange], _ key: [UInt8], _ family: ColumnFamily) throws {
+        guard ranges.contains(where: { $0.contains(key) }) else {
+            throw StorageError.invalidArgument("a bulk-loaded key in \(family) is outside its ranges")
         }
-        guard inside else { throw StorageError.invalidArgument("a bulk-loaded key in \(family) is outside its ranges") }
     }
 
     mutating func withSealed(
@@ -111,5 +107,25 @@ struct BulkLoader {
             }
         }
         records += 1
+    }
+}
+
+extension KeyRange {
+    func contains(_ key: [UInt8]) -> Bool {
+        !key.lexicographicallyPrecedes(lower) && (upper.map { key.lexicographicallyPrecedes($0) } ?? true)
+    }
+}
+
+extension WriteBatch {
+    /// Range deletes of every range a bulk load replaces (which must be bounded).
+    static func clearing(_ family: ColumnFamily, _ ranges: [KeyRange]) throws -> WriteBatch {
+        var batch = WriteBatch()
+        for range in ranges {
+            guard let upper = range.upper else {
+                throw StorageError.invalidArgument("a bulk load replaces bounded ranges")
+            }
+            batch.deleteRange(family, from: range.lower, to: upper)
+        }
+        return batch
     }
 }

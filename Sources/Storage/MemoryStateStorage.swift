@@ -47,23 +47,10 @@ public final class MemoryStateStorage: StateStorage {
 
     /// The same contract as the engine's bulk load, as ordinary batches.
     public func replace(_ family: ColumnFamily, ranges: [KeyRange], with next: () throws -> BulkRecord?) throws -> Int {
-        var batch = WriteBatch()
-        for range in ranges {
-            guard let upper = range.upper else {
-                throw StorageError.invalidArgument("a bulk load replaces bounded ranges")
-            }
-            batch.deleteRange(family, from: range.lower, to: upper)
-        }
+        var batch = try WriteBatch.clearing(family, ranges)
         var records = 0
         while let record = try next() {
-            guard
-                ranges.contains(where: { range in
-                    !record.key.lexicographicallyPrecedes(range.lower)
-                        && record.key.lexicographicallyPrecedes(range.upper!)
-                })
-            else {
-                throw StorageError.invalidArgument("a bulk-loaded key in \(family) is outside its ranges")
-            }
+            try BulkLoader.checkInside(ranges, record.key, family)
             if batch.count >= 1000 || batch.payloadBytes >= 16 << 20 {
                 try write(batch, durability: .buffered)
                 batch = WriteBatch()
