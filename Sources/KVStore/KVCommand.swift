@@ -70,6 +70,9 @@ public enum KVCommand: Equatable, Sendable {
     /// Where member `id` is reached, recorded in the replicated state so that every member
     /// (and members added later) learns the addresses of members added at run time.
     case memberEndpoints(MemberAddresses)
+    /// An atomic multi-key write to the CRM state (its own prefix, out of the KV API's reach),
+    /// exactly once in a session like `write`.
+    case transaction(session: UInt64, sequence: UInt64, owner: String, proposedAtMillis: UInt64, Transaction)
 
     /// Version 2 added session owners and random session ids; version 1 entries still decode
     /// (owner "", id = index).
@@ -84,6 +87,7 @@ public enum KVCommand: Equatable, Sendable {
     /// The longest encoding of a command a client's request can make: a compare-and-swap with
     /// the longest key, two values of the largest size and the longest owner, with every
     /// length and field around them (checked by a unit test).
+    /// A transaction within its limits is shorter (checked by the same test).
     public static let maxEncodedBytes = KVLimits.maxKeyBytes + 2 * KVLimits.maxValueBytes + maxOwnerBytes + 64
 
     /// A fresh session id from the system's CSPRNG.
@@ -114,6 +118,10 @@ public enum KVCommand: Equatable, Sendable {
         case .memberEndpoints(let addresses):
             writer.u8(4)
             addresses.write(into: &writer)
+        case .transaction(let session, let sequence, let owner, let time, let transaction):
+            writer.u8(5); writer.u64(session); writer.u64(sequence); writer.u64(time)
+            writer.blob(Array(owner.utf8))
+            transaction.write(into: &writer)
         }
         return writer.bytes
     }
@@ -162,6 +170,12 @@ public enum KVCommand: Equatable, Sendable {
         case 4:
             guard let addresses = MemberAddresses(reading: &reader) else { return nil }
             self = .memberEndpoints(addresses)
+        case 5:
+            guard version >= 2, let session = reader.u64(), let sequence = reader.u64(), let time = reader.u64(),
+                let owner = owner(), let transaction = Transaction(reading: &reader)
+            else { return nil }
+            self = .transaction(
+                session: session, sequence: sequence, owner: owner, proposedAtMillis: time, transaction)
         default:
             return nil
         }
@@ -171,8 +185,13 @@ public enum KVCommand: Equatable, Sendable {
     /// The write's session and sequence number, for writes in a session: unique among the
     /// session's writes, so it names one proposal (a retry is answered from the session).
     public var sessionWrite: SessionWrite? {
-        guard case .write(let session, let sequence, _, _, _) = self, session != Self.noSession else { return nil }
-        return SessionWrite(session: session, sequence: sequence)
+        switch self {
+        case .write(let session, let sequence, _, _, _), .transaction(let session, let sequence, _, _, _):
+            guard session != Self.noSession else { return nil }
+            return SessionWrite(session: session, sequence: sequence)
+        default:
+            return nil
+        }
     }
 
     /// The version 1 encoding, for tests of old log entries.
@@ -249,4 +268,23 @@ public enum KVOutcome: Equatable, Sendable {
     case refused(String)
     /// The session belongs to another identity: nothing was applied.
     case notSessionOwner
+    /// A transaction's outcome.
+    case transaction(TransactionOutcome)
+}
+
+/// What became of a transaction.
+public enum TransactionOutcome: Equatable, Sendable, CustomStringConvertible {
+    /// Every operation was applied; stamped values carry `version` (the entry's log index).
+    case applied(version: UInt64)
+    /// Condition number `condition` (from 0) did not hold, so nothing was applied; its key's
+    /// version now (nil: absent or not stamped; for `keySet`, the key set in use).
+    case conditionFailed(condition: Int, current: UInt64?)
+
+    public var description: String {
+        switch self {
+        case .applied(let version): return "applied as v\(version)"
+        case .conditionFailed(let condition, let current):
+            return "condition \(condition) failed (now \(current.map { "v\($0)" } ?? "none"))"
+        }
+    }
 }

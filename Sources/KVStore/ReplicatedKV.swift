@@ -1,6 +1,6 @@
 import BinaryCoding
 import Logging
-import Raft
+@_spi(Simulation) import Raft
 import Storage
 
 /// The replicated key-value state machine on the storage engine: committed log entries go in,
@@ -24,6 +24,8 @@ public final class ReplicatedKV: @unchecked Sendable {
         public var maxSessionsPerOwner = 1024
         /// Log time after which an idle session expires. Default 10 minutes.
         public var sessionIdleTimeoutMillis: UInt64 = 10 * 60 * 1000
+        /// A bug to switch on, to show that the simulator finds it (see `PlantedBug`).
+        @_spi(Simulation) public var plantedBug: PlantedBug?
 
         public init() {}
     }
@@ -46,6 +48,7 @@ public final class ReplicatedKV: @unchecked Sendable {
     private var failure: (any Error)?
     /// Applies come from one thread (the node's Raft loop): checked in debug builds.
     public let applyThread = ThreadConfinement()
+    let plantedBug: PlantedBug?
 
     /// Opens the state machine on `storage`, loading its position and sessions.
     public init(
@@ -53,6 +56,7 @@ public final class ReplicatedKV: @unchecked Sendable {
     ) throws {
         self.storage = storage
         self.logger = logger
+        plantedBug = options.plantedBug
         position = try Self.loadPosition(storage)
         sessions = SessionTable(
             capacity: options.maxSessions, idleTimeoutMillis: options.sessionIdleTimeoutMillis,
@@ -179,21 +183,37 @@ public final class ReplicatedKV: @unchecked Sendable {
         case .write(let id, let sequence, let owner, let time, let write):
             pending.advanceClock(time)
             expireIdle(&pending)
-            // Session 0: a write without a session, applied each time it is committed.
-            if id == KVCommand.noSession { return try perform(write, into: &pending) }
-            guard var session = sessions[id] else { return .unknownSession }
-            // Checked before the sequence: another identity must not even learn the session's number.
-            guard session.owner == owner else { return .notSessionOwner }
-            if sequence == session.lastSequence, let outcome = session.lastOutcome { return outcome }
-            guard sequence > session.lastSequence else { return .superseded(last: session.lastSequence) }
-            let outcome = try perform(write, into: &pending)
-            session.lastSequence = sequence
-            session.lastOutcome = outcome
-            session.activeAtIndex = entry.index
-            session.activeAtMillis = pending.position.logClockMillis
-            store(session, id: id, into: &pending)
-            return outcome
+            return try inSession(id, sequence: sequence, owner: owner, entry: entry, into: &pending) {
+                try perform(write, into: &$0)
+            }
+        case .transaction(let id, let sequence, let owner, let time, let transaction):
+            pending.advanceClock(time)
+            expireIdle(&pending)
+            return try inSession(id, sequence: sequence, owner: owner, entry: entry, into: &pending) {
+                try perform(transaction, index: entry.index, into: &$0)
+            }
         }
+    }
+
+    /// Runs a write once in its session: a retry of the session's last write is answered with
+    /// its recorded outcome, an older one is refused. Session 0 writes are applied every time.
+    private func inSession(
+        _ id: UInt64, sequence: UInt64, owner: String, entry: Entry, into pending: inout PendingApply,
+        _ write: (inout PendingApply) throws -> KVOutcome
+    ) throws -> KVOutcome {
+        if id == KVCommand.noSession { return try write(&pending) }
+        guard var session = sessions[id] else { return .unknownSession }
+        // Checked before the sequence: another identity must not even learn the session's number.
+        guard session.owner == owner else { return .notSessionOwner }
+        if sequence == session.lastSequence, let outcome = session.lastOutcome { return outcome }
+        guard sequence > session.lastSequence else { return .superseded(last: session.lastSequence) }
+        let outcome = try write(&pending)
+        session.lastSequence = sequence
+        session.lastOutcome = outcome
+        session.activeAtIndex = entry.index
+        session.activeAtMillis = pending.position.logClockMillis
+        store(session, id: id, into: &pending)
+        return outcome
     }
 
     private func remove(session id: UInt64, from pending: inout PendingApply) {
@@ -309,7 +329,7 @@ public final class ReplicatedKV: @unchecked Sendable {
 
 /// The changes of one apply call before they are written: the batch, and the values it sets,
 /// so that later commands in the same call read them.
-private struct PendingApply {
+struct PendingApply {
     var position: ReplicatedKV.Position
     var batch = WriteBatch()
     var overlay: [[UInt8]: [UInt8]?] = [:]
@@ -335,7 +355,7 @@ enum StateKeys {
     static let sessionPrefix = Array("s/".utf8)
     static let memberPrefix = Array("m/".utf8)
     /// Every prefix the state machine writes under (snapshots and digests cover them all).
-    static let allPrefixes = [valuePrefix, sessionPrefix, memberPrefix]
+    static let allPrefixes = [valuePrefix, sessionPrefix, memberPrefix, CRMKeys.prefix]
     static let position = Array("kv-applied".utf8)
 
     static func value(_ key: [UInt8]) -> [UInt8] { valuePrefix + key }
@@ -363,6 +383,9 @@ enum SessionCoding {
         case .deleted(let existed)?: writer.u8(existed ? 3 : 2)
         case .compareAndSwap(let swapped)?: writer.u8(swapped ? 5 : 4)
         case .refused(let why)?: writer.u8(6); writer.blob(Array(why.utf8))
+        case .transaction(.applied(let version))?: writer.u8(7); writer.u64(version)
+        case .transaction(.conditionFailed(let condition, let current))?:
+            writer.u8(8); writer.u16(UInt16(condition)); writer.bool(current != nil); writer.u64(current ?? 0)
         case .sessionOpened?, .sessionClosed?, .unknownSession?, .superseded?, .memberRecorded?, .notSessionOwner?:
             preconditionFailure("not a write outcome")
         }
@@ -389,6 +412,14 @@ enum SessionCoding {
         case 6:
             guard let why = reader.text() else { return nil }
             outcome = .refused(why)
+        case 7:
+            guard let version = reader.u64() else { return nil }
+            outcome = .transaction(.applied(version: version))
+        case 8:
+            guard let condition = reader.u16(), Int(condition) < TransactionLimits.maxConditions,
+                let known = reader.bool(), let current = reader.u64()
+            else { return nil }
+            outcome = .transaction(.conditionFailed(condition: Int(condition), current: known ? current : nil))
         default: return nil
         }
         guard reader.isAtEnd else { return nil }

@@ -115,4 +115,9 @@ public enum RaftError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A proposal's caller is answered by whatever entry commits at its index, even one of
     /// another term that replaced it.
     case waiterIgnoresTerm = "waiter-ignores-term"
+
+    // Bugs in the state machine (`KVStore.ReplicatedKV`).
+
+    /// A transaction is applied when its first condition holds, whatever the others say.
+    case transactionChecksOneCondition = "txn-one-condition"
 }

@@ -18,6 +18,8 @@ struct SimulatedClient {
     var attempt = 0
     /// Last value this client saw per key (to make compare-and-swap succeed sometimes).
     var lastSeen: [String: String] = [:]
+    /// Records as this client last saw them (to make versioned changes succeed sometimes).
+    var records: [Int: RecordState] = [:]
 }
 
 extension Simulation {
@@ -29,11 +31,13 @@ extension Simulation {
         let value = "\(client.id).\(client.sequence)"
         let roll = random.next(below: 100)
         let operation: KVOperation
-        if roll < 40 {
+        if roll < 25 {
+            operation = .record(nextRecordOperation(client))
+        } else if roll < 50 {
             operation = .get(key: key)
-        } else if roll < 70 {
+        } else if roll < 75 {
             operation = .put(key: key, value: value)
-        } else if roll < 90 {
+        } else if roll < 92 {
             operation = .cas(key: key, expected: client.lastSeen[key], new: value)
         } else {
             operation = .delete(key: key)
@@ -47,6 +51,19 @@ extension Simulation {
         send(client: index)
     }
 
+    /// A record change the client believes may apply (its knowledge may be stale: then the
+    /// transaction's conditions refuse it), or a read.
+    private func nextRecordOperation(_ client: SimulatedClient) -> RecordOperation {
+        let id = Int(random.next(below: UInt64(keyCount)))
+        // Tokens are few, so records contend for them and the unique index is tested.
+        let token = Int(random.next(below: UInt64(keyCount + 2)))
+        let roll = random.next(below: 10)
+        guard let known = client.records[id] else { return roll < 6 ? .create(id: id, token: token) : .read(id: id) }
+        if roll < 5 { return .retoken(id: id, from: known.token, to: token, version: known.version) }
+        if roll < 7 { return .remove(id: id, token: known.token, version: known.version) }
+        return .read(id: id)
+    }
+
     private func send(client index: Int) {
         clients[index].attempt += 1
         let client = clients[index]
@@ -57,7 +74,8 @@ extension Simulation {
         // Reads are spread over the members, as the front does (a follower asks the leader for
         // a read index); writes go to the member the client believes leads.
         var destination = client.target
-        if case .operation(.get, _) = call, client.attempt == 1, random.next(below: 2) == 0 {
+        if case .operation(let operation, _) = call, !operation.isWrite, client.attempt == 1, random.next(below: 2) == 0
+        {
             destination = randomNode()
         }
         if !(!healed && chance(perMille: profile.dropPerMille)) {
@@ -125,6 +143,13 @@ extension Simulation {
         case (.put(let key, let value), _): client.lastSeen[key] = value
         case (.cas(let key, _, let new), .swapped(true)): client.lastSeen[key] = new
         case (.delete(let key), _): client.lastSeen[key] = nil
+        case (.record(.create(let id, let token)), .transaction(.applied(let version))),
+            (.record(.retoken(let id, _, let token, _)), .transaction(.applied(let version))):
+            client.records[id] = RecordState(token: token, version: version)
+        case (.record(let record), .transaction):
+            client.records[record.id] = nil // removed, or changed by another client: read it again
+        case (.record(.read(let id)), .record(let state)):
+            client.records[id] = state
         default: break
         }
     }
@@ -169,8 +194,8 @@ extension Simulation {
                     case .failure(let error): failed(error)
                     }
                 })
-        case .operation(.get(let key), _):
-            log("node \(id) receives get(\(key)) from \(request.id)")
+        case .operation(let operation, _) where !operation.isWrite:
+            log("node \(id) receives \(operation) from \(request.id)")
             let committedBefore = invariants.highestCommitted
             loop.read(
                 ReadWaiter(startedAt: started, deadline: deadline) { [unowned self] result in
@@ -180,8 +205,7 @@ extension Simulation {
                             try invariants.observeReadIndex(
                                 index, committedBefore: committedBefore, node: id, request: "\(request.id)")
                             guard nodes[id]?.incarnation == incarnation, let kv = nodes[id]?.kv else { return }
-                            let value = try kv.get(Array(key.utf8)).map { String(decoding: $0, as: UTF8.self) }
-                            reply(.result(request.id, .value(value)), to: request, from: id)
+                            reply(.result(request.id, try Self.read(operation, kv)), to: request, from: id)
                         } catch {
                             deferred = deferred ?? error
                         }
@@ -190,9 +214,8 @@ extension Simulation {
                 })
         case .operation(let operation, let session):
             log("node \(id) receives \(operation) from \(request.id)")
-            let command = KVCommand.write(
-                session: session, sequence: request.id.sequence, owner: owner(request), proposedAtMillis: now,
-                Self.write(operation))
+            let command = Self.command(
+                operation, session: session, sequence: request.id.sequence, owner: owner(request), at: now)
             // Half the writes a follower receives it forwards to the leader, as a follower's
             // front does; the rest it refuses naming the leader, as a member's client API does.
             let forwardable = random.next(below: 2) == 0 ? command.sessionWrite : nil
@@ -226,6 +249,33 @@ extension Simulation {
     /// The client identity that owns its sessions (a certificate's name on a real member).
     private func owner(_ request: ClientRequest) -> String { "crm://client/sim-\(request.id.client)" }
 
+    /// What a member reads for a read operation, once its read index is applied.
+    static func read(_ operation: KVOperation, _ kv: ReplicatedKV) throws -> KVResult {
+        switch operation {
+        case .get(let key):
+            return .value(try kv.get(Array(key.utf8)).map { String(decoding: $0, as: UTF8.self) })
+        case .record(.read(let id)):
+            guard let stored = try kv.crmValue(RecordKeys.record(id)) else { return .record(nil) }
+            guard let token = RecordKeys.number(stored.payload), let version = stored.version else {
+                throw InvariantViolation(property: "record indexes", detail: "r\(id) does not decode")
+            }
+            return .record(RecordState(token: token, version: version))
+        default:
+            preconditionFailure("\(operation) is a write")
+        }
+    }
+
+    /// The command a member proposes for a write operation.
+    static func command(
+        _ operation: KVOperation, session: UInt64, sequence: UInt64, owner: String, at time: UInt64
+    ) -> KVCommand {
+        if case .record(let record) = operation, let transaction = record.transaction {
+            return .transaction(
+                session: session, sequence: sequence, owner: owner, proposedAtMillis: time, transaction)
+        }
+        return .write(session: session, sequence: sequence, owner: owner, proposedAtMillis: time, write(operation))
+    }
+
     static func write(_ operation: KVOperation) -> KVWrite {
         switch operation {
         case .put(let key, let value): return .put(key: Array(key.utf8), value: Array(value.utf8))
@@ -233,7 +283,7 @@ extension Simulation {
         case .cas(let key, let expected, let new):
             return .compareAndSwap(
                 key: Array(key.utf8), expected: expected.map { Array($0.utf8) }, new: Array(new.utf8))
-        case .get: preconditionFailure("reads are not written to the log")
+        case .get, .record: preconditionFailure("\(operation) is not a KV write")
         }
     }
 
@@ -248,7 +298,18 @@ extension Simulation {
         case .compareAndSwap(let swapped)?:
             if case .cas = operation { return .swapped(swapped) }
             return .done
+        case .transaction(let outcome)?:
+            guard operation.isRecord else {
+                throw InvariantViolation(
+                    property: "session safety", detail: "\(request) \(operation) was answered \(outcome)")
+            }
+            return .transaction(outcome)
         default:
+            if operation.isRecord {
+                throw InvariantViolation(
+                    property: "session safety",
+                    detail: "\(request) \(operation) was answered \(outcome.map { "\($0)" } ?? "without an outcome")")
+            }
             if case .cas = operation { return .swapped(false) }
             return .done
         }

@@ -1,6 +1,6 @@
 import BinaryCoding
 import Engine
-import KVStore
+@_spi(Simulation) import KVStore
 import Logging
 @_spi(Simulation) import Raft
 import Storage
@@ -31,6 +31,8 @@ final class SimulatedNode {
     var retired = false
     /// Highest commit index already checked against the invariants.
     var checkedCommit: UInt64 = 0
+    /// The applied index at which the records' invariants last held on this member.
+    var recordsCheckedAt: UInt64?
 
     init(id: NodeID, configuration: Configuration) {
         self.id = id
@@ -62,7 +64,9 @@ final class SimulatedNode {
     ) throws {
         precondition(loop == nil && !retired, "starting node \(id) twice")
         incarnation += 1
-        let kv = try ReplicatedKV(storage: storage, logger: Self.silent)
+        var kvOptions = ReplicatedKV.Options()
+        kvOptions.plantedBug = config.plantedBug
+        let kv = try ReplicatedKV(storage: storage, options: kvOptions, logger: Self.silent)
         let loop = try MemberLoop(
             config: config, log: disk, kv: kv, outbox: outbox, clock: clock, options: options,
             random: SeededRandom(seed: randomSeed), logger: Self.silent)

@@ -175,6 +175,7 @@ public final class Simulation {
             if let deferred { throw deferred }
             retireRemovedMembers()
             try checkNodes()
+            try checkRecords()
             if healed && clients.allSatisfy({ $0.operation == nil }) && isConverged() {
                 log("settled: clients done, members converged")
                 result.settleMillisecondsAfterHealing = now - options.faultMilliseconds
@@ -269,6 +270,15 @@ public final class Simulation {
                 try checkCommitSafety(leader: id, index: raft.commitIndex, term: term)
             }
             node.checkedCommit = raft.commitIndex
+        }
+    }
+
+    /// The records' invariants on every member whose state changed since it was last checked.
+    private func checkRecords() throws {
+        for id in nodes.keys.sorted() {
+            guard let node = nodes[id], let kv = node.kv, node.recordsCheckedAt != kv.appliedIndex else { continue }
+            try RecordInvariants.check(kv, node: id)
+            node.recordsCheckedAt = kv.appliedIndex
         }
     }
 

@@ -110,12 +110,6 @@ struct BulkLoader {
     }
 }
 
-extension KeyRange {
-    func contains(_ key: [UInt8]) -> Bool {
-        !key.lexicographicallyPrecedes(lower) && (upper.map { key.lexicographicallyPrecedes($0) } ?? true)
-    }
-}
-
 extension WriteBatch {
     /// Range deletes of every range a bulk load replaces (which must be bounded).
     static func clearing(_ family: ColumnFamily, _ ranges: [KeyRange]) throws -> WriteBatch {

@@ -3,6 +3,11 @@ public struct KeyRange: Sendable, Equatable {
     public var lower: [UInt8]
     public var upper: [UInt8]?
 
+    /// Whether `key` is in [lower, upper).
+    public func contains(_ key: [UInt8]) -> Bool {
+        !key.lexicographicallyPrecedes(lower) && (upper.map { key.lexicographicallyPrecedes($0) } ?? true)
+    }
+
     public init(from lower: [UInt8] = [], to upper: [UInt8]? = nil) {
         self.lower = lower
         self.upper = upper

@@ -1,0 +1,108 @@
+import BinaryCoding
+@_spi(Simulation) import Raft
+import Storage
+
+extension ReplicatedKV {
+    /// Applies a transaction as entry `index`: its conditions are read first, then its
+    /// operations are staged in order (a later one sees an earlier one's changes); only when
+    /// every condition held and every range fitted its bound do the changes reach `pending`.
+    func perform(_ transaction: Transaction, index: UInt64, into pending: inout PendingApply) throws -> KVOutcome {
+        if let problem = transaction.problem { return .refused(problem) }
+        for (number, condition) in transaction.conditions.enumerated() {
+            if plantedBug == .transactionChecksOneCondition && number > 0 { break }
+            let (holds, current) = try check(condition, pending)
+            if !holds { return .transaction(.conditionFailed(condition: number, current: current)) }
+        }
+        var staged = StagedChanges()
+        for operation in transaction.operations {
+            switch operation {
+            case .put(let key, let value):
+                staged.set(
+                    CRMKeys.absolute(key), CRMValue(version: nil, updatedAtMillis: 0, payload: value).stored)
+            case .putStamped(let key, let value):
+                let stamped = CRMValue(
+                    version: index, updatedAtMillis: pending.position.logClockMillis, payload: value)
+                staged.set(CRMKeys.absolute(key), stamped.stored)
+            case .delete(let key):
+                staged.set(CRMKeys.absolute(key), nil)
+            case .deleteRange(let from, let to):
+                let range = KeyRange(from: CRMKeys.absolute(from), to: CRMKeys.absolute(to))
+                guard let keys = try liveKeys(in: range, pending, staged, limit: TransactionLimits.maxRangeDeletions)
+                else {
+                    return .refused(
+                        "a delete range of the transaction holds more than \(TransactionLimits.maxRangeDeletions) keys; nothing was applied"
+                    )
+                }
+                for key in keys { staged.set(key, nil) }
+            }
+        }
+        for key in staged.order { pending.set(key, staged.values[key]!) }
+        return .transaction(.applied(version: index))
+    }
+
+    /// Whether `condition` holds now, and the version it found.
+    private func check(_ condition: TransactionCondition, _ pending: PendingApply) throws -> (Bool, UInt64?) {
+        switch condition {
+        case .absent(let key):
+            let stored = try pending.read(CRMKeys.absolute(key), storage)
+            return (stored == nil, try stored.flatMap { try CRMValue.decode($0, key: CRMKeys.absolute(key)).version })
+        case .present(let key):
+            return (try pending.read(CRMKeys.absolute(key), storage) != nil, nil)
+        case .version(let key, let expected):
+            let absolute = CRMKeys.absolute(key)
+            let current = try pending.read(absolute, storage).flatMap { try CRMValue.decode($0, key: absolute).version }
+            return (current == expected, current)
+        case .keySet(let expected):
+            let current = try keySetInUse(pending)
+            return (current == expected, current)
+        }
+    }
+
+    /// The version of the CRM key set in use (0: none yet).
+    private func keySetInUse(_ pending: PendingApply) throws -> UInt64 {
+        let key = CRMKeys.absolute(CRMKeys.keySetInUse)
+        guard let stored = try pending.read(key, storage) else { return 0 }
+        let value = try CRMValue.decode(stored, key: key)
+        var reader = BinaryReader(value.payload)
+        guard let version = reader.u64(), reader.isAtEnd else {
+            throw StorageError.corruption(
+                family: .stateMachine, key: key, message: "the CRM key-set version does not decode")
+        }
+        return version
+    }
+
+    /// The keys in `range` that hold a value once what is pending and staged is taken into
+    /// account, in order; nil when there are more than `limit`.
+    private func liveKeys(
+        in range: KeyRange, _ pending: PendingApply, _ staged: StagedChanges, limit: Int
+    ) throws -> [[UInt8]]? {
+        var live = Set<[UInt8]>()
+        var cursor: KeyRange? = range
+        while let current = cursor {
+            let page = try storage.scan(.stateMachine, current, limit: 1024)
+            // Keys changed since the store was written are counted from the overlays below.
+            for entry in page.entries where pending.overlay[entry.key] == nil && staged.values[entry.key] == nil {
+                live.insert(entry.key)
+                if live.count > limit { return nil }
+            }
+            cursor = page.resume
+        }
+        for (key, value) in pending.overlay where value != nil && staged.values[key] == nil && range.contains(key) {
+            live.insert(key)
+        }
+        for (key, value) in staged.values where value != nil && range.contains(key) { live.insert(key) }
+        guard live.count <= limit else { return nil }
+        return live.sorted { $0.lexicographicallyPrecedes($1) }
+    }
+}
+
+/// A transaction's changes before they are known to apply: the last value per key, and the
+/// order in which keys were first touched.
+private struct StagedChanges {
+    var values: [[UInt8]: [UInt8]?] = [:]
+    var order: [[UInt8]] = []
+
+    mutating func set(_ key: [UInt8], _ value: [UInt8]?) {
+        if values.updateValue(value, forKey: key) == nil { order.append(key) }
+    }
+}
