@@ -77,6 +77,10 @@ let package = Package(
             ]
         ),
 
+        // The CRM's data layer on the replicated state: cluster-wide CRM keys, per-subject keys,
+        // sealed personal fields, lookup tokens.
+        .target(name: "CRM", dependencies: ["KVStore", "Sealing", "BinaryCoding"]),
+
         // The member loop: drives the consensus core, the durable log (a seam) and the state
         // machine, and answers its callers; deterministic, so the simulator runs it as it ships.
         .target(
@@ -280,6 +284,7 @@ let package = Package(
         .testTarget(name: "ChaosTests", dependencies: ["CRMChaos", "CRMTestSupport", .product(name: "NIOCore", package: "swift-nio"),
                                                        .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft", "Storage", "Sealing", "BinaryCoding"]),
+        .testTarget(name: "CRMTests", dependencies: ["CRM", "KVStore", "Raft", "Storage", "Sealing", "BinaryCoding"]),
         .testTarget(name: "FuzzTests", dependencies: ["FuzzHarness"], exclude: ["Regressions"]),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "Storage", "Sealing"]),
     ]

@@ -4,7 +4,7 @@ import Storage
 /// Limits on a CRM transaction, checked by the proposer before it proposes and again at apply
 /// (a transaction that breaks one is refused whole).
 public enum TransactionLimits {
-    public static let maxConditions = 64
+    public static let maxConditions = 256
     public static let maxOperations = 512
     /// Keys and values of all conditions and operations together.
     public static let maxPayloadBytes = 1 << 20

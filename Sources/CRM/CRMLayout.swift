@@ -1,0 +1,56 @@
+import BinaryCoding
+import KVStore
+import Sealing
+
+/// Where CRM state lives, relative to the CRM prefix (`c/`). Keys hold only random ids,
+/// versions and keyed lookup tokens: never personal data.
+public enum CRMLayout {
+    /// The one workspace of this version (every workspace key carries its number, so that more
+    /// can come without moving data).
+    public static let defaultWorkspace: UInt32 = 1
+
+    /// Key set `version`'s wrapped record.
+    public static func keySet(_ version: UInt64) -> [UInt8] { keySetPrefix + bigEndian(version) }
+    static let keySetPrefix = Array("sys/keyset/".utf8)
+    /// The re-wrap job after a key-set rotation: from and to versions and its cursor.
+    public static let rewrapJob = Array("sys/rewrap".utf8)
+
+    /// A subject's wrapped key.
+    public static func subjectKey(workspace: UInt32, subject: CRMID) -> [UInt8] {
+        vaultPrefix(workspace: workspace) + subject.bytes
+    }
+
+    public static func vaultPrefix(workspace: UInt32) -> [UInt8] {
+        bigEndian(workspace) + Array("/v/sk/".utf8)
+    }
+
+    static func bigEndian(_ value: UInt64) -> [UInt8] {
+        (0..<8).map { UInt8(truncatingIfNeeded: value >> (56 - 8 * $0)) }
+    }
+    static func bigEndian(_ value: UInt32) -> [UInt8] {
+        (0..<4).map { UInt8(truncatingIfNeeded: value >> (24 - 8 * $0)) }
+    }
+
+    /// The smallest key after every key that starts with `prefix` (prefixes here never end in 0xFF).
+    static func end(of prefix: [UInt8]) -> [UInt8] {
+        var end = prefix
+        precondition(end.last.map { $0 < 0xFF } ?? false, "a CRM prefix ends below 0xFF")
+        end[end.count - 1] += 1
+        return end
+    }
+}
+
+/// Tokens for equality lookups of personal values: the first 16 bytes of HMAC-SHA-256 under the
+/// key set's lookup key, of the purpose and the normalised value (length-prefixed, so that no
+/// two pairs run together). Equal values give equal tokens; a token reveals nothing without
+/// the key.
+public enum LookupTokens {
+    public static let byteCount = 16
+
+    public static func token(purpose: String, normalised value: [UInt8], keySet: CRMKeySet) -> [UInt8] {
+        var writer = BinaryWriter(capacity: value.count + purpose.utf8.count + 8)
+        writer.blob(Array(purpose.utf8))
+        writer.blob(value)
+        return Array(HMACSHA256.authenticate(writer.bytes, key: keySet.key(.lookup)).prefix(byteCount))
+    }
+}
