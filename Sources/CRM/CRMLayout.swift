@@ -24,6 +24,33 @@ public enum CRMLayout {
         bigEndian(workspace) + Array("/v/sk/".utf8)
     }
 
+    /// A record of `entity` with `id`.
+    public static func record(workspace: UInt32, entity: EntityCode, id: CRMID) -> [UInt8] {
+        recordPrefix(workspace: workspace, entity: entity) + id.bytes
+    }
+
+    public static func recordPrefix(workspace: UInt32, entity: EntityCode) -> [UInt8] {
+        bigEndian(workspace) + Array("/r/\(entity.rawValue)/".utf8)
+    }
+
+    /// Index `code`'s entries for `value`: each is `<prefix><entity><id>`, with an empty value.
+    public static func indexPrefix(workspace: UInt32, _ code: String, value: [UInt8]) -> [UInt8] {
+        bigEndian(workspace) + Array("/x/\(code)/".utf8) + value
+    }
+
+    static func indexEntry(workspace: UInt32, _ code: String, value: [UInt8], entity: EntityCode, id: CRMID) -> [UInt8]
+    {
+        indexPrefix(workspace: workspace, code, value: value) + recordSuffix(entity, id)
+    }
+
+    /// Records by update time: `<prefix><log time, 8 bytes><entity><id>`.
+    public static func updatedPrefix(workspace: UInt32) -> [UInt8] { bigEndian(workspace) + Array("/x/up/".utf8) }
+
+    static func recordSuffix(_ entity: EntityCode, _ id: CRMID) -> [UInt8] { Array(entity.rawValue.utf8) + id.bytes }
+
+    /// The subject whose key seals personal fields that belong to no person.
+    public static let workspaceSubject = CRMID(bytes: [UInt8](repeating: 0, count: CRMID.byteCount))!
+
     static func bigEndian(_ value: UInt64) -> [UInt8] {
         (0..<8).map { UInt8(truncatingIfNeeded: value >> (56 - 8 * $0)) }
     }

@@ -22,6 +22,19 @@ public struct CRMID: Hashable, Sendable, CustomStringConvertible {
     public var description: String { bytes.hexString }
 }
 
+extension BinaryReader {
+    /// A 128-bit id, or nil at the end of the input.
+    mutating func crmID() -> CRMID? {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(CRMID.byteCount)
+        for _ in 0..<CRMID.byteCount {
+            guard let byte = u8() else { return nil }
+            bytes.append(byte)
+        }
+        return CRMID(bytes: bytes)
+    }
+}
+
 /// Each data subject (a person, later each user) has its own random key. Only its wrapped form
 /// (under the vault key of a key-set version) is replicated; every personal field of the
 /// subject is sealed under it, so deleting the wrapped key erases all of them at once.

@@ -39,11 +39,15 @@ public enum TransactionOperation: Equatable, Sendable {
     case delete(key: [UInt8])
     /// Deletes every key in [from, to); at most `TransactionLimits.maxRangeDeletions`.
     case deleteRange(from: [UInt8], to: [UInt8])
+    /// Puts an empty value at `prefix` ‖ the log time (8 bytes, big-endian) ‖ `suffix`: an index
+    /// entry ordered by the time the transaction's stamped values carry.
+    case putAtLogTime(prefix: [UInt8], suffix: [UInt8])
 
     var keys: [[UInt8]] {
         switch self {
         case .put(let key, _), .putStamped(let key, _), .delete(let key): return [key]
         case .deleteRange(let from, let to): return [from, to]
+        case .putAtLogTime(let prefix, let suffix): return [prefix + [UInt8](repeating: 0, count: 8) + suffix]
         }
     }
 
@@ -52,6 +56,7 @@ public enum TransactionOperation: Equatable, Sendable {
         case .put(let key, let value), .putStamped(let key, let value): return key.count + value.count
         case .delete(let key): return key.count
         case .deleteRange(let from, let to): return from.count + to.count
+        case .putAtLogTime(let prefix, let suffix): return prefix.count + 8 + suffix.count
         }
     }
 }
@@ -122,6 +127,7 @@ public struct Transaction: Equatable, Sendable {
             case .putStamped(let key, let value): writer.u8(2); writer.blob(key); writer.blob(value)
             case .delete(let key): writer.u8(3); writer.blob(key)
             case .deleteRange(let from, let to): writer.u8(4); writer.blob(from); writer.blob(to)
+            case .putAtLogTime(let prefix, let suffix): writer.u8(5); writer.blob(prefix); writer.blob(suffix)
             }
         }
     }
@@ -165,6 +171,9 @@ public struct Transaction: Equatable, Sendable {
             case 4?:
                 guard let to = reader.blob(limit: keyLimit) else { return nil }
                 operations.append(.deleteRange(from: key, to: to))
+            case 5?:
+                guard let suffix = reader.blob(limit: keyLimit) else { return nil }
+                operations.append(.putAtLogTime(prefix: key, suffix: suffix))
             default:
                 return nil
             }

@@ -25,6 +25,11 @@ extension ReplicatedKV {
                 staged.set(CRMKeys.absolute(key), stamped.stored)
             case .delete(let key):
                 staged.set(CRMKeys.absolute(key), nil)
+            case .putAtLogTime(let prefix, let suffix):
+                var writer = BinaryWriter(capacity: prefix.count + 8 + suffix.count)
+                writer.raw(prefix); writer.u64(pending.position.logClockMillis); writer.raw(suffix)
+                staged.set(
+                    CRMKeys.absolute(writer.bytes), CRMValue(version: nil, updatedAtMillis: 0, payload: []).stored)
             case .deleteRange(let from, let to):
                 let range = KeyRange(from: CRMKeys.absolute(from), to: CRMKeys.absolute(to))
                 guard let keys = try liveKeys(in: range, pending, staged, limit: TransactionLimits.maxRangeDeletions)

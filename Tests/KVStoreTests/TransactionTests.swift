@@ -28,11 +28,15 @@ import Testing
                     [
                         .putStamped(key: bytes("r/1"), value: bytes("record")),
                         .put(key: bytes("x/em/t1/1"), value: []),
+                        .putAtLogTime(prefix: bytes("x/up/"), suffix: bytes("/1")),
                     ])
             ]))
         #expect(outcomes(results) == [.transaction(.applied(version: 1))])
         #expect(try kv.crmValue(bytes("r/1")) == CRMValue(version: 1, updatedAtMillis: 7000, payload: bytes("record")))
         #expect(try kv.crmValue(bytes("x/em/t1/1")) == CRMValue(version: nil, updatedAtMillis: 0, payload: []))
+        var byTime = BinaryWriter()
+        byTime.raw(bytes("x/up/")); byTime.u64(7000); byTime.raw(bytes("/1"))
+        #expect(try kv.crmValue(byTime.bytes) != nil, "the entry is keyed by the log time the record carries")
         // CRM state is out of the KV API's reach, and the KV API's keys out of the CRM's.
         #expect(try kv.get(bytes("r/1")) == nil)
         _ = try kv.apply(
@@ -216,6 +220,7 @@ import Testing
             [
                 .put(key: bytes("a"), value: bytes("1")), .putStamped(key: bytes("b"), value: []),
                 .delete(key: bytes("c")), .deleteRange(from: bytes("d"), to: bytes("e")),
+                .putAtLogTime(prefix: bytes("f/"), suffix: bytes("/g")),
             ])
         let encoded = command.encoded
         #expect(KVCommand(encoded: encoded) == command)

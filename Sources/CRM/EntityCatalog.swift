@@ -1,0 +1,181 @@
+/// The CRM's entities and their fields: what each field holds, whether it is personal data (and
+/// then sealed under its subject's key), and how it is found (a lookup token of its normalised
+/// value, or a secondary index on a non-personal value). Custom fields are metadata too: they
+/// are added to an entity's definition, never to code.
+public enum EntityCode: String, CaseIterable, Sendable, Codable {
+    case person = "pe"
+    case company = "co"
+    case deal = "de"
+    case activity = "ac"
+
+    /// The name used in APIs and URLs.
+    public var name: String {
+        switch self {
+        case .person: return "person"
+        case .company: return "company"
+        case .deal: return "deal"
+        case .activity: return "activity"
+        }
+    }
+
+    public init?(name: String) {
+        guard let code = Self.allCases.first(where: { $0.name == name }) else { return nil }
+        self = code
+    }
+}
+
+/// What a field holds, with its bounds.
+public enum FieldType: Equatable, Sendable {
+    case text(maxBytes: Int)
+    case texts(maxItems: Int, maxBytes: Int)
+    /// E-mail addresses (normalised: NFKC, trimmed, lower-cased).
+    case emails(maxItems: Int)
+    /// Phone numbers in E.164 (`+` and 8 to 15 digits; separators dropped).
+    case phones(maxItems: Int)
+    case integer(min: Int64, max: Int64)
+    /// An amount in millionths of a currency unit, with an ISO 4217 currency code.
+    case money
+    /// A calendar date, years 1 to 9999.
+    case date
+    /// Milliseconds since 1970 (years up to 9999).
+    case timestamp
+    case bool
+    case choice([String])
+    case reference(EntityCode)
+    case references(EntityCode, maxItems: Int)
+    /// Records of any entity (an activity's targets).
+    case targets(maxItems: Int)
+}
+
+/// How a field's values are found.
+public enum FieldLookup: String, Sendable {
+    case email = "em"
+    case phone = "ph"
+    case name = "nm"
+    case domain = "cd"
+}
+
+/// A secondary index on a non-personal field: its values (ids, choices, dates) appear in keys.
+public enum FieldIndex: String, Sendable {
+    case company = "co"
+    case stage = "st"
+    case status = "ss"
+    case due = "du"
+    case assignee = "as"
+    case target = "tg"
+    case contact = "pc"
+}
+
+public struct FieldDefinition: Sendable {
+    public var id: UInt16
+    public var name: String
+    public var type: FieldType
+    /// Personal data: sealed under the subject's key, never in a key, a log or a URL.
+    public var personal: Bool
+    public var lookup: FieldLookup?
+    public var index: FieldIndex?
+
+    public init(
+        _ id: UInt16, _ name: String, _ type: FieldType, personal: Bool = false, lookup: FieldLookup? = nil,
+        index: FieldIndex? = nil
+    ) {
+        precondition(index == nil || !personal, "personal values are never in an index key")
+        self.id = id
+        self.name = name
+        self.type = type
+        self.personal = personal
+        self.lookup = lookup
+        self.index = index
+    }
+}
+
+public enum CRMLimits {
+    public static let recordBytes = 256 << 10
+    public static let fields = 200
+    public static let textBytes = 4096
+    public static let bodyBytes = 64 << 10
+    public static let listItems = 20
+    /// Custom fields are numbered from here; standard ones below.
+    public static let firstCustomField: UInt16 = 1000
+}
+
+public struct EntityDefinition: Sendable {
+    public var code: EntityCode
+    public var fields: [FieldDefinition]
+
+    public func field(named name: String) -> FieldDefinition? { fields.first { $0.name == name } }
+    public func field(id: UInt16) -> FieldDefinition? { fields.first { $0.id == id } }
+
+    /// Whose key seals this entity's personal fields.
+    public var sealsUnderOwnSubject: Bool { code == .person }
+}
+
+/// The standard entities (as Twenty's person, company, opportunity and note/task objects).
+public enum EntityCatalog {
+    private static let text = FieldType.text(maxBytes: CRMLimits.textBytes)
+    private static let list = CRMLimits.listItems
+
+    public static func standard(_ code: EntityCode) -> EntityDefinition {
+        switch code {
+        case .person:
+            return EntityDefinition(
+                code: code,
+                fields: [
+                    FieldDefinition(1, "first_name", text, personal: true, lookup: .name),
+                    FieldDefinition(2, "last_name", text, personal: true, lookup: .name),
+                    FieldDefinition(3, "emails", .emails(maxItems: list), personal: true, lookup: .email),
+                    FieldDefinition(4, "phones", .phones(maxItems: list), personal: true, lookup: .phone),
+                    FieldDefinition(5, "job_title", text, personal: true),
+                    FieldDefinition(6, "city", text, personal: true),
+                    FieldDefinition(7, "address", text, personal: true),
+                    FieldDefinition(8, "linkedin", text, personal: true),
+                    FieldDefinition(9, "avatar_url", text, personal: true),
+                    FieldDefinition(10, "birthday", .date, personal: true),
+                    FieldDefinition(20, "company_id", .reference(.company), index: .company),
+                    FieldDefinition(21, "source", text),
+                    FieldDefinition(22, "tags", .texts(maxItems: list, maxBytes: 64)),
+                    FieldDefinition(23, "do_not_contact", .bool),
+                    FieldDefinition(
+                        24, "lifecycle_stage", .choice(["lead", "prospect", "customer", "former"]), index: .stage),
+                ])
+        case .company:
+            return EntityDefinition(
+                code: code,
+                fields: [
+                    FieldDefinition(1, "name", text, lookup: .name),
+                    FieldDefinition(2, "domain", text, lookup: .domain),
+                    FieldDefinition(3, "employees", .integer(min: 0, max: 10_000_000)),
+                    FieldDefinition(4, "industry", text),
+                    FieldDefinition(5, "address", text),
+                    FieldDefinition(6, "annual_revenue", .money),
+                    FieldDefinition(7, "icp", .bool),
+                ])
+        case .deal:
+            return EntityDefinition(
+                code: code,
+                fields: [
+                    FieldDefinition(1, "name", text),
+                    FieldDefinition(2, "amount", .money),
+                    FieldDefinition(
+                        3, "stage", .choice(["new", "qualified", "proposal", "negotiation", "won", "lost"]),
+                        index: .stage),
+                    FieldDefinition(4, "close_date", .date, index: .due),
+                    FieldDefinition(5, "probability", .integer(min: 0, max: 100)),
+                    FieldDefinition(6, "company_id", .reference(.company), index: .company),
+                    FieldDefinition(7, "point_of_contact", .reference(.person), index: .contact),
+                ])
+        case .activity:
+            return EntityDefinition(
+                code: code,
+                fields: [
+                    FieldDefinition(1, "kind", .choice(["note", "task", "call", "meeting"])),
+                    FieldDefinition(2, "title", text, personal: true),
+                    FieldDefinition(3, "body", .text(maxBytes: CRMLimits.bodyBytes), personal: true),
+                    FieldDefinition(4, "due_at", .timestamp, index: .due),
+                    FieldDefinition(5, "status", .choice(["open", "done", "cancelled"]), index: .status),
+                    FieldDefinition(6, "assignee", .reference(.person), index: .assignee),
+                    FieldDefinition(7, "targets", .targets(maxItems: list), index: .target),
+                ])
+        }
+    }
+}
