@@ -1,5 +1,10 @@
 import BinaryCoding
 
+/// The record schema this binary reads and writes (members report it).
+public enum CRMSchema {
+    public static let version: UInt16 = 1
+}
+
 /// A field as stored: its encoded value in the clear (not personal data), or sealed under the
 /// record's subject key and bound to its place.
 public enum StoredField: Equatable, Sendable {
@@ -29,7 +34,7 @@ public struct StoredRecord: Equatable, Sendable {
     public var indexKeys: [[UInt8]]
 
     static let format: UInt8 = 1
-    static let schemaVersion: UInt16 = 1
+    static let schemaVersion = CRMSchema.version
     static let maxIdentityBytes = 256
     static let maxIndexKeys = 4 * CRMLimits.listItems + 16
 

@@ -77,6 +77,9 @@ public enum KVCommand: Equatable, Sendable {
     /// Version 2 added session owners and random session ids; version 1 entries still decode
     /// (owner "", id = index).
     static let version: UInt8 = 2
+    /// The highest command kind this member applies (5: transactions). Members report it, so
+    /// that a kind is proposed only once every voter applies it.
+    public static let highestKind: UInt8 = 5
     /// The session id of writes made without a session: applied every time they commit, so a
     /// retry after an unknown outcome may apply twice. Session ids are never 0.
     public static let noSession: UInt64 = 0
@@ -180,6 +183,16 @@ public enum KVCommand: Equatable, Sendable {
             return nil
         }
         guard reader.isAtEnd else { return nil }
+    }
+
+    /// Whether `bytes` look like a command of a later version than this member's (a newer
+    /// format, or a kind above `highestKind`): such an entry is never skipped, since members
+    /// that apply it would then hold another state than this one.
+    public static func isNewer(_ bytes: [UInt8]) -> (format: UInt8, kind: UInt8)? {
+        guard bytes.count >= 2 else { return nil }
+        let (format, kind) = (bytes[0], bytes[1])
+        guard format > version || (format == version && kind > highestKind) else { return nil }
+        return (format, kind)
     }
 
     /// The write's session and sequence number, for writes in a session: unique among the

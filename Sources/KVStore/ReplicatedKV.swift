@@ -113,6 +113,9 @@ public final class ReplicatedKV: @unchecked Sendable {
             pending.position.term = entry.term
             guard entry.kind == .normal, !entry.data.isEmpty else { continue }
             guard let command = KVCommand(encoded: entry.data) else {
+                if let newer = KVCommand.isNewer(entry.data) {
+                    throw KVApplyError.commandTooNew(index: entry.index, format: newer.format, kind: newer.kind)
+                }
                 results.append(
                     Applied(index: entry.index, outcome: .refused("entry \(entry.index) is not a KV command")))
                 continue
@@ -324,6 +327,21 @@ public final class ReplicatedKV: @unchecked Sendable {
         writer.u64(position.term)
         writer.u64(position.logClockMillis)
         return writer.bytes
+    }
+}
+
+/// Why the state machine stops applying the log.
+public enum KVApplyError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The entry was written by a newer member: applying around it would diverge.
+    case commandTooNew(index: UInt64, format: UInt8, kind: UInt8)
+
+    public var description: String {
+        switch self {
+        case .commandTooNew(let index, let format, let kind):
+            return "log entry \(index) holds a command of format \(format), kind \(kind), newer than this member "
+                + "applies (format \(KVCommand.version), kinds up to \(KVCommand.highestKind)); it stops applying: "
+                + "upgrade its crm-node to the version the other members run"
+        }
     }
 }
 

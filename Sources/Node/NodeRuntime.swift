@@ -1,3 +1,4 @@
+import CRM
 import CRMProto
 import Engine
 import Foundation
@@ -440,6 +441,8 @@ public final class NodeRuntime: @unchecked Sendable {
         state.health = AdminService.proto(snapshot.report)
         state.alarms = snapshot.alarms.map(AdminService.proto)
         state.serving = ServingGate.from(snapshot, status).refusal == nil
+        state.commandKinds = UInt32(KVCommand.highestKind)
+        state.crmSchema = UInt32(CRMSchema.version)
         return state
     }
 

@@ -224,7 +224,8 @@ public final class RaftEngine: @unchecked Sendable {
     }
 
     private func fail(_ error: any Error) {
-        logger.critical("storage failed; this member stops serving", metadata: ["error": "\(error)"])
+        let what = error is KVApplyError ? "this member cannot apply the log" : "storage failed"
+        logger.critical("\(what); this member stops serving", metadata: ["error": "\(error)"])
         failure = "\(error)"
         publishStatus()
         failAll(.storage("\(error)"))

@@ -185,8 +185,29 @@ func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
                 if case .refused = $0 { return true }; return false
             })
         #expect(try kv.apply([log.entry(write(1, 3, .put(key: bytes("k"), value: [])))]).first?.outcome != .put)
-        let undecodable = try kv.apply([Entry(term: 1, index: log.next, data: [0xFF, 0x00])])
+        let undecodable = try kv.apply([Entry(term: 1, index: log.next, data: [0x00, 0x07])])
         #expect(undecodable.first?.outcome == .refused("entry \(log.next) is not a KV command"))
+    }
+
+    /// An entry written by a newer member is never skipped: a member that cannot apply it stops
+    /// applying (nothing of the call is written) and says which version it would need.
+    @Test func aCommandNewerThanThisMemberStopsTheApply() throws {
+        let kv = try ReplicatedKV(storage: MemoryStateStorage())
+        var log = LogWriter()
+        _ = try kv.apply([log.entry(write(0, 0, .put(key: bytes("a"), value: bytes("1"))))])
+        for newer: [UInt8] in [[2, KVCommand.highestKind + 1, 0], [3, 1]] {
+            let before = kv.appliedIndex
+            let entries = [
+                Entry(term: 1, index: before + 1, data: write(0, 0, .put(key: bytes("b"), value: [])).encoded),
+                Entry(term: 1, index: before + 2, data: newer),
+            ]
+            #expect(throws: KVApplyError.commandTooNew(index: before + 2, format: newer[0], kind: newer[1])) {
+                try kv.apply(entries)
+            }
+            #expect(try kv.appliedIndex == before && kv.get(bytes("b")) == nil)
+        }
+        let message = KVApplyError.commandTooNew(index: 9, format: 2, kind: 6).description
+        #expect(message.contains("kind 6") && message.contains("kinds up to \(KVCommand.highestKind)"))
     }
 
     @Test func rangesAreOrderedBoundedAndResumable() throws {

@@ -1,4 +1,6 @@
+import CRMProto
 import GRPCCore
+import KVStore
 import Raft
 import Testing
 
@@ -21,6 +23,29 @@ import Testing
             table.pollSucceeded(id, healthyReport(), roundTripMicroseconds: 300, now: Self.second)
         }
         return table
+    }
+
+    /// A member reports the command kinds it applies; a kind may be proposed only once every
+    /// member reports it (a member that has not reported, or an older one, holds it back).
+    @Test func aCommandKindWaitsForEveryMemberToApplyIt() {
+        var table = table()
+        #expect(table.membersNotApplying(kind: KVCommand.highestKind) == [1, 2, 3])
+        var state = Crm_V1_MemberStateResponse()
+        state.term = 2
+        state.leaderID = 1
+        state.serving = true
+        state.commandKinds = UInt32(KVCommand.highestKind)
+        let current = MemberPoller.report(state)
+        #expect(current.commandKinds == UInt32(KVCommand.highestKind))
+        table.pollSucceeded(1, current, roundTripMicroseconds: 300, now: 2 * Self.second)
+        table.pollSucceeded(2, current, roundTripMicroseconds: 300, now: 2 * Self.second)
+        var older = current
+        older.commandKinds = UInt32(KVCommand.highestKind) - 1
+        table.pollSucceeded(3, older, roundTripMicroseconds: 300, now: 2 * Self.second)
+        #expect(table.membersNotApplying(kind: KVCommand.highestKind) == [3])
+        #expect(table.membersNotApplying(kind: KVCommand.highestKind - 1) == [])
+        table.pollSucceeded(3, current, roundTripMicroseconds: 300, now: 3 * Self.second)
+        #expect(table.membersNotApplying(kind: KVCommand.highestKind) == [])
     }
 
     @Test func pollsNameTheLeaderAndANewerTermReplacesIt() {

@@ -106,7 +106,7 @@ final class MemberPoller: Sendable {
                 default: return nil
                 }
             },
-            appliedIndex: state.appliedIndex)
+            appliedIndex: state.appliedIndex, commandKinds: state.commandKinds)
     }
 
     /// The peers as the health monitor sees them.

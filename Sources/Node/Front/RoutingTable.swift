@@ -9,6 +9,8 @@ struct MemberReport: Sendable, Equatable {
     var health: HealthReport
     var alarms: [Alarm.Kind]
     var appliedIndex: UInt64
+    /// The highest log command kind it applies (0: a member too old to say).
+    var commandKinds: UInt32 = 0
 
     /// Can answer a linearizable read: serving, knows a leader, its disk is not failing.
     var canServeReads: Bool {
@@ -70,6 +72,12 @@ struct RoutingTable: Sendable {
     private(set) var leaderTerm: UInt64 = 0
 
     init(options: Options = Options()) { self.options = options }
+
+    /// Members that are not known to apply command `kind` (they report a lower one, or have
+    /// not reported): while any is a voter, that kind must not be proposed.
+    func membersNotApplying(kind: UInt8) -> [NodeID] {
+        members.values.filter { ($0.report?.commandKinds ?? 0) < UInt32(kind) }.map(\.id).sorted()
+    }
 
     mutating func setMembers(_ ids: Set<NodeID>) {
         for id in ids where members[id] == nil { members[id] = Member(id: id) }

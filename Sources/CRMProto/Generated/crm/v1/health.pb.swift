@@ -234,6 +234,13 @@ public nonisolated struct Crm_V1_MemberStateResponse: Sendable {
   /// Whether this member answers reads and writes now (false while CORRUPT or failed).
   public var serving: Bool = false
 
+  /// The highest log command kind this member applies (5: CRM transactions): a kind is proposed
+  /// only when every voter applies it.
+  public var commandKinds: UInt32 = 0
+
+  /// The CRM record schema this member reads and writes.
+  public var crmSchema: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -358,7 +365,7 @@ nonisolated extension Crm_V1_MemberStateRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Crm_V1_MemberStateResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MemberStateResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}member_id\0\u{1}role\0\u{1}term\0\u{3}leader_id\0\u{3}commit_index\0\u{3}applied_index\0\u{1}health\0\u{1}alarms\0\u{1}serving\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}member_id\0\u{1}role\0\u{1}term\0\u{3}leader_id\0\u{3}commit_index\0\u{3}applied_index\0\u{1}health\0\u{1}alarms\0\u{1}serving\0\u{3}command_kinds\0\u{3}crm_schema\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -375,6 +382,8 @@ nonisolated extension Crm_V1_MemberStateResponse: SwiftProtobuf.Message, SwiftPr
       case 7: try { try decoder.decodeSingularMessageField(value: &self._health) }()
       case 8: try { try decoder.decodeRepeatedMessageField(value: &self.alarms) }()
       case 9: try { try decoder.decodeSingularBoolField(value: &self.serving) }()
+      case 10: try { try decoder.decodeSingularUInt32Field(value: &self.commandKinds) }()
+      case 11: try { try decoder.decodeSingularUInt32Field(value: &self.crmSchema) }()
       default: break
       }
     }
@@ -412,6 +421,12 @@ nonisolated extension Crm_V1_MemberStateResponse: SwiftProtobuf.Message, SwiftPr
     if self.serving != false {
       try visitor.visitSingularBoolField(value: self.serving, fieldNumber: 9)
     }
+    if self.commandKinds != 0 {
+      try visitor.visitSingularUInt32Field(value: self.commandKinds, fieldNumber: 10)
+    }
+    if self.crmSchema != 0 {
+      try visitor.visitSingularUInt32Field(value: self.crmSchema, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -425,6 +440,8 @@ nonisolated extension Crm_V1_MemberStateResponse: SwiftProtobuf.Message, SwiftPr
     if lhs._health != rhs._health {return false}
     if lhs.alarms != rhs.alarms {return false}
     if lhs.serving != rhs.serving {return false}
+    if lhs.commandKinds != rhs.commandKinds {return false}
+    if lhs.crmSchema != rhs.crmSchema {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
