@@ -51,6 +51,8 @@ tls:
   cert: certs/member-$id.pem
   key: certs/member-$id.key
 admins: [crmctl]
+crm:
+  key_file: certs/crm.key
 front:
   grpc: "127.0.0.1:$((base + 400 + id))"
   http: "127.0.0.1:$((base + 500 + id))"

@@ -5,8 +5,9 @@
 #
 #   cluster/make-certs.sh DIR MEMBERS [CLIENT...]
 #     DIR      where to write (created 0700): ca.pem, member-<id>.pem/.key,
-#              client-<name>.pem/.key, master-<id>.key: what members and clients need
-#              (copy a member only its own files and ca.pem)
+#              client-<name>.pem/.key, master-<id>.key, crm.key (shared by every member):
+#              what members and clients need
+#              (copy a member only its own files, ca.pem and crm.key)
 #     MEMBERS  member ids, comma-separated (1,2,3); a member's certificate names it as
 #              URI crm://member/<id>, for localhost and 127.0.0.1 plus $CRM_CERT_HOSTS
 #              (comma-separated DNS names or IP addresses of the hosts that run members)
@@ -85,6 +86,13 @@ for id in "${member_ids[@]}"; do
         echo "make-certs: created $dir/master-$id.key"
     fi
 done
+# The CRM key-encryption key: one file, the same on every member (copy it, never regenerate it
+# for one member: a member with another key serves no CRM call).
+if [ ! -f "$dir/crm.key" ]; then
+    openssl rand -hex 32 > "$dir/crm.key"
+    chmod 600 "$dir/crm.key"
+    echo "make-certs: created $dir/crm.key"
+fi
 for client in "${clients[@]}"; do
     [[ $client =~ ^[A-Za-z0-9._-]+$ ]] || { echo "make-certs: client name '$client' may use letters, digits, '.', '_' and '-'" >&2; exit 2; }
     sign "client-$client" "/CN=$client" "URI:crm://client/$client" "clientAuth"

@@ -390,3 +390,43 @@ public struct RecordChanges: Sendable {
         return encoded
     }
 }
+
+extension RecordChanges {
+    /// At most this many records answer one lookup.
+    public static let maxLookupResults = 100
+
+    /// The records of `entity` whose `lookup` value equals `value` once normalised (nil: the
+    /// value cannot be one, such as a phone number without a country code).
+    public func lookup(_ entity: EntityCode, by lookup: FieldLookup, value: String) throws -> [VersionedRecord]? {
+        let normalised: String?
+        switch lookup {
+        case .email: normalised = Normalise.email(value)
+        case .phone: normalised = Normalise.phone(value)
+        case .name: normalised = Normalise.name(value)
+        case .domain: normalised = Normalise.domain(value)
+        }
+        guard let normalised else { return nil }
+        let token = LookupTokens.token(
+            purpose: lookup.rawValue, normalised: Array(normalised.utf8), keySet: try inUse())
+        let prefix =
+            CRMLayout.indexPrefix(workspace: workspace, lookup.rawValue, value: token) + Array(entity.rawValue.utf8)
+        let page = try kv.crmScan(from: prefix, to: CRMLayout.end(of: prefix), limit: Self.maxLookupResults)
+        return try page.entries.compactMap { entry in
+            guard let id = CRMID(bytes: Array(entry.key.suffix(CRMID.byteCount))) else { return nil }
+            return try read(entity, id)
+        }
+    }
+
+    /// The id a create with `requestID` from `principal` gets: the same for a retry, unrelated
+    /// for anyone else (keyed by the cursor key of the key set in use, so it cannot be predicted
+    /// outside; a retry that straddles a key-set rotation gets another id).
+    public func id(principal: String, requestID: String) throws -> CRMID {
+        var writer = BinaryWriter()
+        writer.raw(Array("crm.create.v1".utf8))
+        writer.blob(Array(principal.utf8))
+        writer.blob(Array(requestID.utf8))
+        let keySet = try inUse()
+        return CRMID(
+            bytes: Array(HMACSHA256.authenticate(writer.bytes, key: keySet.key(.cursor)).prefix(CRMID.byteCount)))!
+    }
+}

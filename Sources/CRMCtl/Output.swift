@@ -92,6 +92,7 @@ enum Output {
         switch kind {
         case .nospace: return "NOSPACE"
         case .corrupt: return "CORRUPT"
+        case .crmkey: return "CRMKEY"
         case .unknown, .UNRECOGNIZED: return "UNKNOWN"
         }
     }

@@ -128,7 +128,7 @@ public final class ProcessCluster: @unchecked Sendable {
             },
             tls: NodeConfig.TLS(ca: "certs/ca.pem", cert: "certs/member-\(id).pem", key: "certs/member-\(id).key"),
             join: join ? true : nil, admins: ["crmctl"],
-            front: NodeConfig.Front(grpc: me.front, http: me.frontHTTP))
+            front: NodeConfig.Front(grpc: me.front, http: me.frontHTTP), crm: NodeConfig.CRM(keyFile: "certs/crm.key"))
     }
 
     /// Writes every founder's config and every spare's (`join: true`), each changed by

@@ -282,7 +282,11 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
 
     static func proto(_ alarm: Alarm) -> Crm_V1_Alarm {
         var proto = Crm_V1_Alarm()
-        proto.kind = alarm.kind == .noSpace ? .nospace : .corrupt
+        switch alarm.kind {
+        case .noSpace: proto.kind = .nospace
+        case .corrupt: proto.kind = .corrupt
+        case .crmKey: proto.kind = .crmkey
+        }
         proto.memberID = alarm.memberID
         proto.raisedAtMs = UInt64(alarm.raisedAt.timeIntervalSince1970 * 1000)
         proto.reason = alarm.reason

@@ -120,6 +120,7 @@ extension NodeConfig {
                 "grpc": .scalar, "http": .scalar, "requests_per_second": .scalar, "burst": .scalar,
                 "request_timeout_ms": .scalar, "drain_ms": .scalar, "poll_ms": .scalar,
             ]),
+            "crm": .mapping(["key_file": .scalar]),
             "connections": .mapping([
                 "max_per_listener": .scalar, "max_per_address": .scalar, "first_request_ms": .scalar,
                 "idle_ms": .scalar, "request_read_ms": .scalar, "max_concurrent_streams": .scalar,
@@ -162,6 +163,7 @@ extension NodeConfig {
         tls.cert = resolve(tls.cert)
         tls.key = resolve(tls.key)
         tls.denyFile = tls.denyFile.map(resolve)
+        if let keyFile = crm?.keyFile { crm?.keyFile = resolve(keyFile) }
     }
 
     /// Every inconsistency, one line each.
@@ -352,14 +354,16 @@ extension NodeConfig {
     private func fileProblems() -> [String] {
         var problems: [String] = []
         let files = FileManager.default
-        for (key, path) in [
+        var needed = [
             ("tls.ca", tls.ca), ("tls.cert", tls.cert), ("tls.key", tls.key), ("master_key_file", masterKeyFile),
-        ] {
+        ]
+        if let crmKey = crm?.keyFile { needed.append(("crm.key_file", crmKey)) }
+        for (key, path) in needed {
             guard files.isReadableFile(atPath: path) else {
                 problems.append("\(key): \(path) does not exist or cannot be read; cluster/make-certs.sh creates it")
                 continue
             }
-            if key == "tls.key" || key == "master_key_file" {
+            if key == "tls.key" || key == "master_key_file" || key == "crm.key_file" {
                 // The same check the member makes when it reads the file (following links).
                 do {
                     var bytes = try SecretFile.read(path, maxBytes: 64 << 10)

@@ -28,7 +28,16 @@ final class MemberClients: Sendable {
 
     /// The KV client for member `id`'s client API, connected on first use.
     func kv(_ id: NodeID) throws -> Crm_V1_KV.Client<HTTP2ClientTransport.Posix> {
-        if let existing = clients.withLock({ $0[id] }) { return Crm_V1_KV.Client(wrapping: existing) }
+        Crm_V1_KV.Client(wrapping: try client(id))
+    }
+
+    /// The records client for member `id`'s client API (the same connection).
+    func records(_ id: NodeID) throws -> Crm_V1_Records.Client<HTTP2ClientTransport.Posix> {
+        Crm_V1_Records.Client(wrapping: try client(id))
+    }
+
+    private func client(_ id: NodeID) throws -> GRPCClient<HTTP2ClientTransport.Posix> {
+        if let existing = clients.withLock({ $0[id] }) { return existing }
         guard let address = directory.withLock({ $0[id] }) else {
             throw RPCError(code: .unavailable, message: "member \(id)'s client address is not known to this member")
         }
@@ -58,7 +67,7 @@ final class MemberClients: Sendable {
             let task = Task { _ = try? await client.runConnections() }
             tasks.withLock { $0.append(task) }
         }
-        return Crm_V1_KV.Client(wrapping: stored)
+        return stored
     }
 
     static let reconnectBackoff = HTTP2ClientTransport.Config.Backoff(

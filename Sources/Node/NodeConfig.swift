@@ -298,6 +298,17 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         }
     }
 
+    /// The CRM: its key-encryption key, the same file on every member.
+    public struct CRM: Codable, Sendable, Equatable {
+        public var keyFile: String?
+
+        public init(keyFile: String? = nil) { self.keyFile = keyFile }
+
+        enum CodingKeys: String, CodingKey {
+            case keyFile = "key_file"
+        }
+    }
+
     public var id: NodeID
     public var dataDir: String
     public var masterKeyFile: String
@@ -316,12 +327,13 @@ public struct NodeConfig: Codable, Sendable, Equatable {
     public var failover: Failover?
     public var front: Front?
     public var connections: Connections?
+    public var crm: CRM?
 
     public init(
         id: NodeID, dataDir: String, masterKeyFile: String, listen: Listen, members: [MemberEndpoints], tls: TLS,
         advertise: Advertise? = nil, join: Bool? = nil, admins: [String]? = nil, timing: Timing? = nil,
         limits: Limits? = nil, health: Health? = nil, failover: Failover? = nil, front: Front? = nil,
-        connections: Connections? = nil
+        connections: Connections? = nil, crm: CRM? = nil
     ) {
         self.id = id
         self.dataDir = dataDir
@@ -338,10 +350,12 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         self.failover = failover
         self.front = front
         self.connections = connections
+        self.crm = crm
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, listen, advertise, members, join, tls, admins, timing, limits, health, failover, front, connections
+        case id, listen, advertise, members, join, tls, admins, timing, limits, health, failover, front, connections,
+            crm
         case dataDir = "data_dir"
         case masterKeyFile = "master_key_file"
     }

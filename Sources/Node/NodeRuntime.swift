@@ -45,6 +45,7 @@ public final class NodeRuntime: @unchecked Sendable {
     private var poller: MemberPoller?
     private var front: Front?
     private var local: LocalKV?
+    private var records: RecordsService?
     private(set) var authorization: Authorization?
     private var frontMetrics: FrontMetrics?
     /// The running service group and its task (`start`/`stop`, the in-process form).
@@ -204,17 +205,26 @@ public final class NodeRuntime: @unchecked Sendable {
             metrics: frontMetrics, ownState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() },
             memberIDs: { [weak self] in self?.memberIDs() ?? [] }, logger: logger)
         self.poller = poller
+        let kek = CRMRecords.keyEncryptionKey(config)
+        if case .failure(let problem) = kek {
+            logger.notice("the CRM is unavailable on this member", metadata: ["reason": "\(problem)"])
+        }
+        let crmKeys = CRMKeyState(kek: kek, kv: engine.kv)
         let monitor = HealthMonitor(
-            config: config, engine: engine, group: group, peers: { poller.observations() }, logger: logger)
+            config: config, engine: engine, group: group, peers: { poller.observations() },
+            crmKeyProblem: { crmKeys.problem() }, logger: logger)
         self.monitor = monitor
         let local = LocalKV(
             engine: engine, members: members, gate: { ServingGate.from(monitor.snapshot, engine.currentStatus) },
             requestTimeoutMilliseconds: config.requestTimeoutMilliseconds, logger: logger)
         self.local = local
+        let limiter = RateLimiter(rate: config.frontRequestsPerSecond, burst: config.frontBurst)
         let kv = KVService(
-            local: local, authorization: authorization,
-            limiter: RateLimiter(rate: config.frontRequestsPerSecond, burst: config.frontBurst),
+            local: local, authorization: authorization, limiter: limiter,
             memberState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() })
+        let crm = CRMRecords(engine: engine, keys: crmKeys, local: local, routing: routing, logger: logger)
+        let records = RecordsService(crm: crm, members: members, authorization: authorization, limiter: limiter)
+        self.records = records
         let admin = AdminService(
             engine: engine, storage: storage, config: config, authorization: authorization, logger: logger,
             health: { monitor.snapshot }, peers: { poller.observations() },
@@ -222,7 +232,7 @@ public final class NodeRuntime: @unchecked Sendable {
             raiseCorrupt: { monitor.raiseCorrupt($0) })
         apiListeners = [
             APIServers.Listener(
-                endpoint: config.listen.client, connections: guards.client, services: [kv],
+                endpoint: config.listen.client, connections: guards.client, services: [kv, records],
                 callers: authorization.callers),
             APIServers.Listener(
                 endpoint: config.listen.admin, connections: guards.admin, services: [admin],
@@ -379,11 +389,11 @@ public final class NodeRuntime: @unchecked Sendable {
     }
 
     private func startFront() async throws {
-        guard let settings = config.front, let tls, let local, let members, let frontMetrics, let authorization else {
-            return
-        }
+        guard let settings = config.front, let tls, let local, let members, let frontMetrics, let authorization,
+            let records
+        else { return }
         front = try await Front.start(
-            config: config, settings: settings, local: local, members: members, table: routing,
+            config: config, settings: settings, local: local, members: members, records: records, table: routing,
             metrics: frontMetrics, tls: tls, guards: guards, authorization: authorization,
             memberState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() },
             group: group, logger: logger)

@@ -103,6 +103,7 @@ final class MemberPoller: Sendable {
                 switch alarm.kind {
                 case .nospace: return .noSpace
                 case .corrupt: return .corrupt
+                case .crmkey: return .crmKey
                 default: return nil
                 }
             },

@@ -10,6 +10,9 @@ public struct Alarm: Sendable, Equatable, CustomStringConvertible {
         case noSpace = "NOSPACE"
         /// An integrity check found damaged data: the member serves no data until repaired.
         case corrupt = "CORRUPT"
+        /// The CRM key-encryption key differs from the cluster's: no CRM call is served (the
+        /// KV API is) until the member is given the cluster's `crm.key_file` and restarted.
+        case crmKey = "CRMKEY"
     }
 
     public var kind: Kind

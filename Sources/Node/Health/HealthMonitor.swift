@@ -1,3 +1,4 @@
+import CRM
 import Dispatch
 import Engine
 import Foundation
@@ -62,12 +63,17 @@ public final class HealthMonitor: @unchecked Sendable {
     private var lastHandOff: UInt64 = 0
     private var corruptAlarm: Alarm?
     private var noSpaceAlarm: Alarm?
+    private var crmKeyAlarm: Alarm?
+    /// What keeps the CRM from using its keys on this member (nil: nothing).
+    private let crmKeyProblem: @Sendable () -> CRMKeyError?
     private let replacer: AutoReplacer
 
     public init(
         config: NodeConfig, engine: RaftEngine, group: MultiThreadedEventLoopGroup,
-        peers: @escaping @Sendable () -> [NodeID: PeerObservation], logger: Logger
+        peers: @escaping @Sendable () -> [NodeID: PeerObservation],
+        crmKeyProblem: @escaping @Sendable () -> CRMKeyError? = { nil }, logger: Logger
     ) {
+        self.crmKeyProblem = crmKeyProblem
         self.config = config
         self.engine = engine
         self.group = group
@@ -115,7 +121,8 @@ public final class HealthMonitor: @unchecked Sendable {
         var snapshot = HealthSnapshot()
         (snapshot.freeDiskBytes, snapshot.storeBytes) = diskUsage()
         updateNoSpace(free: snapshot.freeDiskBytes, store: snapshot.storeBytes)
-        snapshot.alarms = [noSpaceAlarm, corruptAlarm].compactMap { $0 }
+        updateCRMKey()
+        snapshot.alarms = [noSpaceAlarm, corruptAlarm, crmKeyAlarm].compactMap { $0 }
         let window = UInt64(config.fsyncWindowMilliseconds) * 1_000_000
         snapshot.sync = engine.syncLatency.withLock {
             $0.assess(now: now, window: window, slow: UInt64(config.fsyncSlowMilliseconds) * 1_000_000)
@@ -177,6 +184,27 @@ public final class HealthMonitor: @unchecked Sendable {
             }
         }
         return (free, store)
+    }
+
+    /// CRMKEY while the cluster's key set does not open with this member's key; cleared when it
+    /// does (a key set of the right key may arrive by snapshot).
+    private func updateCRMKey() {
+        switch crmKeyProblem() {
+        case .wrongKey(let expected, let actual)?:
+            guard crmKeyAlarm == nil else { return }
+            let reason =
+                "the cluster's CRM key set is wrapped by key \(expected), this member's crm.key_file holds \(actual): give it the cluster's file"
+            crmKeyAlarm = Alarm(kind: .crmKey, memberID: config.id, raisedAt: WallClock.now(), reason: reason)
+            logger.critical("CRMKEY alarm: this member serves no CRM call", metadata: ["reason": "\(reason)"])
+        case .keySetDamaged(let version, let why)?:
+            guard crmKeyAlarm == nil else { return }
+            let reason = "CRM key set v\(version) does not open here: \(why)"
+            crmKeyAlarm = Alarm(kind: .crmKey, memberID: config.id, raisedAt: WallClock.now(), reason: reason)
+            logger.critical("CRMKEY alarm: this member serves no CRM call", metadata: ["reason": "\(reason)"])
+        default:
+            if crmKeyAlarm != nil { logger.notice("CRMKEY alarm cleared") }
+            crmKeyAlarm = nil
+        }
     }
 
     private func updateNoSpace(free: UInt64, store: UInt64) {

@@ -124,6 +124,10 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
 
   /// An integrity check found damaged data: the member serves no data until it is repaired.
   case corrupt // = 2
+
+  /// This member's CRM key-encryption key differs from the cluster's (or the CRM key set does
+  /// not open with it): it serves no CRM call; the KV API is not affected.
+  case crmkey // = 3
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -135,6 +139,7 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
     case 0: self = .unknown
     case 1: self = .nospace
     case 2: self = .corrupt
+    case 3: self = .crmkey
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -144,6 +149,7 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
     case .unknown: return 0
     case .nospace: return 1
     case .corrupt: return 2
+    case .crmkey: return 3
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -153,6 +159,7 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
     .unknown,
     .nospace,
     .corrupt,
+    .crmkey,
   ]
 
 }
@@ -261,7 +268,7 @@ nonisolated extension Crm_V1_HealthState: SwiftProtobuf._ProtoNameProviding {
 }
 
 nonisolated extension Crm_V1_AlarmKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALARM_KIND_UNKNOWN\0\u{1}ALARM_KIND_NOSPACE\0\u{1}ALARM_KIND_CORRUPT\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALARM_KIND_UNKNOWN\0\u{1}ALARM_KIND_NOSPACE\0\u{1}ALARM_KIND_CORRUPT\0\u{1}ALARM_KIND_CRMKEY\0")
 }
 
 nonisolated extension Crm_V1_Health: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -1,0 +1,143 @@
+import CRM
+import CRMProto
+import Engine
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import KVStore
+import Logging
+import Raft
+import Sealing
+
+/// The CRM on a member: its keys, the records it reads, and the transactions it proposes as
+/// leader (made here: ids, subject keys, ciphertexts and tokens never come from the log).
+struct CRMRecords: Sendable {
+    let engine: RaftEngine
+    let keys: CRMKeyState
+    let changes: RecordChanges
+    let local: LocalKV
+    let routing: SharedRoutingTable
+    let logger: Logger
+
+    init(engine: RaftEngine, keys: CRMKeyState, local: LocalKV, routing: SharedRoutingTable, logger: Logger) {
+        self.engine = engine
+        self.keys = keys
+        changes = RecordChanges(keys: keys, kv: engine.kv)
+        self.local = local
+        self.routing = routing
+        self.logger = logger
+    }
+
+    /// The key-encryption key from `crm.key_file`, or why there is none.
+    static func keyEncryptionKey(_ config: NodeConfig) -> Result<any MasterKeyProvider, CRMKeyError> {
+        guard let path = config.crm?.keyFile else {
+            return .failure(.keyUnavailable("this member has no crm.key_file in its config"))
+        }
+        do {
+            return .success(try FileMasterKeyProvider(path: path))
+        } catch {
+            return .failure(.keyUnavailable("crm.key_file: \(error)"))
+        }
+    }
+
+    /// Refuses a CRM call this member cannot serve: its data gate (CORRUPT, storage failure),
+    /// a key that differs from the cluster's (CRMKEY), or no usable key.
+    func checkServing() throws {
+        if let refusal = local.gate().refusal { throw refusal }
+        guard let problem = keys.problem() else { return }
+        throw Self.rpcError(problem)
+    }
+
+    static func rpcError(_ problem: CRMKeyError) -> RPCError {
+        var metadata = Metadata()
+        switch problem {
+        case .wrongKey, .keySetDamaged:
+            metadata.addString("CRMKEY", forKey: RefusalMetadata.alarm)
+            metadata.addString(RefusalMetadata.notServing, forKey: RefusalMetadata.refused)
+            return RPCError(code: .dataLoss, message: "\(problem); use another member", metadata: metadata)
+        case .keyUnavailable, .unknownKeySet:
+            metadata.addString("1", forKey: RefusalMetadata.refused)
+            return RPCError(code: .unavailable, message: problem.description, metadata: metadata)
+        case .doesNotOpen:
+            return RPCError(code: .dataLoss, message: problem.description)
+        }
+    }
+
+    static func rpcError(_ error: RecordError) -> RPCError {
+        switch error {
+        case .unknownField, .invalid, .tooLarge: return RPCError(code: .invalidArgument, message: error.description)
+        case .notFound: return RPCError(code: .notFound, message: error.description)
+        case .versionMismatch(let current):
+            return RPCError(
+                code: .aborted, message: error.description, metadata: ["crm-current-version": "\(current)"])
+        case .keys(let problem): return rpcError(problem)
+        }
+    }
+
+    /// Runs `body`, turning CRM errors into gRPC statuses.
+    func mapped<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as RecordError {
+            throw Self.rpcError(error)
+        } catch let error as CRMKeyError {
+            throw Self.rpcError(error)
+        } catch let error as FieldError {
+            throw RPCError(code: .invalidArgument, message: error.description)
+        } catch let error as EngineError {
+            throw LocalKV.rpcError(error)
+        }
+    }
+
+    /// Waits until this member may read linearizably (unless the caller asked for less).
+    func waitForRead(serializable: Bool) async throws {
+        guard !serializable else { return }
+        do {
+            try await engine.waitForLinearizableRead()
+        } catch let error as EngineError {
+            throw LocalKV.rpcError(error)
+        }
+    }
+
+    // MARK: Proposing (leader)
+
+    /// Proposes `transaction` on this member, which must lead. The CRM's first transaction
+    /// waits until every member has reported that it applies transactions; once the CRM has a
+    /// key set the cluster is past that point (a member that rejoins with an older binary stops
+    /// at the first transaction it cannot apply instead of diverging).
+    func propose(_ transaction: Transaction, caller: Caller) async throws -> TransactionOutcome {
+        let behind =
+            try keys.versionInUse() > 0 ? [] : routing.withLock { $0.membersNotApplying(kind: KVCommand.highestKind) }
+        guard behind.isEmpty else {
+            throw RPCError(
+                code: .failedPrecondition,
+                message:
+                    "members \(behind.map(String.init).joined(separator: ", ")) have not reported applying CRM transactions "
+                    + "(command kind \(KVCommand.highestKind)); upgrade them, or try again once they have reported")
+        }
+        let command = KVCommand.transaction(
+            session: KVCommand.noSession, sequence: 0, owner: caller.owner, proposedAtMillis: local.nowMillis(),
+            transaction)
+        let result = try await engine.propose(command.encoded)
+        switch result.outcome {
+        case .transaction(let outcome)?: return outcome
+        case .refused(let why)?: throw RPCError(code: .invalidArgument, message: why)
+        default:
+            throw RPCError(
+                code: .internalError, message: "the transaction was answered \(String(describing: result.outcome))")
+        }
+    }
+
+    /// Creates key set 1 if the CRM has none (the first write after the cluster starts).
+    func ensureKeySet(caller: Caller) async throws {
+        guard try keys.versionInUse() == 0 else { return }
+        let (transaction, _) = try KeySetChanges.first(kek: try keys.keyEncryptionKey())
+        switch try await propose(transaction, caller: caller) {
+        case .applied: logger.notice("the CRM key set is created (version 1)")
+        case .conditionFailed: break // another proposal made it first
+        }
+    }
+
+    var isLeader: Bool { engine.currentStatus.role == .leader }
+    var leaderHint: NodeID { engine.currentStatus.leader }
+}

@@ -1,0 +1,254 @@
+import CRM
+import CRMProto
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import KVStore
+import Raft
+
+/// The records API (`crm.v1.Records`) on a member's client listener and its front. Reads are
+/// answered here; writes are made into transactions by the leader (a follower passes a client's
+/// call to it, naming the client; a member's call reaching a follower is refused with the
+/// leader's id, so that no call is forwarded twice).
+struct RecordsService: Crm_V1_Records.ServiceProtocol {
+    let crm: CRMRecords
+    let members: MemberClients
+    let authorization: Authorization
+    let limiter: RateLimiter
+
+    /// Times a write is made again after a condition it did not choose failed (a key-set
+    /// rotation, or a random id already taken).
+    static let attempts = 3
+    static let maxRequestIDBytes = 128
+
+    private func admit(_ metadata: Metadata, _ context: ServerContext) throws -> (Routing, Caller) {
+        let identity = try authorization.requireClient(context)
+        let caller = Caller.of(identity, metadata: metadata)
+        if case .member = identity { return (.refuse, caller) }
+        try limiter.require(identity)
+        return (.forwardToLeader, caller)
+    }
+
+    /// Runs a write on the leader: here when this member leads, else passed to the leader (a
+    /// client's call) or refused naming it (a member's).
+    private func write<Response>(
+        _ metadata: Metadata, _ context: ServerContext,
+        forward: (Crm_V1_Records.Client<HTTP2ClientTransport.Posix>, Metadata) async throws -> Response,
+        lead: (Caller) async throws -> Response
+    ) async throws -> ServerResponse<Response> {
+        let (routing, caller) = try admit(metadata, context)
+        try crm.checkServing()
+        if crm.isLeader {
+            return ServerResponse(message: try await crm.mapped { try await lead(caller) })
+        }
+        let leader = crm.leaderHint
+        guard routing == .forwardToLeader, leader != 0 else {
+            throw LocalKV.rpcError(.notLeader(leaderHint: leader))
+        }
+        do {
+            return ServerResponse(message: try await forward(try members.records(leader), caller.forwarding))
+        } catch let error as RPCError {
+            throw error.relayed()
+        }
+    }
+
+    // MARK: Writes
+
+    func create(
+        request: ServerRequest<Crm_V1_CreateRecordRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_RecordResponse> {
+        let message = request.message
+        return try await write(request.metadata, context) { leader, metadata in
+            try await leader.create(message, metadata: metadata)
+        } lead: { caller in
+            let entity = try RecordsProto.entity(message.entity)
+            let fields = try RecordsProto.values(message.fields)
+            let teams = try message.teams.map { try RecordsProto.id($0, "teams") }
+            guard message.requestID.utf8.count <= Self.maxRequestIDBytes else {
+                throw RPCError(
+                    code: .invalidArgument, message: "`request_id` is at most \(Self.maxRequestIDBytes) bytes")
+            }
+            try await crm.ensureKeySet(caller: caller)
+            for _ in 0..<Self.attempts {
+                let id =
+                    message.requestID.isEmpty
+                    ? try CRMID.random() : try crm.changes.id(principal: caller.owner, requestID: message.requestID)
+                let transaction = try crm.changes.create(
+                    entity, id: id, fields: fields, owner: caller.owner, teams: teams, principal: caller.owner,
+                    now: crm.local.nowMillis())
+                switch try await crm.propose(transaction, caller: caller) {
+                case .applied:
+                    return try response(entity, id, fields: nil)
+                case .conditionFailed(condition: 1, _) where !message.requestID.isEmpty:
+                    return try response(entity, id, fields: nil) // created before: this is a retry
+                case .conditionFailed:
+                    continue // the key set was rotated, or the random id was taken: make it again
+                }
+            }
+            throw RPCError(code: .unavailable, message: "the record could not be created; try again")
+        }
+    }
+
+    func update(
+        request: ServerRequest<Crm_V1_UpdateRecordRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_RecordResponse> {
+        let message = request.message
+        return try await write(request.metadata, context) { leader, metadata in
+            try await leader.update(message, metadata: metadata)
+        } lead: { caller in
+            let (entity, current) = try readForChange(message.entity, message.id, message.expectedVersion)
+            let set = try RecordsProto.values(message.set)
+            return try await changeRecord(entity, current, caller) {
+                try crm.changes.update($0, set: set, clear: message.clear)
+            }
+        }
+    }
+
+    func delete(
+        request: ServerRequest<Crm_V1_VersionedRecordRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_RecordResponse> {
+        try await setDeleted(request, context, true)
+    }
+
+    func undelete(
+        request: ServerRequest<Crm_V1_VersionedRecordRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_RecordResponse> {
+        try await setDeleted(request, context, false)
+    }
+
+    private func setDeleted(
+        _ request: ServerRequest<Crm_V1_VersionedRecordRequest>, _ context: ServerContext, _ deleted: Bool
+    ) async throws -> ServerResponse<Crm_V1_RecordResponse> {
+        let message = request.message
+        return try await write(request.metadata, context) { leader, metadata in
+            deleted
+                ? try await leader.delete(message, metadata: metadata)
+                : try await leader.undelete(message, metadata: metadata)
+        } lead: { caller in
+            let (entity, current) = try readForChange(message.entity, message.id, message.expectedVersion)
+            return try await changeRecord(entity, current, caller) { try crm.changes.setDeleted($0, deleted) }
+        }
+    }
+
+    func destroy(
+        request: ServerRequest<Crm_V1_VersionedRecordRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_DestroyRecordResponse> {
+        let message = request.message
+        return try await write(request.metadata, context) { leader, metadata in
+            try await leader.destroy(message, metadata: metadata)
+        } lead: { caller in
+            let (_, current) = try readForChange(message.entity, message.id, message.expectedVersion)
+            switch try await crm.propose(crm.changes.destroy(current), caller: caller) {
+            case .applied: return Crm_V1_DestroyRecordResponse()
+            case .conditionFailed(_, let now?): throw RecordError.versionMismatch(current: now)
+            case .conditionFailed: throw RecordError.notFound(current.record.entity, current.record.id)
+            }
+        }
+    }
+
+    /// The record to change, at the version the caller read: the leader's own state is current
+    /// (it applies every entry it has committed before it serves), and the transaction is
+    /// conditioned on that version anyway.
+    private func readForChange(
+        _ entityName: String, _ idText: String, _ expected: UInt64
+    ) throws -> (
+        EntityCode, VersionedRecord
+    ) {
+        let entity = try RecordsProto.entity(entityName)
+        let id = try RecordsProto.id(idText)
+        guard expected != 0 else {
+            throw RPCError(
+                code: .failedPrecondition, message: "`expected_version` is required: the version the change is based on"
+            )
+        }
+        guard let current = try crm.changes.read(entity, id) else { throw RecordError.notFound(entity, id) }
+        guard current.version == expected else { throw RecordError.versionMismatch(current: current.version) }
+        return (entity, current)
+    }
+
+    /// Proposes a change made from `current`; made again from a fresh read if only the key set
+    /// changed meanwhile, refused if the record did.
+    private func changeRecord(
+        _ entity: EntityCode, _ current: VersionedRecord, _ caller: Caller,
+        _ make: (VersionedRecord) throws -> Transaction
+    ) async throws -> Crm_V1_RecordResponse {
+        var base = current
+        for _ in 0..<Self.attempts {
+            switch try await crm.propose(try make(base), caller: caller) {
+            case .applied: return try response(entity, current.record.id, fields: nil)
+            case .conditionFailed:
+                guard let now = try crm.changes.read(entity, current.record.id) else {
+                    throw RecordError.notFound(entity, current.record.id)
+                }
+                guard now.version == current.version else { throw RecordError.versionMismatch(current: now.version) }
+                base = now
+            }
+        }
+        throw RPCError(code: .unavailable, message: "the change could not be made; try again")
+    }
+
+    // MARK: Reads
+
+    func get(
+        request: ServerRequest<Crm_V1_GetRecordRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_RecordResponse> {
+        _ = try admit(request.metadata, context)
+        try crm.checkServing()
+        let message = request.message
+        let entity = try RecordsProto.entity(message.entity)
+        let id = try RecordsProto.id(message.id)
+        let definition = EntityCatalog.standard(entity)
+        for name in message.fields where definition.field(named: name) == nil {
+            throw CRMRecords.rpcError(RecordError.unknownField(entity: entity, name: name))
+        }
+        try await crm.waitForRead(serializable: message.serializable)
+        return ServerResponse(
+            message: try await crm.mapped {
+                try response(entity, id, fields: message.fields.isEmpty ? nil : Set(message.fields))
+            })
+    }
+
+    func lookup(
+        request: ServerRequest<Crm_V1_LookupRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_RecordsResponse> {
+        _ = try admit(request.metadata, context)
+        try crm.checkServing()
+        let message = request.message
+        let entity = try RecordsProto.entity(message.entity)
+        let by = try RecordsProto.lookup(message.by)
+        guard EntityCatalog.standard(entity).fields.contains(where: { $0.lookup == by }) else {
+            throw RPCError(code: .invalidArgument, message: "\(entity.name) records are not looked up by \(message.by)")
+        }
+        guard message.value.utf8.count <= CRMLimits.textBytes else {
+            throw RPCError(code: .invalidArgument, message: "`value` is at most \(CRMLimits.textBytes) bytes")
+        }
+        try await crm.waitForRead(serializable: message.serializable)
+        return ServerResponse(
+            message: try await crm.mapped {
+                guard try crm.keys.versionInUse() != 0 else { return Crm_V1_RecordsResponse() }
+                guard let found = try crm.changes.lookup(entity, by: by, value: message.value) else {
+                    throw RPCError(code: .invalidArgument, message: "`value` is not a valid \(message.by)")
+                }
+                var response = Crm_V1_RecordsResponse()
+                response.records = try found.filter { message.includeDeleted || !$0.record.deleted }.map {
+                    RecordsProto.record($0, fields: try crm.changes.open($0.record, fields: nil))
+                }
+                return response
+            })
+    }
+
+    func describe(
+        request: ServerRequest<Crm_V1_DescribeRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_DescribeResponse> {
+        _ = try admit(request.metadata, context)
+        let entity = try RecordsProto.entity(request.message.entity)
+        return ServerResponse(message: RecordsProto.describe(EntityCatalog.standard(entity)))
+    }
+
+    /// The record as it is now on this member, with `fields` (all when nil) opened.
+    private func response(_ entity: EntityCode, _ id: CRMID, fields: Set<String>?) throws -> Crm_V1_RecordResponse {
+        guard let record = try crm.changes.read(entity, id) else { throw RecordError.notFound(entity, id) }
+        var response = Crm_V1_RecordResponse()
+        response.record = RecordsProto.record(record, fields: try crm.changes.open(record.record, fields: fields))
+        return response
+    }
+}
