@@ -39,6 +39,20 @@ public final class CRMKeySet: Sendable {
         CRMKeySet(version: version, keys: try Purpose.allCases.map { _ in try SymmetricKey.generate() })
     }
 
+    /// Keys a rotation keeps: the lookup key (every index entry and lookup token is made with
+    /// it; changing it takes a re-index of every record, a job of its own) and the pepper (a
+    /// password hash made with it is checked until the user's next sign-in re-hashes it).
+    public static let carriedByRotation: Set<Purpose> = [.lookup, .pepper]
+
+    /// The set that follows `previous`: fresh random keys, but for those a rotation carries.
+    public static func successor(of previous: CRMKeySet) throws -> CRMKeySet {
+        CRMKeySet(
+            version: previous.version + 1,
+            keys: try Purpose.allCases.map {
+                carriedByRotation.contains($0) ? previous.key($0) : try SymmetricKey.generate()
+            })
+    }
+
     /// A short public digest that names this set's material: a member that unwraps a set checks
     /// it, so a set unwrapped under a wrong key is never used.
     var checkValue: [UInt8] {

@@ -78,12 +78,12 @@ public enum KeySetChanges {
 
     /// Puts a new key set in use for everything sealed from now on, and starts the job that
     /// re-wraps every subject key under it (refused while an earlier job runs).
-    public static func rotation(from current: UInt64, kek: any MasterKeyProvider) throws -> (Transaction, CRMKeySet) {
-        precondition(current > 0, "rotation needs a key set in use")
-        let set = try CRMKeySet.generate(version: current + 1)
-        let job = RewrapJob(from: current, to: set.version, workspace: CRMLayout.defaultWorkspace, cursor: [])
+    public static func rotation(from current: CRMKeySet, kek: any MasterKeyProvider) throws -> (Transaction, CRMKeySet)
+    {
+        let set = try CRMKeySet.successor(of: current)
+        let job = RewrapJob(from: current.version, to: set.version, workspace: CRMLayout.defaultWorkspace, cursor: [])
         let transaction = Transaction(
-            conditions: [.keySet(current), .absent(key: CRMLayout.rewrapJob)],
+            conditions: [.keySet(current.version), .absent(key: CRMLayout.rewrapJob)],
             operations: [
                 .put(key: CRMLayout.keySet(set.version), value: try set.record(wrappedBy: kek)),
                 .put(key: CRMKeys.keySetInUse, value: u64(set.version)),

@@ -11,6 +11,10 @@ public enum RecordError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The record changed since the version the caller read (its current version).
     case versionMismatch(current: UInt64)
     case keys(CRMKeyError)
+    /// A request that cannot be served as asked (the text says why).
+    case badRequest(String)
+    /// A page token that is altered, foreign, expired or of a retired key set.
+    case badPageToken(String)
 
     public var description: String {
         switch self {
@@ -20,6 +24,8 @@ public enum RecordError: Error, Equatable, Sendable, CustomStringConvertible {
         case .notFound(let entity, let id): return "no \(entity.name) \(id)"
         case .versionMismatch(let current): return "the record has changed; its current version is \(current)"
         case .keys(let error): return error.description
+        case .badRequest(let why): return why
+        case .badPageToken(let why): return "the page token is refused: \(why)"
         }
     }
 }
@@ -189,7 +195,7 @@ public struct RecordChanges: Sendable {
 
     // MARK: Helpers
 
-    private func inUse() throws -> CRMKeySet {
+    func inUse() throws -> CRMKeySet {
         do {
             guard let set = try keys.inUse() else { throw CRMKeyError.keyUnavailable("the CRM has no key set yet") }
             return set

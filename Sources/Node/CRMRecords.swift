@@ -65,7 +65,8 @@ struct CRMRecords: Sendable {
 
     static func rpcError(_ error: RecordError) -> RPCError {
         switch error {
-        case .unknownField, .invalid, .tooLarge: return RPCError(code: .invalidArgument, message: error.description)
+        case .unknownField, .invalid, .tooLarge, .badRequest, .badPageToken:
+            return RPCError(code: .invalidArgument, message: error.description)
         case .notFound: return RPCError(code: .notFound, message: error.description)
         case .versionMismatch(let current):
             return RPCError(

@@ -156,11 +156,11 @@ final class TestState {
                     operations: [.putStamped(key: CRMLayout.subjectKey(workspace: 1, subject: subject), value: wrapped)]
                 ))
         }
-        let (rotate, v2) = try KeySetChanges.rotation(from: 1, kek: kek.provider)
+        let (rotate, v2) = try KeySetChanges.rotation(from: v1, kek: kek.provider)
         #expect(try state.apply(rotate) == .transaction(.applied(version: 302)))
         // A rotation while the job runs is refused, and so is a write sealed under the old set.
         #expect(
-            try state.apply(try KeySetChanges.rotation(from: 2, kek: kek.provider).0)
+            try state.apply(try KeySetChanges.rotation(from: v2, kek: kek.provider).0)
                 == .transaction(.conditionFailed(condition: 1, current: 302)))
         #expect(
             try state.apply(Transaction(conditions: [.keySet(1)], operations: [.put(key: [1], value: [])]))
@@ -195,6 +195,11 @@ final class TestState {
             #expect(unwrapped.withUnsafeBytes { Array($0) } == subjects[subject])
         }
         #expect(try fresh.inUse()?.checkValue == v2.checkValue)
+        // Lookup tokens and the pepper stay; every other key is new.
+        for purpose in CRMKeySet.Purpose.allCases {
+            let same = v1.key(purpose).withUnsafeBytes(Array.init) == v2.key(purpose).withUnsafeBytes(Array.init)
+            #expect(same == CRMKeySet.carriedByRotation.contains(purpose), "\(purpose)")
+        }
         #expect(throws: CRMKeyError.unknownKeySet(version: 1)) { try fresh.keySet(1) }
     }
 }
