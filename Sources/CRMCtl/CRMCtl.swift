@@ -20,7 +20,7 @@ struct CRMCtl: AsyncParsableCommand {
             """,
         subcommands: [
             Status.self, Alarms.self, Members.self, Leader.self, SnapshotCommand.self, Compact.self, Keys.self,
-            Verify.self, KV.self,
+            Verify.self, KV.self, Records.self, CRMCommand.self,
         ]
     )
 
@@ -277,7 +277,55 @@ struct Compact: AsyncParsableCommand {
 }
 
 struct Keys: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Encryption keys.", subcommands: [Rotate.self])
+    static let configuration = CommandConfiguration(
+        abstract: "Encryption keys.", subcommands: [Rotate.self, CRMStatus.self, CRMRotate.self])
+
+    struct CRMStatus: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "crm-status", abstract: "The CRM key set in use and its re-wrap job, on every member.")
+        @OptionGroup var options: ConnectionOptions
+        func run() async throws {
+            let cluster = try Cluster(options)
+            defer { cluster.close() }
+            var statuses: [Crm_V1_CRMKeyStatusResponse] = []
+            for index in cluster.targets.indices {
+                statuses.append(
+                    try await cluster.onTarget(index) { try await $0.admin.crmKeyStatus(Crm_V1_CRMKeyStatusRequest()) })
+            }
+            if options.json {
+                try Output.json(statuses.map(CRMKeyJSON.init))
+            } else {
+                Output.table(
+                    ["ID", "KEY SET", "RE-WRAP", "PROBLEM"],
+                    statuses.map {
+                        [
+                            "\($0.memberID)", "\($0.versionInUse)",
+                            $0.rewrapRunning ? "\($0.rewrapFrom) -> \($0.rewrapTo)" : "-",
+                            $0.problem.isEmpty ? "-" : $0.problem,
+                        ]
+                    })
+            }
+            if statuses.contains(where: { !$0.problem.isEmpty }) { throw ExitCode(1) }
+        }
+    }
+
+    struct CRMRotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "crm-rotate",
+            abstract: "Put a new CRM key set in use; the leader re-wraps every subject key, then retires the old set.")
+        @OptionGroup var options: ConnectionOptions
+        func run() async throws {
+            let cluster = try Cluster(options)
+            defer { cluster.close() }
+            let status = try await cluster.onLeader { try await $0.admin.rotateCRMKeys(Crm_V1_RotateCRMKeysRequest()) }
+            if options.json {
+                try Output.json(CRMKeyJSON(status))
+            } else {
+                print(
+                    "CRM key set \(status.versionInUse) in use; re-wrapping \(status.rewrapFrom) -> \(status.rewrapTo)")
+            }
+        }
+    }
 
     struct Rotate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -310,5 +358,23 @@ struct Verify: AsyncParsableCommand {
             for item in response.damaged { print("  \(item.reason)") }
         }
         if !response.damaged.isEmpty { throw ExitCode(1) }
+    }
+}
+
+struct CRMKeyJSON: Encodable {
+    let member_id: UInt64
+    let version_in_use: UInt64
+    let rewrap_running: Bool
+    let rewrap_from: UInt64
+    let rewrap_to: UInt64
+    let problem: String
+
+    init(_ status: Crm_V1_CRMKeyStatusResponse) {
+        member_id = status.memberID
+        version_in_use = status.versionInUse
+        rewrap_running = status.rewrapRunning
+        rewrap_from = status.rewrapFrom
+        rewrap_to = status.rewrapTo
+        problem = status.problem
     }
 }

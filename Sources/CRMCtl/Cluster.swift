@@ -141,6 +141,17 @@ final class Cluster: @unchecked Sendable {
         throw Failure.unreachable(unreachable)
     }
 
+    /// Runs `call` on target `index`; a refusal ends the command with status 1, no answer with 4.
+    func onTarget<T: Sendable>(_ index: Int, _ call: @Sendable (MemberConnection) async throws -> T) async throws -> T {
+        do {
+            return try await call(try connection(index))
+        } catch let error as RPCError {
+            let place = "member \(targets[index].id) (\(targets[index].address(api)))"
+            throw error.code == .unavailable || error.code == .deadlineExceeded
+                ? Failure.unreachable(["\(place): \(error.message)"]) : Failure.refused("\(place): \(error.message)")
+        }
+    }
+
     /// Runs `call` on the member that leads (found from the members' statuses).
     func onLeader<T: Sendable>(_ call: @escaping @Sendable (MemberConnection) async throws -> T) async throws -> T {
         let statuses = await statuses()

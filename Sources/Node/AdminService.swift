@@ -1,3 +1,4 @@
+import CRM
 import CRMProto
 import Engine
 import Foundation
@@ -11,6 +12,7 @@ import Storage
 struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
     let engine: RaftEngine
     let storage: StorageEngine
+    let crm: CRMRecords
     let config: NodeConfig
     let authorization: Authorization
     let logger: Logger
@@ -200,6 +202,54 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
             raiseCorrupt(
                 "crmctl verify found \(report.problemCount) damaged items; repair: stop the member, move its data_dir aside, restart it empty with join: true and re-add it"
             )
+        }
+        return response
+    }
+
+    // MARK: CRM
+
+    func crmCheck(request: Crm_V1_CRMCheckRequest, context: ServerContext) async throws -> Crm_V1_CRMCheckResponse {
+        let admin = try authorization.requireAdmin(context)
+        let kv = engine.kv
+        let (report, applied) = try await offload { (try CRMCheck(kv: kv).run(), kv.appliedIndex) }
+        logger.notice("CRM check", metadata: ["admin": "\(admin)", "problems": "\(report.problems.count)"])
+        var response = Crm_V1_CRMCheckResponse()
+        response.records = UInt64(report.records)
+        response.indexEntries = UInt64(report.indexEntries)
+        response.subjectKeys = UInt64(report.subjectKeys)
+        response.problems = report.problems
+        response.appliedIndex = applied
+        return response
+    }
+
+    func crmKeyStatus(
+        request: Crm_V1_CRMKeyStatusRequest, context: ServerContext
+    ) async throws -> Crm_V1_CRMKeyStatusResponse {
+        _ = try authorization.requireAdmin(context)
+        return try keyStatus()
+    }
+
+    func rotateCRMKeys(
+        request: Crm_V1_RotateCRMKeysRequest, context: ServerContext
+    ) async throws -> Crm_V1_CRMKeyStatusResponse {
+        let admin = try authorization.requireAdmin(context)
+        try await crm.mapped { try await crm.rotateKeySet(caller: Caller(identity: .client(admin))) }
+        return try keyStatus()
+    }
+
+    private func keyStatus() throws -> Crm_V1_CRMKeyStatusResponse {
+        var response = Crm_V1_CRMKeyStatusResponse()
+        response.memberID = engine.id
+        response.problem = crm.keys.problem()?.description ?? ""
+        do {
+            response.versionInUse = try crm.keys.versionInUse()
+            if let (job, _) = try RewrapJob.current(in: engine.kv) {
+                response.rewrapRunning = true
+                response.rewrapFrom = job.from
+                response.rewrapTo = job.to
+            }
+        } catch {
+            response.problem = "\(error)"
         }
         return response
     }

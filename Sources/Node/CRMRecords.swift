@@ -139,6 +139,50 @@ struct CRMRecords: Sendable {
         }
     }
 
+    // MARK: Key-set rotation (leader)
+
+    /// Puts a new key set in use; the re-wrap job it starts is run by `rewrapStep`.
+    func rotateKeySet(caller: Caller) async throws {
+        guard isLeader else { throw LocalKV.rpcError(.notLeader(leaderHint: leaderHint)) }
+        try checkServing()
+        guard let current = try keys.inUse() else {
+            throw RPCError(code: .failedPrecondition, message: "the CRM has no key set yet; its first write makes one")
+        }
+        if try RewrapJob.current(in: engine.kv) != nil {
+            throw RPCError(
+                code: .failedPrecondition,
+                message: "the re-wrap after the last rotation is still running; rotate again when it is done")
+        }
+        let (transaction, set) = try KeySetChanges.rotation(from: current, kek: try keys.keyEncryptionKey())
+        switch try await propose(transaction, caller: caller) {
+        case .applied:
+            logger.notice(
+                "CRM key set rotated", metadata: ["version": "\(set.version)", "by": "\(caller.owner)"])
+        case .conditionFailed:
+            throw RPCError(code: .aborted, message: "the key set changed meanwhile; look at its status and try again")
+        }
+    }
+
+    /// Batches of the re-wrap job run by the leader, at most `maxBatches` a call; a new leader
+    /// resumes from the cursor the last batch saved.
+    func rewrapStep(maxBatches: Int = 64) async {
+        for _ in 0..<maxBatches {
+            guard isLeader, keys.problem() == nil, local.gate().refusal == nil else { return }
+            do {
+                guard let (job, version) = try RewrapJob.current(in: engine.kv) else { return }
+                let batch = try job.nextBatch(jobVersion: version, kv: engine.kv, keys: keys)
+                let caller = Caller(identity: .member(engine.id))
+                if case .conditionFailed = try await propose(batch, caller: caller) { continue }
+                if try RewrapJob.current(in: engine.kv) == nil {
+                    logger.notice("CRM re-wrap done; the old key set is retired", metadata: ["version": "\(job.to)"])
+                }
+            } catch {
+                logger.warning("CRM re-wrap batch failed; retrying later", metadata: ["error": "\(error)"])
+                return
+            }
+        }
+    }
+
     var isLeader: Bool { engine.currentStatus.role == .leader }
     var leaderHint: NodeID { engine.currentStatus.leader }
 }

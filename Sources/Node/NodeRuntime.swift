@@ -46,6 +46,7 @@ public final class NodeRuntime: @unchecked Sendable {
     private var front: Front?
     private var local: LocalKV?
     private var records: RecordsService?
+    private var crm: CRMRecords?
     private(set) var authorization: Authorization?
     private var frontMetrics: FrontMetrics?
     /// The running service group and its task (`start`/`stop`, the in-process form).
@@ -225,8 +226,9 @@ public final class NodeRuntime: @unchecked Sendable {
         let crm = CRMRecords(engine: engine, keys: crmKeys, local: local, routing: routing, logger: logger)
         let records = RecordsService(crm: crm, members: members, authorization: authorization, limiter: limiter)
         self.records = records
+        self.crm = crm
         let admin = AdminService(
-            engine: engine, storage: storage, config: config, authorization: authorization, logger: logger,
+            engine: engine, storage: storage, crm: crm, config: config, authorization: authorization, logger: logger,
             health: { monitor.snapshot }, peers: { poller.observations() },
             directory: { [weak self] in self?.memberDirectory() ?? [:] },
             raiseCorrupt: { monitor.raiseCorrupt($0) })
@@ -278,6 +280,9 @@ public final class NodeRuntime: @unchecked Sendable {
                 description: "integrity check", startup: startup, initialDelay: .zero,
                 interval: config.verifyIntervalHours > 0 ? .seconds(config.verifyIntervalHours * 3600) : nil,
                 work: { [logger] in await Self.checkIntegrity(storage: storage, monitor: monitor, logger: logger) }),
+            PeriodicService(
+                description: "CRM re-wrap", startup: startup, initialDelay: .seconds(1), interval: .seconds(1),
+                work: { [weak self] in await self?.crm?.rewrapStep() }),
             ComponentService(
                 description: "member poller", startup: startup, logger: logger, start: { poller.start() },
                 stop: { await poller.stop() }),

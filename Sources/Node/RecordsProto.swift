@@ -121,6 +121,24 @@ enum RecordsProto {
         return response
     }
 
+    /// A list request as the CRM's query (`owner` `me` is the caller).
+    static func listQuery(_ message: Crm_V1_ListRecordsRequest, caller: String) throws -> ListQuery {
+        let entity = try entity(message.entity)
+        guard let index = message.by.isEmpty ? ListIndex.all : ListIndex(rawValue: message.by) else {
+            throw RPCError(
+                code: .invalidArgument,
+                message: "`by` is one of \(ListIndex.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard message.value.utf8.count <= CRMLimits.textBytes else {
+            throw RPCError(code: .invalidArgument, message: "`value` is at most \(CRMLimits.textBytes) bytes")
+        }
+        let value = index == .owner && message.value == "me" ? caller : message.value
+        return ListQuery(
+            entity: entity, index: index, value: value.isEmpty ? nil : value, filters: try values(message.filters),
+            includeDeleted: message.includeDeleted,
+            pageSize: message.pageSize == 0 ? ListQuery.defaultPageSize : Int(message.pageSize))
+    }
+
     static func lookup(_ name: String) throws -> FieldLookup {
         switch name {
         case "email": return .email

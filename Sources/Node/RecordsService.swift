@@ -4,6 +4,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import KVStore
 import Raft
+import Transport
 
 /// The records API (`crm.v1.Records`) on a member's client listener and its front. Reads are
 /// answered here; writes are made into transactions by the leader (a follower passes a client's
@@ -20,44 +21,125 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
     static let attempts = 3
     static let maxRequestIDBytes = 128
 
-    private func admit(_ metadata: Metadata, _ context: ServerContext) throws -> (Routing, Caller) {
+    /// Who calls and how a write of theirs is routed.
+    struct Access: Sendable {
+        var routing: Routing
+        var caller: Caller
+    }
+
+    private func admit(_ metadata: Metadata, _ context: ServerContext) throws -> Access {
         let identity = try authorization.requireClient(context)
         let caller = Caller.of(identity, metadata: metadata)
-        if case .member = identity { return (.refuse, caller) }
+        if case .member = identity { return Access(routing: .refuse, caller: caller) }
         try limiter.require(identity)
-        return (.forwardToLeader, caller)
+        return Access(routing: .forwardToLeader, caller: caller)
+    }
+
+    /// A client the front's HTTP listener has authenticated and rate-limited.
+    static func client(_ identity: PeerIdentity) -> Access {
+        Access(routing: .forwardToLeader, caller: Caller(identity: identity))
     }
 
     /// Runs a write on the leader: here when this member leads, else passed to the leader (a
     /// client's call) or refused naming it (a member's).
     private func write<Response>(
-        _ metadata: Metadata, _ context: ServerContext,
+        _ access: Access,
         forward: (Crm_V1_Records.Client<HTTP2ClientTransport.Posix>, Metadata) async throws -> Response,
         lead: (Caller) async throws -> Response
-    ) async throws -> ServerResponse<Response> {
-        let (routing, caller) = try admit(metadata, context)
+    ) async throws -> Response {
         try crm.checkServing()
         if crm.isLeader {
-            return ServerResponse(message: try await crm.mapped { try await lead(caller) })
+            return try await crm.mapped { try await lead(access.caller) }
         }
         let leader = crm.leaderHint
-        guard routing == .forwardToLeader, leader != 0 else {
+        guard access.routing == .forwardToLeader, leader != 0 else {
             throw LocalKV.rpcError(.notLeader(leaderHint: leader))
         }
         do {
-            return ServerResponse(message: try await forward(try members.records(leader), caller.forwarding))
+            return try await forward(try members.records(leader), access.caller.forwarding)
         } catch let error as RPCError {
             throw error.relayed()
         }
     }
 
-    // MARK: Writes
+    // MARK: gRPC
 
     func create(
         request: ServerRequest<Crm_V1_CreateRecordRequest>, context: ServerContext
     ) async throws -> ServerResponse<Crm_V1_RecordResponse> {
-        let message = request.message
-        return try await write(request.metadata, context) { leader, metadata in
+        ServerResponse(message: try await create(request.message, try admit(request.metadata, context)))
+    }
+
+    func update(
+        request: ServerRequest<Crm_V1_UpdateRecordRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_RecordResponse> {
+        ServerResponse(message: try await update(request.message, try admit(request.metadata, context)))
+    }
+
+    func delete(
+        request: ServerRequest<Crm_V1_VersionedRecordRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_RecordResponse> {
+        ServerResponse(message: try await delete(request.message, try admit(request.metadata, context)))
+    }
+
+    func undelete(
+        request: ServerRequest<Crm_V1_VersionedRecordRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_RecordResponse> {
+        ServerResponse(message: try await undelete(request.message, try admit(request.metadata, context)))
+    }
+
+    func link(
+        request: ServerRequest<Crm_V1_LinkRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_RecordResponse> {
+        ServerResponse(message: try await link(request.message, try admit(request.metadata, context)))
+    }
+
+    func unlink(
+        request: ServerRequest<Crm_V1_LinkRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_RecordResponse> {
+        ServerResponse(message: try await unlink(request.message, try admit(request.metadata, context)))
+    }
+
+    func destroy(
+        request: ServerRequest<Crm_V1_VersionedRecordRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_DestroyRecordResponse> {
+        ServerResponse(message: try await destroy(request.message, try admit(request.metadata, context)))
+    }
+
+    func get(
+        request: ServerRequest<Crm_V1_GetRecordRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_RecordResponse> {
+        ServerResponse(message: try await get(request.message, try admit(request.metadata, context)))
+    }
+
+    func batchGet(
+        request: ServerRequest<Crm_V1_BatchGetRecordsRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_BatchGetRecordsResponse> {
+        ServerResponse(message: try await batchGet(request.message, try admit(request.metadata, context)))
+    }
+
+    func list(
+        request: ServerRequest<Crm_V1_ListRecordsRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_ListRecordsResponse> {
+        ServerResponse(message: try await list(request.message, try admit(request.metadata, context)))
+    }
+
+    func lookup(
+        request: ServerRequest<Crm_V1_LookupRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_RecordsResponse> {
+        ServerResponse(message: try await lookup(request.message, try admit(request.metadata, context)))
+    }
+
+    func describe(
+        request: ServerRequest<Crm_V1_DescribeRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_DescribeResponse> {
+        ServerResponse(message: try await describe(request.message, try admit(request.metadata, context)))
+    }
+
+    // MARK: Writes
+
+    func create(_ message: Crm_V1_CreateRecordRequest, _ access: Access) async throws -> Crm_V1_RecordResponse {
+        return try await write(access) { leader, metadata in
             try await leader.create(message, metadata: metadata)
         } lead: { caller in
             let entity = try RecordsProto.entity(message.entity)
@@ -88,11 +170,8 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         }
     }
 
-    func update(
-        request: ServerRequest<Crm_V1_UpdateRecordRequest>, context: ServerContext
-    ) async throws -> ServerResponse<Crm_V1_RecordResponse> {
-        let message = request.message
-        return try await write(request.metadata, context) { leader, metadata in
+    func update(_ message: Crm_V1_UpdateRecordRequest, _ access: Access) async throws -> Crm_V1_RecordResponse {
+        return try await write(access) { leader, metadata in
             try await leader.update(message, metadata: metadata)
         } lead: { caller in
             let (entity, current) = try readForChange(message.entity, message.id, message.expectedVersion)
@@ -103,23 +182,18 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         }
     }
 
-    func delete(
-        request: ServerRequest<Crm_V1_VersionedRecordRequest>, context: ServerContext
-    ) async throws -> ServerResponse<Crm_V1_RecordResponse> {
-        try await setDeleted(request, context, true)
+    func delete(_ message: Crm_V1_VersionedRecordRequest, _ access: Access) async throws -> Crm_V1_RecordResponse {
+        try await setDeleted(message, access, true)
     }
 
-    func undelete(
-        request: ServerRequest<Crm_V1_VersionedRecordRequest>, context: ServerContext
-    ) async throws -> ServerResponse<Crm_V1_RecordResponse> {
-        try await setDeleted(request, context, false)
+    func undelete(_ message: Crm_V1_VersionedRecordRequest, _ access: Access) async throws -> Crm_V1_RecordResponse {
+        try await setDeleted(message, access, false)
     }
 
     private func setDeleted(
-        _ request: ServerRequest<Crm_V1_VersionedRecordRequest>, _ context: ServerContext, _ deleted: Bool
-    ) async throws -> ServerResponse<Crm_V1_RecordResponse> {
-        let message = request.message
-        return try await write(request.metadata, context) { leader, metadata in
+        _ message: Crm_V1_VersionedRecordRequest, _ access: Access, _ deleted: Bool
+    ) async throws -> Crm_V1_RecordResponse {
+        return try await write(access) { leader, metadata in
             deleted
                 ? try await leader.delete(message, metadata: metadata)
                 : try await leader.undelete(message, metadata: metadata)
@@ -129,11 +203,40 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         }
     }
 
+    func link(_ message: Crm_V1_LinkRequest, _ access: Access) async throws -> Crm_V1_RecordResponse {
+        try await changeLink(message, access, linking: true)
+    }
+
+    func unlink(_ message: Crm_V1_LinkRequest, _ access: Access) async throws -> Crm_V1_RecordResponse {
+        try await changeLink(message, access, linking: false)
+    }
+
+    private func changeLink(
+        _ message: Crm_V1_LinkRequest, _ access: Access, linking: Bool
+    ) async throws -> Crm_V1_RecordResponse {
+        return try await write(access) { leader, metadata in
+            linking
+                ? try await leader.link(message, metadata: metadata)
+                : try await leader.unlink(message, metadata: metadata)
+        } lead: { caller in
+            let (entity, current) = try readForChange(message.entity, message.id, message.expectedVersion)
+            let target = RecordRef(
+                entity: try RecordsProto.entity(message.target.entity),
+                id: try RecordsProto.id(message.target.id, "target.id"))
+            return try await changeRecord(entity, current, caller) { base in
+                guard linking else { return try crm.changes.unlink(base, from: target) }
+                guard try crm.changes.read(target.entity, target.id) != nil else {
+                    throw RecordError.notFound(target.entity, target.id)
+                }
+                return try crm.changes.link(base, to: target)
+            }
+        }
+    }
+
     func destroy(
-        request: ServerRequest<Crm_V1_VersionedRecordRequest>, context: ServerContext
-    ) async throws -> ServerResponse<Crm_V1_DestroyRecordResponse> {
-        let message = request.message
-        return try await write(request.metadata, context) { leader, metadata in
+        _ message: Crm_V1_VersionedRecordRequest, _ access: Access
+    ) async throws -> Crm_V1_DestroyRecordResponse {
+        return try await write(access) { leader, metadata in
             try await leader.destroy(message, metadata: metadata)
         } lead: { caller in
             let (_, current) = try readForChange(message.entity, message.id, message.expectedVersion)
@@ -188,31 +291,87 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
 
     // MARK: Reads
 
-    func get(
-        request: ServerRequest<Crm_V1_GetRecordRequest>, context: ServerContext
-    ) async throws -> ServerResponse<Crm_V1_RecordResponse> {
-        _ = try admit(request.metadata, context)
+    func get(_ message: Crm_V1_GetRecordRequest, _ access: Access) async throws -> Crm_V1_RecordResponse {
         try crm.checkServing()
-        let message = request.message
         let entity = try RecordsProto.entity(message.entity)
         let id = try RecordsProto.id(message.id)
-        let definition = EntityCatalog.standard(entity)
-        for name in message.fields where definition.field(named: name) == nil {
-            throw CRMRecords.rpcError(RecordError.unknownField(entity: entity, name: name))
-        }
+        let fields = try fieldSet(entity, message.fields)
         try await crm.waitForRead(serializable: message.serializable)
-        return ServerResponse(
-            message: try await crm.mapped {
-                try response(entity, id, fields: message.fields.isEmpty ? nil : Set(message.fields))
-            })
+        return try await crm.mapped { try response(entity, id, fields: fields) }
     }
 
-    func lookup(
-        request: ServerRequest<Crm_V1_LookupRequest>, context: ServerContext
-    ) async throws -> ServerResponse<Crm_V1_RecordsResponse> {
-        _ = try admit(request.metadata, context)
+    static let maxBatchGet = 100
+
+    func batchGet(
+        _ message: Crm_V1_BatchGetRecordsRequest, _ access: Access
+    ) async throws -> Crm_V1_BatchGetRecordsResponse {
         try crm.checkServing()
-        let message = request.message
+        let entity = try RecordsProto.entity(message.entity)
+        guard message.ids.count <= Self.maxBatchGet else {
+            throw RPCError(code: .invalidArgument, message: "a batch get asks for at most \(Self.maxBatchGet) ids")
+        }
+        let ids = try message.ids.map { try RecordsProto.id($0, "ids") }
+        let fields = try fieldSet(entity, message.fields)
+        try await crm.waitForRead(serializable: message.serializable)
+        return try await crm.mapped {
+            var response = Crm_V1_BatchGetRecordsResponse()
+            for id in ids {
+                if let record = try crm.changes.read(entity, id) {
+                    response.records.append(
+                        RecordsProto.record(record, fields: try crm.changes.open(record.record, fields: fields)))
+                } else {
+                    response.missing.append(id.description)
+                }
+            }
+            return response
+        }
+    }
+
+    func list(_ message: Crm_V1_ListRecordsRequest, _ access: Access) async throws -> Crm_V1_ListRecordsResponse {
+        let caller = access.caller
+        try crm.checkServing()
+        let query = try RecordsProto.listQuery(message, caller: caller.owner)
+        let fields = try fieldSet(query.entity, message.fields)
+        try await crm.waitForRead(serializable: message.serializable)
+        return try await crm.mapped {
+            guard let keySet = try crm.keys.inUse() else { return Crm_V1_ListRecordsResponse() }
+            let workspace = crm.changes.workspace
+            let now = crm.local.nowMillis()
+            let after =
+                message.pageToken.isEmpty
+                ? nil
+                : try PageTokens.open(
+                    message.pageToken, query: query, principal: caller.owner, workspace: workspace,
+                    nowMillis: now, keySets: { try? crm.keys.keySet($0) })
+            let page = try crm.changes.list(query, after: after)
+            var response = Crm_V1_ListRecordsResponse()
+            response.records = try page.records.map {
+                RecordsProto.record($0, fields: try crm.changes.open($0.record, fields: fields))
+            }
+            if let resume = page.resumeAfter {
+                response.nextPageToken = try PageTokens.seal(
+                    resume, query: query, principal: caller.owner, workspace: workspace, issuedAtMillis: now,
+                    keySet: keySet)
+            }
+            return response
+        }
+    }
+
+    /// The fields a read asks for (nil: all), each one the entity has.
+    private func fieldSet(_ entity: EntityCode, _ names: [String]) throws -> Set<String>? {
+        guard !names.isEmpty else { return nil }
+        guard names.count <= CRMLimits.fields else {
+            throw RPCError(code: .invalidArgument, message: "ask for at most \(CRMLimits.fields) fields")
+        }
+        let definition = EntityCatalog.standard(entity)
+        for name in names where definition.field(named: name) == nil {
+            throw CRMRecords.rpcError(RecordError.unknownField(entity: entity, name: name))
+        }
+        return Set(names)
+    }
+
+    func lookup(_ message: Crm_V1_LookupRequest, _ access: Access) async throws -> Crm_V1_RecordsResponse {
+        try crm.checkServing()
         let entity = try RecordsProto.entity(message.entity)
         let by = try RecordsProto.lookup(message.by)
         guard EntityCatalog.standard(entity).fields.contains(where: { $0.lookup == by }) else {
@@ -222,26 +381,22 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
             throw RPCError(code: .invalidArgument, message: "`value` is at most \(CRMLimits.textBytes) bytes")
         }
         try await crm.waitForRead(serializable: message.serializable)
-        return ServerResponse(
-            message: try await crm.mapped {
-                guard try crm.keys.versionInUse() != 0 else { return Crm_V1_RecordsResponse() }
-                guard let found = try crm.changes.lookup(entity, by: by, value: message.value) else {
-                    throw RPCError(code: .invalidArgument, message: "`value` is not a valid \(message.by)")
-                }
-                var response = Crm_V1_RecordsResponse()
-                response.records = try found.filter { message.includeDeleted || !$0.record.deleted }.map {
-                    RecordsProto.record($0, fields: try crm.changes.open($0.record, fields: nil))
-                }
-                return response
-            })
+        return try await crm.mapped {
+            guard try crm.keys.versionInUse() != 0 else { return Crm_V1_RecordsResponse() }
+            guard let found = try crm.changes.lookup(entity, by: by, value: message.value) else {
+                throw RPCError(code: .invalidArgument, message: "`value` is not a valid \(message.by)")
+            }
+            var response = Crm_V1_RecordsResponse()
+            response.records = try found.filter { message.includeDeleted || !$0.record.deleted }.map {
+                RecordsProto.record($0, fields: try crm.changes.open($0.record, fields: nil))
+            }
+            return response
+        }
     }
 
-    func describe(
-        request: ServerRequest<Crm_V1_DescribeRequest>, context: ServerContext
-    ) async throws -> ServerResponse<Crm_V1_DescribeResponse> {
-        _ = try admit(request.metadata, context)
-        let entity = try RecordsProto.entity(request.message.entity)
-        return ServerResponse(message: RecordsProto.describe(EntityCatalog.standard(entity)))
+    func describe(_ message: Crm_V1_DescribeRequest, _ access: Access) async throws -> Crm_V1_DescribeResponse {
+        let entity = try RecordsProto.entity(message.entity)
+        return RecordsProto.describe(EntityCatalog.standard(entity))
     }
 
     /// The record as it is now on this member, with `fields` (all when nil) opened.

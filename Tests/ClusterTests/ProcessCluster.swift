@@ -29,12 +29,12 @@ extension ProcessCluster {
     /// spares (replaced automatically if `autoReplace`).
     convenience init(
         ids: [UInt64] = [1, 2, 3], spares: [UInt64] = [], snapshotEvery: Int = 10_000, tlsReloadSeconds: Int = 30,
-        deadAfterSeconds: Int? = nil, autoReplace: Bool = false,
+        deadAfterSeconds: Int? = nil, autoReplace: Bool = false, clients: [String] = ["app"],
         configure: @escaping (inout NodeConfig) -> Void = { _ in }
     ) throws {
         try self.init(
             ids: ids, spares: spares, directory: NSTemporaryDirectory() + "crm-processes-" + UUID().uuidString,
-            binaries: Self.binaries, repository: Self.repository, clients: ["app"], removesDirectory: true)
+            binaries: Self.binaries, repository: Self.repository, clients: clients, removesDirectory: true)
         let spareEndpoints = spares.map { addresses($0).endpoints($0) }
         try writeConfigs { config in
             config.limits = NodeConfig.Limits(snapshotEveryEntries: snapshotEvery)

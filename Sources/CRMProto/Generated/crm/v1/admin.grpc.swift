@@ -153,6 +153,45 @@ public enum Crm_V1_Admin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "CRMCheck" metadata.
+        public enum CRMCheck: Sendable {
+            /// Request type for "CRMCheck".
+            public typealias Input = Crm_V1_CRMCheckRequest
+            /// Response type for "CRMCheck".
+            public typealias Output = Crm_V1_CRMCheckResponse
+            /// Descriptor for "CRMCheck".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Admin"),
+                method: "CRMCheck",
+                type: .unary
+            )
+        }
+        /// Namespace for "CRMKeyStatus" metadata.
+        public enum CRMKeyStatus: Sendable {
+            /// Request type for "CRMKeyStatus".
+            public typealias Input = Crm_V1_CRMKeyStatusRequest
+            /// Response type for "CRMKeyStatus".
+            public typealias Output = Crm_V1_CRMKeyStatusResponse
+            /// Descriptor for "CRMKeyStatus".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Admin"),
+                method: "CRMKeyStatus",
+                type: .unary
+            )
+        }
+        /// Namespace for "RotateCRMKeys" metadata.
+        public enum RotateCRMKeys: Sendable {
+            /// Request type for "RotateCRMKeys".
+            public typealias Input = Crm_V1_RotateCRMKeysRequest
+            /// Response type for "RotateCRMKeys".
+            public typealias Output = Crm_V1_CRMKeyStatusResponse
+            /// Descriptor for "RotateCRMKeys".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Admin"),
+                method: "RotateCRMKeys",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "crm.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Status.descriptor,
@@ -164,7 +203,10 @@ public enum Crm_V1_Admin: Sendable {
             Snapshot.descriptor,
             Compact.descriptor,
             RotateKeys.descriptor,
-            Verify.descriptor
+            Verify.descriptor,
+            CRMCheck.descriptor,
+            CRMKeyStatus.descriptor,
+            RotateCRMKeys.descriptor
         ]
     }
 }
@@ -354,6 +396,62 @@ extension Crm_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Crm_V1_VerifyRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_VerifyResponse>
+
+        /// Handle the "CRMCheck" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The CRM state's consistency on this member: every index entry matches its record, every
+        /// > person has its subject key, nothing dangles. Ids only, never values.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_CRMCheckRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_CRMCheckResponse` messages.
+        func crmCheck(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_CRMCheckRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_CRMCheckResponse>
+
+        /// Handle the "CRMKeyStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The CRM key set in use and the re-wrap job, as this member sees them.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_CRMKeyStatusRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_CRMKeyStatusResponse` messages.
+        func crmKeyStatus(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_CRMKeyStatusRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_CRMKeyStatusResponse>
+
+        /// Handle the "RotateCRMKeys" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Puts a new CRM key set in use (on the leader); the leader re-wraps every subject key under
+        /// > it in the background and then retires the old set.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_RotateCRMKeysRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_CRMKeyStatusResponse` messages.
+        func rotateCRMKeys(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_RotateCRMKeysRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_CRMKeyStatusResponse>
     }
 
     /// Service protocol for the "crm.v1.Admin" service.
@@ -527,6 +625,62 @@ extension Crm_V1_Admin {
             request: GRPCCore.ServerRequest<Crm_V1_VerifyRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_VerifyResponse>
+
+        /// Handle the "CRMCheck" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The CRM state's consistency on this member: every index entry matches its record, every
+        /// > person has its subject key, nothing dangles. Ids only, never values.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_CRMCheckRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_CRMCheckResponse` message.
+        func crmCheck(
+            request: GRPCCore.ServerRequest<Crm_V1_CRMCheckRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_CRMCheckResponse>
+
+        /// Handle the "CRMKeyStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The CRM key set in use and the re-wrap job, as this member sees them.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_CRMKeyStatusRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_CRMKeyStatusResponse` message.
+        func crmKeyStatus(
+            request: GRPCCore.ServerRequest<Crm_V1_CRMKeyStatusRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_CRMKeyStatusResponse>
+
+        /// Handle the "RotateCRMKeys" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Puts a new CRM key set in use (on the leader); the leader re-wraps every subject key under
+        /// > it in the background and then retires the old set.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_RotateCRMKeysRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_CRMKeyStatusResponse` message.
+        func rotateCRMKeys(
+            request: GRPCCore.ServerRequest<Crm_V1_RotateCRMKeysRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_CRMKeyStatusResponse>
     }
 
     /// Simple service protocol for the "crm.v1.Admin" service.
@@ -698,6 +852,62 @@ extension Crm_V1_Admin {
             request: Crm_V1_VerifyRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_VerifyResponse
+
+        /// Handle the "CRMCheck" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The CRM state's consistency on this member: every index entry matches its record, every
+        /// > person has its subject key, nothing dangles. Ids only, never values.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_CRMCheckRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_CRMCheckResponse` to respond with.
+        func crmCheck(
+            request: Crm_V1_CRMCheckRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_CRMCheckResponse
+
+        /// Handle the "CRMKeyStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The CRM key set in use and the re-wrap job, as this member sees them.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_CRMKeyStatusRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_CRMKeyStatusResponse` to respond with.
+        func crmKeyStatus(
+            request: Crm_V1_CRMKeyStatusRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_CRMKeyStatusResponse
+
+        /// Handle the "RotateCRMKeys" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Puts a new CRM key set in use (on the leader); the leader re-wraps every subject key under
+        /// > it in the background and then retires the old set.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_RotateCRMKeysRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_CRMKeyStatusResponse` to respond with.
+        func rotateCRMKeys(
+            request: Crm_V1_RotateCRMKeysRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_CRMKeyStatusResponse
     }
 }
 
@@ -815,6 +1025,39 @@ extension Crm_V1_Admin.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Crm_V1_Admin.Method.CRMCheck.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_CRMCheckRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_CRMCheckResponse>(),
+            handler: { request, context in
+                try await self.crmCheck(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Admin.Method.CRMKeyStatus.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_CRMKeyStatusRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_CRMKeyStatusResponse>(),
+            handler: { request, context in
+                try await self.crmKeyStatus(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Admin.Method.RotateCRMKeys.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_RotateCRMKeysRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_CRMKeyStatusResponse>(),
+            handler: { request, context in
+                try await self.rotateCRMKeys(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -925,6 +1168,39 @@ extension Crm_V1_Admin.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_VerifyResponse> {
         let response = try await self.verify(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func crmCheck(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_CRMCheckRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_CRMCheckResponse> {
+        let response = try await self.crmCheck(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func crmKeyStatus(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_CRMKeyStatusRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_CRMKeyStatusResponse> {
+        let response = try await self.crmKeyStatus(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func rotateCRMKeys(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_RotateCRMKeysRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_CRMKeyStatusResponse> {
+        let response = try await self.rotateCRMKeys(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1058,6 +1334,45 @@ extension Crm_V1_Admin.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Crm_V1_VerifyResponse> {
         return GRPCCore.ServerResponse<Crm_V1_VerifyResponse>(
             message: try await self.verify(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func crmCheck(
+        request: GRPCCore.ServerRequest<Crm_V1_CRMCheckRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_CRMCheckResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_CRMCheckResponse>(
+            message: try await self.crmCheck(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func crmKeyStatus(
+        request: GRPCCore.ServerRequest<Crm_V1_CRMKeyStatusRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_CRMKeyStatusResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_CRMKeyStatusResponse>(
+            message: try await self.crmKeyStatus(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func rotateCRMKeys(
+        request: GRPCCore.ServerRequest<Crm_V1_RotateCRMKeysRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_CRMKeyStatusResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_CRMKeyStatusResponse>(
+            message: try await self.rotateCRMKeys(
                 request: request.message,
                 context: context
             ),
@@ -1287,6 +1602,77 @@ extension Crm_V1_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_VerifyResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_VerifyResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CRMCheck" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The CRM state's consistency on this member: every index entry matches its record, every
+        /// > person has its subject key, nothing dangles. Ids only, never values.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_CRMCheckRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_CRMCheckRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_CRMCheckResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func crmCheck<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_CRMCheckRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_CRMCheckRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_CRMCheckResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_CRMCheckResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CRMKeyStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The CRM key set in use and the re-wrap job, as this member sees them.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_CRMKeyStatusRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_CRMKeyStatusRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_CRMKeyStatusResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func crmKeyStatus<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_CRMKeyStatusRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_CRMKeyStatusRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_CRMKeyStatusResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_CRMKeyStatusResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RotateCRMKeys" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Puts a new CRM key set in use (on the leader); the leader re-wraps every subject key under
+        /// > it in the background and then retires the old set.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_RotateCRMKeysRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_RotateCRMKeysRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_CRMKeyStatusResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func rotateCRMKeys<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_RotateCRMKeysRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_RotateCRMKeysRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_CRMKeyStatusResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_CRMKeyStatusResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1629,6 +2015,110 @@ extension Crm_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "CRMCheck" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The CRM state's consistency on this member: every index entry matches its record, every
+        /// > person has its subject key, nothing dangles. Ids only, never values.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_CRMCheckRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_CRMCheckRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_CRMCheckResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func crmCheck<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_CRMCheckRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_CRMCheckRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_CRMCheckResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_CRMCheckResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Admin.Method.CRMCheck.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "CRMKeyStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The CRM key set in use and the re-wrap job, as this member sees them.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_CRMKeyStatusRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_CRMKeyStatusRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_CRMKeyStatusResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func crmKeyStatus<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_CRMKeyStatusRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_CRMKeyStatusRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_CRMKeyStatusResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_CRMKeyStatusResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Admin.Method.CRMKeyStatus.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RotateCRMKeys" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Puts a new CRM key set in use (on the leader); the leader re-wraps every subject key under
+        /// > it in the background and then retires the old set.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_RotateCRMKeysRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_RotateCRMKeysRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_CRMKeyStatusResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func rotateCRMKeys<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_RotateCRMKeysRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_RotateCRMKeysRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_CRMKeyStatusResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_CRMKeyStatusResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Admin.Method.RotateCRMKeys.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1904,6 +2394,95 @@ extension Crm_V1_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_VerifyRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_VerifyResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CRMCheck" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The CRM state's consistency on this member: every index entry matches its record, every
+    /// > person has its subject key, nothing dangles. Ids only, never values.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_CRMCheckRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func crmCheck<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_CRMCheckRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_CRMCheckResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.crmCheck(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_CRMCheckRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_CRMCheckResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CRMKeyStatus" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The CRM key set in use and the re-wrap job, as this member sees them.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_CRMKeyStatusRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func crmKeyStatus<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_CRMKeyStatusRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_CRMKeyStatusResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.crmKeyStatus(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_CRMKeyStatusRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_CRMKeyStatusResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RotateCRMKeys" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Puts a new CRM key set in use (on the leader); the leader re-wraps every subject key under
+    /// > it in the background and then retires the old set.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_RotateCRMKeysRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func rotateCRMKeys<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_RotateCRMKeysRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_CRMKeyStatusResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.rotateCRMKeys(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_RotateCRMKeysRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_CRMKeyStatusResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2221,6 +2800,107 @@ extension Crm_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.verify(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CRMCheck" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The CRM state's consistency on this member: every index entry matches its record, every
+    /// > person has its subject key, nothing dangles. Ids only, never values.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func crmCheck<Result>(
+        _ message: Crm_V1_CRMCheckRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_CRMCheckResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_CRMCheckRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.crmCheck(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CRMKeyStatus" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The CRM key set in use and the re-wrap job, as this member sees them.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func crmKeyStatus<Result>(
+        _ message: Crm_V1_CRMKeyStatusRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_CRMKeyStatusResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_CRMKeyStatusRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.crmKeyStatus(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RotateCRMKeys" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Puts a new CRM key set in use (on the leader); the leader re-wraps every subject key under
+    /// > it in the background and then retires the old set.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func rotateCRMKeys<Result>(
+        _ message: Crm_V1_RotateCRMKeysRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_CRMKeyStatusResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_RotateCRMKeysRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.rotateCRMKeys(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -446,6 +446,81 @@ public nonisolated struct Crm_V1_VerifyResponse: Sendable {
   public init() {}
 }
 
+public nonisolated struct Crm_V1_CRMCheckRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_CRMCheckResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var records: UInt64 = 0
+
+  public var indexEntries: UInt64 = 0
+
+  public var subjectKeys: UInt64 = 0
+
+  /// At most 100, by entity and id.
+  public var problems: [String] = []
+
+  public var appliedIndex: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_CRMKeyStatusRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_CRMKeyStatusResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// 0: the CRM has no key set yet (its first write makes one).
+  public var versionInUse: UInt64 = 0
+
+  public var rewrapRunning: Bool = false
+
+  public var rewrapFrom: UInt64 = 0
+
+  public var rewrapTo: UInt64 = 0
+
+  /// Why this member serves no CRM call (empty when it does).
+  public var problem: String = String()
+
+  public var memberID: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_RotateCRMKeysRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "crm.v1"
@@ -1318,6 +1393,168 @@ nonisolated extension Crm_V1_VerifyResponse: SwiftProtobuf.Message, SwiftProtobu
   public static func ==(lhs: Crm_V1_VerifyResponse, rhs: Crm_V1_VerifyResponse) -> Bool {
     if lhs.valuesChecked != rhs.valuesChecked {return false}
     if lhs.damaged != rhs.damaged {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_CRMCheckRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CRMCheckRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_CRMCheckRequest, rhs: Crm_V1_CRMCheckRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_CRMCheckResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CRMCheckResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}records\0\u{3}index_entries\0\u{3}subject_keys\0\u{1}problems\0\u{3}applied_index\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.records) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.indexEntries) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.subjectKeys) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.problems) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.appliedIndex) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.records != 0 {
+      try visitor.visitSingularUInt64Field(value: self.records, fieldNumber: 1)
+    }
+    if self.indexEntries != 0 {
+      try visitor.visitSingularUInt64Field(value: self.indexEntries, fieldNumber: 2)
+    }
+    if self.subjectKeys != 0 {
+      try visitor.visitSingularUInt64Field(value: self.subjectKeys, fieldNumber: 3)
+    }
+    if !self.problems.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.problems, fieldNumber: 4)
+    }
+    if self.appliedIndex != 0 {
+      try visitor.visitSingularUInt64Field(value: self.appliedIndex, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_CRMCheckResponse, rhs: Crm_V1_CRMCheckResponse) -> Bool {
+    if lhs.records != rhs.records {return false}
+    if lhs.indexEntries != rhs.indexEntries {return false}
+    if lhs.subjectKeys != rhs.subjectKeys {return false}
+    if lhs.problems != rhs.problems {return false}
+    if lhs.appliedIndex != rhs.appliedIndex {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_CRMKeyStatusRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CRMKeyStatusRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_CRMKeyStatusRequest, rhs: Crm_V1_CRMKeyStatusRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_CRMKeyStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CRMKeyStatusResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}version_in_use\0\u{3}rewrap_running\0\u{3}rewrap_from\0\u{3}rewrap_to\0\u{1}problem\0\u{3}member_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.versionInUse) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.rewrapRunning) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.rewrapFrom) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.rewrapTo) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.problem) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.memberID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.versionInUse != 0 {
+      try visitor.visitSingularUInt64Field(value: self.versionInUse, fieldNumber: 1)
+    }
+    if self.rewrapRunning != false {
+      try visitor.visitSingularBoolField(value: self.rewrapRunning, fieldNumber: 2)
+    }
+    if self.rewrapFrom != 0 {
+      try visitor.visitSingularUInt64Field(value: self.rewrapFrom, fieldNumber: 3)
+    }
+    if self.rewrapTo != 0 {
+      try visitor.visitSingularUInt64Field(value: self.rewrapTo, fieldNumber: 4)
+    }
+    if !self.problem.isEmpty {
+      try visitor.visitSingularStringField(value: self.problem, fieldNumber: 5)
+    }
+    if self.memberID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.memberID, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_CRMKeyStatusResponse, rhs: Crm_V1_CRMKeyStatusResponse) -> Bool {
+    if lhs.versionInUse != rhs.versionInUse {return false}
+    if lhs.rewrapRunning != rhs.rewrapRunning {return false}
+    if lhs.rewrapFrom != rhs.rewrapFrom {return false}
+    if lhs.rewrapTo != rhs.rewrapTo {return false}
+    if lhs.problem != rhs.problem {return false}
+    if lhs.memberID != rhs.memberID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_RotateCRMKeysRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RotateCRMKeysRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_RotateCRMKeysRequest, rhs: Crm_V1_RotateCRMKeysRequest) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -66,6 +66,32 @@ public enum Crm_V1_Records: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "BatchGet" metadata.
+        public enum BatchGet: Sendable {
+            /// Request type for "BatchGet".
+            public typealias Input = Crm_V1_BatchGetRecordsRequest
+            /// Response type for "BatchGet".
+            public typealias Output = Crm_V1_BatchGetRecordsResponse
+            /// Descriptor for "BatchGet".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Records"),
+                method: "BatchGet",
+                type: .unary
+            )
+        }
+        /// Namespace for "List" metadata.
+        public enum List: Sendable {
+            /// Request type for "List".
+            public typealias Input = Crm_V1_ListRecordsRequest
+            /// Response type for "List".
+            public typealias Output = Crm_V1_ListRecordsResponse
+            /// Descriptor for "List".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Records"),
+                method: "List",
+                type: .unary
+            )
+        }
         /// Namespace for "Update" metadata.
         public enum Update: Sendable {
             /// Request type for "Update".
@@ -131,6 +157,32 @@ public enum Crm_V1_Records: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "Link" metadata.
+        public enum Link: Sendable {
+            /// Request type for "Link".
+            public typealias Input = Crm_V1_LinkRequest
+            /// Response type for "Link".
+            public typealias Output = Crm_V1_RecordResponse
+            /// Descriptor for "Link".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Records"),
+                method: "Link",
+                type: .unary
+            )
+        }
+        /// Namespace for "Unlink" metadata.
+        public enum Unlink: Sendable {
+            /// Request type for "Unlink".
+            public typealias Input = Crm_V1_LinkRequest
+            /// Response type for "Unlink".
+            public typealias Output = Crm_V1_RecordResponse
+            /// Descriptor for "Unlink".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Records"),
+                method: "Unlink",
+                type: .unary
+            )
+        }
         /// Namespace for "Describe" metadata.
         public enum Describe: Sendable {
             /// Request type for "Describe".
@@ -148,11 +200,15 @@ public enum Crm_V1_Records: Sendable {
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Create.descriptor,
             Get.descriptor,
+            BatchGet.descriptor,
+            List.descriptor,
             Update.descriptor,
             Delete.descriptor,
             Undelete.descriptor,
             Destroy.descriptor,
             Lookup.descriptor,
+            Link.descriptor,
+            Unlink.descriptor,
             Describe.descriptor
         ]
     }
@@ -211,6 +267,44 @@ extension Crm_V1_Records {
             request: GRPCCore.StreamingServerRequest<Crm_V1_GetRecordRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_RecordResponse>
+
+        /// Handle the "BatchGet" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Up to 100 records of one entity; ids not found are listed apart.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_BatchGetRecordsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_BatchGetRecordsResponse` messages.
+        func batchGet(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_BatchGetRecordsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_BatchGetRecordsResponse>
+
+        /// Handle the "List" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One index drives the list (its order is the list's); equality filters on non-personal
+        /// > fields narrow it. Each page is read at once; `next_page_token` continues the same list for
+        /// > the same caller within an hour.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_ListRecordsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_ListRecordsResponse` messages.
+        func list(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_ListRecordsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ListRecordsResponse>
 
         /// Handle the "Update" method.
         ///
@@ -299,6 +393,39 @@ extension Crm_V1_Records {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_RecordsResponse>
 
+        /// Handle the "Link" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Links the record to `target` (a person's company, a deal's company or point of contact, an
+        /// > activity's targets) if it still has `expected_version` and the target exists.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_LinkRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_RecordResponse` messages.
+        func link(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_LinkRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_RecordResponse>
+
+        /// Handle the "Unlink" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_LinkRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_RecordResponse` messages.
+        func unlink(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_LinkRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_RecordResponse>
+
         /// Handle the "Describe" method.
         ///
         /// > Source IDL Documentation:
@@ -357,6 +484,44 @@ extension Crm_V1_Records {
             request: GRPCCore.ServerRequest<Crm_V1_GetRecordRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_RecordResponse>
+
+        /// Handle the "BatchGet" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Up to 100 records of one entity; ids not found are listed apart.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_BatchGetRecordsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_BatchGetRecordsResponse` message.
+        func batchGet(
+            request: GRPCCore.ServerRequest<Crm_V1_BatchGetRecordsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_BatchGetRecordsResponse>
+
+        /// Handle the "List" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One index drives the list (its order is the list's); equality filters on non-personal
+        /// > fields narrow it. Each page is read at once; `next_page_token` continues the same list for
+        /// > the same caller within an hour.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListRecordsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_ListRecordsResponse` message.
+        func list(
+            request: GRPCCore.ServerRequest<Crm_V1_ListRecordsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_ListRecordsResponse>
 
         /// Handle the "Update" method.
         ///
@@ -445,6 +610,39 @@ extension Crm_V1_Records {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_RecordsResponse>
 
+        /// Handle the "Link" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Links the record to `target` (a person's company, a deal's company or point of contact, an
+        /// > activity's targets) if it still has `expected_version` and the target exists.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_LinkRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_RecordResponse` message.
+        func link(
+            request: GRPCCore.ServerRequest<Crm_V1_LinkRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_RecordResponse>
+
+        /// Handle the "Unlink" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_LinkRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_RecordResponse` message.
+        func unlink(
+            request: GRPCCore.ServerRequest<Crm_V1_LinkRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_RecordResponse>
+
         /// Handle the "Describe" method.
         ///
         /// > Source IDL Documentation:
@@ -501,6 +699,44 @@ extension Crm_V1_Records {
             request: Crm_V1_GetRecordRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_RecordResponse
+
+        /// Handle the "BatchGet" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Up to 100 records of one entity; ids not found are listed apart.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_BatchGetRecordsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_BatchGetRecordsResponse` to respond with.
+        func batchGet(
+            request: Crm_V1_BatchGetRecordsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_BatchGetRecordsResponse
+
+        /// Handle the "List" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One index drives the list (its order is the list's); equality filters on non-personal
+        /// > fields narrow it. Each page is read at once; `next_page_token` continues the same list for
+        /// > the same caller within an hour.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_ListRecordsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_ListRecordsResponse` to respond with.
+        func list(
+            request: Crm_V1_ListRecordsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_ListRecordsResponse
 
         /// Handle the "Update" method.
         ///
@@ -589,6 +825,39 @@ extension Crm_V1_Records {
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_RecordsResponse
 
+        /// Handle the "Link" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Links the record to `target` (a person's company, a deal's company or point of contact, an
+        /// > activity's targets) if it still has `expected_version` and the target exists.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_LinkRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_RecordResponse` to respond with.
+        func link(
+            request: Crm_V1_LinkRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_RecordResponse
+
+        /// Handle the "Unlink" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_LinkRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_RecordResponse` to respond with.
+        func unlink(
+            request: Crm_V1_LinkRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_RecordResponse
+
         /// Handle the "Describe" method.
         ///
         /// > Source IDL Documentation:
@@ -630,6 +899,28 @@ extension Crm_V1_Records.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_RecordResponse>(),
             handler: { request, context in
                 try await self.get(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Records.Method.BatchGet.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_BatchGetRecordsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_BatchGetRecordsResponse>(),
+            handler: { request, context in
+                try await self.batchGet(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Records.Method.List.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ListRecordsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ListRecordsResponse>(),
+            handler: { request, context in
+                try await self.list(
                     request: request,
                     context: context
                 )
@@ -691,6 +982,28 @@ extension Crm_V1_Records.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Crm_V1_Records.Method.Link.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_LinkRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_RecordResponse>(),
+            handler: { request, context in
+                try await self.link(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Records.Method.Unlink.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_LinkRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_RecordResponse>(),
+            handler: { request, context in
+                try await self.unlink(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Crm_V1_Records.Method.Describe.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_DescribeRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_DescribeResponse>(),
@@ -723,6 +1036,28 @@ extension Crm_V1_Records.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_RecordResponse> {
         let response = try await self.get(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func batchGet(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_BatchGetRecordsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_BatchGetRecordsResponse> {
+        let response = try await self.batchGet(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func list(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_ListRecordsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ListRecordsResponse> {
+        let response = try await self.list(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -784,6 +1119,28 @@ extension Crm_V1_Records.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
+    public func link(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_LinkRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_RecordResponse> {
+        let response = try await self.link(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func unlink(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_LinkRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_RecordResponse> {
+        let response = try await self.unlink(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
     public func describe(
         request: GRPCCore.StreamingServerRequest<Crm_V1_DescribeRequest>,
         context: GRPCCore.ServerContext
@@ -818,6 +1175,32 @@ extension Crm_V1_Records.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Crm_V1_RecordResponse> {
         return GRPCCore.ServerResponse<Crm_V1_RecordResponse>(
             message: try await self.get(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func batchGet(
+        request: GRPCCore.ServerRequest<Crm_V1_BatchGetRecordsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_BatchGetRecordsResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_BatchGetRecordsResponse>(
+            message: try await self.batchGet(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func list(
+        request: GRPCCore.ServerRequest<Crm_V1_ListRecordsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_ListRecordsResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_ListRecordsResponse>(
+            message: try await self.list(
                 request: request.message,
                 context: context
             ),
@@ -890,6 +1273,32 @@ extension Crm_V1_Records.SimpleServiceProtocol {
         )
     }
 
+    public func link(
+        request: GRPCCore.ServerRequest<Crm_V1_LinkRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_RecordResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_RecordResponse>(
+            message: try await self.link(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func unlink(
+        request: GRPCCore.ServerRequest<Crm_V1_LinkRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_RecordResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_RecordResponse>(
+            message: try await self.unlink(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
     public func describe(
         request: GRPCCore.ServerRequest<Crm_V1_DescribeRequest>,
         context: GRPCCore.ServerContext
@@ -953,6 +1362,54 @@ extension Crm_V1_Records {
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_RecordResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecordResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "BatchGet" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Up to 100 records of one entity; ids not found are listed apart.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_BatchGetRecordsRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_BatchGetRecordsRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_BatchGetRecordsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func batchGet<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_BatchGetRecordsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_BatchGetRecordsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_BatchGetRecordsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_BatchGetRecordsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "List" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One index drives the list (its order is the list's); equality filters on non-personal
+        /// > fields narrow it. Each page is read at once; `next_page_token` continues the same list for
+        /// > the same caller within an hour.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListRecordsRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ListRecordsRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_ListRecordsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func list<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ListRecordsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ListRecordsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ListRecordsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListRecordsResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "Update" method.
@@ -1067,6 +1524,49 @@ extension Crm_V1_Records {
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecordsResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
+        /// Call the "Link" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Links the record to `target` (a person's company, a deal's company or point of contact, an
+        /// > activity's targets) if it still has `expected_version` and the target exists.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_LinkRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_LinkRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_RecordResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func link<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_LinkRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_LinkRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_RecordResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecordResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Unlink" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_LinkRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_LinkRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_RecordResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func unlink<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_LinkRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_LinkRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_RecordResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecordResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
         /// Call the "Describe" method.
         ///
         /// > Source IDL Documentation:
@@ -1164,6 +1664,76 @@ extension Crm_V1_Records {
             try await self.client.unary(
                 request: request,
                 descriptor: Crm_V1_Records.Method.Get.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "BatchGet" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Up to 100 records of one entity; ids not found are listed apart.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_BatchGetRecordsRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_BatchGetRecordsRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_BatchGetRecordsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func batchGet<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_BatchGetRecordsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_BatchGetRecordsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_BatchGetRecordsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_BatchGetRecordsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Records.Method.BatchGet.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "List" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One index drives the list (its order is the list's); equality filters on non-personal
+        /// > fields narrow it. Each page is read at once; `next_page_token` continues the same list for
+        /// > the same caller within an hour.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListRecordsRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ListRecordsRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_ListRecordsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func list<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ListRecordsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ListRecordsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ListRecordsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListRecordsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Records.Method.List.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -1338,6 +1908,71 @@ extension Crm_V1_Records {
             )
         }
 
+        /// Call the "Link" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Links the record to `target` (a person's company, a deal's company or point of contact, an
+        /// > activity's targets) if it still has `expected_version` and the target exists.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_LinkRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_LinkRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_RecordResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func link<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_LinkRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_LinkRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_RecordResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecordResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Records.Method.Link.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Unlink" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_LinkRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_LinkRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_RecordResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func unlink<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_LinkRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_LinkRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_RecordResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecordResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Records.Method.Unlink.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "Describe" method.
         ///
         /// > Source IDL Documentation:
@@ -1426,6 +2061,66 @@ extension Crm_V1_Records.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_GetRecordRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_RecordResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "BatchGet" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Up to 100 records of one entity; ids not found are listed apart.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_BatchGetRecordsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func batchGet<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_BatchGetRecordsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_BatchGetRecordsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.batchGet(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_BatchGetRecordsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_BatchGetRecordsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "List" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > One index drives the list (its order is the list's); equality filters on non-personal
+    /// > fields narrow it. Each page is read at once; `next_page_token` continues the same list for
+    /// > the same caller within an hour.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_ListRecordsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func list<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_ListRecordsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListRecordsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.list(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ListRecordsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ListRecordsResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1573,6 +2268,61 @@ extension Crm_V1_Records.ClientProtocol {
         )
     }
 
+    /// Call the "Link" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Links the record to `target` (a person's company, a deal's company or point of contact, an
+    /// > activity's targets) if it still has `expected_version` and the target exists.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_LinkRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func link<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_LinkRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecordResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.link(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_LinkRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_RecordResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Unlink" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_LinkRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func unlink<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_LinkRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecordResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.unlink(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_LinkRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_RecordResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "Describe" method.
     ///
     /// > Source IDL Documentation:
@@ -1662,6 +2412,74 @@ extension Crm_V1_Records.ClientProtocol {
             metadata: metadata
         )
         return try await self.get(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "BatchGet" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Up to 100 records of one entity; ids not found are listed apart.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func batchGet<Result>(
+        _ message: Crm_V1_BatchGetRecordsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_BatchGetRecordsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_BatchGetRecordsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.batchGet(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "List" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > One index drives the list (its order is the list's); equality filters on non-personal
+    /// > fields narrow it. Each page is read at once; `next_page_token` continues the same list for
+    /// > the same caller within an hour.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func list<Result>(
+        _ message: Crm_V1_ListRecordsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListRecordsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_ListRecordsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.list(
             request: request,
             options: options,
             onResponse: handleResponse
@@ -1824,6 +2642,69 @@ extension Crm_V1_Records.ClientProtocol {
             metadata: metadata
         )
         return try await self.lookup(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Link" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Links the record to `target` (a person's company, a deal's company or point of contact, an
+    /// > activity's targets) if it still has `expected_version` and the target exists.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func link<Result>(
+        _ message: Crm_V1_LinkRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecordResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_LinkRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.link(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Unlink" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func unlink<Result>(
+        _ message: Crm_V1_LinkRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecordResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_LinkRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.unlink(
             request: request,
             options: options,
             onResponse: handleResponse

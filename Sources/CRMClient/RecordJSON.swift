@@ -1,0 +1,38 @@
+import CRMProto
+import Foundation
+
+/// Records as JSON objects (for `crmctl --json` and the front's HTTP API): each field value in
+/// its natural JSON form — texts as strings, lists as arrays, money as `{micros, currency}`,
+/// dates as `YYYY-MM-DD`, timestamps as milliseconds, references as ids, targets as
+/// `{entity, id}`.
+public enum RecordJSON {
+    public static func object(_ record: Crm_V1_Record) -> [String: Any] {
+        [
+            "entity": record.entity, "id": record.id, "version": record.version,
+            "updated_at_millis": record.updatedAtMillis, "created_at_millis": record.createdAtMillis,
+            "owner": record.owner, "teams": record.teams, "deleted": record.deleted,
+            "fields": record.fields.mapValues(value),
+        ]
+    }
+
+    public static func value(_ value: Crm_V1_FieldValue) -> Any {
+        switch value.kind {
+        case .text(let text)?: return text
+        case .texts(let list)?: return list.items
+        case .integer(let number)?: return number
+        case .money(let money)?: return ["micros": money.micros, "currency": money.currency] as [String: Any]
+        case .date(let date)?: return String(format: "%04u-%02u-%02u", date.year, date.month, date.day)
+        case .timestampMillis(let millis)?: return millis
+        case .boolean(let flag)?: return flag
+        case .reference(let id)?: return id
+        case .references(let list)?: return list.ids
+        case .targets(let list)?: return list.items.map { ["entity": $0.entity, "id": $0.id] }
+        case nil: return NSNull()
+        }
+    }
+
+    /// Sorted-key JSON text of `object`.
+    public static func data(_ object: Any) throws -> Data {
+        try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+    }
+}

@@ -1,0 +1,219 @@
+import ArgumentParser
+import CRMClient
+import CRMProto
+import Foundation
+
+/// `crmctl records`: read CRM records through any member's records API (as the application the
+/// client certificate names). Personal values given to a lookup are read from standard input
+/// with `-`, so that they stay out of the process list and the shell history.
+struct Records: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Read CRM records: get, list, lookup, describe.",
+        subcommands: [Get.self, List.self, Lookup.self, Describe.self])
+
+    struct Get: AsyncParsableCommand {
+        @OptionGroup var options: ConnectionOptions
+        @Argument(help: "person, company, deal or activity.") var entity: String
+        @Argument(help: "The record's id (32 hexadecimal characters).") var id: String
+        @Option(help: "Only these fields, comma-separated.") var fields: String?
+        func run() async throws {
+            var request = Crm_V1_GetRecordRequest()
+            request.entity = entity
+            request.id = id
+            request.fields = fields.map { $0.split(separator: ",").map(String.init) } ?? []
+            let sent = request
+            let record = try await Records.call(options) { try await $0.records.get(sent).record }
+            try Records.print([record], json: options.json)
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List records by an index: all, updated, owner, team, due, trash, company, stage, status, "
+                + "assignee, target, contact (one page; --page-token continues, --all-pages reads on).")
+        @OptionGroup var options: ConnectionOptions
+        @Argument var entity: String
+        @Option(help: "The index.") var by = "all"
+        @Option(help: "The index's value (an id, a stage or status, an owner; `me` for yourself).") var value: String?
+        @Option(help: "Records per page (1 to 500).") var pageSize: UInt32 = 50
+        @Option(help: "Continue a list from its last page's token.") var pageToken: String?
+        @Flag(help: "Read every page (up to 100).") var allPages = false
+        @Flag(help: "Include records in the trash.") var includeDeleted = false
+        func run() async throws {
+            var request = Crm_V1_ListRecordsRequest()
+            request.entity = entity
+            request.by = by
+            request.value = value ?? ""
+            request.pageSize = pageSize
+            request.pageToken = pageToken ?? ""
+            request.includeDeleted = includeDeleted
+            var records: [Crm_V1_Record] = []
+            var next = ""
+            for _ in 0..<(allPages ? 100 : 1) {
+                let sent = request
+                let page = try await Records.call(options) { try await $0.records.list(sent) }
+                records += page.records
+                next = page.nextPageToken
+                guard !next.isEmpty else { break }
+                request.pageToken = next
+            }
+            if options.json {
+                try Output.json(RawJSON(["records": records.map(RecordJSON.object), "next_page_token": next]))
+            } else {
+                try Records.print(records, json: false)
+                if !next.isEmpty { Swift.print("next page: --page-token \(next)") }
+            }
+        }
+    }
+
+    struct Lookup: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Find records by an exact e-mail, phone, name or domain.",
+            discussion: "Give `-` as the value to read it from standard input (keeps it out of the process list).")
+        @OptionGroup var options: ConnectionOptions
+        @Argument var entity: String
+        @Option(help: "email, phone, name or domain.") var by: String
+        @Argument(help: "The value, or - to read it from standard input.") var value: String
+        @Flag(help: "Include records in the trash.") var includeDeleted = false
+        func run() async throws {
+            var request = Crm_V1_LookupRequest()
+            request.entity = entity
+            request.by = by
+            request.value =
+                value == "-"
+                ? String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+                    .trimmingCharacters(in: .newlines)
+                : value
+            request.includeDeleted = includeDeleted
+            let sent = request
+            let records = try await Records.call(options) { try await $0.records.lookup(sent).records }
+            try Records.print(records, json: options.json)
+            if records.isEmpty { throw ExitCode(3) }
+        }
+    }
+
+    struct Describe: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "An entity's fields: type, personal, how found.")
+        @OptionGroup var options: ConnectionOptions
+        @Argument var entity: String
+        func run() async throws {
+            var request = Crm_V1_DescribeRequest()
+            request.entity = entity
+            let sent = request
+            let described = try await Records.call(options) { try await $0.records.describe(sent) }
+            if options.json {
+                try Output.json(
+                    RawJSON([
+                        "entity": described.entity,
+                        "fields": described.fields.map {
+                            [
+                                "name": $0.name, "type": $0.type, "personal": $0.personal, "lookup": $0.lookup,
+                                "index": $0.index,
+                            ] as [String: Any]
+                        },
+                    ]))
+                return
+            }
+            Output.table(
+                ["FIELD", "TYPE", "PERSONAL", "LOOKUP", "INDEX"],
+                described.fields.map { [$0.name, $0.type, $0.personal ? "yes" : "no", $0.lookup, $0.index] })
+        }
+    }
+
+    static func call<T: Sendable>(
+        _ options: ConnectionOptions, _ body: @escaping @Sendable (MemberConnection) async throws -> T
+    ) async throws -> T {
+        let cluster = try Cluster(options, api: .client)
+        defer { cluster.close() }
+        return try await cluster.onAnyMember(body)
+    }
+
+    static func print(_ records: [Crm_V1_Record], json: Bool) throws {
+        if json {
+            try Output.json(
+                RawJSON(records.count == 1 ? RecordJSON.object(records[0]) : records.map(RecordJSON.object)))
+            return
+        }
+        for record in records {
+            Swift.print(
+                "\(record.entity) \(record.id) version \(record.version)\(record.deleted ? " (in the trash)" : "")")
+            for (name, value) in record.fields.sorted(by: { $0.key < $1.key }) {
+                let rendered = (try? RecordJSON.data(["v": RecordJSON.value(value)])).map {
+                    String(String(decoding: $0, as: UTF8.self).dropFirst(5).dropLast())
+                }
+                Swift.print("  \(name): \(rendered ?? "?")")
+            }
+        }
+    }
+}
+
+/// `crmctl crm check`: the CRM state's consistency on every member.
+struct CRMCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "crm", abstract: "The CRM's state.", subcommands: [Check.self])
+
+    struct Check: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Every index entry matches its record, every person has its subject key, nothing dangles; "
+                + "on every member (exit 1 on any problem).")
+        @OptionGroup var options: ConnectionOptions
+        func run() async throws {
+            let cluster = try Cluster(options)
+            defer { cluster.close() }
+            var reports: [[String: Any]] = []
+            var problems = 0
+            for index in cluster.targets.indices {
+                let target = cluster.targets[index]
+                let response = try await cluster.onTarget(index) {
+                    try await $0.admin.crmCheck(Crm_V1_CRMCheckRequest())
+                }
+                problems += response.problems.count
+                reports.append([
+                    "member_id": target.id, "applied_index": response.appliedIndex, "records": response.records,
+                    "index_entries": response.indexEntries, "subject_keys": response.subjectKeys,
+                    "problems": response.problems,
+                ])
+                if !options.json {
+                    Swift.print(
+                        "member \(target.id) at index \(response.appliedIndex): \(response.records) records, "
+                            + "\(response.indexEntries) index entries, \(response.subjectKeys) subject keys, "
+                            + "\(response.problems.count) problems")
+                    for problem in response.problems { Swift.print("  \(problem)") }
+                }
+            }
+            if options.json { try Output.json(RawJSON(["members": reports, "problems": problems])) }
+            if problems > 0 { throw ExitCode(1) }
+        }
+    }
+}
+
+/// Any JSON value, for commands whose output is built from `RecordJSON`.
+struct RawJSON: Encodable {
+    let object: Any
+    init(_ object: Any) { self.object = object }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(Fragment(object))
+    }
+
+    private struct Fragment: Encodable {
+        let value: Any
+        init(_ value: Any) { self.value = value }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            switch value {
+            case let text as String: try container.encode(text)
+            case let flag as Bool: try container.encode(flag)
+            case let number as Int64: try container.encode(number)
+            case let number as UInt64: try container.encode(number)
+            case let number as Int: try container.encode(number)
+            case let number as UInt32: try container.encode(number)
+            case let list as [Any]: try container.encode(list.map(Fragment.init))
+            case let object as [String: Any]: try container.encode(object.mapValues(Fragment.init))
+            default: try container.encodeNil()
+            }
+        }
+    }
+}
