@@ -6,6 +6,7 @@ struct CRMBench: AsyncParsableCommand {
         commandName: "crm-bench",
         abstract: "Benchmarks for the CRM cluster node.",
         subcommands: [
-            KVBenchmark.self, PeerBenchmark.self, StorageBenchmark.self, RaceBenchmark.self, CatchUpBenchmark.self,
+            KVBenchmark.self, CRMBenchmark.self, PeerBenchmark.self, StorageBenchmark.self, RaceBenchmark.self,
+            CatchUpBenchmark.self,
         ])
 }

@@ -156,6 +156,33 @@ extension RealProcessTests {
             #expect(check.output.contains("\"records\":33") || check.output.contains("\"records\" : 33"))
         }
 
+        /// The short form of `crm-bench crm`: every operation at two client counts, without errors.
+        @Test func crmBenchRunsEveryRecordsOperationNextToKV() async throws {
+            let cluster = try ProcessCluster()
+            try cluster.startAll()
+            _ = try #require(await cluster.waitForLeader())
+            let file = try cluster.writeClusterFile()
+            let run = try ProcessCluster.tool(
+                "crm-bench",
+                [
+                    "crm", "--cluster", file, "--persons", "200", "--companies", "10", "--kv-keys", "200", "--clients",
+                    "1,4",
+                    "--duration", "0.5", "--warmup", "0.1", "--json",
+                ])
+            try #require(run.status == 0, "crm-bench crm failed: \(run.errors)")
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any])
+            let rows = try #require(json["rows"] as? [[String: Any]])
+            #expect(rows.count == 14, "7 operations at 2 client counts")
+            for row in rows {
+                #expect((row["operations"] as? Int ?? 0) > 0, "\(row)")
+                #expect((row["errors"] as? [String: Int])?.isEmpty == true, "\(row)")
+            }
+            #expect(
+                Set(rows.compactMap { $0["op"] as? String }) == [
+                    "create", "update", "get", "lookup", "list", "kv-put", "kv-get",
+                ])
+        }
+
         private func expectInvalid(_ call: () async throws -> some Any) async {
             do {
                 _ = try await call()
