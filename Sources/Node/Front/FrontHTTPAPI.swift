@@ -10,14 +10,19 @@ struct FrontHTTPAPI: Sendable {
         var status: Int
         var body: Data
         var retryAfterSeconds: UInt64?
+        /// The record version a records route answers with (the `ETag` header).
+        var etag: UInt64?
     }
 
     let front: FrontKV
+    let records: FrontRecordsHTTP?
     let limiter: RateLimiter
     let metrics: FrontMetrics
     let clusterView: @Sendable () -> FrontJSON.ClusterView
 
-    func handle(method: String, path: String, body: Data, identity: PeerIdentity) async -> Reply {
+    func handle(
+        method: String, path: String, query: String = "", ifMatch: String? = nil, body: Data, identity: PeerIdentity
+    ) async -> Reply {
         let verdict = limiter.admit(identity.description)
         guard verdict.allowed else {
             metrics.rateLimited()
@@ -32,7 +37,13 @@ struct FrontHTTPAPI: Sendable {
             return reply
         }
         let caller = Caller(identity: identity)
-        do {
+        if path.hasPrefix(FrontRecordsHTTP.prefix), let records {
+            return await Self.answer {
+                try await records.handle(
+                    method: method, path: path, query: query, ifMatch: ifMatch, body: body, identity: identity)
+            }
+        }
+        return await Self.answer {
             switch (method, path) {
             case ("GET", "/v1/cluster"): return try Self.ok(clusterView())
             case ("POST", "/v1/kv/get"):
@@ -70,9 +81,27 @@ struct FrontHTTPAPI: Sendable {
                     RPCError(
                         code: .notFound,
                         message:
-                            "no such path \(path); the API is POST /v1/kv/{get,range,put,delete,cas}, POST /v1/session/{open,close}, GET /v1/cluster"
+                            "no such path \(path); the API is POST /v1/kv/{get,range,put,delete,cas}, POST /v1/session/{open,close}, GET /v1/cluster, /v1/records/..."
                     ))
             }
+        }
+    }
+
+    /// Runs a route, answering its errors: a stale `If-Match` is 412 with the current version,
+    /// a missing one 428.
+    private static func answer(_ route: () async throws -> Reply) async -> Reply {
+        do {
+            return try await route()
+        } catch let stale as FrontRecordsHTTP.StaleVersion {
+            var reply = Self.error(stale.error, status: 412)
+            reply.etag = stale.current
+            return reply
+        } catch is FrontRecordsHTTP.PreconditionRequired {
+            return Self.error(
+                RPCError(
+                    code: .failedPrecondition,
+                    message: "this change needs `If-Match: \"<version>\"` with the version the change is based on"),
+                status: 428)
         } catch let error as RPCError {
             return Self.error(error)
         } catch {

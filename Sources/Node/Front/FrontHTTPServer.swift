@@ -185,14 +185,18 @@ private final class FrontHTTPHandler: ChannelInboundHandler, @unchecked Sendable
                 keepAlive: false, context: context)
             return
         }
-        let path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
+        let parts = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let path = String(parts.first ?? "")
+        let query = parts.count == 2 ? String(parts[1]) : ""
+        let ifMatch = head.headers["If-Match"].first
         let method = head.method.rawValue
         let data = Data(body.readableBytesView)
         let api = self.api
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
         Task {
-            let reply = await api.handle(method: method, path: path, body: data, identity: identity)
+            let reply = await api.handle(
+                method: method, path: path, query: query, ifMatch: ifMatch, body: data, identity: identity)
             loop.execute {
                 let (handler, context) = bound.value
                 handler.write(reply, keepAlive: keepAlive, context: context)
@@ -206,6 +210,7 @@ private final class FrontHTTPHandler: ChannelInboundHandler, @unchecked Sendable
         headers.add(name: "Content-Type", value: "application/json")
         headers.add(name: "Content-Length", value: "\(reply.body.count)")
         if let retry = reply.retryAfterSeconds { headers.add(name: "Retry-After", value: "\(retry)") }
+        if let etag = reply.etag { headers.add(name: "ETag", value: "\"\(etag)\"") }
         if close { headers.add(name: "Connection", value: "close") }
         let status = HTTPResponseStatus(statusCode: reply.status)
         context.write(
