@@ -58,14 +58,20 @@ struct Drill {
             "cluster of \(cluster.ids.count) up\(proxies != nil ? " (proxies between members)" : ""); running \(scenario.name) for \(scenario.durationSeconds) s with \(scenario.clients) clients"
         )
 
+        let records = RecordWorkload(
+            clients: scenario.recordClients ?? 0, fronts: cluster.fronts, tls: cluster.applicationTLS,
+            namespace: namespace.replacingOccurrences(of: "/", with: "."),
+            timeout: .milliseconds(Int64((scenario.clientTimeoutSeconds ?? 6) * 1000)))
         let end = start + UInt64(scenario.durationSeconds * 1e9)
         async let load: Void = workload.run(until: end)
+        async let recordLoad: Void = records.clients > 0 ? records.run(until: end) : ()
         // Faults end a little before the workload does, so that recovery is measured under load.
         let lastFault = scenario.faults.map(\.atSeconds).max() ?? 0
         try await injector.run(
             scenario.faults, until: max(scenario.durationSeconds - scenario.recoveryBoundSeconds, lastFault))
         try injector.heal()
         try await load
+        try await recordLoad
         progress("workload done: \(history.all.count) events; checking")
 
         var verdict = Verdict()
@@ -82,6 +88,12 @@ struct Drill {
         verdict.operationsChecked = checked
         verdict.checks += injector.checks
         verdict.checks.append(await convergence(cluster))
+        if records.clients > 0 {
+            let seen = records.ledger.snapshot
+            verdict.checks.append(RecordWorkload.versionsInOrder(seen.observations))
+            verdict.checks.append(await records.createsOnce(seen.creates))
+            verdict.checks.append(await crmCheck(cluster))
+        }
         // No member may crash (a Swift runtime trap or a signal backtrace), whatever the scenario.
         verdict.checks.append(
             logsClean(
@@ -134,6 +146,28 @@ struct Drill {
     }
 
     // MARK: Checks
+
+    /// `crm check` on every running member: indexes agree with records, subject keys with persons.
+    private func crmCheck(_ cluster: ProcessCluster) async -> Verdict.Check {
+        var details: [String] = []
+        var passed = true
+        for id in cluster.ids {
+            guard let connection = cluster.adminConnection(id) else { continue }
+            do {
+                let report = try await connection.admin.crmCheck(Crm_V1_CRMCheckRequest())
+                details.append("member \(id): \(report.records) records, \(report.problems.count) problems")
+                if !report.problems.isEmpty {
+                    passed = false
+                    details.append(contentsOf: report.problems.prefix(3).map { "member \(id): \($0)" })
+                }
+            } catch {
+                passed = false
+                details.append("member \(id): the check failed: \(error)")
+            }
+        }
+        return Verdict.Check(
+            name: "crm check", passed: passed && !details.isEmpty, detail: details.joined(separator: "; "))
+    }
 
     /// After each disruptive fault and after the heal, writes must flow again within the
     /// scenario's bound. The unavailability after a moment is the longest wait for the next

@@ -140,6 +140,8 @@ struct Scenario: Codable, Sendable {
     var durationSeconds: Double
     var clients: Int
     var keys: Int
+    /// Clients of the records workload that run beside the KV clients (0: none).
+    var recordClients: Int?
     /// Lines no member may log during the drill (plain substrings), e.g. that sessions expired.
     var logsMustNotContain: [String]?
     /// How long a client waits for one operation before giving up on it (an `info`); default 6 s.
@@ -151,6 +153,7 @@ struct Scenario: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case name, description, nodes, clients, keys, faults
         case plantedBug = "planted_bug"
+        case recordClients = "record_clients"
         case clientTimeoutSeconds = "client_timeout_s"
         case logsMustNotContain = "logs_must_not_contain"
         case durationSeconds = "duration_s"
@@ -181,6 +184,7 @@ struct Scenario: Codable, Sendable {
         if !(1...600).contains(durationSeconds) { problems.append("duration_s must be 1 to 600") }
         if !(1...256).contains(clients) { problems.append("clients must be 1 to 256") }
         if !(1...100_000).contains(keys) { problems.append("keys must be 1 to 100000") }
+        if let recordClients, !(0...64).contains(recordClients) { problems.append("record_clients must be 0 to 64") }
         if let timeout = clientTimeoutSeconds, !(0.1...60).contains(timeout) {
             problems.append("client_timeout_s must be 0.1 to 60")
         }

@@ -42,6 +42,25 @@ public final class FrontPool: Sendable {
         throw lastError ?? RPCError(code: .unavailable, message: "no front could be reached")
     }
 
+    /// A records call on the current front, moving on to the next one that can be reached.
+    /// Every records call may be sent again: creates carry a request id, changes an expected
+    /// version, so none applies twice.
+    public func records<Response: Sendable>(
+        _ call: (Crm_V1_Records.Client<HTTP2ClientTransport.Posix>) async throws -> Response
+    ) async throws -> Response {
+        var lastError: (any Error)?
+        for _ in 0..<connections.count {
+            let index = current.withLock { $0 }
+            do {
+                return try await call(connections[index].records)
+            } catch let error as RPCError where error.code == .unavailable && Self.isUnreachable(error) {
+                lastError = error
+                current.withLock { if $0 == index { $0 = (index + 1) % connections.count } }
+            }
+        }
+        throw lastError ?? RPCError(code: .unavailable, message: "no front could be reached")
+    }
+
     public func get(_ request: Crm_V1_GetRequest, options: CallOptions = .defaults) async throws -> Crm_V1_GetResponse {
         try await call(retryable: true) { try await $0.get(request, options: options) }
     }

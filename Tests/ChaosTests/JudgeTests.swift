@@ -107,3 +107,28 @@ import Testing
         #expect(Judge.counter(WorkloadLedger.Counts(), final: nil, key: "c").passed)
     }
 }
+
+@Suite struct RecordJudgeTests {
+    private func seen(
+        _ kind: String, _ invoked: UInt64, _ completed: UInt64, _ version: UInt64, base: UInt64? = nil
+    )
+        -> RecordWorkload.Observation
+    {
+        RecordWorkload.Observation(
+            record: "r", kind: kind, invoked: invoked, completed: completed, version: version, base: base)
+    }
+
+    @Test func versionsInRealTimeOrderPassAndEachKindOfViolationIsCaught() {
+        let good = [
+            seen("create", 0, 10, 5), seen("update", 11, 20, 9, base: 5), seen("get", 15, 25, 5),
+            seen("get", 21, 30, 9), seen("update", 31, 40, 12, base: 9),
+        ]
+        #expect(RecordWorkload.versionsInOrder(good).passed, "a read concurrent with an update may see either")
+        let stale = good + [seen("get", 41, 45, 9)]
+        #expect(!RecordWorkload.versionsInOrder(stale).passed, "a read after version 12 was acknowledged saw 9")
+        let twice = good + [seen("update", 50, 60, 12, base: 12)]
+        let verdict = RecordWorkload.versionsInOrder(twice)
+        #expect(!verdict.passed && verdict.detail.contains("made twice"))
+        #expect(!RecordWorkload.versionsInOrder([seen("update", 0, 1, 3, base: 4)]).passed)
+    }
+}
