@@ -164,6 +164,11 @@ public struct RecordChanges: Sendable {
         guard let value = try kv.crmValue(CRMLayout.record(workspace: workspace, entity: entity, id: id)) else {
             return nil
         }
+        return try decoded(value, entity, id)
+    }
+
+    /// The record stored as `value` at the key of `entity` and `id`.
+    func decoded(_ value: CRMValue, _ entity: EntityCode, _ id: CRMID) throws -> VersionedRecord {
         guard let record = StoredRecord(encoded: value.payload), let version = value.version, record.id == id,
             record.entity == entity
         else { throw RecordError.keys(.doesNotOpen("\(entity.name) \(id)")) }

@@ -1,4 +1,5 @@
 import BinaryCoding
+import Foundation
 import KVStore
 import Sealing
 
@@ -110,7 +111,7 @@ extension RecordChanges {
                 from: from, to: end, limit: min(1024, ListQuery.maxScannedPerPage - scanned))
             for entry in page.entries {
                 scanned += 1
-                if let record = try listed(entry.key, idAt, query), matches(record, filters, query) {
+                if let record = try listed(entry, idAt, query), matches(record, filters, query) {
                     records.append(record)
                     if records.count == query.pageSize {
                         let more = page.more || entry.key != page.entries.last!.key
@@ -194,14 +195,21 @@ extension RecordChanges {
         return field
     }
 
-    /// The record an index key names, if it is of the listed entity and still there.
-    private func listed(_ key: [UInt8], _ place: IDPlace, _ query: ListQuery) throws -> VersionedRecord? {
-        let suffix = Array(key.suffix(CRMID.byteCount + 2))
+    /// The record an entry names (a record key holds the record itself; an index entry names
+    /// one), if it is of the listed entity and still there.
+    private func listed(
+        _ entry: (key: [UInt8], value: CRMValue), _ place: IDPlace, _ query: ListQuery
+    ) throws -> VersionedRecord? {
+        let suffix = Array(entry.key.suffix(CRMID.byteCount + 2))
         guard suffix.count == CRMID.byteCount + 2, let id = CRMID(bytes: Array(suffix.suffix(CRMID.byteCount))) else {
             return nil
         }
-        if place == .entityAndID, suffix.prefix(2).elementsEqual(query.entity.rawValue.utf8) == false { return nil }
-        return try read(query.entity, id)
+        switch place {
+        case .recordKey: return try decoded(entry.value, query.entity, id)
+        case .entityAndID:
+            guard suffix.prefix(2).elementsEqual(query.entity.rawValue.utf8) else { return nil }
+            return try read(query.entity, id)
+        }
     }
 
     private func matches(_ record: VersionedRecord, _ filters: [UInt16: [UInt8]], _ query: ListQuery) -> Bool {
@@ -304,43 +312,21 @@ public enum PageTokens {
         return writer.bytes
     }
 
-    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
-
     static func base64URL(_ bytes: [UInt8]) -> String {
-        var out: [UInt8] = []
-        out.reserveCapacity((bytes.count * 4 + 2) / 3)
-        var index = 0
-        while index < bytes.count {
-            let chunk = bytes[index..<min(index + 3, bytes.count)]
-            var value: UInt32 = 0
-            for (offset, byte) in chunk.enumerated() { value |= UInt32(byte) << (16 - 8 * offset) }
-            for position in 0..<(chunk.count + 1) { out.append(alphabet[Int((value >> (18 - 6 * position)) & 63)]) }
-            index += 3
-        }
-        return String(decoding: out, as: UTF8.self)
+        Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
     }
 
+    /// The bytes of unpadded base64url `text`; nil for anything else, a non-canonical spelling
+    /// included (so that one token has exactly one text).
     static func bytes(base64URL text: Substring) -> [UInt8]? {
-        var values: [UInt8] = []
-        values.reserveCapacity(text.utf8.count)
-        for character in text.utf8 {
-            guard let value = alphabet.firstIndex(of: character) else { return nil }
-            values.append(UInt8(value))
-        }
-        guard values.count % 4 != 1 else { return nil }
-        var out: [UInt8] = []
-        var index = 0
-        while index < values.count {
-            let chunk = values[index..<min(index + 4, values.count)]
-            var value: UInt32 = 0
-            for (offset, sextet) in chunk.enumerated() { value |= UInt32(sextet) << (18 - 6 * offset) }
-            for position in 0..<(chunk.count - 1) {
-                out.append(UInt8(truncatingIfNeeded: value >> (16 - 8 * position)))
-            }
-            index += 4
-        }
-        // Only the canonical form: the unused low bits of the last character are zero.
-        guard base64URL(out).utf8.elementsEqual(text.utf8) else { return nil }
-        return out
+        guard text.utf8.allSatisfy({ $0 != UInt8(ascii: "+") && $0 != UInt8(ascii: "/") && $0 != UInt8(ascii: "=") })
+        else { return nil }
+        var standard = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        standard += String(repeating: "=", count: (4 - standard.utf8.count % 4) % 4)
+        guard let data = Data(base64Encoded: standard) else { return nil }
+        let bytes = [UInt8](data)
+        guard base64URL(bytes).utf8.elementsEqual(text.utf8) else { return nil }
+        return bytes
     }
 }

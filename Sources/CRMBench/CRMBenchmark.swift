@@ -169,28 +169,12 @@ struct CRMBenchmark: AsyncParsableCommand {
             for client in 0..<clients {
                 let connection = pool[client % pool.count]
                 group.addTask {
-                    var result = KVBenchmark.ClientResult()
                     var generator = SystemRandomNumberGenerator()
-                    var iteration = 0
-                    while Date() < end {
-                        iteration += 1
-                        let begin = DispatchTime.now().uptimeNanoseconds
-                        do {
-                            try await Self.once(
-                                operation, client: client, of: clients, iteration: iteration, connection, fixture,
-                                &generator)
-                            if Date() >= measureFrom {
-                                let elapsed = (DispatchTime.now().uptimeNanoseconds - begin) / 1000
-                                _ = result.histogram.record(max(elapsed, 1))
-                                result.operations += 1
-                            }
-                        } catch let error as RPCError {
-                            if Date() >= measureFrom { result.errors["\(error.code)", default: 0] += 1 }
-                        } catch {
-                            if Date() >= measureFrom { result.errors["\(error)", default: 0] += 1 }
-                        }
+                    return await KVBenchmark.ClientResult.closedLoop(measureFrom: measureFrom, end: end) { iteration in
+                        try await Self.once(
+                            operation, client: client, of: clients, iteration: iteration, connection, fixture,
+                            &generator)
                     }
-                    return result
                 }
             }
             var total = KVBenchmark.ClientResult()

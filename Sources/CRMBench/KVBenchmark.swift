@@ -81,6 +81,32 @@ struct KVBenchmark: AsyncParsableCommand {
         /// Uptime nanoseconds at which each measured request succeeded.
         var completions: [UInt64] = []
 
+        /// One client's closed loop: `request` (given its count, from 1) one at a time until
+        /// `end`, each latency and outcome recorded from `measureFrom` on.
+        static func closedLoop(
+            measureFrom: Date, end: Date, _ request: (Int) async throws -> Void
+        ) async -> ClientResult {
+            var result = ClientResult()
+            var count = 0
+            while Date() < end {
+                count += 1
+                let begin = DispatchTime.now().uptimeNanoseconds
+                do {
+                    try await request(count)
+                    if Date() >= measureFrom {
+                        _ = result.histogram.record(max((DispatchTime.now().uptimeNanoseconds - begin) / 1000, 1))
+                        result.operations += 1
+                        result.completions.append(DispatchTime.now().uptimeNanoseconds)
+                    }
+                } catch let error as RPCError {
+                    if Date() >= measureFrom { result.errors["\(error.code)", default: 0] += 1 }
+                } catch {
+                    if Date() >= measureFrom { result.errors["\(error)", default: 0] += 1 }
+                }
+            }
+            return result
+        }
+
         mutating func merge(_ other: ClientResult) {
             histogram.add(other.histogram)
             operations += other.operations
@@ -103,41 +129,23 @@ struct KVBenchmark: AsyncParsableCommand {
     private func runClient(
         _ client: Int, connection: MemberConnection, value: Data, measureFrom: Date, end: Date
     ) async -> ClientResult {
-        var result = ClientResult()
         var generator = SystemRandomNumberGenerator()
         var options = CallOptions.defaults
         options.timeout = .seconds(10)
-        var count = 0
-        while Date() < end {
-            count += 1
+        return await ClientResult.closedLoop(measureFrom: measureFrom, end: end) { count in
             let key = Data("bench/\(Int.random(in: 0..<keys, using: &generator))".utf8)
-            let isPut = op == .put || (op == .mixed && count % 2 == 0)
-            let begin = DispatchTime.now().uptimeNanoseconds
-            do {
-                if isPut {
-                    var request = Crm_V1_PutRequest()
-                    request.key = key
-                    request.value = value
-                    _ = try await connection.kv.put(request, options: options)
-                } else {
-                    var request = Crm_V1_GetRequest()
-                    request.key = key
-                    request.consistency = serializable ? .serializable : .linearizable
-                    _ = try await connection.kv.get(request, options: options)
-                }
-                let elapsed = (DispatchTime.now().uptimeNanoseconds - begin) / 1000
-                if Date() >= measureFrom {
-                    _ = result.histogram.record(max(elapsed, 1))
-                    result.operations += 1
-                    result.completions.append(DispatchTime.now().uptimeNanoseconds)
-                }
-            } catch let error as RPCError {
-                if Date() >= measureFrom { result.errors["\(error.code)", default: 0] += 1 }
-            } catch {
-                if Date() >= measureFrom { result.errors["\(error)", default: 0] += 1 }
+            if op == .put || (op == .mixed && count % 2 == 0) {
+                var request = Crm_V1_PutRequest()
+                request.key = key
+                request.value = value
+                _ = try await connection.kv.put(request, options: options)
+            } else {
+                var request = Crm_V1_GetRequest()
+                request.key = key
+                request.consistency = serializable ? .serializable : .linearizable
+                _ = try await connection.kv.get(request, options: options)
             }
         }
-        return result
     }
 
     private func preload(_ connection: MemberConnection, value: Data) async throws {

@@ -15,6 +15,17 @@ public enum RecordJSON {
         ]
     }
 
+    /// An entity's fields as `Describe` gives them.
+    public static func object(_ described: Crm_V1_DescribeResponse) -> [String: Any] {
+        [
+            "entity": described.entity,
+            "fields": described.fields.map {
+                ["name": $0.name, "type": $0.type, "personal": $0.personal, "lookup": $0.lookup, "index": $0.index]
+                    as [String: Any]
+            },
+        ]
+    }
+
     public static func value(_ value: Crm_V1_FieldValue) -> Any {
         switch value.kind {
         case .text(let text)?: return text
@@ -31,8 +42,10 @@ public enum RecordJSON {
         }
     }
 
-    /// Sorted-key JSON text of `object`.
-    public static func data(_ object: Any) throws -> Data {
-        try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+    /// Sorted-key JSON text of `object`, a single value included (`pretty`: indented, for people).
+    public static func data(_ object: Any, pretty: Bool = false) throws -> Data {
+        var options: JSONSerialization.WritingOptions = [.sortedKeys, .withoutEscapingSlashes, .fragmentsAllowed]
+        if pretty { options.insert(.prettyPrinted) }
+        return try JSONSerialization.data(withJSONObject: object, options: options)
     }
 }

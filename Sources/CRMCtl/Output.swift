@@ -1,3 +1,4 @@
+import CRMClient
 import CRMProto
 import Foundation
 
@@ -7,6 +8,11 @@ enum Output {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    }
+
+    /// JSON of a value built from `RecordJSON` (objects, arrays, strings, numbers, booleans).
+    static func object(_ value: Any) throws {
+        print(String(decoding: try RecordJSON.data(value, pretty: true), as: UTF8.self))
     }
 
     static func table(_ header: [String], _ rows: [[String]]) {

@@ -58,7 +58,7 @@ struct Records: AsyncParsableCommand {
                 request.pageToken = next
             }
             if options.json {
-                try Output.json(RawJSON(["records": records.map(RecordJSON.object), "next_page_token": next]))
+                try Output.object(["records": records.map(RecordJSON.object), "next_page_token": next])
             } else {
                 try Records.print(records, json: false)
                 if !next.isEmpty { Swift.print("next page: --page-token \(next)") }
@@ -102,16 +102,7 @@ struct Records: AsyncParsableCommand {
             let sent = request
             let described = try await Records.call(options) { try await $0.records.describe(sent) }
             if options.json {
-                try Output.json(
-                    RawJSON([
-                        "entity": described.entity,
-                        "fields": described.fields.map {
-                            [
-                                "name": $0.name, "type": $0.type, "personal": $0.personal, "lookup": $0.lookup,
-                                "index": $0.index,
-                            ] as [String: Any]
-                        },
-                    ]))
+                try Output.object(RecordJSON.object(described))
                 return
             }
             Output.table(
@@ -130,16 +121,15 @@ struct Records: AsyncParsableCommand {
 
     static func print(_ records: [Crm_V1_Record], json: Bool) throws {
         if json {
-            try Output.json(
-                RawJSON(records.count == 1 ? RecordJSON.object(records[0]) : records.map(RecordJSON.object)))
+            try Output.object(records.count == 1 ? RecordJSON.object(records[0]) : records.map(RecordJSON.object))
             return
         }
         for record in records {
             Swift.print(
                 "\(record.entity) \(record.id) version \(record.version)\(record.deleted ? " (in the trash)" : "")")
             for (name, value) in record.fields.sorted(by: { $0.key < $1.key }) {
-                let rendered = (try? RecordJSON.data(["v": RecordJSON.value(value)])).map {
-                    String(String(decoding: $0, as: UTF8.self).dropFirst(5).dropLast())
+                let rendered = (try? RecordJSON.data(RecordJSON.value(value))).map {
+                    String(decoding: $0, as: UTF8.self)
                 }
                 Swift.print("  \(name): \(rendered ?? "?")")
             }
@@ -181,39 +171,8 @@ struct CRMCommand: AsyncParsableCommand {
                     for problem in response.problems { Swift.print("  \(problem)") }
                 }
             }
-            if options.json { try Output.json(RawJSON(["members": reports, "problems": problems])) }
+            if options.json { try Output.object(["members": reports, "problems": problems]) }
             if problems > 0 { throw ExitCode(1) }
-        }
-    }
-}
-
-/// Any JSON value, for commands whose output is built from `RecordJSON`.
-struct RawJSON: Encodable {
-    let object: Any
-    init(_ object: Any) { self.object = object }
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(Fragment(object))
-    }
-
-    private struct Fragment: Encodable {
-        let value: Any
-        init(_ value: Any) { self.value = value }
-
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.singleValueContainer()
-            switch value {
-            case let text as String: try container.encode(text)
-            case let flag as Bool: try container.encode(flag)
-            case let number as Int64: try container.encode(number)
-            case let number as UInt64: try container.encode(number)
-            case let number as Int: try container.encode(number)
-            case let number as UInt32: try container.encode(number)
-            case let list as [Any]: try container.encode(list.map(Fragment.init))
-            case let object as [String: Any]: try container.encode(object.mapValues(Fragment.init))
-            default: try container.encodeNil()
-            }
         }
     }
 }

@@ -317,8 +317,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
             var response = Crm_V1_BatchGetRecordsResponse()
             for id in ids {
                 if let record = try crm.changes.read(entity, id) {
-                    response.records.append(
-                        RecordsProto.record(record, fields: try crm.changes.open(record.record, fields: fields)))
+                    response.records.append(try opened(record, fields: fields))
                 } else {
                     response.missing.append(id.description)
                 }
@@ -345,9 +344,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
                     nowMillis: now, keySets: { try? crm.keys.keySet($0) })
             let page = try crm.changes.list(query, after: after)
             var response = Crm_V1_ListRecordsResponse()
-            response.records = try page.records.map {
-                RecordsProto.record($0, fields: try crm.changes.open($0.record, fields: fields))
-            }
+            response.records = try page.records.map { try opened($0, fields: fields) }
             if let resume = page.resumeAfter {
                 response.nextPageToken = try PageTokens.seal(
                     resume, query: query, principal: caller.owner, workspace: workspace, issuedAtMillis: now,
@@ -388,7 +385,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
             }
             var response = Crm_V1_RecordsResponse()
             response.records = try found.filter { message.includeDeleted || !$0.record.deleted }.map {
-                RecordsProto.record($0, fields: try crm.changes.open($0.record, fields: nil))
+                try opened($0, fields: nil)
             }
             return response
         }
@@ -403,7 +400,12 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
     private func response(_ entity: EntityCode, _ id: CRMID, fields: Set<String>?) throws -> Crm_V1_RecordResponse {
         guard let record = try crm.changes.read(entity, id) else { throw RecordError.notFound(entity, id) }
         var response = Crm_V1_RecordResponse()
-        response.record = RecordsProto.record(record, fields: try crm.changes.open(record.record, fields: fields))
+        response.record = try opened(record, fields: fields)
         return response
+    }
+
+    /// `record` in its gRPC form, with `fields` (all when nil) opened.
+    private func opened(_ record: VersionedRecord, fields: Set<String>?) throws -> Crm_V1_Record {
+        RecordsProto.record(record, fields: try crm.changes.open(record.record, fields: fields))
     }
 }

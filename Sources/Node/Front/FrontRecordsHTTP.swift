@@ -48,7 +48,7 @@ struct FrontRecordsHTTP: Sendable {
             case ("GET", "describe"):
                 var request = Crm_V1_DescribeRequest()
                 request.entity = entityName
-                return try Self.reply(Self.describeJSON(try await records.describe(request, access)))
+                return try Self.reply(RecordJSON.object(try await records.describe(request, access)))
             default: throw Self.methodNotAllowed(method, path)
             }
         }
@@ -355,7 +355,6 @@ struct FrontRecordsHTTP: Sendable {
         switch (field.type, json) {
         case (.text, .string(let text)), (.choice, .string(let text)): value.text = text
         case (.texts, _), (.emails, _), (.phones, _):
-            value.texts = .with { $0.items = [] }
             value.texts.items = try textList(json)
         case (.integer, .integer(let number)): value.integer = number
         case (.money, .object(let money)):
@@ -380,22 +379,17 @@ struct FrontRecordsHTTP: Sendable {
         case (.bool, .bool(let flag)): value.boolean = flag
         case (.reference, .string(let id)): value.reference = id
         case (.references, _):
-            value.references = .with { $0.ids = [] }
             value.references.ids = try textList(json)
         case (.targets, .array(let items)):
             guard items.count <= CRMLimits.listItems else { throw refuse("at most \(CRMLimits.listItems) targets") }
-            value.targets = .with { list in
-                list.items = []
-            }
-            for item in items {
+            value.targets.items = try items.map { item in
                 guard case .object(let target) = item, target.count == 2, case .string(let entity)? = target["entity"],
                     case .string(let id)? = target["id"]
                 else { throw refuse("an array of {\"entity\": ..., \"id\": ...}") }
-                value.targets.items.append(
-                    .with {
-                        $0.entity = entity
-                        $0.id = id
-                    })
+                return .with {
+                    $0.entity = entity
+                    $0.id = id
+                }
             }
         case (.integer, _), (.timestamp, _): throw refuse("an integer")
         case (.bool, _): throw refuse("true or false")
@@ -478,15 +472,5 @@ struct FrontRecordsHTTP: Sendable {
         var reply = try reply(RecordJSON.object(record))
         reply.etag = record.version
         return reply
-    }
-
-    static func describeJSON(_ described: Crm_V1_DescribeResponse) -> [String: Any] {
-        [
-            "entity": described.entity,
-            "fields": described.fields.map {
-                ["name": $0.name, "type": $0.type, "personal": $0.personal, "lookup": $0.lookup, "index": $0.index]
-                    as [String: Any]
-            },
-        ]
     }
 }
