@@ -46,6 +46,18 @@ public final class CRMKeyState: Sendable {
         return set
     }
 
+    /// The versions of the key sets stored (the one in use, and the one a running re-wrap
+    /// retires).
+    public func storedVersions() throws -> [UInt64] {
+        let prefix = CRMLayout.keySetPrefix
+        let page = try kv.crmScan(from: prefix, to: CRMLayout.end(of: prefix), limit: 16)
+        return page.entries.compactMap { entry in
+            var reader = BinaryReader(Array(entry.key.dropFirst(prefix.count)))
+            guard let version = reader.u64(), reader.isAtEnd else { return nil }
+            return version
+        }
+    }
+
     /// What keeps this member from serving CRM calls, if anything: `wrongKey` or
     /// `keySetDamaged` raise the CRMKEY alarm; `keyUnavailable` makes calls UNAVAILABLE.
     public func problem() -> CRMKeyError? {
@@ -108,12 +120,14 @@ public struct RewrapJob: Equatable, Sendable {
     public var workspace: UInt32
     /// The vault key after which the next batch starts (empty: from the beginning).
     public var cursor: [UInt8]
+    /// Subject keys re-wrapped so far (progress for operators).
+    public var rewrapped: UInt64 = 0
 
     public static let batchSize = 128
 
     var encoded: [UInt8] {
         var writer = BinaryWriter()
-        writer.u64(from); writer.u64(to); writer.u32(workspace); writer.blob(cursor)
+        writer.u64(from); writer.u64(to); writer.u32(workspace); writer.blob(cursor); writer.u64(rewrapped)
         return writer.bytes
     }
 
@@ -124,12 +138,17 @@ public struct RewrapJob: Equatable, Sendable {
         self.cursor = cursor
     }
 
+    /// The job from its record (one written before the count was kept has none: 0).
     init?(encoded bytes: [UInt8]) {
         var reader = BinaryReader(bytes)
         guard let from = reader.u64(), let to = reader.u64(), to == from + 1, let workspace = reader.u32(),
-            let cursor = reader.blob(limit: TransactionLimits.maxKeyBytes), reader.isAtEnd
+            let cursor = reader.blob(limit: TransactionLimits.maxKeyBytes)
         else { return nil }
         self.init(from: from, to: to, workspace: workspace, cursor: cursor)
+        if !reader.isAtEnd {
+            guard let count = reader.u64(), reader.isAtEnd else { return nil }
+            rewrapped = count
+        }
     }
 
     /// The job in progress, with the version of its record (nil: none).
@@ -170,6 +189,7 @@ public struct RewrapJob: Equatable, Sendable {
         }
         var advanced = self
         advanced.cursor = last.key
+        advanced.rewrapped += UInt64(operations.count)
         operations.append(.putStamped(key: CRMLayout.rewrapJob, value: advanced.encoded))
         return Transaction(conditions: conditions, operations: operations)
     }

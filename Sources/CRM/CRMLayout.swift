@@ -24,6 +24,11 @@ public enum CRMLayout {
         bigEndian(workspace) + Array("/v/sk/".utf8)
     }
 
+    /// The custom fields of `entity` (configuration: names, types, purposes; never values).
+    public static func metadata(workspace: UInt32, entity: EntityCode) -> [UInt8] {
+        bigEndian(workspace) + Array("/meta/\(entity.rawValue)".utf8)
+    }
+
     /// A record of `entity` with `id`.
     public static func record(workspace: UInt32, entity: EntityCode, id: CRMID) -> [UInt8] {
         recordPrefix(workspace: workspace, entity: entity) + id.bytes

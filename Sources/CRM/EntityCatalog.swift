@@ -66,27 +66,37 @@ public enum FieldIndex: String, Sendable {
     case contact = "pc"
 }
 
-public struct FieldDefinition: Sendable {
+public struct FieldDefinition: Equatable, Sendable {
     public var id: UInt16
     public var name: String
     public var type: FieldType
     /// Personal data: sealed under the subject's key, never in a key, a log or a URL.
     public var personal: Bool
+    /// Why the field is kept (a purpose id): every personal field declares one, so that the
+    /// record of processing and retention can name it.
+    public var purpose: String?
     public var lookup: FieldLookup?
     public var index: FieldIndex?
+    /// A custom field taken out of use: refused in writes, absent from reads; its id and name
+    /// are never given to another field.
+    public var retired = false
 
     public init(
-        _ id: UInt16, _ name: String, _ type: FieldType, personal: Bool = false, lookup: FieldLookup? = nil,
-        index: FieldIndex? = nil
+        _ id: UInt16, _ name: String, _ type: FieldType, personal: Bool = false, purpose: String? = nil,
+        lookup: FieldLookup? = nil, index: FieldIndex? = nil
     ) {
         precondition(index == nil || !personal, "personal values are never in an index key")
+        precondition(!personal || purpose != nil, "a personal field declares its purpose")
         self.id = id
         self.name = name
         self.type = type
         self.personal = personal
+        self.purpose = purpose
         self.lookup = lookup
         self.index = index
     }
+
+    public var isCustom: Bool { id >= CRMLimits.firstCustomField }
 }
 
 public enum CRMLimits {
@@ -97,14 +107,21 @@ public enum CRMLimits {
     public static let listItems = 20
     /// Custom fields are numbered from here; standard ones below.
     public static let firstCustomField: UInt16 = 1000
+    /// Custom fields an entity may have, retired ones included (their ids stay taken).
+    public static let customFields = 100
+    public static let choices = 64
 }
 
 public struct EntityDefinition: Sendable {
     public var code: EntityCode
+    /// Standard fields, then custom ones (retired ones included).
     public var fields: [FieldDefinition]
 
-    public func field(named name: String) -> FieldDefinition? { fields.first { $0.name == name } }
-    public func field(id: UInt16) -> FieldDefinition? { fields.first { $0.id == id } }
+    /// The field in use called `name` (a retired field is not).
+    public func field(named name: String) -> FieldDefinition? { fields.first { $0.name == name && !$0.retired } }
+    /// The field in use with `id` (a retired field is not).
+    public func field(id: UInt16) -> FieldDefinition? { fields.first { $0.id == id && !$0.retired } }
+    public var fieldsInUse: [FieldDefinition] { fields.filter { !$0.retired } }
 
     /// Whose key seals this entity's personal fields.
     public var sealsUnderOwnSubject: Bool { code == .person }
@@ -114,6 +131,8 @@ public struct EntityDefinition: Sendable {
 public enum EntityCatalog {
     private static let text = FieldType.text(maxBytes: CRMLimits.textBytes)
     private static let list = CRMLimits.listItems
+    /// The purpose of the standard personal fields: keeping the customer relationship.
+    public static let relationship = "customer_relationship"
 
     public static func standard(_ code: EntityCode) -> EntityDefinition {
         switch code {
@@ -121,16 +140,18 @@ public enum EntityCatalog {
             return EntityDefinition(
                 code: code,
                 fields: [
-                    FieldDefinition(1, "first_name", text, personal: true, lookup: .name),
-                    FieldDefinition(2, "last_name", text, personal: true, lookup: .name),
-                    FieldDefinition(3, "emails", .emails(maxItems: list), personal: true, lookup: .email),
-                    FieldDefinition(4, "phones", .phones(maxItems: list), personal: true, lookup: .phone),
-                    FieldDefinition(5, "job_title", text, personal: true),
-                    FieldDefinition(6, "city", text, personal: true),
-                    FieldDefinition(7, "address", text, personal: true),
-                    FieldDefinition(8, "linkedin", text, personal: true),
-                    FieldDefinition(9, "avatar_url", text, personal: true),
-                    FieldDefinition(10, "birthday", .date, personal: true),
+                    FieldDefinition(1, "first_name", text, personal: true, purpose: relationship, lookup: .name),
+                    FieldDefinition(2, "last_name", text, personal: true, purpose: relationship, lookup: .name),
+                    FieldDefinition(
+                        3, "emails", .emails(maxItems: list), personal: true, purpose: relationship, lookup: .email),
+                    FieldDefinition(
+                        4, "phones", .phones(maxItems: list), personal: true, purpose: relationship, lookup: .phone),
+                    FieldDefinition(5, "job_title", text, personal: true, purpose: relationship),
+                    FieldDefinition(6, "city", text, personal: true, purpose: relationship),
+                    FieldDefinition(7, "address", text, personal: true, purpose: relationship),
+                    FieldDefinition(8, "linkedin", text, personal: true, purpose: relationship),
+                    FieldDefinition(9, "avatar_url", text, personal: true, purpose: relationship),
+                    FieldDefinition(10, "birthday", .date, personal: true, purpose: relationship),
                     FieldDefinition(20, "company_id", .reference(.company), index: .company),
                     FieldDefinition(21, "source", text),
                     FieldDefinition(22, "tags", .texts(maxItems: list, maxBytes: 64)),
@@ -169,8 +190,9 @@ public enum EntityCatalog {
                 code: code,
                 fields: [
                     FieldDefinition(1, "kind", .choice(["note", "task", "call", "meeting"])),
-                    FieldDefinition(2, "title", text, personal: true),
-                    FieldDefinition(3, "body", .text(maxBytes: CRMLimits.bodyBytes), personal: true),
+                    FieldDefinition(2, "title", text, personal: true, purpose: relationship),
+                    FieldDefinition(
+                        3, "body", .text(maxBytes: CRMLimits.bodyBytes), personal: true, purpose: relationship),
                     FieldDefinition(4, "due_at", .timestamp, index: .due),
                     FieldDefinition(5, "status", .choice(["open", "done", "cancelled"]), index: .status),
                     FieldDefinition(6, "assignee", .reference(.person), index: .assignee),

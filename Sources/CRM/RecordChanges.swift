@@ -45,7 +45,6 @@ public struct RecordChanges: Sendable {
     public let keys: CRMKeyState
     public let kv: ReplicatedKV
     public var workspace = CRMLayout.defaultWorkspace
-    public var catalog: @Sendable (EntityCode) -> EntityDefinition = EntityCatalog.standard
 
     public init(keys: CRMKeyState, kv: ReplicatedKV) {
         self.keys = keys
@@ -59,7 +58,7 @@ public struct RecordChanges: Sendable {
         _ entity: EntityCode, id: CRMID, fields input: [String: FieldValue], owner: String, teams: [CRMID],
         principal: String, now: UInt64
     ) throws -> Transaction {
-        let definition = catalog(entity)
+        let definition = try definition(entity)
         let keySet = try inUse()
         let values = try validated(input, definition)
         var conditions: [TransactionCondition] = [
@@ -97,9 +96,9 @@ public struct RecordChanges: Sendable {
     public func update(
         _ current: VersionedRecord, set input: [String: FieldValue], clear: [String]
     ) throws -> Transaction {
-        let definition = catalog(current.record.entity)
+        let definition = try definition(current.record.entity)
         let keySet = try inUse()
-        var values = try open(current.record, fields: nil)
+        var values = try open(current.record, fields: nil, definition: definition)
         for (name, value) in try validated(input, definition) { values[name] = value }
         for name in clear {
             guard definition.field(named: name) != nil else {
@@ -112,8 +111,9 @@ public struct RecordChanges: Sendable {
             .keySet(keySet.version), .version(key: recordKey(record), current.version),
         ]
         var operations: [TransactionOperation] = []
+        // Unknown ids are kept as they are (a newer member's); retired fields' values go now.
         let known = Set(definition.fields.map(\.id))
-        record.fields = record.fields.filter { !known.contains($0.key) } // unknown ids are kept as they are
+        record.fields = record.fields.filter { !known.contains($0.key) }
         if record.subject == nil, hasPersonal(values, definition) { record.subject = subjectOf(values) }
         let subject = record.subject
         try fill(
@@ -175,9 +175,12 @@ public struct RecordChanges: Sendable {
         return VersionedRecord(record: record, version: version, updatedAtMillis: value.updatedAtMillis)
     }
 
-    /// The record's field values by name (only `fields` when given), personal ones opened.
-    public func open(_ record: StoredRecord, fields: Set<String>?) throws -> [String: FieldValue] {
-        let definition = catalog(record.entity)
+    /// The record's field values by name (only `fields` when given), personal ones opened;
+    /// fields not in `definition` (read when not given) are left out.
+    public func open(
+        _ record: StoredRecord, fields: Set<String>?, definition: EntityDefinition? = nil
+    ) throws -> [String: FieldValue] {
+        let definition = try definition ?? self.definition(record.entity)
         var values: [String: FieldValue] = [:]
         var subjectKey: SymmetricKey?
         for (id, stored) in record.fields.sorted(by: { $0.key < $1.key }) {
@@ -310,7 +313,7 @@ public struct RecordChanges: Sendable {
         func token(_ purpose: FieldLookup, _ text: String) -> [UInt8] {
             LookupTokens.token(purpose: purpose.rawValue, normalised: Array(text.utf8), keySet: keySet)
         }
-        for field in definition.fields {
+        for field in definition.fieldsInUse {
             guard let value = values[field.name] else { continue }
             switch (field.lookup, value) {
             case (.email?, .texts(let items)), (.phone?, .texts(let items)):
@@ -344,7 +347,7 @@ public struct RecordChanges: Sendable {
             }
         }
         // A name lookup covers the whole name (a person's first and last name together).
-        let nameParts = definition.fields.filter { $0.lookup == .name }.compactMap { field -> String? in
+        let nameParts = definition.fieldsInUse.filter { $0.lookup == .name }.compactMap { field -> String? in
             if case .text(let text)? = values[field.name] { return text }
             return nil
         }

@@ -4,10 +4,10 @@ import KVStore
 /// activity's targets. A link is a reference field of the linking record (so it moves with the
 /// record's version and its index), set only while the linked record exists.
 extension RecordChanges {
-    /// The field of `entity` that links to records of `target`: an activity's targets, else its
-    /// one reference field to that entity.
+    /// The standard field of `entity` that links to records of `target`: an activity's targets,
+    /// else its one reference field to that entity (custom references are set as fields).
     public func linkField(from entity: EntityCode, to target: EntityCode) throws -> FieldDefinition {
-        let definition = catalog(entity)
+        let definition = EntityCatalog.standard(entity)
         if let targets = definition.fields.first(where: { if case .targets = $0.type { true } else { false } }) {
             return targets
         }

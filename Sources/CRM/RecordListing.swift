@@ -93,7 +93,7 @@ extension RecordChanges {
     /// filter on a personal field (they are found only exactly, through a lookup) and an index
     /// the entity does not have.
     public func list(_ query: ListQuery, after: [UInt8]?) throws -> ListPage {
-        let definition = catalog(query.entity)
+        let definition = try definition(query.entity)
         let filters = try listFilters(query.filters, definition)
         guard (1...ListQuery.maxPageSize).contains(query.pageSize) else {
             throw RecordError.badRequest("`page_size` is 1 to \(ListQuery.maxPageSize)")

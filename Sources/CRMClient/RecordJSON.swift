@@ -20,8 +20,10 @@ public enum RecordJSON {
         [
             "entity": described.entity,
             "fields": described.fields.map {
-                ["name": $0.name, "type": $0.type, "personal": $0.personal, "lookup": $0.lookup, "index": $0.index]
-                    as [String: Any]
+                [
+                    "name": $0.name, "type": $0.type, "personal": $0.personal, "purpose": $0.purpose,
+                    "lookup": $0.lookup, "index": $0.index, "custom": $0.custom,
+                ] as [String: Any]
             },
         ]
     }

@@ -296,11 +296,12 @@ struct Keys: AsyncParsableCommand {
                 try Output.json(statuses.map(CRMKeyJSON.init))
             } else {
                 Output.table(
-                    ["ID", "KEY SET", "RE-WRAP", "PROBLEM"],
+                    ["ID", "KEY SET", "STORED", "RE-WRAP", "PROBLEM"],
                     statuses.map {
                         [
                             "\($0.memberID)", "\($0.versionInUse)",
-                            $0.rewrapRunning ? "\($0.rewrapFrom) -> \($0.rewrapTo)" : "-",
+                            $0.storedVersions.map(String.init).joined(separator: ","),
+                            $0.rewrapRunning ? "\($0.rewrapFrom) -> \($0.rewrapTo) (\($0.rewrapDone) keys done)" : "-",
                             $0.problem.isEmpty ? "-" : $0.problem,
                         ]
                     })
@@ -367,6 +368,8 @@ struct CRMKeyJSON: Encodable {
     let rewrap_running: Bool
     let rewrap_from: UInt64
     let rewrap_to: UInt64
+    let rewrap_done: UInt64
+    let stored_versions: [UInt64]
     let problem: String
 
     init(_ status: Crm_V1_CRMKeyStatusResponse) {
@@ -375,6 +378,8 @@ struct CRMKeyJSON: Encodable {
         rewrap_running = status.rewrapRunning
         rewrap_from = status.rewrapFrom
         rewrap_to = status.rewrapTo
+        rewrap_done = status.rewrapDone
+        stored_versions = status.storedVersions
         problem = status.problem
     }
 }

@@ -8,8 +8,8 @@ import Foundation
 /// with `-`, so that they stay out of the process list and the shell history.
 struct Records: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Read CRM records: get, list, lookup, describe.",
-        subcommands: [Get.self, List.self, Lookup.self, Describe.self])
+        abstract: "Read CRM records (get, list, lookup, describe) and add or retire custom fields.",
+        subcommands: [Get.self, List.self, Lookup.self, Describe.self, PutField.self, RetireField.self])
 
     struct Get: AsyncParsableCommand {
         @OptionGroup var options: ConnectionOptions
@@ -105,10 +105,71 @@ struct Records: AsyncParsableCommand {
                 try Output.object(RecordJSON.object(described))
                 return
             }
-            Output.table(
-                ["FIELD", "TYPE", "PERSONAL", "LOOKUP", "INDEX"],
-                described.fields.map { [$0.name, $0.type, $0.personal ? "yes" : "no", $0.lookup, $0.index] })
+            Records.print(described)
         }
+    }
+
+    struct PutField: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add a custom field to an entity, or widen one (longer, more items, wider range, more choices).",
+            discussion: "A field's type and whether it is personal never change; retire it and add another instead.")
+        @OptionGroup var options: ConnectionOptions
+        @Argument var entity: String
+        @Argument(help: "1 to 48 characters: a-z first, then a-z, 0-9 or _.") var name: String
+        @Option(
+            help:
+                "text, texts, emails, phones, integer, money, date, timestamp, boolean, choice, reference, references.")
+        var type: String
+        @Flag(help: "Personal data: sealed under the data subject's key, never filtered on.") var personal = false
+        @Option(help: "Why the field is kept (a purpose id); needed for a personal field.") var purpose: String?
+        @Option(help: "text: bytes; texts: bytes per item.") var maxBytes: UInt32?
+        @Option(help: "texts, emails, phones, references: items.") var maxItems: UInt32?
+        @Option(help: "integer: the smallest value.") var min: Int64?
+        @Option(help: "integer: the largest value.") var max: Int64?
+        @Option(help: "choice: the values, comma-separated.") var choices: String?
+        @Option(help: "reference, references: the entity referred to.") var target: String?
+        func run() async throws {
+            var request = Crm_V1_PutFieldRequest()
+            request.entity = entity
+            request.name = name
+            request.type = type
+            request.personal = personal
+            request.purpose = purpose ?? ""
+            request.maxBytes = maxBytes ?? 0
+            request.maxItems = maxItems ?? 0
+            if let min { request.min = min }
+            if let max { request.max = max }
+            request.choices = choices.map { $0.split(separator: ",").map(String.init) } ?? []
+            request.targetEntity = target ?? ""
+            let sent = request
+            let described = try await Records.call(options) { try await $0.records.putField(sent) }
+            try options.json ? Output.object(RecordJSON.object(described)) : Records.print(described)
+        }
+    }
+
+    struct RetireField: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract:
+                "Take a custom field out of use: refused in writes, absent from reads; its name is not used again.")
+        @OptionGroup var options: ConnectionOptions
+        @Argument var entity: String
+        @Argument var name: String
+        func run() async throws {
+            var request = Crm_V1_RetireFieldRequest()
+            request.entity = entity
+            request.name = name
+            let sent = request
+            let described = try await Records.call(options) { try await $0.records.retireField(sent) }
+            try options.json ? Output.object(RecordJSON.object(described)) : Records.print(described)
+        }
+    }
+
+    static func print(_ described: Crm_V1_DescribeResponse) {
+        Output.table(
+            ["FIELD", "TYPE", "PERSONAL", "PURPOSE", "LOOKUP", "INDEX", "CUSTOM"],
+            described.fields.map {
+                [$0.name, $0.type, $0.personal ? "yes" : "no", $0.purpose, $0.lookup, $0.index, $0.custom ? "yes" : ""]
+            })
     }
 
     static func call<T: Sendable>(

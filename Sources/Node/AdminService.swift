@@ -243,10 +243,12 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         response.problem = crm.keys.problem()?.description ?? ""
         do {
             response.versionInUse = try crm.keys.versionInUse()
+            response.storedVersions = try crm.keys.storedVersions()
             if let (job, _) = try RewrapJob.current(in: engine.kv) {
                 response.rewrapRunning = true
                 response.rewrapFrom = job.from
                 response.rewrapTo = job.to
+                response.rewrapDone = job.rewrapped
             }
         } catch {
             response.problem = "\(error)"

@@ -120,7 +120,7 @@ extension NodeConfig {
                 "grpc": .scalar, "http": .scalar, "requests_per_second": .scalar, "burst": .scalar,
                 "request_timeout_ms": .scalar, "drain_ms": .scalar, "poll_ms": .scalar,
             ]),
-            "crm": .mapping(["key_file": .scalar]),
+            "crm": .mapping(["key_file": .scalar, "rewrap_batches_per_second": .scalar]),
             "connections": .mapping([
                 "max_per_listener": .scalar, "max_per_address": .scalar, "first_request_ms": .scalar,
                 "idle_ms": .scalar, "request_read_ms": .scalar, "max_concurrent_streams": .scalar,
@@ -285,6 +285,9 @@ extension NodeConfig {
             )
         }
         if tlsReloadIntervalSeconds < 1 { problems.append("tls.reload_interval_seconds: at least 1") }
+        if let rate = crm?.rewrapBatchesPerSecond, !(1...1024).contains(rate) {
+            problems.append("crm.rewrap_batches_per_second: \(rate) is outside 1–1024")
+        }
         if !(16...60_000).contains(maxConnectionsPerListener) {
             problems.append("connections.max_per_listener: \(maxConnectionsPerListener) is outside 16–60000")
         }

@@ -301,11 +301,20 @@ public struct NodeConfig: Codable, Sendable, Equatable {
     /// The CRM: its key-encryption key, the same file on every member.
     public struct CRM: Codable, Sendable, Equatable {
         public var keyFile: String?
+        /// Re-wrap batches (of up to 128 subject keys) the leader proposes a second after a
+        /// key-set rotation: the job's share of the log (1 to 1024; 64 when not given).
+        public var rewrapBatchesPerSecond: Int?
 
-        public init(keyFile: String? = nil) { self.keyFile = keyFile }
+        public init(keyFile: String? = nil, rewrapBatchesPerSecond: Int? = nil) {
+            self.keyFile = keyFile
+            self.rewrapBatchesPerSecond = rewrapBatchesPerSecond
+        }
+
+        public static let defaultRewrapBatchesPerSecond = 64
 
         enum CodingKeys: String, CodingKey {
             case keyFile = "key_file"
+            case rewrapBatchesPerSecond = "rewrap_batches_per_second"
         }
     }
 

@@ -251,6 +251,7 @@ public final class NodeRuntime: @unchecked Sendable {
         guard let engine, let transport, let storage, let monitor, let poller else {
             preconditionFailure("services() before assemble()")
         }
+        let rewrapRate = config.crm?.rewrapBatchesPerSecond ?? NodeConfig.CRM.defaultRewrapBatchesPerSecond
         var services: [any Service] = [
             ComponentService(
                 description: "raft", startup: startup, logger: logger,
@@ -282,7 +283,7 @@ public final class NodeRuntime: @unchecked Sendable {
                 work: { [logger] in await Self.checkIntegrity(storage: storage, monitor: monitor, logger: logger) }),
             PeriodicService(
                 description: "CRM re-wrap", startup: startup, initialDelay: .seconds(1), interval: .seconds(1),
-                work: { [weak self] in await self?.crm?.rewrapStep() }),
+                work: { [weak self] in await self?.crm?.rewrapStep(maxBatches: rewrapRate) }),
             ComponentService(
                 description: "member poller", startup: startup, logger: logger, start: { poller.start() },
                 stop: { await poller.stop() }),

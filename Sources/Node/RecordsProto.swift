@@ -116,9 +116,52 @@ enum RecordsProto {
             description.personal = field.personal
             description.lookup = field.lookup.map { lookupName($0) } ?? ""
             description.index = field.index.map { "\($0)" } ?? ""
+            description.purpose = field.purpose ?? ""
+            description.custom = field.isCustom
             return description
         }
         return response
+    }
+
+    /// A custom field as `PutField` asks for it (its id is given when it is added).
+    static func fieldSpec(_ message: Crm_V1_PutFieldRequest) throws -> FieldDefinition {
+        func refuse(_ why: String) -> RPCError { RPCError(code: .invalidArgument, message: why) }
+        let items = message.maxItems == 0 ? CRMLimits.listItems : Int(message.maxItems)
+        let type: FieldType
+        switch message.type {
+        case "text": type = .text(maxBytes: message.maxBytes == 0 ? CRMLimits.textBytes : Int(message.maxBytes))
+        case "texts": type = .texts(maxItems: items, maxBytes: message.maxBytes == 0 ? 256 : Int(message.maxBytes))
+        case "emails": type = .emails(maxItems: items)
+        case "phones": type = .phones(maxItems: items)
+        case "integer":
+            type = .integer(
+                min: message.hasMin ? message.min : .min, max: message.hasMax ? message.max : .max)
+        case "money": type = .money
+        case "date": type = .date
+        case "timestamp": type = .timestamp
+        case "boolean": type = .bool
+        case "choice":
+            guard message.choices.count <= CRMLimits.choices else {
+                throw refuse("a choice field has at most \(CRMLimits.choices) choices")
+            }
+            type = .choice(message.choices)
+        case "reference": type = .reference(try entity(message.targetEntity))
+        case "references": type = .references(try entity(message.targetEntity), maxItems: items)
+        default:
+            throw refuse(
+                "`type` is text, texts, emails, phones, integer, money, date, timestamp, boolean, choice, reference "
+                    + "or references")
+        }
+        guard message.type == "choice" || message.choices.isEmpty else {
+            throw refuse("only a choice field has choices")
+        }
+        guard ["reference", "references"].contains(message.type) || message.targetEntity.isEmpty else {
+            throw refuse("only a reference field has a target entity")
+        }
+        var field = FieldDefinition(0, message.name, type)
+        field.personal = message.personal
+        field.purpose = message.purpose.isEmpty ? nil : message.purpose
+        return field
     }
 
     /// A list request as the CRM's query (`owner` `me` is the caller).

@@ -136,6 +136,18 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         ServerResponse(message: try await describe(request.message, try admit(request.metadata, context)))
     }
 
+    func putField(
+        request: ServerRequest<Crm_V1_PutFieldRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_DescribeResponse> {
+        ServerResponse(message: try await putField(request.message, try admit(request.metadata, context)))
+    }
+
+    func retireField(
+        request: ServerRequest<Crm_V1_RetireFieldRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_DescribeResponse> {
+        ServerResponse(message: try await retireField(request.message, try admit(request.metadata, context)))
+    }
+
     // MARK: Writes
 
     func create(_ message: Crm_V1_CreateRecordRequest, _ access: Access) async throws -> Crm_V1_RecordResponse {
@@ -289,15 +301,54 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         throw RPCError(code: .unavailable, message: "the change could not be made; try again")
     }
 
+    // MARK: Custom fields
+
+    func putField(_ message: Crm_V1_PutFieldRequest, _ access: Access) async throws -> Crm_V1_DescribeResponse {
+        return try await write(access) { leader, metadata in
+            try await leader.putField(message, metadata: metadata)
+        } lead: { caller in
+            let entity = try RecordsProto.entity(message.entity)
+            let spec = try RecordsProto.fieldSpec(message)
+            return try await changeFields(entity, caller) { try crm.changes.putField(entity, spec) }
+        }
+    }
+
+    func retireField(_ message: Crm_V1_RetireFieldRequest, _ access: Access) async throws -> Crm_V1_DescribeResponse {
+        return try await write(access) { leader, metadata in
+            try await leader.retireField(message, metadata: metadata)
+        } lead: { caller in
+            let entity = try RecordsProto.entity(message.entity)
+            return try await changeFields(entity, caller) { try crm.changes.retireField(entity, name: message.name) }
+        }
+    }
+
+    /// Proposes a change of `entity`'s custom fields, made again from a fresh read when another
+    /// change came first; answers the description after it.
+    private func changeFields(
+        _ entity: EntityCode, _ caller: Caller, _ make: () throws -> Transaction?
+    ) async throws -> Crm_V1_DescribeResponse {
+        for _ in 0..<Self.attempts {
+            guard let transaction = try make() else { break }
+            switch try await crm.propose(transaction, caller: caller) {
+            case .applied: return RecordsProto.describe(try crm.changes.definition(entity))
+            case .conditionFailed: continue
+            }
+        }
+        return RecordsProto.describe(try crm.changes.definition(entity))
+    }
+
     // MARK: Reads
 
     func get(_ message: Crm_V1_GetRecordRequest, _ access: Access) async throws -> Crm_V1_RecordResponse {
         try crm.checkServing()
         let entity = try RecordsProto.entity(message.entity)
         let id = try RecordsProto.id(message.id)
-        let fields = try fieldSet(entity, message.fields)
+        try checkFieldCount(message.fields)
         try await crm.waitForRead(serializable: message.serializable)
-        return try await crm.mapped { try response(entity, id, fields: fields) }
+        return try await crm.mapped {
+            let definition = try crm.changes.definition(entity)
+            return try response(entity, id, fields: try fieldSet(definition, message.fields), definition)
+        }
     }
 
     static let maxBatchGet = 100
@@ -311,13 +362,15 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
             throw RPCError(code: .invalidArgument, message: "a batch get asks for at most \(Self.maxBatchGet) ids")
         }
         let ids = try message.ids.map { try RecordsProto.id($0, "ids") }
-        let fields = try fieldSet(entity, message.fields)
+        try checkFieldCount(message.fields)
         try await crm.waitForRead(serializable: message.serializable)
         return try await crm.mapped {
+            let definition = try crm.changes.definition(entity)
+            let fields = try fieldSet(definition, message.fields)
             var response = Crm_V1_BatchGetRecordsResponse()
             for id in ids {
                 if let record = try crm.changes.read(entity, id) {
-                    response.records.append(try opened(record, fields: fields))
+                    response.records.append(try opened(record, fields: fields, definition))
                 } else {
                     response.missing.append(id.description)
                 }
@@ -330,9 +383,11 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         let caller = access.caller
         try crm.checkServing()
         let query = try RecordsProto.listQuery(message, caller: caller.owner)
-        let fields = try fieldSet(query.entity, message.fields)
+        try checkFieldCount(message.fields)
         try await crm.waitForRead(serializable: message.serializable)
         return try await crm.mapped {
+            let definition = try crm.changes.definition(query.entity)
+            let fields = try fieldSet(definition, message.fields)
             guard let keySet = try crm.keys.inUse() else { return Crm_V1_ListRecordsResponse() }
             let workspace = crm.changes.workspace
             let now = crm.local.nowMillis()
@@ -344,7 +399,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
                     nowMillis: now, keySets: { try? crm.keys.keySet($0) })
             let page = try crm.changes.list(query, after: after)
             var response = Crm_V1_ListRecordsResponse()
-            response.records = try page.records.map { try opened($0, fields: fields) }
+            response.records = try page.records.map { try opened($0, fields: fields, definition) }
             if let resume = page.resumeAfter {
                 response.nextPageToken = try PageTokens.seal(
                     resume, query: query, principal: caller.owner, workspace: workspace, issuedAtMillis: now,
@@ -354,15 +409,17 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         }
     }
 
-    /// The fields a read asks for (nil: all), each one the entity has.
-    private func fieldSet(_ entity: EntityCode, _ names: [String]) throws -> Set<String>? {
-        guard !names.isEmpty else { return nil }
+    private func checkFieldCount(_ names: [String]) throws {
         guard names.count <= CRMLimits.fields else {
             throw RPCError(code: .invalidArgument, message: "ask for at most \(CRMLimits.fields) fields")
         }
-        let definition = EntityCatalog.standard(entity)
+    }
+
+    /// The fields a read asks for (nil: all), each one the entity has.
+    private func fieldSet(_ definition: EntityDefinition, _ names: [String]) throws -> Set<String>? {
+        guard !names.isEmpty else { return nil }
         for name in names where definition.field(named: name) == nil {
-            throw CRMRecords.rpcError(RecordError.unknownField(entity: entity, name: name))
+            throw RecordError.unknownField(entity: definition.code, name: name)
         }
         return Set(names)
     }
@@ -383,29 +440,49 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
             guard let found = try crm.changes.lookup(entity, by: by, value: message.value) else {
                 throw RPCError(code: .invalidArgument, message: "`value` is not a valid \(message.by)")
             }
+            let definition = try crm.changes.definition(entity)
             var response = Crm_V1_RecordsResponse()
             response.records = try found.filter { message.includeDeleted || !$0.record.deleted }.map {
-                try opened($0, fields: nil)
+                try opened($0, fields: nil, definition)
             }
             return response
         }
     }
 
     func describe(_ message: Crm_V1_DescribeRequest, _ access: Access) async throws -> Crm_V1_DescribeResponse {
+        try crm.checkServing()
         let entity = try RecordsProto.entity(message.entity)
-        return RecordsProto.describe(EntityCatalog.standard(entity))
+        try await crm.waitForRead(serializable: false)
+        return try await crm.mapped { RecordsProto.describe(try crm.changes.definition(entity)) }
+    }
+
+    /// The definition of `entity`: this member's when it knows every field in `names`, else read
+    /// again after a linearizable barrier (a field added a moment ago through another member).
+    func definition(_ entity: EntityCode, knowing names: [String] = []) async throws -> EntityDefinition {
+        try crm.checkServing()
+        return try await crm.mapped {
+            let local = try crm.changes.definition(entity)
+            guard names.contains(where: { local.field(named: $0) == nil }) else { return local }
+            try await crm.waitForRead(serializable: false)
+            return try crm.changes.definition(entity)
+        }
     }
 
     /// The record as it is now on this member, with `fields` (all when nil) opened.
-    private func response(_ entity: EntityCode, _ id: CRMID, fields: Set<String>?) throws -> Crm_V1_RecordResponse {
+    private func response(
+        _ entity: EntityCode, _ id: CRMID, fields: Set<String>?, _ definition: EntityDefinition? = nil
+    ) throws -> Crm_V1_RecordResponse {
         guard let record = try crm.changes.read(entity, id) else { throw RecordError.notFound(entity, id) }
         var response = Crm_V1_RecordResponse()
-        response.record = try opened(record, fields: fields)
+        response.record = try opened(record, fields: fields, definition)
         return response
     }
 
     /// `record` in its gRPC form, with `fields` (all when nil) opened.
-    private func opened(_ record: VersionedRecord, fields: Set<String>?) throws -> Crm_V1_Record {
-        RecordsProto.record(record, fields: try crm.changes.open(record.record, fields: fields))
+    private func opened(
+        _ record: VersionedRecord, fields: Set<String>?, _ definition: EntityDefinition? = nil
+    ) throws -> Crm_V1_Record {
+        RecordsProto.record(
+            record, fields: try crm.changes.open(record.record, fields: fields, definition: definition))
     }
 }

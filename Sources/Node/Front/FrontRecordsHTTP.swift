@@ -21,6 +21,8 @@ import Transport
 ///     POST   /v1/records/{entity}:lookup         {by, value, include_deleted?}
 ///     POST   /v1/records/{entity}:batchGet       {ids, fields?}
 ///     GET    /v1/records/{entity}:describe
+///     POST   /v1/records/{entity}:putField       {name, type, personal?, purpose?, max_bytes?, ...}
+///     POST   /v1/records/{entity}:retireField    {name}
 struct FrontRecordsHTTP: Sendable {
     let records: RecordsService
 
@@ -35,14 +37,23 @@ struct FrontRecordsHTTP: Sendable {
         guard (1...2).contains(segments.count), segments.allSatisfy({ !$0.isEmpty }) else { throw Self.noSuchPath }
         let (last, verb) = Self.splitVerb(segments.last!)
         let entityName = segments.count == 1 ? last : segments[0]
-        let definition = EntityCatalog.standard(try RecordsProto.entity(entityName))
+        let entity = try RecordsProto.entity(entityName)
         let parameters = try Self.parameters(query)
         if segments.count == 1 {
             switch (method, verb) {
-            case ("POST", nil): return try await create(definition, body, access)
-            case ("GET", nil): return try await list(definition, parameters.listRequest(entityName), access)
+            case ("POST", nil): return try await create(entity, body, access)
+            case ("GET", nil): return try await list(parameters.listRequest(entityName), access)
             case ("POST", "list"):
-                return try await list(definition, try listRequest(definition, try Self.object(body)), access)
+                return try await list(try await listRequest(entity, try Self.object(body)), access)
+            case ("POST", "putField"):
+                let described = try await records.putField(try Self.putFieldRequest(entityName, body), access)
+                return try Self.reply(RecordJSON.object(described))
+            case ("POST", "retireField"):
+                let object = try Self.object(body, allowed: ["name"])
+                var request = Crm_V1_RetireFieldRequest()
+                request.entity = entityName
+                request.name = try Self.string(object["name"], "name") ?? ""
+                return try Self.reply(RecordJSON.object(try await records.retireField(request, access)))
             case ("POST", "lookup"): return try await lookup(entityName, try Self.object(body), access)
             case ("POST", "batchGet"): return try await batchGet(entityName, try Self.object(body), access)
             case ("GET", "describe"):
@@ -67,7 +78,7 @@ struct FrontRecordsHTTP: Sendable {
             request.entity = entityName
             request.id = id
             request.expectedVersion = try Self.expectedVersion(ifMatch)
-            request.set = try Self.fields(object["set"], definition, "set")
+            request.set = try Self.fields(object["set"], try await definition(entity, object["set"]), "set")
             request.clear = try Self.strings(object["clear"], "clear")
             return try await Self.versioned { try Self.recordReply(try await records.update(request, access).record) }
         case ("DELETE", nil):
@@ -113,15 +124,21 @@ struct FrontRecordsHTTP: Sendable {
 
     // MARK: Calls
 
+    /// The entity's definition, knowing every field the JSON object `fields` names.
+    private func definition(_ entity: EntityCode, _ fields: JSONValue?) async throws -> EntityDefinition {
+        guard case .object(let members)? = fields else { return try await records.definition(entity) }
+        return try await records.definition(entity, knowing: Array(members.keys.prefix(CRMLimits.fields + 1)))
+    }
+
     private func create(
-        _ definition: EntityDefinition, _ body: Data, _ access: RecordsService.Access
+        _ entity: EntityCode, _ body: Data, _ access: RecordsService.Access
     ) async throws
         -> FrontHTTPAPI.Reply
     {
         let object = try Self.object(body, allowed: ["fields", "teams", "request_id"])
         var request = Crm_V1_CreateRecordRequest()
-        request.entity = definition.code.name
-        request.fields = try Self.fields(object["fields"], definition, "fields")
+        request.entity = entity.name
+        request.fields = try Self.fields(object["fields"], try await definition(entity, object["fields"]), "fields")
         request.teams = try Self.strings(object["teams"], "teams")
         request.requestID = try Self.string(object["request_id"], "request_id") ?? ""
         var reply = try Self.recordReply(try await records.create(request, access).record)
@@ -130,12 +147,10 @@ struct FrontRecordsHTTP: Sendable {
     }
 
     private func list(
-        _ definition: EntityDefinition, _ request: Crm_V1_ListRecordsRequest, _ access: RecordsService.Access
+        _ request: Crm_V1_ListRecordsRequest, _ access: RecordsService.Access
     )
         async throws -> FrontHTTPAPI.Reply
     {
-        var request = request
-        request.entity = definition.code.name
         let response = try await records.list(request, access)
         return try Self.reply([
             "records": response.records.map(RecordJSON.object), "next_page_token": response.nextPageToken,
@@ -143,17 +158,19 @@ struct FrontRecordsHTTP: Sendable {
     }
 
     private func listRequest(
-        _ definition: EntityDefinition, _ object: [String: JSONValue]
-    ) throws
+        _ entity: EntityCode, _ object: [String: JSONValue]
+    ) async throws
         -> Crm_V1_ListRecordsRequest
     {
         try Self.refuseUnknown(
             object,
             allowed: ["by", "value", "filters", "page_size", "page_token", "fields", "include_deleted", "consistency"])
         var request = Crm_V1_ListRecordsRequest()
+        request.entity = entity.name
         request.by = try Self.string(object["by"], "by") ?? ""
         request.value = try Self.string(object["value"], "value") ?? ""
-        request.filters = try Self.fields(object["filters"], definition, "filters")
+        request.filters = try Self.fields(
+            object["filters"], try await definition(entity, object["filters"]), "filters")
         request.pageSize = UInt32(try Self.integer(object["page_size"], "page_size", 0...500) ?? 0)
         request.pageToken = try Self.string(object["page_token"], "page_token") ?? ""
         request.fields = try Self.strings(object["fields"], "fields")
@@ -191,6 +208,29 @@ struct FrontRecordsHTTP: Sendable {
         request.serializable = try Self.serializable(try Self.string(object["consistency"], "consistency"))
         let response = try await records.batchGet(request, access)
         return try Self.reply(["records": response.records.map(RecordJSON.object), "missing": response.missing])
+    }
+
+    /// A `PutField` request from its JSON body.
+    static func putFieldRequest(_ entity: String, _ body: Data) throws -> Crm_V1_PutFieldRequest {
+        let object = try Self.object(
+            body,
+            allowed: [
+                "name", "type", "personal", "purpose", "max_bytes", "max_items", "min", "max", "choices",
+                "target_entity",
+            ])
+        var request = Crm_V1_PutFieldRequest()
+        request.entity = entity
+        request.name = try string(object["name"], "name") ?? ""
+        request.type = try string(object["type"], "type") ?? ""
+        request.personal = try bool(object["personal"], "personal") ?? false
+        request.purpose = try string(object["purpose"], "purpose") ?? ""
+        request.maxBytes = UInt32(try integer(object["max_bytes"], "max_bytes", 0...Int64(CRMLimits.bodyBytes)) ?? 0)
+        request.maxItems = UInt32(try integer(object["max_items"], "max_items", 0...Int64(CRMLimits.listItems)) ?? 0)
+        if let min = try integer(object["min"], "min", Int64.min...Int64.max) { request.min = min }
+        if let max = try integer(object["max"], "max", Int64.min...Int64.max) { request.max = max }
+        request.choices = try strings(object["choices"], "choices")
+        request.targetEntity = try string(object["target_entity"], "target_entity") ?? ""
+        return request
     }
 
     /// A stale `If-Match` is 412 with the record's current version (as the ETag too).

@@ -506,6 +506,12 @@ public nonisolated struct Crm_V1_CRMKeyStatusResponse: Sendable {
 
   public var memberID: UInt64 = 0
 
+  /// Subject keys the running re-wrap has re-wrapped so far.
+  public var rewrapDone: UInt64 = 0
+
+  /// The key sets stored: the one in use, and while a re-wrap runs the one it retires.
+  public var storedVersions: [UInt64] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1488,7 +1494,7 @@ nonisolated extension Crm_V1_CRMKeyStatusRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Crm_V1_CRMKeyStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CRMKeyStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}version_in_use\0\u{3}rewrap_running\0\u{3}rewrap_from\0\u{3}rewrap_to\0\u{1}problem\0\u{3}member_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}version_in_use\0\u{3}rewrap_running\0\u{3}rewrap_from\0\u{3}rewrap_to\0\u{1}problem\0\u{3}member_id\0\u{3}rewrap_done\0\u{3}stored_versions\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1502,6 +1508,8 @@ nonisolated extension Crm_V1_CRMKeyStatusResponse: SwiftProtobuf.Message, SwiftP
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.rewrapTo) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.problem) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.memberID) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.rewrapDone) }()
+      case 8: try { try decoder.decodeRepeatedUInt64Field(value: &self.storedVersions) }()
       default: break
       }
     }
@@ -1526,6 +1534,12 @@ nonisolated extension Crm_V1_CRMKeyStatusResponse: SwiftProtobuf.Message, SwiftP
     if self.memberID != 0 {
       try visitor.visitSingularUInt64Field(value: self.memberID, fieldNumber: 6)
     }
+    if self.rewrapDone != 0 {
+      try visitor.visitSingularUInt64Field(value: self.rewrapDone, fieldNumber: 7)
+    }
+    if !self.storedVersions.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.storedVersions, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1536,6 +1550,8 @@ nonisolated extension Crm_V1_CRMKeyStatusResponse: SwiftProtobuf.Message, SwiftP
     if lhs.rewrapTo != rhs.rewrapTo {return false}
     if lhs.problem != rhs.problem {return false}
     if lhs.memberID != rhs.memberID {return false}
+    if lhs.rewrapDone != rhs.rewrapDone {return false}
+    if lhs.storedVersions != rhs.storedVersions {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

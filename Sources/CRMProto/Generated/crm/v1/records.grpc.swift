@@ -196,6 +196,32 @@ public enum Crm_V1_Records: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "PutField" metadata.
+        public enum PutField: Sendable {
+            /// Request type for "PutField".
+            public typealias Input = Crm_V1_PutFieldRequest
+            /// Response type for "PutField".
+            public typealias Output = Crm_V1_DescribeResponse
+            /// Descriptor for "PutField".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Records"),
+                method: "PutField",
+                type: .unary
+            )
+        }
+        /// Namespace for "RetireField" metadata.
+        public enum RetireField: Sendable {
+            /// Request type for "RetireField".
+            public typealias Input = Crm_V1_RetireFieldRequest
+            /// Response type for "RetireField".
+            public typealias Output = Crm_V1_DescribeResponse
+            /// Descriptor for "RetireField".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Records"),
+                method: "RetireField",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "crm.v1.Records" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Create.descriptor,
@@ -209,7 +235,9 @@ public enum Crm_V1_Records: Sendable {
             Lookup.descriptor,
             Link.descriptor,
             Unlink.descriptor,
-            Describe.descriptor
+            Describe.descriptor,
+            PutField.descriptor,
+            RetireField.descriptor
         ]
     }
 }
@@ -430,7 +458,7 @@ extension Crm_V1_Records {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The entity's fields: names, types, whether personal, how found.
+        /// > The entity's fields: names, types, whether personal, purposes, how found.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Crm_V1_DescribeRequest` messages.
@@ -441,6 +469,45 @@ extension Crm_V1_Records {
         /// - Returns: A streaming response of `Crm_V1_DescribeResponse` messages.
         func describe(
             request: GRPCCore.StreamingServerRequest<Crm_V1_DescribeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_DescribeResponse>
+
+        /// Handle the "PutField" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Adds a custom field to an entity, or widens one (longer texts, more items, a wider range,
+        /// > more choices, another purpose); a field's type and whether it is personal never change.
+        /// > Answers the entity's description.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_PutFieldRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_DescribeResponse` messages.
+        func putField(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_PutFieldRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_DescribeResponse>
+
+        /// Handle the "RetireField" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Takes a custom field out of use: refused in writes and absent from reads from then on;
+        /// > its name and id are not used again.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_RetireFieldRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_DescribeResponse` messages.
+        func retireField(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_RetireFieldRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_DescribeResponse>
     }
@@ -647,7 +714,7 @@ extension Crm_V1_Records {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The entity's fields: names, types, whether personal, how found.
+        /// > The entity's fields: names, types, whether personal, purposes, how found.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Crm_V1_DescribeRequest` message.
@@ -658,6 +725,45 @@ extension Crm_V1_Records {
         /// - Returns: A response containing a single `Crm_V1_DescribeResponse` message.
         func describe(
             request: GRPCCore.ServerRequest<Crm_V1_DescribeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_DescribeResponse>
+
+        /// Handle the "PutField" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Adds a custom field to an entity, or widens one (longer texts, more items, a wider range,
+        /// > more choices, another purpose); a field's type and whether it is personal never change.
+        /// > Answers the entity's description.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_PutFieldRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_DescribeResponse` message.
+        func putField(
+            request: GRPCCore.ServerRequest<Crm_V1_PutFieldRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_DescribeResponse>
+
+        /// Handle the "RetireField" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Takes a custom field out of use: refused in writes and absent from reads from then on;
+        /// > its name and id are not used again.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_RetireFieldRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_DescribeResponse` message.
+        func retireField(
+            request: GRPCCore.ServerRequest<Crm_V1_RetireFieldRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_DescribeResponse>
     }
@@ -862,7 +968,7 @@ extension Crm_V1_Records {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The entity's fields: names, types, whether personal, how found.
+        /// > The entity's fields: names, types, whether personal, purposes, how found.
         ///
         /// - Parameters:
         ///   - request: A `Crm_V1_DescribeRequest` message.
@@ -873,6 +979,45 @@ extension Crm_V1_Records {
         /// - Returns: A `Crm_V1_DescribeResponse` to respond with.
         func describe(
             request: Crm_V1_DescribeRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_DescribeResponse
+
+        /// Handle the "PutField" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Adds a custom field to an entity, or widens one (longer texts, more items, a wider range,
+        /// > more choices, another purpose); a field's type and whether it is personal never change.
+        /// > Answers the entity's description.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_PutFieldRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_DescribeResponse` to respond with.
+        func putField(
+            request: Crm_V1_PutFieldRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_DescribeResponse
+
+        /// Handle the "RetireField" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Takes a custom field out of use: refused in writes and absent from reads from then on;
+        /// > its name and id are not used again.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_RetireFieldRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_DescribeResponse` to respond with.
+        func retireField(
+            request: Crm_V1_RetireFieldRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_DescribeResponse
     }
@@ -1014,6 +1159,28 @@ extension Crm_V1_Records.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Crm_V1_Records.Method.PutField.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_PutFieldRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_DescribeResponse>(),
+            handler: { request, context in
+                try await self.putField(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Records.Method.RetireField.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_RetireFieldRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_DescribeResponse>(),
+            handler: { request, context in
+                try await self.retireField(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1146,6 +1313,28 @@ extension Crm_V1_Records.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_DescribeResponse> {
         let response = try await self.describe(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func putField(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_PutFieldRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_DescribeResponse> {
+        let response = try await self.putField(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func retireField(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_RetireFieldRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_DescribeResponse> {
+        let response = try await self.retireField(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1305,6 +1494,32 @@ extension Crm_V1_Records.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Crm_V1_DescribeResponse> {
         return GRPCCore.ServerResponse<Crm_V1_DescribeResponse>(
             message: try await self.describe(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func putField(
+        request: GRPCCore.ServerRequest<Crm_V1_PutFieldRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_DescribeResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_DescribeResponse>(
+            message: try await self.putField(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func retireField(
+        request: GRPCCore.ServerRequest<Crm_V1_RetireFieldRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_DescribeResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_DescribeResponse>(
+            message: try await self.retireField(
                 request: request.message,
                 context: context
             ),
@@ -1571,7 +1786,7 @@ extension Crm_V1_Records {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The entity's fields: names, types, whether personal, how found.
+        /// > The entity's fields: names, types, whether personal, purposes, how found.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Crm_V1_DescribeRequest` message.
@@ -1585,6 +1800,55 @@ extension Crm_V1_Records {
         func describe<Result>(
             request: GRPCCore.ClientRequest<Crm_V1_DescribeRequest>,
             serializer: some GRPCCore.MessageSerializer<Crm_V1_DescribeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_DescribeResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_DescribeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "PutField" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Adds a custom field to an entity, or widens one (longer texts, more items, a wider range,
+        /// > more choices, another purpose); a field's type and whether it is personal never change.
+        /// > Answers the entity's description.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_PutFieldRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_PutFieldRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_DescribeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func putField<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_PutFieldRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_PutFieldRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_DescribeResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_DescribeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RetireField" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Takes a custom field out of use: refused in writes and absent from reads from then on;
+        /// > its name and id are not used again.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_RetireFieldRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_RetireFieldRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_DescribeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func retireField<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_RetireFieldRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_RetireFieldRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_DescribeResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_DescribeResponse>) async throws -> Result
@@ -1977,7 +2241,7 @@ extension Crm_V1_Records {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The entity's fields: names, types, whether personal, how found.
+        /// > The entity's fields: names, types, whether personal, purposes, how found.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Crm_V1_DescribeRequest` message.
@@ -2000,6 +2264,77 @@ extension Crm_V1_Records {
             try await self.client.unary(
                 request: request,
                 descriptor: Crm_V1_Records.Method.Describe.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "PutField" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Adds a custom field to an entity, or widens one (longer texts, more items, a wider range,
+        /// > more choices, another purpose); a field's type and whether it is personal never change.
+        /// > Answers the entity's description.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_PutFieldRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_PutFieldRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_DescribeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func putField<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_PutFieldRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_PutFieldRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_DescribeResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_DescribeResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Records.Method.PutField.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RetireField" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Takes a custom field out of use: refused in writes and absent from reads from then on;
+        /// > its name and id are not used again.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_RetireFieldRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_RetireFieldRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_DescribeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func retireField<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_RetireFieldRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_RetireFieldRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_DescribeResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_DescribeResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Records.Method.RetireField.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -2327,7 +2662,7 @@ extension Crm_V1_Records.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The entity's fields: names, types, whether personal, how found.
+    /// > The entity's fields: names, types, whether personal, purposes, how found.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Crm_V1_DescribeRequest` message.
@@ -2346,6 +2681,67 @@ extension Crm_V1_Records.ClientProtocol {
         try await self.describe(
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_DescribeRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_DescribeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PutField" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Adds a custom field to an entity, or widens one (longer texts, more items, a wider range,
+    /// > more choices, another purpose); a field's type and whether it is personal never change.
+    /// > Answers the entity's description.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_PutFieldRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func putField<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_PutFieldRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_DescribeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.putField(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_PutFieldRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_DescribeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RetireField" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Takes a custom field out of use: refused in writes and absent from reads from then on;
+    /// > its name and id are not used again.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_RetireFieldRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func retireField<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_RetireFieldRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_DescribeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.retireField(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_RetireFieldRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_DescribeResponse>(),
             options: options,
             onResponse: handleResponse
@@ -2715,7 +3111,7 @@ extension Crm_V1_Records.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The entity's fields: names, types, whether personal, how found.
+    /// > The entity's fields: names, types, whether personal, purposes, how found.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -2738,6 +3134,75 @@ extension Crm_V1_Records.ClientProtocol {
             metadata: metadata
         )
         return try await self.describe(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PutField" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Adds a custom field to an entity, or widens one (longer texts, more items, a wider range,
+    /// > more choices, another purpose); a field's type and whether it is personal never change.
+    /// > Answers the entity's description.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func putField<Result>(
+        _ message: Crm_V1_PutFieldRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_DescribeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_PutFieldRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.putField(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RetireField" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Takes a custom field out of use: refused in writes and absent from reads from then on;
+    /// > its name and id are not used again.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func retireField<Result>(
+        _ message: Crm_V1_RetireFieldRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_DescribeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_RetireFieldRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.retireField(
             request: request,
             options: options,
             onResponse: handleResponse

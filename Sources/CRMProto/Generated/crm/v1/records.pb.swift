@@ -422,6 +422,86 @@ public nonisolated struct Crm_V1_FieldDescription: Sendable {
 
   public var index: String = String()
 
+  /// Why the field is kept (every personal field has one).
+  public var purpose: String = String()
+
+  /// Added through PutField (not a standard field).
+  public var custom: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_PutFieldRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var entity: String = String()
+
+  /// 1 to 48 characters: a-z first, then a-z, 0-9 or _.
+  public var name: String = String()
+
+  /// text, texts, emails, phones, integer, money, date, timestamp, boolean, choice, reference
+  /// or references.
+  public var type: String = String()
+
+  /// Personal data: sealed under the data subject's key (a person's own; for other entities
+  /// the workspace's), never filtered on or indexed.
+  public var personal: Bool = false
+
+  /// Why the field is kept, as a purpose id (same characters as a name); needed when personal.
+  public var purpose: String = String()
+
+  /// text: bytes (4096 when 0, at most 65536); texts: bytes per item (256 when 0, at most 4096).
+  public var maxBytes: UInt32 = 0
+
+  /// texts, emails, phones, references: items (20 when 0, at most 20).
+  public var maxItems: UInt32 = 0
+
+  /// integer: the range (the whole 64-bit range where not given).
+  public var min: Int64 {
+    get {_min ?? 0}
+    set {_min = newValue}
+  }
+  /// Returns true if `min` has been explicitly set.
+  public var hasMin: Bool {self._min != nil}
+  /// Clears the value of `min`. Subsequent reads from it will return its default value.
+  public mutating func clearMin() {self._min = nil}
+
+  public var max: Int64 {
+    get {_max ?? 0}
+    set {_max = newValue}
+  }
+  /// Returns true if `max` has been explicitly set.
+  public var hasMax: Bool {self._max != nil}
+  /// Clears the value of `max`. Subsequent reads from it will return its default value.
+  public mutating func clearMax() {self._max = nil}
+
+  /// choice: 1 to 64 distinct values.
+  public var choices: [String] = []
+
+  /// reference, references: the entity referred to.
+  public var targetEntity: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _min: Int64? = nil
+  fileprivate var _max: Int64? = nil
+}
+
+public nonisolated struct Crm_V1_RetireFieldRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var entity: String = String()
+
+  public var name: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1346,7 +1426,7 @@ nonisolated extension Crm_V1_DescribeRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Crm_V1_FieldDescription: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".FieldDescription"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{1}personal\0\u{1}lookup\0\u{1}index\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{1}personal\0\u{1}lookup\0\u{1}index\0\u{1}purpose\0\u{1}custom\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1359,6 +1439,8 @@ nonisolated extension Crm_V1_FieldDescription: SwiftProtobuf.Message, SwiftProto
       case 3: try { try decoder.decodeSingularBoolField(value: &self.personal) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.lookup) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.index) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.purpose) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.custom) }()
       default: break
       }
     }
@@ -1380,6 +1462,12 @@ nonisolated extension Crm_V1_FieldDescription: SwiftProtobuf.Message, SwiftProto
     if !self.index.isEmpty {
       try visitor.visitSingularStringField(value: self.index, fieldNumber: 5)
     }
+    if !self.purpose.isEmpty {
+      try visitor.visitSingularStringField(value: self.purpose, fieldNumber: 6)
+    }
+    if self.custom != false {
+      try visitor.visitSingularBoolField(value: self.custom, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1389,6 +1477,127 @@ nonisolated extension Crm_V1_FieldDescription: SwiftProtobuf.Message, SwiftProto
     if lhs.personal != rhs.personal {return false}
     if lhs.lookup != rhs.lookup {return false}
     if lhs.index != rhs.index {return false}
+    if lhs.purpose != rhs.purpose {return false}
+    if lhs.custom != rhs.custom {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_PutFieldRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PutFieldRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entity\0\u{1}name\0\u{1}type\0\u{1}personal\0\u{1}purpose\0\u{3}max_bytes\0\u{3}max_items\0\u{1}min\0\u{1}max\0\u{1}choices\0\u{3}target_entity\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.entity) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.type) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.personal) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.purpose) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.maxBytes) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.maxItems) }()
+      case 8: try { try decoder.decodeSingularSInt64Field(value: &self._min) }()
+      case 9: try { try decoder.decodeSingularSInt64Field(value: &self._max) }()
+      case 10: try { try decoder.decodeRepeatedStringField(value: &self.choices) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.targetEntity) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.entity.isEmpty {
+      try visitor.visitSingularStringField(value: self.entity, fieldNumber: 1)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 2)
+    }
+    if !self.type.isEmpty {
+      try visitor.visitSingularStringField(value: self.type, fieldNumber: 3)
+    }
+    if self.personal != false {
+      try visitor.visitSingularBoolField(value: self.personal, fieldNumber: 4)
+    }
+    if !self.purpose.isEmpty {
+      try visitor.visitSingularStringField(value: self.purpose, fieldNumber: 5)
+    }
+    if self.maxBytes != 0 {
+      try visitor.visitSingularUInt32Field(value: self.maxBytes, fieldNumber: 6)
+    }
+    if self.maxItems != 0 {
+      try visitor.visitSingularUInt32Field(value: self.maxItems, fieldNumber: 7)
+    }
+    try { if let v = self._min {
+      try visitor.visitSingularSInt64Field(value: v, fieldNumber: 8)
+    } }()
+    try { if let v = self._max {
+      try visitor.visitSingularSInt64Field(value: v, fieldNumber: 9)
+    } }()
+    if !self.choices.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.choices, fieldNumber: 10)
+    }
+    if !self.targetEntity.isEmpty {
+      try visitor.visitSingularStringField(value: self.targetEntity, fieldNumber: 11)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_PutFieldRequest, rhs: Crm_V1_PutFieldRequest) -> Bool {
+    if lhs.entity != rhs.entity {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.type != rhs.type {return false}
+    if lhs.personal != rhs.personal {return false}
+    if lhs.purpose != rhs.purpose {return false}
+    if lhs.maxBytes != rhs.maxBytes {return false}
+    if lhs.maxItems != rhs.maxItems {return false}
+    if lhs._min != rhs._min {return false}
+    if lhs._max != rhs._max {return false}
+    if lhs.choices != rhs.choices {return false}
+    if lhs.targetEntity != rhs.targetEntity {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_RetireFieldRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RetireFieldRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entity\0\u{1}name\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.entity) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.entity.isEmpty {
+      try visitor.visitSingularStringField(value: self.entity, fieldNumber: 1)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_RetireFieldRequest, rhs: Crm_V1_RetireFieldRequest) -> Bool {
+    if lhs.entity != rhs.entity {return false}
+    if lhs.name != rhs.name {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
