@@ -91,6 +91,8 @@ struct Drill {
         if records.clients > 0 {
             let seen = records.ledger.snapshot
             verdict.checks.append(RecordWorkload.versionsInOrder(seen.observations))
+            verdict.checks.append(
+                RecordWorkload.readsComplete(seen.observations, records.ledger.readsSnapshot))
             verdict.checks.append(await records.createsOnce(seen.creates))
             verdict.checks.append(await crmCheck(cluster))
         }

@@ -6,10 +6,12 @@ import Synchronization
 
 /// CRM records under the drill's faults: each client creates persons (each with a request id and
 /// an e-mail of its own), updates its own persons at the version it last saw, reads any known
-/// person and looks persons up by e-mail, through the fronts. What it saw is judged after the
-/// drill: versions in real-time order (no read older than a change acknowledged before it
-/// began, every update above its base), every acknowledged create present exactly once, and on
-/// every member the CRM check (indexes agree with records).
+/// person, looks its own persons up by e-mail and lists the first page of all persons, through
+/// the fronts. What it saw is judged after the drill: versions in real-time order (no read,
+/// lookup or list older than a change acknowledged before it began, every update above its
+/// base), no lookup or list missing a person whose create was acknowledged before it began,
+/// every acknowledged create present exactly once, and on every member the CRM check (indexes
+/// agree with records).
 struct RecordWorkload: Sendable {
     /// One completed call on a record: when it began and ended, the version it saw or made.
     struct Observation: Sendable {
@@ -28,11 +30,35 @@ struct RecordWorkload: Sendable {
         var acknowledged: Bool
     }
 
+    /// A lookup of one acknowledged person's e-mail, and the ids it found.
+    struct Lookup: Sendable {
+        var record: String
+        var invoked: UInt64
+        var found: [String]
+    }
+
+    /// The first page of all persons (by id): the ids in the order returned, and whether more
+    /// pages follow.
+    struct Listing: Sendable {
+        var invoked: UInt64
+        var ids: [String]
+        var more: Bool
+    }
+
+    struct Reads: Sendable {
+        var lookups: [Lookup] = []
+        var listings: [Listing] = []
+    }
+
     final class Ledger: Sendable {
         private let state = Mutex<(observations: [Observation], creates: [Create], known: [String], errors: Int)>(
             ([], [], [], 0))
+        private let reads = Mutex(Reads())
 
         func observed(_ observation: Observation) { state.withLock { $0.observations.append(observation) } }
+        func lookedUp(_ lookup: Lookup) { reads.withLock { $0.lookups.append(lookup) } }
+        func listed(_ listing: Listing) { reads.withLock { $0.listings.append(listing) } }
+        var readsSnapshot: Reads { reads.withLock { $0 } }
         func created(_ create: Create, id: String?) {
             state.withLock {
                 $0.creates.append(create)
@@ -74,21 +100,28 @@ struct RecordWorkload: Sendable {
     }
 
     private func runClient(_ client: Int, _ pool: FrontPool, until end: UInt64) async {
-        var mine: [(id: String, version: UInt64)] = []
+        var mine: [(id: String, version: UInt64, email: String)] = []
         var sequence = 0
         var random = SystemRandomNumberGenerator()
         while Workload.now() < end {
             sequence += 1
-            let roll = Int.random(in: 0..<10, using: &random)
-            if roll < 3 || mine.isEmpty {
-                if let made = await create(pool, email: "\(namespace)c\(client)-\(sequence)@chaos.example") {
-                    mine.append(made)
+            let roll = Int.random(in: 0..<20, using: &random)
+            if roll < 6 || mine.isEmpty {
+                let email = "\(namespace)c\(client)-\(sequence)@chaos.example"
+                if let made = await create(pool, email: email) { mine.append((made.id, made.version, email)) }
+                continue
+            }
+            let slot = Int.random(in: 0..<mine.count, using: &random)
+            if roll < 11 {
+                if let version = await update(pool, (mine[slot].id, mine[slot].version), sequence) {
+                    mine[slot].version = version
                 }
-            } else if roll < 6 {
-                let slot = Int.random(in: 0..<mine.count, using: &random)
-                if let version = await update(pool, mine[slot], sequence) { mine[slot].version = version }
-            } else if let id = ledger.anyKnown(&random) {
-                await read(pool, id)
+            } else if roll < 15 {
+                if let id = ledger.anyKnown(&random) { await read(pool, id) }
+            } else if roll < 18 {
+                await lookup(pool, id: mine[slot].id, email: mine[slot].email)
+            } else {
+                await listFirstPage(pool)
             }
         }
     }
@@ -164,7 +197,87 @@ struct RecordWorkload: Sendable {
         }
     }
 
+    private func lookup(_ pool: FrontPool, id: String, email: String) async {
+        var request = Crm_V1_LookupRequest()
+        request.entity = "person"
+        request.by = "email"
+        request.value = email
+        let options = self.options
+        let invoked = Workload.now()
+        do {
+            let found = try await pool.records { try await $0.lookup(request, options: options) }.records
+            let completed = Workload.now()
+            for record in found where record.id == id {
+                ledger.observed(
+                    Observation(
+                        record: id, kind: "lookup", invoked: invoked, completed: completed, version: record.version))
+            }
+            ledger.lookedUp(Lookup(record: id, invoked: invoked, found: found.map(\.id)))
+        } catch {
+            ledger.failed()
+        }
+    }
+
+    static let listPageSize: UInt32 = 20
+
+    private func listFirstPage(_ pool: FrontPool) async {
+        var request = Crm_V1_ListRecordsRequest()
+        request.entity = "person"
+        request.pageSize = Self.listPageSize
+        let options = self.options
+        let invoked = Workload.now()
+        do {
+            let page = try await pool.records { try await $0.list(request, options: options) }
+            let completed = Workload.now()
+            for record in page.records {
+                ledger.observed(
+                    Observation(
+                        record: record.id, kind: "list", invoked: invoked, completed: completed,
+                        version: record.version))
+            }
+            ledger.listed(Listing(invoked: invoked, ids: page.records.map(\.id), more: !page.nextPageToken.isEmpty))
+        } catch {
+            ledger.failed()
+        }
+    }
+
     // MARK: Judging
+
+    static let readKinds: Set<String> = ["get", "lookup", "list"]
+
+    /// No lookup or list missed a person whose create was acknowledged before it began: a lookup
+    /// finds the one person with that e-mail; the first page of all persons (in id order) holds
+    /// every such person up to its last id (all of them when it is the only page).
+    static func readsComplete(_ observations: [Observation], _ reads: Reads) -> Verdict.Check {
+        var createdAt: [String: UInt64] = [:]
+        for observation in observations where observation.kind == "create" {
+            createdAt[observation.record] = min(createdAt[observation.record] ?? .max, observation.completed)
+        }
+        var problems: [String] = []
+        for lookup in reads.lookups {
+            if lookup.found.count > 1 { problems.append("a lookup of one e-mail found \(lookup.found.count) persons") }
+            if let created = createdAt[lookup.record], created < lookup.invoked, !lookup.found.contains(lookup.record) {
+                problems.append("a lookup missed person \(lookup.record), created before it began")
+            }
+        }
+        for listing in reads.listings {
+            guard listing.ids == listing.ids.sorted(), Set(listing.ids).count == listing.ids.count else {
+                problems.append("a list page is not in id order")
+                continue
+            }
+            let returned = Set(listing.ids)
+            let cutoff = listing.more ? listing.ids.last : nil
+            for (record, created) in createdAt
+            where created < listing.invoked && !returned.contains(record) && cutoff.map({ record <= $0 }) ?? true {
+                problems.append("a list page missed person \(record), created before it began")
+            }
+        }
+        return Verdict.Check(
+            name: "lookups and lists complete", passed: problems.isEmpty,
+            detail: problems.isEmpty
+                ? "\(reads.lookups.count) lookups and \(reads.listings.count) list pages found every person acknowledged before them"
+                : problems.prefix(5).joined(separator: "; "))
+    }
 
     /// No call saw a version older than one acknowledged before it began; every update made a
     /// version above its base, and versions of one record are never made twice.
@@ -174,7 +287,7 @@ struct RecordWorkload: Sendable {
         for (record, seen) in byRecord {
             let byCompletion = seen.sorted { $0.completed < $1.completed }
             var made = Set<UInt64>()
-            for observation in seen where observation.kind != "get" {
+            for observation in seen where !readKinds.contains(observation.kind) {
                 if !made.insert(observation.version).inserted {
                     problems.append("record \(record): version \(observation.version) was made twice")
                 }

@@ -130,5 +130,42 @@ import Testing
         let verdict = RecordWorkload.versionsInOrder(twice)
         #expect(!verdict.passed && verdict.detail.contains("made twice"))
         #expect(!RecordWorkload.versionsInOrder([seen("update", 0, 1, 3, base: 4)]).passed)
+        #expect(
+            RecordWorkload.versionsInOrder(good + [seen("lookup", 41, 45, 12), seen("list", 41, 46, 12)]).passed,
+            "lookups and lists are reads: they make no version")
+        #expect(!RecordWorkload.versionsInOrder(good + [seen("list", 41, 45, 9)]).passed, "a stale list")
+    }
+
+    @Test func lookupsAndListsMissingAnAcknowledgedPersonAreCaught() {
+        func created(_ record: String, at completed: UInt64) -> RecordWorkload.Observation {
+            RecordWorkload.Observation(
+                record: record, kind: "create", invoked: completed - 1, completed: completed, version: 1)
+        }
+        let creates = [created("a1", at: 10), created("b2", at: 20), created("c3", at: 30)]
+        typealias Listing = RecordWorkload.Listing
+        typealias Lookup = RecordWorkload.Lookup
+        var good = RecordWorkload.Reads()
+        good.lookups = [Lookup(record: "b2", invoked: 25, found: ["b2"]), Lookup(record: "c3", invoked: 25, found: [])]
+        good.listings = [
+            Listing(invoked: 35, ids: ["a1", "b2"], more: true), Listing(invoked: 5, ids: [], more: false),
+            Listing(invoked: 35, ids: ["a1", "b2", "c3"], more: false),
+        ]
+        let verdict = RecordWorkload.readsComplete(creates, good)
+        #expect(verdict.passed, "c3 was created after the lookup began; the page ends before c3: \(verdict.detail)")
+        var missedLookup = good
+        missedLookup.lookups.append(Lookup(record: "a1", invoked: 11, found: []))
+        #expect(!RecordWorkload.readsComplete(creates, missedLookup).passed)
+        var twoFound = good
+        twoFound.lookups.append(Lookup(record: "a1", invoked: 11, found: ["a1", "x9"]))
+        #expect(!RecordWorkload.readsComplete(creates, twoFound).passed)
+        var missedInPage = good
+        missedInPage.listings.append(Listing(invoked: 35, ids: ["a1", "c3"], more: true))
+        #expect(!RecordWorkload.readsComplete(creates, missedInPage).passed, "b2 is below the page's last id")
+        var lastPageShort = good
+        lastPageShort.listings.append(Listing(invoked: 35, ids: ["a1", "b2"], more: false))
+        #expect(!RecordWorkload.readsComplete(creates, lastPageShort).passed, "the only page lacks c3")
+        var unordered = good
+        unordered.listings.append(Listing(invoked: 5, ids: ["b2", "a1"], more: false))
+        #expect(!RecordWorkload.readsComplete(creates, unordered).passed)
     }
 }
