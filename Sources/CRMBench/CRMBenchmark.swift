@@ -89,9 +89,13 @@ struct CRMBenchmark: AsyncParsableCommand {
         let persons: Mutex<[(id: String, version: UInt64)]>
         let personCount: Int
         let kvKeys: Int
+        /// This run's own e-mail domain, so that a lookup finds exactly this run's person even
+        /// in a cluster that earlier runs wrote to.
+        let domain: String
         static let value = Data(repeating: 0x5A, count: 256)
 
-        init(companies: [String], persons: [(String, UInt64)], kvKeys: Int) {
+        init(companies: [String], persons: [(String, UInt64)], kvKeys: Int, domain: String) {
+            self.domain = domain
             self.companies = companies
             self.persons = Mutex(persons.map { (id: $0.0, version: $0.1) })
             personCount = persons.count
@@ -106,9 +110,10 @@ struct CRMBenchmark: AsyncParsableCommand {
                     CRMBenchmark.createRequest("company", ["name": .with { $0.text = "Company \(index)" }])
                 ).record.id
             }
+            let domain = "run\(UInt32.random(in: 0...UInt32.max)).bench.example"
             let personRecords = try await parallel(persons, pool) { index, connection in
                 let record = try await connection.records.create(
-                    CRMBenchmark.person(index, company: companyIDs[index % companyIDs.count])
+                    CRMBenchmark.person(index, company: companyIDs[index % companyIDs.count], domain: domain)
                 ).record
                 return (record.id, record.version)
             }
@@ -118,7 +123,7 @@ struct CRMBenchmark: AsyncParsableCommand {
                 request.value = value
                 _ = try await connection.kv.put(request)
             }
-            return Fixture(companies: companyIDs, persons: personRecords, kvKeys: kvKeys)
+            return Fixture(companies: companyIDs, persons: personRecords, kvKeys: kvKeys, domain: domain)
         }
 
         private static func parallel<T: Sendable>(
@@ -149,12 +154,12 @@ struct CRMBenchmark: AsyncParsableCommand {
         return request
     }
 
-    static func person(_ index: Int, company: String) -> Crm_V1_CreateRecordRequest {
+    static func person(_ index: Int, company: String, domain: String) -> Crm_V1_CreateRecordRequest {
         createRequest(
             "person",
             [
                 "first_name": .with { $0.text = "First\(index)" }, "last_name": .with { $0.text = "Last\(index)" },
-                "emails": .with { $0.texts = .with { $0.items = ["person\(index)@bench.example"] } },
+                "emails": .with { $0.texts = .with { $0.items = ["person\(index)@\(domain)"] } },
                 "job_title": .with { $0.text = "Buyer" }, "company_id": .with { $0.reference = company },
                 "lifecycle_stage": .with { $0.text = "lead" },
             ])
@@ -195,7 +200,8 @@ struct CRMBenchmark: AsyncParsableCommand {
         case .create:
             let index = fixture.personCount + client * 1_000_000 + iteration
             _ = try await connection.records.create(
-                person(index, company: fixture.companies[index % fixture.companies.count]), options: options)
+                person(index, company: fixture.companies[index % fixture.companies.count], domain: fixture.domain),
+                options: options)
         case .update:
             // Each client updates only its own slice of the persons, so versions never race.
             let slot = client + clients * (iteration % max(1, fixture.personCount / clients))
@@ -217,7 +223,7 @@ struct CRMBenchmark: AsyncParsableCommand {
             var request = Crm_V1_LookupRequest()
             request.entity = "person"
             request.by = "email"
-            request.value = "person\(randomPerson)@bench.example"
+            request.value = "person\(randomPerson)@\(fixture.domain)"
             let found = try await connection.records.lookup(request, options: options)
             guard found.records.count == 1 else { throw BenchError.lookupMissed }
         case .list:
