@@ -37,6 +37,7 @@ let package = Package(
         .systemLibrary(name: "CRocksDB", pkgConfig: "rocksdb", providers: [.apt(["librocksdb-dev"])]),
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CLibCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CArgon2", pkgConfig: "libargon2", providers: [.apt(["libargon2-dev"])]),
 
         // Linux process controls Swift cannot call directly (prctl, gettid): core dumps, priorities.
         .target(name: "CProcessControl"),
@@ -80,6 +81,10 @@ let package = Package(
         // The CRM's data layer on the replicated state: cluster-wide CRM keys, per-subject keys,
         // sealed personal fields, lookup tokens.
         .target(name: "CRM", dependencies: ["KVStore", "Sealing", "BinaryCoding"]),
+
+        // Who may use the CRM: passwords (Argon2id through libargon2, imported PBKDF2 and
+        // scrypt through libcrypto), the password policy, bounded hashing.
+        .target(name: "Identity", dependencies: ["CArgon2", "CLibCrypto", "Sealing"]),
 
         // The member loop: drives the consensus core, the durable log (a seam) and the state
         // machine, and answers its callers; deterministic, so the simulator runs it as it ships.
@@ -242,7 +247,7 @@ let package = Package(
             name: "CRMBench",
             dependencies: [
                 "Storage", "Sealing", "CRocksDB", "CRMClient", "CRMProto", "Transport", "Wire", "Raft", "EtcdProto",
-                "ClusterHarness", "Node",
+                "ClusterHarness", "Node", "Identity",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "Logging", package: "swift-log"),
@@ -285,6 +290,7 @@ let package = Package(
                                                        .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft", "Storage", "Sealing", "BinaryCoding"]),
         .testTarget(name: "CRMTests", dependencies: ["CRM", "KVStore", "Raft", "Storage", "Sealing", "BinaryCoding"]),
+        .testTarget(name: "IdentityTests", dependencies: ["Identity", "Sealing"]),
         .testTarget(name: "FuzzTests", dependencies: ["FuzzHarness"], exclude: ["Regressions"]),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "Storage", "Sealing"]),
     ]

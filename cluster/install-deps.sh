@@ -4,7 +4,7 @@
 # prompts. Uses sudo when not run as root.
 set -euo pipefail
 
-packages=(librocksdb-dev liblz4-dev libssl-dev pkg-config openssl "$@")
+packages=(librocksdb-dev liblz4-dev libssl-dev libargon2-dev pkg-config openssl "$@")
 
 missing=()
 for package in "${packages[@]}"; do

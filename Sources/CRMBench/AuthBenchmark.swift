@@ -1,0 +1,83 @@
+import ArgumentParser
+import Foundation
+import Identity
+import Sealing
+
+/// Password hashing as logins pay for it: milliseconds per Argon2id hash and password checks a
+/// second at each concurrency, through the bounded `PasswordHasher` the members use.
+struct AuthBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "auth",
+        abstract: "Argon2id password hashing: ms per hash and checks per second, through the bounded hasher.",
+        discussion: """
+            Each cell runs closed-loop checks of a known user's password (`verify`) for --duration
+            seconds at one concurrency, with the hasher admitting that many at once.
+            """)
+
+    @Option(help: "Concurrent checks, comma-separated.") var concurrency = "1,2,4"
+    @Option(help: "Seconds per cell.") var duration = 5.0
+    @Option(help: "Argon2id memory in KiB.") var memory: UInt32 = Argon2Parameters.standard.memoryKiB
+    @Option(help: "Argon2id passes.") var passes: UInt32 = Argon2Parameters.standard.iterations
+    @Flag(help: "Print JSON.") var json = false
+
+    func validate() throws {
+        guard duration > 0, duration <= 600 else { throw ValidationError("--duration is 0 to 600 seconds") }
+        guard !levels.isEmpty, levels.allSatisfy({ (1...64).contains($0) }) else {
+            throw ValidationError("--concurrency holds 1 to 64, comma-separated")
+        }
+    }
+
+    private var levels: [Int] { concurrency.split(separator: ",").compactMap { Int($0) } }
+
+    func run() async throws {
+        let pepper = try SymmetricKey.generate()
+        let parameters = Argon2Parameters(memoryKiB: memory, iterations: passes, parallelism: 1)
+        var rows: [[String: Any]] = []
+        for level in levels {
+            let hasher = try PasswordHasher(
+                pepper: pepper, parameters: parameters, maxConcurrent: level, maxQueued: level)
+            let stored = try await hasher.hash("correct horse battery staple")
+            let end = ContinuousClock.now + .seconds(duration)
+            let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
+                for _ in 0..<level {
+                    group.addTask {
+                        var seen: [Double] = []
+                        while ContinuousClock.now < end {
+                            let took = try await ContinuousClock().measure {
+                                guard
+                                    case .match = try await hasher.verify(
+                                        "correct horse battery staple", stored: stored)
+                                else { throw ValidationError("a known password did not verify") }
+                            }
+                            seen.append(took.seconds * 1000)
+                        }
+                        return seen
+                    }
+                }
+                return try await group.reduce(into: [Double]()) { $0 += $1 }
+            }.sorted()
+            let row: [String: Any] = [
+                "concurrency": level, "checks": latencies.count,
+                "checks_per_second": Double(latencies.count) / duration,
+                "p50_ms": latencies[latencies.count / 2],
+                "p99_ms": latencies[min(latencies.count - 1, latencies.count * 99 / 100)],
+            ]
+            rows.append(row)
+        }
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: rows, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        print(
+            "crm-bench auth: argon2id m=\(memory) KiB t=\(passes) p=1, \(formatted(duration, decimals: 1)) s per cell")
+        print("concurrency  checks/s  p50 ms  p99 ms")
+        for row in rows {
+            print(
+                padded("\(row["concurrency"]!)", 13)
+                    + padded(formatted(row["checks_per_second"] as! Double, decimals: 1), 10)
+                    + padded(formatted(row["p50_ms"] as! Double, decimals: 1), 8)
+                    + formatted(row["p99_ms"] as! Double, decimals: 1))
+        }
+    }
+}
