@@ -14,7 +14,8 @@ public final class PasswordHasher: Sendable {
     public let maxQueued: Int
     private let pepper: SymmetricKey
     private let admission: Admission
-    private let dummy: StoredPassword
+    /// What an unknown user's password is checked against: random, of this hasher's costs.
+    let dummy: StoredPassword
 
     static let saltBytes = 16
     static let tagBytes = 32
