@@ -83,8 +83,11 @@ let package = Package(
         .target(name: "CRM", dependencies: ["KVStore", "Sealing", "BinaryCoding"]),
 
         // Who may use the CRM: passwords (Argon2id through libargon2, imported PBKDF2 and
-        // scrypt through libcrypto), the password policy, bounded hashing.
-        .target(name: "Identity", dependencies: ["CArgon2", "CLibCrypto", "Sealing"]),
+        // scrypt through libcrypto), the password policy, bounded hashing; roles, deny by
+        // default, and the separation of duties.
+        .target(
+            name: "Identity",
+            dependencies: ["CRM", "CArgon2", "CLibCrypto", "Sealing", .product(name: "Yams", package: "Yams")]),
 
         // The member loop: drives the consensus core, the durable log (a seam) and the state
         // machine, and answers its callers; deterministic, so the simulator runs it as it ships.
@@ -290,7 +293,7 @@ let package = Package(
                                                        .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft", "Storage", "Sealing", "BinaryCoding"]),
         .testTarget(name: "CRMTests", dependencies: ["CRM", "KVStore", "Raft", "Storage", "Sealing", "BinaryCoding"]),
-        .testTarget(name: "IdentityTests", dependencies: ["Identity", "Sealing"]),
+        .testTarget(name: "IdentityTests", dependencies: ["Identity", "CRM", "Sealing"]),
         .testTarget(name: "FuzzTests", dependencies: ["FuzzHarness"], exclude: ["Regressions"]),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "Storage", "Sealing"]),
     ]
