@@ -48,6 +48,14 @@ public enum CRMLayout {
         indexPrefix(workspace: workspace, code, value: value) + recordSuffix(entity, id)
     }
 
+    /// The guard entry of a unique lookup (`<prefix>uq/<code>/<token>`, no record id): written
+    /// with an `absent` condition, so that a second record with the same value fails whole.
+    public static func uniqueGuard(workspace: UInt32, _ code: String, value: [UInt8]) -> [UInt8] {
+        uniqueGuardPrefix(workspace: workspace) + Array("\(code)/".utf8) + value
+    }
+
+    static func uniqueGuardPrefix(workspace: UInt32) -> [UInt8] { bigEndian(workspace) + Array("/x/uq/".utf8) }
+
     /// Records by update time: `<prefix><log time, 8 bytes><entity><id>`.
     public static func updatedPrefix(workspace: UInt32) -> [UInt8] { bigEndian(workspace) + Array("/x/up/".utf8) }
 

@@ -7,6 +7,12 @@ public enum EntityCode: String, CaseIterable, Sendable, Codable {
     case company = "co"
     case deal = "de"
     case activity = "ac"
+    /// Staff who sign in: records too (their personal fields sealed under their own subject
+    /// key), but kept by the directory, never through the records API or roles' objects.
+    case user = "us"
+
+    /// The entities of the records API (and of roles' object actions).
+    public static let records: [EntityCode] = [.person, .company, .deal, .activity]
 
     /// The name used in APIs and URLs.
     public var name: String {
@@ -15,11 +21,13 @@ public enum EntityCode: String, CaseIterable, Sendable, Codable {
         case .company: return "company"
         case .deal: return "deal"
         case .activity: return "activity"
+        case .user: return "user"
         }
     }
 
+    /// The records API's entity called `name` (users are not one).
     public init?(name: String) {
-        guard let code = Self.allCases.first(where: { $0.name == name }) else { return nil }
+        guard let code = Self.records.first(where: { $0.name == name }) else { return nil }
         self = code
     }
 }
@@ -53,6 +61,8 @@ public enum FieldLookup: String, Sendable {
     case phone = "ph"
     case name = "nm"
     case domain = "cd"
+    /// A user's sign-in name: unique (a guard entry without the id makes a second one fail).
+    case username = "un"
 }
 
 /// A secondary index on a non-personal field: its values (ids, choices, dates) appear in keys.
@@ -124,7 +134,7 @@ public struct EntityDefinition: Sendable {
     public var fieldsInUse: [FieldDefinition] { fields.filter { !$0.retired } }
 
     /// Whose key seals this entity's personal fields.
-    public var sealsUnderOwnSubject: Bool { code == .person }
+    public var sealsUnderOwnSubject: Bool { code == .person || code == .user }
 }
 
 /// The standard entities (as Twenty's person, company, opportunity and note/task objects).
@@ -133,6 +143,8 @@ public enum EntityCatalog {
     private static let list = CRMLimits.listItems
     /// The purpose of the standard personal fields: keeping the customer relationship.
     public static let relationship = "customer_relationship"
+    /// The purpose of users' personal fields: running the staff's accounts.
+    public static let staff = "staff_accounts"
 
     public static func standard(_ code: EntityCode) -> EntityDefinition {
         switch code {
@@ -184,6 +196,17 @@ public enum EntityCatalog {
                     FieldDefinition(5, "probability", .integer(min: 0, max: 100)),
                     FieldDefinition(6, "company_id", .reference(.company), index: .company),
                     FieldDefinition(7, "point_of_contact", .reference(.person), index: .contact),
+                ])
+        case .user:
+            return EntityDefinition(
+                code: code,
+                fields: [
+                    FieldDefinition(
+                        1, "username", .text(maxBytes: 64), personal: true, purpose: staff, lookup: .username),
+                    FieldDefinition(2, "display_name", text, personal: true, purpose: staff),
+                    FieldDefinition(3, "email", .emails(maxItems: 1), personal: true, purpose: staff, lookup: .email),
+                    FieldDefinition(4, "status", .choice(["active", "disabled"])),
+                    FieldDefinition(5, "roles", .texts(maxItems: list, maxBytes: 64)),
                 ])
         case .activity:
             return EntityDefinition(

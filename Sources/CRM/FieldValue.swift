@@ -80,6 +80,9 @@ public enum FieldValue: Equatable, Sendable {
             return self
         case (.targets(let maxItems), .targets(let refs)):
             guard refs.count <= maxItems else { throw refuse("holds at most \(maxItems) items") }
+            guard refs.allSatisfy({ EntityCode.records.contains($0.entity) }) else {
+                throw refuse("may target persons, companies, deals and activities only")
+            }
             return self
         default:
             throw refuse("has the wrong type")
@@ -236,6 +239,18 @@ public enum Normalise {
     public static func name(_ text: String) -> String {
         text.precomposedStringWithCompatibilityMapping.lowercased()
             .split(whereSeparator: { $0.isWhitespace }).joined(separator: " ")
+    }
+
+    /// A username: NFKC, lower-cased, trimmed; 3 to 64 letters, digits, `.`, `_`, `-` or `@`, so
+    /// that names differing only by case or Unicode form are one name.
+    public static func username(_ text: String) -> String? {
+        let value = text.precomposedStringWithCompatibilityMapping.trimmingCharacters(in: .whitespaces).lowercased()
+        guard (3...64).contains(value.unicodeScalars.count), value.utf8.count <= 256,
+            value.unicodeScalars.allSatisfy({
+                $0.properties.isAlphabetic || ("0"..."9").contains($0) || ".-_@".unicodeScalars.contains($0)
+            })
+        else { return nil }
+        return value
     }
 
     /// Lower-cased and trimmed, without a trailing dot; letters, digits, dashes and dots only.

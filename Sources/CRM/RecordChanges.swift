@@ -86,6 +86,7 @@ public struct RecordChanges: Sendable {
             }
         }
         record.indexKeys = try indexKeys(of: record, values, definition, keySet)
+        conditions += uniqueGuards(in: record.indexKeys).map { .absent(key: $0) }
         operations.append(.putStamped(key: recordKey(record), value: try checkedSize(record)))
         operations += record.indexKeys.map { .put(key: $0, value: []) }
         operations.append(updatedEntry(record))
@@ -122,6 +123,8 @@ public struct RecordChanges: Sendable {
                 try self.subjectKey(subject!, &conditions, &operations, keySet)
             })
         let newIndexes = try indexKeys(of: record, values, definition, keySet)
+        let hadGuards = Set(uniqueGuards(in: current.record.indexKeys))
+        conditions += uniqueGuards(in: newIndexes).filter { !hadGuards.contains($0) }.map { .absent(key: $0) }
         operations += indexChanges(from: current.record.indexKeys, to: newIndexes)
         record.indexKeys = newIndexes
         operations.append(.putStamped(key: recordKey(record), value: try checkedSize(record)))
@@ -323,6 +326,15 @@ public struct RecordChanges: Sendable {
                     throw RecordError.invalid(FieldError(field: field.name, reason: "is not a domain name"))
                 }
                 entry(FieldLookup.domain.rawValue, token(.domain, domain))
+            case (.username?, .text(let text)):
+                guard let username = Normalise.username(text) else {
+                    throw RecordError.invalid(
+                        FieldError(
+                            field: field.name, reason: "must be 3 to 64 letters, digits, '.', '_', '-' or '@'"))
+                }
+                let value = token(.username, username)
+                entry(FieldLookup.username.rawValue, value)
+                keys.append(CRMLayout.uniqueGuard(workspace: workspace, FieldLookup.username.rawValue, value: value))
             default: break
             }
             switch (field.index, value) {
@@ -363,6 +375,11 @@ public struct RecordChanges: Sendable {
         keys = keys.filter { seen.insert($0).inserted }
         guard keys.count <= StoredRecord.maxIndexKeys else { throw RecordError.tooLarge("too many index entries") }
         return keys
+    }
+
+    private func uniqueGuards(in keys: [[UInt8]]) -> [[UInt8]] {
+        let prefix = CRMLayout.uniqueGuardPrefix(workspace: workspace)
+        return keys.filter { $0.starts(with: prefix) }
     }
 
     private func indexChanges(from old: [[UInt8]], to new: [[UInt8]]) -> [TransactionOperation] {
@@ -418,6 +435,7 @@ extension RecordChanges {
         case .phone: normalised = Normalise.phone(value)
         case .name: normalised = Normalise.name(value)
         case .domain: normalised = Normalise.domain(value)
+        case .username: normalised = Normalise.username(value)
         }
         guard let normalised else { return nil }
         let token = LookupTokens.token(

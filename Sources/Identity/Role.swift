@@ -119,7 +119,7 @@ public struct Role: Equatable, Sendable {
     private static func entity(_ name: String, _ place: String) throws -> EntityCode {
         guard let entity = EntityCode(name: name) else {
             throw RoleError(
-                "\(place): `\(name.prefix(64))` is not an entity (\(EntityCode.allCases.map(\.name).joined(separator: ", ")))"
+                "\(place): `\(name.prefix(64))` is not an entity (\(EntityCode.records.map(\.name).joined(separator: ", ")))"
             )
         }
         return entity

@@ -13,7 +13,7 @@ public enum SeparationOfDuties {
         let permissions = access.permissions
         var problems: [String] = []
         if !permissions.isDisjoint(with: [.userAdmin, .roleAdmin]) {
-            let personal = EntityCode.allCases.flatMap { entity in
+            let personal = EntityCode.records.flatMap { entity in
                 definition(entity).fieldsInUse.filter {
                     $0.personal && access.scope(.read, on: entity) != .none
                         && access.fieldAccess($0, on: entity) != .none
@@ -26,7 +26,7 @@ public enum SeparationOfDuties {
             }
         }
         if permissions.contains(.auditPrune) {
-            let records = EntityCode.allCases.flatMap { entity in
+            let records = EntityCode.records.flatMap { entity in
                 ObjectAction.allCases.filter { access.scope($0, on: entity) != .none }.map {
                     "\($0.rawValue) \(entity.name)"
                 }

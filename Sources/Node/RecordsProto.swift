@@ -10,7 +10,7 @@ enum RecordsProto {
         guard let entity = EntityCode(name: name) else {
             throw RPCError(
                 code: .invalidArgument,
-                message: "unknown entity; the entities are \(EntityCode.allCases.map(\.name).joined(separator: ", "))")
+                message: "unknown entity; the entities are \(EntityCode.records.map(\.name).joined(separator: ", "))")
         }
         return entity
     }
@@ -198,6 +198,7 @@ enum RecordsProto {
         case .phone: return "phone"
         case .name: return "name"
         case .domain: return "domain"
+        case .username: return "username"
         }
     }
 
