@@ -87,7 +87,10 @@ let package = Package(
         // default, and the separation of duties.
         .target(
             name: "Identity",
-            dependencies: ["CRM", "CArgon2", "CLibCrypto", "Sealing", .product(name: "Yams", package: "Yams")]),
+            dependencies: [
+                "CRM", "KVStore", "BinaryCoding", "CArgon2", "CLibCrypto", "Sealing",
+                .product(name: "Yams", package: "Yams"),
+            ]),
 
         // The member loop: drives the consensus core, the durable log (a seam) and the state
         // machine, and answers its callers; deterministic, so the simulator runs it as it ships.
@@ -292,8 +295,12 @@ let package = Package(
         .testTarget(name: "ChaosTests", dependencies: ["CRMChaos", "CRMTestSupport", .product(name: "NIOCore", package: "swift-nio"),
                                                        .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "Raft", "Storage", "Sealing", "BinaryCoding"]),
-        .testTarget(name: "CRMTests", dependencies: ["CRM", "KVStore", "Raft", "Storage", "Sealing", "BinaryCoding"]),
-        .testTarget(name: "IdentityTests", dependencies: ["Identity", "CRM", "Sealing"]),
+        // A CRM state machine on in-memory storage, for the CRM and identity tests.
+        .target(name: "CRMStateSupport", dependencies: ["KVStore", "Raft", "Sealing", "Storage"], path: "Tests/StateSupport"),
+        .testTarget(
+            name: "CRMTests",
+            dependencies: ["CRM", "CRMStateSupport", "KVStore", "Raft", "Storage", "Sealing", "BinaryCoding"]),
+        .testTarget(name: "IdentityTests", dependencies: ["Identity", "CRMStateSupport", "CRM", "KVStore", "Sealing"]),
         .testTarget(name: "FuzzTests", dependencies: ["FuzzHarness"], exclude: ["Regressions"]),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "Storage", "Sealing"]),
     ]

@@ -24,6 +24,11 @@ public enum CRMLayout {
         bigEndian(workspace) + Array("/v/sk/".utf8)
     }
 
+    /// `<workspace><suffix>`: where the directory keeps credentials, sessions and markers.
+    public static func workspaceKey(_ workspace: UInt32, _ suffix: String) -> [UInt8] {
+        bigEndian(workspace) + Array(suffix.utf8)
+    }
+
     /// The custom fields of `entity` (configuration: names, types, purposes; never values).
     public static func metadata(workspace: UInt32, entity: EntityCode) -> [UInt8] {
         bigEndian(workspace) + Array("/meta/\(entity.rawValue)".utf8)

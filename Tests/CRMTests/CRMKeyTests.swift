@@ -1,4 +1,5 @@
 import BinaryCoding
+import CRMStateSupport
 import Foundation
 import KVStore
 import Raft
@@ -7,35 +8,6 @@ import Storage
 import Testing
 
 @testable import CRM
-
-/// A key-encryption key in a temporary file, as `crm.key_file` would hold it.
-final class TestKEK: @unchecked Sendable {
-    let directory = NSTemporaryDirectory() + "crm-kek-" + UUID().uuidString
-    let provider: FileMasterKeyProvider
-
-    init() throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        provider = try FileMasterKeyProvider.generateKeyFile(at: directory + "/crm.key")
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: directory) }
-}
-
-/// A state machine on in-memory storage, with transactions applied as a log would apply them.
-final class TestState {
-    let kv: ReplicatedKV
-    private var index: UInt64 = 0
-
-    init() throws { kv = try ReplicatedKV(storage: MemoryStateStorage()) }
-
-    @discardableResult
-    func apply(_ transaction: Transaction, at time: UInt64 = 1000) throws -> KVOutcome {
-        index += 1
-        let command = KVCommand.transaction(
-            session: 0, sequence: 0, owner: "crm://client/test", proposedAtMillis: time, transaction)
-        return try kv.apply([Entry(term: 1, index: index, data: command.encoded)])[0].outcome
-    }
-}
 
 @Suite struct CRMKeyTests {
     @Test func aKeySetOpensOnlyUnderItsKeyAndVersion() throws {

@@ -1,3 +1,4 @@
+import CRMStateSupport
 import Foundation
 import KVStore
 import Testing

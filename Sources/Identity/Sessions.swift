@@ -1,0 +1,202 @@
+import BinaryCoding
+import CRM
+import Foundation
+import KVStore
+import Sealing
+
+/// How long sessions last.
+public struct SessionPolicy: Equatable, Sendable {
+    public var idleMillis: UInt64 = 30 * 60_000
+    public var absoluteMillis: UInt64 = 12 * 3_600_000
+    /// `lastSeen` is written at most this often (a write per session a minute, not per call).
+    public var touchEveryMillis: UInt64 = 60_000
+
+    public init() {}
+}
+
+/// A signed-in user's session, kept at `c/<workspace>/ss/<SHA-256 of the token>` (the token
+/// itself is never stored), with an entry under the user for listing their sessions.
+public struct Session: Equatable, Sendable {
+    public var user: CRMID
+    /// The application (client certificate identity) it was opened through, and the only one
+    /// it is accepted from.
+    public var application: String
+    /// The end user's address it is bound to, when the application asserts one.
+    public var boundAddress: String?
+    public var createdAtMillis: UInt64
+    public var lastSeenMillis: UInt64
+    public var credentialEpoch: UInt64
+    public var authzEpoch: UInt64
+    /// A session that may only change the password (the account must).
+    public var passwordChangeOnly: Bool
+
+    static let format: UInt8 = 1
+
+    var encoded: [UInt8] {
+        var writer = BinaryWriter()
+        writer.u8(Self.format)
+        writer.blob(user.bytes)
+        writer.blob(Array(application.utf8))
+        writer.optionalBlob(boundAddress.map { Array($0.utf8) })
+        writer.u64(createdAtMillis)
+        writer.u64(lastSeenMillis)
+        writer.u64(credentialEpoch)
+        writer.u64(authzEpoch)
+        writer.bool(passwordChangeOnly)
+        return writer.bytes
+    }
+
+    init?(encoded bytes: [UInt8]) {
+        var reader = BinaryReader(bytes)
+        guard reader.u8() == Self.format, let idBytes = reader.blob(limit: CRMID.byteCount),
+            let user = CRMID(bytes: idBytes), let application = reader.text(limit: 256),
+            let address = reader.optionalBlob(limit: 64),
+            let created = reader.u64(), let lastSeen = reader.u64(), let credential = reader.u64(),
+            let authz = reader.u64(), let changeOnly = reader.bool(), reader.isAtEnd
+        else { return nil }
+        self.user = user
+        self.application = application
+        boundAddress = address.map { String(decoding: $0, as: UTF8.self) }
+        createdAtMillis = created
+        lastSeenMillis = lastSeen
+        credentialEpoch = credential
+        authzEpoch = authz
+        passwordChangeOnly = changeOnly
+    }
+
+    init(
+        user: CRMID, application: String, boundAddress: String?, now: UInt64, credentials: Credentials
+    ) {
+        self.user = user
+        self.application = application
+        self.boundAddress = boundAddress
+        createdAtMillis = now
+        lastSeenMillis = now
+        credentialEpoch = credentials.credentialEpoch
+        authzEpoch = credentials.authzEpoch
+        passwordChangeOnly = credentials.mustChangePassword
+    }
+}
+
+/// Bearer tokens: `crm_s_` and 43 characters of base64url (256 random bits).
+public enum SessionTokens {
+    public static let prefix = "crm_s_"
+    static let randomBytes = 32
+    static let textCharacters = 43
+
+    public static func generate() throws -> String {
+        let bytes = try SecureRandom.bytes(randomBytes)
+        return prefix
+            + Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    /// The SHA-256 a session is stored under, or nil for anything not shaped like a token.
+    public static func digest(_ token: String) -> [UInt8]? {
+        guard token.utf8.count == prefix.utf8.count + textCharacters, token.hasPrefix(prefix),
+            token.utf8.dropFirst(prefix.utf8.count).allSatisfy({
+                (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0)
+                    || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0)
+                    || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || $0 == UInt8(ascii: "-")
+                    || $0 == UInt8(ascii: "_")
+            })
+        else { return nil }
+        return HMACSHA256.sha256(Array(token.utf8))
+    }
+}
+
+/// Why a session is refused. Callers answer every one with the same 401 (UNAUTHENTICATED); the
+/// reason is for the audit trail and the member's own log.
+public enum SessionRefusal: Error, Equatable, Sendable {
+    case malformed, unknown, otherApplication, otherAddress, expired, idle, revoked, disabled
+}
+
+/// A session that passed every check, with the user it belongs to.
+public struct CheckedSession: Equatable, Sendable {
+    public var digest: [UInt8]
+    public var session: Session
+    public var version: UInt64
+}
+
+/// The transactions that open, touch and end sessions, and the check made on every call.
+public struct SessionChanges: Sendable {
+    public let directory: DirectoryChanges
+    public var policy = SessionPolicy()
+
+    public init(directory: DirectoryChanges) { self.directory = directory }
+
+    var workspace: UInt32 { directory.records.workspace }
+    var kv: ReplicatedKV { directory.records.kv }
+
+    func key(_ digest: [UInt8]) -> [UInt8] { CRMLayout.workspaceKey(workspace, "/ss/") + digest }
+    func userEntry(_ user: CRMID, _ digest: [UInt8]) -> [UInt8] { userPrefix(user) + digest }
+    func userPrefix(_ user: CRMID) -> [UInt8] { CRMLayout.workspaceKey(workspace, "/su/") + user.bytes }
+
+    /// A new session for `user`, conditioned on the credentials read (a password or role change
+    /// meanwhile makes it fail).
+    public func open(
+        token: String, user: CRMID, credentials: VersionedCredentials, application: String, address: String?,
+        now: UInt64
+    ) -> Transaction {
+        let digest = SessionTokens.digest(token)!
+        let session = Session(
+            user: user, application: application, boundAddress: address, now: now, credentials: credentials.credentials)
+        return Transaction(
+            conditions: [
+                .version(key: Credentials.key(workspace: workspace, user: user), credentials.version),
+                .absent(key: key(digest)),
+            ],
+            operations: [
+                .putStamped(key: key(digest), value: session.encoded), .put(key: userEntry(user, digest), value: []),
+            ])
+    }
+
+    /// The session `token` names, if it may be used now by `application` from `address`.
+    public func check(token: String, application: String, address: String?, now: UInt64) throws -> CheckedSession {
+        guard let digest = SessionTokens.digest(token) else { throw SessionRefusal.malformed }
+        guard let value = try kv.crmValue(key(digest)) else { throw SessionRefusal.unknown }
+        guard let session = Session(encoded: value.payload), let version = value.version else {
+            throw SessionRefusal.unknown
+        }
+        guard session.application == application else { throw SessionRefusal.otherApplication }
+        if let bound = session.boundAddress, bound != address { throw SessionRefusal.otherAddress }
+        guard now < session.createdAtMillis &+ policy.absoluteMillis else { throw SessionRefusal.expired }
+        guard now < session.lastSeenMillis &+ policy.idleMillis else { throw SessionRefusal.idle }
+        guard let credentials = try directory.credentials(of: session.user),
+            credentials.credentials.credentialEpoch == session.credentialEpoch,
+            credentials.credentials.authzEpoch == session.authzEpoch
+        else { throw SessionRefusal.revoked }
+        guard let user = try directory.records.read(.user, session.user),
+            try directory.records.open(user.record, fields: ["status"])["status"] == .text("active")
+        else { throw SessionRefusal.disabled }
+        return CheckedSession(digest: digest, session: session, version: version)
+    }
+
+    /// Moves `lastSeen` on, when it is older than the policy's touch interval (nil: not yet).
+    public func touch(_ checked: CheckedSession, now: UInt64) -> Transaction? {
+        guard now >= checked.session.lastSeenMillis &+ policy.touchEveryMillis else { return nil }
+        var session = checked.session
+        session.lastSeenMillis = now
+        return Transaction(
+            conditions: [.version(key: key(checked.digest), checked.version)],
+            operations: [.putStamped(key: key(checked.digest), value: session.encoded)])
+    }
+
+    /// Ends one session (a sign-out, or a revocation by its owner).
+    public func end(digest: [UInt8], of user: CRMID) -> Transaction {
+        Transaction(operations: [.delete(key: key(digest)), .delete(key: userEntry(user, digest))])
+    }
+
+    /// The user's sessions (at most `limit`), each with the digest that names it.
+    public func sessions(of user: CRMID, limit: Int = 100) throws -> [(digest: [UInt8], session: Session)] {
+        let prefix = userPrefix(user)
+        let page = try kv.crmScan(from: prefix, to: prefix + [0xFF], limit: limit)
+        return try page.entries.compactMap { entry in
+            let digest = Array(entry.key.dropFirst(prefix.count))
+            guard let value = try kv.crmValue(key(digest)), let session = Session(encoded: value.payload) else {
+                return nil
+            }
+            return (digest, session)
+        }
+    }
+}
