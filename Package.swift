@@ -134,7 +134,7 @@ let package = Package(
             name: "Node",
             dependencies: [
                 "Raft", "RaftStorage", "KVStore", "CRM", "Engine", "Storage", "Sealing", "Transport", "Wire", "CRMProto", "CRMClient", "CProcessControl",
-                "FaultFile",
+                "FaultFile", "Identity",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

@@ -58,6 +58,9 @@ public final class MemberConnection: Sendable {
     public var kv: Crm_V1_KV.Client<HTTP2ClientTransport.Posix> { Crm_V1_KV.Client(wrapping: client) }
     public var admin: Crm_V1_Admin.Client<HTTP2ClientTransport.Posix> { Crm_V1_Admin.Client(wrapping: client) }
     public var records: Crm_V1_Records.Client<HTTP2ClientTransport.Posix> { Crm_V1_Records.Client(wrapping: client) }
+    public var directory: Crm_V1_Directory.Client<HTTP2ClientTransport.Posix> {
+        Crm_V1_Directory.Client(wrapping: client)
+    }
 
     /// Closes the connection once calls in progress finish.
     public func close() async {

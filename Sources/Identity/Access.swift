@@ -4,12 +4,12 @@ import CRM
 /// application's ceiling (the union of its roles), deny by default. Each decision can explain
 /// itself, naming the role (or the missing grant) that decided.
 public struct Access: Sendable {
-    public let roles: [Role]
+    public let roles: [CRMRole]
     /// The application's roles (nil: an application without a ceiling, such as an operator's
     /// own tool; never for integrations).
-    public let ceiling: [Role]?
+    public let ceiling: [CRMRole]?
 
-    public init(roles: [Role], ceiling: [Role]?) {
+    public init(roles: [CRMRole], ceiling: [CRMRole]?) {
         self.roles = roles
         self.ceiling = ceiling
     }
@@ -89,7 +89,7 @@ public struct Access: Sendable {
         }
     }
 
-    static func access(_ field: FieldDefinition, _ entity: EntityCode, in role: Role) -> FieldAccess {
+    static func access(_ field: FieldDefinition, _ entity: EntityCode, in role: CRMRole) -> FieldAccess {
         if let named = role.fields[entity]?[field.name] { return named }
         if field.personal { return .none }
         let objects = role.objects[entity] ?? [:]
@@ -99,7 +99,7 @@ public struct Access: Sendable {
 
     /// The widest value any of `roles` gives, and the first role that gives it (nil: none).
     private static func widest<Value: Comparable & CaseIterable>(
-        _ roles: [Role], _ value: (Role) -> Value
+        _ roles: [CRMRole], _ value: (CRMRole) -> Value
     ) -> (value: Value, role: String?) where Value.AllCases.Element == Value {
         var best = Value.allCases.first!
         var by: String?

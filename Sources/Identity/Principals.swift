@@ -48,7 +48,7 @@ public struct Principal: Equatable, Sendable {
         else { return nil }
         var ceiling: [String] = []
         for _ in 0..<count {
-            guard let role = reader.text(limit: Role.maxNameBytes) else { return nil }
+            guard let role = reader.text(limit: CRMRole.maxNameBytes) else { return nil }
             ceiling.append(role)
         }
         guard let assert = reader.bool(), let expires = reader.bool(), let expiry = reader.u64(),
@@ -96,7 +96,7 @@ public struct PrincipalChanges: Sendable {
         guard PeerName.isValid(principal.name) else {
             throw RecordError.badRequest("a client name is 1 to 128 letters, digits, '.', '_' or '-'")
         }
-        guard principal.ceiling.count <= Principal.maxCeiling, principal.ceiling.allSatisfy(Role.isName) else {
+        guard principal.ceiling.count <= Principal.maxCeiling, principal.ceiling.allSatisfy(CRMRole.isName) else {
             throw RecordError.badRequest("a ceiling names at most \(Principal.maxCeiling) roles by their names")
         }
         let key = key(principal.name)

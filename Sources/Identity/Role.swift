@@ -39,7 +39,7 @@ public enum Permission: String, CaseIterable, Sendable {
 /// A role: object actions with scopes, field rules, permissions and the conditions under which
 /// it may be used. Anything not granted is denied; personal fields a role does not name are
 /// hidden even where the object may be read.
-public struct Role: Equatable, Sendable {
+public struct CRMRole: Equatable, Sendable {
     public var name: String
     public var objects: [EntityCode: [ObjectAction: Scope]] = [:]
     public var fields: [EntityCode: [String: FieldAccess]] = [:]
@@ -60,7 +60,7 @@ public struct Role: Equatable, Sendable {
     ///     conditions: {mfa: required, ip_ranges: [10.0.0.0/8], hours: "Mon-Fri 07:00-20:00 Europe/Paris"}
     public static func parse(
         yaml: String, definition: (EntityCode) -> EntityDefinition = EntityCatalog.standard
-    ) throws -> Role {
+    ) throws -> CRMRole {
         guard yaml.utf8.count <= 64 << 10 else { throw RoleError("a role is at most 64 KiB of YAML") }
         let document = try YAMLTree.parse(yaml)
         let root = try document.mapping(
@@ -68,7 +68,7 @@ public struct Role: Equatable, Sendable {
         guard let name = try root["name"]?.scalar("name"), Self.isName(name) else {
             throw RoleError("`name` is 1 to \(maxNameBytes) characters: a-z, 0-9, '-' and '_', a letter first")
         }
-        var role = Role(name: name)
+        var role = CRMRole(name: name)
         for (entityName, actions) in try root["objects"]?.mapping("objects") ?? [:] {
             let entity = try Self.entity(entityName, "objects")
             for (actionName, value) in try actions.mapping("objects.\(entityName)") {

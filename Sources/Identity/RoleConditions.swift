@@ -87,6 +87,9 @@ public struct IPRange: Equatable, Sendable, CustomStringConvertible {
         description = text
     }
 
+    /// Whether `text` is an IPv4 or IPv6 address.
+    public static func isAddress(_ text: String) -> Bool { address(text) != nil }
+
     public func contains(_ address: String) -> Bool {
         guard let bytes = Self.address(address), bytes.count == network.count else { return false }
         return Self.masked(bytes, prefix) == network

@@ -17,16 +17,16 @@ public struct RoleStore: Sendable {
     func key(_ name: String) -> [UInt8] { CRMLayout.workspaceKey(records.workspace, "/role/") + Array(name.utf8) }
 
     /// Role `name` as stored, with its version (nil: none).
-    public func role(_ name: String) throws -> (role: Role, version: UInt64)? {
-        guard Role.isName(name), let value = try records.kv.crmValue(key(name)) else { return nil }
+    public func role(_ name: String) throws -> (role: CRMRole, version: UInt64)? {
+        guard CRMRole.isName(name), let value = try records.kv.crmValue(key(name)) else { return nil }
         guard let version = value.version,
-            let role = try? Role.parse(yaml: String(decoding: value.payload, as: UTF8.self), definition: definition)
+            let role = try? CRMRole.parse(yaml: String(decoding: value.payload, as: UTF8.self), definition: definition)
         else { throw RecordError.keys(.doesNotOpen("role \(name)")) }
         return (role, version)
     }
 
     /// The roles of `names` that exist (a name without a role grants nothing).
-    public func roles(_ names: [String]) throws -> [Role] { try names.compactMap { try role($0)?.role } }
+    public func roles(_ names: [String]) throws -> [CRMRole] { try names.compactMap { try role($0)?.role } }
 
     public func names(limit: Int = 1000) throws -> [String] {
         let prefix = CRMLayout.workspaceKey(records.workspace, "/role/")
@@ -38,8 +38,8 @@ public struct RoleStore: Sendable {
     /// Adds or replaces the role `yaml` describes, refused when any user holding it would break
     /// the separation of duties with their other roles.
     public func put(yaml: String) throws -> Transaction {
-        let role: Role
-        do { role = try Role.parse(yaml: yaml, definition: definition) } catch let error as RoleError {
+        let role: CRMRole
+        do { role = try CRMRole.parse(yaml: yaml, definition: definition) } catch let error as RoleError {
             throw RecordError.badRequest(error.description)
         }
         let current = try self.role(role.name)

@@ -69,8 +69,8 @@ public enum RoleTemplates {
         """,
     ]
 
-    public static func role(_ name: String) throws -> Role {
+    public static func role(_ name: String) throws -> CRMRole {
         guard let text = yaml[name] else { throw RoleError("no role template `\(name.prefix(64))`") }
-        return try Role.parse(yaml: text)
+        return try CRMRole.parse(yaml: text)
     }
 }

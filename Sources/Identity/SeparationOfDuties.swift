@@ -7,7 +7,7 @@ import CRM
 public enum SeparationOfDuties {
     /// The rules that holding all of `roles` at once breaks (empty: none), each a sentence.
     public static func violations(
-        of roles: [Role], definition: (EntityCode) -> EntityDefinition = EntityCatalog.standard
+        of roles: [CRMRole], definition: (EntityCode) -> EntityDefinition = EntityCatalog.standard
     ) -> [String] {
         let access = Access(roles: roles, ceiling: nil)
         let permissions = access.permissions

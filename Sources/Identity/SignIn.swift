@@ -4,6 +4,7 @@ import KVStore
 /// Every sign-in failure, whatever its cause: one answer, so that nothing tells whether the
 /// user exists, is disabled or typed the wrong password.
 public struct SignInRefused: Error, Equatable, Sendable, CustomStringConvertible {
+    public init() {}
     public var description: String { "the username or password is wrong" }
 }
 

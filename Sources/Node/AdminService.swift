@@ -3,6 +3,7 @@ import CRMProto
 import Engine
 import Foundation
 import GRPCCore
+import Identity
 import KVStore
 import Logging
 import Raft
@@ -235,6 +236,38 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         let admin = try authorization.requireAdmin(context)
         try await crm.mapped { try await crm.rotateKeySet(caller: Caller(identity: .client(admin))) }
         return try keyStatus()
+    }
+
+    /// The CRM's first user, on the leader, once ever: its password passes the policy and is
+    /// hashed here; the transaction's condition refuses a second bootstrap.
+    func bootstrapUser(
+        request: Crm_V1_BootstrapUserRequest, context: ServerContext
+    ) async throws -> Crm_V1_BootstrapUserResponse {
+        let admin = try authorization.requireAdmin(context)
+        guard crm.isLeader else { throw LocalKV.rpcError(.notLeader(leaderHint: crm.leaderHint)) }
+        try crm.checkServing()
+        let caller = Caller(identity: .client(admin))
+        return try await CRMIdentity.mapped {
+            try await crm.mapped {
+                if let refusal = PasswordPolicy().refusal(of: request.password, username: request.username) {
+                    throw refusal
+                }
+                try await crm.ensureKeySet(caller: caller)
+                let identity = CRMIdentity(crm: crm)
+                let id = try CRMID.random()
+                let transaction = try identity.directory.bootstrap(
+                    id: id, username: request.username,
+                    passwordHash: try await identity.passwordHasher().hash(request.password),
+                    principal: caller.owner, now: crm.local.nowMillis())
+                guard case .applied = try await crm.propose(transaction, caller: caller) else {
+                    throw RPCError(code: .failedPrecondition, message: "the CRM's first user was bootstrapped already")
+                }
+                logger.notice("the CRM's first user is bootstrapped", metadata: ["user": "\(id)", "by": "\(admin)"])
+                var response = Crm_V1_BootstrapUserResponse()
+                response.userID = id.description
+                return response
+            }
+        }
     }
 
     private func keyStatus() throws -> Crm_V1_CRMKeyStatusResponse {

@@ -36,6 +36,11 @@ final class MemberClients: Sendable {
         Crm_V1_Records.Client(wrapping: try client(id))
     }
 
+    /// The directory client for member `id`'s client API (the same connection).
+    func directory(_ id: NodeID) throws -> Crm_V1_Directory.Client<HTTP2ClientTransport.Posix> {
+        Crm_V1_Directory.Client(wrapping: try client(id))
+    }
+
     private func client(_ id: NodeID) throws -> GRPCClient<HTTP2ClientTransport.Posix> {
         if let existing = clients.withLock({ $0[id] }) { return existing }
         guard let address = directory.withLock({ $0[id] }) else {

@@ -46,6 +46,7 @@ public final class NodeRuntime: @unchecked Sendable {
     private var front: Front?
     private var local: LocalKV?
     private var records: RecordsService?
+    private var directoryService: DirectoryService?
     private var crm: CRMRecords?
     private(set) var authorization: Authorization?
     private var frontMetrics: FrontMetrics?
@@ -226,6 +227,10 @@ public final class NodeRuntime: @unchecked Sendable {
         let crm = CRMRecords(engine: engine, keys: crmKeys, local: local, routing: routing, logger: logger)
         let records = RecordsService(crm: crm, members: members, authorization: authorization, limiter: limiter)
         self.records = records
+        let identity = CRMIdentity(crm: crm)
+        let directory = DirectoryService(
+            identity: identity, members: members, authorization: authorization, limiter: limiter)
+        self.directoryService = directory
         self.crm = crm
         let admin = AdminService(
             engine: engine, storage: storage, crm: crm, config: config, authorization: authorization, logger: logger,
@@ -234,7 +239,7 @@ public final class NodeRuntime: @unchecked Sendable {
             raiseCorrupt: { monitor.raiseCorrupt($0) })
         apiListeners = [
             APIServers.Listener(
-                endpoint: config.listen.client, connections: guards.client, services: [kv, records],
+                endpoint: config.listen.client, connections: guards.client, services: [kv, records, directory],
                 callers: authorization.callers),
             APIServers.Listener(
                 endpoint: config.listen.admin, connections: guards.admin, services: [admin],
@@ -396,10 +401,11 @@ public final class NodeRuntime: @unchecked Sendable {
 
     private func startFront() async throws {
         guard let settings = config.front, let tls, let local, let members, let frontMetrics, let authorization,
-            let records
+            let records, let directoryService
         else { return }
         front = try await Front.start(
-            config: config, settings: settings, local: local, members: members, records: records, table: routing,
+            config: config, settings: settings, local: local, members: members, records: records,
+            directory: directoryService, table: routing,
             metrics: frontMetrics, tls: tls, guards: guards, authorization: authorization,
             memberState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() },
             group: group, logger: logger)

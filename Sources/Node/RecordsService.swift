@@ -28,6 +28,14 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
     }
 
     private func admit(_ metadata: Metadata, _ context: ServerContext) throws -> Access {
+        try Self.admit(metadata, context, authorization, limiter)
+    }
+
+    /// The caller of a CRM call (a client, rate-limited, or a member passing one on) and how a
+    /// write of theirs is routed.
+    static func admit(
+        _ metadata: Metadata, _ context: ServerContext, _ authorization: Authorization, _ limiter: RateLimiter
+    ) throws -> Access {
         let identity = try authorization.requireClient(context)
         let caller = Caller.of(identity, metadata: metadata)
         if case .member = identity { return Access(routing: .refuse, caller: caller) }

@@ -41,7 +41,7 @@ import Testing
         #expect(throws: PrincipalRefusal.blocked) { try principals.check("app", now: test.clock) }
         #expect(try principals.list().map(\.name) == ["app"])
         #expect(message { try principals.put(Principal(name: "bad name", ceiling: []), replacing: nil) } != nil)
-        #expect(message { try principals.put(Principal(name: "x", ceiling: ["Not A Role"]), replacing: nil) } != nil)
+        #expect(message { try principals.put(Principal(name: "x", ceiling: ["Not A CRMRole"]), replacing: nil) } != nil)
     }
 
     @Test func rolesAreStoredAssignedAndKeptWithinTheSeparationOfDuties() async throws {

@@ -7,7 +7,7 @@ import Testing
 @Suite struct RoleTests {
     private func refusal(_ yaml: String) -> String? {
         do {
-            _ = try Role.parse(yaml: yaml)
+            _ = try CRMRole.parse(yaml: yaml)
             return nil
         } catch {
             return "\(error)"
@@ -19,7 +19,7 @@ import Testing
     }
 
     @Test func aRoleParsesStrictlyWithErrorsThatSayWhere() throws {
-        let role = try Role.parse(
+        let role = try CRMRole.parse(
             yaml: """
                 name: sales-rep
                 objects: {person: {create: true, read: team, update: own}, deal: {read: all, delete: none}}
@@ -135,11 +135,12 @@ import Testing
     }
 
     @Test func conditionsOfEveryRoleHoldAtOnce() throws {
-        let office = try Role.parse(
+        let office = try CRMRole.parse(
             yaml:
                 "name: office\nconditions: {ip_ranges: [10.1.0.0/16, \"fd00::/8\"], hours: \"Mon-Fri 09:00-18:00 Europe/Paris\"}"
         )
-        let night = try Role.parse(yaml: "name: night\nconditions: {mfa: required, hours: \"Sat-Sun 22:00-06:00 UTC\"}")
+        let night = try CRMRole.parse(
+            yaml: "name: night\nconditions: {mfa: required, hours: \"Sat-Sun 22:00-06:00 UTC\"}")
         // 2026-12-07 is a Monday; 10:00 in Paris is 09:00 UTC.
         let mondayMorning = Date(timeIntervalSince1970: 1_796_634_000)
         let conditions = Access(roles: [office], ceiling: nil).conditions
@@ -171,7 +172,7 @@ import Testing
         // An administrator may read records without personal fields.
         let analyst = try RoleTemplates.role("analyst")
         #expect(SeparationOfDuties.violations(of: [admin, analyst]).isEmpty)
-        let pruner = try Role.parse(yaml: "name: pruner\npermissions: [audit.prune, audit.read]")
+        let pruner = try CRMRole.parse(yaml: "name: pruner\npermissions: [audit.prune, audit.read]")
         #expect(SeparationOfDuties.violations(of: [pruner]).isEmpty)
         let withRecords = SeparationOfDuties.violations(of: [pruner, analyst])
         #expect(withRecords.contains { $0.contains("may not read or write records") }, "\(withRecords)")

@@ -40,7 +40,7 @@ final class Front: Sendable {
 
     static func start(
         config: NodeConfig, settings: NodeConfig.Front, local: LocalKV, members: MemberClients,
-        records: RecordsService, table: SharedRoutingTable,
+        records: RecordsService, directory: DirectoryService, table: SharedRoutingTable,
         metrics: FrontMetrics, tls: ReloadingTLSContexts, guards: ListenerGuards, authorization: Authorization,
         memberState: @escaping @Sendable () -> Crm_V1_MemberStateResponse,
         group: MultiThreadedEventLoopGroup, logger: Logger
@@ -56,7 +56,7 @@ final class Front: Sendable {
         let service = FrontGRPCService(
             front: kv, limiter: limiter, authorization: authorization, memberState: memberState, metrics: metrics)
         let grpcListener = APIServers.Listener(
-            endpoint: settings.grpc, connections: guards.frontGRPC, services: [service, records],
+            endpoint: settings.grpc, connections: guards.frontGRPC, services: [service, records, directory],
             callers: authorization.callers)
         let grpc = try await APIServers.start(config: config, listeners: [grpcListener], group: group, logger: logger)
         let api = FrontHTTPAPI(

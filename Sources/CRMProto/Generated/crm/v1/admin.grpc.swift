@@ -192,6 +192,19 @@ public enum Crm_V1_Admin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "BootstrapUser" metadata.
+        public enum BootstrapUser: Sendable {
+            /// Request type for "BootstrapUser".
+            public typealias Input = Crm_V1_BootstrapUserRequest
+            /// Response type for "BootstrapUser".
+            public typealias Output = Crm_V1_BootstrapUserResponse
+            /// Descriptor for "BootstrapUser".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Admin"),
+                method: "BootstrapUser",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "crm.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Status.descriptor,
@@ -206,7 +219,8 @@ public enum Crm_V1_Admin: Sendable {
             Verify.descriptor,
             CRMCheck.descriptor,
             CRMKeyStatus.descriptor,
-            RotateCRMKeys.descriptor
+            RotateCRMKeys.descriptor,
+            BootstrapUser.descriptor
         ]
     }
 }
@@ -452,6 +466,25 @@ extension Crm_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Crm_V1_RotateCRMKeysRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_CRMKeyStatusResponse>
+
+        /// Handle the "BootstrapUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The first user of the CRM (on the leader, once ever): a security administrator who must
+        /// > change the password at the first sign-in.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_BootstrapUserRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_BootstrapUserResponse` messages.
+        func bootstrapUser(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_BootstrapUserRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_BootstrapUserResponse>
     }
 
     /// Service protocol for the "crm.v1.Admin" service.
@@ -681,6 +714,25 @@ extension Crm_V1_Admin {
             request: GRPCCore.ServerRequest<Crm_V1_RotateCRMKeysRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_CRMKeyStatusResponse>
+
+        /// Handle the "BootstrapUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The first user of the CRM (on the leader, once ever): a security administrator who must
+        /// > change the password at the first sign-in.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_BootstrapUserRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_BootstrapUserResponse` message.
+        func bootstrapUser(
+            request: GRPCCore.ServerRequest<Crm_V1_BootstrapUserRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_BootstrapUserResponse>
     }
 
     /// Simple service protocol for the "crm.v1.Admin" service.
@@ -908,6 +960,25 @@ extension Crm_V1_Admin {
             request: Crm_V1_RotateCRMKeysRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_CRMKeyStatusResponse
+
+        /// Handle the "BootstrapUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The first user of the CRM (on the leader, once ever): a security administrator who must
+        /// > change the password at the first sign-in.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_BootstrapUserRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_BootstrapUserResponse` to respond with.
+        func bootstrapUser(
+            request: Crm_V1_BootstrapUserRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_BootstrapUserResponse
     }
 }
 
@@ -1058,6 +1129,17 @@ extension Crm_V1_Admin.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Crm_V1_Admin.Method.BootstrapUser.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_BootstrapUserRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_BootstrapUserResponse>(),
+            handler: { request, context in
+                try await self.bootstrapUser(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1201,6 +1283,17 @@ extension Crm_V1_Admin.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_CRMKeyStatusResponse> {
         let response = try await self.rotateCRMKeys(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func bootstrapUser(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_BootstrapUserRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_BootstrapUserResponse> {
+        let response = try await self.bootstrapUser(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1373,6 +1466,19 @@ extension Crm_V1_Admin.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Crm_V1_CRMKeyStatusResponse> {
         return GRPCCore.ServerResponse<Crm_V1_CRMKeyStatusResponse>(
             message: try await self.rotateCRMKeys(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func bootstrapUser(
+        request: GRPCCore.ServerRequest<Crm_V1_BootstrapUserRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_BootstrapUserResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_BootstrapUserResponse>(
+            message: try await self.bootstrapUser(
                 request: request.message,
                 context: context
             ),
@@ -1673,6 +1779,30 @@ extension Crm_V1_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_CRMKeyStatusResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_CRMKeyStatusResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "BootstrapUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The first user of the CRM (on the leader, once ever): a security administrator who must
+        /// > change the password at the first sign-in.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_BootstrapUserRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_BootstrapUserRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_BootstrapUserResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func bootstrapUser<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_BootstrapUserRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_BootstrapUserRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_BootstrapUserResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_BootstrapUserResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2119,6 +2249,41 @@ extension Crm_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "BootstrapUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The first user of the CRM (on the leader, once ever): a security administrator who must
+        /// > change the password at the first sign-in.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_BootstrapUserRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_BootstrapUserRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_BootstrapUserResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func bootstrapUser<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_BootstrapUserRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_BootstrapUserRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_BootstrapUserResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_BootstrapUserResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Admin.Method.BootstrapUser.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2483,6 +2648,36 @@ extension Crm_V1_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_RotateCRMKeysRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_CRMKeyStatusResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "BootstrapUser" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The first user of the CRM (on the leader, once ever): a security administrator who must
+    /// > change the password at the first sign-in.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_BootstrapUserRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func bootstrapUser<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_BootstrapUserRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_BootstrapUserResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.bootstrapUser(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_BootstrapUserRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_BootstrapUserResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2901,6 +3096,40 @@ extension Crm_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.rotateCRMKeys(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "BootstrapUser" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The first user of the CRM (on the leader, once ever): a security administrator who must
+    /// > change the password at the first sign-in.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func bootstrapUser<Result>(
+        _ message: Crm_V1_BootstrapUserRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_BootstrapUserResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_BootstrapUserRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.bootstrapUser(
             request: request,
             options: options,
             onResponse: handleResponse

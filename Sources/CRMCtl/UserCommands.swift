@@ -1,0 +1,176 @@
+import ArgumentParser
+import CRMClient
+import CRMProto
+import Foundation
+import GRPCCore
+
+/// `crmctl users bootstrap`, `crmctl login`, `crmctl whoami`, `crmctl logout`: the CRM's users
+/// and sessions. Passwords are read from standard input (never from arguments, which the
+/// process list shows); the session token is kept in a file only its owner may read.
+struct Users: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The CRM's users.", subcommands: [Bootstrap.self])
+
+    struct Bootstrap: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract:
+                "Create the CRM's first user, a security administrator (once; the password is read from standard input).",
+            discussion: "The user must change the password at the first sign-in (crmctl login, then crmctl password).")
+        @OptionGroup var options: ConnectionOptions
+        @Argument(help: "The username.") var username: String
+        func run() async throws {
+            var request = Crm_V1_BootstrapUserRequest()
+            request.username = username
+            request.password = try Session.readPassword("password for \(username)")
+            let sent = request
+            let cluster = try Cluster(options)
+            defer { cluster.close() }
+            let response = try await cluster.onLeader { try await $0.admin.bootstrapUser(sent) }
+            if options.json {
+                try Output.object(["user_id": response.userID])
+            } else {
+                print("user \(username) created (\(response.userID)); change the password at the first sign-in")
+            }
+        }
+    }
+}
+
+/// Signing in and out; the token file (`--token-file`, `$CRM_TOKEN_FILE` or `~/.crm-token`).
+struct Session {
+    static func tokenFile(_ given: String?) -> String {
+        given ?? ProcessInfo.processInfo.environment["CRM_TOKEN_FILE"]
+            ?? (NSHomeDirectory() + "/.crm-token")
+    }
+
+    /// The first line of standard input (at most 1 KiB).
+    static func readPassword(_ what: String) throws -> String {
+        if isatty(STDIN_FILENO) == 1 { FileHandle.standardError.write(Data("\(what): ".utf8)) }
+        let data = FileHandle.standardInput.readData(ofLength: 1025)
+        guard data.count <= 1024 else { throw ValidationError("the \(what) is longer than 1 KiB") }
+        return String(decoding: data, as: UTF8.self).components(separatedBy: "\n")[0]
+    }
+
+    /// Writes `token` to `path` with mode 0600, replacing any earlier one atomically.
+    static func store(_ token: String, at path: String) throws {
+        let temporary = path + ".tmp-\(getpid())"
+        guard
+            FileManager.default.createFile(
+                atPath: temporary, contents: Data((token + "\n").utf8), attributes: [.posixPermissions: 0o600])
+        else { throw ValidationError("cannot write the token file \(temporary)") }
+        guard rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw ValidationError("cannot write the token file \(path)")
+        }
+    }
+
+    /// The stored token, refused when others may read the file.
+    static func load(_ path: String) throws -> String {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+            let data = FileManager.default.contents(atPath: path)
+        else { throw ValidationError("not signed in: no token file \(path); run crmctl login") }
+        let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue ?? 0o777
+        guard mode & 0o077 == 0 else {
+            throw ValidationError("the token file \(path) may be read by others; chmod 600 it")
+        }
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    static func metadata(_ token: String) -> Metadata { ["authorization": "Bearer \(token)"] }
+}
+
+struct Login: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Sign in (the password is read from standard input); the token is kept in a 0600 file.")
+    @OptionGroup var options: ConnectionOptions
+    @Argument(help: "The username.") var username: String
+    @Option(help: "Where to keep the token (default: $CRM_TOKEN_FILE or ~/.crm-token).") var tokenFile: String?
+    func run() async throws {
+        var request = Crm_V1_LoginRequest()
+        request.username = username
+        request.password = try Session.readPassword("password for \(username)")
+        let sent = request
+        let cluster = try Cluster(options, api: .client)
+        defer { cluster.close() }
+        let response = try await cluster.onAnyMember { try await $0.directory.login(sent) }
+        let path = Session.tokenFile(tokenFile)
+        try Session.store(response.token, at: path)
+        if options.json {
+            try Output.object(["user_id": response.userID, "password_change_only": response.passwordChangeOnly])
+        } else {
+            print("signed in as \(username); token kept in \(path)")
+            if response.passwordChangeOnly {
+                print("the password must be changed before anything else: crmctl password")
+            }
+        }
+    }
+}
+
+struct Password: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Change your password: the current one, then the new one, a line each on standard input.",
+        discussion: "Every session of yours ends; the token file gets the new session's token.")
+    @OptionGroup var options: ConnectionOptions
+    @Option(help: "The token file (default: $CRM_TOKEN_FILE or ~/.crm-token).") var tokenFile: String?
+    func run() async throws {
+        let path = Session.tokenFile(tokenFile)
+        let token = try Session.load(path)
+        if isatty(STDIN_FILENO) == 1 {
+            FileHandle.standardError.write(Data("current password, then new password:\n".utf8))
+        }
+        let data = FileHandle.standardInput.readData(ofLength: 2050)
+        let lines = String(decoding: data, as: UTF8.self).components(separatedBy: "\n")
+        guard lines.count >= 2 else { throw ValidationError("give the current and the new password, a line each") }
+        var request = Crm_V1_ChangePasswordRequest()
+        request.currentPassword = lines[0]
+        request.newPassword = lines[1]
+        let sent = request
+        let cluster = try Cluster(options, api: .client)
+        defer { cluster.close() }
+        let response = try await cluster.onAnyMember {
+            try await $0.directory.changePassword(sent, metadata: Session.metadata(token))
+        }
+        try Session.store(response.token, at: path)
+        print("password changed; every other session of yours has ended")
+    }
+}
+
+struct WhoAmI: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "whoami", abstract: "The signed-in user.")
+    @OptionGroup var options: ConnectionOptions
+    @Option(help: "The token file (default: $CRM_TOKEN_FILE or ~/.crm-token).") var tokenFile: String?
+    func run() async throws {
+        let token = try Session.load(Session.tokenFile(tokenFile))
+        let cluster = try Cluster(options, api: .client)
+        defer { cluster.close() }
+        let me = try await cluster.onAnyMember {
+            try await $0.directory.whoAmI(Crm_V1_WhoAmIRequest(), metadata: Session.metadata(token))
+        }
+        if options.json {
+            try Output.object([
+                "user_id": me.userID, "username": me.username, "roles": me.roles,
+                "password_change_only": me.passwordChangeOnly, "application": me.application,
+            ])
+        } else {
+            print(
+                "\(me.username) (\(me.userID)), roles: \(me.roles.joined(separator: ", ")), through \(me.application)")
+            if me.passwordChangeOnly { print("the password must be changed before anything else: crmctl password") }
+        }
+    }
+}
+
+struct Logout: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "End this session and remove the token file.")
+    @OptionGroup var options: ConnectionOptions
+    @Option(help: "The token file (default: $CRM_TOKEN_FILE or ~/.crm-token).") var tokenFile: String?
+    func run() async throws {
+        let path = Session.tokenFile(tokenFile)
+        let token = try Session.load(path)
+        let cluster = try Cluster(options, api: .client)
+        defer { cluster.close() }
+        _ = try await cluster.onAnyMember {
+            try await $0.directory.logout(Crm_V1_LogoutRequest(), metadata: Session.metadata(token))
+        }
+        try? FileManager.default.removeItem(atPath: path)
+        print("signed out")
+    }
+}

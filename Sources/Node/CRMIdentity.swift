@@ -1,0 +1,65 @@
+import CRM
+import Foundation
+import GRPCCore
+import Identity
+import Synchronization
+
+/// Sign-in on a member: the directory's transactions over the CRM's records, and the password
+/// hasher, made once the key set (whose pepper it uses) exists. Hashing is bounded: as many at
+/// once as the member has cores, a line of 64, then RESOURCE_EXHAUSTED.
+final class CRMIdentity: Sendable {
+    let crm: CRMRecords
+    private let hasher = Mutex<PasswordHasher?>(nil)
+    static let maxQueuedHashes = 64
+
+    init(crm: CRMRecords) { self.crm = crm }
+
+    var directory: DirectoryChanges { DirectoryChanges(records: crm.changes) }
+    var sessions: SessionChanges { SessionChanges(directory: directory) }
+
+    func signIn() throws -> SignIn { SignIn(sessions: sessions, hasher: try passwordHasher()) }
+
+    func passwordHasher() throws -> PasswordHasher {
+        if let ready = hasher.withLock({ $0 }) { return ready }
+        guard let keySet = try crm.keys.inUse() else {
+            throw RPCError(code: .unavailable, message: "the CRM has no key set yet; bootstrap its first user")
+        }
+        let made = try PasswordHasher(
+            pepper: keySet.key(.pepper), maxConcurrent: max(1, ProcessInfo.processInfo.activeProcessorCount),
+            maxQueued: Self.maxQueuedHashes)
+        return hasher.withLock { current in
+            if let current { return current }
+            current = made
+            return made
+        }
+    }
+
+    /// Identity errors as gRPC statuses: every sign-in and session failure is the same
+    /// UNAUTHENTICATED.
+    static func mapped<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch is SignInRefused {
+            throw signInRefused
+        } catch is SessionRefusal {
+            throw noSession
+        } catch let refusal as PasswordRefusal {
+            throw RPCError(code: .invalidArgument, message: refusal.description)
+        } catch let busy as PasswordHasherError {
+            throw RPCError(code: .resourceExhausted, message: busy.description)
+        }
+    }
+
+    static let signInRefused = RPCError(code: .unauthenticated, message: SignInRefused().description)
+    static let noSession = RPCError(code: .unauthenticated, message: "no valid session; sign in again")
+
+    /// The token of `authorization: Bearer <token>`: exactly one such header, one space, a
+    /// token's shape; anything else is no session.
+    static func bearer(_ metadata: Metadata) throws -> String {
+        let values = Array(metadata[stringValues: "authorization"])
+        guard values.count == 1, values[0].hasPrefix("Bearer "), values[0].utf8.count <= 128 else { throw noSession }
+        let token = String(values[0].dropFirst("Bearer ".count))
+        guard SessionTokens.digest(token) != nil else { throw noSession }
+        return token
+    }
+}

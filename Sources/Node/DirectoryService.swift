@@ -1,0 +1,205 @@
+import CRM
+import CRMProto
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Identity
+import KVStore
+import Transport
+
+/// Sign-in and sessions (`crm.v1.Directory`) on a member's client listener and its front.
+/// Every call is served by the leader (a follower passes it on with the caller, the token and
+/// the asserted address): sign-in and sign-out write, and a session's `lastSeen` is moved on
+/// there, so that a session used only through followers does not go idle.
+struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
+    let identity: CRMIdentity
+    let members: MemberClients
+    let authorization: Authorization
+    let limiter: RateLimiter
+
+    var crm: CRMRecords { identity.crm }
+
+    static let addressKey = "crm-client-address"
+
+    private func admit(_ metadata: Metadata, _ context: ServerContext) throws -> RecordsService.Access {
+        try RecordsService.admit(metadata, context, authorization, limiter)
+    }
+
+    /// Runs the call on the leader: here when this member leads, else passed to the leader with
+    /// the caller, its bearer token and asserted address.
+    private func onLeader<Response>(
+        _ access: RecordsService.Access, _ metadata: Metadata,
+        forward: (Crm_V1_Directory.Client<HTTP2ClientTransport.Posix>, Metadata) async throws -> Response,
+        lead: (Caller) async throws -> Response
+    ) async throws -> Response {
+        try crm.checkServing()
+        if crm.isLeader {
+            return try await CRMIdentity.mapped { try await crm.mapped { try await lead(access.caller) } }
+        }
+        let leader = crm.leaderHint
+        guard access.routing == .forwardToLeader, leader != 0 else {
+            throw LocalKV.rpcError(.notLeader(leaderHint: leader))
+        }
+        var passed = access.caller.forwarding
+        for key in ["authorization", Self.addressKey] {
+            for value in metadata[stringValues: key] { passed.addString(value, forKey: key) }
+        }
+        do {
+            return try await forward(try members.directory(leader), passed)
+        } catch let error as RPCError {
+            throw error.relayed()
+        }
+    }
+
+    /// The session the call carries, checked on the leader's state, its `lastSeen` moved on
+    /// when due.
+    private func session(_ metadata: Metadata, _ caller: Caller) async throws -> CheckedSession {
+        let token = try CRMIdentity.bearer(metadata)
+        try await crm.waitForRead(serializable: false)
+        let sessions = identity.sessions
+        let now = crm.local.nowMillis()
+        let checked = try sessions.check(
+            token: token, application: caller.owner, address: try asserted(metadata, caller), now: now)
+        if let touch = sessions.touch(checked, now: now) {
+            _ = try await crm.propose(touch, caller: caller) // a concurrent touch may win; either will do
+        }
+        return checked
+    }
+
+    /// The end user's address the application asserts, if its principal may assert one.
+    private func asserted(_ metadata: Metadata, _ caller: Caller) throws -> String? {
+        guard let address = metadata[stringValues: Self.addressKey].first(where: { _ in true }),
+            case .client(let name) = caller.identity,
+            let principal = try PrincipalChanges(records: crm.changes).read(name)?.principal,
+            principal.mayAssertAddress, IPRange.isAddress(address)
+        else { return nil }
+        return address
+    }
+
+    // MARK: gRPC
+
+    func login(
+        request: ServerRequest<Crm_V1_LoginRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_LoginResponse> {
+        let access = try admit(request.metadata, context)
+        let message = request.message
+        return ServerResponse(
+            message: try await onLeader(access, request.metadata) { leader, metadata in
+                try await leader.login(message, metadata: metadata)
+            } lead: { caller in
+                var metadata = request.metadata
+                if !message.clientAddress.isEmpty {
+                    metadata.replaceOrAddString(message.clientAddress, forKey: Self.addressKey)
+                }
+                let address = try asserted(metadata, caller)
+                let opened = try await identity.signIn().attempt(
+                    username: message.username, password: message.password, application: caller.owner,
+                    address: address, bindAddress: message.bindToAddress && address != nil, now: crm.local.nowMillis())
+                guard case .applied = try await crm.propose(opened.transaction, caller: caller) else {
+                    throw RPCError(code: .unavailable, message: "the sign-in met a concurrent change; try again")
+                }
+                var response = Crm_V1_LoginResponse()
+                response.token = opened.token
+                response.userID = opened.user.description
+                response.passwordChangeOnly = opened.passwordChangeOnly
+                return response
+            })
+    }
+
+    func whoAmI(
+        request: ServerRequest<Crm_V1_WhoAmIRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_WhoAmIResponse> {
+        let access = try admit(request.metadata, context)
+        return ServerResponse(
+            message: try await onLeader(access, request.metadata) { leader, metadata in
+                try await leader.whoAmI(request.message, metadata: metadata)
+            } lead: { caller in
+                let checked = try await session(request.metadata, caller)
+                guard let user = try crm.changes.read(.user, checked.session.user) else { throw SessionRefusal.unknown }
+                let fields = try crm.changes.open(user.record, fields: ["username", "roles"])
+                var response = Crm_V1_WhoAmIResponse()
+                response.userID = checked.session.user.description
+                if case .text(let name)? = fields["username"] { response.username = name }
+                if case .texts(let roles)? = fields["roles"] { response.roles = roles }
+                response.passwordChangeOnly = checked.session.passwordChangeOnly
+                response.application = checked.session.application
+                return response
+            })
+    }
+
+    func changePassword(
+        request: ServerRequest<Crm_V1_ChangePasswordRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_LoginResponse> {
+        let access = try admit(request.metadata, context)
+        let message = request.message
+        return ServerResponse(
+            message: try await onLeader(access, request.metadata) { leader, metadata in
+                try await leader.changePassword(message, metadata: metadata)
+            } lead: { caller in
+                let checked = try await session(request.metadata, caller)
+                let (token, transaction) = try await identity.signIn().changePassword(
+                    checked, current: message.currentPassword, new: message.newPassword, now: crm.local.nowMillis())
+                guard case .applied = try await crm.propose(transaction, caller: caller) else {
+                    throw RPCError(code: .unavailable, message: "the change met a concurrent change; try again")
+                }
+                var response = Crm_V1_LoginResponse()
+                response.token = token
+                response.userID = checked.session.user.description
+                return response
+            })
+    }
+
+    func listSessions(
+        request: ServerRequest<Crm_V1_ListSessionsRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_ListSessionsResponse> {
+        let access = try admit(request.metadata, context)
+        return ServerResponse(
+            message: try await onLeader(access, request.metadata) { leader, metadata in
+                try await leader.listSessions(request.message, metadata: metadata)
+            } lead: { caller in
+                let checked = try await session(request.metadata, caller)
+                var response = Crm_V1_ListSessionsResponse()
+                response.sessions = try identity.sessions.sessions(of: checked.session.user).map { digest, session in
+                    var info = Crm_V1_SessionInfo()
+                    info.id = Self.sessionID(digest)
+                    info.application = session.application
+                    info.createdAtMillis = session.createdAtMillis
+                    info.lastSeenMillis = session.lastSeenMillis
+                    info.current = digest == checked.digest
+                    info.boundToAddress = session.boundAddress != nil
+                    return info
+                }
+                return response
+            })
+    }
+
+    func logout(
+        request: ServerRequest<Crm_V1_LogoutRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_LogoutResponse> {
+        let access = try admit(request.metadata, context)
+        let message = request.message
+        return ServerResponse(
+            message: try await onLeader(access, request.metadata) { leader, metadata in
+                try await leader.logout(message, metadata: metadata)
+            } lead: { caller in
+                let checked = try await session(request.metadata, caller)
+                let user = checked.session.user
+                var digest = checked.digest
+                if !message.sessionID.isEmpty {
+                    guard
+                        let other = try identity.sessions.sessions(of: user).first(where: {
+                            Self.sessionID($0.digest) == message.sessionID
+                        })
+                    else { throw RPCError(code: .notFound, message: "no session of yours has that id") }
+                    digest = other.digest
+                }
+                _ = try await crm.propose(identity.sessions.end(digest: digest, of: user), caller: caller)
+                return Crm_V1_LogoutResponse()
+            })
+    }
+
+    /// The id a session is shown by: the first 8 bytes of its digest, in hexadecimal.
+    static func sessionID(_ digest: [UInt8]) -> String {
+        digest.prefix(8).map { String(format: "%02x", $0) }.joined()
+    }
+}

@@ -1,0 +1,139 @@
+import CRMClient
+import CRMProto
+import CRMTestSupport
+import ClusterHarness
+import Foundation
+import GRPCCore
+import Testing
+
+/// Sign-in and sessions on real processes: the bootstrap through crmctl, a token file only its
+/// owner may read, a password change through one member ending the old session on another at
+/// its next call, tokens bound to their application, and one answer for every failure.
+extension RealProcessTests {
+    @Suite struct DirectoryProcessTests {
+        private let password = "correct horse battery staple"
+
+        private func crmctl(
+            _ arguments: [String], _ file: String, input: String? = nil
+        ) throws -> (
+            status: Int32, output: String, errors: String
+        ) {
+            try ProcessCluster.tool("crmctl", arguments + ["--cluster", file], input: input.map { Data($0.utf8) })
+        }
+
+        private func unauthenticated(_ call: () async throws -> some Any) async -> String? {
+            do {
+                _ = try await call()
+                return nil
+            } catch let error as RPCError where error.code == .unauthenticated {
+                return error.message
+            } catch {
+                return "unexpected \(error)"
+            }
+        }
+
+        @Test func signInSessionsAndAPasswordChangeSeenByEveryMember() async throws {
+            let cluster = try ProcessCluster()
+            try cluster.startAll()
+            let leader = try #require(await cluster.waitForLeader())
+            let others = cluster.ids.filter { $0 != leader }
+            let file = try cluster.writeClusterFile()
+
+            let weak = try crmctl(["users", "bootstrap", "root-admin"], file, input: "password123\n")
+            #expect(weak.status != 0 && weak.errors.contains("at least 12"), "\(weak.errors)")
+            let bootstrap = try crmctl(["users", "bootstrap", "root-admin"], file, input: password + "\n")
+            #expect(bootstrap.status == 0, "\(bootstrap.errors)")
+            let again = try crmctl(["users", "bootstrap", "second-admin"], file, input: password + "\n")
+            #expect(again.status != 0 && again.errors.contains("bootstrapped already"), "\(again.errors)")
+
+            // crmctl login keeps the token in a file only its owner may read.
+            let tokenFile = cluster.directory + "/token"
+            let login = try crmctl(["login", "ROOT-admin", "--token-file", tokenFile], file, input: password + "\n")
+            #expect(login.status == 0 && login.output.contains("must be changed"), "\(login.output) \(login.errors)")
+            let mode = try FileManager.default.attributesOfItem(atPath: tokenFile)[.posixPermissions] as? NSNumber
+            #expect(mode?.intValue == 0o600)
+            let whoami = try crmctl(["whoami", "--token-file", tokenFile, "--json"], file)
+            #expect(
+                whoami.output.contains("\"password_change_only\":true")
+                    || whoami.output.contains("\"password_change_only\" : true"), "\(whoami.output) \(whoami.errors)")
+            #expect(whoami.output.contains("security-admin"))
+            let first = try String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(
+                in: .whitespacesAndNewlines)
+
+            // A password change through one member; the old token fails through another at once.
+            let one = try cluster.connection(others[0], .client).directory
+            let two = try cluster.connection(others[1], .client).directory
+            let three = try cluster.connection(leader, .client).directory
+            var change = Crm_V1_ChangePasswordRequest()
+            change.currentPassword = password
+            change.newPassword = "a quite new passphrase"
+            let changed = try await one.changePassword(
+                change, metadata: ["authorization": "Bearer \(first)"], options: ProcessCluster.shortCall)
+            let noSession = await unauthenticated {
+                try await two.whoAmI(
+                    .init(), metadata: ["authorization": "Bearer \(first)"], options: ProcessCluster.shortCall)
+            }
+            #expect(noSession == "no valid session; sign in again")
+            let me = try await three.whoAmI(
+                .init(), metadata: ["authorization": "Bearer \(changed.token)"], options: ProcessCluster.shortCall)
+            #expect(me.username == "root-admin" && !me.passwordChangeOnly && me.application == "crm://client/crmctl")
+
+            // The token belongs to crmctl's certificate: another application's is refused.
+            let app = try cluster.frontConnection(others[1], client: "app").directory
+            #expect(
+                await unauthenticated {
+                    try await app.whoAmI(
+                        .init(), metadata: ["authorization": "Bearer \(changed.token)"],
+                        options: ProcessCluster.shortCall)
+                } == noSession)
+            // Malformed headers: the same answer.
+            for header in [
+                "Bearer  \(changed.token)", "bearer \(changed.token)", "Bearer Bearer \(changed.token)",
+                changed.token, "Bearer \(changed.token)x",
+            ] {
+                #expect(
+                    await unauthenticated {
+                        try await two.whoAmI(
+                            .init(), metadata: ["authorization": .string(header)], options: ProcessCluster.shortCall)
+                    } == noSession, "\(header.prefix(12))")
+            }
+            var twice = Metadata()
+            twice.addString("Bearer \(changed.token)", forKey: "authorization")
+            twice.addString("Bearer \(changed.token)", forKey: "authorization")
+            #expect(
+                await unauthenticated {
+                    try await two.whoAmI(.init(), metadata: twice, options: ProcessCluster.shortCall)
+                } == noSession)
+
+            // Every sign-in failure is one answer.
+            var wrong = Crm_V1_LoginRequest()
+            wrong.username = "root-admin"
+            wrong.password = password
+            let wrongPassword = await unauthenticated { try await two.login(wrong, options: ProcessCluster.shortCall) }
+            wrong.username = "nobody-here"
+            let unknownUser = await unauthenticated { try await two.login(wrong, options: ProcessCluster.shortCall) }
+            #expect(wrongPassword == "the username or password is wrong" && unknownUser == wrongPassword)
+
+            // Sessions listed; logging out ends this one.
+            var login2 = Crm_V1_LoginRequest()
+            login2.username = "root-admin"
+            login2.password = "a quite new passphrase"
+            let second = try await two.login(login2, options: ProcessCluster.shortCall)
+            let listed = try await one.listSessions(
+                .init(), metadata: ["authorization": "Bearer \(second.token)"], options: ProcessCluster.shortCall)
+            #expect(listed.sessions.count == 2 && listed.sessions.filter(\.current).count == 1, "\(listed.sessions)")
+            _ = try await three.logout(
+                .init(), metadata: ["authorization": "Bearer \(second.token)"], options: ProcessCluster.shortCall)
+            #expect(
+                await unauthenticated {
+                    try await one.whoAmI(
+                        .init(), metadata: ["authorization": "Bearer \(second.token)"],
+                        options: ProcessCluster.shortCall)
+                } == noSession)
+            // Nothing about the password in any member's log.
+            for id in cluster.ids {
+                #expect(!cluster.log(id).contains("horse battery") && !cluster.log(id).contains("passphrase"))
+            }
+        }
+    }
+}
