@@ -81,121 +81,153 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
     func login(
         request: ServerRequest<Crm_V1_LoginRequest>, context: ServerContext
     ) async throws -> ServerResponse<Crm_V1_LoginResponse> {
-        let access = try admit(request.metadata, context)
-        let message = request.message
-        return ServerResponse(
-            message: try await onLeader(access, request.metadata) { leader, metadata in
-                try await leader.login(message, metadata: metadata)
-            } lead: { caller in
-                var metadata = request.metadata
-                if !message.clientAddress.isEmpty {
-                    metadata.replaceOrAddString(message.clientAddress, forKey: Self.addressKey)
-                }
-                let address = try asserted(metadata, caller)
-                let opened = try await identity.signIn().attempt(
-                    username: message.username, password: message.password, application: caller.owner,
-                    address: address, bindAddress: message.bindToAddress && address != nil, now: crm.local.nowMillis())
-                guard case .applied = try await crm.propose(opened.transaction, caller: caller) else {
-                    throw RPCError(code: .unavailable, message: "the sign-in met a concurrent change; try again")
-                }
-                var response = Crm_V1_LoginResponse()
-                response.token = opened.token
-                response.userID = opened.user.description
-                response.passwordChangeOnly = opened.passwordChangeOnly
-                return response
-            })
+        ServerResponse(
+            message: try await login(request.message, try admit(request.metadata, context), request.metadata))
+    }
+
+    func login(
+        _ message: Crm_V1_LoginRequest, _ access: RecordsService.Access, _ metadata: Metadata
+    ) async throws
+        -> Crm_V1_LoginResponse
+    {
+        return try await onLeader(access, metadata) { leader, metadata in
+            try await leader.login(message, metadata: metadata)
+        } lead: { caller in
+            var metadata = metadata
+            if !message.clientAddress.isEmpty {
+                metadata.replaceOrAddString(message.clientAddress, forKey: Self.addressKey)
+            }
+            let address = try asserted(metadata, caller)
+            let opened = try await identity.signIn().attempt(
+                username: message.username, password: message.password, application: caller.owner,
+                address: address, bindAddress: message.bindToAddress && address != nil, now: crm.local.nowMillis())
+            guard case .applied = try await crm.propose(opened.transaction, caller: caller) else {
+                throw RPCError(code: .unavailable, message: "the sign-in met a concurrent change; try again")
+            }
+            var response = Crm_V1_LoginResponse()
+            response.token = opened.token
+            response.userID = opened.user.description
+            response.passwordChangeOnly = opened.passwordChangeOnly
+            return response
+        }
     }
 
     func whoAmI(
         request: ServerRequest<Crm_V1_WhoAmIRequest>, context: ServerContext
     ) async throws -> ServerResponse<Crm_V1_WhoAmIResponse> {
-        let access = try admit(request.metadata, context)
-        return ServerResponse(
-            message: try await onLeader(access, request.metadata) { leader, metadata in
-                try await leader.whoAmI(request.message, metadata: metadata)
-            } lead: { caller in
-                let checked = try await session(request.metadata, caller)
-                guard let user = try crm.changes.read(.user, checked.session.user) else { throw SessionRefusal.unknown }
-                let fields = try crm.changes.open(user.record, fields: ["username", "roles"])
-                var response = Crm_V1_WhoAmIResponse()
-                response.userID = checked.session.user.description
-                if case .text(let name)? = fields["username"] { response.username = name }
-                if case .texts(let roles)? = fields["roles"] { response.roles = roles }
-                response.passwordChangeOnly = checked.session.passwordChangeOnly
-                response.application = checked.session.application
-                return response
-            })
+        ServerResponse(
+            message: try await whoAmI(request.message, try admit(request.metadata, context), request.metadata))
+    }
+
+    func whoAmI(
+        _ message: Crm_V1_WhoAmIRequest, _ access: RecordsService.Access, _ metadata: Metadata
+    ) async throws
+        -> Crm_V1_WhoAmIResponse
+    {
+        return try await onLeader(access, metadata) { leader, metadata in
+            try await leader.whoAmI(message, metadata: metadata)
+        } lead: { caller in
+            let checked = try await session(metadata, caller)
+            guard let user = try crm.changes.read(.user, checked.session.user) else { throw SessionRefusal.unknown }
+            let fields = try crm.changes.open(user.record, fields: ["username", "roles"])
+            var response = Crm_V1_WhoAmIResponse()
+            response.userID = checked.session.user.description
+            if case .text(let name)? = fields["username"] { response.username = name }
+            if case .texts(let roles)? = fields["roles"] { response.roles = roles }
+            response.passwordChangeOnly = checked.session.passwordChangeOnly
+            response.application = checked.session.application
+            return response
+        }
     }
 
     func changePassword(
         request: ServerRequest<Crm_V1_ChangePasswordRequest>, context: ServerContext
     ) async throws -> ServerResponse<Crm_V1_LoginResponse> {
-        let access = try admit(request.metadata, context)
-        let message = request.message
-        return ServerResponse(
-            message: try await onLeader(access, request.metadata) { leader, metadata in
-                try await leader.changePassword(message, metadata: metadata)
-            } lead: { caller in
-                let checked = try await session(request.metadata, caller)
-                let (token, transaction) = try await identity.signIn().changePassword(
-                    checked, current: message.currentPassword, new: message.newPassword, now: crm.local.nowMillis())
-                guard case .applied = try await crm.propose(transaction, caller: caller) else {
-                    throw RPCError(code: .unavailable, message: "the change met a concurrent change; try again")
-                }
-                var response = Crm_V1_LoginResponse()
-                response.token = token
-                response.userID = checked.session.user.description
-                return response
-            })
+        ServerResponse(
+            message: try await changePassword(request.message, try admit(request.metadata, context), request.metadata))
+    }
+
+    func changePassword(
+        _ message: Crm_V1_ChangePasswordRequest, _ access: RecordsService.Access, _ metadata: Metadata
+    ) async throws
+        -> Crm_V1_LoginResponse
+    {
+        return try await onLeader(access, metadata) { leader, metadata in
+            try await leader.changePassword(message, metadata: metadata)
+        } lead: { caller in
+            let checked = try await session(metadata, caller)
+            let (token, transaction) = try await identity.signIn().changePassword(
+                checked, current: message.currentPassword, new: message.newPassword, now: crm.local.nowMillis())
+            guard case .applied = try await crm.propose(transaction, caller: caller) else {
+                throw RPCError(code: .unavailable, message: "the change met a concurrent change; try again")
+            }
+            var response = Crm_V1_LoginResponse()
+            response.token = token
+            response.userID = checked.session.user.description
+            return response
+        }
     }
 
     func listSessions(
         request: ServerRequest<Crm_V1_ListSessionsRequest>, context: ServerContext
     ) async throws -> ServerResponse<Crm_V1_ListSessionsResponse> {
-        let access = try admit(request.metadata, context)
-        return ServerResponse(
-            message: try await onLeader(access, request.metadata) { leader, metadata in
-                try await leader.listSessions(request.message, metadata: metadata)
-            } lead: { caller in
-                let checked = try await session(request.metadata, caller)
-                var response = Crm_V1_ListSessionsResponse()
-                response.sessions = try identity.sessions.sessions(of: checked.session.user).map { digest, session in
-                    var info = Crm_V1_SessionInfo()
-                    info.id = Self.sessionID(digest)
-                    info.application = session.application
-                    info.createdAtMillis = session.createdAtMillis
-                    info.lastSeenMillis = session.lastSeenMillis
-                    info.current = digest == checked.digest
-                    info.boundToAddress = session.boundAddress != nil
-                    return info
-                }
-                return response
-            })
+        ServerResponse(
+            message: try await listSessions(request.message, try admit(request.metadata, context), request.metadata))
+    }
+
+    func listSessions(
+        _ message: Crm_V1_ListSessionsRequest, _ access: RecordsService.Access, _ metadata: Metadata
+    ) async throws
+        -> Crm_V1_ListSessionsResponse
+    {
+        return try await onLeader(access, metadata) { leader, metadata in
+            try await leader.listSessions(message, metadata: metadata)
+        } lead: { caller in
+            let checked = try await session(metadata, caller)
+            var response = Crm_V1_ListSessionsResponse()
+            response.sessions = try identity.sessions.sessions(of: checked.session.user).map { digest, session in
+                var info = Crm_V1_SessionInfo()
+                info.id = Self.sessionID(digest)
+                info.application = session.application
+                info.createdAtMillis = session.createdAtMillis
+                info.lastSeenMillis = session.lastSeenMillis
+                info.current = digest == checked.digest
+                info.boundToAddress = session.boundAddress != nil
+                return info
+            }
+            return response
+        }
     }
 
     func logout(
         request: ServerRequest<Crm_V1_LogoutRequest>, context: ServerContext
     ) async throws -> ServerResponse<Crm_V1_LogoutResponse> {
-        let access = try admit(request.metadata, context)
-        let message = request.message
-        return ServerResponse(
-            message: try await onLeader(access, request.metadata) { leader, metadata in
-                try await leader.logout(message, metadata: metadata)
-            } lead: { caller in
-                let checked = try await session(request.metadata, caller)
-                let user = checked.session.user
-                var digest = checked.digest
-                if !message.sessionID.isEmpty {
-                    guard
-                        let other = try identity.sessions.sessions(of: user).first(where: {
-                            Self.sessionID($0.digest) == message.sessionID
-                        })
-                    else { throw RPCError(code: .notFound, message: "no session of yours has that id") }
-                    digest = other.digest
-                }
-                _ = try await crm.propose(identity.sessions.end(digest: digest, of: user), caller: caller)
-                return Crm_V1_LogoutResponse()
-            })
+        ServerResponse(
+            message: try await logout(request.message, try admit(request.metadata, context), request.metadata))
+    }
+
+    func logout(
+        _ message: Crm_V1_LogoutRequest, _ access: RecordsService.Access, _ metadata: Metadata
+    ) async throws
+        -> Crm_V1_LogoutResponse
+    {
+        return try await onLeader(access, metadata) { leader, metadata in
+            try await leader.logout(message, metadata: metadata)
+        } lead: { caller in
+            let checked = try await session(metadata, caller)
+            let user = checked.session.user
+            var digest = checked.digest
+            if !message.sessionID.isEmpty {
+                guard
+                    let other = try identity.sessions.sessions(of: user).first(where: {
+                        Self.sessionID($0.digest) == message.sessionID
+                    })
+                else { throw RPCError(code: .notFound, message: "no session of yours has that id") }
+                digest = other.digest
+            }
+            _ = try await crm.propose(identity.sessions.end(digest: digest, of: user), caller: caller)
+            return Crm_V1_LogoutResponse()
+        }
     }
 
     /// The id a session is shown by: the first 8 bytes of its digest, in hexadecimal.

@@ -130,6 +130,37 @@ extension RealProcessTests {
                         .init(), metadata: ["authorization": "Bearer \(second.token)"],
                         options: ProcessCluster.shortCall)
                 } == noSession)
+            // The same over HTTP/JSON on a front, as another application.
+            let http = try await cluster.frontHTTP(
+                others[0], "POST", "/v1/auth/login",
+                json: #"{"username": "Root-Admin", "password": "a quite new passphrase"}"#)
+            #expect(http.status == 200, "\(http.text)")
+            let object = try JSONSerialization.jsonObject(with: http.body) as? [String: Any]
+            let token = try #require(object?["token"] as? String)
+            let meHTTP = try await cluster.frontHTTP(
+                others[1], "GET", "/v1/auth/me", headers: [("Authorization", "Bearer \(token)")])
+            #expect(
+                meHTTP.status == 200 && meHTTP.text.contains("root-admin") && meHTTP.text.contains("crm://client/app"))
+            for headers in [
+                [], [("Authorization", "Bearer x")],
+                [("Authorization", "Bearer \(token)"), ("Authorization", "Bearer \(token)")],
+            ] {
+                let refused = try await cluster.frontHTTP(others[1], "GET", "/v1/auth/me", headers: headers)
+                #expect(refused.status == 401 && refused.text.contains("no valid session"), "\(refused.text)")
+            }
+            let badLogin = try await cluster.frontHTTP(
+                leader, "POST", "/v1/auth/login", json: #"{"username": "root-admin", "password": "nope", "role": "x"}"#)
+            #expect(badLogin.status == 400, "unknown members refused: \(badLogin.text)")
+            let wrongHTTP = try await cluster.frontHTTP(
+                leader, "POST", "/v1/auth/login", json: #"{"username": "root-admin", "password": "nope"}"#)
+            #expect(wrongHTTP.status == 401 && wrongHTTP.text.contains("the username or password is wrong"))
+            let out = try await cluster.frontHTTP(
+                others[0], "POST", "/v1/auth/logout", json: "{}", headers: [("Authorization", "Bearer \(token)")])
+            #expect(out.status == 200, "\(out.text)")
+            let after = try await cluster.frontHTTP(
+                others[1], "GET", "/v1/auth/me", headers: [("Authorization", "Bearer \(token)")])
+            #expect(after.status == 401)
+
             // Nothing about the password in any member's log.
             for id in cluster.ids {
                 #expect(!cluster.log(id).contains("horse battery") && !cluster.log(id).contains("passphrase"))

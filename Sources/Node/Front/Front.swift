@@ -60,7 +60,8 @@ final class Front: Sendable {
             callers: authorization.callers)
         let grpc = try await APIServers.start(config: config, listeners: [grpcListener], group: group, logger: logger)
         let api = FrontHTTPAPI(
-            front: kv, records: FrontRecordsHTTP(records: records), limiter: limiter, metrics: metrics,
+            front: kv, records: FrontRecordsHTTP(records: records), auth: FrontAuthHTTP(directory: directory),
+            limiter: limiter, metrics: metrics,
             clusterView: { Self.view(selfID: config.id, table: table, sessions: kv.sessions) })
         let maxBody = MemberLimits.httpBodyBytes
         let http: FrontHTTPServer

@@ -16,12 +16,14 @@ struct FrontHTTPAPI: Sendable {
 
     let front: FrontKV
     let records: FrontRecordsHTTP?
+    var auth: FrontAuthHTTP? = nil
     let limiter: RateLimiter
     let metrics: FrontMetrics
     let clusterView: @Sendable () -> FrontJSON.ClusterView
 
     func handle(
-        method: String, path: String, query: String = "", ifMatch: String? = nil, body: Data, identity: PeerIdentity
+        method: String, path: String, query: String = "", ifMatch: String? = nil, authorization: [String] = [],
+        clientAddress: String? = nil, body: Data, identity: PeerIdentity
     ) async -> Reply {
         let verdict = limiter.admit(identity.description)
         guard verdict.allowed else {
@@ -37,6 +39,13 @@ struct FrontHTTPAPI: Sendable {
             return reply
         }
         let caller = Caller(identity: identity)
+        if path.hasPrefix(FrontAuthHTTP.prefix), let auth {
+            return await Self.answer {
+                try await auth.handle(
+                    method: method, path: path, authorization: authorization, clientAddress: clientAddress, body: body,
+                    identity: identity)
+            }
+        }
         if path.hasPrefix(FrontRecordsHTTP.prefix), let records {
             return await Self.answer {
                 try await records.handle(
@@ -81,7 +90,7 @@ struct FrontHTTPAPI: Sendable {
                     RPCError(
                         code: .notFound,
                         message:
-                            "no such path \(path); the API is POST /v1/kv/{get,range,put,delete,cas}, POST /v1/session/{open,close}, GET /v1/cluster, /v1/records/..."
+                            "no such path \(path); the API is POST /v1/kv/{get,range,put,delete,cas}, POST /v1/session/{open,close}, GET /v1/cluster, /v1/records/..., /v1/auth/..."
                     ))
             }
         }

@@ -189,6 +189,8 @@ private final class FrontHTTPHandler: ChannelInboundHandler, @unchecked Sendable
         let path = String(parts.first ?? "")
         let query = parts.count == 2 ? String(parts[1]) : ""
         let ifMatch = head.headers["If-Match"].first
+        let authorization = head.headers["Authorization"]
+        let clientAddress = head.headers[DirectoryService.addressKey].first
         let method = head.method.rawValue
         let data = Data(body.readableBytesView)
         let api = self.api
@@ -196,7 +198,8 @@ private final class FrontHTTPHandler: ChannelInboundHandler, @unchecked Sendable
         let bound = NIOLoopBound((self, context), eventLoop: loop)
         Task {
             let reply = await api.handle(
-                method: method, path: path, query: query, ifMatch: ifMatch, body: data, identity: identity)
+                method: method, path: path, query: query, ifMatch: ifMatch, authorization: authorization,
+                clientAddress: clientAddress, body: data, identity: identity)
             loop.execute {
                 let (handler, context) = bound.value
                 handler.write(reply, keepAlive: keepAlive, context: context)
