@@ -20,8 +20,8 @@ struct CRMCtl: AsyncParsableCommand {
             """,
         subcommands: [
             Status.self, Alarms.self, Members.self, Leader.self, SnapshotCommand.self, Compact.self, Keys.self,
-            Verify.self, KV.self, Records.self, CRMCommand.self, Users.self, Login.self, Password.self, WhoAmI.self,
-            Logout.self,
+            Verify.self, KV.self, Records.self, CRMCommand.self, Users.self, Roles.self, Login.self, Password.self,
+            WhoAmI.self, Logout.self,
         ]
     )
 

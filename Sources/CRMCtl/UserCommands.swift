@@ -9,7 +9,112 @@ import GRPCCore
 /// process list shows); the session token is kept in a file only its owner may read.
 struct Users: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The CRM's users.", subcommands: [Bootstrap.self])
+        abstract: "The CRM's users (signed in: crmctl login).",
+        subcommands: [Bootstrap.self, Create.self, List.self, Disable.self, Enable.self, AssignRoles.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add a user (user.admin); the initial password is read from standard input and must be changed.")
+        @OptionGroup var options: ConnectionOptions
+        @OptionGroup var signedIn: SignedIn
+        @Argument var username: String
+        @Option(help: "A role (repeat for more).") var role: [String] = []
+        @Option(help: "A team id (repeat for more).") var team: [String] = []
+        @Option var displayName: String?
+        @Option var email: String?
+        func run() async throws {
+            var request = Crm_V1_CreateUserRequest()
+            request.username = username
+            request.password = try Session.readPassword("initial password for \(username)")
+            request.roles = role
+            request.teams = team
+            request.displayName = displayName ?? ""
+            request.email = email ?? ""
+            let sent = request
+            let user = try await signedIn.call(options) { try await $0.directory.createUser(sent, metadata: $1) }
+            try Users.print([user], json: options.json)
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Every user (user.admin).")
+        @OptionGroup var options: ConnectionOptions
+        @OptionGroup var signedIn: SignedIn
+        func run() async throws {
+            let users = try await signedIn.call(options) {
+                try await $0.directory.listUsers(Crm_V1_ListUsersRequest(), metadata: $1).users
+            }
+            try Users.print(users, json: options.json)
+        }
+    }
+
+    struct Disable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Disable a user (user.admin): their sessions end.")
+        @OptionGroup var options: ConnectionOptions
+        @OptionGroup var signedIn: SignedIn
+        @Argument(help: "The user's id.") var user: String
+        func run() async throws { try await Users.setStatus(user, "disabled", options, signedIn) }
+    }
+
+    struct Enable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Enable a disabled user (user.admin).")
+        @OptionGroup var options: ConnectionOptions
+        @OptionGroup var signedIn: SignedIn
+        @Argument(help: "The user's id.") var user: String
+        func run() async throws { try await Users.setStatus(user, "active", options, signedIn) }
+    }
+
+    struct AssignRoles: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "assign-roles", abstract: "Give a user exactly these roles (role.admin): their sessions end.")
+        @OptionGroup var options: ConnectionOptions
+        @OptionGroup var signedIn: SignedIn
+        @Argument(help: "The user's id.") var user: String
+        @Argument(help: "The roles.") var roles: [String] = []
+        func run() async throws {
+            var request = Crm_V1_AssignRolesRequest()
+            request.userID = user
+            request.roles = roles
+            let sent = request
+            let updated = try await signedIn.call(options) { try await $0.directory.assignRoles(sent, metadata: $1) }
+            try Users.print([updated], json: options.json)
+        }
+    }
+
+    static func setStatus(
+        _ user: String, _ status: String, _ options: ConnectionOptions, _ signedIn: SignedIn
+    )
+        async throws
+    {
+        var request = Crm_V1_SetUserStatusRequest()
+        request.userID = user
+        request.status = status
+        let sent = request
+        let updated = try await signedIn.call(options) { try await $0.directory.setUserStatus(sent, metadata: $1) }
+        try print([updated], json: options.json)
+    }
+
+    static func print(_ users: [Crm_V1_UserInfo], json: Bool) throws {
+        if json {
+            try Output.json(
+                users.map {
+                    UserJSON(
+                        user_id: $0.userID, username: $0.username, status: $0.status, roles: $0.roles, teams: $0.teams)
+                })
+            return
+        }
+        Output.table(
+            ["ID", "USERNAME", "STATUS", "ROLES"],
+            users.map { [$0.userID, $0.username, $0.status, $0.roles.joined(separator: ",")] })
+    }
+
+    struct UserJSON: Encodable {
+        let user_id: String
+        let username: String
+        let status: String
+        let roles: [String]
+        let teams: [String]
+    }
 
     struct Bootstrap: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -29,9 +134,23 @@ struct Users: AsyncParsableCommand {
             if options.json {
                 try Output.object(["user_id": response.userID])
             } else {
-                print("user \(username) created (\(response.userID)); change the password at the first sign-in")
+                Swift.print("user \(username) created (\(response.userID)); change the password at the first sign-in")
             }
         }
+    }
+}
+
+/// The token of the signed-in user, for the commands that act as them.
+struct SignedIn: ParsableArguments {
+    @Option(help: "The token file (default: $CRM_TOKEN_FILE or ~/.crm-token).") var tokenFile: String?
+
+    func call<T: Sendable>(
+        _ options: ConnectionOptions, _ body: @escaping @Sendable (MemberConnection, Metadata) async throws -> T
+    ) async throws -> T {
+        let metadata = Session.metadata(try Session.load(Session.tokenFile(tokenFile)))
+        let cluster = try Cluster(options, api: .client)
+        defer { cluster.close() }
+        return try await cluster.onAnyMember { try await body($0, metadata) }
     }
 }
 

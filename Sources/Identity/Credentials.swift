@@ -75,6 +75,13 @@ public struct DirectoryChanges: Sendable {
             now: now)
         transaction.conditions.append(.absent(key: bootstrapMarker))
         transaction.operations.append(.put(key: bootstrapMarker, value: id.bytes))
+        // The role templates come with the first user (its own role among them).
+        let roles = RoleStore(directory: self)
+        for (_, yaml) in RoleTemplates.yaml.sorted(by: { $0.key < $1.key }) {
+            let name = try CRMRole.parse(yaml: yaml).name
+            transaction.conditions.append(.absent(key: roles.key(name)))
+            transaction.operations.append(.putStamped(key: roles.key(name), value: Array(yaml.utf8)))
+        }
         return transaction
     }
 
@@ -127,6 +134,13 @@ public struct DirectoryChanges: Sendable {
     public func rehash(of user: CRMID, from current: VersionedCredentials, to passwordHash: String) -> Transaction {
         var next = current.credentials
         next.passwordHash = passwordHash
+        return replace(user, current, with: next)
+    }
+
+    /// The user was disabled (or is to be signed out everywhere): every session ends.
+    public func raiseCredentialEpoch(of user: CRMID, from current: VersionedCredentials) -> Transaction {
+        var next = current.credentials
+        next.credentialEpoch += 1
         return replace(user, current, with: next)
     }
 

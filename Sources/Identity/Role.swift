@@ -106,7 +106,7 @@ public struct CRMRole: Equatable, Sendable {
         return role
     }
 
-    static func isName(_ text: String) -> Bool {
+    public static func isName(_ text: String) -> Bool {
         let bytes = Array(text.utf8)
         guard (1...maxNameBytes).contains(bytes.count), (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(bytes[0])
         else { return false }

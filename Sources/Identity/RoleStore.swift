@@ -25,6 +25,12 @@ public struct RoleStore: Sendable {
         return (role, version)
     }
 
+    /// Role `name`'s YAML as stored (nil: none).
+    public func yaml(_ name: String) throws -> String? {
+        guard CRMRole.isName(name), let value = try records.kv.crmValue(key(name)) else { return nil }
+        return String(decoding: value.payload, as: UTF8.self)
+    }
+
     /// The roles of `names` that exist (a name without a role grants nothing).
     public func roles(_ names: [String]) throws -> [CRMRole] { try names.compactMap { try role($0)?.role } }
 

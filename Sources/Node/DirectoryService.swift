@@ -21,13 +21,13 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
 
     static let addressKey = "crm-client-address"
 
-    private func admit(_ metadata: Metadata, _ context: ServerContext) throws -> RecordsService.Access {
+    func admit(_ metadata: Metadata, _ context: ServerContext) throws -> RecordsService.Access {
         try RecordsService.admit(metadata, context, authorization, limiter)
     }
 
     /// Runs the call on the leader: here when this member leads, else passed to the leader with
     /// the caller, its bearer token and asserted address.
-    private func onLeader<Response>(
+    func onLeader<Response>(
         _ access: RecordsService.Access, _ metadata: Metadata,
         forward: (Crm_V1_Directory.Client<HTTP2ClientTransport.Posix>, Metadata) async throws -> Response,
         lead: (Caller) async throws -> Response
@@ -53,7 +53,7 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
 
     /// The session the call carries, checked on the leader's state, its `lastSeen` moved on
     /// when due.
-    private func session(_ metadata: Metadata, _ caller: Caller) async throws -> CheckedSession {
+    func session(_ metadata: Metadata, _ caller: Caller) async throws -> CheckedSession {
         let token = try CRMIdentity.bearer(metadata)
         try await crm.waitForRead(serializable: false)
         let sessions = identity.sessions

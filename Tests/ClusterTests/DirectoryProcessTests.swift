@@ -166,5 +166,85 @@ extension RealProcessTests {
                 #expect(!cluster.log(id).contains("horse battery") && !cluster.log(id).contains("passphrase"))
             }
         }
+
+        @Test func administratorsManageUsersAndRolesWithinTheSeparationOfDuties() async throws {
+            let cluster = try ProcessCluster()
+            try cluster.startAll()
+            _ = try #require(await cluster.waitForLeader())
+            let file = try cluster.writeClusterFile()
+            let adminToken = cluster.directory + "/admin-token"
+            let repToken = cluster.directory + "/rep-token"
+            func run(
+                _ arguments: [String], token: String, input: String? = nil
+            ) throws -> (
+                status: Int32, output: String, errors: String
+            ) {
+                try crmctl(arguments + ["--token-file", token], file, input: input)
+            }
+            #expect(try crmctl(["users", "bootstrap", "root-admin"], file, input: password + "\n").status == 0)
+            #expect(try run(["login", "root-admin"], token: adminToken, input: password + "\n").status == 0)
+            let early = try run(["users", "list"], token: adminToken)
+            #expect(early.status != 0 && early.errors.contains("change the password first"), "\(early.errors)")
+            let changed = try run(["password"], token: adminToken, input: password + "\nthe admin's own passphrase\n")
+            #expect(changed.status == 0, "\(changed.errors)")
+            let roles = try run(["roles", "list", "--json"], token: adminToken)
+            for name in [
+                "analyst", "auditor", "integration-readonly", "privacy-officer", "sales-manager", "sales-rep",
+                "security-admin",
+            ] {
+                #expect(roles.output.contains(name), "\(roles.output) \(roles.errors)")
+            }
+
+            // A user who would hold an administrator's and a privacy officer's rights: refused.
+            let breach = try run(
+                ["users", "create", "mixed", "--role", "security-admin", "--role", "privacy-officer"],
+                token: adminToken,
+                input: "an initial passphrase\n")
+            #expect(breach.status != 0 && breach.errors.contains("separation of duties"), "\(breach.errors)")
+            let created = try run(
+                ["users", "create", "rep1", "--role", "sales-rep", "--json"], token: adminToken,
+                input: "an initial passphrase\n")
+            #expect(created.status == 0, "\(created.errors)")
+            let rep = try #require(
+                (try JSONSerialization.jsonObject(with: Data(created.output.utf8)) as? [[String: Any]])?.first?[
+                    "user_id"]
+                    as? String)
+            let explained = try run(
+                ["roles", "explain", rep, "person", "read", "--field", "emails", "--json"], token: adminToken)
+            #expect(
+                explained.output.contains("\"scope\":\"team\"") || explained.output.contains("\"scope\" : \"team\""),
+                "\(explained.output)")
+            #expect(explained.output.contains("sales-rep"), "the deciding role is named: \(explained.output)")
+
+            // The new user must change the initial password, then has no administration rights.
+            #expect(try run(["login", "rep1"], token: repToken, input: "an initial passphrase\n").status == 0)
+            #expect(
+                try run(["password"], token: repToken, input: "an initial passphrase\nthe rep's own passphrase\n")
+                    .status == 0)
+            let denied = try run(["users", "list"], token: repToken)
+            #expect(denied.status != 0 && denied.errors.contains("user.admin"), "\(denied.errors)")
+
+            // A role change ends the user's sessions; nobody changes their own roles.
+            #expect(try run(["users", "assign-roles", rep, "analyst"], token: adminToken).status == 0)
+            #expect(try run(["whoami"], token: repToken).status != 0, "the rep's session ended with the role change")
+            let me = try run(["whoami", "--json"], token: adminToken)
+            let adminID = try #require(
+                (try JSONSerialization.jsonObject(with: Data(me.output.utf8)) as? [String: Any])?["user_id"] as? String)
+            let own = try run(["users", "assign-roles", adminID, "security-admin", "analyst"], token: adminToken)
+            #expect(own.status != 0 && own.errors.contains("own roles"), "\(own.errors)")
+
+            // A role edit that would put the rep (an analyst) in breach is refused naming the rep.
+            let edit = cluster.directory + "/analyst.yaml"
+            try
+                "name: analyst\nobjects: {person: {read: all}}\nfields: {person: {emails: read}}\npermissions: [user.admin]\n"
+                .write(toFile: edit, atomically: true, encoding: .utf8)
+            let refusedEdit = try run(["roles", "put", edit], token: adminToken)
+            #expect(refusedEdit.status != 0 && refusedEdit.errors.contains(rep), "\(refusedEdit.errors)")
+
+            // Disabled: the right password no longer signs in.
+            #expect(try run(["users", "disable", rep], token: adminToken).status == 0)
+            let disabled = try run(["login", "rep1"], token: repToken, input: "the rep's own passphrase\n")
+            #expect(disabled.status != 0 && disabled.errors.contains("the username or password is wrong"))
+        }
     }
 }

@@ -101,13 +101,139 @@ public enum Crm_V1_Directory: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "CreateUser" metadata.
+        public enum CreateUser: Sendable {
+            /// Request type for "CreateUser".
+            public typealias Input = Crm_V1_CreateUserRequest
+            /// Response type for "CreateUser".
+            public typealias Output = Crm_V1_UserInfo
+            /// Descriptor for "CreateUser".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "CreateUser",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListUsers" metadata.
+        public enum ListUsers: Sendable {
+            /// Request type for "ListUsers".
+            public typealias Input = Crm_V1_ListUsersRequest
+            /// Response type for "ListUsers".
+            public typealias Output = Crm_V1_ListUsersResponse
+            /// Descriptor for "ListUsers".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "ListUsers",
+                type: .unary
+            )
+        }
+        /// Namespace for "SetUserStatus" metadata.
+        public enum SetUserStatus: Sendable {
+            /// Request type for "SetUserStatus".
+            public typealias Input = Crm_V1_SetUserStatusRequest
+            /// Response type for "SetUserStatus".
+            public typealias Output = Crm_V1_UserInfo
+            /// Descriptor for "SetUserStatus".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "SetUserStatus",
+                type: .unary
+            )
+        }
+        /// Namespace for "AssignRoles" metadata.
+        public enum AssignRoles: Sendable {
+            /// Request type for "AssignRoles".
+            public typealias Input = Crm_V1_AssignRolesRequest
+            /// Response type for "AssignRoles".
+            public typealias Output = Crm_V1_UserInfo
+            /// Descriptor for "AssignRoles".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "AssignRoles",
+                type: .unary
+            )
+        }
+        /// Namespace for "PutRole" metadata.
+        public enum PutRole: Sendable {
+            /// Request type for "PutRole".
+            public typealias Input = Crm_V1_PutRoleRequest
+            /// Response type for "PutRole".
+            public typealias Output = Crm_V1_RoleInfo
+            /// Descriptor for "PutRole".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "PutRole",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetRole" metadata.
+        public enum GetRole: Sendable {
+            /// Request type for "GetRole".
+            public typealias Input = Crm_V1_GetRoleRequest
+            /// Response type for "GetRole".
+            public typealias Output = Crm_V1_RoleInfo
+            /// Descriptor for "GetRole".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "GetRole",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListRoles" metadata.
+        public enum ListRoles: Sendable {
+            /// Request type for "ListRoles".
+            public typealias Input = Crm_V1_ListRolesRequest
+            /// Response type for "ListRoles".
+            public typealias Output = Crm_V1_ListRolesResponse
+            /// Descriptor for "ListRoles".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "ListRoles",
+                type: .unary
+            )
+        }
+        /// Namespace for "DeleteRole" metadata.
+        public enum DeleteRole: Sendable {
+            /// Request type for "DeleteRole".
+            public typealias Input = Crm_V1_DeleteRoleRequest
+            /// Response type for "DeleteRole".
+            public typealias Output = Crm_V1_DeleteRoleResponse
+            /// Descriptor for "DeleteRole".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "DeleteRole",
+                type: .unary
+            )
+        }
+        /// Namespace for "ExplainAccess" metadata.
+        public enum ExplainAccess: Sendable {
+            /// Request type for "ExplainAccess".
+            public typealias Input = Crm_V1_ExplainAccessRequest
+            /// Response type for "ExplainAccess".
+            public typealias Output = Crm_V1_ExplainAccessResponse
+            /// Descriptor for "ExplainAccess".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "ExplainAccess",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "crm.v1.Directory" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Login.descriptor,
             WhoAmI.descriptor,
             ChangePassword.descriptor,
             ListSessions.descriptor,
-            Logout.descriptor
+            Logout.descriptor,
+            CreateUser.descriptor,
+            ListUsers.descriptor,
+            SetUserStatus.descriptor,
+            AssignRoles.descriptor,
+            PutRole.descriptor,
+            GetRole.descriptor,
+            ListRoles.descriptor,
+            DeleteRole.descriptor,
+            ExplainAccess.descriptor
         ]
     }
 }
@@ -224,6 +350,150 @@ extension Crm_V1_Directory {
             request: GRPCCore.StreamingServerRequest<Crm_V1_LogoutRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_LogoutResponse>
+
+        /// Handle the "CreateUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Administration, as the session's user (PERMISSION_DENIED names the permission missing; a
+        /// > session that must change its password may do nothing else).
+        /// > Users (permission user.admin): a new user must change the initial password at first sign-in.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_CreateUserRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_UserInfo` messages.
+        func createUser(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_CreateUserRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_UserInfo>
+
+        /// Handle the "ListUsers" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_ListUsersRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_ListUsersResponse` messages.
+        func listUsers(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_ListUsersRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ListUsersResponse>
+
+        /// Handle the "SetUserStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disabling ends every session of the user; nobody disables themselves.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_SetUserStatusRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_UserInfo` messages.
+        func setUserStatus(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_SetUserStatusRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_UserInfo>
+
+        /// Handle the "AssignRoles" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Roles (permission role.admin), within the separation of duties: refused naming the users.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_AssignRolesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_UserInfo` messages.
+        func assignRoles(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_AssignRolesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_UserInfo>
+
+        /// Handle the "PutRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_PutRoleRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_RoleInfo` messages.
+        func putRole(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_PutRoleRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_RoleInfo>
+
+        /// Handle the "GetRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_GetRoleRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_RoleInfo` messages.
+        func getRole(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_GetRoleRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_RoleInfo>
+
+        /// Handle the "ListRoles" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_ListRolesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_ListRolesResponse` messages.
+        func listRoles(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_ListRolesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ListRolesResponse>
+
+        /// Handle the "DeleteRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_DeleteRoleRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_DeleteRoleResponse` messages.
+        func deleteRole(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_DeleteRoleRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_DeleteRoleResponse>
+
+        /// Handle the "ExplainAccess" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Why a user may or may not act (role.admin, or the user about themselves).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_ExplainAccessRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_ExplainAccessResponse` messages.
+        func explainAccess(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_ExplainAccessRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ExplainAccessResponse>
     }
 
     /// Service protocol for the "crm.v1.Directory" service.
@@ -324,6 +594,150 @@ extension Crm_V1_Directory {
             request: GRPCCore.ServerRequest<Crm_V1_LogoutRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_LogoutResponse>
+
+        /// Handle the "CreateUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Administration, as the session's user (PERMISSION_DENIED names the permission missing; a
+        /// > session that must change its password may do nothing else).
+        /// > Users (permission user.admin): a new user must change the initial password at first sign-in.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_CreateUserRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_UserInfo` message.
+        func createUser(
+            request: GRPCCore.ServerRequest<Crm_V1_CreateUserRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_UserInfo>
+
+        /// Handle the "ListUsers" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListUsersRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_ListUsersResponse` message.
+        func listUsers(
+            request: GRPCCore.ServerRequest<Crm_V1_ListUsersRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_ListUsersResponse>
+
+        /// Handle the "SetUserStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disabling ends every session of the user; nobody disables themselves.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_SetUserStatusRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_UserInfo` message.
+        func setUserStatus(
+            request: GRPCCore.ServerRequest<Crm_V1_SetUserStatusRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_UserInfo>
+
+        /// Handle the "AssignRoles" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Roles (permission role.admin), within the separation of duties: refused naming the users.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_AssignRolesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_UserInfo` message.
+        func assignRoles(
+            request: GRPCCore.ServerRequest<Crm_V1_AssignRolesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_UserInfo>
+
+        /// Handle the "PutRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_PutRoleRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_RoleInfo` message.
+        func putRole(
+            request: GRPCCore.ServerRequest<Crm_V1_PutRoleRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_RoleInfo>
+
+        /// Handle the "GetRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_GetRoleRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_RoleInfo` message.
+        func getRole(
+            request: GRPCCore.ServerRequest<Crm_V1_GetRoleRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_RoleInfo>
+
+        /// Handle the "ListRoles" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListRolesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_ListRolesResponse` message.
+        func listRoles(
+            request: GRPCCore.ServerRequest<Crm_V1_ListRolesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_ListRolesResponse>
+
+        /// Handle the "DeleteRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_DeleteRoleRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_DeleteRoleResponse` message.
+        func deleteRole(
+            request: GRPCCore.ServerRequest<Crm_V1_DeleteRoleRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_DeleteRoleResponse>
+
+        /// Handle the "ExplainAccess" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Why a user may or may not act (role.admin, or the user about themselves).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ExplainAccessRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_ExplainAccessResponse` message.
+        func explainAccess(
+            request: GRPCCore.ServerRequest<Crm_V1_ExplainAccessRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_ExplainAccessResponse>
     }
 
     /// Simple service protocol for the "crm.v1.Directory" service.
@@ -422,6 +836,150 @@ extension Crm_V1_Directory {
             request: Crm_V1_LogoutRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_LogoutResponse
+
+        /// Handle the "CreateUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Administration, as the session's user (PERMISSION_DENIED names the permission missing; a
+        /// > session that must change its password may do nothing else).
+        /// > Users (permission user.admin): a new user must change the initial password at first sign-in.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_CreateUserRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_UserInfo` to respond with.
+        func createUser(
+            request: Crm_V1_CreateUserRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_UserInfo
+
+        /// Handle the "ListUsers" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_ListUsersRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_ListUsersResponse` to respond with.
+        func listUsers(
+            request: Crm_V1_ListUsersRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_ListUsersResponse
+
+        /// Handle the "SetUserStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disabling ends every session of the user; nobody disables themselves.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_SetUserStatusRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_UserInfo` to respond with.
+        func setUserStatus(
+            request: Crm_V1_SetUserStatusRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_UserInfo
+
+        /// Handle the "AssignRoles" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Roles (permission role.admin), within the separation of duties: refused naming the users.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_AssignRolesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_UserInfo` to respond with.
+        func assignRoles(
+            request: Crm_V1_AssignRolesRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_UserInfo
+
+        /// Handle the "PutRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_PutRoleRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_RoleInfo` to respond with.
+        func putRole(
+            request: Crm_V1_PutRoleRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_RoleInfo
+
+        /// Handle the "GetRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_GetRoleRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_RoleInfo` to respond with.
+        func getRole(
+            request: Crm_V1_GetRoleRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_RoleInfo
+
+        /// Handle the "ListRoles" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_ListRolesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_ListRolesResponse` to respond with.
+        func listRoles(
+            request: Crm_V1_ListRolesRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_ListRolesResponse
+
+        /// Handle the "DeleteRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_DeleteRoleRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_DeleteRoleResponse` to respond with.
+        func deleteRole(
+            request: Crm_V1_DeleteRoleRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_DeleteRoleResponse
+
+        /// Handle the "ExplainAccess" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Why a user may or may not act (role.admin, or the user about themselves).
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_ExplainAccessRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_ExplainAccessResponse` to respond with.
+        func explainAccess(
+            request: Crm_V1_ExplainAccessRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_ExplainAccessResponse
     }
 }
 
@@ -484,6 +1042,105 @@ extension Crm_V1_Directory.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.CreateUser.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_CreateUserRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_UserInfo>(),
+            handler: { request, context in
+                try await self.createUser(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.ListUsers.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ListUsersRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ListUsersResponse>(),
+            handler: { request, context in
+                try await self.listUsers(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.SetUserStatus.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_SetUserStatusRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_UserInfo>(),
+            handler: { request, context in
+                try await self.setUserStatus(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.AssignRoles.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_AssignRolesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_UserInfo>(),
+            handler: { request, context in
+                try await self.assignRoles(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.PutRole.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_PutRoleRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_RoleInfo>(),
+            handler: { request, context in
+                try await self.putRole(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.GetRole.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_GetRoleRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_RoleInfo>(),
+            handler: { request, context in
+                try await self.getRole(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.ListRoles.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ListRolesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ListRolesResponse>(),
+            handler: { request, context in
+                try await self.listRoles(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.DeleteRole.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_DeleteRoleRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_DeleteRoleResponse>(),
+            handler: { request, context in
+                try await self.deleteRole(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.ExplainAccess.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ExplainAccessRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ExplainAccessResponse>(),
+            handler: { request, context in
+                try await self.explainAccess(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -539,6 +1196,105 @@ extension Crm_V1_Directory.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_LogoutResponse> {
         let response = try await self.logout(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func createUser(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_CreateUserRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_UserInfo> {
+        let response = try await self.createUser(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listUsers(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_ListUsersRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ListUsersResponse> {
+        let response = try await self.listUsers(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func setUserStatus(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_SetUserStatusRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_UserInfo> {
+        let response = try await self.setUserStatus(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func assignRoles(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_AssignRolesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_UserInfo> {
+        let response = try await self.assignRoles(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func putRole(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_PutRoleRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_RoleInfo> {
+        let response = try await self.putRole(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getRole(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_GetRoleRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_RoleInfo> {
+        let response = try await self.getRole(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listRoles(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_ListRolesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ListRolesResponse> {
+        let response = try await self.listRoles(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func deleteRole(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_DeleteRoleRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_DeleteRoleResponse> {
+        let response = try await self.deleteRole(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func explainAccess(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_ExplainAccessRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ExplainAccessResponse> {
+        let response = try await self.explainAccess(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -607,6 +1363,123 @@ extension Crm_V1_Directory.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Crm_V1_LogoutResponse> {
         return GRPCCore.ServerResponse<Crm_V1_LogoutResponse>(
             message: try await self.logout(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func createUser(
+        request: GRPCCore.ServerRequest<Crm_V1_CreateUserRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_UserInfo> {
+        return GRPCCore.ServerResponse<Crm_V1_UserInfo>(
+            message: try await self.createUser(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listUsers(
+        request: GRPCCore.ServerRequest<Crm_V1_ListUsersRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_ListUsersResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_ListUsersResponse>(
+            message: try await self.listUsers(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func setUserStatus(
+        request: GRPCCore.ServerRequest<Crm_V1_SetUserStatusRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_UserInfo> {
+        return GRPCCore.ServerResponse<Crm_V1_UserInfo>(
+            message: try await self.setUserStatus(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func assignRoles(
+        request: GRPCCore.ServerRequest<Crm_V1_AssignRolesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_UserInfo> {
+        return GRPCCore.ServerResponse<Crm_V1_UserInfo>(
+            message: try await self.assignRoles(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func putRole(
+        request: GRPCCore.ServerRequest<Crm_V1_PutRoleRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_RoleInfo> {
+        return GRPCCore.ServerResponse<Crm_V1_RoleInfo>(
+            message: try await self.putRole(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getRole(
+        request: GRPCCore.ServerRequest<Crm_V1_GetRoleRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_RoleInfo> {
+        return GRPCCore.ServerResponse<Crm_V1_RoleInfo>(
+            message: try await self.getRole(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listRoles(
+        request: GRPCCore.ServerRequest<Crm_V1_ListRolesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_ListRolesResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_ListRolesResponse>(
+            message: try await self.listRoles(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func deleteRole(
+        request: GRPCCore.ServerRequest<Crm_V1_DeleteRoleRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_DeleteRoleResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_DeleteRoleResponse>(
+            message: try await self.deleteRole(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func explainAccess(
+        request: GRPCCore.ServerRequest<Crm_V1_ExplainAccessRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_ExplainAccessResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_ExplainAccessResponse>(
+            message: try await self.explainAccess(
                 request: request.message,
                 context: context
             ),
@@ -738,6 +1611,195 @@ extension Crm_V1_Directory {
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_LogoutResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_LogoutResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CreateUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Administration, as the session's user (PERMISSION_DENIED names the permission missing; a
+        /// > session that must change its password may do nothing else).
+        /// > Users (permission user.admin): a new user must change the initial password at first sign-in.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_CreateUserRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_CreateUserRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_UserInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func createUser<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_CreateUserRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_CreateUserRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_UserInfo>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListUsers" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListUsersRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ListUsersRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_ListUsersResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listUsers<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ListUsersRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ListUsersRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ListUsersResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListUsersResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "SetUserStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disabling ends every session of the user; nobody disables themselves.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_SetUserStatusRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_SetUserStatusRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_UserInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func setUserStatus<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_SetUserStatusRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_SetUserStatusRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_UserInfo>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "AssignRoles" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Roles (permission role.admin), within the separation of duties: refused naming the users.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_AssignRolesRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_AssignRolesRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_UserInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func assignRoles<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_AssignRolesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_AssignRolesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_UserInfo>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "PutRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_PutRoleRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_PutRoleRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_RoleInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func putRole<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_PutRoleRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_PutRoleRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_RoleInfo>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RoleInfo>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_GetRoleRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_GetRoleRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_RoleInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getRole<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_GetRoleRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_GetRoleRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_RoleInfo>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RoleInfo>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListRoles" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListRolesRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ListRolesRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_ListRolesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listRoles<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ListRolesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ListRolesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ListRolesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListRolesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DeleteRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_DeleteRoleRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_DeleteRoleRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_DeleteRoleResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func deleteRole<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_DeleteRoleRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_DeleteRoleRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_DeleteRoleResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_DeleteRoleResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ExplainAccess" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Why a user may or may not act (role.admin, or the user about themselves).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ExplainAccessRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ExplainAccessRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_ExplainAccessResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func explainAccess<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ExplainAccessRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ExplainAccessRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ExplainAccessResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ExplainAccessResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -927,6 +1989,294 @@ extension Crm_V1_Directory {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "CreateUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Administration, as the session's user (PERMISSION_DENIED names the permission missing; a
+        /// > session that must change its password may do nothing else).
+        /// > Users (permission user.admin): a new user must change the initial password at first sign-in.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_CreateUserRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_CreateUserRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_UserInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func createUser<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_CreateUserRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_CreateUserRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_UserInfo>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.CreateUser.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListUsers" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListUsersRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ListUsersRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_ListUsersResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listUsers<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ListUsersRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ListUsersRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ListUsersResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListUsersResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.ListUsers.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "SetUserStatus" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Disabling ends every session of the user; nobody disables themselves.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_SetUserStatusRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_SetUserStatusRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_UserInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func setUserStatus<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_SetUserStatusRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_SetUserStatusRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_UserInfo>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.SetUserStatus.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "AssignRoles" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Roles (permission role.admin), within the separation of duties: refused naming the users.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_AssignRolesRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_AssignRolesRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_UserInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func assignRoles<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_AssignRolesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_AssignRolesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_UserInfo>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.AssignRoles.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "PutRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_PutRoleRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_PutRoleRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_RoleInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func putRole<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_PutRoleRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_PutRoleRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_RoleInfo>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RoleInfo>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.PutRole.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_GetRoleRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_GetRoleRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_RoleInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getRole<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_GetRoleRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_GetRoleRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_RoleInfo>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RoleInfo>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.GetRole.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListRoles" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListRolesRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ListRolesRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_ListRolesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listRoles<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ListRolesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ListRolesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ListRolesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListRolesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.ListRoles.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "DeleteRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_DeleteRoleRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_DeleteRoleRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_DeleteRoleResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func deleteRole<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_DeleteRoleRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_DeleteRoleRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_DeleteRoleResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_DeleteRoleResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.DeleteRole.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ExplainAccess" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Why a user may or may not act (role.admin, or the user about themselves).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ExplainAccessRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ExplainAccessRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_ExplainAccessResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func explainAccess<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ExplainAccessRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ExplainAccessRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ExplainAccessResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ExplainAccessResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.ExplainAccess.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1074,6 +2424,249 @@ extension Crm_V1_Directory.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_LogoutRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_LogoutResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateUser" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Administration, as the session's user (PERMISSION_DENIED names the permission missing; a
+    /// > session that must change its password may do nothing else).
+    /// > Users (permission user.admin): a new user must change the initial password at first sign-in.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_CreateUserRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createUser<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_CreateUserRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.createUser(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_CreateUserRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_UserInfo>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListUsers" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_ListUsersRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listUsers<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_ListUsersRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListUsersResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listUsers(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ListUsersRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ListUsersResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SetUserStatus" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Disabling ends every session of the user; nobody disables themselves.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_SetUserStatusRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func setUserStatus<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_SetUserStatusRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.setUserStatus(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_SetUserStatusRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_UserInfo>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AssignRoles" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Roles (permission role.admin), within the separation of duties: refused naming the users.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_AssignRolesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func assignRoles<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_AssignRolesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.assignRoles(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_AssignRolesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_UserInfo>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PutRole" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_PutRoleRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func putRole<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_PutRoleRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RoleInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.putRole(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_PutRoleRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_RoleInfo>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetRole" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_GetRoleRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getRole<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_GetRoleRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RoleInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getRole(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_GetRoleRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_RoleInfo>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListRoles" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_ListRolesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listRoles<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_ListRolesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListRolesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listRoles(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ListRolesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ListRolesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeleteRole" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_DeleteRoleRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deleteRole<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_DeleteRoleRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_DeleteRoleResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.deleteRole(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_DeleteRoleRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_DeleteRoleResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ExplainAccess" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Why a user may or may not act (role.admin, or the user about themselves).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_ExplainAccessRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func explainAccess<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_ExplainAccessRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ExplainAccessResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.explainAccess(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ExplainAccessRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ExplainAccessResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1243,6 +2836,285 @@ extension Crm_V1_Directory.ClientProtocol {
             metadata: metadata
         )
         return try await self.logout(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateUser" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Administration, as the session's user (PERMISSION_DENIED names the permission missing; a
+    /// > session that must change its password may do nothing else).
+    /// > Users (permission user.admin): a new user must change the initial password at first sign-in.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createUser<Result>(
+        _ message: Crm_V1_CreateUserRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_CreateUserRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.createUser(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListUsers" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listUsers<Result>(
+        _ message: Crm_V1_ListUsersRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListUsersResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_ListUsersRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listUsers(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SetUserStatus" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Disabling ends every session of the user; nobody disables themselves.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func setUserStatus<Result>(
+        _ message: Crm_V1_SetUserStatusRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_SetUserStatusRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.setUserStatus(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AssignRoles" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Roles (permission role.admin), within the separation of duties: refused naming the users.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func assignRoles<Result>(
+        _ message: Crm_V1_AssignRolesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_AssignRolesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.assignRoles(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PutRole" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func putRole<Result>(
+        _ message: Crm_V1_PutRoleRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RoleInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_PutRoleRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.putRole(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetRole" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getRole<Result>(
+        _ message: Crm_V1_GetRoleRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RoleInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_GetRoleRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getRole(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListRoles" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listRoles<Result>(
+        _ message: Crm_V1_ListRolesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListRolesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_ListRolesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listRoles(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeleteRole" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deleteRole<Result>(
+        _ message: Crm_V1_DeleteRoleRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_DeleteRoleResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_DeleteRoleRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.deleteRole(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ExplainAccess" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Why a user may or may not act (role.admin, or the user about themselves).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func explainAccess<Result>(
+        _ message: Crm_V1_ExplainAccessRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ExplainAccessResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_ExplainAccessRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.explainAccess(
             request: request,
             options: options,
             onResponse: handleResponse

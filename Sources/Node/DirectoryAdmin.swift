@@ -1,0 +1,329 @@
+import CRM
+import CRMProto
+import GRPCCore
+import Identity
+import KVStore
+
+/// The directory's administration: users (permission user.admin) and roles (role.admin), as
+/// the session's user, on the leader. Rights are the user's roles within the application's
+/// ceiling; a session that must change its password may do nothing here.
+extension DirectoryService {
+    /// The session's user and their rights; refused without `permission` (when one is asked).
+    func acting(
+        _ metadata: Metadata, _ caller: Caller, needs permission: Permission?
+    ) async throws
+        -> (checked: CheckedSession, access: Access)
+    {
+        let checked = try await session(metadata, caller)
+        guard !checked.session.passwordChangeOnly else {
+            throw RPCError(code: .permissionDenied, message: "change the password first (crmctl password)")
+        }
+        let store = RoleStore(directory: identity.directory)
+        guard let user = try crm.changes.read(.user, checked.session.user) else { throw SessionRefusal.unknown }
+        var names: [String] = []
+        if case .texts(let held)? = try crm.changes.open(user.record, fields: ["roles"])["roles"] { names = held }
+        var ceiling: [CRMRole]?
+        if case .client(let name) = caller.identity,
+            let principal = try PrincipalChanges(records: crm.changes).read(name)
+        {
+            ceiling = try store.roles(principal.principal.ceiling)
+        }
+        let access = Access(roles: try store.roles(names), ceiling: ceiling)
+        if let permission, !access.permissions.contains(permission) {
+            throw RPCError(code: .permissionDenied, message: "this needs the permission \(permission.rawValue)")
+        }
+        return (checked, access)
+    }
+
+    /// Proposes `transaction` as the session's user; a failed condition means a concurrent change.
+    func commit(_ transaction: Transaction, _ caller: Caller) async throws {
+        guard case .applied = try await crm.propose(transaction, caller: caller) else {
+            throw RPCError(code: .aborted, message: "it changed meanwhile; read it again and retry")
+        }
+    }
+
+    func userInfo(_ id: CRMID) throws -> Crm_V1_UserInfo {
+        guard let user = try crm.changes.read(.user, id) else { throw RecordError.notFound(.user, id) }
+        let fields = try crm.changes.open(user.record, fields: ["username", "status", "roles"])
+        var info = Crm_V1_UserInfo()
+        info.userID = id.description
+        if case .text(let name)? = fields["username"] { info.username = name }
+        if case .text(let status)? = fields["status"] { info.status = status }
+        if case .texts(let roles)? = fields["roles"] { info.roles = roles }
+        info.teams = user.record.teams.map(\.description)
+        return info
+    }
+
+    func createUser(
+        _ message: Crm_V1_CreateUserRequest, _ access: RecordsService.Access, _ metadata: Metadata
+    )
+        async throws -> Crm_V1_UserInfo
+    {
+        try await onLeader(access, metadata) { leader, metadata in
+            try await leader.createUser(message, metadata: metadata)
+        } lead: { caller in
+            let (checked, _) = try await acting(metadata, caller, needs: .userAdmin)
+            if let refusal = PasswordPolicy().refusal(
+                of: message.password, username: message.username, email: message.email.isEmpty ? nil : message.email)
+            {
+                throw refusal
+            }
+            let store = RoleStore(directory: identity.directory)
+            let roles = try message.roles.map { name in
+                guard let role = try store.role(name)?.role else {
+                    throw RecordError.badRequest("there is no role `\(name.prefix(64))`")
+                }
+                return role
+            }
+            if let problem = SeparationOfDuties.violations(of: roles).first {
+                throw RecordError.badRequest(
+                    "user \(message.username.prefix(64)) would break the separation of duties: \(problem)")
+            }
+            let teams = try message.teams.map { try RecordsProto.id($0, "teams") }
+            let id = try CRMID.random()
+            var credentials = Credentials(passwordHash: try await identity.passwordHasher().hash(message.password))
+            credentials.mustChangePassword = true
+            try await commit(
+                try identity.directory.createUser(
+                    id: id, username: message.username,
+                    displayName: message.displayName.isEmpty ? nil : message.displayName,
+                    email: message.email.isEmpty ? nil : message.email, roles: message.roles, teams: teams,
+                    credentials: credentials, principal: DirectoryChanges.owner(of: checked.session.user),
+                    now: crm.local.nowMillis()), caller)
+            return try userInfo(id)
+        }
+    }
+
+    func listUsers(
+        _ message: Crm_V1_ListUsersRequest, _ access: RecordsService.Access, _ metadata: Metadata
+    )
+        async throws -> Crm_V1_ListUsersResponse
+    {
+        try await onLeader(access, metadata) { leader, metadata in
+            try await leader.listUsers(message, metadata: metadata)
+        } lead: { caller in
+            _ = try await acting(metadata, caller, needs: .userAdmin)
+            var response = Crm_V1_ListUsersResponse()
+            var after: [UInt8]?
+            for _ in 0..<20 {
+                let page = try crm.changes.list(
+                    ListQuery(entity: .user, includeDeleted: true, pageSize: 500), after: after)
+                response.users += try page.records.map { try userInfo($0.record.id) }
+                guard let next = page.resumeAfter else { break }
+                after = next
+            }
+            return response
+        }
+    }
+
+    func setUserStatus(
+        _ message: Crm_V1_SetUserStatusRequest, _ access: RecordsService.Access, _ metadata: Metadata
+    )
+        async throws -> Crm_V1_UserInfo
+    {
+        try await onLeader(access, metadata) { leader, metadata in
+            try await leader.setUserStatus(message, metadata: metadata)
+        } lead: { caller in
+            let (checked, _) = try await acting(metadata, caller, needs: .userAdmin)
+            let id = try RecordsProto.id(message.userID, "user_id")
+            guard ["active", "disabled"].contains(message.status) else {
+                throw RecordError.badRequest("`status` is active or disabled")
+            }
+            guard id != checked.session.user else {
+                throw RecordError.badRequest("nobody disables or enables themselves")
+            }
+            guard let user = try crm.changes.read(.user, id),
+                let credentials = try identity.directory.credentials(of: id)
+            else { throw RecordError.notFound(.user, id) }
+            var transaction = try crm.changes.update(user, set: ["status": .text(message.status)], clear: [])
+            if message.status == "disabled" {
+                let raise = identity.directory.raiseCredentialEpoch(of: id, from: credentials)
+                transaction.conditions += raise.conditions
+                transaction.operations += raise.operations
+            }
+            try await commit(transaction, caller)
+            return try userInfo(id)
+        }
+    }
+
+    func assignRoles(
+        _ message: Crm_V1_AssignRolesRequest, _ access: RecordsService.Access, _ metadata: Metadata
+    )
+        async throws -> Crm_V1_UserInfo
+    {
+        try await onLeader(access, metadata) { leader, metadata in
+            try await leader.assignRoles(message, metadata: metadata)
+        } lead: { caller in
+            let (checked, _) = try await acting(metadata, caller, needs: .roleAdmin)
+            let id = try RecordsProto.id(message.userID, "user_id")
+            try await commit(
+                try RoleStore(directory: identity.directory).assign(
+                    message.roles, to: id, by: DirectoryChanges.owner(of: checked.session.user)), caller)
+            return try userInfo(id)
+        }
+    }
+
+    func putRole(
+        _ message: Crm_V1_PutRoleRequest, _ access: RecordsService.Access, _ metadata: Metadata
+    )
+        async throws -> Crm_V1_RoleInfo
+    {
+        try await onLeader(access, metadata) { leader, metadata in
+            try await leader.putRole(message, metadata: metadata)
+        } lead: { caller in
+            _ = try await acting(metadata, caller, needs: .roleAdmin)
+            let store = RoleStore(directory: identity.directory)
+            try await commit(try store.put(yaml: message.yaml), caller)
+            var info = Crm_V1_RoleInfo()
+            info.name = try CRMRole.parse(yaml: message.yaml).name
+            info.yaml = message.yaml
+            return info
+        }
+    }
+
+    func getRole(
+        _ message: Crm_V1_GetRoleRequest, _ access: RecordsService.Access, _ metadata: Metadata
+    )
+        async throws -> Crm_V1_RoleInfo
+    {
+        try await onLeader(access, metadata) { leader, metadata in
+            try await leader.getRole(message, metadata: metadata)
+        } lead: { caller in
+            _ = try await acting(metadata, caller, needs: .roleAdmin)
+            guard let yaml = try RoleStore(directory: identity.directory).yaml(message.name) else {
+                throw RPCError(code: .notFound, message: "there is no role `\(message.name.prefix(64))`")
+            }
+            var info = Crm_V1_RoleInfo()
+            info.name = message.name
+            info.yaml = yaml
+            return info
+        }
+    }
+
+    func listRoles(
+        _ message: Crm_V1_ListRolesRequest, _ access: RecordsService.Access, _ metadata: Metadata
+    )
+        async throws -> Crm_V1_ListRolesResponse
+    {
+        try await onLeader(access, metadata) { leader, metadata in
+            try await leader.listRoles(message, metadata: metadata)
+        } lead: { caller in
+            _ = try await acting(metadata, caller, needs: .roleAdmin)
+            var response = Crm_V1_ListRolesResponse()
+            response.names = try RoleStore(directory: identity.directory).names()
+            return response
+        }
+    }
+
+    func deleteRole(
+        _ message: Crm_V1_DeleteRoleRequest, _ access: RecordsService.Access, _ metadata: Metadata
+    )
+        async throws -> Crm_V1_DeleteRoleResponse
+    {
+        try await onLeader(access, metadata) { leader, metadata in
+            try await leader.deleteRole(message, metadata: metadata)
+        } lead: { caller in
+            _ = try await acting(metadata, caller, needs: .roleAdmin)
+            try await commit(try RoleStore(directory: identity.directory).delete(message.name), caller)
+            return Crm_V1_DeleteRoleResponse()
+        }
+    }
+
+    func explainAccess(
+        _ message: Crm_V1_ExplainAccessRequest, _ access: RecordsService.Access, _ metadata: Metadata
+    ) async throws -> Crm_V1_ExplainAccessResponse {
+        try await onLeader(access, metadata) { leader, metadata in
+            try await leader.explainAccess(message, metadata: metadata)
+        } lead: { caller in
+            let id = try RecordsProto.id(message.userID, "user_id")
+            let (checked, mine) = try await acting(metadata, caller, needs: nil)
+            guard id == checked.session.user || mine.permissions.contains(.roleAdmin) else {
+                throw RPCError(code: .permissionDenied, message: "this needs the permission role.admin")
+            }
+            let entity = try RecordsProto.entity(message.entity)
+            guard let action = ObjectAction(rawValue: message.action) else {
+                throw RecordError.badRequest("`action` is create, read, update, delete or destroy")
+            }
+            let info = try userInfo(id)
+            let theirs = Access(roles: try RoleStore(directory: identity.directory).roles(info.roles), ceiling: nil)
+            var response = Crm_V1_ExplainAccessResponse()
+            let scope = theirs.explainScope(action, on: entity)
+            response.scope = scope.value.rawValue
+            response.scopeReason = scope.reason
+            if !message.field.isEmpty {
+                guard let field = try crm.changes.definition(entity).field(named: message.field) else {
+                    throw RecordError.unknownField(entity: entity, name: message.field)
+                }
+                let decision = theirs.explainField(field, on: entity)
+                response.fieldAccess = decision.value.rawValue
+                response.fieldReason = decision.reason
+            }
+            return response
+        }
+    }
+
+    // MARK: gRPC
+
+    func createUser(
+        request: ServerRequest<Crm_V1_CreateUserRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_UserInfo> {
+        ServerResponse(
+            message: try await createUser(request.message, try admit(request.metadata, context), request.metadata))
+    }
+
+    func listUsers(
+        request: ServerRequest<Crm_V1_ListUsersRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_ListUsersResponse> {
+        ServerResponse(
+            message: try await listUsers(request.message, try admit(request.metadata, context), request.metadata))
+    }
+
+    func setUserStatus(
+        request: ServerRequest<Crm_V1_SetUserStatusRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_UserInfo> {
+        ServerResponse(
+            message: try await setUserStatus(request.message, try admit(request.metadata, context), request.metadata))
+    }
+
+    func assignRoles(
+        request: ServerRequest<Crm_V1_AssignRolesRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_UserInfo> {
+        ServerResponse(
+            message: try await assignRoles(request.message, try admit(request.metadata, context), request.metadata))
+    }
+
+    func putRole(
+        request: ServerRequest<Crm_V1_PutRoleRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_RoleInfo> {
+        ServerResponse(
+            message: try await putRole(request.message, try admit(request.metadata, context), request.metadata))
+    }
+
+    func getRole(
+        request: ServerRequest<Crm_V1_GetRoleRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_RoleInfo> {
+        ServerResponse(
+            message: try await getRole(request.message, try admit(request.metadata, context), request.metadata))
+    }
+
+    func listRoles(
+        request: ServerRequest<Crm_V1_ListRolesRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_ListRolesResponse> {
+        ServerResponse(
+            message: try await listRoles(request.message, try admit(request.metadata, context), request.metadata))
+    }
+
+    func deleteRole(
+        request: ServerRequest<Crm_V1_DeleteRoleRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_DeleteRoleResponse> {
+        ServerResponse(
+            message: try await deleteRole(request.message, try admit(request.metadata, context), request.metadata))
+    }
+
+    func explainAccess(
+        request: ServerRequest<Crm_V1_ExplainAccessRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_ExplainAccessResponse> {
+        ServerResponse(
+            message: try await explainAccess(request.message, try admit(request.metadata, context), request.metadata))
+    }
+}
