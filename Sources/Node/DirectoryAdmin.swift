@@ -22,13 +22,7 @@ extension DirectoryService {
         guard let user = try crm.changes.read(.user, checked.session.user) else { throw SessionRefusal.unknown }
         var names: [String] = []
         if case .texts(let held)? = try crm.changes.open(user.record, fields: ["roles"])["roles"] { names = held }
-        var ceiling: [CRMRole]?
-        if case .client(let name) = caller.identity,
-            let principal = try PrincipalChanges(records: crm.changes).read(name)
-        {
-            ceiling = try store.roles(principal.principal.ceiling)
-        }
-        let access = Access(roles: try store.roles(names), ceiling: ceiling)
+        let access = Access(roles: try store.roles(names), ceiling: try ceiling(caller))
         if let permission, !access.permissions.contains(permission) {
             throw RPCError(code: .permissionDenied, message: "this needs the permission \(permission.rawValue)")
         }

@@ -51,11 +51,37 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
         }
     }
 
+    /// The application's ceiling (its principal's roles): an application needs a principal
+    /// record that is neither blocked nor expired, except an operator's tool (a client on the
+    /// admin list) without one, which has no ceiling. Read after the leader's read barrier.
+    func ceiling(_ caller: Caller) throws -> [CRMRole]? {
+        guard case .client(let name) = caller.identity else { throw PrincipalRefusal.unknown }
+        let principals = PrincipalChanges(records: crm.changes)
+        if authorization.admins.contains(name), try principals.read(name) == nil { return nil }
+        do {
+            let (principal, _) = try principals.check(name, now: crm.local.nowMillis())
+            return try RoleStore(directory: identity.directory).roles(principal.ceiling)
+        } catch let refusal as PrincipalRefusal {
+            throw RPCError(code: .permissionDenied, message: refusal.description)
+        }
+    }
+
+    /// Records the application's use (at most hourly) on the leader.
+    func touchPrincipal(_ caller: Caller) async throws {
+        guard case .client(let name) = caller.identity else { return }
+        let principals = PrincipalChanges(records: crm.changes)
+        guard let found = try principals.read(name), let touch = try principals.touch(found, now: crm.local.nowMillis())
+        else { return }
+        _ = try await crm.propose(touch, caller: caller) // a concurrent touch may win; either will do
+    }
+
     /// The session the call carries, checked on the leader's state, its `lastSeen` moved on
     /// when due.
     func session(_ metadata: Metadata, _ caller: Caller) async throws -> CheckedSession {
         let token = try CRMIdentity.bearer(metadata)
         try await crm.waitForRead(serializable: false)
+        _ = try ceiling(caller)
+        try await touchPrincipal(caller)
         let sessions = identity.sessions
         let now = crm.local.nowMillis()
         let checked = try sessions.check(
@@ -93,6 +119,9 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
         return try await onLeader(access, metadata) { leader, metadata in
             try await leader.login(message, metadata: metadata)
         } lead: { caller in
+            try await crm.waitForRead(serializable: false)
+            _ = try ceiling(caller)
+            try await touchPrincipal(caller)
             var metadata = metadata
             if !message.clientAddress.isEmpty {
                 metadata.replaceOrAddString(message.clientAddress, forKey: Self.addressKey)

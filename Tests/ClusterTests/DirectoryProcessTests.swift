@@ -33,7 +33,7 @@ extension RealProcessTests {
         }
 
         @Test func signInSessionsAndAPasswordChangeSeenByEveryMember() async throws {
-            let cluster = try ProcessCluster()
+            let cluster = try ProcessCluster(clients: ["app", "other"])
             try cluster.startAll()
             let leader = try #require(await cluster.waitForLeader())
             let others = cluster.ids.filter { $0 != leader }
@@ -43,6 +43,7 @@ extension RealProcessTests {
             #expect(weak.status != 0 && weak.errors.contains("at least 12"), "\(weak.errors)")
             let bootstrap = try crmctl(["users", "bootstrap", "root-admin"], file, input: password + "\n")
             #expect(bootstrap.status == 0, "\(bootstrap.errors)")
+            #expect(try crmctl(["clients", "put", "app", "--ceiling", "sales-rep"], file).status == 0)
             let again = try crmctl(["users", "bootstrap", "second-admin"], file, input: password + "\n")
             #expect(again.status != 0 && again.errors.contains("bootstrapped already"), "\(again.errors)")
 
@@ -130,7 +131,11 @@ extension RealProcessTests {
                         .init(), metadata: ["authorization": "Bearer \(second.token)"],
                         options: ProcessCluster.shortCall)
                 } == noSession)
-            // The same over HTTP/JSON on a front, as another application.
+            // The same over HTTP/JSON on a front, as another application: it needs a principal.
+            let unknownApp = try await cluster.frontHTTP(
+                others[0], "POST", "/v1/auth/login",
+                json: #"{"username": "root-admin", "password": "a quite new passphrase"}"#, client: "other")
+            #expect(unknownApp.status == 403 && unknownApp.text.contains("no principal record"), "\(unknownApp.text)")
             let http = try await cluster.frontHTTP(
                 others[0], "POST", "/v1/auth/login",
                 json: #"{"username": "Root-Admin", "password": "a quite new passphrase"}"#)
@@ -160,6 +165,20 @@ extension RealProcessTests {
             let after = try await cluster.frontHTTP(
                 others[1], "GET", "/v1/auth/me", headers: [("Authorization", "Bearer \(token)")])
             #expect(after.status == 401)
+
+            // A blocked application is refused before anything else; its last use is recorded.
+            let listedClients = try crmctl(["clients", "list", "--json"], file)
+            #expect(
+                listedClients.output.contains("\"name\":\"app\"") || listedClients.output.contains("\"name\" : \"app\"")
+            )
+            #expect(
+                !listedClients.output.contains("\"last_used_millis\":0")
+                    && !listedClients.output.contains("\"last_used_millis\" : 0"), "\(listedClients.output)")
+            #expect(try crmctl(["clients", "block", "app"], file).status == 0)
+            let blocked = try await cluster.frontHTTP(
+                others[0], "POST", "/v1/auth/login",
+                json: #"{"username": "root-admin", "password": "a quite new passphrase"}"#)
+            #expect(blocked.status == 403 && blocked.text.contains("blocked"), "\(blocked.text)")
 
             // Nothing about the password in any member's log.
             for id in cluster.ids {

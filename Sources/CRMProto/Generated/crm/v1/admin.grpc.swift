@@ -205,6 +205,45 @@ public enum Crm_V1_Admin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "PutPrincipal" metadata.
+        public enum PutPrincipal: Sendable {
+            /// Request type for "PutPrincipal".
+            public typealias Input = Crm_V1_PutPrincipalRequest
+            /// Response type for "PutPrincipal".
+            public typealias Output = Crm_V1_PrincipalInfo
+            /// Descriptor for "PutPrincipal".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Admin"),
+                method: "PutPrincipal",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListPrincipals" metadata.
+        public enum ListPrincipals: Sendable {
+            /// Request type for "ListPrincipals".
+            public typealias Input = Crm_V1_ListPrincipalsRequest
+            /// Response type for "ListPrincipals".
+            public typealias Output = Crm_V1_ListPrincipalsResponse
+            /// Descriptor for "ListPrincipals".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Admin"),
+                method: "ListPrincipals",
+                type: .unary
+            )
+        }
+        /// Namespace for "SetPrincipalBlocked" metadata.
+        public enum SetPrincipalBlocked: Sendable {
+            /// Request type for "SetPrincipalBlocked".
+            public typealias Input = Crm_V1_SetPrincipalBlockedRequest
+            /// Response type for "SetPrincipalBlocked".
+            public typealias Output = Crm_V1_PrincipalInfo
+            /// Descriptor for "SetPrincipalBlocked".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Admin"),
+                method: "SetPrincipalBlocked",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "crm.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Status.descriptor,
@@ -220,7 +259,10 @@ public enum Crm_V1_Admin: Sendable {
             CRMCheck.descriptor,
             CRMKeyStatus.descriptor,
             RotateCRMKeys.descriptor,
-            BootstrapUser.descriptor
+            BootstrapUser.descriptor,
+            PutPrincipal.descriptor,
+            ListPrincipals.descriptor,
+            SetPrincipalBlocked.descriptor
         ]
     }
 }
@@ -485,6 +527,52 @@ extension Crm_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Crm_V1_BootstrapUserRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_BootstrapUserResponse>
+
+        /// Handle the "PutPrincipal" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Applications (client certificates) and what users may do through them (on the leader).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_PutPrincipalRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_PrincipalInfo` messages.
+        func putPrincipal(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_PutPrincipalRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_PrincipalInfo>
+
+        /// Handle the "ListPrincipals" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_ListPrincipalsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_ListPrincipalsResponse` messages.
+        func listPrincipals(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_ListPrincipalsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ListPrincipalsResponse>
+
+        /// Handle the "SetPrincipalBlocked" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_SetPrincipalBlockedRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_PrincipalInfo` messages.
+        func setPrincipalBlocked(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_SetPrincipalBlockedRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_PrincipalInfo>
     }
 
     /// Service protocol for the "crm.v1.Admin" service.
@@ -733,6 +821,52 @@ extension Crm_V1_Admin {
             request: GRPCCore.ServerRequest<Crm_V1_BootstrapUserRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_BootstrapUserResponse>
+
+        /// Handle the "PutPrincipal" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Applications (client certificates) and what users may do through them (on the leader).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_PutPrincipalRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_PrincipalInfo` message.
+        func putPrincipal(
+            request: GRPCCore.ServerRequest<Crm_V1_PutPrincipalRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_PrincipalInfo>
+
+        /// Handle the "ListPrincipals" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListPrincipalsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_ListPrincipalsResponse` message.
+        func listPrincipals(
+            request: GRPCCore.ServerRequest<Crm_V1_ListPrincipalsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_ListPrincipalsResponse>
+
+        /// Handle the "SetPrincipalBlocked" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_SetPrincipalBlockedRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_PrincipalInfo` message.
+        func setPrincipalBlocked(
+            request: GRPCCore.ServerRequest<Crm_V1_SetPrincipalBlockedRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_PrincipalInfo>
     }
 
     /// Simple service protocol for the "crm.v1.Admin" service.
@@ -979,6 +1113,52 @@ extension Crm_V1_Admin {
             request: Crm_V1_BootstrapUserRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_BootstrapUserResponse
+
+        /// Handle the "PutPrincipal" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Applications (client certificates) and what users may do through them (on the leader).
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_PutPrincipalRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_PrincipalInfo` to respond with.
+        func putPrincipal(
+            request: Crm_V1_PutPrincipalRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_PrincipalInfo
+
+        /// Handle the "ListPrincipals" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_ListPrincipalsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_ListPrincipalsResponse` to respond with.
+        func listPrincipals(
+            request: Crm_V1_ListPrincipalsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_ListPrincipalsResponse
+
+        /// Handle the "SetPrincipalBlocked" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_SetPrincipalBlockedRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_PrincipalInfo` to respond with.
+        func setPrincipalBlocked(
+            request: Crm_V1_SetPrincipalBlockedRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_PrincipalInfo
     }
 }
 
@@ -1140,6 +1320,39 @@ extension Crm_V1_Admin.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Crm_V1_Admin.Method.PutPrincipal.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_PutPrincipalRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_PrincipalInfo>(),
+            handler: { request, context in
+                try await self.putPrincipal(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Admin.Method.ListPrincipals.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ListPrincipalsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ListPrincipalsResponse>(),
+            handler: { request, context in
+                try await self.listPrincipals(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Admin.Method.SetPrincipalBlocked.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_SetPrincipalBlockedRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_PrincipalInfo>(),
+            handler: { request, context in
+                try await self.setPrincipalBlocked(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1294,6 +1507,39 @@ extension Crm_V1_Admin.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_BootstrapUserResponse> {
         let response = try await self.bootstrapUser(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func putPrincipal(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_PutPrincipalRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_PrincipalInfo> {
+        let response = try await self.putPrincipal(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listPrincipals(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_ListPrincipalsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ListPrincipalsResponse> {
+        let response = try await self.listPrincipals(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func setPrincipalBlocked(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_SetPrincipalBlockedRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_PrincipalInfo> {
+        let response = try await self.setPrincipalBlocked(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1479,6 +1725,45 @@ extension Crm_V1_Admin.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Crm_V1_BootstrapUserResponse> {
         return GRPCCore.ServerResponse<Crm_V1_BootstrapUserResponse>(
             message: try await self.bootstrapUser(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func putPrincipal(
+        request: GRPCCore.ServerRequest<Crm_V1_PutPrincipalRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_PrincipalInfo> {
+        return GRPCCore.ServerResponse<Crm_V1_PrincipalInfo>(
+            message: try await self.putPrincipal(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listPrincipals(
+        request: GRPCCore.ServerRequest<Crm_V1_ListPrincipalsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_ListPrincipalsResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_ListPrincipalsResponse>(
+            message: try await self.listPrincipals(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func setPrincipalBlocked(
+        request: GRPCCore.ServerRequest<Crm_V1_SetPrincipalBlockedRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_PrincipalInfo> {
+        return GRPCCore.ServerResponse<Crm_V1_PrincipalInfo>(
+            message: try await self.setPrincipalBlocked(
                 request: request.message,
                 context: context
             ),
@@ -1803,6 +2088,67 @@ extension Crm_V1_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_BootstrapUserResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_BootstrapUserResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "PutPrincipal" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Applications (client certificates) and what users may do through them (on the leader).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_PutPrincipalRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_PutPrincipalRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_PrincipalInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func putPrincipal<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_PutPrincipalRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_PutPrincipalRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_PrincipalInfo>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_PrincipalInfo>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListPrincipals" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListPrincipalsRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ListPrincipalsRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_ListPrincipalsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listPrincipals<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ListPrincipalsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ListPrincipalsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ListPrincipalsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListPrincipalsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "SetPrincipalBlocked" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_SetPrincipalBlockedRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_SetPrincipalBlockedRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_PrincipalInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func setPrincipalBlocked<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_SetPrincipalBlockedRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_SetPrincipalBlockedRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_PrincipalInfo>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_PrincipalInfo>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2284,6 +2630,100 @@ extension Crm_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "PutPrincipal" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Applications (client certificates) and what users may do through them (on the leader).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_PutPrincipalRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_PutPrincipalRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_PrincipalInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func putPrincipal<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_PutPrincipalRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_PutPrincipalRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_PrincipalInfo>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_PrincipalInfo>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Admin.Method.PutPrincipal.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListPrincipals" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListPrincipalsRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ListPrincipalsRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_ListPrincipalsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listPrincipals<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ListPrincipalsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ListPrincipalsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ListPrincipalsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListPrincipalsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Admin.Method.ListPrincipals.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "SetPrincipalBlocked" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_SetPrincipalBlockedRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_SetPrincipalBlockedRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_PrincipalInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func setPrincipalBlocked<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_SetPrincipalBlockedRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_SetPrincipalBlockedRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_PrincipalInfo>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_PrincipalInfo>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Admin.Method.SetPrincipalBlocked.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2678,6 +3118,85 @@ extension Crm_V1_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_BootstrapUserRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_BootstrapUserResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PutPrincipal" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Applications (client certificates) and what users may do through them (on the leader).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_PutPrincipalRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func putPrincipal<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_PutPrincipalRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_PrincipalInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.putPrincipal(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_PutPrincipalRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_PrincipalInfo>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListPrincipals" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_ListPrincipalsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listPrincipals<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_ListPrincipalsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListPrincipalsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listPrincipals(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ListPrincipalsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ListPrincipalsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SetPrincipalBlocked" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_SetPrincipalBlockedRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func setPrincipalBlocked<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_SetPrincipalBlockedRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_PrincipalInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.setPrincipalBlocked(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_SetPrincipalBlockedRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_PrincipalInfo>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3130,6 +3649,97 @@ extension Crm_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.bootstrapUser(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PutPrincipal" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Applications (client certificates) and what users may do through them (on the leader).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func putPrincipal<Result>(
+        _ message: Crm_V1_PutPrincipalRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_PrincipalInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_PutPrincipalRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.putPrincipal(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListPrincipals" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listPrincipals<Result>(
+        _ message: Crm_V1_ListPrincipalsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListPrincipalsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_ListPrincipalsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listPrincipals(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SetPrincipalBlocked" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func setPrincipalBlocked<Result>(
+        _ message: Crm_V1_SetPrincipalBlockedRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_PrincipalInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_SetPrincipalBlockedRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.setPrincipalBlocked(
             request: request,
             options: options,
             onResponse: handleResponse
