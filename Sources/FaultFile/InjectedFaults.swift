@@ -20,11 +20,15 @@ public struct InjectedFaults: Codable, Sendable, Equatable {
     public var clockOffsetMilliseconds: Int64?
     /// A bug switched on deliberately (see `DrillBug`).
     public var plantedBug: DrillBug?
+    /// Added to the time sign-in sessions are checked and stamped with (their idle and
+    /// absolute timeouts, tested without waiting hours).
+    public var sessionClockOffsetMilliseconds: Int64?
 
     public init(
         fsyncDelayMilliseconds: Int? = nil, fsyncFails: Bool? = nil, freeDiskBytes: UInt64? = nil,
-        clockOffsetMilliseconds: Int64? = nil, plantedBug: DrillBug? = nil
+        clockOffsetMilliseconds: Int64? = nil, plantedBug: DrillBug? = nil, sessionClockOffsetMilliseconds: Int64? = nil
     ) {
+        self.sessionClockOffsetMilliseconds = sessionClockOffsetMilliseconds
         self.fsyncDelayMilliseconds = fsyncDelayMilliseconds
         self.fsyncFails = fsyncFails
         self.freeDiskBytes = freeDiskBytes
@@ -38,6 +42,7 @@ public struct InjectedFaults: Codable, Sendable, Equatable {
         case freeDiskBytes = "free_disk_bytes"
         case clockOffsetMilliseconds = "clock_offset_ms"
         case plantedBug = "planted_bug"
+        case sessionClockOffsetMilliseconds = "session_clock_offset_ms"
     }
 }
 

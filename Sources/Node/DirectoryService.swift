@@ -59,18 +59,25 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
         let principals = PrincipalChanges(records: crm.changes)
         if authorization.admins.contains(name), try principals.read(name) == nil { return nil }
         do {
-            let (principal, _) = try principals.check(name, now: crm.local.nowMillis())
+            let (principal, _) = try principals.check(name, now: sessionNow())
             return try RoleStore(directory: identity.directory).roles(principal.ceiling)
         } catch let refusal as PrincipalRefusal {
             throw RPCError(code: .permissionDenied, message: refusal.description)
         }
     }
 
+    /// The time sessions are checked and stamped with: the leader's proposal clock (shifted in
+    /// debug builds by an injected fault, to test timeouts without waiting).
+    func sessionNow() -> UInt64 {
+        let now = Int64(clamping: crm.local.nowMillis()) &+ FaultHooks.shared.sessionClockOffsetMilliseconds
+        return UInt64(max(0, now))
+    }
+
     /// Records the application's use (at most hourly) on the leader.
     func touchPrincipal(_ caller: Caller) async throws {
         guard case .client(let name) = caller.identity else { return }
         let principals = PrincipalChanges(records: crm.changes)
-        guard let found = try principals.read(name), let touch = try principals.touch(found, now: crm.local.nowMillis())
+        guard let found = try principals.read(name), let touch = try principals.touch(found, now: sessionNow())
         else { return }
         _ = try await crm.propose(touch, caller: caller) // a concurrent touch may win; either will do
     }
@@ -83,7 +90,7 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
         _ = try ceiling(caller)
         try await touchPrincipal(caller)
         let sessions = identity.sessions
-        let now = crm.local.nowMillis()
+        let now = sessionNow()
         let checked = try sessions.check(
             token: token, application: caller.owner, address: try asserted(metadata, caller), now: now)
         if let touch = sessions.touch(checked, now: now) {
@@ -129,7 +136,7 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
             let address = try asserted(metadata, caller)
             let opened = try await identity.signIn().attempt(
                 username: message.username, password: message.password, application: caller.owner,
-                address: address, bindAddress: message.bindToAddress && address != nil, now: crm.local.nowMillis())
+                address: address, bindAddress: message.bindToAddress && address != nil, now: sessionNow())
             guard case .applied = try await crm.propose(opened.transaction, caller: caller) else {
                 throw RPCError(code: .unavailable, message: "the sign-in met a concurrent change; try again")
             }
@@ -186,7 +193,7 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
         } lead: { caller in
             let checked = try await session(metadata, caller)
             let (token, transaction) = try await identity.signIn().changePassword(
-                checked, current: message.currentPassword, new: message.newPassword, now: crm.local.nowMillis())
+                checked, current: message.currentPassword, new: message.newPassword, now: sessionNow())
             guard case .applied = try await crm.propose(transaction, caller: caller) else {
                 throw RPCError(code: .unavailable, message: "the change met a concurrent change; try again")
             }

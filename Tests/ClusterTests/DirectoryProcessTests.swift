@@ -4,6 +4,7 @@ import CRMTestSupport
 import ClusterHarness
 import Foundation
 import GRPCCore
+import Node
 import Testing
 
 /// Sign-in and sessions on real processes: the bootstrap through crmctl, a token file only its
@@ -264,6 +265,83 @@ extension RealProcessTests {
             #expect(try run(["users", "disable", rep], token: adminToken).status == 0)
             let disabled = try run(["login", "rep1"], token: repToken, input: "the rep's own passphrase\n")
             #expect(disabled.status != 0 && disabled.errors.contains("the username or password is wrong"))
+        }
+
+        /// Idle and absolute timeouts through the sessions' test clock (debug builds only), and a
+        /// session bound to the end user's address an application may assert.
+        @Test func sessionsGoIdleExpireAndStayWithTheirAddress() async throws {
+            let cluster = try ProcessCluster(clients: ["app", "other"]) {
+                $0.health = NodeConfig.Health(checkIntervalMilliseconds: 50)
+            }
+            try cluster.startAll()
+            let leader = try #require(await cluster.waitForLeader())
+            let file = try cluster.writeClusterFile()
+            #expect(try crmctl(["users", "bootstrap", "root-admin"], file, input: password + "\n").status == 0)
+            let operatorTool = try cluster.connection(leader, .client)
+            func login(_ via: MemberConnection, _ pass: String, address: String = "") async throws -> String {
+                var request = Crm_V1_LoginRequest()
+                request.username = "root-admin"
+                request.password = pass
+                request.clientAddress = address
+                request.bindToAddress = !address.isEmpty
+                return try await via.directory.login(request, options: ProcessCluster.shortCall).token
+            }
+            func valid(_ token: String, via: MemberConnection? = nil, address: String? = nil) async -> Bool {
+                var metadata: Metadata = ["authorization": .string("Bearer \(token)")]
+                if let address { metadata.addString(address, forKey: "crm-client-address") }
+                let me = try? await (via ?? operatorTool).directory.whoAmI(
+                    .init(), metadata: metadata, options: ProcessCluster.shortCall)
+                return me != nil
+            }
+            let newPassword = "a quite new passphrase"
+            var change = Crm_V1_ChangePasswordRequest()
+            change.currentPassword = password
+            change.newPassword = newPassword
+            let first = try await login(operatorTool, password)
+            _ = try await operatorTool.directory.changePassword(
+                change, metadata: ["authorization": .string("Bearer \(first)")], options: ProcessCluster.shortCall)
+
+            /// Moves the leader's session clock and waits until it has read the change.
+            func shift(minutes: Int64) async throws {
+                let before = cluster.log(leader).components(separatedBy: "injected faults changed").count
+                try cluster.setFault(leader, \.sessionClockOffsetMilliseconds, minutes * 60_000)
+                let seen = await eventually(seconds: 10) {
+                    cluster.log(leader).components(separatedBy: "injected faults changed").count > before
+                }
+                #expect(seen, "the leader did not read the fault file")
+            }
+
+            // Idle: 31 minutes without a call end the session.
+            let idle = try await login(operatorTool, newPassword)
+            try await shift(minutes: 29)
+            #expect(await valid(idle), "29 minutes idle: still valid (and touched now)")
+            try await shift(minutes: 29 + 31)
+            #expect(!(await valid(idle)), "31 minutes idle after the last call: ended")
+
+            // Absolute: used every 25 minutes, it still ends 12 hours after it was opened.
+            let busy = try await login(operatorTool, newPassword) // opened at +60 minutes
+            var minutes: Int64 = 60
+            while minutes + 25 < 60 + 12 * 60 {
+                minutes += 25
+                try await shift(minutes: minutes)
+                #expect(await valid(busy), "\(minutes - 60) minutes after it opened")
+            }
+            try await shift(minutes: 60 + 12 * 60)
+            #expect(!(await valid(busy)), "12 hours after it opened")
+            try cluster.clearFaults(leader)
+
+            // Bound to the address an application may assert; another's assertion is ignored.
+            #expect(try crmctl(["clients", "put", "app", "--may-assert-address"], file).status == 0)
+            #expect(try crmctl(["clients", "put", "other"], file).status == 0)
+            let app = try cluster.frontConnection(leader, client: "app")
+            let bound = try await login(app, newPassword, address: "192.0.2.10")
+            #expect(await valid(bound, via: app, address: "192.0.2.10"))
+            #expect(!(await valid(bound, via: app, address: "198.51.100.1")))
+            #expect(!(await valid(bound, via: app)))
+            let other = try cluster.frontConnection(leader, client: "other")
+            let unbound = try await login(other, newPassword, address: "192.0.2.10")
+            #expect(
+                await valid(unbound, via: other, address: "198.51.100.1"), "an unasserting application's is unbound")
         }
     }
 }

@@ -61,6 +61,12 @@ final class FaultHooks: Sendable {
         return Double(offset) / 1000
     }
 
+    /// The shift of the sessions' clock, in milliseconds (0 unless injected).
+    var sessionClockOffsetMilliseconds: Int64 {
+        guard path != nil else { return 0 }
+        return current.sessionClockOffsetMilliseconds ?? 0
+    }
+
     /// Called just before a synced write: waits or fails as the injected faults say.
     func beforeSync() throws {
         guard path != nil else { return }
