@@ -22,10 +22,16 @@ struct Users: AsyncParsableCommand {
         @Option(help: "A team id (repeat for more).") var team: [String] = []
         @Option var displayName: String?
         @Option var email: String?
+        @Flag(help: "Read a password hash imported from another system (passlib, Django) instead of a password.")
+        var importHash = false
         func run() async throws {
             var request = Crm_V1_CreateUserRequest()
             request.username = username
-            request.password = try Session.readPassword("initial password for \(username)")
+            if importHash {
+                request.importedPasswordHash = try Session.readPassword("imported password hash for \(username)")
+            } else {
+                request.password = try Session.readPassword("initial password for \(username)")
+            }
             request.roles = role
             request.teams = team
             request.displayName = displayName ?? ""

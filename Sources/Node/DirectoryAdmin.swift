@@ -57,7 +57,17 @@ extension DirectoryService {
             try await leader.createUser(message, metadata: metadata)
         } lead: { caller in
             let (checked, _) = try await acting(metadata, caller, needs: .userAdmin)
-            if let refusal = PasswordPolicy().refusal(
+            let imported = !message.importedPasswordHash.isEmpty
+            if imported {
+                guard message.password.isEmpty else {
+                    throw RecordError.badRequest("give either `password` or `imported_password_hash`")
+                }
+                do { _ = try StoredPassword(parsing: message.importedPasswordHash) } catch let error
+                    as StoredPasswordError
+                {
+                    throw RecordError.badRequest(error.description)
+                }
+            } else if let refusal = PasswordPolicy().refusal(
                 of: message.password, username: message.username, email: message.email.isEmpty ? nil : message.email)
             {
                 throw refusal
@@ -75,8 +85,10 @@ extension DirectoryService {
             }
             let teams = try message.teams.map { try RecordsProto.id($0, "teams") }
             let id = try CRMID.random()
-            var credentials = Credentials(passwordHash: try await identity.passwordHasher().hash(message.password))
-            credentials.mustChangePassword = true
+            let hash =
+                imported ? message.importedPasswordHash : try await identity.passwordHasher().hash(message.password)
+            // An imported password is the user's own; an initial one is changed at first sign-in.
+            let credentials = Credentials(passwordHash: hash, mustChangePassword: !imported)
             try await commit(
                 try identity.directory.createUser(
                     id: id, username: message.username,

@@ -261,6 +261,28 @@ extension RealProcessTests {
             let refusedEdit = try run(["roles", "put", edit], token: adminToken)
             #expect(refusedEdit.status != 0 && refusedEdit.errors.contains(rep), "\(refusedEdit.errors)")
 
+            // A user imported with a passlib hash (as Odoo stores them) signs in with their own
+            // password, again after its re-hash, and a malformed or hostile hash is refused.
+            let odooHash =
+                "$pbkdf2-sha512$25000$3JvT2junVGrNWYtxzlnrHQ$YGblkj8tvFzRpSF/DqOOsLLJMSn8rJUvfXSmtn4sW/DYMcCZo/GM5J5fyzd6aaJKaQzKcc0ihNyCdcFt7rFaoQ"
+            let imported = try run(
+                ["users", "create", "imported", "--role", "analyst", "--import-hash"], token: adminToken,
+                input: odooHash + "\n")
+            #expect(imported.status == 0, "\(imported.errors)")
+            let importedToken = cluster.directory + "/imported-token"
+            for attempt in 1...2 {
+                let signIn = try run(["login", "imported"], token: importedToken, input: password + "\n")
+                #expect(
+                    signIn.status == 0 && !signIn.output.contains("must be changed"),
+                    "attempt \(attempt): \(signIn.errors)")
+            }
+            #expect(try run(["login", "imported"], token: importedToken, input: "not the password\n").status != 0)
+            for bad in ["$pbkdf2-sha512$1000000000$c2FsdHNhbHQ$dGFn", "$md5$abc$def", "plain"] {
+                let refused = try run(
+                    ["users", "create", "bad-import", "--import-hash"], token: adminToken, input: bad + "\n")
+                #expect(refused.status != 0 && refused.errors.contains("password hash"), "\(bad): \(refused.errors)")
+            }
+
             // Disabled: the right password no longer signs in.
             #expect(try run(["users", "disable", rep], token: adminToken).status == 0)
             let disabled = try run(["login", "rep1"], token: repToken, input: "the rep's own passphrase\n")

@@ -74,6 +74,11 @@ public nonisolated struct Crm_V1_CreateUserRequest: Sendable {
 
   public var teams: [String] = []
 
+  /// Instead of `password`: a hash imported from another system (passlib's $pbkdf2-sha256$,
+  /// $pbkdf2-sha512$ or $scrypt$, Django's pbkdf2_sha256$, or Argon2id in PHC form), verified at
+  /// the user's first sign-in and then replaced by this cluster's Argon2id.
+  public var importedPasswordHash: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -460,7 +465,7 @@ nonisolated extension Crm_V1_UserInfo: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
 nonisolated extension Crm_V1_CreateUserRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CreateUserRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{1}password\0\u{3}display_name\0\u{1}email\0\u{1}roles\0\u{1}teams\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{1}password\0\u{3}display_name\0\u{1}email\0\u{1}roles\0\u{1}teams\0\u{3}imported_password_hash\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -474,6 +479,7 @@ nonisolated extension Crm_V1_CreateUserRequest: SwiftProtobuf.Message, SwiftProt
       case 4: try { try decoder.decodeSingularStringField(value: &self.email) }()
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.roles) }()
       case 6: try { try decoder.decodeRepeatedStringField(value: &self.teams) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.importedPasswordHash) }()
       default: break
       }
     }
@@ -498,6 +504,9 @@ nonisolated extension Crm_V1_CreateUserRequest: SwiftProtobuf.Message, SwiftProt
     if !self.teams.isEmpty {
       try visitor.visitRepeatedStringField(value: self.teams, fieldNumber: 6)
     }
+    if !self.importedPasswordHash.isEmpty {
+      try visitor.visitSingularStringField(value: self.importedPasswordHash, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -508,6 +517,7 @@ nonisolated extension Crm_V1_CreateUserRequest: SwiftProtobuf.Message, SwiftProt
     if lhs.email != rhs.email {return false}
     if lhs.roles != rhs.roles {return false}
     if lhs.teams != rhs.teams {return false}
+    if lhs.importedPasswordHash != rhs.importedPasswordHash {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
