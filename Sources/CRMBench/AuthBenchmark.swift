@@ -1,5 +1,8 @@
 import ArgumentParser
+import CRMClient
+import CRMProto
 import Foundation
+import GRPCCore
 import Identity
 import Sealing
 
@@ -11,7 +14,10 @@ struct AuthBenchmark: AsyncParsableCommand {
         abstract: "Argon2id password hashing: ms per hash and checks per second, through the bounded hasher.",
         discussion: """
             Each cell runs closed-loop checks of a known user's password (`verify`) for --duration
-            seconds at one concurrency, with the hasher admitting that many at once.
+            seconds at one concurrency, with the hasher admitting that many at once. With
+            --login-as USER (its password on standard input), it then signs USER in through the
+            leader's front, closed-loop, at each concurrency: logins a second, each a password
+            check and a replicated session.
             """)
 
     @Option(help: "Concurrent checks, comma-separated.") var concurrency = "1,2,4"
@@ -19,6 +25,9 @@ struct AuthBenchmark: AsyncParsableCommand {
     @Option(help: "Argon2id memory in KiB.") var memory: UInt32 = Argon2Parameters.standard.memoryKiB
     @Option(help: "Argon2id passes.") var passes: UInt32 = Argon2Parameters.standard.iterations
     @Flag(help: "Print JSON.") var json = false
+    @Option(help: "Also measure sign-ins of this user through a front (the password is read from standard input).")
+    var loginAs: String?
+    @Option(help: "The cluster file (default: $CRM_CLUSTER or run/local/cluster.json).") var cluster: String?
 
     func validate() throws {
         guard duration > 0, duration <= 600 else { throw ValidationError("--duration is 0 to 600 seconds") }
@@ -57,13 +66,14 @@ struct AuthBenchmark: AsyncParsableCommand {
                 return try await group.reduce(into: [Double]()) { $0 += $1 }
             }.sorted()
             let row: [String: Any] = [
-                "concurrency": level, "checks": latencies.count,
+                "what": "check", "concurrency": level, "checks": latencies.count,
                 "checks_per_second": Double(latencies.count) / duration,
                 "p50_ms": latencies[latencies.count / 2],
                 "p99_ms": latencies[min(latencies.count - 1, latencies.count * 99 / 100)],
             ]
             rows.append(row)
         }
+        if let loginAs { rows += try await logins(loginAs) }
         if json {
             let data = try JSONSerialization.data(withJSONObject: rows, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
@@ -71,13 +81,53 @@ struct AuthBenchmark: AsyncParsableCommand {
         }
         print(
             "crm-bench auth: argon2id m=\(memory) KiB t=\(passes) p=1, \(formatted(duration, decimals: 1)) s per cell")
-        print("concurrency  checks/s  p50 ms  p99 ms")
+        print("what    concurrency  per second  p50 ms  p99 ms")
         for row in rows {
             print(
-                padded("\(row["concurrency"]!)", 13)
-                    + padded(formatted(row["checks_per_second"] as! Double, decimals: 1), 10)
+                padded(row["what"] as! String, 8) + padded("\(row["concurrency"]!)", 13)
+                    + padded(formatted(row["checks_per_second"] as! Double, decimals: 1), 12)
                     + padded(formatted(row["p50_ms"] as! Double, decimals: 1), 8)
                     + formatted(row["p99_ms"] as! Double, decimals: 1))
         }
+    }
+
+    /// Closed-loop sign-ins of `username` through the leader's front at each concurrency.
+    private func logins(_ username: String) async throws -> [[String: Any]] {
+        let data = FileHandle.standardInput.readData(ofLength: 1025)
+        let password = String(decoding: data, as: UTF8.self).components(separatedBy: "\n")[0]
+        let target = try await ClusterTarget.resolve(clusterFile: cluster, member: nil, front: true)
+        let connection = try MemberConnection(host: target.host, port: target.port, tls: target.tls)
+        defer { Task { await connection.close() } }
+        var request = Crm_V1_LoginRequest()
+        request.username = username
+        request.password = password
+        let sent = request
+        var rows: [[String: Any]] = []
+        for level in levels {
+            let end = ContinuousClock.now + .seconds(duration)
+            let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
+                for _ in 0..<level {
+                    group.addTask {
+                        var seen: [Double] = []
+                        var options = CallOptions.defaults
+                        options.timeout = .seconds(10)
+                        while ContinuousClock.now < end {
+                            let took = try await ContinuousClock().measure {
+                                _ = try await connection.directory.login(sent, options: options)
+                            }
+                            seen.append(took.seconds * 1000)
+                        }
+                        return seen
+                    }
+                }
+                return try await group.reduce(into: [Double]()) { $0 += $1 }
+            }.sorted()
+            rows.append([
+                "what": "login", "concurrency": level, "checks": latencies.count,
+                "checks_per_second": Double(latencies.count) / duration, "p50_ms": latencies[latencies.count / 2],
+                "p99_ms": latencies[min(latencies.count - 1, latencies.count * 99 / 100)],
+            ])
+        }
+        return rows
     }
 }
