@@ -138,16 +138,22 @@ public struct SessionChanges: Sendable {
         token: String, user: CRMID, credentials: VersionedCredentials, application: String, address: String?,
         now: UInt64
     ) -> Transaction {
-        let digest = SessionTokens.digest(token)!
         let session = Session(
             user: user, application: application, boundAddress: address, now: now, credentials: credentials.credentials)
+        var transaction = write(session, token: token)
+        transaction.conditions.insert(
+            .version(key: Credentials.key(workspace: workspace, user: user), credentials.version), at: 0)
+        return transaction
+    }
+
+    /// Stores `session` under `token`'s digest (which must be free) with its entry under the user.
+    func write(_ session: Session, token: String) -> Transaction {
+        let digest = SessionTokens.digest(token)!
         return Transaction(
-            conditions: [
-                .version(key: Credentials.key(workspace: workspace, user: user), credentials.version),
-                .absent(key: key(digest)),
-            ],
+            conditions: [.absent(key: key(digest))],
             operations: [
-                .putStamped(key: key(digest), value: session.encoded), .put(key: userEntry(user, digest), value: []),
+                .putStamped(key: key(digest), value: session.encoded),
+                .put(key: userEntry(session.user, digest), value: []),
             ])
     }
 

@@ -83,12 +83,9 @@ public struct SignIn: Sendable {
         let session = Session(
             user: userID, application: checked.session.application, boundAddress: checked.session.boundAddress,
             now: now, credentials: next)
-        let digest = SessionTokens.digest(token)!
-        transaction.conditions.append(.absent(key: sessions.key(digest)))
-        transaction.operations += [
-            .putStamped(key: sessions.key(digest), value: session.encoded),
-            .put(key: sessions.userEntry(userID, digest), value: []),
-        ]
+        let opened = sessions.write(session, token: token)
+        transaction.conditions += opened.conditions
+        transaction.operations += opened.operations
         transaction.operations += sessions.end(digest: checked.digest, of: userID).operations
         return (token, transaction)
     }

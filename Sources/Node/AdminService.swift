@@ -14,6 +14,8 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
     let engine: RaftEngine
     let storage: StorageEngine
     let crm: CRMRecords
+    /// Sign-in on this member (its one bounded password hasher).
+    let identity: CRMIdentity
     let config: NodeConfig
     let authorization: Authorization
     let logger: Logger
@@ -253,7 +255,6 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
                     throw refusal
                 }
                 try await crm.ensureKeySet(caller: caller)
-                let identity = CRMIdentity(crm: crm)
                 let id = try CRMID.random()
                 let transaction = try identity.directory.bootstrap(
                     id: id, username: request.username,

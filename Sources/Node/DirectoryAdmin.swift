@@ -14,7 +14,7 @@ extension DirectoryService {
     ) async throws
         -> (checked: CheckedSession, access: Access)
     {
-        let checked = try await session(metadata, caller)
+        let (checked, ceiling) = try await authenticated(metadata, caller)
         guard !checked.session.passwordChangeOnly else {
             throw RPCError(code: .permissionDenied, message: "change the password first (crmctl password)")
         }
@@ -22,7 +22,7 @@ extension DirectoryService {
         guard let user = try crm.changes.read(.user, checked.session.user) else { throw SessionRefusal.unknown }
         var names: [String] = []
         if case .texts(let held)? = try crm.changes.open(user.record, fields: ["roles"])["roles"] { names = held }
-        let access = Access(roles: try store.roles(names), ceiling: try ceiling(caller))
+        let access = Access(roles: try store.roles(names), ceiling: ceiling)
         if let permission, !access.permissions.contains(permission) {
             throw RPCError(code: .permissionDenied, message: "this needs the permission \(permission.rawValue)")
         }

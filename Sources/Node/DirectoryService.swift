@@ -85,9 +85,18 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
     /// The session the call carries, checked on the leader's state, its `lastSeen` moved on
     /// when due.
     func session(_ metadata: Metadata, _ caller: Caller) async throws -> CheckedSession {
+        try await authenticated(metadata, caller).checked
+    }
+
+    /// The session, and the application's ceiling read on the way (its principal checked once).
+    func authenticated(
+        _ metadata: Metadata, _ caller: Caller
+    ) async throws
+        -> (checked: CheckedSession, ceiling: [CRMRole]?)
+    {
         let token = try CRMIdentity.bearer(metadata)
         try await crm.waitForRead(serializable: false)
-        _ = try ceiling(caller)
+        let ceiling = try ceiling(caller)
         try await touchPrincipal(caller)
         let sessions = identity.sessions
         let now = sessionNow()
@@ -96,7 +105,7 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
         if let touch = sessions.touch(checked, now: now) {
             _ = try await crm.propose(touch, caller: caller) // a concurrent touch may win; either will do
         }
-        return checked
+        return (checked, ceiling)
     }
 
     /// The end user's address the application asserts, if its principal may assert one.

@@ -233,7 +233,8 @@ public final class NodeRuntime: @unchecked Sendable {
         self.directoryService = directory
         self.crm = crm
         let admin = AdminService(
-            engine: engine, storage: storage, crm: crm, config: config, authorization: authorization, logger: logger,
+            engine: engine, storage: storage, crm: crm, identity: identity, config: config,
+            authorization: authorization, logger: logger,
             health: { monitor.snapshot }, peers: { poller.observations() },
             directory: { [weak self] in self?.memberDirectory() ?? [:] },
             raiseCorrupt: { monitor.raiseCorrupt($0) })
