@@ -73,6 +73,7 @@ struct AuthBenchmark: AsyncParsableCommand {
             ]
             rows.append(row)
         }
+        rows.append(try await unknownUserChecks(pepper: pepper, parameters: parameters))
         if let loginAs { rows += try await logins(loginAs) }
         if json {
             let data = try JSONSerialization.data(withJSONObject: rows, options: [.sortedKeys])
@@ -87,8 +88,38 @@ struct AuthBenchmark: AsyncParsableCommand {
                 padded(row["what"] as! String, 8) + padded("\(row["concurrency"]!)", 13)
                     + padded(formatted(row["checks_per_second"] as! Double, decimals: 1), 12)
                     + padded(formatted(row["p50_ms"] as! Double, decimals: 1), 8)
-                    + formatted(row["p99_ms"] as! Double, decimals: 1))
+                    + formatted(row["p99_ms"] as! Double, decimals: 1)
+                    + (row["known_p50_ms"].map {
+                        "  (known user, interleaved: p50 \(formatted($0 as! Double, decimals: 1)))"
+                    } ?? ""))
         }
+    }
+
+    /// One client checking passwords of a user that does not exist, then of one that does,
+    /// interleaved: the "unknown" row's p50 should match the "known" row's, or sign-in timing
+    /// tells which users exist.
+    private func unknownUserChecks(pepper: SymmetricKey, parameters: Argon2Parameters) async throws -> [String: Any] {
+        let hasher = try PasswordHasher(pepper: pepper, parameters: parameters, maxConcurrent: 1, maxQueued: 1)
+        let stored = try await hasher.hash("correct horse battery staple")
+        var unknown: [Double] = []
+        var known: [Double] = []
+        let end = ContinuousClock.now + .seconds(duration)
+        while ContinuousClock.now < end {
+            unknown.append(
+                try await ContinuousClock().measure { _ = try await hasher.verify("guess", stored: nil) }.seconds * 1000
+            )
+            known.append(
+                try await ContinuousClock().measure { _ = try await hasher.verify("guess", stored: stored) }.seconds
+                    * 1000)
+        }
+        unknown.sort()
+        known.sort()
+        return [
+            "what": "unknown", "concurrency": 1, "checks": unknown.count,
+            "checks_per_second": Double(unknown.count) / duration * 2,
+            "p50_ms": unknown[unknown.count / 2], "p99_ms": unknown[min(unknown.count - 1, unknown.count * 99 / 100)],
+            "known_p50_ms": known[known.count / 2],
+        ]
     }
 
     /// Closed-loop sign-ins of `username` through the leader's front at each concurrency.

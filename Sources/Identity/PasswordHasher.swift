@@ -16,6 +16,9 @@ public final class PasswordHasher: Sendable {
     private let admission: Admission
     /// What an unknown user's password is checked against: random, of this hasher's costs.
     let dummy: StoredPassword
+    /// Key derivations finished (hashes and checks), for metrics and for tests that show an
+    /// unknown user's check derives a key like a known user's.
+    private let derivations = Atomic<Int>(0)
 
     static let saltBytes = 16
     static let tagBytes = 32
@@ -75,14 +78,19 @@ public final class PasswordHasher: Sendable {
         }
     }
 
-    /// Runs `work` on a dispatch thread once admitted.
+    /// Runs `work` (one key derivation) on a dispatch thread once admitted.
     private func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await admission.enter()
         defer { admission.leave() }
-        return try await withCheckedThrowingContinuation { continuation in
+        let result = try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global(qos: .userInitiated).async { continuation.resume(with: Result { try work() }) }
         }
+        derivations.add(1, ordering: .relaxed)
+        return result
     }
+
+    /// Key derivations this hasher has finished.
+    public var derivationsFinished: Int { derivations.load(ordering: .relaxed) }
 
     /// Hashes running and waiting now (for metrics and tests).
     public var load: (running: Int, queued: Int) { admission.load }

@@ -25,8 +25,10 @@ extension RealProcessTests {
                 ], input: Data((password + "\n").utf8))
             try #require(run.status == 0, "crm-bench auth failed: \(run.errors)")
             let rows = try #require(try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [[String: Any]])
-            #expect(rows.compactMap { $0["what"] as? String } == ["check", "check", "login", "login"])
-            #expect(rows.compactMap { $0["concurrency"] as? Int } == [1, 2, 1, 2])
+            #expect(rows.compactMap { $0["what"] as? String } == ["check", "check", "unknown", "login", "login"])
+            #expect(rows.compactMap { $0["concurrency"] as? Int } == [1, 2, 1, 1, 2])
+            let unknown = try #require(rows.first { $0["what"] as? String == "unknown" })
+            #expect(unknown["known_p50_ms"] is Double, "the unknown row carries the interleaved known user's p50")
             for row in rows {
                 #expect((row["checks"] as? Int ?? 0) > 0, "\(row)")
                 #expect((row["p50_ms"] as? Double ?? 0) > 1, "an Argon2id check of 19 MiB takes milliseconds: \(row)")

@@ -137,27 +137,14 @@ private func hex(_ text: String) -> [UInt8] {
             return
         }
         #expect(costs == dummyCosts && salt.count == dummySalt.count && tag.count == dummyTag.count)
-        // …and costs the same CPU time (this thread's, so that other work on the machine does not
-        // count), compared by the fastest of interleaved runs.
-        let input = Array("wrong one!!!!".utf8)
-        var knownCPU: [Double] = []
-        var unknownCPU: [Double] = []
-        for _ in 0..<5 {
-            knownCPU.append(try Self.cpuSeconds { _ = try PasswordKDF.tag(of: input, like: known, pepper: pepper) })
-            unknownCPU.append(
-                try Self.cpuSeconds { _ = try PasswordKDF.tag(of: input, like: hasher.dummy, pepper: pepper) })
+        // …and derives a key like a known user's check: one Argon2id derivation of those costs
+        // each. (Their times are compared by `crm-bench auth`, the "unknown" row, not here: a
+        // timed assertion flakes on a shared machine.)
+        for stored in [nil, "not a hash", text] {
+            let before = hasher.derivationsFinished
+            _ = try await hasher.verify("wrong one!!!!", stored: stored)
+            #expect(hasher.derivationsFinished == before + 1, "one derivation for \(stored?.prefix(9) ?? "nil")")
         }
-        let ratio = unknownCPU.min()! / knownCPU.min()!
-        #expect(ratio > 0.9 && ratio < 1.1, "unknown \(unknownCPU.min()!) s, known \(knownCPU.min()!) s of CPU")
-    }
-
-    private static func cpuSeconds(_ body: () throws -> Void) throws -> Double {
-        var start = timespec()
-        var end = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start)
-        try body()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &end)
-        return Double(end.tv_sec - start.tv_sec) + Double(end.tv_nsec - start.tv_nsec) / 1e9
     }
 
     @Test func hashingIsBoundedAndRefusesBeyondItsQueue() async throws {
