@@ -211,7 +211,7 @@ let package = Package(
         .target(
             name: "ClusterHarness",
             dependencies: [
-                "Node", "CRMClient", "CRMProto", "FaultFile", "Raft",
+                "Node", "CRM", "CRMClient", "CRMProto", "FaultFile", "Raft",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
             ]
         ),

@@ -24,8 +24,11 @@ public final class MemberConnection: Sendable {
 
     /// Connects (lazily, on the first call) to `host`:`port`. With `expectedMember`, the server
     /// must present that member's certificate (see `ExpectedServerCheck`).
+    /// With `bearerToken`, every call carries `authorization: Bearer <token>` unless it names
+    /// its own (the session a signed-in user's calls act in).
     public init(
-        host: String, port: Int, tls: ClientTLSFiles, expectedMember: UInt64? = nil, maxResponseBytes: Int = 64 << 20
+        host: String, port: Int, tls: ClientTLSFiles, expectedMember: UInt64? = nil, maxResponseBytes: Int = 64 << 20,
+        bearerToken: String? = nil
     ) throws {
         self.host = host
         self.port = port
@@ -50,7 +53,7 @@ public final class MemberConnection: Sendable {
                 }
             },
             serviceConfig: ServiceConfig())
-        let client = GRPCClient(transport: transport)
+        let client = GRPCClient(transport: transport, interceptors: bearerToken.map { [BearerToken(token: $0)] } ?? [])
         self.client = client
         task = Task { _ = try? await client.runConnections() }
     }
@@ -76,4 +79,20 @@ public func grpcTarget(host: String, port: Int) -> any ResolvableTarget {
         return .ipv4(host: host, port: port)
     }
     return .dns(host: host, port: port)
+}
+
+/// Adds a session's bearer token to each call that does not carry an `authorization` of its own.
+struct BearerToken: ClientInterceptor {
+    let token: String
+
+    func intercept<Input: Sendable, Output: Sendable>(
+        request: StreamingClientRequest<Input>, context: ClientContext,
+        next: (StreamingClientRequest<Input>, ClientContext) async throws -> StreamingClientResponse<Output>
+    ) async throws -> StreamingClientResponse<Output> {
+        var request = request
+        if request.metadata[stringValues: "authorization"].first(where: { _ in true }) == nil {
+            request.metadata.addString("Bearer \(token)", forKey: "authorization")
+        }
+        return try await next(request, context)
+    }
 }

@@ -26,9 +26,12 @@ final class Cluster: @unchecked Sendable {
     let timeout: Double
     private let tls: ClientTLSFiles
     private var connections: [Int: MemberConnection] = [:]
+    /// The signed-in user's token its client calls carry (nil: none).
+    private let bearerToken: String?
 
-    init(_ options: ConnectionOptions, api: API = .admin) throws {
+    init(_ options: ConnectionOptions, api: API = .admin, bearerToken: String? = nil) throws {
         self.api = api
+        self.bearerToken = bearerToken
         timeout = options.timeout
         let environment = ProcessInfo.processInfo.environment
         let endpoint = options.endpoint ?? environment["CRM_ENDPOINT"]
@@ -89,7 +92,7 @@ final class Cluster: @unchecked Sendable {
         let endpoint = api == .admin ? target.admin : target.client
         let connection = try MemberConnection(
             host: endpoint.host, port: endpoint.port, tls: tls,
-            expectedMember: target.id == 0 ? nil : target.id)
+            expectedMember: target.id == 0 ? nil : target.id, bearerToken: bearerToken)
         connections[index] = connection
         return connection
     }

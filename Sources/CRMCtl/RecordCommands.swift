@@ -3,8 +3,8 @@ import CRMClient
 import CRMProto
 import Foundation
 
-/// `crmctl records`: read CRM records through any member's records API (as the application the
-/// client certificate names). Personal values given to a lookup are read from standard input
+/// `crmctl records`: read CRM records through any member's records API, as the signed-in user
+/// (`crmctl login`) through the application the client certificate names. Personal values given to a lookup are read from standard input
 /// with `-`, so that they stay out of the process list and the shell history.
 struct Records: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -13,6 +13,7 @@ struct Records: AsyncParsableCommand {
 
     struct Get: AsyncParsableCommand {
         @OptionGroup var options: ConnectionOptions
+        @OptionGroup var signedIn: SignedIn
         @Argument(help: "person, company, deal or activity.") var entity: String
         @Argument(help: "The record's id (32 hexadecimal characters).") var id: String
         @Option(help: "Only these fields, comma-separated.") var fields: String?
@@ -22,7 +23,7 @@ struct Records: AsyncParsableCommand {
             request.id = id
             request.fields = fields.map { $0.split(separator: ",").map(String.init) } ?? []
             let sent = request
-            let record = try await Records.call(options) { try await $0.records.get(sent).record }
+            let record = try await Records.call(options, signedIn) { try await $0.records.get(sent).record }
             try Records.print([record], json: options.json)
         }
     }
@@ -32,6 +33,7 @@ struct Records: AsyncParsableCommand {
             abstract: "List records by an index: all, updated, owner, team, due, trash, company, stage, status, "
                 + "assignee, target, contact (one page; --page-token continues, --all-pages reads on).")
         @OptionGroup var options: ConnectionOptions
+        @OptionGroup var signedIn: SignedIn
         @Argument var entity: String
         @Option(help: "The index.") var by = "all"
         @Option(help: "The index's value (an id, a stage or status, an owner; `me` for yourself).") var value: String?
@@ -51,7 +53,7 @@ struct Records: AsyncParsableCommand {
             var next = ""
             for _ in 0..<(allPages ? 100 : 1) {
                 let sent = request
-                let page = try await Records.call(options) { try await $0.records.list(sent) }
+                let page = try await Records.call(options, signedIn) { try await $0.records.list(sent) }
                 records += page.records
                 next = page.nextPageToken
                 guard !next.isEmpty else { break }
@@ -71,6 +73,7 @@ struct Records: AsyncParsableCommand {
             abstract: "Find records by an exact e-mail, phone, name or domain.",
             discussion: "Give `-` as the value to read it from standard input (keeps it out of the process list).")
         @OptionGroup var options: ConnectionOptions
+        @OptionGroup var signedIn: SignedIn
         @Argument var entity: String
         @Option(help: "email, phone, name or domain.") var by: String
         @Argument(help: "The value, or - to read it from standard input.") var value: String
@@ -86,7 +89,7 @@ struct Records: AsyncParsableCommand {
                 : value
             request.includeDeleted = includeDeleted
             let sent = request
-            let records = try await Records.call(options) { try await $0.records.lookup(sent).records }
+            let records = try await Records.call(options, signedIn) { try await $0.records.lookup(sent).records }
             try Records.print(records, json: options.json)
             if records.isEmpty { throw ExitCode(3) }
         }
@@ -95,12 +98,13 @@ struct Records: AsyncParsableCommand {
     struct Describe: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "An entity's fields: type, personal, how found.")
         @OptionGroup var options: ConnectionOptions
+        @OptionGroup var signedIn: SignedIn
         @Argument var entity: String
         func run() async throws {
             var request = Crm_V1_DescribeRequest()
             request.entity = entity
             let sent = request
-            let described = try await Records.call(options) { try await $0.records.describe(sent) }
+            let described = try await Records.call(options, signedIn) { try await $0.records.describe(sent) }
             if options.json {
                 try Output.object(RecordJSON.object(described))
                 return
@@ -114,6 +118,7 @@ struct Records: AsyncParsableCommand {
             abstract: "Add a custom field to an entity, or widen one (longer, more items, wider range, more choices).",
             discussion: "A field's type and whether it is personal never change; retire it and add another instead.")
         @OptionGroup var options: ConnectionOptions
+        @OptionGroup var signedIn: SignedIn
         @Argument var entity: String
         @Argument(help: "1 to 48 characters: a-z first, then a-z, 0-9 or _.") var name: String
         @Option(
@@ -142,7 +147,7 @@ struct Records: AsyncParsableCommand {
             request.choices = choices.map { $0.split(separator: ",").map(String.init) } ?? []
             request.targetEntity = target ?? ""
             let sent = request
-            let described = try await Records.call(options) { try await $0.records.putField(sent) }
+            let described = try await Records.call(options, signedIn) { try await $0.records.putField(sent) }
             try options.json ? Output.object(RecordJSON.object(described)) : Records.print(described)
         }
     }
@@ -152,6 +157,7 @@ struct Records: AsyncParsableCommand {
             abstract:
                 "Take a custom field out of use: refused in writes, absent from reads; its name is not used again.")
         @OptionGroup var options: ConnectionOptions
+        @OptionGroup var signedIn: SignedIn
         @Argument var entity: String
         @Argument var name: String
         func run() async throws {
@@ -159,7 +165,7 @@ struct Records: AsyncParsableCommand {
             request.entity = entity
             request.name = name
             let sent = request
-            let described = try await Records.call(options) { try await $0.records.retireField(sent) }
+            let described = try await Records.call(options, signedIn) { try await $0.records.retireField(sent) }
             try options.json ? Output.object(RecordJSON.object(described)) : Records.print(described)
         }
     }
@@ -172,10 +178,13 @@ struct Records: AsyncParsableCommand {
             })
     }
 
+    /// Runs `body` on any member as the signed-in user (their token file; none before the first
+    /// user is bootstrapped, when the store is in set-up mode).
     static func call<T: Sendable>(
-        _ options: ConnectionOptions, _ body: @escaping @Sendable (MemberConnection) async throws -> T
+        _ options: ConnectionOptions, _ signedIn: SignedIn,
+        _ body: @escaping @Sendable (MemberConnection) async throws -> T
     ) async throws -> T {
-        let cluster = try Cluster(options, api: .client)
+        let cluster = try Cluster(options, api: .client, bearerToken: try signedIn.tokenIfSignedIn())
         defer { cluster.close() }
         return try await cluster.onAnyMember(body)
     }
@@ -208,6 +217,7 @@ struct CRMCommand: AsyncParsableCommand {
             abstract: "Every index entry matches its record, every person has its subject key, nothing dangles; "
                 + "on every member (exit 1 on any problem).")
         @OptionGroup var options: ConnectionOptions
+        @OptionGroup var signedIn: SignedIn
         func run() async throws {
             let cluster = try Cluster(options)
             defer { cluster.close() }

@@ -158,6 +158,13 @@ struct SignedIn: ParsableArguments {
         defer { cluster.close() }
         return try await cluster.onAnyMember { try await body($0, metadata) }
     }
+
+    /// The stored token, or nil when there is no token file.
+    func tokenIfSignedIn() throws -> String? {
+        let path = Session.tokenFile(tokenFile)
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        return try Session.load(path)
+    }
 }
 
 /// Signing in and out; the token file (`--token-file`, `$CRM_TOKEN_FILE` or `~/.crm-token`).

@@ -73,6 +73,8 @@ public final class ProcessCluster: @unchecked Sendable {
     private var pids: [NodeID: pid_t] = [:]
     /// Cached connections, shared by a test's concurrent tasks.
     private let connections = Mutex<[String: MemberConnection]>([:])
+    /// The session tokens client and front connections carry, by client name (`signInRecordsUser`).
+    public let bearerTokens = Mutex<[String: String]>([:])
     private var configure: (inout NodeConfig) -> Void = { _ in }
     private var routes: [NodeID: [NodeID: MemberAddresses]] = [:]
     /// An adopted cluster's certificates: the operator's and the application's (from its file).
@@ -410,9 +412,11 @@ public final class ProcessCluster: @unchecked Sendable {
         let address = addresses(id)
         let endpoint = api == .admin ? address.admin : api == .client ? address.client : address.front
         let tls = tls(name)
+        let token = api == .admin ? nil : bearerTokens.withLock { $0[name] }
         return try connections.withLock { connections in
             if let existing = connections[key] { return existing }
-            let connection = try MemberConnection(host: endpoint.host, port: endpoint.port, tls: tls)
+            let connection = try MemberConnection(
+                host: endpoint.host, port: endpoint.port, tls: tls, bearerToken: token)
             connections[key] = connection
             return connection
         }

@@ -81,7 +81,9 @@ public struct PrincipalChanges: Sendable {
 
     public init(records: RecordChanges) { self.records = records }
 
-    func key(_ name: String) -> [UInt8] { CRMLayout.workspaceKey(records.workspace, "/principal/") + Array(name.utf8) }
+    public func key(_ name: String) -> [UInt8] {
+        CRMLayout.workspaceKey(records.workspace, "/principal/") + Array(name.utf8)
+    }
 
     public func read(_ name: String) throws -> (principal: Principal, version: UInt64)? {
         guard name.utf8.count <= 128, let value = try records.kv.crmValue(key(name)) else { return nil }

@@ -1,5 +1,6 @@
 import CRM
 import KVStore
+import Synchronization
 
 /// Roles as replicated configuration (`c/<workspace>/role/<name>`, their YAML), and the
 /// assignment of roles to users. Both keep the separation of duties: a role edit is refused
@@ -14,7 +15,9 @@ public struct RoleStore: Sendable {
 
     var records: RecordChanges { directory.records }
 
-    func key(_ name: String) -> [UInt8] { CRMLayout.workspaceKey(records.workspace, "/role/") + Array(name.utf8) }
+    public func key(_ name: String) -> [UInt8] {
+        CRMLayout.workspaceKey(records.workspace, "/role/") + Array(name.utf8)
+    }
 
     /// Role `name` as stored, with its version (nil: none).
     public func role(_ name: String) throws -> (role: CRMRole, version: UInt64)? {
@@ -34,6 +37,23 @@ public struct RoleStore: Sendable {
     /// The roles of `names` that exist (a name without a role grants nothing).
     public func roles(_ names: [String]) throws -> [CRMRole] { try names.compactMap { try role($0)?.role } }
 
+    /// The roles of `names` that exist, each with the key and version it was read at; parsed
+    /// once per version through `cache` (a role's YAML is parsed on every call otherwise).
+    public func held(_ names: [String], cache: RoleCache) throws -> [HeldRole] {
+        try names.compactMap { name in
+            guard CRMRole.isName(name), let value = try records.kv.crmValue(key(name)) else { return nil }
+            guard let version = value.version else { throw RecordError.keys(.doesNotOpen("role \(name)")) }
+            if let cached = cache.role(name, version: version) { return cached }
+            guard
+                let role = try? CRMRole.parse(
+                    yaml: String(decoding: value.payload, as: UTF8.self), definition: definition)
+            else { throw RecordError.keys(.doesNotOpen("role \(name)")) }
+            let held = HeldRole(role: role, key: key(name), version: version)
+            cache.keep(held)
+            return held
+        }
+    }
+
     public func names(limit: Int = 1000) throws -> [String] {
         let prefix = CRMLayout.workspaceKey(records.workspace, "/role/")
         return try records.kv.crmScan(from: prefix, to: prefix + [0xFF], limit: limit).entries.map {
@@ -44,10 +64,7 @@ public struct RoleStore: Sendable {
     /// Adds or replaces the role `yaml` describes, refused when any user holding it would break
     /// the separation of duties with their other roles.
     public func put(yaml: String) throws -> Transaction {
-        let role: CRMRole
-        do { role = try CRMRole.parse(yaml: yaml, definition: definition) } catch let error as RoleError {
-            throw RecordError.badRequest(error.description)
-        }
+        let role = try parse(yaml)
         let current = try self.role(role.name)
         var breaches: [String] = []
         for (user, names) in try usersAndRoles() where names.contains(role.name) {
@@ -65,6 +82,14 @@ public struct RoleStore: Sendable {
         return Transaction(
             conditions: [current.map { .version(key: key, $0.version) } ?? .absent(key: key)],
             operations: [.putStamped(key: key, value: Array(yaml.utf8))])
+    }
+
+    /// The role `yaml` describes, its fields checked against the entities' current definitions
+    /// (custom fields included).
+    public func parse(_ yaml: String) throws -> CRMRole {
+        do { return try CRMRole.parse(yaml: yaml, definition: definition) } catch let error as RoleError {
+            throw RecordError.badRequest(error.description)
+        }
     }
 
     /// Removes role `name`, refused while a user holds it.
@@ -132,5 +157,31 @@ public struct RoleStore: Sendable {
     private var definition: @Sendable (EntityCode) -> EntityDefinition {
         let records = self.records
         return { (try? records.definition($0)) ?? EntityCatalog.standard($0) }
+    }
+}
+
+/// A role as read, with the key and version a write that relied on it is conditioned on.
+public struct HeldRole: Sendable {
+    public let role: CRMRole
+    public let key: [UInt8]
+    public let version: UInt64
+}
+
+/// Parsed roles by name and version, at most `capacity` (then emptied: roles are few).
+public final class RoleCache: Sendable {
+    private let roles = Mutex<[String: HeldRole]>([:])
+    public static let capacity = 1024
+
+    public init() {}
+
+    func role(_ name: String, version: UInt64) -> HeldRole? {
+        roles.withLock { $0[name].flatMap { $0.version == version ? $0 : nil } }
+    }
+
+    func keep(_ held: HeldRole) {
+        roles.withLock {
+            if $0.count >= Self.capacity { $0.removeAll() }
+            $0[held.role.name] = held
+        }
     }
 }

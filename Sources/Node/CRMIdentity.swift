@@ -10,12 +10,18 @@ import Synchronization
 final class CRMIdentity: Sendable {
     let crm: CRMRecords
     private let hasher = Mutex<PasswordHasher?>(nil)
+    private let roleCache = RoleCache()
     static let maxQueuedHashes = 64
 
     init(crm: CRMRecords) { self.crm = crm }
 
     var directory: DirectoryChanges { DirectoryChanges(records: crm.changes) }
     var sessions: SessionChanges { SessionChanges(directory: directory) }
+
+    /// The roles of `names` that exist, with their versions (parsed once per version).
+    func roles(_ names: [String]) throws -> [HeldRole] {
+        try RoleStore(directory: directory).held(names, cache: roleCache)
+    }
 
     func signIn() throws -> SignIn { SignIn(sessions: sessions, hasher: try passwordHasher()) }
 
@@ -45,6 +51,8 @@ final class CRMIdentity: Sendable {
             throw noSession
         } catch let refusal as PasswordRefusal {
             throw RPCError(code: .invalidArgument, message: refusal.description)
+        } catch let error as RoleError {
+            throw RPCError(code: .invalidArgument, message: error.description)
         } catch let busy as PasswordHasherError {
             throw RPCError(code: .resourceExhausted, message: busy.description)
         }

@@ -22,7 +22,7 @@ extension DirectoryService {
         guard let user = try crm.changes.read(.user, checked.session.user) else { throw SessionRefusal.unknown }
         var names: [String] = []
         if case .texts(let held)? = try crm.changes.open(user.record, fields: ["roles"])["roles"] { names = held }
-        let access = Access(roles: try store.roles(names), ceiling: ceiling)
+        let access = Access(roles: try store.roles(names), ceiling: ceiling?.map(\.role))
         if let permission, !access.permissions.contains(permission) {
             throw RPCError(code: .permissionDenied, message: "this needs the permission \(permission.rawValue)")
         }
@@ -49,7 +49,7 @@ extension DirectoryService {
     }
 
     func createUser(
-        _ message: Crm_V1_CreateUserRequest, _ access: RecordsService.Access, _ metadata: Metadata
+        _ message: Crm_V1_CreateUserRequest, _ access: RecordsService.Call, _ metadata: Metadata
     )
         async throws -> Crm_V1_UserInfo
     {
@@ -101,7 +101,7 @@ extension DirectoryService {
     }
 
     func listUsers(
-        _ message: Crm_V1_ListUsersRequest, _ access: RecordsService.Access, _ metadata: Metadata
+        _ message: Crm_V1_ListUsersRequest, _ access: RecordsService.Call, _ metadata: Metadata
     )
         async throws -> Crm_V1_ListUsersResponse
     {
@@ -123,7 +123,7 @@ extension DirectoryService {
     }
 
     func setUserStatus(
-        _ message: Crm_V1_SetUserStatusRequest, _ access: RecordsService.Access, _ metadata: Metadata
+        _ message: Crm_V1_SetUserStatusRequest, _ access: RecordsService.Call, _ metadata: Metadata
     )
         async throws -> Crm_V1_UserInfo
     {
@@ -153,7 +153,7 @@ extension DirectoryService {
     }
 
     func assignRoles(
-        _ message: Crm_V1_AssignRolesRequest, _ access: RecordsService.Access, _ metadata: Metadata
+        _ message: Crm_V1_AssignRolesRequest, _ access: RecordsService.Call, _ metadata: Metadata
     )
         async throws -> Crm_V1_UserInfo
     {
@@ -170,7 +170,7 @@ extension DirectoryService {
     }
 
     func putRole(
-        _ message: Crm_V1_PutRoleRequest, _ access: RecordsService.Access, _ metadata: Metadata
+        _ message: Crm_V1_PutRoleRequest, _ access: RecordsService.Call, _ metadata: Metadata
     )
         async throws -> Crm_V1_RoleInfo
     {
@@ -181,14 +181,14 @@ extension DirectoryService {
             let store = RoleStore(directory: identity.directory)
             try await commit(try store.put(yaml: message.yaml), caller)
             var info = Crm_V1_RoleInfo()
-            info.name = try CRMRole.parse(yaml: message.yaml).name
+            info.name = try store.parse(message.yaml).name
             info.yaml = message.yaml
             return info
         }
     }
 
     func getRole(
-        _ message: Crm_V1_GetRoleRequest, _ access: RecordsService.Access, _ metadata: Metadata
+        _ message: Crm_V1_GetRoleRequest, _ access: RecordsService.Call, _ metadata: Metadata
     )
         async throws -> Crm_V1_RoleInfo
     {
@@ -207,7 +207,7 @@ extension DirectoryService {
     }
 
     func listRoles(
-        _ message: Crm_V1_ListRolesRequest, _ access: RecordsService.Access, _ metadata: Metadata
+        _ message: Crm_V1_ListRolesRequest, _ access: RecordsService.Call, _ metadata: Metadata
     )
         async throws -> Crm_V1_ListRolesResponse
     {
@@ -222,7 +222,7 @@ extension DirectoryService {
     }
 
     func deleteRole(
-        _ message: Crm_V1_DeleteRoleRequest, _ access: RecordsService.Access, _ metadata: Metadata
+        _ message: Crm_V1_DeleteRoleRequest, _ access: RecordsService.Call, _ metadata: Metadata
     )
         async throws -> Crm_V1_DeleteRoleResponse
     {
@@ -236,7 +236,7 @@ extension DirectoryService {
     }
 
     func explainAccess(
-        _ message: Crm_V1_ExplainAccessRequest, _ access: RecordsService.Access, _ metadata: Metadata
+        _ message: Crm_V1_ExplainAccessRequest, _ access: RecordsService.Call, _ metadata: Metadata
     ) async throws -> Crm_V1_ExplainAccessResponse {
         try await onLeader(access, metadata) { leader, metadata in
             try await leader.explainAccess(message, metadata: metadata)

@@ -21,14 +21,14 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
 
     static let addressKey = "crm-client-address"
 
-    func admit(_ metadata: Metadata, _ context: ServerContext) throws -> RecordsService.Access {
+    func admit(_ metadata: Metadata, _ context: ServerContext) throws -> RecordsService.Call {
         try RecordsService.admit(metadata, context, authorization, limiter)
     }
 
     /// Runs the call on the leader: here when this member leads, else passed to the leader with
     /// the caller, its bearer token and asserted address.
     func onLeader<Response>(
-        _ access: RecordsService.Access, _ metadata: Metadata,
+        _ access: RecordsService.Call, _ metadata: Metadata,
         forward: (Crm_V1_Directory.Client<HTTP2ClientTransport.Posix>, Metadata) async throws -> Response,
         lead: (Caller) async throws -> Response
     ) async throws -> Response {
@@ -53,21 +53,21 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
 
     /// The application's ceiling (its principal's roles): an application needs a principal
     /// record that is neither blocked nor expired, except an operator's tool (a client on the
-    /// admin list) without one, which has no ceiling. Read after the leader's read barrier.
-    func ceiling(_ caller: Caller) throws -> [CRMRole]? {
+    /// admin list) without one, which has no ceiling. Read after the read barrier.
+    func ceiling(_ caller: Caller) throws -> [HeldRole]? {
         guard case .client(let name) = caller.identity else { throw PrincipalRefusal.unknown }
         let principals = PrincipalChanges(records: crm.changes)
         if authorization.admins.contains(name), try principals.read(name) == nil { return nil }
         do {
             let (principal, _) = try principals.check(name, now: sessionNow())
-            return try RoleStore(directory: identity.directory).roles(principal.ceiling)
+            return try identity.roles(principal.ceiling)
         } catch let refusal as PrincipalRefusal {
             throw RPCError(code: .permissionDenied, message: refusal.description)
         }
     }
 
-    /// The time sessions are checked and stamped with: the leader's proposal clock (shifted in
-    /// debug builds by an injected fault, to test timeouts without waiting).
+    /// The time sessions are checked and stamped with: the proposal clock (shifted in debug
+    /// builds by an injected fault, to test timeouts without waiting).
     func sessionNow() -> UInt64 {
         let now = Int64(clamping: crm.local.nowMillis()) &+ FaultHooks.shared.sessionClockOffsetMilliseconds
         return UInt64(max(0, now))
@@ -88,28 +88,58 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
         try await authenticated(metadata, caller).checked
     }
 
-    /// The session, and the application's ceiling read on the way (its principal checked once).
+    /// The session, and the application's ceiling read on the way (its principal checked once),
+    /// after a read barrier unless the caller has just passed one. On the leader a due touch of
+    /// the session (or of the principal's last use) is proposed here; a follower asks the leader
+    /// to make it, without waiting, so that a session used only through followers stays alive.
     func authenticated(
-        _ metadata: Metadata, _ caller: Caller
+        _ metadata: Metadata, _ caller: Caller, barrier: Bool = true
     ) async throws
-        -> (checked: CheckedSession, ceiling: [CRMRole]?)
+        -> (checked: CheckedSession, ceiling: [HeldRole]?)
     {
         let token = try CRMIdentity.bearer(metadata)
-        try await crm.waitForRead(serializable: false)
+        if barrier { try await crm.waitForRead(serializable: false) }
         let ceiling = try ceiling(caller)
-        try await touchPrincipal(caller)
         let sessions = identity.sessions
         let now = sessionNow()
         let checked = try sessions.check(
             token: token, application: caller.owner, address: try asserted(metadata, caller), now: now)
-        if let touch = sessions.touch(checked, now: now) {
-            _ = try await crm.propose(touch, caller: caller) // a concurrent touch may win; either will do
+        let touch = sessions.touch(checked, now: now)
+        if crm.isLeader {
+            try await touchPrincipal(caller)
+            if let touch { _ = try await crm.propose(touch, caller: caller) } // a concurrent touch may win
+        } else if touch != nil || principalTouchDue(caller, now: now) {
+            askLeaderToTouch(metadata, caller)
         }
         return (checked, ceiling)
     }
 
+    private func principalTouchDue(_ caller: Caller, now: UInt64) -> Bool {
+        guard case .client(let name) = caller.identity,
+            let found = try? PrincipalChanges(records: crm.changes).read(name)
+        else { return false }
+        return (try? PrincipalChanges(records: crm.changes).touch(found, now: now)) != nil
+    }
+
+    /// A `WhoAmI` on the leader for this session, in the background: it touches the session and
+    /// the principal there. Its failure changes nothing here (the next call asks again).
+    private func askLeaderToTouch(_ metadata: Metadata, _ caller: Caller) {
+        let leader = crm.leaderHint
+        guard leader != 0, let client = try? members.directory(leader) else { return }
+        var passed = caller.forwarding
+        for key in ["authorization", Self.addressKey] {
+            for value in metadata[stringValues: key] { passed.addString(value, forKey: key) }
+        }
+        let sent = passed
+        Task {
+            var options = CallOptions.defaults
+            options.timeout = .seconds(5)
+            _ = try? await client.whoAmI(Crm_V1_WhoAmIRequest(), metadata: sent, options: options)
+        }
+    }
+
     /// The end user's address the application asserts, if its principal may assert one.
-    private func asserted(_ metadata: Metadata, _ caller: Caller) throws -> String? {
+    func asserted(_ metadata: Metadata, _ caller: Caller) throws -> String? {
         guard let address = metadata[stringValues: Self.addressKey].first(where: { _ in true }),
             case .client(let name) = caller.identity,
             let principal = try PrincipalChanges(records: crm.changes).read(name)?.principal,
@@ -128,7 +158,7 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
     }
 
     func login(
-        _ message: Crm_V1_LoginRequest, _ access: RecordsService.Access, _ metadata: Metadata
+        _ message: Crm_V1_LoginRequest, _ access: RecordsService.Call, _ metadata: Metadata
     ) async throws
         -> Crm_V1_LoginResponse
     {
@@ -165,7 +195,7 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
     }
 
     func whoAmI(
-        _ message: Crm_V1_WhoAmIRequest, _ access: RecordsService.Access, _ metadata: Metadata
+        _ message: Crm_V1_WhoAmIRequest, _ access: RecordsService.Call, _ metadata: Metadata
     ) async throws
         -> Crm_V1_WhoAmIResponse
     {
@@ -193,7 +223,7 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
     }
 
     func changePassword(
-        _ message: Crm_V1_ChangePasswordRequest, _ access: RecordsService.Access, _ metadata: Metadata
+        _ message: Crm_V1_ChangePasswordRequest, _ access: RecordsService.Call, _ metadata: Metadata
     ) async throws
         -> Crm_V1_LoginResponse
     {
@@ -221,7 +251,7 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
     }
 
     func listSessions(
-        _ message: Crm_V1_ListSessionsRequest, _ access: RecordsService.Access, _ metadata: Metadata
+        _ message: Crm_V1_ListSessionsRequest, _ access: RecordsService.Call, _ metadata: Metadata
     ) async throws
         -> Crm_V1_ListSessionsResponse
     {
@@ -252,7 +282,7 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
     }
 
     func logout(
-        _ message: Crm_V1_LogoutRequest, _ access: RecordsService.Access, _ metadata: Metadata
+        _ message: Crm_V1_LogoutRequest, _ access: RecordsService.Call, _ metadata: Metadata
     ) async throws
         -> Crm_V1_LogoutResponse
     {

@@ -225,12 +225,12 @@ public final class NodeRuntime: @unchecked Sendable {
             local: local, authorization: authorization, limiter: limiter,
             memberState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() })
         let crm = CRMRecords(engine: engine, keys: crmKeys, local: local, routing: routing, logger: logger)
-        let records = RecordsService(crm: crm, members: members, authorization: authorization, limiter: limiter)
-        self.records = records
         let identity = CRMIdentity(crm: crm)
         let directory = DirectoryService(
             identity: identity, members: members, authorization: authorization, limiter: limiter)
         self.directoryService = directory
+        let records = RecordsService(directory: directory)
+        self.records = records
         self.crm = crm
         let admin = AdminService(
             engine: engine, storage: storage, crm: crm, identity: identity, config: config,

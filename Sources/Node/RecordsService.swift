@@ -2,6 +2,7 @@ import CRM
 import CRMProto
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import Identity
 import KVStore
 import Raft
 import Transport
@@ -11,47 +12,58 @@ import Transport
 /// call to it, naming the client; a member's call reaching a follower is refused with the
 /// leader's id, so that no call is forwarded twice).
 struct RecordsService: Crm_V1_Records.ServiceProtocol {
-    let crm: CRMRecords
-    let members: MemberClients
-    let authorization: Authorization
-    let limiter: RateLimiter
+    /// Sign-in and sessions: every call acts as the session's user (see `Actor`).
+    let directory: DirectoryService
+
+    var crm: CRMRecords { directory.crm }
+    var members: MemberClients { directory.members }
 
     /// Times a write is made again after a condition it did not choose failed (a key-set
-    /// rotation, or a random id already taken).
+    /// rotation, a random id already taken, a touch of the principal it was pinned to).
     static let attempts = 3
     static let maxRequestIDBytes = 128
 
-    /// Who calls and how a write of theirs is routed.
-    struct Access: Sendable {
+    /// A call: who makes it, how a write of theirs is routed, and the session headers it
+    /// carries (checked where it is served, passed on with it).
+    struct Call: Sendable {
         var routing: Routing
         var caller: Caller
+        var credentials = Metadata()
     }
 
-    private func admit(_ metadata: Metadata, _ context: ServerContext) throws -> Access {
-        try Self.admit(metadata, context, authorization, limiter)
+    private func admit(_ metadata: Metadata, _ context: ServerContext) throws -> Call {
+        try Self.admit(metadata, context, directory.authorization, directory.limiter)
     }
 
     /// The caller of a CRM call (a client, rate-limited, or a member passing one on) and how a
     /// write of theirs is routed.
     static func admit(
         _ metadata: Metadata, _ context: ServerContext, _ authorization: Authorization, _ limiter: RateLimiter
-    ) throws -> Access {
+    ) throws -> Call {
         let identity = try authorization.requireClient(context)
         let caller = Caller.of(identity, metadata: metadata)
-        if case .member = identity { return Access(routing: .refuse, caller: caller) }
+        var credentials = Metadata()
+        for key in ["authorization", DirectoryService.addressKey] {
+            for value in metadata[stringValues: key] { credentials.addString(value, forKey: key) }
+        }
+        if case .member = identity { return Call(routing: .refuse, caller: caller, credentials: credentials) }
         try limiter.require(identity)
-        return Access(routing: .forwardToLeader, caller: caller)
+        return Call(routing: .forwardToLeader, caller: caller, credentials: credentials)
     }
 
-    /// A client the front's HTTP listener has authenticated and rate-limited.
-    static func client(_ identity: PeerIdentity) -> Access {
-        Access(routing: .forwardToLeader, caller: Caller(identity: identity))
+    /// A client the front's HTTP listener has authenticated and rate-limited, with its
+    /// `Authorization` headers and the end user's address it asserts.
+    static func client(_ identity: PeerIdentity, authorization: [String] = [], clientAddress: String? = nil) -> Call {
+        var credentials = Metadata()
+        for value in authorization { credentials.addString(value, forKey: "authorization") }
+        if let clientAddress { credentials.addString(clientAddress, forKey: DirectoryService.addressKey) }
+        return Call(routing: .forwardToLeader, caller: Caller(identity: identity), credentials: credentials)
     }
 
     /// Runs a write on the leader: here when this member leads, else passed to the leader (a
-    /// client's call) or refused naming it (a member's).
+    /// client's call, with its session headers) or refused naming it (a member's).
     private func write<Response>(
-        _ access: Access,
+        _ access: Call,
         forward: (Crm_V1_Records.Client<HTTP2ClientTransport.Posix>, Metadata) async throws -> Response,
         lead: (Caller) async throws -> Response
     ) async throws -> Response {
@@ -63,8 +75,10 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         guard access.routing == .forwardToLeader, leader != 0 else {
             throw LocalKV.rpcError(.notLeader(leaderHint: leader))
         }
+        var passed = access.caller.forwarding
+        passed.add(contentsOf: access.credentials)
         do {
-            return try await forward(try members.records(leader), access.caller.forwarding)
+            return try await forward(try members.records(leader), passed)
         } catch let error as RPCError {
             throw error.relayed()
         }
@@ -158,7 +172,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
 
     // MARK: Writes
 
-    func create(_ message: Crm_V1_CreateRecordRequest, _ access: Access) async throws -> Crm_V1_RecordResponse {
+    func create(_ message: Crm_V1_CreateRecordRequest, _ access: Call) async throws -> Crm_V1_RecordResponse {
         return try await write(access) { leader, metadata in
             try await leader.create(message, metadata: metadata)
         } lead: { caller in
@@ -171,111 +185,133 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
             }
             try await crm.ensureKeySet(caller: caller)
             for _ in 0..<Self.attempts {
+                let actor = try await directory.actor(access)
+                _ = try actor.scope(.create, on: entity)
+                let definition = try crm.changes.definition(entity)
+                try actor.requireEditable(fields.keys, definition)
+                try requireOwnTeams(teams, actor, entity)
                 let id =
                     message.requestID.isEmpty
-                    ? try CRMID.random() : try crm.changes.id(principal: caller.owner, requestID: message.requestID)
+                    ? try CRMID.random() : try crm.changes.id(principal: actor.owner, requestID: message.requestID)
                 let transaction = try crm.changes.create(
-                    entity, id: id, fields: fields, owner: caller.owner, teams: teams, principal: caller.owner,
+                    entity, id: id, fields: fields, owner: actor.owner, teams: teams, principal: actor.owner,
                     now: crm.local.nowMillis())
-                switch try await crm.propose(transaction, caller: caller) {
+                switch try await crm.propose(actor.pinned(transaction), caller: caller) {
                 case .applied:
-                    return try response(entity, id, fields: nil)
+                    return try response(entity, id, actor)
                 case .conditionFailed(condition: 1, _) where !message.requestID.isEmpty:
-                    return try response(entity, id, fields: nil) // created before: this is a retry
+                    return try response(entity, id, actor) // created before: this is a retry
                 case .conditionFailed:
-                    continue // the key set was rotated, or the random id was taken: make it again
+                    continue // the key set was rotated, the random id was taken, or a right changed: again
                 }
             }
             throw RPCError(code: .unavailable, message: "the record could not be created; try again")
         }
     }
 
-    func update(_ message: Crm_V1_UpdateRecordRequest, _ access: Access) async throws -> Crm_V1_RecordResponse {
-        return try await write(access) { leader, metadata in
-            try await leader.update(message, metadata: metadata)
-        } lead: { caller in
-            let (entity, current) = try readForChange(message.entity, message.id, message.expectedVersion)
-            let set = try RecordsProto.values(message.set)
-            return try await changeRecord(entity, current, caller) {
-                try crm.changes.update($0, set: set, clear: message.clear)
-            }
+    /// A new record's teams are the creator's own, unless the creator may update every record.
+    private func requireOwnTeams(_ teams: [CRMID], _ actor: Actor, _ entity: EntityCode) throws {
+        guard actor.access != nil, try actor.scope(.create, on: entity) != .none else { return }
+        guard teams.contains(where: { !actor.teams.contains($0) }) else { return }
+        guard actor.access?.scope(.update, on: entity) == .all else {
+            throw RPCError(code: .permissionDenied, message: "a record you create belongs only to teams you are in")
         }
     }
 
-    func delete(_ message: Crm_V1_VersionedRecordRequest, _ access: Access) async throws -> Crm_V1_RecordResponse {
+    func update(_ message: Crm_V1_UpdateRecordRequest, _ access: Call) async throws -> Crm_V1_RecordResponse {
+        return try await write(access) { leader, metadata in
+            try await leader.update(message, metadata: metadata)
+        } lead: { caller in
+            let set = try RecordsProto.values(message.set)
+            let (entity, id, actor) = try await changeRecord(
+                access, message.entity, message.id, message.expectedVersion, .update
+            ) { actor, current, definition in
+                try actor.requireEditable(Array(set.keys) + message.clear, definition)
+                return try crm.changes.update(current, set: set, clear: message.clear)
+            }
+            return try response(entity, id, actor)
+        }
+    }
+
+    func delete(_ message: Crm_V1_VersionedRecordRequest, _ access: Call) async throws -> Crm_V1_RecordResponse {
         try await setDeleted(message, access, true)
     }
 
-    func undelete(_ message: Crm_V1_VersionedRecordRequest, _ access: Access) async throws -> Crm_V1_RecordResponse {
+    func undelete(_ message: Crm_V1_VersionedRecordRequest, _ access: Call) async throws -> Crm_V1_RecordResponse {
         try await setDeleted(message, access, false)
     }
 
     private func setDeleted(
-        _ message: Crm_V1_VersionedRecordRequest, _ access: Access, _ deleted: Bool
+        _ message: Crm_V1_VersionedRecordRequest, _ access: Call, _ deleted: Bool
     ) async throws -> Crm_V1_RecordResponse {
         return try await write(access) { leader, metadata in
             deleted
                 ? try await leader.delete(message, metadata: metadata)
                 : try await leader.undelete(message, metadata: metadata)
         } lead: { caller in
-            let (entity, current) = try readForChange(message.entity, message.id, message.expectedVersion)
-            return try await changeRecord(entity, current, caller) { try crm.changes.setDeleted($0, deleted) }
+            let (entity, id, actor) = try await changeRecord(
+                access, message.entity, message.id, message.expectedVersion, .delete
+            ) { _, current, _ in try crm.changes.setDeleted(current, deleted) }
+            return try response(entity, id, actor)
         }
     }
 
-    func link(_ message: Crm_V1_LinkRequest, _ access: Access) async throws -> Crm_V1_RecordResponse {
+    func link(_ message: Crm_V1_LinkRequest, _ access: Call) async throws -> Crm_V1_RecordResponse {
         try await changeLink(message, access, linking: true)
     }
 
-    func unlink(_ message: Crm_V1_LinkRequest, _ access: Access) async throws -> Crm_V1_RecordResponse {
+    func unlink(_ message: Crm_V1_LinkRequest, _ access: Call) async throws -> Crm_V1_RecordResponse {
         try await changeLink(message, access, linking: false)
     }
 
+    /// A link is an update of the record; its target must be one the user may read.
     private func changeLink(
-        _ message: Crm_V1_LinkRequest, _ access: Access, linking: Bool
+        _ message: Crm_V1_LinkRequest, _ access: Call, linking: Bool
     ) async throws -> Crm_V1_RecordResponse {
         return try await write(access) { leader, metadata in
             linking
                 ? try await leader.link(message, metadata: metadata)
                 : try await leader.unlink(message, metadata: metadata)
         } lead: { caller in
-            let (entity, current) = try readForChange(message.entity, message.id, message.expectedVersion)
             let target = RecordRef(
                 entity: try RecordsProto.entity(message.target.entity),
                 id: try RecordsProto.id(message.target.id, "target.id"))
-            return try await changeRecord(entity, current, caller) { base in
-                guard linking else { return try crm.changes.unlink(base, from: target) }
-                guard try crm.changes.read(target.entity, target.id) != nil else {
-                    throw RecordError.notFound(target.entity, target.id)
-                }
-                return try crm.changes.link(base, to: target)
+            let (entity, id, actor) = try await changeRecord(
+                access, message.entity, message.id, message.expectedVersion, .update
+            ) { actor, current, _ in
+                guard linking else { return try crm.changes.unlink(current, from: target) }
+                guard let found = try crm.changes.read(target.entity, target.id),
+                    actor.reaches(found.record, within: actor.access?.scope(.read, on: target.entity) ?? .all)
+                else { throw RecordError.notFound(target.entity, target.id) }
+                return try crm.changes.link(current, to: target)
             }
+            return try response(entity, id, actor)
         }
     }
 
     func destroy(
-        _ message: Crm_V1_VersionedRecordRequest, _ access: Access
+        _ message: Crm_V1_VersionedRecordRequest, _ access: Call
     ) async throws -> Crm_V1_DestroyRecordResponse {
         return try await write(access) { leader, metadata in
             try await leader.destroy(message, metadata: metadata)
         } lead: { caller in
-            let (_, current) = try readForChange(message.entity, message.id, message.expectedVersion)
-            switch try await crm.propose(crm.changes.destroy(current), caller: caller) {
-            case .applied: return Crm_V1_DestroyRecordResponse()
-            case .conditionFailed(_, let now?): throw RecordError.versionMismatch(current: now)
-            case .conditionFailed: throw RecordError.notFound(current.record.entity, current.record.id)
+            _ = try await changeRecord(access, message.entity, message.id, message.expectedVersion, .destroy) {
+                _, current, _ in crm.changes.destroy(current)
             }
+            return Crm_V1_DestroyRecordResponse()
         }
     }
 
-    /// The record to change, at the version the caller read: the leader's own state is current
-    /// (it applies every entry it has committed before it serves), and the transaction is
-    /// conditioned on that version anyway.
-    private func readForChange(
-        _ entityName: String, _ idText: String, _ expected: UInt64
-    ) throws -> (
-        EntityCode, VersionedRecord
-    ) {
+    /// Proposes `make`'s change of the record at the version the caller read, as the call's
+    /// actor: the action checked first (PERMISSION_DENIED without it), then the record's scope
+    /// (NOT_FOUND outside it, as for a missing id), then the version. The leader's own state is
+    /// current (it applies every entry it has committed before it serves). A change whose
+    /// conditions failed is made again from a fresh read and a fresh check, refused if the
+    /// record changed.
+    private func changeRecord(
+        _ access: Call, _ entityName: String, _ idText: String, _ expected: UInt64, _ action: ObjectAction,
+        _ make: (Actor, VersionedRecord, EntityDefinition) throws -> Transaction
+    ) async throws -> (EntityCode, CRMID, Actor) {
         let entity = try RecordsProto.entity(entityName)
         let id = try RecordsProto.id(idText)
         guard expected != 0 else {
@@ -283,27 +319,16 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
                 code: .failedPrecondition, message: "`expected_version` is required: the version the change is based on"
             )
         }
-        guard let current = try crm.changes.read(entity, id) else { throw RecordError.notFound(entity, id) }
-        guard current.version == expected else { throw RecordError.versionMismatch(current: current.version) }
-        return (entity, current)
-    }
-
-    /// Proposes a change made from `current`; made again from a fresh read if only the key set
-    /// changed meanwhile, refused if the record did.
-    private func changeRecord(
-        _ entity: EntityCode, _ current: VersionedRecord, _ caller: Caller,
-        _ make: (VersionedRecord) throws -> Transaction
-    ) async throws -> Crm_V1_RecordResponse {
-        var base = current
         for _ in 0..<Self.attempts {
-            switch try await crm.propose(try make(base), caller: caller) {
-            case .applied: return try response(entity, current.record.id, fields: nil)
-            case .conditionFailed:
-                guard let now = try crm.changes.read(entity, current.record.id) else {
-                    throw RecordError.notFound(entity, current.record.id)
-                }
-                guard now.version == current.version else { throw RecordError.versionMismatch(current: now.version) }
-                base = now
+            let actor = try await directory.actor(access)
+            _ = try actor.scope(action, on: entity)
+            guard let found = try crm.changes.read(entity, id) else { throw RecordError.notFound(entity, id) }
+            let current = try actor.require(action, found)
+            guard current.version == expected else { throw RecordError.versionMismatch(current: current.version) }
+            let transaction = try make(actor, current, try crm.changes.definition(entity))
+            switch try await crm.propose(actor.pinned(transaction), caller: access.caller) {
+            case .applied: return (entity, id, actor)
+            case .conditionFailed: continue
             }
         }
         throw RPCError(code: .unavailable, message: "the change could not be made; try again")
@@ -311,58 +336,69 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
 
     // MARK: Custom fields
 
-    func putField(_ message: Crm_V1_PutFieldRequest, _ access: Access) async throws -> Crm_V1_DescribeResponse {
+    func putField(_ message: Crm_V1_PutFieldRequest, _ access: Call) async throws -> Crm_V1_DescribeResponse {
         return try await write(access) { leader, metadata in
             try await leader.putField(message, metadata: metadata)
         } lead: { caller in
             let entity = try RecordsProto.entity(message.entity)
             let spec = try RecordsProto.fieldSpec(message)
-            return try await changeFields(entity, caller) { try crm.changes.putField(entity, spec) }
+            return try await changeFields(entity, access) { try crm.changes.putField(entity, spec) }
         }
     }
 
-    func retireField(_ message: Crm_V1_RetireFieldRequest, _ access: Access) async throws -> Crm_V1_DescribeResponse {
+    func retireField(_ message: Crm_V1_RetireFieldRequest, _ access: Call) async throws -> Crm_V1_DescribeResponse {
         return try await write(access) { leader, metadata in
             try await leader.retireField(message, metadata: metadata)
         } lead: { caller in
             let entity = try RecordsProto.entity(message.entity)
-            return try await changeFields(entity, caller) { try crm.changes.retireField(entity, name: message.name) }
+            return try await changeFields(entity, access) { try crm.changes.retireField(entity, name: message.name) }
         }
     }
 
-    /// Proposes a change of `entity`'s custom fields, made again from a fresh read when another
-    /// change came first; answers the description after it.
+    /// Proposes a change of `entity`'s custom fields (the permission role.admin: fields are
+    /// configuration, as roles are), made again from a fresh read when another change came
+    /// first; answers the description after it.
     private func changeFields(
-        _ entity: EntityCode, _ caller: Caller, _ make: () throws -> Transaction?
+        _ entity: EntityCode, _ access: Call, _ make: () throws -> Transaction?
     ) async throws -> Crm_V1_DescribeResponse {
+        var actor = try await directory.actor(access)
         for _ in 0..<Self.attempts {
+            try actor.require(.roleAdmin)
             guard let transaction = try make() else { break }
-            switch try await crm.propose(transaction, caller: caller) {
-            case .applied: return RecordsProto.describe(try crm.changes.definition(entity))
-            case .conditionFailed: continue
+            switch try await crm.propose(actor.pinned(transaction), caller: access.caller) {
+            case .applied: return described(try crm.changes.definition(entity), actor)
+            case .conditionFailed: actor = try await directory.actor(access)
             }
         }
-        return RecordsProto.describe(try crm.changes.definition(entity))
+        return described(try crm.changes.definition(entity), actor)
     }
 
     // MARK: Reads
 
-    func get(_ message: Crm_V1_GetRecordRequest, _ access: Access) async throws -> Crm_V1_RecordResponse {
+    func get(_ message: Crm_V1_GetRecordRequest, _ access: Call) async throws -> Crm_V1_RecordResponse {
         try crm.checkServing()
         let entity = try RecordsProto.entity(message.entity)
         let id = try RecordsProto.id(message.id)
         try checkFieldCount(message.fields)
         try await crm.waitForRead(serializable: message.serializable)
         return try await crm.mapped {
+            let actor = try await directory.actor(access)
+            let scope = try actor.scope(.read, on: entity)
             let definition = try crm.changes.definition(entity)
-            return try response(entity, id, fields: try fieldSet(definition, message.fields), definition)
+            let fields = try actor.fieldsToOpen(try fieldSet(definition, message.fields), definition)
+            guard let record = try crm.changes.read(entity, id), actor.reaches(record.record, within: scope) else {
+                throw RecordError.notFound(entity, id)
+            }
+            var response = Crm_V1_RecordResponse()
+            response.record = try opened(record, fields: fields, definition)
+            return response
         }
     }
 
     static let maxBatchGet = 100
 
     func batchGet(
-        _ message: Crm_V1_BatchGetRecordsRequest, _ access: Access
+        _ message: Crm_V1_BatchGetRecordsRequest, _ access: Call
     ) async throws -> Crm_V1_BatchGetRecordsResponse {
         try crm.checkServing()
         let entity = try RecordsProto.entity(message.entity)
@@ -373,11 +409,13 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         try checkFieldCount(message.fields)
         try await crm.waitForRead(serializable: message.serializable)
         return try await crm.mapped {
+            let actor = try await directory.actor(access)
+            let scope = try actor.scope(.read, on: entity)
             let definition = try crm.changes.definition(entity)
-            let fields = try fieldSet(definition, message.fields)
+            let fields = try actor.fieldsToOpen(try fieldSet(definition, message.fields), definition)
             var response = Crm_V1_BatchGetRecordsResponse()
             for id in ids {
-                if let record = try crm.changes.read(entity, id) {
+                if let record = try crm.changes.read(entity, id), actor.reaches(record.record, within: scope) {
                     response.records.append(try opened(record, fields: fields, definition))
                 } else {
                     response.missing.append(id.description)
@@ -387,15 +425,23 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         }
     }
 
-    func list(_ message: Crm_V1_ListRecordsRequest, _ access: Access) async throws -> Crm_V1_ListRecordsResponse {
-        let caller = access.caller
+    /// A page of records in the user's read scope: a page may hold fewer than asked (even none)
+    /// when records out of scope were passed over; its token continues after them.
+    func list(_ message: Crm_V1_ListRecordsRequest, _ access: Call) async throws -> Crm_V1_ListRecordsResponse {
         try crm.checkServing()
-        let query = try RecordsProto.listQuery(message, caller: caller.owner)
         try checkFieldCount(message.fields)
         try await crm.waitForRead(serializable: message.serializable)
         return try await crm.mapped {
+            let actor = try await directory.actor(access)
+            let query = try RecordsProto.listQuery(message, caller: actor.owner)
+            let scope = try actor.scope(.read, on: query.entity)
             let definition = try crm.changes.definition(query.entity)
-            let fields = try fieldSet(definition, message.fields)
+            let fields = try actor.fieldsToOpen(try fieldSet(definition, message.fields), definition)
+            if let readable = actor.readable(definition),
+                let hidden = query.filters.keys.first(where: { !readable.contains($0) })
+            {
+                throw RecordError.unknownField(entity: query.entity, name: hidden)
+            }
             guard let keySet = try crm.keys.inUse() else { return Crm_V1_ListRecordsResponse() }
             let workspace = crm.changes.workspace
             let now = crm.local.nowMillis()
@@ -403,14 +449,16 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
                 message.pageToken.isEmpty
                 ? nil
                 : try PageTokens.open(
-                    message.pageToken, query: query, principal: caller.owner, workspace: workspace,
+                    message.pageToken, query: query, principal: actor.pageTokenHolder, workspace: workspace,
                     nowMillis: now, keySets: { try? crm.keys.keySet($0) })
             let page = try crm.changes.list(query, after: after)
             var response = Crm_V1_ListRecordsResponse()
-            response.records = try page.records.map { try opened($0, fields: fields, definition) }
+            response.records = try page.records.filter { actor.reaches($0.record, within: scope) }.map {
+                try opened($0, fields: fields, definition)
+            }
             if let resume = page.resumeAfter {
                 response.nextPageToken = try PageTokens.seal(
-                    resume, query: query, principal: caller.owner, workspace: workspace, issuedAtMillis: now,
+                    resume, query: query, principal: actor.pageTokenHolder, workspace: workspace, issuedAtMillis: now,
                     keySet: keySet)
             }
             return response
@@ -432,11 +480,12 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         return Set(names)
     }
 
-    func lookup(_ message: Crm_V1_LookupRequest, _ access: Access) async throws -> Crm_V1_RecordsResponse {
+    /// A lookup reads the field it looks up by: refused without read access to it.
+    func lookup(_ message: Crm_V1_LookupRequest, _ access: Call) async throws -> Crm_V1_RecordsResponse {
         try crm.checkServing()
         let entity = try RecordsProto.entity(message.entity)
         let by = try RecordsProto.lookup(message.by)
-        guard EntityCatalog.standard(entity).fields.contains(where: { $0.lookup == by }) else {
+        guard let field = EntityCatalog.standard(entity).fields.first(where: { $0.lookup == by }) else {
             throw RPCError(code: .invalidArgument, message: "\(entity.name) records are not looked up by \(message.by)")
         }
         guard message.value.utf8.count <= CRMLimits.textBytes else {
@@ -444,24 +493,48 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         }
         try await crm.waitForRead(serializable: message.serializable)
         return try await crm.mapped {
+            let actor = try await directory.actor(access)
+            let scope = try actor.scope(.read, on: entity)
+            let definition = try crm.changes.definition(entity)
+            let fields = try actor.fieldsToOpen(nil, definition)
+            if let fields, !fields.contains(field.name) {
+                throw RPCError(
+                    code: .permissionDenied,
+                    message: "looking \(entity.name) records up by \(message.by) needs read access to \(field.name)")
+            }
             guard try crm.keys.versionInUse() != 0 else { return Crm_V1_RecordsResponse() }
             guard let found = try crm.changes.lookup(entity, by: by, value: message.value) else {
                 throw RPCError(code: .invalidArgument, message: "`value` is not a valid \(message.by)")
             }
-            let definition = try crm.changes.definition(entity)
             var response = Crm_V1_RecordsResponse()
-            response.records = try found.filter { message.includeDeleted || !$0.record.deleted }.map {
-                try opened($0, fields: nil, definition)
-            }
+            response.records = try found.filter {
+                (message.includeDeleted || !$0.record.deleted) && actor.reaches($0.record, within: scope)
+            }.map { try opened($0, fields: fields, definition) }
             return response
         }
     }
 
-    func describe(_ message: Crm_V1_DescribeRequest, _ access: Access) async throws -> Crm_V1_DescribeResponse {
+    /// The entity's fields the user may read (the others are absent, as if the entity had none);
+    /// every field for a role administrator, who names fields in roles (a definition holds no
+    /// personal data).
+    func describe(_ message: Crm_V1_DescribeRequest, _ access: Call) async throws -> Crm_V1_DescribeResponse {
         try crm.checkServing()
         let entity = try RecordsProto.entity(message.entity)
         try await crm.waitForRead(serializable: false)
-        return try await crm.mapped { RecordsProto.describe(try crm.changes.definition(entity)) }
+        return try await crm.mapped {
+            let actor = try await directory.actor(access)
+            if !actor.has(.roleAdmin) { _ = try actor.scope(.read, on: entity) }
+            return described(try crm.changes.definition(entity), actor)
+        }
+    }
+
+    private func described(_ definition: EntityDefinition, _ actor: Actor) -> Crm_V1_DescribeResponse {
+        guard let readable = actor.readable(definition), !actor.has(.roleAdmin) else {
+            return RecordsProto.describe(definition)
+        }
+        var visible = definition
+        visible.fields = definition.fields.filter { readable.contains($0.name) }
+        return RecordsProto.describe(visible)
     }
 
     /// The definition of `entity`: this member's when it knows every field in `names`, else read
@@ -476,11 +549,13 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         }
     }
 
-    /// The record as it is now on this member, with `fields` (all when nil) opened.
-    private func response(
-        _ entity: EntityCode, _ id: CRMID, fields: Set<String>?, _ definition: EntityDefinition? = nil
-    ) throws -> Crm_V1_RecordResponse {
+    /// The record as it is now on this member, after a write by `actor`: the fields they may
+    /// read, none when the record is outside their read scope.
+    private func response(_ entity: EntityCode, _ id: CRMID, _ actor: Actor) throws -> Crm_V1_RecordResponse {
         guard let record = try crm.changes.read(entity, id) else { throw RecordError.notFound(entity, id) }
+        let definition = try crm.changes.definition(entity)
+        let reads = actor.access.map { $0.scope(.read, on: entity) } ?? .all
+        let fields = actor.reaches(record.record, within: reads) ? try actor.fieldsToOpen(nil, definition) : []
         var response = Crm_V1_RecordResponse()
         response.record = try opened(record, fields: fields, definition)
         return response

@@ -49,6 +49,7 @@ extension RealProcessTests {
             let cluster = try ProcessCluster { $0.crm?.rewrapBatchesPerSecond = 1 }
             try cluster.startAll()
             let leader = try #require(await cluster.waitForLeader())
+            try await cluster.signInRecordsUser()
             let before = try await createPersons(cluster, leader, 600, "before")
             #expect(Set(before).count == 600)
 
@@ -103,7 +104,7 @@ extension RealProcessTests {
             }
             let check = try ProcessCluster.tool("crmctl", ["crm", "check", "--cluster", file])
             #expect(check.status == 0, "\(check.output) \(check.errors)")
-            #expect(check.output.contains(": 640 records,"), "\(check.output)")
+            #expect(check.output.contains(": 642 records,"), "640 persons and the 2 harness users: \(check.output)")
         }
     }
 }

@@ -25,18 +25,34 @@ extension RealProcessTests {
             let cluster = try ProcessCluster()
             try cluster.startAll()
             let leader = try #require(await cluster.waitForLeader())
+            let adminToken = try await cluster.signInRecordsUser()
             let followers = cluster.ids.filter { $0 != leader }
             let (first, second) = (followers[0], followers[1])
+            // Fields are configuration: a role administrator adds them, not the records user.
+            let admin = [
+                ("Authorization", "Bearer \(try await cluster.signIn("admin-harness", through: "app", leader: leader))")
+            ]
+            let denied = try await cluster.frontHTTP(
+                first, "POST", "/v1/records/person:putField", json: #"{"name": "x", "type": "text"}"#)
+            #expect(denied.status == 403 && denied.text.contains("role.admin"), "\(denied.text)")
 
             let added = try await cluster.frontHTTP(
                 first, "POST", "/v1/records/person:putField",
                 json:
-                    #"{"name": "loyalty_id", "type": "text", "max_bytes": 64, "personal": true, "purpose": "loyalty"}"#)
+                    #"{"name": "loyalty_id", "type": "text", "max_bytes": 64, "personal": true, "purpose": "loyalty"}"#,
+                headers: admin)
             #expect(added.status == 200, "\(added.text)")
             let tier = try await cluster.frontHTTP(
                 first, "POST", "/v1/records/person:putField",
-                json: #"{"name": "tier", "type": "choice", "choices": ["gold", "silver"]}"#)
+                json: #"{"name": "tier", "type": "choice", "choices": ["gold", "silver"]}"#, headers: admin)
             #expect(fieldNames(json(tier)).suffix(2) == ["loyalty_id", "tier"], "\(tier.text)")
+            // A new personal field is hidden from every role until one names it.
+            let hidden = try await cluster.frontHTTP(first, "GET", "/v1/records/person:describe")
+            #expect(!fieldNames(json(hidden)).contains("loyalty_id") && fieldNames(json(hidden)).contains("tier"))
+            var role = Crm_V1_PutRoleRequest()
+            role.yaml = ProcessCluster.recordsRoleYAML(extraFields: [.person: ["loyalty_id"]])
+            _ = try await cluster.connection(leader, .client).directory.putRole(
+                role, metadata: ["authorization": "Bearer \(adminToken)"], options: ProcessCluster.shortCall)
 
             // Straight away through the other follower's front: the field is known there.
             let created = try await cluster.frontHTTP(
@@ -57,7 +73,7 @@ extension RealProcessTests {
             // Widening is allowed; a change of type or of personal is refused, naming the rule.
             let widened = try await cluster.frontHTTP(
                 first, "POST", "/v1/records/person:putField",
-                json: #"{"name": "tier", "type": "choice", "choices": ["gold", "silver", "bronze"]}"#)
+                json: #"{"name": "tier", "type": "choice", "choices": ["gold", "silver", "bronze"]}"#, headers: admin)
             #expect(widened.status == 200, "\(widened.text)")
             for body in [
                 #"{"name": "tier", "type": "text"}"#, #"{"name": "tier", "type": "choice", "choices": ["gold"]}"#,
@@ -65,14 +81,16 @@ extension RealProcessTests {
                 #"{"name": "secret", "type": "text", "personal": true}"#, #"{"name": "x", "type": "planet"}"#,
                 #"{"name": "first_name", "type": "text"}"#, #"{"name": "y", "type": "text", "id": 7}"#,
             ] {
-                let refused = try await cluster.frontHTTP(first, "POST", "/v1/records/person:putField", json: body)
+                let refused = try await cluster.frontHTTP(
+                    first, "POST", "/v1/records/person:putField", json: body, headers: admin)
                 #expect(refused.status == 400, "\(body): \(refused.status) \(refused.text)")
             }
 
             // crmctl describes the fields with their purposes.
             let file = try cluster.writeClusterFile()
             let described = try ProcessCluster.tool(
-                "crmctl", ["records", "describe", "person", "--json", "--cluster", file])
+                "crmctl",
+                ["records", "describe", "person", "--json", "--cluster", file, "--token-file", cluster.tokenFile()])
             #expect(described.status == 0, "\(described.errors)")
             let fields =
                 (try? JSONSerialization.jsonObject(with: Data(described.output.utf8)) as? [String: Any])?["fields"]
@@ -83,8 +101,12 @@ extension RealProcessTests {
                 fields.first { $0["name"] as? String == "emails" }?["purpose"] as? String == "customer_relationship")
 
             // Retired through crmctl: refused in writes, absent from reads, its name not used again.
+            let adminFile = cluster.directory + "/token-admin"
+            #expect(
+                FileManager.default.createFile(
+                    atPath: adminFile, contents: Data(adminToken.utf8), attributes: [.posixPermissions: 0o600]))
             let retired = try ProcessCluster.tool(
-                "crmctl", ["records", "retire-field", "person", "tier", "--cluster", file])
+                "crmctl", ["records", "retire-field", "person", "tier", "--cluster", file, "--token-file", adminFile])
             #expect(retired.status == 0, "\(retired.errors)")
             let afterRetire = try await cluster.frontHTTP(second, "GET", "/v1/records/person/\(id)")
             #expect((json(afterRetire)["fields"] as? [String: Any])?["tier"] == nil, "\(afterRetire.text)")
@@ -93,7 +115,8 @@ extension RealProcessTests {
                 first, "POST", "/v1/records/person", json: #"{"fields": {"tier": "gold"}}"#)
             #expect(refusedWrite.status == 400 && refusedWrite.text.contains("no field"), "\(refusedWrite.text)")
             let reused = try await cluster.frontHTTP(
-                first, "POST", "/v1/records/person:putField", json: #"{"name": "tier", "type": "boolean"}"#)
+                first, "POST", "/v1/records/person:putField", json: #"{"name": "tier", "type": "boolean"}"#,
+                headers: admin)
             #expect(reused.status == 400 && reused.text.contains("retired"), "\(reused.text)")
             let check = try ProcessCluster.tool("crmctl", ["crm", "check", "--cluster", file])
             #expect(check.status == 0, "\(check.output) \(check.errors)")

@@ -118,12 +118,19 @@ extension ProcessCluster {
         try Programs.capture(path, arguments, input: input)
     }
 
-    /// Front HTTP request from the client `client` (its certificate): status, headers, body.
+    /// Front HTTP request from the client `client` (its certificate, and its records user's
+    /// session once `signInRecordsUser` ran): status, headers, body.
     func frontHTTP(
         _ id: UInt64, _ method: String, _ path: String, json: String = "", client: String = "app",
         headers: [(String, String)] = []
     ) async throws -> HTTPSRequest.Response {
         let files = tls(client)
+        var headers = headers
+        if let token = bearerTokens.withLock({ $0[client] }),
+            !headers.contains(where: { $0.0.lowercased() == "authorization" })
+        {
+            headers.append(("Authorization", "Bearer \(token)"))
+        }
         return try await HTTPSRequest.send(
             port: addresses(id).frontHTTP.port, method: method, path: path, body: Data(json.utf8),
             tls: (files.ca, files.certificate, files.privateKey), extraHeaders: headers)

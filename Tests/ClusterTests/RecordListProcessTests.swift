@@ -17,7 +17,10 @@ extension RealProcessTests {
         ) throws -> (
             status: Int32, output: String, errors: String
         ) {
-            try ProcessCluster.tool("crmctl", arguments + ["--cluster", file], input: input)
+            let session =
+                arguments.first == "records"
+                ? ["--token-file", (file as NSString).deletingLastPathComponent + "/token-crmctl"] : []
+            return try ProcessCluster.tool("crmctl", arguments + ["--cluster", file] + session, input: input)
         }
 
         private func create(
@@ -34,6 +37,7 @@ extension RealProcessTests {
             let cluster = try ProcessCluster(clients: ["app", "other"])
             try cluster.startAll()
             let leader = try #require(await cluster.waitForLeader())
+            try await cluster.signInRecordsUser(clients: ["crmctl", "app", "other"], principals: ["app", "other"])
             let follower = try #require(cluster.ids.first { $0 != leader })
             let records = try cluster.frontConnection(follower).records
             let file = try cluster.writeClusterFile()
@@ -153,7 +157,8 @@ extension RealProcessTests {
             }
             let check = try crmctl(["crm", "check", "--json"], file)
             #expect(check.status == 0, "crm check: \(check.output) \(check.errors)")
-            #expect(check.output.contains("\"records\":33") || check.output.contains("\"records\" : 33"))
+            // 33 records and the 2 harness users.
+            #expect(check.output.contains("\"records\":35") || check.output.contains("\"records\" : 35"))
         }
 
         /// The short form of `crm-bench crm`: every operation at two client counts, without errors.

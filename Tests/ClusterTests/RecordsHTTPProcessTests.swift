@@ -15,6 +15,7 @@ extension RealProcessTests {
             let cluster = try ProcessCluster()
             try cluster.startAll()
             let leader = try #require(await cluster.waitForLeader())
+            try await cluster.signInRecordsUser()
             let front = try #require(cluster.ids.first { $0 != leader })
 
             let created = try await cluster.frontHTTP(

@@ -49,7 +49,8 @@ struct FrontHTTPAPI: Sendable {
         if path.hasPrefix(FrontRecordsHTTP.prefix), let records {
             return await Self.answer {
                 try await records.handle(
-                    method: method, path: path, query: query, ifMatch: ifMatch, body: body, identity: identity)
+                    method: method, path: path, query: query, ifMatch: ifMatch, authorization: authorization,
+                    clientAddress: clientAddress, body: body, identity: identity)
             }
         }
         return await Self.answer {

@@ -29,9 +29,10 @@ struct FrontRecordsHTTP: Sendable {
     static let prefix = "/v1/records/"
 
     func handle(
-        method: String, path: String, query: String, ifMatch: String?, body: Data, identity: PeerIdentity
+        method: String, path: String, query: String, ifMatch: String?, authorization: [String] = [],
+        clientAddress: String? = nil, body: Data, identity: PeerIdentity
     ) async throws -> FrontHTTPAPI.Reply {
-        let access = RecordsService.client(identity)
+        let access = RecordsService.client(identity, authorization: authorization, clientAddress: clientAddress)
         let rest = String(path.dropFirst(Self.prefix.count))
         let segments = rest.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         guard (1...2).contains(segments.count), segments.allSatisfy({ !$0.isEmpty }) else { throw Self.noSuchPath }
@@ -131,7 +132,7 @@ struct FrontRecordsHTTP: Sendable {
     }
 
     private func create(
-        _ entity: EntityCode, _ body: Data, _ access: RecordsService.Access
+        _ entity: EntityCode, _ body: Data, _ access: RecordsService.Call
     ) async throws
         -> FrontHTTPAPI.Reply
     {
@@ -147,7 +148,7 @@ struct FrontRecordsHTTP: Sendable {
     }
 
     private func list(
-        _ request: Crm_V1_ListRecordsRequest, _ access: RecordsService.Access
+        _ request: Crm_V1_ListRecordsRequest, _ access: RecordsService.Call
     )
         async throws -> FrontHTTPAPI.Reply
     {
@@ -180,7 +181,7 @@ struct FrontRecordsHTTP: Sendable {
     }
 
     private func lookup(
-        _ entity: String, _ object: [String: JSONValue], _ access: RecordsService.Access
+        _ entity: String, _ object: [String: JSONValue], _ access: RecordsService.Call
     ) async throws
         -> FrontHTTPAPI.Reply
     {
@@ -196,7 +197,7 @@ struct FrontRecordsHTTP: Sendable {
     }
 
     private func batchGet(
-        _ entity: String, _ object: [String: JSONValue], _ access: RecordsService.Access
+        _ entity: String, _ object: [String: JSONValue], _ access: RecordsService.Call
     ) async throws
         -> FrontHTTPAPI.Reply
     {

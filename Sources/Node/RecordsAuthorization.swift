@@ -1,0 +1,143 @@
+import CRM
+import CRMProto
+import Foundation
+import GRPCCore
+import Identity
+import KVStore
+
+/// Who a records call acts as and what they may do: the signed-in user, their teams and their
+/// rights through the application, and the versions those rights were read at. A write carries
+/// `pins` as conditions, so that a permission change between the check and the commit (an
+/// epoch raised, a role or the application's principal edited) makes it fail whole.
+struct Actor: Sendable {
+    /// The owner string of what the user creates (`crm://user/<id>`).
+    let owner: String
+    /// The application the call came through (its certificate's identity).
+    let application: String
+    let teams: Set<CRMID>
+    /// The user's rights (nil: set-up mode, before the first user exists: the application's
+    /// certificate alone, as the records API was before users).
+    let access: Access?
+    let pins: [TransactionCondition]
+
+    /// Whom a list's page tokens are bound to: the user through this application.
+    var pageTokenHolder: String { owner == application ? owner : owner + " via " + application }
+
+    /// The scope `action` has on `entity`; refused when it has none.
+    func scope(_ action: ObjectAction, on entity: EntityCode) throws -> Scope {
+        guard let access else { return .all }
+        let scope = access.scope(action, on: entity)
+        guard scope != .none else {
+            throw RPCError(
+                code: .permissionDenied, message: "your roles do not allow \(action.rawValue) on \(entity.name)")
+        }
+        return scope
+    }
+
+    /// Whether `record` is within `scope` for this user.
+    func reaches(_ record: StoredRecord, within scope: Scope) -> Bool {
+        Access.inScope(scope, owner: record.owner, teams: record.teams, user: owner, userTeams: teams)
+    }
+
+    /// The record if `action` reaches it; else NOT_FOUND, the answer for an id that does not
+    /// exist (nothing tells the two apart).
+    func require(_ action: ObjectAction, _ record: VersionedRecord) throws -> VersionedRecord {
+        let scope = try scope(action, on: record.record.entity)
+        guard reaches(record.record, within: scope) else {
+            throw RecordError.notFound(record.record.entity, record.record.id)
+        }
+        return record
+    }
+
+    /// The fields of `definition` this user may read (nil: all).
+    func readable(_ definition: EntityDefinition) -> Set<String>? {
+        guard let access else { return nil }
+        return Set(
+            definition.fieldsInUse.filter { access.fieldAccess($0, on: definition.code) != .none }.map(\.name))
+    }
+
+    /// The fields a read opens: those asked for (nil: all) that the user may read. A field the
+    /// user may not read is answered like one the entity does not have.
+    func fieldsToOpen(_ asked: Set<String>?, _ definition: EntityDefinition) throws -> Set<String>? {
+        guard let readable = readable(definition) else { return asked }
+        guard let asked else { return readable }
+        for name in asked where !readable.contains(name) {
+            throw RecordError.unknownField(entity: definition.code, name: name)
+        }
+        return asked
+    }
+
+    /// Refuses the whole write when it touches a field the user may not edit, naming the first.
+    func requireEditable(_ names: some Sequence<String>, _ definition: EntityDefinition) throws {
+        guard let access else { return }
+        for name in names.sorted() {
+            guard let field = definition.field(named: name) else { continue } // refused later as unknown
+            guard access.fieldAccess(field, on: definition.code) == .edit else {
+                throw RPCError(
+                    code: .permissionDenied,
+                    message: "your roles do not allow editing \(definition.code.name).\(name); nothing was written")
+            }
+        }
+    }
+
+    func has(_ permission: Permission) -> Bool { access?.permissions.contains(permission) ?? true }
+
+    /// Refuses a permission the user lacks.
+    func require(_ permission: Permission) throws {
+        guard !has(permission) else { return }
+        throw RPCError(code: .permissionDenied, message: "this needs the permission \(permission.rawValue)")
+    }
+
+    /// `transaction` conditioned on the rights it was checked with.
+    func pinned(_ transaction: Transaction) -> Transaction {
+        var pinned = transaction
+        pinned.conditions += pins
+        return pinned
+    }
+}
+
+extension DirectoryService {
+    /// The actor of a records call, checked in order: the application's principal, the session,
+    /// the roles' conditions. Called after the read barrier (reads) or on the leader (writes).
+    /// Before the first user is bootstrapped the store is in set-up mode and the application's
+    /// certificate alone decides, as before users existed.
+    func actor(_ access: RecordsService.Call) async throws -> Actor {
+        let caller = access.caller
+        guard try crm.changes.kv.crmValue(identity.directory.bootstrapMarker) != nil else {
+            return Actor(owner: caller.owner, application: caller.owner, teams: [], access: nil, pins: [])
+        }
+        return try await CRMIdentity.mapped {
+            let (checked, ceiling) = try await authenticated(access.credentials, caller, barrier: false)
+            guard !checked.session.passwordChangeOnly else {
+                throw RPCError(code: .permissionDenied, message: "change the password first (crmctl password)")
+            }
+            let user = checked.session.user
+            guard let record = try crm.changes.read(.user, user),
+                let credentials = try identity.directory.credentials(of: user)
+            else { throw SessionRefusal.unknown }
+            var names: [String] = []
+            if case .texts(let held)? = try crm.changes.open(record.record, fields: ["roles"])["roles"] {
+                names = held
+            }
+            let roles = try identity.roles(names)
+            let rights = Access(roles: roles.map(\.role), ceiling: ceiling?.map(\.role))
+            if let refusal = rights.conditions.refusal(
+                address: try asserted(access.credentials, caller),
+                at: Date(timeIntervalSince1970: Double(sessionNow()) / 1000), mfa: false)
+            {
+                throw RPCError(code: .permissionDenied, message: "\(refusal); this call is refused")
+            }
+            var pins: [TransactionCondition] = [
+                .version(key: Credentials.key(workspace: crm.changes.workspace, user: user), credentials.version)
+            ]
+            pins += (roles + (ceiling ?? [])).map { .version(key: $0.key, $0.version) }
+            let principals = PrincipalChanges(records: crm.changes)
+            if case .client(let name) = caller.identity, let principal = try principals.read(name) {
+                pins.append(.version(key: principals.key(name), principal.version))
+            }
+            return Actor(
+                owner: DirectoryChanges.owner(of: user), application: caller.owner, teams: Set(record.record.teams),
+                access: rights, pins: pins)
+        }
+    }
+}
