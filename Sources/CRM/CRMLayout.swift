@@ -77,7 +77,7 @@ public enum CRMLayout {
     }
 
     /// The smallest key after every key that starts with `prefix` (prefixes here never end in 0xFF).
-    static func end(of prefix: [UInt8]) -> [UInt8] {
+    public static func end(of prefix: [UInt8]) -> [UInt8] {
         var end = prefix
         precondition(end.last.map { $0 < 0xFF } ?? false, "a CRM prefix ends below 0xFF")
         end[end.count - 1] += 1

@@ -9,7 +9,9 @@ import Foundation
 struct Records: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Read CRM records (get, list, lookup, describe) and add or retire custom fields.",
-        subcommands: [Get.self, List.self, Lookup.self, Describe.self, PutField.self, RetireField.self])
+        subcommands: [
+            Get.self, List.self, Lookup.self, Describe.self, PutField.self, RetireField.self, Share.self, Shares.self,
+        ])
 
     struct Get: AsyncParsableCommand {
         @OptionGroup var options: ConnectionOptions
@@ -187,6 +189,61 @@ struct Records: AsyncParsableCommand {
         let cluster = try Cluster(options, api: .client, bearerToken: try signedIn.tokenIfSignedIn())
         defer { cluster.close() }
         return try await cluster.onAnyMember(body)
+    }
+
+    struct Share: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Share one record with a user or a team (read, edit), or end a share (none).")
+        @OptionGroup var options: ConnectionOptions
+        @OptionGroup var signedIn: SignedIn
+        @Argument var entity: String
+        @Argument var id: String
+        @Option(help: "The user's id.") var user: String?
+        @Option(help: "The team's id.") var team: String?
+        @Option(help: "read, edit or none.") var access: String
+        func run() async throws {
+            var request = Crm_V1_ShareRequest()
+            request.entity = entity
+            request.id = id
+            request.userID = user ?? ""
+            request.teamID = team ?? ""
+            request.access = access
+            let sent = request
+            try Records.printShares(
+                try await Records.call(options, signedIn) { try await $0.records.share(sent) }, options)
+        }
+    }
+
+    struct Shares: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The users and teams a record is shared with.")
+        @OptionGroup var options: ConnectionOptions
+        @OptionGroup var signedIn: SignedIn
+        @Argument var entity: String
+        @Argument var id: String
+        func run() async throws {
+            var request = Crm_V1_ListSharesRequest()
+            request.entity = entity
+            request.id = id
+            let sent = request
+            try Records.printShares(
+                try await Records.call(options, signedIn) { try await $0.records.listShares(sent) }, options)
+        }
+    }
+
+    static func printShares(_ response: Crm_V1_SharesResponse, _ options: ConnectionOptions) throws {
+        if options.json {
+            try Output.object([
+                "shares": response.shares.map {
+                    ["user_id": $0.userID, "team_id": $0.teamID, "access": $0.access]
+                }
+            ])
+            return
+        }
+        for share in response.shares {
+            Swift.print(
+                share.userID.isEmpty ? "team \(share.teamID): \(share.access)" : "user \(share.userID): \(share.access)"
+            )
+        }
     }
 
     static func print(_ records: [Crm_V1_Record], json: Bool) throws {

@@ -14,6 +14,8 @@ struct Actor: Sendable {
     let owner: String
     /// The application the call came through (its certificate's identity).
     let application: String
+    /// The signed-in user (nil in set-up mode).
+    let user: CRMID?
     let teams: Set<CRMID>
     /// The user's rights (nil: set-up mode, before the first user exists: the application's
     /// certificate alone, as the records API was before users).
@@ -39,14 +41,16 @@ struct Actor: Sendable {
         Access.inScope(scope, owner: record.owner, teams: record.teams, user: owner, userTeams: teams)
     }
 
-    /// The record if `action` reaches it; else NOT_FOUND, the answer for an id that does not
-    /// exist (nothing tells the two apart).
-    func require(_ action: ObjectAction, _ record: VersionedRecord) throws -> VersionedRecord {
-        let scope = try scope(action, on: record.record.entity)
-        guard reaches(record.record, within: scope) else {
-            throw RecordError.notFound(record.record.entity, record.record.id)
-        }
-        return record
+    /// Whether `action`, whose scope here is `scope`, reaches `record`: by the scope, or by a
+    /// share of that one record with the user or one of their teams. Answers the conditions a
+    /// write relying on it carries (none for the scope, the share's version for a share); nil
+    /// when it does not reach (the caller answers NOT_FOUND, as for an id that does not exist).
+    func reach(
+        _ action: ObjectAction, _ record: StoredRecord, within scope: Scope, shares: RecordShares
+    ) throws -> [TransactionCondition]? {
+        if reaches(record, within: scope) { return [] }
+        guard let user, scope != .none else { return nil }
+        return try shares.opening(record.entity, record.id, for: action, user: user, teams: teams).map { [$0] }
     }
 
     /// The fields of `definition` this user may read (nil: all).
@@ -104,7 +108,7 @@ extension DirectoryService {
     func actor(_ access: RecordsService.Call) async throws -> Actor {
         let caller = access.caller
         guard try crm.changes.kv.crmValue(identity.directory.bootstrapMarker) != nil else {
-            return Actor(owner: caller.owner, application: caller.owner, teams: [], access: nil, pins: [])
+            return Actor(owner: caller.owner, application: caller.owner, user: nil, teams: [], access: nil, pins: [])
         }
         return try await CRMIdentity.mapped {
             let (checked, ceiling) = try await authenticated(access.credentials, caller, barrier: false)
@@ -136,7 +140,8 @@ extension DirectoryService {
                 pins.append(.version(key: principals.key(name), principal.version))
             }
             return Actor(
-                owner: DirectoryChanges.owner(of: user), application: caller.owner, teams: Set(record.record.teams),
+                owner: DirectoryChanges.owner(of: user), application: caller.owner, user: user,
+                teams: Set(record.record.teams),
                 access: rights, pins: pins)
         }
     }

@@ -17,6 +17,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
 
     var crm: CRMRecords { directory.crm }
     var members: MemberClients { directory.members }
+    var shares: RecordShares { RecordShares(records: crm.changes) }
 
     /// Times a write is made again after a condition it did not choose failed (a key-set
     /// rotation, a random id already taken, a touch of the principal it was pinned to).
@@ -62,7 +63,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
 
     /// Runs a write on the leader: here when this member leads, else passed to the leader (a
     /// client's call, with its session headers) or refused naming it (a member's).
-    private func write<Response>(
+    func write<Response>(
         _ access: Call,
         forward: (Crm_V1_Records.Client<HTTP2ClientTransport.Posix>, Metadata) async throws -> Response,
         lead: (Caller) async throws -> Response
@@ -281,7 +282,9 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
             ) { actor, current, _ in
                 guard linking else { return try crm.changes.unlink(current, from: target) }
                 guard let found = try crm.changes.read(target.entity, target.id),
-                    actor.reaches(found.record, within: actor.access?.scope(.read, on: target.entity) ?? .all)
+                    try actor.reach(
+                        .read, found.record, within: actor.access?.scope(.read, on: target.entity) ?? .all,
+                        shares: shares) != nil
                 else { throw RecordError.notFound(target.entity, target.id) }
                 return try crm.changes.link(current, to: target)
             }
@@ -296,7 +299,10 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
             try await leader.destroy(message, metadata: metadata)
         } lead: { caller in
             _ = try await changeRecord(access, message.entity, message.id, message.expectedVersion, .destroy) {
-                _, current, _ in crm.changes.destroy(current)
+                _, current, _ in
+                var transaction = crm.changes.destroy(current)
+                transaction.operations.append(shares.removeAll(current.record.entity, current.record.id))
+                return transaction
             }
             return Crm_V1_DestroyRecordResponse()
         }
@@ -321,12 +327,14 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         }
         for _ in 0..<Self.attempts {
             let actor = try await directory.actor(access)
-            _ = try actor.scope(action, on: entity)
-            guard let found = try crm.changes.read(entity, id) else { throw RecordError.notFound(entity, id) }
-            let current = try actor.require(action, found)
+            let scope = try actor.scope(action, on: entity)
+            guard let current = try crm.changes.read(entity, id),
+                let opened = try actor.reach(action, current.record, within: scope, shares: shares)
+            else { throw RecordError.notFound(entity, id) }
             guard current.version == expected else { throw RecordError.versionMismatch(current: current.version) }
-            let transaction = try make(actor, current, try crm.changes.definition(entity))
-            switch try await crm.propose(actor.pinned(transaction), caller: access.caller) {
+            var transaction = actor.pinned(try make(actor, current, try crm.changes.definition(entity)))
+            transaction.conditions += opened
+            switch try await crm.propose(transaction, caller: access.caller) {
             case .applied: return (entity, id, actor)
             case .conditionFailed: continue
             }
@@ -386,7 +394,9 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
             let scope = try actor.scope(.read, on: entity)
             let definition = try crm.changes.definition(entity)
             let fields = try actor.fieldsToOpen(try fieldSet(definition, message.fields), definition)
-            guard let record = try crm.changes.read(entity, id), actor.reaches(record.record, within: scope) else {
+            guard let record = try crm.changes.read(entity, id),
+                try actor.reach(.read, record.record, within: scope, shares: shares) != nil
+            else {
                 throw RecordError.notFound(entity, id)
             }
             var response = Crm_V1_RecordResponse()
@@ -415,7 +425,9 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
             let fields = try actor.fieldsToOpen(try fieldSet(definition, message.fields), definition)
             var response = Crm_V1_BatchGetRecordsResponse()
             for id in ids {
-                if let record = try crm.changes.read(entity, id), actor.reaches(record.record, within: scope) {
+                if let record = try crm.changes.read(entity, id),
+                    try actor.reach(.read, record.record, within: scope, shares: shares) != nil
+                {
                     response.records.append(try opened(record, fields: fields, definition))
                 } else {
                     response.missing.append(id.description)
@@ -453,7 +465,9 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
                     nowMillis: now, keySets: { try? crm.keys.keySet($0) })
             let page = try crm.changes.list(query, after: after)
             var response = Crm_V1_ListRecordsResponse()
-            response.records = try page.records.filter { actor.reaches($0.record, within: scope) }.map {
+            response.records = try page.records.filter {
+                try actor.reach(.read, $0.record, within: scope, shares: shares) != nil
+            }.map {
                 try opened($0, fields: fields, definition)
             }
             if let resume = page.resumeAfter {
@@ -508,7 +522,8 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
             }
             var response = Crm_V1_RecordsResponse()
             response.records = try found.filter {
-                (message.includeDeleted || !$0.record.deleted) && actor.reaches($0.record, within: scope)
+                try (message.includeDeleted || !$0.record.deleted)
+                    && actor.reach(.read, $0.record, within: scope, shares: shares) != nil
             }.map { try opened($0, fields: fields, definition) }
             return response
         }
@@ -555,7 +570,9 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         guard let record = try crm.changes.read(entity, id) else { throw RecordError.notFound(entity, id) }
         let definition = try crm.changes.definition(entity)
         let reads = actor.access.map { $0.scope(.read, on: entity) } ?? .all
-        let fields = actor.reaches(record.record, within: reads) ? try actor.fieldsToOpen(nil, definition) : []
+        let fields =
+            try actor.reach(.read, record.record, within: reads, shares: shares) != nil
+            ? try actor.fieldsToOpen(nil, definition) : []
         var response = Crm_V1_RecordResponse()
         response.record = try opened(record, fields: fields, definition)
         return response

@@ -16,6 +16,8 @@ import Transport
 ///     DELETE /v1/records/{entity}/{id}[?destroy=true] + If-Match                 trash (or destroy)
 ///     POST   /v1/records/{entity}/{id}:undelete  + If-Match
 ///     POST   /v1/records/{entity}/{id}:link      {target: {entity, id}} + If-Match (also :unlink)
+///     POST   /v1/records/{entity}/{id}:share     {user_id | team_id, access: read|edit|none}
+///     GET    /v1/records/{entity}/{id}:shares
 ///     GET    /v1/records/{entity}?by=&value=&page_size=&page_token=&include_deleted=&fields=
 ///     POST   /v1/records/{entity}:list           {by?, value?, filters?, page_size?, page_token?, fields?}
 ///     POST   /v1/records/{entity}:lookup         {by, value, include_deleted?}
@@ -119,8 +121,33 @@ struct FrontRecordsHTTP: Sendable {
                         ? try await records.link(request, access).record
                         : try await records.unlink(request, access).record)
             }
+        case ("POST", "share"):
+            let object = try Self.object(body, allowed: ["user_id", "team_id", "access"])
+            var request = Crm_V1_ShareRequest()
+            request.entity = entityName
+            request.id = id
+            request.userID = try Self.string(object["user_id"], "user_id") ?? ""
+            request.teamID = try Self.string(object["team_id"], "team_id") ?? ""
+            request.access = try Self.string(object["access"], "access") ?? ""
+            return try Self.sharesReply(try await records.share(request, access))
+        case ("GET", "shares"):
+            var request = Crm_V1_ListSharesRequest()
+            request.entity = entityName
+            request.id = id
+            return try Self.sharesReply(try await records.listShares(request, access))
         default: throw Self.methodNotAllowed(method, path)
         }
+    }
+
+    static func sharesReply(_ response: Crm_V1_SharesResponse) throws -> FrontHTTPAPI.Reply {
+        try reply([
+            "shares": response.shares.map { share -> [String: Any] in
+                var shown: [String: Any] = ["access": share.access]
+                if !share.userID.isEmpty { shown["user_id"] = share.userID }
+                if !share.teamID.isEmpty { shown["team_id"] = share.teamID }
+                return shown
+            }
+        ])
     }
 
     // MARK: Calls

@@ -222,6 +222,32 @@ public enum Crm_V1_Records: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "Share" metadata.
+        public enum Share: Sendable {
+            /// Request type for "Share".
+            public typealias Input = Crm_V1_ShareRequest
+            /// Response type for "Share".
+            public typealias Output = Crm_V1_SharesResponse
+            /// Descriptor for "Share".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Records"),
+                method: "Share",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListShares" metadata.
+        public enum ListShares: Sendable {
+            /// Request type for "ListShares".
+            public typealias Input = Crm_V1_ListSharesRequest
+            /// Response type for "ListShares".
+            public typealias Output = Crm_V1_SharesResponse
+            /// Descriptor for "ListShares".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Records"),
+                method: "ListShares",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "crm.v1.Records" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Create.descriptor,
@@ -237,7 +263,9 @@ public enum Crm_V1_Records: Sendable {
             Unlink.descriptor,
             Describe.descriptor,
             PutField.descriptor,
-            RetireField.descriptor
+            RetireField.descriptor,
+            Share.descriptor,
+            ListShares.descriptor
         ]
     }
 }
@@ -510,6 +538,41 @@ extension Crm_V1_Records {
             request: GRPCCore.StreamingServerRequest<Crm_V1_RetireFieldRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_DescribeResponse>
+
+        /// Handle the "Share" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Shares one record with a user or a team (read, or edit: read and update), or ends a share
+        /// > (access none), by someone whose update scope reaches the record. A share widens that record
+        /// > only: the grantee still needs the object action, and field rules still apply. Answers the
+        /// > record's shares.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_ShareRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_SharesResponse` messages.
+        func share(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_ShareRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_SharesResponse>
+
+        /// Handle the "ListShares" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_ListSharesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_SharesResponse` messages.
+        func listShares(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_ListSharesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_SharesResponse>
     }
 
     /// Service protocol for the "crm.v1.Records" service.
@@ -766,6 +829,41 @@ extension Crm_V1_Records {
             request: GRPCCore.ServerRequest<Crm_V1_RetireFieldRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_DescribeResponse>
+
+        /// Handle the "Share" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Shares one record with a user or a team (read, or edit: read and update), or ends a share
+        /// > (access none), by someone whose update scope reaches the record. A share widens that record
+        /// > only: the grantee still needs the object action, and field rules still apply. Answers the
+        /// > record's shares.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ShareRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_SharesResponse` message.
+        func share(
+            request: GRPCCore.ServerRequest<Crm_V1_ShareRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_SharesResponse>
+
+        /// Handle the "ListShares" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListSharesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_SharesResponse` message.
+        func listShares(
+            request: GRPCCore.ServerRequest<Crm_V1_ListSharesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_SharesResponse>
     }
 
     /// Simple service protocol for the "crm.v1.Records" service.
@@ -1020,6 +1118,41 @@ extension Crm_V1_Records {
             request: Crm_V1_RetireFieldRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_DescribeResponse
+
+        /// Handle the "Share" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Shares one record with a user or a team (read, or edit: read and update), or ends a share
+        /// > (access none), by someone whose update scope reaches the record. A share widens that record
+        /// > only: the grantee still needs the object action, and field rules still apply. Answers the
+        /// > record's shares.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_ShareRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_SharesResponse` to respond with.
+        func share(
+            request: Crm_V1_ShareRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_SharesResponse
+
+        /// Handle the "ListShares" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_ListSharesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_SharesResponse` to respond with.
+        func listShares(
+            request: Crm_V1_ListSharesRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_SharesResponse
     }
 }
 
@@ -1181,6 +1314,28 @@ extension Crm_V1_Records.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Crm_V1_Records.Method.Share.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ShareRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_SharesResponse>(),
+            handler: { request, context in
+                try await self.share(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Records.Method.ListShares.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ListSharesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_SharesResponse>(),
+            handler: { request, context in
+                try await self.listShares(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1335,6 +1490,28 @@ extension Crm_V1_Records.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_DescribeResponse> {
         let response = try await self.retireField(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func share(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_ShareRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_SharesResponse> {
+        let response = try await self.share(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listShares(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_ListSharesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_SharesResponse> {
+        let response = try await self.listShares(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1520,6 +1697,32 @@ extension Crm_V1_Records.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Crm_V1_DescribeResponse> {
         return GRPCCore.ServerResponse<Crm_V1_DescribeResponse>(
             message: try await self.retireField(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func share(
+        request: GRPCCore.ServerRequest<Crm_V1_ShareRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_SharesResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_SharesResponse>(
+            message: try await self.share(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listShares(
+        request: GRPCCore.ServerRequest<Crm_V1_ListSharesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_SharesResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_SharesResponse>(
+            message: try await self.listShares(
                 request: request.message,
                 context: context
             ),
@@ -1852,6 +2055,51 @@ extension Crm_V1_Records {
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_DescribeResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_DescribeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Share" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Shares one record with a user or a team (read, or edit: read and update), or ends a share
+        /// > (access none), by someone whose update scope reaches the record. A share widens that record
+        /// > only: the grantee still needs the object action, and field rules still apply. Answers the
+        /// > record's shares.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ShareRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ShareRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_SharesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func share<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ShareRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ShareRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_SharesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_SharesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListShares" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListSharesRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ListSharesRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_SharesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listShares<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ListSharesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ListSharesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_SharesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_SharesResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2341,6 +2589,73 @@ extension Crm_V1_Records {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Share" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Shares one record with a user or a team (read, or edit: read and update), or ends a share
+        /// > (access none), by someone whose update scope reaches the record. A share widens that record
+        /// > only: the grantee still needs the object action, and field rules still apply. Answers the
+        /// > record's shares.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ShareRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ShareRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_SharesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func share<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ShareRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ShareRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_SharesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_SharesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Records.Method.Share.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListShares" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListSharesRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ListSharesRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_SharesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listShares<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ListSharesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ListSharesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_SharesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_SharesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Records.Method.ListShares.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2743,6 +3058,63 @@ extension Crm_V1_Records.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_RetireFieldRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_DescribeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Share" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Shares one record with a user or a team (read, or edit: read and update), or ends a share
+    /// > (access none), by someone whose update scope reaches the record. A share widens that record
+    /// > only: the grantee still needs the object action, and field rules still apply. Answers the
+    /// > record's shares.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_ShareRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func share<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_ShareRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_SharesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.share(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ShareRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_SharesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListShares" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_ListSharesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listShares<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_ListSharesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_SharesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listShares(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ListSharesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_SharesResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3203,6 +3575,71 @@ extension Crm_V1_Records.ClientProtocol {
             metadata: metadata
         )
         return try await self.retireField(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Share" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Shares one record with a user or a team (read, or edit: read and update), or ends a share
+    /// > (access none), by someone whose update scope reaches the record. A share widens that record
+    /// > only: the grantee still needs the object action, and field rules still apply. Answers the
+    /// > record's shares.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func share<Result>(
+        _ message: Crm_V1_ShareRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_SharesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_ShareRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.share(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListShares" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listShares<Result>(
+        _ message: Crm_V1_ListSharesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_SharesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_ListSharesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listShares(
             request: request,
             options: options,
             onResponse: handleResponse
