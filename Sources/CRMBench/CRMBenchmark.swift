@@ -8,7 +8,9 @@ import Synchronization
 /// `crm-bench crm`: closed-loop load on the records API through a front — create, update, get,
 /// lookup and list of persons — next to `kv` puts and gets on the same front in the same run, at
 /// each client count. Each cell runs alone (warm-up, then measured seconds); a table (or JSON)
-/// of ops/s and p50/p99/p99.9 comes at the end.
+/// of ops/s and p50/p99/p99.9 comes at the end, with the mean time the members spent on each
+/// records call's authorization check in that cell (their `crm_authorization_duration_seconds`),
+/// when the run is signed in (`--login-as`).
 struct CRMBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "crm",
@@ -32,6 +34,11 @@ struct CRMBenchmark: AsyncParsableCommand {
     @Option(help: "Load this member's front (default: the leader's).") var member: UInt64?
     @Option(help: "Connections shared by the clients.") var connections = 4
     @Flag(help: "Print JSON.") var json = false
+    @Option(
+        help:
+            "Sign in as this user (its password read from standard input) and run every call in that session: required once the cluster has users."
+    )
+    var loginAs: String?
 
     func validate() throws {
         guard duration > 0, warmup >= 0 else { throw ValidationError("--duration must be positive") }
@@ -58,16 +65,25 @@ struct CRMBenchmark: AsyncParsableCommand {
 
     func run() async throws {
         let target = try await ClusterTarget.resolve(clusterFile: cluster, member: member, front: true)
+        var token: String?
+        if let loginAs { token = try await Self.signIn(loginAs, target) }
         let pool = try (0..<connections).map { _ in
-            try MemberConnection(host: target.host, port: target.port, tls: target.tls)
+            try MemberConnection(host: target.host, port: target.port, tls: target.tls, bearerToken: token)
         }
         defer { for connection in pool { Task { await connection.close() } } }
         let fixture = try await Fixture.load(pool, persons: persons, companies: companies, kvKeys: kvKeys)
         var rows: [[String: Any]] = []
         for operation in operations! {
             for count in clientCounts! {
+                let before = await AuthorizationMetrics.scrape(target.health)
                 let result = await measure(operation, clients: count, pool: pool, fixture: fixture)
-                rows.append(row(operation, count, result))
+                var measured = row(operation, count, result)
+                let after = await AuthorizationMetrics.scrape(target.health)
+                if let before, let after, after.count > before.count {
+                    measured["authorization_checks"] = after.count - before.count
+                    measured["authorization_mean_us"] = (after.sum - before.sum) / (after.count - before.count) * 1e6
+                }
+                rows.append(measured)
                 if !json { printRow(rows.last!, first: rows.count == 1) }
             }
         }
@@ -145,6 +161,19 @@ struct CRMBenchmark: AsyncParsableCommand {
                 return all.sorted { $0.0 < $1.0 }.map(\.1)
             }
         }
+    }
+
+    /// Signs `username` in through the target's front (the password from standard input).
+    static func signIn(_ username: String, _ target: ClusterTarget) async throws -> String {
+        let data = FileHandle.standardInput.readData(ofLength: 1025)
+        var request = Crm_V1_LoginRequest()
+        request.username = username
+        request.password = String(decoding: data, as: UTF8.self).components(separatedBy: "\n")[0]
+        let connection = try MemberConnection(host: target.host, port: target.port, tls: target.tls)
+        defer { Task { await connection.close() } }
+        var options = CallOptions.defaults
+        options.timeout = .seconds(10)
+        return try await connection.directory.login(request, options: options).token
     }
 
     static func createRequest(_ entity: String, _ fields: [String: Crm_V1_FieldValue]) -> Crm_V1_CreateRecordRequest {
@@ -267,14 +296,15 @@ struct CRMBenchmark: AsyncParsableCommand {
     private func printRow(_ row: [String: Any], first: Bool) {
         if first {
             print("crm-bench crm: persons=\(persons) kv keys=\(kvKeys) duration=\(duration)s per cell, through a front")
-            print("op        clients     ops/s    p50 ms    p99 ms  p99.9 ms  errors")
+            print("op        clients     ops/s    p50 ms    p99 ms  p99.9 ms  authz µs  errors")
         }
+        let authorization = (row["authorization_mean_us"] as? Double).map { String(format: "%9.0f", $0) } ?? "        -"
         let errors = (row["errors"] as! [String: Int]).map { "\($0.key): \($0.value)" }.sorted().joined(separator: ", ")
         print(
             padded(row["op"] as! String, 8)
                 + String(
-                    format: "%9d %9.0f %9.2f %9.2f %9.2f  %@", row["clients"] as! Int, row["ops_per_second"] as! Double,
+                    format: "%9d %9.0f %9.2f %9.2f %9.2f %@", row["clients"] as! Int, row["ops_per_second"] as! Double,
                     row["p50_ms"] as! Double, row["p99_ms"] as! Double, row["p99_9_ms"] as! Double,
-                    errors.isEmpty ? "0" : errors))
+                    authorization + "  " + (errors.isEmpty ? "0" : errors)))
     }
 }

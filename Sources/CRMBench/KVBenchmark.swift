@@ -213,6 +213,8 @@ struct ClusterTarget {
     var host: String
     var port: Int
     var tls: ClientTLSFiles
+    /// Every member's health listener (host:port), for their metrics.
+    var health: [String] = []
 
     static func resolve(clusterFile: String?, member: UInt64?, front: Bool = false) async throws -> ClusterTarget {
         let path = clusterFile ?? ProcessInfo.processInfo.environment["CRM_CLUSTER"] ?? ClusterFile.defaultPath
@@ -250,6 +252,7 @@ struct ClusterTarget {
         let (host, port) = try split(front ? entry.front! : entry.client)
         // The load runs as an application, as production clients do, not as the admin.
         let loadTLS = ClusterFile.files(file.clientTLS ?? file.tls, relativeTo: path)
-        return ClusterTarget(member: id, host: host, port: port, tls: loadTLS)
+        return ClusterTarget(
+            member: id, host: host, port: port, tls: loadTLS, health: file.members.compactMap(\.health))
     }
 }

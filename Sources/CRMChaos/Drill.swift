@@ -58,10 +58,19 @@ struct Drill {
             "cluster of \(cluster.ids.count) up\(proxies != nil ? " (proxies between members)" : ""); running \(scenario.name) for \(scenario.durationSeconds) s with \(scenario.clients) clients"
         )
 
-        let records = RecordWorkload(
+        var records = RecordWorkload(
             clients: scenario.recordClients ?? 0, fronts: cluster.fronts, tls: cluster.applicationTLS,
             namespace: namespace.replacingOccurrences(of: "/", with: "."),
             timeout: .milliseconds(Int64((scenario.clientTimeoutSeconds ?? 6) * 1000)))
+        if records.clients > 0 {
+            // Records are read and written by a signed-in user with every right on them.
+            guard cluster.owned else {
+                throw ChaosError("the records workload runs on a scratch cluster (it bootstraps the first user)")
+            }
+            let application = cluster.applicationName
+            try await cluster.signInRecordsUser(clients: [application], principals: [application])
+            records.bearerToken = cluster.bearerTokens.withLock { $0[application] }
+        }
         let end = start + UInt64(scenario.durationSeconds * 1e9)
         async let load: Void = workload.run(until: end)
         async let recordLoad: Void = records.clients > 0 ? records.run(until: end) : ()

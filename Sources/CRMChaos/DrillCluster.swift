@@ -52,5 +52,6 @@ extension ProcessCluster {
     var fronts: [Endpoint] { ids.map { addresses($0).front } }
 
     /// The certificate the workload runs under (an application, not the operator).
-    var applicationTLS: ClientTLSFiles { tls(clients.count > 1 ? clients[1] : "app") }
+    var applicationTLS: ClientTLSFiles { tls(applicationName) }
+    var applicationName: String { clients.count > 1 ? clients[1] : "app" }
 }

@@ -78,12 +78,16 @@ struct RecordWorkload: Sendable {
     let fronts: [Endpoint]
     let tls: ClientTLSFiles
     let namespace: String
+    /// The records user's session the clients act in.
+    var bearerToken: String?
     let ledger = Ledger()
     var timeout: Duration = .seconds(6)
 
     func run(until end: UInt64) async throws {
         let pools = try (0..<clients).map { client in
-            try FrontPool(Array(fronts[(client % fronts.count)...] + fronts[..<(client % fronts.count)]), tls: tls)
+            try FrontPool(
+                Array(fronts[(client % fronts.count)...] + fronts[..<(client % fronts.count)]), tls: tls,
+                bearerToken: bearerToken)
         }
         await withTaskGroup(of: Void.self) { group in
             for client in 0..<clients {
@@ -314,7 +318,7 @@ struct RecordWorkload: Sendable {
 
     /// Each create found by its e-mail: an acknowledged one exactly once, any other at most once.
     func createsOnce(_ creates: [Create]) async -> Verdict.Check {
-        guard let pool = try? FrontPool(fronts, tls: tls) else {
+        guard let pool = try? FrontPool(fronts, tls: tls, bearerToken: bearerToken) else {
             return Verdict.Check(name: "records created once", passed: false, detail: "no front")
         }
         defer { Task { await pool.close() } }

@@ -13,10 +13,13 @@ public final class FrontPool: Sendable {
     private let connections: [MemberConnection]
     private let current = Mutex<Int>(0)
 
-    public init(_ endpoints: [Endpoint], tls: ClientTLSFiles) throws {
+    /// With `bearerToken`, calls act in that signed-in user's session.
+    public init(_ endpoints: [Endpoint], tls: ClientTLSFiles, bearerToken: String? = nil) throws {
         precondition(!endpoints.isEmpty, "a front pool needs at least one front")
         self.endpoints = endpoints
-        connections = try endpoints.map { try MemberConnection(host: $0.host, port: $0.port, tls: tls) }
+        connections = try endpoints.map {
+            try MemberConnection(host: $0.host, port: $0.port, tls: tls, bearerToken: bearerToken)
+        }
         current.withLock { $0 = Int.random(in: 0..<endpoints.count) }
     }
 

@@ -28,7 +28,19 @@ extension ProcessCluster {
         var bootstrap = Crm_V1_BootstrapUserRequest()
         bootstrap.username = "admin-harness"
         bootstrap.password = Self.harnessPassword + " at first"
-        _ = try await connection(leader, .admin).admin.bootstrapUser(bootstrap, options: Self.harnessCall)
+        // The first user makes the CRM's key set, once every member has reported that it can
+        // apply transactions: until then the bootstrap is refused, and tried again.
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        while true {
+            do {
+                _ = try await connection(leader, .admin).admin.bootstrapUser(bootstrap, options: Self.harnessCall)
+                break
+            } catch let error as RPCError
+                where [.failedPrecondition, .unavailable].contains(error.code) && ContinuousClock.now < deadline
+            {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
         let admin = try await signIn(
             "admin-harness", first: Self.harnessPassword + " at first", through: "crmctl", leader: leader)
         let directory = try connection(leader, .client, as: "crmctl").directory

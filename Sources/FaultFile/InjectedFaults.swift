@@ -23,6 +23,9 @@ public struct InjectedFaults: Codable, Sendable, Equatable {
     /// Added to the time sign-in sessions are checked and stamped with (their idle and
     /// absolute timeouts, tested without waiting hours).
     public var sessionClockOffsetMilliseconds: Int64?
+    /// Waited between a records write's authorization check and its proposal (to show that a
+    /// permission change in between aborts the write).
+    public var checkToCommitDelayMilliseconds: Int?
 
     public init(
         fsyncDelayMilliseconds: Int? = nil, fsyncFails: Bool? = nil, freeDiskBytes: UInt64? = nil,
@@ -43,6 +46,7 @@ public struct InjectedFaults: Codable, Sendable, Equatable {
         case clockOffsetMilliseconds = "clock_offset_ms"
         case plantedBug = "planted_bug"
         case sessionClockOffsetMilliseconds = "session_clock_offset_ms"
+        case checkToCommitDelayMilliseconds = "check_to_commit_delay_ms"
     }
 }
 

@@ -14,6 +14,7 @@ public final class NodeMetrics: Sendable {
     let applyDuration: DurationHistogram
     let persistDuration: DurationHistogram
     let readIndexDuration: DurationHistogram
+    let authorizationDuration: DurationHistogram
     private let role: Gauge
     private let term: Gauge
     private let leader: Gauge
@@ -62,6 +63,10 @@ public final class NodeMetrics: Sendable {
         readIndexDuration = registry.makeDurationHistogram(
             name: "crm_read_index_duration_seconds", buckets: Self.latencyBuckets,
             help: "From a linearizable read reaching the loop to its read index being applied")
+        authorizationDuration = registry.makeDurationHistogram(
+            name: "crm_authorization_duration_seconds",
+            buckets: [.microseconds(10), .microseconds(25), .microseconds(50)] + Self.latencyBuckets,
+            help: "Checking a signed-in records call: principal, session, roles and their conditions")
         role = registry.makeGauge(name: "crm_raft_role", help: "0 follower, 1 pre-candidate, 2 candidate, 3 leader")
         term = registry.makeGauge(name: "crm_raft_term", help: "The current term")
         leader = registry.makeGauge(name: "crm_raft_leader_id", help: "The leader this member knows of (0: none)")

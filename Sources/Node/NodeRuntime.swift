@@ -227,7 +227,7 @@ public final class NodeRuntime: @unchecked Sendable {
         let crm = CRMRecords(engine: engine, keys: crmKeys, local: local, routing: routing, logger: logger)
         let identity = CRMIdentity(crm: crm)
         let directory = DirectoryService(
-            identity: identity, members: members, authorization: authorization, limiter: limiter)
+            identity: identity, members: members, authorization: authorization, limiter: limiter, metrics: metrics)
         self.directoryService = directory
         let records = RecordsService(directory: directory)
         self.records = records

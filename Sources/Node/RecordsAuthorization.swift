@@ -14,12 +14,11 @@ struct Actor: Sendable {
     let owner: String
     /// The application the call came through (its certificate's identity).
     let application: String
-    /// The signed-in user (nil in set-up mode).
-    let user: CRMID?
+    /// The signed-in user.
+    let user: CRMID
     let teams: Set<CRMID>
-    /// The user's rights (nil: set-up mode, before the first user exists: the application's
-    /// certificate alone, as the records API was before users).
-    let access: Access?
+    /// The user's rights through the application.
+    let access: Access
     let pins: [TransactionCondition]
 
     /// Whom a list's page tokens are bound to: the user through this application.
@@ -27,7 +26,6 @@ struct Actor: Sendable {
 
     /// The scope `action` has on `entity`; refused when it has none.
     func scope(_ action: ObjectAction, on entity: EntityCode) throws -> Scope {
-        guard let access else { return .all }
         let scope = access.scope(action, on: entity)
         guard scope != .none else {
             throw RPCError(
@@ -49,21 +47,20 @@ struct Actor: Sendable {
         _ action: ObjectAction, _ record: StoredRecord, within scope: Scope, shares: RecordShares
     ) throws -> [TransactionCondition]? {
         if reaches(record, within: scope) { return [] }
-        guard let user, scope != .none else { return nil }
+        guard scope != .none else { return nil }
         return try shares.opening(record.entity, record.id, for: action, user: user, teams: teams).map { [$0] }
     }
 
-    /// The fields of `definition` this user may read (nil: all).
-    func readable(_ definition: EntityDefinition) -> Set<String>? {
-        guard let access else { return nil }
-        return Set(
+    /// The fields of `definition` this user may read.
+    func readable(_ definition: EntityDefinition) -> Set<String> {
+        Set(
             definition.fieldsInUse.filter { access.fieldAccess($0, on: definition.code) != .none }.map(\.name))
     }
 
     /// The fields a read opens: those asked for (nil: all) that the user may read. A field the
     /// user may not read is answered like one the entity does not have.
-    func fieldsToOpen(_ asked: Set<String>?, _ definition: EntityDefinition) throws -> Set<String>? {
-        guard let readable = readable(definition) else { return asked }
+    func fieldsToOpen(_ asked: Set<String>?, _ definition: EntityDefinition) throws -> Set<String> {
+        let readable = readable(definition)
         guard let asked else { return readable }
         for name in asked where !readable.contains(name) {
             throw RecordError.unknownField(entity: definition.code, name: name)
@@ -73,7 +70,6 @@ struct Actor: Sendable {
 
     /// Refuses the whole write when it touches a field the user may not edit, naming the first.
     func requireEditable(_ names: some Sequence<String>, _ definition: EntityDefinition) throws {
-        guard let access else { return }
         for name in names.sorted() {
             guard let field = definition.field(named: name) else { continue } // refused later as unknown
             guard access.fieldAccess(field, on: definition.code) == .edit else {
@@ -84,7 +80,7 @@ struct Actor: Sendable {
         }
     }
 
-    func has(_ permission: Permission) -> Bool { access?.permissions.contains(permission) ?? true }
+    func has(_ permission: Permission) -> Bool { access.permissions.contains(permission) }
 
     /// Refuses a permission the user lacks.
     func require(_ permission: Permission) throws {
@@ -103,13 +99,16 @@ struct Actor: Sendable {
 extension DirectoryService {
     /// The actor of a records call, checked in order: the application's principal, the session,
     /// the roles' conditions. Called after the read barrier (reads) or on the leader (writes).
-    /// Before the first user is bootstrapped the store is in set-up mode and the application's
-    /// certificate alone decides, as before users existed.
+    /// Before the first user is bootstrapped nobody may use records (FAILED_PRECONDITION).
     func actor(_ access: RecordsService.Call) async throws -> Actor {
         let caller = access.caller
         guard try crm.changes.kv.crmValue(identity.directory.bootstrapMarker) != nil else {
-            return Actor(owner: caller.owner, application: caller.owner, user: nil, teams: [], access: nil, pins: [])
+            throw RPCError(
+                code: .failedPrecondition,
+                message: "records are used by signed-in users: bootstrap the first user (crmctl users bootstrap)")
         }
+        let started = ContinuousClock.now
+        defer { metrics?.authorizationDuration.record(ContinuousClock.now - started) }
         return try await CRMIdentity.mapped {
             let (checked, ceiling) = try await authenticated(access.credentials, caller, barrier: false)
             guard !checked.session.passwordChangeOnly else {

@@ -166,20 +166,24 @@ extension RealProcessTests {
             let cluster = try ProcessCluster()
             try cluster.startAll()
             _ = try #require(await cluster.waitForLeader())
+            try await cluster.signInRecordsUser()
             let file = try cluster.writeClusterFile()
             let run = try ProcessCluster.tool(
                 "crm-bench",
                 [
                     "crm", "--cluster", file, "--persons", "200", "--companies", "10", "--kv-keys", "200", "--clients",
                     "1,4",
-                    "--duration", "0.5", "--warmup", "0.1", "--json",
-                ])
+                    "--duration", "0.5", "--warmup", "0.1", "--json", "--login-as", "records-harness",
+                ], input: Data((ProcessCluster.harnessPassword + "\n").utf8))
             try #require(run.status == 0, "crm-bench crm failed: \(run.errors)")
             let json = try #require(try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any])
             let rows = try #require(json["rows"] as? [[String: Any]])
             #expect(rows.count == 14, "7 operations at 2 client counts")
             for row in rows {
                 #expect((row["operations"] as? Int ?? 0) > 0, "\(row)")
+                // Records calls are authorized (the members' histogram moved); KV calls are not.
+                let isRecords = !((row["op"] as? String ?? "").hasPrefix("kv-"))
+                #expect((row["authorization_checks"] as? Double ?? 0 > 0) == isRecords, "\(row)")
                 #expect((row["errors"] as? [String: Int])?.isEmpty == true, "\(row)")
             }
             #expect(

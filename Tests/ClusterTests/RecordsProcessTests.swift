@@ -158,6 +158,7 @@ extension RealProcessTests {
             try cluster.start(2)
             let leader = try #require(await cluster.waitForLeader(among: [1, 2]))
             try cluster.start(3)
+            try await cluster.signInRecordsUser()
             var create = Crm_V1_CreateRecordRequest()
             create.entity = "person"
             create.fields = ["first_name": Self.text("Grace"), "emails": Self.texts(["grace@example.com"])]
@@ -231,9 +232,17 @@ extension RealProcessTests {
             let cluster = try ProcessCluster(ids: [1])
             try cluster.startAll()
             _ = try #require(await cluster.waitForLeader())
-            try await cluster.signInRecordsUser()
             var request = Crm_V1_DescribeRequest()
             request.entity = "person"
+            // Before the first user exists, nobody uses records (an application's certificate
+            // alone never did so since users came).
+            do {
+                _ = try await cluster.connection(1).records.describe(request, options: ProcessCluster.shortCall)
+                Issue.record("records answered before any user existed")
+            } catch let error as RPCError {
+                #expect(error.code == .failedPrecondition && error.message.contains("bootstrap"), "\(error)")
+            }
+            try await cluster.signInRecordsUser()
             let described = try await cluster.frontConnection(1).records.describe(
                 request, options: ProcessCluster.shortCall)
             let emails = try #require(described.fields.first { $0.name == "emails" })

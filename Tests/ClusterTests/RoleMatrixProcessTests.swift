@@ -390,6 +390,49 @@ extension RealProcessTests {
             #expect(patched.status == 403 && patched.text.contains("person.phones"), "\(patched.text)")
         }
 
+        /// A role edited between a write's check and its commit: the write was pinned to the
+        /// role's version, so it fails, is checked again, and is refused; nothing is written.
+        @Test func aPermissionChangeBetweenCheckAndCommitAbortsTheWrite() async throws {
+            let cluster = try ProcessCluster(ids: [1])
+            try cluster.startAll()
+            _ = try #require(await cluster.waitForLeader())
+            let admin = try await cluster.signInRecordsUser()
+            let records = try cluster.connection(1, .client).records
+            var create = Crm_V1_CreateRecordRequest()
+            create.entity = "person"
+            create.fields = ["source": Self.text("before")]
+            let person = try await records.create(create, options: ProcessCluster.shortCall).record
+            try cluster.setFault(1, \.checkToCommitDelayMilliseconds, 1500)
+            #expect(await eventually(seconds: 5) { cluster.tookFaults(1) })
+            let write = Task {
+                await Self.outcome {
+                    var update = Crm_V1_UpdateRecordRequest()
+                    update.entity = "person"
+                    update.id = person.id
+                    update.expectedVersion = person.version
+                    update.set = ["source": Self.text("after")]
+                    var options = CallOptions.defaults
+                    options.timeout = .seconds(15)
+                    _ = try await records.update(update, options: options)
+                }
+            }
+            try await Task.sleep(for: .milliseconds(400))
+            var role = Crm_V1_PutRoleRequest()
+            role.yaml = ProcessCluster.recordsRoleYAML().replacingOccurrences(
+                of: "person: {create: true, read: all, update: all,",
+                with: "person: {create: true, read: all, update: none,")
+            _ = try await cluster.connection(1, .client).directory.putRole(
+                role, metadata: ["authorization": "Bearer \(admin)"], options: ProcessCluster.shortCall)
+            let (outcome, why) = await write.value
+            #expect(outcome == .denied && why.contains("update on person"), "\(outcome) \(why)")
+            try cluster.clearFaults(1)
+            var get = Crm_V1_GetRecordRequest()
+            get.entity = "person"
+            get.id = person.id
+            let after = try await records.get(get, options: ProcessCluster.shortCall).record
+            #expect(after.version == person.version && after.fields["source"]?.text == "before")
+        }
+
         static func grpcCall(
             _ records: Crm_V1_Records.Client<some ClientTransport>, _ action: String, _ entity: String,
             _ record: Crm_V1_Record, _ metadata: Metadata

@@ -67,6 +67,12 @@ final class FaultHooks: Sendable {
         return current.sessionClockOffsetMilliseconds ?? 0
     }
 
+    /// The wait between a records write's check and its proposal, in milliseconds (0 unless injected).
+    var checkToCommitDelayMilliseconds: Int {
+        guard path != nil else { return 0 }
+        return max(0, min(current.checkToCommitDelayMilliseconds ?? 0, 10_000))
+    }
+
     /// Called just before a synced write: waits or fails as the injected faults say.
     func beforeSync() throws {
         guard path != nil else { return }
