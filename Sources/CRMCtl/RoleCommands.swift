@@ -76,8 +76,10 @@ struct Roles: AsyncParsableCommand {
         @Argument var entity: String
         @Argument(help: "create, read, update, delete or destroy.") var action: String
         @Option var field: String?
+        @Option(help: "A record's id: whether the action reaches it (scope or share).") var record: String?
         func run() async throws {
             var request = Crm_V1_ExplainAccessRequest()
+            request.recordID = record ?? ""
             request.userID = user
             request.entity = entity
             request.action = action
@@ -87,12 +89,16 @@ struct Roles: AsyncParsableCommand {
             if options.json {
                 try Output.object([
                     "scope": answer.scope, "scope_reason": answer.scopeReason, "field_access": answer.fieldAccess,
-                    "field_reason": answer.fieldReason,
+                    "field_reason": answer.fieldReason, "record_reached": answer.recordReached,
+                    "record_reason": answer.recordReason,
                 ])
                 return
             }
             print("\(action) \(entity): \(answer.scope) — \(answer.scopeReason)")
             if let field { print("field \(field): \(answer.fieldAccess) — \(answer.fieldReason)") }
+            if let record {
+                print("record \(record): \(answer.recordReached ? "reached" : "not reached") — \(answer.recordReason)")
+            }
         }
     }
 }

@@ -264,8 +264,47 @@ extension DirectoryService {
                 response.fieldAccess = decision.value.rawValue
                 response.fieldReason = decision.reason
             }
+            if !message.recordID.isEmpty {
+                let record = try RecordsProto.id(message.recordID, "record_id")
+                guard let found = try crm.changes.read(entity, record) else {
+                    throw RecordError.notFound(entity, record)
+                }
+                let user = try crm.changes.read(.user, id)
+                let (reached, reason) = try Self.explainReach(
+                    action, found.record, scope: scope.value, user: id, teams: Set(user?.record.teams ?? []),
+                    shares: RecordShares(records: crm.changes))
+                response.recordReached = reached
+                response.recordReason = reason
+            }
             return response
         }
+    }
+
+    /// Whether `action` with `scope` reaches `record` for `user` in `teams`, and why.
+    static func explainReach(
+        _ action: ObjectAction, _ record: StoredRecord, scope: Scope, user: CRMID, teams: Set<CRMID>,
+        shares: RecordShares
+    ) throws -> (Bool, String) {
+        guard scope != .none else { return (false, "no scope for \(action.rawValue): denied before any record") }
+        let owner = DirectoryChanges.owner(of: user)
+        if scope == .all { return (true, "scope all reaches every record") }
+        if record.owner == owner { return (true, "the user owns it (scope \(scope.rawValue))") }
+        if scope == .team, let team = record.teams.first(where: teams.contains) {
+            return (true, "it belongs to the user's team \(team) (scope team)")
+        }
+        for share in try shares.shares(of: record.entity, record.id) where share.access.allows(action) {
+            switch share.grantee {
+            case .user(let grantee) where grantee == user:
+                return (true, "shared with the user: \(share.access.rawValue)")
+            case .team(let team) where teams.contains(team):
+                return (true, "shared with the user's team \(team): \(share.access.rawValue)")
+            default: continue
+            }
+        }
+        return (
+            false,
+            "outside scope \(scope.rawValue) (owned by another, not the user's team's) and not shared for \(action.rawValue)"
+        )
     }
 
     // MARK: gRPC

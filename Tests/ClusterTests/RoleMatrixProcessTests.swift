@@ -335,6 +335,25 @@ extension RealProcessTests {
             #expect(await share((nil, otherTeam), "read", a) == .ok)
             #expect(await get(p1.id, b.metadata).0 == .ok, "shared with b's team")
             #expect(await share((b.id, nil), "edit", b.metadata) == .notFound, "only who may update it shares it")
+            // explain names what decided for one record.
+            func explain(
+                _ user: String, _ action: String, _ record: String
+            ) async throws -> Crm_V1_ExplainAccessResponse {
+                var request = Crm_V1_ExplainAccessRequest()
+                request.userID = user
+                request.entity = "person"
+                request.action = action
+                request.recordID = record
+                return try await directory.explainAccess(
+                    request, metadata: ["authorization": "Bearer \(world.adminToken)"],
+                    options: ProcessCluster.shortCall)
+            }
+            let viaTeamShare = try await explain(b.id, "read", p1.id)
+            #expect(viaTeamShare.recordReached && viaTeamShare.recordReason.contains("shared with the user's team"))
+            let teammateUpdate = try await explain(d.id, "update", p2.id)
+            #expect(!teammateUpdate.recordReached && teammateUpdate.recordReason.contains("outside scope own"))
+            let teammateRead = try await explain(d.id, "read", p2.id)
+            #expect(teammateRead.recordReached && teammateRead.recordReason.contains("team"), "\(teammateRead)")
             var shares = Crm_V1_ListSharesRequest()
             shares.entity = "person"
             shares.id = p1.id

@@ -234,6 +234,9 @@ public nonisolated struct Crm_V1_ExplainAccessRequest: Sendable {
   /// A field of the entity (empty: the action only).
   public var field: String = String()
 
+  /// A record of the entity (empty: none): whether the action reaches it, and why.
+  public var recordID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -253,6 +256,11 @@ public nonisolated struct Crm_V1_ExplainAccessResponse: Sendable {
   public var fieldAccess: String = String()
 
   public var fieldReason: String = String()
+
+  /// When a record was asked about: whether the action reaches it (by scope or a share).
+  public var recordReached: Bool = false
+
+  public var recordReason: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -837,7 +845,7 @@ nonisolated extension Crm_V1_DeleteRoleResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Crm_V1_ExplainAccessRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExplainAccessRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}entity\0\u{1}action\0\u{1}field\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}entity\0\u{1}action\0\u{1}field\0\u{3}record_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -849,6 +857,7 @@ nonisolated extension Crm_V1_ExplainAccessRequest: SwiftProtobuf.Message, SwiftP
       case 2: try { try decoder.decodeSingularStringField(value: &self.entity) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.action) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.field) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.recordID) }()
       default: break
       }
     }
@@ -867,6 +876,9 @@ nonisolated extension Crm_V1_ExplainAccessRequest: SwiftProtobuf.Message, SwiftP
     if !self.field.isEmpty {
       try visitor.visitSingularStringField(value: self.field, fieldNumber: 4)
     }
+    if !self.recordID.isEmpty {
+      try visitor.visitSingularStringField(value: self.recordID, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -875,6 +887,7 @@ nonisolated extension Crm_V1_ExplainAccessRequest: SwiftProtobuf.Message, SwiftP
     if lhs.entity != rhs.entity {return false}
     if lhs.action != rhs.action {return false}
     if lhs.field != rhs.field {return false}
+    if lhs.recordID != rhs.recordID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -882,7 +895,7 @@ nonisolated extension Crm_V1_ExplainAccessRequest: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Crm_V1_ExplainAccessResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExplainAccessResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}scope\0\u{3}scope_reason\0\u{3}field_access\0\u{3}field_reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}scope\0\u{3}scope_reason\0\u{3}field_access\0\u{3}field_reason\0\u{3}record_reached\0\u{3}record_reason\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -894,6 +907,8 @@ nonisolated extension Crm_V1_ExplainAccessResponse: SwiftProtobuf.Message, Swift
       case 2: try { try decoder.decodeSingularStringField(value: &self.scopeReason) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.fieldAccess) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.fieldReason) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.recordReached) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.recordReason) }()
       default: break
       }
     }
@@ -912,6 +927,12 @@ nonisolated extension Crm_V1_ExplainAccessResponse: SwiftProtobuf.Message, Swift
     if !self.fieldReason.isEmpty {
       try visitor.visitSingularStringField(value: self.fieldReason, fieldNumber: 4)
     }
+    if self.recordReached != false {
+      try visitor.visitSingularBoolField(value: self.recordReached, fieldNumber: 5)
+    }
+    if !self.recordReason.isEmpty {
+      try visitor.visitSingularStringField(value: self.recordReason, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -920,6 +941,8 @@ nonisolated extension Crm_V1_ExplainAccessResponse: SwiftProtobuf.Message, Swift
     if lhs.scopeReason != rhs.scopeReason {return false}
     if lhs.fieldAccess != rhs.fieldAccess {return false}
     if lhs.fieldReason != rhs.fieldReason {return false}
+    if lhs.recordReached != rhs.recordReached {return false}
+    if lhs.recordReason != rhs.recordReason {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
