@@ -116,6 +116,10 @@ public struct CheckedSession: Equatable, Sendable {
     public var digest: [UInt8]
     public var session: Session
     public var version: UInt64
+    /// The user's record and the version of their credentials, as the check read them (so that
+    /// a caller checking rights need not read them again).
+    public var user: StoredRecord
+    public var credentialsVersion: UInt64
 }
 
 /// The transactions that open, touch and end sessions, and the check made on every call.
@@ -175,7 +179,9 @@ public struct SessionChanges: Sendable {
         guard let user = try directory.records.read(.user, session.user),
             try directory.records.open(user.record, fields: ["status"])["status"] == .text("active")
         else { throw SessionRefusal.disabled }
-        return CheckedSession(digest: digest, session: session, version: version)
+        return CheckedSession(
+            digest: digest, session: session, version: version, user: user.record,
+            credentialsVersion: credentials.version)
     }
 
     /// Moves `lastSeen` on, when it is older than the policy's touch interval (nil: not yet).

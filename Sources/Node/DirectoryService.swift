@@ -43,9 +43,7 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
             throw LocalKV.rpcError(.notLeader(leaderHint: leader))
         }
         var passed = access.caller.forwarding
-        for key in ["authorization", Self.addressKey] {
-            for value in metadata[stringValues: key] { passed.addString(value, forKey: key) }
-        }
+        passed.add(contentsOf: Self.sessionHeaders(metadata))
         do {
             return try await forward(try members.directory(leader), passed)
         } catch let error as RPCError {
@@ -117,10 +115,19 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
     }
 
     private func principalTouchDue(_ caller: Caller, now: UInt64) -> Bool {
-        guard case .client(let name) = caller.identity,
-            let found = try? PrincipalChanges(records: crm.changes).read(name)
-        else { return false }
-        return (try? PrincipalChanges(records: crm.changes).touch(found, now: now)) != nil
+        let principals = PrincipalChanges(records: crm.changes)
+        guard case .client(let name) = caller.identity, let found = try? principals.read(name) else { return false }
+        return (try? principals.touch(found, now: now)) != nil
+    }
+
+    /// The session headers of a call (its bearer token and the asserted end-user address), to
+    /// check where it is served and to pass on with it.
+    static func sessionHeaders(_ metadata: Metadata) -> Metadata {
+        var kept = Metadata()
+        for key in ["authorization", addressKey] {
+            for value in metadata[stringValues: key] { kept.addString(value, forKey: key) }
+        }
+        return kept
     }
 
     /// A `WhoAmI` on the leader for this session, in the background: it touches the session and
@@ -129,9 +136,7 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
         let leader = crm.leaderHint
         guard leader != 0, let client = try? members.directory(leader) else { return }
         var passed = caller.forwarding
-        for key in ["authorization", Self.addressKey] {
-            for value in metadata[stringValues: key] { passed.addString(value, forKey: key) }
-        }
+        passed.add(contentsOf: Self.sessionHeaders(metadata))
         let sent = passed
         Task {
             var options = CallOptions.defaults

@@ -115,11 +115,8 @@ extension DirectoryService {
                 throw RPCError(code: .permissionDenied, message: "change the password first (crmctl password)")
             }
             let user = checked.session.user
-            guard let record = try crm.changes.read(.user, user),
-                let credentials = try identity.directory.credentials(of: user)
-            else { throw SessionRefusal.unknown }
             var names: [String] = []
-            if case .texts(let held)? = try crm.changes.open(record.record, fields: ["roles"])["roles"] {
+            if case .texts(let held)? = try crm.changes.open(checked.user, fields: ["roles"])["roles"] {
                 names = held
             }
             let roles = try identity.roles(names)
@@ -131,7 +128,7 @@ extension DirectoryService {
                 throw RPCError(code: .permissionDenied, message: "\(refusal); this call is refused")
             }
             var pins: [TransactionCondition] = [
-                .version(key: Credentials.key(workspace: crm.changes.workspace, user: user), credentials.version)
+                .version(key: Credentials.key(workspace: crm.changes.workspace, user: user), checked.credentialsVersion)
             ]
             pins += (roles + (ceiling ?? [])).map { .version(key: $0.key, $0.version) }
             let principals = PrincipalChanges(records: crm.changes)
@@ -140,7 +137,7 @@ extension DirectoryService {
             }
             return Actor(
                 owner: DirectoryChanges.owner(of: user), application: caller.owner, user: user,
-                teams: Set(record.record.teams),
+                teams: Set(checked.user.teams),
                 access: rights, pins: pins)
         }
     }

@@ -43,10 +43,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
     ) throws -> Call {
         let identity = try authorization.requireClient(context)
         let caller = Caller.of(identity, metadata: metadata)
-        var credentials = Metadata()
-        for key in ["authorization", DirectoryService.addressKey] {
-            for value in metadata[stringValues: key] { credentials.addString(value, forKey: key) }
-        }
+        let credentials = DirectoryService.sessionHeaders(metadata)
         if case .member = identity { return Call(routing: .refuse, caller: caller, credentials: credentials) }
         try limiter.require(identity)
         return Call(routing: .forwardToLeader, caller: caller, credentials: credentials)
