@@ -4,7 +4,8 @@ import KVStore
 /// The CRM state's own consistency, as `crmctl crm check` reports it: every record's index
 /// entries exist, every index entry belongs to a record that lists it, every record has its
 /// update-time entry, every person has its subject key, and no subject key is left without a
-/// record that uses it (except the workspace's own).
+/// record that uses it (except the workspace's own), and every team a record (or user) belongs
+/// to exists.
 public struct CRMCheck: Sendable {
     public struct Report: Equatable, Sendable {
         public var records = 0
@@ -28,6 +29,7 @@ public struct CRMCheck: Sendable {
         var listed = Set<[UInt8]>()
         var updated = Set<[UInt8]>()
         var subjectsInUse = Set<CRMID>()
+        var teamsFound: [CRMID: Bool] = [:]
         for entity in EntityCode.allCases {
             for (key, value) in try all(CRMLayout.recordPrefix(workspace: workspace, entity: entity)) {
                 report.records += 1
@@ -39,6 +41,14 @@ public struct CRMCheck: Sendable {
                 }
                 _ = version
                 listed.formUnion(record.indexKeys)
+                for team in record.teams {
+                    if teamsFound[team] == nil {
+                        teamsFound[team] = try kv.crmValue(CRMLayout.team(workspace: workspace, id: team)) != nil
+                    }
+                    if teamsFound[team] == false {
+                        problem("\(entity.name) \(record.id) names team \(team), which does not exist")
+                    }
+                }
                 for index in record.indexKeys where try kv.crmValue(index) == nil {
                     problem("\(entity.name) \(record.id) lacks an index entry (\(Self.indexCode(index, workspace)))")
                 }

@@ -34,6 +34,9 @@ public enum CRMLayout {
         bigEndian(workspace) + Array("/meta/\(entity.rawValue)".utf8)
     }
 
+    /// Team `id` (configuration: its name and whether it is retired).
+    public static func team(workspace: UInt32, id: CRMID) -> [UInt8] { workspaceKey(workspace, "/team/") + id.bytes }
+
     /// A record of `entity` with `id`.
     public static func record(workspace: UInt32, entity: EntityCode, id: CRMID) -> [UInt8] {
         recordPrefix(workspace: workspace, entity: entity) + id.bytes

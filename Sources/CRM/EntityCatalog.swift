@@ -120,6 +120,8 @@ public enum CRMLimits {
     /// Custom fields an entity may have, retired ones included (their ids stay taken).
     public static let customFields = 100
     public static let choices = 64
+    /// Teams a record (or a user) belongs to.
+    public static let teams = 20
 }
 
 public struct EntityDefinition: Sendable {

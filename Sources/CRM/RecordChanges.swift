@@ -61,6 +61,7 @@ public struct RecordChanges: Sendable {
         let definition = try definition(entity)
         let keySet = try inUse()
         let values = try validated(input, definition)
+        try Self.checkTeams(teams)
         var conditions: [TransactionCondition] = [
             .keySet(keySet.version), .absent(key: CRMLayout.record(workspace: workspace, entity: entity, id: id)),
         ]
@@ -93,10 +94,21 @@ public struct RecordChanges: Sendable {
         return Transaction(conditions: conditions, operations: operations)
     }
 
-    /// Sets and clears fields of the record read at `current`; fails if it changed since.
+    /// A record's (or user's) teams: at most `CRMLimits.teams`, none twice.
+    public static func checkTeams(_ teams: [CRMID]) throws {
+        guard teams.count <= CRMLimits.teams else {
+            throw RecordError.tooLarge("a record belongs to at most \(CRMLimits.teams) teams")
+        }
+        guard Set(teams).count == teams.count else { throw RecordError.badRequest("a team is named twice") }
+    }
+
+    /// Sets and clears fields of the record read at `current`, and moves it to `owner` and
+    /// `teams` when given; fails if it changed since.
     public func update(
-        _ current: VersionedRecord, set input: [String: FieldValue], clear: [String]
+        _ current: VersionedRecord, set input: [String: FieldValue], clear: [String], owner: String? = nil,
+        teams: [CRMID]? = nil
     ) throws -> Transaction {
+        if let teams { try Self.checkTeams(teams) }
         let definition = try definition(current.record.entity)
         let keySet = try inUse()
         var values = try open(current.record, fields: nil, definition: definition)
@@ -108,6 +120,8 @@ public struct RecordChanges: Sendable {
             values[name] = nil
         }
         var record = current.record
+        if let owner { record.owner = owner }
+        if let teams { record.teams = teams }
         var conditions: [TransactionCondition] = [
             .keySet(keySet.version), .version(key: recordKey(record), current.version),
         ]

@@ -20,7 +20,8 @@ struct CRMCtl: AsyncParsableCommand {
             """,
         subcommands: [
             Status.self, Alarms.self, Members.self, Leader.self, SnapshotCommand.self, Compact.self, Keys.self,
-            Verify.self, KV.self, Records.self, CRMCommand.self, Users.self, Roles.self, Clients.self, Login.self,
+            Verify.self, KV.self, Records.self, CRMCommand.self, Users.self, Teams.self, Roles.self, Clients.self,
+            Login.self,
             Password.self,
             WhoAmI.self, Logout.self,
         ]

@@ -10,7 +10,9 @@ import GRPCCore
 struct Users: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "The CRM's users (signed in: crmctl login).",
-        subcommands: [Bootstrap.self, Create.self, List.self, Disable.self, Enable.self, AssignRoles.self])
+        subcommands: [
+            Bootstrap.self, Create.self, List.self, Disable.self, Enable.self, AssignRoles.self, SetTeams.self,
+        ])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -19,7 +21,7 @@ struct Users: AsyncParsableCommand {
         @OptionGroup var signedIn: SignedIn
         @Argument var username: String
         @Option(help: "A role (repeat for more).") var role: [String] = []
-        @Option(help: "A team id (repeat for more).") var team: [String] = []
+        @Option(help: "A team's name or id (repeat for more).") var team: [String] = []
         @Option var displayName: String?
         @Option var email: String?
         @Flag(help: "Read a password hash imported from another system (passlib, Django) instead of a password.")
@@ -33,7 +35,7 @@ struct Users: AsyncParsableCommand {
                 request.password = try Session.readPassword("initial password for \(username)")
             }
             request.roles = role
-            request.teams = team
+            request.teams = try await Teams.ids(team, options, signedIn)
             request.displayName = displayName ?? ""
             request.email = email ?? ""
             let sent = request
@@ -87,6 +89,24 @@ struct Users: AsyncParsableCommand {
         }
     }
 
+    struct SetTeams: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set-teams",
+            abstract: "Put a user in exactly these teams (user.admin; none: no team): their sessions end.")
+        @OptionGroup var options: ConnectionOptions
+        @OptionGroup var signedIn: SignedIn
+        @Argument(help: "The user's id.") var user: String
+        @Argument(help: "The teams' names or ids.") var teams: [String] = []
+        func run() async throws {
+            var request = Crm_V1_SetUserTeamsRequest()
+            request.userID = user
+            request.teams = try await Teams.ids(teams, options, signedIn)
+            let sent = request
+            let updated = try await signedIn.call(options) { try await $0.directory.setUserTeams(sent, metadata: $1) }
+            try Users.print([updated], json: options.json)
+        }
+    }
+
     static func setStatus(
         _ user: String, _ status: String, _ options: ConnectionOptions, _ signedIn: SignedIn
     )
@@ -110,8 +130,10 @@ struct Users: AsyncParsableCommand {
             return
         }
         Output.table(
-            ["ID", "USERNAME", "STATUS", "ROLES"],
-            users.map { [$0.userID, $0.username, $0.status, $0.roles.joined(separator: ",")] })
+            ["ID", "USERNAME", "STATUS", "ROLES", "TEAMS"],
+            users.map {
+                [$0.userID, $0.username, $0.status, $0.roles.joined(separator: ","), $0.teams.joined(separator: ",")]
+            })
     }
 
     struct UserJSON: Encodable {

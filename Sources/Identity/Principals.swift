@@ -128,7 +128,7 @@ public struct PrincipalChanges: Sendable {
     /// Every principal, by name (at most `limit`).
     public func list(limit: Int = 1000) throws -> [Principal] {
         let prefix = CRMLayout.workspaceKey(records.workspace, "/principal/")
-        return try records.kv.crmScan(from: prefix, to: prefix + [0xFF], limit: limit).entries.compactMap {
+        return try records.kv.crmScan(from: prefix, to: CRMLayout.end(of: prefix), limit: limit).entries.compactMap {
             Principal(encoded: $0.value.payload)
         }
     }

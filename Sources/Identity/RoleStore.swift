@@ -56,7 +56,7 @@ public struct RoleStore: Sendable {
 
     public func names(limit: Int = 1000) throws -> [String] {
         let prefix = CRMLayout.workspaceKey(records.workspace, "/role/")
-        return try records.kv.crmScan(from: prefix, to: prefix + [0xFF], limit: limit).entries.map {
+        return try records.kv.crmScan(from: prefix, to: CRMLayout.end(of: prefix), limit: limit).entries.map {
             String(decoding: $0.key.dropFirst(prefix.count), as: UTF8.self)
         }
     }

@@ -3,7 +3,7 @@ import CRM
 /// Rights no one may hold together, checked whenever roles are assigned or edited: whoever
 /// administers users or roles reads no personal data; whoever may prune the audit trail neither
 /// reads nor writes records, exports, nor administers users or roles; and nobody changes their
-/// own roles.
+/// own roles or teams.
 public enum SeparationOfDuties {
     /// The rules that holding all of `roles` at once breaks (empty: none), each a sentence.
     public static func violations(
@@ -49,5 +49,10 @@ public enum SeparationOfDuties {
     /// Why `actor` may not change the roles of `user` (nil: they may).
     public static func refusalToChangeRoles(actor: String, of user: String) -> String? {
         actor == user ? "nobody changes their own roles" : nil
+    }
+
+    /// Why `actor` may not change the teams of `user` (nil: they may).
+    public static func refusalToChangeTeams(actor: String, of user: String) -> String? {
+        actor == user ? "nobody changes their own teams" : nil
     }
 }

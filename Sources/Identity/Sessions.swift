@@ -202,7 +202,7 @@ public struct SessionChanges: Sendable {
     /// The user's sessions (at most `limit`), each with the digest that names it.
     public func sessions(of user: CRMID, limit: Int = 100) throws -> [(digest: [UInt8], session: Session)] {
         let prefix = userPrefix(user)
-        let page = try kv.crmScan(from: prefix, to: prefix + [0xFF], limit: limit)
+        let page = try kv.crmScan(from: prefix, to: CRMLayout.end(of: prefix), limit: limit)
         return try page.entries.compactMap { entry in
             let digest = Array(entry.key.dropFirst(prefix.count))
             guard let value = try kv.crmValue(key(digest)), let session = Session(encoded: value.payload) else {

@@ -84,18 +84,20 @@ extension DirectoryService {
                     "user \(message.username.prefix(64)) would break the separation of duties: \(problem)")
             }
             let teams = try message.teams.map { try RecordsProto.id($0, "teams") }
+            let teamPins = try TeamStore(directory: identity.directory).joinable(teams)
             let id = try CRMID.random()
             let hash =
                 imported ? message.importedPasswordHash : try await identity.passwordHasher().hash(message.password)
             // An imported password is the user's own; an initial one is changed at first sign-in.
             let credentials = Credentials(passwordHash: hash, mustChangePassword: !imported)
-            try await commit(
-                try identity.directory.createUser(
-                    id: id, username: message.username,
-                    displayName: message.displayName.isEmpty ? nil : message.displayName,
-                    email: message.email.isEmpty ? nil : message.email, roles: message.roles, teams: teams,
-                    credentials: credentials, principal: DirectoryChanges.owner(of: checked.session.user),
-                    now: crm.local.nowMillis()), caller)
+            var transaction = try identity.directory.createUser(
+                id: id, username: message.username,
+                displayName: message.displayName.isEmpty ? nil : message.displayName,
+                email: message.email.isEmpty ? nil : message.email, roles: message.roles, teams: teams,
+                credentials: credentials, principal: DirectoryChanges.owner(of: checked.session.user),
+                now: crm.local.nowMillis())
+            transaction.conditions += teamPins
+            try await commit(transaction, caller)
             return try userInfo(id)
         }
     }

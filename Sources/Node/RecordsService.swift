@@ -191,9 +191,10 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
                 let id =
                     message.requestID.isEmpty
                     ? try CRMID.random() : try crm.changes.id(principal: actor.owner, requestID: message.requestID)
-                let transaction = try crm.changes.create(
+                var transaction = try crm.changes.create(
                     entity, id: id, fields: fields, owner: actor.owner, teams: teams, principal: actor.owner,
                     now: crm.local.nowMillis())
+                transaction.conditions += try TeamStore(directory: directory.identity.directory).joinable(teams)
                 switch try await crm.propose(actor.pinned(transaction), caller: caller) {
                 case .applied:
                     return try response(entity, id, actor)

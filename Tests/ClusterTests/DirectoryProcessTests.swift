@@ -253,6 +253,30 @@ extension RealProcessTests {
             let own = try run(["users", "assign-roles", adminID, "security-admin", "analyst"], token: adminToken)
             #expect(own.status != 0 && own.errors.contains("own roles"), "\(own.errors)")
 
+            // Teams: made and named by user administrators; joining one ends the member's
+            // sessions; nobody changes their own; a retired team takes nobody new.
+            #expect(try run(["teams", "create", "east"], token: adminToken).status == 0)
+            let twice = try run(["teams", "create", "east"], token: adminToken)
+            #expect(twice.status != 0 && twice.errors.contains("already a team called east"), "\(twice.errors)")
+            #expect(try run(["login", "rep1"], token: repToken, input: "the rep's own passphrase\n").status == 0)
+            let joined = try run(["users", "set-teams", rep, "east", "--json"], token: adminToken)
+            let teams = try run(["teams", "list", "--json"], token: adminToken)
+            let east = try #require(
+                (try JSONSerialization.jsonObject(with: Data(teams.output.utf8)) as? [[String: Any]])?.first?["team_id"]
+                    as? String, "\(teams.output) \(teams.errors)")
+            #expect(joined.status == 0 && joined.output.contains(east), "\(joined.output) \(joined.errors)")
+            #expect(try run(["whoami"], token: repToken).status != 0, "the rep's session ended with the team change")
+            let ownTeams = try run(["users", "set-teams", adminID, "east"], token: adminToken)
+            #expect(ownTeams.status != 0 && ownTeams.errors.contains("own teams"), "\(ownTeams.errors)")
+            #expect(try run(["teams", "retire", "east"], token: adminToken).status == 0)
+            let intoRetired = try run(
+                ["users", "create", "rep2", "--role", "sales-rep", "--team", "east"], token: adminToken,
+                input: "an initial passphrase\n")
+            #expect(
+                intoRetired.status != 0 && intoRetired.errors.contains("team east is retired"), "\(intoRetired.errors)")
+            #expect(try run(["teams", "rename", "east", "east-old"], token: adminToken).status == 0)
+            #expect(try run(["teams", "list"], token: adminToken).output.contains("east-old"))
+
             // A role edit that would put the rep (an analyst) in breach is refused naming the rep.
             let edit = cluster.directory + "/analyst.yaml"
             try

@@ -60,10 +60,10 @@ extension RealProcessTests {
             try cluster.startAll()
             let leader = try #require(await cluster.waitForLeader())
             let admin = try await cluster.signInRecordsUser()
-            let team = String(repeating: "ab", count: 16)
-            var world = World(cluster: cluster, team: team, adminToken: admin)
             let directory = try cluster.connection(leader, .client).directory
             let acting: Metadata = ["authorization": "Bearer \(admin)"]
+            let team = try await Self.team("matrix", try cluster.connection(leader, .client), acting)
+            var world = World(cluster: cluster, team: team, adminToken: admin)
             for template in expected.keys.sorted() {
                 var roles: [String] = []
                 if template != "no-role" {
@@ -89,6 +89,15 @@ extension RealProcessTests {
                 world.httpTokens[template] = try await cluster.signIn(user.username, through: "app", leader: leader)
             }
             return world
+        }
+
+        /// A new team's id.
+        static func team(
+            _ name: String, _ member: MemberConnection, _ acting: Metadata
+        ) async throws -> String {
+            var put = Crm_V1_PutTeamRequest()
+            put.name = name
+            return try await member.directory.putTeam(put, metadata: acting, options: ProcessCluster.shortCall).teamID
         }
 
         static func outcome(_ call: () async throws -> Void) async -> (Outcome, String) {
@@ -231,7 +240,8 @@ extension RealProcessTests {
             let cluster = world.cluster
             let records = try cluster.connection(1, .client).records
             let directory = try cluster.connection(1, .client).directory
-            let otherTeam = String(repeating: "cd", count: 16)
+            let adminMetadata: Metadata = ["authorization": "Bearer \(world.adminToken)"]
+            let otherTeam = try await Self.team("other", try cluster.connection(1, .client), adminMetadata)
             func user(_ name: String, _ team: String) async throws -> (id: String, metadata: Metadata) {
                 var user = Crm_V1_CreateUserRequest()
                 user.username = name
@@ -359,6 +369,32 @@ extension RealProcessTests {
             shares.id = p1.id
             let listedShares = try await records.listShares(shares, metadata: a, options: ProcessCluster.shortCall)
             #expect(listedShares.shares.map { "\($0.teamID) \($0.access)" } == ["\(otherTeam) read"])
+
+            // Moving b into the matrix team ends b's sessions; signed in again, b reaches the
+            // team's record and, through the team share, no longer p1.
+            var move = Crm_V1_SetUserTeamsRequest()
+            move.userID = b.id
+            move.teams = [world.team]
+            let moved = try await directory.setUserTeams(
+                move, metadata: adminMetadata, options: ProcessCluster.shortCall)
+            #expect(moved.teams == [world.team])
+            await #expect(throws: RPCError.self) {
+                do { _ = try await directory.whoAmI(Crm_V1_WhoAmIRequest(), metadata: b.metadata) } catch let error
+                    as RPCError
+                {
+                    #expect(error.code == .unauthenticated)
+                    throw error
+                }
+            }
+            let bAgain: Metadata = [
+                "authorization": "Bearer \(try await cluster.signIn("rep-b", through: "crmctl", leader: 1))"
+            ]
+            #expect(await get(p2.id, bAgain).0 == .ok)
+            #expect(await get(p1.id, bAgain).0 == .notFound)
+            let (ownMove, ownWhy) = await Self.outcome {
+                _ = try await directory.setUserTeams(move, metadata: bAgain, options: ProcessCluster.shortCall)
+            }
+            #expect(ownMove == .denied && ownWhy.contains("user.admin"), "\(ownWhy)")
 
             // Fields: the analyst reads persons without their personal fields, cannot look up by
             // one, and does not see them described.

@@ -220,6 +220,23 @@ final class TestDirectory {
         #expect(refusal { try test.check(third) } == .unknown)
     }
 
+    /// A session's entry under its user ends with the token's digest: one beginning with 0xFF
+    /// (one session in 256) must still be listed.
+    @Test func everySessionIsListedWhateverItsDigest() async throws {
+        let test = try TestDirectory()
+        let ada = try await test.createUser("ada", password: password)
+        let credentials = try #require(try test.directory.credentials(of: ada))
+        var token = try SessionTokens.generate()
+        for _ in 0..<100_000 where SessionTokens.digest(token)?.first != 0xFF { token = try SessionTokens.generate() }
+        let digest = try #require(SessionTokens.digest(token))
+        #expect(digest.first == 0xFF)
+        try test.applied(
+            test.sessions.open(
+                token: token, user: ada, credentials: credentials, application: "crm://client/app", address: nil,
+                now: test.clock))
+        #expect(try test.sessions.sessions(of: ada).map(\.digest) == [digest])
+    }
+
     @Test func anImportedHashIsReplacedAtTheFirstSignIn() async throws {
         let test = try TestDirectory()
         let id = try CRMID.random()

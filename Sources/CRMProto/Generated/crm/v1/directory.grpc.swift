@@ -218,6 +218,45 @@ public enum Crm_V1_Directory: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "PutTeam" metadata.
+        public enum PutTeam: Sendable {
+            /// Request type for "PutTeam".
+            public typealias Input = Crm_V1_PutTeamRequest
+            /// Response type for "PutTeam".
+            public typealias Output = Crm_V1_TeamInfo
+            /// Descriptor for "PutTeam".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "PutTeam",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListTeams" metadata.
+        public enum ListTeams: Sendable {
+            /// Request type for "ListTeams".
+            public typealias Input = Crm_V1_ListTeamsRequest
+            /// Response type for "ListTeams".
+            public typealias Output = Crm_V1_ListTeamsResponse
+            /// Descriptor for "ListTeams".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "ListTeams",
+                type: .unary
+            )
+        }
+        /// Namespace for "SetUserTeams" metadata.
+        public enum SetUserTeams: Sendable {
+            /// Request type for "SetUserTeams".
+            public typealias Input = Crm_V1_SetUserTeamsRequest
+            /// Response type for "SetUserTeams".
+            public typealias Output = Crm_V1_UserInfo
+            /// Descriptor for "SetUserTeams".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "SetUserTeams",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "crm.v1.Directory" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Login.descriptor,
@@ -233,7 +272,10 @@ public enum Crm_V1_Directory: Sendable {
             GetRole.descriptor,
             ListRoles.descriptor,
             DeleteRole.descriptor,
-            ExplainAccess.descriptor
+            ExplainAccess.descriptor,
+            PutTeam.descriptor,
+            ListTeams.descriptor,
+            SetUserTeams.descriptor
         ]
     }
 }
@@ -494,6 +536,58 @@ extension Crm_V1_Directory {
             request: GRPCCore.StreamingServerRequest<Crm_V1_ExplainAccessRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ExplainAccessResponse>
+
+        /// Handle the "PutTeam" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Teams (permission user.admin; any signed-in user may list them). A retired team keeps its
+        /// > members and records, but nobody and nothing joins it any more.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_PutTeamRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_TeamInfo` messages.
+        func putTeam(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_PutTeamRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_TeamInfo>
+
+        /// Handle the "ListTeams" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_ListTeamsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_ListTeamsResponse` messages.
+        func listTeams(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_ListTeamsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ListTeamsResponse>
+
+        /// Handle the "SetUserTeams" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Exactly these teams from now on (user.admin): every session of the user ends; nobody
+        /// > changes their own teams.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_SetUserTeamsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_UserInfo` messages.
+        func setUserTeams(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_SetUserTeamsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_UserInfo>
     }
 
     /// Service protocol for the "crm.v1.Directory" service.
@@ -738,6 +832,58 @@ extension Crm_V1_Directory {
             request: GRPCCore.ServerRequest<Crm_V1_ExplainAccessRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_ExplainAccessResponse>
+
+        /// Handle the "PutTeam" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Teams (permission user.admin; any signed-in user may list them). A retired team keeps its
+        /// > members and records, but nobody and nothing joins it any more.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_PutTeamRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_TeamInfo` message.
+        func putTeam(
+            request: GRPCCore.ServerRequest<Crm_V1_PutTeamRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_TeamInfo>
+
+        /// Handle the "ListTeams" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListTeamsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_ListTeamsResponse` message.
+        func listTeams(
+            request: GRPCCore.ServerRequest<Crm_V1_ListTeamsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_ListTeamsResponse>
+
+        /// Handle the "SetUserTeams" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Exactly these teams from now on (user.admin): every session of the user ends; nobody
+        /// > changes their own teams.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_SetUserTeamsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_UserInfo` message.
+        func setUserTeams(
+            request: GRPCCore.ServerRequest<Crm_V1_SetUserTeamsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_UserInfo>
     }
 
     /// Simple service protocol for the "crm.v1.Directory" service.
@@ -980,6 +1126,58 @@ extension Crm_V1_Directory {
             request: Crm_V1_ExplainAccessRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_ExplainAccessResponse
+
+        /// Handle the "PutTeam" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Teams (permission user.admin; any signed-in user may list them). A retired team keeps its
+        /// > members and records, but nobody and nothing joins it any more.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_PutTeamRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_TeamInfo` to respond with.
+        func putTeam(
+            request: Crm_V1_PutTeamRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_TeamInfo
+
+        /// Handle the "ListTeams" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_ListTeamsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_ListTeamsResponse` to respond with.
+        func listTeams(
+            request: Crm_V1_ListTeamsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_ListTeamsResponse
+
+        /// Handle the "SetUserTeams" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Exactly these teams from now on (user.admin): every session of the user ends; nobody
+        /// > changes their own teams.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_SetUserTeamsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_UserInfo` to respond with.
+        func setUserTeams(
+            request: Crm_V1_SetUserTeamsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_UserInfo
     }
 }
 
@@ -1141,6 +1339,39 @@ extension Crm_V1_Directory.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.PutTeam.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_PutTeamRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_TeamInfo>(),
+            handler: { request, context in
+                try await self.putTeam(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.ListTeams.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ListTeamsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ListTeamsResponse>(),
+            handler: { request, context in
+                try await self.listTeams(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.SetUserTeams.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_SetUserTeamsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_UserInfo>(),
+            handler: { request, context in
+                try await self.setUserTeams(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1295,6 +1526,39 @@ extension Crm_V1_Directory.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ExplainAccessResponse> {
         let response = try await self.explainAccess(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func putTeam(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_PutTeamRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_TeamInfo> {
+        let response = try await self.putTeam(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listTeams(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_ListTeamsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ListTeamsResponse> {
+        let response = try await self.listTeams(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func setUserTeams(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_SetUserTeamsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_UserInfo> {
+        let response = try await self.setUserTeams(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1480,6 +1744,45 @@ extension Crm_V1_Directory.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Crm_V1_ExplainAccessResponse> {
         return GRPCCore.ServerResponse<Crm_V1_ExplainAccessResponse>(
             message: try await self.explainAccess(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func putTeam(
+        request: GRPCCore.ServerRequest<Crm_V1_PutTeamRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_TeamInfo> {
+        return GRPCCore.ServerResponse<Crm_V1_TeamInfo>(
+            message: try await self.putTeam(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listTeams(
+        request: GRPCCore.ServerRequest<Crm_V1_ListTeamsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_ListTeamsResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_ListTeamsResponse>(
+            message: try await self.listTeams(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func setUserTeams(
+        request: GRPCCore.ServerRequest<Crm_V1_SetUserTeamsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_UserInfo> {
+        return GRPCCore.ServerResponse<Crm_V1_UserInfo>(
+            message: try await self.setUserTeams(
                 request: request.message,
                 context: context
             ),
@@ -1800,6 +2103,73 @@ extension Crm_V1_Directory {
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ExplainAccessResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ExplainAccessResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "PutTeam" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Teams (permission user.admin; any signed-in user may list them). A retired team keeps its
+        /// > members and records, but nobody and nothing joins it any more.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_PutTeamRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_PutTeamRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_TeamInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func putTeam<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_PutTeamRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_PutTeamRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_TeamInfo>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_TeamInfo>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListTeams" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListTeamsRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ListTeamsRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_ListTeamsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listTeams<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ListTeamsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ListTeamsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ListTeamsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListTeamsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "SetUserTeams" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Exactly these teams from now on (user.admin): every session of the user ends; nobody
+        /// > changes their own teams.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_SetUserTeamsRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_SetUserTeamsRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_UserInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func setUserTeams<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_SetUserTeamsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_SetUserTeamsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_UserInfo>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2277,6 +2647,106 @@ extension Crm_V1_Directory {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "PutTeam" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Teams (permission user.admin; any signed-in user may list them). A retired team keeps its
+        /// > members and records, but nobody and nothing joins it any more.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_PutTeamRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_PutTeamRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_TeamInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func putTeam<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_PutTeamRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_PutTeamRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_TeamInfo>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_TeamInfo>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.PutTeam.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListTeams" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListTeamsRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ListTeamsRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_ListTeamsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listTeams<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ListTeamsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ListTeamsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ListTeamsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListTeamsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.ListTeams.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "SetUserTeams" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Exactly these teams from now on (user.admin): every session of the user ends; nobody
+        /// > changes their own teams.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_SetUserTeamsRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_SetUserTeamsRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_UserInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func setUserTeams<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_SetUserTeamsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_SetUserTeamsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_UserInfo>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.SetUserTeams.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2667,6 +3137,91 @@ extension Crm_V1_Directory.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ExplainAccessRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ExplainAccessResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PutTeam" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Teams (permission user.admin; any signed-in user may list them). A retired team keeps its
+    /// > members and records, but nobody and nothing joins it any more.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_PutTeamRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func putTeam<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_PutTeamRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_TeamInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.putTeam(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_PutTeamRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_TeamInfo>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListTeams" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_ListTeamsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listTeams<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_ListTeamsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListTeamsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listTeams(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ListTeamsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ListTeamsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SetUserTeams" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Exactly these teams from now on (user.admin): every session of the user ends; nobody
+    /// > changes their own teams.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_SetUserTeamsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func setUserTeams<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_SetUserTeamsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.setUserTeams(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_SetUserTeamsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_UserInfo>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3115,6 +3670,103 @@ extension Crm_V1_Directory.ClientProtocol {
             metadata: metadata
         )
         return try await self.explainAccess(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PutTeam" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Teams (permission user.admin; any signed-in user may list them). A retired team keeps its
+    /// > members and records, but nobody and nothing joins it any more.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func putTeam<Result>(
+        _ message: Crm_V1_PutTeamRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_TeamInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_PutTeamRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.putTeam(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListTeams" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listTeams<Result>(
+        _ message: Crm_V1_ListTeamsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListTeamsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_ListTeamsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listTeams(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "SetUserTeams" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Exactly these teams from now on (user.admin): every session of the user ends; nobody
+    /// > changes their own teams.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func setUserTeams<Result>(
+        _ message: Crm_V1_SetUserTeamsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_SetUserTeamsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.setUserTeams(
             request: request,
             options: options,
             onResponse: handleResponse
