@@ -50,6 +50,10 @@ let package = Package(
         // Cryptography and compression: keys, AES-256-GCM, HMAC, LZ4 and the sealed-value envelope.
         .target(name: "Sealing", dependencies: ["CLibCrypto", "CLZ4"]),
 
+        // The audit trail's hash chain: entries linked by SHA-256, and their checker (shared by
+        // the state machine that extends the chain and the tools that verify it).
+        .target(name: "AuditChain", dependencies: ["BinaryCoding", "Sealing"]),
+
         // The encrypted, compressed key-value engine over RocksDB.
         .target(
             name: "Storage",
@@ -72,7 +76,7 @@ let package = Package(
         .target(
             name: "KVStore",
             dependencies: [
-                "Raft", "Storage", "Sealing", "BinaryCoding",
+                "Raft", "Storage", "Sealing", "BinaryCoding", "AuditChain",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "HeapModule", package: "swift-collections"),
             ]
@@ -80,7 +84,7 @@ let package = Package(
 
         // The CRM's data layer on the replicated state: cluster-wide CRM keys, per-subject keys,
         // sealed personal fields, lookup tokens.
-        .target(name: "CRM", dependencies: ["KVStore", "Sealing", "BinaryCoding"]),
+        .target(name: "CRM", dependencies: ["KVStore", "Sealing", "BinaryCoding", "AuditChain"]),
 
         // Who may use the CRM: passwords (Argon2id through libargon2, imported PBKDF2 and
         // scrypt through libcrypto), the password policy, bounded hashing; roles, deny by
@@ -181,7 +185,7 @@ let package = Package(
         .executableTarget(
             name: "CRMCtl",
             dependencies: [
-                "CRMClient", "CRMProto",
+                "CRMClient", "CRMProto", "AuditChain",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
             ]
@@ -191,7 +195,7 @@ let package = Package(
         .target(
             name: "Simulation",
             dependencies: [
-                "Raft", "Engine", "KVStore", "Storage", "BinaryCoding",
+                "Raft", "Engine", "KVStore", "Storage", "BinaryCoding", "AuditChain",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "HeapModule", package: "swift-collections"),
             ]

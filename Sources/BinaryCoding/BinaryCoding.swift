@@ -98,6 +98,13 @@ public struct BinaryReader: Sendable {
         return input[position..<position + 8].reduce(0) { $0 << 8 | UInt64($1) }
     }
 
+    /// Exactly `count` bytes (no length before them); nil past the end.
+    public mutating func raw(_ count: Int) -> [UInt8]? {
+        guard count >= 0, remaining >= count else { return nil }
+        defer { position += count }
+        return Array(input[position..<position + count])
+    }
+
     /// Everything left.
     public mutating func rest() -> [UInt8] {
         defer { position = input.endIndex }

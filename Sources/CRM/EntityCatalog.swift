@@ -134,6 +134,8 @@ public struct EntityDefinition: Sendable {
     /// The field in use with `id` (a retired field is not).
     public func field(id: UInt16) -> FieldDefinition? { fields.first { $0.id == id && !$0.retired } }
     public var fieldsInUse: [FieldDefinition] { fields.filter { !$0.retired } }
+    /// The ids of the fields in use called `names`, in order (names of no field left out).
+    public func ids(of names: some Sequence<String>) -> [UInt16] { names.compactMap { field(named: $0)?.id } }
 
     /// Whose key seals this entity's personal fields.
     public var sealsUnderOwnSubject: Bool { code == .person || code == .user }

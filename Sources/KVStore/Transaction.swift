@@ -1,3 +1,4 @@
+import AuditChain
 import BinaryCoding
 import Storage
 
@@ -42,12 +43,16 @@ public enum TransactionOperation: Equatable, Sendable {
     /// Puts an empty value at `prefix` ‖ the log time (8 bytes, big-endian) ‖ `suffix`: an index
     /// entry ordered by the time the transaction's stamped values carry.
     case putAtLogTime(prefix: [UInt8], suffix: [UInt8])
+    /// Appends an entry with `body` to the audit chain at `chain` (see `AuditChain`): the apply
+    /// numbers it, stamps it with the log index and time, and links it to the head.
+    case appendAudit(chain: [UInt8], body: [UInt8])
 
     var keys: [[UInt8]] {
         switch self {
         case .put(let key, _), .putStamped(let key, _), .delete(let key): return [key]
         case .deleteRange(let from, let to): return [from, to]
         case .putAtLogTime(let prefix, let suffix): return [prefix + [UInt8](repeating: 0, count: 8) + suffix]
+        case .appendAudit(let chain, _): return [AuditChain.headKey(chain), AuditChain.entryKey(chain, 0)]
         }
     }
 
@@ -57,6 +62,7 @@ public enum TransactionOperation: Equatable, Sendable {
         case .delete(let key): return key.count
         case .deleteRange(let from, let to): return from.count + to.count
         case .putAtLogTime(let prefix, let suffix): return prefix.count + 8 + suffix.count
+        case .appendAudit(let chain, let body): return chain.count + body.count
         }
     }
 }
@@ -91,6 +97,9 @@ public struct Transaction: Equatable, Sendable {
         }
         for case .deleteRange(let from, let to) in operations where !from.lexicographicallyPrecedes(to) {
             return "a delete range ends after it starts"
+        }
+        for case .appendAudit(_, let body) in operations where body.count > AuditChain.maxBodyBytes {
+            return "an audit entry is at most \(AuditChain.maxBodyBytes) bytes; one has \(body.count)"
         }
         let payload = payloadBytes
         guard payload <= TransactionLimits.maxPayloadBytes else {
@@ -128,13 +137,19 @@ public struct Transaction: Equatable, Sendable {
             case .delete(let key): writer.u8(3); writer.blob(key)
             case .deleteRange(let from, let to): writer.u8(4); writer.blob(from); writer.blob(to)
             case .putAtLogTime(let prefix, let suffix): writer.u8(5); writer.blob(prefix); writer.blob(suffix)
+            case .appendAudit(let chain, let body): writer.u8(6); writer.blob(chain); writer.blob(body)
             }
         }
     }
 
     /// Decodes a transaction, refusing counts and sizes beyond the limits (a damaged or hostile
     /// entry cannot make the reader allocate more than the limits allow).
-    init?(reading reader: inout BinaryReader) {
+    /// Whether the transaction extends an audit chain (a later command kind than plain ones).
+    public var appendsAudit: Bool {
+        operations.contains { if case .appendAudit = $0 { true } else { false } }
+    }
+
+    init?(reading reader: inout BinaryReader, auditAllowed: Bool) {
         let keyLimit = TransactionLimits.maxKeyBytes
         let valueLimit = TransactionLimits.maxPayloadBytes
         guard let conditionCount = reader.u16(), conditionCount <= TransactionLimits.maxConditions else { return nil }
@@ -174,6 +189,9 @@ public struct Transaction: Equatable, Sendable {
             case 5?:
                 guard let suffix = reader.blob(limit: keyLimit) else { return nil }
                 operations.append(.putAtLogTime(prefix: key, suffix: suffix))
+            case 6? where auditAllowed:
+                guard let body = reader.blob(limit: AuditChain.maxBodyBytes) else { return nil }
+                operations.append(.appendAudit(chain: key, body: body))
             default:
                 return nil
             }

@@ -1,3 +1,4 @@
+import AuditChain
 import BinaryCoding
 @_spi(Simulation) import Raft
 import Storage
@@ -39,6 +40,21 @@ extension ReplicatedKV {
                     )
                 }
                 for key in keys { staged.set(key, nil) }
+            case .appendAudit(let chain, let body):
+                let headKey = CRMKeys.absolute(AuditChain.headKey(chain))
+                let head = try auditHead(headKey, pending, staged)
+                let link = AuditLink.next(
+                    after: head, logIndex: index, logTimeMillis: pending.position.logClockMillis, body: body)
+                assert(link.seq == head.seq + 1 && link.prev == head.hash, "an entry follows the head")
+                staged.set(
+                    CRMKeys.absolute(AuditChain.entryKey(chain, link.seq)),
+                    CRMValue(version: nil, updatedAtMillis: 0, payload: link.encoded).stored)
+                staged.set(
+                    headKey,
+                    CRMValue(
+                        version: index, updatedAtMillis: pending.position.logClockMillis, payload: link.head.encoded
+                    )
+                    .stored)
             }
         }
         for key in staged.order { pending.set(key, staged.values[key]!) }
@@ -61,6 +77,23 @@ extension ReplicatedKV {
             let current = try keySetInUse(pending)
             return (current == expected, current)
         }
+    }
+
+    /// The head of the audit chain at `key` as this transaction sees it (its own appends first).
+    private func auditHead(_ key: [UInt8], _ pending: PendingApply, _ staged: StagedChanges) throws -> AuditHead {
+        let stored: [UInt8]?
+        if let changed = staged.values[key] {
+            stored = changed
+        } else if plantedBug == .auditHeadBeforeBatch {
+            stored = try storage.get(.stateMachine, key)
+        } else {
+            stored = try pending.read(key, storage)
+        }
+        guard let stored else { return .empty }
+        guard let head = AuditHead(encoded: try CRMValue.decode(stored, key: key).payload) else {
+            throw StorageError.corruption(family: .stateMachine, key: key, message: "an audit head does not decode")
+        }
+        return head
     }
 
     /// The version of the CRM key set in use (0: none yet).

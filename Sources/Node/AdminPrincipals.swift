@@ -21,7 +21,9 @@ extension AdminService {
             let current = try principals.read(given.name)
             principal.lastUsedMillis = current?.principal.lastUsedMillis ?? 0
             try await crm.ensureKeySet(caller: caller)
-            try await commit(try principals.put(principal, replacing: current?.version), caller)
+            try await commit(
+                try principals.put(principal, replacing: current?.version), caller,
+                caller.audit("principal.put", reason: principal.name))
             return Self.info(principal)
         }
     }
@@ -50,7 +52,9 @@ extension AdminService {
             }
             var principal = found
             principal.blocked = request.blocked
-            try await commit(try principals.put(principal, replacing: version), caller)
+            try await commit(
+                try principals.put(principal, replacing: version), caller,
+                caller.audit(request.blocked ? "principal.block" : "principal.unblock", reason: principal.name))
             return Self.info(principal)
         }
     }
@@ -62,8 +66,8 @@ extension AdminService {
         return Caller(identity: .client(admin))
     }
 
-    private func commit(_ transaction: Transaction, _ caller: Caller) async throws {
-        guard case .applied = try await crm.propose(transaction, caller: caller) else {
+    private func commit(_ transaction: Transaction, _ caller: Caller, _ audit: AuditEntry) async throws {
+        guard case .applied = try await crm.propose(transaction, caller: caller, audit: audit) else {
             throw RPCError(code: .aborted, message: "the principal changed meanwhile; try again")
         }
     }

@@ -260,7 +260,8 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
                     id: id, username: request.username,
                     passwordHash: try await identity.passwordHasher().hash(request.password),
                     principal: caller.owner, now: crm.local.nowMillis())
-                guard case .applied = try await crm.propose(transaction, caller: caller) else {
+                let audit = caller.audit("user.bootstrap", records: [id])
+                guard case .applied = try await crm.propose(transaction, caller: caller, audit: audit) else {
                     throw RPCError(code: .failedPrecondition, message: "the CRM's first user was bootstrapped already")
                 }
                 logger.notice("the CRM's first user is bootstrapped", metadata: ["user": "\(id)", "by": "\(admin)"])
@@ -293,7 +294,7 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
     // MARK: Helpers
 
     /// Runs blocking storage work off the cooperative thread pool.
-    private func offload<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    func offload<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         do {
             return try await withCheckedThrowingContinuation { continuation in
                 DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }

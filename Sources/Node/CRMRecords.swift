@@ -1,3 +1,4 @@
+import AuditChain
 import CRM
 import CRMProto
 import Engine
@@ -15,6 +16,8 @@ struct CRMRecords: Sendable {
     let engine: RaftEngine
     let keys: CRMKeyState
     let changes: RecordChanges
+    /// The workspace's audit trail, extended by the transactions proposed here.
+    let trail: AuditTrail
     let local: LocalKV
     let routing: SharedRoutingTable
     let logger: Logger
@@ -23,6 +26,7 @@ struct CRMRecords: Sendable {
         self.engine = engine
         self.keys = keys
         changes = RecordChanges(keys: keys, kv: engine.kv)
+        trail = AuditTrail(kv: engine.kv)
         self.local = local
         self.routing = routing
         self.logger = logger
@@ -102,19 +106,25 @@ struct CRMRecords: Sendable {
 
     // MARK: Proposing (leader)
 
-    /// Proposes `transaction` on this member, which must lead. The CRM's first transaction
-    /// waits until every member has reported that it applies transactions; once the CRM has a
-    /// key set the cluster is past that point (a member that rejoins with an older binary stops
-    /// at the first transaction it cannot apply instead of diverging).
-    func propose(_ transaction: Transaction, caller: Caller) async throws -> TransactionOutcome {
-        let behind =
-            try keys.versionInUse() > 0 ? [] : routing.withLock { $0.membersNotApplying(kind: KVCommand.highestKind) }
+    /// Proposes `transaction` on this member, which must lead, with `audit` (when given)
+    /// appended to the audit trail in the same atomic step: no change without its entry.
+    ///
+    /// The CRM's first transaction waits until every member has reported that it applies
+    /// transactions, and the first audited one until every member applies those; once the CRM
+    /// has a key set (an audit head) the cluster is past that point (a member that rejoins with
+    /// an older binary stops at the first entry it cannot apply instead of diverging).
+    func propose(_ transaction: Transaction, caller: Caller, audit: AuditEntry?) async throws -> TransactionOutcome {
+        var transaction = transaction
+        if let audit { transaction.operations.append(trail.append(audit)) }
+        let kind: UInt8 = transaction.appendsAudit ? KVCommand.auditedTransactionKind : 5
+        let past = kind == 5 ? try keys.versionInUse() > 0 : try trail.head().seq > 0
+        let behind = past ? [] : routing.withLock { $0.membersNotApplying(kind: kind) }
         guard behind.isEmpty else {
             throw RPCError(
                 code: .failedPrecondition,
                 message:
                     "members \(behind.map(String.init).joined(separator: ", ")) have not reported applying CRM transactions "
-                    + "(command kind \(KVCommand.highestKind)); upgrade them, or try again once they have reported")
+                    + "(command kind \(kind)); upgrade them, or try again once they have reported")
         }
         let command = KVCommand.transaction(
             session: KVCommand.noSession, sequence: 0, owner: caller.owner, proposedAtMillis: local.nowMillis(),
@@ -133,7 +143,7 @@ struct CRMRecords: Sendable {
     func ensureKeySet(caller: Caller) async throws {
         guard try keys.versionInUse() == 0 else { return }
         let (transaction, _) = try KeySetChanges.first(kek: try keys.keyEncryptionKey())
-        switch try await propose(transaction, caller: caller) {
+        switch try await propose(transaction, caller: caller, audit: caller.audit("keys.create")) {
         case .applied: logger.notice("the CRM key set is created (version 1)")
         case .conditionFailed: break // another proposal made it first
         }
@@ -154,7 +164,9 @@ struct CRMRecords: Sendable {
                 message: "the re-wrap after the last rotation is still running; rotate again when it is done")
         }
         let (transaction, set) = try KeySetChanges.rotation(from: current, kek: try keys.keyEncryptionKey())
-        switch try await propose(transaction, caller: caller) {
+        switch try await propose(
+            transaction, caller: caller, audit: caller.audit("keys.rotate", reason: "key set \(set.version)"))
+        {
         case .applied:
             logger.notice(
                 "CRM key set rotated", metadata: ["version": "\(set.version)", "by": "\(caller.owner)"])
@@ -172,7 +184,7 @@ struct CRMRecords: Sendable {
                 guard let (job, version) = try RewrapJob.current(in: engine.kv) else { return }
                 let batch = try job.nextBatch(jobVersion: version, kv: engine.kv, keys: keys)
                 let caller = Caller(identity: .member(engine.id))
-                if case .conditionFailed = try await propose(batch, caller: caller) { continue }
+                if case .conditionFailed = try await propose(batch, caller: caller, audit: nil) { continue }
                 if try RewrapJob.current(in: engine.kv) == nil {
                     logger.notice("CRM re-wrap done; the old key set is retired", metadata: ["version": "\(job.to)"])
                 }
@@ -185,4 +197,12 @@ struct CRMRecords: Sendable {
 
     var isLeader: Bool { engine.currentStatus.role == .leader }
     var leaderHint: NodeID { engine.currentStatus.leader }
+}
+
+extension Caller {
+    /// An audit entry for what this caller did as itself (an operator's tool, an application, or
+    /// a member for the cluster).
+    func audit(_ action: String, records: [CRMID] = [], reason: String = "") -> AuditEntry {
+        AuditEntry(action: action, actor: owner, application: owner, records: records, reason: reason)
+    }
 }

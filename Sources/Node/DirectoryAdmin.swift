@@ -29,9 +29,16 @@ extension DirectoryService {
         return (checked, access)
     }
 
-    /// Proposes `transaction` as the session's user; a failed condition means a concurrent change.
-    func commit(_ transaction: Transaction, _ caller: Caller) async throws {
-        guard case .applied = try await crm.propose(transaction, caller: caller) else {
+    /// Proposes `transaction` as the session's `user`, with its audit entry (`action` on
+    /// `records`); a failed condition means a concurrent change.
+    func commit(
+        _ transaction: Transaction, _ caller: Caller, as user: CRMID, _ action: String, records: [CRMID] = [],
+        reason: String = ""
+    ) async throws {
+        let audit = AuditEntry(
+            action: action, actor: DirectoryChanges.owner(of: user), application: caller.owner, records: records,
+            reason: reason)
+        guard case .applied = try await crm.propose(transaction, caller: caller, audit: audit) else {
             throw RPCError(code: .aborted, message: "it changed meanwhile; read it again and retry")
         }
     }
@@ -97,7 +104,7 @@ extension DirectoryService {
                 credentials: credentials, principal: DirectoryChanges.owner(of: checked.session.user),
                 now: crm.local.nowMillis())
             transaction.conditions += teamPins
-            try await commit(transaction, caller)
+            try await commit(transaction, caller, as: checked.session.user, "user.create", records: [id])
             return try userInfo(id)
         }
     }
@@ -149,7 +156,9 @@ extension DirectoryService {
                 transaction.conditions += raise.conditions
                 transaction.operations += raise.operations
             }
-            try await commit(transaction, caller)
+            try await commit(
+                transaction, caller, as: checked.session.user,
+                message.status == "disabled" ? "user.disable" : "user.enable", records: [id])
             return try userInfo(id)
         }
     }
@@ -166,7 +175,8 @@ extension DirectoryService {
             let id = try RecordsProto.id(message.userID, "user_id")
             try await commit(
                 try RoleStore(directory: identity.directory).assign(
-                    message.roles, to: id, by: DirectoryChanges.owner(of: checked.session.user)), caller)
+                    message.roles, to: id, by: DirectoryChanges.owner(of: checked.session.user)), caller,
+                as: checked.session.user, "user.roles", records: [id], reason: message.roles.joined(separator: ","))
             return try userInfo(id)
         }
     }
@@ -179,11 +189,13 @@ extension DirectoryService {
         try await onLeader(access, metadata) { leader, metadata in
             try await leader.putRole(message, metadata: metadata)
         } lead: { caller in
-            _ = try await acting(metadata, caller, needs: .roleAdmin)
+            let (checked, _) = try await acting(metadata, caller, needs: .roleAdmin)
             let store = RoleStore(directory: identity.directory)
-            try await commit(try store.put(yaml: message.yaml), caller)
+            let name = try store.parse(message.yaml).name
+            try await commit(
+                try store.put(yaml: message.yaml), caller, as: checked.session.user, "role.put", reason: name)
             var info = Crm_V1_RoleInfo()
-            info.name = try store.parse(message.yaml).name
+            info.name = name
             info.yaml = message.yaml
             return info
         }
@@ -231,8 +243,10 @@ extension DirectoryService {
         try await onLeader(access, metadata) { leader, metadata in
             try await leader.deleteRole(message, metadata: metadata)
         } lead: { caller in
-            _ = try await acting(metadata, caller, needs: .roleAdmin)
-            try await commit(try RoleStore(directory: identity.directory).delete(message.name), caller)
+            let (checked, _) = try await acting(metadata, caller, needs: .roleAdmin)
+            try await commit(
+                try RoleStore(directory: identity.directory).delete(message.name), caller, as: checked.session.user,
+                "role.delete", reason: message.name)
             return Crm_V1_DeleteRoleResponse()
         }
     }

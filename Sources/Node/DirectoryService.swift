@@ -79,7 +79,7 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
         let principals = PrincipalChanges(records: crm.changes)
         guard let found = try principals.read(name), let touch = try principals.touch(found, now: sessionNow())
         else { return }
-        _ = try await crm.propose(touch, caller: caller) // a concurrent touch may win; either will do
+        _ = try await crm.propose(touch, caller: caller, audit: nil) // a concurrent touch may win; either will do
     }
 
     /// The session the call carries, checked on the leader's state, its `lastSeen` moved on
@@ -107,7 +107,7 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
         let touch = sessions.touch(checked, now: now)
         if crm.isLeader {
             try await touchPrincipal(caller)
-            if let touch { _ = try await crm.propose(touch, caller: caller) } // a concurrent touch may win
+            if let touch { _ = try await crm.propose(touch, caller: caller, audit: nil) } // a concurrent touch may win
         } else if touch != nil || principalTouchDue(caller, now: now) {
             askLeaderToTouch(metadata, caller)
         }
@@ -183,7 +183,10 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
             let opened = try await identity.signIn().attempt(
                 username: message.username, password: message.password, application: caller.owner,
                 address: address, bindAddress: message.bindToAddress && address != nil, now: sessionNow())
-            guard case .applied = try await crm.propose(opened.transaction, caller: caller) else {
+            let audit = AuditEntry(
+                action: "login.success", actor: DirectoryChanges.owner(of: opened.user), application: caller.owner,
+                records: [opened.user])
+            guard case .applied = try await crm.propose(opened.transaction, caller: caller, audit: audit) else {
                 throw RPCError(code: .unavailable, message: "the sign-in met a concurrent change; try again")
             }
             var response = Crm_V1_LoginResponse()
@@ -240,7 +243,10 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
             let checked = try await session(metadata, caller)
             let (token, transaction) = try await identity.signIn().changePassword(
                 checked, current: message.currentPassword, new: message.newPassword, now: sessionNow())
-            guard case .applied = try await crm.propose(transaction, caller: caller) else {
+            let audit = AuditEntry(
+                action: "password.change", actor: DirectoryChanges.owner(of: checked.session.user),
+                application: caller.owner, records: [checked.session.user])
+            guard case .applied = try await crm.propose(transaction, caller: caller, audit: audit) else {
                 throw RPCError(code: .unavailable, message: "the change met a concurrent change; try again")
             }
             var response = Crm_V1_LoginResponse()
@@ -307,7 +313,10 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
                 else { throw RPCError(code: .notFound, message: "no session of yours has that id") }
                 digest = other.digest
             }
-            _ = try await crm.propose(identity.sessions.end(digest: digest, of: user), caller: caller)
+            let audit = AuditEntry(
+                action: "session.end", actor: DirectoryChanges.owner(of: user), application: caller.owner,
+                records: [user], reason: "session \(Self.sessionID(digest))")
+            _ = try await crm.propose(identity.sessions.end(digest: digest, of: user), caller: caller, audit: audit)
             return Crm_V1_LogoutResponse()
         }
     }

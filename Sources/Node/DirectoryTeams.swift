@@ -13,12 +13,15 @@ extension DirectoryService {
         try await onLeader(access, metadata) { leader, metadata in
             try await leader.putTeam(message, metadata: metadata)
         } lead: { caller in
-            _ = try await acting(metadata, caller, needs: .userAdmin)
+            let (checked, _) = try await acting(metadata, caller, needs: .userAdmin)
+            let user = checked.session.user
             let store = TeamStore(directory: identity.directory)
             guard !message.teamID.isEmpty else {
                 guard !message.retired else { throw RecordError.badRequest("a new team is not retired") }
                 let id = try CRMID.random()
-                try await commit(try store.create(id: id, name: message.name), caller)
+                try await commit(
+                    try store.create(id: id, name: message.name), caller, as: user, "team.create", records: [id],
+                    reason: message.name)
                 return try teamInfo(id)
             }
             let id = try RecordsProto.id(message.teamID, "team_id")
@@ -29,7 +32,9 @@ extension DirectoryService {
                 throw RPCError(
                     code: .aborted, message: "team \(id) is at version \(current.version); read it again and retry")
             }
-            try await commit(try store.change(current, name: message.name, retired: message.retired), caller)
+            try await commit(
+                try store.change(current, name: message.name, retired: message.retired), caller, as: user,
+                "team.change", records: [id], reason: message.name + (message.retired ? " retired" : ""))
             return try teamInfo(id)
         }
     }
@@ -58,7 +63,8 @@ extension DirectoryService {
             let teams = try message.teams.map { try RecordsProto.id($0, "teams") }
             try await commit(
                 try TeamStore(directory: identity.directory).assign(
-                    teams, to: id, by: DirectoryChanges.owner(of: checked.session.user)), caller)
+                    teams, to: id, by: DirectoryChanges.owner(of: checked.session.user)), caller,
+                as: checked.session.user, "user.teams", records: [id] + teams)
             return try userInfo(id)
         }
     }

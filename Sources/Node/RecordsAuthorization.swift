@@ -21,6 +21,17 @@ struct Actor: Sendable {
     let access: Access
     let pins: [TransactionCondition]
 
+    /// The audit entry of `action` by this user on record `id` of `entity` (its data subject,
+    /// when it has one), naming the fields written.
+    func audit(
+        _ action: String, _ entity: EntityCode, _ id: CRMID, subject: CRMID?, fields: [UInt16] = [],
+        requestID: String = ""
+    ) -> AuditEntry {
+        AuditEntry(
+            action: action, actor: owner, application: application, entity: entity, records: [id],
+            subjects: subject.map { [$0] } ?? [], fields: fields, requestID: requestID)
+    }
+
     /// Whom a list's page tokens are bound to: the user through this application.
     var pageTokenHolder: String { owner == application ? owner : owner + " via " + application }
 

@@ -195,7 +195,10 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
                     entity, id: id, fields: fields, owner: actor.owner, teams: teams, principal: actor.owner,
                     now: crm.local.nowMillis())
                 transaction.conditions += try TeamStore(directory: directory.identity.directory).joinable(teams)
-                switch try await crm.propose(actor.pinned(transaction), caller: caller) {
+                let audit = actor.audit(
+                    "record.create", entity, id, subject: definition.sealsUnderOwnSubject ? id : nil,
+                    fields: definition.ids(of: fields.keys), requestID: message.requestID)
+                switch try await crm.propose(actor.pinned(transaction), caller: caller, audit: audit) {
                 case .applied:
                     return try response(entity, id, actor)
                 case .conditionFailed(condition: 1, _) where !message.requestID.isEmpty:
@@ -222,7 +225,8 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         } lead: { caller in
             let set = try RecordsProto.values(message.set)
             let (entity, id, actor) = try await changeRecord(
-                access, message.entity, message.id, message.expectedVersion, .update
+                access, message.entity, message.id, message.expectedVersion, .update, "record.update",
+                written: Array(set.keys) + message.clear
             ) { actor, current, definition in
                 try actor.requireEditable(Array(set.keys) + message.clear, definition)
                 return try crm.changes.update(current, set: set, clear: message.clear)
@@ -248,7 +252,8 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
                 : try await leader.undelete(message, metadata: metadata)
         } lead: { caller in
             let (entity, id, actor) = try await changeRecord(
-                access, message.entity, message.id, message.expectedVersion, .delete
+                access, message.entity, message.id, message.expectedVersion, .delete,
+                deleted ? "record.delete" : "record.undelete"
             ) { _, current, _ in try crm.changes.setDeleted(current, deleted) }
             return try response(entity, id, actor)
         }
@@ -275,7 +280,8 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
                 entity: try RecordsProto.entity(message.target.entity),
                 id: try RecordsProto.id(message.target.id, "target.id"))
             let (entity, id, actor) = try await changeRecord(
-                access, message.entity, message.id, message.expectedVersion, .update
+                access, message.entity, message.id, message.expectedVersion, .update,
+                linking ? "record.link" : "record.unlink"
             ) { actor, current, _ in
                 guard linking else { return try crm.changes.unlink(current, from: target) }
                 guard let found = try crm.changes.read(target.entity, target.id),
@@ -295,8 +301,9 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         return try await write(access) { leader, metadata in
             try await leader.destroy(message, metadata: metadata)
         } lead: { caller in
-            _ = try await changeRecord(access, message.entity, message.id, message.expectedVersion, .destroy) {
-                _, current, _ in
+            _ = try await changeRecord(
+                access, message.entity, message.id, message.expectedVersion, .destroy, "record.destroy"
+            ) { _, current, _ in
                 var transaction = crm.changes.destroy(current)
                 transaction.operations.append(shares.removeAll(current.record.entity, current.record.id))
                 return transaction
@@ -313,6 +320,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
     /// record changed.
     private func changeRecord(
         _ access: Call, _ entityName: String, _ idText: String, _ expected: UInt64, _ action: ObjectAction,
+        _ auditAction: String, written: [String] = [],
         _ make: (Actor, VersionedRecord, EntityDefinition) throws -> Transaction
     ) async throws -> (EntityCode, CRMID, Actor) {
         let entity = try RecordsProto.entity(entityName)
@@ -329,12 +337,15 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
                 let opened = try actor.reach(action, current.record, within: scope, shares: shares)
             else { throw RecordError.notFound(entity, id) }
             guard current.version == expected else { throw RecordError.versionMismatch(current: current.version) }
-            var transaction = actor.pinned(try make(actor, current, try crm.changes.definition(entity)))
+            let definition = try crm.changes.definition(entity)
+            var transaction = actor.pinned(try make(actor, current, definition))
             transaction.conditions += opened
             if case let delay = FaultHooks.shared.checkToCommitDelayMilliseconds, delay > 0 {
                 try await Task.sleep(for: .milliseconds(delay))
             }
-            switch try await crm.propose(transaction, caller: access.caller) {
+            let audit = actor.audit(
+                auditAction, entity, id, subject: current.record.subject, fields: definition.ids(of: written))
+            switch try await crm.propose(transaction, caller: access.caller, audit: audit) {
             case .applied: return (entity, id, actor)
             case .conditionFailed: continue
             }
@@ -373,7 +384,9 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         for _ in 0..<Self.attempts {
             try actor.require(.roleAdmin)
             guard let transaction = try make() else { break }
-            switch try await crm.propose(actor.pinned(transaction), caller: access.caller) {
+            let audit = AuditEntry(
+                action: "field.change", actor: actor.owner, application: actor.application, entity: entity)
+            switch try await crm.propose(actor.pinned(transaction), caller: access.caller, audit: audit) {
             case .applied: return described(try crm.changes.definition(entity), actor)
             case .conditionFailed: actor = try await directory.actor(access)
             }

@@ -49,7 +49,12 @@ extension RecordsService {
                     .version(
                         key: CRMLayout.record(workspace: crm.changes.workspace, entity: entity, id: id), record.version)
                 )
-                switch try await crm.propose(transaction, caller: caller) {
+                var audit = actor.audit("record.share", entity, id, subject: record.record.subject)
+                switch grantee {
+                case .user(let user): audit.reason = "user \(user) \(level.rawValue)"
+                case .team(let team): audit.reason = "team \(team) \(level.rawValue)"
+                }
+                switch try await crm.propose(transaction, caller: caller, audit: audit) {
                 case .applied: return try Self.sharesResponse(shares.shares(of: entity, id))
                 case .conditionFailed: continue // the record or a right changed meanwhile: check again
                 }

@@ -120,4 +120,7 @@ public enum RaftError: Error, Equatable, Sendable, CustomStringConvertible {
 
     /// A transaction is applied when its first condition holds, whatever the others say.
     case transactionChecksOneCondition = "txn-one-condition"
+    /// An audit entry links to the head as stored before the batch being applied, not to the
+    /// head an earlier entry of the same batch wrote.
+    case auditHeadBeforeBatch = "audit-head-before-batch"
 }

@@ -1,3 +1,5 @@
+import AuditChain
+import BinaryCoding
 import KVStore
 
 /// A record as the transaction workload stores it: a token that must be unique among records
@@ -12,7 +14,10 @@ public struct RecordState: Equatable, Sendable {
 /// `t/<token>/<id>` has one entry per record. Every change keeps all three in step in one
 /// transaction, guarded by conditions, so after any step on any member:
 /// - every record has its unique and its listing entry, and every index entry its record;
-/// - no token is held by two records (the unique entry can name only one of them).
+/// - no token is held by two records (the unique entry can name only one of them);
+/// - each change appends its audit entry (chain `a`) in the same transaction: the chain is
+///   numbered without a gap, every entry links to the one before and hashes to what it names,
+///   and the head is the last entry.
 public enum RecordOperation: Equatable, Sendable, CustomStringConvertible {
     case create(id: Int, token: Int)
     /// Moves a record from token `from` to `to`, if it still has `version`.
@@ -35,8 +40,14 @@ public enum RecordOperation: Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// The transaction a member proposes for it (nil for a read).
+    /// The transaction a member proposes for it, with its audit entry (nil for a read).
     var transaction: Transaction? {
+        guard var transaction = change else { return nil }
+        transaction.operations.append(.appendAudit(chain: RecordKeys.audit, body: Array(description.utf8)))
+        return transaction
+    }
+
+    private var change: Transaction? {
         switch self {
         case .create(let id, let token):
             return Transaction(
@@ -75,6 +86,7 @@ enum RecordKeys {
     static let records = Array("r/".utf8)
     static let uniques = Array("u/".utf8)
     static let listings = Array("t/".utf8)
+    static let audit = Array("a".utf8)
 
     static func record(_ id: Int) -> [UInt8] { records + text(id) }
     static func unique(_ token: Int) -> [UInt8] { uniques + text(token) }
@@ -83,8 +95,12 @@ enum RecordKeys {
 
     static func number(_ bytes: some Sequence<UInt8>) -> Int? { Int(String(decoding: Array(bytes), as: UTF8.self)) }
 
-    /// A prefix's whole range (every workload key is printable, below 0xFF).
-    static func range(_ prefix: [UInt8]) -> (from: [UInt8], to: [UInt8]) { (prefix, prefix + [0xFF]) }
+    /// A prefix's whole range: up to the prefix with its last byte one higher (every prefix
+    /// here ends in `/`).
+    static func range(_ prefix: [UInt8]) -> (from: [UInt8], to: [UInt8]) {
+        precondition(prefix.last == UInt8(ascii: "/"), "workload prefixes end in /")
+        return (prefix, prefix.dropLast() + [UInt8(ascii: "/") + 1])
+    }
 }
 
 /// Checks the records' invariants on one member's state.
@@ -131,6 +147,26 @@ enum RecordInvariants {
                 )
             }
             guard listed.contains([token, id]) else { throw violation("r\(id) has no listing entry") }
+        }
+        try checkAudit(kv, node: node)
+    }
+
+    /// The audit chain verifies from its first entry to its head.
+    static func checkAudit(_ kv: ReplicatedKV, node: UInt64) throws {
+        var verifier = AuditVerifier(after: .empty)
+        for (key, value) in try scan(kv, AuditChain.entryPrefix(RecordKeys.audit)) {
+            var reader = BinaryReader(key)
+            guard let seq = reader.u64(), verifier.check(seq: seq, AuditLink(encoded: value.payload)) else { break }
+        }
+        let head = try kv.crmValue(AuditChain.headKey(RecordKeys.audit)).map { AuditHead(encoded: $0.payload) }
+        guard let head = head ?? .empty else {
+            throw InvariantViolation(property: "audit chain", detail: "node \(node): the head does not decode")
+        }
+        verifier.finish(at: head)
+        if let (seq, why) = verifier.problem {
+            throw InvariantViolation(
+                property: "audit chain",
+                detail: "node \(node) at applied index \(kv.appliedIndex), entry \(seq): \(why)")
         }
     }
 

@@ -68,6 +68,7 @@ import Testing
         case .readBeforeApplied: expected = ["linearizability"]
         case .waiterIgnoresTerm: expected = ["linearizability", "session safety"]
         case .transactionChecksOneCondition: expected = ["record indexes"]
+        case .auditHeadBeforeBatch: expected = ["audit chain", "state machine safety"]
         }
         #expect(expected.contains { failure.hasPrefix($0) }, "\(bug.rawValue) failed as: \(failure)")
         let replay = Simulation(options: sweep.options(for: found.seed)).run()

@@ -244,6 +244,32 @@ public enum Crm_V1_Admin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "AuditHead" metadata.
+        public enum AuditHead: Sendable {
+            /// Request type for "AuditHead".
+            public typealias Input = Crm_V1_AuditHeadRequest
+            /// Response type for "AuditHead".
+            public typealias Output = Crm_V1_AuditHeadResponse
+            /// Descriptor for "AuditHead".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Admin"),
+                method: "AuditHead",
+                type: .unary
+            )
+        }
+        /// Namespace for "AuditEntries" metadata.
+        public enum AuditEntries: Sendable {
+            /// Request type for "AuditEntries".
+            public typealias Input = Crm_V1_AuditEntriesRequest
+            /// Response type for "AuditEntries".
+            public typealias Output = Crm_V1_AuditEntriesResponse
+            /// Descriptor for "AuditEntries".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Admin"),
+                method: "AuditEntries",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "crm.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Status.descriptor,
@@ -262,7 +288,9 @@ public enum Crm_V1_Admin: Sendable {
             BootstrapUser.descriptor,
             PutPrincipal.descriptor,
             ListPrincipals.descriptor,
-            SetPrincipalBlocked.descriptor
+            SetPrincipalBlocked.descriptor,
+            AuditHead.descriptor,
+            AuditEntries.descriptor
         ]
     }
 }
@@ -573,6 +601,40 @@ extension Crm_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Crm_V1_SetPrincipalBlockedRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_PrincipalInfo>
+
+        /// Handle the "AuditHead" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The audit trail as this member holds it (ids, actions and outcomes; never personal values):
+        /// > its head, and entries from a sequence number on, each as stored, so that a verifier
+        /// > re-hashes exactly the stored bytes.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_AuditHeadRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_AuditHeadResponse` messages.
+        func auditHead(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_AuditHeadRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_AuditHeadResponse>
+
+        /// Handle the "AuditEntries" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_AuditEntriesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_AuditEntriesResponse` messages.
+        func auditEntries(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_AuditEntriesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_AuditEntriesResponse>
     }
 
     /// Service protocol for the "crm.v1.Admin" service.
@@ -867,6 +929,40 @@ extension Crm_V1_Admin {
             request: GRPCCore.ServerRequest<Crm_V1_SetPrincipalBlockedRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_PrincipalInfo>
+
+        /// Handle the "AuditHead" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The audit trail as this member holds it (ids, actions and outcomes; never personal values):
+        /// > its head, and entries from a sequence number on, each as stored, so that a verifier
+        /// > re-hashes exactly the stored bytes.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_AuditHeadRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_AuditHeadResponse` message.
+        func auditHead(
+            request: GRPCCore.ServerRequest<Crm_V1_AuditHeadRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_AuditHeadResponse>
+
+        /// Handle the "AuditEntries" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_AuditEntriesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_AuditEntriesResponse` message.
+        func auditEntries(
+            request: GRPCCore.ServerRequest<Crm_V1_AuditEntriesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_AuditEntriesResponse>
     }
 
     /// Simple service protocol for the "crm.v1.Admin" service.
@@ -1159,6 +1255,40 @@ extension Crm_V1_Admin {
             request: Crm_V1_SetPrincipalBlockedRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_PrincipalInfo
+
+        /// Handle the "AuditHead" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The audit trail as this member holds it (ids, actions and outcomes; never personal values):
+        /// > its head, and entries from a sequence number on, each as stored, so that a verifier
+        /// > re-hashes exactly the stored bytes.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_AuditHeadRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_AuditHeadResponse` to respond with.
+        func auditHead(
+            request: Crm_V1_AuditHeadRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_AuditHeadResponse
+
+        /// Handle the "AuditEntries" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_AuditEntriesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_AuditEntriesResponse` to respond with.
+        func auditEntries(
+            request: Crm_V1_AuditEntriesRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_AuditEntriesResponse
     }
 }
 
@@ -1353,6 +1483,28 @@ extension Crm_V1_Admin.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Crm_V1_Admin.Method.AuditHead.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_AuditHeadRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_AuditHeadResponse>(),
+            handler: { request, context in
+                try await self.auditHead(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Admin.Method.AuditEntries.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_AuditEntriesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_AuditEntriesResponse>(),
+            handler: { request, context in
+                try await self.auditEntries(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1540,6 +1692,28 @@ extension Crm_V1_Admin.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_PrincipalInfo> {
         let response = try await self.setPrincipalBlocked(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func auditHead(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_AuditHeadRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_AuditHeadResponse> {
+        let response = try await self.auditHead(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func auditEntries(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_AuditEntriesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_AuditEntriesResponse> {
+        let response = try await self.auditEntries(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1764,6 +1938,32 @@ extension Crm_V1_Admin.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Crm_V1_PrincipalInfo> {
         return GRPCCore.ServerResponse<Crm_V1_PrincipalInfo>(
             message: try await self.setPrincipalBlocked(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func auditHead(
+        request: GRPCCore.ServerRequest<Crm_V1_AuditHeadRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_AuditHeadResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_AuditHeadResponse>(
+            message: try await self.auditHead(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func auditEntries(
+        request: GRPCCore.ServerRequest<Crm_V1_AuditEntriesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_AuditEntriesResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_AuditEntriesResponse>(
+            message: try await self.auditEntries(
                 request: request.message,
                 context: context
             ),
@@ -2149,6 +2349,50 @@ extension Crm_V1_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_PrincipalInfo>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_PrincipalInfo>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "AuditHead" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The audit trail as this member holds it (ids, actions and outcomes; never personal values):
+        /// > its head, and entries from a sequence number on, each as stored, so that a verifier
+        /// > re-hashes exactly the stored bytes.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_AuditHeadRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_AuditHeadRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_AuditHeadResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func auditHead<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_AuditHeadRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_AuditHeadRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_AuditHeadResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_AuditHeadResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "AuditEntries" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_AuditEntriesRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_AuditEntriesRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_AuditEntriesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func auditEntries<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_AuditEntriesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_AuditEntriesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_AuditEntriesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_AuditEntriesResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2724,6 +2968,72 @@ extension Crm_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "AuditHead" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The audit trail as this member holds it (ids, actions and outcomes; never personal values):
+        /// > its head, and entries from a sequence number on, each as stored, so that a verifier
+        /// > re-hashes exactly the stored bytes.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_AuditHeadRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_AuditHeadRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_AuditHeadResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func auditHead<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_AuditHeadRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_AuditHeadRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_AuditHeadResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_AuditHeadResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Admin.Method.AuditHead.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "AuditEntries" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_AuditEntriesRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_AuditEntriesRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_AuditEntriesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func auditEntries<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_AuditEntriesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_AuditEntriesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_AuditEntriesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_AuditEntriesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Admin.Method.AuditEntries.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -3197,6 +3507,62 @@ extension Crm_V1_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_SetPrincipalBlockedRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_PrincipalInfo>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AuditHead" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The audit trail as this member holds it (ids, actions and outcomes; never personal values):
+    /// > its head, and entries from a sequence number on, each as stored, so that a verifier
+    /// > re-hashes exactly the stored bytes.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_AuditHeadRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func auditHead<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_AuditHeadRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_AuditHeadResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.auditHead(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_AuditHeadRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_AuditHeadResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AuditEntries" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_AuditEntriesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func auditEntries<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_AuditEntriesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_AuditEntriesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.auditEntries(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_AuditEntriesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_AuditEntriesResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3740,6 +4106,70 @@ extension Crm_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.setPrincipalBlocked(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AuditHead" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The audit trail as this member holds it (ids, actions and outcomes; never personal values):
+    /// > its head, and entries from a sequence number on, each as stored, so that a verifier
+    /// > re-hashes exactly the stored bytes.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func auditHead<Result>(
+        _ message: Crm_V1_AuditHeadRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_AuditHeadResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_AuditHeadRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.auditHead(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AuditEntries" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func auditEntries<Result>(
+        _ message: Crm_V1_AuditEntriesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_AuditEntriesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_AuditEntriesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.auditEntries(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -1,0 +1,168 @@
+import BinaryCoding
+import Sealing
+
+/// The audit trail's hash chain, extended by the state machine itself: a transaction carries an
+/// entry's body (`TransactionOperation.appendAudit`), and its apply gives the entry the next
+/// sequence number, the log index and log time, and the hash of the entry before it, in the same
+/// atomic step as the change the entry describes. Entries live at `<chain>/<seq>` (seq
+/// big-endian, from 1) and the chain's head at `<chain>-head`.
+public enum AuditChain {
+    /// Bytes of one entry's body.
+    public static let maxBodyBytes = 16 << 10
+    static let domain = Array("crm.audit.v1".utf8)
+    /// The `prev` of the first entry.
+    public static let genesis = [UInt8](repeating: 0, count: 32)
+
+    public static func headKey(_ chain: [UInt8]) -> [UInt8] { chain + Array("-head".utf8) }
+
+    public static func entryPrefix(_ chain: [UInt8]) -> [UInt8] { chain + [UInt8(ascii: "/")] }
+
+    public static func entryKey(_ chain: [UInt8], _ seq: UInt64) -> [UInt8] {
+        var writer = BinaryWriter(capacity: chain.count + 9)
+        writer.raw(entryPrefix(chain))
+        writer.u64(seq)
+        return writer.bytes
+    }
+}
+
+/// The newest entry of a chain: its sequence number and hash.
+public struct AuditHead: Equatable, Sendable {
+    public var seq: UInt64
+    public var hash: [UInt8]
+
+    public static let empty = AuditHead(seq: 0, hash: AuditChain.genesis)
+
+    public init(seq: UInt64, hash: [UInt8]) {
+        precondition(hash.count == 32, "an audit hash is a SHA-256")
+        self.seq = seq
+        self.hash = hash
+    }
+
+    public var encoded: [UInt8] {
+        var writer = BinaryWriter(capacity: 40)
+        writer.u64(seq)
+        writer.raw(hash)
+        return writer.bytes
+    }
+
+    public init?(encoded bytes: [UInt8]) {
+        var reader = BinaryReader(bytes)
+        guard let seq = reader.u64(), let hash = reader.raw(32), reader.isAtEnd else { return nil }
+        self.init(seq: seq, hash: hash)
+    }
+}
+
+/// One entry of the chain as stored: what the apply added around the body, and the hash of it all.
+public struct AuditLink: Equatable, Sendable {
+    public var seq: UInt64
+    public var logIndex: UInt64
+    public var logTimeMillis: UInt64
+    public var prev: [UInt8]
+    public var body: [UInt8]
+    public var hash: [UInt8]
+
+    static let format: UInt8 = 1
+
+    /// The entry after `head`, written by log entry `logIndex` at `logTimeMillis`.
+    public static func next(after head: AuditHead, logIndex: UInt64, logTimeMillis: UInt64, body: [UInt8]) -> AuditLink
+    {
+        var link = AuditLink(
+            seq: head.seq + 1, logIndex: logIndex, logTimeMillis: logTimeMillis, prev: head.hash, body: body, hash: [])
+        link.hash = link.computedHash
+        return link
+    }
+
+    /// SHA-256 of the domain, the sequence number, log index and time, the body and the hash of
+    /// the entry before: changing, removing or moving any entry breaks every hash after it.
+    public var computedHash: [UInt8] {
+        var writer = BinaryWriter(capacity: AuditChain.domain.count + body.count + 64)
+        writer.raw(AuditChain.domain)
+        writer.u64(seq)
+        writer.u64(logIndex)
+        writer.u64(logTimeMillis)
+        writer.blob(body)
+        writer.raw(prev)
+        return HMACSHA256.sha256(writer.bytes)
+    }
+
+    public var head: AuditHead { AuditHead(seq: seq, hash: hash) }
+
+    public var encoded: [UInt8] {
+        var writer = BinaryWriter(capacity: body.count + 96)
+        writer.u8(Self.format)
+        writer.u64(seq)
+        writer.u64(logIndex)
+        writer.u64(logTimeMillis)
+        writer.raw(prev)
+        writer.blob(body)
+        writer.raw(hash)
+        return writer.bytes
+    }
+
+    public init(
+        seq: UInt64, logIndex: UInt64, logTimeMillis: UInt64, prev: [UInt8], body: [UInt8], hash: [UInt8]
+    ) {
+        self.seq = seq
+        self.logIndex = logIndex
+        self.logTimeMillis = logTimeMillis
+        self.prev = prev
+        self.body = body
+        self.hash = hash
+    }
+
+    public init?(encoded bytes: [UInt8]) {
+        var reader = BinaryReader(bytes)
+        guard reader.u8() == Self.format, let seq = reader.u64(), let index = reader.u64(), let time = reader.u64(),
+            let prev = reader.raw(32), let body = reader.blob(limit: AuditChain.maxBodyBytes),
+            let hash = reader.raw(32), reader.isAtEnd
+        else { return nil }
+        self.init(seq: seq, logIndex: index, logTimeMillis: time, prev: prev, body: body, hash: hash)
+    }
+}
+
+/// Checks a run of entries the way `crmctl audit verify` does: each one decodes, is stored
+/// under its own number, follows the one before without a gap, names its hash, and hashes to it.
+public struct AuditVerifier: Sendable {
+    public private(set) var checked = 0
+    /// The last entry that held (its seq and hash): where the next must link.
+    public private(set) var last: AuditHead
+    /// The first entry that did not hold, and why (nil: none so far).
+    public private(set) var problem: (seq: UInt64, why: String)?
+
+    /// Starts at `base`: the head before the first entry to check (`.empty` from the start).
+    public init(after base: AuditHead) { last = base }
+
+    /// Checks the entry stored under `seq`; false (and `problem` set) at the first that fails.
+    @discardableResult
+    public mutating func check(seq: UInt64, _ link: AuditLink?) -> Bool {
+        guard problem == nil else { return false }
+        let expected = last.seq + 1
+        guard let link else { return fail(seq, "entry \(seq) does not decode") }
+        guard seq == expected else {
+            return fail(
+                expected, seq > expected ? "entries \(expected)…\(seq - 1) are missing" : "entry \(seq) is out of order"
+            )
+        }
+        guard link.seq == seq else { return fail(seq, "entry \(seq) is stored under another number (\(link.seq))") }
+        guard link.prev == last.hash else { return fail(seq, "entry \(seq) does not link to entry \(last.seq)") }
+        guard link.computedHash == link.hash else { return fail(seq, "entry \(seq) does not match its hash") }
+        last = link.head
+        checked += 1
+        return true
+    }
+
+    /// Checks that the run ended at `head`: nothing cut off after the last entry checked.
+    public mutating func finish(at head: AuditHead) {
+        guard problem == nil else { return }
+        if head.seq > last.seq {
+            _ = fail(last.seq + 1, "entries \(last.seq + 1)…\(head.seq) are missing (the head is \(head.seq))")
+        } else if head != last {
+            _ = fail(head.seq, "the head (\(head.seq)) does not match the last entry (\(last.seq))")
+        }
+    }
+
+    private mutating func fail(_ seq: UInt64, _ why: String) -> Bool {
+        problem = (seq, why)
+        return false
+    }
+}

@@ -1,0 +1,222 @@
+import ArgumentParser
+import AuditChain
+import CRMClient
+import CRMProto
+import Foundation
+import GRPCCore
+
+/// `crmctl audit head|tail|verify`: the audit trail, read from the members' admin APIs and
+/// checked here, from the bytes each member stores (a member's own reading is not trusted).
+struct Audit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The tamper-evident audit trail (admin API).", subcommands: [Head.self, Tail.self, Verify.self])
+
+    struct Head: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Each member's newest entry: number and hash.")
+        @OptionGroup var options: ConnectionOptions
+        func run() async throws {
+            let cluster = try Cluster(options)
+            defer { cluster.close() }
+            var rows: [[String]] = []
+            var heads: [HeadJSON] = []
+            for index in cluster.targets.indices {
+                let head = try await cluster.onTarget(index) {
+                    try await $0.admin.auditHead(Crm_V1_AuditHeadRequest(), options: cluster.callOptions)
+                }
+                let hash = Audit.hex(Array(head.hash))
+                heads.append(
+                    HeadJSON(
+                        member: cluster.targets[index].id, seq: head.seq, hash: hash, applied_index: head.appliedIndex))
+                rows.append(["\(cluster.targets[index].id)", "\(head.seq)", hash, "\(head.appliedIndex)"])
+            }
+            if options.json {
+                try Output.json(heads)
+            } else {
+                Output.table(["MEMBER", "SEQ", "HASH", "APPLIED"], rows)
+            }
+        }
+    }
+
+    struct Tail: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The newest entries, read for people.")
+        @OptionGroup var options: ConnectionOptions
+        @Option(name: .customShort("n"), help: "How many (1 to 1000).") var count: UInt32 = 20
+        func validate() throws {
+            guard (1...1000).contains(count) else { throw ValidationError("-n is 1 to 1000") }
+        }
+        func run() async throws {
+            let cluster = try Cluster(options)
+            defer { cluster.close() }
+            let wanted = UInt64(count)
+            let entries = try await cluster.onAnyMember { member in
+                let head = try await member.admin.auditHead(Crm_V1_AuditHeadRequest(), options: cluster.callOptions)
+                var request = Crm_V1_AuditEntriesRequest()
+                request.fromSeq = head.seq > wanted ? head.seq - wanted + 1 : 1
+                request.limit = UInt32(wanted)
+                return try await member.admin.auditEntries(request, options: cluster.callOptions).entries
+            }
+            if options.json {
+                try Output.json(entries.map(EntryJSON.init))
+                return
+            }
+            Output.table(
+                ["SEQ", "TIME", "ACTION", "OUTCOME", "ACTOR", "APPLICATION", "RECORDS", "REASON"],
+                entries.map {
+                    [
+                        "\($0.seq)", Audit.time($0.logTimeMs), $0.action, $0.outcome, $0.actor, $0.application,
+                        ($0.entity.isEmpty ? "" : $0.entity + " ") + $0.recordIds.joined(separator: ","), $0.reason,
+                    ]
+                })
+        }
+    }
+
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Re-hash every entry and check numbering, links and the head; exit 1 naming the first bad entry.",
+            discussion:
+                "Entries are read as stored. With --all-members each member's chain is checked and the members must hold the same entries up to the shortest head."
+        )
+        @OptionGroup var options: ConnectionOptions
+        @Flag(help: "Check every member's copy, and that they agree.") var allMembers = false
+        func run() async throws {
+            let cluster = try Cluster(options)
+            defer { cluster.close() }
+            let indexes = allMembers ? Array(cluster.targets.indices) : [try await Audit.answering(cluster)]
+            var results: [VerifyJSON] = []
+            for index in indexes {
+                results.append(try await Audit.verify(cluster, index))
+            }
+            if results.count > 1, results.allSatisfy({ $0.problem == nil }) {
+                let shortest = results.min { $0.checked < $1.checked }!
+                for index in indexes {
+                    let hash = try await Audit.hash(of: UInt64(shortest.checked), cluster, index)
+                    if hash != shortest.head_hash {
+                        results[indexes.firstIndex(of: index)!].problem =
+                            "entry \(shortest.checked) differs from member \(shortest.member)'s: the chains diverge"
+                    }
+                }
+            }
+            if options.json {
+                try Output.json(results)
+            } else {
+                Output.table(
+                    ["MEMBER", "ENTRIES", "HEAD", "RESULT"],
+                    results.map { ["\($0.member)", "\($0.checked)", "\($0.head)", $0.problem ?? "ok"] })
+            }
+            if results.contains(where: { $0.problem != nil }) { throw ExitCode(1) }
+        }
+    }
+
+    /// The first member that answers a head request.
+    static func answering(_ cluster: Cluster) async throws -> Int {
+        for index in cluster.targets.indices {
+            if (try? await cluster.connection(index).admin.auditHead(
+                Crm_V1_AuditHeadRequest(), options: cluster.callOptions)) != nil
+            {
+                return index
+            }
+        }
+        throw Failure.unreachable(cluster.targets.map { $0.address(.admin) })
+    }
+
+    /// Checks member `index`'s whole chain against its head, page by page.
+    static func verify(_ cluster: Cluster, _ index: Int) async throws -> VerifyJSON {
+        let head = try await cluster.onTarget(index) {
+            try await $0.admin.auditHead(Crm_V1_AuditHeadRequest(), options: cluster.callOptions)
+        }
+        var verifier = AuditVerifier(after: .empty)
+        var next: UInt64 = 1
+        while next != 0, verifier.problem == nil {
+            var request = Crm_V1_AuditEntriesRequest()
+            request.fromSeq = next
+            request.limit = 1000
+            let sent = request
+            let page = try await cluster.onTarget(index) {
+                try await $0.admin.auditEntries(sent, options: cluster.callOptions)
+            }
+            for entry in page.entries where !verifier.check(seq: entry.seq, AuditLink(encoded: Array(entry.stored))) {
+                break
+            }
+            next = page.nextSeq
+        }
+        var problem = verifier.problem.map { "entry \($0.seq): \($0.why)" }
+        if head.hash.count == 32 {
+            verifier.finish(at: AuditHead(seq: head.seq, hash: Array(head.hash)))
+            problem = verifier.problem.map { "entry \($0.seq): \($0.why)" }
+        } else if problem == nil {
+            problem = "the head does not decode"
+        }
+        return VerifyJSON(
+            member: cluster.targets[index].id, checked: verifier.checked, head: head.seq,
+            head_hash: hex(verifier.last.hash), problem: problem)
+    }
+
+    /// The hash of entry `seq` on member `index` (the genesis hash for 0).
+    static func hash(of seq: UInt64, _ cluster: Cluster, _ index: Int) async throws -> String {
+        guard seq > 0 else { return hex(AuditChain.genesis) }
+        var request = Crm_V1_AuditEntriesRequest()
+        request.fromSeq = seq
+        request.limit = 1
+        let sent = request
+        let page = try await cluster.onTarget(index) {
+            try await $0.admin.auditEntries(sent, options: cluster.callOptions)
+        }
+        guard let first = page.entries.first, first.seq == seq, let link = AuditLink(encoded: Array(first.stored))
+        else {
+            return "missing"
+        }
+        return hex(link.hash)
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+
+    static func time(_ millis: UInt64) -> String {
+        ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(millis) / 1000))
+    }
+
+    struct HeadJSON: Encodable {
+        let member: UInt64
+        let seq: UInt64
+        let hash: String
+        let applied_index: UInt64
+    }
+
+    struct VerifyJSON: Encodable {
+        let member: UInt64
+        let checked: Int
+        let head: UInt64
+        /// The hash of the last entry that held (compared across members at the shortest chain).
+        var head_hash: String
+        var problem: String?
+    }
+
+    struct EntryJSON: Encodable {
+        let seq: UInt64
+        let time_ms: UInt64
+        let action: String
+        let outcome: String
+        let actor: String
+        let application: String
+        let entity: String
+        let record_ids: [String]
+        let subject_ids: [String]
+        let field_ids: [UInt32]
+        let request_id: String
+        let reason: String
+
+        init(_ view: Crm_V1_AuditEntryView) {
+            seq = view.seq
+            time_ms = view.logTimeMs
+            action = view.action
+            outcome = view.outcome
+            actor = view.actor
+            application = view.application
+            entity = view.entity
+            record_ids = view.recordIds
+            subject_ids = view.subjectIds
+            field_ids = view.fieldIds
+            request_id = view.requestID
+            reason = view.reason
+        }
+    }
+}

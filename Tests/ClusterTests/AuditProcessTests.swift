@@ -1,0 +1,97 @@
+import CRMClient
+import CRMProto
+import CRMTestSupport
+import ClusterHarness
+import Foundation
+import GRPCCore
+import Testing
+
+/// The audit trail on real processes: every change made through the records and directory APIs
+/// leaves its entry, with the same chain on every member, read and checked by `crmctl audit`.
+extension RealProcessTests {
+    @Suite struct AuditProcessTests {
+        static let marker = "Wqxauditmarker"
+
+        private func crmctl(
+            _ arguments: [String], _ file: String
+        ) throws -> (status: Int32, output: String, errors: String) {
+            try ProcessCluster.tool("crmctl", arguments + ["--cluster", file])
+        }
+
+        @Test func everyChangeLeavesItsEntryAndEveryMemberHoldsTheSameVerifiedChain() async throws {
+            let cluster = try ProcessCluster()
+            try cluster.startAll()
+            let leader = try #require(await cluster.waitForLeader())
+            _ = try await cluster.signInRecordsUser()
+            let file = try cluster.writeClusterFile()
+            let records = try cluster.connection(leader, .client).records
+
+            var create = Crm_V1_CreateRecordRequest()
+            create.entity = "person"
+            create.fields = [
+                "last_name": .with { $0.text = "Hopper \(Self.marker)" },
+                "emails": .with { $0.texts = .with { $0.items = ["grace.\(Self.marker)@example.com"] } },
+            ]
+            create.requestID = "audit-create-1"
+            let person = try await records.create(create, options: ProcessCluster.shortCall).record
+            var update = Crm_V1_UpdateRecordRequest()
+            update.entity = "person"
+            update.id = person.id
+            update.expectedVersion = person.version
+            update.set = ["source": .with { $0.text = "fair" }]
+            let updated = try await records.update(update, options: ProcessCluster.shortCall).record
+            var delete = Crm_V1_VersionedRecordRequest()
+            delete.entity = "person"
+            delete.id = person.id
+            delete.expectedVersion = updated.version
+            _ = try await records.delete(delete, options: ProcessCluster.shortCall)
+
+            // Each change is one entry, written in the step that made it: who, through which
+            // application, on which record and subject, which fields; never the values.
+            let tail = try crmctl(["audit", "tail", "-n", "3", "--json"], file)
+            #expect(tail.status == 0, "\(tail.errors)")
+            let entries = (try JSONSerialization.jsonObject(with: Data(tail.output.utf8)) as? [[String: Any]]) ?? []
+            #expect(
+                entries.compactMap { $0["action"] as? String } == ["record.create", "record.update", "record.delete"])
+            let created = try #require(entries.first)
+            #expect((created["actor"] as? String)?.hasPrefix("crm://user/") == true)
+            #expect(created["application"] as? String == "crm://client/crmctl")
+            #expect(
+                created["record_ids"] as? [String] == [person.id] && created["subject_ids"] as? [String] == [person.id])
+            #expect(
+                created["request_id"] as? String == "audit-create-1" && (created["field_ids"] as? [Int])?.count == 2)
+            #expect((entries[1]["field_ids"] as? [Int])?.count == 1)
+            #expect(!tail.output.contains(Self.marker) && !tail.output.lowercased().contains("hopper"))
+            let sequence = entries.compactMap { $0["seq"] as? Int }
+            #expect(sequence.count == 3 && sequence[1] == sequence[0] + 1 && sequence[2] == sequence[1] + 1)
+
+            // The directory's changes too (the harness signed in, put a role and a user).
+            let all = try crmctl(["audit", "tail", "-n", "1000", "--json"], file)
+            let actions = Set(
+                ((try JSONSerialization.jsonObject(with: Data(all.output.utf8)) as? [[String: Any]]) ?? []).compactMap {
+                    $0["action"] as? String
+                })
+            for action in [
+                "keys.create", "user.bootstrap", "login.success", "password.change", "role.put", "user.create",
+            ] {
+                #expect(actions.contains(action), "\(action) in \(actions.sorted())")
+            }
+
+            // Every member holds the same chain, and it verifies.
+            var heads: Set<String> = []
+            for _ in 0..<50 {
+                let head = try crmctl(["audit", "head", "--json"], file)
+                let rows = (try JSONSerialization.jsonObject(with: Data(head.output.utf8)) as? [[String: Any]]) ?? []
+                heads = Set(rows.compactMap { "\($0["seq"] ?? "")/\($0["hash"] ?? "")" })
+                if rows.count == 3 && heads.count == 1 { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(heads.count == 1, "\(heads)")
+            let verified = try crmctl(["audit", "verify", "--all-members", "--json"], file)
+            #expect(verified.status == 0, "\(verified.output) \(verified.errors)")
+            let results = (try JSONSerialization.jsonObject(with: Data(verified.output.utf8)) as? [[String: Any]]) ?? []
+            #expect(
+                results.count == 3 && results.allSatisfy { ($0["checked"] as? Int ?? 0) >= 10 && $0["problem"] == nil })
+        }
+    }
+}
