@@ -16,6 +16,8 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
     let members: MemberClients
     let authorization: Authorization
     let limiter: RateLimiter
+    /// Where the entries of reads go (batched into the trail).
+    let audit: AuditRecorder
     /// Where the time records calls spend on authorization is recorded (nil: nowhere).
     var metrics: NodeMetrics? = nil
 

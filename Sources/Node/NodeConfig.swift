@@ -304,10 +304,19 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         /// Re-wrap batches (of up to 128 subject keys) the leader proposes a second after a
         /// key-set rotation: the job's share of the log (1 to 1024; 64 when not given).
         public var rewrapBatchesPerSecond: Int?
+        /// When a read's audit entry must have committed: `sync` (the default: no personal
+        /// data leaves before its entry is in the trail) or `async` (entries are written in
+        /// the background; a read does not wait, so a crash may lose the newest).
+        public var auditReads: AuditReads?
 
-        public init(keyFile: String? = nil, rewrapBatchesPerSecond: Int? = nil) {
+        public enum AuditReads: String, Codable, Sendable, Equatable {
+            case sync, async
+        }
+
+        public init(keyFile: String? = nil, rewrapBatchesPerSecond: Int? = nil, auditReads: AuditReads? = nil) {
             self.keyFile = keyFile
             self.rewrapBatchesPerSecond = rewrapBatchesPerSecond
+            self.auditReads = auditReads
         }
 
         public static let defaultRewrapBatchesPerSecond = 64
@@ -315,6 +324,7 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         enum CodingKeys: String, CodingKey {
             case keyFile = "key_file"
             case rewrapBatchesPerSecond = "rewrap_batches_per_second"
+            case auditReads = "audit_reads"
         }
     }
 

@@ -226,8 +226,11 @@ public final class NodeRuntime: @unchecked Sendable {
             memberState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() })
         let crm = CRMRecords(engine: engine, keys: crmKeys, local: local, routing: routing, logger: logger)
         let identity = CRMIdentity(crm: crm)
+        let audit = AuditRecorder(
+            crm: crm, members: members, waitsForReads: (config.crm?.auditReads ?? .sync) == .sync)
         let directory = DirectoryService(
-            identity: identity, members: members, authorization: authorization, limiter: limiter, metrics: metrics)
+            identity: identity, members: members, authorization: authorization, limiter: limiter, audit: audit,
+            metrics: metrics)
         self.directoryService = directory
         let records = RecordsService(directory: directory)
         self.records = records

@@ -412,6 +412,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
             else {
                 throw RecordError.notFound(entity, id)
             }
+            try await auditRead("record.read", actor, [record], fields: fields, definition)
             var response = Crm_V1_RecordResponse()
             response.record = try opened(record, fields: fields, definition)
             return response
@@ -437,15 +438,18 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
             let definition = try crm.changes.definition(entity)
             let fields = try actor.fieldsToOpen(try fieldSet(definition, message.fields), definition)
             var response = Crm_V1_BatchGetRecordsResponse()
+            var found: [VersionedRecord] = []
             for id in ids {
                 if let record = try crm.changes.read(entity, id),
                     try actor.reach(.read, record.record, within: scope, shares: shares) != nil
                 {
-                    response.records.append(try opened(record, fields: fields, definition))
+                    found.append(record)
                 } else {
                     response.missing.append(id.description)
                 }
             }
+            try await auditRead("record.read", actor, found, fields: fields, definition)
+            response.records = try found.map { try opened($0, fields: fields, definition) }
             return response
         }
     }
@@ -477,11 +481,11 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
                     nowMillis: now, keySets: { try? crm.keys.keySet($0) })
             let page = try crm.changes.list(query, after: after)
             var response = Crm_V1_ListRecordsResponse()
-            response.records = try page.records.filter {
+            let listed = try page.records.filter {
                 try actor.reach(.read, $0.record, within: scope, shares: shares) != nil
-            }.map {
-                try opened($0, fields: fields, definition)
             }
+            try await auditRead("record.list", actor, listed, fields: fields, definition)
+            response.records = try listed.map { try opened($0, fields: fields, definition) }
             if let resume = page.resumeAfter {
                 response.nextPageToken = try PageTokens.seal(
                     resume, query: query, principal: actor.pageTokenHolder, workspace: workspace, issuedAtMillis: now,
@@ -533,10 +537,12 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
                 throw RPCError(code: .invalidArgument, message: "`value` is not a valid \(message.by)")
             }
             var response = Crm_V1_RecordsResponse()
-            response.records = try found.filter {
+            let reached = try found.filter {
                 try (message.includeDeleted || !$0.record.deleted)
                     && actor.reach(.read, $0.record, within: scope, shares: shares) != nil
-            }.map { try opened($0, fields: fields, definition) }
+            }
+            try await auditRead("record.lookup", actor, reached, fields: fields, definition)
+            response.records = try reached.map { try opened($0, fields: fields, definition) }
             return response
         }
     }

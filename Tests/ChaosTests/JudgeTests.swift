@@ -32,6 +32,26 @@ import Testing
             "\(check.detail)")
     }
 
+    /// The first key without an order may have no single read to blame (reads flip between
+    /// two values); a stale read of another key is named instead.
+    @Test func aStaleReadOfAnotherKeyIsNamedWhenTheFirstKeyHasNoneToBlame() {
+        let flipping =
+            Self.op(1, "put", "a", "v1", 0, 10_000) + Self.op(2, "put", "a", "v2", 0, 10_000)
+            + Self.op(3, "get", "a", nil, 11_000, 12_000, read: .some("v1"))
+            + Self.op(3, "get", "a", nil, 13_000, 14_000, read: .some("v2"))
+            + Self.op(3, "get", "a", nil, 15_000, 16_000, read: .some("v1"))
+        #expect(Judge.explain(key: "a", flipping).isEmpty)
+        #expect(!Judge.linearizability(flipping).check.passed)
+        let stale =
+            Self.op(4, "put", "b", "w1", 0, 1_000) + Self.op(5, "put", "b", "w2", 2_000, 3_000)
+            + Self.op(6, "get", "b", nil, 4_000, 5_000, read: .some("w1"))
+        let check = Judge.linearizability(flipping + stale).check
+        #expect(check.detail.contains("key a has no linearization"), "\(check.detail)")
+        #expect(
+            check.detail.contains("get(b)") && check.detail.contains("put(w2) had been acknowledged"), "\(check.detail)"
+        )
+    }
+
     /// A stale read of a counter: an increment to 9 had no answer, but the counter had long
     /// moved past 8, so that swap cannot have restored 9 and the read is still named.
     @Test func anIndeterminateSwapExplainsAReadOnlyWhereItsExpectedValueWasPossible() {

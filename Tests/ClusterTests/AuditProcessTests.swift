@@ -93,5 +93,59 @@ extension RealProcessTests {
             #expect(
                 results.count == 3 && results.allSatisfy { ($0["checked"] as? Int ?? 0) >= 10 && $0["problem"] == nil })
         }
+
+        /// Reads are audited before their answer leaves: through a follower too (its batch goes
+        /// to the leader); a member that cannot reach a leader releases no personal data.
+        @Test func readsAreAuditedBeforeTheyLeaveAndAMemberWithoutALeaderReleasesNoPersonalData() async throws {
+            let cluster = try ProcessCluster()
+            try cluster.startAll()
+            let leader = try #require(await cluster.waitForLeader())
+            _ = try await cluster.signInRecordsUser()
+            let file = try cluster.writeClusterFile()
+            let follower = try #require(cluster.ids.first { $0 != leader })
+            var create = Crm_V1_CreateRecordRequest()
+            create.entity = "person"
+            create.fields = [
+                "last_name": .with { $0.text = "Lamarr \(Self.marker)" }, "source": .with { $0.text = "fair" },
+            ]
+            let person = try await cluster.connection(leader, .client).records.create(
+                create, options: ProcessCluster.shortCall
+            ).record
+            let records = try cluster.connection(follower, .client).records
+            var get = Crm_V1_GetRecordRequest()
+            get.entity = "person"
+            get.id = person.id
+            #expect(try await records.get(get, options: ProcessCluster.shortCall).record.fields["last_name"] != nil)
+            var lookup = Crm_V1_LookupRequest()
+            lookup.entity = "person"
+            lookup.by = "name"
+            lookup.value = "lamarr \(Self.marker)"
+            #expect(try await records.lookup(lookup, options: ProcessCluster.shortCall).records.count == 1)
+
+            let tail = try crmctl(["audit", "tail", "-n", "2", "--json"], file)
+            let entries = (try JSONSerialization.jsonObject(with: Data(tail.output.utf8)) as? [[String: Any]]) ?? []
+            #expect(
+                entries.compactMap { $0["action"] as? String } == ["record.read", "record.lookup"], "\(tail.output)")
+            for entry in entries {
+                #expect(
+                    entry["record_ids"] as? [String] == [person.id] && entry["subject_ids"] as? [String] == [person.id])
+                #expect((entry["field_ids"] as? [Int])?.contains(2) == true, "last_name is among the fields read")
+            }
+            #expect(!tail.output.contains(Self.marker))
+
+            // Alone, the follower has no leader to write the trail: a read of personal data is
+            // refused; one of non-personal fields only is answered.
+            for id in cluster.ids where id != follower { cluster.kill9(id) }
+            get.serializable = true
+            await #expect(throws: RPCError.self) {
+                do { _ = try await records.get(get, options: ProcessCluster.shortCall) } catch let error as RPCError {
+                    #expect(error.code == .unavailable && error.message.contains("audit trail"), "\(error)")
+                    throw error
+                }
+            }
+            get.fields = ["source"]
+            #expect(
+                try await records.get(get, options: ProcessCluster.shortCall).record.fields["source"]?.text == "fair")
+        }
     }
 }

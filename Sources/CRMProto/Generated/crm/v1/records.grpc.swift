@@ -248,6 +248,19 @@ public enum Crm_V1_Records: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "AppendAudit" metadata.
+        public enum AppendAudit: Sendable {
+            /// Request type for "AppendAudit".
+            public typealias Input = Crm_V1_AppendAuditRequest
+            /// Response type for "AppendAudit".
+            public typealias Output = Crm_V1_AppendAuditResponse
+            /// Descriptor for "AppendAudit".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Records"),
+                method: "AppendAudit",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "crm.v1.Records" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Create.descriptor,
@@ -265,7 +278,8 @@ public enum Crm_V1_Records: Sendable {
             PutField.descriptor,
             RetireField.descriptor,
             Share.descriptor,
-            ListShares.descriptor
+            ListShares.descriptor,
+            AppendAudit.descriptor
         ]
     }
 }
@@ -573,6 +587,25 @@ extension Crm_V1_Records {
             request: GRPCCore.StreamingServerRequest<Crm_V1_ListSharesRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_SharesResponse>
+
+        /// Handle the "AppendAudit" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Members only (PERMISSION_DENIED for anyone else): a follower's batch of audit entries for
+        /// > the reads it served, appended by the leader in one transaction; answered once committed.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_AppendAuditRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_AppendAuditResponse` messages.
+        func appendAudit(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_AppendAuditRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_AppendAuditResponse>
     }
 
     /// Service protocol for the "crm.v1.Records" service.
@@ -864,6 +897,25 @@ extension Crm_V1_Records {
             request: GRPCCore.ServerRequest<Crm_V1_ListSharesRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_SharesResponse>
+
+        /// Handle the "AppendAudit" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Members only (PERMISSION_DENIED for anyone else): a follower's batch of audit entries for
+        /// > the reads it served, appended by the leader in one transaction; answered once committed.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_AppendAuditRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_AppendAuditResponse` message.
+        func appendAudit(
+            request: GRPCCore.ServerRequest<Crm_V1_AppendAuditRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_AppendAuditResponse>
     }
 
     /// Simple service protocol for the "crm.v1.Records" service.
@@ -1153,6 +1205,25 @@ extension Crm_V1_Records {
             request: Crm_V1_ListSharesRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_SharesResponse
+
+        /// Handle the "AppendAudit" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Members only (PERMISSION_DENIED for anyone else): a follower's batch of audit entries for
+        /// > the reads it served, appended by the leader in one transaction; answered once committed.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_AppendAuditRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_AppendAuditResponse` to respond with.
+        func appendAudit(
+            request: Crm_V1_AppendAuditRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_AppendAuditResponse
     }
 }
 
@@ -1336,6 +1407,17 @@ extension Crm_V1_Records.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Crm_V1_Records.Method.AppendAudit.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_AppendAuditRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_AppendAuditResponse>(),
+            handler: { request, context in
+                try await self.appendAudit(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1512,6 +1594,17 @@ extension Crm_V1_Records.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_SharesResponse> {
         let response = try await self.listShares(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func appendAudit(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_AppendAuditRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_AppendAuditResponse> {
+        let response = try await self.appendAudit(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1723,6 +1816,19 @@ extension Crm_V1_Records.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Crm_V1_SharesResponse> {
         return GRPCCore.ServerResponse<Crm_V1_SharesResponse>(
             message: try await self.listShares(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func appendAudit(
+        request: GRPCCore.ServerRequest<Crm_V1_AppendAuditRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_AppendAuditResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_AppendAuditResponse>(
+            message: try await self.appendAudit(
                 request: request.message,
                 context: context
             ),
@@ -2100,6 +2206,30 @@ extension Crm_V1_Records {
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_SharesResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_SharesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "AppendAudit" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Members only (PERMISSION_DENIED for anyone else): a follower's batch of audit entries for
+        /// > the reads it served, appended by the leader in one transaction; answered once committed.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_AppendAuditRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_AppendAuditRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_AppendAuditResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func appendAudit<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_AppendAuditRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_AppendAuditRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_AppendAuditResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_AppendAuditResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2656,6 +2786,41 @@ extension Crm_V1_Records {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "AppendAudit" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Members only (PERMISSION_DENIED for anyone else): a follower's batch of audit entries for
+        /// > the reads it served, appended by the leader in one transaction; answered once committed.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_AppendAuditRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_AppendAuditRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_AppendAuditResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func appendAudit<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_AppendAuditRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_AppendAuditRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_AppendAuditResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_AppendAuditResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Records.Method.AppendAudit.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -3115,6 +3280,36 @@ extension Crm_V1_Records.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ListSharesRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_SharesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AppendAudit" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Members only (PERMISSION_DENIED for anyone else): a follower's batch of audit entries for
+    /// > the reads it served, appended by the leader in one transaction; answered once committed.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_AppendAuditRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func appendAudit<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_AppendAuditRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_AppendAuditResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.appendAudit(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_AppendAuditRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_AppendAuditResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3640,6 +3835,40 @@ extension Crm_V1_Records.ClientProtocol {
             metadata: metadata
         )
         return try await self.listShares(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AppendAudit" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Members only (PERMISSION_DENIED for anyone else): a follower's batch of audit entries for
+    /// > the reads it served, appended by the leader in one transaction; answered once committed.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func appendAudit<Result>(
+        _ message: Crm_V1_AppendAuditRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_AppendAuditResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_AppendAuditRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.appendAudit(
             request: request,
             options: options,
             onResponse: handleResponse

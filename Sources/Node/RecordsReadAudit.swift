@@ -1,0 +1,48 @@
+import CRM
+import CRMProto
+import GRPCCore
+import KVStore
+
+/// The audit of reads: a read's entry (who, through which application, which records, data
+/// subjects and fields) is written before its answer leaves the member, and waited for when
+/// the answer holds personal fields (`crm.audit_reads: sync`, the default).
+extension RecordsService {
+    func auditRead(
+        _ action: String, _ actor: Actor, _ records: [VersionedRecord], fields: Set<String>,
+        _ definition: EntityDefinition
+    ) async throws {
+        guard !records.isEmpty else { return }
+        let names = fields.sorted()
+        let personal = names.contains { definition.field(named: $0)?.personal == true }
+        var subjects: [CRMID] = []
+        for subject in records.compactMap(\.record.subject) where !subjects.contains(subject) {
+            subjects.append(subject)
+        }
+        let entry = AuditEntry(
+            action: action, actor: actor.owner, application: actor.application, entity: definition.code,
+            records: records.map(\.record.id), subjects: subjects, fields: definition.ids(of: names))
+        try await directory.audit.record([entry], wait: personal && directory.audit.waitsForReads)
+    }
+
+    /// A follower's batch of read entries, appended by the leader: members only.
+    func appendAudit(
+        request: ServerRequest<Crm_V1_AppendAuditRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_AppendAuditResponse> {
+        guard case .member = try directory.authorization.requireClient(context) else {
+            throw RPCError(code: .permissionDenied, message: "only members append audit entries")
+        }
+        guard crm.isLeader else { throw LocalKV.rpcError(.notLeader(leaderHint: crm.leaderHint)) }
+        let bodies = request.message.bodies
+        guard !bodies.isEmpty, bodies.count <= AuditRecorder.maxBatch else {
+            throw RPCError(code: .invalidArgument, message: "a batch holds 1 to \(AuditRecorder.maxBatch) entries")
+        }
+        let entries = try bodies.map { body in
+            guard let entry = AuditEntry(encoded: Array(body)) else {
+                throw RPCError(code: .invalidArgument, message: "an audit entry does not decode")
+            }
+            return entry
+        }
+        try await AuditRecorder.propose(entries, crm)
+        return ServerResponse(message: Crm_V1_AppendAuditResponse())
+    }
+}
