@@ -10,7 +10,8 @@
 # node-<id>/data, node-<id>.log, node-<id>.pid, and cluster.json, which crmctl reads by default.
 # Ports: peer 7001+, client 7101+, admin 7201+, health 7301+, front gRPC 7401+, front HTTP 7501+
 # (CRM_BASE_PORT moves them all).
-# Binaries come from .build/release (CRM_BIN overrides).
+# Binaries come from .build/release (CRM_BIN overrides). CRM_AUDIT_READS=async writes the
+# configs with crm.audit_reads: async (for measuring what synchronous read audit costs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,6 +54,7 @@ tls:
 admins: [crmctl]
 crm:
   key_file: certs/crm.key
+  audit_reads: ${CRM_AUDIT_READS:-sync}
 front:
   grpc: "127.0.0.1:$((base + 400 + id))"
   http: "127.0.0.1:$((base + 500 + id))"

@@ -74,25 +74,35 @@ struct Audit: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Re-hash every entry and check numbering, links and the head; exit 1 naming the first bad entry.",
             discussion:
-                "Entries are read as stored. With --all-members each member's chain is checked and the members must hold the same entries up to the shortest head."
+                "Entries are read as stored. With --all-members each member's chain is checked and the members must hold the same entries up to the shortest head. --anchors takes heads saved earlier (the JSON `crmctl audit head --json` prints): each entry named there must still have the hash saved."
         )
         @OptionGroup var options: ConnectionOptions
         @Flag(help: "Check every member's copy, and that they agree.") var allMembers = false
+        @Option(help: "Start at this entry, trusting the one before it (default: the first).") var from: UInt64 = 1
+        @Option(help: "A file of heads saved earlier, to check that those entries are unchanged.") var anchors: String?
+        func validate() throws {
+            guard from >= 1 else { throw ValidationError("--from starts at 1") }
+        }
         func run() async throws {
             let cluster = try Cluster(options)
             defer { cluster.close() }
+            let saved = try anchors.map(Audit.anchors) ?? []
             let indexes = allMembers ? Array(cluster.targets.indices) : [try await Audit.answering(cluster)]
             var results: [VerifyJSON] = []
             for index in indexes {
-                results.append(try await Audit.verify(cluster, index))
+                var result = try await Audit.verify(cluster, index, from: from)
+                if result.problem == nil {
+                    result.problem = try await Audit.anchorProblem(saved, head: result.head, cluster, index)
+                }
+                results.append(result)
             }
             if results.count > 1, results.allSatisfy({ $0.problem == nil }) {
-                let shortest = results.min { $0.checked < $1.checked }!
-                for index in indexes {
-                    let hash = try await Audit.hash(of: UInt64(shortest.checked), cluster, index)
+                let shortest = results.min { $0.last_seq < $1.last_seq }!
+                for index in indexes where shortest.last_seq >= from {
+                    let hash = try await Audit.hash(of: shortest.last_seq, cluster, index)
                     if hash != shortest.head_hash {
                         results[indexes.firstIndex(of: index)!].problem =
-                            "entry \(shortest.checked) differs from member \(shortest.member)'s: the chains diverge"
+                            "entry \(shortest.last_seq) differs from member \(shortest.member)'s: the chains diverge"
                     }
                 }
             }
@@ -119,13 +129,22 @@ struct Audit: AsyncParsableCommand {
         throw Failure.unreachable(cluster.targets.map { $0.address(.admin) })
     }
 
-    /// Checks member `index`'s whole chain against its head, page by page.
-    static func verify(_ cluster: Cluster, _ index: Int) async throws -> VerifyJSON {
+    /// Checks member `index`'s chain from entry `from` to its head, page by page.
+    static func verify(_ cluster: Cluster, _ index: Int, from: UInt64) async throws -> VerifyJSON {
         let head = try await cluster.onTarget(index) {
             try await $0.admin.auditHead(Crm_V1_AuditHeadRequest(), options: cluster.callOptions)
         }
-        var verifier = AuditVerifier(after: .empty)
-        var next: UInt64 = 1
+        var base = AuditHead.empty
+        if from > 1 {
+            guard let before = try await link(from - 1, cluster, index) else {
+                return VerifyJSON(
+                    member: cluster.targets[index].id, checked: 0, last_seq: 0, head: head.seq,
+                    head_hash: hex(AuditChain.genesis), problem: "entry \(from - 1) (before --from) is missing")
+            }
+            base = before.head
+        }
+        var verifier = AuditVerifier(after: base)
+        var next = from
         while next != 0, verifier.problem == nil {
             var request = Crm_V1_AuditEntriesRequest()
             request.fromSeq = next
@@ -147,13 +166,12 @@ struct Audit: AsyncParsableCommand {
             problem = "the head does not decode"
         }
         return VerifyJSON(
-            member: cluster.targets[index].id, checked: verifier.checked, head: head.seq,
+            member: cluster.targets[index].id, checked: verifier.checked, last_seq: verifier.last.seq, head: head.seq,
             head_hash: hex(verifier.last.hash), problem: problem)
     }
 
-    /// The hash of entry `seq` on member `index` (the genesis hash for 0).
-    static func hash(of seq: UInt64, _ cluster: Cluster, _ index: Int) async throws -> String {
-        guard seq > 0 else { return hex(AuditChain.genesis) }
+    /// Entry `seq` on member `index` as stored (nil: missing or not decodable).
+    static func link(_ seq: UInt64, _ cluster: Cluster, _ index: Int) async throws -> AuditLink? {
         var request = Crm_V1_AuditEntriesRequest()
         request.fromSeq = seq
         request.limit = 1
@@ -161,11 +179,45 @@ struct Audit: AsyncParsableCommand {
         let page = try await cluster.onTarget(index) {
             try await $0.admin.auditEntries(sent, options: cluster.callOptions)
         }
-        guard let first = page.entries.first, first.seq == seq, let link = AuditLink(encoded: Array(first.stored))
-        else {
-            return "missing"
+        guard let first = page.entries.first, first.seq == seq else { return nil }
+        return AuditLink(encoded: Array(first.stored))
+    }
+
+    /// The hash of entry `seq` on member `index` (the genesis hash for 0).
+    static func hash(of seq: UInt64, _ cluster: Cluster, _ index: Int) async throws -> String {
+        guard seq > 0 else { return hex(AuditChain.genesis) }
+        return try await link(seq, cluster, index).map { hex($0.hash) } ?? "missing"
+    }
+
+    struct Anchor: Decodable {
+        let seq: UInt64
+        let hash: String
+    }
+
+    /// Heads saved earlier: a JSON array, or one JSON object a line.
+    static func anchors(_ path: String) throws -> [Anchor] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        if let list = try? JSONDecoder().decode([Anchor].self, from: data) { return list }
+        return try String(decoding: data, as: UTF8.self).split(separator: "\n").filter { !$0.isEmpty }.map {
+            do { return try JSONDecoder().decode(Anchor.self, from: Data($0.utf8)) } catch {
+                throw ValidationError("\(path): each anchor is {\"seq\": N, \"hash\": \"<hex>\"}")
+            }
         }
-        return hex(link.hash)
+    }
+
+    /// The first saved anchor member `index` no longer matches (nil: all hold).
+    static func anchorProblem(
+        _ anchors: [Anchor], head: UInt64, _ cluster: Cluster, _ index: Int
+    ) async throws -> String? {
+        for anchor in anchors.sorted(by: { $0.seq < $1.seq }) where anchor.seq > 0 {
+            guard anchor.seq <= head else {
+                return "the chain ends at \(head), before the anchor at entry \(anchor.seq): entries were removed"
+            }
+            if try await hash(of: anchor.seq, cluster, index) != anchor.hash.lowercased() {
+                return "entry \(anchor.seq) no longer has the hash saved in the anchors: the chain was rewritten"
+            }
+        }
+        return nil
     }
 
     static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
@@ -184,6 +236,8 @@ struct Audit: AsyncParsableCommand {
     struct VerifyJSON: Encodable {
         let member: UInt64
         let checked: Int
+        /// The last entry that held (0: none).
+        let last_seq: UInt64
         let head: UInt64
         /// The hash of the last entry that held (compared across members at the shortest chain).
         var head_hash: String

@@ -92,6 +92,31 @@ extension RealProcessTests {
             let results = (try JSONSerialization.jsonObject(with: Data(verified.output.utf8)) as? [[String: Any]]) ?? []
             #expect(
                 results.count == 3 && results.allSatisfy { ($0["checked"] as? Int ?? 0) >= 10 && $0["problem"] == nil })
+
+            // Heads saved earlier are anchors: a later verify checks those entries are unchanged
+            // (here: an anchor altered, or beyond the chain, stands for a rewritten or cut chain).
+            let anchors = cluster.directory + "/anchors.json"
+            let saved = try crmctl(["audit", "head", "--json"], file).output
+            try saved.write(toFile: anchors, atomically: true, encoding: .utf8)
+            var another = create
+            another.requestID = "audit-create-2"
+            _ = try await records.create(another, options: ProcessCluster.shortCall)
+            #expect(try crmctl(["audit", "verify", "--anchors", anchors], file).status == 0)
+            let seq = try #require(
+                ((try JSONSerialization.jsonObject(with: Data(saved.utf8)) as? [[String: Any]])?.first?["seq"] as? Int))
+            let fromFive = try crmctl(["audit", "verify", "--from", "5", "--json"], file)
+            let checkedFromFive =
+                ((try JSONSerialization.jsonObject(with: Data(fromFive.output.utf8)) as? [[String: Any]])?.first?[
+                    "checked"] as? Int) ?? 0
+            #expect(fromFive.status == 0 && checkedFromFive >= seq - 4, "\(fromFive.output)")
+            let forged = cluster.directory + "/forged.json"
+            try "{\"seq\": \(seq), \"hash\": \"\(String(repeating: "ab", count: 32))\"}\n".write(
+                toFile: forged, atomically: true, encoding: .utf8)
+            let rewritten = try crmctl(["audit", "verify", "--anchors", forged], file)
+            #expect(rewritten.status == 1 && rewritten.output.contains("was rewritten"), "\(rewritten.output)")
+            try "{\"seq\": \(seq + 1000), \"hash\": \"00\"}\n".write(toFile: forged, atomically: true, encoding: .utf8)
+            let cut = try crmctl(["audit", "verify", "--anchors", forged], file)
+            #expect(cut.status == 1 && cut.output.contains("entries were removed"), "\(cut.output)")
         }
 
         /// Reads are audited before their answer leaves: through a follower too (its batch goes
