@@ -286,7 +286,7 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Raft", "Wire", "Sealing", "CRMTestSupport", .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(
             name: "ClusterTests",
-            dependencies: ["CRMClient", "CRMProto", "Wire", "CRMTestSupport", "ClusterHarness", "Node", "FaultFile", .product(name: "GRPCCore", package: "grpc-swift-2"),
+            dependencies: ["CRMClient", "CRMProto", "Wire", "CRMTestSupport", "ClusterHarness", "Node", "FaultFile", "Identity", .product(name: "GRPCCore", package: "grpc-swift-2"),
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
         ),
         .testTarget(

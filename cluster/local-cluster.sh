@@ -11,7 +11,8 @@
 # Ports: peer 7001+, client 7101+, admin 7201+, health 7301+, front gRPC 7401+, front HTTP 7501+
 # (CRM_BASE_PORT moves them all).
 # Binaries come from .build/release (CRM_BIN overrides). CRM_AUDIT_READS=async writes the
-# configs with crm.audit_reads: async (for measuring what synchronous read audit costs).
+# configs with crm.audit_reads: async (for measuring what synchronous read audit costs);
+# CRM_MFA=optional lets users sign in with a password alone (benchmarks that sign in many times).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,6 +56,7 @@ admins: [crmctl]
 crm:
   key_file: certs/crm.key
   audit_reads: ${CRM_AUDIT_READS:-sync}
+  mfa: ${CRM_MFA:-required}
 front:
   grpc: "127.0.0.1:$((base + 400 + id))"
   http: "127.0.0.1:$((base + 500 + id))"

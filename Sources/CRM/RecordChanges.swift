@@ -220,7 +220,7 @@ public struct RecordChanges: Sendable {
 
     // MARK: Helpers
 
-    func inUse() throws -> CRMKeySet {
+    public func inUse() throws -> CRMKeySet {
         do {
             guard let set = try keys.inUse() else { throw CRMKeyError.keyUnavailable("the CRM has no key set yet") }
             return set

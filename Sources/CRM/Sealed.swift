@@ -2,10 +2,10 @@ import Sealing
 
 /// AES-256-GCM with a fresh random nonce, in the form the CRM stores everything it seals:
 /// nonce (12) ‖ ciphertext ‖ tag (16). The associated data binds each ciphertext to its place.
-enum Sealed {
-    static let overheadBytes = AES256GCM.nonceByteCount + AES256GCM.tagByteCount
+public enum Sealed {
+    public static let overheadBytes = AES256GCM.nonceByteCount + AES256GCM.tagByteCount
 
-    static func seal(_ plaintext: [UInt8], under key: SymmetricKey, binding aad: [UInt8]) throws -> [UInt8] {
+    public static func seal(_ plaintext: [UInt8], under key: SymmetricKey, binding aad: [UInt8]) throws -> [UInt8] {
         var output = [UInt8](repeating: 0, count: overheadBytes + plaintext.count)
         let cipher = AES256GCM(key: key)
         try output.withUnsafeMutableBytes { buffer in
@@ -23,7 +23,7 @@ enum Sealed {
     }
 
     /// The plaintext, or nil when `sealed` is short, altered, or sealed under another key or place.
-    static func open(_ sealed: [UInt8], under key: SymmetricKey, binding aad: [UInt8]) throws -> [UInt8]? {
+    public static func open(_ sealed: [UInt8], under key: SymmetricKey, binding aad: [UInt8]) throws -> [UInt8]? {
         guard sealed.count >= overheadBytes else { return nil }
         var plain = [UInt8](repeating: 0, count: sealed.count - overheadBytes)
         let cipher = AES256GCM(key: key)

@@ -11,7 +11,8 @@ struct Users: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "The CRM's users (signed in: crmctl login).",
         subcommands: [
-            Bootstrap.self, Create.self, List.self, Disable.self, Enable.self, AssignRoles.self, SetTeams.self,
+            Bootstrap.self, Create.self, List.self, Disable.self, Enable.self, Unlock.self, AssignRoles.self,
+            SetTeams.self,
         ])
 
     struct Create: AsyncParsableCommand {
@@ -72,6 +73,21 @@ struct Users: AsyncParsableCommand {
         func run() async throws { try await Users.setStatus(user, "active", options, signedIn) }
     }
 
+    struct Unlock: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Forget a user's failed sign-ins: ends a lock and any back-off (user.admin; not yourself).")
+        @OptionGroup var options: ConnectionOptions
+        @OptionGroup var signedIn: SignedIn
+        @Argument(help: "The user's id.") var user: String
+        func run() async throws {
+            var request = Crm_V1_UnlockUserRequest()
+            request.userID = user
+            let sent = request
+            let updated = try await signedIn.call(options) { try await $0.directory.unlockUser(sent, metadata: $1) }
+            try Users.print([updated], json: options.json)
+        }
+    }
+
     struct AssignRoles: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "assign-roles", abstract: "Give a user exactly these roles (role.admin): their sessions end.")
@@ -125,14 +141,18 @@ struct Users: AsyncParsableCommand {
             try Output.json(
                 users.map {
                     UserJSON(
-                        user_id: $0.userID, username: $0.username, status: $0.status, roles: $0.roles, teams: $0.teams)
+                        user_id: $0.userID, username: $0.username, status: $0.status, roles: $0.roles, teams: $0.teams,
+                        locked: $0.locked)
                 })
             return
         }
         Output.table(
-            ["ID", "USERNAME", "STATUS", "ROLES", "TEAMS"],
+            ["ID", "USERNAME", "STATUS", "ROLES", "TEAMS", "LOCKED"],
             users.map {
-                [$0.userID, $0.username, $0.status, $0.roles.joined(separator: ","), $0.teams.joined(separator: ",")]
+                [
+                    $0.userID, $0.username, $0.status, $0.roles.joined(separator: ","), $0.teams.joined(separator: ","),
+                    $0.locked ? "yes" : "",
+                ]
             })
     }
 
@@ -142,6 +162,7 @@ struct Users: AsyncParsableCommand {
         let status: String
         let roles: [String]
         let teams: [String]
+        let locked: Bool
     }
 
     struct Bootstrap: AsyncParsableCommand {
@@ -204,6 +225,17 @@ struct Session {
         return String(decoding: data, as: UTF8.self).components(separatedBy: "\n")[0]
     }
 
+    /// Up to `count` lines of standard input (at most 1 KiB each); on a terminal, only the
+    /// first is read now (the caller asks for the rest when it needs them).
+    static func readLines(_ what: String, count: Int) throws -> [String] {
+        if isatty(STDIN_FILENO) == 1 { return [try readPassword(what)] }
+        let data = FileHandle.standardInput.readDataToEndOfFile().prefix(1025 * count)
+        let lines = String(decoding: data, as: UTF8.self).components(separatedBy: "\n").prefix(count)
+        guard lines.allSatisfy({ $0.utf8.count <= 1024 }) else { throw ValidationError("a line is longer than 1 KiB") }
+        // The first line always (an empty password is the server's to refuse); later ones when given.
+        return [lines.first ?? ""] + lines.dropFirst().filter { !$0.isEmpty }
+    }
+
     /// Writes `token` to `path` with mode 0600, replacing any earlier one atomically.
     static func store(_ token: String, at path: String) throws {
         let temporary = path + ".tmp-\(getpid())"
@@ -234,26 +266,43 @@ struct Session {
 
 struct Login: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Sign in (the password is read from standard input); the token is kept in a 0600 file.")
+        abstract:
+            "Sign in: the password, then (for a user with a second factor) the code, a line each on standard input.",
+        discussion: "The token is kept in a 0600 file. With --recovery-code the second line is a recovery code.")
     @OptionGroup var options: ConnectionOptions
     @Argument(help: "The username.") var username: String
     @Option(help: "Where to keep the token (default: $CRM_TOKEN_FILE or ~/.crm-token).") var tokenFile: String?
+    @Flag(help: "The second line is a recovery code, not a TOTP code.") var recoveryCode = false
     func run() async throws {
         var request = Crm_V1_LoginRequest()
         request.username = username
-        request.password = try Session.readPassword("password for \(username)")
+        var lines = try Session.readLines("password for \(username)", count: 2)
+        request.password = lines.removeFirst()
         let sent = request
         let cluster = try Cluster(options, api: .client)
         defer { cluster.close() }
-        let response = try await cluster.onAnyMember { try await $0.directory.login(sent) }
+        var response = try await cluster.onAnyMember { try await $0.directory.login(sent) }
+        if response.secondFactorRequired {
+            var complete = Crm_V1_CompleteLoginRequest()
+            complete.ticket = response.token
+            let code = try lines.first ?? Session.readPassword(recoveryCode ? "recovery code" : "code")
+            if recoveryCode { complete.recoveryCode = code } else { complete.code = code }
+            let completing = complete
+            response = try await cluster.onAnyMember { try await $0.directory.completeLogin(completing) }
+        }
         let path = Session.tokenFile(tokenFile)
         try Session.store(response.token, at: path)
         if options.json {
-            try Output.object(["user_id": response.userID, "password_change_only": response.passwordChangeOnly])
+            try Output.object([
+                "user_id": response.userID, "password_change_only": response.passwordChangeOnly,
+                "enrolment_only": response.enrolmentOnly,
+            ])
         } else {
             print("signed in as \(username); token kept in \(path)")
             if response.passwordChangeOnly {
                 print("the password must be changed before anything else: crmctl password")
+            } else if response.enrolmentOnly {
+                print("a second factor must be enrolled before anything else: crmctl mfa enrol")
             }
         }
     }
@@ -303,11 +352,15 @@ struct WhoAmI: AsyncParsableCommand {
             try Output.object([
                 "user_id": me.userID, "username": me.username, "roles": me.roles,
                 "password_change_only": me.passwordChangeOnly, "application": me.application,
+                "enrolment_only": me.enrolmentOnly, "second_factor_enrolled": me.secondFactorEnrolled,
+                "second_factor_at_millis": me.secondFactorAtMillis, "recovery_codes_left": me.recoveryCodesLeft,
             ])
         } else {
             print(
                 "\(me.username) (\(me.userID)), roles: \(me.roles.joined(separator: ", ")), through \(me.application)")
             if me.passwordChangeOnly { print("the password must be changed before anything else: crmctl password") }
+            if me.enrolmentOnly { print("a second factor must be enrolled before anything else: crmctl mfa enrol") }
+            if me.secondFactorEnrolled { print("second factor enrolled; \(me.recoveryCodesLeft) recovery codes left") }
         }
     }
 }

@@ -116,7 +116,9 @@ public final class ProcessCluster: @unchecked Sendable {
 
     /// The one place a member's config is made: listeners on its addresses, every founder (and a
     /// joining member itself) reached at its addresses, or through `routes` (a drill's proxies),
-    /// certificates and keys from `make-certs.sh`, and `crmctl` as the admin.
+    /// certificates and keys from `make-certs.sh`, and `crmctl` as the admin. Users sign in with
+    /// a password alone (`crm.mfa: optional`: tests sign the same user in many times, and a TOTP
+    /// code works once per 30 s); tests of the second factor set `mfa = .required`.
     public func memberConfig(
         _ id: NodeID, join: Bool = false, routes: [NodeID: MemberAddresses] = [:]
     ) -> NodeConfig {
@@ -130,7 +132,8 @@ public final class ProcessCluster: @unchecked Sendable {
             },
             tls: NodeConfig.TLS(ca: "certs/ca.pem", cert: "certs/member-\(id).pem", key: "certs/member-\(id).key"),
             join: join ? true : nil, admins: ["crmctl"],
-            front: NodeConfig.Front(grpc: me.front, http: me.frontHTTP), crm: NodeConfig.CRM(keyFile: "certs/crm.key"))
+            front: NodeConfig.Front(grpc: me.front, http: me.frontHTTP),
+            crm: NodeConfig.CRM(keyFile: "certs/crm.key", mfa: .optional))
     }
 
     /// Writes every founder's config and every spare's (`join: true`), each changed by

@@ -12,29 +12,40 @@ public struct Credentials: Equatable, Sendable {
     public var authzEpoch: UInt64 = 1
     /// Set for a bootstrapped or reset account: its sessions may only change the password.
     public var mustChangePassword = false
+    /// The TOTP second factor and recovery codes (empty: none enrolled).
+    public var secondFactor = SecondFactor()
 
     public init(passwordHash: String, mustChangePassword: Bool = false) {
         self.passwordHash = passwordHash
         self.mustChangePassword = mustChangePassword
     }
 
-    static let format: UInt8 = 1
+    /// Format 2 adds the second factor; credentials without one are still written as format 1,
+    /// which members of the previous release read.
+    static let format: UInt8 = 2
 
     public var encoded: [UInt8] {
         var writer = BinaryWriter()
-        writer.u8(Self.format)
+        writer.u8(secondFactor.isEmpty ? 1 : Self.format)
         writer.blob(Array(passwordHash.utf8))
         writer.u64(credentialEpoch)
         writer.u64(authzEpoch)
         writer.bool(mustChangePassword)
+        if !secondFactor.isEmpty { secondFactor.write(&writer) }
         return writer.bytes
     }
 
     public init?(encoded bytes: [UInt8]) {
         var reader = BinaryReader(bytes)
-        guard reader.u8() == Self.format, let hash = reader.text(limit: StoredPassword.maxEncodedBytes),
-            let credential = reader.u64(), let authz = reader.u64(), let mustChange = reader.bool(), reader.isAtEnd
+        guard let format = reader.u8(), format == 1 || format == Self.format,
+            let hash = reader.text(limit: StoredPassword.maxEncodedBytes),
+            let credential = reader.u64(), let authz = reader.u64(), let mustChange = reader.bool()
         else { return nil }
+        if format == Self.format {
+            guard let factor = SecondFactor.read(&reader) else { return nil }
+            secondFactor = factor
+        }
+        guard reader.isAtEnd else { return nil }
         passwordHash = hash
         credentialEpoch = credential
         authzEpoch = authz
@@ -151,7 +162,8 @@ public struct DirectoryChanges: Sendable {
         return replace(user, current, with: next)
     }
 
-    private func replace(_ user: CRMID, _ current: VersionedCredentials, with next: Credentials) -> Transaction {
+    /// `next` in place of the credentials read, conditioned on their version.
+    public func replace(_ user: CRMID, _ current: VersionedCredentials, with next: Credentials) -> Transaction {
         let key = Credentials.key(workspace: workspace, user: user)
         return Transaction(
             conditions: [.version(key: key, current.version)], operations: [.putStamped(key: key, value: next.encoded)])

@@ -10,6 +10,10 @@ public struct SessionPolicy: Equatable, Sendable {
     public var absoluteMillis: UInt64 = 12 * 3_600_000
     /// `lastSeen` is written at most this often (a write per session a minute, not per call).
     public var touchEveryMillis: UInt64 = 60_000
+    /// Users without a second factor get sessions that may only enrol one (`auth.mfa: required`).
+    public var mfaRequired = true
+    /// How recent a second factor must be for a sensitive change (a step-up).
+    public var stepUpMillis: UInt64 = 10 * 60_000
 
     public init() {}
 }
@@ -29,12 +33,20 @@ public struct Session: Equatable, Sendable {
     public var authzEpoch: UInt64
     /// A session that may only change the password (the account must).
     public var passwordChangeOnly: Bool
+    /// When the user last passed the second factor in this session (0: never): sign-in with a
+    /// code, enrolment or a step-up.
+    public var secondFactorAtMillis: UInt64 = 0
+    /// A session that may only enrol a second factor (`auth.mfa: required` and none yet).
+    public var enrolmentOnly = false
 
-    static let format: UInt8 = 1
+    /// Format 2 adds the second factor's time and the enrolment-only flag; sessions with
+    /// neither are still written as format 1, which members of the previous release read.
+    static let format: UInt8 = 2
 
     var encoded: [UInt8] {
         var writer = BinaryWriter()
-        writer.u8(Self.format)
+        let plain = secondFactorAtMillis == 0 && !enrolmentOnly
+        writer.u8(plain ? 1 : Self.format)
         writer.blob(user.bytes)
         writer.blob(Array(application.utf8))
         writer.optionalBlob(boundAddress.map { Array($0.utf8) })
@@ -43,17 +55,28 @@ public struct Session: Equatable, Sendable {
         writer.u64(credentialEpoch)
         writer.u64(authzEpoch)
         writer.bool(passwordChangeOnly)
+        if !plain {
+            writer.u64(secondFactorAtMillis)
+            writer.bool(enrolmentOnly)
+        }
         return writer.bytes
     }
 
     init?(encoded bytes: [UInt8]) {
         var reader = BinaryReader(bytes)
-        guard reader.u8() == Self.format, let idBytes = reader.blob(limit: CRMID.byteCount),
+        guard let format = reader.u8(), format == 1 || format == Self.format,
+            let idBytes = reader.blob(limit: CRMID.byteCount),
             let user = CRMID(bytes: idBytes), let application = reader.text(limit: 256),
             let address = reader.optionalBlob(limit: 64),
             let created = reader.u64(), let lastSeen = reader.u64(), let credential = reader.u64(),
-            let authz = reader.u64(), let changeOnly = reader.bool(), reader.isAtEnd
+            let authz = reader.u64(), let changeOnly = reader.bool()
         else { return nil }
+        if format == Self.format {
+            guard let factorAt = reader.u64(), let enrolment = reader.bool() else { return nil }
+            secondFactorAtMillis = factorAt
+            enrolmentOnly = enrolment
+        }
+        guard reader.isAtEnd else { return nil }
         self.user = user
         self.application = application
         boundAddress = address.map { String(decoding: $0, as: UTF8.self) }
@@ -65,7 +88,8 @@ public struct Session: Equatable, Sendable {
     }
 
     init(
-        user: CRMID, application: String, boundAddress: String?, now: UInt64, credentials: Credentials
+        user: CRMID, application: String, boundAddress: String?, now: UInt64, credentials: Credentials,
+        secondFactorAt: UInt64 = 0, mfaRequired: Bool
     ) {
         self.user = user
         self.application = application
@@ -75,6 +99,13 @@ public struct Session: Equatable, Sendable {
         credentialEpoch = credentials.credentialEpoch
         authzEpoch = credentials.authzEpoch
         passwordChangeOnly = credentials.mustChangePassword
+        secondFactorAtMillis = secondFactorAt
+        enrolmentOnly = mfaRequired && credentials.secondFactor.active == nil
+    }
+
+    /// Whether the user passed a second factor within `millis` before `now`.
+    public func secondFactorWithin(_ millis: UInt64, of now: UInt64) -> Bool {
+        secondFactorAtMillis > 0 && now < secondFactorAtMillis &+ millis
     }
 }
 
@@ -140,10 +171,11 @@ public struct SessionChanges: Sendable {
     /// meanwhile makes it fail).
     public func open(
         token: String, user: CRMID, credentials: VersionedCredentials, application: String, address: String?,
-        now: UInt64
+        now: UInt64, secondFactorAt: UInt64 = 0
     ) -> Transaction {
         let session = Session(
-            user: user, application: application, boundAddress: address, now: now, credentials: credentials.credentials)
+            user: user, application: application, boundAddress: address, now: now, credentials: credentials.credentials,
+            secondFactorAt: secondFactorAt, mfaRequired: policy.mfaRequired)
         var transaction = write(session, token: token)
         transaction.conditions.insert(
             .version(key: Credentials.key(workspace: workspace, user: user), credentials.version), at: 0)
@@ -192,6 +224,21 @@ public struct SessionChanges: Sendable {
         return Transaction(
             conditions: [.version(key: key(checked.digest), checked.version)],
             operations: [.putStamped(key: key(checked.digest), value: session.encoded)])
+    }
+
+    /// A new token in place of `checked`'s session (a new token at every password change,
+    /// enrolment and step-up): same user, application and bound address, the session's clock
+    /// started again, the credentials' epochs as `credentials` will have them.
+    public func renewal(
+        of checked: CheckedSession, token: String, credentials: Credentials, now: UInt64, secondFactorAt: UInt64
+    ) -> Transaction {
+        let session = Session(
+            user: checked.session.user, application: checked.session.application,
+            boundAddress: checked.session.boundAddress, now: now, credentials: credentials,
+            secondFactorAt: secondFactorAt, mfaRequired: policy.mfaRequired)
+        var transaction = write(session, token: token)
+        transaction.operations += end(digest: checked.digest, of: checked.session.user).operations
+        return transaction
     }
 
     /// Ends one session (a sign-out, or a revocation by its owner).

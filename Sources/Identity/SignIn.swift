@@ -4,8 +4,21 @@ import KVStore
 /// Every sign-in failure, whatever its cause: one answer, so that nothing tells whether the
 /// user exists, is disabled or typed the wrong password.
 public struct SignInRefused: Error, Equatable, Sendable, CustomStringConvertible {
-    public init() {}
+    /// The user the attempt named, when one exists (for the audit trail, never for the answer).
+    public var user: CRMID?
+    public init(user: CRMID? = nil) { self.user = user }
+    /// Every refusal is the same refusal, whoever it names.
+    public static func == (_: SignInRefused, _: SignInRefused) -> Bool { true }
     public var description: String { "the username or password is wrong" }
+}
+
+/// A sign-in refused before its password was checked: the account or the source is backing
+/// off (or the account is locked). Answered like every other refusal, with the time to retry.
+public struct SignInThrottled: Error, Equatable, Sendable {
+    /// How long until an attempt may be made again; nil while the account is locked until
+    /// unlocked.
+    public var retryAfterMillis: UInt64?
+    public var user: CRMID?
 }
 
 /// Signing in and changing one's password: a username and password checked at the cost of one
@@ -22,39 +35,119 @@ public struct SignIn: Sendable {
 
     var directory: DirectoryChanges { sessions.directory }
 
-    /// A new session's token and the transaction that opens it (with the password re-hashed
-    /// when the stored hash was imported or of other costs).
+    /// What a sign-in step hands out, and the transaction that must apply first: a session's
+    /// token, or (for a user with a second factor) a ticket to complete the sign-in with.
     public struct Opened: Sendable {
         public var token: String
         public var user: CRMID
         public var transaction: Transaction
         public var passwordChangeOnly: Bool
+        /// `token` is a ticket: the sign-in completes with a code (`complete`).
+        public var secondFactorRequired = false
+        /// The session may only enrol a second factor.
+        public var enrolmentOnly = false
     }
 
     public func attempt(
-        username: String, password: String, application: String, address: String?, bindAddress: Bool, now: UInt64
+        username: String, password: String, application: String, address: String?, bindAddress: Bool, now: UInt64,
+        throttles: SignInThrottles? = nil, source: AttemptSource? = nil
     ) async throws -> Opened {
         guard username.utf8.count <= 256, password.utf8.count <= PasswordPolicy.maximumBytes else {
             throw SignInRefused()
         }
         let found = try directory.records.lookup(.user, by: .username, value: username) ?? []
         let user = found.count == 1 ? found[0] : nil
+        let source = source ?? AttemptSource.of(address: address, application: application)
+        if let throttles, let until = try throttles.retryAt(user: user?.record.id, source: source, now: now) {
+            throw SignInThrottled(retryAfterMillis: until == .max ? nil : until - now, user: user?.record.id)
+        }
         let credentials = try user.flatMap { try directory.credentials(of: $0.record.id) }
         let verification = try await hasher.verify(password, stored: credentials?.credentials.passwordHash)
         guard case .match(let rehashed) = verification, let user, let credentials,
             try directory.records.open(user.record, fields: ["status"])["status"] == .text("active")
-        else { throw SignInRefused() }
-        let token = try SessionTokens.generate()
-        var transaction = sessions.open(
-            token: token, user: user.record.id, credentials: credentials, application: application,
-            address: bindAddress ? address : nil, now: now)
-        if let rehashed {
-            transaction.operations += directory.rehash(of: user.record.id, from: credentials, to: rehashed).operations
+        else { throw SignInRefused(user: user?.record.id) }
+        let bound = bindAddress ? address : nil
+        var opened: Opened
+        if credentials.credentials.secondFactor.active != nil {
+            let ticket = try TicketTokens.generate(for: user.record.id)
+            let stored = SignInTicket(
+                digest: TicketTokens.parse(ticket)!.digest, application: application, boundAddress: bound,
+                createdAtMillis: now)
+            let transaction = Transaction(
+                conditions: [.version(key: credentialsKey(user.record.id), credentials.version)],
+                operations: [.putStamped(key: ticketKey(user.record.id), value: stored.encoded)])
+            opened = Opened(
+                token: ticket, user: user.record.id, transaction: transaction, passwordChangeOnly: false,
+                secondFactorRequired: true)
+        } else {
+            let token = try SessionTokens.generate()
+            let transaction = sessions.open(
+                token: token, user: user.record.id, credentials: credentials, application: application,
+                address: bound, now: now)
+            opened = Opened(
+                token: token, user: user.record.id, transaction: transaction,
+                passwordChangeOnly: credentials.credentials.mustChangePassword,
+                enrolmentOnly: sessions.policy.mfaRequired)
         }
-        return Opened(
-            token: token, user: user.record.id, transaction: transaction,
-            passwordChangeOnly: credentials.credentials.mustChangePassword)
+        if let rehashed {
+            opened.transaction.operations +=
+                directory.rehash(of: user.record.id, from: credentials, to: rehashed).operations
+        }
+        if let throttles { opened.transaction.operations.append(throttles.cleared(user.record.id)) }
+        return opened
     }
+
+    /// The end of a sign-in that waits for its second factor: a session when `code` (or
+    /// `recoveryCode`) is accepted for the ticket's user, or else the transaction that counts the
+    /// failure (on the ticket, which dies at its fifth, and on the factor).
+    public enum Completion: Sendable {
+        case opened(Opened)
+        case refused(Transaction?, SecondFactorRefusal)
+    }
+
+    public func complete(
+        ticket: String, code: String, recoveryCode: String, application: String, factor: SecondFactorChanges,
+        now: UInt64
+    ) throws -> Completion {
+        guard code.utf8.count <= 16, recoveryCode.utf8.count <= 32, let (userID, digest) = TicketTokens.parse(ticket),
+            let stored = try directory.records.kv.crmValue(ticketKey(userID)), let ticketVersion = stored.version,
+            let waiting = SignInTicket(encoded: stored.payload), constantTimeEqual(waiting.digest, digest),
+            waiting.application == application, now < waiting.createdAtMillis &+ SignInTicket.lifetimeMillis,
+            let user = try directory.records.read(.user, userID),
+            try directory.records.open(user.record, fields: ["status"])["status"] == .text("active"),
+            let credentials = try directory.credentials(of: userID)
+        else { throw SignInRefused() }
+        let ticketHeld = TransactionCondition.version(key: ticketKey(userID), ticketVersion)
+        let verified: Credentials
+        do {
+            verified = try factor.verified(
+                userID, credentials.credentials, code: code, recoveryCode: recoveryCode, now: now)
+        } catch let refusal as SecondFactorRefusal {
+            var counted = waiting
+            counted.failures += 1
+            var transaction = directory.replace(
+                userID, credentials, with: factor.failed(credentials.credentials, now: now))
+            transaction.conditions.append(ticketHeld)
+            transaction.operations.append(
+                counted.failures >= SignInTicket.maxFailures
+                    ? .delete(key: ticketKey(userID)) : .putStamped(key: ticketKey(userID), value: counted.encoded))
+            return .refused(transaction, refusal)
+        }
+        let token = try SessionTokens.generate()
+        let session = Session(
+            user: userID, application: application, boundAddress: waiting.boundAddress, now: now,
+            credentials: verified, secondFactorAt: now, mfaRequired: sessions.policy.mfaRequired)
+        var transaction = directory.replace(userID, credentials, with: verified)
+        transaction.conditions.append(ticketHeld)
+        transaction.operations.append(.delete(key: ticketKey(userID)))
+        let opened = sessions.write(session, token: token)
+        transaction.conditions += opened.conditions
+        transaction.operations += opened.operations
+        return .opened(Opened(token: token, user: userID, transaction: transaction, passwordChangeOnly: false))
+    }
+
+    func credentialsKey(_ user: CRMID) -> [UInt8] { Credentials.key(workspace: directory.workspace, user: user) }
+    func ticketKey(_ user: CRMID) -> [UInt8] { CRMLayout.workspaceKey(directory.workspace, "/tk/") + user.bytes }
 
     /// A new password for the session's user, after the current one is checked and the new one
     /// passes the policy: every session of the user ends (the credential epoch moves on) and a
@@ -80,13 +173,11 @@ public struct SignIn: Sendable {
         next.credentialEpoch += 1
         next.mustChangePassword = false
         let token = try SessionTokens.generate()
-        let session = Session(
-            user: userID, application: checked.session.application, boundAddress: checked.session.boundAddress,
-            now: now, credentials: next)
-        let opened = sessions.write(session, token: token)
-        transaction.conditions += opened.conditions
-        transaction.operations += opened.operations
-        transaction.operations += sessions.end(digest: checked.digest, of: userID).operations
+        let renewed = sessions.renewal(
+            of: checked, token: token, credentials: next, now: now,
+            secondFactorAt: checked.session.secondFactorAtMillis)
+        transaction.conditions += renewed.conditions
+        transaction.operations += renewed.operations
         return (token, transaction)
     }
 }

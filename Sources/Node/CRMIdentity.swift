@@ -13,10 +13,36 @@ final class CRMIdentity: Sendable {
     private let roleCache = RoleCache()
     static let maxQueuedHashes = 64
 
-    init(crm: CRMRecords) { self.crm = crm }
+    /// Whether every user needs a second factor (`crm.mfa: required`).
+    let mfaRequired: Bool
+
+    init(crm: CRMRecords, mfaRequired: Bool = true) {
+        self.crm = crm
+        self.mfaRequired = mfaRequired
+    }
 
     var directory: DirectoryChanges { DirectoryChanges(records: crm.changes) }
-    var sessions: SessionChanges { SessionChanges(directory: directory) }
+    var sessions: SessionChanges {
+        var sessions = SessionChanges(directory: directory)
+        sessions.policy.mfaRequired = mfaRequired
+        return sessions
+    }
+
+    /// The sign-in throttles (keyed digests under the key set's pepper).
+    func throttles() throws -> SignInThrottles {
+        guard let keySet = try crm.keys.inUse() else {
+            throw RPCError(code: .unavailable, message: "the CRM has no key set yet; bootstrap its first user")
+        }
+        return SignInThrottles(directory: directory, pepper: keySet.key(.pepper))
+    }
+
+    /// The second factor's changes (under the key set's pepper and secrets key).
+    func secondFactor() throws -> SecondFactorChanges {
+        guard let keySet = try crm.keys.inUse() else {
+            throw RPCError(code: .unavailable, message: "the CRM has no key set yet; bootstrap its first user")
+        }
+        return SecondFactorChanges(directory: directory, pepper: keySet.key(.pepper))
+    }
 
     /// The roles of `names` that exist, with their versions (parsed once per version).
     func roles(_ names: [String]) throws -> [HeldRole] {
@@ -47,12 +73,25 @@ final class CRMIdentity: Sendable {
             return try await body()
         } catch is SignInRefused {
             throw signInRefused
+        } catch let throttled as SignInThrottled {
+            // The same answer as any refusal, with the time to try again (none while locked).
+            var metadata = Metadata()
+            if let after = throttled.retryAfterMillis {
+                metadata.addString(String(after), forKey: RefusalMetadata.retryAfter)
+            }
+            throw RPCError(code: .unauthenticated, message: SignInRefused().description, metadata: metadata)
         } catch is SessionRefusal {
             throw noSession
         } catch let refusal as PasswordRefusal {
             throw RPCError(code: .invalidArgument, message: refusal.description)
         } catch let error as RoleError {
             throw RPCError(code: .invalidArgument, message: error.description)
+        } catch let refusal as SecondFactorRefusal {
+            switch refusal {
+            case .wrongCode, .locked: throw RPCError(code: .unauthenticated, message: refusal.description)
+            case .notEnrolled, .nothingToConfirm:
+                throw RPCError(code: .failedPrecondition, message: refusal.description)
+            }
         } catch let busy as PasswordHasherError {
             throw RPCError(code: .resourceExhausted, message: busy.description)
         }

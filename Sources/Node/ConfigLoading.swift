@@ -120,7 +120,9 @@ extension NodeConfig {
                 "grpc": .scalar, "http": .scalar, "requests_per_second": .scalar, "burst": .scalar,
                 "request_timeout_ms": .scalar, "drain_ms": .scalar, "poll_ms": .scalar,
             ]),
-            "crm": .mapping(["key_file": .scalar, "rewrap_batches_per_second": .scalar, "audit_reads": .scalar]),
+            "crm": .mapping([
+                "key_file": .scalar, "rewrap_batches_per_second": .scalar, "audit_reads": .scalar, "mfa": .scalar,
+            ]),
             "connections": .mapping([
                 "max_per_listener": .scalar, "max_per_address": .scalar, "first_request_ms": .scalar,
                 "idle_ms": .scalar, "request_read_ms": .scalar, "max_concurrent_streams": .scalar,

@@ -10,13 +10,18 @@ import KVStore
 extension DirectoryService {
     /// The session's user and their rights; refused without `permission` (when one is asked).
     func acting(
-        _ metadata: Metadata, _ caller: Caller, needs permission: Permission?
+        _ metadata: Metadata, _ caller: Caller, needs permission: Permission?, stepUp: Bool = false
     ) async throws
         -> (checked: CheckedSession, access: Access)
     {
         let (checked, ceiling) = try await authenticated(metadata, caller)
         guard !checked.session.passwordChangeOnly else {
             throw RPCError(code: .permissionDenied, message: "change the password first (crmctl password)")
+        }
+        guard !checked.session.enrolmentOnly else {
+            throw RPCError(
+                code: .permissionDenied,
+                message: "enrol a second factor first (crmctl mfa enrol, then crmctl mfa confirm)")
         }
         let store = RoleStore(directory: identity.directory)
         guard let user = try crm.changes.read(.user, checked.session.user) else { throw SessionRefusal.unknown }
@@ -26,6 +31,7 @@ extension DirectoryService {
         if let permission, !access.permissions.contains(permission) {
             throw RPCError(code: .permissionDenied, message: "this needs the permission \(permission.rawValue)")
         }
+        if stepUp { try requireStepUp(checked, try identity.directory.credentials(of: checked.session.user)) }
         return (checked, access)
     }
 
@@ -52,6 +58,7 @@ extension DirectoryService {
         if case .text(let status)? = fields["status"] { info.status = status }
         if case .texts(let roles)? = fields["roles"] { info.roles = roles }
         info.teams = user.record.teams.map(\.description)
+        info.locked = try identity.throttles().account(id)?.0.locked ?? false
         return info
     }
 
@@ -163,6 +170,26 @@ extension DirectoryService {
         }
     }
 
+    func unlockUser(
+        _ message: Crm_V1_UnlockUserRequest, _ access: RecordsService.Call, _ metadata: Metadata
+    ) async throws -> Crm_V1_UserInfo {
+        try await onLeader(access, metadata) { leader, metadata in
+            try await leader.unlockUser(message, metadata: metadata)
+        } lead: { caller in
+            let (checked, _) = try await acting(metadata, caller, needs: .userAdmin)
+            let id = try RecordsProto.id(message.userID, "user_id")
+            guard id != checked.session.user else {
+                throw RPCError(code: .permissionDenied, message: "nobody unlocks themselves; ask another administrator")
+            }
+            guard try crm.changes.read(.user, id) != nil else { throw RecordError.notFound(.user, id) }
+            let throttles = try identity.throttles()
+            try await commit(
+                Transaction(operations: [throttles.cleared(id)]), caller, as: checked.session.user, "user.unlock",
+                records: [id])
+            return try userInfo(id)
+        }
+    }
+
     func assignRoles(
         _ message: Crm_V1_AssignRolesRequest, _ access: RecordsService.Call, _ metadata: Metadata
     )
@@ -171,7 +198,7 @@ extension DirectoryService {
         try await onLeader(access, metadata) { leader, metadata in
             try await leader.assignRoles(message, metadata: metadata)
         } lead: { caller in
-            let (checked, _) = try await acting(metadata, caller, needs: .roleAdmin)
+            let (checked, _) = try await acting(metadata, caller, needs: .roleAdmin, stepUp: true)
             let id = try RecordsProto.id(message.userID, "user_id")
             try await commit(
                 try RoleStore(directory: identity.directory).assign(
@@ -189,7 +216,7 @@ extension DirectoryService {
         try await onLeader(access, metadata) { leader, metadata in
             try await leader.putRole(message, metadata: metadata)
         } lead: { caller in
-            let (checked, _) = try await acting(metadata, caller, needs: .roleAdmin)
+            let (checked, _) = try await acting(metadata, caller, needs: .roleAdmin, stepUp: true)
             let store = RoleStore(directory: identity.directory)
             let name = try store.parse(message.yaml).name
             try await commit(
@@ -243,7 +270,7 @@ extension DirectoryService {
         try await onLeader(access, metadata) { leader, metadata in
             try await leader.deleteRole(message, metadata: metadata)
         } lead: { caller in
-            let (checked, _) = try await acting(metadata, caller, needs: .roleAdmin)
+            let (checked, _) = try await acting(metadata, caller, needs: .roleAdmin, stepUp: true)
             try await commit(
                 try RoleStore(directory: identity.directory).delete(message.name), caller, as: checked.session.user,
                 "role.delete", reason: message.name)
@@ -344,6 +371,13 @@ extension DirectoryService {
     ) async throws -> ServerResponse<Crm_V1_UserInfo> {
         ServerResponse(
             message: try await setUserStatus(request.message, try admit(request.metadata, context), request.metadata))
+    }
+
+    func unlockUser(
+        request: ServerRequest<Crm_V1_UnlockUserRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Crm_V1_UserInfo> {
+        ServerResponse(
+            message: try await unlockUser(request.message, try admit(request.metadata, context), request.metadata))
     }
 
     func assignRoles(

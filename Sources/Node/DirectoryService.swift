@@ -182,12 +182,22 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
                 metadata.replaceOrAddString(message.clientAddress, forKey: Self.addressKey)
             }
             let address = try asserted(metadata, caller)
-            let opened = try await identity.signIn().attempt(
-                username: message.username, password: message.password, application: caller.owner,
-                address: address, bindAddress: message.bindToAddress && address != nil, now: sessionNow())
+            let opened: SignIn.Opened
+            let throttles = try identity.throttles()
+            let source = AttemptSource.of(address: address, application: caller.owner)
+            do {
+                opened = try await identity.signIn().attempt(
+                    username: message.username, password: message.password, application: caller.owner,
+                    address: address, bindAddress: message.bindToAddress && address != nil, now: sessionNow(),
+                    throttles: throttles, source: source)
+            } catch let refused as SignInRefused {
+                await recordFailedSignIn(refused, username: message.username, source: source, throttles, caller)
+                throw refused
+            }
             let audit = AuditEntry(
-                action: "login.success", actor: DirectoryChanges.owner(of: opened.user), application: caller.owner,
-                records: [opened.user])
+                action: opened.secondFactorRequired ? "login.password" : "login.success",
+                actor: DirectoryChanges.owner(of: opened.user), application: caller.owner, records: [opened.user],
+                reason: opened.enrolmentOnly ? "enrolment only" : "")
             guard case .applied = try await crm.propose(opened.transaction, caller: caller, audit: audit) else {
                 throw RPCError(code: .unavailable, message: "the sign-in met a concurrent change; try again")
             }
@@ -195,8 +205,38 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
             response.token = opened.token
             response.userID = opened.user.description
             response.passwordChangeOnly = opened.passwordChangeOnly
+            response.secondFactorRequired = opened.secondFactorRequired
+            response.enrolmentOnly = opened.enrolmentOnly && !opened.passwordChangeOnly
             return response
         }
+    }
+
+    /// A refused password: the throttles' counts move on (tried again when a concurrent failure
+    /// moved them first) in the transaction that writes its audit entry, naming the user when
+    /// one exists (the answer never says). A count that cannot be written is logged.
+    func recordFailedSignIn(
+        _ refused: SignInRefused, username: String, source: AttemptSource, _ throttles: SignInThrottles,
+        _ caller: Caller
+    ) async {
+        for _ in 0..<3 {
+            do {
+                let failure = try throttles.failure(
+                    username: username, user: refused.user, source: source, now: sessionNow())
+                var reason = "password"
+                if failure.locked { reason += "; account locked after \(throttles.policy.lockAfterFailures) failures" }
+                if failure.sprayBlocked { reason += "; source \(source) refused for spraying" }
+                let audit = AuditEntry(
+                    action: "login.failure",
+                    actor: refused.user.map(DirectoryChanges.owner(of:)) ?? "crm://user/unknown",
+                    application: caller.owner, records: refused.user.map { [$0] } ?? [], outcome: .denied,
+                    reason: reason)
+                if case .applied = try await crm.propose(failure.transaction, caller: caller, audit: audit) { return }
+            } catch {
+                crm.logger.warning("a refused sign-in was not recorded", metadata: ["error": "\(error)"])
+                return
+            }
+        }
+        crm.logger.warning("a refused sign-in was not recorded: its counts kept moving")
     }
 
     func whoAmI(
@@ -223,6 +263,12 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
             if case .texts(let roles)? = fields["roles"] { response.roles = roles }
             response.passwordChangeOnly = checked.session.passwordChangeOnly
             response.application = checked.session.application
+            response.enrolmentOnly = checked.session.enrolmentOnly
+            response.secondFactorAtMillis = checked.session.secondFactorAtMillis
+            if let factor = try identity.directory.credentials(of: checked.session.user)?.credentials.secondFactor {
+                response.secondFactorEnrolled = factor.active != nil
+                response.recoveryCodesLeft = UInt32(factor.unusedRecoveryCodes)
+            }
             return response
         }
     }

@@ -308,15 +308,25 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         /// data leaves before its entry is in the trail) or `async` (entries are written in
         /// the background; a read does not wait, so a crash may lose the newest).
         public var auditReads: AuditReads?
+        /// Whether every user needs a second factor: `required` (the default: a user without
+        /// one gets a session that may only enrol one) or `optional`.
+        public var mfa: MFA?
 
         public enum AuditReads: String, Codable, Sendable, Equatable {
             case sync, async
         }
 
-        public init(keyFile: String? = nil, rewrapBatchesPerSecond: Int? = nil, auditReads: AuditReads? = nil) {
+        public enum MFA: String, Codable, Sendable, Equatable {
+            case required, optional
+        }
+
+        public init(
+            keyFile: String? = nil, rewrapBatchesPerSecond: Int? = nil, auditReads: AuditReads? = nil, mfa: MFA? = nil
+        ) {
             self.keyFile = keyFile
             self.rewrapBatchesPerSecond = rewrapBatchesPerSecond
             self.auditReads = auditReads
+            self.mfa = mfa
         }
 
         public static let defaultRewrapBatchesPerSecond = 64
@@ -325,6 +335,7 @@ public struct NodeConfig: Codable, Sendable, Equatable {
             case keyFile = "key_file"
             case rewrapBatchesPerSecond = "rewrap_batches_per_second"
             case auditReads = "audit_reads"
+            case mfa
         }
     }
 

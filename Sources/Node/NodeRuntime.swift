@@ -225,7 +225,7 @@ public final class NodeRuntime: @unchecked Sendable {
             local: local, authorization: authorization, limiter: limiter,
             memberState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() })
         let crm = CRMRecords(engine: engine, keys: crmKeys, local: local, routing: routing, logger: logger)
-        let identity = CRMIdentity(crm: crm)
+        let identity = CRMIdentity(crm: crm, mfaRequired: (config.crm?.mfa ?? .required) == .required)
         let audit = AuditRecorder(
             crm: crm, members: members, waitsForReads: (config.crm?.auditReads ?? .sync) == .sync)
         let directory = DirectoryService(

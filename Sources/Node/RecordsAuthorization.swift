@@ -125,6 +125,11 @@ extension DirectoryService {
             guard !checked.session.passwordChangeOnly else {
                 throw RPCError(code: .permissionDenied, message: "change the password first (crmctl password)")
             }
+            guard !checked.session.enrolmentOnly else {
+                throw RPCError(
+                    code: .permissionDenied,
+                    message: "enrol a second factor first (crmctl mfa enrol, then crmctl mfa confirm)")
+            }
             let user = checked.session.user
             var names: [String] = []
             if case .texts(let held)? = try crm.changes.open(checked.user, fields: ["roles"])["roles"] {
@@ -134,7 +139,8 @@ extension DirectoryService {
             let rights = Access(roles: roles.map(\.role), ceiling: ceiling?.map(\.role))
             if let refusal = rights.conditions.refusal(
                 address: try asserted(access.credentials, caller),
-                at: Date(timeIntervalSince1970: Double(sessionNow()) / 1000), mfa: false)
+                at: Date(timeIntervalSince1970: Double(sessionNow()) / 1000),
+                mfa: checked.session.secondFactorAtMillis > 0)
             {
                 throw RPCError(code: .permissionDenied, message: "\(refusal); this call is refused")
             }

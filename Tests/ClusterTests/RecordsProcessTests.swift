@@ -146,7 +146,7 @@ extension RealProcessTests {
         /// answers UNAVAILABLE; neither answers with ciphertext, and the others go on serving.
         @Test func aMemberWithAnotherCRMKeyOrNoneServesNoRecords() async throws {
             let cluster = try ProcessCluster { config in
-                if config.id == 3 { config.crm = NodeConfig.CRM(keyFile: "certs/crm-other.key") }
+                if config.id == 3 { config.crm?.keyFile = "certs/crm-other.key" }
             }
             let other = cluster.directory + "/certs/crm-other.key"
             let hex = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
@@ -208,7 +208,7 @@ extension RealProcessTests {
             cluster.terminate(2)
             let config = cluster.directory + "/node-2.yaml"
             let text = try String(contentsOfFile: config, encoding: .utf8)
-            try text.replacingOccurrences(of: "crm:\n  key_file: certs/crm.key\n", with: "").write(
+            try text.replacingOccurrences(of: "  key_file: certs/crm.key\n", with: "").write(
                 toFile: config, atomically: true, encoding: .utf8)
             try cluster.start(2)
             let refused = await eventually(seconds: 10) {

@@ -8,7 +8,12 @@ import Transport
 /// strictly, and every sign-in or session failure is the same 401.
 ///
 ///     POST /v1/auth/login      {username, password, client_address?, bind_to_address?}
+///     POST /v1/auth/login/second-factor   {ticket, code | recovery_code}
 ///     GET  /v1/auth/me
+///     POST /v1/auth/mfa/enrol  {}           → {secret_base32, provisioning_uri}
+///     POST /v1/auth/mfa/confirm {code}      → {token, recovery_codes}
+///     POST /v1/auth/mfa/step-up {code | recovery_code} → {token}
+///     POST /v1/auth/mfa/recovery-codes {}   → {recovery_codes}
 ///     POST /v1/auth/password   {current_password, new_password}
 ///     GET  /v1/auth/sessions
 ///     POST /v1/auth/logout     {session_id?}
@@ -35,15 +40,44 @@ struct FrontAuthHTTP: Sendable {
             request.clientAddress = try FrontRecordsHTTP.string(object["client_address"], "client_address") ?? ""
             request.bindToAddress = try FrontRecordsHTTP.bool(object["bind_to_address"], "bind_to_address") ?? false
             let response = try await directory.login(request, access, metadata)
+            return try Self.loginReply(response)
+        case ("POST", "login/second-factor"):
+            let object = try FrontRecordsHTTP.object(body, allowed: ["ticket", "code", "recovery_code"])
+            var request = Crm_V1_CompleteLoginRequest()
+            request.ticket = try FrontRecordsHTTP.string(object["ticket"], "ticket") ?? ""
+            request.code = try FrontRecordsHTTP.string(object["code"], "code") ?? ""
+            request.recoveryCode = try FrontRecordsHTTP.string(object["recovery_code"], "recovery_code") ?? ""
+            return try Self.loginReply(try await directory.completeLogin(request, access, metadata))
+        case ("POST", "mfa/enrol"):
+            _ = try FrontRecordsHTTP.object(body, allowed: [])
+            let response = try await directory.enrolSecondFactor(Crm_V1_EnrolSecondFactorRequest(), access, metadata)
             return try FrontRecordsHTTP.reply([
-                "token": response.token, "user_id": response.userID,
-                "password_change_only": response.passwordChangeOnly,
+                "secret_base32": response.secretBase32, "provisioning_uri": response.provisioningUri,
             ])
+        case ("POST", "mfa/confirm"):
+            let object = try FrontRecordsHTTP.object(body, allowed: ["code"])
+            var request = Crm_V1_ConfirmSecondFactorRequest()
+            request.code = try FrontRecordsHTTP.string(object["code"], "code") ?? ""
+            let response = try await directory.confirmSecondFactor(request, access, metadata)
+            return try FrontRecordsHTTP.reply(["token": response.token, "recovery_codes": response.recoveryCodes])
+        case ("POST", "mfa/step-up"):
+            let object = try FrontRecordsHTTP.object(body, allowed: ["code", "recovery_code"])
+            var request = Crm_V1_StepUpRequest()
+            request.code = try FrontRecordsHTTP.string(object["code"], "code") ?? ""
+            request.recoveryCode = try FrontRecordsHTTP.string(object["recovery_code"], "recovery_code") ?? ""
+            return try Self.loginReply(try await directory.stepUp(request, access, metadata))
+        case ("POST", "mfa/recovery-codes"):
+            _ = try FrontRecordsHTTP.object(body, allowed: [])
+            let response = try await directory.regenerateRecoveryCodes(
+                Crm_V1_RegenerateRecoveryCodesRequest(), access, metadata)
+            return try FrontRecordsHTTP.reply(["recovery_codes": response.recoveryCodes])
         case ("GET", "me"):
             let me = try await directory.whoAmI(Crm_V1_WhoAmIRequest(), access, metadata)
             return try FrontRecordsHTTP.reply([
                 "user_id": me.userID, "username": me.username, "roles": me.roles,
                 "password_change_only": me.passwordChangeOnly, "application": me.application,
+                "enrolment_only": me.enrolmentOnly, "second_factor_enrolled": me.secondFactorEnrolled,
+                "second_factor_at_millis": me.secondFactorAtMillis, "recovery_codes_left": me.recoveryCodesLeft,
             ])
         case ("POST", "password"):
             let object = try FrontRecordsHTTP.object(body, allowed: ["current_password", "new_password"])
@@ -73,8 +107,17 @@ struct FrontAuthHTTP: Sendable {
             throw RPCError(
                 code: .notFound,
                 message:
-                    "no such path; the sign-in routes are POST /v1/auth/{login,password,logout}, GET /v1/auth/{me,sessions}"
+                    "no such path; the sign-in routes are POST /v1/auth/{login,login/second-factor,password,logout,"
+                    + "mfa/enrol,mfa/confirm,mfa/step-up,mfa/recovery-codes}, GET /v1/auth/{me,sessions}"
             )
         }
+    }
+
+    static func loginReply(_ response: Crm_V1_LoginResponse) throws -> FrontHTTPAPI.Reply {
+        try FrontRecordsHTTP.reply([
+            "token": response.token, "user_id": response.userID,
+            "password_change_only": response.passwordChangeOnly,
+            "second_factor_required": response.secondFactorRequired, "enrolment_only": response.enrolmentOnly,
+        ])
     }
 }

@@ -49,6 +49,19 @@ public enum Crm_V1_Directory: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "CompleteLogin" metadata.
+        public enum CompleteLogin: Sendable {
+            /// Request type for "CompleteLogin".
+            public typealias Input = Crm_V1_CompleteLoginRequest
+            /// Response type for "CompleteLogin".
+            public typealias Output = Crm_V1_LoginResponse
+            /// Descriptor for "CompleteLogin".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "CompleteLogin",
+                type: .unary
+            )
+        }
         /// Namespace for "WhoAmI" metadata.
         public enum WhoAmI: Sendable {
             /// Request type for "WhoAmI".
@@ -101,6 +114,71 @@ public enum Crm_V1_Directory: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "EnrolSecondFactor" metadata.
+        public enum EnrolSecondFactor: Sendable {
+            /// Request type for "EnrolSecondFactor".
+            public typealias Input = Crm_V1_EnrolSecondFactorRequest
+            /// Response type for "EnrolSecondFactor".
+            public typealias Output = Crm_V1_EnrolSecondFactorResponse
+            /// Descriptor for "EnrolSecondFactor".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "EnrolSecondFactor",
+                type: .unary
+            )
+        }
+        /// Namespace for "ConfirmSecondFactor" metadata.
+        public enum ConfirmSecondFactor: Sendable {
+            /// Request type for "ConfirmSecondFactor".
+            public typealias Input = Crm_V1_ConfirmSecondFactorRequest
+            /// Response type for "ConfirmSecondFactor".
+            public typealias Output = Crm_V1_ConfirmSecondFactorResponse
+            /// Descriptor for "ConfirmSecondFactor".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "ConfirmSecondFactor",
+                type: .unary
+            )
+        }
+        /// Namespace for "StepUp" metadata.
+        public enum StepUp: Sendable {
+            /// Request type for "StepUp".
+            public typealias Input = Crm_V1_StepUpRequest
+            /// Response type for "StepUp".
+            public typealias Output = Crm_V1_LoginResponse
+            /// Descriptor for "StepUp".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "StepUp",
+                type: .unary
+            )
+        }
+        /// Namespace for "RegenerateRecoveryCodes" metadata.
+        public enum RegenerateRecoveryCodes: Sendable {
+            /// Request type for "RegenerateRecoveryCodes".
+            public typealias Input = Crm_V1_RegenerateRecoveryCodesRequest
+            /// Response type for "RegenerateRecoveryCodes".
+            public typealias Output = Crm_V1_RecoveryCodesResponse
+            /// Descriptor for "RegenerateRecoveryCodes".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "RegenerateRecoveryCodes",
+                type: .unary
+            )
+        }
+        /// Namespace for "ResetSecondFactor" metadata.
+        public enum ResetSecondFactor: Sendable {
+            /// Request type for "ResetSecondFactor".
+            public typealias Input = Crm_V1_ResetSecondFactorRequest
+            /// Response type for "ResetSecondFactor".
+            public typealias Output = Crm_V1_UserInfo
+            /// Descriptor for "ResetSecondFactor".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "ResetSecondFactor",
+                type: .unary
+            )
+        }
         /// Namespace for "CreateUser" metadata.
         public enum CreateUser: Sendable {
             /// Request type for "CreateUser".
@@ -137,6 +215,19 @@ public enum Crm_V1_Directory: Sendable {
             public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
                 method: "SetUserStatus",
+                type: .unary
+            )
+        }
+        /// Namespace for "UnlockUser" metadata.
+        public enum UnlockUser: Sendable {
+            /// Request type for "UnlockUser".
+            public typealias Input = Crm_V1_UnlockUserRequest
+            /// Response type for "UnlockUser".
+            public typealias Output = Crm_V1_UserInfo
+            /// Descriptor for "UnlockUser".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "UnlockUser",
                 type: .unary
             )
         }
@@ -260,13 +351,20 @@ public enum Crm_V1_Directory: Sendable {
         /// Descriptors for all methods in the "crm.v1.Directory" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Login.descriptor,
+            CompleteLogin.descriptor,
             WhoAmI.descriptor,
             ChangePassword.descriptor,
             ListSessions.descriptor,
             Logout.descriptor,
+            EnrolSecondFactor.descriptor,
+            ConfirmSecondFactor.descriptor,
+            StepUp.descriptor,
+            RegenerateRecoveryCodes.descriptor,
+            ResetSecondFactor.descriptor,
             CreateUser.descriptor,
             ListUsers.descriptor,
             SetUserStatus.descriptor,
+            UnlockUser.descriptor,
             AssignRoles.descriptor,
             PutRole.descriptor,
             GetRole.descriptor,
@@ -306,7 +404,9 @@ extension Crm_V1_Directory {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > A new session for the user; the token is shown once and stored only as its SHA-256.
+        /// > A new session for the user; the token is shown once and stored only as its SHA-256. For a
+        /// > user with a second factor the answer is a ticket instead (second_factor_required), which
+        /// > CompleteLogin turns into a session with a code within 5 minutes (5 wrong codes void it).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Crm_V1_LoginRequest` messages.
@@ -317,6 +417,20 @@ extension Crm_V1_Directory {
         /// - Returns: A streaming response of `Crm_V1_LoginResponse` messages.
         func login(
             request: GRPCCore.StreamingServerRequest<Crm_V1_LoginRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_LoginResponse>
+
+        /// Handle the "CompleteLogin" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_CompleteLoginRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_LoginResponse` messages.
+        func completeLogin(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_CompleteLoginRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_LoginResponse>
 
@@ -393,6 +507,94 @@ extension Crm_V1_Directory {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_LogoutResponse>
 
+        /// Handle the "EnrolSecondFactor" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The TOTP second factor (RFC 6238: SHA-1, 6 digits, 30 s). Enrolment hands out a secret that
+        /// > becomes active with its first valid code; confirming answers ten recovery codes (shown
+        /// > once) and a new session, and ends the user's other sessions. A code is accepted once: only
+        /// > for a time step above the last one used, across the whole cluster. Replacing an active
+        /// > factor and new recovery codes need a step-up (a second factor within 10 minutes).
+        /// > FAILED_PRECONDITION: a step-up is needed, or nothing waits for confirmation.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_EnrolSecondFactorRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_EnrolSecondFactorResponse` messages.
+        func enrolSecondFactor(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_EnrolSecondFactorRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_EnrolSecondFactorResponse>
+
+        /// Handle the "ConfirmSecondFactor" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_ConfirmSecondFactorRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_ConfirmSecondFactorResponse` messages.
+        func confirmSecondFactor(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_ConfirmSecondFactorRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ConfirmSecondFactorResponse>
+
+        /// Handle the "StepUp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A fresh second factor for this session: a new token (the old one ends).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_StepUpRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_LoginResponse` messages.
+        func stepUp(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_StepUpRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_LoginResponse>
+
+        /// Handle the "RegenerateRecoveryCodes" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_RegenerateRecoveryCodesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_RecoveryCodesResponse` messages.
+        func regenerateRecoveryCodes(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_RegenerateRecoveryCodesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_RecoveryCodesResponse>
+
+        /// Handle the "ResetSecondFactor" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes another user's second factor (user.admin, with a step-up): every session of theirs
+        /// > ends. Nobody resets their own.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_ResetSecondFactorRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_UserInfo` messages.
+        func resetSecondFactor(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_ResetSecondFactorRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_UserInfo>
+
         /// Handle the "CreateUser" method.
         ///
         /// > Source IDL Documentation:
@@ -442,6 +644,25 @@ extension Crm_V1_Directory {
         /// - Returns: A streaming response of `Crm_V1_UserInfo` messages.
         func setUserStatus(
             request: GRPCCore.StreamingServerRequest<Crm_V1_SetUserStatusRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_UserInfo>
+
+        /// Handle the "UnlockUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Forgets the user's failed sign-ins: ends a lock after 100 consecutive failures and any
+        /// > back-off (user.admin; nobody unlocks themselves).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_UnlockUserRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_UserInfo` messages.
+        func unlockUser(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_UnlockUserRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_UserInfo>
 
@@ -602,7 +823,9 @@ extension Crm_V1_Directory {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > A new session for the user; the token is shown once and stored only as its SHA-256.
+        /// > A new session for the user; the token is shown once and stored only as its SHA-256. For a
+        /// > user with a second factor the answer is a ticket instead (second_factor_required), which
+        /// > CompleteLogin turns into a session with a code within 5 minutes (5 wrong codes void it).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Crm_V1_LoginRequest` message.
@@ -613,6 +836,20 @@ extension Crm_V1_Directory {
         /// - Returns: A response containing a single `Crm_V1_LoginResponse` message.
         func login(
             request: GRPCCore.ServerRequest<Crm_V1_LoginRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_LoginResponse>
+
+        /// Handle the "CompleteLogin" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_CompleteLoginRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_LoginResponse` message.
+        func completeLogin(
+            request: GRPCCore.ServerRequest<Crm_V1_CompleteLoginRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_LoginResponse>
 
@@ -689,6 +926,94 @@ extension Crm_V1_Directory {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_LogoutResponse>
 
+        /// Handle the "EnrolSecondFactor" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The TOTP second factor (RFC 6238: SHA-1, 6 digits, 30 s). Enrolment hands out a secret that
+        /// > becomes active with its first valid code; confirming answers ten recovery codes (shown
+        /// > once) and a new session, and ends the user's other sessions. A code is accepted once: only
+        /// > for a time step above the last one used, across the whole cluster. Replacing an active
+        /// > factor and new recovery codes need a step-up (a second factor within 10 minutes).
+        /// > FAILED_PRECONDITION: a step-up is needed, or nothing waits for confirmation.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_EnrolSecondFactorRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_EnrolSecondFactorResponse` message.
+        func enrolSecondFactor(
+            request: GRPCCore.ServerRequest<Crm_V1_EnrolSecondFactorRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_EnrolSecondFactorResponse>
+
+        /// Handle the "ConfirmSecondFactor" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ConfirmSecondFactorRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_ConfirmSecondFactorResponse` message.
+        func confirmSecondFactor(
+            request: GRPCCore.ServerRequest<Crm_V1_ConfirmSecondFactorRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_ConfirmSecondFactorResponse>
+
+        /// Handle the "StepUp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A fresh second factor for this session: a new token (the old one ends).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_StepUpRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_LoginResponse` message.
+        func stepUp(
+            request: GRPCCore.ServerRequest<Crm_V1_StepUpRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_LoginResponse>
+
+        /// Handle the "RegenerateRecoveryCodes" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_RegenerateRecoveryCodesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_RecoveryCodesResponse` message.
+        func regenerateRecoveryCodes(
+            request: GRPCCore.ServerRequest<Crm_V1_RegenerateRecoveryCodesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_RecoveryCodesResponse>
+
+        /// Handle the "ResetSecondFactor" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes another user's second factor (user.admin, with a step-up): every session of theirs
+        /// > ends. Nobody resets their own.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ResetSecondFactorRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_UserInfo` message.
+        func resetSecondFactor(
+            request: GRPCCore.ServerRequest<Crm_V1_ResetSecondFactorRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_UserInfo>
+
         /// Handle the "CreateUser" method.
         ///
         /// > Source IDL Documentation:
@@ -738,6 +1063,25 @@ extension Crm_V1_Directory {
         /// - Returns: A response containing a single `Crm_V1_UserInfo` message.
         func setUserStatus(
             request: GRPCCore.ServerRequest<Crm_V1_SetUserStatusRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_UserInfo>
+
+        /// Handle the "UnlockUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Forgets the user's failed sign-ins: ends a lock after 100 consecutive failures and any
+        /// > back-off (user.admin; nobody unlocks themselves).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_UnlockUserRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_UserInfo` message.
+        func unlockUser(
+            request: GRPCCore.ServerRequest<Crm_V1_UnlockUserRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_UserInfo>
 
@@ -896,7 +1240,9 @@ extension Crm_V1_Directory {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > A new session for the user; the token is shown once and stored only as its SHA-256.
+        /// > A new session for the user; the token is shown once and stored only as its SHA-256. For a
+        /// > user with a second factor the answer is a ticket instead (second_factor_required), which
+        /// > CompleteLogin turns into a session with a code within 5 minutes (5 wrong codes void it).
         ///
         /// - Parameters:
         ///   - request: A `Crm_V1_LoginRequest` message.
@@ -907,6 +1253,20 @@ extension Crm_V1_Directory {
         /// - Returns: A `Crm_V1_LoginResponse` to respond with.
         func login(
             request: Crm_V1_LoginRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_LoginResponse
+
+        /// Handle the "CompleteLogin" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_CompleteLoginRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_LoginResponse` to respond with.
+        func completeLogin(
+            request: Crm_V1_CompleteLoginRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_LoginResponse
 
@@ -983,6 +1343,94 @@ extension Crm_V1_Directory {
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_LogoutResponse
 
+        /// Handle the "EnrolSecondFactor" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The TOTP second factor (RFC 6238: SHA-1, 6 digits, 30 s). Enrolment hands out a secret that
+        /// > becomes active with its first valid code; confirming answers ten recovery codes (shown
+        /// > once) and a new session, and ends the user's other sessions. A code is accepted once: only
+        /// > for a time step above the last one used, across the whole cluster. Replacing an active
+        /// > factor and new recovery codes need a step-up (a second factor within 10 minutes).
+        /// > FAILED_PRECONDITION: a step-up is needed, or nothing waits for confirmation.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_EnrolSecondFactorRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_EnrolSecondFactorResponse` to respond with.
+        func enrolSecondFactor(
+            request: Crm_V1_EnrolSecondFactorRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_EnrolSecondFactorResponse
+
+        /// Handle the "ConfirmSecondFactor" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_ConfirmSecondFactorRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_ConfirmSecondFactorResponse` to respond with.
+        func confirmSecondFactor(
+            request: Crm_V1_ConfirmSecondFactorRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_ConfirmSecondFactorResponse
+
+        /// Handle the "StepUp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A fresh second factor for this session: a new token (the old one ends).
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_StepUpRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_LoginResponse` to respond with.
+        func stepUp(
+            request: Crm_V1_StepUpRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_LoginResponse
+
+        /// Handle the "RegenerateRecoveryCodes" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_RegenerateRecoveryCodesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_RecoveryCodesResponse` to respond with.
+        func regenerateRecoveryCodes(
+            request: Crm_V1_RegenerateRecoveryCodesRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_RecoveryCodesResponse
+
+        /// Handle the "ResetSecondFactor" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes another user's second factor (user.admin, with a step-up): every session of theirs
+        /// > ends. Nobody resets their own.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_ResetSecondFactorRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_UserInfo` to respond with.
+        func resetSecondFactor(
+            request: Crm_V1_ResetSecondFactorRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_UserInfo
+
         /// Handle the "CreateUser" method.
         ///
         /// > Source IDL Documentation:
@@ -1032,6 +1480,25 @@ extension Crm_V1_Directory {
         /// - Returns: A `Crm_V1_UserInfo` to respond with.
         func setUserStatus(
             request: Crm_V1_SetUserStatusRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_UserInfo
+
+        /// Handle the "UnlockUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Forgets the user's failed sign-ins: ends a lock after 100 consecutive failures and any
+        /// > back-off (user.admin; nobody unlocks themselves).
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_UnlockUserRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_UserInfo` to respond with.
+        func unlockUser(
+            request: Crm_V1_UnlockUserRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_UserInfo
 
@@ -1197,6 +1664,17 @@ extension Crm_V1_Directory.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.CompleteLogin.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_CompleteLoginRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_LoginResponse>(),
+            handler: { request, context in
+                try await self.completeLogin(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Crm_V1_Directory.Method.WhoAmI.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_WhoAmIRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_WhoAmIResponse>(),
@@ -1241,6 +1719,61 @@ extension Crm_V1_Directory.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.EnrolSecondFactor.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_EnrolSecondFactorRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_EnrolSecondFactorResponse>(),
+            handler: { request, context in
+                try await self.enrolSecondFactor(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.ConfirmSecondFactor.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ConfirmSecondFactorRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ConfirmSecondFactorResponse>(),
+            handler: { request, context in
+                try await self.confirmSecondFactor(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.StepUp.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_StepUpRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_LoginResponse>(),
+            handler: { request, context in
+                try await self.stepUp(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.RegenerateRecoveryCodes.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_RegenerateRecoveryCodesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_RecoveryCodesResponse>(),
+            handler: { request, context in
+                try await self.regenerateRecoveryCodes(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.ResetSecondFactor.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ResetSecondFactorRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_UserInfo>(),
+            handler: { request, context in
+                try await self.resetSecondFactor(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Crm_V1_Directory.Method.CreateUser.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_CreateUserRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_UserInfo>(),
@@ -1268,6 +1801,17 @@ extension Crm_V1_Directory.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_UserInfo>(),
             handler: { request, context in
                 try await self.setUserStatus(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.UnlockUser.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_UnlockUserRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_UserInfo>(),
+            handler: { request, context in
+                try await self.unlockUser(
                     request: request,
                     context: context
                 )
@@ -1389,6 +1933,17 @@ extension Crm_V1_Directory.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
+    public func completeLogin(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_CompleteLoginRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_LoginResponse> {
+        let response = try await self.completeLogin(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
     public func whoAmI(
         request: GRPCCore.StreamingServerRequest<Crm_V1_WhoAmIRequest>,
         context: GRPCCore.ServerContext
@@ -1433,6 +1988,61 @@ extension Crm_V1_Directory.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
+    public func enrolSecondFactor(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_EnrolSecondFactorRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_EnrolSecondFactorResponse> {
+        let response = try await self.enrolSecondFactor(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func confirmSecondFactor(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_ConfirmSecondFactorRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ConfirmSecondFactorResponse> {
+        let response = try await self.confirmSecondFactor(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func stepUp(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_StepUpRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_LoginResponse> {
+        let response = try await self.stepUp(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func regenerateRecoveryCodes(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_RegenerateRecoveryCodesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_RecoveryCodesResponse> {
+        let response = try await self.regenerateRecoveryCodes(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func resetSecondFactor(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_ResetSecondFactorRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_UserInfo> {
+        let response = try await self.resetSecondFactor(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
     public func createUser(
         request: GRPCCore.StreamingServerRequest<Crm_V1_CreateUserRequest>,
         context: GRPCCore.ServerContext
@@ -1460,6 +2070,17 @@ extension Crm_V1_Directory.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_UserInfo> {
         let response = try await self.setUserStatus(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func unlockUser(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_UnlockUserRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_UserInfo> {
+        let response = try await self.unlockUser(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1582,6 +2203,19 @@ extension Crm_V1_Directory.SimpleServiceProtocol {
         )
     }
 
+    public func completeLogin(
+        request: GRPCCore.ServerRequest<Crm_V1_CompleteLoginRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_LoginResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_LoginResponse>(
+            message: try await self.completeLogin(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
     public func whoAmI(
         request: GRPCCore.ServerRequest<Crm_V1_WhoAmIRequest>,
         context: GRPCCore.ServerContext
@@ -1634,6 +2268,71 @@ extension Crm_V1_Directory.SimpleServiceProtocol {
         )
     }
 
+    public func enrolSecondFactor(
+        request: GRPCCore.ServerRequest<Crm_V1_EnrolSecondFactorRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_EnrolSecondFactorResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_EnrolSecondFactorResponse>(
+            message: try await self.enrolSecondFactor(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func confirmSecondFactor(
+        request: GRPCCore.ServerRequest<Crm_V1_ConfirmSecondFactorRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_ConfirmSecondFactorResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_ConfirmSecondFactorResponse>(
+            message: try await self.confirmSecondFactor(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func stepUp(
+        request: GRPCCore.ServerRequest<Crm_V1_StepUpRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_LoginResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_LoginResponse>(
+            message: try await self.stepUp(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func regenerateRecoveryCodes(
+        request: GRPCCore.ServerRequest<Crm_V1_RegenerateRecoveryCodesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_RecoveryCodesResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_RecoveryCodesResponse>(
+            message: try await self.regenerateRecoveryCodes(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func resetSecondFactor(
+        request: GRPCCore.ServerRequest<Crm_V1_ResetSecondFactorRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_UserInfo> {
+        return GRPCCore.ServerResponse<Crm_V1_UserInfo>(
+            message: try await self.resetSecondFactor(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
     public func createUser(
         request: GRPCCore.ServerRequest<Crm_V1_CreateUserRequest>,
         context: GRPCCore.ServerContext
@@ -1666,6 +2365,19 @@ extension Crm_V1_Directory.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Crm_V1_UserInfo> {
         return GRPCCore.ServerResponse<Crm_V1_UserInfo>(
             message: try await self.setUserStatus(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func unlockUser(
+        request: GRPCCore.ServerRequest<Crm_V1_UnlockUserRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_UserInfo> {
+        return GRPCCore.ServerResponse<Crm_V1_UserInfo>(
+            message: try await self.unlockUser(
                 request: request.message,
                 context: context
             ),
@@ -1804,7 +2516,9 @@ extension Crm_V1_Directory {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > A new session for the user; the token is shown once and stored only as its SHA-256.
+        /// > A new session for the user; the token is shown once and stored only as its SHA-256. For a
+        /// > user with a second factor the answer is a ticket instead (second_factor_required), which
+        /// > CompleteLogin turns into a session with a code within 5 minutes (5 wrong codes void it).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Crm_V1_LoginRequest` message.
@@ -1818,6 +2532,25 @@ extension Crm_V1_Directory {
         func login<Result>(
             request: GRPCCore.ClientRequest<Crm_V1_LoginRequest>,
             serializer: some GRPCCore.MessageSerializer<Crm_V1_LoginRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_LoginResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_LoginResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CompleteLogin" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_CompleteLoginRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_CompleteLoginRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_LoginResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func completeLogin<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_CompleteLoginRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_CompleteLoginRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_LoginResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_LoginResponse>) async throws -> Result
@@ -1916,6 +2649,119 @@ extension Crm_V1_Directory {
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_LogoutResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
+        /// Call the "EnrolSecondFactor" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The TOTP second factor (RFC 6238: SHA-1, 6 digits, 30 s). Enrolment hands out a secret that
+        /// > becomes active with its first valid code; confirming answers ten recovery codes (shown
+        /// > once) and a new session, and ends the user's other sessions. A code is accepted once: only
+        /// > for a time step above the last one used, across the whole cluster. Replacing an active
+        /// > factor and new recovery codes need a step-up (a second factor within 10 minutes).
+        /// > FAILED_PRECONDITION: a step-up is needed, or nothing waits for confirmation.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_EnrolSecondFactorRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_EnrolSecondFactorRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_EnrolSecondFactorResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func enrolSecondFactor<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_EnrolSecondFactorRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_EnrolSecondFactorRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_EnrolSecondFactorResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_EnrolSecondFactorResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ConfirmSecondFactor" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ConfirmSecondFactorRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ConfirmSecondFactorRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_ConfirmSecondFactorResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func confirmSecondFactor<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ConfirmSecondFactorRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ConfirmSecondFactorRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ConfirmSecondFactorResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ConfirmSecondFactorResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "StepUp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A fresh second factor for this session: a new token (the old one ends).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_StepUpRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_StepUpRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_LoginResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func stepUp<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_StepUpRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_StepUpRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_LoginResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_LoginResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RegenerateRecoveryCodes" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_RegenerateRecoveryCodesRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_RegenerateRecoveryCodesRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_RecoveryCodesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func regenerateRecoveryCodes<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_RegenerateRecoveryCodesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_RegenerateRecoveryCodesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_RecoveryCodesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecoveryCodesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ResetSecondFactor" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes another user's second factor (user.admin, with a step-up): every session of theirs
+        /// > ends. Nobody resets their own.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ResetSecondFactorRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ResetSecondFactorRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_UserInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func resetSecondFactor<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ResetSecondFactorRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ResetSecondFactorRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_UserInfo>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
         /// Call the "CreateUser" method.
         ///
         /// > Source IDL Documentation:
@@ -1978,6 +2824,30 @@ extension Crm_V1_Directory {
         func setUserStatus<Result>(
             request: GRPCCore.ClientRequest<Crm_V1_SetUserStatusRequest>,
             serializer: some GRPCCore.MessageSerializer<Crm_V1_SetUserStatusRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_UserInfo>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "UnlockUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Forgets the user's failed sign-ins: ends a lock after 100 consecutive failures and any
+        /// > back-off (user.admin; nobody unlocks themselves).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_UnlockUserRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_UnlockUserRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_UserInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func unlockUser<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_UnlockUserRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_UnlockUserRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_UserInfo>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result
@@ -2193,7 +3063,9 @@ extension Crm_V1_Directory {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > A new session for the user; the token is shown once and stored only as its SHA-256.
+        /// > A new session for the user; the token is shown once and stored only as its SHA-256. For a
+        /// > user with a second factor the answer is a ticket instead (second_factor_required), which
+        /// > CompleteLogin turns into a session with a code within 5 minutes (5 wrong codes void it).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Crm_V1_LoginRequest` message.
@@ -2216,6 +3088,36 @@ extension Crm_V1_Directory {
             try await self.client.unary(
                 request: request,
                 descriptor: Crm_V1_Directory.Method.Login.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "CompleteLogin" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_CompleteLoginRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_CompleteLoginRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_LoginResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func completeLogin<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_CompleteLoginRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_CompleteLoginRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_LoginResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_LoginResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.CompleteLogin.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -2360,6 +3262,174 @@ extension Crm_V1_Directory {
             )
         }
 
+        /// Call the "EnrolSecondFactor" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The TOTP second factor (RFC 6238: SHA-1, 6 digits, 30 s). Enrolment hands out a secret that
+        /// > becomes active with its first valid code; confirming answers ten recovery codes (shown
+        /// > once) and a new session, and ends the user's other sessions. A code is accepted once: only
+        /// > for a time step above the last one used, across the whole cluster. Replacing an active
+        /// > factor and new recovery codes need a step-up (a second factor within 10 minutes).
+        /// > FAILED_PRECONDITION: a step-up is needed, or nothing waits for confirmation.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_EnrolSecondFactorRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_EnrolSecondFactorRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_EnrolSecondFactorResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func enrolSecondFactor<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_EnrolSecondFactorRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_EnrolSecondFactorRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_EnrolSecondFactorResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_EnrolSecondFactorResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.EnrolSecondFactor.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ConfirmSecondFactor" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ConfirmSecondFactorRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ConfirmSecondFactorRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_ConfirmSecondFactorResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func confirmSecondFactor<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ConfirmSecondFactorRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ConfirmSecondFactorRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ConfirmSecondFactorResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ConfirmSecondFactorResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.ConfirmSecondFactor.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "StepUp" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A fresh second factor for this session: a new token (the old one ends).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_StepUpRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_StepUpRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_LoginResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func stepUp<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_StepUpRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_StepUpRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_LoginResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_LoginResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.StepUp.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RegenerateRecoveryCodes" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_RegenerateRecoveryCodesRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_RegenerateRecoveryCodesRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_RecoveryCodesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func regenerateRecoveryCodes<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_RegenerateRecoveryCodesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_RegenerateRecoveryCodesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_RecoveryCodesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecoveryCodesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.RegenerateRecoveryCodes.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ResetSecondFactor" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes another user's second factor (user.admin, with a step-up): every session of theirs
+        /// > ends. Nobody resets their own.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ResetSecondFactorRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ResetSecondFactorRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_UserInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func resetSecondFactor<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ResetSecondFactorRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ResetSecondFactorRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_UserInfo>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.ResetSecondFactor.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "CreateUser" method.
         ///
         /// > Source IDL Documentation:
@@ -2453,6 +3523,41 @@ extension Crm_V1_Directory {
             try await self.client.unary(
                 request: request,
                 descriptor: Crm_V1_Directory.Method.SetUserStatus.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "UnlockUser" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Forgets the user's failed sign-ins: ends a lock after 100 consecutive failures and any
+        /// > back-off (user.admin; nobody unlocks themselves).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_UnlockUserRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_UnlockUserRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_UserInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func unlockUser<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_UnlockUserRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_UnlockUserRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_UserInfo>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.UnlockUser.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -2757,7 +3862,9 @@ extension Crm_V1_Directory.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > A new session for the user; the token is shown once and stored only as its SHA-256.
+    /// > A new session for the user; the token is shown once and stored only as its SHA-256. For a
+    /// > user with a second factor the answer is a ticket instead (second_factor_required), which
+    /// > CompleteLogin turns into a session with a code within 5 minutes (5 wrong codes void it).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Crm_V1_LoginRequest` message.
@@ -2776,6 +3883,31 @@ extension Crm_V1_Directory.ClientProtocol {
         try await self.login(
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_LoginRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_LoginResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CompleteLogin" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_CompleteLoginRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func completeLogin<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_CompleteLoginRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_LoginResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.completeLogin(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_CompleteLoginRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_LoginResponse>(),
             options: options,
             onResponse: handleResponse
@@ -2899,6 +4031,149 @@ extension Crm_V1_Directory.ClientProtocol {
         )
     }
 
+    /// Call the "EnrolSecondFactor" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The TOTP second factor (RFC 6238: SHA-1, 6 digits, 30 s). Enrolment hands out a secret that
+    /// > becomes active with its first valid code; confirming answers ten recovery codes (shown
+    /// > once) and a new session, and ends the user's other sessions. A code is accepted once: only
+    /// > for a time step above the last one used, across the whole cluster. Replacing an active
+    /// > factor and new recovery codes need a step-up (a second factor within 10 minutes).
+    /// > FAILED_PRECONDITION: a step-up is needed, or nothing waits for confirmation.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_EnrolSecondFactorRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func enrolSecondFactor<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_EnrolSecondFactorRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_EnrolSecondFactorResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.enrolSecondFactor(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_EnrolSecondFactorRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_EnrolSecondFactorResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ConfirmSecondFactor" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_ConfirmSecondFactorRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func confirmSecondFactor<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_ConfirmSecondFactorRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ConfirmSecondFactorResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.confirmSecondFactor(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ConfirmSecondFactorRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ConfirmSecondFactorResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "StepUp" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A fresh second factor for this session: a new token (the old one ends).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_StepUpRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func stepUp<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_StepUpRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_LoginResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.stepUp(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_StepUpRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_LoginResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RegenerateRecoveryCodes" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_RegenerateRecoveryCodesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func regenerateRecoveryCodes<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_RegenerateRecoveryCodesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecoveryCodesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.regenerateRecoveryCodes(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_RegenerateRecoveryCodesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_RecoveryCodesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ResetSecondFactor" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Removes another user's second factor (user.admin, with a step-up): every session of theirs
+    /// > ends. Nobody resets their own.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_ResetSecondFactorRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func resetSecondFactor<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_ResetSecondFactorRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.resetSecondFactor(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ResetSecondFactorRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_UserInfo>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "CreateUser" method.
     ///
     /// > Source IDL Documentation:
@@ -2978,6 +4253,36 @@ extension Crm_V1_Directory.ClientProtocol {
         try await self.setUserStatus(
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_SetUserStatusRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_UserInfo>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UnlockUser" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Forgets the user's failed sign-ins: ends a lock after 100 consecutive failures and any
+    /// > back-off (user.admin; nobody unlocks themselves).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_UnlockUserRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func unlockUser<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_UnlockUserRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.unlockUser(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_UnlockUserRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_UserInfo>(),
             options: options,
             onResponse: handleResponse
@@ -3235,7 +4540,9 @@ extension Crm_V1_Directory.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > A new session for the user; the token is shown once and stored only as its SHA-256.
+    /// > A new session for the user; the token is shown once and stored only as its SHA-256. For a
+    /// > user with a second factor the answer is a ticket instead (second_factor_required), which
+    /// > CompleteLogin turns into a session with a code within 5 minutes (5 wrong codes void it).
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -3258,6 +4565,35 @@ extension Crm_V1_Directory.ClientProtocol {
             metadata: metadata
         )
         return try await self.login(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CompleteLogin" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func completeLogin<Result>(
+        _ message: Crm_V1_CompleteLoginRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_LoginResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_CompleteLoginRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.completeLogin(
             request: request,
             options: options,
             onResponse: handleResponse
@@ -3397,6 +4733,169 @@ extension Crm_V1_Directory.ClientProtocol {
         )
     }
 
+    /// Call the "EnrolSecondFactor" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The TOTP second factor (RFC 6238: SHA-1, 6 digits, 30 s). Enrolment hands out a secret that
+    /// > becomes active with its first valid code; confirming answers ten recovery codes (shown
+    /// > once) and a new session, and ends the user's other sessions. A code is accepted once: only
+    /// > for a time step above the last one used, across the whole cluster. Replacing an active
+    /// > factor and new recovery codes need a step-up (a second factor within 10 minutes).
+    /// > FAILED_PRECONDITION: a step-up is needed, or nothing waits for confirmation.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func enrolSecondFactor<Result>(
+        _ message: Crm_V1_EnrolSecondFactorRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_EnrolSecondFactorResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_EnrolSecondFactorRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.enrolSecondFactor(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ConfirmSecondFactor" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func confirmSecondFactor<Result>(
+        _ message: Crm_V1_ConfirmSecondFactorRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ConfirmSecondFactorResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_ConfirmSecondFactorRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.confirmSecondFactor(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "StepUp" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A fresh second factor for this session: a new token (the old one ends).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func stepUp<Result>(
+        _ message: Crm_V1_StepUpRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_LoginResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_StepUpRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.stepUp(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RegenerateRecoveryCodes" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func regenerateRecoveryCodes<Result>(
+        _ message: Crm_V1_RegenerateRecoveryCodesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecoveryCodesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_RegenerateRecoveryCodesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.regenerateRecoveryCodes(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ResetSecondFactor" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Removes another user's second factor (user.admin, with a step-up): every session of theirs
+    /// > ends. Nobody resets their own.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func resetSecondFactor<Result>(
+        _ message: Crm_V1_ResetSecondFactorRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_ResetSecondFactorRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.resetSecondFactor(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "CreateUser" method.
     ///
     /// > Source IDL Documentation:
@@ -3488,6 +4987,40 @@ extension Crm_V1_Directory.ClientProtocol {
             metadata: metadata
         )
         return try await self.setUserStatus(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UnlockUser" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Forgets the user's failed sign-ins: ends a lock after 100 consecutive failures and any
+    /// > back-off (user.admin; nobody unlocks themselves).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func unlockUser<Result>(
+        _ message: Crm_V1_UnlockUserRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_UnlockUserRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.unlockUser(
             request: request,
             options: options,
             onResponse: handleResponse

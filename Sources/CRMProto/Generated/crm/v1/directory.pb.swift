@@ -51,6 +51,21 @@ public nonisolated struct Crm_V1_UserInfo: Sendable {
 
   public var teams: [String] = []
 
+  /// Locked after too many consecutive failed sign-ins (until UnlockUser).
+  public var locked: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_UnlockUserRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var userID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -369,12 +384,137 @@ public nonisolated struct Crm_V1_LoginResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The session's token; with second_factor_required, the ticket for CompleteLogin.
   public var token: String = String()
 
   public var userID: String = String()
 
   /// The session may only change the password (a bootstrapped or reset account).
   public var passwordChangeOnly: Bool = false
+
+  public var secondFactorRequired: Bool = false
+
+  /// The session may only enrol a second factor (auth.mfa: required and none yet).
+  public var enrolmentOnly: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_CompleteLoginRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var ticket: String = String()
+
+  /// Six digits from the authenticator, or else one of the recovery codes.
+  public var code: String = String()
+
+  public var recoveryCode: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_EnrolSecondFactorRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_EnrolSecondFactorResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The secret in base32 (to type into an authenticator) and as an otpauth:// URI (for a QR
+  /// code). Shown once; stored only sealed.
+  public var secretBase32: String = String()
+
+  public var provisioningUri: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_ConfirmSecondFactorRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var code: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_ConfirmSecondFactorResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The new session's token.
+  public var token: String = String()
+
+  /// Ten codes, each usable once instead of a TOTP code; stored only as keyed hashes.
+  public var recoveryCodes: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_StepUpRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var code: String = String()
+
+  public var recoveryCode: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_RegenerateRecoveryCodesRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_RecoveryCodesResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var recoveryCodes: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_ResetSecondFactorRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var userID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -405,6 +545,16 @@ public nonisolated struct Crm_V1_WhoAmIResponse: Sendable {
   public var passwordChangeOnly: Bool = false
 
   public var application: String = String()
+
+  public var enrolmentOnly: Bool = false
+
+  /// Whether the user has an active second factor, when this session last passed it (0:
+  /// never), and how many recovery codes are left.
+  public var secondFactorEnrolled: Bool = false
+
+  public var secondFactorAtMillis: UInt64 = 0
+
+  public var recoveryCodesLeft: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -500,7 +650,7 @@ fileprivate nonisolated let _protobuf_package = "crm.v1"
 
 nonisolated extension Crm_V1_UserInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".UserInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}username\0\u{1}status\0\u{1}roles\0\u{1}teams\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}username\0\u{1}status\0\u{1}roles\0\u{1}teams\0\u{1}locked\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -513,6 +663,7 @@ nonisolated extension Crm_V1_UserInfo: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 3: try { try decoder.decodeSingularStringField(value: &self.status) }()
       case 4: try { try decoder.decodeRepeatedStringField(value: &self.roles) }()
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.teams) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.locked) }()
       default: break
       }
     }
@@ -534,6 +685,9 @@ nonisolated extension Crm_V1_UserInfo: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if !self.teams.isEmpty {
       try visitor.visitRepeatedStringField(value: self.teams, fieldNumber: 5)
     }
+    if self.locked != false {
+      try visitor.visitSingularBoolField(value: self.locked, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -543,6 +697,37 @@ nonisolated extension Crm_V1_UserInfo: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.status != rhs.status {return false}
     if lhs.roles != rhs.roles {return false}
     if lhs.teams != rhs.teams {return false}
+    if lhs.locked != rhs.locked {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_UnlockUserRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UnlockUserRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.userID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.userID.isEmpty {
+      try visitor.visitSingularStringField(value: self.userID, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_UnlockUserRequest, rhs: Crm_V1_UnlockUserRequest) -> Bool {
+    if lhs.userID != rhs.userID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1246,7 +1431,7 @@ nonisolated extension Crm_V1_LoginRequest: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Crm_V1_LoginResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LoginResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}token\0\u{3}user_id\0\u{3}password_change_only\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}token\0\u{3}user_id\0\u{3}password_change_only\0\u{3}second_factor_required\0\u{3}enrolment_only\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1257,6 +1442,8 @@ nonisolated extension Crm_V1_LoginResponse: SwiftProtobuf.Message, SwiftProtobuf
       case 1: try { try decoder.decodeSingularStringField(value: &self.token) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.userID) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.passwordChangeOnly) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.secondFactorRequired) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.enrolmentOnly) }()
       default: break
       }
     }
@@ -1272,6 +1459,12 @@ nonisolated extension Crm_V1_LoginResponse: SwiftProtobuf.Message, SwiftProtobuf
     if self.passwordChangeOnly != false {
       try visitor.visitSingularBoolField(value: self.passwordChangeOnly, fieldNumber: 3)
     }
+    if self.secondFactorRequired != false {
+      try visitor.visitSingularBoolField(value: self.secondFactorRequired, fieldNumber: 4)
+    }
+    if self.enrolmentOnly != false {
+      try visitor.visitSingularBoolField(value: self.enrolmentOnly, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1279,6 +1472,281 @@ nonisolated extension Crm_V1_LoginResponse: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.token != rhs.token {return false}
     if lhs.userID != rhs.userID {return false}
     if lhs.passwordChangeOnly != rhs.passwordChangeOnly {return false}
+    if lhs.secondFactorRequired != rhs.secondFactorRequired {return false}
+    if lhs.enrolmentOnly != rhs.enrolmentOnly {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_CompleteLoginRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CompleteLoginRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ticket\0\u{1}code\0\u{3}recovery_code\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.ticket) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.code) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.recoveryCode) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.ticket.isEmpty {
+      try visitor.visitSingularStringField(value: self.ticket, fieldNumber: 1)
+    }
+    if !self.code.isEmpty {
+      try visitor.visitSingularStringField(value: self.code, fieldNumber: 2)
+    }
+    if !self.recoveryCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.recoveryCode, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_CompleteLoginRequest, rhs: Crm_V1_CompleteLoginRequest) -> Bool {
+    if lhs.ticket != rhs.ticket {return false}
+    if lhs.code != rhs.code {return false}
+    if lhs.recoveryCode != rhs.recoveryCode {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_EnrolSecondFactorRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EnrolSecondFactorRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_EnrolSecondFactorRequest, rhs: Crm_V1_EnrolSecondFactorRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_EnrolSecondFactorResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EnrolSecondFactorResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}secret_base32\0\u{3}provisioning_uri\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.secretBase32) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.provisioningUri) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.secretBase32.isEmpty {
+      try visitor.visitSingularStringField(value: self.secretBase32, fieldNumber: 1)
+    }
+    if !self.provisioningUri.isEmpty {
+      try visitor.visitSingularStringField(value: self.provisioningUri, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_EnrolSecondFactorResponse, rhs: Crm_V1_EnrolSecondFactorResponse) -> Bool {
+    if lhs.secretBase32 != rhs.secretBase32 {return false}
+    if lhs.provisioningUri != rhs.provisioningUri {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_ConfirmSecondFactorRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ConfirmSecondFactorRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.code) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.code.isEmpty {
+      try visitor.visitSingularStringField(value: self.code, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_ConfirmSecondFactorRequest, rhs: Crm_V1_ConfirmSecondFactorRequest) -> Bool {
+    if lhs.code != rhs.code {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_ConfirmSecondFactorResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ConfirmSecondFactorResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}token\0\u{3}recovery_codes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.token) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.recoveryCodes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.token.isEmpty {
+      try visitor.visitSingularStringField(value: self.token, fieldNumber: 1)
+    }
+    if !self.recoveryCodes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.recoveryCodes, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_ConfirmSecondFactorResponse, rhs: Crm_V1_ConfirmSecondFactorResponse) -> Bool {
+    if lhs.token != rhs.token {return false}
+    if lhs.recoveryCodes != rhs.recoveryCodes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_StepUpRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StepUpRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{3}recovery_code\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.code) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.recoveryCode) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.code.isEmpty {
+      try visitor.visitSingularStringField(value: self.code, fieldNumber: 1)
+    }
+    if !self.recoveryCode.isEmpty {
+      try visitor.visitSingularStringField(value: self.recoveryCode, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_StepUpRequest, rhs: Crm_V1_StepUpRequest) -> Bool {
+    if lhs.code != rhs.code {return false}
+    if lhs.recoveryCode != rhs.recoveryCode {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_RegenerateRecoveryCodesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RegenerateRecoveryCodesRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_RegenerateRecoveryCodesRequest, rhs: Crm_V1_RegenerateRecoveryCodesRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_RecoveryCodesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RecoveryCodesResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}recovery_codes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.recoveryCodes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.recoveryCodes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.recoveryCodes, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_RecoveryCodesResponse, rhs: Crm_V1_RecoveryCodesResponse) -> Bool {
+    if lhs.recoveryCodes != rhs.recoveryCodes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_ResetSecondFactorRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ResetSecondFactorRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.userID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.userID.isEmpty {
+      try visitor.visitSingularStringField(value: self.userID, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_ResetSecondFactorRequest, rhs: Crm_V1_ResetSecondFactorRequest) -> Bool {
+    if lhs.userID != rhs.userID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1305,7 +1773,7 @@ nonisolated extension Crm_V1_WhoAmIRequest: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Crm_V1_WhoAmIResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WhoAmIResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}username\0\u{1}roles\0\u{3}password_change_only\0\u{1}application\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}username\0\u{1}roles\0\u{3}password_change_only\0\u{1}application\0\u{3}enrolment_only\0\u{3}second_factor_enrolled\0\u{3}second_factor_at_millis\0\u{3}recovery_codes_left\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1318,6 +1786,10 @@ nonisolated extension Crm_V1_WhoAmIResponse: SwiftProtobuf.Message, SwiftProtobu
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.roles) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.passwordChangeOnly) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.application) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.enrolmentOnly) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.secondFactorEnrolled) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.secondFactorAtMillis) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.recoveryCodesLeft) }()
       default: break
       }
     }
@@ -1339,6 +1811,18 @@ nonisolated extension Crm_V1_WhoAmIResponse: SwiftProtobuf.Message, SwiftProtobu
     if !self.application.isEmpty {
       try visitor.visitSingularStringField(value: self.application, fieldNumber: 5)
     }
+    if self.enrolmentOnly != false {
+      try visitor.visitSingularBoolField(value: self.enrolmentOnly, fieldNumber: 6)
+    }
+    if self.secondFactorEnrolled != false {
+      try visitor.visitSingularBoolField(value: self.secondFactorEnrolled, fieldNumber: 7)
+    }
+    if self.secondFactorAtMillis != 0 {
+      try visitor.visitSingularUInt64Field(value: self.secondFactorAtMillis, fieldNumber: 8)
+    }
+    if self.recoveryCodesLeft != 0 {
+      try visitor.visitSingularUInt32Field(value: self.recoveryCodesLeft, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1348,6 +1832,10 @@ nonisolated extension Crm_V1_WhoAmIResponse: SwiftProtobuf.Message, SwiftProtobu
     if lhs.roles != rhs.roles {return false}
     if lhs.passwordChangeOnly != rhs.passwordChangeOnly {return false}
     if lhs.application != rhs.application {return false}
+    if lhs.enrolmentOnly != rhs.enrolmentOnly {return false}
+    if lhs.secondFactorEnrolled != rhs.secondFactorEnrolled {return false}
+    if lhs.secondFactorAtMillis != rhs.secondFactorAtMillis {return false}
+    if lhs.recoveryCodesLeft != rhs.recoveryCodesLeft {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
