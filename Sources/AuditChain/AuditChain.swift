@@ -15,6 +15,13 @@ public enum AuditChain {
 
     public static func headKey(_ chain: [UInt8]) -> [UInt8] { chain + Array("-head".utf8) }
 
+    /// The CRM's trail (relative to the CRM prefix): workspace 1, big-endian, then `/a`, as
+    /// `AuditTrail` makes it (a test holds the two equal).
+    public static let crmChain: [UInt8] = [0, 0, 0, 1] + Array("/a".utf8)
+
+    /// The seq up to which checkpoints have checked the chain (the same on every member).
+    public static func checkedKey(_ chain: [UInt8]) -> [UInt8] { chain + Array("-checked".utf8) }
+
     public static func entryPrefix(_ chain: [UInt8]) -> [UInt8] { chain + [UInt8(ascii: "/")] }
 
     public static func entryKey(_ chain: [UInt8], _ seq: UInt64) -> [UInt8] {
@@ -164,5 +171,63 @@ public struct AuditVerifier: Sendable {
     private mutating func fail(_ seq: UInt64, _ why: String) -> Bool {
         problem = (seq, why)
         return false
+    }
+}
+
+/// A checkpoint: the leader's signed statement that the chain's entry `seq` hashes to `hash`,
+/// carried in an entry of the chain itself. Its signature is ECDSA P-256 / SHA-256 by the
+/// member's TLS key, with the member's certificate, so that a verifier holding only the cluster
+/// CA can tell it came from a member (`crmctl audit verify`).
+public struct AuditCheckpoint: Equatable, Sendable {
+    public var seq: UInt64
+    public var hash: [UInt8]
+    public var member: UInt64
+    public var certificate: [UInt8]
+    public var signature: [UInt8]
+
+    public static let maxCertificateBytes = 4096
+    public static let maxSignatureBytes = 160
+
+    public init(seq: UInt64, hash: [UInt8], member: UInt64, certificate: [UInt8], signature: [UInt8]) {
+        self.seq = seq
+        self.hash = hash
+        self.member = member
+        self.certificate = certificate
+        self.signature = signature
+    }
+
+    /// What is signed: a domain, the chain, the seq, the hash and the signing member.
+    public static func signedBytes(chain: [UInt8], seq: UInt64, hash: [UInt8], member: UInt64) -> [UInt8] {
+        var writer = BinaryWriter()
+        writer.blob(Array("crm.audit.checkpoint.v1".utf8))
+        writer.blob(chain)
+        writer.u64(seq)
+        writer.raw(hash)
+        writer.u64(member)
+        return writer.bytes
+    }
+
+    public func write(_ writer: inout BinaryWriter) {
+        writer.u64(seq)
+        writer.raw(hash)
+        writer.u64(member)
+        writer.blob(certificate)
+        writer.blob(signature)
+    }
+
+    /// The checkpoint an entry's body carries: the CRM's entries of format 2 hold one right
+    /// after the format byte.
+    public static func `in`(entryBody body: [UInt8]) -> AuditCheckpoint? {
+        var reader = BinaryReader(body)
+        guard reader.u8() == 2 else { return nil }
+        return read(&reader)
+    }
+
+    public static func read(_ reader: inout BinaryReader) -> AuditCheckpoint? {
+        guard let seq = reader.u64(), let hash = reader.raw(32), let member = reader.u64(),
+            let certificate = reader.blob(limit: maxCertificateBytes),
+            let signature = reader.blob(limit: maxSignatureBytes)
+        else { return nil }
+        return AuditCheckpoint(seq: seq, hash: hash, member: member, certificate: certificate, signature: signature)
     }
 }

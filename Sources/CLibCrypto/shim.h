@@ -5,6 +5,9 @@
 #include <openssl/err.h>
 #include <openssl/core_names.h>
 #include <openssl/params.h>
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 /* The AEAD tag parameter, built in C so that its key is the header's string constant: an
    OSSL_PARAM keeps the key pointer, and a Swift String passed in its place lives only for the

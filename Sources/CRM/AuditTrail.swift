@@ -35,10 +35,13 @@ public struct AuditEntry: Equatable, Sendable {
     public var outcome: Outcome
     /// Why it was denied or failed, or what else is worth keeping (ids and names only).
     public var reason: String
+    /// For `audit.checkpoint` entries: the signed statement of an earlier entry's hash.
+    public var checkpoint: AuditCheckpoint?
 
     public static let maxRecords = 500
     static let maxTextBytes = 256
-    static let format: UInt8 = 1
+    /// Format 2 adds a checkpoint; entries without one are still written as format 1.
+    static let format: UInt8 = 2
 
     public init(
         action: String, actor: String, application: String, entity: EntityCode? = nil, records: [CRMID] = [],
@@ -70,7 +73,8 @@ public struct AuditEntry: Equatable, Sendable {
             writer.blob(kept)
         }
         var writer = BinaryWriter()
-        writer.u8(Self.format)
+        writer.u8(checkpoint == nil ? 1 : Self.format)
+        checkpoint?.write(&writer) // right after the format: `AuditCheckpoint.in(entryBody:)` finds it there
         text(action, &writer)
         text(actor, &writer)
         text(application, &writer)
@@ -101,7 +105,13 @@ public struct AuditEntry: Equatable, Sendable {
             }
             return ids
         }
-        guard reader.u8() == Self.format, let action = text(), let actor = text(), let application = text(),
+        guard let format = reader.u8(), format == 1 || format == Self.format else { return nil }
+        var checkpoint: AuditCheckpoint?
+        if format == Self.format {
+            guard let read = AuditCheckpoint.read(&reader) else { return nil }
+            checkpoint = read
+        }
+        guard let action = text(), let actor = text(), let application = text(),
             let entityCode = reader.text(limit: 2)
         else { return nil }
         let entity = EntityCode(rawValue: entityCode)
@@ -113,12 +123,13 @@ public struct AuditEntry: Equatable, Sendable {
             guard let field = reader.u16() else { return nil }
             fields.append(field)
         }
-        guard let requestID = text(), let outcome = reader.u8().flatMap(Outcome.init(rawValue:)), let reason = text(),
-            reader.isAtEnd
+        guard let requestID = text(), let outcome = reader.u8().flatMap(Outcome.init(rawValue:)), let reason = text()
         else { return nil }
+        guard reader.isAtEnd else { return nil }
         self.init(
             action: action, actor: actor, application: application, entity: entity, records: records,
             subjects: subjects, fields: fields, requestID: requestID, outcome: outcome, reason: reason)
+        self.checkpoint = checkpoint
     }
 }
 
@@ -133,11 +144,34 @@ public struct AuditTrail: Sendable {
         self.workspace = workspace
     }
 
-    public var chain: [UInt8] { CRMLayout.workspaceKey(workspace, "/a") }
+    public var chain: [UInt8] { Self.chain(workspace: workspace) }
+
+    public static func chain(workspace: UInt32) -> [UInt8] { CRMLayout.workspaceKey(workspace, "/a") }
 
     /// The operation that appends `entry` when its transaction applies.
     public func append(_ entry: AuditEntry) -> TransactionOperation {
         .appendAudit(chain: chain, body: entry.encoded)
+    }
+
+    /// The seq up to which checkpoints have checked the chain (0: none yet).
+    public func checked() throws -> UInt64 {
+        guard let value = try kv.crmValue(AuditChain.checkedKey(chain)) else { return 0 }
+        var reader = BinaryReader(value.payload)
+        return reader.u64() ?? 0
+    }
+
+    /// The transaction of a checkpoint over `head` signed by `member`: the check every member
+    /// makes of its own chain, and the entry that keeps the signed statement.
+    public func checkpoint(_ head: AuditHead, member: UInt64, certificate: [UInt8], signature: [UInt8]) -> Transaction {
+        var entry = AuditEntry(
+            action: "audit.checkpoint", actor: "crm://member/\(member)", application: "crm://member/\(member)",
+            reason: "entry \(head.seq)")
+        entry.checkpoint = AuditCheckpoint(
+            seq: head.seq, hash: head.hash, member: member, certificate: certificate, signature: signature)
+        return Transaction(operations: [
+            .checkAuditHead(chain: chain, seq: head.seq, hash: head.hash),
+            .appendAudit(chain: chain, body: entry.encoded),
+        ])
     }
 
     public func head() throws -> AuditHead {

@@ -110,8 +110,10 @@ struct Audit: AsyncParsableCommand {
                 try Output.json(results)
             } else {
                 Output.table(
-                    ["MEMBER", "ENTRIES", "HEAD", "RESULT"],
-                    results.map { ["\($0.member)", "\($0.checked)", "\($0.head)", $0.problem ?? "ok"] })
+                    ["MEMBER", "ENTRIES", "CHECKPOINTS", "HEAD", "RESULT"],
+                    results.map {
+                        ["\($0.member)", "\($0.checked)", "\($0.checkpoints)", "\($0.head)", $0.problem ?? "ok"]
+                    })
             }
             if results.contains(where: { $0.problem != nil }) { throw ExitCode(1) }
         }
@@ -144,6 +146,10 @@ struct Audit: AsyncParsableCommand {
             base = before.head
         }
         var verifier = AuditVerifier(after: base)
+        var checkpoints = CheckpointChecker(
+            chain: AuditChain.crmChain,
+            caPEM: Array(FileManager.default.contents(atPath: cluster.caFile) ?? Data()))
+        var checkpointProblem: String?
         var next = from
         while next != 0, verifier.problem == nil {
             var request = Crm_V1_AuditEntriesRequest()
@@ -153,13 +159,19 @@ struct Audit: AsyncParsableCommand {
             let page = try await cluster.onTarget(index) {
                 try await $0.admin.auditEntries(sent, options: cluster.callOptions)
             }
-            for entry in page.entries where !verifier.check(seq: entry.seq, AuditLink(encoded: Array(entry.stored))) {
-                break
+            for entry in page.entries {
+                let link = AuditLink(encoded: Array(entry.stored))
+                guard verifier.check(seq: entry.seq, link), let link else { break }
+                if let why = checkpoints.check(link) {
+                    checkpointProblem = "entry \(entry.seq): \(why)"
+                    break
+                }
             }
+            if checkpointProblem != nil { break }
             next = page.nextSeq
         }
-        var problem = verifier.problem.map { "entry \($0.seq): \($0.why)" }
-        if head.hash.count == 32 {
+        var problem = verifier.problem.map { "entry \($0.seq): \($0.why)" } ?? checkpointProblem
+        if problem == nil, head.hash.count == 32 {
             verifier.finish(at: AuditHead(seq: head.seq, hash: Array(head.hash)))
             problem = verifier.problem.map { "entry \($0.seq): \($0.why)" }
         } else if problem == nil {
@@ -167,7 +179,7 @@ struct Audit: AsyncParsableCommand {
         }
         return VerifyJSON(
             member: cluster.targets[index].id, checked: verifier.checked, last_seq: verifier.last.seq, head: head.seq,
-            head_hash: hex(verifier.last.hash), problem: problem)
+            head_hash: hex(verifier.last.hash), checkpoints: checkpoints.verified, problem: problem)
     }
 
     /// Entry `seq` on member `index` as stored (nil: missing or not decodable).
@@ -241,6 +253,8 @@ struct Audit: AsyncParsableCommand {
         let head: UInt64
         /// The hash of the last entry that held (compared across members at the shortest chain).
         var head_hash: String
+        /// Checkpoints whose signature, certificate and hash held.
+        var checkpoints: Int = 0
         var problem: String?
     }
 

@@ -25,6 +25,8 @@ final class Cluster: @unchecked Sendable {
     let targets: [Target]
     let timeout: Double
     private let tls: ClientTLSFiles
+    /// The cluster CA bundle (checkpoint certificates are checked against it).
+    var caFile: String { tls.ca }
     private var connections: [Int: MemberConnection] = [:]
     /// The signed-in user's token its client calls carry (nil: none).
     private let bearerToken: String?

@@ -99,6 +99,7 @@ enum Output {
         case .nospace: return "NOSPACE"
         case .corrupt: return "CORRUPT"
         case .crmkey: return "CRMKEY"
+        case .tamper: return "TAMPER"
         case .unknown, .UNRECOGNIZED: return "UNKNOWN"
         }
     }

@@ -26,6 +26,9 @@ public struct InjectedFaults: Codable, Sendable, Equatable {
     /// Waited between a records write's authorization check and its proposal (to show that a
     /// permission change in between aborts the write).
     public var checkToCommitDelayMilliseconds: Int?
+    /// Changes a byte of this member's audit entry of that seq in its store (once per value),
+    /// as someone editing the files would: the next checkpoint raises TAMPER here.
+    public var tamperAuditSeq: UInt64?
 
     public init(
         fsyncDelayMilliseconds: Int? = nil, fsyncFails: Bool? = nil, freeDiskBytes: UInt64? = nil,
@@ -47,6 +50,7 @@ public struct InjectedFaults: Codable, Sendable, Equatable {
         case plantedBug = "planted_bug"
         case sessionClockOffsetMilliseconds = "session_clock_offset_ms"
         case checkToCommitDelayMilliseconds = "check_to_commit_delay_ms"
+        case tamperAuditSeq = "tamper_audit_seq"
     }
 }
 

@@ -78,11 +78,13 @@ public enum KVCommand: Equatable, Sendable {
     /// (owner "", id = index).
     static let version: UInt8 = 2
     /// The highest command kind this member applies (5: transactions; 6: transactions that
-    /// extend an audit chain). Members report it, so that a kind is proposed only once every
-    /// voter applies it.
-    public static let highestKind: UInt8 = 6
+    /// extend an audit chain; 7: transactions that also check a chain's head, checkpoints).
+    /// Members report it, so that a kind is proposed only once every voter applies it.
+    public static let highestKind: UInt8 = 7
     /// The kind of a transaction that extends an audit chain.
     public static let auditedTransactionKind: UInt8 = 6
+    /// The kind of a transaction that checks an audit chain's head (an audit checkpoint).
+    public static let checkpointTransactionKind: UInt8 = 7
     /// The session id of writes made without a session: applied every time they commit, so a
     /// retry after an unknown outcome may apply twice. Session ids are never 0.
     public static let noSession: UInt64 = 0
@@ -125,7 +127,7 @@ public enum KVCommand: Equatable, Sendable {
             writer.u8(4)
             addresses.write(into: &writer)
         case .transaction(let session, let sequence, let owner, let time, let transaction):
-            writer.u8(transaction.appendsAudit ? Self.auditedTransactionKind : 5)
+            writer.u8(transaction.commandKind)
             writer.u64(session); writer.u64(sequence); writer.u64(time)
             writer.blob(Array(owner.utf8))
             transaction.write(into: &writer)
@@ -177,11 +179,13 @@ public enum KVCommand: Equatable, Sendable {
         case 4:
             guard let addresses = MemberAddresses(reading: &reader) else { return nil }
             self = .memberEndpoints(addresses)
-        case 5, Self.auditedTransactionKind:
+        case 5, Self.auditedTransactionKind, Self.checkpointTransactionKind:
             guard version >= 2, let session = reader.u64(), let sequence = reader.u64(), let time = reader.u64(),
                 let owner = owner(),
-                let transaction = Transaction(reading: &reader, auditAllowed: kind == Self.auditedTransactionKind),
-                transaction.appendsAudit == (kind == Self.auditedTransactionKind)
+                let transaction = Transaction(
+                    reading: &reader, auditAllowed: kind >= Self.auditedTransactionKind,
+                    checkAllowed: kind == Self.checkpointTransactionKind),
+                transaction.commandKind == kind
             else { return nil }
             self = .transaction(
                 session: session, sequence: sequence, owner: owner, proposedAtMillis: time, transaction)

@@ -1,7 +1,9 @@
+import AuditChain
 import BinaryCoding
 import Logging
 @_spi(Simulation) import Raft
 import Storage
+import Synchronization
 
 /// The replicated key-value state machine on the storage engine: committed log entries go in,
 /// in order; reads come out.
@@ -49,6 +51,19 @@ public final class ReplicatedKV: @unchecked Sendable {
     /// Applies come from one thread (the node's Raft loop): checked in debug builds.
     public let applyThread = ThreadConfinement()
     let plantedBug: PlantedBug?
+    /// Told when a checkpoint finds this member's audit chain differs from the one the
+    /// checkpoint was made over (the seq and why): the member raises TAMPER.
+    private let divergence = Mutex<(@Sendable (UInt64, String) -> Void)?>(nil)
+
+    public func onAuditDivergence(_ report: @escaping @Sendable (UInt64, String) -> Void) {
+        divergence.withLock { $0 = report }
+    }
+
+    func reportDivergence(seq: UInt64, _ why: String) {
+        logger.critical(
+            "this member's audit trail differs from the cluster's", metadata: ["seq": "\(seq)", "why": "\(why)"])
+        divergence.withLock { $0 }?(seq, why)
+    }
 
     /// Opens the state machine on `storage`, loading its position and sessions.
     public init(
@@ -443,5 +458,24 @@ enum SessionCoding {
         guard reader.isAtEnd else { return nil }
         return SessionTable.Session(
             owner: owner, lastSequence: sequence, lastOutcome: outcome, activeAtIndex: index, activeAtMillis: time)
+    }
+}
+
+extension ReplicatedKV {
+    /// For drills and tests only (debug builds call it through an injected fault): changes one
+    /// byte of the body of entry `seq` of `chain` in this member's store, leaving its hash, as
+    /// someone editing the files would. Answers whether the entry was there.
+    public func tamperWithAuditEntry(chain: [UInt8], seq: UInt64) throws -> Bool {
+        let key = CRMKeys.absolute(AuditChain.entryKey(chain, seq))
+        guard let stored = try storage.get(.stateMachine, key) else { return false }
+        var value = try CRMValue.decode(stored, key: key)
+        guard var link = AuditLink(encoded: value.payload), !link.body.isEmpty else { return false }
+        link.body[link.body.count - 1] ^= 0x01
+        value.payload = link.encoded
+        var batch = WriteBatch()
+        batch.put(.stateMachine, key: key, value: value.stored)
+        try storage.write(batch, durability: .synced)
+        logger.warning("an audit entry was changed by an injected fault", metadata: ["seq": "\(seq)"])
+        return true
     }
 }

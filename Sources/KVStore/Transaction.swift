@@ -46,6 +46,11 @@ public enum TransactionOperation: Equatable, Sendable {
     /// Appends an entry with `body` to the audit chain at `chain` (see `AuditChain`): the apply
     /// numbers it, stamps it with the log index and time, and links it to the head.
     case appendAudit(chain: [UInt8], body: [UInt8])
+    /// A checkpoint's check: the entry `seq` of the chain must hash to `hash` here, and every
+    /// entry since the last check must still hash to what it says. Changes nothing but the
+    /// chain's last checked seq (the same on every member); a member that finds its own entries
+    /// differ reports it (TAMPER), since its chain is no longer the cluster's.
+    case checkAuditHead(chain: [UInt8], seq: UInt64, hash: [UInt8])
 
     var keys: [[UInt8]] {
         switch self {
@@ -53,6 +58,7 @@ public enum TransactionOperation: Equatable, Sendable {
         case .deleteRange(let from, let to): return [from, to]
         case .putAtLogTime(let prefix, let suffix): return [prefix + [UInt8](repeating: 0, count: 8) + suffix]
         case .appendAudit(let chain, _): return [AuditChain.headKey(chain), AuditChain.entryKey(chain, 0)]
+        case .checkAuditHead(let chain, _, _): return [AuditChain.checkedKey(chain)]
         }
     }
 
@@ -63,6 +69,7 @@ public enum TransactionOperation: Equatable, Sendable {
         case .deleteRange(let from, let to): return from.count + to.count
         case .putAtLogTime(let prefix, let suffix): return prefix.count + 8 + suffix.count
         case .appendAudit(let chain, let body): return chain.count + body.count
+        case .checkAuditHead(let chain, _, let hash): return chain.count + 8 + hash.count
         }
     }
 }
@@ -101,6 +108,9 @@ public struct Transaction: Equatable, Sendable {
         for case .appendAudit(_, let body) in operations where body.count > AuditChain.maxBodyBytes {
             return "an audit entry is at most \(AuditChain.maxBodyBytes) bytes; one has \(body.count)"
         }
+        for case .checkAuditHead(_, _, let hash) in operations where hash.count != 32 {
+            return "an audit head's hash is 32 bytes; one has \(hash.count)"
+        }
         let payload = payloadBytes
         guard payload <= TransactionLimits.maxPayloadBytes else {
             return
@@ -138,6 +148,8 @@ public struct Transaction: Equatable, Sendable {
             case .deleteRange(let from, let to): writer.u8(4); writer.blob(from); writer.blob(to)
             case .putAtLogTime(let prefix, let suffix): writer.u8(5); writer.blob(prefix); writer.blob(suffix)
             case .appendAudit(let chain, let body): writer.u8(6); writer.blob(chain); writer.blob(body)
+            case .checkAuditHead(let chain, let seq, let hash):
+                writer.u8(7); writer.blob(chain); writer.u64(seq); writer.raw(hash)
             }
         }
     }
@@ -149,7 +161,17 @@ public struct Transaction: Equatable, Sendable {
         operations.contains { if case .appendAudit = $0 { true } else { false } }
     }
 
-    init?(reading reader: inout BinaryReader, auditAllowed: Bool) {
+    /// Whether the transaction checks an audit chain's head (a checkpoint: a later kind still).
+    public var checksAudit: Bool {
+        operations.contains { if case .checkAuditHead = $0 { true } else { false } }
+    }
+
+    /// The command kind that carries this transaction: the lowest that has its operations.
+    public var commandKind: UInt8 {
+        checksAudit ? KVCommand.checkpointTransactionKind : appendsAudit ? KVCommand.auditedTransactionKind : 5
+    }
+
+    init?(reading reader: inout BinaryReader, auditAllowed: Bool, checkAllowed: Bool = false) {
         let keyLimit = TransactionLimits.maxKeyBytes
         let valueLimit = TransactionLimits.maxPayloadBytes
         guard let conditionCount = reader.u16(), conditionCount <= TransactionLimits.maxConditions else { return nil }
@@ -192,6 +214,9 @@ public struct Transaction: Equatable, Sendable {
             case 6? where auditAllowed:
                 guard let body = reader.blob(limit: AuditChain.maxBodyBytes) else { return nil }
                 operations.append(.appendAudit(chain: key, body: body))
+            case 7? where checkAllowed:
+                guard let seq = reader.u64(), let hash = reader.raw(32) else { return nil }
+                operations.append(.checkAuditHead(chain: key, seq: seq, hash: hash))
             default:
                 return nil
             }

@@ -55,6 +55,15 @@ extension ReplicatedKV {
                         version: index, updatedAtMillis: pending.position.logClockMillis, payload: link.head.encoded
                     )
                     .stored)
+            case .checkAuditHead(let chain, let seq, let hash):
+                let checkedKey = CRMKeys.absolute(AuditChain.checkedKey(chain))
+                let from = try lastChecked(checkedKey, pending, staged)
+                if let why = try auditDifference(chain, seq: seq, hash: hash, after: from, pending, staged) {
+                    reportDivergence(seq: seq, why)
+                }
+                var writer = BinaryWriter(capacity: 8)
+                writer.u64(max(from, seq))
+                staged.set(checkedKey, CRMValue(version: nil, updatedAtMillis: 0, payload: writer.bytes).stored)
             }
         }
         for key in staged.order { pending.set(key, staged.values[key]!) }
@@ -94,6 +103,45 @@ extension ReplicatedKV {
             throw StorageError.corruption(family: .stateMachine, key: key, message: "an audit head does not decode")
         }
         return head
+    }
+
+    /// Entries a checkpoint re-hashes at most (older ones are left to the full verification).
+    static let maxCheckedPerCheckpoint: UInt64 = 8192
+
+    private func lastChecked(_ key: [UInt8], _ pending: PendingApply, _ staged: StagedChanges) throws -> UInt64 {
+        guard let stored = try staged.values[key] ?? pending.read(key, storage) else { return 0 }
+        var reader = BinaryReader(try CRMValue.decode(stored, key: key).payload)
+        return reader.u64() ?? 0
+    }
+
+    /// How this member's chain differs from a checkpoint over (`seq`, `hash`): the entry at seq
+    /// is missing or hashes otherwise, or an entry since the last check no longer hashes to
+    /// what it says or links to the one before. Nil when it agrees. Reads only: every member
+    /// applies the checkpoint the same way whatever it finds.
+    private func auditDifference(
+        _ chain: [UInt8], seq: UInt64, hash: [UInt8], after checked: UInt64, _ pending: PendingApply,
+        _ staged: StagedChanges
+    ) throws -> String? {
+        guard seq > 0 else { return nil }
+        let first = max(checked + 1, seq > Self.maxCheckedPerCheckpoint ? seq - Self.maxCheckedPerCheckpoint + 1 : 1)
+        var previous: AuditLink?
+        for number in min(first, seq)...seq {
+            let key = CRMKeys.absolute(AuditChain.entryKey(chain, number))
+            guard let stored = try staged.values[key] ?? pending.read(key, storage) else {
+                return "entry \(number) is missing"
+            }
+            guard let link = AuditLink(encoded: try CRMValue.decode(stored, key: key).payload), link.seq == number
+            else {
+                return "entry \(number) does not decode"
+            }
+            guard link.computedHash == link.hash else { return "entry \(number) does not match its hash" }
+            if let previous, link.prev != previous.hash {
+                return "entry \(number) does not link to entry \(number - 1)"
+            }
+            previous = link
+        }
+        guard previous?.hash == hash else { return "entry \(seq) differs from the checkpoint's" }
+        return nil
     }
 
     /// The version of the CRM key set in use (0: none yet).

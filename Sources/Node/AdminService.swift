@@ -373,6 +373,7 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         case .noSpace: proto.kind = .nospace
         case .corrupt: proto.kind = .corrupt
         case .crmKey: proto.kind = .crmkey
+        case .tamper: proto.kind = .tamper
         }
         proto.memberID = alarm.memberID
         proto.raisedAtMs = UInt64(alarm.raisedAt.timeIntervalSince1970 * 1000)

@@ -116,8 +116,11 @@ struct CRMRecords: Sendable {
     func propose(_ transaction: Transaction, caller: Caller, audit: AuditEntry?) async throws -> TransactionOutcome {
         var transaction = transaction
         if let audit { transaction.operations.append(trail.append(audit)) }
-        let kind: UInt8 = transaction.appendsAudit ? KVCommand.auditedTransactionKind : 5
-        let past = kind == 5 ? try keys.versionInUse() > 0 : try trail.head().seq > 0
+        let kind = transaction.commandKind
+        let past =
+            kind == 5
+            ? try keys.versionInUse() > 0
+            : kind == KVCommand.auditedTransactionKind ? try trail.head().seq > 0 : try trail.checked() > 0
         let behind = past ? [] : routing.withLock { $0.membersNotApplying(kind: kind) }
         guard behind.isEmpty else {
             throw RPCError(

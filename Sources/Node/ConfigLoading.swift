@@ -122,6 +122,7 @@ extension NodeConfig {
             ]),
             "crm": .mapping([
                 "key_file": .scalar, "rewrap_batches_per_second": .scalar, "audit_reads": .scalar, "mfa": .scalar,
+                "audit_checkpoint_seconds": .scalar,
             ]),
             "connections": .mapping([
                 "max_per_listener": .scalar, "max_per_address": .scalar, "first_request_ms": .scalar,
@@ -289,6 +290,9 @@ extension NodeConfig {
         if tlsReloadIntervalSeconds < 1 { problems.append("tls.reload_interval_seconds: at least 1") }
         if let rate = crm?.rewrapBatchesPerSecond, !(1...1024).contains(rate) {
             problems.append("crm.rewrap_batches_per_second: \(rate) is outside 1–1024")
+        }
+        if let seconds = crm?.auditCheckpointSeconds, !(1...3600).contains(seconds) {
+            problems.append("crm.audit_checkpoint_seconds: \(seconds) is outside 1–3600")
         }
         if !(16...60_000).contains(maxConnectionsPerListener) {
             problems.append("connections.max_per_listener: \(maxConnectionsPerListener) is outside 16–60000")

@@ -93,13 +93,14 @@ struct ServingGate: Sendable {
 
     static func from(_ snapshot: HealthSnapshot, _ status: EngineStatus) -> ServingGate {
         var gate = ServingGate()
-        if let corrupt = snapshot.alarm(.corrupt) {
+        if let alarm = snapshot.alarm(.corrupt) ?? snapshot.alarm(.tamper) {
             var metadata = Metadata()
-            metadata.addString("CORRUPT", forKey: RefusalMetadata.alarm)
+            metadata.addString(alarm.kind.rawValue, forKey: RefusalMetadata.alarm)
             metadata.addString(RefusalMetadata.notServing, forKey: RefusalMetadata.refused)
             gate.refusal = RPCError(
                 code: .dataLoss,
-                message: "member \(status.id) serves no data: CORRUPT alarm (\(corrupt.reason)); use another member",
+                message:
+                    "member \(status.id) serves no data: \(alarm.kind.rawValue) alarm (\(alarm.reason)); use another member",
                 metadata: metadata)
         } else if let failure = status.failure {
             var metadata = Metadata()

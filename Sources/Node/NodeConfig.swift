@@ -311,6 +311,9 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         /// Whether every user needs a second factor: `required` (the default: a user without
         /// one gets a session that may only enrol one) or `optional`.
         public var mfa: MFA?
+        /// The longest time between audit checkpoints while entries are added (1 to 3600
+        /// seconds; 60 when not given); one is made every 1,024 entries in any case.
+        public var auditCheckpointSeconds: Int?
 
         public enum AuditReads: String, Codable, Sendable, Equatable {
             case sync, async
@@ -336,6 +339,7 @@ public struct NodeConfig: Codable, Sendable, Equatable {
             case rewrapBatchesPerSecond = "rewrap_batches_per_second"
             case auditReads = "audit_reads"
             case mfa
+            case auditCheckpointSeconds = "audit_checkpoint_seconds"
         }
     }
 

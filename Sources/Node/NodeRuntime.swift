@@ -48,6 +48,7 @@ public final class NodeRuntime: @unchecked Sendable {
     private var records: RecordsService?
     private var directoryService: DirectoryService?
     private var crm: CRMRecords?
+    private var checkpoints: AuditCheckpoints?
     private(set) var authorization: Authorization?
     private var frontMetrics: FrontMetrics?
     /// The running service group and its task (`start`/`stop`, the in-process form).
@@ -225,6 +226,11 @@ public final class NodeRuntime: @unchecked Sendable {
             local: local, authorization: authorization, limiter: limiter,
             memberState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() })
         let crm = CRMRecords(engine: engine, keys: crmKeys, local: local, routing: routing, logger: logger)
+        engine.kv.onAuditDivergence { seq, why in monitor.raiseTamper("audit entry \(seq): \(why)") }
+        checkpoints = AuditCheckpoints(
+            crm: crm, member: config.id, keyFile: config.tls.key, certificateFile: config.tls.cert,
+            caFile: config.tls.ca, everyMillis: UInt64(config.crm?.auditCheckpointSeconds ?? 60) * 1000,
+            raiseTamper: { monitor.raiseTamper($0) })
         let identity = CRMIdentity(crm: crm, mfaRequired: (config.crm?.mfa ?? .required) == .required)
         let audit = AuditRecorder(
             crm: crm, members: members, waitsForReads: (config.crm?.auditReads ?? .sync) == .sync)
@@ -289,7 +295,16 @@ public final class NodeRuntime: @unchecked Sendable {
             PeriodicService(
                 description: "integrity check", startup: startup, initialDelay: .zero,
                 interval: config.verifyIntervalHours > 0 ? .seconds(config.verifyIntervalHours * 3600) : nil,
-                work: { [logger] in await Self.checkIntegrity(storage: storage, monitor: monitor, logger: logger) }),
+                work: { [logger, weak self] in
+                    await Self.checkIntegrity(storage: storage, monitor: monitor, logger: logger)
+                    // The whole audit trail is read too, on a thread of its own like the store.
+                    if let checkpoints = self?.checkpoints {
+                        _ = await onOwnThread(name: "audit-verify") { checkpoints.verifyChain() }
+                    }
+                }),
+            PeriodicService(
+                description: "audit checkpoints", startup: startup, initialDelay: .seconds(1), interval: .seconds(1),
+                work: { [weak self] in await self?.checkpoints?.step() }),
             PeriodicService(
                 description: "CRM re-wrap", startup: startup, initialDelay: .seconds(1), interval: .seconds(1),
                 work: { [weak self] in await self?.crm?.rewrapStep(maxBatches: rewrapRate) }),
@@ -408,7 +423,10 @@ public final class NodeRuntime: @unchecked Sendable {
             let records, let directoryService
         else { return }
         front = try await Front.start(
-            config: config, settings: settings, local: local, members: members, records: records,
+            config: config, settings: settings, local: local, members: members,
+            records: {
+                var front = records; front.routesAroundItsMember = true; return front
+            }(),
             directory: directoryService, table: routing,
             metrics: frontMetrics, tls: tls, guards: guards, authorization: authorization,
             memberState: { [weak self] in self?.memberState() ?? Crm_V1_MemberStateResponse() },
@@ -508,7 +526,7 @@ public final class NodeRuntime: @unchecked Sendable {
                 let status = engine.currentStatus
                 let snapshot = monitor.snapshot
                 let alarms = snapshot.alarms.map { "alarm \($0.kind.rawValue): \($0.reason)" }
-                if HealthReport.isReady(status) && snapshot.alarm(.corrupt) == nil {
+                if HealthReport.isReady(status) && snapshot.alarm(.corrupt) == nil && snapshot.alarm(.tamper) == nil {
                     let state =
                         snapshot.report.state == .healthy
                         ? "" : "; \(snapshot.report.state.rawValue): " + snapshot.report.reasons.joined(separator: "; ")

@@ -14,6 +14,9 @@ import Transport
 struct RecordsService: Crm_V1_Records.ServiceProtocol {
     /// Sign-in and sessions: every call acts as the session's user (see `Actor`).
     let directory: DirectoryService
+    /// The front's copy: a call its member cannot serve (CORRUPT, TAMPER, failed storage) is
+    /// passed to the leader instead of refused, as the front does with the KV API.
+    var routesAroundItsMember = false
 
     var crm: CRMRecords { directory.crm }
     var members: MemberClients { directory.members }
@@ -65,6 +68,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         forward: (Crm_V1_Records.Client<HTTP2ClientTransport.Posix>, Metadata) async throws -> Response,
         lead: (Caller) async throws -> Response
     ) async throws -> Response {
+        if let passed = try await passedOn(access, forward) { return passed }
         try crm.checkServing()
         if crm.isLeader {
             return try await crm.mapped { try await lead(access.caller) }
@@ -73,6 +77,30 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         guard access.routing == .forwardToLeader, leader != 0 else {
             throw LocalKV.rpcError(.notLeader(leaderHint: leader))
         }
+        return try await pass(access, to: leader, forward)
+    }
+
+    /// A client's call to the front passed to the leader when this member serves no data
+    /// (CORRUPT, TAMPER or failed storage): the front routes around its member, as it does for
+    /// the KV API; the member's own client API refuses. Nil: the call is served (or refused) here.
+    func passedOn<Response>(
+        _ access: Call,
+        _ forward: (Crm_V1_Records.Client<HTTP2ClientTransport.Posix>, Metadata) async throws -> Response
+    ) async throws -> Response? {
+        let leader = crm.leaderHint
+        guard routesAroundItsMember, crm.local.gate().refusal != nil, access.routing == .forwardToLeader,
+            !crm.isLeader, leader != 0
+        else {
+            return nil
+        }
+        return try await pass(access, to: leader, forward)
+    }
+
+    /// `access`'s call made on `leader`, with the caller and its session headers.
+    private func pass<Response>(
+        _ access: Call, to leader: NodeID,
+        _ forward: (Crm_V1_Records.Client<HTTP2ClientTransport.Posix>, Metadata) async throws -> Response
+    ) async throws -> Response {
         var passed = access.caller.forwarding
         passed.add(contentsOf: access.credentials)
         do {
@@ -397,6 +425,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
     // MARK: Reads
 
     func get(_ message: Crm_V1_GetRecordRequest, _ access: Call) async throws -> Crm_V1_RecordResponse {
+        if let passed = try await passedOn(access, { try await $0.get(message, metadata: $1) }) { return passed }
         try crm.checkServing()
         let entity = try RecordsProto.entity(message.entity)
         let id = try RecordsProto.id(message.id)
@@ -424,6 +453,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
     func batchGet(
         _ message: Crm_V1_BatchGetRecordsRequest, _ access: Call
     ) async throws -> Crm_V1_BatchGetRecordsResponse {
+        if let passed = try await passedOn(access, { try await $0.batchGet(message, metadata: $1) }) { return passed }
         try crm.checkServing()
         let entity = try RecordsProto.entity(message.entity)
         guard message.ids.count <= Self.maxBatchGet else {
@@ -457,6 +487,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
     /// A page of records in the user's read scope: a page may hold fewer than asked (even none)
     /// when records out of scope were passed over; its token continues after them.
     func list(_ message: Crm_V1_ListRecordsRequest, _ access: Call) async throws -> Crm_V1_ListRecordsResponse {
+        if let passed = try await passedOn(access, { try await $0.list(message, metadata: $1) }) { return passed }
         try crm.checkServing()
         try checkFieldCount(message.fields)
         try await crm.waitForRead(serializable: message.serializable)
@@ -512,6 +543,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
 
     /// A lookup reads the field it looks up by: refused without read access to it.
     func lookup(_ message: Crm_V1_LookupRequest, _ access: Call) async throws -> Crm_V1_RecordsResponse {
+        if let passed = try await passedOn(access, { try await $0.lookup(message, metadata: $1) }) { return passed }
         try crm.checkServing()
         let entity = try RecordsProto.entity(message.entity)
         let by = try RecordsProto.lookup(message.by)

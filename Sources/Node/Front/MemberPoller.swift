@@ -104,6 +104,7 @@ final class MemberPoller: Sendable {
                 case .nospace: return .noSpace
                 case .corrupt: return .corrupt
                 case .crmkey: return .crmKey
+                case .tamper: return .tamper
                 default: return nil
                 }
             },

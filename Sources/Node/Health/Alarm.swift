@@ -13,6 +13,10 @@ public struct Alarm: Sendable, Equatable, CustomStringConvertible {
         /// The CRM key-encryption key differs from the cluster's: no CRM call is served (the
         /// KV API is) until the member is given the cluster's `crm.key_file` and restarted.
         case crmKey = "CRMKEY"
+        /// This member's audit trail differs from the cluster's (a checkpoint found an entry
+        /// changed, missing or out of line): it serves no data and gives up leadership until it
+        /// is re-added from a snapshot.
+        case tamper = "TAMPER"
     }
 
     public var kind: Kind

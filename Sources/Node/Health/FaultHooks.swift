@@ -67,6 +67,12 @@ final class FaultHooks: Sendable {
         return current.sessionClockOffsetMilliseconds ?? 0
     }
 
+    /// The audit entry to change in this member's store (nil unless injected).
+    var tamperAuditSeq: UInt64? {
+        guard path != nil else { return nil }
+        return current.tamperAuditSeq
+    }
+
     /// The wait between a records write's check and its proposal, in milliseconds (0 unless injected).
     var checkToCommitDelayMilliseconds: Int {
         guard path != nil else { return 0 }

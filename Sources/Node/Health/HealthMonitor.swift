@@ -62,6 +62,7 @@ public final class HealthMonitor: @unchecked Sendable {
     private var lastCheck: UInt64 = 0
     private var lastHandOff: UInt64 = 0
     private var corruptAlarm: Alarm?
+    private var tamperAlarm: Alarm?
     private var noSpaceAlarm: Alarm?
     private var crmKeyAlarm: Alarm?
     /// What keeps the CRM from using its keys on this member (nil: nothing).
@@ -99,6 +100,19 @@ public final class HealthMonitor: @unchecked Sendable {
         queue.sync {}
     }
 
+    /// Raised when an audit checkpoint finds this member's trail differs from the cluster's;
+    /// cleared only by a restart after repair (re-adding the member from a snapshot).
+    public func raiseTamper(_ reason: String) {
+        queue.async { [self] in
+            guard tamperAlarm == nil else { return }
+            tamperAlarm = Alarm(kind: .tamper, memberID: config.id, raisedAt: WallClock.now(), reason: reason)
+            logger.critical(
+                "TAMPER alarm: this member's audit trail differs from the cluster's; it serves no data until repaired",
+                metadata: ["reason": "\(reason)"])
+            check()
+        }
+    }
+
     /// Raised by an integrity check that found damage; cleared only by a restart after repair.
     public func raiseCorrupt(_ reason: String) {
         queue.async { [self] in
@@ -122,7 +136,7 @@ public final class HealthMonitor: @unchecked Sendable {
         (snapshot.freeDiskBytes, snapshot.storeBytes) = diskUsage()
         updateNoSpace(free: snapshot.freeDiskBytes, store: snapshot.storeBytes)
         updateCRMKey()
-        snapshot.alarms = [noSpaceAlarm, corruptAlarm, crmKeyAlarm].compactMap { $0 }
+        snapshot.alarms = [noSpaceAlarm, corruptAlarm, tamperAlarm, crmKeyAlarm].compactMap { $0 }
         let window = UInt64(config.fsyncWindowMilliseconds) * 1_000_000
         snapshot.sync = engine.syncLatency.withLock {
             $0.assess(now: now, window: window, slow: UInt64(config.fsyncSlowMilliseconds) * 1_000_000)
@@ -148,6 +162,9 @@ public final class HealthMonitor: @unchecked Sendable {
             maxApplyLag: config.maxApplyLag)
         if let corrupt = corruptAlarm {
             return HealthReport(state: .down, reasons: ["CORRUPT: \(corrupt.reason)"] + report.reasons)
+        }
+        if let tamper = tamperAlarm {
+            return HealthReport(state: .down, reasons: ["TAMPER: \(tamper.reason)"] + report.reasons)
         }
         guard report.state != .down else { return report }
         if let noSpace = noSpaceAlarm { report.reasons.insert("NOSPACE: \(noSpace.reason)", at: 0) }
@@ -296,7 +313,9 @@ public final class HealthMonitor: @unchecked Sendable {
         guard status.role == .leader, config.handOffOnDiskFailure else { return }
         let why: String? =
             corruptAlarm != nil
-            ? "CORRUPT" : noSpaceAlarm != nil ? "NOSPACE" : snapshot.sync.failing ? "failing disk" : nil
+            ? "CORRUPT"
+            : tamperAlarm != nil
+                ? "TAMPER" : noSpaceAlarm != nil ? "NOSPACE" : snapshot.sync.failing ? "failing disk" : nil
         guard let why, now >= lastHandOff + 2 * UInt64(config.electionTimeoutMilliseconds) * 1_000_000 else { return }
         guard
             let target = Self.handOffTarget(

@@ -128,6 +128,11 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
   /// This member's CRM key-encryption key differs from the cluster's (or the CRM key set does
   /// not open with it): it serves no CRM call; the KV API is not affected.
   case crmkey // = 3
+
+  /// This member's audit trail differs from the cluster's (an audit checkpoint found an entry
+  /// changed, missing or out of line): it serves no data and gives up leadership; repair it by
+  /// re-adding it from a snapshot.
+  case tamper // = 4
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -140,6 +145,7 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
     case 1: self = .nospace
     case 2: self = .corrupt
     case 3: self = .crmkey
+    case 4: self = .tamper
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -150,6 +156,7 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
     case .nospace: return 1
     case .corrupt: return 2
     case .crmkey: return 3
+    case .tamper: return 4
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -160,6 +167,7 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
     .nospace,
     .corrupt,
     .crmkey,
+    .tamper,
   ]
 
 }
@@ -268,7 +276,7 @@ nonisolated extension Crm_V1_HealthState: SwiftProtobuf._ProtoNameProviding {
 }
 
 nonisolated extension Crm_V1_AlarmKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALARM_KIND_UNKNOWN\0\u{1}ALARM_KIND_NOSPACE\0\u{1}ALARM_KIND_CORRUPT\0\u{1}ALARM_KIND_CRMKEY\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALARM_KIND_UNKNOWN\0\u{1}ALARM_KIND_NOSPACE\0\u{1}ALARM_KIND_CORRUPT\0\u{1}ALARM_KIND_CRMKEY\0\u{1}ALARM_KIND_TAMPER\0")
 }
 
 nonisolated extension Crm_V1_Health: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
