@@ -49,11 +49,9 @@ public enum TOTP {
 
     /// The `otpauth://` URI authenticator apps read from a QR code (the Key Uri Format).
     public static func provisioningURI(secret: [UInt8], account: String, issuer: String) -> String {
-        func escaped(_ text: String) -> String {
-            text.addingPercentEncodingForURI()
-        }
-        return "otpauth://totp/\(escaped(issuer)):\(escaped(account))?secret=\(Base32.encode(secret))"
-            + "&issuer=\(escaped(issuer))&algorithm=SHA1&digits=\(digits)&period=\(stepMillis / 1000)"
+        let (issuer, account) = (issuer.addingPercentEncodingForURI(), account.addingPercentEncodingForURI())
+        return "otpauth://totp/\(issuer):\(account)?secret=\(Base32.encode(secret))"
+            + "&issuer=\(issuer)&algorithm=SHA1&digits=\(digits)&period=\(stepMillis / 1000)"
     }
 }
 

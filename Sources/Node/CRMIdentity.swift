@@ -30,17 +30,13 @@ final class CRMIdentity: Sendable {
 
     /// The sign-in throttles (keyed digests under the key set's pepper).
     func throttles() throws -> SignInThrottles {
-        guard let keySet = try crm.keys.inUse() else {
-            throw RPCError(code: .unavailable, message: "the CRM has no key set yet; bootstrap its first user")
-        }
+        let keySet = try keySetInUse()
         return SignInThrottles(directory: directory, pepper: keySet.key(.pepper))
     }
 
     /// The second factor's changes (under the key set's pepper and secrets key).
     func secondFactor() throws -> SecondFactorChanges {
-        guard let keySet = try crm.keys.inUse() else {
-            throw RPCError(code: .unavailable, message: "the CRM has no key set yet; bootstrap its first user")
-        }
+        let keySet = try keySetInUse()
         return SecondFactorChanges(directory: directory, pepper: keySet.key(.pepper))
     }
 
@@ -53,9 +49,7 @@ final class CRMIdentity: Sendable {
 
     func passwordHasher() throws -> PasswordHasher {
         if let ready = hasher.withLock({ $0 }) { return ready }
-        guard let keySet = try crm.keys.inUse() else {
-            throw RPCError(code: .unavailable, message: "the CRM has no key set yet; bootstrap its first user")
-        }
+        let keySet = try keySetInUse()
         let made = try PasswordHasher(
             pepper: keySet.key(.pepper), maxConcurrent: max(1, ProcessInfo.processInfo.activeProcessorCount),
             maxQueued: Self.maxQueuedHashes)
@@ -64,6 +58,14 @@ final class CRMIdentity: Sendable {
             current = made
             return made
         }
+    }
+
+    /// The key set whose pepper and secrets key sign-in uses; UNAVAILABLE before the first user.
+    private func keySetInUse() throws -> CRMKeySet {
+        guard let keySet = try crm.keys.inUse() else {
+            throw RPCError(code: .unavailable, message: "the CRM has no key set yet; bootstrap its first user")
+        }
+        return keySet
     }
 
     /// Identity errors as gRPC statuses: every sign-in and session failure is the same

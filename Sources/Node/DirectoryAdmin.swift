@@ -15,14 +15,7 @@ extension DirectoryService {
         -> (checked: CheckedSession, access: Access)
     {
         let (checked, ceiling) = try await authenticated(metadata, caller)
-        guard !checked.session.passwordChangeOnly else {
-            throw RPCError(code: .permissionDenied, message: "change the password first (crmctl password)")
-        }
-        guard !checked.session.enrolmentOnly else {
-            throw RPCError(
-                code: .permissionDenied,
-                message: "enrol a second factor first (crmctl mfa enrol, then crmctl mfa confirm)")
-        }
+        try DirectoryService.requireUnrestricted(checked.session)
         let store = RoleStore(directory: identity.directory)
         guard let user = try crm.changes.read(.user, checked.session.user) else { throw SessionRefusal.unknown }
         var names: [String] = []

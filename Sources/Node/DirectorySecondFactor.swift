@@ -222,6 +222,18 @@ extension DirectoryService {
         return (checked, credentials)
     }
 
+    /// Refuses a session that may only change its password or enrol a second factor.
+    static func requireUnrestricted(_ session: Session) throws {
+        if session.passwordChangeOnly {
+            throw RPCError(code: .permissionDenied, message: "change the password first (crmctl password)")
+        }
+        if session.enrolmentOnly {
+            throw RPCError(
+                code: .permissionDenied,
+                message: "enrol a second factor first (crmctl mfa enrol, then crmctl mfa confirm)")
+        }
+    }
+
     /// Refuses unless the session passed a second factor within the step-up window. A user
     /// without one, where the cluster does not require one, has nothing to step up with.
     func requireStepUp(_ checked: CheckedSession, _ credentials: VersionedCredentials?) throws {

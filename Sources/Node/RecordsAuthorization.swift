@@ -122,14 +122,7 @@ extension DirectoryService {
         defer { metrics?.authorizationDuration.record(ContinuousClock.now - started) }
         return try await CRMIdentity.mapped {
             let (checked, ceiling) = try await authenticated(access.credentials, caller, barrier: false)
-            guard !checked.session.passwordChangeOnly else {
-                throw RPCError(code: .permissionDenied, message: "change the password first (crmctl password)")
-            }
-            guard !checked.session.enrolmentOnly else {
-                throw RPCError(
-                    code: .permissionDenied,
-                    message: "enrol a second factor first (crmctl mfa enrol, then crmctl mfa confirm)")
-            }
+            try DirectoryService.requireUnrestricted(checked.session)
             let user = checked.session.user
             var names: [String] = []
             if case .texts(let held)? = try crm.changes.open(checked.user, fields: ["roles"])["roles"] {
