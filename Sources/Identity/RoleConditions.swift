@@ -104,7 +104,7 @@ public struct IPRange: Equatable, Sendable, CustomStringConvertible {
         return nil
     }
 
-    private static func masked(_ bytes: [UInt8], _ prefix: Int) -> [UInt8] {
+    static func masked(_ bytes: [UInt8], _ prefix: Int) -> [UInt8] {
         bytes.enumerated().map { index, byte in
             let bits = max(0, min(8, prefix - index * 8))
             return bits == 0 ? 0 : byte & UInt8(truncatingIfNeeded: 0xFF << (8 - bits))

@@ -46,11 +46,16 @@ public struct SignIn: Sendable {
         public var secondFactorRequired = false
         /// The session may only enrol a second factor.
         public var enrolmentOnly = false
+        /// The device token's digest the sign-in came with (for a session: now a known device).
+        public var device: [UInt8]?
+        /// Consecutive failed passwords just before this one (its success forgets them).
+        public var failuresBefore: UInt32 = 0
     }
 
     public func attempt(
         username: String, password: String, application: String, address: String?, bindAddress: Bool, now: UInt64,
-        throttles: SignInThrottles? = nil, source: AttemptSource? = nil
+        throttles: SignInThrottles? = nil, source: AttemptSource? = nil, device: [UInt8]? = nil,
+        knownDevice: (CRMID) throws -> Bool = { _ in false }
     ) async throws -> Opened {
         guard username.utf8.count <= 256, password.utf8.count <= PasswordPolicy.maximumBytes else {
             throw SignInRefused()
@@ -58,10 +63,18 @@ public struct SignIn: Sendable {
         let found = try directory.records.lookup(.user, by: .username, value: username) ?? []
         let user = found.count == 1 ? found[0] : nil
         let source = source ?? AttemptSource.of(address: address, application: application)
-        if let throttles, let until = try throttles.retryAt(user: user?.record.id, source: source, now: now) {
-            throw SignInThrottled(retryAfterMillis: until == .max ? nil : until - now, user: user?.record.id)
-        }
         let credentials = try user.flatMap { try directory.credentials(of: $0.record.id) }
+        var failuresBefore: UInt32 = 0
+        if let throttles {
+            let trusted =
+                try user.map { try credentials?.credentials.secondFactor.active != nil && knownDevice($0.record.id) }
+                ?? false
+            if let until = try throttles.retryAt(user: user?.record.id, source: source, now: now, knownDevice: trusted)
+            {
+                throw SignInThrottled(retryAfterMillis: until == .max ? nil : until - now, user: user?.record.id)
+            }
+            failuresBefore = try user.flatMap { try throttles.account($0.record.id)?.0.consecutive } ?? 0
+        }
         let verification = try await hasher.verify(password, stored: credentials?.credentials.passwordHash)
         guard case .match(let rehashed) = verification, let user, let credentials,
             try directory.records.open(user.record, fields: ["status"])["status"] == .text("active")
@@ -72,7 +85,7 @@ public struct SignIn: Sendable {
             let ticket = try TicketTokens.generate(for: user.record.id)
             let stored = SignInTicket(
                 digest: TicketTokens.parse(ticket)!.digest, application: application, boundAddress: bound,
-                createdAtMillis: now)
+                createdAtMillis: now, device: device)
             let transaction = Transaction(
                 conditions: [.version(key: credentialsKey(user.record.id), credentials.version)],
                 operations: [.putStamped(key: ticketKey(user.record.id), value: stored.encoded)])
@@ -94,6 +107,8 @@ public struct SignIn: Sendable {
                 directory.rehash(of: user.record.id, from: credentials, to: rehashed).operations
         }
         if let throttles { opened.transaction.operations.append(throttles.cleared(user.record.id)) }
+        opened.device = device
+        opened.failuresBefore = failuresBefore
         return opened
     }
 
@@ -102,7 +117,8 @@ public struct SignIn: Sendable {
     /// failure (on the ticket, which dies at its fifth, and on the factor).
     public enum Completion: Sendable {
         case opened(Opened)
-        case refused(Transaction?, SecondFactorRefusal)
+        /// `locks`: this failure locks the second factor (an alert is due).
+        case refused(Transaction?, SecondFactorRefusal, locks: Bool)
     }
 
     public func complete(
@@ -125,13 +141,15 @@ public struct SignIn: Sendable {
         } catch let refusal as SecondFactorRefusal {
             var counted = waiting
             counted.failures += 1
-            var transaction = directory.replace(
-                userID, credentials, with: factor.failed(credentials.credentials, now: now))
+            let failed = factor.failed(credentials.credentials, now: now)
+            var transaction = directory.replace(userID, credentials, with: failed)
             transaction.conditions.append(ticketHeld)
             transaction.operations.append(
                 counted.failures >= SignInTicket.maxFailures
                     ? .delete(key: ticketKey(userID)) : .putStamped(key: ticketKey(userID), value: counted.encoded))
-            return .refused(transaction, refusal)
+            let locks =
+                failed.secondFactor.lockedUntilMillis > credentials.credentials.secondFactor.lockedUntilMillis
+            return .refused(transaction, refusal, locks: locks)
         }
         let token = try SessionTokens.generate()
         let session = Session(
@@ -143,7 +161,10 @@ public struct SignIn: Sendable {
         let opened = sessions.write(session, token: token)
         transaction.conditions += opened.conditions
         transaction.operations += opened.operations
-        return .opened(Opened(token: token, user: userID, transaction: transaction, passwordChangeOnly: false))
+        return .opened(
+            Opened(
+                token: token, user: userID, transaction: transaction, passwordChangeOnly: false,
+                device: waiting.device))
     }
 
     func credentialsKey(_ user: CRMID) -> [UInt8] { Credentials.key(workspace: directory.workspace, user: user) }

@@ -88,10 +88,12 @@ public struct AccountThrottle: Equatable, Sendable {
 
     public init() {}
 
-    /// When the next attempt from `source` may be made (nil: now), or `.max` while locked.
-    public func retryAt(from source: AttemptSource, now: UInt64) -> UInt64? {
+    /// When the next attempt from `source` may be made (nil: now), or `.max` while locked. A
+    /// known device whose sign-in will need the second factor is not held by the account-wide
+    /// back-off (tier 2), so that an attacker failing from everywhere does not lock its owner out.
+    public func retryAt(from source: AttemptSource, now: UInt64, knownDevice: Bool = false) -> UInt64? {
         if locked { return .max }
-        var until = untilMillis
+        var until = knownDevice ? 0 : untilMillis
         if let mine = sources.first(where: { $0.source == source }) { until = max(until, mine.untilMillis) }
         return until > now ? until : nil
     }
@@ -279,12 +281,16 @@ public struct SignInThrottles: Sendable {
 
     /// Why an attempt is refused before any password is checked: the time it may be made again
     /// (`.max`: locked until unlocked), or nil when it may be made now.
-    public func retryAt(user: CRMID?, source: AttemptSource, now: UInt64) throws -> UInt64? {
+    public func retryAt(
+        user: CRMID?, source: AttemptSource, now: UInt64, knownDevice: Bool = false
+    ) throws -> UInt64? {
         var until: UInt64?
         if let (blocked, _) = try self.source(source), blocked.blockedUntilMillis > now {
             until = blocked.blockedUntilMillis
         }
-        if let user, let (state, _) = try account(user), let at = state.retryAt(from: source, now: now) {
+        if let user, let (state, _) = try account(user),
+            let at = state.retryAt(from: source, now: now, knownDevice: knownDevice)
+        {
             until = max(until ?? 0, at)
         }
         return until

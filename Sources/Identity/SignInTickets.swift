@@ -13,10 +13,13 @@ public struct SignInTicket: Equatable, Sendable {
     public var boundAddress: String?
     public var createdAtMillis: UInt64
     public var failures: UInt8
+    /// The digest of the device token the sign-in came with: known once the sign-in completes.
+    public var device: [UInt8]?
 
     public static let lifetimeMillis: UInt64 = 5 * 60_000
     public static let maxFailures: UInt8 = 5
-    static let format: UInt8 = 1
+    /// Format 2 adds the device; tickets of format 1 still decode.
+    static let format: UInt8 = 2
 
     var encoded: [UInt8] {
         var writer = BinaryWriter()
@@ -26,10 +29,14 @@ public struct SignInTicket: Equatable, Sendable {
         writer.optionalBlob(boundAddress.map { Array($0.utf8) })
         writer.u64(createdAtMillis)
         writer.u8(failures)
+        writer.optionalBlob(device)
         return writer.bytes
     }
 
-    init(digest: [UInt8], application: String, boundAddress: String?, createdAtMillis: UInt64) {
+    init(
+        digest: [UInt8], application: String, boundAddress: String?, createdAtMillis: UInt64, device: [UInt8]? = nil
+    ) {
+        self.device = device
         self.digest = digest
         self.application = application
         self.boundAddress = boundAddress
@@ -39,10 +46,15 @@ public struct SignInTicket: Equatable, Sendable {
 
     init?(encoded bytes: [UInt8]) {
         var reader = BinaryReader(bytes)
-        guard reader.u8() == Self.format, let digest = reader.raw(HMACSHA256.byteCount),
-            let application = reader.text(limit: 256), let address = reader.optionalBlob(limit: 64),
-            let created = reader.u64(), let failures = reader.u8(), reader.isAtEnd
+        guard let format = reader.u8(), format == 1 || format == Self.format,
+            let digest = reader.raw(HMACSHA256.byteCount), let application = reader.text(limit: 256),
+            let address = reader.optionalBlob(limit: 64), let created = reader.u64(), let failures = reader.u8()
         else { return nil }
+        if format == Self.format {
+            guard let device = reader.optionalBlob(limit: HMACSHA256.byteCount) else { return nil }
+            self.device = device
+        }
+        guard reader.isAtEnd else { return nil }
         self.digest = digest
         self.application = application
         boundAddress = address.map { String(decoding: $0, as: UTF8.self) }

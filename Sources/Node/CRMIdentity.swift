@@ -16,10 +16,20 @@ final class CRMIdentity: Sendable {
     /// Whether every user needs a second factor (`crm.mfa: required`).
     let mfaRequired: Bool
 
-    init(crm: CRMRecords, mfaRequired: Bool = true) {
+    /// Where addresses are (`crm.geo_file`), for the new-country and impossible-travel alerts.
+    let geo: GeoTable
+
+    init(crm: CRMRecords, mfaRequired: Bool = true, geo: GeoTable = GeoTable()) {
         self.crm = crm
         self.mfaRequired = mfaRequired
+        self.geo = geo
     }
+
+    /// Alert streams being served (bounded: each polls the store).
+    let watches = StreamCount()
+
+    var histories: LoginHistories { LoginHistories(directory: directory) }
+    var alerts: SecurityAlerts { SecurityAlerts(kv: crm.changes.kv, workspace: crm.changes.workspace) }
 
     var directory: DirectoryChanges { DirectoryChanges(records: crm.changes) }
     var sessions: SessionChanges {
@@ -110,5 +120,26 @@ final class CRMIdentity: Sendable {
         let token = String(values[0].dropFirst("Bearer ".count))
         guard SessionTokens.digest(token) != nil else { throw noSession }
         return token
+    }
+}
+
+/// A count of open streams with a bound.
+final class StreamCount: Sendable {
+    private let open = Mutex(0)
+
+    /// Counts one more stream, unless `limit` are open.
+    func enter(limit: Int) -> Bool {
+        open.withLock { count in
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    func leave() {
+        open.withLock { count in
+            precondition(count > 0, "a stream leaves that never entered")
+            count -= 1
+        }
     }
 }

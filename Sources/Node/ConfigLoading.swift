@@ -1,4 +1,5 @@
 import Foundation
+import Identity
 import Raft
 import Sealing
 import Transport
@@ -122,7 +123,8 @@ extension NodeConfig {
             ]),
             "crm": .mapping([
                 "key_file": .scalar, "rewrap_batches_per_second": .scalar, "audit_reads": .scalar, "mfa": .scalar,
-                "audit_checkpoint_seconds": .scalar,
+                "audit_checkpoint_seconds": .scalar, "geo_file": .scalar, "max_subjects_per_hour": .scalar,
+                "auth_attack_failures_per_minute": .scalar, "isolate_clients": .scalar,
             ]),
             "connections": .mapping([
                 "max_per_listener": .scalar, "max_per_address": .scalar, "first_request_ms": .scalar,
@@ -294,6 +296,12 @@ extension NodeConfig {
         if let seconds = crm?.auditCheckpointSeconds, !(1...3600).contains(seconds) {
             problems.append("crm.audit_checkpoint_seconds: \(seconds) is outside 1–3600")
         }
+        if let subjects = crm?.maxSubjectsPerHour, !(1...1_000_000).contains(subjects) {
+            problems.append("crm.max_subjects_per_hour: \(subjects) is outside 1–1000000")
+        }
+        if let failures = crm?.authAttackFailuresPerMinute, !(10...1_000_000).contains(failures) {
+            problems.append("crm.auth_attack_failures_per_minute: \(failures) is outside 10–1000000")
+        }
         if !(16...60_000).contains(maxConnectionsPerListener) {
             problems.append("connections.max_per_listener: \(maxConnectionsPerListener) is outside 16–60000")
         }
@@ -384,6 +392,9 @@ extension NodeConfig {
         }
         if let denyFile = tls.denyFile {
             do { _ = try DenyList(path: denyFile) } catch { problems.append("tls.deny_file: \(error)") }
+        }
+        if let geoFile = crm?.geoFile {
+            do { _ = try GeoTable.load(path: geoFile) } catch { problems.append("crm.geo_file: \(error)") }
         }
         var isDirectory: ObjCBool = false
         if files.fileExists(atPath: dataDir, isDirectory: &isDirectory) {

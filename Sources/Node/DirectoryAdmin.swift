@@ -22,10 +22,20 @@ extension DirectoryService {
         if case .texts(let held)? = try crm.changes.open(user.record, fields: ["roles"])["roles"] { names = held }
         let access = Access(roles: try store.roles(names), ceiling: ceiling?.map(\.role))
         if let permission, !access.permissions.contains(permission) {
+            await auditDenied(checked.session.user, caller, "needs the permission \(permission.rawValue)")
             throw RPCError(code: .permissionDenied, message: "this needs the permission \(permission.rawValue)")
         }
         if stepUp { try requireStepUp(checked, try identity.directory.credentials(of: checked.session.user)) }
         return (checked, access)
+    }
+
+    /// Records that a signed-in `user`'s call was refused (`access.denied`), without waiting:
+    /// the refusal releases nothing. A full audit queue is the only way it is not recorded.
+    func auditDenied(_ user: CRMID, _ caller: Caller, _ reason: String) async {
+        let entry = AuditEntry(
+            action: "access.denied", actor: DirectoryChanges.owner(of: user), application: caller.owner,
+            outcome: .denied, reason: reason)
+        try? await audit.record([entry], wait: false)
     }
 
     /// Proposes `transaction` as the session's `user`, with its audit entry (`action` on

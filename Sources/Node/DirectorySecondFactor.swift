@@ -25,37 +25,63 @@ extension DirectoryService {
             try await crm.waitForRead(serializable: false)
             _ = try ceiling(caller)
             let refused = RPCError(code: .unauthenticated, message: SecondFactorRefusal.wrongCode.description)
-            let completion: SignIn.Completion
-            do {
-                completion = try identity.signIn().complete(
-                    ticket: message.ticket, code: message.code, recoveryCode: message.recoveryCode,
-                    application: caller.owner, factor: try identity.secondFactor(), now: sessionNow())
-            } catch is SignInRefused {
-                throw refused
-            }
             let how = message.recoveryCode.isEmpty ? "totp" : "recovery code"
-            switch completion {
-            case .opened(let opened):
-                let audit = AuditEntry(
-                    action: "login.success", actor: DirectoryChanges.owner(of: opened.user),
-                    application: caller.owner, records: [opened.user], reason: "second factor: \(how)")
-                // A failed condition: the same code (or ticket) was used meanwhile.
-                guard case .applied = try await crm.propose(opened.transaction, caller: caller, audit: audit) else {
+            let address = try asserted(metadata, caller)
+            // Made again when the sign-in's own condition failed: a code used twice finds its
+            // step taken on the second round and is refused then.
+            for _ in 0..<2 {
+                let now = sessionNow()
+                let completion: SignIn.Completion
+                do {
+                    completion = try identity.signIn().complete(
+                        ticket: message.ticket, code: message.code, recoveryCode: message.recoveryCode,
+                        application: caller.owner, factor: try identity.secondFactor(), now: now)
+                } catch is SignInRefused {
                     throw refused
                 }
-                var response = Crm_V1_LoginResponse()
-                response.token = opened.token
-                response.userID = opened.user.description
-                return response
-            case .refused(let counted, let refusal):
-                if let counted, let user = TicketTokens.parse(message.ticket)?.user {
+                switch completion {
+                case .opened(let opened):
                     let audit = AuditEntry(
-                        action: "login.failure", actor: DirectoryChanges.owner(of: user), application: caller.owner,
-                        records: [user], outcome: .denied, reason: "second factor (\(how)): \(refusal)")
-                    _ = try? await crm.propose(counted, caller: caller, audit: audit) // a lost count is one more try
+                        action: "login.success", actor: DirectoryChanges.owner(of: opened.user),
+                        application: caller.owner, records: [opened.user], reason: "second factor: \(how)")
+                    // A failed condition of the sign-in itself: the same code (or ticket) was used.
+                    let applied = try await proposeWithHistory(opened.transaction, caller: caller, audit: audit) {
+                        let (history, version) = try identity.histories.read(opened.user)
+                        var next = history.adding(
+                            .init(atMillis: now, outcome: .signedIn, address: address, userAgent: ""))
+                        if let device = opened.device { next = next.signedIn(device: device) }
+                        return (try identity.histories.write(next, of: opened.user, readAt: version), [])
+                    }
+                    guard applied != nil else { continue }
+                    var response = Crm_V1_LoginResponse()
+                    response.token = opened.token
+                    response.userID = opened.user.description
+                    return response
+                case .refused(let counted, let refusal, let locks):
+                    if var counted, let user = TicketTokens.parse(message.ticket)?.user {
+                        let audit = AuditEntry(
+                            action: "login.failure", actor: DirectoryChanges.owner(of: user),
+                            application: caller.owner, records: [user], outcome: .denied,
+                            reason: "second factor (\(how)): \(refusal)")
+                        if let history = failedAttempt(
+                            user, .secondFactorRefused, address: address, userAgent: "", now: now)
+                        {
+                            counted.conditions += history.conditions
+                            counted.operations += history.operations
+                        }
+                        if locks {
+                            counted.operations += try raise(
+                                .secondFactorLocked, user: user, caller, now: now, detail: "too many wrong codes")
+                        }
+                        // A lost count is one more try.
+                        if case .applied? = try? await crm.propose(counted, caller: caller, audit: audit), locks {
+                            self.counted([.secondFactorLocked])
+                        }
+                    }
+                    throw refused
                 }
-                throw refused
             }
+            throw refused
         }
     }
 

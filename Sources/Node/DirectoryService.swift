@@ -185,23 +185,44 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
             let opened: SignIn.Opened
             let throttles = try identity.throttles()
             let source = AttemptSource.of(address: address, application: caller.owner)
+            let (context, deviceToken) = try signInContext(message, address: address, source: source)
+            let histories = identity.histories
+            let now = sessionNow()
             do {
                 opened = try await identity.signIn().attempt(
                     username: message.username, password: message.password, application: caller.owner,
-                    address: address, bindAddress: message.bindToAddress && address != nil, now: sessionNow(),
-                    throttles: throttles, source: source)
+                    address: address, bindAddress: message.bindToAddress && address != nil, now: now,
+                    throttles: throttles, source: source, device: context.device,
+                    knownDevice: { try histories.read($0).history.knows(device: context.device) })
             } catch let refused as SignInRefused {
-                await recordFailedSignIn(refused, username: message.username, source: source, throttles, caller)
+                await recordFailedSignIn(refused, username: message.username, context, throttles, caller)
                 throw refused
+            } catch let throttled as SignInThrottled {
+                metrics?.throttledSignIns.increment()
+                let audit = AuditEntry(
+                    action: "login.throttled",
+                    actor: throttled.user.map(DirectoryChanges.owner(of:)) ?? "crm://user/unknown",
+                    application: caller.owner, records: throttled.user.map { [$0] } ?? [], outcome: .denied,
+                    reason: throttled.retryAfterMillis.map { "back-off: \($0) ms left" } ?? "locked")
+                try? await self.audit.record([audit], wait: false) // batched: refusals cost no proposal each
+                throw throttled
+            }
+            if let refusal = try conditionsRefusal(opened.user, caller, address: address, now: now) {
+                try await refuseByConditions(opened.user, refusal, context, caller, now: now)
             }
             let audit = AuditEntry(
                 action: opened.secondFactorRequired ? "login.password" : "login.success",
                 actor: DirectoryChanges.owner(of: opened.user), application: caller.owner, records: [opened.user],
                 reason: opened.enrolmentOnly ? "enrolment only" : "")
-            guard case .applied = try await crm.propose(opened.transaction, caller: caller, audit: audit) else {
+            let alerts = try await proposeWithHistory(opened.transaction, caller: caller, audit: audit) {
+                try passwordAccepted(opened, context, caller, now: now)
+            }
+            guard let alerts else {
                 throw RPCError(code: .unavailable, message: "the sign-in met a concurrent change; try again")
             }
+            counted(alerts)
             var response = Crm_V1_LoginResponse()
+            response.deviceToken = deviceToken
             response.token = opened.token
             response.userID = opened.user.description
             response.passwordChangeOnly = opened.passwordChangeOnly
@@ -215,13 +236,14 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
     /// moved them first) in the transaction that writes its audit entry, naming the user when
     /// one exists (the answer never says). A count that cannot be written is logged.
     func recordFailedSignIn(
-        _ refused: SignInRefused, username: String, source: AttemptSource, _ throttles: SignInThrottles,
+        _ refused: SignInRefused, username: String, _ context: SignInContext, _ throttles: SignInThrottles,
         _ caller: Caller
     ) async {
+        let source = context.source
         for _ in 0..<3 {
             do {
-                let failure = try throttles.failure(
-                    username: username, user: refused.user, source: source, now: sessionNow())
+                let now = sessionNow()
+                let failure = try throttles.failure(username: username, user: refused.user, source: source, now: now)
                 var reason = "password"
                 if failure.locked { reason += "; account locked after \(throttles.policy.lockAfterFailures) failures" }
                 if failure.sprayBlocked { reason += "; source \(source) refused for spraying" }
@@ -230,7 +252,23 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
                     actor: refused.user.map(DirectoryChanges.owner(of:)) ?? "crm://user/unknown",
                     application: caller.owner, records: refused.user.map { [$0] } ?? [], outcome: .denied,
                     reason: reason)
-                if case .applied = try await crm.propose(failure.transaction, caller: caller, audit: audit) { return }
+                var transaction = failure.transaction
+                let alerts: [SecurityAlert.Kind] = failure.locked ? [.accountLocked] : []
+                for kind in alerts {
+                    transaction.operations += try raise(
+                        kind, user: refused.user, caller, now: now,
+                        detail: "\(throttles.policy.lockAfterFailures) consecutive failed passwords")
+                }
+                let applied = try await proposeWithHistory(transaction, caller: caller, audit: audit) {
+                    let history = failedAttempt(
+                        refused.user, .passwordRefused, address: context.address, userAgent: context.userAgent,
+                        now: now)
+                    return (history ?? Transaction(operations: []), [])
+                }
+                if applied != nil {
+                    counted(alerts)
+                    return
+                }
             } catch {
                 crm.logger.warning("a refused sign-in was not recorded", metadata: ["error": "\(error)"])
                 return

@@ -314,6 +314,18 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         /// The longest time between audit checkpoints while entries are added (1 to 3600
         /// seconds; 60 when not given); one is made every 1,024 entries in any case.
         public var auditCheckpointSeconds: Int?
+        /// A CSV file of networks and their places (`cidr,country,latitude,longitude`) for the
+        /// new-country and impossible-travel alerts; without one those two are not raised.
+        public var geoFile: String?
+        /// Distinct data subjects whose personal data one user may read in an hour before the
+        /// exfiltration guard stops their personal reads (1 to 1,000,000; 500 when not given).
+        public var maxSubjectsPerHour: Int?
+        /// Failed sign-ins across the cluster in a minute that raise AUTH_ATTACK (10 to
+        /// 1,000,000; 300 when not given).
+        public var authAttackFailuresPerMinute: Int?
+        /// Under AUTH_ATTACK, block the application behind 90% or more of the failures
+        /// (`crmctl clients unblock` lifts it). Off when not given.
+        public var isolateClients: Bool?
 
         public enum AuditReads: String, Codable, Sendable, Equatable {
             case sync, async
@@ -340,7 +352,14 @@ public struct NodeConfig: Codable, Sendable, Equatable {
             case auditReads = "audit_reads"
             case mfa
             case auditCheckpointSeconds = "audit_checkpoint_seconds"
+            case geoFile = "geo_file"
+            case maxSubjectsPerHour = "max_subjects_per_hour"
+            case authAttackFailuresPerMinute = "auth_attack_failures_per_minute"
+            case isolateClients = "isolate_clients"
         }
+
+        public static let defaultMaxSubjectsPerHour = 500
+        public static let defaultAuthAttackFailuresPerMinute = 300
     }
 
     public var id: NodeID

@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import Identity
 import Prometheus
 import Raft
 import Synchronization
@@ -15,6 +16,10 @@ public final class NodeMetrics: Sendable {
     let persistDuration: DurationHistogram
     let readIndexDuration: DurationHistogram
     let authorizationDuration: DurationHistogram
+    /// Security alerts raised by this member (it led when they were raised), by kind.
+    let loginAlerts: [SecurityAlert.Kind: Counter]
+    /// Sign-in attempts refused unchecked during a back-off or lock, or from a blocked network.
+    let throttledSignIns: Counter
     private let role: Gauge
     private let term: Gauge
     private let leader: Gauge
@@ -67,6 +72,16 @@ public final class NodeMetrics: Sendable {
             name: "crm_authorization_duration_seconds",
             buckets: [.microseconds(10), .microseconds(25), .microseconds(50)] + Self.latencyBuckets,
             help: "Checking a signed-in records call: principal, session, roles and their conditions")
+        var alerts: [SecurityAlert.Kind: Counter] = [:]
+        for kind in SecurityAlert.Kind.allCases {
+            alerts[kind] = registry.makeCounter(
+                name: "crm_login_alerts_total", labels: [("kind", kind.name)],
+                help: "Security alerts raised by this member, by kind")
+        }
+        loginAlerts = alerts
+        throttledSignIns = registry.makeCounter(
+            name: "crm_signin_throttled_total",
+            help: "Sign-in attempts refused before their password was checked (back-off, lock, blocked network)")
         role = registry.makeGauge(name: "crm_raft_role", help: "0 follower, 1 pre-candidate, 2 candidate, 3 leader")
         term = registry.makeGauge(name: "crm_raft_term", help: "The current term")
         leader = registry.makeGauge(name: "crm_raft_leader_id", help: "The leader this member knows of (0: none)")

@@ -3,6 +3,7 @@ import CRMProto
 import Engine
 import Foundation
 import GRPCCore
+import Identity
 import KVStore
 import Logging
 import NIOCore
@@ -231,7 +232,9 @@ public final class NodeRuntime: @unchecked Sendable {
             crm: crm, member: config.id, keyFile: config.tls.key, certificateFile: config.tls.cert,
             caFile: config.tls.ca, everyMillis: UInt64(config.crm?.auditCheckpointSeconds ?? 60) * 1000,
             raiseTamper: { monitor.raiseTamper($0) })
-        let identity = CRMIdentity(crm: crm, mfaRequired: (config.crm?.mfa ?? .required) == .required)
+        let identity = CRMIdentity(
+            crm: crm, mfaRequired: (config.crm?.mfa ?? .required) == .required,
+            geo: try config.crm?.geoFile.map { try GeoTable.load(path: $0) } ?? GeoTable())
         let audit = AuditRecorder(
             crm: crm, members: members, waitsForReads: (config.crm?.auditReads ?? .sync) == .sync)
         let directory = DirectoryService(

@@ -135,6 +135,7 @@ extension DirectoryService {
                 at: Date(timeIntervalSince1970: Double(sessionNow()) / 1000),
                 mfa: checked.session.secondFactorAtMillis > 0)
             {
+                await auditDenied(user, caller, "\(refusal)")
                 throw RPCError(code: .permissionDenied, message: "\(refusal); this call is refused")
             }
             var pins: [TransactionCondition] = [

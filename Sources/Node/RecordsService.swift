@@ -212,10 +212,13 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
             try await crm.ensureKeySet(caller: caller)
             for _ in 0..<Self.attempts {
                 let actor = try await directory.actor(access)
-                _ = try actor.scope(.create, on: entity)
-                let definition = try crm.changes.definition(entity)
-                try actor.requireEditable(fields.keys, definition)
-                try requireOwnTeams(teams, actor, entity)
+                let definition = try await auditingDenials(actor, "record.create", entity) {
+                    _ = try actor.scope(.create, on: entity)
+                    let definition = try crm.changes.definition(entity)
+                    try actor.requireEditable(fields.keys, definition)
+                    try requireOwnTeams(teams, actor, entity)
+                    return definition
+                }
                 let id =
                     message.requestID.isEmpty
                     ? try CRMID.random() : try crm.changes.id(principal: actor.owner, requestID: message.requestID)
@@ -360,14 +363,17 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         }
         for _ in 0..<Self.attempts {
             let actor = try await directory.actor(access)
-            let scope = try actor.scope(action, on: entity)
-            guard let current = try crm.changes.read(entity, id),
-                let opened = try actor.reach(action, current.record, within: scope, shares: shares)
-            else { throw RecordError.notFound(entity, id) }
-            guard current.version == expected else { throw RecordError.versionMismatch(current: current.version) }
-            let definition = try crm.changes.definition(entity)
-            var transaction = actor.pinned(try make(actor, current, definition))
-            transaction.conditions += opened
+            let (current, definition, transaction) = try await auditingDenials(actor, auditAction, entity, [id]) {
+                let scope = try actor.scope(action, on: entity)
+                guard let current = try crm.changes.read(entity, id),
+                    let opened = try actor.reach(action, current.record, within: scope, shares: shares)
+                else { throw RecordError.notFound(entity, id) }
+                guard current.version == expected else { throw RecordError.versionMismatch(current: current.version) }
+                let definition = try crm.changes.definition(entity)
+                var transaction = actor.pinned(try make(actor, current, definition))
+                transaction.conditions += opened
+                return (current, definition, transaction)
+            }
             if case let delay = FaultHooks.shared.checkToCommitDelayMilliseconds, delay > 0 {
                 try await Task.sleep(for: .milliseconds(delay))
             }
@@ -410,7 +416,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
     ) async throws -> Crm_V1_DescribeResponse {
         var actor = try await directory.actor(access)
         for _ in 0..<Self.attempts {
-            try actor.require(.roleAdmin)
+            try await auditingDenials(actor, "field.change", entity) { try actor.require(.roleAdmin) }
             guard let transaction = try make() else { break }
             let audit = AuditEntry(
                 action: "field.change", actor: actor.owner, application: actor.application, entity: entity)
@@ -433,18 +439,20 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         try await crm.waitForRead(serializable: message.serializable)
         return try await crm.mapped {
             let actor = try await directory.actor(access)
-            let scope = try actor.scope(.read, on: entity)
-            let definition = try crm.changes.definition(entity)
-            let fields = try actor.fieldsToOpen(try fieldSet(definition, message.fields), definition)
-            guard let record = try crm.changes.read(entity, id),
-                try actor.reach(.read, record.record, within: scope, shares: shares) != nil
-            else {
-                throw RecordError.notFound(entity, id)
+            return try await auditingDenials(actor, "record.read", entity, [id]) {
+                let scope = try actor.scope(.read, on: entity)
+                let definition = try crm.changes.definition(entity)
+                let fields = try actor.fieldsToOpen(try fieldSet(definition, message.fields), definition)
+                guard let record = try crm.changes.read(entity, id),
+                    try actor.reach(.read, record.record, within: scope, shares: shares) != nil
+                else {
+                    throw RecordError.notFound(entity, id)
+                }
+                try await auditRead("record.read", actor, [record], fields: fields, definition)
+                var response = Crm_V1_RecordResponse()
+                response.record = try opened(record, fields: fields, definition)
+                return response
             }
-            try await auditRead("record.read", actor, [record], fields: fields, definition)
-            var response = Crm_V1_RecordResponse()
-            response.record = try opened(record, fields: fields, definition)
-            return response
         }
     }
 
@@ -464,24 +472,39 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         try await crm.waitForRead(serializable: message.serializable)
         return try await crm.mapped {
             let actor = try await directory.actor(access)
-            let scope = try actor.scope(.read, on: entity)
-            let definition = try crm.changes.definition(entity)
-            let fields = try actor.fieldsToOpen(try fieldSet(definition, message.fields), definition)
-            var response = Crm_V1_BatchGetRecordsResponse()
-            var found: [VersionedRecord] = []
-            for id in ids {
-                if let record = try crm.changes.read(entity, id),
-                    try actor.reach(.read, record.record, within: scope, shares: shares) != nil
-                {
-                    found.append(record)
-                } else {
-                    response.missing.append(id.description)
-                }
+            return try await auditingDenials(actor, "record.read", entity, ids) {
+                try await batchGet(ids, entity, message.fields, actor)
             }
-            try await auditRead("record.read", actor, found, fields: fields, definition)
-            response.records = try found.map { try opened($0, fields: fields, definition) }
-            return response
         }
+    }
+
+    private func batchGet(
+        _ ids: [CRMID], _ entity: EntityCode, _ asked: [String], _ actor: Actor
+    ) async throws -> Crm_V1_BatchGetRecordsResponse {
+        let scope = try actor.scope(.read, on: entity)
+        let definition = try crm.changes.definition(entity)
+        let fields = try actor.fieldsToOpen(try fieldSet(definition, asked), definition)
+        var response = Crm_V1_BatchGetRecordsResponse()
+        var found: [VersionedRecord] = []
+        for id in ids {
+            if let record = try crm.changes.read(entity, id),
+                try actor.reach(.read, record.record, within: scope, shares: shares) != nil
+            {
+                found.append(record)
+            } else {
+                response.missing.append(id.description)
+            }
+        }
+        let missing = ids.filter { id in !found.contains { $0.record.id == id } }
+        if !missing.isEmpty {
+            let entry = AuditEntry(
+                action: "record.read", actor: actor.owner, application: actor.application, entity: entity,
+                records: missing, outcome: .denied, reason: "not found")
+            try? await directory.audit.record([entry], wait: false)
+        }
+        try await auditRead("record.read", actor, found, fields: fields, definition)
+        response.records = try found.map { try opened($0, fields: fields, definition) }
+        return response
     }
 
     /// A page of records in the user's read scope: a page may hold fewer than asked (even none)
@@ -494,36 +517,44 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         return try await crm.mapped {
             let actor = try await directory.actor(access)
             let query = try RecordsProto.listQuery(message, caller: actor.owner)
-            let scope = try actor.scope(.read, on: query.entity)
-            let definition = try crm.changes.definition(query.entity)
-            let fields = try actor.fieldsToOpen(try fieldSet(definition, message.fields), definition)
-            let readable = actor.readable(definition)
-            if let hidden = query.filters.keys.first(where: { !readable.contains($0) }) {
-                throw RecordError.unknownField(entity: query.entity, name: hidden)
+            return try await auditingDenials(actor, "record.list", query.entity) {
+                try await list(query, message, actor)
             }
-            guard let keySet = try crm.keys.inUse() else { return Crm_V1_ListRecordsResponse() }
-            let workspace = crm.changes.workspace
-            let now = crm.local.nowMillis()
-            let after =
-                message.pageToken.isEmpty
-                ? nil
-                : try PageTokens.open(
-                    message.pageToken, query: query, principal: actor.pageTokenHolder, workspace: workspace,
-                    nowMillis: now, keySets: { try? crm.keys.keySet($0) })
-            let page = try crm.changes.list(query, after: after)
-            var response = Crm_V1_ListRecordsResponse()
-            let listed = try page.records.filter {
-                try actor.reach(.read, $0.record, within: scope, shares: shares) != nil
-            }
-            try await auditRead("record.list", actor, listed, fields: fields, definition)
-            response.records = try listed.map { try opened($0, fields: fields, definition) }
-            if let resume = page.resumeAfter {
-                response.nextPageToken = try PageTokens.seal(
-                    resume, query: query, principal: actor.pageTokenHolder, workspace: workspace, issuedAtMillis: now,
-                    keySet: keySet)
-            }
-            return response
         }
+    }
+
+    private func list(
+        _ query: ListQuery, _ message: Crm_V1_ListRecordsRequest, _ actor: Actor
+    ) async throws -> Crm_V1_ListRecordsResponse {
+        let scope = try actor.scope(.read, on: query.entity)
+        let definition = try crm.changes.definition(query.entity)
+        let fields = try actor.fieldsToOpen(try fieldSet(definition, message.fields), definition)
+        let readable = actor.readable(definition)
+        if let hidden = query.filters.keys.first(where: { !readable.contains($0) }) {
+            throw RecordError.unknownField(entity: query.entity, name: hidden)
+        }
+        guard let keySet = try crm.keys.inUse() else { return Crm_V1_ListRecordsResponse() }
+        let workspace = crm.changes.workspace
+        let now = crm.local.nowMillis()
+        let after =
+            message.pageToken.isEmpty
+            ? nil
+            : try PageTokens.open(
+                message.pageToken, query: query, principal: actor.pageTokenHolder, workspace: workspace,
+                nowMillis: now, keySets: { try? crm.keys.keySet($0) })
+        let page = try crm.changes.list(query, after: after)
+        var response = Crm_V1_ListRecordsResponse()
+        let listed = try page.records.filter {
+            try actor.reach(.read, $0.record, within: scope, shares: shares) != nil
+        }
+        try await auditRead("record.list", actor, listed, fields: fields, definition)
+        response.records = try listed.map { try opened($0, fields: fields, definition) }
+        if let resume = page.resumeAfter {
+            response.nextPageToken = try PageTokens.seal(
+                resume, query: query, principal: actor.pageTokenHolder, workspace: workspace, issuedAtMillis: now,
+                keySet: keySet)
+        }
+        return response
     }
 
     private func checkFieldCount(_ names: [String]) throws {
@@ -556,27 +587,36 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         try await crm.waitForRead(serializable: message.serializable)
         return try await crm.mapped {
             let actor = try await directory.actor(access)
-            let scope = try actor.scope(.read, on: entity)
-            let definition = try crm.changes.definition(entity)
-            let fields = try actor.fieldsToOpen(nil, definition)
-            if !fields.contains(field.name) {
-                throw RPCError(
-                    code: .permissionDenied,
-                    message: "looking \(entity.name) records up by \(message.by) needs read access to \(field.name)")
+            return try await auditingDenials(actor, "record.lookup", entity) {
+                try await lookup(message, entity, by, field, actor)
             }
-            guard try crm.keys.versionInUse() != 0 else { return Crm_V1_RecordsResponse() }
-            guard let found = try crm.changes.lookup(entity, by: by, value: message.value) else {
-                throw RPCError(code: .invalidArgument, message: "`value` is not a valid \(message.by)")
-            }
-            var response = Crm_V1_RecordsResponse()
-            let reached = try found.filter {
-                try (message.includeDeleted || !$0.record.deleted)
-                    && actor.reach(.read, $0.record, within: scope, shares: shares) != nil
-            }
-            try await auditRead("record.lookup", actor, reached, fields: fields, definition)
-            response.records = try reached.map { try opened($0, fields: fields, definition) }
-            return response
         }
+    }
+
+    private func lookup(
+        _ message: Crm_V1_LookupRequest, _ entity: EntityCode, _ by: FieldLookup, _ field: FieldDefinition,
+        _ actor: Actor
+    ) async throws -> Crm_V1_RecordsResponse {
+        let scope = try actor.scope(.read, on: entity)
+        let definition = try crm.changes.definition(entity)
+        let fields = try actor.fieldsToOpen(nil, definition)
+        if !fields.contains(field.name) {
+            throw RPCError(
+                code: .permissionDenied,
+                message: "looking \(entity.name) records up by \(message.by) needs read access to \(field.name)")
+        }
+        guard try crm.keys.versionInUse() != 0 else { return Crm_V1_RecordsResponse() }
+        guard let found = try crm.changes.lookup(entity, by: by, value: message.value) else {
+            throw RPCError(code: .invalidArgument, message: "`value` is not a valid \(message.by)")
+        }
+        var response = Crm_V1_RecordsResponse()
+        let reached = try found.filter {
+            try (message.includeDeleted || !$0.record.deleted)
+                && actor.reach(.read, $0.record, within: scope, shares: shares) != nil
+        }
+        try await auditRead("record.lookup", actor, reached, fields: fields, definition)
+        response.records = try reached.map { try opened($0, fields: fields, definition) }
+        return response
     }
 
     /// The entity's fields the user may read (the others are absent, as if the entity had none);

@@ -158,6 +158,29 @@ extension RealProcessTests {
             }
             #expect(!tail.output.contains(Self.marker))
 
+            // A refusal is recorded too: a record that is not there, a field the entity lacks.
+            var missing = get
+            missing.id = String(repeating: "7", count: 32)
+            var hidden = get
+            hidden.fields = ["no_such_field"]
+            for request in [missing, hidden] {
+                await #expect(throws: RPCError.self) {
+                    _ = try await records.get(request, options: ProcessCluster.shortCall)
+                }
+            }
+            var denials: [[String: Any]] = []
+            for _ in 0..<50 {
+                let tail = try crmctl(["audit", "tail", "-n", "2", "--json"], file)
+                denials = (try JSONSerialization.jsonObject(with: Data(tail.output.utf8)) as? [[String: Any]]) ?? []
+                if denials.allSatisfy({ $0["outcome"] as? String == "denied" }) { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(denials.compactMap { $0["outcome"] as? String } == ["denied", "denied"], "\(denials)")
+            #expect(denials.compactMap { $0["action"] as? String } == ["record.read", "record.read"])
+            #expect(denials.first?["record_ids"] as? [String] == [missing.id])
+            #expect(denials.first?["reason"] as? String == "not found")
+            #expect((denials.last?["reason"] as? String)?.contains("no_such_field") == true)
+
             // Alone, the follower has no leader to write the trail: a read of personal data is
             // refused; one of non-personal fields only is answered.
             for id in cluster.ids where id != follower { cluster.kill9(id) }

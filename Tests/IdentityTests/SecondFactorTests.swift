@@ -143,7 +143,7 @@ import Testing
         let (_, secret, _) = try await enrolled(test)
         let waiting = try await ticket(test)
         for _ in 0..<5 {
-            guard case .refused(let counted?, .wrongCode) = try complete(test, waiting, code: "000000") else {
+            guard case .refused(let counted?, .wrongCode, _) = try complete(test, waiting, code: "000000") else {
                 Issue.record("a wrong code was not refused with a count")
                 return
             }

@@ -7,7 +7,8 @@ import Transport
 /// process). Calls that act as a user send `Authorization: Bearer crm_s_…`; bodies are parsed
 /// strictly, and every sign-in or session failure is the same 401.
 ///
-///     POST /v1/auth/login      {username, password, client_address?, bind_to_address?}
+///     POST /v1/auth/login      {username, password, client_address?, bind_to_address?, user_agent?,
+///                               device_token?}
 ///     POST /v1/auth/login/second-factor   {ticket, code | recovery_code}
 ///     GET  /v1/auth/me
 ///     POST /v1/auth/mfa/enrol  {}           → {secret_base32, provisioning_uri}
@@ -33,12 +34,15 @@ struct FrontAuthHTTP: Sendable {
         switch (method, String(path.dropFirst(Self.prefix.count))) {
         case ("POST", "login"):
             let object = try FrontRecordsHTTP.object(
-                body, allowed: ["username", "password", "client_address", "bind_to_address"])
+                body,
+                allowed: ["username", "password", "client_address", "bind_to_address", "user_agent", "device_token"])
             var request = Crm_V1_LoginRequest()
             request.username = try FrontRecordsHTTP.string(object["username"], "username") ?? ""
             request.password = try FrontRecordsHTTP.string(object["password"], "password") ?? ""
             request.clientAddress = try FrontRecordsHTTP.string(object["client_address"], "client_address") ?? ""
             request.bindToAddress = try FrontRecordsHTTP.bool(object["bind_to_address"], "bind_to_address") ?? false
+            request.userAgent = try FrontRecordsHTTP.string(object["user_agent"], "user_agent") ?? ""
+            request.deviceToken = try FrontRecordsHTTP.string(object["device_token"], "device_token") ?? ""
             let response = try await directory.login(request, access, metadata)
             return try Self.loginReply(response)
         case ("POST", "login/second-factor"):
@@ -118,6 +122,7 @@ struct FrontAuthHTTP: Sendable {
             "token": response.token, "user_id": response.userID,
             "password_change_only": response.passwordChangeOnly,
             "second_factor_required": response.secondFactorRequired, "enrolment_only": response.enrolmentOnly,
+            "device_token": response.deviceToken,
         ])
     }
 }

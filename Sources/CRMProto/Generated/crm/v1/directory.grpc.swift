@@ -309,6 +309,32 @@ public enum Crm_V1_Directory: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ListAlerts" metadata.
+        public enum ListAlerts: Sendable {
+            /// Request type for "ListAlerts".
+            public typealias Input = Crm_V1_ListAlertsRequest
+            /// Response type for "ListAlerts".
+            public typealias Output = Crm_V1_ListAlertsResponse
+            /// Descriptor for "ListAlerts".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "ListAlerts",
+                type: .unary
+            )
+        }
+        /// Namespace for "WatchAlerts" metadata.
+        public enum WatchAlerts: Sendable {
+            /// Request type for "WatchAlerts".
+            public typealias Input = Crm_V1_ListAlertsRequest
+            /// Response type for "WatchAlerts".
+            public typealias Output = Crm_V1_AlertInfo
+            /// Descriptor for "WatchAlerts".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "WatchAlerts",
+                type: .serverStreaming
+            )
+        }
         /// Namespace for "PutTeam" metadata.
         public enum PutTeam: Sendable {
             /// Request type for "PutTeam".
@@ -371,6 +397,8 @@ public enum Crm_V1_Directory: Sendable {
             ListRoles.descriptor,
             DeleteRole.descriptor,
             ExplainAccess.descriptor,
+            ListAlerts.descriptor,
+            WatchAlerts.descriptor,
             PutTeam.descriptor,
             ListTeams.descriptor,
             SetUserTeams.descriptor
@@ -757,6 +785,41 @@ extension Crm_V1_Directory {
             request: GRPCCore.StreamingServerRequest<Crm_V1_ExplainAccessRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ExplainAccessResponse>
+
+        /// Handle the "ListAlerts" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Security alerts (user.admin or audit.read): new device, network or country, impossible
+        /// > travel, success after failures, locks, the exfiltration guard, attacks. WatchAlerts answers
+        /// > those after `after` and then each new one as it is raised, for the application's notifier
+        /// > (the node reaches no mail server).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_ListAlertsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_ListAlertsResponse` messages.
+        func listAlerts(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_ListAlertsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ListAlertsResponse>
+
+        /// Handle the "WatchAlerts" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_ListAlertsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_AlertInfo` messages.
+        func watchAlerts(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_ListAlertsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_AlertInfo>
 
         /// Handle the "PutTeam" method.
         ///
@@ -1177,6 +1240,41 @@ extension Crm_V1_Directory {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_ExplainAccessResponse>
 
+        /// Handle the "ListAlerts" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Security alerts (user.admin or audit.read): new device, network or country, impossible
+        /// > travel, success after failures, locks, the exfiltration guard, attacks. WatchAlerts answers
+        /// > those after `after` and then each new one as it is raised, for the application's notifier
+        /// > (the node reaches no mail server).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListAlertsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_ListAlertsResponse` message.
+        func listAlerts(
+            request: GRPCCore.ServerRequest<Crm_V1_ListAlertsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_ListAlertsResponse>
+
+        /// Handle the "WatchAlerts" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListAlertsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_AlertInfo` messages.
+        func watchAlerts(
+            request: GRPCCore.ServerRequest<Crm_V1_ListAlertsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_AlertInfo>
+
         /// Handle the "PutTeam" method.
         ///
         /// > Source IDL Documentation:
@@ -1594,6 +1692,42 @@ extension Crm_V1_Directory {
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_ExplainAccessResponse
 
+        /// Handle the "ListAlerts" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Security alerts (user.admin or audit.read): new device, network or country, impossible
+        /// > travel, success after failures, locks, the exfiltration guard, attacks. WatchAlerts answers
+        /// > those after `after` and then each new one as it is raised, for the application's notifier
+        /// > (the node reaches no mail server).
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_ListAlertsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_ListAlertsResponse` to respond with.
+        func listAlerts(
+            request: Crm_V1_ListAlertsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_ListAlertsResponse
+
+        /// Handle the "WatchAlerts" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_ListAlertsRequest` message.
+        ///   - response: A response stream of `Crm_V1_AlertInfo` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func watchAlerts(
+            request: Crm_V1_ListAlertsRequest,
+            response: GRPCCore.RPCWriter<Crm_V1_AlertInfo>,
+            context: GRPCCore.ServerContext
+        ) async throws
+
         /// Handle the "PutTeam" method.
         ///
         /// > Source IDL Documentation:
@@ -1884,6 +2018,28 @@ extension Crm_V1_Directory.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.ListAlerts.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ListAlertsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ListAlertsResponse>(),
+            handler: { request, context in
+                try await self.listAlerts(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.WatchAlerts.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ListAlertsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_AlertInfo>(),
+            handler: { request, context in
+                try await self.watchAlerts(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Crm_V1_Directory.Method.PutTeam.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_PutTeamRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_TeamInfo>(),
@@ -2151,6 +2307,28 @@ extension Crm_V1_Directory.ServiceProtocol {
             context: context
         )
         return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listAlerts(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_ListAlertsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ListAlertsResponse> {
+        let response = try await self.listAlerts(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func watchAlerts(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_ListAlertsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_AlertInfo> {
+        let response = try await self.watchAlerts(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
     }
 
     public func putTeam(
@@ -2460,6 +2638,36 @@ extension Crm_V1_Directory.SimpleServiceProtocol {
                 context: context
             ),
             metadata: [:]
+        )
+    }
+
+    public func listAlerts(
+        request: GRPCCore.ServerRequest<Crm_V1_ListAlertsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_ListAlertsResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_ListAlertsResponse>(
+            message: try await self.listAlerts(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func watchAlerts(
+        request: GRPCCore.ServerRequest<Crm_V1_ListAlertsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_AlertInfo> {
+        return GRPCCore.StreamingServerResponse<Crm_V1_AlertInfo>(
+            metadata: [:],
+            producer: { writer in
+                try await self.watchAlerts(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
         )
     }
 
@@ -2973,6 +3181,51 @@ extension Crm_V1_Directory {
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ExplainAccessResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ExplainAccessResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListAlerts" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Security alerts (user.admin or audit.read): new device, network or country, impossible
+        /// > travel, success after failures, locks, the exfiltration guard, attacks. WatchAlerts answers
+        /// > those after `after` and then each new one as it is raised, for the application's notifier
+        /// > (the node reaches no mail server).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListAlertsRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ListAlertsRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_ListAlertsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listAlerts<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ListAlertsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ListAlertsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ListAlertsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListAlertsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "WatchAlerts" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListAlertsRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ListAlertsRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_AlertInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func watchAlerts<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ListAlertsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ListAlertsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_AlertInfo>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Crm_V1_AlertInfo>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "PutTeam" method.
@@ -3753,6 +4006,71 @@ extension Crm_V1_Directory {
             )
         }
 
+        /// Call the "ListAlerts" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Security alerts (user.admin or audit.read): new device, network or country, impossible
+        /// > travel, success after failures, locks, the exfiltration guard, attacks. WatchAlerts answers
+        /// > those after `after` and then each new one as it is raised, for the application's notifier
+        /// > (the node reaches no mail server).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListAlertsRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ListAlertsRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_ListAlertsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listAlerts<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ListAlertsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ListAlertsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ListAlertsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListAlertsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.ListAlerts.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "WatchAlerts" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListAlertsRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ListAlertsRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_AlertInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func watchAlerts<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ListAlertsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ListAlertsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_AlertInfo>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Crm_V1_AlertInfo>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.WatchAlerts.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "PutTeam" method.
         ///
         /// > Source IDL Documentation:
@@ -4442,6 +4760,61 @@ extension Crm_V1_Directory.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ExplainAccessRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ExplainAccessResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListAlerts" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Security alerts (user.admin or audit.read): new device, network or country, impossible
+    /// > travel, success after failures, locks, the exfiltration guard, attacks. WatchAlerts answers
+    /// > those after `after` and then each new one as it is raised, for the application's notifier
+    /// > (the node reaches no mail server).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_ListAlertsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listAlerts<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_ListAlertsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListAlertsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listAlerts(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ListAlertsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ListAlertsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "WatchAlerts" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_ListAlertsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func watchAlerts<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_ListAlertsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Crm_V1_AlertInfo>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.watchAlerts(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ListAlertsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_AlertInfo>(),
             options: options,
             onResponse: handleResponse
         )
@@ -5203,6 +5576,69 @@ extension Crm_V1_Directory.ClientProtocol {
             metadata: metadata
         )
         return try await self.explainAccess(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListAlerts" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Security alerts (user.admin or audit.read): new device, network or country, impossible
+    /// > travel, success after failures, locks, the exfiltration guard, attacks. WatchAlerts answers
+    /// > those after `after` and then each new one as it is raised, for the application's notifier
+    /// > (the node reaches no mail server).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listAlerts<Result>(
+        _ message: Crm_V1_ListAlertsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListAlertsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_ListAlertsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listAlerts(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "WatchAlerts" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func watchAlerts<Result>(
+        _ message: Crm_V1_ListAlertsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Crm_V1_AlertInfo>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_ListAlertsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.watchAlerts(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -374,6 +374,15 @@ public nonisolated struct Crm_V1_LoginRequest: Sendable {
   /// Bind the session to `client_address`.
   public var bindToAddress: Bool = false
 
+  /// The end user's browser or app as the application sees it (kept sealed in the user's
+  /// sign-in history; at most 256 bytes).
+  public var userAgent: String = String()
+
+  /// The device token an earlier sign-in from this browser or device handed out. A known device
+  /// whose sign-in passes the second factor is not held by the account-wide back-off, and a
+  /// sign-in from an unknown one raises a new_device alert.
+  public var deviceToken: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -396,6 +405,10 @@ public nonisolated struct Crm_V1_LoginResponse: Sendable {
 
   /// The session may only enrol a second factor (auth.mfa: required and none yet).
   public var enrolmentOnly: Bool = false
+
+  /// For the application to keep with the browser or device and send with its next sign-in:
+  /// the one presented, or a new one (it becomes known once the sign-in completes).
+  public var deviceToken: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -638,6 +651,58 @@ public nonisolated struct Crm_V1_LogoutResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_ListAlertsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The cursor of the last alert already seen (empty: from the first kept).
+  public var after: String = String()
+
+  /// At most this many (ListAlerts; 1 to 1,000, 100 when 0).
+  public var limit: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_AlertInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var cursor: String = String()
+
+  /// new_device, new_network, new_country, impossible_travel, success_after_failures,
+  /// account_locked, second_factor_locked, exfiltration, auth_attack, client_blocked.
+  public var kind: String = String()
+
+  public var timeMs: UInt64 = 0
+
+  public var userID: String = String()
+
+  public var application: String = String()
+
+  public var detail: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_ListAlertsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var alerts: [Crm_V1_AlertInfo] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1386,7 +1451,7 @@ nonisolated extension Crm_V1_ExplainAccessResponse: SwiftProtobuf.Message, Swift
 
 nonisolated extension Crm_V1_LoginRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LoginRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{1}password\0\u{3}client_address\0\u{3}bind_to_address\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}username\0\u{1}password\0\u{3}client_address\0\u{3}bind_to_address\0\u{3}user_agent\0\u{3}device_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1398,6 +1463,8 @@ nonisolated extension Crm_V1_LoginRequest: SwiftProtobuf.Message, SwiftProtobuf.
       case 2: try { try decoder.decodeSingularStringField(value: &self.password) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.clientAddress) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.bindToAddress) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.userAgent) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.deviceToken) }()
       default: break
       }
     }
@@ -1416,6 +1483,12 @@ nonisolated extension Crm_V1_LoginRequest: SwiftProtobuf.Message, SwiftProtobuf.
     if self.bindToAddress != false {
       try visitor.visitSingularBoolField(value: self.bindToAddress, fieldNumber: 4)
     }
+    if !self.userAgent.isEmpty {
+      try visitor.visitSingularStringField(value: self.userAgent, fieldNumber: 5)
+    }
+    if !self.deviceToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceToken, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1424,6 +1497,8 @@ nonisolated extension Crm_V1_LoginRequest: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.password != rhs.password {return false}
     if lhs.clientAddress != rhs.clientAddress {return false}
     if lhs.bindToAddress != rhs.bindToAddress {return false}
+    if lhs.userAgent != rhs.userAgent {return false}
+    if lhs.deviceToken != rhs.deviceToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1431,7 +1506,7 @@ nonisolated extension Crm_V1_LoginRequest: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Crm_V1_LoginResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LoginResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}token\0\u{3}user_id\0\u{3}password_change_only\0\u{3}second_factor_required\0\u{3}enrolment_only\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}token\0\u{3}user_id\0\u{3}password_change_only\0\u{3}second_factor_required\0\u{3}enrolment_only\0\u{3}device_token\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1444,6 +1519,7 @@ nonisolated extension Crm_V1_LoginResponse: SwiftProtobuf.Message, SwiftProtobuf
       case 3: try { try decoder.decodeSingularBoolField(value: &self.passwordChangeOnly) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.secondFactorRequired) }()
       case 5: try { try decoder.decodeSingularBoolField(value: &self.enrolmentOnly) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.deviceToken) }()
       default: break
       }
     }
@@ -1465,6 +1541,9 @@ nonisolated extension Crm_V1_LoginResponse: SwiftProtobuf.Message, SwiftProtobuf
     if self.enrolmentOnly != false {
       try visitor.visitSingularBoolField(value: self.enrolmentOnly, fieldNumber: 5)
     }
+    if !self.deviceToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceToken, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1474,6 +1553,7 @@ nonisolated extension Crm_V1_LoginResponse: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.passwordChangeOnly != rhs.passwordChangeOnly {return false}
     if lhs.secondFactorRequired != rhs.secondFactorRequired {return false}
     if lhs.enrolmentOnly != rhs.enrolmentOnly {return false}
+    if lhs.deviceToken != rhs.deviceToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2024,6 +2104,126 @@ nonisolated extension Crm_V1_LogoutResponse: SwiftProtobuf.Message, SwiftProtobu
   }
 
   public static func ==(lhs: Crm_V1_LogoutResponse, rhs: Crm_V1_LogoutResponse) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_ListAlertsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListAlertsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}after\0\u{1}limit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.after) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.after.isEmpty {
+      try visitor.visitSingularStringField(value: self.after, fieldNumber: 1)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_ListAlertsRequest, rhs: Crm_V1_ListAlertsRequest) -> Bool {
+    if lhs.after != rhs.after {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_AlertInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AlertInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}cursor\0\u{1}kind\0\u{3}time_ms\0\u{3}user_id\0\u{1}application\0\u{1}detail\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.cursor) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.timeMs) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.userID) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.application) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.detail) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.cursor.isEmpty {
+      try visitor.visitSingularStringField(value: self.cursor, fieldNumber: 1)
+    }
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 2)
+    }
+    if self.timeMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.timeMs, fieldNumber: 3)
+    }
+    if !self.userID.isEmpty {
+      try visitor.visitSingularStringField(value: self.userID, fieldNumber: 4)
+    }
+    if !self.application.isEmpty {
+      try visitor.visitSingularStringField(value: self.application, fieldNumber: 5)
+    }
+    if !self.detail.isEmpty {
+      try visitor.visitSingularStringField(value: self.detail, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_AlertInfo, rhs: Crm_V1_AlertInfo) -> Bool {
+    if lhs.cursor != rhs.cursor {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.timeMs != rhs.timeMs {return false}
+    if lhs.userID != rhs.userID {return false}
+    if lhs.application != rhs.application {return false}
+    if lhs.detail != rhs.detail {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_ListAlertsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListAlertsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}alerts\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.alerts) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.alerts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.alerts, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_ListAlertsResponse, rhs: Crm_V1_ListAlertsResponse) -> Bool {
+    if lhs.alerts != rhs.alerts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
