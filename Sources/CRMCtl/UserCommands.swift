@@ -142,16 +142,16 @@ struct Users: AsyncParsableCommand {
                 users.map {
                     UserJSON(
                         user_id: $0.userID, username: $0.username, status: $0.status, roles: $0.roles, teams: $0.teams,
-                        locked: $0.locked)
+                        locked: $0.locked, reads_stopped: $0.readsStopped)
                 })
             return
         }
         Output.table(
-            ["ID", "USERNAME", "STATUS", "ROLES", "TEAMS", "LOCKED"],
+            ["ID", "USERNAME", "STATUS", "ROLES", "TEAMS", "LOCKED", "READS"],
             users.map {
                 [
                     $0.userID, $0.username, $0.status, $0.roles.joined(separator: ","), $0.teams.joined(separator: ","),
-                    $0.locked ? "yes" : "",
+                    $0.locked ? "yes" : "", $0.readsStopped ? "stopped" : "",
                 ]
             })
     }
@@ -163,6 +163,7 @@ struct Users: AsyncParsableCommand {
         let roles: [String]
         let teams: [String]
         let locked: Bool
+        let reads_stopped: Bool
     }
 
     struct Bootstrap: AsyncParsableCommand {

@@ -117,6 +117,12 @@ public struct DirectoryChanges: Sendable {
     /// The owner string of records a user owns (and of the user's own record).
     public static func owner(of user: CRMID) -> String { "crm://user/\(user)" }
 
+    /// The user an owner string names (nil for an application, a member or anything else).
+    public static func user(ofOwner owner: String) -> CRMID? {
+        guard owner.hasPrefix("crm://user/") else { return nil }
+        return CRMID(hex: owner.dropFirst("crm://user/".count))
+    }
+
     public func credentials(of user: CRMID) throws -> VersionedCredentials? {
         guard let value = try records.kv.crmValue(Credentials.key(workspace: workspace, user: user)) else {
             return nil

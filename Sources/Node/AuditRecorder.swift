@@ -1,6 +1,7 @@
 import CRM
 import CRMProto
 import GRPCCore
+import Identity
 import KVStore
 import Raft
 
@@ -19,13 +20,19 @@ actor AuditRecorder {
     private let members: MemberClients
     /// Whether reads releasing personal data wait for their entries (`crm.audit_reads: sync`).
     nonisolated let waitsForReads: Bool
+    /// The exfiltration guard's count (used while this member leads).
+    nonisolated let subjects: SubjectCounter
     private var queue: [(entry: AuditEntry, waiter: CheckedContinuation<Void, any Error>?)] = []
     private var flushing = false
 
-    init(crm: CRMRecords, members: MemberClients, waitsForReads: Bool) {
+    init(
+        crm: CRMRecords, members: MemberClients, waitsForReads: Bool,
+        maxSubjectsPerHour: Int = NodeConfig.CRM.defaultMaxSubjectsPerHour
+    ) {
         self.crm = crm
         self.members = members
         self.waitsForReads = waitsForReads
+        subjects = SubjectCounter(limit: maxSubjectsPerHour)
     }
 
     /// Queues `entries`; with `wait`, returns once they have committed (or throws UNAVAILABLE).
@@ -75,7 +82,7 @@ actor AuditRecorder {
 
     private func append(_ entries: [AuditEntry]) async throws {
         if crm.isLeader {
-            try await Self.propose(entries, crm)
+            try await Self.propose(entries, crm, subjects)
             return
         }
         let leader = crm.leaderHint
@@ -87,14 +94,59 @@ actor AuditRecorder {
         _ = try await members.records(leader).appendAudit(request, options: options)
     }
 
-    /// Proposes `entries` as one transaction on this member, which leads.
-    static func propose(_ entries: [AuditEntry], _ crm: CRMRecords) async throws {
+    /// Proposes `entries` as one transaction on this member, which leads, with the holds (and
+    /// their alerts) of users whose reads in it took them past the exfiltration guard's bound.
+    static func propose(_ entries: [AuditEntry], _ crm: CRMRecords, _ subjects: SubjectCounter) async throws {
         precondition(entries.count <= maxBatch, "a batch fits one transaction")
-        let transaction = Transaction(operations: entries.map(crm.trail.append))
+        var transaction = Transaction(operations: entries.map(crm.trail.append))
+        transaction.operations += try guarded(entries, crm, subjects)
         let caller = Caller(identity: .member(crm.engine.id))
         guard case .applied = try await crm.propose(transaction, caller: caller, audit: nil) else {
             throw RPCError(code: .internalError, message: "an audit batch has no condition, yet one failed")
         }
+    }
+
+    /// Users past the bound in one batch; the reads of further users in it go uncounted (the
+    /// transaction's operations are bounded: three more for each).
+    static let maxHoldsPerBatch = 64
+
+    /// Counts the subjects whose personal fields `entries` released, per user; answers the
+    /// operations that hold the reads of each user this batch took past the bound, alert the
+    /// security administrators (an `al/` record) and audit it.
+    private static func guarded(
+        _ entries: [AuditEntry], _ crm: CRMRecords, _ subjects: SubjectCounter
+    ) throws -> [TransactionOperation] {
+        let now = crm.local.nowMillis()
+        var personalFields: [EntityCode: Set<UInt16>] = [:]
+        var operations: [TransactionOperation] = []
+        var holds = 0
+        let reads: Set<String> = ["record.read", "record.list", "record.lookup"]
+        for entry in entries where reads.contains(entry.action) && entry.outcome == .done && !entry.subjects.isEmpty {
+            guard holds < maxHoldsPerBatch, let entity = entry.entity,
+                let user = DirectoryChanges.user(ofOwner: entry.actor)
+            else { continue }
+            if personalFields[entity] == nil {
+                personalFields[entity] = Set(try crm.changes.definition(entity).fields.filter(\.personal).map(\.id))
+            }
+            guard entry.fields.contains(where: { personalFields[entity]!.contains($0) }),
+                subjects.count(entry.subjects, by: user, now: now)
+            else { continue }
+            holds += 1
+            let detail = "personal data of more than \(subjects.limit) subjects within an hour"
+            let alert = SecurityAlert(
+                kind: .exfiltration, atMillis: now, user: user, application: entry.application,
+                detail: detail)
+            let audit = AuditEntry(
+                action: "alert.exfiltration", actor: "crm://member/\(crm.engine.id)",
+                application: entry.application, records: [user], reason: detail + "; personal reads stopped")
+            let alerts = SecurityAlerts(kv: crm.changes.kv, workspace: crm.changes.workspace)
+            operations += [
+                ReadHolds(kv: crm.changes.kv, workspace: crm.changes.workspace).hold(
+                    user, now: now, subjects: subjects.limit + 1),
+                try alerts.raise(alert), crm.trail.append(audit),
+            ]
+        }
+        return operations
     }
 
     private static func reason(_ error: any Error) -> String {

@@ -62,6 +62,7 @@ extension DirectoryService {
         if case .texts(let roles)? = fields["roles"] { info.roles = roles }
         info.teams = user.record.teams.map(\.description)
         info.locked = try identity.throttles().account(id)?.0.locked ?? false
+        info.readsStopped = try ReadHolds(kv: crm.changes.kv, workspace: crm.changes.workspace).isHeld(id)
         return info
     }
 
@@ -186,9 +187,10 @@ extension DirectoryService {
             }
             guard try crm.changes.read(.user, id) != nil else { throw RecordError.notFound(.user, id) }
             let throttles = try identity.throttles()
+            let holds = ReadHolds(kv: crm.changes.kv, workspace: crm.changes.workspace)
             try await commit(
-                Transaction(operations: [throttles.cleared(id)]), caller, as: checked.session.user, "user.unlock",
-                records: [id])
+                Transaction(operations: [throttles.cleared(id), holds.lift(id)]), caller, as: checked.session.user,
+                "user.unlock", records: [id])
             return try userInfo(id)
         }
     }

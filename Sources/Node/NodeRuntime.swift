@@ -236,7 +236,8 @@ public final class NodeRuntime: @unchecked Sendable {
             crm: crm, mfaRequired: (config.crm?.mfa ?? .required) == .required,
             geo: try config.crm?.geoFile.map { try GeoTable.load(path: $0) } ?? GeoTable())
         let audit = AuditRecorder(
-            crm: crm, members: members, waitsForReads: (config.crm?.auditReads ?? .sync) == .sync)
+            crm: crm, members: members, waitsForReads: (config.crm?.auditReads ?? .sync) == .sync,
+            maxSubjectsPerHour: config.crm?.maxSubjectsPerHour ?? NodeConfig.CRM.defaultMaxSubjectsPerHour)
         let directory = DirectoryService(
             identity: identity, members: members, authorization: authorization, limiter: limiter, audit: audit,
             metrics: metrics)

@@ -74,7 +74,7 @@ extension RecordsService {
             }
             return entry
         }
-        try await AuditRecorder.propose(entries, crm)
+        try await AuditRecorder.propose(entries, crm, directory.audit.subjects)
         return ServerResponse(message: Crm_V1_AppendAuditResponse())
     }
 }

@@ -20,6 +20,9 @@ struct Actor: Sendable {
     /// The user's rights through the application.
     let access: Access
     let pins: [TransactionCondition]
+    /// The exfiltration guard stopped this user's personal reads (until a user administrator
+    /// lifts it with `UnlockUser`).
+    var readsHeld = false
 
     /// The audit entry of `action` by this user on record `id` of `entity` (its data subject,
     /// when it has one), naming the fields written.
@@ -72,11 +75,26 @@ struct Actor: Sendable {
     /// user may not read is answered like one the entity does not have.
     func fieldsToOpen(_ asked: Set<String>?, _ definition: EntityDefinition) throws -> Set<String> {
         let readable = readable(definition)
-        guard let asked else { return readable }
-        for name in asked where !readable.contains(name) {
+        for name in asked ?? [] where !readable.contains(name) {
             throw RecordError.unknownField(entity: definition.code, name: name)
         }
-        return asked
+        let fields = asked ?? readable
+        if readsHeld, fields.contains(where: { definition.field(named: $0)?.personal == true }) {
+            throw RPCError(
+                code: .permissionDenied,
+                message:
+                    "your personal-data reads are stopped: you read more data subjects in an hour than this CRM "
+                    + "allows; a user administrator can lift it (crmctl users unlock), or ask for non-personal fields")
+        }
+        return fields
+    }
+
+    /// The fields the answer to this user's write shows: those they may read, without the
+    /// personal ones while their personal reads are stopped.
+    func fieldsAfterWrite(_ definition: EntityDefinition) -> Set<String> {
+        let readable = readable(definition)
+        guard readsHeld else { return readable }
+        return readable.filter { definition.field(named: $0)?.personal != true }
     }
 
     /// Refuses the whole write when it touches a field the user may not edit, naming the first.
@@ -149,7 +167,8 @@ extension DirectoryService {
             return Actor(
                 owner: DirectoryChanges.owner(of: user), application: caller.owner, user: user,
                 teams: Set(checked.user.teams),
-                access: rights, pins: pins)
+                access: rights, pins: pins,
+                readsHeld: try ReadHolds(kv: crm.changes.kv, workspace: crm.changes.workspace).isHeld(user))
         }
     }
 }

@@ -661,7 +661,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         let reads = actor.access.scope(.read, on: entity)
         let fields =
             try actor.reach(.read, record.record, within: reads, shares: shares) != nil
-            ? try actor.fieldsToOpen(nil, definition) : []
+            ? actor.fieldsAfterWrite(definition) : []
         var response = Crm_V1_RecordResponse()
         response.record = try opened(record, fields: fields, definition)
         return response

@@ -680,7 +680,8 @@ extension Crm_V1_Directory {
         /// > Source IDL Documentation:
         /// >
         /// > Forgets the user's failed sign-ins: ends a lock after 100 consecutive failures and any
-        /// > back-off (user.admin; nobody unlocks themselves).
+        /// > back-off, and lifts the exfiltration guard's stop on their personal reads (user.admin;
+        /// > nobody unlocks themselves).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Crm_V1_UnlockUserRequest` messages.
@@ -1134,7 +1135,8 @@ extension Crm_V1_Directory {
         /// > Source IDL Documentation:
         /// >
         /// > Forgets the user's failed sign-ins: ends a lock after 100 consecutive failures and any
-        /// > back-off (user.admin; nobody unlocks themselves).
+        /// > back-off, and lifts the exfiltration guard's stop on their personal reads (user.admin;
+        /// > nobody unlocks themselves).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Crm_V1_UnlockUserRequest` message.
@@ -1586,7 +1588,8 @@ extension Crm_V1_Directory {
         /// > Source IDL Documentation:
         /// >
         /// > Forgets the user's failed sign-ins: ends a lock after 100 consecutive failures and any
-        /// > back-off (user.admin; nobody unlocks themselves).
+        /// > back-off, and lifts the exfiltration guard's stop on their personal reads (user.admin;
+        /// > nobody unlocks themselves).
         ///
         /// - Parameters:
         ///   - request: A `Crm_V1_UnlockUserRequest` message.
@@ -3042,7 +3045,8 @@ extension Crm_V1_Directory {
         /// > Source IDL Documentation:
         /// >
         /// > Forgets the user's failed sign-ins: ends a lock after 100 consecutive failures and any
-        /// > back-off (user.admin; nobody unlocks themselves).
+        /// > back-off, and lifts the exfiltration guard's stop on their personal reads (user.admin;
+        /// > nobody unlocks themselves).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Crm_V1_UnlockUserRequest` message.
@@ -3788,7 +3792,8 @@ extension Crm_V1_Directory {
         /// > Source IDL Documentation:
         /// >
         /// > Forgets the user's failed sign-ins: ends a lock after 100 consecutive failures and any
-        /// > back-off (user.admin; nobody unlocks themselves).
+        /// > back-off, and lifts the exfiltration guard's stop on their personal reads (user.admin;
+        /// > nobody unlocks themselves).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Crm_V1_UnlockUserRequest` message.
@@ -4582,7 +4587,8 @@ extension Crm_V1_Directory.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Forgets the user's failed sign-ins: ends a lock after 100 consecutive failures and any
-    /// > back-off (user.admin; nobody unlocks themselves).
+    /// > back-off, and lifts the exfiltration guard's stop on their personal reads (user.admin;
+    /// > nobody unlocks themselves).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Crm_V1_UnlockUserRequest` message.
@@ -5371,7 +5377,8 @@ extension Crm_V1_Directory.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > Forgets the user's failed sign-ins: ends a lock after 100 consecutive failures and any
-    /// > back-off (user.admin; nobody unlocks themselves).
+    /// > back-off, and lifts the exfiltration guard's stop on their personal reads (user.admin;
+    /// > nobody unlocks themselves).
     ///
     /// - Parameters:
     ///   - message: request message to send.

@@ -54,6 +54,9 @@ public nonisolated struct Crm_V1_UserInfo: Sendable {
   /// Locked after too many consecutive failed sign-ins (until UnlockUser).
   public var locked: Bool = false
 
+  /// The exfiltration guard stopped the user's personal-data reads (until UnlockUser).
+  public var readsStopped: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -715,7 +718,7 @@ fileprivate nonisolated let _protobuf_package = "crm.v1"
 
 nonisolated extension Crm_V1_UserInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".UserInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}username\0\u{1}status\0\u{1}roles\0\u{1}teams\0\u{1}locked\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}username\0\u{1}status\0\u{1}roles\0\u{1}teams\0\u{1}locked\0\u{3}reads_stopped\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -729,6 +732,7 @@ nonisolated extension Crm_V1_UserInfo: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 4: try { try decoder.decodeRepeatedStringField(value: &self.roles) }()
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.teams) }()
       case 6: try { try decoder.decodeSingularBoolField(value: &self.locked) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.readsStopped) }()
       default: break
       }
     }
@@ -753,6 +757,9 @@ nonisolated extension Crm_V1_UserInfo: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if self.locked != false {
       try visitor.visitSingularBoolField(value: self.locked, fieldNumber: 6)
     }
+    if self.readsStopped != false {
+      try visitor.visitSingularBoolField(value: self.readsStopped, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -763,6 +770,7 @@ nonisolated extension Crm_V1_UserInfo: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.roles != rhs.roles {return false}
     if lhs.teams != rhs.teams {return false}
     if lhs.locked != rhs.locked {return false}
+    if lhs.readsStopped != rhs.readsStopped {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
