@@ -79,10 +79,12 @@ public enum CRMLayout {
         (0..<4).map { UInt8(truncatingIfNeeded: value >> (24 - 8 * $0)) }
     }
 
-    /// The smallest key after every key that starts with `prefix` (prefixes here never end in 0xFF).
+    /// The smallest key after every key that starts with `prefix`: trailing 0xFF bytes (an id
+    /// may end in them) are dropped and the last byte left is raised.
     public static func end(of prefix: [UInt8]) -> [UInt8] {
         var end = prefix
-        precondition(end.last.map { $0 < 0xFF } ?? false, "a CRM prefix ends below 0xFF")
+        while end.last == 0xFF { end.removeLast() }
+        precondition(!end.isEmpty, "a CRM prefix holds a byte below 0xFF")
         end[end.count - 1] += 1
         return end
     }
