@@ -66,13 +66,13 @@ public struct SignIn: Sendable {
         let credentials = try user.flatMap { try directory.credentials(of: $0.record.id) }
         var failuresBefore: UInt32 = 0
         if let throttles {
-            let trusted =
-                try user.map { try credentials?.credentials.secondFactor.active != nil && knownDevice($0.record.id) }
-                ?? false
-            if let until = try throttles.retryAt(user: user?.record.id, source: source, now: now, knownDevice: trusted)
-            {
-                throw SignInThrottled(retryAfterMillis: until == .max ? nil : until - now, user: user?.record.id)
+            let id = user?.record.id
+            var until = try throttles.retryAt(user: id, source: source, now: now)
+            // Only a held attempt asks whether its device is known (a sealed read).
+            if until != nil, let id, credentials?.credentials.secondFactor.active != nil, try knownDevice(id) {
+                until = try throttles.retryAt(user: id, source: source, now: now, knownDevice: true)
             }
+            if let until { throw SignInThrottled(retryAfterMillis: until == .max ? nil : until - now, user: id) }
             failuresBefore = try user.flatMap { try throttles.account($0.record.id)?.0.consecutive } ?? 0
         }
         let verification = try await hasher.verify(password, stored: credentials?.credentials.passwordHash)
