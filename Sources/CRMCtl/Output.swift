@@ -100,6 +100,8 @@ enum Output {
         case .corrupt: return "CORRUPT"
         case .crmkey: return "CRMKEY"
         case .tamper: return "TAMPER"
+        case .authAttack: return "AUTH_ATTACK"
+        case .clockSkew: return "CLOCK_SKEW"
         case .unknown, .UNRECOGNIZED: return "UNKNOWN"
         }
     }

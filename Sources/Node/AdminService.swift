@@ -374,6 +374,8 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         case .corrupt: proto.kind = .corrupt
         case .crmKey: proto.kind = .crmkey
         case .tamper: proto.kind = .tamper
+        case .authAttack: proto.kind = .authAttack
+        case .clockSkew: proto.kind = .clockSkew
         }
         proto.memberID = alarm.memberID
         proto.raisedAtMs = UInt64(alarm.raisedAt.timeIntervalSince1970 * 1000)

@@ -19,10 +19,18 @@ final class CRMIdentity: Sendable {
     /// Where addresses are (`crm.geo_file`), for the new-country and impossible-travel alerts.
     let geo: GeoTable
 
-    init(crm: CRMRecords, mfaRequired: Bool = true, geo: GeoTable = GeoTable()) {
+    /// The cluster's failed sign-ins (counted while this member leads) for AUTH_ATTACK.
+    let attacks: AuthAttackWatch
+
+    init(
+        crm: CRMRecords, mfaRequired: Bool = true, geo: GeoTable = GeoTable(),
+        attacks: AuthAttackWatch = AuthAttackWatch(
+            threshold: NodeConfig.CRM.defaultAuthAttackFailuresPerMinute, isolates: false)
+    ) {
         self.crm = crm
         self.mfaRequired = mfaRequired
         self.geo = geo
+        self.attacks = attacks
     }
 
     /// Alert streams being served (bounded: each polls the store).

@@ -58,6 +58,7 @@ extension DirectoryService {
                     response.userID = opened.user.description
                     return response
                 case .refused(let counted, let refusal, let locks):
+                    countFailedSignIn(caller)
                     if var counted, let user = TicketTokens.parse(message.ticket)?.user {
                         let audit = AuditEntry(
                             action: "login.failure", actor: DirectoryChanges.owner(of: user),

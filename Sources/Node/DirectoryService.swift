@@ -195,10 +195,12 @@ struct DirectoryService: Crm_V1_Directory.ServiceProtocol {
                     throttles: throttles, source: source, device: context.device,
                     knownDevice: { try histories.read($0).history.knows(device: context.device) })
             } catch let refused as SignInRefused {
+                countFailedSignIn(caller)
                 await recordFailedSignIn(refused, username: message.username, context, throttles, caller)
                 throw refused
             } catch let throttled as SignInThrottled {
                 metrics?.throttledSignIns.increment()
+                countFailedSignIn(caller)
                 let audit = AuditEntry(
                     action: "login.throttled",
                     actor: throttled.user.map(DirectoryChanges.owner(of:)) ?? "crm://user/unknown",

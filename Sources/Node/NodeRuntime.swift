@@ -214,9 +214,12 @@ public final class NodeRuntime: @unchecked Sendable {
             logger.notice("the CRM is unavailable on this member", metadata: ["reason": "\(problem)"])
         }
         let crmKeys = CRMKeyState(kek: kek, kv: engine.kv)
+        let attacks = AuthAttackWatch(
+            threshold: config.crm?.authAttackFailuresPerMinute ?? NodeConfig.CRM.defaultAuthAttackFailuresPerMinute,
+            isolates: config.crm?.isolateClients ?? false)
         let monitor = HealthMonitor(
             config: config, engine: engine, group: group, peers: { poller.observations() },
-            crmKeyProblem: { crmKeys.problem() }, logger: logger)
+            crmKeyProblem: { crmKeys.problem() }, attacks: attacks, logger: logger)
         self.monitor = monitor
         let local = LocalKV(
             engine: engine, members: members, gate: { ServingGate.from(monitor.snapshot, engine.currentStatus) },
@@ -234,7 +237,7 @@ public final class NodeRuntime: @unchecked Sendable {
             raiseTamper: { monitor.raiseTamper($0) })
         let identity = CRMIdentity(
             crm: crm, mfaRequired: (config.crm?.mfa ?? .required) == .required,
-            geo: try config.crm?.geoFile.map { try GeoTable.load(path: $0) } ?? GeoTable())
+            geo: try config.crm?.geoFile.map { try GeoTable.load(path: $0) } ?? GeoTable(), attacks: attacks)
         let audit = AuditRecorder(
             crm: crm, members: members, waitsForReads: (config.crm?.auditReads ?? .sync) == .sync,
             maxSubjectsPerHour: config.crm?.maxSubjectsPerHour ?? NodeConfig.CRM.defaultMaxSubjectsPerHour)
@@ -491,6 +494,7 @@ public final class NodeRuntime: @unchecked Sendable {
         state.serving = ServingGate.from(snapshot, status).refusal == nil
         state.commandKinds = UInt32(KVCommand.highestKind)
         state.crmSchema = UInt32(CRMSchema.version)
+        state.wallClockMs = WallClock.nowMillis()
         return state
     }
 

@@ -60,6 +60,11 @@ import Testing
             HealthMonitor.handOffTarget(status, [2: full, 3: healthy, 4: healthy], electionTimeout: 500) == 3,
             "never to a member with a disk alarm")
         #expect(HealthMonitor.handOffTarget(status, [2: full, 3: full], electionTimeout: 500) == nil)
+        var skewed = healthy
+        skewed.alarms = [.clockSkew, .authAttack]
+        #expect(
+            HealthMonitor.handOffTarget(status, [2: skewed, 3: healthy], electionTimeout: 500) == 2,
+            "advisory alarms do not keep leadership away")
     }
 
     @Test func deadMemberAdviceAddsThePromotesThenRemoves() {

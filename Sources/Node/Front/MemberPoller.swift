@@ -71,6 +71,7 @@ final class MemberPoller: Sendable {
 
     private func poll(_ id: NodeID, timeout: Duration) async {
         let started = DispatchTime.now().uptimeNanoseconds
+        let sentAt = WallClock.nowMillis()
         do {
             let state: Crm_V1_MemberStateResponse
             if id == selfID {
@@ -81,7 +82,12 @@ final class MemberPoller: Sendable {
                 state = try await members.kv(id).memberState(Crm_V1_MemberStateRequest(), options: options)
             }
             let now = DispatchTime.now().uptimeNanoseconds
-            let report = Self.report(state)
+            var report = Self.report(state)
+            if id != selfID, state.wallClockMs != 0 {
+                // Its clock against ours halfway through the round trip.
+                let midway = sentAt / 2 + WallClock.nowMillis() / 2
+                report.clockOffsetMillis = Int64(clamping: state.wallClockMs) &- Int64(clamping: midway)
+            }
             table.withLock { $0.pollSucceeded(id, report, roundTripMicroseconds: (now - started) / 1000, now: now) }
         } catch {
             let now = DispatchTime.now().uptimeNanoseconds
@@ -105,6 +111,8 @@ final class MemberPoller: Sendable {
                 case .corrupt: return .corrupt
                 case .crmkey: return .crmKey
                 case .tamper: return .tamper
+                case .authAttack: return .authAttack
+                case .clockSkew: return .clockSkew
                 default: return nil
                 }
             },
@@ -122,6 +130,7 @@ final class MemberPoller: Sendable {
                 seen.alarms = member.report?.alarms ?? []
                 seen.serving = member.report?.serving ?? false
                 seen.appliedIndex = member.report?.appliedIndex ?? 0
+                seen.clockOffsetMillis = member.report?.clockOffsetMillis
                 return seen
             }
         }

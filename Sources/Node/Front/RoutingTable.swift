@@ -11,6 +11,9 @@ struct MemberReport: Sendable, Equatable {
     var appliedIndex: UInt64
     /// The highest log command kind it applies (0: a member too old to say).
     var commandKinds: UInt32 = 0
+    /// Its wall clock minus this member's, as the poll measured it (nil: this member itself,
+    /// or one too old to say).
+    var clockOffsetMillis: Int64?
 
     /// Can answer a linearizable read: serving, knows a leader, its disk is not failing.
     var canServeReads: Bool {

@@ -17,6 +17,21 @@ public struct Alarm: Sendable, Equatable, CustomStringConvertible {
         /// changed, missing or out of line): it serves no data and gives up leadership until it
         /// is re-added from a snapshot.
         case tamper = "TAMPER"
+        /// The cluster's failed sign-ins in the last minute passed
+        /// `crm.auth_attack_failures_per_minute` (raised by the leader, which decides every
+        /// sign-in; cleared a minute after the rate falls back).
+        case authAttack = "AUTH_ATTACK"
+        /// This member's wall clock differs from most of its peers' by more than
+        /// `HealthMonitor.clockSkewBoundMillis`: session, sign-in and alert times are off.
+        case clockSkew = "CLOCK_SKEW"
+
+        /// Whether the member serves as before while it stands (it only tells the operator).
+        public var isAdvisory: Bool {
+            switch self {
+            case .authAttack, .clockSkew: true
+            case .noSpace, .corrupt, .crmKey, .tamper: false
+            }
+        }
     }
 
     public var kind: Kind

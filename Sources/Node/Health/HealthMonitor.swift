@@ -2,6 +2,7 @@ import CRM
 import Dispatch
 import Engine
 import Foundation
+import Identity
 import Logging
 import NIOCore
 import NIOPosix
@@ -22,6 +23,8 @@ public struct PeerObservation: Sendable, Equatable {
     public var alarms: [Alarm.Kind] = []
     public var serving = false
     public var appliedIndex: UInt64 = 0
+    /// Its wall clock minus this member's at the latest poll.
+    public var clockOffsetMillis: Int64?
 
     public init() {}
 }
@@ -65,16 +68,24 @@ public final class HealthMonitor: @unchecked Sendable {
     private var tamperAlarm: Alarm?
     private var noSpaceAlarm: Alarm?
     private var crmKeyAlarm: Alarm?
+    private var authAttackAlarm: Alarm?
+    private var clockSkewAlarm: Alarm?
     /// What keeps the CRM from using its keys on this member (nil: nothing).
     private let crmKeyProblem: @Sendable () -> CRMKeyError?
+    /// The cluster's failed sign-ins, counted while this member leads.
+    private let attacks: AuthAttackWatch?
+    /// A wall clock this far from most peers' raises CLOCK_SKEW.
+    static let clockSkewBoundMillis: Int64 = 10_000
     private let replacer: AutoReplacer
 
     public init(
         config: NodeConfig, engine: RaftEngine, group: MultiThreadedEventLoopGroup,
         peers: @escaping @Sendable () -> [NodeID: PeerObservation],
-        crmKeyProblem: @escaping @Sendable () -> CRMKeyError? = { nil }, logger: Logger
+        crmKeyProblem: @escaping @Sendable () -> CRMKeyError? = { nil }, attacks: AuthAttackWatch? = nil,
+        logger: Logger
     ) {
         self.crmKeyProblem = crmKeyProblem
+        self.attacks = attacks
         self.config = config
         self.engine = engine
         self.group = group
@@ -136,7 +147,11 @@ public final class HealthMonitor: @unchecked Sendable {
         (snapshot.freeDiskBytes, snapshot.storeBytes) = diskUsage()
         updateNoSpace(free: snapshot.freeDiskBytes, store: snapshot.storeBytes)
         updateCRMKey()
-        snapshot.alarms = [noSpaceAlarm, corruptAlarm, tamperAlarm, crmKeyAlarm].compactMap { $0 }
+        updateAuthAttack()
+        let observed = peers()
+        updateClockSkew(observed)
+        snapshot.alarms = [noSpaceAlarm, corruptAlarm, tamperAlarm, crmKeyAlarm, authAttackAlarm, clockSkewAlarm]
+            .compactMap { $0 }
         let window = UInt64(config.fsyncWindowMilliseconds) * 1_000_000
         snapshot.sync = engine.syncLatency.withLock {
             $0.assess(now: now, window: window, slow: UInt64(config.fsyncSlowMilliseconds) * 1_000_000)
@@ -147,7 +162,6 @@ public final class HealthMonitor: @unchecked Sendable {
             + networkLateness.withLock { $0.values(since: stallSince) }
         snapshot.worstStallMilliseconds = (stalls.max() ?? 0) / 1_000_000
         snapshot.applyLag = status.commitIndex - min(status.commitIndex, status.appliedIndex)
-        let observed = peers()
         snapshot.dead = deadMembers(status, observed, now: now)
         snapshot.report = assess(status, snapshot)
         state.withLock { $0 = snapshot }
@@ -222,6 +236,40 @@ public final class HealthMonitor: @unchecked Sendable {
             if crmKeyAlarm != nil { logger.notice("CRMKEY alarm cleared") }
             crmKeyAlarm = nil
         }
+    }
+
+    /// AUTH_ATTACK while the leader's count of the cluster's failed sign-ins says so.
+    private func updateAuthAttack() {
+        guard let attacks, let attack = attacks.attack(now: WallClock.nowMillis()) else {
+            if authAttackAlarm != nil { logger.notice("AUTH_ATTACK alarm cleared: failed sign-ins fell back") }
+            authAttackAlarm = nil
+            return
+        }
+        guard authAttackAlarm == nil else { return }
+        let reason =
+            "\(attack.failures) failed sign-ins across the cluster within a minute, over crm.auth_attack_failures_per_minute (\(attacks.threshold))"
+        authAttackAlarm = Alarm(kind: .authAttack, memberID: config.id, raisedAt: WallClock.now(), reason: reason)
+        logger.critical("AUTH_ATTACK alarm", metadata: ["reason": "\(reason)"])
+    }
+
+    /// CLOCK_SKEW while this member's wall clock is more than the bound away from most of the
+    /// peers that answered (with one peer, from it): the odd one out raises it, not the others.
+    private func updateClockSkew(_ observed: [NodeID: PeerObservation]) {
+        let offsets = observed.compactMapValues(\.clockOffsetMillis)
+        let far = offsets.filter { abs($0.value) > Self.clockSkewBoundMillis }.sorted { $0.key < $1.key }
+        guard !offsets.isEmpty, far.count * 2 > offsets.count else {
+            if clockSkewAlarm != nil { logger.notice("CLOCK_SKEW alarm cleared") }
+            clockSkewAlarm = nil
+            return
+        }
+        guard clockSkewAlarm == nil else { return }
+        let differences = far.map { peer, offset in
+            "\(Double(abs(offset)) / 1000) s \(offset < 0 ? "ahead of" : "behind") member \(peer)"
+        }
+        let reason =
+            "this member's wall clock is \(differences.joined(separator: ", ")), over the \(Self.clockSkewBoundMillis / 1000) s bound: fix its time source"
+        clockSkewAlarm = Alarm(kind: .clockSkew, memberID: config.id, raisedAt: WallClock.now(), reason: reason)
+        logger.critical("CLOCK_SKEW alarm", metadata: ["reason": "\(reason)"])
     }
 
     private func updateNoSpace(free: UInt64, store: UInt64) {
@@ -347,7 +395,7 @@ public final class HealthMonitor: @unchecked Sendable {
         let candidates = status.voters.filter { id in
             guard id != status.id, (status.lastContactMilliseconds[id] ?? .max) < electionTimeout else { return false }
             guard let seen = observed[id] else { return true }
-            return seen.report?.state != .down && seen.alarms.isEmpty
+            return seen.report?.state != .down && seen.alarms.allSatisfy(\.isAdvisory)
                 && (seen.report.map { !$0.reasons.contains { $0.contains("disk is failing") } } ?? true)
         }
         func rank(_ id: NodeID) -> (Int, UInt64, NodeID) {

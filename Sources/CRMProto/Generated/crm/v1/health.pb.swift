@@ -133,6 +133,14 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
   /// changed, missing or out of line): it serves no data and gives up leadership; repair it by
   /// re-adding it from a snapshot.
   case tamper // = 4
+
+  /// The cluster's failed sign-ins in the last minute passed crm.auth_attack_failures_per_minute
+  /// (raised by the leader, which decides every sign-in). Advisory: the member serves as before.
+  case authAttack // = 5
+
+  /// This member's wall clock differs by more than 10 s from most of its peers': session and
+  /// sign-in times, alerts and backups' times are off. Advisory: the member serves as before.
+  case clockSkew // = 6
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -146,6 +154,8 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
     case 2: self = .corrupt
     case 3: self = .crmkey
     case 4: self = .tamper
+    case 5: self = .authAttack
+    case 6: self = .clockSkew
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -157,6 +167,8 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
     case .corrupt: return 2
     case .crmkey: return 3
     case .tamper: return 4
+    case .authAttack: return 5
+    case .clockSkew: return 6
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -168,6 +180,8 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
     .corrupt,
     .crmkey,
     .tamper,
+    .authAttack,
+    .clockSkew,
   ]
 
 }
@@ -256,6 +270,9 @@ public nonisolated struct Crm_V1_MemberStateResponse: Sendable {
   /// The CRM record schema this member reads and writes.
   public var crmSchema: UInt32 = 0
 
+  /// This member's wall clock when it answered (milliseconds since 1970), for CLOCK_SKEW.
+  public var wallClockMs: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -276,7 +293,7 @@ nonisolated extension Crm_V1_HealthState: SwiftProtobuf._ProtoNameProviding {
 }
 
 nonisolated extension Crm_V1_AlarmKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALARM_KIND_UNKNOWN\0\u{1}ALARM_KIND_NOSPACE\0\u{1}ALARM_KIND_CORRUPT\0\u{1}ALARM_KIND_CRMKEY\0\u{1}ALARM_KIND_TAMPER\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALARM_KIND_UNKNOWN\0\u{1}ALARM_KIND_NOSPACE\0\u{1}ALARM_KIND_CORRUPT\0\u{1}ALARM_KIND_CRMKEY\0\u{1}ALARM_KIND_TAMPER\0\u{1}ALARM_KIND_AUTH_ATTACK\0\u{1}ALARM_KIND_CLOCK_SKEW\0")
 }
 
 nonisolated extension Crm_V1_Health: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -380,7 +397,7 @@ nonisolated extension Crm_V1_MemberStateRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Crm_V1_MemberStateResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MemberStateResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}member_id\0\u{1}role\0\u{1}term\0\u{3}leader_id\0\u{3}commit_index\0\u{3}applied_index\0\u{1}health\0\u{1}alarms\0\u{1}serving\0\u{3}command_kinds\0\u{3}crm_schema\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}member_id\0\u{1}role\0\u{1}term\0\u{3}leader_id\0\u{3}commit_index\0\u{3}applied_index\0\u{1}health\0\u{1}alarms\0\u{1}serving\0\u{3}command_kinds\0\u{3}crm_schema\0\u{3}wall_clock_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -399,6 +416,7 @@ nonisolated extension Crm_V1_MemberStateResponse: SwiftProtobuf.Message, SwiftPr
       case 9: try { try decoder.decodeSingularBoolField(value: &self.serving) }()
       case 10: try { try decoder.decodeSingularUInt32Field(value: &self.commandKinds) }()
       case 11: try { try decoder.decodeSingularUInt32Field(value: &self.crmSchema) }()
+      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.wallClockMs) }()
       default: break
       }
     }
@@ -442,6 +460,9 @@ nonisolated extension Crm_V1_MemberStateResponse: SwiftProtobuf.Message, SwiftPr
     if self.crmSchema != 0 {
       try visitor.visitSingularUInt32Field(value: self.crmSchema, fieldNumber: 11)
     }
+    if self.wallClockMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.wallClockMs, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -457,6 +478,7 @@ nonisolated extension Crm_V1_MemberStateResponse: SwiftProtobuf.Message, SwiftPr
     if lhs.serving != rhs.serving {return false}
     if lhs.commandKinds != rhs.commandKinds {return false}
     if lhs.crmSchema != rhs.crmSchema {return false}
+    if lhs.wallClockMs != rhs.wallClockMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
