@@ -5,34 +5,55 @@ import CRMProto
 import Foundation
 import GRPCCore
 
-/// `crmctl audit head|tail|verify`: the audit trail, read from the members' admin APIs and
-/// checked here, from the bytes each member stores (a member's own reading is not trusted).
+/// `crmctl audit head|tail|verify|query|pull|prune`: the audit trail, read from the members'
+/// admin APIs and checked here, from the bytes each member stores (a member's own reading is
+/// not trusted).
 struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The tamper-evident audit trail (admin API).", subcommands: [Head.self, Tail.self, Verify.self])
+        abstract: "The tamper-evident audit trail (admin API; prune as a signed-in user).",
+        subcommands: [Head.self, Tail.self, Verify.self, Query.self, Pull.self, Prune.self])
 
     struct Head: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Each member's newest entry: number and hash.")
+        static let configuration = CommandConfiguration(
+            abstract: "Each member's newest entry (number and hash), where the chain starts, and the collectors.")
         @OptionGroup var options: ConnectionOptions
         func run() async throws {
             let cluster = try Cluster(options)
             defer { cluster.close() }
             var rows: [[String]] = []
             var heads: [HeadJSON] = []
+            var unreachable: [String] = []
             for index in cluster.targets.indices {
-                let head = try await cluster.onTarget(index) {
-                    try await $0.admin.auditHead(Crm_V1_AuditHeadRequest(), options: cluster.callOptions)
+                let head: Crm_V1_AuditHeadResponse
+                do {
+                    head = try await cluster.onTarget(index) {
+                        try await $0.admin.auditHead(Crm_V1_AuditHeadRequest(), options: cluster.callOptions)
+                    }
+                } catch let failure as Failure where failure.exitCode == 4 {
+                    // One member down does not hide the others' heads.
+                    unreachable.append(failure.description)
+                    Audit.note("member \(cluster.targets[index].id) did not answer")
+                    continue
                 }
                 let hash = Audit.hex(Array(head.hash))
                 heads.append(
                     HeadJSON(
-                        member: cluster.targets[index].id, seq: head.seq, hash: hash, applied_index: head.appliedIndex))
-                rows.append(["\(cluster.targets[index].id)", "\(head.seq)", hash, "\(head.appliedIndex)"])
+                        member: cluster.targets[index].id, seq: head.seq, hash: hash, applied_index: head.appliedIndex,
+                        base_seq: head.baseSeq, checked_seq: head.checkedSeq,
+                        collectors: head.collectors.map {
+                            CollectorJSON(name: $0.name, seq: $0.seq, acknowledged_at_ms: $0.acknowledgedAtMs)
+                        }))
+                rows.append([
+                    "\(cluster.targets[index].id)", "\(head.seq)", hash, "\(head.appliedIndex)", "\(head.baseSeq)",
+                    "\(head.checkedSeq)",
+                    head.collectors.map { "\($0.name)@\($0.seq)" }.joined(separator: " "),
+                ])
             }
+            guard !heads.isEmpty else { throw Failure.unreachable(unreachable) }
             if options.json {
                 try Output.json(heads)
             } else {
-                Output.table(["MEMBER", "SEQ", "HASH", "APPLIED"], rows)
+                Output.table(["MEMBER", "SEQ", "HASH", "APPLIED", "BASE", "CHECKED", "COLLECTORS"], rows)
             }
         }
     }
@@ -55,19 +76,23 @@ struct Audit: AsyncParsableCommand {
                 request.limit = UInt32(wanted)
                 return try await member.admin.auditEntries(request, options: cluster.callOptions).entries
             }
-            if options.json {
-                try Output.json(entries.map(EntryJSON.init))
-                return
-            }
-            Output.table(
-                ["SEQ", "TIME", "ACTION", "OUTCOME", "ACTOR", "APPLICATION", "RECORDS", "REASON"],
-                entries.map {
-                    [
-                        "\($0.seq)", Audit.time($0.logTimeMs), $0.action, $0.outcome, $0.actor, $0.application,
-                        ($0.entity.isEmpty ? "" : $0.entity + " ") + $0.recordIds.joined(separator: ","), $0.reason,
-                    ]
-                })
+            try Audit.printEntries(entries, json: options.json)
         }
+    }
+
+    static func printEntries(_ entries: [Crm_V1_AuditEntryView], json: Bool) throws {
+        if json {
+            try Output.json(entries.map(EntryJSON.init))
+            return
+        }
+        Output.table(
+            ["SEQ", "TIME", "ACTION", "OUTCOME", "ACTOR", "APPLICATION", "RECORDS", "REASON"],
+            entries.map {
+                [
+                    "\($0.seq)", Audit.time($0.logTimeMs), $0.action, $0.outcome, $0.actor, $0.application,
+                    ($0.entity.isEmpty ? "" : $0.entity + " ") + $0.recordIds.joined(separator: ","), $0.reason,
+                ]
+            })
     }
 
     struct Verify: AsyncParsableCommand {
@@ -92,7 +117,8 @@ struct Audit: AsyncParsableCommand {
             for index in indexes {
                 var result = try await Audit.verify(cluster, index, from: from)
                 if result.problem == nil {
-                    result.problem = try await Audit.anchorProblem(saved, head: result.head, cluster, index)
+                    result.problem = try await Audit.anchorProblem(
+                        saved, head: result.head, base: result.base, cluster, index)
                 }
                 results.append(result)
             }
@@ -137,7 +163,12 @@ struct Audit: AsyncParsableCommand {
             try await $0.admin.auditHead(Crm_V1_AuditHeadRequest(), options: cluster.callOptions)
         }
         var base = AuditHead.empty
-        if from > 1 {
+        var from = from
+        if head.baseSeq > 0, head.baseHash.count == 32, from <= head.baseSeq + 1 {
+            // Pruned: the chain starts after the base, whose hash the trail keeps.
+            base = AuditHead(seq: head.baseSeq, hash: Array(head.baseHash))
+            from = head.baseSeq + 1
+        } else if from > 1 {
             guard let before = try await link(from - 1, cluster, index) else {
                 return VerifyJSON(
                     member: cluster.targets[index].id, checked: 0, last_seq: 0, head: head.seq,
@@ -179,7 +210,7 @@ struct Audit: AsyncParsableCommand {
         }
         return VerifyJSON(
             member: cluster.targets[index].id, checked: verifier.checked, last_seq: verifier.last.seq, head: head.seq,
-            head_hash: hex(verifier.last.hash), checkpoints: checkpoints.verified, problem: problem)
+            base: head.baseSeq, head_hash: hex(verifier.last.hash), checkpoints: checkpoints.verified, problem: problem)
     }
 
     /// Entry `seq` on member `index` as stored (nil: missing or not decodable).
@@ -219,9 +250,11 @@ struct Audit: AsyncParsableCommand {
 
     /// The first saved anchor member `index` no longer matches (nil: all hold).
     static func anchorProblem(
-        _ anchors: [Anchor], head: UInt64, _ cluster: Cluster, _ index: Int
+        _ anchors: [Anchor], head: UInt64, base: UInt64, _ cluster: Cluster, _ index: Int
     ) async throws -> String? {
-        for anchor in anchors.sorted(by: { $0.seq < $1.seq }) where anchor.seq > 0 {
+        // Entries before the base were pruned (only below every collector's copy): an anchor
+        // there is the collectors' to check.
+        for anchor in anchors.sorted(by: { $0.seq < $1.seq }) where anchor.seq > base {
             guard anchor.seq <= head else {
                 return "the chain ends at \(head), before the anchor at entry \(anchor.seq): entries were removed"
             }
@@ -243,6 +276,15 @@ struct Audit: AsyncParsableCommand {
         let seq: UInt64
         let hash: String
         let applied_index: UInt64
+        let base_seq: UInt64
+        let checked_seq: UInt64
+        let collectors: [CollectorJSON]
+    }
+
+    struct CollectorJSON: Encodable {
+        let name: String
+        let seq: UInt64
+        let acknowledged_at_ms: UInt64
     }
 
     struct VerifyJSON: Encodable {
@@ -251,6 +293,8 @@ struct Audit: AsyncParsableCommand {
         /// The last entry that held (0: none).
         let last_seq: UInt64
         let head: UInt64
+        /// Where the chain starts after (pruned up to it; 0: not pruned).
+        var base: UInt64 = 0
         /// The hash of the last entry that held (compared across members at the shortest chain).
         var head_hash: String
         /// Checkpoints whose signature, certificate and hash held.

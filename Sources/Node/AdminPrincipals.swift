@@ -59,7 +59,7 @@ extension AdminService {
         }
     }
 
-    private func leaderAdmin(_ context: ServerContext) throws -> Caller {
+    func leaderAdmin(_ context: ServerContext) throws -> Caller {
         let admin = try authorization.requireAdmin(context)
         guard crm.isLeader else { throw LocalKV.rpcError(.notLeader(leaderHint: crm.leaderHint)) }
         try crm.checkServing()

@@ -270,6 +270,19 @@ public enum Crm_V1_Admin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "AuditAcknowledge" metadata.
+        public enum AuditAcknowledge: Sendable {
+            /// Request type for "AuditAcknowledge".
+            public typealias Input = Crm_V1_AuditAcknowledgeRequest
+            /// Response type for "AuditAcknowledge".
+            public typealias Output = Crm_V1_AuditAcknowledgeResponse
+            /// Descriptor for "AuditAcknowledge".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Admin"),
+                method: "AuditAcknowledge",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "crm.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Status.descriptor,
@@ -290,7 +303,8 @@ public enum Crm_V1_Admin: Sendable {
             ListPrincipals.descriptor,
             SetPrincipalBlocked.descriptor,
             AuditHead.descriptor,
-            AuditEntries.descriptor
+            AuditEntries.descriptor,
+            AuditAcknowledge.descriptor
         ]
     }
 }
@@ -635,6 +649,26 @@ extension Crm_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Crm_V1_AuditEntriesRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_AuditEntriesResponse>
+
+        /// Handle the "AuditAcknowledge" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A collector (`crmctl audit pull`) says it holds a verified copy up to an entry (on the
+        /// > leader, which checks the hash against its own entry). Pruning stays below every
+        /// > collector's acknowledgement.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_AuditAcknowledgeRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_AuditAcknowledgeResponse` messages.
+        func auditAcknowledge(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_AuditAcknowledgeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_AuditAcknowledgeResponse>
     }
 
     /// Service protocol for the "crm.v1.Admin" service.
@@ -963,6 +997,26 @@ extension Crm_V1_Admin {
             request: GRPCCore.ServerRequest<Crm_V1_AuditEntriesRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_AuditEntriesResponse>
+
+        /// Handle the "AuditAcknowledge" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A collector (`crmctl audit pull`) says it holds a verified copy up to an entry (on the
+        /// > leader, which checks the hash against its own entry). Pruning stays below every
+        /// > collector's acknowledgement.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_AuditAcknowledgeRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_AuditAcknowledgeResponse` message.
+        func auditAcknowledge(
+            request: GRPCCore.ServerRequest<Crm_V1_AuditAcknowledgeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_AuditAcknowledgeResponse>
     }
 
     /// Simple service protocol for the "crm.v1.Admin" service.
@@ -1289,6 +1343,26 @@ extension Crm_V1_Admin {
             request: Crm_V1_AuditEntriesRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_AuditEntriesResponse
+
+        /// Handle the "AuditAcknowledge" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A collector (`crmctl audit pull`) says it holds a verified copy up to an entry (on the
+        /// > leader, which checks the hash against its own entry). Pruning stays below every
+        /// > collector's acknowledgement.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_AuditAcknowledgeRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_AuditAcknowledgeResponse` to respond with.
+        func auditAcknowledge(
+            request: Crm_V1_AuditAcknowledgeRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_AuditAcknowledgeResponse
     }
 }
 
@@ -1505,6 +1579,17 @@ extension Crm_V1_Admin.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Crm_V1_Admin.Method.AuditAcknowledge.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_AuditAcknowledgeRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_AuditAcknowledgeResponse>(),
+            handler: { request, context in
+                try await self.auditAcknowledge(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1714,6 +1799,17 @@ extension Crm_V1_Admin.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_AuditEntriesResponse> {
         let response = try await self.auditEntries(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func auditAcknowledge(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_AuditAcknowledgeRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_AuditAcknowledgeResponse> {
+        let response = try await self.auditAcknowledge(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1964,6 +2060,19 @@ extension Crm_V1_Admin.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Crm_V1_AuditEntriesResponse> {
         return GRPCCore.ServerResponse<Crm_V1_AuditEntriesResponse>(
             message: try await self.auditEntries(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func auditAcknowledge(
+        request: GRPCCore.ServerRequest<Crm_V1_AuditAcknowledgeRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_AuditAcknowledgeResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_AuditAcknowledgeResponse>(
+            message: try await self.auditAcknowledge(
                 request: request.message,
                 context: context
             ),
@@ -2393,6 +2502,31 @@ extension Crm_V1_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_AuditEntriesResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_AuditEntriesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "AuditAcknowledge" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A collector (`crmctl audit pull`) says it holds a verified copy up to an entry (on the
+        /// > leader, which checks the hash against its own entry). Pruning stays below every
+        /// > collector's acknowledgement.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_AuditAcknowledgeRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_AuditAcknowledgeRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_AuditAcknowledgeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func auditAcknowledge<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_AuditAcknowledgeRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_AuditAcknowledgeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_AuditAcknowledgeResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_AuditAcknowledgeResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -3034,6 +3168,42 @@ extension Crm_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "AuditAcknowledge" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A collector (`crmctl audit pull`) says it holds a verified copy up to an entry (on the
+        /// > leader, which checks the hash against its own entry). Pruning stays below every
+        /// > collector's acknowledgement.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_AuditAcknowledgeRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_AuditAcknowledgeRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_AuditAcknowledgeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func auditAcknowledge<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_AuditAcknowledgeRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_AuditAcknowledgeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_AuditAcknowledgeResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_AuditAcknowledgeResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Admin.Method.AuditAcknowledge.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -3563,6 +3733,37 @@ extension Crm_V1_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_AuditEntriesRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_AuditEntriesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AuditAcknowledge" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A collector (`crmctl audit pull`) says it holds a verified copy up to an entry (on the
+    /// > leader, which checks the hash against its own entry). Pruning stays below every
+    /// > collector's acknowledgement.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_AuditAcknowledgeRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func auditAcknowledge<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_AuditAcknowledgeRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_AuditAcknowledgeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.auditAcknowledge(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_AuditAcknowledgeRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_AuditAcknowledgeResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -4170,6 +4371,41 @@ extension Crm_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.auditEntries(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AuditAcknowledge" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A collector (`crmctl audit pull`) says it holds a verified copy up to an entry (on the
+    /// > leader, which checks the hash against its own entry). Pruning stays below every
+    /// > collector's acknowledgement.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func auditAcknowledge<Result>(
+        _ message: Crm_V1_AuditAcknowledgeRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_AuditAcknowledgeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_AuditAcknowledgeRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.auditAcknowledge(
             request: request,
             options: options,
             onResponse: handleResponse

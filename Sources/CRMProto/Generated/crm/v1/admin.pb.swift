@@ -52,6 +52,61 @@ public nonisolated struct Crm_V1_AuditHeadResponse: Sendable {
   /// The log index this member has applied (the head is as of it).
   public var appliedIndex: UInt64 = 0
 
+  /// The last entry pruned away (0 and 32 zero bytes: none): the chain starts after it.
+  public var baseSeq: UInt64 = 0
+
+  public var baseHash: Data = Data()
+
+  /// The entry up to which signed checkpoints have checked every member's chain.
+  public var checkedSeq: UInt64 = 0
+
+  /// Collectors and what each acknowledged.
+  public var collectors: [Crm_V1_AuditCollector] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_AuditCollector: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var seq: UInt64 = 0
+
+  public var acknowledgedAtMs: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_AuditAcknowledgeRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// 1 to 64 of a-z, 0-9, '-', '.', '_'.
+  public var collector: String = String()
+
+  public var seq: UInt64 = 0
+
+  /// SHA-256 of entry `seq` as the collector holds it.
+  public var hash: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_AuditAcknowledgeResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -67,6 +122,48 @@ public nonisolated struct Crm_V1_AuditEntriesRequest: Sendable {
 
   /// At most this many (1 to 1000; 0: 1000).
   public var limit: UInt32 = 0
+
+  /// Only entries that match (all the given parts); a call reads at most 10,000 entries and
+  /// answers where the next one starts.
+  public var filter: Crm_V1_AuditFilter {
+    get {_filter ?? Crm_V1_AuditFilter()}
+    set {_filter = newValue}
+  }
+  /// Returns true if `filter` has been explicitly set.
+  public var hasFilter: Bool {self._filter != nil}
+  /// Clears the value of `filter`. Subsequent reads from it will return its default value.
+  public mutating func clearFilter() {self._filter = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _filter: Crm_V1_AuditFilter? = nil
+}
+
+public nonisolated struct Crm_V1_AuditFilter: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Actions starting with this (`login.`, `record.read`).
+  public var actionPrefix: String = String()
+
+  /// Exactly this actor (`crm://user/<id>`).
+  public var actor: String = String()
+
+  /// Naming this record or data subject.
+  public var recordID: String = String()
+
+  public var subjectID: String = String()
+
+  /// `done`, `denied` or `failed`.
+  public var outcome: String = String()
+
+  /// Log time within [since_ms, until_ms) (0: open).
+  public var sinceMs: UInt64 = 0
+
+  public var untilMs: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -763,7 +860,7 @@ nonisolated extension Crm_V1_AuditHeadRequest: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Crm_V1_AuditHeadResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuditHeadResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}seq\0\u{1}hash\0\u{3}applied_index\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}seq\0\u{1}hash\0\u{3}applied_index\0\u{3}base_seq\0\u{3}base_hash\0\u{3}checked_seq\0\u{1}collectors\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -774,6 +871,10 @@ nonisolated extension Crm_V1_AuditHeadResponse: SwiftProtobuf.Message, SwiftProt
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.seq) }()
       case 2: try { try decoder.decodeSingularBytesField(value: &self.hash) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.appliedIndex) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.baseSeq) }()
+      case 5: try { try decoder.decodeSingularBytesField(value: &self.baseHash) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.checkedSeq) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.collectors) }()
       default: break
       }
     }
@@ -789,6 +890,18 @@ nonisolated extension Crm_V1_AuditHeadResponse: SwiftProtobuf.Message, SwiftProt
     if self.appliedIndex != 0 {
       try visitor.visitSingularUInt64Field(value: self.appliedIndex, fieldNumber: 3)
     }
+    if self.baseSeq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.baseSeq, fieldNumber: 4)
+    }
+    if !self.baseHash.isEmpty {
+      try visitor.visitSingularBytesField(value: self.baseHash, fieldNumber: 5)
+    }
+    if self.checkedSeq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.checkedSeq, fieldNumber: 6)
+    }
+    if !self.collectors.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.collectors, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -796,6 +909,109 @@ nonisolated extension Crm_V1_AuditHeadResponse: SwiftProtobuf.Message, SwiftProt
     if lhs.seq != rhs.seq {return false}
     if lhs.hash != rhs.hash {return false}
     if lhs.appliedIndex != rhs.appliedIndex {return false}
+    if lhs.baseSeq != rhs.baseSeq {return false}
+    if lhs.baseHash != rhs.baseHash {return false}
+    if lhs.checkedSeq != rhs.checkedSeq {return false}
+    if lhs.collectors != rhs.collectors {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_AuditCollector: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AuditCollector"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}seq\0\u{3}acknowledged_at_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.seq) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.acknowledgedAtMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.seq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.seq, fieldNumber: 2)
+    }
+    if self.acknowledgedAtMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.acknowledgedAtMs, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_AuditCollector, rhs: Crm_V1_AuditCollector) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.seq != rhs.seq {return false}
+    if lhs.acknowledgedAtMs != rhs.acknowledgedAtMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_AuditAcknowledgeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AuditAcknowledgeRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}collector\0\u{1}seq\0\u{1}hash\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.collector) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.seq) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.hash) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.collector.isEmpty {
+      try visitor.visitSingularStringField(value: self.collector, fieldNumber: 1)
+    }
+    if self.seq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.seq, fieldNumber: 2)
+    }
+    if !self.hash.isEmpty {
+      try visitor.visitSingularBytesField(value: self.hash, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_AuditAcknowledgeRequest, rhs: Crm_V1_AuditAcknowledgeRequest) -> Bool {
+    if lhs.collector != rhs.collector {return false}
+    if lhs.seq != rhs.seq {return false}
+    if lhs.hash != rhs.hash {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_AuditAcknowledgeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AuditAcknowledgeResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_AuditAcknowledgeResponse, rhs: Crm_V1_AuditAcknowledgeResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -803,7 +1019,7 @@ nonisolated extension Crm_V1_AuditHeadResponse: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Crm_V1_AuditEntriesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuditEntriesRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}from_seq\0\u{1}limit\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}from_seq\0\u{1}limit\0\u{1}filter\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -813,24 +1029,93 @@ nonisolated extension Crm_V1_AuditEntriesRequest: SwiftProtobuf.Message, SwiftPr
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.fromSeq) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._filter) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.fromSeq != 0 {
       try visitor.visitSingularUInt64Field(value: self.fromSeq, fieldNumber: 1)
     }
     if self.limit != 0 {
       try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 2)
     }
+    try { if let v = self._filter {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Crm_V1_AuditEntriesRequest, rhs: Crm_V1_AuditEntriesRequest) -> Bool {
     if lhs.fromSeq != rhs.fromSeq {return false}
     if lhs.limit != rhs.limit {return false}
+    if lhs._filter != rhs._filter {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_AuditFilter: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AuditFilter"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}action_prefix\0\u{1}actor\0\u{3}record_id\0\u{3}subject_id\0\u{1}outcome\0\u{3}since_ms\0\u{3}until_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.actionPrefix) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.actor) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.recordID) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.subjectID) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.outcome) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.sinceMs) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.untilMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.actionPrefix.isEmpty {
+      try visitor.visitSingularStringField(value: self.actionPrefix, fieldNumber: 1)
+    }
+    if !self.actor.isEmpty {
+      try visitor.visitSingularStringField(value: self.actor, fieldNumber: 2)
+    }
+    if !self.recordID.isEmpty {
+      try visitor.visitSingularStringField(value: self.recordID, fieldNumber: 3)
+    }
+    if !self.subjectID.isEmpty {
+      try visitor.visitSingularStringField(value: self.subjectID, fieldNumber: 4)
+    }
+    if !self.outcome.isEmpty {
+      try visitor.visitSingularStringField(value: self.outcome, fieldNumber: 5)
+    }
+    if self.sinceMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sinceMs, fieldNumber: 6)
+    }
+    if self.untilMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.untilMs, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_AuditFilter, rhs: Crm_V1_AuditFilter) -> Bool {
+    if lhs.actionPrefix != rhs.actionPrefix {return false}
+    if lhs.actor != rhs.actor {return false}
+    if lhs.recordID != rhs.recordID {return false}
+    if lhs.subjectID != rhs.subjectID {return false}
+    if lhs.outcome != rhs.outcome {return false}
+    if lhs.sinceMs != rhs.sinceMs {return false}
+    if lhs.untilMs != rhs.untilMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -374,6 +374,19 @@ public enum Crm_V1_Directory: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "PruneAudit" metadata.
+        public enum PruneAudit: Sendable {
+            /// Request type for "PruneAudit".
+            public typealias Input = Crm_V1_PruneAuditRequest
+            /// Response type for "PruneAudit".
+            public typealias Output = Crm_V1_PruneAuditResponse
+            /// Descriptor for "PruneAudit".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Directory"),
+                method: "PruneAudit",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "crm.v1.Directory" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Login.descriptor,
@@ -401,7 +414,8 @@ public enum Crm_V1_Directory: Sendable {
             WatchAlerts.descriptor,
             PutTeam.descriptor,
             ListTeams.descriptor,
-            SetUserTeams.descriptor
+            SetUserTeams.descriptor,
+            PruneAudit.descriptor
         ]
     }
 }
@@ -873,6 +887,27 @@ extension Crm_V1_Directory {
             request: GRPCCore.StreamingServerRequest<Crm_V1_SetUserTeamsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_UserInfo>
+
+        /// Handle the "PruneAudit" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes the audit trail's oldest entries (permission audit.prune and a fresh second
+        /// > factor): only below what every collector acknowledged and what checkpoints checked, at
+        /// > most 10,000 a call; the chain then starts after the last removed entry, and the pruning is
+        /// > an entry itself.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_PruneAuditRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_PruneAuditResponse` messages.
+        func pruneAudit(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_PruneAuditRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_PruneAuditResponse>
     }
 
     /// Service protocol for the "crm.v1.Directory" service.
@@ -1328,6 +1363,27 @@ extension Crm_V1_Directory {
             request: GRPCCore.ServerRequest<Crm_V1_SetUserTeamsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_UserInfo>
+
+        /// Handle the "PruneAudit" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes the audit trail's oldest entries (permission audit.prune and a fresh second
+        /// > factor): only below what every collector acknowledged and what checkpoints checked, at
+        /// > most 10,000 a call; the chain then starts after the last removed entry, and the pruning is
+        /// > an entry itself.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_PruneAuditRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_PruneAuditResponse` message.
+        func pruneAudit(
+            request: GRPCCore.ServerRequest<Crm_V1_PruneAuditRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_PruneAuditResponse>
     }
 
     /// Simple service protocol for the "crm.v1.Directory" service.
@@ -1782,6 +1838,27 @@ extension Crm_V1_Directory {
             request: Crm_V1_SetUserTeamsRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_UserInfo
+
+        /// Handle the "PruneAudit" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes the audit trail's oldest entries (permission audit.prune and a fresh second
+        /// > factor): only below what every collector acknowledged and what checkpoints checked, at
+        /// > most 10,000 a call; the chain then starts after the last removed entry, and the pruning is
+        /// > an entry itself.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_PruneAuditRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_PruneAuditResponse` to respond with.
+        func pruneAudit(
+            request: Crm_V1_PruneAuditRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_PruneAuditResponse
     }
 }
 
@@ -2075,6 +2152,17 @@ extension Crm_V1_Directory.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Crm_V1_Directory.Method.PruneAudit.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_PruneAuditRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_PruneAuditResponse>(),
+            handler: { request, context in
+                try await self.pruneAudit(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -2361,6 +2449,17 @@ extension Crm_V1_Directory.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_UserInfo> {
         let response = try await self.setUserTeams(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func pruneAudit(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_PruneAuditRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_PruneAuditResponse> {
+        let response = try await self.pruneAudit(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2706,6 +2805,19 @@ extension Crm_V1_Directory.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Crm_V1_UserInfo> {
         return GRPCCore.ServerResponse<Crm_V1_UserInfo>(
             message: try await self.setUserTeams(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func pruneAudit(
+        request: GRPCCore.ServerRequest<Crm_V1_PruneAuditRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_PruneAuditResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_PruneAuditResponse>(
+            message: try await self.pruneAudit(
                 request: request.message,
                 context: context
             ),
@@ -3297,6 +3409,32 @@ extension Crm_V1_Directory {
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_UserInfo>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_UserInfo>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "PruneAudit" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes the audit trail's oldest entries (permission audit.prune and a fresh second
+        /// > factor): only below what every collector acknowledged and what checkpoints checked, at
+        /// > most 10,000 a call; the chain then starts after the last removed entry, and the pruning is
+        /// > an entry itself.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_PruneAuditRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_PruneAuditRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_PruneAuditResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func pruneAudit<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_PruneAuditRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_PruneAuditRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_PruneAuditResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_PruneAuditResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -4175,6 +4313,43 @@ extension Crm_V1_Directory {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "PruneAudit" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Removes the audit trail's oldest entries (permission audit.prune and a fresh second
+        /// > factor): only below what every collector acknowledged and what checkpoints checked, at
+        /// > most 10,000 a call; the chain then starts after the last removed entry, and the pruning is
+        /// > an entry itself.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_PruneAuditRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_PruneAuditRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_PruneAuditResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func pruneAudit<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_PruneAuditRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_PruneAuditRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_PruneAuditResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_PruneAuditResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Directory.Method.PruneAudit.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -4906,6 +5081,38 @@ extension Crm_V1_Directory.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_SetUserTeamsRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_UserInfo>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PruneAudit" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Removes the audit trail's oldest entries (permission audit.prune and a fresh second
+    /// > factor): only below what every collector acknowledged and what checkpoints checked, at
+    /// > most 10,000 a call; the chain then starts after the last removed entry, and the pruning is
+    /// > an entry itself.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_PruneAuditRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func pruneAudit<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_PruneAuditRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_PruneAuditResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.pruneAudit(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_PruneAuditRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_PruneAuditResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -5743,6 +5950,42 @@ extension Crm_V1_Directory.ClientProtocol {
             metadata: metadata
         )
         return try await self.setUserTeams(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PruneAudit" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Removes the audit trail's oldest entries (permission audit.prune and a fresh second
+    /// > factor): only below what every collector acknowledged and what checkpoints checked, at
+    /// > most 10,000 a call; the chain then starts after the last removed entry, and the pruning is
+    /// > an entry itself.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func pruneAudit<Result>(
+        _ message: Crm_V1_PruneAuditRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_PruneAuditResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_PruneAuditRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.pruneAudit(
             request: request,
             options: options,
             onResponse: handleResponse

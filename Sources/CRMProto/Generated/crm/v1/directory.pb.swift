@@ -660,6 +660,39 @@ public nonisolated struct Crm_V1_LogoutResponse: Sendable {
   public init() {}
 }
 
+public nonisolated struct Crm_V1_PruneAuditRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Remove the entries before this one.
+  public var belowSeq: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_PruneAuditResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The entries removed by this call: [from_seq, to_seq] (both 0: none).
+  public var fromSeq: UInt64 = 0
+
+  public var toSeq: UInt64 = 0
+
+  /// Where the chain now starts after, and how far pruning may go now.
+  public var baseSeq: UInt64 = 0
+
+  public var allowedBelowSeq: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Crm_V1_ListAlertsRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -2112,6 +2145,81 @@ nonisolated extension Crm_V1_LogoutResponse: SwiftProtobuf.Message, SwiftProtobu
   }
 
   public static func ==(lhs: Crm_V1_LogoutResponse, rhs: Crm_V1_LogoutResponse) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_PruneAuditRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PruneAuditRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}below_seq\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.belowSeq) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.belowSeq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.belowSeq, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_PruneAuditRequest, rhs: Crm_V1_PruneAuditRequest) -> Bool {
+    if lhs.belowSeq != rhs.belowSeq {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_PruneAuditResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PruneAuditResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}from_seq\0\u{3}to_seq\0\u{3}base_seq\0\u{3}allowed_below_seq\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.fromSeq) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.toSeq) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.baseSeq) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.allowedBelowSeq) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.fromSeq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.fromSeq, fieldNumber: 1)
+    }
+    if self.toSeq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.toSeq, fieldNumber: 2)
+    }
+    if self.baseSeq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.baseSeq, fieldNumber: 3)
+    }
+    if self.allowedBelowSeq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.allowedBelowSeq, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_PruneAuditResponse, rhs: Crm_V1_PruneAuditResponse) -> Bool {
+    if lhs.fromSeq != rhs.fromSeq {return false}
+    if lhs.toSeq != rhs.toSeq {return false}
+    if lhs.baseSeq != rhs.baseSeq {return false}
+    if lhs.allowedBelowSeq != rhs.allowedBelowSeq {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
