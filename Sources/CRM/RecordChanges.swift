@@ -103,15 +103,17 @@ public struct RecordChanges: Sendable {
     }
 
     /// Sets and clears fields of the record read at `current`, and moves it to `owner` and
-    /// `teams` when given; fails if it changed since.
+    /// `teams` when given; fails if it changed since. With `history`, the changes of tracked
+    /// fields (`FieldHistory.tracks`) are kept in a history row of the same transaction.
     public func update(
         _ current: VersionedRecord, set input: [String: FieldValue], clear: [String], owner: String? = nil,
-        teams: [CRMID]? = nil
+        teams: [CRMID]? = nil, history: HistoryStamp? = nil
     ) throws -> Transaction {
         if let teams { try Self.checkTeams(teams) }
         let definition = try definition(current.record.entity)
         let keySet = try inUse()
         var values = try open(current.record, fields: nil, definition: definition)
+        let before = values
         for (name, value) in try validated(input, definition) { values[name] = value }
         for name in clear {
             guard definition.field(named: name) != nil else {
@@ -131,11 +133,26 @@ public struct RecordChanges: Sendable {
         record.fields = record.fields.filter { !known.contains($0.key) }
         if record.subject == nil, hasPersonal(values, definition) { record.subject = subjectOf(values) }
         let subject = record.subject
-        try fill(
-            &record, values, definition,
-            subjectKey: {
-                try self.subjectKey(subject!, &conditions, &operations, keySet)
-            })
+        var sealingKey: SymmetricKey?
+        func key() throws -> SymmetricKey {
+            if let sealingKey { return sealingKey }
+            let found = try self.subjectKey(subject!, &conditions, &operations, keySet)
+            sealingKey = found
+            return found
+        }
+        try fill(&record, values, definition, subjectKey: key)
+        if let history {
+            let changes = definition.fields.filter { FieldHistory.tracks($0, of: record.entity) }.compactMap {
+                field -> FieldChange? in
+                before[field.name] == values[field.name]
+                    ? nil : FieldChange(field: field.id, old: before[field.name], new: values[field.name])
+            }
+            if !changes.isEmpty {
+                operations.append(
+                    try FieldHistory(kv: kv, workspace: workspace).row(
+                        record.id, history, changes, subjectKey: subject == nil ? nil : try key()))
+            }
+        }
         let newIndexes = try indexKeys(of: record, values, definition, keySet)
         let hadGuards = Set(uniqueGuards(in: current.record.indexKeys))
         conditions += uniqueGuards(in: newIndexes).filter { !hadGuards.contains($0) }.map { .absent(key: $0) }
@@ -280,7 +297,7 @@ public struct RecordChanges: Sendable {
         return key
     }
 
-    private func existingSubjectKey(_ subject: CRMID) throws -> SymmetricKey {
+    func existingSubjectKey(_ subject: CRMID) throws -> SymmetricKey {
         guard let stored = try kv.crmValue(CRMLayout.subjectKey(workspace: workspace, subject: subject)) else {
             throw RecordError.keys(.doesNotOpen("subject \(subject)'s key (erased)"))
         }

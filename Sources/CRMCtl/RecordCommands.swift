@@ -8,10 +8,49 @@ import Foundation
 /// with `-`, so that they stay out of the process list and the shell history.
 struct Records: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Read CRM records (get, list, lookup, describe) and add or retire custom fields.",
+        abstract: "Read CRM records (get, list, lookup, history, describe) and add or retire custom fields.",
         subcommands: [
-            Get.self, List.self, Lookup.self, Describe.self, PutField.self, RetireField.self, Share.self, Shares.self,
+            Get.self, List.self, Lookup.self, History.self, Describe.self, PutField.self, RetireField.self, Share.self,
+            Shares.self,
         ])
+
+    struct History: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "A record's field history, newest first (history.read): old and new values, who, when.")
+        @OptionGroup var options: ConnectionOptions
+        @OptionGroup var signedIn: SignedIn
+        @Argument(help: "person, company, deal or activity.") var entity: String
+        @Argument(help: "The record's id.") var id: String
+        @Option(help: "At most this many changes (1 to 1000).") var limit: UInt32 = 100
+        func run() async throws {
+            var request = Crm_V1_HistoryRequest()
+            request.entity = entity
+            request.id = id
+            request.limit = limit
+            let sent = request
+            let items = try await Records.call(options, signedIn) { try await $0.records.history(sent).items }
+            func text(_ value: Crm_V1_FieldValue, _ present: Bool) -> String {
+                guard present, let data = try? RecordJSON.data(RecordJSON.value(value)) else { return "-" }
+                return String(decoding: data, as: UTF8.self)
+            }
+            var rows: [[String]] = []
+            for item in items {
+                let time = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(item.timeMs) / 1000))
+                for change in item.changes {
+                    rows.append([
+                        time, item.actor, change.field, text(change.oldValue, change.hasOldValue),
+                        text(change.newValue, change.hasNewValue),
+                    ])
+                }
+            }
+            if options.json {
+                try Output.object(
+                    rows.map { ["time": $0[0], "actor": $0[1], "field": $0[2], "old": $0[3], "new": $0[4]] })
+            } else {
+                Output.table(["TIME", "ACTOR", "FIELD", "OLD", "NEW"], rows)
+            }
+        }
+    }
 
     struct Get: AsyncParsableCommand {
         @OptionGroup var options: ConnectionOptions

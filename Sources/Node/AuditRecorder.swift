@@ -120,7 +120,7 @@ actor AuditRecorder {
         var personalFields: [EntityCode: Set<UInt16>] = [:]
         var operations: [TransactionOperation] = []
         var holds = 0
-        let reads: Set<String> = ["record.read", "record.list", "record.lookup"]
+        let reads: Set<String> = ["record.read", "record.list", "record.lookup", "record.history"]
         for entry in entries where reads.contains(entry.action) && entry.outcome == .done && !entry.subjects.isEmpty {
             guard holds < maxHoldsPerBatch, let entity = entry.entity,
                 let user = DirectoryChanges.user(ofOwner: entry.actor)

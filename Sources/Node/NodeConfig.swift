@@ -326,6 +326,8 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         /// Under AUTH_ATTACK, block the application behind 90% or more of the failures
         /// (`crmctl clients unblock` lifts it). Off when not given.
         public var isolateClients: Bool?
+        /// Days a field-history row is kept (1 to 36,500; 548, eighteen months, when not given).
+        public var historyRetentionDays: Int?
 
         public enum AuditReads: String, Codable, Sendable, Equatable {
             case sync, async
@@ -356,6 +358,7 @@ public struct NodeConfig: Codable, Sendable, Equatable {
             case maxSubjectsPerHour = "max_subjects_per_hour"
             case authAttackFailuresPerMinute = "auth_attack_failures_per_minute"
             case isolateClients = "isolate_clients"
+            case historyRetentionDays = "history_retention_days"
         }
 
         public static let defaultMaxSubjectsPerHour = 500

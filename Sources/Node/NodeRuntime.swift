@@ -50,6 +50,7 @@ public final class NodeRuntime: @unchecked Sendable {
     private var directoryService: DirectoryService?
     private var crm: CRMRecords?
     private var checkpoints: AuditCheckpoints?
+    private var historyRetention: HistoryRetention?
     private(set) var authorization: Authorization?
     private var frontMetrics: FrontMetrics?
     /// The running service group and its task (`start`/`stop`, the in-process form).
@@ -235,6 +236,8 @@ public final class NodeRuntime: @unchecked Sendable {
             crm: crm, member: config.id, keyFile: config.tls.key, certificateFile: config.tls.cert,
             caFile: config.tls.ca, everyMillis: UInt64(config.crm?.auditCheckpointSeconds ?? 60) * 1000,
             raiseTamper: { monitor.raiseTamper($0) })
+        historyRetention = HistoryRetention(
+            crm: crm, retentionDays: config.crm?.historyRetentionDays ?? FieldHistory.defaultRetentionDays)
         let identity = CRMIdentity(
             crm: crm, mfaRequired: (config.crm?.mfa ?? .required) == .required,
             geo: try config.crm?.geoFile.map { try GeoTable.load(path: $0) } ?? GeoTable(), attacks: attacks)
@@ -312,6 +315,9 @@ public final class NodeRuntime: @unchecked Sendable {
             PeriodicService(
                 description: "audit checkpoints", startup: startup, initialDelay: .seconds(1), interval: .seconds(1),
                 work: { [weak self] in await self?.checkpoints?.step() }),
+            PeriodicService(
+                description: "field history retention", startup: startup, initialDelay: .seconds(30),
+                interval: .seconds(60), work: { [weak self] in await self?.historyRetention?.step() }),
             PeriodicService(
                 description: "CRM re-wrap", startup: startup, initialDelay: .seconds(1), interval: .seconds(1),
                 work: { [weak self] in await self?.crm?.rewrapStep(maxBatches: rewrapRate) }),

@@ -35,7 +35,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
         var credentials = Metadata()
     }
 
-    private func admit(_ metadata: Metadata, _ context: ServerContext) throws -> Call {
+    func admit(_ metadata: Metadata, _ context: ServerContext) throws -> Call {
         try Self.admit(metadata, context, directory.authorization, directory.limiter)
     }
 
@@ -260,7 +260,9 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
                 written: Array(set.keys) + message.clear
             ) { actor, current, definition in
                 try actor.requireEditable(Array(set.keys) + message.clear, definition)
-                return try crm.changes.update(current, set: set, clear: message.clear)
+                return try crm.changes.update(
+                    current, set: set, clear: message.clear,
+                    history: HistoryStamp(actor: actor.owner, atMillis: crm.local.nowMillis()))
             }
             return try response(entity, id, actor)
         }

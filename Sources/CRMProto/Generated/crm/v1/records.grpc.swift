@@ -183,6 +183,19 @@ public enum Crm_V1_Records: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "History" metadata.
+        public enum History: Sendable {
+            /// Request type for "History".
+            public typealias Input = Crm_V1_HistoryRequest
+            /// Response type for "History".
+            public typealias Output = Crm_V1_HistoryResponse
+            /// Descriptor for "History".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Records"),
+                method: "History",
+                type: .unary
+            )
+        }
         /// Namespace for "Describe" metadata.
         public enum Describe: Sendable {
             /// Request type for "Describe".
@@ -274,6 +287,7 @@ public enum Crm_V1_Records: Sendable {
             Lookup.descriptor,
             Link.descriptor,
             Unlink.descriptor,
+            History.descriptor,
             Describe.descriptor,
             PutField.descriptor,
             RetireField.descriptor,
@@ -495,6 +509,26 @@ extension Crm_V1_Records {
             request: GRPCCore.StreamingServerRequest<Crm_V1_LinkRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_RecordResponse>
+
+        /// Handle the "History" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The record's field history, newest first (permission history.read and the right to read
+        /// > the record): each change of a personal or tracked field, with old and new values, who and
+        /// > when; only fields the caller may read. Audited as `record.history`.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_HistoryRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_HistoryResponse` messages.
+        func history(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_HistoryRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_HistoryResponse>
 
         /// Handle the "Describe" method.
         ///
@@ -806,6 +840,26 @@ extension Crm_V1_Records {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_RecordResponse>
 
+        /// Handle the "History" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The record's field history, newest first (permission history.read and the right to read
+        /// > the record): each change of a personal or tracked field, with old and new values, who and
+        /// > when; only fields the caller may read. Audited as `record.history`.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_HistoryRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_HistoryResponse` message.
+        func history(
+            request: GRPCCore.ServerRequest<Crm_V1_HistoryRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_HistoryResponse>
+
         /// Handle the "Describe" method.
         ///
         /// > Source IDL Documentation:
@@ -1114,6 +1168,26 @@ extension Crm_V1_Records {
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_RecordResponse
 
+        /// Handle the "History" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The record's field history, newest first (permission history.read and the right to read
+        /// > the record): each change of a personal or tracked field, with old and new values, who and
+        /// > when; only fields the caller may read. Audited as `record.history`.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_HistoryRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_HistoryResponse` to respond with.
+        func history(
+            request: Crm_V1_HistoryRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_HistoryResponse
+
         /// Handle the "Describe" method.
         ///
         /// > Source IDL Documentation:
@@ -1353,6 +1427,17 @@ extension Crm_V1_Records.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Crm_V1_Records.Method.History.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_HistoryRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_HistoryResponse>(),
+            handler: { request, context in
+                try await self.history(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Crm_V1_Records.Method.Describe.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_DescribeRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_DescribeResponse>(),
@@ -1539,6 +1624,17 @@ extension Crm_V1_Records.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_RecordResponse> {
         let response = try await self.unlink(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func history(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_HistoryRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_HistoryResponse> {
+        let response = try await self.history(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1751,6 +1847,19 @@ extension Crm_V1_Records.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Crm_V1_RecordResponse> {
         return GRPCCore.ServerResponse<Crm_V1_RecordResponse>(
             message: try await self.unlink(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func history(
+        request: GRPCCore.ServerRequest<Crm_V1_HistoryRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_HistoryResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_HistoryResponse>(
+            message: try await self.history(
                 request: request.message,
                 context: context
             ),
@@ -2089,6 +2198,31 @@ extension Crm_V1_Records {
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_RecordResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecordResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "History" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The record's field history, newest first (permission history.read and the right to read
+        /// > the record): each change of a personal or tracked field, with old and new values, who and
+        /// > when; only fields the caller may read. Audited as `record.history`.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_HistoryRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_HistoryRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_HistoryResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func history<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_HistoryRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_HistoryRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_HistoryResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_HistoryResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "Describe" method.
@@ -2615,6 +2749,42 @@ extension Crm_V1_Records {
             )
         }
 
+        /// Call the "History" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The record's field history, newest first (permission history.read and the right to read
+        /// > the record): each change of a personal or tracked field, with old and new values, who and
+        /// > when; only fields the caller may read. Audited as `record.history`.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_HistoryRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_HistoryRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_HistoryResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func history<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_HistoryRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_HistoryRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_HistoryResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_HistoryResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Records.Method.History.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "Describe" method.
         ///
         /// > Source IDL Documentation:
@@ -3133,6 +3303,37 @@ extension Crm_V1_Records.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_LinkRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_RecordResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "History" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The record's field history, newest first (permission history.read and the right to read
+    /// > the record): each change of a personal or tracked field, with old and new values, who and
+    /// > when; only fields the caller may read. Audited as `record.history`.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_HistoryRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func history<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_HistoryRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_HistoryResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.history(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_HistoryRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_HistoryResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3668,6 +3869,41 @@ extension Crm_V1_Records.ClientProtocol {
             metadata: metadata
         )
         return try await self.unlink(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "History" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The record's field history, newest first (permission history.read and the right to read
+    /// > the record): each change of a personal or tracked field, with old and new values, who and
+    /// > when; only fields the caller may read. Audited as `record.history`.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func history<Result>(
+        _ message: Crm_V1_HistoryRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_HistoryResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_HistoryRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.history(
             request: request,
             options: options,
             onResponse: handleResponse
