@@ -224,7 +224,7 @@ let package = Package(
         .executableTarget(
             name: "CRMChaos",
             dependencies: [
-                "CRMClient", "CRMProto", "Simulation", "FaultFile", "ClusterHarness", "Node",
+                "CRMClient", "CRMProto", "Simulation", "FaultFile", "ClusterHarness", "Node", "Identity", "AuditChain",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

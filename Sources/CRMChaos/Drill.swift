@@ -50,6 +50,7 @@ struct Drill {
         )
         let injector = FaultInjector(
             cluster: cluster, proxies: proxies, start: start, pinning: workload.pinning, progress: progress)
+        injector.reportDirectory = report
         if scenario.plantedBug != nil {
             try await injector.confirmHooks(within: 10)
             progress("planted bug \(scenario.plantedBug!) switched on in every member")
@@ -68,7 +69,8 @@ struct Drill {
                 throw ChaosError("the records workload runs on a scratch cluster (it bootstraps the first user)")
             }
             let application = cluster.applicationName
-            try await cluster.signInRecordsUser(clients: [application], principals: [application])
+            injector.adminToken = try await cluster.signInRecordsUser(
+                clients: [application], principals: [application])
             records.bearerToken = cluster.bearerTokens.withLock { $0[application] }
         }
         let end = start + UInt64(scenario.durationSeconds * 1e9)
@@ -81,6 +83,7 @@ struct Drill {
         try injector.heal()
         try await load
         try await recordLoad
+        await injector.finishCollector()
         progress("workload done: \(history.all.count) events; checking")
 
         var verdict = Verdict()

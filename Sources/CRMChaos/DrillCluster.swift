@@ -16,7 +16,7 @@ extension ProcessCluster {
         do {
             cluster = try ProcessCluster(
                 ids: Array(1...UInt64(nodes)), directory: directory, binaries: binaries, repository: repository,
-                clients: ["chaos"], removesDirectory: false)
+                clients: ["chaos", Self.attackerName], removesDirectory: false)
         } catch let error as HarnessError {
             throw ChaosError("\(error) (give the drill a fresh --report directory)")
         }
@@ -44,10 +44,19 @@ extension ProcessCluster {
 
     /// The drill's load is many clients under one certificate: the front's per-client rate limit
     /// must not be what the drill measures.
+    /// Sign-in attacks come through an application of their own; checkpoints come every second
+    /// (so that a rewritten audit entry is found at once); 50 failed sign-ins a minute is an
+    /// attack, and the application behind it is blocked.
     private static func drillSettings(_ config: inout NodeConfig) {
         config.front?.requestsPerSecond = 100_000
         config.front?.burst = 100_000
+        config.crm?.auditCheckpointSeconds = 1
+        config.crm?.authAttackFailuresPerMinute = 50
+        config.crm?.isolateClients = true
     }
+
+    /// The attacker's application (a client certificate of its own).
+    static let attackerName = "intruder"
 
     var fronts: [Endpoint] { ids.map { addresses($0).front } }
 

@@ -31,9 +31,15 @@ final class FaultInjector: @unchecked Sendable {
     let progress: (String) -> Void
     private(set) var timeline: [Record] = []
     /// Checks the damage and repair faults produced (damage detected, member repaired).
-    private(set) var checks: [Verdict.Check] = []
+    var checks: [Verdict.Check] = []
     private var undos: [Undo] = []
-    private var damaged: [UInt64] = []
+    var damaged: [UInt64] = []
+    /// The administrator's session (sign-in drills create users with it).
+    var adminToken: String?
+    /// Where the drill writes its report (a collector keeps its copy there).
+    var reportDirectory = "."
+    /// `crmctl audit pull --follow` and its copy's directory, while one runs.
+    var collector: (process: Process, directory: String)?
     private var hookChecked: Set<UInt64> = []
 
     /// Where pinned clients go (set by partitions with `pin_clients`).
@@ -52,7 +58,7 @@ final class FaultInjector: @unchecked Sendable {
 
     var seconds: Double { Double(Workload.now() - start) / 1e9 }
 
-    private func note(_ action: String, _ members: [UInt64], _ detail: String = "", disruptive: Bool) {
+    func note(_ action: String, _ members: [UInt64], _ detail: String = "", disruptive: Bool) {
         timeline.append(
             Record(seconds: seconds, action: action, members: members, detail: detail, disruptive: disruptive))
         let who =
@@ -131,6 +137,18 @@ final class FaultInjector: @unchecked Sendable {
         case .repair:
             try await repairDamaged()
             return
+        case .credentialStuffing:
+            await credentialStuffing()
+            return
+        case .passwordSpraying:
+            await passwordSpraying()
+            return
+        case .totpReplay:
+            await totpReplay()
+            return
+        case .auditCollector:
+            try startCollector(into: reportDirectory + "/collector")
+            return
         default: break
         }
         let targets = await choose(fault.target ?? .random, count: fault.count ?? 1)
@@ -166,7 +184,9 @@ final class FaultInjector: @unchecked Sendable {
                 detail: String(format: "%+.0f s", offset))
         case .damage:
             try await damage(targets[0], file: fault.file!)
-        case .restart, .heal, .repair:
+        case .auditTamper:
+            try await tamperAudit(targets[0])
+        case .restart, .heal, .repair, .credentialStuffing, .passwordSpraying, .totpReplay, .auditCollector:
             break
         }
     }
@@ -399,7 +419,7 @@ final class FaultInjector: @unchecked Sendable {
     }
 
     /// A serializable read straight from the member's client port.
-    private func directRead(_ id: UInt64) async -> (refused: Bool, detail: String) {
+    func directRead(_ id: UInt64) async -> (refused: Bool, detail: String) {
         let endpoint = cluster.addresses(id).client
         guard
             let connection = try? MemberConnection(

@@ -27,6 +27,23 @@ struct Scenario: Codable, Sendable {
             /// one of its files (`file`: `state` or `log` table, or the `wal`), and it is started
             /// again: it must notice and serve nothing.
             case damage
+            /// One stored audit entry of the target (a follower) is rewritten through the fault
+            /// hook: it must raise TAMPER, serve no data and be named by `audit verify`; a later
+            /// `repair` re-adds it from a snapshot.
+            case auditTamper = "audit-tamper"
+            /// Credential stuffing through an attacker's application at every front, each
+            /// attempt from another address: no account opens, AUTH_ATTACK is raised and the
+            /// application is blocked, and the workload's user still signs in.
+            case credentialStuffing = "credential-stuffing"
+            /// Password spraying from one network through every front: the network is refused
+            /// at every front (even the right password), other networks are not.
+            case passwordSpraying = "password-spraying"
+            /// A user with a second factor: one code sent with two tickets through two fronts at
+            /// once opens one session.
+            case totpReplay = "totp-replay"
+            /// `crmctl audit pull --follow` runs from here to the end; every entry must reach its
+            /// copy and be acknowledged, whatever the faults did.
+            case auditCollector = "audit-collector"
             /// Every damaged member is repaired from the cluster: removed, emptied, re-added as a
             /// learner that catches up by snapshot, promoted.
             case repair
@@ -89,7 +106,9 @@ struct Scenario: Codable, Sendable {
         /// Faults that need the proxies between members.
         var needsProxies: Bool { kind == .partition || kind == .network }
         /// Faults that need the members' test-only fault hook (debug builds).
-        var needsFaultHook: Bool { [.slowFsync, .diskFull, .clockJump].contains(kind) }
+        var needsFaultHook: Bool { [.slowFsync, .diskFull, .clockJump, .auditTamper].contains(kind) }
+        /// Attacks on sign-in (they need the records workload's signed-in CRM).
+        var isSignInAttack: Bool { [.credentialStuffing, .passwordSpraying, .totpReplay].contains(kind) }
         /// Faults that are undone after `duration_s` or at the heal.
         var isTemporary: Bool { [.pause, .partition, .network, .slowFsync, .diskFull, .clockJump].contains(kind) }
 
@@ -97,7 +116,11 @@ struct Scenario: Codable, Sendable {
             var problems: [String] = []
             let name = "faults[\(index)] (\(kind.rawValue))"
             if atSeconds < 0 || atSeconds >= duration { problems.append("\(name): at_s must fall inside the run") }
-            if ![.restart, .repair, .heal].contains(kind) && target == nil {
+            if kind == .auditTamper && target != .follower { problems.append("\(name): the target is a follower") }
+            let untargeted: [Kind] = [
+                .restart, .repair, .heal, .credentialStuffing, .passwordSpraying, .totpReplay, .auditCollector,
+            ]
+            if !untargeted.contains(kind) && target == nil {
                 problems.append("\(name) needs a target")
             }
             if target == .all && ![.network, .slowFsync, .clockJump].contains(kind) {
@@ -195,6 +218,10 @@ struct Scenario: Codable, Sendable {
                 problems.append(
                     "fault \(index + 1): pin_clients must leave at least one of the \(clients) clients free")
             }
+        }
+        let needsCRM: [Fault.Kind] = [.auditTamper, .auditCollector]
+        if faults.contains(where: { $0.isSignInAttack || needsCRM.contains($0.kind) }), (recordClients ?? 0) == 0 {
+            problems.append("sign-in attacks and audit-tamper need record_clients (a signed-in CRM writing entries)")
         }
         if let plantedBug, DrillBug(rawValue: plantedBug) == nil {
             problems.append("planted_bug must be one of \(DrillBug.allCases.map(\.rawValue).joined(separator: ", "))")
