@@ -12,7 +12,9 @@
 # (CRM_BASE_PORT moves them all).
 # Binaries come from .build/release (CRM_BIN overrides). CRM_AUDIT_READS=async writes the
 # configs with crm.audit_reads: async (for measuring what synchronous read audit costs);
-# CRM_MFA=optional lets users sign in with a password alone (benchmarks that sign in many times).
+# CRM_MFA=optional lets users sign in with a password alone (benchmarks that sign in many times);
+# CRM_MAX_SUBJECTS_PER_HOUR raises the exfiltration guard's bound (500) for benchmarks that read
+# thousands of persons as one user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,6 +59,7 @@ crm:
   key_file: certs/crm.key
   audit_reads: ${CRM_AUDIT_READS:-sync}
   mfa: ${CRM_MFA:-required}
+  max_subjects_per_hour: ${CRM_MAX_SUBJECTS_PER_HOUR:-500}
 front:
   grpc: "127.0.0.1:$((base + 400 + id))"
   http: "127.0.0.1:$((base + 500 + id))"
