@@ -4,7 +4,8 @@ import KVStore
 
 /// One audit entry's body: who did what to which records and subjects, through which
 /// application, and how it ended. Ids, names of actions and short reasons only: never a
-/// personal value (written values will appear as digests keyed per subject).
+/// personal value: written personal values appear only as digests keyed by the subject's key
+/// (`ValueDigest`), which erasing the subject makes unverifiable.
 public struct AuditEntry: Equatable, Sendable {
     public enum Outcome: UInt8, Sendable {
         case done = 0
@@ -37,11 +38,15 @@ public struct AuditEntry: Equatable, Sendable {
     public var reason: String
     /// For `audit.checkpoint` entries: the signed statement of an earlier entry's hash.
     public var checkpoint: AuditCheckpoint?
+    /// For writes: a keyed digest of each personal value written (format 3).
+    public var valueDigests: [ValueDigest] = []
 
     public static let maxRecords = 500
     static let maxTextBytes = 256
-    /// Format 2 adds a checkpoint; entries without one are still written as format 1.
+    /// Format 2 adds a checkpoint, format 3 the value digests (a checkpoint has none); entries
+    /// with neither are still written as format 1.
     static let format: UInt8 = 2
+    static let digestsFormat: UInt8 = 3
 
     public init(
         action: String, actor: String, application: String, entity: EntityCode? = nil, records: [CRMID] = [],
@@ -73,7 +78,8 @@ public struct AuditEntry: Equatable, Sendable {
             writer.blob(kept)
         }
         var writer = BinaryWriter()
-        writer.u8(checkpoint == nil ? 1 : Self.format)
+        precondition(checkpoint == nil || valueDigests.isEmpty, "a checkpoint records no written values")
+        writer.u8(checkpoint != nil ? Self.format : valueDigests.isEmpty ? 1 : Self.digestsFormat)
         checkpoint?.write(&writer) // right after the format: `AuditCheckpoint.in(entryBody:)` finds it there
         text(action, &writer)
         text(actor, &writer)
@@ -90,6 +96,14 @@ public struct AuditEntry: Equatable, Sendable {
         text(requestID, &writer)
         writer.u8(outcome.rawValue)
         text(reason, &writer)
+        if !valueDigests.isEmpty {
+            let kept = valueDigests.prefix(CRMLimits.fields)
+            writer.u16(UInt16(kept.count))
+            for digest in kept {
+                writer.u16(digest.field)
+                writer.raw(digest.digest)
+            }
+        }
         return writer.bytes
     }
 
@@ -105,7 +119,7 @@ public struct AuditEntry: Equatable, Sendable {
             }
             return ids
         }
-        guard let format = reader.u8(), format == 1 || format == Self.format else { return nil }
+        guard let format = reader.u8(), [1, Self.format, Self.digestsFormat].contains(format) else { return nil }
         var checkpoint: AuditCheckpoint?
         if format == Self.format {
             guard let read = AuditCheckpoint.read(&reader) else { return nil }
@@ -125,11 +139,20 @@ public struct AuditEntry: Equatable, Sendable {
         }
         guard let requestID = text(), let outcome = reader.u8().flatMap(Outcome.init(rawValue:)), let reason = text()
         else { return nil }
+        var digests: [ValueDigest] = []
+        if format == Self.digestsFormat {
+            guard let count = reader.u16(), count > 0, Int(count) <= CRMLimits.fields else { return nil }
+            for _ in 0..<count {
+                guard let field = reader.u16(), let digest = reader.raw(ValueDigest.byteCount) else { return nil }
+                digests.append(ValueDigest(field: field, digest: digest))
+            }
+        }
         guard reader.isAtEnd else { return nil }
         self.init(
             action: action, actor: actor, application: application, entity: entity, records: records,
             subjects: subjects, fields: fields, requestID: requestID, outcome: outcome, reason: reason)
         self.checkpoint = checkpoint
+        self.valueDigests = digests
     }
 }
 

@@ -53,10 +53,11 @@ public struct RecordChanges: Sendable {
 
     // MARK: Writing
 
-    /// A new record. A person is its own data subject: it gets a fresh subject key.
+    /// A new record. A person is its own data subject: it gets a fresh subject key (`subjectKey`
+    /// when the caller made it, to digest the written values under it).
     public func create(
         _ entity: EntityCode, id: CRMID, fields input: [String: FieldValue], owner: String, teams: [CRMID],
-        principal: String, now: UInt64
+        principal: String, now: UInt64, subjectKey given: SymmetricKey? = nil
     ) throws -> Transaction {
         let definition = try definition(entity)
         let keySet = try inUse()
@@ -70,7 +71,7 @@ public struct RecordChanges: Sendable {
             entity: entity, id: id, owner: owner, teams: teams, subject: nil, createdAtMillis: now,
             createdBy: principal)
         if definition.sealsUnderOwnSubject {
-            let subjectKey = try SymmetricKey.generate()
+            let subjectKey = try given ?? SymmetricKey.generate()
             let vaultKey = CRMLayout.subjectKey(workspace: workspace, subject: id)
             conditions.append(.absent(key: vaultKey))
             operations.append(
@@ -263,7 +264,7 @@ public struct RecordChanges: Sendable {
 
     /// Whose key seals an activity's or a company's personal fields: the first person among an
     /// activity's targets, else the workspace's own subject.
-    private func subjectOf(_ values: [String: FieldValue]) -> CRMID {
+    func subjectOf(_ values: [String: FieldValue]) -> CRMID {
         if case .targets(let targets)? = values["targets"], let person = targets.first(where: { $0.entity == .person })
         {
             return person.id

@@ -315,6 +315,7 @@ struct Audit: AsyncParsableCommand {
         let field_ids: [UInt32]
         let request_id: String
         let reason: String
+        let value_digests: [String]
 
         init(_ view: Crm_V1_AuditEntryView) {
             seq = view.seq
@@ -329,6 +330,7 @@ struct Audit: AsyncParsableCommand {
             field_ids = view.fieldIds
             request_id = view.requestID
             reason = view.reason
+            value_digests = view.valueDigests
         }
     }
 }

@@ -1,6 +1,7 @@
 import AuditChain
 import CRM
 import CRMProto
+import Foundation
 import GRPCCore
 import KVStore
 
@@ -162,6 +163,9 @@ extension AdminService {
         view.requestID = entry.requestID
         view.outcome = entry.outcome.name
         view.reason = entry.reason
+        view.valueDigests = entry.valueDigests.map {
+            "\($0.field):" + $0.digest.map { String(format: "%02x", $0) }.joined()
+        }
         return view
     }
 }

@@ -5,6 +5,7 @@ import GRPCNIOTransportHTTP2Posix
 import Identity
 import KVStore
 import Raft
+import Sealing
 import Transport
 
 /// The records API (`crm.v1.Records`) on a member's client listener and its front. Reads are
@@ -222,13 +223,16 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
                 let id =
                     message.requestID.isEmpty
                     ? try CRMID.random() : try crm.changes.id(principal: actor.owner, requestID: message.requestID)
+                let ownKey = definition.sealsUnderOwnSubject ? try SymmetricKey.generate() : nil
                 var transaction = try crm.changes.create(
                     entity, id: id, fields: fields, owner: actor.owner, teams: teams, principal: actor.owner,
-                    now: crm.local.nowMillis())
+                    now: crm.local.nowMillis(), subjectKey: ownKey)
                 transaction.conditions += try TeamStore(directory: directory.identity.directory).joinable(teams)
-                let audit = actor.audit(
+                var audit = actor.audit(
                     "record.create", entity, id, subject: definition.sealsUnderOwnSubject ? id : nil,
                     fields: definition.ids(of: fields.keys), requestID: message.requestID)
+                audit.valueDigests = try crm.changes.valueDigests(
+                    fields, entity: entity, record: id, subject: nil, subjectKey: ownKey)
                 switch try await crm.propose(actor.pinned(transaction), caller: caller, audit: audit) {
                 case .applied:
                     return try response(entity, id, actor)
@@ -257,7 +261,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
             let set = try RecordsProto.values(message.set)
             let (entity, id, actor) = try await changeRecord(
                 access, message.entity, message.id, message.expectedVersion, .update, "record.update",
-                written: Array(set.keys) + message.clear
+                written: Array(set.keys) + message.clear, values: set
             ) { actor, current, definition in
                 try actor.requireEditable(Array(set.keys) + message.clear, definition)
                 return try crm.changes.update(
@@ -353,7 +357,7 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
     /// record changed.
     private func changeRecord(
         _ access: Call, _ entityName: String, _ idText: String, _ expected: UInt64, _ action: ObjectAction,
-        _ auditAction: String, written: [String] = [],
+        _ auditAction: String, written: [String] = [], values: [String: FieldValue] = [:],
         _ make: (Actor, VersionedRecord, EntityDefinition) throws -> Transaction
     ) async throws -> (EntityCode, CRMID, Actor) {
         let entity = try RecordsProto.entity(entityName)
@@ -379,8 +383,10 @@ struct RecordsService: Crm_V1_Records.ServiceProtocol {
             if case let delay = FaultHooks.shared.checkToCommitDelayMilliseconds, delay > 0 {
                 try await Task.sleep(for: .milliseconds(delay))
             }
-            let audit = actor.audit(
+            var audit = actor.audit(
                 auditAction, entity, id, subject: current.record.subject, fields: definition.ids(of: written))
+            audit.valueDigests = try crm.changes.valueDigests(
+                values, entity: entity, record: id, subject: current.record.subject)
             switch try await crm.propose(transaction, caller: access.caller, audit: audit) {
             case .applied: return (entity, id, actor)
             case .conditionFailed: continue

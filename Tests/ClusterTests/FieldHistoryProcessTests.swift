@@ -53,6 +53,17 @@ extension RealProcessTests {
             #expect(items.allSatisfy { $0.actor.hasPrefix("crm://user/") && $0.timeMs > 0 })
 
             let file = try cluster.writeClusterFile()
+            // The update's entry names the written value only by a keyed digest.
+            let updates = try ProcessCluster.tool(
+                "crmctl", ["audit", "query", "--action", "record.update", "--json", "--cluster", file])
+            let entries =
+                (try? JSONSerialization.jsonObject(with: Data(updates.output.utf8))) as? [[String: Any]] ?? []
+            let digests = entries.compactMap { $0["value_digests"] as? [String] }
+            #expect(digests.count == 2 && digests.allSatisfy { $0.count == 1 }, "\(updates.output)")
+            let hexLengths = digests.flatMap { $0 }.map { digest in digest.components(separatedBy: ":").last?.count ?? 0
+            }
+            #expect(hexLengths == [32, 32], "\(digests)")
+            #expect(!updates.output.contains("Programmer") && !updates.output.contains("Mathematician"))
             let history = try ProcessCluster.tool(
                 "crmctl", ["audit", "query", "--action", "record.history", "--json", "--cluster", file])
             #expect(history.output.contains("\"done\"") && history.output.contains("\"denied\""), "\(history.output)")

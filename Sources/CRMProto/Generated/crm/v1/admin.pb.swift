@@ -203,6 +203,10 @@ public nonisolated struct Crm_V1_AuditEntryView: Sendable {
 
   public var reason: String = String()
 
+  /// Personal values a write wrote, as `<field id>:<digest hex>`: 16 bytes of HMAC-SHA-256 under
+  /// the data subject's key (never the value; unverifiable once the subject is erased).
+  public var valueDigests: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1123,7 +1127,7 @@ nonisolated extension Crm_V1_AuditFilter: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Crm_V1_AuditEntryView: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuditEntryView"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}seq\0\u{1}stored\0\u{3}log_time_ms\0\u{1}action\0\u{1}actor\0\u{1}application\0\u{1}entity\0\u{3}record_ids\0\u{3}subject_ids\0\u{3}field_ids\0\u{3}request_id\0\u{1}outcome\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}seq\0\u{1}stored\0\u{3}log_time_ms\0\u{1}action\0\u{1}actor\0\u{1}application\0\u{1}entity\0\u{3}record_ids\0\u{3}subject_ids\0\u{3}field_ids\0\u{3}request_id\0\u{1}outcome\0\u{1}reason\0\u{3}value_digests\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1144,6 +1148,7 @@ nonisolated extension Crm_V1_AuditEntryView: SwiftProtobuf.Message, SwiftProtobu
       case 11: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
       case 12: try { try decoder.decodeSingularStringField(value: &self.outcome) }()
       case 13: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 14: try { try decoder.decodeRepeatedStringField(value: &self.valueDigests) }()
       default: break
       }
     }
@@ -1189,6 +1194,9 @@ nonisolated extension Crm_V1_AuditEntryView: SwiftProtobuf.Message, SwiftProtobu
     if !self.reason.isEmpty {
       try visitor.visitSingularStringField(value: self.reason, fieldNumber: 13)
     }
+    if !self.valueDigests.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.valueDigests, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1206,6 +1214,7 @@ nonisolated extension Crm_V1_AuditEntryView: SwiftProtobuf.Message, SwiftProtobu
     if lhs.requestID != rhs.requestID {return false}
     if lhs.outcome != rhs.outcome {return false}
     if lhs.reason != rhs.reason {return false}
+    if lhs.valueDigests != rhs.valueDigests {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
