@@ -24,6 +24,13 @@ public enum AuditChain {
 
     public static func entryPrefix(_ chain: [UInt8]) -> [UInt8] { chain + [UInt8(ascii: "/")] }
 
+    /// Lower-case hex, as hashes and digests of the trail are shown.
+    public static func hex(_ bytes: [UInt8]) -> String {
+        String(bytes.flatMap { byte in [hexDigits[Int(byte >> 4)], hexDigits[Int(byte & 0x0F)]] })
+    }
+
+    private static let hexDigits = Array("0123456789abcdef")
+
     public static func entryKey(_ chain: [UInt8], _ seq: UInt64) -> [UInt8] {
         var writer = BinaryWriter(capacity: chain.count + 9)
         writer.raw(entryPrefix(chain))

@@ -61,8 +61,8 @@ public struct CollectorCopy {
         var copy = CollectorCopy(
             directory: directory,
             state: State(
-                collector: collector, base_seq: 0, base_hash: hex(AuditChain.genesis), seq: 0,
-                hash: hex(AuditChain.genesis), bytes: 0))
+                collector: collector, base_seq: 0, base_hash: AuditChain.hex(AuditChain.genesis), seq: 0,
+                hash: AuditChain.hex(AuditChain.genesis), bytes: 0))
         if let data = files.contents(atPath: copy.stateURL.path) {
             guard let state = try? JSONDecoder().decode(State.self, from: data) else {
                 throw Problem.notAnAuditCopy("\(copy.stateURL.path) does not decode")
@@ -83,9 +83,9 @@ public struct CollectorCopy {
     public mutating func start(after base: AuditHead) throws {
         precondition(entries == 0 && state.seq == state.base_seq, "only an empty copy starts over")
         state.base_seq = base.seq
-        state.base_hash = Self.hex(base.hash)
+        state.base_hash = AuditChain.hex(base.hash)
         state.seq = base.seq
-        state.hash = Self.hex(base.hash)
+        state.hash = AuditChain.hex(base.hash)
         try saveState()
     }
 
@@ -107,7 +107,7 @@ public struct CollectorCopy {
         try handle.synchronize()
         state.bytes += UInt64(writer.bytes.count)
         state.seq = final.head.seq
-        state.hash = Self.hex(final.head.hash)
+        state.hash = AuditChain.hex(final.head.hash)
         entries += stored.count
         try saveState()
     }
@@ -174,8 +174,6 @@ public struct CollectorCopy {
 
     /// An entry as stored: its body and the link's fields around it.
     static let maxStoredBytes = AuditChain.maxBodyBytes + 1024
-
-    public static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
 
     static func bytes(hex: String) -> [UInt8]? {
         let digits = Array(hex.utf8)

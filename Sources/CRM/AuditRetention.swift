@@ -88,14 +88,18 @@ public struct AuditRetention: Sendable {
     }
 
     /// What one pruning call removes, from the base on, below `requested` and `allowedBelow`,
-    /// at most `maxPrunedPerCall` entries; nil when nothing may go.
-    public func plan(below requested: UInt64) throws -> (from: UInt64, to: UInt64, base: AuditHead, version: UInt64?)? {
+    /// at most `maxPrunedPerCall` entries, with how far pruning may go now (`allowed`); nil when
+    /// nothing may go.
+    public func plan(
+        below requested: UInt64
+    ) throws -> (from: UInt64, to: UInt64, base: AuditHead, version: UInt64?, allowed: UInt64)? {
         let (base, version) = try base()
-        let end = min(requested, try allowedBelow())
+        let allowed = try allowedBelow()
+        let end = min(requested, allowed)
         guard end > base.seq + 1 else { return nil }
         let to = min(end - 1, base.seq + Self.maxPrunedPerCall)
         assert(to > base.seq && to - base.seq <= Self.maxPrunedPerCall, "a bounded, non-empty range after the base")
-        return (base.seq + 1, to, base, version)
+        return (base.seq + 1, to, base, version, allowed)
     }
 
     /// The transaction that removes entries [from, to] (`newBase` is entry `to`) and appends

@@ -191,14 +191,7 @@ public struct FieldHistory: Sendable {
 extension RecordChanges {
     /// The record's history, newest first; a record whose subject was erased has none left.
     public func history(of record: StoredRecord, limit: Int) throws -> [HistoryEntry] {
-        let subjectKey: SymmetricKey?
-        if let subject = record.subject {
-            subjectKey =
-                try kv.crmValue(CRMLayout.subjectKey(workspace: workspace, subject: subject)) == nil
-                ? nil : try existingSubjectKey(subject)
-        } else {
-            subjectKey = nil
-        }
+        let subjectKey = try record.subject.flatMap(subjectKeyIfPresent)
         return try FieldHistory(kv: kv, workspace: workspace).entries(
             of: record.id, subjectKey: subjectKey, limit: limit)
     }

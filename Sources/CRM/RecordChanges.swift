@@ -298,6 +298,13 @@ public struct RecordChanges: Sendable {
         return key
     }
 
+    /// The subject's key, or nil when it is gone (erased) — one read.
+    func subjectKeyIfPresent(_ subject: CRMID) throws -> SymmetricKey? {
+        try kv.crmValue(CRMLayout.subjectKey(workspace: workspace, subject: subject)).map {
+            try unwrap($0.payload, subject)
+        }
+    }
+
     func existingSubjectKey(_ subject: CRMID) throws -> SymmetricKey {
         guard let stored = try kv.crmValue(CRMLayout.subjectKey(workspace: workspace, subject: subject)) else {
             throw RecordError.keys(.doesNotOpen("subject \(subject)'s key (erased)"))

@@ -45,9 +45,7 @@ extension RecordChanges {
         guard !personal.isEmpty else { return [] }
         let subject = subject ?? (definition.sealsUnderOwnSubject ? record : subjectOf(input))
         guard
-            let key = try given
-                ?? (kv.crmValue(CRMLayout.subjectKey(workspace: workspace, subject: subject)) == nil
-                    ? nil : existingSubjectKey(subject))
+            let key = try given ?? subjectKeyIfPresent(subject)
         else { return [] }
         return personal.map { ValueDigest.of($0.1, field: $0.0, record: record, under: key) }
     }

@@ -265,7 +265,7 @@ struct Audit: AsyncParsableCommand {
         return nil
     }
 
-    static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+    static func hex(_ bytes: [UInt8]) -> String { AuditChain.hex(bytes) }
 
     static func time(_ millis: UInt64) -> String {
         ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(millis) / 1000))

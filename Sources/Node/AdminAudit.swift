@@ -164,7 +164,7 @@ extension AdminService {
         view.outcome = entry.outcome.name
         view.reason = entry.reason
         view.valueDigests = entry.valueDigests.map {
-            "\($0.field):" + $0.digest.map { String(format: "%02x", $0) }.joined()
+            "\($0.field):" + AuditChain.hex($0.digest)
         }
         return view
     }

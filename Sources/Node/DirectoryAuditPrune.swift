@@ -33,12 +33,12 @@ extension DirectoryService {
             guard let hash = try retention.hash(of: plan.to) else {
                 throw RPCError(code: .dataLoss, message: "entry \(plan.to) of the audit trail is missing or damaged")
             }
-            let allowed = try retention.allowedBelow()
+            let allowed = plan.allowed
             let entry = AuditEntry(
                 action: "audit.prune", actor: DirectoryChanges.owner(of: checked.session.user),
                 application: caller.owner,
                 reason:
-                    "entries \(plan.from)-\(plan.to) removed; the chain starts after \(plan.to) (\(hash.map { String(format: "%02x", $0) }.joined())); collectors and checkpoints allowed below \(allowed)"
+                    "entries \(plan.from)-\(plan.to) removed; the chain starts after \(plan.to) (\(AuditChain.hex(hash))); collectors and checkpoints allowed below \(allowed)"
             )
             let transaction = retention.prune(
                 from: plan.from, to: AuditHead(seq: plan.to, hash: hash), baseVersion: plan.version, entry: entry)
