@@ -142,6 +142,7 @@ extension FieldDefinition {
         var field = self
         field.type = spec.type
         field.purpose = spec.purpose
+        field.tracked = spec.tracked
         return field
     }
 }
@@ -172,7 +173,7 @@ enum CustomFieldCoding {
         for field in fields {
             writer.u16(field.id)
             writer.blob(Array(field.name.utf8))
-            writer.u8((field.personal ? 1 : 0) | (field.retired ? 2 : 0))
+            writer.u8((field.personal ? 1 : 0) | (field.retired ? 2 : 0) | (field.tracked ? 4 : 0))
             writer.optionalBlob(field.purpose.map { Array($0.utf8) })
             write(field.type, into: &writer)
         }
@@ -185,7 +186,7 @@ enum CustomFieldCoding {
         var fields: [FieldDefinition] = []
         for _ in 0..<count {
             guard let id = reader.u16(), id >= CRMLimits.firstCustomField,
-                let name = reader.text(limit: CustomFieldRules.maxNameBytes), let flags = reader.u8(), flags < 4,
+                let name = reader.text(limit: CustomFieldRules.maxNameBytes), let flags = reader.u8(), flags < 8,
                 let purpose = reader.optionalBlob(limit: CustomFieldRules.maxNameBytes), let type = readType(&reader)
             else { return nil }
             let personal = flags & 1 != 0
@@ -193,6 +194,7 @@ enum CustomFieldCoding {
             guard !personal || purposeText != nil else { return nil }
             var field = FieldDefinition(id, name, type, personal: personal, purpose: purposeText)
             field.retired = flags & 2 != 0
+            field.tracked = flags & 4 != 0
             fields.append(field)
         }
         return reader.isAtEnd ? fields : nil

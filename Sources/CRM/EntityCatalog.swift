@@ -87,13 +87,16 @@ public struct FieldDefinition: Equatable, Sendable {
     public var purpose: String?
     public var lookup: FieldLookup?
     public var index: FieldIndex?
+    /// Its changes are kept in the record's field history (`FieldHistory`), as personal
+    /// fields' always are.
+    public var tracked: Bool
     /// A custom field taken out of use: refused in writes, absent from reads; its id and name
     /// are never given to another field.
     public var retired = false
 
     public init(
         _ id: UInt16, _ name: String, _ type: FieldType, personal: Bool = false, purpose: String? = nil,
-        lookup: FieldLookup? = nil, index: FieldIndex? = nil
+        lookup: FieldLookup? = nil, index: FieldIndex? = nil, tracked: Bool = false
     ) {
         precondition(index == nil || !personal, "personal values are never in an index key")
         precondition(!personal || purpose != nil, "a personal field declares its purpose")
@@ -104,6 +107,7 @@ public struct FieldDefinition: Equatable, Sendable {
         self.purpose = purpose
         self.lookup = lookup
         self.index = index
+        self.tracked = tracked
     }
 
     public var isCustom: Bool { id >= CRMLimits.firstCustomField }
@@ -192,10 +196,10 @@ public enum EntityCatalog {
                 code: code,
                 fields: [
                     FieldDefinition(1, "name", text),
-                    FieldDefinition(2, "amount", .money),
+                    FieldDefinition(2, "amount", .money, tracked: true),
                     FieldDefinition(
                         3, "stage", .choice(["new", "qualified", "proposal", "negotiation", "won", "lost"]),
-                        index: .stage),
+                        index: .stage, tracked: true),
                     FieldDefinition(4, "close_date", .date, index: .due),
                     FieldDefinition(5, "probability", .integer(min: 0, max: 100)),
                     FieldDefinition(6, "company_id", .reference(.company), index: .company),

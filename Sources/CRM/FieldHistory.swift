@@ -34,8 +34,8 @@ public struct HistoryEntry: Equatable, Sendable {
 }
 
 /// Field history at `c/<workspace>/h/<record id><time (8, big-endian)><random (4)>`: each change
-/// of a record's personal fields and of the fields its entity tracks (a deal's stage and
-/// amount), with the old and new values, who and when. A row of a record with a data subject is
+/// of a record's personal fields and of its tracked ones (a deal's stage and amount, custom
+/// fields put with `track_history`), with the old and new values, who and when. A row of a record with a data subject is
 /// sealed as a whole under the subject's key (erasing the subject erases its history wherever
 /// copied); others are stored plain (they hold no personal data). Rows older than the retention
 /// (`crm.history_retention_days`, 548) are removed by the leader's sweep.
@@ -53,12 +53,9 @@ public struct FieldHistory: Sendable {
         self.workspace = workspace
     }
 
-    /// Non-personal fields whose changes are kept too, by entity.
-    public static let trackedFields: [EntityCode: Set<String>] = [.deal: ["stage", "amount"]]
-
-    public static func tracks(_ field: FieldDefinition, of entity: EntityCode) -> Bool {
-        field.personal || trackedFields[entity]?.contains(field.name) == true
-    }
+    /// Whether changes of `field` are kept: personal fields always, others when their
+    /// definition says so (a deal's stage and amount; custom fields put with `track_history`).
+    public static func tracks(_ field: FieldDefinition) -> Bool { field.personal || field.tracked }
 
     var prefix: [UInt8] { CRMLayout.workspaceKey(workspace, "/h/") }
     func prefix(of record: CRMID) -> [UInt8] { prefix + record.bytes }

@@ -143,7 +143,7 @@ public struct RecordChanges: Sendable {
         }
         try fill(&record, values, definition, subjectKey: key)
         if let history {
-            let changes = definition.fields.filter { FieldHistory.tracks($0, of: record.entity) }.compactMap {
+            let changes = definition.fields.filter { FieldHistory.tracks($0) }.compactMap {
                 field -> FieldChange? in
                 before[field.name] == values[field.name]
                     ? nil : FieldChange(field: field.id, old: before[field.name], new: values[field.name])

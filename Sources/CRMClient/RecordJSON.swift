@@ -22,9 +22,35 @@ public enum RecordJSON {
             "fields": described.fields.map {
                 [
                     "name": $0.name, "type": $0.type, "personal": $0.personal, "purpose": $0.purpose,
-                    "lookup": $0.lookup, "index": $0.index, "custom": $0.custom,
+                    "lookup": $0.lookup, "index": $0.index, "custom": $0.custom, "tracked": $0.tracked,
                 ] as [String: Any]
             },
+        ]
+    }
+
+    /// A record's field history, newest first: each change with its old and new value (absent
+    /// where the field had none, or was cleared).
+    public static func object(_ history: Crm_V1_HistoryResponse) -> [String: Any] {
+        [
+            "items": history.items.map { item in
+                [
+                    "time_ms": item.timeMs, "actor": item.actor,
+                    "changes": item.changes.map { change in
+                        var object: [String: Any] = ["field": change.field]
+                        if change.hasOldValue { object["old"] = value(change.oldValue) }
+                        if change.hasNewValue { object["new"] = value(change.newValue) }
+                        return object
+                    },
+                ] as [String: Any]
+            }
+        ]
+    }
+
+    /// A security alert as `ListAlerts` gives it (ids and names, never a personal value).
+    public static func object(_ alert: Crm_V1_AlertInfo) -> [String: Any] {
+        [
+            "cursor": alert.cursor, "kind": alert.kind, "time_ms": alert.timeMs, "user_id": alert.userID,
+            "application": alert.application, "detail": alert.detail,
         ]
     }
 

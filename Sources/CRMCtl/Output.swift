@@ -102,6 +102,7 @@ enum Output {
         case .tamper: return "TAMPER"
         case .authAttack: return "AUTH_ATTACK"
         case .clockSkew: return "CLOCK_SKEW"
+        case .auditBacklog: return "AUDIT_BACKLOG"
         case .unknown, .UNRECOGNIZED: return "UNKNOWN"
         }
     }

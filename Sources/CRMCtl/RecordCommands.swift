@@ -174,6 +174,8 @@ struct Records: AsyncParsableCommand {
         @Option(help: "integer: the largest value.") var max: Int64?
         @Option(help: "choice: the values, comma-separated.") var choices: String?
         @Option(help: "reference, references: the entity referred to.") var target: String?
+        @Flag(help: "Keep the field's changes in each record's history (given again with every widening, or it stops).")
+        var trackHistory = false
         func run() async throws {
             var request = Crm_V1_PutFieldRequest()
             request.entity = entity
@@ -187,6 +189,7 @@ struct Records: AsyncParsableCommand {
             if let max { request.max = max }
             request.choices = choices.map { $0.split(separator: ",").map(String.init) } ?? []
             request.targetEntity = target ?? ""
+            request.trackHistory = trackHistory
             let sent = request
             let described = try await Records.call(options, signedIn) { try await $0.records.putField(sent) }
             try options.json ? Output.object(RecordJSON.object(described)) : Records.print(described)
@@ -213,9 +216,12 @@ struct Records: AsyncParsableCommand {
 
     static func print(_ described: Crm_V1_DescribeResponse) {
         Output.table(
-            ["FIELD", "TYPE", "PERSONAL", "PURPOSE", "LOOKUP", "INDEX", "CUSTOM"],
+            ["FIELD", "TYPE", "PERSONAL", "PURPOSE", "LOOKUP", "INDEX", "CUSTOM", "HISTORY"],
             described.fields.map {
-                [$0.name, $0.type, $0.personal ? "yes" : "no", $0.purpose, $0.lookup, $0.index, $0.custom ? "yes" : ""]
+                [
+                    $0.name, $0.type, $0.personal ? "yes" : "no", $0.purpose, $0.lookup, $0.index,
+                    $0.custom ? "yes" : "", $0.tracked ? "yes" : "",
+                ]
             })
     }
 

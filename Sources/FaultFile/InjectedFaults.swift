@@ -29,6 +29,9 @@ public struct InjectedFaults: Codable, Sendable, Equatable {
     /// Changes a byte of this member's audit entry of that seq in its store (once per value),
     /// as someone editing the files would: the next checkpoint raises TAMPER here.
     public var tamperAuditSeq: UInt64?
+    /// Waited before each batch of audit entries this member writes, as by a trail that is not
+    /// keeping up: its queue fills and AUDIT_BACKLOG is raised.
+    public var auditAppendDelayMilliseconds: Int?
 
     public init(
         fsyncDelayMilliseconds: Int? = nil, fsyncFails: Bool? = nil, freeDiskBytes: UInt64? = nil,
@@ -51,6 +54,7 @@ public struct InjectedFaults: Codable, Sendable, Equatable {
         case sessionClockOffsetMilliseconds = "session_clock_offset_ms"
         case checkToCommitDelayMilliseconds = "check_to_commit_delay_ms"
         case tamperAuditSeq = "tamper_audit_seq"
+        case auditAppendDelayMilliseconds = "audit_append_delay_ms"
     }
 }
 

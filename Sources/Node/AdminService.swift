@@ -27,6 +27,8 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
     let directory: @Sendable () -> [NodeID: MemberEndpoints]
     /// Called when `Verify` finds damage.
     let raiseCorrupt: @Sendable (String) -> Void
+    /// Writes the entries of operators' acts on this member to the cluster's audit trail.
+    let audit: AuditRecorder
 
     func status(request: Crm_V1_StatusRequest, context: ServerContext) async throws -> Crm_V1_StatusResponse {
         _ = try authorization.requireAdmin(context)
@@ -172,11 +174,17 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         return response
     }
 
+    /// Rotates this member's storage data key. The act is in the cluster's audit trail before it
+    /// happens (UNAVAILABLE, nothing rotated, while the trail cannot be written); a rotation that
+    /// then fails gets a second entry saying so.
     func rotateKeys(request: Crm_V1_RotateKeysRequest, context: ServerContext) async throws -> Crm_V1_RotateKeysResponse
     {
         let admin = try authorization.requireAdmin(context)
         let engine = self.storage
-        let active = try await offload { try engine.rotateDataKey() }
+        let was = engine.keyStatus().activeKeyID
+        let active = try await audited(
+            "keys.rotate_data", by: admin, reason: "member \(self.engine.id) storage data key \(was)"
+        ) { try await offload { try engine.rotateDataKey() } }
         logger.notice("data key rotated", metadata: ["active_key": "\(active)", "admin": "\(admin)"])
         // Old values are re-sealed in the background; the old key retires when that is done.
         let reseal = BackgroundReseal(engine: engine)
@@ -186,6 +194,28 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         response.activeKeyID = keys.activeKeyID
         response.liveKeyIds = keys.liveKeyIDs
         return response
+    }
+
+    /// Runs an operator's `act` once its audit entry has committed, so that no act is without its
+    /// entry; if `act` fails, a second entry (outcome failed) records that too.
+    private func audited<T: Sendable>(
+        _ action: String, by admin: String, reason: String, _ act: () async throws -> T
+    ) async throws -> T {
+        let caller = Caller(identity: .client(admin))
+        do {
+            try await audit.record([caller.audit(action, reason: reason)], wait: true)
+        } catch let error as RPCError {
+            throw RPCError(
+                code: error.code, message: "not done: its audit entry could not be written (\(error.message))")
+        }
+        do {
+            return try await act()
+        } catch {
+            var failed = caller.audit(action, reason: "\(reason): failed")
+            failed.outcome = .failed
+            try? await audit.record([failed], wait: false)
+            throw error
+        }
     }
 
     func verify(request: Crm_V1_VerifyRequest, context: ServerContext) async throws -> Crm_V1_VerifyResponse {
@@ -376,6 +406,7 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         case .tamper: proto.kind = .tamper
         case .authAttack: proto.kind = .authAttack
         case .clockSkew: proto.kind = .clockSkew
+        case .auditBacklog: proto.kind = .auditBacklog
         }
         proto.memberID = alarm.memberID
         proto.raisedAtMs = UInt64(alarm.raisedAt.timeIntervalSince1970 * 1000)

@@ -11,8 +11,9 @@ import Raft
 /// (`Records.AppendAudit`). A read that must not release personal data before its entry is in
 /// the trail waits for its batch; one whose entry cannot be written is refused UNAVAILABLE.
 actor AuditRecorder {
-    /// Entries waiting for a batch; beyond this a read is refused (the trail is not keeping up).
-    static let maxQueued = 10_000
+    /// Entries waiting for a batch by default (`crm.audit_queue_entries`); beyond the bound a
+    /// read is refused (the trail is not keeping up) and AUDIT_BACKLOG is raised.
+    static let defaultQueueEntries = 10_000
     /// Entries in one proposal (half the operations a transaction may hold).
     static let maxBatch = 256
 
@@ -22,23 +23,30 @@ actor AuditRecorder {
     nonisolated let waitsForReads: Bool
     /// The exfiltration guard's count (used while this member leads).
     nonisolated let subjects: SubjectCounter
-    private var queue: [(entry: AuditEntry, waiter: CheckedContinuation<Void, any Error>?)] = []
+    /// The queue's bound, fill and overflows, for the health monitor and `/metrics`.
+    nonisolated let backlog: AuditBacklog
+    private var queue: [(entry: AuditEntry, waiter: CheckedContinuation<Void, any Error>?)] = [] {
+        didSet { backlog.queued(queue.count) }
+    }
     private var flushing = false
 
     init(
         crm: CRMRecords, members: MemberClients, waitsForReads: Bool,
-        maxSubjectsPerHour: Int = NodeConfig.CRM.defaultMaxSubjectsPerHour
+        maxSubjectsPerHour: Int = NodeConfig.CRM.defaultMaxSubjectsPerHour,
+        backlog: AuditBacklog = AuditBacklog(capacity: AuditRecorder.defaultQueueEntries)
     ) {
         self.crm = crm
         self.members = members
         self.waitsForReads = waitsForReads
+        self.backlog = backlog
         subjects = SubjectCounter(limit: maxSubjectsPerHour)
     }
 
     /// Queues `entries`; with `wait`, returns once they have committed (or throws UNAVAILABLE).
     func record(_ entries: [AuditEntry], wait: Bool) async throws {
         guard !entries.isEmpty else { return }
-        guard queue.count + entries.count <= Self.maxQueued else {
+        guard queue.count + entries.count <= backlog.capacity else {
+            backlog.refused(entries.count, now: WallClock.nowMillis())
             throw RPCError(
                 code: .unavailable, message: "the audit trail is not keeping up; nothing was released, try again")
         }
@@ -81,6 +89,9 @@ actor AuditRecorder {
     }
 
     private func append(_ entries: [AuditEntry]) async throws {
+        if case let delay = FaultHooks.shared.auditAppendDelayMilliseconds, delay > 0 {
+            try await Task.sleep(for: .milliseconds(delay))
+        }
         if crm.isLeader {
             try await Self.propose(entries, crm, subjects)
             return

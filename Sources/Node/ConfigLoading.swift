@@ -125,7 +125,7 @@ extension NodeConfig {
                 "key_file": .scalar, "rewrap_batches_per_second": .scalar, "audit_reads": .scalar, "mfa": .scalar,
                 "audit_checkpoint_seconds": .scalar, "geo_file": .scalar, "max_subjects_per_hour": .scalar,
                 "auth_attack_failures_per_minute": .scalar, "isolate_clients": .scalar,
-                "history_retention_days": .scalar,
+                "history_retention_days": .scalar, "audit_queue_entries": .scalar,
             ]),
             "connections": .mapping([
                 "max_per_listener": .scalar, "max_per_address": .scalar, "first_request_ms": .scalar,
@@ -302,6 +302,9 @@ extension NodeConfig {
         }
         if let days = crm?.historyRetentionDays, !(1...36_500).contains(days) {
             problems.append("crm.history_retention_days: \(days) is outside 1–36500")
+        }
+        if let entries = crm?.auditQueueEntries, !(100...1_000_000).contains(entries) {
+            problems.append("crm.audit_queue_entries: \(entries) is outside 100–1000000")
         }
         if let failures = crm?.authAttackFailuresPerMinute, !(10...1_000_000).contains(failures) {
             problems.append("crm.auth_attack_failures_per_minute: \(failures) is outside 10–1000000")

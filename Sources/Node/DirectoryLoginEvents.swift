@@ -155,18 +155,24 @@ extension DirectoryService {
     func listAlerts(
         request: ServerRequest<Crm_V1_ListAlertsRequest>, context: ServerContext
     ) async throws -> ServerResponse<Crm_V1_ListAlertsResponse> {
-        let access = try admit(request.metadata, context)
+        ServerResponse(
+            message: try await listAlerts(request.message, try admit(request.metadata, context), request.metadata))
+    }
+
+    func listAlerts(
+        _ message: Crm_V1_ListAlertsRequest, _ access: RecordsService.Call, _ metadata: Metadata
+    ) async throws -> Crm_V1_ListAlertsResponse {
         try crm.checkServing()
         return try await CRMIdentity.mapped {
             try await crm.mapped {
-                try await requireAlertReader(request.metadata, access.caller)
-                let limit = request.message.limit == 0 ? 100 : Int(request.message.limit)
+                try await requireAlertReader(metadata, access.caller)
+                let limit = message.limit == 0 ? 100 : Int(message.limit)
                 guard (1...1_000).contains(limit) else {
                     throw RPCError(code: .invalidArgument, message: "`limit` is 1 to 1000")
                 }
                 var response = Crm_V1_ListAlertsResponse()
-                response.alerts = try alerts(after: try cursor(request.message.after), limit: limit).map { $0.1 }
-                return ServerResponse(message: response)
+                response.alerts = try alerts(after: try cursor(message.after), limit: limit).map { $0.1 }
+                return response
             }
         }
     }

@@ -328,6 +328,9 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         public var isolateClients: Bool?
         /// Days a field-history row is kept (1 to 36,500; 548, eighteen months, when not given).
         public var historyRetentionDays: Int?
+        /// Audit entries a member queues for writing at most (100 to 1,000,000; 10,000 when not
+        /// given): past it reads are refused UNAVAILABLE and AUDIT_BACKLOG is raised.
+        public var auditQueueEntries: Int?
 
         public enum AuditReads: String, Codable, Sendable, Equatable {
             case sync, async
@@ -359,6 +362,7 @@ public struct NodeConfig: Codable, Sendable, Equatable {
             case authAttackFailuresPerMinute = "auth_attack_failures_per_minute"
             case isolateClients = "isolate_clients"
             case historyRetentionDays = "history_retention_days"
+            case auditQueueEntries = "audit_queue_entries"
         }
 
         public static let defaultMaxSubjectsPerHour = 500

@@ -45,6 +45,8 @@ public final class NodeMetrics: Sendable {
     private let stallWorst: Gauge
     private let applyLag: Gauge
     private let deadMembers: Gauge
+    private let auditQueued: Gauge
+    private let auditRefused: Gauge
     private let certificateExpiry = Mutex<[String: Gauge]>([:])
 
     static let latencyBuckets: [Duration] = [
@@ -131,6 +133,17 @@ public final class NodeMetrics: Sendable {
         applyLag = registry.makeGauge(name: "crm_apply_lag_entries", help: "Committed entries not yet applied")
         deadMembers = registry.makeGauge(
             name: "crm_dead_members", help: "Members silent for longer than failover.dead_after_seconds")
+        auditQueued = registry.makeGauge(
+            name: "crm_audit_queue_entries", help: "Audit entries of this member's reads waiting to be written")
+        auditRefused = registry.makeGauge(
+            name: "crm_audit_queue_refused_total",
+            help: "Reads refused UNAVAILABLE because the audit queue was full (crm.audit_queue_entries)")
+    }
+
+    /// Mirrors the audit queue into the gauges (called before each scrape).
+    func refresh(auditQueue counts: (queued: Int, refusedTotal: UInt64)) {
+        auditQueued.set(to: Double(counts.queued))
+        auditRefused.set(to: Double(counts.refusedTotal))
     }
 
     /// Mirrors the health monitor's findings into the gauges (called before each scrape).

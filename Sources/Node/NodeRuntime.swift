@@ -218,9 +218,10 @@ public final class NodeRuntime: @unchecked Sendable {
         let attacks = AuthAttackWatch(
             threshold: config.crm?.authAttackFailuresPerMinute ?? NodeConfig.CRM.defaultAuthAttackFailuresPerMinute,
             isolates: config.crm?.isolateClients ?? false)
+        let backlog = AuditBacklog(capacity: config.crm?.auditQueueEntries ?? AuditRecorder.defaultQueueEntries)
         let monitor = HealthMonitor(
             config: config, engine: engine, group: group, peers: { poller.observations() },
-            crmKeyProblem: { crmKeys.problem() }, attacks: attacks, logger: logger)
+            crmKeyProblem: { crmKeys.problem() }, attacks: attacks, auditBacklog: backlog, logger: logger)
         self.monitor = monitor
         let local = LocalKV(
             engine: engine, members: members, gate: { ServingGate.from(monitor.snapshot, engine.currentStatus) },
@@ -243,7 +244,8 @@ public final class NodeRuntime: @unchecked Sendable {
             geo: try config.crm?.geoFile.map { try GeoTable.load(path: $0) } ?? GeoTable(), attacks: attacks)
         let audit = AuditRecorder(
             crm: crm, members: members, waitsForReads: (config.crm?.auditReads ?? .sync) == .sync,
-            maxSubjectsPerHour: config.crm?.maxSubjectsPerHour ?? NodeConfig.CRM.defaultMaxSubjectsPerHour)
+            maxSubjectsPerHour: config.crm?.maxSubjectsPerHour ?? NodeConfig.CRM.defaultMaxSubjectsPerHour,
+            backlog: backlog)
         let directory = DirectoryService(
             identity: identity, members: members, authorization: authorization, limiter: limiter, audit: audit,
             metrics: metrics)
@@ -256,7 +258,7 @@ public final class NodeRuntime: @unchecked Sendable {
             authorization: authorization, logger: logger,
             health: { monitor.snapshot }, peers: { poller.observations() },
             directory: { [weak self] in self?.memberDirectory() ?? [:] },
-            raiseCorrupt: { monitor.raiseCorrupt($0) })
+            raiseCorrupt: { monitor.raiseCorrupt($0) }, audit: audit)
         apiListeners = [
             APIServers.Listener(
                 endpoint: config.listen.client, connections: guards.client, services: [kv, records, directory],
@@ -562,6 +564,7 @@ public final class NodeRuntime: @unchecked Sendable {
                     status, refusedConnections: transport?.refusedConnections.count ?? 0,
                     peerRoundTrips: status.roundTripMicroseconds.mapValues { .microseconds(Int64($0)) })
                 metrics.refresh(monitor.snapshot)
+                if let backlog = monitor.auditBacklog { metrics.refresh(auditQueue: backlog.counts) }
                 metrics.refresh(
                     connections: guards.all.map { ($0.name, $0.counts) } + [
                         ("peer", transport?.connectionCounts ?? .init())

@@ -118,6 +118,7 @@ enum RecordsProto {
             description.index = field.index.map { "\($0)" } ?? ""
             description.purpose = field.purpose ?? ""
             description.custom = field.isCustom
+            description.tracked = FieldHistory.tracks(field)
             return description
         }
         return response
@@ -161,6 +162,7 @@ enum RecordsProto {
         var field = FieldDefinition(0, message.name, type)
         field.personal = message.personal
         field.purpose = message.purpose.isEmpty ? nil : message.purpose
+        field.tracked = message.trackHistory
         return field
     }
 

@@ -64,4 +64,43 @@ import Testing
         let firstPage = try history.expired(before: 1_000_000, after: nil, limit: 1)
         #expect(firstPage.keys.count == 1 && firstPage.next != nil)
     }
+
+    /// A custom field put with tracking keeps its changes; switched off (a later put without
+    /// it), it keeps none, and an untracked custom field never did. The flag survives the
+    /// metadata record's encoding.
+    @Test func aCustomFieldIsTrackedWhenItsDefinitionSaysSo() throws {
+        let crm = try TestCRM()
+        func put(_ name: String, tracked: Bool) throws {
+            var spec = FieldDefinition(0, name, .text(maxBytes: 64))
+            spec.tracked = tracked
+            let change = try #require(try crm.changes.putField(.deal, spec))
+            guard case .transaction(.applied) = try crm.apply(change) else {
+                throw RecordError.badRequest("not applied")
+            }
+        }
+        try put("region", tracked: true)
+        try put("notes_ref", tracked: false)
+        let definition = try crm.changes.definition(.deal)
+        let region = try #require(definition.field(named: "region"))
+        #expect(region.tracked && FieldHistory.tracks(region))
+        #expect(try #require(definition.field(named: "notes_ref")).tracked == false)
+        #expect(try #require(definition.field(named: "stage")).tracked, "a deal's stage is tracked by the catalogue")
+
+        let deal = try crm.create(.deal, ["name": .text("Looms"), "region": .text("emea")])
+        func change(_ set: [String: FieldValue], at millis: UInt64) throws {
+            try crm.apply(
+                crm.changes.update(
+                    try crm.read(.deal, deal), set: set, clear: [],
+                    history: HistoryStamp(actor: "crm://user/carol", atMillis: millis)))
+        }
+        try change(["region": .text("apac"), "notes_ref": .text("n-1")], at: 300_000)
+        var entries = try crm.changes.history(of: try crm.read(.deal, deal).record, limit: 10)
+        #expect(entries.count == 1)
+        #expect(entries.first?.changes == [FieldChange(field: region.id, old: .text("emea"), new: .text("apac"))])
+
+        try put("region", tracked: false)
+        try change(["region": .text("amer")], at: 400_000)
+        entries = try crm.changes.history(of: try crm.read(.deal, deal).record, limit: 10)
+        #expect(entries.count == 1, "no row once tracking is off")
+    }
 }

@@ -10,7 +10,8 @@ import Testing
 /// Automatic responses and advisory alarms on real processes: failed sign-ins through one
 /// application past `crm.auth_attack_failures_per_minute` raise AUTH_ATTACK on the leader, an
 /// `auth_attack` and a `client_blocked` alert, and block that application at every member while
-/// another application's users sign in as before; `crmctl clients unblock` lifts it. A member
+/// another application's users sign in as before (the alerts read over gRPC and over a front's
+/// HTTP API alike); `crmctl clients unblock` lifts it. A member
 /// whose wall clock is 30 s off raises CLOCK_SKEW (the others do not) and still serves.
 extension RealProcessTests {
     @Suite struct AutomaticResponseProcessTests {
@@ -74,6 +75,21 @@ extension RealProcessTests {
                 Crm_V1_ListAlertsRequest(), metadata: acting, options: ProcessCluster.shortCall
             ).alerts.map(\.kind)
             #expect(kinds.contains("auth_attack") && kinds.contains("client_blocked"), "\(kinds)")
+            // The same alerts over a front's HTTP API, for a notifier without gRPC; from a cursor on.
+            let listed = try await cluster.frontHTTP(
+                follower, "GET", "/v1/auth/alerts?limit=1000", client: "crmctl",
+                headers: [("Authorization", "Bearer \(admin)")])
+            let alerts =
+                (try? JSONSerialization.jsonObject(with: listed.body) as? [String: Any])?["alerts"] as? [[String: Any]]
+                ?? []
+            #expect(listed.status == 200 && alerts.compactMap { $0["kind"] as? String } == kinds, "\(listed.text)")
+            let first = try #require(alerts.first?["cursor"] as? String)
+            let after = try await cluster.frontHTTP(
+                follower, "GET", "/v1/auth/alerts?after=\(first)", client: "crmctl",
+                headers: [("Authorization", "Bearer \(admin)")])
+            #expect(after.text.components(separatedBy: "\"cursor\"").count - 1 == alerts.count - 1, "\(after.text)")
+            let unsigned = try await cluster.frontHTTP(follower, "GET", "/v1/auth/alerts", client: "branch")
+            #expect(unsigned.status == 401 || unsigned.status == 403, "\(unsigned.status) \(unsigned.text)")
             let file = try cluster.writeClusterFile()
             let trail = try ProcessCluster.tool("crmctl", ["audit", "tail", "-n", "60", "--json", "--cluster", file])
             #expect(trail.output.contains("\"principal.block\"") && trail.output.contains("\"alert.auth_attack\""))
@@ -85,14 +101,9 @@ extension RealProcessTests {
 
             // A follower's clock 30 s ahead: it raises CLOCK_SKEW, its peers do not.
             try cluster.setFault(follower, \.clockOffsetMilliseconds, 30_000)
-            func alarms(_ member: UInt64) async -> [Crm_V1_AlarmKind] {
-                let state = try? await cluster.connection(member).kv.memberState(
-                    Crm_V1_MemberStateRequest(), options: ProcessCluster.shortCall)
-                return state?.alarms.map(\.kind) ?? []
-            }
-            #expect(await eventually(seconds: 15) { await alarms(follower).contains(.clockSkew) })
+            #expect(await eventually(seconds: 15) { await cluster.alarms(follower).contains(.clockSkew) })
             for member in cluster.ids where member != follower {
-                #expect(!(await alarms(member).contains(.clockSkew)), "member \(member) blamed itself")
+                #expect(!(await cluster.alarms(member).contains(.clockSkew)), "member \(member) blamed itself")
             }
             // Advisory: it still answers reads.
             var create = Crm_V1_CreateRecordRequest()
@@ -101,7 +112,7 @@ extension RealProcessTests {
             let records = try cluster.connection(follower, .client).records
             #expect(try await records.create(create, options: ProcessCluster.shortCall).record.id.isEmpty == false)
             try cluster.clearFaults(follower)
-            #expect(await eventually(seconds: 15) { !(await alarms(follower).contains(.clockSkew)) })
+            #expect(await eventually(seconds: 15) { !(await cluster.alarms(follower).contains(.clockSkew)) })
             await cluster.closeConnections()
         }
     }

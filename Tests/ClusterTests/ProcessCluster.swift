@@ -104,6 +104,12 @@ extension ProcessCluster {
         return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
     }
 
+    /// The alarms member `id` reports in its `MemberState` (none when it does not answer).
+    func alarms(_ id: UInt64) async -> [Crm_V1_AlarmKind] {
+        let state = try? await connection(id).kv.memberState(Crm_V1_MemberStateRequest(), options: Self.shortCall)
+        return state?.alarms.map(\.kind) ?? []
+    }
+
     /// Runs one of the built tools (crmctl, crm-bench) to the end: exit status, stdout, stderr.
     static func tool(
         _ name: String, _ arguments: [String], input: Data? = nil

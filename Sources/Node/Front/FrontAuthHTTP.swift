@@ -1,3 +1,4 @@
+import CRMClient
 import CRMProto
 import Foundation
 import GRPCCore
@@ -17,6 +18,7 @@ import Transport
 ///     POST /v1/auth/mfa/recovery-codes {}   → {recovery_codes}
 ///     POST /v1/auth/password   {current_password, new_password}
 ///     GET  /v1/auth/sessions
+///     GET  /v1/auth/alerts?after=&limit=   security alerts (user.admin or audit.read), from `after` on
 ///     POST /v1/auth/logout     {session_id?}
 struct FrontAuthHTTP: Sendable {
     let directory: DirectoryService
@@ -24,7 +26,7 @@ struct FrontAuthHTTP: Sendable {
     static let prefix = "/v1/auth/"
 
     func handle(
-        method: String, path: String, authorization: [String], clientAddress: String?, body: Data,
+        method: String, path: String, query: String = "", authorization: [String], clientAddress: String?, body: Data,
         identity: PeerIdentity
     ) async throws -> FrontHTTPAPI.Reply {
         let access = RecordsService.client(identity)
@@ -101,6 +103,13 @@ struct FrontAuthHTTP: Sendable {
                     ] as [String: Any]
                 }
             ])
+        case ("GET", "alerts"):
+            let parameters = try FrontRecordsHTTP.parameters(query)
+            var request = Crm_V1_ListAlertsRequest()
+            request.after = parameters.values["after"] ?? ""
+            request.limit = try parameters.limit(1_000)
+            let listed = try await directory.listAlerts(request, access, metadata)
+            return try FrontRecordsHTTP.reply(["alerts": listed.alerts.map(RecordJSON.object)])
         case ("POST", "logout"):
             let object = try FrontRecordsHTTP.object(body, allowed: ["session_id"])
             var request = Crm_V1_LogoutRequest()
@@ -112,7 +121,7 @@ struct FrontAuthHTTP: Sendable {
                 code: .notFound,
                 message:
                     "no such path; the sign-in routes are POST /v1/auth/{login,login/second-factor,password,logout,"
-                    + "mfa/enrol,mfa/confirm,mfa/step-up,mfa/recovery-codes}, GET /v1/auth/{me,sessions}"
+                    + "mfa/enrol,mfa/confirm,mfa/step-up,mfa/recovery-codes}, GET /v1/auth/{me,sessions,alerts}"
             )
         }
     }

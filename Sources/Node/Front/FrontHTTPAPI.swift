@@ -42,7 +42,8 @@ struct FrontHTTPAPI: Sendable {
         if path.hasPrefix(FrontAuthHTTP.prefix), let auth {
             return await Self.answer {
                 try await auth.handle(
-                    method: method, path: path, authorization: authorization, clientAddress: clientAddress, body: body,
+                    method: method, path: path, query: query, authorization: authorization,
+                    clientAddress: clientAddress, body: body,
                     identity: identity)
             }
         }

@@ -18,12 +18,13 @@ import Transport
 ///     POST   /v1/records/{entity}/{id}:link      {target: {entity, id}} + If-Match (also :unlink)
 ///     POST   /v1/records/{entity}/{id}:share     {user_id | team_id, access: read|edit|none}
 ///     GET    /v1/records/{entity}/{id}:shares
+///     GET    /v1/records/{entity}/{id}:history?limit=&consistency=              newest first
 ///     GET    /v1/records/{entity}?by=&value=&page_size=&page_token=&include_deleted=&fields=
 ///     POST   /v1/records/{entity}:list           {by?, value?, filters?, page_size?, page_token?, fields?}
 ///     POST   /v1/records/{entity}:lookup         {by, value, include_deleted?}
 ///     POST   /v1/records/{entity}:batchGet       {ids, fields?}
 ///     GET    /v1/records/{entity}:describe
-///     POST   /v1/records/{entity}:putField       {name, type, personal?, purpose?, max_bytes?, ...}
+///     POST   /v1/records/{entity}:putField       {name, type, personal?, purpose?, track_history?, ...}
 ///     POST   /v1/records/{entity}:retireField    {name}
 struct FrontRecordsHTTP: Sendable {
     let records: RecordsService
@@ -130,6 +131,13 @@ struct FrontRecordsHTTP: Sendable {
             request.teamID = try Self.string(object["team_id"], "team_id") ?? ""
             request.access = try Self.string(object["access"], "access") ?? ""
             return try Self.sharesReply(try await records.share(request, access))
+        case ("GET", "history"):
+            var request = Crm_V1_HistoryRequest()
+            request.entity = entityName
+            request.id = id
+            request.limit = try parameters.limit(FieldHistory.maxRead)
+            request.serializable = try parameters.serializable()
+            return try Self.reply(RecordJSON.object(try await records.history(request, access)))
         case ("GET", "shares"):
             var request = Crm_V1_ListSharesRequest()
             request.entity = entityName
@@ -244,7 +252,7 @@ struct FrontRecordsHTTP: Sendable {
             body,
             allowed: [
                 "name", "type", "personal", "purpose", "max_bytes", "max_items", "min", "max", "choices",
-                "target_entity",
+                "target_entity", "track_history",
             ])
         var request = Crm_V1_PutFieldRequest()
         request.entity = entity
@@ -258,6 +266,7 @@ struct FrontRecordsHTTP: Sendable {
         if let max = try integer(object["max"], "max", Int64.min...Int64.max) { request.max = max }
         request.choices = try strings(object["choices"], "choices")
         request.targetEntity = try string(object["target_entity"], "target_entity") ?? ""
+        request.trackHistory = try bool(object["track_history"], "track_history") ?? false
         return request
     }
 
@@ -485,6 +494,15 @@ struct FrontRecordsHTTP: Sendable {
 
         func serializable() throws -> Bool { try FrontRecordsHTTP.serializable(values["consistency"]) }
 
+        /// `limit`: 1 to `maximum` (0, the service's default, when not given).
+        func limit(_ maximum: Int) throws -> UInt32 {
+            guard let given = values["limit"] else { return 0 }
+            guard let parsed = UInt32(given), (1...maximum).contains(Int(parsed)) else {
+                throw FrontRecordsHTTP.invalid("`limit` is 1 to \(maximum)")
+            }
+            return parsed
+        }
+
         func listRequest(_ entity: String) throws -> Crm_V1_ListRecordsRequest {
             var request = Crm_V1_ListRecordsRequest()
             request.entity = entity
@@ -505,7 +523,8 @@ struct FrontRecordsHTTP: Sendable {
     }
 
     static let allowedParameters: Set<String> = [
-        "by", "value", "page_size", "page_token", "include_deleted", "fields", "consistency", "destroy",
+        "by", "value", "page_size", "page_token", "include_deleted", "fields", "consistency", "destroy", "limit",
+        "after",
     ]
 
     static func parameters(_ query: String) throws -> Parameters {

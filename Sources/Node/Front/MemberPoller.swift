@@ -113,6 +113,7 @@ final class MemberPoller: Sendable {
                 case .tamper: return .tamper
                 case .authAttack: return .authAttack
                 case .clockSkew: return .clockSkew
+                case .auditBacklog: return .auditBacklog
                 default: return nil
                 }
             },

@@ -24,11 +24,14 @@ public struct Alarm: Sendable, Equatable, CustomStringConvertible {
         /// This member's wall clock differs from most of its peers' by more than
         /// `HealthMonitor.clockSkewBoundMillis`: session, sign-in and alert times are off.
         case clockSkew = "CLOCK_SKEW"
+        /// This member's queue of audit entries waiting to be written filled within the last
+        /// minute (`crm.audit_queue_entries`): the reads it refused meanwhile released nothing.
+        case auditBacklog = "AUDIT_BACKLOG"
 
         /// Whether the member serves as before while it stands (it only tells the operator).
         public var isAdvisory: Bool {
             switch self {
-            case .authAttack, .clockSkew: true
+            case .authAttack, .clockSkew, .auditBacklog: true
             case .noSpace, .corrupt, .crmKey, .tamper: false
             }
         }

@@ -79,6 +79,12 @@ final class FaultHooks: Sendable {
         return max(0, min(current.checkToCommitDelayMilliseconds ?? 0, 10_000))
     }
 
+    /// The wait before each batch of audit entries is written, in milliseconds (0 unless injected).
+    var auditAppendDelayMilliseconds: Int {
+        guard path != nil else { return 0 }
+        return max(0, min(current.auditAppendDelayMilliseconds ?? 0, 10_000))
+    }
+
     /// Called just before a synced write: waits or fails as the injected faults say.
     func beforeSync() throws {
         guard path != nil else { return }

@@ -70,10 +70,13 @@ public final class HealthMonitor: @unchecked Sendable {
     private var crmKeyAlarm: Alarm?
     private var authAttackAlarm: Alarm?
     private var clockSkewAlarm: Alarm?
+    private var auditBacklogAlarm: Alarm?
     /// What keeps the CRM from using its keys on this member (nil: nothing).
     private let crmKeyProblem: @Sendable () -> CRMKeyError?
     /// The cluster's failed sign-ins, counted while this member leads.
     private let attacks: AuthAttackWatch?
+    /// This member's queue of audit entries waiting to be written.
+    let auditBacklog: AuditBacklog?
     /// A wall clock this far from most peers' raises CLOCK_SKEW.
     static let clockSkewBoundMillis: Int64 = 10_000
     private let replacer: AutoReplacer
@@ -82,10 +85,11 @@ public final class HealthMonitor: @unchecked Sendable {
         config: NodeConfig, engine: RaftEngine, group: MultiThreadedEventLoopGroup,
         peers: @escaping @Sendable () -> [NodeID: PeerObservation],
         crmKeyProblem: @escaping @Sendable () -> CRMKeyError? = { nil }, attacks: AuthAttackWatch? = nil,
-        logger: Logger
+        auditBacklog: AuditBacklog? = nil, logger: Logger
     ) {
         self.crmKeyProblem = crmKeyProblem
         self.attacks = attacks
+        self.auditBacklog = auditBacklog
         self.config = config
         self.engine = engine
         self.group = group
@@ -150,8 +154,10 @@ public final class HealthMonitor: @unchecked Sendable {
         updateAuthAttack()
         let observed = peers()
         updateClockSkew(observed)
-        snapshot.alarms = [noSpaceAlarm, corruptAlarm, tamperAlarm, crmKeyAlarm, authAttackAlarm, clockSkewAlarm]
-            .compactMap { $0 }
+        updateAuditBacklog()
+        snapshot.alarms = [
+            noSpaceAlarm, corruptAlarm, tamperAlarm, crmKeyAlarm, authAttackAlarm, clockSkewAlarm, auditBacklogAlarm,
+        ].compactMap { $0 }
         let window = UInt64(config.fsyncWindowMilliseconds) * 1_000_000
         snapshot.sync = engine.syncLatency.withLock {
             $0.assess(now: now, window: window, slow: UInt64(config.fsyncSlowMilliseconds) * 1_000_000)
@@ -270,6 +276,21 @@ public final class HealthMonitor: @unchecked Sendable {
             "this member's wall clock is \(differences.joined(separator: ", ")), over the \(Self.clockSkewBoundMillis / 1000) s bound: fix its time source"
         clockSkewAlarm = Alarm(kind: .clockSkew, memberID: config.id, raisedAt: WallClock.now(), reason: reason)
         logger.critical("CLOCK_SKEW alarm", metadata: ["reason": "\(reason)"])
+    }
+
+    /// AUDIT_BACKLOG while an overflow of the audit queue is less than a minute old; its reason
+    /// counts the reads refused since the first.
+    private func updateAuditBacklog() {
+        guard let auditBacklog, let overflow = auditBacklog.overflow(now: WallClock.nowMillis()) else {
+            if auditBacklogAlarm != nil { logger.notice("AUDIT_BACKLOG alarm cleared: the audit queue kept up") }
+            auditBacklogAlarm = nil
+            return
+        }
+        let reason =
+            "the audit queue (\(auditBacklog.capacity) entries) filled: \(overflow.refusedEntries) reads refused UNAVAILABLE in the last minute; the trail's commits are not keeping up"
+        let raisedAt = auditBacklogAlarm?.raisedAt ?? WallClock.now()
+        if auditBacklogAlarm == nil { logger.critical("AUDIT_BACKLOG alarm", metadata: ["reason": "\(reason)"]) }
+        auditBacklogAlarm = Alarm(kind: .auditBacklog, memberID: config.id, raisedAt: raisedAt, reason: reason)
     }
 
     private func updateNoSpace(free: UInt64, store: UInt64) {

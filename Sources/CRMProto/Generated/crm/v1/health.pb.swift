@@ -141,6 +141,11 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
   /// This member's wall clock differs by more than 10 s from most of its peers': session and
   /// sign-in times, alerts and backups' times are off. Advisory: the member serves as before.
   case clockSkew // = 6
+
+  /// This member's queue of audit entries waiting to be written filled within the last minute
+  /// (crm.audit_queue_entries): reads it served meanwhile were refused UNAVAILABLE, not released
+  /// unaudited. Advisory: the member serves as before once the queue drains.
+  case auditBacklog // = 7
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -156,6 +161,7 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
     case 4: self = .tamper
     case 5: self = .authAttack
     case 6: self = .clockSkew
+    case 7: self = .auditBacklog
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -169,6 +175,7 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
     case .tamper: return 4
     case .authAttack: return 5
     case .clockSkew: return 6
+    case .auditBacklog: return 7
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -182,6 +189,7 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
     .tamper,
     .authAttack,
     .clockSkew,
+    .auditBacklog,
   ]
 
 }
@@ -293,7 +301,7 @@ nonisolated extension Crm_V1_HealthState: SwiftProtobuf._ProtoNameProviding {
 }
 
 nonisolated extension Crm_V1_AlarmKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALARM_KIND_UNKNOWN\0\u{1}ALARM_KIND_NOSPACE\0\u{1}ALARM_KIND_CORRUPT\0\u{1}ALARM_KIND_CRMKEY\0\u{1}ALARM_KIND_TAMPER\0\u{1}ALARM_KIND_AUTH_ATTACK\0\u{1}ALARM_KIND_CLOCK_SKEW\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALARM_KIND_UNKNOWN\0\u{1}ALARM_KIND_NOSPACE\0\u{1}ALARM_KIND_CORRUPT\0\u{1}ALARM_KIND_CRMKEY\0\u{1}ALARM_KIND_TAMPER\0\u{1}ALARM_KIND_AUTH_ATTACK\0\u{1}ALARM_KIND_CLOCK_SKEW\0\u{1}ALARM_KIND_AUDIT_BACKLOG\0")
 }
 
 nonisolated extension Crm_V1_Health: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -515,6 +515,9 @@ public nonisolated struct Crm_V1_FieldDescription: Sendable {
   /// Added through PutField (not a standard field).
   public var custom: Bool = false
 
+  /// Its changes are kept in the record's field history (personal fields always are).
+  public var tracked: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -571,6 +574,10 @@ public nonisolated struct Crm_V1_PutFieldRequest: Sendable {
 
   /// reference, references: the entity referred to.
   public var targetEntity: String = String()
+
+  /// Keep this field's changes in the record's field history (old and new values, who, when),
+  /// as personal fields' always are. May be switched on or off later.
+  public var trackHistory: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1759,7 +1766,7 @@ nonisolated extension Crm_V1_DescribeRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Crm_V1_FieldDescription: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".FieldDescription"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{1}personal\0\u{1}lookup\0\u{1}index\0\u{1}purpose\0\u{1}custom\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0\u{1}personal\0\u{1}lookup\0\u{1}index\0\u{1}purpose\0\u{1}custom\0\u{1}tracked\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1774,6 +1781,7 @@ nonisolated extension Crm_V1_FieldDescription: SwiftProtobuf.Message, SwiftProto
       case 5: try { try decoder.decodeSingularStringField(value: &self.index) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.purpose) }()
       case 7: try { try decoder.decodeSingularBoolField(value: &self.custom) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.tracked) }()
       default: break
       }
     }
@@ -1801,6 +1809,9 @@ nonisolated extension Crm_V1_FieldDescription: SwiftProtobuf.Message, SwiftProto
     if self.custom != false {
       try visitor.visitSingularBoolField(value: self.custom, fieldNumber: 7)
     }
+    if self.tracked != false {
+      try visitor.visitSingularBoolField(value: self.tracked, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1812,6 +1823,7 @@ nonisolated extension Crm_V1_FieldDescription: SwiftProtobuf.Message, SwiftProto
     if lhs.index != rhs.index {return false}
     if lhs.purpose != rhs.purpose {return false}
     if lhs.custom != rhs.custom {return false}
+    if lhs.tracked != rhs.tracked {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1819,7 +1831,7 @@ nonisolated extension Crm_V1_FieldDescription: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Crm_V1_PutFieldRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PutFieldRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entity\0\u{1}name\0\u{1}type\0\u{1}personal\0\u{1}purpose\0\u{3}max_bytes\0\u{3}max_items\0\u{1}min\0\u{1}max\0\u{1}choices\0\u{3}target_entity\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entity\0\u{1}name\0\u{1}type\0\u{1}personal\0\u{1}purpose\0\u{3}max_bytes\0\u{3}max_items\0\u{1}min\0\u{1}max\0\u{1}choices\0\u{3}target_entity\0\u{3}track_history\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1838,6 +1850,7 @@ nonisolated extension Crm_V1_PutFieldRequest: SwiftProtobuf.Message, SwiftProtob
       case 9: try { try decoder.decodeSingularSInt64Field(value: &self._max) }()
       case 10: try { try decoder.decodeRepeatedStringField(value: &self.choices) }()
       case 11: try { try decoder.decodeSingularStringField(value: &self.targetEntity) }()
+      case 12: try { try decoder.decodeSingularBoolField(value: &self.trackHistory) }()
       default: break
       }
     }
@@ -1881,6 +1894,9 @@ nonisolated extension Crm_V1_PutFieldRequest: SwiftProtobuf.Message, SwiftProtob
     if !self.targetEntity.isEmpty {
       try visitor.visitSingularStringField(value: self.targetEntity, fieldNumber: 11)
     }
+    if self.trackHistory != false {
+      try visitor.visitSingularBoolField(value: self.trackHistory, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1896,6 +1912,7 @@ nonisolated extension Crm_V1_PutFieldRequest: SwiftProtobuf.Message, SwiftProtob
     if lhs._max != rhs._max {return false}
     if lhs.choices != rhs.choices {return false}
     if lhs.targetEntity != rhs.targetEntity {return false}
+    if lhs.trackHistory != rhs.trackHistory {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
