@@ -86,6 +86,10 @@ let package = Package(
         // sealed personal fields, lookup tokens.
         .target(name: "CRM", dependencies: ["KVStore", "Sealing", "BinaryCoding", "AuditChain"]),
 
+        // Logical backups: encrypted, compressed chunk archives of one view of the applied
+        // state, a signed and MACed manifest, quick and deep verification.
+        .target(name: "Backup", dependencies: ["CRM", "KVStore", "Sealing", "BinaryCoding", "AuditChain"]),
+
         // Who may use the CRM: passwords (Argon2id through libargon2, imported PBKDF2 and
         // scrypt through libcrypto), the password policy, bounded hashing; roles, deny by
         // default, and the separation of duties.
@@ -138,7 +142,7 @@ let package = Package(
             name: "Node",
             dependencies: [
                 "Raft", "RaftStorage", "KVStore", "CRM", "Engine", "Storage", "Sealing", "Transport", "Wire", "CRMProto", "CRMClient", "CProcessControl",
-                "FaultFile", "Identity",
+                "FaultFile", "Identity", "Backup",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -185,7 +189,7 @@ let package = Package(
         .executableTarget(
             name: "CRMCtl",
             dependencies: [
-                "CRMClient", "CRMProto", "AuditChain",
+                "CRMClient", "CRMProto", "AuditChain", "Backup",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
             ]
@@ -303,7 +307,7 @@ let package = Package(
         .target(name: "CRMStateSupport", dependencies: ["KVStore", "Raft", "Sealing", "Storage"], path: "Tests/StateSupport"),
         .testTarget(
             name: "CRMTests",
-            dependencies: ["CRM", "CRMStateSupport", "KVStore", "Raft", "Storage", "Sealing", "BinaryCoding"]),
+            dependencies: ["CRM", "CRMStateSupport", "KVStore", "Raft", "Storage", "Sealing", "BinaryCoding", "Backup"]),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", "CRMStateSupport", "CRM", "KVStore", "Sealing"]),
         .testTarget(name: "FuzzTests", dependencies: ["FuzzHarness"], exclude: ["Regressions"]),
         .testTarget(name: "RaftStorageTests", dependencies: ["RaftStorage", "Raft", "Storage", "Sealing"]),

@@ -60,6 +60,9 @@ crm:
   audit_reads: ${CRM_AUDIT_READS:-sync}
   mfa: ${CRM_MFA:-required}
   max_subjects_per_hour: ${CRM_MAX_SUBJECTS_PER_HOUR:-500}
+backup:
+  targets: [backups/node-$id-a, backups/node-$id-b]
+  key_file: certs/backup.key
 front:
   grpc: "127.0.0.1:$((base + 400 + id))"
   http: "127.0.0.1:$((base + 500 + id))"

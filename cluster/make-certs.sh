@@ -5,7 +5,7 @@
 #
 #   cluster/make-certs.sh DIR MEMBERS [CLIENT...]
 #     DIR      where to write (created 0700): ca.pem, member-<id>.pem/.key,
-#              client-<name>.pem/.key, master-<id>.key, crm.key (shared by every member):
+#              client-<name>.pem/.key, master-<id>.key, crm.key and backup.key (shared by every member):
 #              what members and clients need
 #              (copy a member only its own files, ca.pem and crm.key)
 #     MEMBERS  member ids, comma-separated (1,2,3); a member's certificate names it as
@@ -92,6 +92,13 @@ if [ ! -f "$dir/crm.key" ]; then
     openssl rand -hex 32 > "$dir/crm.key"
     chmod 600 "$dir/crm.key"
     echo "make-certs: created $dir/crm.key"
+fi
+# The backup key-encryption key: wraps each backup's data key (not the CRM key, so that backup
+# files and this key alone open no personal field). Keep a copy off the cluster's hosts.
+if [ ! -f "$dir/backup.key" ]; then
+    openssl rand -hex 32 > "$dir/backup.key"
+    chmod 600 "$dir/backup.key"
+    echo "make-certs: created $dir/backup.key"
 fi
 for client in "${clients[@]}"; do
     [[ $client =~ ^[A-Za-z0-9._-]+$ ]] || { echo "make-certs: client name '$client' may use letters, digits, '.', '_' and '-'" >&2; exit 2; }

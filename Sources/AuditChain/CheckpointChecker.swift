@@ -37,11 +37,7 @@ public struct CheckpointChecker {
         guard ECDSASignature.isIssued(checkpoint.certificate, byAnyOf: authorities) else {
             return "the checkpoint's certificate was not issued by the cluster CA"
         }
-        // The member's URI is a subject alternative name: DER keeps it as the context tag [6]
-        // (uniformResourceIdentifier), its length and its bytes, and the CA's signature above
-        // vouches for every byte of the certificate.
-        let uri = Array("crm://member/\(checkpoint.member)".utf8)
-        guard uri.count < 128, contains(checkpoint.certificate, [0x86, UInt8(uri.count)] + uri) else {
+        guard ECDSASignature.names(uri: "crm://member/\(checkpoint.member)", in: checkpoint.certificate) else {
             return "the checkpoint's certificate is not member \(checkpoint.member)'s"
         }
         if let found = recent[checkpoint.seq], found != checkpoint.hash {
@@ -49,13 +45,5 @@ public struct CheckpointChecker {
         }
         verified += 1
         return nil
-    }
-
-    private func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
-        guard needle.count <= haystack.count else { return false }
-        for start in 0...(haystack.count - needle.count) where haystack[start] == needle[0] {
-            if haystack[start..<start + needle.count].elementsEqual(needle) { return true }
-        }
-        return false
     }
 }

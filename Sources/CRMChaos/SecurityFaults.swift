@@ -272,6 +272,8 @@ extension FaultInjector {
 extension FaultInjector {
     /// Starts `crmctl audit pull --follow` into the report directory; `finishCollector` judges it.
     func startCollector(into directory: String) throws {
+        // A copy left by an earlier run in the same report directory is another cluster's chain.
+        try? FileManager.default.removeItem(atPath: directory)
         let file = try cluster.writeClusterFile()
         let process = Process()
         process.executableURL = cluster.binaries.appendingPathComponent("crmctl")

@@ -21,7 +21,7 @@ struct CRMCtl: AsyncParsableCommand {
         subcommands: [
             Status.self, Alarms.self, Members.self, Leader.self, SnapshotCommand.self, Compact.self, Keys.self,
             Verify.self, KV.self, Records.self, CRMCommand.self, Users.self, Teams.self, Roles.self, Clients.self,
-            Audit.self, MFA.self, Alerts.self,
+            Audit.self, BackupCommand.self, MFA.self, Alerts.self,
             Login.self,
             Password.self,
             WhoAmI.self, Logout.self,

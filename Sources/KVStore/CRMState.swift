@@ -4,7 +4,8 @@ import Storage
 /// Where the CRM keeps its state: under `c/` in the state machine's family, written only by
 /// transactions. Keys inside it are given relative to the prefix.
 public enum CRMKeys {
-    static let prefix = Array("c/".utf8)
+    /// Where CRM state starts among the state machine's absolute keys.
+    public static let prefix = Array("c/".utf8)
     /// The version of the CRM key set in use (a plain big-endian u64; absent: none yet).
     public static let keySetInUse = Array("sys/keyset".utf8)
 
@@ -41,7 +42,8 @@ public struct CRMValue: Equatable, Sendable {
         return writer.bytes
     }
 
-    init?(stored bytes: [UInt8]) {
+    /// A value as stored (nil: not a CRM value's form).
+    public init?(stored bytes: [UInt8]) {
         var reader = BinaryReader(bytes)
         switch reader.u8() {
         case Self.plainForm?:

@@ -151,6 +151,20 @@ public final class PinnedState: SnapshotSource, @unchecked Sendable {
     /// The whole snapshot in memory: for the simulator and tests, whose states are small.
     public func snapshotData() throws -> [UInt8] { try readAll() }
 
+    /// The records under each of `prefixes` (absolute state keys), prefix by prefix, each in key
+    /// order, read from this state's view: a logical backup reads the state through it.
+    public func forEachRecord(under prefixes: [[UInt8]], _ body: ([UInt8], [UInt8]) throws -> Void) throws {
+        for prefix in prefixes {
+            var range = KeyRange.prefix(prefix)
+            while true {
+                let page = try view.scan(.stateMachine, range, limit: 4096)
+                for item in page.entries { try body(item.key, item.value) }
+                guard let resume = page.resume else { break }
+                range = resume
+            }
+        }
+    }
+
     deinit { view.close() }
 }
 

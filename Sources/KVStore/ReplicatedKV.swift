@@ -383,6 +383,15 @@ struct PendingApply {
 }
 
 /// Keys of the KV state machine.
+/// The parts of the state a logical backup takes (absolute keys): the CRM's state and the KV
+/// API's values; never sessions or member addresses.
+public enum BackedUpState {
+    public static let crm = CRMKeys.prefix
+    public static let kvValues = StateKeys.valuePrefix
+    /// In key order.
+    public static let prefixes = [crm, kvValues]
+}
+
 enum StateKeys {
     static let valuePrefix = Array("k/".utf8)
     static let sessionPrefix = Array("s/".utf8)

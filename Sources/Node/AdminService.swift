@@ -198,7 +198,7 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
 
     /// Runs an operator's `act` once its audit entry has committed, so that no act is without its
     /// entry; if `act` fails, a second entry (outcome failed) records that too.
-    private func audited<T: Sendable>(
+    func audited<T: Sendable>(
         _ action: String, by admin: String, reason: String, _ act: () async throws -> T
     ) async throws -> T {
         let caller = Caller(identity: .client(admin))

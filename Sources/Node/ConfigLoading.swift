@@ -113,6 +113,7 @@ extension NodeConfig {
                 "fsync_slow_ms": .scalar, "fsync_window_ms": .scalar, "max_apply_lag": .scalar,
                 "stall_ms": .scalar, "verify_interval_hours": .scalar, "allow_non_loopback": .scalar,
             ]),
+            "backup": .mapping(["targets": .list(.scalar), "key_file": .scalar]),
             "failover": .mapping([
                 "hand_off_on_disk_failure": .scalar, "dead_after_seconds": .scalar, "auto_replace": .scalar,
                 "spares": .list(endpoints), "min_voters": .scalar,
@@ -170,6 +171,9 @@ extension NodeConfig {
         tls.key = resolve(tls.key)
         tls.denyFile = tls.denyFile.map(resolve)
         if let keyFile = crm?.keyFile { crm?.keyFile = resolve(keyFile) }
+        if let given = backup {
+            backup = NodeConfig.Backup(targets: given.targets.map(resolve), keyFile: resolve(given.keyFile))
+        }
     }
 
     /// Every inconsistency, one line each.
@@ -302,6 +306,12 @@ extension NodeConfig {
         }
         if let days = crm?.historyRetentionDays, !(1...36_500).contains(days) {
             problems.append("crm.history_retention_days: \(days) is outside 1–36500")
+        }
+        if let backup {
+            if !(1...8).contains(backup.targets.count) { problems.append("backup.targets: 1 to 8 directories") }
+            if Set(backup.targets).count != backup.targets.count {
+                problems.append("backup.targets: a directory twice")
+            }
         }
         if let entries = crm?.auditQueueEntries, !(100...1_000_000).contains(entries) {
             problems.append("crm.audit_queue_entries: \(entries) is outside 100–1000000")

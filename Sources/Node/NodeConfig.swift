@@ -298,6 +298,27 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         }
     }
 
+    /// Logical backups: where they are written and the key that wraps each one's data key.
+    public struct Backup: Codable, Sendable, Equatable {
+        /// Directories (relative ones from the config's directory): a backup is written to the
+        /// first and copied to the others; put them on other disks or mounts (3-2-1).
+        public var targets: [String]
+        /// The backup key-encryption key (64 hex characters, mode 0600; not the CRM key): with
+        /// it alone a backup opens, but its personal fields stay sealed under subject keys that
+        /// only the CRM key unwraps.
+        public var keyFile: String
+
+        public init(targets: [String], keyFile: String) {
+            self.targets = targets
+            self.keyFile = keyFile
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case targets
+            case keyFile = "key_file"
+        }
+    }
+
     /// The CRM: its key-encryption key, the same file on every member.
     public struct CRM: Codable, Sendable, Equatable {
         public var keyFile: String?
@@ -388,6 +409,7 @@ public struct NodeConfig: Codable, Sendable, Equatable {
     public var front: Front?
     public var connections: Connections?
     public var crm: CRM?
+    public var backup: Backup?
 
     public init(
         id: NodeID, dataDir: String, masterKeyFile: String, listen: Listen, members: [MemberEndpoints], tls: TLS,
@@ -415,7 +437,7 @@ public struct NodeConfig: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case id, listen, advertise, members, join, tls, admins, timing, limits, health, failover, front, connections,
-            crm
+            crm, backup
         case dataDir = "data_dir"
         case masterKeyFile = "master_key_file"
     }

@@ -106,6 +106,20 @@ public enum ECDSASignature {
         return false
     }
 
+    /// Whether the certificate names `uri` as a subject alternative name. DER keeps a URI as the
+    /// context tag [6] (uniformResourceIdentifier), its length and its bytes; the issuer's
+    /// signature (`isIssued`) vouches for every byte of the certificate.
+    public static func names(uri: String, in certificateDER: [UInt8]) -> Bool {
+        let bytes = Array(uri.utf8)
+        guard bytes.count < 128 else { return false }
+        let needle = [0x86, UInt8(bytes.count)] + bytes
+        guard needle.count <= certificateDER.count else { return false }
+        for start in 0...(certificateDER.count - needle.count) where certificateDER[start] == needle[0] {
+            if certificateDER[start..<start + needle.count].elementsEqual(needle) { return true }
+        }
+        return false
+    }
+
     private static func parse(_ der: [UInt8]) -> OpaquePointer? {
         der.withUnsafeBytes { bytes -> OpaquePointer? in
             var cursor: UnsafePointer<UInt8>? = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self)

@@ -283,6 +283,45 @@ public enum Crm_V1_Admin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "CreateBackup" metadata.
+        public enum CreateBackup: Sendable {
+            /// Request type for "CreateBackup".
+            public typealias Input = Crm_V1_CreateBackupRequest
+            /// Response type for "CreateBackup".
+            public typealias Output = Crm_V1_BackupInfo
+            /// Descriptor for "CreateBackup".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Admin"),
+                method: "CreateBackup",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListBackups" metadata.
+        public enum ListBackups: Sendable {
+            /// Request type for "ListBackups".
+            public typealias Input = Crm_V1_ListBackupsRequest
+            /// Response type for "ListBackups".
+            public typealias Output = Crm_V1_ListBackupsResponse
+            /// Descriptor for "ListBackups".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Admin"),
+                method: "ListBackups",
+                type: .unary
+            )
+        }
+        /// Namespace for "VerifyBackup" metadata.
+        public enum VerifyBackup: Sendable {
+            /// Request type for "VerifyBackup".
+            public typealias Input = Crm_V1_VerifyBackupRequest
+            /// Response type for "VerifyBackup".
+            public typealias Output = Crm_V1_VerifyBackupResponse
+            /// Descriptor for "VerifyBackup".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Admin"),
+                method: "VerifyBackup",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "crm.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Status.descriptor,
@@ -304,7 +343,10 @@ public enum Crm_V1_Admin: Sendable {
             SetPrincipalBlocked.descriptor,
             AuditHead.descriptor,
             AuditEntries.descriptor,
-            AuditAcknowledge.descriptor
+            AuditAcknowledge.descriptor,
+            CreateBackup.descriptor,
+            ListBackups.descriptor,
+            VerifyBackup.descriptor
         ]
     }
 }
@@ -669,6 +711,62 @@ extension Crm_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Crm_V1_AuditAcknowledgeRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_AuditAcknowledgeResponse>
+
+        /// Handle the "CreateBackup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Backups (`backup` in the member's config): a logical backup of this member's applied state
+        /// > into its first target, copied to the others; answered when complete on every target.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_CreateBackupRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_BackupInfo` messages.
+        func createBackup(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_CreateBackupRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_BackupInfo>
+
+        /// Handle the "ListBackups" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The backups in this member's targets (complete ones; partial directories are counted).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_ListBackupsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_ListBackupsResponse` messages.
+        func listBackups(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_ListBackupsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ListBackupsResponse>
+
+        /// Handle the "VerifyBackup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Checks one backup in this member's targets: quick (manifest signature and MAC, file sizes
+        /// > and hashes) or deep (every chunk opened and decoded, counts, digest and audit chain).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_VerifyBackupRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_VerifyBackupResponse` messages.
+        func verifyBackup(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_VerifyBackupRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_VerifyBackupResponse>
     }
 
     /// Service protocol for the "crm.v1.Admin" service.
@@ -1017,6 +1115,62 @@ extension Crm_V1_Admin {
             request: GRPCCore.ServerRequest<Crm_V1_AuditAcknowledgeRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_AuditAcknowledgeResponse>
+
+        /// Handle the "CreateBackup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Backups (`backup` in the member's config): a logical backup of this member's applied state
+        /// > into its first target, copied to the others; answered when complete on every target.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_CreateBackupRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_BackupInfo` message.
+        func createBackup(
+            request: GRPCCore.ServerRequest<Crm_V1_CreateBackupRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_BackupInfo>
+
+        /// Handle the "ListBackups" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The backups in this member's targets (complete ones; partial directories are counted).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListBackupsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_ListBackupsResponse` message.
+        func listBackups(
+            request: GRPCCore.ServerRequest<Crm_V1_ListBackupsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_ListBackupsResponse>
+
+        /// Handle the "VerifyBackup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Checks one backup in this member's targets: quick (manifest signature and MAC, file sizes
+        /// > and hashes) or deep (every chunk opened and decoded, counts, digest and audit chain).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_VerifyBackupRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_VerifyBackupResponse` message.
+        func verifyBackup(
+            request: GRPCCore.ServerRequest<Crm_V1_VerifyBackupRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_VerifyBackupResponse>
     }
 
     /// Simple service protocol for the "crm.v1.Admin" service.
@@ -1363,6 +1517,62 @@ extension Crm_V1_Admin {
             request: Crm_V1_AuditAcknowledgeRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_AuditAcknowledgeResponse
+
+        /// Handle the "CreateBackup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Backups (`backup` in the member's config): a logical backup of this member's applied state
+        /// > into its first target, copied to the others; answered when complete on every target.
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_CreateBackupRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_BackupInfo` to respond with.
+        func createBackup(
+            request: Crm_V1_CreateBackupRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_BackupInfo
+
+        /// Handle the "ListBackups" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The backups in this member's targets (complete ones; partial directories are counted).
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_ListBackupsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_ListBackupsResponse` to respond with.
+        func listBackups(
+            request: Crm_V1_ListBackupsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_ListBackupsResponse
+
+        /// Handle the "VerifyBackup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Checks one backup in this member's targets: quick (manifest signature and MAC, file sizes
+        /// > and hashes) or deep (every chunk opened and decoded, counts, digest and audit chain).
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_VerifyBackupRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_VerifyBackupResponse` to respond with.
+        func verifyBackup(
+            request: Crm_V1_VerifyBackupRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_VerifyBackupResponse
     }
 }
 
@@ -1590,6 +1800,39 @@ extension Crm_V1_Admin.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Crm_V1_Admin.Method.CreateBackup.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_CreateBackupRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_BackupInfo>(),
+            handler: { request, context in
+                try await self.createBackup(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Admin.Method.ListBackups.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ListBackupsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ListBackupsResponse>(),
+            handler: { request, context in
+                try await self.listBackups(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Admin.Method.VerifyBackup.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_VerifyBackupRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_VerifyBackupResponse>(),
+            handler: { request, context in
+                try await self.verifyBackup(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1810,6 +2053,39 @@ extension Crm_V1_Admin.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_AuditAcknowledgeResponse> {
         let response = try await self.auditAcknowledge(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func createBackup(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_CreateBackupRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_BackupInfo> {
+        let response = try await self.createBackup(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listBackups(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_ListBackupsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_ListBackupsResponse> {
+        let response = try await self.listBackups(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func verifyBackup(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_VerifyBackupRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_VerifyBackupResponse> {
+        let response = try await self.verifyBackup(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2073,6 +2349,45 @@ extension Crm_V1_Admin.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Crm_V1_AuditAcknowledgeResponse> {
         return GRPCCore.ServerResponse<Crm_V1_AuditAcknowledgeResponse>(
             message: try await self.auditAcknowledge(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func createBackup(
+        request: GRPCCore.ServerRequest<Crm_V1_CreateBackupRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_BackupInfo> {
+        return GRPCCore.ServerResponse<Crm_V1_BackupInfo>(
+            message: try await self.createBackup(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listBackups(
+        request: GRPCCore.ServerRequest<Crm_V1_ListBackupsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_ListBackupsResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_ListBackupsResponse>(
+            message: try await self.listBackups(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func verifyBackup(
+        request: GRPCCore.ServerRequest<Crm_V1_VerifyBackupRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_VerifyBackupResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_VerifyBackupResponse>(
+            message: try await self.verifyBackup(
                 request: request.message,
                 context: context
             ),
@@ -2527,6 +2842,77 @@ extension Crm_V1_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_AuditAcknowledgeResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_AuditAcknowledgeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CreateBackup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Backups (`backup` in the member's config): a logical backup of this member's applied state
+        /// > into its first target, copied to the others; answered when complete on every target.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_CreateBackupRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_CreateBackupRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_BackupInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func createBackup<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_CreateBackupRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_CreateBackupRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_BackupInfo>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_BackupInfo>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListBackups" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The backups in this member's targets (complete ones; partial directories are counted).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListBackupsRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ListBackupsRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_ListBackupsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listBackups<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ListBackupsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ListBackupsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ListBackupsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListBackupsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "VerifyBackup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Checks one backup in this member's targets: quick (manifest signature and MAC, file sizes
+        /// > and hashes) or deep (every chunk opened and decoded, counts, digest and audit chain).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_VerifyBackupRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_VerifyBackupRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_VerifyBackupResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func verifyBackup<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_VerifyBackupRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_VerifyBackupRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_VerifyBackupResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_VerifyBackupResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -3204,6 +3590,110 @@ extension Crm_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "CreateBackup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Backups (`backup` in the member's config): a logical backup of this member's applied state
+        /// > into its first target, copied to the others; answered when complete on every target.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_CreateBackupRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_CreateBackupRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_BackupInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func createBackup<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_CreateBackupRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_CreateBackupRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_BackupInfo>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_BackupInfo>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Admin.Method.CreateBackup.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListBackups" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The backups in this member's targets (complete ones; partial directories are counted).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_ListBackupsRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_ListBackupsRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_ListBackupsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listBackups<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_ListBackupsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_ListBackupsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_ListBackupsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListBackupsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Admin.Method.ListBackups.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "VerifyBackup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Checks one backup in this member's targets: quick (manifest signature and MAC, file sizes
+        /// > and hashes) or deep (every chunk opened and decoded, counts, digest and audit chain).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_VerifyBackupRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_VerifyBackupRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_VerifyBackupResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func verifyBackup<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_VerifyBackupRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_VerifyBackupRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_VerifyBackupResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_VerifyBackupResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Admin.Method.VerifyBackup.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -3764,6 +4254,95 @@ extension Crm_V1_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_AuditAcknowledgeRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_AuditAcknowledgeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateBackup" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Backups (`backup` in the member's config): a logical backup of this member's applied state
+    /// > into its first target, copied to the others; answered when complete on every target.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_CreateBackupRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createBackup<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_CreateBackupRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_BackupInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.createBackup(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_CreateBackupRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_BackupInfo>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListBackups" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The backups in this member's targets (complete ones; partial directories are counted).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_ListBackupsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listBackups<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_ListBackupsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListBackupsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listBackups(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_ListBackupsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_ListBackupsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "VerifyBackup" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Checks one backup in this member's targets: quick (manifest signature and MAC, file sizes
+    /// > and hashes) or deep (every chunk opened and decoded, counts, digest and audit chain).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_VerifyBackupRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func verifyBackup<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_VerifyBackupRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_VerifyBackupResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.verifyBackup(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_VerifyBackupRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_VerifyBackupResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -4406,6 +4985,107 @@ extension Crm_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.auditAcknowledge(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateBackup" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Backups (`backup` in the member's config): a logical backup of this member's applied state
+    /// > into its first target, copied to the others; answered when complete on every target.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createBackup<Result>(
+        _ message: Crm_V1_CreateBackupRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_BackupInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_CreateBackupRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.createBackup(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListBackups" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The backups in this member's targets (complete ones; partial directories are counted).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listBackups<Result>(
+        _ message: Crm_V1_ListBackupsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_ListBackupsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_ListBackupsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listBackups(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "VerifyBackup" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Checks one backup in this member's targets: quick (manifest signature and MAC, file sizes
+    /// > and hashes) or deep (every chunk opened and decoded, counts, digest and audit chain).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func verifyBackup<Result>(
+        _ message: Crm_V1_VerifyBackupRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_VerifyBackupResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_VerifyBackupRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.verifyBackup(
             request: request,
             options: options,
             onResponse: handleResponse

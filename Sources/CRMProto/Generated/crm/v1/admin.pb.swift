@@ -28,6 +28,142 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+public nonisolated struct Crm_V1_CreateBackupRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_BackupInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// 32 hexadecimal characters.
+  public var id: String = String()
+
+  /// The target directory holding it.
+  public var target: String = String()
+
+  /// The member that took it.
+  public var memberID: UInt64 = 0
+
+  public var appliedIndex: UInt64 = 0
+
+  public var term: UInt64 = 0
+
+  public var createdAtMs: UInt64 = 0
+
+  public var bytes: UInt64 = 0
+
+  /// Records per entity name, kv_values, audit_entries, subject_keys.
+  public var counts: Dictionary<String,UInt64> = [:]
+
+  public var contentDigest: String = String()
+
+  public var auditHeadSeq: UInt64 = 0
+
+  /// Milliseconds the backup took (CreateBackup only).
+  public var durationMs: UInt64 = 0
+
+  /// Empty when its manifest reads; else why not (VerifyBackup names the failure).
+  public var problem: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_ListBackupsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_ListBackupsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var backups: [Crm_V1_BackupInfo] = []
+
+  /// Directories of backups that were interrupted (never usable; safe to remove).
+  public var partial: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_VerifyBackupRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var deep: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Crm_V1_VerifyBackupResponse: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var backup: Crm_V1_BackupInfo {
+    get {_storage._backup ?? Crm_V1_BackupInfo()}
+    set {_uniqueStorage()._backup = newValue}
+  }
+  /// Returns true if `backup` has been explicitly set.
+  public var hasBackup: Bool {_storage._backup != nil}
+  /// Clears the value of `backup`. Subsequent reads from it will return its default value.
+  public mutating func clearBackup() {_uniqueStorage()._backup = nil}
+
+  /// Empty: it holds; else the first failure, naming the file and what is wrong.
+  public var problem: String {
+    get {_storage._problem}
+    set {_uniqueStorage()._problem = newValue}
+  }
+
+  public var chunks: UInt64 {
+    get {_storage._chunks}
+    set {_uniqueStorage()._chunks = newValue}
+  }
+
+  public var records: UInt64 {
+    get {_storage._records}
+    set {_uniqueStorage()._records = newValue}
+  }
+
+  public var auditEntries: UInt64 {
+    get {_storage._auditEntries}
+    set {_uniqueStorage()._auditEntries = newValue}
+  }
+
+  public var durationMs: UInt64 {
+    get {_storage._durationMs}
+    set {_uniqueStorage()._durationMs = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
 public nonisolated struct Crm_V1_AuditHeadRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -842,6 +978,304 @@ public nonisolated struct Crm_V1_SetPrincipalBlockedRequest: Sendable {
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "crm.v1"
+
+nonisolated extension Crm_V1_CreateBackupRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CreateBackupRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_CreateBackupRequest, rhs: Crm_V1_CreateBackupRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_BackupInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BackupInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}target\0\u{3}member_id\0\u{3}applied_index\0\u{1}term\0\u{3}created_at_ms\0\u{1}bytes\0\u{1}counts\0\u{3}content_digest\0\u{3}audit_head_seq\0\u{3}duration_ms\0\u{1}problem\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.target) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.memberID) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.appliedIndex) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.term) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.createdAtMs) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.bytes) }()
+      case 8: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: &self.counts) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.contentDigest) }()
+      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.auditHeadSeq) }()
+      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.durationMs) }()
+      case 12: try { try decoder.decodeSingularStringField(value: &self.problem) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.target.isEmpty {
+      try visitor.visitSingularStringField(value: self.target, fieldNumber: 2)
+    }
+    if self.memberID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.memberID, fieldNumber: 3)
+    }
+    if self.appliedIndex != 0 {
+      try visitor.visitSingularUInt64Field(value: self.appliedIndex, fieldNumber: 4)
+    }
+    if self.term != 0 {
+      try visitor.visitSingularUInt64Field(value: self.term, fieldNumber: 5)
+    }
+    if self.createdAtMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.createdAtMs, fieldNumber: 6)
+    }
+    if self.bytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytes, fieldNumber: 7)
+    }
+    if !self.counts.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: self.counts, fieldNumber: 8)
+    }
+    if !self.contentDigest.isEmpty {
+      try visitor.visitSingularStringField(value: self.contentDigest, fieldNumber: 9)
+    }
+    if self.auditHeadSeq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.auditHeadSeq, fieldNumber: 10)
+    }
+    if self.durationMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.durationMs, fieldNumber: 11)
+    }
+    if !self.problem.isEmpty {
+      try visitor.visitSingularStringField(value: self.problem, fieldNumber: 12)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_BackupInfo, rhs: Crm_V1_BackupInfo) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.target != rhs.target {return false}
+    if lhs.memberID != rhs.memberID {return false}
+    if lhs.appliedIndex != rhs.appliedIndex {return false}
+    if lhs.term != rhs.term {return false}
+    if lhs.createdAtMs != rhs.createdAtMs {return false}
+    if lhs.bytes != rhs.bytes {return false}
+    if lhs.counts != rhs.counts {return false}
+    if lhs.contentDigest != rhs.contentDigest {return false}
+    if lhs.auditHeadSeq != rhs.auditHeadSeq {return false}
+    if lhs.durationMs != rhs.durationMs {return false}
+    if lhs.problem != rhs.problem {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_ListBackupsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListBackupsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_ListBackupsRequest, rhs: Crm_V1_ListBackupsRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_ListBackupsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListBackupsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}backups\0\u{1}partial\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.backups) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.partial) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.backups.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.backups, fieldNumber: 1)
+    }
+    if !self.partial.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.partial, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_ListBackupsResponse, rhs: Crm_V1_ListBackupsResponse) -> Bool {
+    if lhs.backups != rhs.backups {return false}
+    if lhs.partial != rhs.partial {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_VerifyBackupRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".VerifyBackupRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}deep\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.deep) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if self.deep != false {
+      try visitor.visitSingularBoolField(value: self.deep, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_VerifyBackupRequest, rhs: Crm_V1_VerifyBackupRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.deep != rhs.deep {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Crm_V1_VerifyBackupResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".VerifyBackupResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}backup\0\u{1}problem\0\u{1}chunks\0\u{1}records\0\u{3}audit_entries\0\u{3}duration_ms\0")
+
+  fileprivate class _StorageClass {
+    var _backup: Crm_V1_BackupInfo? = nil
+    var _problem: String = String()
+    var _chunks: UInt64 = 0
+    var _records: UInt64 = 0
+    var _auditEntries: UInt64 = 0
+    var _durationMs: UInt64 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _backup = source._backup
+      _problem = source._problem
+      _chunks = source._chunks
+      _records = source._records
+      _auditEntries = source._auditEntries
+      _durationMs = source._durationMs
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._backup) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._problem) }()
+        case 3: try { try decoder.decodeSingularUInt64Field(value: &_storage._chunks) }()
+        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._records) }()
+        case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._auditEntries) }()
+        case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._durationMs) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._backup {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      if !_storage._problem.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._problem, fieldNumber: 2)
+      }
+      if _storage._chunks != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._chunks, fieldNumber: 3)
+      }
+      if _storage._records != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._records, fieldNumber: 4)
+      }
+      if _storage._auditEntries != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._auditEntries, fieldNumber: 5)
+      }
+      if _storage._durationMs != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._durationMs, fieldNumber: 6)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Crm_V1_VerifyBackupResponse, rhs: Crm_V1_VerifyBackupResponse) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._backup != rhs_storage._backup {return false}
+        if _storage._problem != rhs_storage._problem {return false}
+        if _storage._chunks != rhs_storage._chunks {return false}
+        if _storage._records != rhs_storage._records {return false}
+        if _storage._auditEntries != rhs_storage._auditEntries {return false}
+        if _storage._durationMs != rhs_storage._durationMs {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
 
 nonisolated extension Crm_V1_AuditHeadRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuditHeadRequest"

@@ -1,0 +1,200 @@
+import AuditChain
+import BinaryCoding
+import Foundation
+import KVStore
+import Sealing
+
+/// Checks a backup where it lies. Quick: the manifest is this directory's, its signature holds
+/// under a member certificate the cluster CA issued, the backup key unwraps its data key and the
+/// MAC holds, and every chunk file has the manifest's size and hash. Deep, in addition: every
+/// chunk opens and decodes, the records are in strict key order and each in its archive, the
+/// counts, the content digest and the audit head are the manifest's, and the audit chain in the
+/// archive links and hashes from its base to its head with every checkpoint's signature. The
+/// first failure is thrown as a `BackupProblem` naming the file and what is wrong.
+public struct BackupVerifier: Sendable {
+    public let directory: String
+    public let kek: any MasterKeyProvider
+    /// The cluster CA's certificates (DER).
+    public let authorities: [[UInt8]]
+
+    public init(directory: String, kek: any MasterKeyProvider, authorities: [[UInt8]]) {
+        self.directory = directory
+        self.kek = kek
+        self.authorities = authorities
+    }
+
+    /// What a verification checked.
+    public struct Report: Sendable {
+        public var manifest: BackupManifest
+        public var chunks = 0
+        public var bytes: UInt64 = 0
+        /// Deep only: records decoded and audit entries re-hashed.
+        public var records: UInt64 = 0
+        public var auditEntries = 0
+    }
+
+    public func verify(deep: Bool) throws -> Report {
+        let (manifest, id, cipher) = try openManifest()
+        var report = Report(manifest: manifest)
+        for artefact in BackupArtefact.allCases {
+            for chunk in manifest.chunks(artefact) {
+                _ = try chunkFile(chunk)
+                report.chunks += 1
+                report.bytes += chunk.storedBytes
+            }
+        }
+        guard deep else { return report }
+        var tally = BackupTally()
+        var audit = AuditCheck(base: manifest.auditBase, authorities: authorities)
+        for artefact in BackupArtefact.allCases {
+            var last: [UInt8]?
+            try forEachRecord(artefact, manifest, id, cipher) { key, value in
+                if let last, !last.lexicographicallyPrecedes(key) {
+                    throw BackupProblem("the \(artefact) archive's records are out of order")
+                }
+                last = key
+                guard BackupContents.artefacts(of: key).contains(artefact) else {
+                    throw BackupProblem("the \(artefact) archive holds a record that belongs elsewhere")
+                }
+                tally.add(key, value, to: artefact)
+                if artefact == .data { try audit.add(key, value) }
+                report.records += 1
+            }
+        }
+        try compare(tally, audit, with: manifest)
+        report.auditEntries = audit.verifier.checked
+        return report
+    }
+
+    /// Calls `body` with each record of one archive, in order (the chunks' hashes checked first).
+    public func forEachRecord(
+        _ artefact: BackupArtefact, _ body: ([UInt8], [UInt8]) throws -> Void
+    ) throws {
+        let (manifest, id, cipher) = try openManifest()
+        try forEachRecord(artefact, manifest, id, cipher, body)
+    }
+
+    private func forEachRecord(
+        _ artefact: BackupArtefact, _ manifest: BackupManifest, _ id: BackupID, _ cipher: AES256GCM,
+        _ body: ([UInt8], [UInt8]) throws -> Void
+    ) throws {
+        for (index, chunk) in manifest.chunks(artefact).enumerated() {
+            let raw = try BackupChunks.open(try chunkFile(chunk), chunk, id, artefact, index: index, cipher: cipher)
+            try BackupChunks.forEachRecord(in: raw, chunk, body)
+        }
+    }
+
+    // MARK: The manifest
+
+    /// The manifest, once it is shown to be this backup's, signed by a member and sealed under
+    /// its data key; the data key's cipher.
+    private func openManifest() throws -> (BackupManifest, BackupID, AES256GCM) {
+        let name = (directory as NSString).lastPathComponent
+        guard let id = BackupID(name) else { throw BackupProblem("\(name) is not a backup id") }
+        let body = try BackupFiles.read(directory + "/" + BackupStore.manifestFile, limit: BackupFiles.maxManifestBytes)
+        let sealBytes = try BackupFiles.read(
+            directory + "/" + BackupStore.sealFile, limit: BackupFiles.maxManifestBytes)
+        guard let manifest = try? JSONDecoder().decode(BackupManifest.self, from: Data(body)) else {
+            throw BackupProblem("manifest.json does not decode")
+        }
+        guard let seal = try? JSONDecoder().decode(BackupSeal.self, from: Data(sealBytes)),
+            let mac = Self.bytes(hex: seal.mac), let signature = Self.bytes(hex: seal.signature),
+            let certificate = Self.bytes(hex: seal.certificate)
+        else { throw BackupProblem("manifest.seal does not decode") }
+        guard manifest.format == BackupManifest.currentFormat else {
+            throw BackupProblem(
+                "manifest.json is format \(manifest.format); this binary reads \(BackupManifest.currentFormat)")
+        }
+        guard manifest.backupID == id.description else {
+            throw BackupProblem("manifest.json is backup \(manifest.backupID)'s, not \(id)'s: it was swapped")
+        }
+        guard ECDSASignature.verify(signature, of: body, certificateDER: certificate) else {
+            throw BackupProblem("manifest.json does not match its signature")
+        }
+        guard ECDSASignature.isIssued(certificate, byAnyOf: authorities),
+            ECDSASignature.names(uri: "crm://member/\(manifest.member)", in: certificate)
+        else {
+            throw BackupProblem("manifest.seal's certificate is not member \(manifest.member)'s from the cluster CA")
+        }
+        guard let wrapped = Self.bytes(hex: manifest.wrappedKey) else {
+            throw BackupProblem("manifest.json's wrapped key does not decode")
+        }
+        var keyBytes: [UInt8]
+        do {
+            keyBytes = try kek.unwrap(wrapped, context: BackupWriter.wrapContext(id))
+        } catch {
+            throw BackupProblem(
+                "the backup key \(kek.keyID) does not open this backup's data key (it was wrapped by \(manifest.keyProvider)): \(error)"
+            )
+        }
+        let dataKey = SymmetricKey(copying: keyBytes)
+        scrub(&keyBytes)
+        guard HMACSHA256.authenticate(body, key: BackupSeal.macKey(dataKey)) == mac else {
+            throw BackupProblem("manifest.json does not match its MAC")
+        }
+        return (manifest, id, AES256GCM(key: dataKey))
+    }
+
+    /// A chunk file, once its size and hash are the manifest's.
+    private func chunkFile(_ chunk: BackupManifest.Chunk) throws -> [UInt8] {
+        guard chunk.file.hasSuffix(".chunk"), !chunk.file.contains("/") else {
+            throw BackupProblem("manifest.json names a chunk file \(chunk.file)")
+        }
+        let path = directory + "/" + chunk.file
+        guard let size = BackupFiles.size(path) else { throw BackupProblem("\(chunk.file) is missing") }
+        guard size == chunk.storedBytes else {
+            throw BackupProblem(
+                "\(chunk.file) has \(size) bytes, the manifest says \(chunk.storedBytes)\(size < chunk.storedBytes ? ": truncated" : "")"
+            )
+        }
+        let file = try BackupFiles.read(path, limit: Int(chunk.storedBytes))
+        guard AuditChain.hex(HMACSHA256.sha256(file)) == chunk.sha256 else {
+            throw BackupProblem(
+                "\(chunk.file) differs from the manifest's hash (changed, or spliced from another backup)")
+        }
+        return file
+    }
+
+    private func compare(_ tally: BackupTally, _ audit: AuditCheck, with manifest: BackupManifest) throws {
+        guard tally.counts == manifest.counts else {
+            throw BackupProblem(
+                "the archives' counts \(tally.counts.sorted { $0.key < $1.key }) differ from the manifest's")
+        }
+        guard tally.contentDigest() == manifest.contentDigest else {
+            throw BackupProblem("the data archive's digest differs from the manifest's")
+        }
+        guard BackupManifest.Head(tally.auditHead) == manifest.auditHead else {
+            throw BackupProblem("the archived audit head differs from the manifest's")
+        }
+        var verifier = audit.verifier
+        verifier.finish(at: tally.auditHead)
+        if let problem = audit.problem ?? verifier.problem.map({ "entry \($0.seq): \($0.why)" }) {
+            throw BackupProblem("the archived audit trail does not hold: \(problem)")
+        }
+    }
+
+    static func bytes(hex: String) -> [UInt8]? { [UInt8](hexString: hex) }
+}
+
+/// The archived audit trail, entry by entry as the data archive yields them (in key order, so
+/// in sequence): links and hashes from the base, and every checkpoint's signature.
+struct AuditCheck {
+    var verifier: AuditVerifier
+    var checkpoints: CheckpointChecker
+    var problem: String?
+
+    init(base: BackupManifest.Head, authorities: [[UInt8]]) {
+        let hash = BackupVerifier.bytes(hex: base.hash) ?? AuditChain.genesis
+        verifier = AuditVerifier(after: hash.count == 32 ? AuditHead(seq: base.seq, hash: hash) : .empty)
+        checkpoints = CheckpointChecker(chain: AuditChain.crmChain, authorities: authorities)
+    }
+
+    mutating func add(_ key: [UInt8], _ value: [UInt8]) throws {
+        guard key.starts(with: BackupContents.auditEntries), problem == nil else { return }
+        var reader = BinaryReader(Array(key.dropFirst(BackupContents.auditEntries.count)))
+        let seq = reader.u64() ?? 0
+        let link = CRMValue(stored: value).flatMap { AuditLink(encoded: $0.payload) }
+        guard verifier.check(seq: seq, link), let link else { return }
+        if let why = checkpoints.check(link) { problem = "entry \(seq): \(why)" }
+    }
+}
