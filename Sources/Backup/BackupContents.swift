@@ -101,3 +101,15 @@ struct BackupTally {
     /// The digest of every data record added (hex); called once, at the end.
     func contentDigest() -> String { AuditChain.hex(digest.finish()) }
 }
+
+/// What a backup of a state would hold, counted from the state itself: a restore reads its new
+/// store back through it and compares with the manifest it restored.
+public enum BackupDigest {
+    public static func of(_ state: PinnedState) throws -> (counts: [String: UInt64], contentDigest: String) {
+        var tally = BackupTally()
+        try state.forEachRecord(under: BackedUpState.prefixes) { key, value in
+            for artefact in BackupContents.artefacts(of: key) { tally.add(key, value, to: artefact) }
+        }
+        return (tally.counts, tally.contentDigest())
+    }
+}

@@ -74,6 +74,87 @@ public struct BackupVerifier: Sendable {
         try forEachRecord(artefact, manifest, id, cipher, body)
     }
 
+    /// Both archives' records merged in key order (the key set, in both, once), opened a chunk
+    /// at a time: what a restore loads. Verify the backup (deep) first.
+    public func restoredRecords() throws -> (manifest: BackupManifest, next: () throws -> ([UInt8], [UInt8])?) {
+        let (manifest, id, cipher) = try openManifest()
+        var data = RecordCursor(artefact: .data, manifest: manifest, id: id, cipher: cipher, verifier: self)
+        var keys = RecordCursor(artefact: .keys, manifest: manifest, id: id, cipher: cipher, verifier: self)
+        var (nextData, nextKey) = (try data.next(), try keys.next())
+        return (
+            manifest,
+            {
+                switch (nextData, nextKey) {
+                case (nil, nil):
+                    return nil
+                case (let record?, nil):
+                    nextData = try data.next()
+                    return record
+                case (nil, let record?):
+                    nextKey = try keys.next()
+                    return record
+                case (let fromData?, let fromKeys?):
+                    if fromData.0 == fromKeys.0 {
+                        guard fromData.1 == fromKeys.1 else {
+                            throw BackupProblem("the data and key archives hold different values for one key")
+                        }
+                        (nextData, nextKey) = (try data.next(), try keys.next())
+                        return fromData
+                    }
+                    if fromData.0.lexicographicallyPrecedes(fromKeys.0) {
+                        nextData = try data.next()
+                        return fromData
+                    }
+                    nextKey = try keys.next()
+                    return fromKeys
+                }
+            }
+        )
+    }
+
+    /// One archive's records, a chunk opened at a time.
+    struct RecordCursor {
+        let artefact: BackupArtefact
+        let manifest: BackupManifest
+        let id: BackupID
+        let cipher: AES256GCM
+        let verifier: BackupVerifier
+        private var chunk = -1
+        private var reader = BinaryReader([])
+        private var left: UInt32 = 0
+
+        init(
+            artefact: BackupArtefact, manifest: BackupManifest, id: BackupID, cipher: AES256GCM,
+            verifier: BackupVerifier
+        ) {
+            self.artefact = artefact
+            self.manifest = manifest
+            self.id = id
+            self.cipher = cipher
+            self.verifier = verifier
+        }
+
+        mutating func next() throws -> ([UInt8], [UInt8])? {
+            let chunks = manifest.chunks(artefact)
+            while left == 0 {
+                guard reader.isAtEnd else {
+                    throw BackupProblem("\(chunks[chunk].file) holds more records than it says")
+                }
+                chunk += 1
+                guard chunk < chunks.count else { return nil }
+                let raw = try BackupChunks.open(
+                    try verifier.chunkFile(chunks[chunk]), chunks[chunk], id, artefact, index: chunk, cipher: cipher)
+                reader = BinaryReader(raw)
+                left = chunks[chunk].records
+            }
+            guard let key = reader.blob(), let value = reader.blob() else {
+                throw BackupProblem("\(chunks[chunk].file): a record does not decode")
+            }
+            left -= 1
+            return (key, value)
+        }
+    }
+
     private func forEachRecord(
         _ artefact: BackupArtefact, _ manifest: BackupManifest, _ id: BackupID, _ cipher: AES256GCM,
         _ body: ([UInt8], [UInt8]) throws -> Void
@@ -136,7 +217,7 @@ public struct BackupVerifier: Sendable {
     }
 
     /// A chunk file, once its size and hash are the manifest's.
-    private func chunkFile(_ chunk: BackupManifest.Chunk) throws -> [UInt8] {
+    func chunkFile(_ chunk: BackupManifest.Chunk) throws -> [UInt8] {
         guard chunk.file.hasSuffix(".chunk"), !chunk.file.contains("/") else {
             throw BackupProblem("manifest.json names a chunk file \(chunk.file)")
         }

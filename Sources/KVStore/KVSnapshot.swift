@@ -67,6 +67,30 @@ extension ReplicatedKV {
             metadata: ["index": "\(restored.index)", "records": "\(records)", "bytes": "\(parser.bytesRead)"])
     }
 
+    /// Replaces the whole state with `next`'s records (absolute keys under the backed-up
+    /// prefixes, in ascending order) at `position`: a restore from a logical backup, into a new
+    /// member's store. As with a snapshot, the position is written last: until then the state
+    /// has none, and a crash midway leaves a store that a new restore replaces.
+    public func restore(at position: Position, records next: () throws -> BulkRecord?) throws -> Int {
+        precondition(position.index > 0, "a restored state holds at least the founding entry")
+        var unpositioned = WriteBatch()
+        unpositioned.delete(.metadata, key: StateKeys.position)
+        try storage.write(unpositioned, durability: .synced)
+        let ranges = BackedUpState.prefixes.map(KeyRange.prefix)
+        let records = try storage.replace(.stateMachine, ranges: ranges) {
+            guard let record = try next() else { return nil }
+            guard BackedUpState.prefixes.contains(where: { record.key.starts(with: $0) }) else {
+                throw StorageError.invalidArgument("a restored record lies outside the CRM and KV prefixes")
+            }
+            return record
+        }
+        var positioned = WriteBatch()
+        positioned.put(.metadata, key: StateKeys.position, value: Self.encode(position))
+        try storage.write(positioned, durability: .synced)
+        try reload()
+        return records
+    }
+
     private static func expect(_ restored: Position, at expectedIndex: UInt64) throws {
         guard restored.index == expectedIndex else {
             throw StorageError.invalidArgument(

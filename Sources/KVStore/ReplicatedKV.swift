@@ -38,6 +38,12 @@ public final class ReplicatedKV: @unchecked Sendable {
         public var term: UInt64
         /// The largest proposer clock applied so far.
         public var logClockMillis: UInt64
+
+        public init(index: UInt64, term: UInt64, logClockMillis: UInt64) {
+            self.index = index
+            self.term = term
+            self.logClockMillis = logClockMillis
+        }
     }
 
     /// The sealed engine on a member; `MemoryStateStorage` in the simulator and unit tests.

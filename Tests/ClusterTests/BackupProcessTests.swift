@@ -10,19 +10,23 @@ import Testing
 /// Backups on real processes: `crmctl backup create` on the leader writes a backup of the
 /// records into both of its targets (audited before it starts), `backup list` shows it on that
 /// member, `backup verify --deep` recounts it, and a flipped byte in one chunk is a named
-/// failure of verify (exit 1).
+/// failure of verify (exit 1). A 3-member cluster's backup restored into a new member
+/// (`crm-node --restore-from`) reads back with the manifest's counts and digest, serves alone as
+/// leader with its users and records, passes `crm check` and `audit verify` with the restore's
+/// own entry at the head; a restore into a non-empty data directory is refused.
 extension RealProcessTests {
     @Suite struct BackupProcessTests {
         static func json(_ output: String) -> Any? { try? JSONSerialization.jsonObject(with: Data(output.utf8)) }
 
-        @Test func aBackupIsTakenListedVerifiedAndItsDamageNamed() async throws {
+        /// A scratch directory with a backup key, and a cluster (spare member 4 not started)
+        /// whose members back up into two targets each, with 20 persons.
+        static func backedUpCluster() async throws -> (ProcessCluster, scratch: String, leader: UInt64) {
             let scratch = NSTemporaryDirectory() + "crm-backups-" + UUID().uuidString
             try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: scratch) }
             let key = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
             try Data(key.utf8).write(to: URL(fileURLWithPath: scratch + "/backup.key"))
             try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: scratch + "/backup.key")
-            let cluster = try ProcessCluster {
+            let cluster = try ProcessCluster(spares: [4]) {
                 $0.backup = NodeConfig.Backup(
                     targets: [scratch + "/m\($0.id)-a", scratch + "/m\($0.id)-b"], keyFile: scratch + "/backup.key")
             }
@@ -36,11 +40,21 @@ extension RealProcessTests {
                 create.fields = ["last_name": .with { $0.text = "Backed-up \(number)" }]
                 _ = try await records.create(create, options: ProcessCluster.shortCall)
             }
-            let file = try cluster.writeClusterFile()
+            return (cluster, scratch, leader)
+        }
 
+        /// `crmctl backup create --json`: the backup's description and id.
+        static func createBackup(_ file: String) throws -> (info: [String: Any], id: String) {
             let created = try ProcessCluster.tool("crmctl", ["backup", "create", "--json", "--cluster", file])
-            let info = try #require((Self.json(created.output) as? [[String: Any]])?.first, "\(created.errors)")
-            let id = try #require(info["id"] as? String)
+            let info = try #require((json(created.output) as? [[String: Any]])?.first, "\(created.errors)")
+            return (info, try #require(info["id"] as? String))
+        }
+
+        @Test func aBackupIsTakenListedVerifiedAndItsDamageNamed() async throws {
+            let (cluster, scratch, leader) = try await Self.backedUpCluster()
+            defer { try? FileManager.default.removeItem(atPath: scratch) }
+            let file = try cluster.writeClusterFile()
+            let (info, id) = try Self.createBackup(file)
             #expect(info["member"] as? Int == Int(leader) && (info["counts"] as? [String: Int])?["person"] == 20)
             for target in ["a", "b"] {
                 #expect(FileManager.default.fileExists(atPath: scratch + "/m\(leader)-\(target)/\(id)/manifest.json"))
@@ -68,6 +82,51 @@ extension RealProcessTests {
             let damaged = try ProcessCluster.tool("crmctl", ["backup", "verify", id, "--cluster", file])
             #expect(damaged.status == 1, "\(damaged.output)")
             #expect(damaged.errors.contains("data-000000.chunk differs from the manifest's hash"), "\(damaged.errors)")
+            await cluster.closeConnections()
+        }
+
+        @Test func aClustersBackupRestoresIntoANewMemberThatServesAlone() async throws {
+            let (cluster, scratch, leader) = try await Self.backedUpCluster()
+            defer { try? FileManager.default.removeItem(atPath: scratch) }
+            let (info, id) = try Self.createBackup(try cluster.writeClusterFile())
+            let auditHead = try #require(info["audit_head_seq"] as? Int)
+            await cluster.closeConnections()
+            cluster.stopAll()
+
+            // Into spare 4's data directory, offline: deep-verified, loaded, read back.
+            let backup = scratch + "/m\(leader)-b/\(id)"
+            let restore = [
+                "--config", cluster.configPath(4), "--restore-from", backup, "--backup-key", scratch + "/backup.key",
+            ]
+            let restored = try ProcessCluster.tool("crm-node", restore)
+            #expect(restored.status == 0 && restored.output.contains("restored backup \(id)"), "\(restored.errors)")
+            let again = try ProcessCluster.tool("crm-node", restore)
+            #expect(again.status == 1 && again.errors.contains("is not empty"), "\(again.errors)")
+
+            // Member 4 serves alone, with the cluster's users and records.
+            try cluster.start(4)
+            #expect(await cluster.waitForLeader(among: [4]) == 4)
+            let token = try await cluster.signIn("records-harness", through: "app", leader: 4)
+            var list = Crm_V1_ListRecordsRequest()
+            list.entity = "person"
+            list.pageSize = 100
+            let persons = try await cluster.connection(4, .client, as: "app").records.list(
+                list, metadata: ["authorization": "Bearer \(token)"], options: ProcessCluster.shortCall)
+            #expect(persons.records.count == 20)
+            let tls = cluster.tls("crmctl")
+            let direct = [
+                "--endpoint", "\(cluster.addresses(4).admin)", "--ca", tls.ca, "--cert", tls.certificate, "--key",
+                tls.privateKey,
+            ]
+            let check = try ProcessCluster.tool("crmctl", ["crm", "check"] + direct)
+            #expect(check.status == 0, "\(check.output) \(check.errors)")
+            let verify = try ProcessCluster.tool("crmctl", ["audit", "verify"] + direct)
+            #expect(verify.status == 0, "\(verify.output) \(verify.errors)")
+            let tail = try ProcessCluster.tool(
+                "crmctl", ["audit", "query", "--action", "backup.restore", "--json"] + direct)
+            let entries = Self.json(tail.output) as? [[String: Any]] ?? []
+            #expect(entries.count == 1 && (entries.first?["seq"] as? Int) == auditHead + 1, "\(tail.output)")
+            #expect((entries.first?["reason"] as? String)?.contains(id) == true)
             await cluster.closeConnections()
         }
     }
