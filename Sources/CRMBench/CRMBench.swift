@@ -7,6 +7,6 @@ struct CRMBench: AsyncParsableCommand {
         abstract: "Benchmarks for the CRM cluster node.",
         subcommands: [
             KVBenchmark.self, CRMBenchmark.self, PeerBenchmark.self, StorageBenchmark.self, RaceBenchmark.self,
-            CatchUpBenchmark.self, AuthBenchmark.self,
+            CatchUpBenchmark.self, AuthBenchmark.self, BackupBenchmark.self,
         ])
 }
