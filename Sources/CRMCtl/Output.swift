@@ -103,6 +103,7 @@ enum Output {
         case .authAttack: return "AUTH_ATTACK"
         case .clockSkew: return "CLOCK_SKEW"
         case .auditBacklog: return "AUDIT_BACKLOG"
+        case .backupStale: return "BACKUP_STALE"
         case .unknown, .UNRECOGNIZED: return "UNKNOWN"
         }
     }

@@ -12,6 +12,12 @@ import Synchronization
 extension AdminService {
     func createBackup(request: Crm_V1_CreateBackupRequest, context: ServerContext) async throws -> Crm_V1_BackupInfo {
         let admin = try authorization.requireAdmin(context)
+        return try await takeBackup(by: Caller(identity: .client(admin)))
+    }
+
+    /// Takes a backup now (the operator's call, or the leader's schedule for `caller` the
+    /// member); refused while another is being taken on this member.
+    func takeBackup(by caller: Caller) async throws -> Crm_V1_BackupInfo {
         let settings = try backupSettings()
         let acquired = BackupGate.running.withLock { running -> Bool in
             guard !running else { return false }
@@ -32,8 +38,7 @@ extension AdminService {
             previous: BackupStore.list(first).backups.last?.id.description)
         let writer = BackupWriter(kek: settings.kek, signer: settings.signer)
         let manifest = try await audited(
-            "backup.create", by: admin,
-            reason: "backup \(id) of member \(engine.id) at index \(state.position.index)"
+            "backup.create", by: caller, reason: "backup \(id) of member \(engine.id) at index \(state.position.index)"
         ) {
             try await offload {
                 let manifest = try writer.write(state, id: id, origin: origin, into: first)
@@ -41,6 +46,7 @@ extension AdminService {
                 return manifest
             }
         }
+        backupStatus.succeeded(at: manifest.createdAtMillis)
         var info = Self.info(
             BackupStore.Listed(
                 id: id, target: first, manifest: manifest,
@@ -50,7 +56,7 @@ extension AdminService {
             "backup taken",
             metadata: [
                 "backup": "\(id)", "applied_index": "\(manifest.appliedIndex)", "targets": "\(settings.targets.count)",
-                "ms": "\(info.durationMs)",
+                "ms": "\(info.durationMs)", "by": "\(caller.owner)",
             ])
         return info
     }

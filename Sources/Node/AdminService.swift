@@ -29,6 +29,8 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
     let raiseCorrupt: @Sendable (String) -> Void
     /// Writes the entries of operators' acts on this member to the cluster's audit trail.
     let audit: AuditRecorder
+    /// When this member last took a backup, for BACKUP_STALE and `/metrics`.
+    let backupStatus: BackupStatus
 
     func status(request: Crm_V1_StatusRequest, context: ServerContext) async throws -> Crm_V1_StatusResponse {
         _ = try authorization.requireAdmin(context)
@@ -183,7 +185,8 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         let engine = self.storage
         let was = engine.keyStatus().activeKeyID
         let active = try await audited(
-            "keys.rotate_data", by: admin, reason: "member \(self.engine.id) storage data key \(was)"
+            "keys.rotate_data", by: Caller(identity: .client(admin)),
+            reason: "member \(self.engine.id) storage data key \(was)"
         ) { try await offload { try engine.rotateDataKey() } }
         logger.notice("data key rotated", metadata: ["active_key": "\(active)", "admin": "\(admin)"])
         // Old values are re-sealed in the background; the old key retires when that is done.
@@ -199,9 +202,8 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
     /// Runs an operator's `act` once its audit entry has committed, so that no act is without its
     /// entry; if `act` fails, a second entry (outcome failed) records that too.
     func audited<T: Sendable>(
-        _ action: String, by admin: String, reason: String, _ act: () async throws -> T
+        _ action: String, by caller: Caller, reason: String, _ act: () async throws -> T
     ) async throws -> T {
-        let caller = Caller(identity: .client(admin))
         do {
             try await audit.record([caller.audit(action, reason: reason)], wait: true)
         } catch let error as RPCError {
@@ -407,6 +409,7 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         case .authAttack: proto.kind = .authAttack
         case .clockSkew: proto.kind = .clockSkew
         case .auditBacklog: proto.kind = .auditBacklog
+        case .backupStale: proto.kind = .backupStale
         }
         proto.memberID = alarm.memberID
         proto.raisedAtMs = UInt64(alarm.raisedAt.timeIntervalSince1970 * 1000)

@@ -113,7 +113,9 @@ extension NodeConfig {
                 "fsync_slow_ms": .scalar, "fsync_window_ms": .scalar, "max_apply_lag": .scalar,
                 "stall_ms": .scalar, "verify_interval_hours": .scalar, "allow_non_loopback": .scalar,
             ]),
-            "backup": .mapping(["targets": .list(.scalar), "key_file": .scalar]),
+            "backup": .mapping([
+                "targets": .list(.scalar), "key_file": .scalar, "every_hours": .scalar, "keep_days": .scalar,
+            ]),
             "failover": .mapping([
                 "hand_off_on_disk_failure": .scalar, "dead_after_seconds": .scalar, "auto_replace": .scalar,
                 "spares": .list(endpoints), "min_voters": .scalar,
@@ -172,7 +174,8 @@ extension NodeConfig {
         tls.denyFile = tls.denyFile.map(resolve)
         if let keyFile = crm?.keyFile { crm?.keyFile = resolve(keyFile) }
         if let given = backup {
-            backup = NodeConfig.Backup(targets: given.targets.map(resolve), keyFile: resolve(given.keyFile))
+            backup?.targets = given.targets.map(resolve)
+            backup?.keyFile = resolve(given.keyFile)
         }
     }
 
@@ -311,6 +314,12 @@ extension NodeConfig {
             if !(1...8).contains(backup.targets.count) { problems.append("backup.targets: 1 to 8 directories") }
             if Set(backup.targets).count != backup.targets.count {
                 problems.append("backup.targets: a directory twice")
+            }
+            if let hours = backup.everyHours, !(0...168).contains(hours) {
+                problems.append("backup.every_hours: \(hours) is outside 0–168")
+            }
+            if let days = backup.keepDays, !(1...3650).contains(days) {
+                problems.append("backup.keep_days: \(days) is outside 1–3650")
             }
         }
         if let entries = crm?.auditQueueEntries, !(100...1_000_000).contains(entries) {

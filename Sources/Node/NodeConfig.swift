@@ -307,15 +307,28 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         /// it alone a backup opens, but its personal fields stay sealed under subject keys that
         /// only the CRM key unwraps.
         public var keyFile: String
+        /// The leader takes a backup when the newest in its targets is this old (0: only when
+        /// asked; 0 to 168; 6 when not given). Two intervals without one raise BACKUP_STALE.
+        public var everyHours: Int?
+        /// Backups older than this are removed from each target, never a target's newest (1 to
+        /// 3650; 35 when not given).
+        public var keepDays: Int?
 
-        public init(targets: [String], keyFile: String) {
+        public static let defaultEveryHours = 6
+        public static let defaultKeepDays = 35
+
+        public init(targets: [String], keyFile: String, everyHours: Int? = nil, keepDays: Int? = nil) {
             self.targets = targets
             self.keyFile = keyFile
+            self.everyHours = everyHours
+            self.keepDays = keepDays
         }
 
         enum CodingKeys: String, CodingKey {
             case targets
             case keyFile = "key_file"
+            case everyHours = "every_hours"
+            case keepDays = "keep_days"
         }
     }
 
@@ -410,6 +423,13 @@ public struct NodeConfig: Codable, Sendable, Equatable {
     public var connections: Connections?
     public var crm: CRM?
     public var backup: Backup?
+
+    /// The leader's backup schedule (no interval without a `backup` section).
+    var backupSchedule: BackupSchedule {
+        BackupSchedule(
+            everyMillis: UInt64(backup == nil ? 0 : backup?.everyHours ?? Backup.defaultEveryHours) * 3_600_000,
+            keepMillis: UInt64(backup?.keepDays ?? Backup.defaultKeepDays) * 86_400_000)
+    }
 
     public init(
         id: NodeID, dataDir: String, masterKeyFile: String, listen: Listen, members: [MemberEndpoints], tls: TLS,

@@ -47,6 +47,7 @@ public final class NodeMetrics: Sendable {
     private let deadMembers: Gauge
     private let auditQueued: Gauge
     private let auditRefused: Gauge
+    private let backupNewest: Gauge
     private let certificateExpiry = Mutex<[String: Gauge]>([:])
 
     static let latencyBuckets: [Duration] = [
@@ -138,7 +139,13 @@ public final class NodeMetrics: Sendable {
         auditRefused = registry.makeGauge(
             name: "crm_audit_queue_refused_total",
             help: "Reads refused UNAVAILABLE because the audit queue was full (crm.audit_queue_entries)")
+        backupNewest = registry.makeGauge(
+            name: "crm_backup_last_success_timestamp_seconds",
+            help: "When the newest backup in this member's targets was taken (Unix time; 0: none)")
     }
+
+    /// When the newest backup in this member's targets was taken (0: none known).
+    func refresh(backupNewestMillis: UInt64?) { backupNewest.set(to: Double(backupNewestMillis ?? 0) / 1000) }
 
     /// Mirrors the audit queue into the gauges (called before each scrape).
     func refresh(auditQueue counts: (queued: Int, refusedTotal: UInt64)) {

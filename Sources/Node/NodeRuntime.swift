@@ -1,3 +1,4 @@
+import Backup
 import CRM
 import CRMProto
 import Engine
@@ -51,6 +52,7 @@ public final class NodeRuntime: @unchecked Sendable {
     private var crm: CRMRecords?
     private var checkpoints: AuditCheckpoints?
     private var historyRetention: HistoryRetention?
+    private var adminService: AdminService?
     private(set) var authorization: Authorization?
     private var frontMetrics: FrontMetrics?
     /// The running service group and its task (`start`/`stop`, the in-process form).
@@ -219,9 +221,11 @@ public final class NodeRuntime: @unchecked Sendable {
             threshold: config.crm?.authAttackFailuresPerMinute ?? NodeConfig.CRM.defaultAuthAttackFailuresPerMinute,
             isolates: config.crm?.isolateClients ?? false)
         let backlog = AuditBacklog(capacity: config.crm?.auditQueueEntries ?? AuditRecorder.defaultQueueEntries)
+        let backups = BackupStatus(everyMillis: UInt64(config.backupSchedule.everyMillis))
         let monitor = HealthMonitor(
             config: config, engine: engine, group: group, peers: { poller.observations() },
-            crmKeyProblem: { crmKeys.problem() }, attacks: attacks, auditBacklog: backlog, logger: logger)
+            crmKeyProblem: { crmKeys.problem() }, attacks: attacks, auditBacklog: backlog, backups: backups,
+            logger: logger)
         self.monitor = monitor
         let local = LocalKV(
             engine: engine, members: members, gate: { ServingGate.from(monitor.snapshot, engine.currentStatus) },
@@ -258,7 +262,8 @@ public final class NodeRuntime: @unchecked Sendable {
             authorization: authorization, logger: logger,
             health: { monitor.snapshot }, peers: { poller.observations() },
             directory: { [weak self] in self?.memberDirectory() ?? [:] },
-            raiseCorrupt: { monitor.raiseCorrupt($0) }, audit: audit)
+            raiseCorrupt: { monitor.raiseCorrupt($0) }, audit: audit, backupStatus: backups)
+        adminService = admin
         apiListeners = [
             APIServers.Listener(
                 endpoint: config.listen.client, connections: guards.client, services: [kv, records, directory],
@@ -320,6 +325,9 @@ public final class NodeRuntime: @unchecked Sendable {
             PeriodicService(
                 description: "field history retention", startup: startup, initialDelay: .seconds(30),
                 interval: .seconds(60), work: { [weak self] in await self?.historyRetention?.step() }),
+            PeriodicService(
+                description: "backup schedule", startup: startup, initialDelay: .seconds(15), interval: .seconds(60),
+                work: { [weak self] in await self?.backupStep() }),
             PeriodicService(
                 description: "CRM re-wrap", startup: startup, initialDelay: .seconds(1), interval: .seconds(1),
                 work: { [weak self] in await self?.crm?.rewrapStep(maxBatches: rewrapRate) }),
@@ -486,6 +494,48 @@ public final class NodeRuntime: @unchecked Sendable {
     }
 
     /// What this member says about itself to the fronts (`MemberState`).
+    /// The leader's backup schedule, once a minute: a backup when one is due, then the
+    /// targets' retention. On a follower it only notes that it does not lead.
+    func backupStep() async {
+        guard let engine, let admin = adminService, let backup = config.backup else { return }
+        let now = WallClock.nowMillis()
+        let leads = engine.currentStatus.role == .leader && local?.gate().refusal == nil
+        admin.backupStatus.leading(leads, now: now)
+        let listed = backup.targets.map { BackupStore.list($0) }
+        if let newest = listed.flatMap(\.backups).compactMap({ $0.manifest?.createdAtMillis }).max() {
+            admin.backupStatus.succeeded(at: newest)
+        }
+        guard leads else { return }
+        let schedule = config.backupSchedule
+        if schedule.isDue(newest: admin.backupStatus.newestMillis, now: now) {
+            do {
+                _ = try await admin.takeBackup(by: Caller(identity: .member(config.id)))
+            } catch {
+                logger.warning("scheduled backup failed; trying again in a minute", metadata: ["error": "\(error)"])
+            }
+        }
+        for (target, found) in zip(backup.targets, listed) {
+            for expired in schedule.expired(found.backups, now: now) {
+                do {
+                    try FileManager.default.removeItem(atPath: BackupStore.path(target, expired.id))
+                    logger.notice("backup past backup.keep_days removed", metadata: ["backup": "\(expired.id)"])
+                } catch {
+                    logger.warning("an expired backup could not be removed", metadata: ["error": "\(error)"])
+                }
+            }
+            for partial in found.partial
+            where Self.olderThan(target + "/" + partial, BackupSchedule.partialMaxAgeMillis) {
+                try? FileManager.default.removeItem(atPath: target + "/" + partial)
+            }
+        }
+    }
+
+    private static func olderThan(_ path: String, _ millis: UInt64) -> Bool {
+        guard let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
+        else { return false }
+        return Date().timeIntervalSince(modified) * 1000 > Double(millis)
+    }
+
     func memberState() -> Crm_V1_MemberStateResponse {
         guard let engine, let monitor else { return Crm_V1_MemberStateResponse() }
         let status = engine.currentStatus
@@ -565,6 +615,7 @@ public final class NodeRuntime: @unchecked Sendable {
                     peerRoundTrips: status.roundTripMicroseconds.mapValues { .microseconds(Int64($0)) })
                 metrics.refresh(monitor.snapshot)
                 if let backlog = monitor.auditBacklog { metrics.refresh(auditQueue: backlog.counts) }
+                if let backups = monitor.backups { metrics.refresh(backupNewestMillis: backups.newestMillis) }
                 metrics.refresh(
                     connections: guards.all.map { ($0.name, $0.counts) } + [
                         ("peer", transport?.connectionCounts ?? .init())

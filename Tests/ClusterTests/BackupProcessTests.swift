@@ -19,8 +19,11 @@ extension RealProcessTests {
         static func json(_ output: String) -> Any? { try? JSONSerialization.jsonObject(with: Data(output.utf8)) }
 
         /// A scratch directory with a backup key, and a cluster (spare member 4 not started)
-        /// whose members back up into two targets each, with 20 persons.
-        static func backedUpCluster() async throws -> (ProcessCluster, scratch: String, leader: UInt64) {
+        /// whose members back up into two targets each (on a schedule only when asked), with 20
+        /// persons.
+        static func backedUpCluster(
+            everyHours: Int = 0
+        ) async throws -> (ProcessCluster, scratch: String, leader: UInt64) {
             let scratch = NSTemporaryDirectory() + "crm-backups-" + UUID().uuidString
             try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
             let key = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
@@ -28,7 +31,8 @@ extension RealProcessTests {
             try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: scratch + "/backup.key")
             let cluster = try ProcessCluster(spares: [4]) {
                 $0.backup = NodeConfig.Backup(
-                    targets: [scratch + "/m\($0.id)-a", scratch + "/m\($0.id)-b"], keyFile: scratch + "/backup.key")
+                    targets: [scratch + "/m\($0.id)-a", scratch + "/m\($0.id)-b"], keyFile: scratch + "/backup.key",
+                    everyHours: everyHours)
             }
             try cluster.startAll()
             let leader = try #require(await cluster.waitForLeader())
@@ -128,6 +132,41 @@ extension RealProcessTests {
             #expect(entries.count == 1 && (entries.first?["seq"] as? Int) == auditHead + 1, "\(tail.output)")
             #expect((entries.first?["reason"] as? String)?.contains(id) == true)
             await cluster.closeConnections()
+        }
+        @Test func theLeaderTakesScheduledBackupsItself() async throws {
+            let (cluster, scratch, leader) = try await Self.backedUpCluster(everyHours: 6)
+            defer { try? FileManager.default.removeItem(atPath: scratch) }
+            // No backup yet: the leader's schedule takes one within its first minute.
+            let taken = await eventually(seconds: 40) {
+                FileManager.default.fileExists(atPath: scratch + "/m\(leader)-b")
+                    && !BackupsOnDisk.ids(in: scratch + "/m\(leader)-b").isEmpty
+            }
+            #expect(taken, "the leader took no scheduled backup")
+            for member in cluster.ids where member != leader {
+                #expect(BackupsOnDisk.ids(in: scratch + "/m\(member)-a").isEmpty, "follower \(member) took one")
+            }
+            let file = try cluster.writeClusterFile()
+            let entries = try ProcessCluster.tool(
+                "crmctl", ["audit", "query", "--action", "backup.create", "--json", "--cluster", file])
+            let actors = (Self.json(entries.output) as? [[String: Any]])?.compactMap { $0["actor"] as? String }
+            #expect(actors == ["crm://member/\(leader)"], "\(entries.output)")
+            let metrics = await cluster.health(leader).body
+            #expect(
+                metrics.split(separator: "\n").contains {
+                    $0.hasPrefix("crm_backup_last_success_timestamp_seconds ") && !$0.hasSuffix(" 0.0")
+                },
+                "\(metrics.suffix(1500))")
+            #expect(!(await cluster.alarms(leader)).contains(.backupStale))
+            await cluster.closeConnections()
+        }
+    }
+}
+
+/// Backup directories in a target (32 hexadecimal characters each).
+enum BackupsOnDisk {
+    static func ids(in target: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: target)) ?? []).filter {
+            $0.utf8.count == 32 && $0.allSatisfy(\.isHexDigit)
         }
     }
 }

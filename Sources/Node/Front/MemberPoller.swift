@@ -114,6 +114,7 @@ final class MemberPoller: Sendable {
                 case .authAttack: return .authAttack
                 case .clockSkew: return .clockSkew
                 case .auditBacklog: return .auditBacklog
+                case .backupStale: return .backupStale
                 default: return nil
                 }
             },

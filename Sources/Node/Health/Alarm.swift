@@ -27,11 +27,14 @@ public struct Alarm: Sendable, Equatable, CustomStringConvertible {
         /// This member's queue of audit entries waiting to be written filled within the last
         /// minute (`crm.audit_queue_entries`): the reads it refused meanwhile released nothing.
         case auditBacklog = "AUDIT_BACKLOG"
+        /// On the leader with a backup schedule: no backup in its targets for two intervals
+        /// (`backup.every_hours`).
+        case backupStale = "BACKUP_STALE"
 
         /// Whether the member serves as before while it stands (it only tells the operator).
         public var isAdvisory: Bool {
             switch self {
-            case .authAttack, .clockSkew, .auditBacklog: true
+            case .authAttack, .clockSkew, .auditBacklog, .backupStale: true
             case .noSpace, .corrupt, .crmKey, .tamper: false
             }
         }

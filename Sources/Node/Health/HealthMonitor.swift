@@ -71,12 +71,15 @@ public final class HealthMonitor: @unchecked Sendable {
     private var authAttackAlarm: Alarm?
     private var clockSkewAlarm: Alarm?
     private var auditBacklogAlarm: Alarm?
+    private var backupStaleAlarm: Alarm?
     /// What keeps the CRM from using its keys on this member (nil: nothing).
     private let crmKeyProblem: @Sendable () -> CRMKeyError?
     /// The cluster's failed sign-ins, counted while this member leads.
     private let attacks: AuthAttackWatch?
     /// This member's queue of audit entries waiting to be written.
     let auditBacklog: AuditBacklog?
+    /// This member's backups (BACKUP_STALE).
+    let backups: BackupStatus?
     /// A wall clock this far from most peers' raises CLOCK_SKEW.
     static let clockSkewBoundMillis: Int64 = 10_000
     private let replacer: AutoReplacer
@@ -85,8 +88,9 @@ public final class HealthMonitor: @unchecked Sendable {
         config: NodeConfig, engine: RaftEngine, group: MultiThreadedEventLoopGroup,
         peers: @escaping @Sendable () -> [NodeID: PeerObservation],
         crmKeyProblem: @escaping @Sendable () -> CRMKeyError? = { nil }, attacks: AuthAttackWatch? = nil,
-        auditBacklog: AuditBacklog? = nil, logger: Logger
+        auditBacklog: AuditBacklog? = nil, backups: BackupStatus? = nil, logger: Logger
     ) {
+        self.backups = backups
         self.crmKeyProblem = crmKeyProblem
         self.attacks = attacks
         self.auditBacklog = auditBacklog
@@ -155,8 +159,10 @@ public final class HealthMonitor: @unchecked Sendable {
         let observed = peers()
         updateClockSkew(observed)
         updateAuditBacklog()
+        updateBackupStale()
         snapshot.alarms = [
             noSpaceAlarm, corruptAlarm, tamperAlarm, crmKeyAlarm, authAttackAlarm, clockSkewAlarm, auditBacklogAlarm,
+            backupStaleAlarm,
         ].compactMap { $0 }
         let window = UInt64(config.fsyncWindowMilliseconds) * 1_000_000
         snapshot.sync = engine.syncLatency.withLock {
@@ -291,6 +297,19 @@ public final class HealthMonitor: @unchecked Sendable {
         let raisedAt = auditBacklogAlarm?.raisedAt ?? WallClock.now()
         if auditBacklogAlarm == nil { logger.critical("AUDIT_BACKLOG alarm", metadata: ["reason": "\(reason)"]) }
         auditBacklogAlarm = Alarm(kind: .auditBacklog, memberID: config.id, raisedAt: raisedAt, reason: reason)
+    }
+
+    /// BACKUP_STALE while this member leads and its schedule has gone two intervals without a backup.
+    private func updateBackupStale() {
+        guard let reason = backups?.staleness(now: WallClock.nowMillis()) else {
+            if backupStaleAlarm != nil { logger.notice("BACKUP_STALE alarm cleared") }
+            backupStaleAlarm = nil
+            return
+        }
+        if backupStaleAlarm == nil { logger.critical("BACKUP_STALE alarm", metadata: ["reason": "\(reason)"]) }
+        backupStaleAlarm = Alarm(
+            kind: .backupStale, memberID: config.id, raisedAt: backupStaleAlarm?.raisedAt ?? WallClock.now(),
+            reason: reason)
     }
 
     private func updateNoSpace(free: UInt64, store: UInt64) {

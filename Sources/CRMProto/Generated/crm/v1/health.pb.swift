@@ -146,6 +146,10 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
   /// (crm.audit_queue_entries): reads it served meanwhile were refused UNAVAILABLE, not released
   /// unaudited. Advisory: the member serves as before once the queue drains.
   case auditBacklog // = 7
+
+  /// On the leader with a backup schedule (backup.every_hours): no backup in its targets for two
+  /// intervals. Advisory: the member serves as before.
+  case backupStale // = 8
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -162,6 +166,7 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
     case 5: self = .authAttack
     case 6: self = .clockSkew
     case 7: self = .auditBacklog
+    case 8: self = .backupStale
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -176,6 +181,7 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
     case .authAttack: return 5
     case .clockSkew: return 6
     case .auditBacklog: return 7
+    case .backupStale: return 8
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -190,6 +196,7 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
     .authAttack,
     .clockSkew,
     .auditBacklog,
+    .backupStale,
   ]
 
 }
@@ -301,7 +308,7 @@ nonisolated extension Crm_V1_HealthState: SwiftProtobuf._ProtoNameProviding {
 }
 
 nonisolated extension Crm_V1_AlarmKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALARM_KIND_UNKNOWN\0\u{1}ALARM_KIND_NOSPACE\0\u{1}ALARM_KIND_CORRUPT\0\u{1}ALARM_KIND_CRMKEY\0\u{1}ALARM_KIND_TAMPER\0\u{1}ALARM_KIND_AUTH_ATTACK\0\u{1}ALARM_KIND_CLOCK_SKEW\0\u{1}ALARM_KIND_AUDIT_BACKLOG\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALARM_KIND_UNKNOWN\0\u{1}ALARM_KIND_NOSPACE\0\u{1}ALARM_KIND_CORRUPT\0\u{1}ALARM_KIND_CRMKEY\0\u{1}ALARM_KIND_TAMPER\0\u{1}ALARM_KIND_AUTH_ATTACK\0\u{1}ALARM_KIND_CLOCK_SKEW\0\u{1}ALARM_KIND_AUDIT_BACKLOG\0\u{1}ALARM_KIND_BACKUP_STALE\0")
 }
 
 nonisolated extension Crm_V1_Health: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -1,0 +1,61 @@
+import Backup
+import Foundation
+import Testing
+
+@testable import Node
+
+/// The leader's backup schedule: due with no backup or one `every` old; retention removes
+/// backups past `keep` but never a target's newest; BACKUP_STALE only while leading, after two
+/// intervals without a backup counted from the newest or from when leading began.
+@Suite struct BackupScheduleTests {
+    let hour: UInt64 = 3_600_000
+
+    @Test func aBackupIsDueWhenNoneOrTheNewestIsAnIntervalOld() {
+        let schedule = BackupSchedule(everyMillis: 6 * hour, keepMillis: 35 * 24 * hour)
+        #expect(schedule.isDue(newest: nil, now: 1))
+        #expect(!schedule.isDue(newest: 10 * hour, now: 15 * hour))
+        #expect(schedule.isDue(newest: 10 * hour, now: 16 * hour))
+        #expect(!BackupSchedule(everyMillis: 0, keepMillis: hour).isDue(newest: nil, now: 1), "no schedule")
+    }
+
+    @Test func retentionNeverRemovesATargetsNewest() throws {
+        let schedule = BackupSchedule(everyMillis: 6 * hour, keepMillis: 24 * hour)
+        func listed(_ created: UInt64) throws -> BackupStore.Listed {
+            var manifest = try BackupManifestStub.make()
+            manifest.createdAtMillis = created
+            return BackupStore.Listed(id: try BackupID.random(), target: "/t", manifest: manifest, bytes: 1)
+        }
+        let old = try listed(1 * hour)
+        let older = try listed(0)
+        let recent = try listed(40 * hour)
+        #expect(Set(schedule.expired([old, recent, older], now: 50 * hour).map(\.id)) == [old.id, older.id])
+        #expect(schedule.expired([old], now: 500 * hour).isEmpty, "the only backup stays")
+    }
+
+    @Test func backupStaleOnlyWhileLeadingAfterTwoIntervals() {
+        let status = BackupStatus(everyMillis: 6 * hour)
+        #expect(status.staleness(now: 100 * hour) == nil, "a follower")
+        status.leading(true, now: 10 * hour)
+        #expect(status.staleness(now: 21 * hour) == nil)
+        #expect(status.staleness(now: 23 * hour)?.contains("no backup") == true)
+        status.succeeded(at: 22 * hour)
+        #expect(status.staleness(now: 33 * hour) == nil)
+        #expect(status.staleness(now: 35 * hour)?.contains("the newest backup is 13.0 h old") == true)
+        status.leading(false, now: 35 * hour)
+        #expect(status.staleness(now: 100 * hour) == nil)
+        #expect(BackupStatus(everyMillis: 0).staleness(now: 100 * hour) == nil, "no schedule")
+    }
+}
+
+/// A manifest as a backup's `manifest.json` would give it (its times set by each test).
+enum BackupManifestStub {
+    static func make() throws -> BackupManifest {
+        let json = """
+            {"format": 1, "backup_id": "00000000000000000000000000000000", "member": 1, "applied_index": 1,
+             "term": 1, "log_time_ms": 1, "created_at_ms": 1, "binary_version": "test", "key_set_version": 1,
+             "audit_head": {"seq": 0, "hash": ""}, "audit_base": {"seq": 0, "hash": ""}, "counts": {},
+             "content_digest": "", "data": [], "keys": [], "wrapped_key": "", "key_provider": "test"}
+            """
+        return try JSONDecoder().decode(BackupManifest.self, from: Data(json.utf8))
+    }
+}
