@@ -48,10 +48,12 @@ struct BackupBenchmark: ParsableCommand {
         let filled = Date()
         let written = try fill(kv, kek: try FileMasterKeyProvider.generateKeyFile(at: scratch + "/crm.key"))
         try source.compact()
-        let live = Self.bytes(under: scratch + "/source")
+        let live = Self.bytes(under: scratch + "/source", ending: ".sst")
         print(
             "backup benchmark: \(persons) persons with \(activities) activities each (\(written) records) written in "
-                + String(format: "%.1f s", Date().timeIntervalSince(filled)) + "; live store \(Self.mb(live)) MB")
+                + String(format: "%.1f s", Date().timeIntervalSince(filled))
+                + "; live store \(Self.mb(live)) MB of table files (\(Self.mb(Self.bytes(under: scratch + "/source"))) MB with logs)"
+        )
 
         let target = scratch + "/backups"
         try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
@@ -185,8 +187,10 @@ struct BackupBenchmark: ParsableCommand {
         )
     }
 
-    static func bytes(under path: String) -> UInt64 {
-        let files = FileManager.default.enumerator(atPath: path)?.allObjects as? [String] ?? []
+    static func bytes(under path: String, ending suffix: String = "") -> UInt64 {
+        let files = (FileManager.default.enumerator(atPath: path)?.allObjects as? [String] ?? []).filter {
+            $0.hasSuffix(suffix)
+        }
         return files.reduce(UInt64(0)) { total, name in
             total + ((try? FileManager.default.attributesOfItem(atPath: path + "/" + name))?[.size] as? UInt64 ?? 0)
         }
