@@ -1,4 +1,5 @@
 import ArgumentParser
+import Backup
 import CRMClient
 import CRMProto
 import Foundation
@@ -9,7 +10,7 @@ struct BackupCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "backup",
         abstract: "Encrypted, signed logical backups in the members' backup targets.",
-        subcommands: [Create.self, List.self, Verify.self])
+        subcommands: [Create.self, List.self, Verify.self, Pull.self])
 
     /// Backups take longer than other calls: this long at least.
     static func longCall(_ cluster: Cluster) -> CallOptions {
@@ -63,39 +64,112 @@ struct BackupCommand: AsyncParsableCommand {
         @OptionGroup var options: ConnectionOptions
         @Argument(help: "The backup id (32 hexadecimal characters).") var id: String
         @Flag(help: "Open and decode everything, not only the files' hashes.") var deep = false
+        @Option(help: "Verify the copy in this directory on this host (deep) instead, with --backup-key.")
+        var dir: String?
+        @Option(help: "The backup key file (with --dir).") var backupKey: String?
         func run() async throws {
             let cluster = try Cluster(options)
             defer { cluster.close() }
-            for index in cluster.targets.indices {
-                let listed = try? await cluster.onTarget(index) {
-                    try await $0.admin.listBackups(.init(), options: cluster.callOptions)
-                }
-                guard listed?.backups.contains(where: { $0.id == id }) == true else { continue }
-                var request = Crm_V1_VerifyBackupRequest()
-                request.id = id
-                request.deep = deep
-                let sent = request
-                let call = BackupCommand.longCall(cluster)
-                let result = try await cluster.onTarget(index) { try await $0.admin.verifyBackup(sent, options: call) }
-                if options.json {
-                    try Output.json(
-                        VerifyJSON(
-                            id: id, member: cluster.targets[index].id, deep: deep, problem: result.problem,
-                            chunks: result.chunks, records: result.records, audit_entries: result.auditEntries,
-                            duration_ms: result.durationMs))
-                } else if result.problem.isEmpty {
-                    Swift.print(
-                        "backup \(id) on member \(cluster.targets[index].id) holds (\(deep ? "deep" : "quick")): "
-                            + "\(result.chunks) chunks"
-                            + (deep ? ", \(result.records) records, \(result.auditEntries) audit entries" : "")
-                            + " in \(result.durationMs) ms")
-                }
-                guard result.problem.isEmpty else {
-                    throw Failure.refused("backup \(id) on member \(cluster.targets[index].id): \(result.problem)")
-                }
-                return
+            if let dir {
+                guard let backupKey else { throw Failure.usage("--dir needs --backup-key") }
+                return try BackupCommand.verifyHere(dir + "/" + id, keyFile: backupKey, caFile: cluster.caFile)
             }
-            throw Failure.refused("no member holds backup \(id)")
+            guard let index = await BackupCommand.holder(of: id, cluster) else {
+                throw Failure.refused("no member holds backup \(id)")
+            }
+            var request = Crm_V1_VerifyBackupRequest()
+            request.id = id
+            request.deep = deep
+            let (sent, call) = (request, BackupCommand.longCall(cluster))
+            let result = try await cluster.onTarget(index) { try await $0.admin.verifyBackup(sent, options: call) }
+            let member = cluster.targets[index].id
+            if options.json {
+                try Output.json(
+                    VerifyJSON(
+                        id: id, member: member, deep: deep, problem: result.problem, chunks: result.chunks,
+                        records: result.records, audit_entries: result.auditEntries, duration_ms: result.durationMs))
+            } else if result.problem.isEmpty {
+                Swift.print(
+                    "backup \(id) on member \(member) holds (\(deep ? "deep" : "quick")): \(result.chunks) chunks"
+                        + (deep ? ", \(result.records) records, \(result.auditEntries) audit entries" : "")
+                        + " in \(result.durationMs) ms")
+            }
+            guard result.problem.isEmpty else {
+                throw Failure.refused("backup \(id) on member \(member): \(result.problem)")
+            }
+        }
+    }
+
+    struct Pull: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Copy a backup from the member that holds it into a directory on this host (3-2-1).",
+            discussion:
+                "The copy is written into DIR/.partial-<id> and renamed to DIR/<id> once its manifest is whole. With --backup-key it is then verified here (deep) against the cluster CA."
+        )
+        @OptionGroup var options: ConnectionOptions
+        @Argument(help: "The backup id (32 hexadecimal characters).") var id: String
+        @Option(help: "The directory to copy it into.") var to: String
+        @Option(help: "The backup key file: verify the copy (deep) once it is here.") var backupKey: String?
+
+        func run() async throws {
+            guard let backup = BackupID(id) else {
+                throw Failure.usage("a backup id is 32 lower-case hexadecimal characters")
+            }
+            let cluster = try Cluster(options)
+            defer { cluster.close() }
+            guard let index = await BackupCommand.holder(of: id, cluster) else {
+                throw Failure.refused("no member holds backup \(id)")
+            }
+            try FileManager.default.createDirectory(
+                atPath: to, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            var request = Crm_V1_PullBackupRequest()
+            request.id = id
+            let (sent, target, call) = (request, to, BackupCommand.longCall(cluster))
+            let started = Date()
+            let path = try await cluster.onTarget(index) { connection in
+                try await connection.admin.pullBackup(sent, options: call) { response in
+                    let receiver = try BackupReceiver(target: target, id: backup)
+                    do {
+                        for try await piece in response.messages {
+                            try receiver.add(
+                                piece.file, offset: piece.offset, Array(piece.data), fileBytes: piece.fileBytes)
+                        }
+                        return try receiver.finish()
+                    } catch {
+                        receiver.abandon()
+                        throw error
+                    }
+                }
+            }
+            Swift.print(
+                "backup \(id) copied from member \(cluster.targets[index].id) into \(path) in "
+                    + String(format: "%.2f s", Date().timeIntervalSince(started)))
+            guard let backupKey else { return }
+            try BackupCommand.verifyHere(path, keyFile: backupKey, caFile: cluster.caFile)
+        }
+    }
+
+    /// The index of the first member that lists backup `id`.
+    static func holder(of id: String, _ cluster: Cluster) async -> Int? {
+        for index in cluster.targets.indices {
+            let listed = try? await cluster.onTarget(index) {
+                try await $0.admin.listBackups(.init(), options: cluster.callOptions)
+            }
+            if listed?.backups.contains(where: { $0.id == id }) == true { return index }
+        }
+        return nil
+    }
+
+    /// A deep verify of a copy on this host; exit 1 naming the failure.
+    static func verifyHere(_ path: String, keyFile: String, caFile: String) throws {
+        let ca = Array(FileManager.default.contents(atPath: caFile) ?? Data())
+        do {
+            let report = try BackupVerifier(directory: path, keyFile: keyFile, caPEM: ca).verify(deep: true)
+            Swift.print(
+                "\(path) holds (deep): \(report.chunks) chunks, \(report.records) records, \(report.auditEntries) audit entries"
+            )
+        } catch {
+            throw Failure.refused("\(path): \(error)")
         }
     }
 

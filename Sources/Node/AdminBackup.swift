@@ -80,13 +80,9 @@ extension AdminService {
     ) async throws -> Crm_V1_VerifyBackupResponse {
         _ = try authorization.requireAdmin(context)
         let settings = try backupSettings()
-        guard let id = BackupID(request.id) else {
-            throw RPCError(code: .invalidArgument, message: "a backup id is 32 lower-case hexadecimal characters")
-        }
-        guard let found = settings.targets.lazy.flatMap({ BackupStore.list($0).backups }).first(where: { $0.id == id })
-        else { throw RPCError(code: .notFound, message: "backup \(id) is in none of this member's targets") }
+        let found = try findBackup(request.id, in: settings)
         let verifier = BackupVerifier(
-            directory: BackupStore.path(found.target, id), kek: settings.kek, authorities: settings.authorities)
+            directory: BackupStore.path(found.target, found.id), kek: settings.kek, authorities: settings.authorities)
         let started = Date()
         let deep = request.deep
         var response = try await offload { () -> Crm_V1_VerifyBackupResponse in
@@ -104,6 +100,55 @@ extension AdminService {
         response.backup = Self.info(found)
         response.durationMs = UInt64(Date().timeIntervalSince(started) * 1000)
         return response
+    }
+
+    /// A backup's files in pieces of at most `pullPieceBytes`, chunks first, the manifest last.
+    func pullBackup(
+        request: Crm_V1_PullBackupRequest, response: RPCWriter<Crm_V1_BackupPiece>, context: ServerContext
+    ) async throws {
+        _ = try authorization.requireAdmin(context)
+        let found = try findBackup(request.id, in: try backupSettings())
+        let directory = BackupStore.path(found.target, found.id)
+        let files: [String]
+        do {
+            files = try BackupStore.files(of: directory)
+        } catch {
+            throw RPCError(code: .failedPrecondition, message: "\(error)")
+        }
+        for name in files {
+            guard let handle = FileHandle(forReadingAtPath: directory + "/" + name) else {
+                throw RPCError(code: .failedPrecondition, message: "\(name) of backup \(found.id) cannot be read")
+            }
+            defer { try? handle.close() }
+            let size = try handle.seekToEnd()
+            try handle.seek(toOffset: 0)
+            var offset: UInt64 = 0
+            repeat {
+                let data = try handle.read(upToCount: Self.pullPieceBytes) ?? Data()
+                guard !data.isEmpty || size == 0 else {
+                    throw RPCError(code: .failedPrecondition, message: "\(name) of backup \(found.id) ended early")
+                }
+                var piece = Crm_V1_BackupPiece()
+                piece.file = name
+                piece.offset = offset
+                piece.data = data
+                piece.fileBytes = size
+                try await response.write(piece)
+                offset += UInt64(data.count)
+            } while offset < size
+        }
+    }
+
+    static let pullPieceBytes = 1 << 20
+
+    /// The backup `text` names, from the first of this member's targets that holds it.
+    func findBackup(_ text: String, in settings: BackupSettings) throws -> BackupStore.Listed {
+        guard let id = BackupID(text) else {
+            throw RPCError(code: .invalidArgument, message: "a backup id is 32 lower-case hexadecimal characters")
+        }
+        guard let found = settings.targets.lazy.flatMap({ BackupStore.list($0).backups }).first(where: { $0.id == id })
+        else { throw RPCError(code: .notFound, message: "backup \(id) is in none of this member's targets") }
+        return found
     }
 
     /// What backups need: targets, the backup key, this member's signing key and the CA.

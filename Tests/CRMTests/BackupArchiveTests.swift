@@ -194,4 +194,35 @@ import Testing
             directory: BackupStore.path(second, id), kek: fixture.backupKey, authorities: fixture.authorities)
         #expect(try copy.verify(deep: true).manifest.backupID == id.description)
     }
+
+    /// A copy received piece by piece: odd names, pieces out of order and a copy without its
+    /// manifest are refused, and nothing is listed until it is whole.
+    @Test func aReceivedCopyIsCheckedPieceByPiece() throws {
+        let fixture = try Fixture(persons: 3, marker: marker)
+        let (id, _) = try fixture.backup()
+        let source = BackupStore.path(fixture.target, id)
+        let elsewhere = fixture.directory + "/elsewhere"
+        try FileManager.default.createDirectory(atPath: elsewhere, withIntermediateDirectories: true)
+        let refused = try BackupReceiver(target: elsewhere, id: id)
+        #expect(failure { try refused.add("../escape", offset: 0, [1], fileBytes: 1) } != nil)
+        #expect(
+            failure { try refused.add("manifest.json", offset: 5, [1], fileBytes: 9) }?.contains("out of order") == true
+        )
+        #expect(failure { try refused.finish() }?.contains("before its manifest") == true)
+        refused.abandon()
+        #expect(BackupStore.list(elsewhere).backups.isEmpty && BackupStore.list(elsewhere).partial.isEmpty)
+
+        let receiver = try BackupReceiver(target: elsewhere, id: id)
+        for name in try BackupStore.files(of: source) {
+            let bytes = Array(try #require(FileManager.default.contents(atPath: source + "/" + name)))
+            for start in stride(from: 0, to: max(bytes.count, 1), by: 1000) {
+                let piece = Array(bytes[start..<min(bytes.count, start + 1000)])
+                try receiver.add(name, offset: UInt64(start), piece, fileBytes: UInt64(bytes.count))
+            }
+        }
+        let copy = try receiver.finish()
+        let verified = try BackupVerifier(directory: copy, kek: fixture.backupKey, authorities: fixture.authorities)
+            .verify(deep: true)
+        #expect(verified.manifest.backupID == id.description)
+    }
 }

@@ -10,7 +10,8 @@ import Testing
 /// Backups on real processes: `crmctl backup create` on the leader writes a backup of the
 /// records into both of its targets (audited before it starts), `backup list` shows it on that
 /// member, `backup verify --deep` recounts it, and a flipped byte in one chunk is a named
-/// failure of verify (exit 1). A 3-member cluster's backup restored into a new member
+/// failure of verify (exit 1); `backup pull` copies it to another directory and verifies it
+/// there. A 3-member cluster's backup restored into a new member
 /// (`crm-node --restore-from`) reads back with the manifest's counts and digest, serves alone as
 /// leader with its users and records, passes `crm check` and `audit verify` with the restore's
 /// own entry at the head; a restore into a non-empty data directory is refused.
@@ -78,6 +79,13 @@ extension RealProcessTests {
                 "crmctl", ["audit", "query", "--action", "backup.create", "--json", "--cluster", file])
             #expect(entries.output.contains(id), "\(entries.output)")
 
+            // A copy on "another host", verified there.
+            let key = scratch + "/backup.key"
+            let pulled = try ProcessCluster.tool(
+                "crmctl", ["backup", "pull", id, "--to", scratch + "/offsite", "--backup-key", key, "--cluster", file])
+            #expect(pulled.status == 0 && pulled.output.contains("holds (deep)"), "\(pulled.output) \(pulled.errors)")
+            #expect(!BackupsOnDisk.ids(in: scratch + "/offsite").isEmpty)
+
             // One flipped byte in the first target's first chunk: verify names the chunk.
             let chunk = scratch + "/m\(leader)-a/\(id)/data-000000.chunk"
             var bytes = try #require(FileManager.default.contents(atPath: chunk))
@@ -86,6 +94,17 @@ extension RealProcessTests {
             let damaged = try ProcessCluster.tool("crmctl", ["backup", "verify", id, "--cluster", file])
             #expect(damaged.status == 1, "\(damaged.output)")
             #expect(damaged.errors.contains("data-000000.chunk differs from the manifest's hash"), "\(damaged.errors)")
+            // The copy elsewhere still holds; damaged too, it is named the same way.
+            let offsite = [
+                "backup", "verify", id, "--dir", scratch + "/offsite", "--backup-key", key, "--cluster", file,
+            ]
+            #expect(try ProcessCluster.tool("crmctl", offsite).status == 0)
+            let copied = scratch + "/offsite/\(id)/data-000000.chunk"
+            var copy = try #require(FileManager.default.contents(atPath: copied))
+            copy[copy.count / 3] ^= 0x04
+            try copy.write(to: URL(fileURLWithPath: copied))
+            let offsiteDamaged = try ProcessCluster.tool("crmctl", offsite)
+            #expect(offsiteDamaged.status == 1 && offsiteDamaged.errors.contains("differs from the manifest's hash"))
             await cluster.closeConnections()
         }
 

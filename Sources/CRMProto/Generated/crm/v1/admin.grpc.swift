@@ -322,6 +322,19 @@ public enum Crm_V1_Admin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "PullBackup" metadata.
+        public enum PullBackup: Sendable {
+            /// Request type for "PullBackup".
+            public typealias Input = Crm_V1_PullBackupRequest
+            /// Response type for "PullBackup".
+            public typealias Output = Crm_V1_BackupPiece
+            /// Descriptor for "PullBackup".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Admin"),
+                method: "PullBackup",
+                type: .serverStreaming
+            )
+        }
         /// Descriptors for all methods in the "crm.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Status.descriptor,
@@ -346,7 +359,8 @@ public enum Crm_V1_Admin: Sendable {
             AuditAcknowledge.descriptor,
             CreateBackup.descriptor,
             ListBackups.descriptor,
-            VerifyBackup.descriptor
+            VerifyBackup.descriptor,
+            PullBackup.descriptor
         ]
     }
 }
@@ -767,6 +781,25 @@ extension Crm_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Crm_V1_VerifyBackupRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_VerifyBackupResponse>
+
+        /// Handle the "PullBackup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One backup's files from this member's targets, in pieces of at most 1 MiB: chunk files
+        /// > first, the manifest's seal and the manifest last (`crmctl backup pull`, for another host).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_PullBackupRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_BackupPiece` messages.
+        func pullBackup(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_PullBackupRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_BackupPiece>
     }
 
     /// Service protocol for the "crm.v1.Admin" service.
@@ -1171,6 +1204,25 @@ extension Crm_V1_Admin {
             request: GRPCCore.ServerRequest<Crm_V1_VerifyBackupRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Crm_V1_VerifyBackupResponse>
+
+        /// Handle the "PullBackup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One backup's files from this member's targets, in pieces of at most 1 MiB: chunk files
+        /// > first, the manifest's seal and the manifest last (`crmctl backup pull`, for another host).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_PullBackupRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_BackupPiece` messages.
+        func pullBackup(
+            request: GRPCCore.ServerRequest<Crm_V1_PullBackupRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_BackupPiece>
     }
 
     /// Simple service protocol for the "crm.v1.Admin" service.
@@ -1573,6 +1625,26 @@ extension Crm_V1_Admin {
             request: Crm_V1_VerifyBackupRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Crm_V1_VerifyBackupResponse
+
+        /// Handle the "PullBackup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One backup's files from this member's targets, in pieces of at most 1 MiB: chunk files
+        /// > first, the manifest's seal and the manifest last (`crmctl backup pull`, for another host).
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_PullBackupRequest` message.
+        ///   - response: A response stream of `Crm_V1_BackupPiece` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func pullBackup(
+            request: Crm_V1_PullBackupRequest,
+            response: GRPCCore.RPCWriter<Crm_V1_BackupPiece>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -1828,6 +1900,17 @@ extension Crm_V1_Admin.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_VerifyBackupResponse>(),
             handler: { request, context in
                 try await self.verifyBackup(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Admin.Method.PullBackup.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_PullBackupRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_BackupPiece>(),
+            handler: { request, context in
+                try await self.pullBackup(
                     request: request,
                     context: context
                 )
@@ -2090,6 +2173,17 @@ extension Crm_V1_Admin.ServiceProtocol {
             context: context
         )
         return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func pullBackup(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_PullBackupRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_BackupPiece> {
+        let response = try await self.pullBackup(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
     }
 }
 
@@ -2392,6 +2486,23 @@ extension Crm_V1_Admin.SimpleServiceProtocol {
                 context: context
             ),
             metadata: [:]
+        )
+    }
+
+    public func pullBackup(
+        request: GRPCCore.ServerRequest<Crm_V1_PullBackupRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_BackupPiece> {
+        return GRPCCore.StreamingServerResponse<Crm_V1_BackupPiece>(
+            metadata: [:],
+            producer: { writer in
+                try await self.pullBackup(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
         )
     }
 }
@@ -2913,6 +3024,30 @@ extension Crm_V1_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_VerifyBackupResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_VerifyBackupResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "PullBackup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One backup's files from this member's targets, in pieces of at most 1 MiB: chunk files
+        /// > first, the manifest's seal and the manifest last (`crmctl backup pull`, for another host).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_PullBackupRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_PullBackupRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_BackupPiece` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func pullBackup<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_PullBackupRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_PullBackupRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_BackupPiece>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Crm_V1_BackupPiece>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -3694,6 +3829,39 @@ extension Crm_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "PullBackup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One backup's files from this member's targets, in pieces of at most 1 MiB: chunk files
+        /// > first, the manifest's seal and the manifest last (`crmctl backup pull`, for another host).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_PullBackupRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_PullBackupRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_BackupPiece` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func pullBackup<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_PullBackupRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_PullBackupRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_BackupPiece>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Crm_V1_BackupPiece>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Crm_V1_Admin.Method.PullBackup.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -4343,6 +4511,34 @@ extension Crm_V1_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_VerifyBackupRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_VerifyBackupResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PullBackup" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > One backup's files from this member's targets, in pieces of at most 1 MiB: chunk files
+    /// > first, the manifest's seal and the manifest last (`crmctl backup pull`, for another host).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_PullBackupRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func pullBackup<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_PullBackupRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Crm_V1_BackupPiece>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.pullBackup(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_PullBackupRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_BackupPiece>(),
             options: options,
             onResponse: handleResponse
         )
@@ -5086,6 +5282,38 @@ extension Crm_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.verifyBackup(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PullBackup" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > One backup's files from this member's targets, in pieces of at most 1 MiB: chunk files
+    /// > first, the manifest's seal and the manifest last (`crmctl backup pull`, for another host).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func pullBackup<Result>(
+        _ message: Crm_V1_PullBackupRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Crm_V1_BackupPiece>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_PullBackupRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.pullBackup(
             request: request,
             options: options,
             onResponse: handleResponse
