@@ -87,6 +87,7 @@ public final class NodeRuntime: @unchecked Sendable {
         // crashed inside RocksDB (seen after a damaged table refused the start).
         var assembled = false
         defer { if !assembled { storage.close() } }
+        try DataFormat.check(storage)
         let log = try DurableLogStore.open(engine: storage, logger: logger)
         if log.lastIndex == 0 && log.hardState == HardState() && config.join != true {
             let founders = config.members.map(\.id).sorted()
