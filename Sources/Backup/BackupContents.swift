@@ -32,17 +32,23 @@ enum BackupContents {
     static let auditBase = crm + AuditChain.crmChain + Array("-base".utf8)
     static let auditEntries = crm + AuditChain.entryPrefix(AuditChain.crmChain)
 
-    /// The archives `key` (absolute) belongs to.
-    static func artefacts(of key: [UInt8]) -> Set<BackupArtefact> {
-        guard key.starts(with: crm) else { return [.data] }
+    private static let dataOnly: [BackupArtefact] = [.data]
+    private static let keysOnly: [BackupArtefact] = [.keys]
+    private static let both: [BackupArtefact] = [.data, .keys]
+    private static let vault = Array("/v/".utf8)
+    private static let signInSessions = [Array("/ss/".utf8), Array("/su/".utf8)]
+
+    /// The archives `key` (absolute) belongs to (shared arrays: this runs for every record).
+    static func artefacts(of key: [UInt8]) -> [BackupArtefact] {
+        guard key.starts(with: crm) else { return dataOnly }
         // The key set's records (`c/sys/keyset`, `c/sys/keyset/<version>`): both archives.
-        if key.starts(with: keySet) { return [.data, .keys] }
+        if key.starts(with: keySet) { return both }
         let workspaceEnd = crm.count + 4
-        guard key.count > workspaceEnd else { return [.data] }
+        guard key.count > workspaceEnd else { return dataOnly }
         let rest = key[workspaceEnd...]
-        if rest.starts(with: Array("/v/".utf8)) { return [.keys] }
-        if rest.starts(with: Array("/ss/".utf8)) || rest.starts(with: Array("/su/".utf8)) { return [] }
-        return [.data]
+        if rest.starts(with: vault) { return keysOnly }
+        if signInSessions.contains(where: { rest.starts(with: $0) }) { return [] }
+        return dataOnly
     }
 
     /// The entity of a record key (`c/<workspace>/r/<entity>/<id>`), or nil for any other key.

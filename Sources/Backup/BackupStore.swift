@@ -45,9 +45,7 @@ public enum BackupStore {
             let directory = target + "/" + name
             let manifest = (try? BackupFiles.read(directory + "/" + manifestFile, limit: BackupFiles.maxManifestBytes))
                 .flatMap { try? JSONDecoder().decode(BackupManifest.self, from: Data($0)) }
-            let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-            let bytes = files.reduce(UInt64(0)) { $0 + (BackupFiles.size(directory + "/" + $1) ?? 0) }
-            backups.append(Listed(id: id, target: target, manifest: manifest, bytes: bytes))
+            backups.append(Listed(id: id, target: target, manifest: manifest, bytes: bytes(of: directory)))
         }
         backups.sort {
             ($0.manifest?.createdAtMillis ?? 0, $0.id.description) < (
@@ -55,6 +53,12 @@ public enum BackupStore {
             )
         }
         return (backups, partial.sorted())
+    }
+
+    /// The bytes of the files in a backup's directory.
+    public static func bytes(of directory: String) -> UInt64 {
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return files.reduce(UInt64(0)) { $0 + (BackupFiles.size(directory + "/" + $1) ?? 0) }
     }
 
     /// Copies the complete backup `id` from one target to another the same way it was written:
@@ -65,7 +69,7 @@ public enum BackupStore {
         try FileManager.default.createDirectory(
             atPath: partial, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         do {
-            for name in try FileManager.default.contentsOfDirectory(atPath: from).sorted() {
+            for name in try files(of: from) {
                 let bytes = try BackupFiles.read(from + "/" + name, limit: Int(BackupChunks.maxRawBytes) * 2)
                 try BackupFiles.write(bytes, to: partial + "/" + name)
             }

@@ -179,8 +179,8 @@ public struct BackupVerifier: Sendable {
             throw BackupProblem("manifest.json does not decode")
         }
         guard let seal = try? JSONDecoder().decode(BackupSeal.self, from: Data(sealBytes)),
-            let mac = Self.bytes(hex: seal.mac), let signature = Self.bytes(hex: seal.signature),
-            let certificate = Self.bytes(hex: seal.certificate)
+            let mac = [UInt8](hexString: seal.mac), let signature = [UInt8](hexString: seal.signature),
+            let certificate = [UInt8](hexString: seal.certificate)
         else { throw BackupProblem("manifest.seal does not decode") }
         guard manifest.format == BackupManifest.currentFormat else {
             throw BackupProblem(
@@ -197,7 +197,7 @@ public struct BackupVerifier: Sendable {
         else {
             throw BackupProblem("manifest.seal's certificate is not member \(manifest.member)'s from the cluster CA")
         }
-        guard let wrapped = Self.bytes(hex: manifest.wrappedKey) else {
+        guard let wrapped = [UInt8](hexString: manifest.wrappedKey) else {
             throw BackupProblem("manifest.json's wrapped key does not decode")
         }
         var keyBytes: [UInt8]
@@ -254,7 +254,6 @@ public struct BackupVerifier: Sendable {
         }
     }
 
-    static func bytes(hex: String) -> [UInt8]? { [UInt8](hexString: hex) }
 }
 
 /// The archived audit trail, entry by entry as the data archive yields them (in key order, so
@@ -265,7 +264,7 @@ struct AuditCheck {
     var problem: String?
 
     init(base: BackupManifest.Head, authorities: [[UInt8]]) {
-        let hash = BackupVerifier.bytes(hex: base.hash) ?? AuditChain.genesis
+        let hash = [UInt8](hexString: base.hash) ?? AuditChain.genesis
         verifier = AuditVerifier(after: hash.count == 32 ? AuditHead(seq: base.seq, hash: hash) : .empty)
         checkpoints = CheckpointChecker(chain: AuditChain.crmChain, authorities: authorities)
     }

@@ -51,27 +51,13 @@ struct Alerts: AsyncParsableCommand {
         let columns = ["TIME", "KIND", "USER", "APPLICATION", "DETAIL", "CURSOR"]
         switch (json, header) {
         case (true, _):
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
             for alert in alerts {
-                let line = AlertJSON(
-                    cursor: alert.cursor, kind: alert.kind, time_ms: alert.timeMs, user_id: alert.userID,
-                    application: alert.application, detail: alert.detail)
-                Swift.print(String(decoding: try encoder.encode(line), as: UTF8.self))
+                Swift.print(String(decoding: try RecordJSON.data(RecordJSON.object(alert)), as: UTF8.self))
             }
         case (false, true):
             Output.table(columns, rows)
         default:
             for row in rows { Swift.print(row.joined(separator: "  ")) }
         }
-    }
-
-    struct AlertJSON: Encodable {
-        let cursor: String
-        let kind: String
-        let time_ms: UInt64
-        let user_id: String
-        let application: String
-        let detail: String
     }
 }

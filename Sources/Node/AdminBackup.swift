@@ -49,8 +49,7 @@ extension AdminService {
         backupStatus.succeeded(at: manifest.createdAtMillis)
         var info = Self.info(
             BackupStore.Listed(
-                id: id, target: first, manifest: manifest,
-                bytes: BackupStore.list(first).backups.first { $0.id == id }?.bytes ?? 0))
+                id: id, target: first, manifest: manifest, bytes: BackupStore.bytes(of: BackupStore.path(first, id))))
         info.durationMs = UInt64(Date().timeIntervalSince(started) * 1000)
         logger.notice(
             "backup taken",
