@@ -88,7 +88,7 @@ let package = Package(
 
         // Logical backups: encrypted, compressed chunk archives of one view of the applied
         // state, a signed and MACed manifest, quick and deep verification.
-        .target(name: "Backup", dependencies: ["CRM", "KVStore", "Sealing", "BinaryCoding", "AuditChain"]),
+        .target(name: "Backup", dependencies: ["CRM", "KVStore", "Raft", "Sealing", "BinaryCoding", "AuditChain"]),
 
         // Who may use the CRM: passwords (Argon2id through libargon2, imported PBKDF2 and
         // scrypt through libcrypto), the password policy, bounded hashing; roles, deny by
@@ -290,7 +290,7 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Raft", "Wire", "Sealing", "CRMTestSupport", .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(
             name: "ClusterTests",
-            dependencies: ["CRMClient", "CRMProto", "Wire", "CRMTestSupport", "ClusterHarness", "Node", "FaultFile", "Identity", .product(name: "GRPCCore", package: "grpc-swift-2"),
+            dependencies: ["CRMClient", "CRMProto", "Wire", "CRMTestSupport", "ClusterHarness", "Node", "FaultFile", "Identity", "Backup", .product(name: "GRPCCore", package: "grpc-swift-2"),
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
         ),
         .testTarget(

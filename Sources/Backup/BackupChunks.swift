@@ -3,6 +3,20 @@ import BinaryCoding
 import Foundation
 import Sealing
 
+/// One sequence of chunk files: its file-name stem and the code bound into each chunk's seal
+/// (a backup's two archives, a log segment's entries and their redacted keys).
+struct ChunkStream: Equatable, Sendable {
+    let name: String
+    let code: UInt8
+
+    static let log = ChunkStream(name: "log", code: 3)
+    static let logKeys = ChunkStream(name: "log-keys", code: 4)
+}
+
+extension BackupArtefact {
+    var stream: ChunkStream { ChunkStream(name: rawValue, code: code) }
+}
+
 /// Chunk files: an archive's records (key and value, length-prefixed, in key order) gathered
 /// into about `targetRawBytes`, compressed as one LZ4 block and sealed with AES-256-GCM under
 /// the backup's data key. A chunk file is the 12-byte nonce, then the sealed block and its tag;
@@ -13,17 +27,17 @@ enum BackupChunks {
     /// A chunk larger than this is refused unread (one record can take a chunk past the target).
     static let maxRawBytes: UInt32 = 64 << 20
 
-    static func fileName(_ artefact: BackupArtefact, _ index: Int) -> String {
-        "\(artefact.rawValue)-\(String(format: "%06d", index)).chunk"
+    static func fileName(_ stream: ChunkStream, _ index: Int) -> String {
+        "\(stream.name)-\(String(format: "%06d", index)).chunk"
     }
 
     static func associatedData(
-        _ id: BackupID, _ artefact: BackupArtefact, index: Int, rawBytes: UInt32, records: UInt32
+        _ id: BackupID, _ stream: ChunkStream, index: Int, rawBytes: UInt32, records: UInt32
     ) -> [UInt8] {
         var writer = BinaryWriter(capacity: 48)
         writer.raw(Array("crm.backup.v1".utf8))
         writer.raw(id.bytes)
-        writer.u8(artefact.code)
+        writer.u8(stream.code)
         writer.u32(UInt32(index))
         writer.u32(rawBytes)
         writer.u32(records)
@@ -32,18 +46,18 @@ enum BackupChunks {
 
     /// The chunk file for `raw` (records already encoded).
     static func seal(
-        _ raw: [UInt8], records: UInt32, _ id: BackupID, _ artefact: BackupArtefact, index: Int, cipher: AES256GCM
+        _ raw: [UInt8], records: UInt32, _ id: BackupID, _ stream: ChunkStream, index: Int, cipher: AES256GCM
     ) throws -> [UInt8] {
         var compressed = [UInt8](repeating: 0, count: LZ4Block.bound(raw.count))
         let compressedCount = raw.withUnsafeBytes { input in
             compressed.withUnsafeMutableBytes { LZ4Block.compress(input, into: $0) }
         }
         guard let compressedCount else {
-            throw BackupProblem("chunk \(index) of the \(artefact) archive did not compress")
+            throw BackupProblem("chunk \(index) of \(stream.name) did not compress")
         }
         compressed.removeSubrange(compressedCount...)
         let nonce = try SecureRandom.bytes(AES256GCM.nonceByteCount)
-        let aad = associatedData(id, artefact, index: index, rawBytes: UInt32(raw.count), records: records)
+        let aad = associatedData(id, stream, index: index, rawBytes: UInt32(raw.count), records: records)
         var file = nonce + [UInt8](repeating: 0, count: compressed.count + AES256GCM.tagByteCount)
         try file.withUnsafeMutableBytes { output in
             try compressed.withUnsafeBytes { input in
@@ -62,13 +76,13 @@ enum BackupChunks {
     /// The records of a chunk file, opened and decompressed; a named problem when it does not
     /// open (another key, backup, archive or place) or does not decompress to its size.
     static func open(
-        _ file: [UInt8], _ chunk: BackupManifest.Chunk, _ id: BackupID, _ artefact: BackupArtefact, index: Int,
+        _ file: [UInt8], _ chunk: BackupManifest.Chunk, _ id: BackupID, _ stream: ChunkStream, index: Int,
         cipher: AES256GCM
     ) throws -> [UInt8] {
         guard file.count >= AES256GCM.nonceByteCount + AES256GCM.tagByteCount, chunk.rawBytes <= maxRawBytes else {
             throw BackupProblem("\(chunk.file): too short, or too large a chunk")
         }
-        let aad = associatedData(id, artefact, index: index, rawBytes: chunk.rawBytes, records: chunk.records)
+        let aad = associatedData(id, stream, index: index, rawBytes: chunk.rawBytes, records: chunk.records)
         let sealedCount = file.count - AES256GCM.nonceByteCount
         var compressed = [UInt8](repeating: 0, count: sealedCount - AES256GCM.tagByteCount)
         let authentic = try file.withUnsafeBytes { input in
@@ -112,19 +126,19 @@ enum BackupChunks {
     }
 }
 
-/// Gathers one archive's records into chunk files in a backup's directory.
+/// Gathers one stream's records into chunk files in a backup's or segment's directory.
 final class ChunkSink {
     let directory: String
-    let artefact: BackupArtefact
+    let stream: ChunkStream
     let id: BackupID
     let cipher: AES256GCM
     private var buffer = BinaryWriter(capacity: BackupChunks.targetRawBytes + 4096)
     private var records: UInt32 = 0
     private(set) var chunks: [BackupManifest.Chunk] = []
 
-    init(directory: String, artefact: BackupArtefact, id: BackupID, cipher: AES256GCM) {
+    init(directory: String, stream: ChunkStream, id: BackupID, cipher: AES256GCM) {
         self.directory = directory
-        self.artefact = artefact
+        self.stream = stream
         self.id = id
         self.cipher = cipher
     }
@@ -146,8 +160,8 @@ final class ChunkSink {
         let raw = buffer.bytes
         precondition(raw.count <= Int(BackupChunks.maxRawBytes), "a chunk past its bound: one record is too large")
         let index = chunks.count
-        let file = try BackupChunks.seal(raw, records: records, id, artefact, index: index, cipher: cipher)
-        let name = BackupChunks.fileName(artefact, index)
+        let file = try BackupChunks.seal(raw, records: records, id, stream, index: index, cipher: cipher)
+        let name = BackupChunks.fileName(stream, index)
         try BackupFiles.write(file, to: directory + "/" + name)
         chunks.append(
             BackupManifest.Chunk(

@@ -106,6 +106,79 @@ struct BackupSeal: Codable, Equatable {
     static func macKey(_ dataKey: SymmetricKey) -> SymmetricKey {
         SymmetricKey(copying: HMACSHA256.authenticate(Array("crm.backup.v1 manifest".utf8), key: dataKey))
     }
+
+    /// Writes `body` as `manifest.json` and its seal (MAC and signature) into `directory`.
+    static func write(_ body: [UInt8], dataKey: SymmetricKey, signer: BackupSigner, into directory: String) throws {
+        let seal = BackupSeal(
+            mac: AuditChain.hex(HMACSHA256.authenticate(body, key: macKey(dataKey))),
+            signature: AuditChain.hex(try ECDSASignature.sign(body, keyPEM: signer.keyPEM)),
+            certificate: AuditChain.hex(try ECDSASignature.certificateDER(pem: signer.certificatePEM)))
+        try BackupFiles.write(body, to: directory + "/" + BackupStore.manifestFile)
+        try BackupFiles.write(Array(try JSONEncoder().encode(seal)), to: directory + "/" + BackupStore.sealFile)
+    }
+}
+
+/// A manifest as read from a backup's or segment's directory, before it is trusted: its bytes
+/// and its seal, checked in two steps (the signer once the manifest names its member, then the
+/// data key the manifest wraps, by the MAC).
+struct SealedManifest {
+    let body: [UInt8]
+    let mac: [UInt8]
+    let signature: [UInt8]
+    let certificate: [UInt8]
+
+    static func read(_ directory: String) throws -> SealedManifest {
+        let body = try BackupFiles.read(directory + "/" + BackupStore.manifestFile, limit: BackupFiles.maxManifestBytes)
+        let sealBytes = try BackupFiles.read(
+            directory + "/" + BackupStore.sealFile, limit: BackupFiles.maxManifestBytes)
+        guard let seal = try? JSONDecoder().decode(BackupSeal.self, from: Data(sealBytes)),
+            let mac = [UInt8](hexString: seal.mac), let signature = [UInt8](hexString: seal.signature),
+            let certificate = [UInt8](hexString: seal.certificate)
+        else { throw BackupProblem("manifest.seal does not decode") }
+        return SealedManifest(body: body, mac: mac, signature: signature, certificate: certificate)
+    }
+
+    func decode<Manifest: Decodable>(_ type: Manifest.Type) throws -> Manifest {
+        guard let manifest = try? JSONDecoder().decode(type, from: Data(body)) else {
+            throw BackupProblem("manifest.json does not decode")
+        }
+        return manifest
+    }
+
+    /// The signature holds under a certificate the cluster CA issued to `member`.
+    func checkSigner(member: UInt64, authorities: [[UInt8]]) throws {
+        guard ECDSASignature.verify(signature, of: body, certificateDER: certificate) else {
+            throw BackupProblem("manifest.json does not match its signature")
+        }
+        guard ECDSASignature.isIssued(certificate, byAnyOf: authorities),
+            ECDSASignature.names(uri: "crm://member/\(member)", in: certificate)
+        else {
+            throw BackupProblem("manifest.seal's certificate is not member \(member)'s from the cluster CA")
+        }
+    }
+
+    /// The data key `wrappedKey` holds, unwrapped by `kek` for `context`, once the MAC holds
+    /// under it; its cipher.
+    func dataCipher(
+        wrappedKey: String, wrappedBy provider: String, kek: any MasterKeyProvider, context: [UInt8]
+    ) throws -> AES256GCM {
+        guard let wrapped = [UInt8](hexString: wrappedKey) else {
+            throw BackupProblem("manifest.json's wrapped key does not decode")
+        }
+        var keyBytes: [UInt8]
+        do {
+            keyBytes = try kek.unwrap(wrapped, context: context)
+        } catch {
+            throw BackupProblem(
+                "the backup key \(kek.keyID) does not open its data key (wrapped by \(provider)): \(error)")
+        }
+        let dataKey = SymmetricKey(copying: keyBytes)
+        scrub(&keyBytes)
+        guard HMACSHA256.authenticate(body, key: BackupSeal.macKey(dataKey)) == mac else {
+            throw BackupProblem("manifest.json does not match its MAC")
+        }
+        return AES256GCM(key: dataKey)
+    }
 }
 
 /// The member's key and certificate (PEM), which sign each manifest it writes.

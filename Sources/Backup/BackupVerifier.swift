@@ -143,7 +143,8 @@ public struct BackupVerifier: Sendable {
                 chunk += 1
                 guard chunk < chunks.count else { return nil }
                 let raw = try BackupChunks.open(
-                    try verifier.chunkFile(chunks[chunk]), chunks[chunk], id, artefact, index: chunk, cipher: cipher)
+                    try verifier.chunkFile(chunks[chunk]), chunks[chunk], id, artefact.stream, index: chunk,
+                    cipher: cipher)
                 reader = BinaryReader(raw)
                 left = chunks[chunk].records
             }
@@ -160,7 +161,8 @@ public struct BackupVerifier: Sendable {
         _ body: ([UInt8], [UInt8]) throws -> Void
     ) throws {
         for (index, chunk) in manifest.chunks(artefact).enumerated() {
-            let raw = try BackupChunks.open(try chunkFile(chunk), chunk, id, artefact, index: index, cipher: cipher)
+            let raw = try BackupChunks.open(
+                try chunkFile(chunk), chunk, id, artefact.stream, index: index, cipher: cipher)
             try BackupChunks.forEachRecord(in: raw, chunk, body)
         }
     }
@@ -172,16 +174,8 @@ public struct BackupVerifier: Sendable {
     private func openManifest() throws -> (BackupManifest, BackupID, AES256GCM) {
         let name = (directory as NSString).lastPathComponent
         guard let id = BackupID(name) else { throw BackupProblem("\(name) is not a backup id") }
-        let body = try BackupFiles.read(directory + "/" + BackupStore.manifestFile, limit: BackupFiles.maxManifestBytes)
-        let sealBytes = try BackupFiles.read(
-            directory + "/" + BackupStore.sealFile, limit: BackupFiles.maxManifestBytes)
-        guard let manifest = try? JSONDecoder().decode(BackupManifest.self, from: Data(body)) else {
-            throw BackupProblem("manifest.json does not decode")
-        }
-        guard let seal = try? JSONDecoder().decode(BackupSeal.self, from: Data(sealBytes)),
-            let mac = [UInt8](hexString: seal.mac), let signature = [UInt8](hexString: seal.signature),
-            let certificate = [UInt8](hexString: seal.certificate)
-        else { throw BackupProblem("manifest.seal does not decode") }
+        let sealed = try SealedManifest.read(directory)
+        let manifest = try sealed.decode(BackupManifest.self)
         guard manifest.format == BackupManifest.currentFormat else {
             throw BackupProblem(
                 "manifest.json is format \(manifest.format); this binary reads \(BackupManifest.currentFormat)")
@@ -189,31 +183,11 @@ public struct BackupVerifier: Sendable {
         guard manifest.backupID == id.description else {
             throw BackupProblem("manifest.json is backup \(manifest.backupID)'s, not \(id)'s: it was swapped")
         }
-        guard ECDSASignature.verify(signature, of: body, certificateDER: certificate) else {
-            throw BackupProblem("manifest.json does not match its signature")
-        }
-        guard ECDSASignature.isIssued(certificate, byAnyOf: authorities),
-            ECDSASignature.names(uri: "crm://member/\(manifest.member)", in: certificate)
-        else {
-            throw BackupProblem("manifest.seal's certificate is not member \(manifest.member)'s from the cluster CA")
-        }
-        guard let wrapped = [UInt8](hexString: manifest.wrappedKey) else {
-            throw BackupProblem("manifest.json's wrapped key does not decode")
-        }
-        var keyBytes: [UInt8]
-        do {
-            keyBytes = try kek.unwrap(wrapped, context: BackupWriter.wrapContext(id))
-        } catch {
-            throw BackupProblem(
-                "the backup key \(kek.keyID) does not open this backup's data key (it was wrapped by \(manifest.keyProvider)): \(error)"
-            )
-        }
-        let dataKey = SymmetricKey(copying: keyBytes)
-        scrub(&keyBytes)
-        guard HMACSHA256.authenticate(body, key: BackupSeal.macKey(dataKey)) == mac else {
-            throw BackupProblem("manifest.json does not match its MAC")
-        }
-        return (manifest, id, AES256GCM(key: dataKey))
+        try sealed.checkSigner(member: manifest.member, authorities: authorities)
+        let cipher = try sealed.dataCipher(
+            wrappedKey: manifest.wrappedKey, wrappedBy: manifest.keyProvider, kek: kek,
+            context: BackupWriter.wrapContext(id))
+        return (manifest, id, cipher)
     }
 
     /// A chunk file, once its size and hash are the manifest's.

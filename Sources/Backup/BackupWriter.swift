@@ -55,8 +55,9 @@ public struct BackupWriter: Sendable {
         let dataKey = try SymmetricKey.generate()
         let cipher = AES256GCM(key: dataKey)
         let sinks = [
-            BackupArtefact.data: ChunkSink(directory: directory, artefact: .data, id: id, cipher: cipher),
-            .keys: ChunkSink(directory: directory, artefact: .keys, id: id, cipher: cipher),
+            BackupArtefact.data: ChunkSink(
+                directory: directory, stream: BackupArtefact.data.stream, id: id, cipher: cipher),
+            .keys: ChunkSink(directory: directory, stream: BackupArtefact.keys.stream, id: id, cipher: cipher),
         ]
         var tally = BackupTally()
         try state.forEachRecord(under: BackedUpState.prefixes) { key, value in
@@ -74,13 +75,7 @@ public struct BackupWriter: Sendable {
             auditHead: .init(tally.auditHead), auditBase: .init(tally.auditBase), counts: tally.counts,
             contentDigest: tally.contentDigest(), data: try sinks[.data]!.finish(), keys: try sinks[.keys]!.finish(),
             wrappedKey: AuditChain.hex(wrapped), keyProvider: kek.keyID, previous: origin.previous)
-        let body = try manifest.encoded()
-        let seal = BackupSeal(
-            mac: AuditChain.hex(HMACSHA256.authenticate(body, key: BackupSeal.macKey(dataKey))),
-            signature: AuditChain.hex(try ECDSASignature.sign(body, keyPEM: signer.keyPEM)),
-            certificate: AuditChain.hex(try ECDSASignature.certificateDER(pem: signer.certificatePEM)))
-        try BackupFiles.write(body, to: directory + "/" + BackupStore.manifestFile)
-        try BackupFiles.write(Array(try JSONEncoder().encode(seal)), to: directory + "/" + BackupStore.sealFile)
+        try BackupSeal.write(try manifest.encoded(), dataKey: dataKey, signer: signer, into: directory)
         return manifest
     }
 

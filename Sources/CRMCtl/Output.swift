@@ -104,6 +104,7 @@ enum Output {
         case .clockSkew: return "CLOCK_SKEW"
         case .auditBacklog: return "AUDIT_BACKLOG"
         case .backupStale: return "BACKUP_STALE"
+        case .backupGap: return "BACKUP_GAP"
         case .unknown, .UNRECOGNIZED: return "UNKNOWN"
         }
     }

@@ -31,6 +31,25 @@ struct CRMNode: AsyncParsableCommand {
     @Option(help: "The backup key for --restore-from (default: the config's backup.key_file).")
     var backupKey: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "With --restore-from: replay the log segments after the backup up to this log index.",
+            discussion: "Segments are read from the backup's own target and the config's backup.targets."))
+    var toIndex: UInt64?
+
+    @Option(
+        name: .customLong("segments"),
+        help:
+            "With --to-index or --to-time: another backup target to read log segments from (repeatable; each member's leader term writes into its own targets)."
+    )
+    var segmentDirectories: [String] = []
+
+    @Option(
+        help:
+            "With --restore-from: replay the log segments up to the last entry proposed at or before this time (ISO 8601, e.g. 2026-12-06T12:00:00Z, or Unix milliseconds)."
+    )
+    var toTime: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = ProcessInfo.processInfo.environment["CRM_LOG_LEVEL"] ?? "info"
 
@@ -79,16 +98,48 @@ struct CRMNode: AsyncParsableCommand {
                 Data("crm-node: --restore-from needs --backup-key or backup.key_file\n".utf8))
             throw ExitCode(2)
         }
+        let point: BackupRestore.Point
+        switch (toIndex, toTime) {
+        case (nil, nil): point = .backup
+        case (let index?, nil): point = .index(index)
+        case (nil, let text?):
+            guard let millis = Self.millis(text) else {
+                FileHandle.standardError.write(
+                    Data("crm-node: --to-time \(text) is neither ISO 8601 nor milliseconds\n".utf8))
+                throw ExitCode(2)
+            }
+            point = .time(millis: millis)
+        case (.some, .some):
+            FileHandle.standardError.write(Data("crm-node: give --to-index or --to-time, not both\n".utf8))
+            throw ExitCode(2)
+        }
+        let standardized = URL(fileURLWithPath: backup).standardizedFileURL.path
+        let segmentTargets =
+            [(standardized as NSString).deletingLastPathComponent] + (config.backup?.targets ?? []) + segmentDirectories
         do {
             let report = try BackupRestore.run(
-                config: config, backup: backup, backupKeyFile: keyFile, logger: logger)
+                config: config, backup: backup, backupKeyFile: keyFile, to: point, segmentTargets: segmentTargets,
+                logger: logger)
             print(
                 "crm-node: restored backup \(report.manifest.backupID) (index \(report.manifest.appliedIndex), "
                     + "\(report.records) records) into \(config.dataDir) in \(String(format: "%.2f", report.seconds)) s"
             )
+            if point != .backup {
+                print(
+                    "crm-node: replayed \(report.replayedEntries) log entries: restored to index \(report.index), log time \(report.logTimeMillis) ms, content digest \(report.contentDigest)"
+                )
+            }
         } catch {
             FileHandle.standardError.write(Data("crm-node: restore refused: \(error)\n".utf8))
             throw ExitCode(1)
         }
+    }
+
+    /// `--to-time`: ISO 8601 (with a zone) or Unix milliseconds.
+    static func millis(_ text: String) -> UInt64? {
+        if let millis = UInt64(text) { return millis }
+        let formatter = ISO8601DateFormatter()
+        guard let date = formatter.date(from: text), date.timeIntervalSince1970 >= 0 else { return nil }
+        return UInt64(date.timeIntervalSince1970 * 1000)
     }
 }

@@ -46,7 +46,16 @@ extension AdminService {
                 return manifest
             }
         }
-        backupStatus.succeeded(at: manifest.createdAtMillis)
+        backupStatus.succeeded(at: manifest.createdAtMillis, index: manifest.appliedIndex)
+        if config.archiveIntervalMillis > 0 {
+            do {
+                try await LogArchiver.startChain(at: manifest.appliedIndex, crm: crm, kv: engine.kv, member: engine.id)
+            } catch {
+                logger.warning(
+                    "the log archive's chain could not be started at the backup; the archiver tries from the targets",
+                    metadata: ["error": "\(error)"])
+            }
+        }
         var info = Self.info(
             BackupStore.Listed(
                 id: id, target: first, manifest: manifest, bytes: BackupStore.bytes(of: BackupStore.path(first, id))))

@@ -410,6 +410,7 @@ struct AdminService: Crm_V1_Admin.SimpleServiceProtocol {
         case .clockSkew: proto.kind = .clockSkew
         case .auditBacklog: proto.kind = .auditBacklog
         case .backupStale: proto.kind = .backupStale
+        case .backupGap: proto.kind = .backupGap
         }
         proto.memberID = alarm.memberID
         proto.raisedAtMs = UInt64(alarm.raisedAt.timeIntervalSince1970 * 1000)

@@ -9,6 +9,10 @@ public final class BackupStatus: Sendable {
     private struct State {
         var newestMillis: UInt64?
         var leadingSinceMillis: UInt64?
+        /// The newest backup's applied index in this member's targets.
+        var newestIndex: UInt64 = 0
+        /// Entries compacted before they were archived: the last of them, and why.
+        var gap: (through: UInt64, reason: String)?
     }
     private let state = Mutex(State())
     /// The schedule's interval (0: no schedule, never stale).
@@ -16,7 +20,30 @@ public final class BackupStatus: Sendable {
 
     init(everyMillis: UInt64) { self.everyMillis = everyMillis }
 
-    func succeeded(at millis: UInt64) { state.withLock { $0.newestMillis = max($0.newestMillis ?? 0, millis) } }
+    func succeeded(at millis: UInt64, index: UInt64) {
+        state.withLock {
+            $0.newestMillis = max($0.newestMillis ?? 0, millis)
+            $0.newestIndex = max($0.newestIndex, index)
+        }
+    }
+
+    /// Entries up to `through` left this member's log unarchived (`reason` says which and why).
+    func gap(through: UInt64, reason: String) {
+        state.withLock { $0.gap = (max(through, $0.gap?.through ?? 0), reason) }
+    }
+
+    /// Why BACKUP_GAP stands, or nil: entries were compacted unarchived, and no full backup
+    /// taken since covers them (the point-in-time chain restarts at such a backup).
+    public func archiveGap() -> String? {
+        state.withLock { state in
+            guard let gap = state.gap else { return nil }
+            if state.newestIndex >= gap.through {
+                state.gap = nil
+                return nil
+            }
+            return gap.reason
+        }
+    }
 
     /// This member leads (since the first call that says so) or does not.
     func leading(_ leads: Bool, now: UInt64) {

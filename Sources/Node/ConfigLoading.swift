@@ -115,6 +115,7 @@ extension NodeConfig {
             ]),
             "backup": .mapping([
                 "targets": .list(.scalar), "key_file": .scalar, "every_hours": .scalar, "keep_days": .scalar,
+                "archive_seconds": .scalar, "max_archive_lag_entries": .scalar,
             ]),
             "failover": .mapping([
                 "hand_off_on_disk_failure": .scalar, "dead_after_seconds": .scalar, "auto_replace": .scalar,
@@ -320,6 +321,12 @@ extension NodeConfig {
             }
             if let days = backup.keepDays, !(1...3650).contains(days) {
                 problems.append("backup.keep_days: \(days) is outside 1–3650")
+            }
+            if let seconds = backup.archiveSeconds, seconds != 0, !(5...3600).contains(seconds) {
+                problems.append("backup.archive_seconds: \(seconds) is neither 0 nor within 5–3600")
+            }
+            if let entries = backup.maxArchiveLagEntries, !(1000...10_000_000).contains(entries) {
+                problems.append("backup.max_archive_lag_entries: \(entries) is outside 1000–10000000")
             }
         }
         if let entries = crm?.auditQueueEntries, !(100...1_000_000).contains(entries) {

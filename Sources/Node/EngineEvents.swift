@@ -15,6 +15,8 @@ enum EngineEvent {
     case transfer(NodeID, TransferWaiter)
     case snapshotReport(NodeID, Bool)
     case snapshotNow(CheckedContinuation<SnapshotMetadata, any Error>)
+    /// Committed entries for the log archiver, from an index, up to a byte bound.
+    case readArchive(from: UInt64, maxBytes: Int, CheckedContinuation<ArchiveRead, any Error>)
     case stop
 
     /// Answers the caller waiting on this event, if any, with `error`.
@@ -24,6 +26,7 @@ enum EngineEvent {
         case .read(let waiter): waiter.fail(error)
         case .transfer(_, let waiter): waiter.fail(error)
         case .snapshotNow(let continuation): continuation.resume(throwing: error)
+        case .readArchive(_, _, let continuation): continuation.resume(throwing: error)
         case .messages, .snapshotReport, .stop: break
         }
     }
@@ -125,7 +128,7 @@ extension EngineEvent {
     /// Which bound the event counts against.
     var kind: Kind {
         switch self {
-        case .propose, .read, .change, .transfer, .snapshotNow: return .request
+        case .propose, .read, .change, .transfer, .snapshotNow, .readArchive: return .request
         case .messages: return .message
         case .snapshotReport, .stop: return .control
         }

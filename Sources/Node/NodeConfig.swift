@@ -313,15 +313,29 @@ public struct NodeConfig: Codable, Sendable, Equatable {
         /// Backups older than this are removed from each target, never a target's newest (1 to
         /// 3650; 35 when not given).
         public var keepDays: Int?
+        /// The leader closes a log segment (committed entries since the last, for point-in-time
+        /// recovery) this often (0: no segments; 5 to 3600; 60 when not given), or sooner at
+        /// 64 MiB.
+        public var archiveSeconds: Int?
+        /// Entries a member's log keeps for an archiver that is behind (1000 to 10,000,000;
+        /// 1,000,000 when not given); past it the log is compacted anyway and BACKUP_GAP raised.
+        public var maxArchiveLagEntries: Int?
 
         public static let defaultEveryHours = 6
         public static let defaultKeepDays = 35
+        public static let defaultArchiveSeconds = 60
+        public static let defaultMaxArchiveLagEntries = 1_000_000
 
-        public init(targets: [String], keyFile: String, everyHours: Int? = nil, keepDays: Int? = nil) {
+        public init(
+            targets: [String], keyFile: String, everyHours: Int? = nil, keepDays: Int? = nil,
+            archiveSeconds: Int? = nil, maxArchiveLagEntries: Int? = nil
+        ) {
             self.targets = targets
             self.keyFile = keyFile
             self.everyHours = everyHours
             self.keepDays = keepDays
+            self.archiveSeconds = archiveSeconds
+            self.maxArchiveLagEntries = maxArchiveLagEntries
         }
 
         enum CodingKeys: String, CodingKey {
@@ -329,6 +343,8 @@ public struct NodeConfig: Codable, Sendable, Equatable {
             case keyFile = "key_file"
             case everyHours = "every_hours"
             case keepDays = "keep_days"
+            case archiveSeconds = "archive_seconds"
+            case maxArchiveLagEntries = "max_archive_lag_entries"
         }
     }
 
@@ -423,6 +439,12 @@ public struct NodeConfig: Codable, Sendable, Equatable {
     public var connections: Connections?
     public var crm: CRM?
     public var backup: Backup?
+
+    /// How often the leader closes a log segment (0: no `backup` section, or no segments).
+    var archiveIntervalMillis: UInt64 {
+        guard let backup else { return 0 }
+        return UInt64(backup.archiveSeconds ?? Backup.defaultArchiveSeconds) * 1000
+    }
 
     /// The leader's backup schedule (no interval without a `backup` section).
     var backupSchedule: BackupSchedule {

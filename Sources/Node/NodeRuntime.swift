@@ -50,6 +50,8 @@ public final class NodeRuntime: @unchecked Sendable {
     private var records: RecordsService?
     private var directoryService: DirectoryService?
     private var crm: CRMRecords?
+    /// The leader's log archiver (with `backup.archive_seconds` > 0).
+    private var archiver: LogArchiver?
     private var checkpoints: AuditCheckpoints?
     private var historyRetention: HistoryRetention?
     private var adminService: AdminService?
@@ -265,6 +267,15 @@ public final class NodeRuntime: @unchecked Sendable {
             directory: { [weak self] in self?.memberDirectory() ?? [:] },
             raiseCorrupt: { monitor.raiseCorrupt($0) }, audit: audit, backupStatus: backups)
         adminService = admin
+        if let backup = config.backup, config.archiveIntervalMillis > 0 {
+            let retention = ArchiveRetention(
+                kv: engine.kv,
+                maxLagEntries: UInt64(backup.maxArchiveLagEntries ?? NodeConfig.Backup.defaultMaxArchiveLagEntries),
+                status: backups, logger: logger)
+            engine.retainForArchive { retention.keepFrom(compactingTo: $0) }
+            archiver = LogArchiver(
+                engine: engine, crm: crm, admin: admin, intervalMillis: config.archiveIntervalMillis, logger: logger)
+        }
         apiListeners = [
             APIServers.Listener(
                 endpoint: config.listen.client, connections: guards.client, services: [kv, records, directory],
@@ -329,6 +340,9 @@ public final class NodeRuntime: @unchecked Sendable {
             PeriodicService(
                 description: "backup schedule", startup: startup, initialDelay: .seconds(15), interval: .seconds(60),
                 work: { [weak self] in await self?.backupStep() }),
+            PeriodicService(
+                description: "log archiver", startup: startup, initialDelay: .seconds(5), interval: .seconds(5),
+                work: { [weak self] in await self?.archiveStep() }),
             PeriodicService(
                 description: "CRM re-wrap", startup: startup, initialDelay: .seconds(1), interval: .seconds(1),
                 work: { [weak self] in await self?.crm?.rewrapStep(maxBatches: rewrapRate) }),
@@ -503,8 +517,10 @@ public final class NodeRuntime: @unchecked Sendable {
         let leads = engine.currentStatus.role == .leader && local?.gate().refusal == nil
         admin.backupStatus.leading(leads, now: now)
         let listed = backup.targets.map { BackupStore.list($0) }
-        if let newest = listed.flatMap(\.backups).compactMap({ $0.manifest?.createdAtMillis }).max() {
-            admin.backupStatus.succeeded(at: newest)
+        if let newest = listed.flatMap(\.backups).compactMap(\.manifest).max(by: {
+            $0.createdAtMillis < $1.createdAtMillis
+        }) {
+            admin.backupStatus.succeeded(at: newest.createdAtMillis, index: newest.appliedIndex)
         }
         guard leads else { return }
         let schedule = config.backupSchedule
@@ -528,7 +544,21 @@ public final class NodeRuntime: @unchecked Sendable {
             where Self.olderThan(target + "/" + partial, BackupSchedule.partialMaxAgeMillis) {
                 try? FileManager.default.removeItem(atPath: target + "/" + partial)
             }
+            // Log segments before the oldest backup kept can no longer be replayed onto anything.
+            if let oldest = BackupStore.list(target).backups.compactMap(\.manifest).map(\.appliedIndex).min() {
+                let removed = LogSegments.prune(target, before: oldest + 1, now: now)
+                if removed > 0 {
+                    logger.notice("log segments before the oldest backup removed", metadata: ["segments": "\(removed)"])
+                }
+            }
         }
+    }
+
+    /// The leader's log archiver, every few seconds (it closes a segment each interval).
+    func archiveStep() async {
+        guard let engine, let archiver else { return }
+        let leads = engine.currentStatus.role == .leader && local?.gate().refusal == nil
+        await archiver.step(leads: leads, now: WallClock.nowMillis())
     }
 
     private static func olderThan(_ path: String, _ millis: UInt64) -> Bool {

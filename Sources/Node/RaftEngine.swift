@@ -128,6 +128,21 @@ public final class RaftEngine: @unchecked Sendable {
         }
     }
 
+    /// Which entries a compaction keeps for the log archiver: given the index compacted to, the
+    /// first entry to keep (nil: none are kept). Set before `start`; called on the Raft thread.
+    public func retainForArchive(_ keepFrom: @escaping @Sendable (UInt64) -> UInt64) {
+        writer.retention = keepFrom
+    }
+
+    /// Committed and applied entries from `from` for the log archiver (at most `maxBytes`, at
+    /// least one when any is there), with the term of the entry before them; fails when `from`
+    /// is no longer kept.
+    func readArchive(from: UInt64, maxBytes: Int) async throws -> ArchiveRead {
+        try await withCheckedThrowingContinuation { continuation in
+            inbox.post(.readArchive(from: from, maxBytes: maxBytes, continuation))
+        }
+    }
+
     /// Takes a snapshot at the applied index now and compacts the log up to it.
     public func snapshotNow() async throws -> SnapshotMetadata {
         try await withCheckedThrowingContinuation { continuation in
@@ -219,6 +234,9 @@ public final class RaftEngine: @unchecked Sendable {
             } catch {
                 continuation.resume(throwing: EngineError.storage("\(error)"))
             }
+        case .readArchive(let from, let maxBytes, let continuation):
+            continuation.resume(
+                with: Result { try writer.store.archive(from: from, upTo: kv.appliedIndex, maxBytes: maxBytes) })
         case .stop: stopping = true
         }
     }
@@ -295,7 +313,45 @@ final class DurableLogWriter: StoreBackedLogWriter, @unchecked Sendable {
         return .durable
     }
 
-    func compact(to snapshot: Snapshot) throws { try store.compact(to: snapshot) }
+    /// See `RaftEngine.retainForArchive`.
+    var retention: (@Sendable (UInt64) -> UInt64)?
+
+    func compact(to snapshot: Snapshot) throws {
+        try store.compact(to: snapshot, retainingFrom: retention?(snapshot.metadata.index))
+    }
+}
+
+/// What the log archiver read: entries from the index it asked for, the term before them, and
+/// where the member's kept entries start.
+struct ArchiveRead: Sendable {
+    var previousTerm: UInt64
+    var entries: [Entry]
+    var keptFrom: UInt64
+}
+
+extension DurableLogStore {
+    /// Entries `from...` up to `applied` and `maxBytes` (none when `from` is past it), and the
+    /// term of the entry before `from`: kept on disk, or the snapshot's.
+    func archive(from: UInt64, upTo applied: UInt64, maxBytes: Int) throws -> ArchiveRead {
+        guard from >= retainedFrom, from >= 1 else {
+            throw EngineError.storage("entry \(from) is no longer kept (kept from \(retainedFrom))")
+        }
+        let previousTerm: UInt64
+        if from - 1 == snapshotMetadata.index {
+            previousTerm = snapshotMetadata.term
+        } else if from - 1 >= firstIndex, let term = term(at: from - 1) {
+            previousTerm = term
+        } else if from - 1 >= retainedFrom {
+            previousTerm = try retainedEntries(from: from - 1, through: from - 1, maxBytes: .max)[0].term
+        } else {
+            throw EngineError.storage("the entry before \(from) is no longer kept, its term unknown")
+        }
+        guard from <= applied else {
+            return ArchiveRead(previousTerm: previousTerm, entries: [], keptFrom: retainedFrom)
+        }
+        let entries = try retainedEntries(from: from, through: applied, maxBytes: maxBytes)
+        return ArchiveRead(previousTerm: previousTerm, entries: entries, keptFrom: retainedFrom)
+    }
 }
 
 /// The transport's snapshot spool as the loop's received snapshots.

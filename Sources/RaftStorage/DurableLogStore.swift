@@ -36,11 +36,16 @@ public final class DurableLogStore: LogStore {
     public let recovery: RecoveryReport
     /// Set when a write failed part-way; every later call throws until the store is reopened.
     private var failure: StorageError?
+    /// The first entry kept on disk: below `firstIndex` when a compaction kept entries the
+    /// snapshot covers for the log archiver (`compact(to:retainingFrom:)`); those are outside the
+    /// Raft log and read only by `retainedEntries`.
+    public private(set) var retainedFrom: UInt64
 
     private init(
         engine: StorageEngine, logger: Logger, hardState: HardState, stored: RecordCoding.StoredSnapshot,
-        terms: [UInt64], cache: EntryCache, recovery: RecoveryReport
+        terms: [UInt64], cache: EntryCache, recovery: RecoveryReport, retainedFrom: UInt64
     ) {
+        self.retainedFrom = retainedFrom
         self.engine = engine
         self.logger = logger
         self.hardState = hardState
@@ -123,6 +128,7 @@ public final class DurableLogStore: LogStore {
         try write(plan.batches(store: self), what: "save", durability: durability)
         if let installed = plan.installedSnapshot {
             stored = installed
+            retainedFrom = installed.metadata.index + 1
             terms = plan.keptTerms
             cache.clear()
         } else if let first = entries.first {
@@ -137,11 +143,13 @@ public final class DurableLogStore: LogStore {
     }
 
     /// Replaces the log up to `snapshot.metadata.index` (applied, and covered by the
-    /// snapshot's data) with the snapshot.
-    public func compact(to snapshot: Snapshot) throws(DurableLogError) {
+    /// snapshot's data) with the snapshot. Entries from `retainingFrom` on stay on disk (outside
+    /// the Raft log) for the log archiver; by default none do.
+    public func compact(to snapshot: Snapshot, retainingFrom: UInt64? = nil) throws(DurableLogError) {
         try checkUsable()
         let index = snapshot.metadata.index
         guard index > stored.metadata.index else { return }
+        let keepFrom = min(max(retainingFrom ?? index + 1, retainedFrom), index + 1)
         guard index <= lastIndex, term(at: index) == snapshot.metadata.term else {
             throw .invalidRequest(
                 "compaction to \(index)/\(snapshot.metadata.term) does not match the log (\(firstIndex)...\(lastIndex))"
@@ -155,14 +163,36 @@ public final class DurableLogStore: LogStore {
             chunkCount: Self.chunkCount(snapshot.data.count))
         var batches = chunkBatches(snapshot.data, snapshotIndex: index)
         var last = WriteBatch()
-        last.deleteRange(.raftLog, from: LogKeys.entry(firstIndex), to: LogKeys.entry(index + 1))
+        if retainedFrom < keepFrom {
+            last.deleteRange(.raftLog, from: LogKeys.entry(retainedFrom), to: LogKeys.entry(keepFrom))
+        }
+        last.put(.raftState, key: LogKeys.retainedFrom, value: KeyEncoding.bigEndian(keepFrom))
         putSnapshotMetadata(installed, replacing: stored, into: &last)
         batches.append(last)
         try write(batches, what: "compaction")
         terms.removeFirst(Int(index - stored.metadata.index))
         stored = installed
+        retainedFrom = keepFrom
         cache.drop(through: index)
         assertConsistent()
+    }
+
+    /// Committed entries `from...through` for the log archiver, read from disk: retained ones
+    /// (below `firstIndex`) and the log's own. Throws when one is gone or does not decode.
+    public func retainedEntries(from: UInt64, through: UInt64, maxBytes: Int) throws(DurableLogError) -> [Entry] {
+        try checkUsable()
+        guard from >= retainedFrom, from <= through, through <= max(hardState.commit, stored.metadata.index) else {
+            throw .invalidRequest(
+                "entries \(from)...\(through) are not kept and committed (kept from \(retainedFrom), commit \(hardState.commit))"
+            )
+        }
+        do {
+            return try readEntries(from: from, to: through + 1, maxBytes: maxBytes)
+        } catch let error as DurableLogError {
+            throw error
+        } catch {
+            throw .storage(error as? StorageError ?? .rocksdb(operation: "read retained entries", message: "\(error)"))
+        }
     }
 
     /// Writes the founding entry and hard state of a brand-new cluster (see `Bootstrap`).
@@ -294,6 +324,7 @@ public final class DurableLogStore: LogStore {
 
     private func assertConsistent() {
         assert(terms.count == Int(lastIndex - stored.metadata.index))
+        assert(retainedFrom <= firstIndex, "retained entries start after the log does")
         assert(hardState.commit <= lastIndex || hardState.commit <= stored.metadata.index)
         assert(
             zip(terms, terms.dropFirst()).allSatisfy { $0 <= $1 }
@@ -311,7 +342,8 @@ public final class DurableLogStore: LogStore {
             let hardState = try readHardState(engine)
             let stored = try readStoredSnapshot(engine)
             var recovery = RecoveryReport()
-            try removeStaleRecords(engine, snapshot: stored)
+            let retainedFrom = try readRetainedFrom(engine, snapshot: stored.metadata)
+            try removeStaleRecords(engine, snapshot: stored, retainedFrom: retainedFrom)
             var cache = EntryCache(capacityBytes: cacheBytes)
             let scan = try LogScan.run(engine: engine, after: stored.metadata, cache: &cache)
             let lastIndex = stored.metadata.index + UInt64(scan.terms.count)
@@ -337,7 +369,7 @@ public final class DurableLogStore: LogStore {
             recovery.entries = scan.terms.count
             let store = DurableLogStore(
                 engine: engine, logger: logger, hardState: hardState, stored: stored,
-                terms: scan.terms, cache: cache, recovery: recovery)
+                terms: scan.terms, cache: cache, recovery: recovery, retainedFrom: retainedFrom)
             store.assertConsistent()
             assert(store.storedMatchesMemory(), "the raft log opened differs from what is on disk")
             logger.info(
@@ -383,14 +415,29 @@ public final class DurableLogStore: LogStore {
         return stored
     }
 
+    /// Where the retained entries start: the stored mark when it is at or below the snapshot
+    /// (a snapshot installed since removed what it marked), else just after the snapshot.
+    private static func readRetainedFrom(_ engine: StorageEngine, snapshot: SnapshotMetadata) throws -> UInt64 {
+        let after = snapshot.index + 1
+        guard let bytes = try engine.get(.raftState, LogKeys.retainedFrom) else { return after }
+        guard bytes.count == 8 else {
+            throw DurableLogError.damagedSnapshot("its retained-entries mark does not decode")
+        }
+        let mark = bytes.reduce(0) { $0 << 8 | UInt64($1) }
+        return (1...after).contains(mark) ? mark : after
+    }
+
     /// Chunks of snapshots other than the current one (left by a crash while one was being
-    /// installed) and entries the snapshot covers. Range deletions: nothing is read.
-    private static func removeStaleRecords(_ engine: StorageEngine, snapshot: RecordCoding.StoredSnapshot) throws {
+    /// installed) and entries the snapshot covers that are not retained. Range deletions:
+    /// nothing is read.
+    private static func removeStaleRecords(
+        _ engine: StorageEngine, snapshot: RecordCoding.StoredSnapshot, retainedFrom: UInt64
+    ) throws {
         var batch = WriteBatch()
         let index = snapshot.metadata.index
         batch.deleteRange(.raftState, from: LogKeys.chunkPrefix, to: LogKeys.chunk(snapshotIndex: index, number: 0))
         batch.deleteRange(.raftState, from: LogKeys.chunk(snapshotIndex: index + 1, number: 0), to: LogKeys.chunkEnd)
-        batch.deleteRange(.raftLog, from: LogKeys.entry(0), to: LogKeys.entry(index + 1))
+        batch.deleteRange(.raftLog, from: LogKeys.entry(0), to: LogKeys.entry(retainedFrom))
         try engine.write(batch, durability: .synced)
     }
 
@@ -416,6 +463,8 @@ enum LogKeys {
     static let snapshot = Array("snapshot".utf8)
     static let chunkPrefix = Array("snapshot-chunk/".utf8)
     static let chunkEnd = KeyEncoding.prefixEnd(chunkPrefix)!
+    /// The first entry kept below the snapshot for the log archiver (8 bytes, big-endian).
+    static let retainedFrom = Array("retained-from".utf8)
     /// Above every 8-byte entry key.
     static let afterAllEntries = entry(.max) + [0]
 

@@ -88,6 +88,8 @@ struct SavePlan {
         var batch = WriteBatch()
         if let installed = installedSnapshot {
             store.putSnapshotMetadata(installed, replacing: previousSnapshot, into: &batch)
+            // The deletion below removes retained entries too.
+            batch.delete(.raftState, key: LogKeys.retainedFrom)
         }
         for deletion in deletions { batch.deleteRange(.raftLog, from: deletion.from, to: deletion.to) }
         for entry in entries {

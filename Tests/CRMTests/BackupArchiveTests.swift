@@ -73,14 +73,7 @@ import Testing
         deinit { try? FileManager.default.removeItem(atPath: directory) }
     }
 
-    private func failure(_ body: () throws -> Any) -> String? {
-        do {
-            _ = try body()
-            return nil
-        } catch {
-            return "\(error)"
-        }
-    }
+    private func failure(_ body: () throws -> Any) -> String? { failureText(body) }
 
     @Test func aBackupHoldsEveryRecordInItsArchiveAndADeepVerifyRecountsIt() throws {
         let fixture = try Fixture(persons: 30, marker: marker)
@@ -164,7 +157,7 @@ import Testing
         let wrongKey = try FileMasterKeyProvider.generateKeyFile(at: fixture.directory + "/wrong.key")
         #expect(
             failure { try fixture.verifier(id, key: wrongKey).verify(deep: false) }?.contains(
-                "does not open this backup's data key") == true)
+                "does not open its data key") == true)
         // A manifest signed by a certificate the cluster CA did not issue.
         let (forged, _) = try fixture.backup(with: fixture.stranger)
         #expect(failure { try fixture.verifier(forged).verify(deep: false) }?.contains("from the cluster CA") == true)
@@ -224,5 +217,15 @@ import Testing
         let verified = try BackupVerifier(directory: copy, kek: fixture.backupKey, authorities: fixture.authorities)
             .verify(deep: true)
         #expect(verified.manifest.backupID == id.description)
+    }
+}
+
+/// What `body` threw, as text (nil: it did not throw).
+func failureText(_ body: () throws -> Any) -> String? {
+    do {
+        _ = try body()
+        return nil
+    } catch {
+        return "\(error)"
     }
 }

@@ -1,3 +1,4 @@
+import Backup
 import CRMClient
 import CRMProto
 import CRMTestSupport
@@ -23,7 +24,7 @@ extension RealProcessTests {
         /// whose members back up into two targets each (on a schedule only when asked), with 20
         /// persons.
         static func backedUpCluster(
-            everyHours: Int = 0
+            everyHours: Int = 0, archiveSeconds: Int = 0
         ) async throws -> (ProcessCluster, scratch: String, leader: UInt64) {
             let scratch = NSTemporaryDirectory() + "crm-backups-" + UUID().uuidString
             try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
@@ -33,19 +34,36 @@ extension RealProcessTests {
             let cluster = try ProcessCluster(spares: [4]) {
                 $0.backup = NodeConfig.Backup(
                     targets: [scratch + "/m\($0.id)-a", scratch + "/m\($0.id)-b"], keyFile: scratch + "/backup.key",
-                    everyHours: everyHours)
+                    everyHours: everyHours, archiveSeconds: archiveSeconds)
             }
             try cluster.startAll()
             let leader = try #require(await cluster.waitForLeader())
             _ = try await cluster.signInRecordsUser()
+            try await createPersons(cluster, leader, 0..<20)
+            return (cluster, scratch, leader)
+        }
+
+        static func createPersons(_ cluster: ProcessCluster, _ leader: UInt64, _ numbers: Range<Int>) async throws {
             let records = try cluster.connection(leader, .client).records
-            for number in 0..<20 {
+            for number in numbers {
                 var create = Crm_V1_CreateRecordRequest()
                 create.entity = "person"
                 create.fields = ["last_name": .with { $0.text = "Backed-up \(number)" }]
                 _ = try await records.create(create, options: ProcessCluster.shortCall)
             }
-            return (cluster, scratch, leader)
+        }
+
+        /// Starts restored member 4, which must lead alone, and lists its persons as the app.
+        static func personsOnRestoredMember(_ cluster: ProcessCluster) async throws -> [Crm_V1_Record] {
+            try cluster.start(4)
+            #expect(await cluster.waitForLeader(among: [4]) == 4)
+            let token = try await cluster.signIn("records-harness", through: "app", leader: 4)
+            var list = Crm_V1_ListRecordsRequest()
+            list.entity = "person"
+            list.pageSize = 100
+            return try await cluster.connection(4, .client, as: "app").records.list(
+                list, metadata: ["authorization": "Bearer \(token)"], options: ProcessCluster.shortCall
+            ).records
         }
 
         /// `crmctl backup create --json`: the backup's description and id.
@@ -127,15 +145,8 @@ extension RealProcessTests {
             #expect(again.status == 1 && again.errors.contains("is not empty"), "\(again.errors)")
 
             // Member 4 serves alone, with the cluster's users and records.
-            try cluster.start(4)
-            #expect(await cluster.waitForLeader(among: [4]) == 4)
-            let token = try await cluster.signIn("records-harness", through: "app", leader: 4)
-            var list = Crm_V1_ListRecordsRequest()
-            list.entity = "person"
-            list.pageSize = 100
-            let persons = try await cluster.connection(4, .client, as: "app").records.list(
-                list, metadata: ["authorization": "Bearer \(token)"], options: ProcessCluster.shortCall)
-            #expect(persons.records.count == 20)
+            let persons = try await Self.personsOnRestoredMember(cluster)
+            #expect(persons.count == 20)
             let tls = cluster.tls("crmctl")
             let direct = [
                 "--endpoint", "\(cluster.addresses(4).admin)", "--ca", tls.ca, "--cert", tls.certificate, "--key",
@@ -152,6 +163,52 @@ extension RealProcessTests {
             #expect((entries.first?["reason"] as? String)?.contains(id) == true)
             await cluster.closeConnections()
         }
+        /// Point in time: backup B1, 10 persons, backup B2 (the state at its index i, by its
+        /// manifest's digest), 10 more persons, leadership moved (the new leader's archiver
+        /// goes on from the replicated mark). Restoring B1 with the segments to index i gives
+        /// B2's counts and digest exactly; the restored member reads the persons created
+        /// after B1 (their subject keys came back from the segments' key streams).
+        @Test func aRestoreToAnIndexGivesTheStateTheClusterHadThere() async throws {
+            let (cluster, scratch, leader) = try await Self.backedUpCluster(archiveSeconds: 5)
+            defer { try? FileManager.default.removeItem(atPath: scratch) }
+            let file = try cluster.writeClusterFile()
+            let (_, first) = try Self.createBackup(file)
+            try await Self.createPersons(cluster, leader, 20..<30)
+            let (second, _) = try Self.createBackup(file)
+            let index = try #require(second["applied_index"] as? Int)
+            let digest = try #require(second["content_digest"] as? String)
+            let other = try #require(cluster.ids.first { $0 != leader && $0 != 4 })
+            let moved = try ProcessCluster.tool("crmctl", ["leader", "transfer", "\(other)", "--cluster", file])
+            #expect(moved.status == 0, "\(moved.output) \(moved.errors)")
+            #expect(await cluster.waitForLeader(among: [other]) == other)
+            try await Self.createPersons(cluster, other, 30..<40)
+            // Segments past index i, the later ones written by the new leader.
+            let archived = await eventually(seconds: 60) {
+                let reached = [leader, other].flatMap { LogSegments.list(scratch + "/m\($0)-a") }.map(\.lastIndex).max()
+                return (reached ?? 0) > UInt64(index) + 10 && !LogSegments.list(scratch + "/m\(other)-a").isEmpty
+            }
+            #expect(archived, "no segments past index \(index)")
+            await cluster.closeConnections()
+            cluster.stopAll()
+
+            let restore =
+                [
+                    "--config", cluster.configPath(4), "--restore-from", scratch + "/m\(leader)-a/\(first)",
+                    "--backup-key", scratch + "/backup.key", "--to-index", "\(index)",
+                ] + cluster.ids.flatMap { ["--segments", scratch + "/m\($0)-b"] }
+            let restored = try ProcessCluster.tool("crm-node", restore)
+            #expect(restored.status == 0, "\(restored.output) \(restored.errors)")
+            #expect(restored.output.contains("restored to index \(index),"), "\(restored.output)")
+            #expect(restored.output.contains("content digest \(digest)"), "\(restored.output) vs \(digest)")
+            print("point-in-time restore: \(restored.output)")
+
+            let persons = try await Self.personsOnRestoredMember(cluster)
+            #expect(persons.count == 30)
+            let names = Set(persons.compactMap { $0.fields["last_name"]?.text })
+            #expect(names.contains("Backed-up 29") && !names.contains("Backed-up 30"))
+            await cluster.closeConnections()
+        }
+
         @Test func theLeaderTakesScheduledBackupsItself() async throws {
             let (cluster, scratch, leader) = try await Self.backedUpCluster(everyHours: 6)
             defer { try? FileManager.default.removeItem(atPath: scratch) }

@@ -1,5 +1,9 @@
 import Backup
 import Foundation
+import KVStore
+import Logging
+import Raft
+import Storage
 import Testing
 
 @testable import Node
@@ -38,7 +42,7 @@ import Testing
         status.leading(true, now: 10 * hour)
         #expect(status.staleness(now: 21 * hour) == nil)
         #expect(status.staleness(now: 23 * hour)?.contains("no backup") == true)
-        status.succeeded(at: 22 * hour)
+        status.succeeded(at: 22 * hour, index: 1)
         #expect(status.staleness(now: 33 * hour) == nil)
         #expect(status.staleness(now: 35 * hour)?.contains("the newest backup is 13.0 h old") == true)
         status.leading(false, now: 35 * hour)
@@ -57,5 +61,44 @@ enum BackupManifestStub {
              "content_digest": "", "data": [], "keys": [], "wrapped_key": "", "key_provider": "test"}
             """
         return try JSONDecoder().decode(BackupManifest.self, from: Data(json.utf8))
+    }
+}
+
+/// What a compaction keeps for the log archiver: nothing before the first archive mark; the
+/// entries after the mark; at most `max_archive_lag_entries` of them, past which the gap raises
+/// BACKUP_GAP until a full backup covers it.
+@Suite struct ArchiveRetentionTests {
+    func retention(mark: UInt64?, maxLag: UInt64 = 1000) throws -> (ArchiveRetention, BackupStatus) {
+        let kv = try ReplicatedKV(storage: MemoryStateStorage())
+        kv.applyThread.claim()
+        if let mark {
+            let put = Transaction(operations: [
+                .put(key: ArchiveMark.key, value: ArchiveMark(archivedThrough: mark, lineage: []).encoded)
+            ])
+            let command = KVCommand.transaction(
+                session: 0, sequence: 0, owner: "crm://member/1", proposedAtMillis: 1, put)
+            _ = try kv.apply([Entry(term: 1, index: 1, data: command.encoded)])
+        }
+        let status = BackupStatus(everyMillis: 0)
+        let retention = ArchiveRetention(
+            kv: kv, maxLagEntries: maxLag, status: status, logger: Logger(label: "test.archive"))
+        return (retention, status)
+    }
+
+    @Test func compactionKeepsWhatTheArchiverHasNotWrittenUpToTheBound() throws {
+        #expect(try retention(mark: nil).0.keepFrom(compactingTo: 5000) == 5001)
+        let (behind, status) = try retention(mark: 4500)
+        #expect(behind.keepFrom(compactingTo: 5000) == 4501)
+        #expect(status.archiveGap() == nil)
+        // Already archived past the compaction point: nothing kept.
+        #expect(try retention(mark: 6000).0.keepFrom(compactingTo: 5000) == 5001)
+
+        let (far, gapped) = try retention(mark: 1000, maxLag: 1000)
+        #expect(far.keepFrom(compactingTo: 5000) == 4001)
+        #expect(gapped.archiveGap()?.contains("entries 1001...4000 were compacted before they were archived") == true)
+        gapped.succeeded(at: 1, index: 3999)
+        #expect(gapped.archiveGap() != nil, "a backup before the gap's end does not close it")
+        gapped.succeeded(at: 2, index: 4000)
+        #expect(gapped.archiveGap() == nil)
     }
 }

@@ -102,6 +102,47 @@ import Testing
         #expect(try disk.rawEntry(12) == nil)
     }
 
+    /// Entries kept for the log archiver: below the snapshot, outside the Raft log, readable by
+    /// `retainedEntries` across a restart, released by the next compaction's mark and removed
+    /// whole by a snapshot from the leader.
+    @Test func compactionRetainsEntriesForTheArchiverUntilReleased() throws {
+        let disk = try TestDisk()
+        var log = try disk.openLog()
+        let configuration = Configuration(voters: [1, 2, 3])
+        try log.save(snapshot: nil, entries: entries(1...30, term: 2), hardState: HardState(term: 2, commit: 30))
+        try log.compact(
+            to: Snapshot(metadata: SnapshotMetadata(index: 12, term: 2, configuration: configuration), data: []),
+            retainingFrom: 5)
+        #expect(log.firstIndex == 13 && log.retainedFrom == 5 && log.term(at: 8) == nil)
+        #expect(try log.retainedEntries(from: 5, through: 20, maxBytes: 1 << 20) == entries(5...20, term: 2))
+        #expect(try disk.rawEntry(4) == nil)
+
+        log = try disk.openLog()
+        #expect(log.retainedFrom == 5 && log.firstIndex == 13)
+        #expect(try log.retainedEntries(from: 5, through: 6, maxBytes: 1 << 20) == entries(5...6, term: 2))
+        #expect(throws: DurableLogError.self) { try log.retainedEntries(from: 4, through: 6, maxBytes: 1 << 20) }
+
+        // A later compaction never brings released entries back, and may release more.
+        try log.compact(
+            to: Snapshot(metadata: SnapshotMetadata(index: 20, term: 2, configuration: configuration), data: []),
+            retainingFrom: 2)
+        #expect(log.retainedFrom == 5)
+        try log.compact(
+            to: Snapshot(metadata: SnapshotMetadata(index: 25, term: 2, configuration: configuration), data: []),
+            retainingFrom: 18)
+        #expect(log.retainedFrom == 18)
+        #expect(try disk.rawEntry(17) == nil)
+        #expect(try disk.rawEntry(18) != nil)
+
+        let leaders = Snapshot(
+            metadata: SnapshotMetadata(index: 40, term: 3, configuration: configuration), data: Array("forty".utf8))
+        try log.save(snapshot: leaders, entries: [], hardState: HardState(term: 3, commit: 40))
+        #expect(log.retainedFrom == 41)
+        #expect(try disk.rawEntry(18) == nil)
+        log = try disk.openLog()
+        #expect(log.retainedFrom == 41 && log.firstIndex == 41)
+    }
+
     /// A snapshot from the leader: the log is replaced, or kept after the snapshot when it
     /// agrees with it. Data larger than a chunk is stored in several and read back whole.
     @Test func snapshotFromTheLeaderReplacesOrKeepsTheLog() throws {

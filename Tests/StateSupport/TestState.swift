@@ -21,6 +21,8 @@ public final class TestKEK: @unchecked Sendable {
 public final class TestState {
     public let kv: ReplicatedKV
     private var index: UInt64 = 0
+    /// Every entry applied, in order (what a log would hold).
+    public private(set) var entries: [Entry] = []
 
     public init() throws { kv = try ReplicatedKV(storage: MemoryStateStorage()) }
 
@@ -31,6 +33,8 @@ public final class TestState {
         index += 1
         let command = KVCommand.transaction(
             session: 0, sequence: 0, owner: "crm://client/test", proposedAtMillis: time, transaction)
-        return try kv.apply([Entry(term: 1, index: index, data: command.encoded)])[0].outcome
+        let entry = Entry(term: 1, index: index, data: command.encoded)
+        entries.append(entry)
+        return try kv.apply([entry])[0].outcome
     }
 }

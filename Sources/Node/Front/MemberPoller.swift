@@ -115,6 +115,7 @@ final class MemberPoller: Sendable {
                 case .clockSkew: return .clockSkew
                 case .auditBacklog: return .auditBacklog
                 case .backupStale: return .backupStale
+                case .backupGap: return .backupGap
                 default: return nil
                 }
             },

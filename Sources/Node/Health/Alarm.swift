@@ -30,11 +30,15 @@ public struct Alarm: Sendable, Equatable, CustomStringConvertible {
         /// On the leader with a backup schedule: no backup in its targets for two intervals
         /// (`backup.every_hours`).
         case backupStale = "BACKUP_STALE"
+        /// Log entries left a member's log before the leader archived them (the archiver fell
+        /// `backup.max_archive_lag_entries` behind, or cannot write): point-in-time recovery
+        /// cannot reach past the gap until the next full backup, which clears it.
+        case backupGap = "BACKUP_GAP"
 
         /// Whether the member serves as before while it stands (it only tells the operator).
         public var isAdvisory: Bool {
             switch self {
-            case .authAttack, .clockSkew, .auditBacklog, .backupStale: true
+            case .authAttack, .clockSkew, .auditBacklog, .backupStale, .backupGap: true
             case .noSpace, .corrupt, .crmKey, .tamper: false
             }
         }

@@ -72,6 +72,7 @@ public final class HealthMonitor: @unchecked Sendable {
     private var clockSkewAlarm: Alarm?
     private var auditBacklogAlarm: Alarm?
     private var backupStaleAlarm: Alarm?
+    private var backupGapAlarm: Alarm?
     /// What keeps the CRM from using its keys on this member (nil: nothing).
     private let crmKeyProblem: @Sendable () -> CRMKeyError?
     /// The cluster's failed sign-ins, counted while this member leads.
@@ -160,9 +161,11 @@ public final class HealthMonitor: @unchecked Sendable {
         updateClockSkew(observed)
         updateAuditBacklog()
         updateBackupStale()
+        updateBackupGap()
         snapshot.alarms = [
             noSpaceAlarm, corruptAlarm, tamperAlarm, crmKeyAlarm, authAttackAlarm, clockSkewAlarm, auditBacklogAlarm,
             backupStaleAlarm,
+            backupGapAlarm,
         ].compactMap { $0 }
         let window = UInt64(config.fsyncWindowMilliseconds) * 1_000_000
         snapshot.sync = engine.syncLatency.withLock {
@@ -310,6 +313,19 @@ public final class HealthMonitor: @unchecked Sendable {
         backupStaleAlarm = Alarm(
             kind: .backupStale, memberID: config.id, raisedAt: backupStaleAlarm?.raisedAt ?? WallClock.now(),
             reason: reason)
+    }
+
+    /// BACKUP_GAP while entries compacted unarchived are not covered by a newer full backup.
+    private func updateBackupGap() {
+        guard let reason = backups?.archiveGap() else {
+            if backupGapAlarm != nil { logger.notice("BACKUP_GAP alarm cleared") }
+            backupGapAlarm = nil
+            return
+        }
+        if backupGapAlarm == nil { logger.critical("BACKUP_GAP alarm", metadata: ["reason": "\(reason)"]) }
+        backupGapAlarm = Alarm(
+            kind: .backupGap, memberID: config.id, raisedAt: backupGapAlarm?.raisedAt ?? WallClock.now(), reason: reason
+        )
     }
 
     private func updateNoSpace(free: UInt64, store: UInt64) {

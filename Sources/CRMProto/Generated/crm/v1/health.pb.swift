@@ -150,6 +150,10 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
   /// On the leader with a backup schedule (backup.every_hours): no backup in its targets for two
   /// intervals. Advisory: the member serves as before.
   case backupStale // = 8
+
+  /// Log entries were compacted before the leader archived them: point-in-time recovery has a gap
+  /// until the next full backup.
+  case backupGap // = 9
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -167,6 +171,7 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
     case 6: self = .clockSkew
     case 7: self = .auditBacklog
     case 8: self = .backupStale
+    case 9: self = .backupGap
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -182,6 +187,7 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
     case .clockSkew: return 6
     case .auditBacklog: return 7
     case .backupStale: return 8
+    case .backupGap: return 9
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -197,6 +203,7 @@ public nonisolated enum Crm_V1_AlarmKind: SwiftProtobuf.Enum, Swift.CaseIterable
     .clockSkew,
     .auditBacklog,
     .backupStale,
+    .backupGap,
   ]
 
 }
@@ -308,7 +315,7 @@ nonisolated extension Crm_V1_HealthState: SwiftProtobuf._ProtoNameProviding {
 }
 
 nonisolated extension Crm_V1_AlarmKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALARM_KIND_UNKNOWN\0\u{1}ALARM_KIND_NOSPACE\0\u{1}ALARM_KIND_CORRUPT\0\u{1}ALARM_KIND_CRMKEY\0\u{1}ALARM_KIND_TAMPER\0\u{1}ALARM_KIND_AUTH_ATTACK\0\u{1}ALARM_KIND_CLOCK_SKEW\0\u{1}ALARM_KIND_AUDIT_BACKLOG\0\u{1}ALARM_KIND_BACKUP_STALE\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALARM_KIND_UNKNOWN\0\u{1}ALARM_KIND_NOSPACE\0\u{1}ALARM_KIND_CORRUPT\0\u{1}ALARM_KIND_CRMKEY\0\u{1}ALARM_KIND_TAMPER\0\u{1}ALARM_KIND_AUTH_ATTACK\0\u{1}ALARM_KIND_CLOCK_SKEW\0\u{1}ALARM_KIND_AUDIT_BACKLOG\0\u{1}ALARM_KIND_BACKUP_STALE\0\u{1}ALARM_KIND_BACKUP_GAP\0")
 }
 
 nonisolated extension Crm_V1_Health: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
