@@ -10,7 +10,7 @@ struct BackupCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "backup",
         abstract: "Encrypted, signed logical backups in the members' backup targets.",
-        subcommands: [Create.self, List.self, Verify.self, Pull.self])
+        subcommands: [Create.self, List.self, Verify.self, Pull.self, Drill.self])
 
     /// Backups take longer than other calls: this long at least.
     static func longCall(_ cluster: Cluster) -> CallOptions {
@@ -120,32 +120,38 @@ struct BackupCommand: AsyncParsableCommand {
             guard let index = await BackupCommand.holder(of: id, cluster) else {
                 throw Failure.refused("no member holds backup \(id)")
             }
-            try FileManager.default.createDirectory(
-                atPath: to, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            var request = Crm_V1_PullBackupRequest()
-            request.id = id
-            let (sent, target, call) = (request, to, BackupCommand.longCall(cluster))
             let started = Date()
-            let path = try await cluster.onTarget(index) { connection in
-                try await connection.admin.pullBackup(sent, options: call) { response in
-                    let receiver = try BackupReceiver(target: target, id: backup)
-                    do {
-                        for try await piece in response.messages {
-                            try receiver.add(
-                                piece.file, offset: piece.offset, Array(piece.data), fileBytes: piece.fileBytes)
-                        }
-                        return try receiver.finish()
-                    } catch {
-                        receiver.abandon()
-                        throw error
-                    }
-                }
-            }
+            let path = try await BackupCommand.pull(backup, from: index, into: to, cluster)
             Swift.print(
                 "backup \(id) copied from member \(cluster.targets[index].id) into \(path) in "
                     + String(format: "%.2f s", Date().timeIntervalSince(started)))
             guard let backupKey else { return }
             try BackupCommand.verifyHere(path, keyFile: backupKey, caFile: cluster.caFile)
+        }
+    }
+
+    /// Copies backup `id` from the member at `index` into `directory`; answers its path there.
+    static func pull(_ id: BackupID, from index: Int, into directory: String, _ cluster: Cluster) async throws -> String
+    {
+        try FileManager.default.createDirectory(
+            atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        var request = Crm_V1_PullBackupRequest()
+        request.id = id.description
+        let (sent, call) = (request, BackupCommand.longCall(cluster))
+        return try await cluster.onTarget(index) { connection in
+            try await connection.admin.pullBackup(sent, options: call) { response in
+                let receiver = try BackupReceiver(target: directory, id: id)
+                do {
+                    for try await piece in response.messages {
+                        try receiver.add(
+                            piece.file, offset: piece.offset, Array(piece.data), fileBytes: piece.fileBytes)
+                    }
+                    return try receiver.finish()
+                } catch {
+                    receiver.abandon()
+                    throw error
+                }
+            }
         }
     }
 

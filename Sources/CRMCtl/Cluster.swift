@@ -27,6 +27,8 @@ final class Cluster: @unchecked Sendable {
     private let tls: ClientTLSFiles
     /// The cluster CA bundle (checkpoint certificates are checked against it).
     var caFile: String { tls.ca }
+    /// The client certificate, key and CA this connection uses.
+    var tlsFiles: ClientTLSFiles { tls }
     private var connections: [Int: MemberConnection] = [:]
     /// The signed-in user's token its client calls carry (nil: none).
     private let bearerToken: String?

@@ -50,6 +50,14 @@ struct CRMNode: AsyncParsableCommand {
     )
     var toTime: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Write the config of a restore drill's member into this directory (as node.yaml, with its own master key), then exit.",
+            discussion:
+                "This member's id, TLS files, admins, CRM key and backup key; its own data directory; free ports on 127.0.0.1; alone. `crmctl backup drill` restores a backup into it and starts it."
+        ))
+    var drillDirectory: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = ProcessInfo.processInfo.environment["CRM_LOG_LEVEL"] ?? "info"
 
@@ -63,6 +71,17 @@ struct CRMNode: AsyncParsableCommand {
         }
         if check {
             print("crm-node: \(config) is valid (member \(nodeConfig.id) of \(nodeConfig.members.count))")
+            return
+        }
+        if let drillDirectory {
+            do {
+                let drill = try nodeConfig.drillMember(directory: drillDirectory)
+                try drill.yaml().write(toFile: drillDirectory + "/node.yaml", atomically: true, encoding: .utf8)
+                print("crm-node: drill member config \(drillDirectory)/node.yaml, admin \(drill.listen.admin)")
+            } catch {
+                FileHandle.standardError.write(Data("crm-node: drill config: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
             return
         }
         guard let level = Logger.Level(rawValue: logLevel) else {

@@ -13,7 +13,11 @@ public final class BackupStatus: Sendable {
         var newestIndex: UInt64 = 0
         /// Entries compacted before they were archived: the last of them, and why.
         var gap: (through: UInt64, reason: String)?
+        /// When the cluster's last restore drill passed (replicated).
+        var drillMillis: UInt64?
     }
+    /// BACKUP_STALE when no drill has passed for this long (a weekly drill, and a day's grace).
+    static let drillMaxAgeMillis: UInt64 = 8 * 86_400_000
     private let state = Mutex(State())
     /// The schedule's interval (0: no schedule, never stale).
     let everyMillis: UInt64
@@ -51,18 +55,31 @@ public final class BackupStatus: Sendable {
     }
 
     public var newestMillis: UInt64? { state.withLock { $0.newestMillis } }
+    public var drillMillis: UInt64? { state.withLock { $0.drillMillis } }
+
+    func drilled(at millis: UInt64) { state.withLock { $0.drillMillis = max($0.drillMillis ?? 0, millis) } }
 
     /// Why BACKUP_STALE stands, or nil: on a leader with a schedule, no backup for two intervals
     /// (counted from the newest backup, or from when this member began to lead if that is later).
+    /// Or: no restore drill has passed for 8 days (counted the same way).
     public func staleness(now: UInt64) -> String? {
-        let (newest, since) = state.withLock { ($0.newestMillis, $0.leadingSinceMillis) }
+        let (newest, since, drill) = state.withLock { ($0.newestMillis, $0.leadingSinceMillis, $0.drillMillis) }
         guard everyMillis > 0, let since else { return nil }
         let from = max(newest ?? 0, since)
-        guard now > from, now - from > 2 * everyMillis else { return nil }
-        let hours = Double(now - from) / 3_600_000
-        return (newest == nil ? "no backup in this member's targets" : "the newest backup is")
-            + String(format: " %.1f h old", hours)
-            + " (backup.every_hours \(everyMillis / 3_600_000)): look at this member's log for the failed backups"
+        if now > from, now - from > 2 * everyMillis {
+            let hours = Double(now - from) / 3_600_000
+            return (newest == nil ? "no backup in this member's targets" : "the newest backup is")
+                + String(format: " %.1f h old", hours)
+                + " (backup.every_hours \(everyMillis / 3_600_000)): look at this member's log for the failed backups"
+        }
+        let drilledFrom = max(drill ?? 0, since)
+        guard now > drilledFrom, now - drilledFrom > Self.drillMaxAgeMillis else { return nil }
+        let days = Double(now - drilledFrom) / 86_400_000
+        return
+            (drill == nil
+            ? String(format: "no restore drill has passed in %.1f days of leading", days)
+            : String(format: "the last restore drill passed %.1f days ago", days))
+            + ": run `crmctl backup drill` (weekly, e.g. from cluster/systemd/crm-backup-drill.timer)"
     }
 }
 

@@ -48,6 +48,7 @@ public final class NodeMetrics: Sendable {
     private let auditQueued: Gauge
     private let auditRefused: Gauge
     private let backupNewest: Gauge
+    private let backupDrill: Gauge
     private let certificateExpiry = Mutex<[String: Gauge]>([:])
 
     static let latencyBuckets: [Duration] = [
@@ -142,10 +143,17 @@ public final class NodeMetrics: Sendable {
         backupNewest = registry.makeGauge(
             name: "crm_backup_last_success_timestamp_seconds",
             help: "When the newest backup in this member's targets was taken (Unix time; 0: none)")
+        backupDrill = registry.makeGauge(
+            name: "crm_backup_drill_last_success_timestamp_seconds",
+            help: "When the cluster's last restore drill passed (Unix time; 0: none), from the replicated state")
     }
 
-    /// When the newest backup in this member's targets was taken (0: none known).
-    func refresh(backupNewestMillis: UInt64?) { backupNewest.set(to: Double(backupNewestMillis ?? 0) / 1000) }
+    /// When the newest backup in this member's targets was taken, and the last passed drill
+    /// (0: none known).
+    func refresh(backupNewestMillis: UInt64?, drillMillis: UInt64?) {
+        backupNewest.set(to: Double(backupNewestMillis ?? 0) / 1000)
+        backupDrill.set(to: Double(drillMillis ?? 0) / 1000)
+    }
 
     /// Mirrors the audit queue into the gauges (called before each scrape).
     func refresh(auditQueue counts: (queued: Int, refusedTotal: UInt64)) {

@@ -517,6 +517,7 @@ public final class NodeRuntime: @unchecked Sendable {
         let leads = engine.currentStatus.role == .leader && local?.gate().refusal == nil
         admin.backupStatus.leading(leads, now: now)
         let listed = backup.targets.map { BackupStore.list($0) }
+        if let drilled = try? BackupDrillMark.read(engine.kv) { admin.backupStatus.drilled(at: drilled) }
         if let newest = listed.flatMap(\.backups).compactMap(\.manifest).max(by: {
             $0.createdAtMillis < $1.createdAtMillis
         }) {
@@ -646,7 +647,9 @@ public final class NodeRuntime: @unchecked Sendable {
                     peerRoundTrips: status.roundTripMicroseconds.mapValues { .microseconds(Int64($0)) })
                 metrics.refresh(monitor.snapshot)
                 if let backlog = monitor.auditBacklog { metrics.refresh(auditQueue: backlog.counts) }
-                if let backups = monitor.backups { metrics.refresh(backupNewestMillis: backups.newestMillis) }
+                if let backups = monitor.backups {
+                    metrics.refresh(backupNewestMillis: backups.newestMillis, drillMillis: backups.drillMillis)
+                }
                 metrics.refresh(
                     connections: guards.all.map { ($0.name, $0.counts) } + [
                         ("peer", transport?.connectionCounts ?? .init())

@@ -209,6 +209,48 @@ extension RealProcessTests {
             await cluster.closeConnections()
         }
 
+        /// `crmctl backup drill`: the newest backup restored into a scratch member on this host,
+        /// started, checked (crm check, audit verify, counts) and removed; the result audited and
+        /// exported by the leader. A damaged backup fails its drill (exit 1), audited as failed.
+        @Test func aDrillRestoresTheNewestBackupIntoAScratchMemberAndChecksIt() async throws {
+            let (cluster, scratch, leader) = try await Self.backedUpCluster()
+            defer { try? FileManager.default.removeItem(atPath: scratch) }
+            let file = try cluster.writeClusterFile()
+            let (info, id) = try Self.createBackup(file)
+            let counts = try #require(info["counts"] as? [String: Int])
+            let records = counts.filter { !["kv_values", "audit_entries", "subject_keys"].contains($0.key) }.values
+                .reduce(0, +)
+            let work = scratch + "/drill"
+            let drill = ["backup", "drill", "--node-config", cluster.configPath(leader), "--scratch", work]
+            let passed = try ProcessCluster.tool("crmctl", drill + ["--cluster", file])
+            #expect(passed.status == 0, "\(passed.output) \(passed.errors)")
+            #expect(passed.output.contains("backup \(id) passed its restore drill"), "\(passed.output)")
+            #expect(records >= 20 && passed.output.contains(" \(records) records"), "\(passed.output)")
+            #expect(!FileManager.default.fileExists(atPath: work), "the scratch member was not removed")
+            let metrics = await cluster.health(leader).body
+            #expect(
+                metrics.split(separator: "\n").contains {
+                    $0.hasPrefix("crm_backup_drill_last_success_timestamp_seconds ") && !$0.hasSuffix(" 0.0")
+                },
+                "\(metrics.suffix(1500))")
+
+            // One flipped byte in every copy: the restore's deep verify refuses it.
+            for target in ["a", "b"] {
+                let chunk = scratch + "/m\(leader)-\(target)/\(id)/data-000000.chunk"
+                var bytes = try #require(FileManager.default.contents(atPath: chunk))
+                bytes[bytes.count / 2] ^= 0x10
+                try bytes.write(to: URL(fileURLWithPath: chunk))
+            }
+            let failed = try ProcessCluster.tool("crmctl", drill + [id, "--cluster", file])
+            #expect(failed.status == 1 && failed.errors.contains("failed its restore drill"), "\(failed.errors)")
+            let entries = try ProcessCluster.tool(
+                "crmctl", ["audit", "query", "--action", "backup.drill", "--json", "--cluster", file])
+            let outcomes = (Self.json(entries.output) as? [[String: Any]])?.compactMap { $0["outcome"] as? String }
+            #expect(outcomes?.count == 2, "\(entries.output)")
+            #expect(Set(outcomes ?? []).count == 2, "one passed, one failed: \(entries.output)")
+            await cluster.closeConnections()
+        }
+
         @Test func theLeaderTakesScheduledBackupsItself() async throws {
             let (cluster, scratch, leader) = try await Self.backedUpCluster(everyHours: 6)
             defer { try? FileManager.default.removeItem(atPath: scratch) }

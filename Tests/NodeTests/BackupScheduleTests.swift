@@ -49,6 +49,22 @@ import Testing
         #expect(status.staleness(now: 100 * hour) == nil)
         #expect(BackupStatus(everyMillis: 0).staleness(now: 100 * hour) == nil, "no schedule")
     }
+
+    @Test func backupStaleAfterEightDaysWithoutAPassedDrill() {
+        let day = 24 * hour
+        let status = BackupStatus(everyMillis: 6 * hour)
+        status.leading(true, now: 0)
+        for backup in stride(from: UInt64(0), through: 20 * day, by: 6 * Int(hour)) {
+            status.succeeded(at: backup, index: backup)
+        }
+        #expect(status.staleness(now: 8 * day) == nil)
+        #expect(
+            status.staleness(now: 8 * day + hour)?.contains("no restore drill has passed in 8.0 days of leading")
+                == true)
+        status.drilled(at: 8 * day + 2 * hour)
+        #expect(status.staleness(now: 16 * day) == nil)
+        #expect(status.staleness(now: 16 * day + 3 * hour)?.contains("the last restore drill passed") == true)
+    }
 }
 
 /// A manifest as a backup's `manifest.json` would give it (its times set by each test).

@@ -335,6 +335,19 @@ public enum Crm_V1_Admin: Sendable {
                 type: .serverStreaming
             )
         }
+        /// Namespace for "RecordBackupDrill" metadata.
+        public enum RecordBackupDrill: Sendable {
+            /// Request type for "RecordBackupDrill".
+            public typealias Input = Crm_V1_RecordBackupDrillRequest
+            /// Response type for "RecordBackupDrill".
+            public typealias Output = Crm_V1_RecordBackupDrillResponse
+            /// Descriptor for "RecordBackupDrill".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "crm.v1.Admin"),
+                method: "RecordBackupDrill",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "crm.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Status.descriptor,
@@ -360,7 +373,8 @@ public enum Crm_V1_Admin: Sendable {
             CreateBackup.descriptor,
             ListBackups.descriptor,
             VerifyBackup.descriptor,
-            PullBackup.descriptor
+            PullBackup.descriptor,
+            RecordBackupDrill.descriptor
         ]
     }
 }
@@ -800,6 +814,26 @@ extension Crm_V1_Admin {
             request: GRPCCore.StreamingServerRequest<Crm_V1_PullBackupRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_BackupPiece>
+
+        /// Handle the "RecordBackupDrill" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The result of a restore drill (`crmctl backup drill`), on the leader: audited as
+        /// > backup.drill, and a passed drill's time kept in the replicated state
+        /// > (crm_backup_drill_last_success_timestamp_seconds; BACKUP_STALE after 8 days without one).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Crm_V1_RecordBackupDrillRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Crm_V1_RecordBackupDrillResponse` messages.
+        func recordBackupDrill(
+            request: GRPCCore.StreamingServerRequest<Crm_V1_RecordBackupDrillRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_RecordBackupDrillResponse>
     }
 
     /// Service protocol for the "crm.v1.Admin" service.
@@ -1223,6 +1257,26 @@ extension Crm_V1_Admin {
             request: GRPCCore.ServerRequest<Crm_V1_PullBackupRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_BackupPiece>
+
+        /// Handle the "RecordBackupDrill" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The result of a restore drill (`crmctl backup drill`), on the leader: audited as
+        /// > backup.drill, and a passed drill's time kept in the replicated state
+        /// > (crm_backup_drill_last_success_timestamp_seconds; BACKUP_STALE after 8 days without one).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_RecordBackupDrillRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Crm_V1_RecordBackupDrillResponse` message.
+        func recordBackupDrill(
+            request: GRPCCore.ServerRequest<Crm_V1_RecordBackupDrillRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Crm_V1_RecordBackupDrillResponse>
     }
 
     /// Simple service protocol for the "crm.v1.Admin" service.
@@ -1645,6 +1699,26 @@ extension Crm_V1_Admin {
             response: GRPCCore.RPCWriter<Crm_V1_BackupPiece>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "RecordBackupDrill" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The result of a restore drill (`crmctl backup drill`), on the leader: audited as
+        /// > backup.drill, and a passed drill's time kept in the replicated state
+        /// > (crm_backup_drill_last_success_timestamp_seconds; BACKUP_STALE after 8 days without one).
+        ///
+        /// - Parameters:
+        ///   - request: A `Crm_V1_RecordBackupDrillRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Crm_V1_RecordBackupDrillResponse` to respond with.
+        func recordBackupDrill(
+            request: Crm_V1_RecordBackupDrillRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Crm_V1_RecordBackupDrillResponse
     }
 }
 
@@ -1911,6 +1985,17 @@ extension Crm_V1_Admin.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_BackupPiece>(),
             handler: { request, context in
                 try await self.pullBackup(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Crm_V1_Admin.Method.RecordBackupDrill.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_RecordBackupDrillRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_RecordBackupDrillResponse>(),
+            handler: { request, context in
+                try await self.recordBackupDrill(
                     request: request,
                     context: context
                 )
@@ -2184,6 +2269,17 @@ extension Crm_V1_Admin.ServiceProtocol {
             context: context
         )
         return response
+    }
+
+    public func recordBackupDrill(
+        request: GRPCCore.StreamingServerRequest<Crm_V1_RecordBackupDrillRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Crm_V1_RecordBackupDrillResponse> {
+        let response = try await self.recordBackupDrill(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
     }
 }
 
@@ -2503,6 +2599,19 @@ extension Crm_V1_Admin.SimpleServiceProtocol {
                 )
                 return [:]
             }
+        )
+    }
+
+    public func recordBackupDrill(
+        request: GRPCCore.ServerRequest<Crm_V1_RecordBackupDrillRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Crm_V1_RecordBackupDrillResponse> {
+        return GRPCCore.ServerResponse<Crm_V1_RecordBackupDrillResponse>(
+            message: try await self.recordBackupDrill(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
         )
     }
 }
@@ -3048,6 +3157,31 @@ extension Crm_V1_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Crm_V1_BackupPiece>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Crm_V1_BackupPiece>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RecordBackupDrill" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The result of a restore drill (`crmctl backup drill`), on the leader: audited as
+        /// > backup.drill, and a passed drill's time kept in the replicated state
+        /// > (crm_backup_drill_last_success_timestamp_seconds; BACKUP_STALE after 8 days without one).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_RecordBackupDrillRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_RecordBackupDrillRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_RecordBackupDrillResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func recordBackupDrill<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_RecordBackupDrillRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_RecordBackupDrillRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_RecordBackupDrillResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecordBackupDrillResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -3862,6 +3996,42 @@ extension Crm_V1_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "RecordBackupDrill" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The result of a restore drill (`crmctl backup drill`), on the leader: audited as
+        /// > backup.drill, and a passed drill's time kept in the replicated state
+        /// > (crm_backup_drill_last_success_timestamp_seconds; BACKUP_STALE after 8 days without one).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Crm_V1_RecordBackupDrillRequest` message.
+        ///   - serializer: A serializer for `Crm_V1_RecordBackupDrillRequest` messages.
+        ///   - deserializer: A deserializer for `Crm_V1_RecordBackupDrillResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func recordBackupDrill<Result>(
+            request: GRPCCore.ClientRequest<Crm_V1_RecordBackupDrillRequest>,
+            serializer: some GRPCCore.MessageSerializer<Crm_V1_RecordBackupDrillRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Crm_V1_RecordBackupDrillResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecordBackupDrillResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Crm_V1_Admin.Method.RecordBackupDrill.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -4539,6 +4709,37 @@ extension Crm_V1_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_PullBackupRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_BackupPiece>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RecordBackupDrill" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The result of a restore drill (`crmctl backup drill`), on the leader: audited as
+    /// > backup.drill, and a passed drill's time kept in the replicated state
+    /// > (crm_backup_drill_last_success_timestamp_seconds; BACKUP_STALE after 8 days without one).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Crm_V1_RecordBackupDrillRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func recordBackupDrill<Result>(
+        request: GRPCCore.ClientRequest<Crm_V1_RecordBackupDrillRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecordBackupDrillResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.recordBackupDrill(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Crm_V1_RecordBackupDrillRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Crm_V1_RecordBackupDrillResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -5314,6 +5515,41 @@ extension Crm_V1_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.pullBackup(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RecordBackupDrill" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The result of a restore drill (`crmctl backup drill`), on the leader: audited as
+    /// > backup.drill, and a passed drill's time kept in the replicated state
+    /// > (crm_backup_drill_last_success_timestamp_seconds; BACKUP_STALE after 8 days without one).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func recordBackupDrill<Result>(
+        _ message: Crm_V1_RecordBackupDrillRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Crm_V1_RecordBackupDrillResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Crm_V1_RecordBackupDrillRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.recordBackupDrill(
             request: request,
             options: options,
             onResponse: handleResponse

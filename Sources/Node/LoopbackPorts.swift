@@ -5,7 +5,7 @@ import Synchronization
 import Glibc
 #endif
 
-/// Ports for listeners on 127.0.0.1 that tests and drills start.
+/// Ports for listeners on 127.0.0.1 that tests and drills start (a restore drill's member too).
 public enum LoopbackPorts {
     private static let handedOut = Mutex<Set<Int>>([])
 
@@ -20,7 +20,7 @@ public enum LoopbackPorts {
             guard handedOut.withLock({ !$0.contains(port) }), bindsNow(port) else { continue }
             if handedOut.withLock({ $0.insert(port).inserted }) { return port }
         }
-        throw HarnessError("no free port found on 127.0.0.1 in \(low)..<\(high)")
+        throw LoopbackPortsExhausted(description: "no free port found on 127.0.0.1 in \(low)..<\(high)")
     }
 
     /// The first port of the kernel's ephemeral range (32768 when it cannot be read).
@@ -47,8 +47,6 @@ public enum LoopbackPorts {
     }
 }
 
-/// A harness failure: what went wrong and, where it helps, what to do.
-public struct HarnessError: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
+public struct LoopbackPortsExhausted: Error, CustomStringConvertible {
+    public let description: String
 }
