@@ -136,9 +136,15 @@ final class ChunkSink {
     private var records: UInt32 = 0
     private(set) var chunks: [BackupManifest.Chunk] = []
 
-    init(directory: String, stream: ChunkStream, id: BackupID, cipher: AES256GCM) {
+    let beforeEachChunk: @Sendable () -> Void
+
+    init(
+        directory: String, stream: ChunkStream, id: BackupID, cipher: AES256GCM,
+        beforeEachChunk: @escaping @Sendable () -> Void = {}
+    ) {
         self.directory = directory
         self.stream = stream
+        self.beforeEachChunk = beforeEachChunk
         self.id = id
         self.cipher = cipher
     }
@@ -157,6 +163,7 @@ final class ChunkSink {
     }
 
     private func flush() throws {
+        beforeEachChunk()
         let raw = buffer.bytes
         precondition(raw.count <= Int(BackupChunks.maxRawBytes), "a chunk past its bound: one record is too large")
         let index = chunks.count

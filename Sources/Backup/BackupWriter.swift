@@ -25,6 +25,8 @@ public struct BackupWriter: Sendable {
 
     public let kek: any MasterKeyProvider
     public let signer: BackupSigner
+    /// Called before each chunk file is written (debug builds' fault hook: a slow disk).
+    public var beforeEachChunk: @Sendable () -> Void = {}
 
     public init(kek: any MasterKeyProvider, signer: BackupSigner) {
         self.kek = kek
@@ -56,8 +58,11 @@ public struct BackupWriter: Sendable {
         let cipher = AES256GCM(key: dataKey)
         let sinks = [
             BackupArtefact.data: ChunkSink(
-                directory: directory, stream: BackupArtefact.data.stream, id: id, cipher: cipher),
-            .keys: ChunkSink(directory: directory, stream: BackupArtefact.keys.stream, id: id, cipher: cipher),
+                directory: directory, stream: BackupArtefact.data.stream, id: id, cipher: cipher,
+                beforeEachChunk: beforeEachChunk),
+            .keys: ChunkSink(
+                directory: directory, stream: BackupArtefact.keys.stream, id: id, cipher: cipher,
+                beforeEachChunk: beforeEachChunk),
         ]
         var tally = BackupTally()
         try state.forEachRecord(under: BackedUpState.prefixes) { key, value in

@@ -32,6 +32,9 @@ public struct InjectedFaults: Codable, Sendable, Equatable {
     /// Waited before each batch of audit entries this member writes, as by a trail that is not
     /// keeping up: its queue fills and AUDIT_BACKLOG is raised.
     public var auditAppendDelayMilliseconds: Int?
+    /// Waited before each chunk file a backup on this member writes (a slow target disk): a
+    /// backup is then long enough to be cut short by a kill.
+    public var backupChunkDelayMilliseconds: Int?
 
     public init(
         fsyncDelayMilliseconds: Int? = nil, fsyncFails: Bool? = nil, freeDiskBytes: UInt64? = nil,
@@ -55,6 +58,7 @@ public struct InjectedFaults: Codable, Sendable, Equatable {
         case checkToCommitDelayMilliseconds = "check_to_commit_delay_ms"
         case tamperAuditSeq = "tamper_audit_seq"
         case auditAppendDelayMilliseconds = "audit_append_delay_ms"
+        case backupChunkDelayMilliseconds = "backup_chunk_delay_ms"
     }
 }
 

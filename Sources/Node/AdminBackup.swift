@@ -36,7 +36,11 @@ extension AdminService {
         let origin = BackupWriter.Origin(
             member: engine.id, binaryVersion: NodeVersion.current, createdAtMillis: WallClock.nowMillis(),
             previous: BackupStore.list(first).backups.last?.id.description)
-        let writer = BackupWriter(kek: settings.kek, signer: settings.signer)
+        var slowDisk = BackupWriter(kek: settings.kek, signer: settings.signer)
+        if case let delay = FaultHooks.shared.backupChunkDelayMilliseconds, delay > 0 {
+            slowDisk.beforeEachChunk = { usleep(UInt32(delay) * 1000) }
+        }
+        let writer = slowDisk
         let manifest = try await audited(
             "backup.create", by: caller, reason: "backup \(id) of member \(engine.id) at index \(state.position.index)"
         ) {

@@ -251,6 +251,72 @@ extension RealProcessTests {
             await cluster.closeConnections()
         }
 
+        /// `crmctl backup create` with the leader killed (SIGKILL) while it writes the backup
+        /// (each chunk file waits 3 s, an injected slow disk; the kill comes once the partial
+        /// directory is there): crmctl fails saying so; after the member restarts, every backup
+        /// any member lists verifies, the half-written one is not among them, and `backup list`
+        /// shows it as interrupted.
+        @Test func aBackupCutShortByTheLeadersKillFailsAndIsNeverListed() async throws {
+            let (cluster, scratch, leader) = try await Self.backedUpCluster()
+            defer { try? FileManager.default.removeItem(atPath: scratch) }
+            let file = try cluster.writeClusterFile()
+            let members = cluster.ids.filter { $0 != 4 }
+            for member in members { try cluster.setFault(member, \.backupChunkDelayMilliseconds, 3000) }
+            let slowed = await eventually(seconds: 10) {
+                members.allSatisfy { cluster.log($0).contains("backupChunkDelayMilliseconds: Optional(3000)") }
+            }
+            #expect(slowed, "the members did not take up their slow backup disks")
+            let process = Process()
+            process.executableURL = ProcessCluster.binaries.appendingPathComponent("crmctl")
+            process.arguments = ["backup", "create", "--json", "--cluster", file]
+            let (output, errors) = (Pipe(), Pipe())
+            (process.standardOutput, process.standardError) = (output, errors)
+            try process.run()
+            func writing() -> UInt64? {
+                members.first { member in
+                    ((try? FileManager.default.contentsOfDirectory(atPath: scratch + "/m\(member)-a")) ?? []).contains {
+                        $0.hasPrefix(".partial-")
+                    }
+                }
+            }
+            #expect(await eventually(seconds: 10) { writing() != nil }, "the backup never began to write")
+            let victim = writing() ?? leader
+            cluster.kill9(victim)
+            let said = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            let complained = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            let created = (Self.json(said) as? [[String: Any]])?.first?["id"] as? String
+            #expect(process.terminationStatus != 0 && created == nil && !complained.isEmpty, "\(said) \(complained)")
+            print("backup during the leader's kill: exit \(process.terminationStatus), \(complained)")
+
+            for member in members { try cluster.setFault(member, \.backupChunkDelayMilliseconds, nil) }
+            try cluster.start(victim)
+            #expect(await cluster.waitForLeader() != nil)
+            let listed = try ProcessCluster.tool("crmctl", ["backup", "list", "--json", "--cluster", file])
+            let ids = Set((Self.json(listed.output) as? [[String: Any]] ?? []).compactMap { $0["id"] as? String })
+            let table = try ProcessCluster.tool("crmctl", ["backup", "list", "--cluster", file])
+            #expect(table.output.contains("interrupted (never usable, safe to remove)"), "\(table.output)")
+            for id in ids {
+                let verify = try ProcessCluster.tool(
+                    "crmctl", ["backup", "verify", id, "--deep", "--cluster", file])
+                #expect(verify.status == 0, "listed backup \(id) does not hold: \(verify.errors)")
+            }
+            // The half-written backup stays a partial directory, never listed.
+            let victimFirst = (try? FileManager.default.contentsOfDirectory(atPath: scratch + "/m\(victim)-a")) ?? []
+            let partial = victimFirst.filter { $0.hasPrefix(".partial-") }
+            #expect(partial.count == 1, "\(victimFirst)")
+            #expect(partial.allSatisfy { !ids.contains(String($0.dropFirst(".partial-".count))) })
+            // Whatever is on disk and not listed is a partial directory, never a backup id.
+            for target in ["a", "b"] {
+                let names =
+                    (try? FileManager.default.contentsOfDirectory(atPath: scratch + "/m\(victim)-\(target)")) ?? []
+                for name in names where name != LogSegments.directoryName && !name.hasPrefix(".partial-") {
+                    #expect(ids.contains(name), "\(name) is on disk but not a listed backup")
+                }
+            }
+            await cluster.closeConnections()
+        }
+
         @Test func theLeaderTakesScheduledBackupsItself() async throws {
             let (cluster, scratch, leader) = try await Self.backedUpCluster(everyHours: 6)
             defer { try? FileManager.default.removeItem(atPath: scratch) }

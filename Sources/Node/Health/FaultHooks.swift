@@ -85,6 +85,12 @@ final class FaultHooks: Sendable {
         return max(0, min(current.auditAppendDelayMilliseconds ?? 0, 10_000))
     }
 
+    /// The wait before each chunk file a backup writes, in milliseconds (0 unless injected).
+    var backupChunkDelayMilliseconds: Int {
+        guard path != nil else { return 0 }
+        return max(0, min(current.backupChunkDelayMilliseconds ?? 0, 10_000))
+    }
+
     /// Called just before a synced write: waits or fails as the injected faults say.
     func beforeSync() throws {
         guard path != nil else { return }
